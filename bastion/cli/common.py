@@ -1,0 +1,81 @@
+"""Options and helpers shared by every CLI command.
+
+Every command that touches the policy, data dir, keys dir or listen address
+takes the same flags, falling back to ``BASTION_POLICY``, ``BASTION_DATA_DIR``,
+``BASTION_KEYS_DIR`` and ``BASTION_LISTEN`` when a flag is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable
+
+import typer
+from rich.console import Console
+
+from bastion.errors import BastionError, ConfigError
+
+DEFAULT_POLICY = "policy.toml"
+DEFAULT_DATA_DIR = "data"
+DEFAULT_KEYS_DIR = "keys"
+DEFAULT_LISTEN = "127.0.0.1:2222"
+
+PolicyOpt = Annotated[Path, typer.Option("--policy", envvar="BASTION_POLICY",
+                                         help="policy.toml to use.", show_default=True)]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar="BASTION_DATA_DIR",
+                                          help="Where host keys, the host CA, recordings and the index live.")]
+KeysDirOpt = Annotated[Path, typer.Option("--keys-dir", envvar="BASTION_KEYS_DIR",
+                                          help="The vault: upstream private keys, encrypted at rest.")]
+ListenOpt = Annotated[str, typer.Option("--listen", envvar="BASTION_LISTEN",
+                                        help="HOST:PORT the bastion listens on.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--listen must be HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> "typer.Exit":
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    if hint:
+        err_console.print(f"[dim]hint:[/] {escape(hint)}")
+    return typer.Exit(code)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as _escape
+    return _escape(text)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Decorator: turn BastionError into a message on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BastionError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+                for p in exc.problems:
+                    err_console.print(f"  {escape(str(p))}")
+            if exc.hint:
+                err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

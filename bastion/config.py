@@ -1,0 +1,387 @@
+"""policy.toml → frozen, validated configuration objects.
+
+The file has these parts (see the example ``policy.toml`` at the top of the repo):
+
+``[oidc]``        how agent and approver tokens are validated (:class:`OidcConfig`)
+``[settings]``    engine defaults (``default``, ``opaque``) and bastion settings
+``[[targets]]``   the hosts agents may reach, with the vault key and pinned host key
+``[[grants]]``    which principals may open which channel kinds on which targets
+``[[rules]]``     command rules, compiled by :func:`bastion.policy.compile_policy`
+``[[masks]]``     custom secret detectors (regexes)
+
+:func:`load_config` validates everything once and raises :class:`ConfigError`
+listing every problem with its line number.  Reloading builds a new object; the
+old one stays valid until swapped (see ``bastion.ssh.server``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bastion.errors import ConfigError, Problem
+from bastion.identity.principal import Principal
+from bastion.policy import Policy, compile_policy
+from bastion.policy.selectors import (
+    any_principal_matches, any_target_matches, check_principal_selector, check_target_selector,
+)
+from bastion.tomlpos import TomlPositions
+
+CHANNEL_KINDS = ("exec", "shell", "sftp", "forward")
+ENGINE_SETTINGS = ("default", "opaque")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    issuer: str
+    audience: tuple[str, ...]
+    tenants: tuple[str, ...] = ()
+    subject_claim: str | None = None
+    ca_bundle: str | None = None        # absolute path once loaded
+    allow_v1: bool = False              # accept Entra v1 (sts.windows.net) tokens
+    leeway: int = 60                    # seconds of clock skew for exp/nbf/iat
+    jwks_refresh_interval: int = 60     # min seconds between JWKS refreshes on unknown kid
+    timeout: float = 10.0               # HTTP timeout for discovery/JWKS
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    host: str
+    user: str
+    key: str
+    port: int = 22
+    host_key: str | None = None         # "ssh-ed25519 AAAA..." pinned key
+    known_hosts: str | None = None      # or a known_hosts file (absolute path once loaded)
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    who: tuple[str, ...] | None
+    targets: tuple[str, ...] | None
+    channels: tuple[str, ...]
+    mask_live: bool = False
+
+
+@dataclass(frozen=True)
+class Mask:
+    name: str
+    regex: str
+    replace: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    approvers: tuple[str, ...] = ()
+    approval_timeout: int = 300
+    mask_live: bool = False
+    env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
+    connect_timeout: float = 10.0
+    recording_max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BastionConfig:
+    path: str
+    oidc: OidcConfig | None
+    settings: Settings
+    targets: dict[str, Target]
+    grants: tuple[Grant, ...]
+    masks: tuple[Mask, ...]
+    policy: Policy
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def target(self, name: str) -> Target | None:
+        return self.targets.get(name)
+
+    def grant_for(self, principal: Principal, target: Target, channel: str) -> Grant | None:
+        """The first grant letting ``principal`` open ``channel`` on ``target``, else None."""
+        for grant in self.grants:
+            if (channel in grant.channels and any_principal_matches(grant.who, principal)
+                    and any_target_matches(grant.targets, target)):
+                return grant
+        return None
+
+    def may_reach(self, principal: Principal, target: Target) -> bool:
+        return any(any_principal_matches(g.who, principal) and any_target_matches(g.targets, target)
+                   for g in self.grants)
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, where: tuple, message: str) -> None:
+        self.problems.append(Problem(message=message, where=where))
+
+    def keys(self, table: dict, allowed: tuple[str, ...], where: tuple) -> None:
+        for key in table:
+            if key not in allowed:
+                self.add(where + (key,), f"unknown key {'.'.join(map(str, where + (key,)))!r}"
+                         f" (allowed: {', '.join(allowed)})")
+
+    def string(self, table: dict, key: str, where: tuple, *, required: bool = False,
+               default: str | None = None) -> str | None:
+        value = table.get(key, default)
+        if value is None:
+            if required:
+                self.add(where, f"{_w(where)}: missing required key {key!r}")
+            return None
+        if not isinstance(value, str) or not value:
+            self.add(where + (key,), f"{_w(where)}.{key} must be a non-empty string")
+            return None
+        return value
+
+    def strings(self, table: dict, key: str, where: tuple) -> tuple[str, ...] | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.add(where + (key,), f"{_w(where)}.{key} must be a list of strings")
+            return None
+        return tuple(value)
+
+    def number(self, table: dict, key: str, where: tuple, default, *, minimum=0):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            self.add(where + (key,), f"{_w(where)}.{key} must be a number >= {minimum}")
+            return default
+        return value
+
+    def boolean(self, table: dict, key: str, where: tuple, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            self.add(where + (key,), f"{_w(where)}.{key} must be true or false")
+            return default
+        return value
+
+
+def _w(where: tuple) -> str:
+    if len(where) >= 2 and isinstance(where[1], int):
+        return f"{where[0]}[{where[1]}]"
+    return ".".join(map(str, where))
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _table_list(raw: dict, key: str, c: _Checker) -> list[dict]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        c.add((key,), f"{key} must be an array of tables: write [[{key}]]")
+        return []
+    return value
+
+
+def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
+    table = raw.get("oidc")
+    if table is None:
+        return None
+    w = ("oidc",)
+    if not isinstance(table, dict):
+        c.add(w, "[oidc] must be a table")
+        return None
+    c.keys(table, ("issuer", "audience", "tenants", "subject_claim", "ca_bundle", "allow_v1",
+                   "leeway", "jwks_refresh_interval", "timeout"), w)
+    issuer = c.string(table, "issuer", w, required=True)
+    if issuer:
+        url = urlparse(issuer)
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            c.add(w + ("issuer",), "oidc.issuer must use https (http only for a loopback issuer)")
+        elif url.scheme not in ("http", "https") or not url.hostname:
+            c.add(w + ("issuer",), f"oidc.issuer is not an http(s) URL: {issuer!r}")
+    audience = c.strings(table, "audience", w)
+    if not audience:
+        c.add(w + ("audience",), "oidc.audience is required (e.g. \"api://bastion\")")
+    ca_bundle = c.string(table, "ca_bundle", w)
+    if ca_bundle:
+        ca_path = (base / ca_bundle).resolve()
+        if not ca_path.is_file():
+            c.add(w + ("ca_bundle",), f"oidc.ca_bundle {str(ca_path)!r} does not exist")
+        ca_bundle = str(ca_path)
+    if not issuer or not audience:
+        return None
+    return OidcConfig(
+        issuer=issuer.rstrip("/") if issuer.endswith("//") else issuer,
+        audience=audience,
+        tenants=c.strings(table, "tenants", w) or (),
+        subject_claim=c.string(table, "subject_claim", w),
+        ca_bundle=ca_bundle,
+        allow_v1=c.boolean(table, "allow_v1", w, False),
+        leeway=int(c.number(table, "leeway", w, 60)),
+        jwks_refresh_interval=int(c.number(table, "jwks_refresh_interval", w, 60)),
+        timeout=float(c.number(table, "timeout", w, 10.0, minimum=0.1)),
+    )
+
+
+def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
+    table = raw.get("settings", {})
+    w = ("settings",)
+    if not isinstance(table, dict):
+        c.add(w, "[settings] must be a table")
+        return Settings(), {}
+    own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
+           "recording_max_bytes")
+    c.keys(table, own + ENGINE_SETTINGS, w)
+    approvers = c.strings(table, "approvers", w) or ()
+    for sel in approvers:
+        msg = check_principal_selector(sel)
+        if msg:
+            c.add(w + ("approvers",), f"settings.approvers: {msg}")
+    settings = Settings(
+        approvers=approvers,
+        approval_timeout=int(c.number(table, "approval_timeout", w, 300, minimum=1)),
+        mask_live=c.boolean(table, "mask_live", w, False),
+        env_allow=c.strings(table, "env_allow", w) or (),
+        connect_timeout=float(c.number(table, "connect_timeout", w, 10.0, minimum=0.1)),
+        recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
+                                         minimum=1024)),
+    )
+    return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
+
+
+def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    for i, table in enumerate(_table_list(raw, "targets", c)):
+        w = ("targets", i)
+        c.keys(table, ("name", "host", "port", "user", "key", "host_key", "known_hosts", "labels"), w)
+        name = c.string(table, "name", w, required=True)
+        host = c.string(table, "host", w, required=True)
+        user = c.string(table, "user", w, required=True)
+        key = c.string(table, "key", w, required=True)
+        port = c.number(table, "port", w, 22, minimum=1)
+        if isinstance(port, float) or port > 65535:
+            c.add(w + ("port",), f"{_w(w)}.port must be an integer 1-65535")
+        host_key = c.string(table, "host_key", w)
+        known_hosts = c.string(table, "known_hosts", w)
+        if not host_key and not known_hosts:
+            c.add(w, f"{_w(w)}: pin the upstream host key with host_key = \"ssh-ed25519 AAAA...\""
+                     " or known_hosts = \"path\" (bastion never trusts on first use)")
+        if host_key and len(host_key.split()) < 2:
+            c.add(w + ("host_key",), f"{_w(w)}.host_key must look like \"ssh-ed25519 AAAA...\"")
+        if known_hosts:
+            known_hosts = str((base / known_hosts).resolve())
+        labels = c.strings(table, "labels", w) or ()
+        if name and not _NAME.match(name):
+            c.add(w + ("name",), f"{_w(w)}.name {name!r} may hold only letters, digits, . _ -")
+        if name and name in targets:
+            c.add(w + ("name",), f"duplicate target name {name!r}")
+        if name and host and user and key:
+            targets[name] = Target(name=name, host=host, port=int(port), user=user, key=key,
+                                   host_key=host_key, known_hosts=known_hosts, labels=labels)
+    return targets
+
+
+def _grants(raw: dict, c: _Checker, targets: dict[str, Target]) -> tuple[Grant, ...]:
+    grants = []
+    for i, table in enumerate(_table_list(raw, "grants", c)):
+        w = ("grants", i)
+        c.keys(table, ("who", "targets", "channels", "mask_live"), w)
+        who = c.strings(table, "who", w)
+        for sel in who or ():
+            msg = check_principal_selector(sel)
+            if msg:
+                c.add(w + ("who",), f"{_w(w)}.who: {msg}")
+        tsel = c.strings(table, "targets", w)
+        for sel in tsel or ():
+            msg = check_target_selector(sel)
+            if msg:
+                c.add(w + ("targets",), f"{_w(w)}.targets: {msg}")
+            elif targets and not any(any_target_matches((sel,), t) for t in targets.values()):
+                c.add(w + ("targets",), f"{_w(w)}.targets: {sel!r} matches no [[targets]] entry")
+        channels = c.strings(table, "channels", w)
+        if channels is None:
+            channels = ("exec", "shell")
+        for ch in channels:
+            if ch not in CHANNEL_KINDS:
+                c.add(w + ("channels",), f"{_w(w)}.channels: unknown kind {ch!r}"
+                                         f" (use {', '.join(CHANNEL_KINDS)})")
+        grants.append(Grant(who=who, targets=tsel, channels=channels,
+                            mask_live=c.boolean(table, "mask_live", w, False)))
+    return tuple(grants)
+
+
+def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
+    masks = []
+    names = set()
+    for i, table in enumerate(_table_list(raw, "masks", c)):
+        w = ("masks", i)
+        c.keys(table, ("name", "regex", "replace"), w)
+        name = c.string(table, "name", w, required=True)
+        regex = c.string(table, "regex", w, required=True)
+        if name in names:
+            c.add(w + ("name",), f"duplicate mask name {name!r}")
+        names.add(name)
+        if regex:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                c.add(w + ("regex",), f"{_w(w)}.regex is not a valid regular expression: {exc}")
+                regex = None
+        replace = c.string(table, "replace", w, default=f"[MASKED:{name}]")
+        if name and regex:
+            masks.append(Mask(name=name, regex=regex, replace=replace or f"[MASKED:{name}]"))
+    return tuple(masks)
+
+
+TOP_LEVEL = ("oidc", "settings", "targets", "grants", "rules", "masks")
+
+
+def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
+    """Parse and validate policy.toml text; raise :class:`ConfigError` with every problem."""
+    positions = TomlPositions(text)
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("not valid TOML", [Problem(str(exc))], path=path) from exc
+    c = _Checker()
+    c.keys(raw, TOP_LEVEL, ())
+    base = Path(path).resolve().parent
+    oidc = _oidc(raw, c, base)
+    settings, engine_settings = _settings(raw, c)
+    targets = _targets(raw, c, base)
+    grants = _grants(raw, c, targets)
+    masks = _masks(raw, c)
+    rules = _table_list(raw, "rules", c)
+    policy = None
+    try:
+        policy = compile_policy(engine_settings, rules)
+    except ConfigError as exc:
+        c.problems.extend(exc.problems)
+    if c.problems:
+        problems = [Problem(p.message, line=p.line or positions.line(p.where), where=p.where)
+                    for p in c.problems]
+        problems.sort(key=lambda p: (p.line or 0))
+        raise ConfigError(f"{len(problems)} problem(s)", problems, path=path,
+                          hint="fix the lines named and run `bastion policy check`")
+    return BastionConfig(path=path, oidc=oidc, settings=settings, targets=targets,
+                         grants=grants, masks=masks, policy=policy, raw=raw)
+
+
+def load_config(path: str | Path) -> BastionConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("policy file not found", path=str(p),
+                          hint="pass --policy PATH or set BASTION_POLICY") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file: {exc.strerror}", path=str(p)) from exc
+    return parse_config(text, str(p))
