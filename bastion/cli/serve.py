@@ -1,7 +1,55 @@
-"""CLI: (placeholder, filled in by its owner)."""
+"""CLI: ``bastion serve`` — run the bastion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
 
 import typer
 
+from bastion.cli.common import (
+    DEFAULT_DATA_DIR, DEFAULT_KEYS_DIR, DEFAULT_LISTEN, DEFAULT_POLICY, DataDirOpt, KeysDirOpt,
+    ListenOpt, PolicyOpt, handle_errors, parse_listen,
+)
+from pathlib import Path
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+@handle_errors
+def serve_cmd(
+    policy: PolicyOpt = Path(DEFAULT_POLICY),
+    listen: ListenOpt = DEFAULT_LISTEN,
+    data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
+    keys_dir: KeysDirOpt = Path(DEFAULT_KEYS_DIR),
+    log_level: str = typer.Option("info", "--log-level", envvar="BASTION_LOG_LEVEL",
+                                  help="debug, info, warning or error."),
+) -> None:
+    """Run the bastion: agents log in with an OIDC token and reach targets with `ssh -J`.
+
+    Host keys and the host CA are created in the data dir on first start. The vault
+    passphrase comes from BASTION_VAULT_PASSPHRASE or BASTION_VAULT_PASSPHRASE_FILE.
+    SIGHUP (or editing the policy file) reloads policy.toml; an invalid file is refused
+    and the previous policy kept. SIGTERM/SIGINT disconnect agents with a message and stop.
+
+    Example:
+
+        bastion serve --policy policy.toml --listen 127.0.0.1:2222 --data-dir data --keys-dir keys
+    """
+    from bastion.services import Services
+    from bastion.ssh.server import serve
+
+    setup_logging(log_level)
+    host, port = parse_listen(listen)
+    services = Services.build(policy, data_dir, keys_dir)
+    asyncio.run(serve(services, host, port))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("serve")(serve_cmd)

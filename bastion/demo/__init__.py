@@ -1,0 +1,1 @@
+"""Local stand-ins for first runs and tests: a loopback OpenSSH sshd as a demo target."""

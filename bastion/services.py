@@ -1,0 +1,167 @@
+"""The one Services object that ``bastion serve`` builds and passes explicitly.
+
+It owns the reloadable configuration (policy.toml), the token validator, the
+vault, the host keys/CA, the upstream pool and (once wired) the recorder, plus
+the small decisions every session needs (policy, env filtering) so that the SSH
+glue stays thin.  Reload keeps the previous configuration when the new file is
+invalid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.config import BastionConfig, load_config
+from bastion.errors import BastionError, ConfigError
+from bastion.identity.principal import Principal
+
+log = logging.getLogger("bastion.services")
+audit = logging.getLogger("bastion.audit")
+
+
+@dataclass
+class Services:
+    policy_path: Path
+    data_dir: Path
+    keys_dir: Path
+    config: BastionConfig
+    validator: Any
+    vault: Any
+    hostkeys: Any
+    pool: Any
+    inner_options: Any
+    recorder: Any = None
+    _policy_mtime: float = 0.0
+    _servers: set = field(default_factory=set)
+
+    # -- construction ----------------------------------------------------------
+    @classmethod
+    def build(cls, policy_path: Path, data_dir: Path, keys_dir: Path) -> "Services":
+        from bastion.identity.oidc import TokenValidator
+        from bastion.ssh.hostca import HostKeys
+        from bastion.ssh.inner import InnerOptionsCache
+        from bastion.ssh.upstream import UpstreamPool
+        from bastion.vault import Vault
+
+        config = load_config(policy_path)
+        if config.oidc is None:
+            raise ConfigError("policy has no [oidc] table: agents could not log in",
+                              path=str(policy_path),
+                              hint="add [oidc] issuer = ... and audience = ...")
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hostkeys = HostKeys.load_or_create(data_dir)
+        vault = Vault.from_env(keys_dir)
+        for name in sorted({t.key for t in config.targets.values()}):
+            vault.load(name)     # fail at start, not at the first session: missing key, bad passphrase
+        services = cls(
+            policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
+            validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
+            pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout),
+            inner_options=InnerOptionsCache(hostkeys),
+        )
+        services._policy_mtime = services._mtime()
+        return services
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.policy_path).st_mtime
+        except OSError:
+            return 0.0
+
+    # -- reload ----------------------------------------------------------------
+    def reload(self) -> bool:
+        """Load policy.toml again; keep the old config when the new one is invalid."""
+        self._policy_mtime = self._mtime()
+        try:
+            config = load_config(self.policy_path)
+        except ConfigError as exc:
+            log.error("policy reload refused, previous policy kept: %s", exc)
+            return False
+        if config.oidc != self.config.oidc:
+            from bastion.identity.oidc import TokenValidator
+            self.validator = TokenValidator(config.oidc)
+        self.config = config
+        self.inner_options.invalidate()
+        log.info("policy reloaded from %s: %d targets, %d grants", self.policy_path,
+                 len(config.targets), len(config.grants))
+        return True
+
+    def reload_if_changed(self) -> bool:
+        if self._mtime() != self._policy_mtime:
+            return self.reload()
+        return False
+
+    # -- connections -----------------------------------------------------------
+    def track(self, server) -> None:
+        self._servers.add(server)
+
+    def untrack(self, server) -> None:
+        self._servers.discard(server)
+
+    @property
+    def connections(self) -> set:
+        return set(self._servers)
+
+    # -- decisions -------------------------------------------------------------
+    def decide(self, ctx, line: str, *, channel: str):
+        """Policy decision for one exec command or shell line; logged (and indexed)."""
+        try:
+            decision = self.config.policy.evaluate(ctx.principal, ctx.target, line)
+        except Exception as exc:  # noqa: BLE001 - the engine must never fail open
+            log.exception("policy engine failed; denying")
+            from bastion.policy import Action, Decision
+            decision = Decision(Action.DENY, "<error>", f"policy engine error: {type(exc).__name__}")
+        self._log_decision(ctx, line, channel, decision)
+        return decision
+
+    def decide_opaque(self, ctx, line: str, why: str):
+        """Decision for a line the bastion could not reconstruct (opaque action)."""
+        from bastion.policy import Action, Decision
+        engine = self.config.policy
+        maker = getattr(engine, "opaque_decision", None)
+        if maker is not None:
+            decision = maker(line, why)
+        else:
+            decision = Decision(Action.DENY, "<opaque>", f"cannot know before it runs: {why}")
+        self._log_decision(ctx, line, "shell", decision)
+        return decision
+
+    def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
+        from bastion.ssh.session import _printable
+        level = logging.INFO if decision.action.value == "allow" else logging.WARNING
+        audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
+                         "reason=%s line=%s", ctx.principal.subject, ctx.target.name,
+                  ctx.target.user, channel, decision.action.value, decision.rule,
+                  _printable(decision.reason), _printable(line))
+
+    def new_line_tracker(self):
+        from bastion.proto.linetracker import LineTracker
+        return LineTracker()
+
+    def filter_env(self, env: dict) -> dict:
+        allowed = self.config.settings.env_allow
+        kept = {}
+        for name, value in (env or {}).items():
+            name_s = name.decode() if isinstance(name, bytes) else str(name)
+            if any(fnmatch.fnmatchcase(name_s, pat) for pat in allowed):
+                kept[name_s] = value.decode() if isinstance(value, bytes) else value
+        return kept
+
+    def record_refused(self, principal: Principal | None, client: str, target: str | None,
+                       login: str | None, reason: str) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.refused(principal=principal, client=client, target=target,
+                                      login=login, reason=reason)
+            except BastionError as exc:
+                log.error("could not record a refused attempt: %s", exc)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.recorder is not None:
+            self.recorder.close()

@@ -1,0 +1,1 @@
+"""asyncssh glue: server callbacks, the inner connection, the upstream pool, the host CA."""

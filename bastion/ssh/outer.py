@@ -1,0 +1,177 @@
+"""The outer SSH server: the connection agents make to the bastion itself.
+
+Login: keyboard-interactive only.  The first prompt is ``OIDC token: ``; the
+answer is the agent's OIDC access token, possibly over several rounds because
+OpenSSH cuts every answer at 1023 bytes (see :mod:`bastion.identity.chunking`).
+The outer login name is free: identity comes from the token.
+
+After login the only thing an agent may do is open direct-tcpip channels
+(``ssh -J``) to configured, granted targets; each such channel carries an inner
+SSH connection that the bastion terminates itself (:mod:`bastion.ssh.inner`).
+Sessions, remote forwarding and everything else on the outer connection are
+refused.  Every refusal is logged with its reason and recorded in the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from bastion.errors import IdentityError, TokenRejected
+from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
+from bastion.identity.principal import Principal
+from bastion.ssh.context import InnerContext
+from bastion.ssh.link import InnerLink
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.services import Services
+
+log = logging.getLogger("bastion.outer")
+audit = logging.getLogger("bastion.audit")
+
+
+class OuterServer(asyncssh.SSHServer):
+    """asyncssh callbacks for one agent connection.  Everything not listed is refused."""
+
+    def __init__(self, services: "Services") -> None:
+        self.services = services
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.client = "?"
+        self.login = ""
+        self.principal: Principal | None = None
+        self._assembler: TokenAssembler | None = None
+        self.inner_links: set[InnerLink] = set()
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.client = f"{peer[0]}:{peer[1]}"
+        self.services.track(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.services.untrack(self)
+        log.debug("connection from %s closed: %s", self.client, exc)
+
+    # -- authentication ------------------------------------------------------
+    def begin_auth(self, username: str) -> bool:
+        self.login = username
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str):
+        self._assembler = TokenAssembler()
+        return "", "", "", [(FIRST_PROMPT, False)]
+
+    async def validate_kbdint_response(self, username: str, responses):
+        assembler = self._assembler
+        if assembler is None or len(responses) != 1:
+            return False
+        try:
+            next_prompt = assembler.feed(responses[0])
+            if next_prompt is not None:
+                return "", "", "", [(next_prompt, False)]
+            token = assembler.token
+            self._assembler = None
+            principal = await self.services.validator.validate(token)
+        except TokenRejected as exc:
+            self._assembler = None
+            audit.warning("login refused from %s (login %r): %s", self.client,
+                          _short(username), exc.reason)
+            self.services.record_refused(None, self.client, None, username,
+                                         f"token rejected: {exc.reason}")
+            return False
+        except IdentityError as exc:
+            self._assembler = None
+            log.error("login from %s could not be checked: %s", self.client, exc)
+            self.services.record_refused(None, self.client, None, username,
+                                         f"identity provider unavailable: {exc}")
+            return False
+        self.principal = principal
+        audit.info("login principal=%s app=%s name=%r roles=%s client=%s",
+                   principal.subject, principal.app_id, _short(principal.name),
+                   ",".join(principal.roles), self.client)
+        return True
+
+    # -- channels --------------------------------------------------------------
+    def session_requested(self):
+        audit.warning("outer session refused principal=%s client=%s",
+                      self.principal.subject if self.principal else "-", self.client)
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            "bastion: no shell on the bastion itself; use it as a jump host: "
+            "ssh -J agent@bastion user@target")
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
+        services = self.services
+        principal = self.principal
+        config = services.config
+        target = config.target(dest_host)
+        if target is None:
+            reason = f"unknown target {_short(dest_host)!r}"
+        elif not config.may_reach(principal, target):
+            reason = f"target {target.name!r} is not granted to {principal.label}"
+        else:
+            reason = None
+        if reason:
+            audit.warning("channel refused principal=%s client=%s dest=%s:%s: %s",
+                          principal.subject, self.client, _short(dest_host), dest_port, reason)
+            services.record_refused(principal, self.client, _short(dest_host), None, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"bastion: {reason}")
+        ctx = InnerContext(services=services, principal=principal, target=target,
+                           client=self.client, outer_login=self.login)
+        return self._open_inner(ctx)
+
+    async def _open_inner(self, ctx: InnerContext) -> InnerLink:
+        options = await self.services.inner_options.options_for(ctx)
+        loop = asyncio.get_running_loop()
+        peer = tuple(self.client.rsplit(":", 1))
+        link: InnerLink
+
+        def make_connection():
+            return asyncssh.SSHServerConnection(loop, options, wait=None)
+
+        def lost():
+            self.inner_links.discard(link)
+
+        link = InnerLink(make_connection, (peer[0], int(peer[1]) if peer[1].isdigit() else 0), lost)
+        self.inner_links.add(link)
+        return link
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+    def unix_connection_requested(self, dest_path: str):
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
+    def close(self, message: str) -> None:
+        """Tell the agent why, then disconnect (used at shutdown)."""
+        if self.conn is not None:
+            for link in list(self.inner_links):
+                if link.inner is not None:
+                    link.inner.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+
+
+def _short(text: str | None, limit: int = 120) -> str:
+    if text is None:
+        return ""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned[:limit]

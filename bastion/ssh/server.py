@@ -1,0 +1,85 @@
+"""Run the bastion: listen, reload policy on SIGHUP or file change, shut down cleanly.
+
+``serve(services, host, port)`` runs until SIGTERM/SIGINT; then it stops
+accepting, tells every connected agent why it is being disconnected, closes the
+upstream pool and the recorder, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncssh
+
+from bastion.services import Services
+from bastion.ssh.outer import OuterServer
+
+log = logging.getLogger("bastion.server")
+
+POLICY_POLL_SECONDS = 2.0
+SHUTDOWN_MESSAGE = "bastion is shutting down; reconnect later"
+
+
+async def start_listener(services: Services, host: str, port: int) -> asyncssh.SSHAcceptor:
+    """Start accepting agent connections; the returned acceptor knows the bound port."""
+    return await asyncssh.listen(
+        host, port,
+        server_factory=lambda: OuterServer(services),
+        server_host_keys=services.hostkeys.server_host_keys(),
+        config=None, agent_forwarding=False, x11_forwarding=False, allow_pty=False,
+        allow_scp=False, line_editor=False, login_timeout=60,
+        keepalive_interval=60, keepalive_count_max=3,
+        reuse_address=True,
+    )
+
+
+async def serve(services: Services, host: str, port: int, *, ready=None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    acceptor = await start_listener(services, host, port)
+    bound = acceptor.get_port()
+    log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
+             services.policy_path, services.data_dir)
+    if ready is not None:
+        ready(bound)
+
+    def on_stop(signame: str) -> None:
+        log.info("received %s: shutting down", signame)
+        stop.set()
+
+    def on_hup() -> None:
+        log.info("received SIGHUP: reloading policy")
+        services.reload()
+
+    for sig, handler in ((signal.SIGTERM, lambda: on_stop("SIGTERM")),
+                         (signal.SIGINT, lambda: on_stop("SIGINT")),
+                         (signal.SIGHUP, on_hup)):
+        try:
+            loop.add_signal_handler(sig, handler)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
+            pass
+
+    async def watch_policy() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(POLICY_POLL_SECONDS)
+            services.reload_if_changed()
+
+    watcher = asyncio.ensure_future(watch_policy())
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        acceptor.close()
+        for server in services.connections:
+            try:
+                server.close(SHUTDOWN_MESSAGE)
+            except Exception:  # noqa: BLE001 - best effort
+                log.debug("error closing a connection", exc_info=True)
+        await services.close()
+        try:
+            await asyncio.wait_for(acceptor.wait_closed(), 5)
+        except asyncio.TimeoutError:
+            pass
+        log.info("bastion stopped")

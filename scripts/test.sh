@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run them.
+#   scripts/test.sh                 the whole suite
+#   scripts/test.sh tests/unit -q   any pytest arguments
+# Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client:
+# the end-to-end tests drive the real OpenSSH ssh client against a real sshd on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "installing Debian packages: ${need_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null 2>&1 || {
+        $SUDO apt-get update -qq >/dev/null
+        $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    }
+fi
+
+scripts/setup.sh --test
+exec .venv/bin/python -m pytest "$@"
