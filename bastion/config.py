@@ -85,6 +85,7 @@ class Settings:
     env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
     connect_timeout: float = 10.0
     recording_max_bytes: int = 256 * 1024 * 1024
+    ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         c.add(w, "[settings] must be a table")
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
-           "recording_max_bytes")
+           "recording_max_bytes", "ciphers")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     for sel in approvers:
@@ -253,6 +254,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         connect_timeout=float(c.number(table, "connect_timeout", w, 10.0, minimum=0.1)),
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
                                          minimum=1024)),
+        ciphers=c.strings(table, "ciphers", w),
     )
     return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
 

@@ -65,6 +65,7 @@ class LocalSshd:
     port: int = 0
     user: str = field(default_factory=getpass.getuser)
     extra_config: str = ""
+    allow_tcp_forwarding: bool = False     # True for a plain OpenSSH jump host (benchmarks)
     proc: subprocess.Popen | None = None
     host_key_line: str = ""
 
@@ -95,7 +96,8 @@ class LocalSshd:
             "PermitRootLogin prohibit-password\n"
             "StrictModes no\n"
             "UsePAM no\n"
-            "AllowTcpForwarding no\nX11Forwarding no\nAllowAgentForwarding no\n"
+            f"AllowTcpForwarding {'yes' if self.allow_tcp_forwarding else 'no'}\n"
+            "X11Forwarding no\nAllowAgentForwarding no\n"
             "PrintMotd no\nPrintLastLog no\n"
             "MaxSessions 64\nMaxStartups 100:30:200\n"
             "AcceptEnv LANG LC_* BASTION_TEST_*\n"

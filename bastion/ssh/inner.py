@@ -21,6 +21,7 @@ import time
 
 import asyncssh
 
+from bastion.ssh.algs import server_algs
 from bastion.ssh.context import InnerContext
 from bastion.ssh.session import InnerSession
 
@@ -121,6 +122,7 @@ class InnerOptionsCache:
                 server_host_keys=[(key, cert)],
                 agent_forwarding=False, x11_forwarding=False, allow_pty=True,
                 line_editor=False, allow_scp=False, config=None,
+                **server_algs(ctx.services.config.settings.ciphers),
                 keepalive_interval=0, login_timeout=60,
             )
             self._cache[name] = (time.monotonic(), base)

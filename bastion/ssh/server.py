@@ -14,6 +14,7 @@ import signal
 import asyncssh
 
 from bastion.services import Services
+from bastion.ssh.algs import server_algs
 from bastion.ssh.outer import OuterServer
 
 log = logging.getLogger("bastion.server")
@@ -28,7 +29,8 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
         host, port,
         server_factory=lambda: OuterServer(services),
         server_host_keys=services.hostkeys.server_host_keys(),
-        config=None, agent_forwarding=False, x11_forwarding=False, allow_pty=False,
+        config=None, **server_algs(services.config.settings.ciphers),
+        agent_forwarding=False, x11_forwarding=False, allow_pty=False,
         allow_scp=False, line_editor=False, login_timeout=60,
         keepalive_interval=60, keepalive_count_max=3,
         reuse_address=True,

@@ -24,6 +24,7 @@ from typing import Callable
 import asyncssh
 
 from bastion.config import Target
+from bastion.ssh.algs import client_algs
 from bastion.errors import HostKeyMismatch, UpstreamError, VaultError
 
 log = logging.getLogger("bastion.upstream")
@@ -62,6 +63,7 @@ class UpstreamPool:
 
     load_key: Callable[[str], asyncssh.SSHKey]
     connect_timeout: float = 10.0
+    ciphers: tuple[str, ...] | None = None
     _pool: dict[tuple, list[_Pooled]] = field(default_factory=dict)
     _locks: dict[tuple, asyncio.Lock] = field(default_factory=dict)
     _closed: bool = False
@@ -121,6 +123,7 @@ class UpstreamPool:
                 agent_path=None, config=None, preferred_auth="publickey",
                 x509_trusted_certs=None, gss_host=None,
                 keepalive_interval=30, keepalive_count_max=3,
+                **client_algs(self.ciphers),
             ), timeout=self.connect_timeout)
         except asyncio.TimeoutError as exc:
             raise UpstreamError(f"target {target.name} ({target.host}:{target.port}) did not answer "

@@ -1,0 +1,249 @@
+"""End-to-end harness: a real ``bastion serve`` process between the real OpenSSH
+client and a real OpenSSH sshd, all on 127.0.0.1, with the dev issuer over https.
+
+Nothing here is mocked: the bastion is started through its CLI, the agent is
+``/usr/bin/ssh`` with ``bastion-askpass`` answering the token prompts, the target
+is ``sshd`` from openssh-server logging in with the vault key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.demo.sshd import LocalSshd, free_port, wait_for_port
+
+VENV_BIN = Path(sys.executable).parent
+BASTION = str(VENV_BIN / "bastion")
+ASKPASS = str(VENV_BIN / "bastion-askpass")
+VAULT_PASSPHRASE = "e2e-vault-passphrase-not-a-secret"
+
+POLICY_RULES = """
+[settings]
+default = "deny"
+opaque = "review"
+env_allow = ["BASTION_TEST_OK"]
+
+[[rules]]
+name = "read-only-tools"
+action = "allow"
+commands = ["echo", "cat", "ls", "head", "true", "false", "exit", "printf", "wc", "sleep",
+            "sh", "bash", "kill", "tr", "id", "uname", "stty", "rm", "sudo", "env", "seq", "od"]
+
+[[rules]]
+name = "no-recursive-delete"
+action = "deny"
+commands = ["rm -r", "rm -R", "rm --recursive"]
+
+[[rules]]
+name = "no-shadow"
+action = "deny"
+commands = ["* /etc/shadow"]
+
+[[rules]]
+name = "status-is-fine"
+action = "allow"
+commands = ["systemctl status"]
+
+[[rules]]
+name = "restarts-need-review"
+action = "review"
+commands = ["systemctl restart"]
+"""
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+@dataclass
+class BastionRig:
+    root: Path
+    issuer: object                       # bastion.identity.devissuer.DevIssuer
+    sshd: LocalSshd | None = None
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    extra_targets: str = ""
+    extra_policy: str = ""
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.root / "data"
+        self.keys_dir = self.root / "keys"
+        self.policy_path = self.root / "policy.toml"
+        self.log_path = self.root / "bastion.log"
+        self.known_hosts = self.root / "known_hosts"
+        self.ssh_config = self.root / "ssh_config"
+        self.canary_dir = self.root / "canary"
+
+    # -- set-up ------------------------------------------------------------------
+    @property
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "SSH_"))}
+        env.update(BASTION_VAULT_PASSPHRASE=VAULT_PASSPHRASE, BASTION_KEYS_DIR=str(self.keys_dir),
+                   BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path))
+        return env
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True) -> Result:
+        p = subprocess.run([BASTION, *args], env=self.env, input=input, capture_output=True,
+                           timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"bastion {' '.join(args)} failed ({p.returncode}):\n"
+                                 f"{p.stderr.decode(errors='replace')}")
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def setup(self) -> "BastionRig":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.canary_dir.mkdir(exist_ok=True)
+        (self.canary_dir / "canary.txt").write_text("still here\n")
+        pub = self.cli("keys", "generate", "web1").out.strip().splitlines()[-1]
+        self.sshd = LocalSshd(self.root / "sshd", [pub]).start()
+        self.write_policy()
+        self.port = free_port()
+        return self
+
+    def policy_text(self, rules: str = POLICY_RULES) -> str:
+        issuer = self.issuer
+        return f"""
+[oidc]
+issuer = "{issuer.issuer}"
+audience = "api://bastion"
+tenants = ["{issuer.tenant_id}"]
+ca_bundle = "{issuer.ca_path}"
+
+[[targets]]
+name = "web1"
+host = "127.0.0.1"
+port = {self.sshd.port}
+user = "{self.sshd.user}"
+key = "web1"
+host_key = "{self.sshd.host_key_line}"
+labels = ["prod"]
+{self.extra_targets}
+[[grants]]
+who = ["role:agents"]
+targets = ["web*", "label:prod"]
+channels = ["exec", "shell"]
+{rules}
+{self.extra_policy}
+"""
+
+    def write_policy(self, text: str | None = None) -> None:
+        self.policy_path.write_text(text if text is not None else self.policy_text())
+
+    def start(self) -> "BastionRig":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BASTION, "serve", "--listen", f"127.0.0.1:{self.port}", "--log-level", "debug"],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=20, proc=self.proc)
+        except Exception as exc:
+            raise AssertionError(f"bastion did not start: {exc}\n{self.log()}") from exc
+        self.known_hosts.write_text(
+            self.cli("ca", "known-hosts", "--bastion-host", f"127.0.0.1:{self.port}").out)
+        self.ssh_config.write_text(self.render_ssh_config())
+        return self
+
+    def render_ssh_config(self) -> str:
+        common = (f"  UserKnownHostsFile {self.known_hosts}\n"
+                  "  GlobalKnownHostsFile /dev/null\n"
+                  "  StrictHostKeyChecking yes\n"
+                  "  IdentityAgent none\n"
+                  "  IdentityFile none\n"
+                  "  ConnectTimeout 15\n")
+        return (f"Host bastion\n  HostName 127.0.0.1\n  Port {self.port}\n  User agent\n"
+                "  PreferredAuthentications keyboard-interactive\n"
+                "  PubkeyAuthentication no\n  PasswordAuthentication no\n" + common +
+                "\nHost * !bastion\n  ProxyJump bastion\n"
+                "  PubkeyAuthentication no\n  PasswordAuthentication no\n"
+                "  KbdInteractiveAuthentication no\n"
+                "  SendEnv BASTION_TEST_*\n" + common)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def close(self) -> None:
+        self.stop()
+        if self.sshd:
+            self.sshd.stop()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in the bastion log:\n{self.log()[-3000:]}")
+
+    # -- the agent ---------------------------------------------------------------
+    def agent_env(self, token: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "SSH_"))}
+        env.pop("DISPLAY", None)
+        env.update(SSH_ASKPASS=ASKPASS, SSH_ASKPASS_REQUIRE="force", BASTION_TOKEN=token)
+        return env
+
+    def ssh(self, token: str, command: str | None, *, login: str | None = None,
+            target: str = "web1", input: bytes | None = None, args: tuple = (),
+            timeout: float = 60, env: dict | None = None) -> Result:
+        login = login or self.sshd.user
+        argv = ["ssh", "-F", str(self.ssh_config), *args, f"{login}@{target}"]
+        if command is not None:
+            argv.append(command)
+        full_env = self.agent_env(token)
+        full_env.update(env or {})
+        p = subprocess.run(argv, env=full_env, input=input if input is not None else b"",
+                           capture_output=True, timeout=timeout, start_new_session=True)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def ssh_popen(self, token: str, command: str | None, *, args: tuple = (),
+                  login: str | None = None) -> subprocess.Popen:
+        login = login or self.sshd.user
+        argv = ["ssh", "-F", str(self.ssh_config), *args, f"{login}@web1"]
+        if command is not None:
+            argv.append(command)
+        return subprocess.Popen(argv, env=self.agent_env(token), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+
+
+def have_openssh() -> bool:
+    from bastion.demo.sshd import find_sshd
+    try:
+        find_sshd()
+    except Exception:  # noqa: BLE001
+        return False
+    return shutil.which("ssh") is not None and shutil.which("ssh-keygen") is not None

@@ -1,0 +1,134 @@
+"""The data path end to end: real ssh -J → bastion serve → real sshd, dev issuer over https."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+
+def test_allowed_exec_passes_stdout_stderr_and_exit_status(rig, token):
+    r = rig.ssh(token, "echo hello-from-target; echo to-stderr >&2; exit 3")
+    assert r.returncode == 3, r.err
+    assert r.out == "hello-from-target\n"
+    assert "to-stderr" in r.err
+
+
+def test_token_of_2500_bytes_is_taken_over_several_rounds(rig, token):
+    assert len(token) >= 2500
+    r = rig.ssh(token, "true")
+    assert r.returncode == 0, r.err
+    log = rig.wait_log("login principal=")
+    assert "login refused" not in log.split("login principal=")[0][-500:]
+
+
+def test_stdin_streams_to_the_command_and_eof_ends_it(rig, token):
+    data = os.urandom(300_000)
+    r = rig.ssh(token, "cat", input=data)
+    assert r.returncode == 0, r.err
+    assert r.stdout == data
+
+
+def test_binary_output_is_passed_exactly(rig, token):
+    r = rig.ssh(token, "head -c 1000000 /dev/urandom | wc -c")
+    assert r.returncode == 0, r.err
+    assert r.out.strip() == "1000000"
+
+
+def test_denied_command_never_reaches_the_host(rig, token):
+    canary = rig.canary_dir / "canary.txt"
+    r = rig.ssh(token, f"rm -rf {rig.canary_dir}")
+    assert r.returncode == 126
+    assert "denied by rule no-recursive-delete" in r.err
+    assert canary.read_text() == "still here\n"
+
+
+def test_denied_command_hidden_in_a_list_is_denied_whole(rig, token):
+    canary = rig.canary_dir / "canary.txt"
+    r = rig.ssh(token, f"echo harmless; rm -fr {rig.canary_dir}")
+    assert r.returncode == 126
+    assert r.out == ""                       # not even the harmless part ran
+    assert canary.exists()
+
+
+def test_review_is_held_and_not_run_until_approvals_exist(rig, token):
+    r = rig.ssh(token, "systemctl restart nginx")
+    assert r.returncode == 125
+    assert "restarts-need-review" in r.err
+
+
+def test_command_no_rule_allows_is_denied_by_default(rig, token):
+    r = rig.ssh(token, f"touch {rig.canary_dir}/made-by-agent")
+    assert r.returncode == 126
+    assert not (rig.canary_dir / "made-by-agent").exists()
+
+
+def test_unknown_target_is_refused_with_its_name(rig, token):
+    r = rig.ssh(token, "true", target="db9")
+    assert r.returncode == 255
+    assert "unknown target 'db9'" in r.err
+    rig.wait_log("unknown target 'db9'")
+
+
+def test_wrong_inner_login_is_refused_naming_the_right_one(rig, token):
+    r = rig.ssh(token, "true", login="mallory")
+    assert r.returncode == 255
+    assert f"{rig.sshd.user}@web1" in r.err
+    rig.wait_log("login='mallory'")
+
+
+def test_principal_without_a_grant_is_refused(rig, issuer):
+    outsider = issuer.add_client("e2e-outsider", roles=["readers"])
+    r = rig.ssh(issuer.mint(client=outsider), "true")
+    assert r.returncode == 255
+    assert "not granted" in r.err
+
+
+@pytest.mark.parametrize("case", ["expired", "wrong-audience", "garbage"])
+def test_bad_token_is_refused_with_a_plain_denial_and_a_logged_reason(rig, issuer, agent_client,
+                                                                      case):
+    now = time.time()
+    bad = {
+        "expired": lambda: issuer.mint(client=agent_client, now=now - 7200, lifetime=600),
+        "wrong-audience": lambda: issuer.mint(client=agent_client, audience="api://other"),
+        "garbage": lambda: "not-a-jwt",
+    }[case]()
+    r = rig.ssh(bad, "true")
+    assert r.returncode == 255
+    assert "Permission denied" in r.err
+    assert "expired" not in r.err and "audience" not in r.err       # plain denial for the agent
+    rig.wait_log("login refused")
+    assert bad not in rig.log()
+
+
+def test_env_requests_are_dropped_unless_allowed(rig, token):
+    r = rig.ssh(token, "echo ok=$BASTION_TEST_OK no=$BASTION_TEST_NO",
+                env={"BASTION_TEST_OK": "passed", "BASTION_TEST_NO": "leaked"})
+    assert r.returncode == 0, r.err
+    assert r.out.strip() == "ok=passed no="
+
+
+def test_exit_status_of_a_signal_is_passed_back(rig, token):
+    r = rig.ssh(token, "kill -TERM $$")
+    # OpenSSH reports a remote death by signal as exit status 255 and says which signal
+    assert r.returncode != 0
+    assert r.returncode in (255, 143), (r.returncode, r.err)
+
+
+def test_port_forwarding_on_the_inner_connection_is_refused(rig, token):
+    r = rig.ssh(token, None, args=("-N", "-W", "127.0.0.1:22"))
+    assert r.returncode == 255
+    assert "port forwarding is not allowed" in r.err or "prohibited" in r.err
+
+
+def test_the_token_is_never_written_to_the_data_dir_or_log(rig, token):
+    assert rig.ssh(token, "true").returncode == 0
+    needle = token.encode()
+    head = token.split(".")[2][:40].encode()        # a piece of the signature
+    for path in list(rig.data_dir.rglob("*")) + [rig.log_path]:
+        if path.is_file():
+            blob = path.read_bytes()
+            assert needle not in blob and head not in blob, f"token found in {path}"
