@@ -281,7 +281,7 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
         if known_hosts:
             known_hosts = str((base / known_hosts).resolve())
         labels = c.strings(table, "labels", w) or ()
-        if name and not _NAME.match(name):
+        if name and not _NAME.fullmatch(name):
             c.add(w + ("name",), f"{_w(w)}.name {name!r} may hold only letters, digits, . _ -")
         if name and name in targets:
             c.add(w + ("name",), f"duplicate target name {name!r}")

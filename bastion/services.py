@@ -41,9 +41,11 @@ class Services:
 
     # -- construction ----------------------------------------------------------
     @classmethod
-    def build(cls, policy_path: Path, data_dir: Path, keys_dir: Path) -> "Services":
+    def build(cls, policy_path: Path, data_dir: Path, keys_dir: Path, *,
+              listen_host: str | None = None) -> "Services":
         from bastion.identity.oidc import TokenValidator
-        from bastion.ssh.hostca import HostKeys
+        from bastion.ssh.algs import check_ciphers
+        from bastion.ssh.hostca import HostKeys, default_bastion_names
         from bastion.ssh.inner import InnerOptionsCache
         from bastion.ssh.upstream import UpstreamPool
         from bastion.vault import Vault
@@ -53,15 +55,21 @@ class Services:
             raise ConfigError("policy has no [oidc] table: agents could not log in",
                               path=str(policy_path),
                               hint="add [oidc] issuer = ... and audience = ...")
+        check_ciphers(config.settings.ciphers)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        hostkeys = HostKeys.load_or_create(data_dir)
+        names = default_bastion_names()
+        if listen_host and listen_host not in ("0.0.0.0", "::") and listen_host not in names:
+            names = names + (listen_host,)
+        hostkeys = HostKeys.load_or_create(data_dir, names)
         vault = Vault.from_env(keys_dir)
+        vault.unlock()           # wrong passphrase: fail at start, not at the first session
         for name in sorted({t.key for t in config.targets.values()}):
-            vault.load(name)     # fail at start, not at the first session: missing key, bad passphrase
+            vault.load(name)     # a key named by [[targets]] but missing: fail at start too
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
             validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
-            pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout),
+            pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout,
+                              ciphers=config.settings.ciphers),
             inner_options=InnerOptionsCache(hostkeys),
         )
         services._policy_mtime = services._mtime()

@@ -47,7 +47,7 @@ def serve_cmd(
 
     setup_logging(log_level)
     host, port = parse_listen(listen)
-    services = Services.build(policy, data_dir, keys_dir)
+    services = Services.build(policy, data_dir, keys_dir, listen_host=host)
     asyncio.run(serve(services, host, port))
 
 

@@ -13,6 +13,7 @@ import signal
 
 import asyncssh
 
+from bastion.errors import BastionError
 from bastion.services import Services
 from bastion.ssh.algs import server_algs
 from bastion.ssh.outer import OuterServer
@@ -40,6 +41,10 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
 async def serve(services: Services, host: str, port: int, *, ready=None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    try:
+        await services.validator.refresh()      # the first login then pays no discovery/JWKS fetch
+    except BastionError as exc:
+        log.warning("identity provider not reachable at start (logins will retry): %s", exc)
     acceptor = await start_listener(services, host, port)
     bound = acceptor.get_port()
     log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
