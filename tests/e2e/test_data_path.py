@@ -132,3 +132,47 @@ def test_the_token_is_never_written_to_the_data_dir_or_log(rig, token):
         if path.is_file():
             blob = path.read_bytes()
             assert needle not in blob and head not in blob, f"token found in {path}"
+
+
+@pytest.fixture(scope="module")
+def rig_with_bad_targets(tmp_path_factory, issuer):
+    """A bastion whose policy also names a target with the wrong pinned key and one that is down."""
+    from bastion.demo.sshd import free_port
+    from tests.e2e.harness import BastionRig
+    r = BastionRig(tmp_path_factory.mktemp("rig-bad"), issuer)
+    r.root.mkdir(parents=True, exist_ok=True)
+    r.extra_targets = f"""
+[[targets]]
+name = "web-rebuilt"
+host = "127.0.0.1"
+port = PORT
+user = "USER"
+key = "web1"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHD8e0B9O2xS0s2x6e6D6nqJX4b7o8H0mC3v8mY6Ej1q"
+
+[[targets]]
+name = "web-down"
+host = "127.0.0.1"
+port = {free_port()}
+user = "USER"
+key = "web1"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHD8e0B9O2xS0s2x6e6D6nqJX4b7o8H0mC3v8mY6Ej1q"
+"""
+    r.setup()
+    r.extra_targets = r.extra_targets.replace("PORT", str(r.sshd.port)).replace("USER", r.sshd.user)
+    r.write_policy()
+    r.start()
+    yield r
+    r.close()
+
+
+def test_upstream_host_key_mismatch_is_refused_and_says_so(rig_with_bad_targets, token):
+    r = rig_with_bad_targets.ssh(token, "true", target="web-rebuilt")
+    assert r.returncode == 255
+    assert "does not match the pinned" in r.err
+
+
+def test_upstream_down_gives_a_clear_message(rig_with_bad_targets, token):
+    r = rig_with_bad_targets.ssh(token, "true", target="web-down")
+    assert r.returncode == 255
+    assert "cannot reach target web-down" in r.err
