@@ -147,6 +147,13 @@ class InnerSession(asyncssh.SSHServerSession):
                     self._refuse(self._decision_message(decision),
                                  EXIT_DENIED if decision.action.value == "deny" else EXIT_NOT_APPROVED)
                     return
+            elif not self.term_type:
+                # Without a terminal there is no line editing to follow: bytes that a pty
+                # would treat as editing keys reach the shell literally, so keystroke
+                # tracking cannot be exact.  Scripts use exec; people use a pty.
+                self._refuse("bastion: a shell needs a terminal here: run commands as "
+                             "`ssh host 'command'` or ask for a pty with `ssh -t`", EXIT_DENIED)
+                return
             else:
                 self._tracker = services.new_line_tracker()
             await self._open_upstream()
@@ -175,7 +182,7 @@ class InnerSession(asyncssh.SSHServerSession):
             self.up_chan, _ = await self.up_conn.create_session(
                 lambda: _UpstreamSide(self), self.command if self.kind == "exec" else None,
                 term_type=self.term_type, term_size=self.term_size,
-                term_modes=self.term_modes or {}, env=env, encoding=None,
+                term_modes=self._upstream_modes(), env=env, encoding=None,
                 window=UPSTREAM_WINDOW)
         except asyncssh.ChannelOpenError as exc:
             services.pool.release(ctx.target, self.up_conn)
@@ -190,6 +197,18 @@ class InnerSession(asyncssh.SSHServerSession):
         if self._pending_eof:
             self.up_chan.write_eof()
         self.chan.resume_reading()
+
+    def _upstream_modes(self) -> dict:
+        """Terminal modes for the upstream pty.
+
+        For a tracked shell, the bastion's own fixed modes, not the agent's: an agent
+        that set the end-of-line character to ``#`` could otherwise run a line with
+        no Enter for the tracker to hold, and IUCLC would turn ``RM`` into ``rm``.
+        """
+        if self._tracker is not None and self.term_type:
+            from bastion.proto.linetracker import UPSTREAM_TTY_MODES
+            return dict(UPSTREAM_TTY_MODES)
+        return dict(self.term_modes or {})
 
     def _refuse(self, message: str, status: int) -> None:
         if self._closed or self.chan is None:
@@ -213,7 +232,13 @@ class InnerSession(asyncssh.SSHServerSession):
         if self._tracker is None:
             self.up_chan.write(data)
             return
-        self._handle_events(self._tracker.receive(data))
+        from bastion.proto.linetracker import LineTrackerError
+        try:
+            self._handle_events(self._tracker.receive(data))
+        except LineTrackerError as exc:
+            log.warning("session %s: line tracker refused input: %s", self.ctx.where, exc)
+            self._refuse(f"bastion: input refused: {exc}", EXIT_DENIED)
+            self.up_chan.close()
 
     def _handle_events(self, events) -> None:
         from bastion.proto.linetracker import Forward, LineSubmitted
@@ -276,6 +301,8 @@ class InnerSession(asyncssh.SSHServerSession):
 
     # -- upstream → agent ----------------------------------------------------
     def upstream_data(self, data: bytes, datatype: Any) -> None:
+        if self._tracker is not None:
+            self._tracker.observe_output(data)
         if not self._closed:
             self.chan.write(data, datatype)
 
@@ -299,6 +326,7 @@ class InnerSession(asyncssh.SSHServerSession):
         try:
             if signal:
                 name, core_dumped, msg, lang = signal
+                log.info("session %s: exit signal %s", self.ctx.where, name)
                 self.chan.exit_with_signal(name, core_dumped, msg, lang)
             elif status is not None:
                 self.chan.exit(status)

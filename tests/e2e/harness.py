@@ -247,3 +247,78 @@ def have_openssh() -> bool:
     except Exception:  # noqa: BLE001
         return False
     return shutil.which("ssh") is not None and shutil.which("ssh-keygen") is not None
+
+
+class PtyAgent:
+    """The real ssh client on a real pseudo-terminal, as a person (or an agent with a tty) runs it."""
+
+    def __init__(self, rig: BastionRig, token: str, *, cols: int = 80, rows: int = 24,
+                 command: str | None = None) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        self._fcntl, self._struct, self._termios = fcntl, struct, termios
+        self.master, slave = pty.openpty()
+        self.resize(cols, rows, signal_child=False, fd=slave)
+        argv = ["ssh", "-F", str(rig.ssh_config), "-t", f"{rig.sshd.user}@web1"]
+        if command:
+            argv.append(command)
+
+        def make_controlling_tty():
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(argv, env=rig.agent_env(token), stdin=slave, stdout=slave,
+                                     stderr=slave, start_new_session=True,
+                                     preexec_fn=make_controlling_tty)
+        os.close(slave)
+        self.buf = b""
+
+    def resize(self, cols: int, rows: int, *, signal_child: bool = True, fd: int | None = None):
+        size = self._struct.pack("HHHH", rows, cols, 0, 0)
+        self._fcntl.ioctl(self.master if fd is None else fd, self._termios.TIOCSWINSZ, size)
+        if signal_child:
+            self.proc.send_signal(signal.SIGWINCH)
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_until(self, needle: bytes, timeout: float = 15.0) -> bytes:
+        import select
+        deadline = time.monotonic() + timeout
+        start = len(self.buf)
+        while needle not in self.buf[start:]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{needle!r} not seen; got {self.buf[-800:]!r}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"EOF before {needle!r}; got {self.buf[-800:]!r}")
+                self.buf += chunk
+        return self.buf[start:]
+
+    def wait(self, timeout: float = 15.0) -> int:
+        import select
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    self.buf += os.read(self.master, 65536)
+                except OSError:
+                    pass
+        return self.proc.wait(max(0.1, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            os.close(self.master)
+        except OSError:
+            pass

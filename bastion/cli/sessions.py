@@ -1,0 +1,454 @@
+"""CLI for reviewers: ``sessions list/show/play/export``, ``commands search``, ``verify``, ``prune``.
+
+Each command is one library call (bastion.recording.query / verify / player)
+plus rendering.  Tables show agent text through
+:func:`bastion.proto.sanitize.sanitize` (escapes made visible, never
+interpreted) in rich ``Text`` cells (never markup); ``--json`` output is
+ASCII-escaped JSON.  The index is opened read-only except by ``prune``; all
+of these run beside ``bastion serve`` (WAL).
+
+Exit codes: 0 ok, 1 error (message on stderr), 3 ``verify`` found a break.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handle_errors, out_console
+from bastion.errors import RecordingError
+from bastion.proto.sanitize import sanitize
+from bastion.recording import player, query
+from bastion.recording import verify as verifier
+
+VERIFY_FAILED = 3
+
+sessions_app = typer.Typer(help="Review recorded sessions: list, show, replay, export.",
+                           no_args_is_help=True)
+commands_app = typer.Typer(help="Search every command line agents sent, with its decision.",
+                           no_args_is_help=True)
+
+DataDir = DataDirOpt
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=True, indent=2, default=str) + "\n")
+
+
+def _when(ts: float | None) -> str:
+    text = query.iso(ts)
+    return text[:19].replace("T", " ") if text else "-"
+
+
+def _who(record: dict) -> str:
+    p = record.get("principal") or {}
+    name, subject = p.get("name"), p.get("subject")
+    if name and subject:
+        return sanitize(f"{name} ({subject})")
+    return sanitize(subject or name or "-")
+
+
+def _t(value) -> Text:
+    """A table cell from agent-controlled text: sanitised, never markup."""
+    return Text(sanitize("" if value is None else str(value)))
+
+
+def _since(value: str | None, now: float) -> float | None:
+    return query.parse_time(value, now=now) if value else None
+
+
+def _now() -> float:
+    import time
+    return time.time()
+
+
+@sessions_app.command("list")
+@handle_errors
+def list_cmd(
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    principal: Annotated[Optional[str], typer.Option(help="Subject, app id or name (glob).")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target name (glob, e.g. 'web*').")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Started at/after: 7d, 12h, 2024-05-01...")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Started at/before (same forms).")] = None,
+    status: Annotated[Optional[str], typer.Option(help="active, closed, interrupted or refused.")] = None,
+    denied: Annotated[bool, typer.Option("--denied", help="Only refused sessions or ones with a denied command.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions, newest first, refused attempts included.
+
+    Example: bastion sessions list --since 24h --target 'web*' --denied
+    """
+    now = _now()
+    db = query.open_index(data_dir)
+    rows = query.list_sessions(db, principal=principal, target=target, since=_since(since, now),
+                               until=_since(until, now), status=status, denied=denied, limit=limit)
+    if as_json:
+        _emit_json([query.public(r) for r in rows])
+        return
+    table = Table(title=f"{len(rows)} session(s)", title_justify="left")
+    for col in ("id", "started", "status", "principal", "client", "target", "cmds", "denied",
+                "exit", "in/out bytes"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        status_text = Text(r["status"], style={"refused": "red", "interrupted": "yellow",
+                                                "active": "green"}.get(r["status"], ""))
+        if r.get("truncated"):
+            status_text.append(" (truncated)", style="yellow")
+        table.add_row(str(r["id"]), _when(r["started"]), status_text, Text(_who(r)), _t(r.get("client")),
+                      _t(f"{r.get('login') or '?'}@{r.get('target') or '?'}"), str(r["n_commands"]),
+                      Text(str(r["n_denied"]), style="red" if r["n_denied"] else ""),
+                      "-" if r.get("exit_status") is None else str(r["exit_status"]),
+                      f"{r['bytes_in']}/{r['bytes_out']}")
+    out_console.print(table)
+
+
+@sessions_app.command("show")
+@handle_errors
+def show_cmd(
+    session_id: Annotated[int, typer.Argument(help="Session id (from `sessions list`).")],
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a session: who, where, when, its channels and the command timeline with decisions.
+
+    Example: bastion sessions show 42
+    """
+    record = query.get_session(query.open_index(data_dir), session_id)
+    if as_json:
+        _emit_json(query.public(record))
+        return
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="bold")
+    meta.add_column()
+    p = record.get("principal") or {}
+    for key, value in (("session", record["id"]), ("status", record["status"]),
+                       ("reason", record.get("reason")), ("principal", _who(record)),
+                       ("app id", p.get("app_id")), ("roles", ", ".join(p.get("roles") or [])),
+                       ("client", record.get("client")),
+                       ("target", f"{record.get('login')}@{record.get('target')}"),
+                       ("started", _when(record["started"])), ("ended", _when(record.get("ended"))),
+                       ("exit status", record.get("exit_status")),
+                       ("bytes in/out", f"{record['bytes_in']}/{record['bytes_out']}"),
+                       ("truncated", "yes" if record.get("truncated") else None),
+                       ("chain", f"seq {record['seq']}" if record.get("seq") else "not sealed yet")):
+        if value not in (None, ""):
+            meta.add_row(key, _t(value))
+    out_console.print(meta)
+    if record["channels"]:
+        ch_table = Table(title="channels", title_justify="left")
+        for col in ("id", "kind", "command", "status", "exit", "in/out", "recording"):
+            ch_table.add_column(col, overflow="fold")
+        for ch in record["channels"]:
+            exit_text = ch.get("exit_signal") or ("-" if ch.get("exit_status") is None else str(ch["exit_status"]))
+            ch_table.add_row(str(ch["id"]), _t(ch["kind"]), _t(ch.get("command") or ""),
+                             _t(ch["status"] + (" (truncated)" if ch.get("truncated") else "")),
+                             _t(exit_text), f"{ch['bytes_in']}/{ch['bytes_out']}", _t(ch.get("path")))
+        out_console.print(ch_table)
+    if record["commands"]:
+        cmd_table = Table(title="commands", title_justify="left")
+        for col in ("id", "time", "channel", "offset", "action", "rule", "line", "reason", "approver", "exit"):
+            cmd_table.add_column(col, overflow="fold")
+        for c in record["commands"]:
+            cmd_table.add_row(str(c["id"]), _when(c["time"]), str(c.get("channel_id") or "-"),
+                              f"{c['offset']:.3f}" if c.get("offset") is not None else "-",
+                              Text(sanitize(c["action"]), style={"deny": "red", "review": "yellow"}.get(c["action"], "green")),
+                              _t(c.get("rule")), _t(c["line"]), _t(c.get("reason")), _t(c.get("approver")),
+                              "-" if c.get("exit_status") is None else str(c["exit_status"]))
+        out_console.print(cmd_table)
+        first = record["commands"][0]["id"]
+        out_console.print(Text(f"replay from a command: bastion sessions play {record['id']} --from cmd:{first}",
+                               style="dim"))
+
+
+def _channel_choice(record: dict, channel: int | None, start: str | None, db) -> tuple[list[dict], float]:
+    """Channels to play and the start offset, from --channel and --from."""
+    channels = [c for c in record["channels"] if c.get("path")]
+    if not channels:
+        raise RecordingError(f"session {record['id']} has no recording",
+                             hint="refused attempts and sessions without channels have none")
+    offset = 0.0
+    if start:
+        m = re.fullmatch(r"(?:cmd:|#)(\d+)", start.strip())
+        if m:
+            cmd = query.get_command(db, int(m.group(1)))
+            if cmd["session_id"] != record["id"]:
+                raise RecordingError(f"command {cmd['id']} belongs to session {cmd['session_id']}")
+            channel = channel or cmd.get("channel_id")
+            offset = float(cmd.get("offset") or 0.0)
+        else:
+            offset = _parse_offset(start)
+    if channel is not None:
+        chosen = [c for c in channels if c["id"] == channel]
+        if not chosen:
+            raise RecordingError(f"session {record['id']} has no recorded channel {channel}",
+                                 hint="channels: " + ", ".join(str(c["id"]) for c in channels))
+        return chosen, offset
+    if start and len(channels) > 1:
+        raise RecordingError(f"session {record['id']} has {len(channels)} channels; say which with --channel",
+                             hint="channels: " + ", ".join(str(c["id"]) for c in channels))
+    return channels, offset
+
+
+def _parse_offset(text: str) -> float:
+    value = text.strip()
+    m = re.fullmatch(r"(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)", value)
+    if m:
+        return int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    try:
+        result = float(value)
+    except ValueError:
+        raise RecordingError(f"not an offset: {text!r}",
+                             hint="seconds (12.5), mm:ss (1:05), or a command: cmd:42") from None
+    if result < 0:
+        raise RecordingError("the offset must not be negative")
+    return result
+
+
+def _check_sealed_hash(data_dir: Path, ch: dict) -> None:
+    if not ch.get("sha256"):
+        return
+    try:
+        digest = verifier.file_sha256(data_dir / ch["path"])
+    except OSError:
+        return
+    if digest != ch["sha256"]:
+        err_console.print(Text(f"warning: recording {sanitize(ch['path'])} does not match the SHA-256 sealed "
+                               "at close: it was modified (see `bastion verify`)", style="bold red"))
+
+
+@sessions_app.command("play")
+@handle_errors
+def play_cmd(
+    session_id: Annotated[int, typer.Argument(help="Session id.")],
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    speed: Annotated[float, typer.Option(help="Playback speed factor.")] = 1.0,
+    idle_limit: Annotated[Optional[float], typer.Option(help="Cap every pause at this many seconds.")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Start at an offset: seconds, mm:ss, or cmd:ID.")] = None,
+    channel: Annotated[Optional[int], typer.Option(help="Channel id (default: all, in order).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a session in this terminal, dangerous escape sequences filtered out.
+
+    Clipboard writes (OSC 52), title and font changes, device controls (DCS,
+    APC, PM, SOS) and terminal queries are removed; colours and cursor
+    movement are kept.  With --json, prints the filtered events instead.
+
+    Example: bastion sessions play 42 --from cmd:317 --idle-limit 2
+    """
+    db = query.open_index(data_dir)
+    record = query.get_session(db, session_id)
+    channels, offset = _channel_choice(record, channel, start, db)
+    results = []
+    for ch in channels:
+        _check_sealed_hash(data_dir, ch)
+        header, events = player.load(data_dir / ch["path"])
+        if as_json:
+            from bastion.proto.sanitize import TerminalFilter
+            flt = TerminalFilter()
+            results.append({"session": record["id"], "channel": ch["id"], "from": offset,
+                            "events": [[ev.time, ev.code, flt.feed(ev.text())] for ev in events
+                                       if ev.code in player.PLAYED_CODES and ev.time >= offset]})
+            continue
+        err_console.print(Text(sanitize(
+            f"── session {record['id']} channel {ch['id']} ({ch['kind']}"
+            + (f": {ch['command']}" if ch.get("command") else "") + f") · {header.get('title', '')} · "
+            f"{header['width']}x{header['height']} · {_when(ch['started'])}"
+            + (f" · from {offset:.3f}s" if offset else "")), style="dim"))
+        try:
+            stats = player.play(events, sys.stdout.buffer, speed=speed, idle_limit=idle_limit, start=offset)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        if stats.dropped_sequences:
+            err_console.print(Text(f"\n[{stats.dropped_sequences} unsafe escape sequence(s) filtered out]",
+                                   style="dim"))
+    if as_json:
+        _emit_json(results)
+
+
+@sessions_app.command("export")
+@handle_errors
+def export_cmd(
+    session_id: Annotated[int, typer.Argument(help="Session id.")],
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    fmt: Annotated[str, typer.Option("--format", help="cast (asciicast v2 file), json (session + events), "
+                                     "or raw (the exact bytes of one stream).")] = "cast",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    channel: Annotated[Optional[int], typer.Option(help="Channel id (needed when there are several).")] = None,
+    stream: Annotated[str, typer.Option(help="For raw: stdout, stderr or input.")] = "stdout",
+    merge_stderr: Annotated[bool, typer.Option("--merge-stderr", help="For cast: write stderr as stdout events "
+                                               "so other players show it.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a session's recording as asciicast, JSON, or the exact recorded bytes.
+
+    Example: bastion sessions export 42 --format cast -o session-42.cast
+    """
+    fmt = "json" if as_json else fmt
+    if fmt not in ("cast", "json", "raw"):
+        raise RecordingError(f"unknown format {fmt!r}", hint="one of: cast, json, raw")
+    if fmt == "raw" and output is None and sys.stdout.isatty():
+        raise RecordingError("refusing to write raw recorded bytes to a terminal",
+                             hint="use -o FILE, or `bastion sessions play` to watch it safely")
+    db = query.open_index(data_dir)
+    record = query.get_session(db, session_id)
+    if fmt == "json":
+        payload = json.dumps(query.public(player.export_json(record, data_dir)),
+                             ensure_ascii=True, indent=2) + "\n"
+        _write(output, payload.encode())
+        return
+    channels = [c for c in record["channels"] if c.get("path")]
+    if channel is not None:
+        channels = [c for c in channels if c["id"] == channel]
+    if len(channels) != 1:
+        raise RecordingError(
+            f"session {session_id} has {len(channels)} matching recorded channels; pick one with --channel",
+            hint="channels: " + ", ".join(str(c["id"]) for c in record["channels"]) if record["channels"] else None)
+    ch = channels[0]
+    _check_sealed_hash(data_dir, ch)
+    path = data_dir / ch["path"]
+    if fmt == "raw":
+        _, events = player.load(path)
+        _write(output, player.stream_bytes(events, stream))
+        return
+    if output is None:
+        player.export_cast(path, sys.stdout.buffer, merge_stderr=merge_stderr)
+        sys.stdout.buffer.flush()
+    else:
+        try:
+            with open(output, "wb") as fh:
+                player.export_cast(path, fh, merge_stderr=merge_stderr)
+        except OSError as exc:
+            raise RecordingError(f"cannot write {output}: {exc}") from exc
+        err_console.print(Text(f"wrote {output}", style="dim"))
+
+
+def _write(output: Path | None, data: bytes) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise RecordingError(f"cannot write {output}: {exc}") from exc
+    err_console.print(Text(f"wrote {output}", style="dim"))
+
+
+@commands_app.command("search")
+@handle_errors
+def search_cmd(
+    text: Annotated[str, typer.Argument(metavar="QUERY", help="Words to find in command lines (all must match).")],
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    principal: Annotated[Optional[str], typer.Option(help="Subject, app id or name (glob).")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target name (glob).")] = None,
+    action: Annotated[Optional[str], typer.Option(help="allow, deny or review.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="At/after: 7d, 12h, 2024-05-01...")] = None,
+    until: Annotated[Optional[str], typer.Option(help="At/before (same forms).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
+    raw: Annotated[bool, typer.Option("--raw", help="QUERY is FTS5 syntax (OR, NOT, NEAR, \"phrase\").")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search over every command line, newest first.
+
+    Example: bastion commands search 'systemctl restart' --target 'web*' --since 7d
+    """
+    now = _now()
+    rows = query.search_commands(query.open_index(data_dir), text, principal=principal, target=target,
+                                 action=action, since=_since(since, now), until=_since(until, now),
+                                 limit=limit, raw=raw)
+    if as_json:
+        _emit_json([query.public(r) for r in rows])
+        return
+    table = Table(title=f"{len(rows)} command(s)", title_justify="left")
+    for col in ("id", "time", "session", "principal", "target", "action", "line", "rule", "exit"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        who = r.get("principal_name") or r.get("principal_subject") or "-"
+        table.add_row(str(r["id"]), _when(r["time"]), str(r["session_id"]), _t(who),
+                      _t(f"{r.get('login')}@{r.get('target')}"),
+                      Text(sanitize(r["action"]), style={"deny": "red", "review": "yellow"}.get(r["action"], "green")),
+                      _t(r["line"]), _t(r.get("rule")),
+                      "-" if r.get("exit_status") is None else str(r["exit_status"]))
+    out_console.print(table)
+
+
+@handle_errors
+def verify_cmd(
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    no_files: Annotated[bool, typer.Option("--no-files", help="Check the index chain only, not the recordings.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the tamper-evidence chain of the index and every closed recording's SHA-256.
+
+    Exits 3 and names the first break if anything was changed or deleted.
+    Keep the printed head somewhere else to detect a rewrite later.
+
+    Example: bastion verify --data-dir /var/lib/bastion
+    """
+    report = verifier.verify_index(data_dir, check_files=not no_files)
+    if as_json:
+        _emit_json(report.to_dict())
+    elif report.ok:
+        out_console.print(Text(f"ok: {report.rows} rows and {report.files} recordings verified"
+                               + (f" (from prune checkpoint seq {report.start_seq})" if report.start_seq else ""),
+                               style="green"))
+        if report.active_sessions:
+            out_console.print(Text(f"{report.active_sessions} active session(s) are not sealed yet", style="dim"))
+    else:
+        err_console.print(Text(f"verification FAILED: {len(report.problems)} problem(s)", style="bold red"))
+        err_console.print(Text("first break: " + report.first.message, style="red"))
+        for problem in report.problems[1:20]:
+            err_console.print(Text("  " + problem.message))
+        if len(report.problems) > 20:
+            err_console.print(Text(f"  ... and {len(report.problems) - 20} more (see --json)"))
+    if not as_json:
+        out_console.print(Text(f"chain head: seq {report.head_seq} {report.head_hash}", style="dim"))
+    if not report.ok:
+        raise typer.Exit(VERIFY_FAILED)
+
+
+@handle_errors
+def prune_cmd(
+    older_than: Annotated[str, typer.Option("--older-than", help="Delete sessions that ended longer ago than "
+                                            "this: 90d, 12w, 24h.")],
+    data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old sessions, their commands and recordings, keeping the chain verifiable.
+
+    Example: bastion prune --older-than 90d --yes
+    """
+    seconds = query.parse_duration(older_than)
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise RecordingError("prune deletes recordings; pass --yes to confirm (or --dry-run)")
+        if not typer.confirm(f"Delete sessions that ended more than {older_than} ago, with their recordings?"):
+            raise typer.Exit(1)
+    report = verifier.prune(data_dir, older_than=seconds, dry_run=dry_run)
+    if as_json:
+        _emit_json(dict(report.to_dict(), cutoff=query.iso(report.cutoff)))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out_console.print(Text(f"{verb} {report.sessions} session(s), {report.rows} row(s)"
+                           + ("" if dry_run else f", {report.files_deleted} recording(s)")
+                           + f" ended before {_when(report.cutoff)}"))
+    if report.blocked_by is not None:
+        out_console.print(Text(f"stopped at session {report.blocked_by}: it is newer or still active, and "
+                               "the chain can only be cut before it", style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sessions_app, name="sessions")
+    app.add_typer(commands_app, name="commands")
+    app.command("verify")(verify_cmd)
+    app.command("prune")(prune_cmd)

@@ -1,0 +1,277 @@
+"""asciicast v2 encoding and decoding for bastion recordings.  Pure: no IO, no clock.
+
+A recording is one asciicast v2 file per SSH channel: a JSON header line, then
+one ``[time, code, data]`` JSON array per line, ``time`` in seconds since the
+channel opened (callers pass it in).  Files are plain asciicast v2 and play in
+``asciinema play`` / ``asciinema cat`` and asciinema-player; the v2 format
+declares its list of event codes "open to extension", and those players skip
+codes they don't know (checked for asciinema 2.4 in the tests).
+
+Event codes
+-----------
+``"o"``   stdout (or pty output) as UTF-8 text -- what every player shows.
+``"e"``   **stderr** of exec channels as UTF-8 text.  A separate code keeps it
+          distinguishable from stdout.  Foreign players skip it; ``bastion
+          sessions play`` shows it interleaved as the agent saw it, and
+          ``bastion sessions export --merge-stderr`` rewrites it to ``"o"``.
+``"i"``   input from the agent (keystrokes, exec stdin) as UTF-8 text.
+``"ob"``, ``"eb"``, ``"ib"``
+          the same three streams for bytes that are **not valid UTF-8**, data
+          base64-encoded (RFC 4648, with padding).  Foreign players skip them.
+``"r"``   resize, ``"COLSxROWS"``.
+``"m"``   marker: commands and their decisions, approvals, exit, truncation.
+
+Lossless binary (how export reproduces the exact bytes)
+-------------------------------------------------------
+:class:`StreamEncoder` keeps one stream's bytes.  Each chunk is split into
+runs of valid UTF-8 (written as text events) and runs of invalid bytes
+(written as base64 events); a multi-byte character cut at a chunk boundary is
+held back and joined to the next chunk.  When a chunk would need more than
+``MAX_RUNS`` events (typical of tar streams, images, compressed data) the
+whole chunk is written as one base64 event instead, so binary data costs
+base64's 4/3 and not a JSON array per byte.  Concatenating, per stream, the
+UTF-8 encoding of text events and the decoded base64 events gives back the
+exact bytes (:class:`Reassembler`).  Text that *is* valid UTF-8 -- including
+NUL and escape sequences -- is kept as text (JSON escapes the controls).
+
+Not covered here: files, flushing, size caps (bastion.recording.writer) and
+filtering what a replay shows (bastion.proto.sanitize).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+VERSION = 2
+
+STDOUT, STDERR, INPUT = "o", "e", "i"
+RESIZE, MARKER = "r", "m"
+BINARY_SUFFIX = "b"
+STREAMS = (STDOUT, STDERR, INPUT)
+BINARY_CODES = {s: s + BINARY_SUFFIX for s in STREAMS}
+CODE_STREAM = {**{s: s for s in STREAMS}, **{b: s for s, b in BINARY_CODES.items()}}
+
+MAX_RUNS = 8          # more text/binary runs than this in one chunk: whole chunk as base64
+
+__all__ = [
+    "VERSION", "STDOUT", "STDERR", "INPUT", "RESIZE", "MARKER", "BINARY_CODES",
+    "CastFormatError", "Event", "header_line", "event_line", "StreamEncoder",
+    "parse_header", "parse_event", "iter_cast", "Reassembler",
+]
+
+
+class CastFormatError(ValueError):
+    """A line is not valid asciicast v2 (message says which line and why)."""
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def header_line(*, width: int, height: int, timestamp: int, title: str | None = None,
+                term: str | None = None, command: str | None = None,
+                extra: dict | None = None) -> bytes:
+    """The header line (with trailing newline).  ``extra`` goes under ``"bastion"``."""
+    header: dict = {"version": VERSION, "width": int(width), "height": int(height),
+                    "timestamp": int(timestamp)}
+    if title is not None:
+        header["title"] = title
+    if command is not None:
+        header["command"] = command
+    header["env"] = {"TERM": term} if term else {}
+    if extra:
+        header["bastion"] = extra
+    return (_dumps(header) + "\n").encode("utf-8")
+
+
+def event_line(t: float, code: str, data: str) -> bytes:
+    """One event line (with trailing newline).  ``t`` is rounded to microseconds."""
+    if t < 0:
+        t = 0.0
+    return ('[%.6f, "%s", %s]\n' % (t, code, _dumps(data))).encode("utf-8")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class StreamEncoder:
+    """Turn one stream's byte chunks into event lines, losslessly (see module doc)."""
+
+    def __init__(self, stream: str) -> None:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}")
+        self.stream = stream
+        self._binary = BINARY_CODES[stream]
+        self._carry = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back (an incomplete UTF-8 sequence at the end of the last chunk)."""
+        return len(self._carry)
+
+    def encode(self, t: float, data: bytes) -> list[bytes]:
+        """Event lines for ``data`` received at time ``t``."""
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        if not data:
+            return []
+        try:
+            return [event_line(t, self.stream, data.decode("utf-8"))]
+        except UnicodeDecodeError:
+            pass
+        runs: list[tuple[bool, bytes]] = []       # (is_text, bytes)
+        pos = 0
+        n = len(data)
+        while pos < n:
+            try:
+                data[pos:].decode("utf-8")
+                runs.append((True, data[pos:]))
+                pos = n
+                break
+            except UnicodeDecodeError as exc:
+                start, end = pos + exc.start, pos + exc.end
+                if exc.reason == "unexpected end of data" and end == n:
+                    # incomplete character at the end of the chunk: hold it back
+                    if start > pos:
+                        runs.append((True, data[pos:start]))
+                    self._carry = data[start:]
+                    pos = n
+                    break
+                if start > pos:
+                    runs.append((True, data[pos:start]))
+                runs.append((False, data[start:end]))
+                pos = end
+            if len(runs) > MAX_RUNS:
+                self._carry = b""
+                return [event_line(t, self._binary, _b64(data))]
+        merged: list[tuple[bool, bytearray]] = []
+        for is_text, chunk in runs:
+            if merged and merged[-1][0] == is_text:
+                merged[-1][1].extend(chunk)
+            else:
+                merged.append((is_text, bytearray(chunk)))
+        if len(merged) > MAX_RUNS:
+            whole = data[:n - len(self._carry)]
+            return [event_line(t, self._binary, _b64(bytes(whole)))]
+        return [event_line(t, self.stream, bytes(chunk).decode("utf-8")) if is_text
+                else event_line(t, self._binary, _b64(bytes(chunk)))
+                for is_text, chunk in merged]
+
+    def flush(self, t: float) -> list[bytes]:
+        """Lines for bytes still held back (call when the stream ends)."""
+        if not self._carry:
+            return []
+        data, self._carry = self._carry, b""
+        return [event_line(t, self._binary, _b64(data))]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded event.  ``data`` is the JSON string as stored."""
+
+    time: float
+    code: str
+    data: str
+
+    @property
+    def stream(self) -> str | None:
+        """``"o"``, ``"e"`` or ``"i"`` for data events, else None."""
+        return CODE_STREAM.get(self.code)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.code in CODE_STREAM and self.code not in STREAMS
+
+    def payload(self) -> bytes:
+        """The exact bytes of a data event."""
+        if self.is_binary:
+            try:
+                return base64.b64decode(self.data, validate=True)
+            except binascii.Error as exc:
+                raise CastFormatError(f"bad base64 in {self.code!r} event at {self.time}") from exc
+        return self.data.encode("utf-8")
+
+    def text(self) -> str:
+        """Data as text; binary payloads decoded with U+FFFD for invalid bytes."""
+        if self.is_binary:
+            return self.payload().decode("utf-8", errors="replace")
+        return self.data
+
+
+def parse_header(line: str | bytes) -> dict:
+    """Decode and check a header line."""
+    try:
+        header = json.loads(line)
+    except ValueError as exc:
+        raise CastFormatError(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("version") != VERSION:
+        raise CastFormatError("not an asciicast v2 header (version must be 2)")
+    for key in ("width", "height"):
+        if not isinstance(header.get(key), int):
+            raise CastFormatError(f"header {key!r} must be an integer")
+    return header
+
+
+def parse_event(line: str | bytes) -> Event:
+    """Decode one event line."""
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise CastFormatError(f"event is not JSON: {exc}") from exc
+    if (not isinstance(value, list) or len(value) != 3
+            or not isinstance(value[0], (int, float)) or isinstance(value[0], bool)
+            or not isinstance(value[1], str) or not isinstance(value[2], str)):
+        raise CastFormatError("event must be [time, code, data]")
+    return Event(float(value[0]), value[1], value[2])
+
+
+def iter_cast(lines: Iterable[bytes | str], *, allow_partial_tail: bool = False
+              ) -> tuple[dict, Iterator[Event]]:
+    """Header and an iterator of events from the lines of a cast file.
+
+    With ``allow_partial_tail`` a last line without its newline (a recording
+    still being written) is ignored instead of raising.
+    """
+    it = iter(lines)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise CastFormatError("empty recording (no header)") from None
+    header = parse_header(first)
+
+    def events() -> Iterator[Event]:
+        lineno = 1
+        for line in it:
+            lineno += 1
+            ends = line.endswith(b"\n") if isinstance(line, bytes) else line.endswith("\n")
+            if not line.strip():
+                continue
+            try:
+                yield parse_event(line)
+            except CastFormatError as exc:
+                if allow_partial_tail and not ends:
+                    return
+                raise CastFormatError(f"line {lineno}: {exc}") from exc
+
+    return header, events()
+
+
+class Reassembler:
+    """Collect the exact bytes of each stream from decoded events."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, bytearray] = {s: bytearray() for s in STREAMS}
+
+    def feed(self, event: Event) -> None:
+        stream = event.stream
+        if stream is not None:
+            self.streams[stream] += event.payload()
+
+    def bytes(self, stream: str = STDOUT) -> bytes:
+        return bytes(self.streams[stream])

@@ -1,0 +1,112 @@
+"""Tamper evidence: one hash chain across ``sessions``, ``channels`` and ``commands``.
+
+Rows change while a session runs (a session row is opened ``active`` and
+closed later; a command gets its exit status after it ran), so a row joins
+the chain when it is **sealed**, i.e. when it is final:
+
+* a refused attempt: at once;
+* a command: when its exit status is recorded, or when its channel closes;
+* a channel: when it closes (its recording's SHA-256 is then known);
+* a session: when it closes, after all its channels and commands;
+* rows of sessions left ``active`` by a crash: at the next start (``interrupted``).
+
+Sealing assigns ``seq`` = chain head + 1 and
+``hash = sha256(prev_hash + "\\n" + canonical_json([table, row]))`` where
+``row`` is every column of the row as read back from SQLite (including
+``id`` and ``seq``, excluding ``hash``), ``canonical_json`` is sorted keys,
+no spaces, ASCII.  ``chain_head`` holds the last ``(seq, hash)``; it is
+updated in the same transaction.  The chain starts at ``seq 0`` with 64
+zeros, or at the latest checkpoint left by ``bastion prune``.
+
+What it proves: a changed, deleted or re-ordered row, or a changed recording
+file (its SHA-256 is in the sealed channel row), shows up in ``bastion
+verify``.  What it cannot prove on its own: someone able to write the
+database can rewrite the whole chain from the point they changed, or cut
+rows at its end; record the head that ``bastion verify`` prints somewhere
+else (ticket, log shipper) and compare later to catch that.  Rows of active
+sessions are not sealed yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+from bastion.errors import RecordingError
+
+CHAINED_TABLES = ("sessions", "channels", "commands")
+
+
+def canonical(table: str, row: dict) -> str:
+    payload = {k: v for k, v in row.items() if k != "hash"}
+    return json.dumps([table, payload], sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True, allow_nan=False)
+
+
+def row_hash(prev: str, table: str, row: dict) -> str:
+    return hashlib.sha256((prev + "\n" + canonical(table, row)).encode("ascii")).hexdigest()
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    seq, digest = conn.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
+    return int(seq), str(digest)
+
+
+def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
+    """Seal one row (must be called inside a write transaction).
+
+    Returns False if the row is missing or already sealed.
+    """
+    if table not in CHAINED_TABLES:
+        raise ValueError(table)
+    seq, prev = head(conn)
+    cur = conn.execute(f"UPDATE {table} SET seq = ? WHERE id = ? AND seq IS NULL", (seq + 1, row_id))
+    if cur.rowcount != 1:
+        return False
+    row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    digest = row_hash(prev, table, dict(row))
+    conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (digest, row_id))
+    conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq + 1, digest))
+    return True
+
+
+def seal_unsealed_children(conn: sqlite3.Connection, *, channel_id: int | None = None,
+                           session_id: int | None = None) -> int:
+    """Seal the unsealed commands (and, for a session, channels) in id order."""
+    count = 0
+    if channel_id is not None:
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM commands WHERE channel_id = ? AND seq IS NULL ORDER BY id", (channel_id,))]
+        count += sum(seal(conn, "commands", i) for i in ids)
+    if session_id is not None:
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM commands WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))]
+        count += sum(seal(conn, "commands", i) for i in ids)
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))]
+        count += sum(seal(conn, "channels", i) for i in ids)
+    return count
+
+
+def iter_chain(conn: sqlite3.Connection, *, after: int = 0):
+    """Yield ``(seq, table, row_dict)`` of every sealed row with seq > after, in seq order.
+
+    Streams three cursors merged by seq, so it runs in constant memory.
+    """
+    import heapq
+
+    def rows(table: str):
+        cur = conn.execute(f"SELECT * FROM {table} WHERE seq > ? ORDER BY seq", (after,))
+        for row in cur:
+            yield (row["seq"], table, dict(row))
+
+    yield from heapq.merge(*(rows(t) for t in CHAINED_TABLES), key=lambda item: item[0])
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise RecordingError(f"the session index is busy or not writable: {exc}",
+                             hint="retry; if it persists check the data dir's permissions and free space") from exc

@@ -1,0 +1,253 @@
+"""Reading the session index for reviewers: list sessions, show one, search commands.
+
+Opens the index read-only (``mode=ro``; WAL lets it run beside ``bastion
+serve``).  Functions return plain dicts with the raw values -- agent text is
+*not* sanitised here (the CLI does that for terminals; JSON escaping makes it
+inert for scripts).  Times are epoch seconds; :func:`public` turns a record
+into its JSON form with ISO-8601 UTC times.
+
+Selectors: ``principal`` matches a session's subject, app id or display name,
+``target`` its target; both as SQLite GLOB patterns (``web*``; no wildcard =
+exact, case-sensitive).  ``since``/``until`` accept ``90d``/``12h``/``30m``/
+``2w`` (that long ago), ``2024-05-01``, ``2024-05-01T12:00[:00]`` (UTC unless
+an offset is given) or epoch seconds.
+
+Not covered: writing (writer.py), verification (verify.py).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from bastion.errors import RecordingError
+from bastion.recording import schema
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+ACTIONS = ("allow", "deny", "review")
+STATUSES = ("active", "closed", "interrupted", "refused")
+
+
+def open_index(data_dir: Path) -> sqlite_utils.Database:
+    """The index, read-only, wrapped in sqlite-utils."""
+    return sqlite_utils.Database(schema.connect(Path(data_dir), readonly=True))
+
+
+def parse_duration(text: str) -> float:
+    """``90d`` / ``12h`` / ``1h30m`` / ``2w`` -> seconds.  Raises RecordingError."""
+    value = (text or "").strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(value):
+        if value[pos:m.start()].strip():
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2).lower()]
+        pos = m.end()
+    if pos == 0 or value[pos:].strip():
+        raise RecordingError(f"not a duration: {text!r}", hint="use e.g. 90d, 12h, 30m, 2w or 1h30m")
+    return total
+
+
+def parse_time(text: str, *, now: float) -> float:
+    """A point in time as epoch seconds (see module doc for the forms)."""
+    value = (text or "").strip()
+    if not value:
+        raise RecordingError("empty time")
+    if value.lower() == "now":
+        return now
+    if re.fullmatch(r"\d{9,}(\.\d+)?", value):
+        return float(value)
+    try:
+        return now - parse_duration(value)
+    except RecordingError:
+        pass
+    try:
+        when = _dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise RecordingError(f"not a time: {text!r}",
+                             hint="use e.g. 2024-05-01, 2024-05-01T12:00, 7d or 12h") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def _loads(value, default):
+    if value is None:
+        return default
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _session_record(row: dict) -> dict:
+    row = dict(row)
+    principal = _loads(row.pop("principal_json", None), None)
+    roles = _loads(row.pop("principal_roles", None), [])
+    if principal is None and row.get("principal_subject") is not None:
+        principal = {"subject": row.get("principal_subject"), "app_id": row.get("principal_app_id"),
+                     "name": row.get("principal_name"), "roles": roles}
+    row["principal"] = principal
+    row["truncated"] = bool(row.get("truncated"))
+    return row
+
+
+def _command_record(row: dict) -> dict:
+    row = dict(row)
+    row["commands"] = _loads(row.get("commands"), [])
+    return row
+
+
+def _principal_clause(alias: str) -> str:
+    return (f"({alias}.principal_subject GLOB :principal OR {alias}.principal_app_id GLOB :principal "
+            f"OR {alias}.principal_name GLOB :principal)")
+
+
+def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
+                  target: str | None = None, since: float | None = None,
+                  until: float | None = None, status: str | None = None,
+                  denied: bool = False, limit: int = 100) -> list[dict]:
+    """Sessions (newest first) with command, denied-command and channel counts.
+
+    ``denied``: only sessions that were refused or had a command denied.
+    """
+    where, params = [], {"limit": int(limit)}
+    if principal:
+        where.append(_principal_clause("s"))
+        params["principal"] = principal
+    if target:
+        where.append("s.target GLOB :target")
+        params["target"] = target
+    if since is not None:
+        where.append("s.started >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("s.started <= :until")
+        params["until"] = until
+    if status:
+        if status not in STATUSES:
+            raise RecordingError(f"unknown status {status!r}", hint="one of: " + ", ".join(STATUSES))
+        where.append("s.status = :status")
+        params["status"] = status
+    if denied:
+        where.append("(s.status = 'refused' OR EXISTS (SELECT 1 FROM commands c "
+                     "WHERE c.session_id = s.id AND c.action = 'deny'))")
+    sql = ("SELECT s.*, "
+           "(SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id) AS n_commands, "
+           "(SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id AND c.action = 'deny') AS n_denied, "
+           "(SELECT COUNT(*) FROM channels ch WHERE ch.session_id = s.id) AS n_channels "
+           "FROM sessions s" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY s.started DESC, s.id DESC LIMIT :limit")
+    return [_session_record(r) for r in _query(db, sql, params)]
+
+
+def get_session(db: sqlite_utils.Database, session_id: int) -> dict:
+    """One session with its channels and commands (in time order).  Raises if unknown."""
+    rows = list(_query(db, "SELECT * FROM sessions WHERE id = ?", [session_id]))
+    if not rows:
+        raise RecordingError(f"no session {session_id} in the index",
+                             hint="list sessions with `bastion sessions list`")
+    record = _session_record(rows[0])
+    record["channels"] = [dict(r, env=_loads(r.get("env"), None), truncated=bool(r.get("truncated")))
+                          for r in _query(db, "SELECT * FROM channels WHERE session_id = ? "
+                                              "ORDER BY id", [session_id])]
+    record["commands"] = [_command_record(r) for r in _query(
+        db, "SELECT * FROM commands WHERE session_id = ? ORDER BY time, id", [session_id])]
+    return record
+
+
+def get_command(db: sqlite_utils.Database, command_id: int) -> dict:
+    rows = list(_query(db, "SELECT * FROM commands WHERE id = ?", [command_id]))
+    if not rows:
+        raise RecordingError(f"no command {command_id} in the index")
+    return _command_record(rows[0])
+
+
+def fts_query(text: str) -> str:
+    """Quote each word so shell punctuation (``rm -rf /``) is searched, not parsed.
+
+    A trailing ``*`` on a word keeps prefix search (``syst*``).
+    """
+    terms = []
+    for word in text.split():
+        prefix = word.endswith("*") and len(word) > 1
+        core = word[:-1] if prefix else word
+        if not re.search(r"\w", core):
+            continue                   # punctuation alone is not indexed (unicode61 tokenizer)
+        terms.append('"' + core.replace('"', '""') + '"' + ("*" if prefix else ""))
+    if not terms:
+        raise RecordingError(f"nothing to search for in {text!r}",
+                             hint="give at least one word, e.g. `bastion commands search 'systemctl restart'`")
+    return " ".join(terms)
+
+
+def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | None = None,
+                    target: str | None = None, action: str | None = None,
+                    since: float | None = None, until: float | None = None,
+                    limit: int = 50, raw: bool = False) -> list[dict]:
+    """Full-text search over command lines, newest first.
+
+    ``raw``: pass ``query`` to FTS5 as is (its syntax: AND/OR/NOT, "phrases", NEAR, prefix*).
+    """
+    params: dict = {"match": query if raw else fts_query(query), "limit": int(limit)}
+    where = ["commands_fts MATCH :match"]
+    if principal:
+        where.append(_principal_clause("s"))
+        params["principal"] = principal
+    if target:
+        where.append("s.target GLOB :target")
+        params["target"] = target
+    if action:
+        if action not in ACTIONS:
+            raise RecordingError(f"unknown action {action!r}", hint="one of: " + ", ".join(ACTIONS))
+        where.append("c.action = :action")
+        params["action"] = action
+    if since is not None:
+        where.append("c.time >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("c.time <= :until")
+        params["until"] = until
+    sql = ("SELECT c.*, s.principal_subject, s.principal_name, s.principal_app_id, s.target, s.login "
+           "FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid "
+           "JOIN sessions s ON s.id = c.session_id WHERE " + " AND ".join(where)
+           + " ORDER BY commands_fts.rowid DESC LIMIT :limit")
+    if not raw:
+        return [_command_record(r) for r in _query(db, sql, params)]
+    try:
+        return [_command_record(r) for r in db.query(sql, params)]
+    except sqlite3.OperationalError as exc:
+        raise RecordingError(f"bad full-text query {query!r}: {exc}",
+                             hint="see FTS5 query syntax, or drop --raw to search plain words") from None
+
+
+def _query(db: sqlite_utils.Database, sql: str, params):
+    try:
+        return list(db.query(sql, params))
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the session index failed: {exc}") from exc
+
+
+def public(record: dict) -> dict:
+    """JSON form: epoch columns as ISO-8601 UTC strings, nested records converted too."""
+    out = {}
+    for key, value in record.items():
+        if key in ("started", "ended", "time") and isinstance(value, (int, float)):
+            out[key] = iso(value)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out[key] = [public(v) for v in value]
+        else:
+            out[key] = value
+    return out

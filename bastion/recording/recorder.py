@@ -1,0 +1,439 @@
+"""The recording API the SSH layer calls: Recorder, SessionHandle, ChannelRecording.
+
+Contract for callers (the asyncio event loop):
+
+* Every method returns at once; none touches the disk.  Each takes its
+  timestamp when called (``time.time()`` for the index, ``time.monotonic()``
+  for offsets into the recording) and enqueues an operation for the writer
+  thread (bastion.recording.writer: bounded queue, capacity documented there).
+* Flow control: after feeding data, a caller checks
+  ``channel.over_high_water()`` and, if true, stops reading from the peer and
+  ``await channel.drain()`` before reading again.
+* Fail closed: ``Recorder.open`` raises RecordingError when the data dir or
+  index is not writable; ``start_session`` raises RecordingError once
+  ``healthy()`` is False (a write failed: disk full, permission...), and so do
+  ``output``/``input``/``resize``/``marker``/``command`` of open channels --
+  the SSH layer must then end the channel: a session never runs unrecorded.
+  ``close`` methods and ``refused`` never raise.
+* Nothing is dropped silently: past ``max_bytes`` a recording gets a
+  "truncated" marker and no more data (bytes are still counted and the
+  index says ``truncated``); calls on a closed channel are logged.
+
+Layout on disk: ``DATA_DIR/index.sqlite`` (schema.py) and
+``DATA_DIR/recordings/YYYY/MM/DD/s<session>-c<channel>.cast`` (UTC date of the
+channel start), one asciicast v2 file per channel (bastion.proto.asciicast).
+One process records into a data dir at a time (``DATA_DIR/recorder.lock``).
+Ids of sessions, channels and commands are allocated here, in memory, from
+the index's high-water marks, so ``start_session``/``command`` can return them
+without waiting for the disk.
+
+Not covered: reading the index (query.py), verifying (verify.py), replay (player.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bastion.errors import RecordingError
+from bastion.proto import asciicast
+from bastion.proto.sanitize import sanitize
+from bastion.recording import schema
+from bastion.recording.recover import recover_interrupted
+from bastion.recording.writer import (HIGH_WATER, OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN,
+                                      OP_COMMAND, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
+                                      OP_REFUSED, OP_RESIZE, OP_SESSION_CLOSE, OP_SESSION_START,
+                                      Writer)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.identity.principal import Principal
+
+log = logging.getLogger("bastion.recording")
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MIN_MAX_BYTES = 4096
+LOCK_NAME = "recorder.lock"
+SESSION_STATUSES = ("closed", "interrupted")
+_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASS|KEY|CRED|AUTH", re.IGNORECASE)
+
+
+class Recorder:
+    """Records sessions of one ``bastion serve`` process into a data dir."""
+
+    def __init__(self, data_dir: Path, writer: Writer, ids: dict[str, int], lock_fd: int,
+                 max_bytes: int) -> None:
+        self.data_dir = data_dir
+        self.max_bytes = max_bytes
+        self._writer = writer
+        self._session_ids = itertools.count(ids["sessions"])
+        self._channel_ids = itertools.count(ids["channels"])
+        self._command_ids = itertools.count(ids["commands"])
+        self._lock_fd = lock_fd
+        self._sessions: dict[int, SessionHandle] = {}
+        self._closed = False
+        self.recovered: list[int] = []       # sessions marked interrupted at open
+
+    @classmethod
+    def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Recorder":
+        """Open/create the index and recordings dir, recover, start the writer thread."""
+        data_dir = Path(data_dir)
+        if max_bytes < MIN_MAX_BYTES:
+            raise RecordingError(f"recording_max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
+        rec_dir = data_dir / schema.RECORDINGS_DIR
+        try:
+            rec_dir.mkdir(parents=True, exist_ok=True)
+            probe = rec_dir / f".probe-{os.getpid()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            raise RecordingError(
+                f"cannot write recordings into {rec_dir}: {exc.strerror or exc}",
+                hint="bastion refuses to run sessions it cannot record; fix the data dir's "
+                     "permissions or free space, or pass another --data-dir") from exc
+        lock_fd = _lock(data_dir)
+        try:
+            conn = schema.connect(data_dir)
+            recovered = recover_interrupted(conn, data_dir)
+            ids = schema.next_ids(conn)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        writer = Writer(conn, data_dir, max_bytes)
+        writer.start()
+        rec = cls(data_dir, writer, ids, lock_fd, max_bytes)
+        rec.recovered = recovered
+        return rec
+
+    # -- health ------------------------------------------------------------
+    def healthy(self) -> bool:
+        """False once a write failed (or after close): new sessions must be refused."""
+        return self._writer.error is None and not self._closed and self._writer.is_alive()
+
+    @property
+    def error(self) -> str | None:
+        """What failed, for logs and the refusal message."""
+        if self._writer.error is not None:
+            return self._writer.error
+        if self._closed:
+            return "the recorder is closed"
+        if not self._writer.is_alive():
+            return "the recording writer thread stopped"
+        return None
+
+    def _check(self) -> None:
+        if not self.healthy():
+            raise RecordingError(
+                f"session recording is not possible: {self.error}",
+                hint="free disk space / fix permissions of the data dir and restart bastion serve")
+
+    def _put(self, op: tuple, nbytes: int = 0) -> None:
+        self._writer.put(op, nbytes)
+
+    # -- sessions ------------------------------------------------------------
+    def refused(self, *, principal: "Principal | None", client: str, target: str | None,
+                login: str | None, reason: str) -> None:
+        """Record a refused attempt (bad token, unknown target, not granted)."""
+        try:
+            self._put((OP_REFUSED, next(self._session_ids), time.time(), _pdict(principal),
+                       client, target, login, reason))
+        except RecordingError as exc:
+            log.error("refused attempt from %s not recorded: %s (reason was: %s)", client, exc, reason)
+
+    def start_session(self, *, principal: "Principal", client: str, target: str,
+                      login: str) -> "SessionHandle":
+        """Open a session row (status ``active``).  Raises RecordingError if unhealthy."""
+        self._check()
+        sid = next(self._session_ids)
+        self._put((OP_SESSION_START, sid, time.time(), _pdict(principal), client, target, login))
+        handle = SessionHandle(self, sid, principal, client, target, login)
+        self._sessions[sid] = handle
+        return handle
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Block until everything queued so far is written and committed.
+
+        For tests and shutdown code only: it waits on the disk.
+        """
+        done = threading.Event()
+        self._put((OP_BARRIER, done))
+        if not done.wait(timeout):
+            raise RecordingError("the recording writer did not flush in time")
+        if self._writer.crashed:
+            raise RecordingError(f"session recording is not possible: {self.error}")
+
+    def close(self) -> None:
+        """Close open sessions as ``closed``, flush everything, stop the thread.
+
+        Blocks until the writer has finished (call it from shutdown code, or
+        through ``loop.run_in_executor``).  Idempotent.
+        """
+        if self._closed:
+            return
+        for handle in list(self._sessions.values()):
+            handle.close(status="closed")
+        self._closed = True
+        self._writer.stop()
+        self._writer.join()
+        try:
+            self._writer.conn.close()
+        finally:
+            os.close(self._lock_fd)
+
+
+class SessionHandle:
+    """One recorded SSH session."""
+
+    def __init__(self, recorder: Recorder, sid: int, principal, client: str, target: str,
+                 login: str) -> None:
+        self.id = sid
+        self.principal = principal
+        self.client = client
+        self.target = target
+        self.login = login
+        self._rec = recorder
+        self._channels: dict[int, ChannelRecording] = {}
+        self.closed = False
+
+    @property
+    def title(self) -> str:
+        label = getattr(self.principal, "label", None) or getattr(self.principal, "subject", "?")
+        return sanitize(f"{label} → {self.login}@{self.target}")
+
+    def open_channel(self, kind: str, *, command: str | None = None, term: str | None = None,
+                     width: int = 80, height: int = 24, env: dict | None = None) -> "ChannelRecording":
+        """Start a recording for a channel (``exec``, ``shell``, ``sftp``...)."""
+        self._rec._check()
+        if self.closed:
+            raise RecordingError(f"session {self.id} is closed")
+        cid = next(self._rec._channel_ids)
+        wall = time.time()
+        t0 = time.monotonic()
+        day = time.strftime("%Y/%m/%d", time.gmtime(wall))
+        rel_path = f"{schema.RECORDINGS_DIR}/{day}/s{self.id}-c{cid}.cast"
+        safe_env = _redact_env(env)
+        header = asciicast.header_line(
+            width=width, height=height, timestamp=int(wall), title=self.title, term=term,
+            command=sanitize(command) if command is not None else None,
+            extra={"session": self.id, "channel": cid, "kind": kind, "started": wall})
+        chan = ChannelRecording(self, cid, kind, self._rec.data_dir / rel_path, t0)
+        self._rec._put((OP_CHANNEL_OPEN, cid, self.id, kind, command, term, width, height,
+                        json.dumps(safe_env, ensure_ascii=False, sort_keys=True) if safe_env else None,
+                        wall, rel_path, header, chan), len(header))
+        self._channels[cid] = chan
+        return chan
+
+    def close(self, *, status: str = "closed") -> None:
+        """Close open channels, then the session.  ``status``: closed or interrupted."""
+        if self.closed:
+            return
+        if status not in SESSION_STATUSES:
+            log.warning("session %s: unknown close status %r, recorded as 'closed'", self.id, status)
+            status = "closed"
+        for chan in list(self._channels.values()):
+            chan.close()
+        self.closed = True
+        self._rec._sessions.pop(self.id, None)
+        try:
+            self._rec._put((OP_SESSION_CLOSE, self.id, time.time(), status))
+        except RecordingError as exc:
+            log.error("session %s: close not recorded: %s", self.id, exc)
+
+
+class ChannelRecording:
+    """One channel's recording.  ``bytes_in``: agent -> host, ``bytes_out``: host -> agent."""
+
+    def __init__(self, session: SessionHandle, cid: int, kind: str, path: Path, t0: float) -> None:
+        self.id = cid
+        self.kind = kind
+        self.path = path
+        self.session = session
+        self._rec = session._rec
+        self._t0 = t0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._truncated = False          # set by the writer thread at the size cap
+        self.closed = False
+
+    @property
+    def truncated(self) -> bool:
+        return self._truncated
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _closed_call(self, what: str) -> bool:
+        if self.closed:
+            log.warning("channel %s: %s after close ignored", self.id, what)
+            return True
+        return False
+
+    def output(self, data: bytes, *, stderr: bool = False) -> None:
+        """Host -> agent data (stdout, or stderr of an exec channel)."""
+        if self._closed_call("output") or not data:
+            return
+        self._rec._check()
+        self.bytes_out += len(data)
+        if self._truncated:
+            return
+        self._rec._put((OP_DATA, self.id, asciicast.STDERR if stderr else asciicast.STDOUT,
+                        self._now(), bytes(data)), len(data))
+
+    def input(self, data: bytes) -> None:
+        """Agent -> host data (keystrokes, exec stdin)."""
+        if self._closed_call("input") or not data:
+            return
+        self._rec._check()
+        self.bytes_in += len(data)
+        if self._truncated:
+            return
+        self._rec._put((OP_DATA, self.id, asciicast.INPUT, self._now(), bytes(data)), len(data))
+
+    def resize(self, width: int, height: int) -> None:
+        if self._closed_call("resize"):
+            return
+        self._rec._check()
+        self._rec._put((OP_RESIZE, self.id, self._now(), int(width), int(height)))
+
+    def marker(self, label: str) -> None:
+        """A marker in the recording (approval requests and answers, notes)."""
+        if self._closed_call("marker"):
+            return
+        self._rec._check()
+        self._rec._put((OP_MARKER, self.id, self._now(), sanitize(label)), len(label))
+
+    def command(self, line: str, decision, *, approver: str | None = None) -> int:
+        """Record a command line and its policy decision; returns the command id.
+
+        ``decision`` is a bastion.policy Decision (read by duck typing:
+        ``to_dict()`` if present, else the attributes action, rule, reason,
+        commands).  The recording gets a marker at the same offset.
+        """
+        self._rec._check()
+        if self.closed:
+            raise RecordingError(f"channel {self.id} is closed")
+        action, rule, reason, commands = _decision_fields(decision)
+        cmd_id = next(self._rec._command_ids)
+        t = self._now()
+        label = f"command {cmd_id}: {action}"
+        if rule:
+            label += f" [{rule}]"
+        if approver:
+            label += f" (approver {approver})"
+        label = sanitize(label + ": " + line)
+        self._rec._put((OP_COMMAND, cmd_id, self.session.id, self.id, time.time(), t, line,
+                        commands, action, rule, reason, approver, label), len(line) + len(label))
+        return cmd_id
+
+    def command_result(self, command_id: int, exit_status: int | None) -> None:
+        """The exit status of a recorded command, once known (seals its row)."""
+        try:
+            self._rec._put((OP_COMMAND_RESULT, int(command_id), exit_status))
+        except RecordingError as exc:
+            log.error("command %s: result not recorded: %s", command_id, exc)
+
+    def close(self, *, exit_status: int | None = None, exit_signal: str | None = None) -> None:
+        """End the recording: flush, SHA-256, seal the channel row.  Never raises."""
+        if self.closed:
+            return
+        self.closed = True
+        self.session._channels.pop(self.id, None)
+        try:
+            self._rec._put((OP_CHANNEL_CLOSE, self.id, self._now(), time.time(), exit_status,
+                            exit_signal, self.bytes_in, self.bytes_out))
+        except RecordingError as exc:
+            log.error("channel %s: close not recorded: %s", self.id, exc)
+
+    def over_high_water(self) -> bool:
+        """True while the queue to disk is over its high-water mark: pause reading."""
+        return self._rec._writer.queued > HIGH_WATER
+
+    async def drain(self) -> None:
+        """Wait until the queue is back under the low-water mark.
+
+        Raises RecordingError if recording failed meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            fut = loop.create_future()
+            if not self._rec._writer.add_waiter(loop, fut):
+                break
+            await fut
+        self._rec._check()
+
+
+def _pdict(principal) -> dict | None:
+    if principal is None:
+        return None
+    if hasattr(principal, "as_dict"):
+        return principal.as_dict()
+    return {"subject": str(principal)}
+
+
+def _redact_env(env: dict | None) -> dict | None:
+    if not env:
+        return None
+    return {str(k): ("<secret>" if _SECRET_ENV.search(str(k)) else str(v)) for k, v in env.items()}
+
+
+def _jsonable(value):
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "value") and not isinstance(value, (str, bytes)):
+        return value.value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _decision_fields(decision) -> tuple[str, str | None, str | None, str | None]:
+    data = {}
+    if hasattr(decision, "to_dict"):
+        try:
+            data = dict(decision.to_dict())
+        except Exception:  # a broken to_dict must not lose the record
+            data = {}
+    action = data.get("action", getattr(decision, "action", None))
+    action = getattr(action, "value", action)
+    rule = data.get("rule", getattr(decision, "rule", None))
+    reason = data.get("reason", getattr(decision, "reason", None))
+    commands = data.get("commands", getattr(decision, "commands", None))
+    commands_json = json.dumps(_jsonable(commands), ensure_ascii=False) if commands else None
+    return (str(action) if action is not None else "unknown",
+            str(rule) if rule is not None else None,
+            str(reason) if reason is not None else None,
+            commands_json)
+
+
+def _lock(data_dir: Path) -> int:
+    path = data_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise RecordingError(f"cannot create {path}: {exc.strerror or exc}",
+                             hint="check the data dir's permissions") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RecordingError(
+            f"another bastion process is recording into {data_dir}",
+            hint="stop it first, or give this one its own --data-dir") from None
+    return fd

@@ -1,0 +1,214 @@
+"""The session index: SQLite file ``DATA_DIR/index.sqlite``, schema through migrations.
+
+Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
+
+``sessions``   one row per SSH session *and* per refused attempt (status
+               ``active`` / ``closed`` / ``interrupted`` / ``refused``): principal
+               (subject, app id, name, roles, full JSON), client address, target,
+               login, started, ended, reason (refusal / interruption), exit status,
+               bytes in (agent -> host) and out (host -> agent), truncated.
+``channels``   one row per channel (exec, shell, ...) with its recording path
+               (relative to the data dir), SHA-256 at close, bytes, exit status.
+``commands``   one row per command line: session, channel, time, offset into the
+               recording (seconds, the asciicast event time), the line as typed,
+               the simple commands the policy found (JSON), action, rule, reason,
+               approver, exit status.  ``commands_fts`` (FTS5, external content)
+               indexes ``line``.
+``chain_head`` the last link of the tamper-evidence chain (see chain.py).
+``checkpoints`` where ``bastion prune`` cut the chain.
+
+Every chained table has ``seq`` (position in the chain, NULL until sealed) and
+``hash``.  Migrations are numbered and tracked with ``PRAGMA user_version``;
+``connect()`` sets WAL, ``synchronous=NORMAL`` (durable across a process crash)
+and a busy timeout so the CLI (another process) and ``bastion serve`` share the
+file.  This module does not write rows (writer.py, chain.py, prune.py do).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bastion.errors import RecordingError
+
+INDEX_NAME = "index.sqlite"
+RECORDINGS_DIR = "recordings"
+GENESIS = "0" * 64
+BUSY_TIMEOUT_MS = 10_000
+
+_MIGRATIONS: list[str] = [
+    # 1: initial schema
+    f"""
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started REAL NOT NULL,
+        ended REAL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        principal_subject TEXT,
+        principal_app_id TEXT,
+        principal_name TEXT,
+        principal_roles TEXT,
+        principal_json TEXT,
+        client TEXT,
+        target TEXT,
+        login TEXT,
+        exit_status INTEGER,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER UNIQUE,
+        hash TEXT
+    );
+    CREATE INDEX sessions_started ON sessions(started);
+    CREATE INDEX sessions_status ON sessions(status);
+    CREATE INDEX sessions_subject ON sessions(principal_subject);
+    CREATE INDEX sessions_target ON sessions(target);
+
+    CREATE TABLE channels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        kind TEXT NOT NULL,
+        command TEXT,
+        term TEXT,
+        width INTEGER,
+        height INTEGER,
+        env TEXT,
+        started REAL NOT NULL,
+        ended REAL,
+        status TEXT NOT NULL,
+        exit_status INTEGER,
+        exit_signal TEXT,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        path TEXT,
+        sha256 TEXT,
+        seq INTEGER UNIQUE,
+        hash TEXT
+    );
+    CREATE INDEX channels_session ON channels(session_id);
+
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        channel_id INTEGER REFERENCES channels(id),
+        time REAL NOT NULL,
+        "offset" REAL,
+        line TEXT NOT NULL,
+        commands TEXT,
+        action TEXT NOT NULL,
+        rule TEXT,
+        reason TEXT,
+        approver TEXT,
+        exit_status INTEGER,
+        seq INTEGER UNIQUE,
+        hash TEXT
+    );
+    CREATE INDEX commands_session ON commands(session_id);
+    CREATE INDEX commands_time ON commands(time);
+    CREATE INDEX commands_action ON commands(action);
+
+    CREATE VIRTUAL TABLE commands_fts USING fts5(line, content='commands', content_rowid='id');
+    CREATE TRIGGER commands_fts_ai AFTER INSERT ON commands BEGIN
+        INSERT INTO commands_fts(rowid, line) VALUES (new.id, new.line);
+    END;
+    CREATE TRIGGER commands_fts_ad AFTER DELETE ON commands BEGIN
+        INSERT INTO commands_fts(commands_fts, rowid, line) VALUES ('delete', old.id, old.line);
+    END;
+    CREATE TRIGGER commands_fts_au AFTER UPDATE OF line ON commands BEGIN
+        INSERT INTO commands_fts(commands_fts, rowid, line) VALUES ('delete', old.id, old.line);
+        INSERT INTO commands_fts(rowid, line) VALUES (new.id, new.line);
+    END;
+
+    CREATE TABLE chain_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');
+
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        cutoff REAL NOT NULL,
+        sessions INTEGER NOT NULL,
+        rows INTEGER NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def index_path(data_dir: Path) -> Path:
+    return Path(data_dir) / INDEX_NAME
+
+
+def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the index.  Read-write opens create it and run migrations.
+
+    Read-only opens refuse a missing index or one newer than this code.
+    Raises RecordingError with a message a person can act on.
+    """
+    path = index_path(data_dir)
+    try:
+        if readonly:
+            if not path.exists():
+                raise RecordingError(
+                    f"no session index at {path}",
+                    hint="pass the --data-dir that `bastion serve` uses (or set BASTION_DATA_DIR)")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise RecordingError(f"cannot open the session index {path}: {exc}",
+                             hint="check that the data dir exists, is writable and the disk is not full") from exc
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise RecordingError(
+            f"the session index {path} has schema {version}, newer than this bastion ({SCHEMA_VERSION})",
+            hint="upgrade bastion")
+    if readonly:
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise RecordingError(
+                f"the session index {path} has schema {version}, older than this bastion ({SCHEMA_VERSION})",
+                hint="start `bastion serve` once with this data dir to upgrade it, or run `bastion prune`")
+        return conn
+    try:
+        migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise RecordingError(f"cannot migrate the session index {path}: {exc}",
+                             hint="check permissions and free space of the data dir") from exc
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations, each in its own transaction.  Returns the version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    while version < SCHEMA_VERSION:
+        script = _MIGRATIONS[version]
+        version += 1
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    return version
+
+
+def next_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    """The next free id of each table (never reused, even after prune)."""
+    seqs = {row[0]: row[1] for row in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+    result = {}
+    for table in ("sessions", "channels", "commands"):
+        top = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+        result[table] = max(top, seqs.get(table, 0)) + 1
+    return result

@@ -1,0 +1,325 @@
+"""Recorder end to end on real files and a real SQLite index."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from bastion.errors import RecordingError
+from bastion.identity.principal import Principal
+from bastion.proto import asciicast
+from bastion.recording import Recorder, player, query, writer
+from bastion.recording.verify import verify_index
+
+AGENT = Principal(subject="oid-agent", app_id="app-1", name="deploy-bot", roles=("agents",))
+
+
+@dataclass(frozen=True)
+class FakeDecision:
+    action: str
+    rule: str | None
+    reason: str
+    command: tuple = ()
+    commands: tuple = field(default_factory=tuple)
+
+
+class DictDecision:
+    """A decision exposing to_dict() (like the real policy engine)."""
+
+    def to_dict(self):
+        return {"action": "review", "rule": "prod-restarts", "reason": "needs a human",
+                "commands": [["systemctl", "restart", "nginx"]]}
+
+
+def read_cast(path):
+    with open(path, "rb") as fh:
+        header, events = asciicast.iter_cast(fh)
+        return header, list(events)
+
+
+def rows(data_dir, sql, params=()):
+    conn = sqlite3.connect(data_dir / "index.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    rec = Recorder.open(tmp_path)
+    yield rec
+    rec.close()
+
+
+def test_session_is_recorded_and_indexed(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="127.0.0.1:40000", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="systemctl status nginx", term="xterm-256color", width=100, height=30,
+                        env={"LANG": "C", "API_TOKEN": "s3cr3t"})
+    ch.input(b"stdin data")
+    cmd = ch.command("systemctl status nginx", FakeDecision("allow", "read-only", "status is read-only",
+                                                            commands=(("systemctl", "status", "nginx"),)))
+    ch.output(b"\x1b[32m\xe2\x97\x8f nginx.service\x1b[0m\r\n")
+    ch.output(b"warning: something\n", stderr=True)
+    ch.resize(120, 40)
+    ch.command_result(cmd, 3)
+    ch.close(exit_status=3)
+    s.close()
+    recorder.flush()
+
+    header, events = read_cast(ch.path)
+    assert header["width"] == 100 and header["height"] == 30
+    assert header["title"] == "deploy-bot (oid-agent) → deploy@web1"
+    assert header["env"] == {"TERM": "xterm-256color"}
+    codes = [(e.code, e.data) for e in events]
+    assert ("i", "stdin data") in codes
+    assert ("o", "\x1b[32m● nginx.service\x1b[0m\r\n") in codes
+    assert ("e", "warning: something\n") in codes
+    assert ("r", "120x40") in codes
+    assert ("m", "command 1: allow [read-only]: systemctl status nginx") in codes
+    assert codes[-1] == ("m", "exit status 3")
+    times = [e.time for e in events]
+    assert times == sorted(times)
+
+    db = query.open_index(tmp_path)
+    record = query.get_session(db, s.id)
+    assert record["status"] == "closed" and record["exit_status"] == 3
+    assert record["principal"]["subject"] == "oid-agent" and record["principal"]["roles"] == ["agents"]
+    assert record["client"] == "127.0.0.1:40000" and record["target"] == "web1" and record["login"] == "deploy"
+    assert record["bytes_in"] == len(b"stdin data")
+    assert record["bytes_out"] == len("\x1b[32m● nginx.service\x1b[0m\r\n".encode()) + len(b"warning: something\n")
+    [chan] = record["channels"]
+    assert chan["env"] == {"LANG": "C", "API_TOKEN": "<secret>"}
+    assert chan["sha256"] == hashlib.sha256(ch.path.read_bytes()).hexdigest()
+    [c] = record["commands"]
+    assert (c["id"], c["action"], c["rule"], c["reason"], c["exit_status"]) == \
+        (cmd, "allow", "read-only", "status is read-only", 3)
+    assert c["commands"] == [["systemctl", "status", "nginx"]]
+    marker = next(e for e in events if e.code == "m" and e.data.startswith("command 1"))
+    assert abs(marker.time - c["offset"]) < 1e-5          # offset points at the marker
+    assert "s3cr3t" not in ch.path.read_text() and "s3cr3t" not in json.dumps(record)
+    assert verify_index(tmp_path).ok
+
+
+def test_decision_duck_typing(tmp_path, recorder):
+    from bastion.policy import Action, CommandDecision, Decision
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("shell")
+    a = ch.command("rm -rf /", Decision(Action.DENY, "no-rm", "destroys the host", ("rm", "-rf", "/"),
+                                        (CommandDecision(("rm", "-rf", "/"), Action.DENY, "no-rm"),)))
+    b = ch.command("systemctl restart nginx", DictDecision(), approver="alice@example.com")
+    c = ch.command("true", object())
+    s.close()
+    recorder.flush()
+    got = {r["id"]: r for r in rows(tmp_path, "SELECT * FROM commands")}
+    assert (got[a]["action"], got[a]["rule"], got[a]["reason"]) == ("deny", "no-rm", "destroys the host")
+    [simple] = json.loads(got[a]["commands"])
+    assert (simple["argv"], simple["action"], simple["rule"]) == (["rm", "-rf", "/"], "deny", "no-rm")
+    assert (got[b]["action"], got[b]["approver"]) == ("review", "alice@example.com")
+    assert json.loads(got[b]["commands"]) == [["systemctl", "restart", "nginx"]]
+    assert got[c]["action"] == "unknown"
+    assert all(r["seq"] is not None for r in got.values())      # sealed when the channel closed
+
+
+def test_refused_attempt_is_a_row(tmp_path, recorder):
+    recorder.refused(principal=None, client="203.0.113.9:5555", target="db1", login="root",
+                     reason="token rejected: expired")
+    recorder.refused(principal=AGENT, client="203.0.113.9:5556", target="db1", login="root",
+                     reason="target db1 not granted")
+    recorder.flush()
+    got = rows(tmp_path, "SELECT * FROM sessions ORDER BY id")
+    assert [(r["status"], r["reason"], r["principal_subject"]) for r in got] == [
+        ("refused", "token rejected: expired", None), ("refused", "target db1 not granted", "oid-agent")]
+    assert all(r["seq"] for r in got)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_binary_output_is_lossless(tmp_path, recorder, seed):
+    rng = random.Random(seed)
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="tar cf - /etc")
+    sent = {"stdout": bytearray(), "stderr": bytearray(), "input": bytearray()}
+    for _ in range(200):
+        blob = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 700)))
+        which = rng.choice(["stdout", "stdout", "stderr", "input"])
+        sent[which] += blob
+        if which == "input":
+            ch.input(blob)
+        else:
+            ch.output(blob, stderr=which == "stderr")
+    ch.close(exit_status=0)
+    s.close()
+    recorder.flush()
+    _, events = player.load(ch.path)
+    for name, data in sent.items():
+        assert player.stream_bytes(events, name) == bytes(data), name
+
+
+def test_size_cap_writes_truncated_marker(tmp_path):
+    rec = Recorder.open(tmp_path, max_bytes=8192)
+    try:
+        s = rec.start_session(principal=AGENT, client="c", target="t", login="l")
+        ch = s.open_channel("exec", command="yes")
+        for _ in range(100):
+            ch.output(b"y\n" * 250)
+        rec.flush()
+        assert ch.truncated
+        ch.output(b"after the cap\n")
+        ch.close(exit_status=0)
+        s.close()
+        rec.flush()
+    finally:
+        rec.close()
+    data = ch.path.read_bytes()
+    assert len(data) <= 8192
+    _, events = read_cast(ch.path)
+    markers = [e.data for e in events if e.code == "m"]
+    assert any("truncated" in m for m in markers)
+    assert markers[-1] == "exit status 0"
+    assert b"after the cap" not in data
+    [chan] = rows(tmp_path, "SELECT * FROM channels")
+    [sess] = rows(tmp_path, "SELECT * FROM sessions")
+    assert chan["truncated"] == 1 and sess["truncated"] == 1
+    assert chan["bytes_out"] == 100 * 500 + len(b"after the cap\n")     # every byte counted
+    assert verify_index(tmp_path).ok
+
+
+def test_recording_reaches_disk_without_close(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("shell")
+    ch.output(b"periodic-flush-check\r\n")
+    deadline = time.monotonic() + 15        # the writer flushes every 0.5 s; generous bound
+    while b"periodic-flush-check" not in (ch.path.read_bytes() if ch.path.exists() else b""):
+        assert time.monotonic() < deadline, "recording not flushed to disk"
+        time.sleep(0.05)
+    s.close()
+
+
+async def test_flow_control_high_water_and_drain(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="cat big")
+    recorder.flush()
+    blocker = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")          # the writer's next transaction waits on this
+    try:
+        ch.command("cat big", FakeDecision("allow", "r", "ok"))
+        chunk = b"z" * (1024 * 1024)
+        for _ in range(10):
+            ch.output(chunk)
+        assert ch.over_high_water()
+        drained = asyncio.ensure_future(ch.drain())
+        await asyncio.sleep(0)
+        assert not drained.done()               # the writer cannot progress while we hold the lock
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await asyncio.wait_for(drained, 30)
+    assert not ch.over_high_water()
+    ch.close()
+    s.close()
+    recorder.flush()
+    assert ch.path.stat().st_size > 10 * 1024 * 1024
+
+
+def test_hard_limit_raises_instead_of_dropping(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="cat huge")
+    recorder.flush()
+    blocker = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        ch.command("cat huge", FakeDecision("allow", "r", "ok"))
+        chunk = b"h" * (1024 * 1024)
+        with pytest.raises(RecordingError, match="queue is full"):
+            for _ in range(writer.HARD_LIMIT // len(chunk) + 2):
+                ch.output(chunk)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    ch.close()
+    s.close()
+
+
+def test_open_refuses_unwritable_data_dir(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(RecordingError, match="cannot write recordings") as info:
+        Recorder.open(blocker / "data")
+    assert info.value.hint and "refuses to run sessions" in info.value.hint
+
+
+def test_one_recorder_per_data_dir(tmp_path, recorder):
+    with pytest.raises(RecordingError, match="another bastion process"):
+        Recorder.open(tmp_path)
+
+
+def test_close_seals_open_sessions_and_ids_continue(tmp_path):
+    rec = Recorder.open(tmp_path)
+    s = rec.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("shell")
+    ch.output(b"bye\r\n")
+    rec.close()
+    ch.output(b"after close is ignored, not an error")
+    [sess] = rows(tmp_path, "SELECT * FROM sessions")
+    [chan] = rows(tmp_path, "SELECT * FROM channels")
+    assert sess["status"] == "closed" and sess["seq"] and chan["status"] == "closed" and chan["seq"]
+    rec2 = Recorder.open(tmp_path)
+    try:
+        assert rec2.recovered == []
+        s2 = rec2.start_session(principal=AGENT, client="c", target="t", login="l")
+        assert s2.id == s.id + 1
+        assert s2.open_channel("exec").id == ch.id + 1
+    finally:
+        rec2.close()
+    assert verify_index(tmp_path).ok
+
+
+def test_unhealthy_after_a_failed_write(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="x")
+    recorder.flush()
+    # make the next recording path unusable: a directory where the file should be created
+    cid = ch.id + 1
+    target = ch.path.parent / f"s{s.id}-c{cid}.cast"
+    target.mkdir()
+    ch2 = s.open_channel("exec", command="y")
+    assert ch2.path == target
+    recorder.flush()
+    assert not recorder.healthy()
+    assert "creating recording" in recorder.error
+    with pytest.raises(RecordingError, match="not possible"):
+        recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    with pytest.raises(RecordingError):
+        ch2.output(b"must not run unrecorded")
+    s.close()
+    recorder.flush()
+    statuses = {r["id"]: r["status"] for r in rows(tmp_path, "SELECT * FROM channels")}
+    assert statuses[ch2.id] == "failed"
+
+
+async def test_writer_crash_fails_closed(tmp_path, recorder, monkeypatch):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="x")
+    recorder.flush()
+
+    def boom():
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(recorder._writer, "_flush_all", boom)
+    ch.output(b"data")
+    with pytest.raises(RecordingError):
+        recorder.flush(timeout=30)           # released by the crash handler, not the timeout
+    recorder._writer.join(30)
+    assert not recorder.healthy() and "crashed" in recorder.error
+    with pytest.raises(RecordingError, match="not possible"):
+        recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    with pytest.raises(RecordingError):
+        await ch.drain()
