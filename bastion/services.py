@@ -65,8 +65,11 @@ class Services:
         vault.unlock()           # wrong passphrase: fail at start, not at the first session
         for name in sorted({t.key for t in config.targets.values()}):
             vault.load(name)     # a key named by [[targets]] but missing: fail at start too
+        from bastion.recording import Recorder
+        recorder = Recorder.open(data_dir, max_bytes=config.settings.recording_max_bytes)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
+            recorder=recorder,
             validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
             pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout,
                               ciphers=config.settings.ciphers),
@@ -146,6 +149,28 @@ class Services:
                          "reason=%s line=%s", ctx.principal.subject, ctx.target.name,
                   ctx.target.user, channel, decision.action.value, decision.rule,
                   _printable(decision.reason), _printable(line))
+
+    def open_recording(self, ctx, kind: str, *, command: str | None, term: str | None,
+                       size, env: dict | None):
+        """The recording of a new channel (and of its session, the first time).
+
+        Raises RecordingError when recording is unavailable: the caller refuses the channel.
+        """
+        from bastion.errors import RecordingError
+        if self.recorder is None:
+            raise RecordingError("no recorder configured")
+        if ctx.recording is None:
+            ctx.recording = self.recorder.start_session(
+                principal=ctx.principal, client=ctx.client, target=ctx.target.name,
+                login=ctx.login or ctx.target.user)
+        width, height = (size[0], size[1]) if size else (80, 24)
+        clean_env = {(k.decode() if isinstance(k, bytes) else str(k)):
+                     (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
+                     for k, v in (env or {}).items()}
+        if term:
+            clean_env.setdefault("TERM", term)
+        return ctx.recording.open_channel(kind, command=command, term=term,
+                                          width=width or 80, height=height or 24, env=clean_env)
 
     def new_line_tracker(self):
         from bastion.proto.linetracker import LineTracker

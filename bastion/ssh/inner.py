@@ -44,6 +44,8 @@ class InnerServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         log.debug("inner connection %s closed: %s", self.ctx.conn_id, exc)
+        if self.ctx.recording is not None:
+            self.ctx.recording.close()
 
     def begin_auth(self, username: str) -> bool:
         """No auth when the login is the target's user; otherwise an impossible login."""

@@ -1,4 +1,4 @@
-"""Sessions on an inner connection: policy first, then a relay to the upstream host.
+"""Sessions on an inner connection: recorded, policy first, then a relay upstream.
 
 exec: the command is evaluated by policy before anything goes upstream.
   allow  → an upstream session runs it; stdout, stderr, stdin, EOF, window
@@ -6,13 +6,19 @@ exec: the command is evaluated by policy before anything goes upstream.
   deny   → nothing runs; one line on stderr naming the rule; exit status 126.
   review → held for a human (the approvals feature); until an approver exists the
            command is refused like a denial, exit status 125.
-shell: every line the agent submits is evaluated with its Enter held back
+shell (pty): every line the agent submits is evaluated with its Enter held back
   (:mod:`bastion.proto.linetracker`); a line the bastion cannot reconstruct exactly
   from the keystrokes is opaque; a refused line is cleared on the host, not run.
+  A shell without a pty is refused (no line editing to follow exactly).
+
+Every channel is recorded (:mod:`bastion.recording`) before anything runs: when
+the recording cannot be opened or written, the channel is refused or ended —
+a session never runs unrecorded.  Writes to the recording are flow-controlled:
+while its queue is over the high-water mark, reading from both peers pauses.
 
 Exit statuses the bastion itself produces (documented in the README):
   126 denied by policy or grant, 125 held for review and not approved,
-  255 the bastion could not reach or use the upstream host.
+  255 the bastion could not reach or use the upstream host, or could not record.
 
 ``env`` requests are dropped unless named in ``[settings] env_allow``.
 Not covered here: sftp/subsystems (refused), X11/agent forwarding (refused by
@@ -22,13 +28,12 @@ the inner server), approvals (later).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from typing import Any
 
 import asyncssh
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, RecordingError, UpstreamError
 from bastion.ssh.context import InnerContext
 
 log = logging.getLogger("bastion.session")
@@ -57,6 +62,35 @@ def _printable(text: str, limit: int = 300) -> str:
     return s if len(s) <= limit else s[:limit] + "…"
 
 
+class _Valve:
+    """pause_reading/resume_reading of one channel, held for named reasons.
+
+    asyncssh does not count pauses, so two reasons (peer window full, recording
+    queue full) must not resume each other's pause.
+    """
+
+    def __init__(self) -> None:
+        self.chan = None
+        self.reasons: set[str] = set()
+
+    def attach(self, chan) -> None:
+        self.chan = chan
+        if self.reasons:
+            chan.pause_reading()
+
+    def pause(self, reason: str) -> None:
+        if not self.reasons and self.chan is not None:
+            self.chan.pause_reading()
+        self.reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason not in self.reasons:
+            return
+        self.reasons.discard(reason)
+        if not self.reasons and self.chan is not None:
+            self.chan.resume_reading()
+
+
 class _UpstreamSide(asyncssh.SSHClientSession):
     """Client session on the upstream connection; mirrors everything to the inner channel."""
 
@@ -71,10 +105,10 @@ class _UpstreamSide(asyncssh.SSHClientSession):
         return True
 
     def pause_writing(self) -> None:
-        self.owner.chan.pause_reading()
+        self.owner.agent_valve.pause("upstream window full")
 
     def resume_writing(self) -> None:
-        self.owner.chan.resume_reading()
+        self.owner.agent_valve.resume("upstream window full")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.upstream_closed(exc)
@@ -93,17 +127,22 @@ class InnerSession(asyncssh.SSHServerSession):
         self.term_modes: dict | None = None
         self.up_chan: asyncssh.SSHClientChannel | None = None
         self.up_conn: asyncssh.SSHClientConnection | None = None
-        self._pending: list[tuple[bytes, Any]] = []
+        self.agent_valve = _Valve()           # reading from the agent
+        self.upstream_valve = _Valve()        # reading from the host
+        self.rec = None                       # recording.ChannelRecording
+        self._command_id: int | None = None
+        self._pending: list[bytes] = []
         self._pending_eof = False
         self._tracker = None
         self._closed = False
+        self._finished = False
+        self._draining = False
         self._task: asyncio.Task | None = None
-        self._exit_sent = False
-        self.recording = None
 
     # -- requests ------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
         self.chan = chan
+        self.agent_valve.attach(chan)
 
     def pty_requested(self, term_type: str, term_size, term_modes) -> bool:
         self.term_type, self.term_size, self.term_modes = term_type, term_size, term_modes
@@ -124,45 +163,63 @@ class InnerSession(asyncssh.SSHServerSession):
         return False
 
     def session_started(self) -> None:
-        self.chan.pause_reading()
+        self.agent_valve.pause("starting")
         self._task = asyncio.ensure_future(self._start())
 
-    # -- start: grant, policy, upstream ------------------------------------
+    # -- start: recording, grant, policy, upstream -----------------------------
     async def _start(self) -> None:
         ctx = self.ctx
         services = ctx.services
-        config = services.config
         try:
-            grant = config.grant_for(ctx.principal, ctx.target, self.kind)
+            self.rec = services.open_recording(
+                ctx, self.kind, command=self.command, term=self.term_type,
+                size=self.term_size, env=self.chan.get_environment())
+        except RecordingError as exc:
+            log.error("session %s refused: recording unavailable: %s", ctx.where, exc)
+            self._finish(f"bastion: sessions are refused: they cannot be recorded ({exc})",
+                         EXIT_BASTION_ERROR)
+            return
+        try:
+            for data in self._pending:
+                self.rec.input(data)
+            grant = services.config.grant_for(ctx.principal, ctx.target, self.kind)
             if grant is None:
                 reason = (f"no grant lets {ctx.principal.label} open a {self.kind} channel "
                           f"on target {ctx.target.name}")
                 audit.warning("channel refused principal=%s target=%s kind=%s: %s",
                               ctx.principal.subject, ctx.target.name, self.kind, reason)
-                self._refuse(f"bastion: {reason}", EXIT_DENIED)
+                self._marker(f"refused: {reason}")
+                self._finish(f"bastion: {reason}", EXIT_DENIED)
                 return
             if self.kind == "exec":
                 decision = services.decide(ctx, self.command, channel="exec")
+                self._command_id = self.rec.command(self.command, decision)
                 if decision.action.value != "allow":
-                    self._refuse(self._decision_message(decision),
-                                 EXIT_DENIED if decision.action.value == "deny" else EXIT_NOT_APPROVED)
+                    self._finish(self._decision_message(decision),
+                                 EXIT_DENIED if decision.action.value == "deny"
+                                 else EXIT_NOT_APPROVED)
                     return
             elif not self.term_type:
                 # Without a terminal there is no line editing to follow: bytes that a pty
                 # would treat as editing keys reach the shell literally, so keystroke
                 # tracking cannot be exact.  Scripts use exec; people use a pty.
-                self._refuse("bastion: a shell needs a terminal here: run commands as "
+                self._finish("bastion: a shell needs a terminal here: run commands as "
                              "`ssh host 'command'` or ask for a pty with `ssh -t`", EXIT_DENIED)
                 return
             else:
                 self._tracker = services.new_line_tracker()
             await self._open_upstream()
+        except RecordingError as exc:
+            self._recording_failed(exc)
         except BastionError as exc:
             log.warning("session %s failed: %s", ctx.where, exc)
-            self._refuse(f"bastion: {exc}", EXIT_BASTION_ERROR)
+            self._marker(f"error: {exc}")
+            self._finish(f"bastion: {exc}", EXIT_BASTION_ERROR)
+        except asyncio.CancelledError:
+            raise
         except Exception:  # noqa: BLE001 - never leave a channel hanging on a bug
             log.exception("session %s: internal error", ctx.where)
-            self._refuse("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
+            self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
 
     @staticmethod
     def _decision_message(decision) -> str:
@@ -187,16 +244,18 @@ class InnerSession(asyncssh.SSHServerSession):
         except asyncssh.ChannelOpenError as exc:
             services.pool.release(ctx.target, self.up_conn)
             self.up_conn = None
-            raise UpstreamErrorFromChannel(ctx.target.name, exc.reason) from exc
-        if self._closed:
+            raise UpstreamError(f"target {ctx.target.name} refused the session: "
+                                f"{exc.reason}") from exc
+        self.upstream_valve.attach(self.up_chan)
+        if self._closed or self._finished:
             self.up_chan.close()
             return
-        for data, datatype in self._pending:
+        pending, self._pending = self._pending, []
+        for data in pending:
             self._to_upstream(data)
-        self._pending.clear()
         if self._pending_eof:
             self.up_chan.write_eof()
-        self.chan.resume_reading()
+        self.agent_valve.resume("starting")
 
     def _upstream_modes(self) -> dict:
         """Terminal modes for the upstream pty.
@@ -210,21 +269,74 @@ class InnerSession(asyncssh.SSHServerSession):
             return dict(UPSTREAM_TTY_MODES)
         return dict(self.term_modes or {})
 
-    def _refuse(self, message: str, status: int) -> None:
+    # -- ending ------------------------------------------------------------------
+    def _finish(self, message: str, status: int) -> None:
+        """End the channel from the bastion's side: a message on stderr, an exit status."""
+        if self._finished:
+            return
+        self._finished = True
+        text = (message + ("\r\n" if self.term_type else "\n")).encode("utf-8", "replace")
+        if self.rec is not None:
+            try:
+                self.rec.output(text, stderr=True)
+            except RecordingError:
+                pass
+            self.rec.close(exit_status=status)
+        if self.up_chan is not None:
+            self.up_chan.close()
         if self._closed or self.chan is None:
             return
         try:
-            nl = "\r\n" if self.term_type else "\n"
-            self.chan.write_stderr((message + nl).encode("utf-8", "replace"))
+            self.chan.write_stderr(text)
             self.chan.exit(status)
         except (asyncssh.Error, OSError, BrokenPipeError):
             self.chan.close()
-        self._exit_sent = True
+
+    def _recording_failed(self, exc: Exception) -> None:
+        log.error("session %s ended: recording failed: %s", self.ctx.where, exc)
+        self._finish(f"bastion: session ended: it can no longer be recorded ({exc})",
+                     EXIT_BASTION_ERROR)
+
+    def _marker(self, label: str) -> None:
+        if self.rec is not None:
+            try:
+                self.rec.marker(label)
+            except RecordingError as exc:
+                self._recording_failed(exc)
+
+    def _recorded(self, fn, *args, **kwargs) -> bool:
+        """Call a recording method; on failure end the channel.  False if it failed."""
+        try:
+            fn(*args, **kwargs)
+        except RecordingError as exc:
+            self._recording_failed(exc)
+            return False
+        if self.rec.over_high_water() and not self._draining:
+            self._draining = True
+            self.agent_valve.pause("recording")
+            self.upstream_valve.pause("recording")
+            asyncio.ensure_future(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        try:
+            await self.rec.drain()
+        except RecordingError as exc:
+            self._recording_failed(exc)
+        finally:
+            self._draining = False
+            self.agent_valve.resume("recording")
+            self.upstream_valve.resume("recording")
 
     # -- agent → upstream ----------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:
+        if self.rec is None:                  # before the recording exists: keep, record later
+            self._pending.append(data)
+            return
+        if self._finished or not self._recorded(self.rec.input, data):
+            return
         if self.up_chan is None:
-            self._pending.append((data, datatype))
+            self._pending.append(data)
             return
         self._to_upstream(data)
 
@@ -237,12 +349,13 @@ class InnerSession(asyncssh.SSHServerSession):
             self._handle_events(self._tracker.receive(data))
         except LineTrackerError as exc:
             log.warning("session %s: line tracker refused input: %s", self.ctx.where, exc)
-            self._refuse(f"bastion: input refused: {exc}", EXIT_DENIED)
-            self.up_chan.close()
+            self._finish(f"bastion: input refused: {exc}", EXIT_DENIED)
 
     def _handle_events(self, events) -> None:
         from bastion.proto.linetracker import Forward, LineSubmitted
         for event in events:
+            if self._finished:
+                return
             if isinstance(event, Forward):
                 if event.data:
                     self.up_chan.write(event.data)
@@ -256,11 +369,18 @@ class InnerSession(asyncssh.SSHServerSession):
             decision = services.decide(self.ctx, event.line, channel="shell")
         else:
             decision = services.decide_opaque(self.ctx, event.line, event.reason or "line edited")
+        try:
+            self.rec.command(event.line, decision)
+        except RecordingError as exc:
+            self._recording_failed(exc)
+            return
         if decision.action.value == "allow":
             self._handle_events(self._tracker.release())
         else:
-            self.chan.write(("\r\n" + self._decision_message(decision) + "\r\n").encode())
-            self._handle_events(self._tracker.cancel())
+            notice = ("\r\n" + self._decision_message(decision) + "\r\n").encode()
+            if self._recorded(self.rec.output, notice):
+                self.chan.write(notice)
+                self._handle_events(self._tracker.cancel())
 
     def eof_received(self) -> bool:
         if self.up_chan is None:
@@ -271,6 +391,8 @@ class InnerSession(asyncssh.SSHServerSession):
 
     def terminal_size_changed(self, width, height, pixwidth, pixheight) -> None:
         self.term_size = (width, height, pixwidth, pixheight)
+        if self.rec is not None:
+            self._recorded(self.rec.resize, width, height)
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -285,12 +407,10 @@ class InnerSession(asyncssh.SSHServerSession):
         return False
 
     def pause_writing(self) -> None:
-        if self.up_chan is not None:
-            self.up_chan.pause_reading()
+        self.upstream_valve.pause("agent window full")
 
     def resume_writing(self) -> None:
-        if self.up_chan is not None:
-            self.up_chan.resume_reading()
+        self.upstream_valve.resume("agent window full")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -298,16 +418,23 @@ class InnerSession(asyncssh.SSHServerSession):
             self._task.cancel()
         if self.up_chan is not None:
             self.up_chan.close()
+        if self.rec is not None and not self._finished:
+            self.rec.close()            # agent went away first; upstream status unknown
 
     # -- upstream → agent ----------------------------------------------------
     def upstream_data(self, data: bytes, datatype: Any) -> None:
+        if self._finished:
+            return
+        stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
+        if not self._recorded(self.rec.output, data, stderr=stderr):
+            return
         if self._tracker is not None:
             self._tracker.observe_output(data)
         if not self._closed:
             self.chan.write(data, datatype)
 
     def upstream_eof(self) -> None:
-        if not self._closed:
+        if not self._closed and not self._finished:
             try:
                 self.chan.write_eof()
             except (asyncssh.Error, OSError):
@@ -317,29 +444,31 @@ class InnerSession(asyncssh.SSHServerSession):
         if self.up_conn is not None:
             self.ctx.services.pool.release(self.ctx.target, self.up_conn)
             self.up_conn = None
-        if self._closed or self._exit_sent:
+        if self._finished:
             return
-        self._exit_sent = True
         up = self.up_chan
         signal = up.get_exit_signal() if up else None
         status = up.get_exit_status() if up else None
+        if signal:
+            log.info("session %s: exit signal %s", self.ctx.where, signal[0])
+        if self._command_id is not None:
+            self.rec.command_result(self._command_id, status)
+        if self._closed:
+            self._finished = True
+            self.rec.close(exit_status=status, exit_signal=signal[0] if signal else None)
+            return
+        if status is None and not signal and exc is not None:
+            self._finish(f"bastion: upstream connection lost: {exc}", EXIT_BASTION_ERROR)
+            return
+        self._finished = True
+        self.rec.close(exit_status=status, exit_signal=signal[0] if signal else None)
         try:
             if signal:
                 name, core_dumped, msg, lang = signal
-                log.info("session %s: exit signal %s", self.ctx.where, name)
                 self.chan.exit_with_signal(name, core_dumped, msg, lang)
             elif status is not None:
                 self.chan.exit(status)
             else:
-                if exc is not None:
-                    self.chan.write_stderr(f"bastion: upstream connection lost: {exc}\n".encode())
-                    self.chan.exit(EXIT_BASTION_ERROR)
-                else:
-                    self.chan.close()
+                self.chan.close()
         except (asyncssh.Error, OSError):
             self.chan.close()
-
-
-class UpstreamErrorFromChannel(BastionError):
-    def __init__(self, target: str, reason: str) -> None:
-        super().__init__(f"target {target} refused the session: {reason}")

@@ -273,6 +273,7 @@ class PtyAgent:
                                      preexec_fn=make_controlling_tty)
         os.close(slave)
         self.buf = b""
+        self.pos = 0          # read_until looks from here on
 
     def resize(self, cols: int, rows: int, *, signal_child: bool = True, fd: int | None = None):
         size = self._struct.pack("HHHH", rows, cols, 0, 0)
@@ -283,11 +284,17 @@ class PtyAgent:
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
+    def wait_ready(self) -> None:
+        """Until the remote shell answers: from then on the local tty is raw (ssh set it),
+        so a ^C goes to the remote side instead of killing the local ssh."""
+        self.send(b"echo ready-$((40+2))\r")
+        self.read_until(b"ready-42", timeout=30)
+
     def read_until(self, needle: bytes, timeout: float = 15.0) -> bytes:
         import select
         deadline = time.monotonic() + timeout
-        start = len(self.buf)
-        while needle not in self.buf[start:]:
+        start = self.pos
+        while self.buf.find(needle, start) < 0:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{needle!r} not seen; got {self.buf[-800:]!r}")
@@ -300,7 +307,8 @@ class PtyAgent:
                 if not chunk:
                     raise AssertionError(f"EOF before {needle!r}; got {self.buf[-800:]!r}")
                 self.buf += chunk
-        return self.buf[start:]
+        self.pos = self.buf.find(needle, start) + len(needle)
+        return self.buf[start:self.pos]
 
     def wait(self, timeout: float = 15.0) -> int:
         import select

@@ -4,6 +4,8 @@ The agent here is the real ssh client on a real pseudo-terminal."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.e2e.harness import PtyAgent
@@ -12,6 +14,7 @@ from tests.e2e.harness import PtyAgent
 @pytest.fixture
 def agent(rig, token):
     a = PtyAgent(rig, token)
+    a.wait_ready()
     yield a
     a.close()
 
@@ -47,8 +50,15 @@ def test_window_size_and_changes_reach_the_host(agent):
     agent.send(b"stty size\r")
     agent.read_until(b"24 80")
     agent.resize(132, 40)
-    agent.send(b"stty size\r")
-    agent.read_until(b"40 132")
+    # ssh sends the window change when it handles SIGWINCH: ask until it has arrived
+    for _ in range(20):
+        agent.send(b"stty size\r")
+        out = agent.read_until(b"stty size\r\n\x1b[?2004l\r")
+        out += agent.read_until(b"\r\n")
+        if b"40 132" in out:
+            break
+        time.sleep(0.2)
+    assert b"40 132" in agent.buf
     agent.send(b"exit\r")
     agent.wait()
 
@@ -56,7 +66,6 @@ def test_window_size_and_changes_reach_the_host(agent):
 def test_ctrl_c_interrupts_the_running_command(agent):
     agent.send(b"sleep 30; echo not-$((4+5))-interrupted\r")
     agent.read_until(b"sleep 30")
-    import time
     time.sleep(0.5)
     agent.send(b"\x03")
     agent.send(b"echo back-$((3+3))-at-prompt\r")
