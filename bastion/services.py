@@ -122,7 +122,8 @@ class Services:
     def decide(self, ctx, line: str, *, channel: str):
         """Policy decision for one exec command or shell line; logged (and indexed)."""
         try:
-            decision = self.config.policy.evaluate(ctx.principal, ctx.target, line)
+            decision = self.config.policy.evaluate(ctx.principal, ctx.target, line,
+                                                   interactive=(channel == "shell"))
         except Exception as exc:  # noqa: BLE001 - the engine must never fail open
             log.exception("policy engine failed; denying")
             from bastion.policy import Action, Decision
@@ -133,12 +134,21 @@ class Services:
     def decide_opaque(self, ctx, line: str, why: str):
         """Decision for a line the bastion could not reconstruct (opaque action)."""
         from bastion.policy import Action, Decision
+        severity = {Action.ALLOW: 0, Action.REVIEW: 1, Action.DENY: 2}
         engine = self.config.policy
-        maker = getattr(engine, "opaque_decision", None)
-        if maker is not None:
-            decision = maker(line, why)
+        try:
+            guess = engine.evaluate(ctx.principal, ctx.target, line, interactive=True)
+        except Exception:  # noqa: BLE001 - fail closed
+            log.exception("policy engine failed; denying")
+            guess = Decision(Action.DENY, "<error>", "policy engine error")
+        opaque = Action(engine.opaque)
+        if severity[guess.action] > severity[opaque]:
+            decision = guess           # what it looks like is already worse than opaque
         else:
-            decision = Decision(Action.DENY, "<opaque>", f"cannot know before it runs: {why}")
+            decision = Decision(opaque, "<opaque>",
+                                f"the line was edited with keys the bastion cannot follow "
+                                f"({why}); such lines are {opaque.value}",
+                                commands=guess.commands)
         self._log_decision(ctx, line, "shell", decision)
         return decision
 

@@ -97,7 +97,8 @@ class BastionRig:
     @property
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "SSH_"))}
-        env.update(BASTION_VAULT_PASSPHRASE=VAULT_PASSPHRASE, BASTION_KEYS_DIR=str(self.keys_dir),
+        env.update(COLUMNS="250",     # reviewer tables on one line each, for the assertions
+                   BASTION_VAULT_PASSPHRASE=VAULT_PASSPHRASE, BASTION_KEYS_DIR=str(self.keys_dir),
                    BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path))
         return env
 
