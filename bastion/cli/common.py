@@ -64,10 +64,14 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except BastionError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+                head = f"{exc.path}: " if exc.path else ""
+                err_console.print(f"[bold red]error:[/] {escape(head)}"
+                                  f"{len(exc.problems)} problems")
                 for p in exc.problems:
                     err_console.print(f"  {escape(str(p))}")
+            else:
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             if exc.hint:
                 err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
             raise typer.Exit(exc.exit_code) from None

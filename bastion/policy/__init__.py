@@ -1,30 +1,22 @@
-"""PLACEHOLDER interface — the policy helper replaces this with the real engine."""
+"""The policy engine: which commands a line would run, and what the rules say.
 
-from __future__ import annotations
+Public API::
 
-from dataclasses import dataclass, field
-from enum import Enum
+    compile_policy(settings: dict, rules: list[dict]) -> Policy      # raises ConfigError
+    Policy.evaluate(principal, target, line, *, interactive=False, cwd=None) -> Decision
+    Decision(action, rule, reason, command, commands).to_dict()
+    Action.ALLOW / DENY / REVIEW
 
+Modules: ``words`` (quote removal, escapes), ``parse`` (tree-sitter walk),
+``wrappers`` (sudo, env, bash -c ...), ``commands`` (normalisation, opaque),
+``patterns`` (rule patterns), ``rules`` (validation, index), ``engine``
+(decisions), ``danger`` (tables), ``selectors`` (who / targets), ``sanitize``.
+The design, the semantics and the known limits are in docs/POLICY.md.
 
-class Action(str, Enum):
-    ALLOW = "allow"
-    DENY = "deny"
-    REVIEW = "review"
+Pure package: no IO, no asyncio, no clock.
+"""
 
+from bastion.policy.engine import CommandDecision, Decision, Policy, compile_policy
+from bastion.policy.rules import Action
 
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    rule: str | None
-    reason: str
-    command: tuple[str, ...] | None = None
-    commands: tuple = ()
-
-
-class Policy:
-    def evaluate(self, principal, target, line: str) -> Decision:
-        return Decision(Action.DENY, None, "policy engine not built yet")
-
-
-def compile_policy(settings: dict, rules: list[dict]) -> Policy:
-    return Policy()
+__all__ = ["Action", "CommandDecision", "Decision", "Policy", "compile_policy"]

@@ -1,0 +1,377 @@
+"""From a line to normalised simple commands: :func:`extract`.
+
+Each :class:`Command` is one program bash would start (or one thing it cannot
+know before running it, marked ``opaque`` with a reason).  Normalisation:
+
+* quote removal, backslashes, ``$'...'`` and line continuations (see
+  :mod:`bastion.policy.words`);
+* the program is reduced to its basename after resolving ``.`` and ``..``
+  (``/usr/bin/../bin/rm`` → ``rm``).  A program named by a path outside the
+  standard bin directories (``./rm``, ``/tmp/ls``) keeps ``trusted=False``:
+  deny/review rules match it by basename, allow rules never do;
+* path-like arguments are normalised lexically (``/etc//./shadow``);
+* every argument also carries the readings a deny rule should consider: the
+  value after ``=`` (``--file=/x``, ``if=/x``), after ``host:`` (``h:/x``), the
+  value glued to a short option (``-f/x``), the path resolved against each
+  directory an earlier ``cd`` in the line went to, and for ``..`` that climbs out
+  of an unknown directory, "any directory, then the rest";
+* wrappers are unwrapped and ``-c`` strings parsed recursively
+  (:mod:`bastion.policy.wrappers`); the wrapper itself is a command too.
+
+Opaque: program from a variable/substitution/glob/brace expansion, ``eval``,
+``source``/``.``, ``fc``, a shell reading a script or stdin, a dangerous
+assignment in front of a command (``PATH=``, ``LD_*``, ... see
+:mod:`bastion.policy.danger`), an unparsable line, a NUL, a line over
+:data:`MAX_LINE` characters, ``-c`` strings nested deeper than :data:`MAX_DEPTH`.
+
+Known limits: aliases and functions defined outside the line, the target's
+shell start-up files, symlinks, and the working directory of earlier lines are
+invisible; relative paths are matched as written (plus ``cd`` in the same line).
+Pure: no IO.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bastion.policy.danger import (
+    ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, RESERVED, TRUSTED_DIRS,
+    dangerous_name,
+)
+from bastion.policy.parse import RawCommand, parse_raw
+from bastion.policy.words import Word, norm_path
+from bastion.policy.wrappers import Code, Opaque, Run, unwrap
+
+MAX_LINE = 64 * 1024
+MAX_DEPTH = 8
+_SPECIAL_ARG = re.compile(r"[/=:~]|^\.\.")
+_SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
+_FAST = re.compile(r"[A-Za-z0-9_./:,%+@= \t-]+")
+_FAST_LIST = re.compile(r"[A-Za-z0-9_./:,%+@= \t|;&-]+")
+_FAST_SEP = re.compile(r"\|\||&&|\|&|[|;&]")
+_FAST_FIRST_BAD = re.compile(r"\s*(?:\S*=|(?:if|then|else|elif|fi|do|done|case|esac|while|until|"
+                             r"for|select|function|time|coproc|in)(?:\s|\Z))")
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument as rules see it.
+
+    ``text``: normalised static value (``None`` when only known at run time).
+    ``views``: further static readings, for deny/review rules only.
+    ``templates``: run-time readings (tuples of ``str`` and ``None`` = any text),
+    for deny/review rules only.  ``operand``: it follows ``--``.
+    """
+
+    text: str | None
+    views: tuple = ()
+    templates: tuple = ()
+    operand: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A simple command, normalised.  ``program`` is ``None`` when unknown.
+
+    ``texts``, ``readings`` and ``templates`` summarise ``args`` for fast matching:
+    the static values; those plus every other static reading; every run-time
+    template.  ``shown`` is argv as one shell-quoted string (for reasons).
+    """
+
+    argv: tuple
+    program: str | None
+    args: tuple
+    opaque: str | None = None
+    via: str | None = None
+    trusted: bool = True
+    path: str | None = None
+    texts: frozenset = frozenset()
+    readings: frozenset = frozenset()
+    templates: tuple = ()
+    shown: str = ""
+
+
+def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
+                 via: str | None = None, trusted: bool = True, path: str | None = None) -> Command:
+    texts = frozenset([a.text for a in args if a.text is not None])
+    views = [v for a in args for v in a.views]
+    readings = texts.union(views) if views else texts
+    templates = tuple([t for a in args for t in a.templates])
+    return Command(argv, program, tuple(args), opaque, via, trusted, path, texts, readings,
+                   templates, show(argv) + (f" (via {via})" if via else ""))
+
+
+def show(argv: tuple, limit: int = 200) -> str:
+    """argv as a shell-quoted string, shortened to ``limit`` characters."""
+    text = " ".join(a if _SAFE_SHOWN.match(a) else shlex.quote(a) for a in argv)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    commands: tuple
+    problems: tuple           # line-level reasons to treat the line as opaque
+
+
+def extract(line: str, *, interactive: bool = False, cwd: str | None = None) -> Extraction:
+    """All simple commands of ``line``; cached (the result is immutable)."""
+    if not isinstance(line, str):
+        return Extraction((), ("line is not text",))
+    if len(line) > MAX_LINE:
+        return Extraction((), (f"line longer than {MAX_LINE} characters",))
+    return _extract_cached(line, interactive, cwd)
+
+
+@lru_cache(maxsize=8192)
+def _extract_cached(line: str, interactive: bool, cwd: str | None) -> Extraction:
+    ex = _Extractor(cwd)
+    if interactive:
+        why = history_expansion(line)
+        if why:
+            ex.problems.append(why)
+    ex.line(line, 0, None)
+    return Extraction(tuple(ex.commands), tuple(ex.problems))
+
+
+def history_expansion(line: str) -> str | None:
+    """Why an interactive bash would rewrite ``line`` before running it (``!!``, ``^a^b``)."""
+    if line.startswith("^"):
+        return "history substitution (^) in an interactive shell"
+    single = False
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and not single:
+            i += 2
+            continue
+        if c == "'":
+            single = not single
+        elif c == "!" and not single and i + 1 < len(line) and line[i + 1] not in " \t\n=(\"":
+            return "history expansion (!) in an interactive shell"
+        i += 1
+    return None
+
+
+def fast_words(line: str) -> list | None:
+    """Split a line of plain words without the parser, or None if it is not that simple."""
+    if not _FAST.fullmatch(line) or _FAST_FIRST_BAD.match(line):
+        return None
+    parts = line.split()
+    return [Word(raw=p, value=p, template=(p,)) for p in parts] if parts else None
+
+
+def fast_commands(line: str) -> list | None:
+    """Plain words joined by ``|``, ``|&``, ``||``, ``&&``, ``;``, ``&``: the word lists of
+    each command, without the parser; None when the line needs the parser."""
+    if not _FAST_LIST.fullmatch(line):
+        return None
+    segments = _FAST_SEP.split(line)
+    last = len(segments) - 1
+    out = []
+    for k, seg in enumerate(segments):
+        if not seg.strip():
+            if k == last and k > 0 and not line.rstrip().endswith(("|", "&&", "||", "|&")):
+                continue                      # "ls;" and "ls &" end cleanly
+            return None
+        words = fast_words(seg)
+        if words is None:
+            return None
+        out.append(words)
+    return out
+
+
+class _Extractor:
+    def __init__(self, cwd: str | None) -> None:
+        self.commands: list[Command] = []
+        self.problems: list[str] = []
+        self.dirs: list[str] = [norm_path(cwd)] if cwd and cwd.startswith("/") else []
+        self.dir_unknown = False
+
+    def line(self, text: str, depth: int, via: str | None, redirs: list = ()) -> None:
+        fast = fast_commands(text)
+        if fast is not None:
+            for words in fast:
+                self.simple(words, list(redirs), None, depth, via)
+            return
+        raws, problems = parse_raw(text)
+        if depth == 0:
+            self.problems.extend(problems)
+        elif problems:
+            self.add(make_command((via or "-c", text), None, (), f"{via} string: {problems[0]}",
+                                  via))
+        for raw in raws:
+            self.raw(raw, depth, via, redirs)
+
+    def raw(self, raw: RawCommand, depth: int, via: str | None, redirs: list) -> None:
+        problem = raw.problem
+        for name, _ in raw.assigns:
+            if dangerous_name(name):
+                problem = problem or f"assigns {name} in front of the command"
+        words = raw.words
+        if not words:
+            if not raw.redirs and not problem:
+                return
+            words = [Word.literal(":")]
+        self.simple(words, list(redirs) + raw.redirs, problem, depth, via)
+
+    def add(self, cmd: Command) -> None:
+        self.commands.append(cmd)
+
+    # -- one simple command --------------------------------------------------------
+    def simple(self, words: list, redirs: list, problem: str | None, depth: int,
+               via: str | None, assigns: tuple = ()) -> None:
+        for name, _ in assigns:
+            if dangerous_name(name):
+                problem = problem or f"{via} sets {name} for the command"
+        first = words[0]
+        program = path = None
+        trusted = True
+        if first.value is None:
+            problem = problem or f"program name from a {first.why or 'run-time value'} ({first.raw})"
+        else:
+            v = first.value
+            if not first.quoted and v in RESERVED and v not in ("time", "coproc"):
+                problem = problem or f"keyword {v!r} where a program should be"
+            if "/" in v:
+                path = norm_path(v)
+                program = path.rsplit("/", 1)[-1] or path
+                trusted = path.rsplit("/", 1)[0] in TRUSTED_DIRS
+            else:
+                program = v
+        args = []
+        operand = False
+        for w in words[1:]:
+            args.append(self.arg(w, operand))
+            if w.value == "--":
+                operand = True
+        for _, w in redirs:
+            args.append(self.arg(w, False))
+        argv = (path or (program if program is not None else first.raw),) + tuple(
+            w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
+            op + (w.value if w.value is not None else w.raw) for op, w in redirs)
+        actions = unwrap(program, words) if program is not None else []
+        if program is not None and problem is None:
+            problem = self.special(program, words, args)
+            for action in actions:
+                if isinstance(action, Opaque):
+                    problem = action.why
+                    break
+        self.add(make_command(argv, program, tuple(args), problem, via, trusted, path))
+        if program is None:
+            return
+        if program in ("cd", "pushd", "popd"):
+            self.track_cd(program, words)
+        if program == "eval":
+            if all(w.value is not None for w in words[1:]) and len(words) > 1:
+                self.code(" ".join(w.value for w in words[1:]), depth, "eval", redirs)
+            return
+        for action in actions:
+            chain = f"{via} > {action.via}" if via else action.via
+            if isinstance(action, Run):
+                self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
+            elif isinstance(action, Code):
+                self.code(action.text, depth, chain, redirs)
+
+    def code(self, text: str, depth: int, via: str, redirs: list) -> None:
+        if depth + 1 > MAX_DEPTH:
+            self.add(make_command((via, text), None, (), f"command strings nested deeper than "
+                                                         f"{MAX_DEPTH}", via))
+            return
+        self.line(text, depth + 1, via, redirs)
+
+    @staticmethod
+    def special(program: str, words: list, args: list) -> str | None:
+        why = OPAQUE_PROGRAMS.get(program)
+        if why:
+            return why
+        values = [w.value for w in words[1:] if w.value is not None]
+        opt = OPAQUE_OPTIONS.get(program)
+        if opt and any(v.startswith("-") and opt[0] in v for v in values):
+            return opt[1]
+        if program in ARITH_EVAL and (program != "printf" or "-v" in values):
+            for v in values:
+                if "$(" in v or "`" in v:
+                    return f"{program} may evaluate {v!r} as code"
+        if program in ASSIGNING and (program != "printf" or "-v" in values):
+            for v in values:
+                name = v.partition("=")[0]
+                if dangerous_name(name):
+                    return f"{program} assigns {name}"
+        if program in DECLARING:
+            for v in values:
+                if v.startswith("-") and "n" in v:
+                    return f"{program} -n makes a name reference"
+        return None
+
+    def track_cd(self, program: str, words: list) -> None:
+        operands = [w for w in words[1:] if not (w.value or "").startswith("-")]
+        if program == "popd" or not operands:
+            self.dir_unknown = True
+            return
+        w = operands[0]
+        if w.value is None:
+            self.dir_unknown = True
+            return
+        target = norm_path(w.value)
+        if target.startswith("/"):
+            self.dirs.append(target)
+        elif self.dirs:
+            self.dirs.extend(norm_path(d + "/" + target) for d in list(self.dirs))
+            self.dir_unknown = True
+        else:
+            self.dir_unknown = True
+
+    # -- one argument --------------------------------------------------------------
+    def arg(self, w: Word, operand: bool) -> Arg:
+        v = w.value
+        if v is None:
+            return Arg(None, (), _templates(w.template), operand)
+        if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
+            return Arg(v, (), (), operand)            # a plain word: one reading
+        text = norm_path(v)
+        views: list = []
+        templates: list = []
+        if "=" in v:
+            rest = v.partition("=")[2]
+            if rest:
+                views.append(norm_path(rest))
+        if len(v) > 2 and v[0] == "-" and v[1] != "-" and "/" in v:
+            views.append(norm_path(v[v.index("/"):]))
+        if ":" in v and "://" not in v:
+            rest = v.partition(":")[2]
+            if rest[:1] in ("/", "~"):
+                views.append(norm_path(rest))
+        if v[:1] not in ("-", "/", "~", "") and "=" not in v and "://" not in v:
+            for d in self.dirs:
+                views.append(norm_path(d + "/" + v))
+            if self.dir_unknown or text.startswith(".."):
+                stripped = text
+                while stripped.startswith("../") or stripped == "..":
+                    stripped = stripped[3:]
+                templates.append((None, "/" + stripped) if stripped else (None,))
+        return Arg(text, tuple(views), tuple(templates), operand)
+
+
+_SLASHES = re.compile(r"/(?:\.?/)+")
+
+
+def _templates(template: tuple) -> tuple:
+    """Readings of a run-time word for deny rules: itself (lightly normalised), after '='."""
+    parts = []
+    for p in template:
+        if p is None:
+            parts.append(None)
+        else:
+            p = _SLASHES.sub("/", p)
+            if "/.." in p or p.startswith(".."):
+                parts = [None]   # '..' after unknown text may climb anywhere
+                p = p.rsplit("..", 1)[1]
+            parts.append(p)
+    out = [tuple(parts)]
+    head = parts[0]
+    if isinstance(head, str) and "=" in head:
+        out.append((head.partition("=")[2],) + tuple(parts[1:]))
+    return tuple(out)

@@ -1,0 +1,205 @@
+"""The policy: ``evaluate(principal, target, line) -> Decision``.
+
+For each simple command of the line (see :mod:`bastion.policy.commands`):
+
+1. the rules that apply to this principal (``who``) and target (``targets``);
+2. their patterns for this program (index by name; ``*`` patterns always);
+3. the most restrictive matching rule decides (deny > review > allow; in a tie,
+   the first in the file).  Allow rules never match an opaque command, nor a
+   program named by an untrusted path; deny and review rules match
+   conservatively (other readings of an argument count, and on a known
+   command, so do run-time arguments that could match);
+4. no rule: ``settings.default``; an opaque command: ``settings.opaque`` unless a
+   deny/review rule matched that is at least as restrictive.
+
+The line's action is the most restrictive of its commands'; the first command
+with that action (preferring one decided by a named rule) decides (``Decision.rule``/``reason``/``command``).  A line with
+nothing to run (empty, comments, plain assignments) is allowed with the
+synthetic rule ``<empty>``.  A line that does not parse gets the opaque action
+(rule ``<opaque>``) unless a command found in it is denied.  Any internal error
+is caught and turned into a deny (rule ``<error>``): evaluation never raises.
+
+Deterministic, no clock, no IO.  Parsed lines are cached (LRU, shared by all
+policies), and each Policy caches its decisions per (line, set of rules that
+apply to the principal and target); caches are bounded and cleared when full.
+A Policy may be shared between threads (the caches are plain dicts whose
+worst case under a race is a recomputation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.policy.commands import Command, extract
+from bastion.policy.rules import (
+    Action, Rule, RuleIndex, compile_rules, compile_settings, raise_if,
+)
+from bastion.policy.selectors import any_principal_matches, any_target_matches
+
+_SEV = {Action.ALLOW: 0, Action.REVIEW: 1, Action.DENY: 2}
+_DECISION_CACHE = 8192
+
+
+@dataclass(frozen=True)
+class CommandDecision:
+    """The decision on one simple command of a line."""
+
+    argv: tuple
+    action: Action
+    rule: str | None
+    opaque: bool = False
+    why: str | None = None          # why it is opaque
+    via: str | None = None          # wrapper chain (``sudo``, ``bash -c``, ``sudo > bash -c``)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"argv": list(self.argv), "action": self.action.value, "rule": self.rule,
+                "opaque": self.opaque, "why": self.why, "via": self.via, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    rule: str | None
+    reason: str
+    command: tuple | None = None
+    commands: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {"action": self.action.value, "rule": self.rule, "reason": self.reason,
+                "command": list(self.command) if self.command is not None else None,
+                "commands": [c.to_dict() for c in self.commands]}
+
+
+class Policy:
+    """Compiled rules plus the engine settings; see the module docstring."""
+
+    def __init__(self, rules: list[Rule], default: Action = Action.DENY,
+                 opaque: Action = Action.REVIEW) -> None:
+        self.rules = tuple(rules)
+        self.default = Action(default)
+        self.opaque = Action(opaque)
+        self._index = RuleIndex(list(rules))
+        self._restricted = tuple(r for r in rules if r.who is not None or r.targets is not None)
+        self._skip_cache: dict = {}
+        self._decisions: dict = {}      # (line, interactive, cwd, skip) -> Decision
+
+    def clear_cache(self) -> None:
+        """Forget cached decisions (they never go stale; this is for measurements)."""
+        self._decisions.clear()
+
+    def counts(self) -> dict:
+        out = {a.value: 0 for a in Action}
+        for r in self.rules:
+            out[r.action.value] += 1
+        return out
+
+    def evaluate(self, principal, target, line: str, *, interactive: bool = False,
+                 cwd: str | None = None) -> Decision:
+        """Decide on ``line`` for ``principal`` on ``target`` (``None``: no target).
+
+        ``interactive``: the line comes from an interactive shell (history
+        expansion ``!`` / ``^`` makes it opaque).  ``cwd``: the working directory,
+        when known, to resolve relative paths.  Never raises.
+        """
+        try:
+            return self._evaluate(principal, target, line, interactive, cwd)
+        except Exception as exc:  # fail closed; the reason names the error, not the data
+            return Decision(Action.DENY, "<error>",
+                            f"policy engine error ({type(exc).__name__}); denied to be safe")
+
+    def _evaluate(self, principal, target, line, interactive, cwd) -> Decision:
+        skip = self._skip(principal, target)
+        key = (line, interactive, cwd, skip)
+        hit = self._decisions.get(key)
+        if hit is not None:
+            return hit
+        decision = self._decide_line(extract(line, interactive=interactive, cwd=cwd), skip)
+        if len(self._decisions) >= _DECISION_CACHE:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
+
+    def _decide_line(self, extraction, skip: frozenset) -> Decision:
+        decided: list[CommandDecision] = []
+        for cmd in extraction.commands:
+            decided.append(self._decide(cmd, skip))
+        best: CommandDecision | None = None
+        best_key = (-1, False)
+        for d in decided:   # most restrictive; among equals, a named rule over <default>
+            key = (_SEV[d.action], not d.rule.startswith("<"))
+            if key > best_key:
+                best, best_key = d, key
+        if extraction.problems:
+            why = extraction.problems[0]
+            if best is None or _SEV[self.opaque] > _SEV[best.action]:
+                return Decision(self.opaque, "<opaque>",
+                                f"{why}; lines that cannot be read are {self.opaque.value}",
+                                None, tuple(decided))
+        if best is None:
+            return Decision(Action.ALLOW, "<empty>", "nothing to run", None, ())
+        reason = best.reason
+        if best.action is Action.ALLOW and len(decided) > 1:
+            reason = f"all {len(decided)} commands allowed; first: {reason}"
+        return Decision(best.action, best.rule, reason, best.argv, tuple(decided))
+
+    def _skip(self, principal, target) -> frozenset:
+        """Indexes of rules that do not apply to this principal on this target."""
+        if not self._restricted:
+            return frozenset()
+        pkey = (principal.subject, principal.tenant, principal.app_id, tuple(principal.roles),
+                tuple(principal.groups))
+        tkey = None if target is None else (target.name, tuple(target.labels))
+        key = (pkey, tkey)
+        hit = self._skip_cache.get(key)
+        if hit is None:
+            hit = frozenset(r.index for r in self._restricted
+                            if not (any_principal_matches(r.who, principal)
+                                    and any_target_matches(r.targets, target)))
+            if len(self._skip_cache) > 1024:
+                self._skip_cache.clear()
+            self._skip_cache[key] = hit
+        return hit
+
+    def _decide(self, cmd: Command, skip: frozenset) -> CommandDecision:
+        opaque = cmd.opaque is not None
+        matched = None
+        has_path = cmd.path is not None
+        trusted = cmd.trusted
+        for cand in self._index.candidates(cmd.program, cmd.path):
+            rule = cand.rule
+            if skip and rule.index in skip:
+                continue
+            if cand.by_path and not has_path:
+                continue
+            if cand.allow:
+                if opaque or not (trusted or cand.by_path):
+                    continue
+                level = 0
+            else:
+                level = 1 if opaque else 2
+            if cand.pattern.matches(cmd, level):
+                matched = rule
+                break
+        shown = cmd.shown
+        base = dict(argv=cmd.argv, opaque=opaque, why=cmd.opaque, via=cmd.via)
+        if opaque and (matched is None or _SEV[self.opaque] > matched.severity):
+            return CommandDecision(action=self.opaque, rule="<opaque>", **base,
+                                   reason=f"{shown} is opaque ({cmd.opaque}); "
+                                          f"opaque commands are {self.opaque.value}")
+        if matched is None:
+            return CommandDecision(action=self.default, rule="<default>", **base,
+                                   reason=f"{shown} matches no rule "
+                                          f"(default: {self.default.value})")
+        extra = f": {matched.description}" if matched.description else ""
+        return CommandDecision(action=matched.action, rule=matched.name, **base,
+                               reason=f"{shown} matches rule {matched.name} "
+                                      f"({matched.action.value}){extra}")
+
+
+def compile_policy(settings: dict, rules: list) -> Policy:
+    """Validate and compile; raise ConfigError listing every problem."""
+    engine, problems = compile_settings(settings if settings is not None else {})
+    compiled, more = compile_rules(rules if rules is not None else [])
+    raise_if(problems + more)
+    return Policy(compiled, engine["default"], engine["opaque"])

@@ -1,0 +1,511 @@
+"""Find every simple command a bash line would run (tree-sitter-bash).
+
+:func:`parse_raw` turns a line into :class:`RawCommand` objects, in the order
+bash would start them, plus a list of line-level problems (each one makes the
+line opaque).  It looks into lists, pipelines, subshells, groups, ``if`` / ``for``
+/ ``while`` / ``until`` / ``case`` / ``select`` bodies, function bodies, ``!``,
+``time`` and ``coproc``, command and process substitutions wherever they appear
+(inside double quotes, parameter defaults, arithmetic, assignments, array
+subscripts, here-strings and unquoted here-documents).  A here-document whose
+delimiter is quoted is data and is not looked into.
+
+Redirection targets become extra words of the command they apply to (for a
+compound command with a redirection, of every simple command inside it); a line
+made of redirections only (``> /etc/x``) is reported as the command ``:``.
+
+What this does *not* do: decide anything, know wrappers (``sudo``, ``bash -c``:
+see :mod:`bastion.policy.wrappers`), or expand variables.
+
+Known limits (each fails closed, as an opaque line, unless noted):
+
+* tree-sitter-bash rejects some valid bash: a here-string after another
+  redirection (``cat 2>&1 <<<x``), ``<>``, two here-documents on one line,
+  ``\\$(`` outside quotes, ``ls#x``.  These lines are opaque.
+* it accepts some invalid bash (``ls ;; rm``); we then report commands bash
+  would never run, which can only make a decision stricter.
+* ``time`` and ``coproc`` before a compound command are misread by the grammar;
+  they are blanked out and the line is parsed again.
+* Words are decoded by our own lexer (:mod:`bastion.policy.words`); wherever its
+  reading and the tree disagree (a word split by a line continuation, an
+  expansion the grammar missed, stray text between words) the line is opaque.
+* Code hidden in *data* that bash evaluates at run time (a variable holding
+  ``a[$(cmd)]`` used in arithmetic, ``${x@P}``) cannot be seen; literal
+  occurrences in ``[[ ]]`` and ``(( ))`` make the line opaque.
+
+Pure: no IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tree_sitter
+import tree_sitter_bash
+
+from bastion.policy.danger import dangerous_name
+from bastion.policy.words import Disagreement, Word, WordProblem, decode_word
+
+LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
+MAX_NESTING = 48
+SUB_TYPES = frozenset({"command_substitution", "process_substitution", "expansion",
+                       "simple_expansion", "arithmetic_expansion"})
+REDIRECT_TYPES = frozenset({"file_redirect", "heredoc_redirect", "herestring_redirect"})
+_LEAF_CHECK = frozenset({"word", "string_content", "extglob_pattern", "regex", "heredoc_content",
+                         "variable_name", "special_variable_name"})
+_COMPOUND_START = frozenset({"{", "!", "(", "[[", "((", "if", "for", "while", "until", "case",
+                             "select", "function"})
+_STRUCTURAL = frozenset({"subshell", "compound_statement", "if_statement", "while_statement",
+                         "for_statement", "c_style_for_statement", "case_statement",
+                         "function_definition", "pipeline", "list", "negated_command",
+                         "test_command", "redirected_statement"})
+
+
+@dataclass(slots=True)
+class RawCommand:
+    """A simple command as written: words, prefix assignments, redirection targets."""
+
+    words: list
+    assigns: list = field(default_factory=list)       # [(name, Word)]
+    redirs: list = field(default_factory=list)        # [(operator, Word)] (own and inherited)
+    problem: str | None = None                        # why it is opaque, if it is
+    pos: int = 0                                      # start byte in its source
+
+
+class _Reparse(Exception):
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
+    """Parse one line (or ``-c`` string); return (commands, line problems)."""
+    try:
+        src = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return [], ["line holds text that is not valid Unicode"]
+    if b"\x00" in src:
+        return [], ["line holds a NUL byte"]
+    parser = tree_sitter.Parser(LANGUAGE)
+    for _ in range(8):
+        tree = parser.parse(src)
+        walker = _Walker(src)
+        if tree.root_node.has_error:
+            walker.problems.append(_describe_error(tree.root_node, src))
+        try:
+            walker.walk(tree.root_node, ())
+        except _Reparse as rp:
+            src = src[:rp.start] + b" " * (rp.end - rp.start) + src[rp.end:]
+            continue
+        except _TooDeep:
+            return walker.raws, walker.problems + [f"line nested deeper than {MAX_NESTING} levels"]
+        return walker.raws, walker.problems
+    return [], ["time/coproc prefixes could not be resolved"]
+
+
+def _describe_error(root, src: bytes) -> str:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.is_missing:
+            return f"line is incomplete (missing {node.type!r} at byte {node.start_byte})"
+        if node.type == "ERROR":
+            snippet = src[node.start_byte:node.start_byte + 20].decode("utf-8", "replace")
+            return f"line does not parse as bash near byte {node.start_byte}: {snippet!r}"
+        stack.extend(reversed(node.children))
+    return "line does not parse as bash"
+
+
+class _Walker:
+    def __init__(self, src: bytes) -> None:
+        self.src = src
+        self.raws: list[RawCommand] = []
+        self.problems: list[str] = []
+        self.depth = 0
+        self.arith = 0
+
+    # -- structure -----------------------------------------------------------------
+    def walk(self, node, inherited: tuple) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _TooDeep()
+        try:
+            t = node.type
+            if t == "command":
+                self.command(node, inherited)
+            elif t == "redirected_statement":
+                self.redirected(node, inherited)
+            elif t in ("declaration_command", "unset_command"):
+                self.declaration(node, inherited)
+            elif t == "variable_assignment":
+                self.assignment_statement(node)
+            elif t == "comment":
+                pass
+            elif t == "for_statement":
+                var = node.child_by_field_name("variable")
+                if var is not None and dangerous_name(self.text(var)):
+                    self.raws.append(RawCommand([Word.literal("for"), Word.literal(self.text(var))],
+                                                problem=f"for loop assigns {self.text(var)}",
+                                                pos=node.start_byte))
+                self.children(node, inherited)
+            elif t in ("test_command", "arithmetic_expansion", "c_style_for_statement") or (
+                    t == "compound_statement" and node.child_count and node.children[0].type == "(("):
+                self.arith += 1
+                try:
+                    self.children(node, inherited)
+                finally:
+                    self.arith -= 1
+            elif t in ("command_substitution", "process_substitution"):
+                self.children(node, ())
+                if node.child_count and node.children[0].type == "`":
+                    self.backticks(node)
+            elif t == "raw_string":
+                if self.arith and self._has_code(self.src[node.start_byte:node.end_byte]):
+                    self.problems.append("literal code inside [[ ]] or (( )) may be evaluated")
+            elif t == "heredoc_content":
+                self.heredoc_text(node.start_byte, node.end_byte)
+            elif node.child_count == 0:
+                if t in _LEAF_CHECK and self._has_code(self.src[node.start_byte:node.end_byte]):
+                    self.problems.append(f"substitution the parser did not see in {self.text(node)!r}")
+            else:
+                self.children(node, inherited)
+        finally:
+            self.depth -= 1
+
+    def check_heredoc_end(self, body, delimiter: bytes | None, strip_tabs: bool) -> None:
+        """bash ends a here-document at the first line equal to its delimiter; if the
+        grammar's body runs past such a line, code would hide in 'data'."""
+        if not delimiter:
+            return
+        for line in self.src[body.start_byte:body.end_byte].split(b"\n"):
+            if (line.lstrip(b"\t") if strip_tabs else line) == delimiter:
+                self.problems.append("here-document body runs past its delimiter")
+                return
+
+    def heredoc_text(self, start: int, end: int) -> None:
+        """Text of an unquoted here-document the grammar left unparsed: it misses
+        `...` there (and sometimes $(...) inside ${...}).  Backticks are parsed
+        here; an unparsed $( or $[ makes the line opaque."""
+        text = self.src[start:end]
+        i = 0
+        while i < len(text):
+            c = text[i]
+            if c == 92:                      # backslash escapes the next byte
+                i += 2
+                continue
+            if c == 96:                      # `...`
+                j = i + 1
+                while j < len(text) and text[j] != 96:
+                    j += 2 if text[j] == 92 else 1
+                if j >= len(text):
+                    self.problems.append("unterminated ` in a here-document")
+                    return
+                self.backtick_text(text[i + 1:j])
+                i = j + 1
+                continue
+            if c == 36 and i + 1 < len(text) and text[i + 1] in b"([":
+                self.problems.append("here-document holds a substitution the parser did not see")
+                return
+            i += 1
+
+    def backtick_text(self, inner: bytes) -> None:
+        out = bytearray()
+        i = 0
+        while i < len(inner):
+            if inner[i] == 92 and i + 1 < len(inner) and inner[i + 1] in b"$`\\":
+                out.append(inner[i + 1])
+                i += 2
+            else:
+                out.append(inner[i])
+                i += 1
+        raws, problems = parse_raw(bytes(out).decode("utf-8", "surrogateescape"))
+        self.raws.extend(raws)
+        self.problems.extend(problems)
+
+    def backticks(self, node) -> None:
+        """Inside `...`, bash removes the backslash before $ ` \\ and parses again,
+        so `echo \\`rm x\\`` runs rm.  Parse that text too (on top of the tree)."""
+        inner = self.src[node.start_byte + 1:node.end_byte - 1]
+        if b"\\" in inner:
+            self.backtick_text(inner)
+
+    def children(self, node, inherited: tuple) -> None:
+        prev = node.start_byte
+        for child in node.children:
+            if child.start_byte > prev:
+                self.skipped(prev, child.start_byte)
+            self.walk(child, inherited)
+            prev = child.end_byte
+        if node.end_byte > prev:
+            self.skipped(prev, node.end_byte)
+
+    def skipped(self, a: int, b: int) -> None:
+        """Text inside a node that no child covers: the grammar dropped it."""
+        if self._has_code(self.src[a:b]):
+            self.problems.append(f"substitution the parser skipped: "
+                                 f"{self.src[a:b].decode('utf-8', 'replace')!r}")
+
+    @staticmethod
+    def _has_code(text: bytes) -> bool:
+        return b"$(" in text or b"`" in text or b"<(" in text or b">(" in text
+
+    def text(self, node) -> str:
+        return self.src[node.start_byte:node.end_byte].decode("utf-8", "surrogateescape")
+
+    # -- words -----------------------------------------------------------------
+    def word(self, node, *, assignment: bool = False) -> Word:
+        return self.word_span(node, node.start_byte, node.end_byte, assignment=assignment)
+
+    def word_span(self, node, start: int, end: int, *, assignment: bool = False) -> Word:
+        if node.type in SUB_TYPES:
+            subs = {node.start_byte: node}
+        elif node.child_count:
+            subs = {}
+            stack = [node]
+            while stack:
+                n = stack.pop()
+                for c in n.children:
+                    if c.type in SUB_TYPES:
+                        subs[c.start_byte] = c
+                    elif c.child_count:
+                        stack.append(c)
+        else:
+            subs = {}
+        try:
+            return decode_word(self.src, start, end, subs, self._on_sub, assignment=assignment)
+        except Disagreement as exc:
+            self.problems.append(f"{exc}: {self.src[start:end].decode('utf-8', 'replace')!r}")
+            for sub in subs.values():
+                self._on_sub(sub)
+            return Word.unknown(self.src[start:end].decode("utf-8", "surrogateescape"), "unparsed")
+
+    def _on_sub(self, node) -> None:
+        self.walk(node, ())
+
+    def gap(self, a: int, b: int) -> None:
+        if a >= b:
+            return
+        src = self.src
+        g = src[a:b]
+        if g.replace(b"\\\n", b"").strip(b" \t"):
+            self.problems.append(f"text the parser skipped: {g.decode('utf-8', 'replace')!r}")
+            return
+        k = g.find(b"\\\n")
+        while k >= 0:   # a continuation glued to words on both sides joins them in bash
+            at = a + k
+            if at > 0 and src[at - 1] not in b" \t\n" and at + 2 < len(src) and \
+                    src[at + 2] not in b" \t\n":
+                self.problems.append("line continuation inside a word")
+                return
+            k = g.find(b"\\\n", k + 2)
+
+    # -- commands -----------------------------------------------------------------
+    def command(self, node, inherited: tuple) -> None:
+        if node.start_byte == node.end_byte:     # a MISSING command the parser made up
+            return
+        words: list[Word] = []
+        assigns: list = []
+        redirs: list = list(inherited)
+        problem = None
+        prev = node.start_byte
+        named = False
+        glued = False       # the previous child was a word ending right here
+        dollar = None       # start of a lone "$" the grammar split from its "..." ($"...")
+        for child in node.children:
+            t = child.type
+            if t == "$" and not child.is_named:
+                self.gap(prev, child.start_byte)
+                dollar, prev = child.start_byte, child.end_byte
+                continue
+            if dollar is not None:
+                if t == "string" and child.start_byte == prev:
+                    try:
+                        words.append(self.word_span(child, dollar, child.end_byte))
+                    except WordProblem as exc:
+                        problem = problem or str(exc)
+                    dollar, prev, glued = None, child.end_byte, True
+                    continue
+                self.problems.append("a lone $ the parser did not place")
+                dollar = None
+            self.gap(prev, child.start_byte)
+            is_word = t not in REDIRECT_TYPES and t != "comment" and t not in _STRUCTURAL
+            if glued and is_word and child.start_byte == prev:
+                self.problems.append("the parser split one word in two: "
+                                     f"{self.src[node.start_byte:child.end_byte].decode('utf-8', 'replace')!r}")
+            glued = is_word
+            prev = child.end_byte
+            try:
+                if t == "variable_assignment" and not named:
+                    assigns.append(self.prefix_assignment(child))
+                elif t in REDIRECT_TYPES:
+                    self.redirect(child, redirs)
+                elif t == "comment":
+                    pass
+                elif t in _STRUCTURAL:
+                    self._maybe_reparse(node, words, child.start_byte)
+                    self.walk(child, ())
+                else:
+                    named = named or t == "command_name"
+                    try:
+                        words.append(self.word(child))
+                    except WordProblem:
+                        words.append(Word.unknown(self.text(child), "unparsed"))
+                        raise
+                    if len(words) in (2, 3):
+                        self._check_time_coproc(node, words, child)
+            except WordProblem as exc:
+                problem = problem or str(exc)
+        if dollar is not None:
+            self.problems.append("a lone $ the parser did not place")
+        self.gap(prev, node.end_byte)
+        self.raws.append(RawCommand(words, assigns, redirs, problem, node.start_byte))
+
+    def _check_time_coproc(self, node, words: list, child) -> None:
+        first = words[0]
+        if first.quoted or first.value not in ("time", "coproc"):
+            return
+        if len(words) == 3 and first.value == "time" and words[1].value != "-p":
+            return
+        last = words[-1]
+        if last.quoted or last.value is None:
+            return
+        if last.value in _COMPOUND_START:
+            raise _Reparse(node.start_byte, child.start_byte)
+
+    def _maybe_reparse(self, node, words: list, at: int) -> None:
+        if words and not words[0].quoted and words[0].value in ("time", "coproc"):
+            raise _Reparse(node.start_byte, at)
+
+    def prefix_assignment(self, node) -> tuple[str, Word]:
+        name_node = node.child_by_field_name("name")
+        name = self.text(name_node) if name_node is not None else self.text(node).split("=")[0]
+        value = node.child_by_field_name("value")
+        if value is None:
+            return name, Word.literal("")
+        if value.type == "array":
+            self.walk(value, ())
+            return name, Word.unknown(self.text(value), "array")
+        return name, self.word(value, assignment=True)
+
+    def redirect(self, node, redirs: list, later: list | None = None) -> None:
+        t = node.type
+        if t == "file_redirect":
+            op = None
+            for ch in node.children:
+                ct = ch.type
+                if ct == "file_descriptor":
+                    continue
+                if not ch.is_named:
+                    op = ct
+                    continue
+                w = self.word(ch)
+                if op in (">&", "<&") and (w.value == "-" or (w.value or "x").isdigit()):
+                    continue
+                if op in (">&-", "<&-"):
+                    continue
+                redirs.append((op or ">", w))
+        elif t == "herestring_redirect":
+            for ch in node.named_children:
+                self.word(ch)
+        else:  # heredoc_redirect
+            quoted = False
+            delimiter = None
+            strip_tabs = any(c.type == "<<-" for c in node.children)
+            for ch in node.children:
+                ct = ch.type
+                if ct == "heredoc_start":
+                    raw = self.src[ch.start_byte:ch.end_byte]
+                    quoted = any(q in raw for q in (b"'", b'"', b"\\"))
+                    delimiter = raw.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
+                elif ct == "heredoc_body":
+                    self.check_heredoc_end(ch, delimiter, strip_tabs)
+                    if quoted:
+                        continue
+                    prev = ch.start_byte      # the grammar may skip text: read the gaps
+                    for part in ch.children:
+                        self.heredoc_text(prev, part.start_byte)
+                        self.walk(part, ())
+                        prev = part.end_byte
+                    self.heredoc_text(prev, ch.end_byte)
+                elif ct in REDIRECT_TYPES:
+                    self.redirect(ch, redirs, later)
+                elif ch.is_named and ct != "heredoc_end":
+                    if later is None:
+                        self.walk(ch, ())
+                    else:          # `cat <<EOF | sh`: sh runs after cat starts
+                        later.append(ch)
+
+    def redirected(self, node, inherited: tuple) -> None:
+        body = node.child_by_field_name("body")
+        redirs: list = []
+        later: list = []
+        for ch in node.children:
+            if body is not None and ch.start_byte == body.start_byte and ch.type == body.type:
+                continue
+            if ch.type in REDIRECT_TYPES:
+                try:
+                    self.redirect(ch, redirs, later)
+                except WordProblem as exc:
+                    self.problems.append(str(exc))
+            elif ch.is_named:
+                later.append(ch)
+        scope = tuple(inherited) + tuple(redirs)
+        before = len(self.raws)
+        if body is not None:
+            if body.type == "command":
+                self.command(body, scope)
+            else:
+                self.walk(body, scope)
+        if len(self.raws) == before and scope:
+            self.raws.append(RawCommand([Word.literal(":")], [], list(scope), None, node.start_byte))
+        for ch in later:
+            self.walk(ch, ())
+
+    def declaration(self, node, inherited: tuple) -> None:
+        words: list[Word] = []
+        problem = None
+        for ch in node.children:
+            try:
+                if not words:
+                    words.append(Word.literal(self.text(ch)))
+                elif ch.type == "variable_assignment":
+                    name_node = ch.child_by_field_name("name")
+                    name = self.text(name_node) if name_node is not None else ""
+                    if dangerous_name(name):
+                        problem = problem or f"{words[0].value} assigns {name}"
+                    value = ch.child_by_field_name("value")
+                    if value is not None and value.type == "array":
+                        self.walk(value, ())
+                        words.append(Word.unknown(self.text(ch), "array"))
+                    else:
+                        words.append(self.word(ch, assignment=True))
+                elif ch.type in REDIRECT_TYPES:
+                    pass
+                elif ch.is_named and ch.type != "comment":
+                    words.append(self.word(ch))
+            except WordProblem as exc:
+                problem = problem or str(exc)
+        self.raws.append(RawCommand(words, [], list(inherited), problem, node.start_byte))
+
+    def assignment_statement(self, node) -> None:
+        name_node = node.child_by_field_name("name")
+        name = self.text(name_node) if name_node is not None else ""
+        if name_node is not None and name_node.type == "variable_name" and dangerous_name(name):
+            self.raws.append(RawCommand([Word.literal(self.text(node))],
+                                        problem=f"assigns {name} for the rest of the line",
+                                        pos=node.start_byte))
+        value = node.child_by_field_name("value")
+        if value is not None and value.type not in ("array",):
+            try:
+                self.word(value, assignment=True)
+            except WordProblem as exc:
+                self.problems.append(str(exc))
+        elif value is not None:
+            self.walk(value, ())
+        if name_node is not None and name_node.child_count:
+            self.walk(name_node, ())
+
+
+__all__ = ["RawCommand", "parse_raw", "LANGUAGE"]

@@ -1,0 +1,491 @@
+"""Wrappers: programs that run another program, and builtins that carry code.
+
+:func:`unwrap` looks at one simple command and says what *else* it runs:
+
+* ``Run(words)``: a wrapped simple command (``sudo -u root rm x`` → ``rm x``).
+  Handled: sudo, doas, env, nice, ionice, nohup, timeout, time, coproc, command,
+  builtin, exec, stdbuf, setsid, flock, watch ``-x``, xargs, find
+  ``-exec/-execdir/-ok/-okdir``, busybox, runuser ``-u``.
+* ``Code(text)``: a literal string bash will parse and run: ``sh/bash/dash/zsh/
+  ksh -c '...'``, ``su/runuser -c``, ``flock -c``, ``watch`` (without ``-x``),
+  ``alias name='...'``, ``trap '...' SIG``.  The caller parses it recursively.
+* ``Opaque(why)``: what it runs cannot be known before it runs: a shell reading
+  a script file or standard input (``bash x.sh``, ``| sh``, ``bash -s``), ``-c``
+  with a string built at run time, ``sudo -s`` / ``su`` with no command, ``env -S``,
+  ``bind -x``, ``complete -C``, an unknown option to a wrapper (it might take an
+  argument, and then we would misread the program), or a run-time word among a
+  wrapper's options.
+
+Each wrapper's option table is spelled out below so that the wrapped program is
+found exactly (``sudo -u root -- rm`` and ``timeout -s KILL 5 rm``).  GNU long
+options may be abbreviated; an ambiguous or unknown one makes the command opaque.
+
+Not handled (they are ordinary programs: allow them only if you trust all they
+can run): ssh, chroot, nsenter, unshare, systemd-run, script, parallel, strace,
+gdb, python -c, perl -e, awk ``system()``, editors and pagers with shell escapes.
+
+Pure: no IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.policy.danger import BASH_LIKE, OTHER_SHELLS
+from bastion.policy.words import Word
+
+
+@dataclass(frozen=True)
+class Run:
+    words: list
+    via: str
+    assigns: tuple = ()
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    via: str
+
+
+@dataclass(frozen=True)
+class Opaque:
+    why: str
+    via: str
+
+
+@dataclass(frozen=True)
+class Opts:
+    short_arg: str = ""
+    short_flag: str = ""
+    short_opt: str = ""            # optional argument, attached only (-e[EOF])
+    long_arg: tuple = ()
+    long_flag: tuple = ("help", "version")
+    long_opt: tuple = ()           # optional argument, attached only (--eof[=EOF])
+    numeric: bool = False          # -NUM accepted (nice -10)
+    dash_flag: bool = False        # a lone "-" is a flag (su -, env -)
+
+
+class _Unknown(Exception):
+    pass
+
+
+def scan(words: list, i: int, opts: Opts, prog: str) -> tuple[int, dict]:
+    """Skip options starting at ``words[i]``; return (first operand index, options seen).
+
+    Raises _Unknown with a reason when an option is unknown or ambiguous, or when a
+    word among the options is only known at run time.
+    """
+    seen: dict = {}
+    n = len(words)
+    while i < n:
+        w = words[i]
+        v = w.value
+        if v is None:
+            first = w.template[0] if w.template else None
+            if w.split or first is None or first.startswith("-") or first == "":
+                raise _Unknown(f"a run-time word ({w.raw}) among the options of {prog}")
+            return i, seen
+        if v == "--":
+            return i + 1, seen
+        if v == "-" and opts.dash_flag:
+            seen["-"] = ""
+            i += 1
+            continue
+        if v.startswith("--"):
+            name, eq, val = v[2:].partition("=")
+            full = _long(name, opts, prog)
+            if full in opts.long_arg and not eq:
+                if i + 1 >= n:
+                    raise _Unknown(f"--{full} of {prog} needs a value")
+                seen[full] = words[i + 1]
+                i += 2
+            else:
+                seen[full] = Word.literal(val) if eq else Word.literal("")
+                i += 1
+            continue
+        if v.startswith("-") and len(v) > 1:
+            if opts.numeric and v[1:].isdigit():
+                i += 1
+                continue
+            j = 1
+            i += 1
+            while j < len(v):
+                ch = v[j]
+                if ch in opts.short_arg:
+                    if j + 1 < len(v):
+                        seen[ch] = Word.literal(v[j + 1:])
+                    elif i < n:
+                        seen[ch] = words[i]
+                        i += 1
+                    else:
+                        raise _Unknown(f"-{ch} of {prog} needs a value")
+                    break
+                if ch in opts.short_opt:
+                    seen[ch] = Word.literal(v[j + 1:])
+                    break
+                if ch in opts.short_flag:
+                    seen[ch] = Word.literal("")
+                    j += 1
+                    continue
+                raise _Unknown(f"unknown option -{ch} for {prog}")
+            continue
+        return i, seen
+    return i, seen
+
+
+def _long(name: str, opts: Opts, prog: str) -> str:
+    every = opts.long_arg + opts.long_flag + opts.long_opt
+    if name in every:
+        return name
+    hits = [o for o in every if o.startswith(name)] if name else []
+    if len(hits) == 1:
+        return hits[0]
+    raise _Unknown(f"{'ambiguous' if hits else 'unknown'} option --{name} for {prog}")
+
+
+SUDO = Opts(short_arg="aCcDgpRrTtUu", short_flag="AbBEeHhiKklNnPSsVv",
+            long_arg=("auth-type", "close-from", "chdir", "group", "login-class", "prompt",
+                      "chroot", "role", "type", "command-timeout", "other-user", "user"),
+            long_flag=("askpass", "background", "bell", "edit", "help", "set-home", "login",
+                       "remove-timestamp", "reset-timestamp", "list", "non-interactive",
+                       "preserve-groups", "stdin", "shell", "version", "validate"),
+            long_opt=("preserve-env", "host"))
+DOAS = Opts(short_arg="uC", short_flag="nsL")
+ENV = Opts(short_arg="uCS", short_flag="i0v", dash_flag=True,
+           long_arg=("unset", "chdir", "split-string"),
+           long_flag=("ignore-environment", "null", "debug", "help", "version",
+                      "list-signal-handling"),
+           long_opt=("block-signal", "default-signal", "ignore-signal"))
+NICE = Opts(short_arg="n", long_arg=("adjustment",), numeric=True)
+IONICE = Opts(short_arg="cnpPu", short_flag="th",
+              long_arg=("class", "classdata", "pid", "pgid", "uid"), long_flag=("ignore", "help",
+                                                                                "version"))
+NOHUP = Opts()
+TIMEOUT = Opts(short_arg="sk", short_flag="v", long_arg=("signal", "kill-after"),
+               long_flag=("preserve-status", "foreground", "verbose", "help", "version"))
+TIME = Opts(short_arg="fo", short_flag="apqvV", long_arg=("format", "output"),
+            long_flag=("append", "portability", "quiet", "verbose", "help", "version"))
+COMMAND = Opts(short_flag="pvV")
+EXEC = Opts(short_arg="a", short_flag="cl")
+STDBUF = Opts(short_arg="ioe", long_arg=("input", "output", "error"))
+SETSID = Opts(short_flag="cfwhV", long_flag=("ctty", "fork", "wait", "help", "version"))
+FLOCK = Opts(short_arg="wE", short_flag="sexnoFuvhV",
+             long_arg=("wait", "timeout", "conflict-exit-code"),
+             long_flag=("shared", "exclusive", "unlock", "nonblock", "nb", "close", "no-fork",
+                        "verbose", "help", "version"))
+WATCH = Opts(short_arg="nq", short_opt="d", short_flag="bcCegprtwxhv",
+             long_arg=("interval", "equexit"), long_opt=("differences",),
+             long_flag=("beep", "color", "no-color", "errexit", "chgexit", "exec", "precise",
+                        "no-rerun", "no-title", "no-linewrap", "help", "version"))
+XARGS = Opts(short_arg="adEILnPs", short_opt="eil", short_flag="0prtxo",
+             long_arg=("arg-file", "delimiter", "max-args", "max-procs", "max-chars",
+                       "process-slot-var"),
+             long_opt=("eof", "replace", "max-lines"),
+             long_flag=("null", "interactive", "no-run-if-empty", "verbose", "exit", "open-tty",
+                        "show-limits", "help", "version"))
+SU = Opts(short_arg="cCgGsw", short_flag="flmpPhV", dash_flag=True,
+          long_arg=("command", "session-command", "group", "supp-group", "shell",
+                    "whitelist-environment"),
+          long_flag=("fast", "login", "preserve-environment", "pty", "help", "version"))
+RUNUSER = Opts(short_arg="cgGsuw", short_flag="flmpPhV", dash_flag=True,
+               long_arg=SU.long_arg + ("user",), long_flag=SU.long_flag)
+
+_SIMPLE = {"nice": NICE, "nohup": NOHUP, "time": TIME, "exec": EXEC, "stdbuf": STDBUF,
+           "setsid": SETSID, "coproc": Opts(long_flag=())}
+
+
+def unwrap(prog: str, words: list) -> list:
+    """What else ``words`` (a simple command whose program is ``prog``) runs."""
+    handler = _HANDLERS.get(prog)
+    if handler is None:
+        if prog in BASH_LIKE:
+            handler = _shell
+        elif prog in OTHER_SHELLS:
+            return [Opaque(f"{prog} is not a bash-like shell; its commands cannot be read",
+                           prog)]
+        elif prog in _SIMPLE:
+            handler = _simple
+        else:
+            return []
+    try:
+        return handler(prog, words)
+    except _Unknown as exc:
+        return [Opaque(str(exc), prog)]
+
+
+def _rest(prog: str, words: list, i: int, assigns: tuple = ()) -> list:
+    return [Run(words[i:], prog, assigns)] if i < len(words) else []
+
+
+def _assignments(words: list, i: int) -> tuple[int, tuple]:
+    """NAME=VALUE words before the command of env/sudo (any word with '=' counts:
+    env exports even names bash would refuse, like BASH_FUNC_ls%%)."""
+    assigns = []
+    while i < len(words):
+        v = words[i].value
+        name = v.partition("=")[0] if v else ""
+        if not v or "=" not in v or not name or "/" in name:
+            break
+        assigns.append((name, Word.literal(v.partition("=")[2])))
+        i += 1
+    return i, tuple(assigns)
+
+
+def _simple(prog: str, words: list) -> list:
+    i, _ = scan(words, 1, _SIMPLE[prog], prog)
+    return _rest(prog, words, i)
+
+
+def _sudo(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, SUDO, prog)
+    i, assigns = _assignments(words, i)
+    if "e" in seen or "edit" in seen:
+        return [Run([Word.literal("sudoedit")] + words[i:], prog, assigns)]
+    if i >= len(words):
+        if {"s", "i", "shell", "login"} & seen.keys():
+            return [Opaque("sudo -s/-i without a command starts an interactive shell", prog)]
+        return []
+    return [Run(words[i:], prog, assigns)]
+
+
+def _doas(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, DOAS, prog)
+    if i >= len(words) and "s" in seen:
+        return [Opaque("doas -s starts an interactive shell", prog)]
+    return _rest(prog, words, i)
+
+
+def _env(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, ENV, prog)
+    if "S" in seen or "split-string" in seen:
+        return [Opaque("env -S splits a string into a command", prog)]
+    i, assigns = _assignments(words, i)
+    return _rest(prog, words, i, assigns)
+
+
+def _ionice(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, IONICE, prog)
+    if {"p", "P", "u", "pid", "pgid", "uid"} & seen.keys():
+        return []
+    return _rest(prog, words, i)
+
+
+def _timeout(prog: str, words: list) -> list:
+    i, _ = scan(words, 1, TIMEOUT, prog)
+    return _rest(prog, words, i + 1)
+
+
+def _command(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, COMMAND, prog)
+    if "v" in seen or "V" in seen:
+        return []
+    return _rest(prog, words, i)
+
+
+def _builtin(prog: str, words: list) -> list:
+    return _rest(prog, words, 1)
+
+
+def _flock(prog: str, words: list) -> list:
+    i, _ = scan(words, 1, FLOCK, prog)
+    if i + 1 >= len(words):
+        return []
+    nxt = words[i + 1]
+    if nxt.value in ("-c", "--command"):
+        return _code(prog, words, i + 2, "flock -c")
+    if nxt.value is None and (nxt.split or nxt.template[0] is None):
+        return [Opaque(f"a run-time word ({nxt.raw}) after the lock file of flock", prog)]
+    return _rest(prog, words, i + 1)
+
+
+def _code(prog: str, words: list, i: int, via: str) -> list:
+    if i >= len(words):
+        return [Opaque(f"{via} without a command string", prog)]
+    w = words[i]
+    if w.value is None:
+        return [Opaque(f"{via} with a string built at run time ({w.raw})", prog)]
+    return [Code(w.value, via)]
+
+
+def _watch(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, WATCH, prog)
+    rest = words[i:]
+    if not rest:
+        return []
+    if "x" in seen or "exec" in seen:
+        return [Run(rest, prog)]
+    if any(w.value is None for w in rest):
+        return [Opaque("watch runs sh -c with a string built at run time", prog)]
+    return [Code(" ".join(w.value for w in rest), "watch")]
+
+
+def _xargs(prog: str, words: list) -> list:
+    i, seen = scan(words, 1, XARGS, prog)
+    rest = list(words[i:]) or [Word.literal("echo")]
+    replace = None
+    for key in ("I", "i", "replace"):
+        if key in seen:
+            val = seen[key].value
+            if val is None:
+                return [Opaque("xargs replace string known only at run time", prog)]
+            replace = val or "{}"
+    if replace is None:
+        return [Run(rest + [Word.unknown("<xargs input>", "xargs input")], prog)]
+    return [Run([rest[0]] + [_replace(w, replace, "xargs input") for w in rest[1:]], prog)]
+
+
+def _replace(w: Word, marker: str, why: str) -> Word:
+    if w.value is None or marker not in w.value:
+        return w
+    pieces = w.value.split(marker)
+    template: list = []
+    for k, piece in enumerate(pieces):
+        if k:
+            template.append(None)
+        if piece:
+            template.append(piece)
+    return Word(raw=w.raw, value=None, template=tuple(template), split=False, why=why)
+
+
+def _find(prog: str, words: list) -> list:
+    out: list = []
+    k = 1
+    n = len(words)
+    while k < n:
+        w = words[k]
+        if w.value is None and w.split:
+            return out + [Opaque(f"a run-time word ({w.raw}) in a find expression may add -exec",
+                                 prog)]
+        if w.value in ("-exec", "-execdir", "-ok", "-okdir"):
+            j = k + 1
+            while j < n and words[j].value not in (";", "+"):
+                j += 1
+            inner = [_replace(x, "{}", "find match") for x in words[k + 1:j]]
+            if inner:
+                out.append(Run(inner, f"find {w.value}"))
+            k = j + 1
+            continue
+        k += 1
+    return out
+
+
+def _busybox(prog: str, words: list) -> list:
+    if len(words) < 2:
+        return []
+    w = words[1]
+    if w.value is not None and w.value.startswith("-"):
+        return []
+    return [Run(words[1:], prog)]
+
+
+def _su(prog: str, words: list) -> list:
+    opts = RUNUSER if prog == "runuser" else SU
+    operands: list = []
+    seen: dict = {}
+    i = 1
+    while i < len(words):           # su permutes options and operands
+        j, more = scan(words, i, opts, prog)
+        seen.update(more)
+        if j > i and words[j - 1].value == "--":
+            operands.extend(words[j:])
+            break
+        if j >= len(words):
+            break
+        operands.append(words[j])
+        if "u" in seen or "user" in seen:
+            operands.extend(words[j + 1:])
+            break
+        i = j + 1
+    if "u" in seen or "user" in seen:
+        if not operands:
+            return [Opaque("runuser -u without a command starts a shell", prog)]
+        return [Run(operands, prog)]
+    shell = seen.get("s") or seen.get("shell")
+    code = seen.get("c") or seen.get("command") or seen.get("session-command")
+    if code is None:
+        return [Opaque(f"{prog} without -c starts an interactive shell", prog)]
+    if shell is not None:
+        sv = shell.value
+        if sv is None or sv.rstrip("/").rsplit("/", 1)[-1] not in BASH_LIKE:
+            return [Opaque(f"{prog} -s {shell.raw} runs the command with a shell we cannot read",
+                           prog)]
+    if code.value is None:
+        return [Opaque(f"{prog} -c with a string built at run time ({code.raw})", prog)]
+    return [Code(code.value, f"{prog} -c")]
+
+
+def _shell(prog: str, words: list) -> list:
+    letters: set = set()
+    longs: list = []
+    i, n = 1, len(words)
+    while i < n:
+        w = words[i]
+        v = w.value
+        if v is None:
+            first = w.template[0] if w.template else None
+            if "c" not in letters and (w.split or first is None or first[:1] in ("-", "+", "")):
+                return [Opaque(f"a run-time word ({w.raw}) among the options of {prog}", prog)]
+            break
+        if v in ("--", "-"):
+            i += 1
+            break
+        if v.startswith("--"):
+            longs.append(v)
+            i += 2 if v in ("--rcfile", "--init-file") else 1
+            continue
+        if v[:1] in ("-", "+") and len(v) > 1:
+            letters.update(v[1:])
+            i += 1
+            i += v[1:].count("o") + v[1:].count("O")   # -o OPTION / -O SHOPT take a word
+            continue
+        break
+    operands = words[i:]
+    if "c" in letters:
+        return _code(prog, words, i, f"{prog} -c")
+    if not operands and longs and all(x in ("--version", "--help") for x in longs):
+        return []
+    if operands and "s" not in letters:
+        return [Opaque(f"{prog} runs a script file ({operands[0].raw})", prog)]
+    return [Opaque(f"{prog} reads commands from standard input", prog)]
+
+
+def _alias(prog: str, words: list) -> list:
+    out: list = []
+    for w in words[1:]:
+        if w.value is None:
+            out.append(Opaque(f"alias defined at run time ({w.raw})", prog))
+        elif "=" in w.value and not w.value.startswith("-"):
+            out.append(Code(w.value.partition("=")[2], "alias"))
+    return out
+
+
+def _trap(prog: str, words: list) -> list:
+    if len(words) < 2:
+        return []
+    w = words[1]
+    if w.value is None:
+        return [Opaque(f"trap action built at run time ({w.raw})", prog)]
+    if w.value.startswith("-") or len(words) < 3:
+        return []
+    return [Code(w.value, "trap")] if w.value else []
+
+
+def _bind(prog: str, words: list) -> list:
+    if any(w.value is None or (w.value.startswith("-") and "x" in w.value) for w in words[1:]):
+        return [Opaque("bind -x runs a command on a key press", prog)]
+    return []
+
+
+def _complete(prog: str, words: list) -> list:
+    if any(w.value is None or (w.value.startswith("-") and "C" in w.value) for w in words[1:]):
+        return [Opaque(f"{prog} -C runs a command for completion", prog)]
+    return []
+
+
+_HANDLERS = {
+    "sudo": _sudo, "doas": _doas, "env": _env, "ionice": _ionice, "timeout": _timeout,
+    "command": _command, "builtin": _builtin, "flock": _flock, "watch": _watch,
+    "xargs": _xargs, "find": _find, "busybox": _busybox, "su": _su, "runuser": _su,
+    "alias": _alias, "trap": _trap, "bind": _bind, "complete": _complete, "compgen": _complete,
+}
