@@ -57,6 +57,10 @@ class CoalescingTransport(asyncio.Transport):
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Send what is buffered now (shutdown)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._scheduled = False
         if not self._buf:

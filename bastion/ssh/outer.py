@@ -162,12 +162,21 @@ class OuterServer(asyncssh.SSHServer):
         return False
 
     def close(self, message: str) -> None:
-        """Tell the agent why, then disconnect (used at shutdown)."""
-        if self.conn is not None:
-            for link in list(self.inner_links):
-                if link.inner is not None:
-                    link.inner.disconnect(asyncssh.DISC_BY_APPLICATION, message)
-            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+        """Tell the agent why, then disconnect (used at shutdown).
+
+        The inner connections' disconnect messages (which the agent's ssh prints) go
+        out first; the outer connection is closed a moment later so they are not lost.
+        """
+        if self.conn is None:
+            return
+        for link in list(self.inner_links):
+            if link.inner is not None:
+                link.inner.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+            if link.transport is not None:
+                link.transport.flush()
+        conn = self.conn
+        asyncio.get_running_loop().call_later(
+            0.2, conn.disconnect, asyncssh.DISC_BY_APPLICATION, message)
 
 
 def _short(text: str | None, limit: int = 120) -> str:

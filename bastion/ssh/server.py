@@ -84,6 +84,8 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
                 server.close(SHUTDOWN_MESSAGE)
             except Exception:  # noqa: BLE001 - best effort
                 log.debug("error closing a connection", exc_info=True)
+        if services.connections:
+            await asyncio.sleep(0.3)         # let the goodbye messages go out
         await services.close()
         try:
             await asyncio.wait_for(acceptor.wait_closed(), 5)
