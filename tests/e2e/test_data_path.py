@@ -178,3 +178,19 @@ def test_upstream_down_gives_a_clear_message(rig_with_bad_targets, token):
     r = rig_with_bad_targets.ssh(token, "true", target="web-down")
     assert r.returncode == 255
     assert "cannot reach target web-down" in r.err
+
+
+def test_agent_and_x11_forwarding_are_not_passed_to_the_host(rig, token, tmp_path):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, timeout=10)
+    assert agent.returncode == 0
+    try:
+        r = rig.ssh(token, "env", args=("-A", "-X", "-o", "ForwardX11Trusted=yes"),
+                    env={"SSH_AUTH_SOCK": str(sock), "DISPLAY": ":99"})
+        assert r.returncode == 0, r.err
+        assert "SSH_AUTH_SOCK" not in r.out
+        assert "DISPLAY" not in r.out
+    finally:
+        subprocess.run(["ssh-agent", "-k"], env={**os.environ, "SSH_AGENT_PID":
+                        agent.stdout.decode().split("SSH_AGENT_PID=")[1].split(";")[0]},
+                       capture_output=True, timeout=10)
