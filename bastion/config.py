@@ -86,6 +86,8 @@ class Settings:
     connect_timeout: float = 10.0
     recording_max_bytes: int = 256 * 1024 * 1024
     ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
+    approval_window_max: int = 0               # longest grant window (s) approvers may give
+    approval_webhook: str | None = None        # POSTed a JSON body when a request is created
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,14 @@ class BastionConfig:
                     and any_target_matches(grant.targets, target)):
                 return grant
         return None
+
+    def mask_live_for(self, principal: Principal, target: Target, channel: str) -> bool:
+        """Live masking: on in [settings], or on any grant covering this channel (strictest wins)."""
+        if self.settings.mask_live:
+            return True
+        return any(g.mask_live and channel in g.channels
+                   and any_principal_matches(g.who, principal) and any_target_matches(g.targets, target)
+                   for g in self.grants)
 
     def may_reach(self, principal: Principal, target: Target) -> bool:
         return any(any_principal_matches(g.who, principal) and any_target_matches(g.targets, target)
@@ -239,7 +249,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         c.add(w, "[settings] must be a table")
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
-           "recording_max_bytes", "ciphers")
+           "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     for sel in approvers:
@@ -255,8 +265,46 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
                                          minimum=1024)),
         ciphers=c.strings(table, "ciphers", w),
+        approval_window_max=_duration(c, table, "approval_window_max", w),
+        approval_webhook=_webhook(c, table, w),
     )
     return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def _duration(c: _Checker, table: dict, key: str, where: tuple) -> int:
+    """Seconds from an integer or a string like ``"15m"``, ``"1h30m"``, ``"90s"``."""
+    value = table.get(key, 0)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None or not value.strip():
+        c.add(where + (key,), f"{_w(where)}.{key} must be seconds (an integer >= 0) or a "
+                              "duration like \"15m\", \"1h30m\"")
+        return 0
+    hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _webhook(c: _Checker, table: dict, where: tuple) -> str | None:
+    url = c.string(table, "approval_webhook", where)
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        c.add(where + ("approval_webhook",),
+              "settings.approval_webhook must use https (http only for a loopback host)")
+    elif parsed.scheme not in ("http", "https") or not parsed.hostname:
+        c.add(where + ("approval_webhook",), f"settings.approval_webhook is not an http(s) URL: "
+                                             f"{url!r}")
+    elif parsed.username or parsed.password:
+        c.add(where + ("approval_webhook",), "settings.approval_webhook must not carry "
+                                             "credentials in the URL")
+    else:
+        return url
+    return None
 
 
 def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:

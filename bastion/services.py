@@ -36,6 +36,7 @@ class Services:
     pool: Any
     inner_options: Any
     recorder: Any = None
+    detectors: Any = None            # masking detectors: built-ins + [[masks]], per config load
     _policy_mtime: float = 0.0
     _servers: set = field(default_factory=set)
 
@@ -76,7 +77,13 @@ class Services:
             inner_options=InnerOptionsCache(hostkeys),
         )
         services._policy_mtime = services._mtime()
+        services.detectors = services._detectors_for(config)
         return services
+
+    @staticmethod
+    def _detectors_for(config: BastionConfig):
+        from bastion.proto.masker import BUILTIN, detectors_from_config
+        return tuple(BUILTIN) + tuple(detectors_from_config(config.masks))
 
     def _mtime(self) -> float:
         try:
@@ -93,6 +100,12 @@ class Services:
         except ConfigError as exc:
             log.error("policy reload refused, previous policy kept: %s", exc)
             return False
+        try:
+            detectors = self._detectors_for(config)
+        except ConfigError as exc:
+            log.error("policy reload refused, previous policy kept: %s", exc)
+            return False
+        self.detectors = detectors
         if config.oidc != self.config.oidc:
             from bastion.identity.oidc import TokenValidator
             self.validator = TokenValidator(config.oidc)
@@ -158,7 +171,18 @@ class Services:
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
                          "reason=%s line=%s", ctx.principal.subject, ctx.target.name,
                   ctx.target.user, channel, decision.action.value, decision.rule,
-                  _printable(decision.reason), _printable(line))
+                  _printable(self.mask(decision.reason)), _printable(self.mask(line)))
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret the detectors know masked (for logs and the index)."""
+        from bastion.ssh.masking import mask_line
+        return mask_line(text, self.detectors) if self.detectors else mask_line(text)
+
+    def channel_masks(self, ctx, kind: str):
+        """The maskers of a new channel; live masking per settings or any covering grant."""
+        from bastion.ssh.masking import ChannelMasks
+        live = self.config.mask_live_for(ctx.principal, ctx.target, kind)
+        return ChannelMasks(self.detectors, live=live)
 
     def open_recording(self, ctx, kind: str, *, command: str | None, term: str | None,
                        size, env: dict | None):
@@ -179,7 +203,8 @@ class Services:
                      for k, v in (env or {}).items()}
         if term:
             clean_env.setdefault("TERM", term)
-        return ctx.recording.open_channel(kind, command=command, term=term,
+        return ctx.recording.open_channel(kind, command=self.mask(command) if command else None,
+                                          term=term,
                                           width=width or 80, height=height or 24, env=clean_env)
 
     def new_line_tracker(self):

@@ -35,6 +35,7 @@ import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
 from bastion.ssh.context import InnerContext
+from bastion.ssh.masking import INPUT, STDERR, STDOUT, masked_decision
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
@@ -130,6 +131,9 @@ class InnerSession(asyncssh.SSHServerSession):
         self.agent_valve = _Valve()           # reading from the agent
         self.upstream_valve = _Valve()        # reading from the host
         self.rec = None                       # recording.ChannelRecording
+        self.masks = None                     # masking.ChannelMasks (after the grant check)
+        self._last_data = 0.0
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._command_id: int | None = None
         self._pending: list[bytes] = []
         self._pending_eof = False
@@ -180,9 +184,12 @@ class InnerSession(asyncssh.SSHServerSession):
                          EXIT_BASTION_ERROR)
             return
         try:
-            for data in self._pending:
-                self.rec.input(data)
             grant = services.config.grant_for(ctx.principal, ctx.target, self.kind)
+            self.masks = services.channel_masks(ctx, self.kind)
+            for data in self._pending:
+                masked = self.masks.feed(INPUT, data)
+                if masked:
+                    self.rec.input(masked)
             if grant is None:
                 reason = (f"no grant lets {ctx.principal.label} open a {self.kind} channel "
                           f"on target {ctx.target.name}")
@@ -193,7 +200,8 @@ class InnerSession(asyncssh.SSHServerSession):
                 return
             if self.kind == "exec":
                 decision = services.decide(ctx, self.command, channel="exec")
-                self._command_id = self.rec.command(self.command, decision)
+                self._command_id = self.rec.command(services.mask(self.command),
+                                                    masked_decision(decision, services.detectors))
                 if decision.action.value != "allow":
                     self._finish(self._decision_message(decision),
                                  EXIT_DENIED if decision.action.value == "deny"
@@ -278,7 +286,9 @@ class InnerSession(asyncssh.SSHServerSession):
         text = (message + ("\r\n" if self.term_type else "\n")).encode("utf-8", "replace")
         if self.rec is not None:
             try:
-                self.rec.output(text, stderr=True)
+                self._flush_masks(final=True)
+                self.rec.output(self.ctx.services.mask(text.decode("utf-8", "replace"))
+                                .encode("utf-8", "replace"), stderr=True)
             except RecordingError:
                 pass
             self.rec.close(exit_status=status)
@@ -333,8 +343,12 @@ class InnerSession(asyncssh.SSHServerSession):
         if self.rec is None:                  # before the recording exists: keep, record later
             self._pending.append(data)
             return
-        if self._finished or not self._recorded(self.rec.input, data):
+        if self._finished:
             return
+        masked = self.masks.feed(INPUT, data)
+        if masked and not self._recorded(self.rec.input, masked):
+            return
+        self._data_seen()
         if self.up_chan is None:
             self._pending.append(data)
             return
@@ -370,7 +384,8 @@ class InnerSession(asyncssh.SSHServerSession):
         else:
             decision = services.decide_opaque(self.ctx, event.line, event.reason or "line edited")
         try:
-            self.rec.command(event.line, decision)
+            self.rec.command(services.mask(event.line),
+                             masked_decision(decision, services.detectors))
         except RecordingError as exc:
             self._recording_failed(exc)
             return
@@ -378,7 +393,7 @@ class InnerSession(asyncssh.SSHServerSession):
             self._handle_events(self._tracker.release())
         else:
             notice = ("\r\n" + self._decision_message(decision) + "\r\n").encode()
-            if self._recorded(self.rec.output, notice):
+            if self._recorded(self.rec.output, services.mask(notice.decode()).encode()):
                 self.chan.write(notice)
                 self._handle_events(self._tracker.cancel())
 
@@ -419,6 +434,10 @@ class InnerSession(asyncssh.SSHServerSession):
         if self.up_chan is not None:
             self.up_chan.close()
         if self.rec is not None and not self._finished:
+            try:
+                self._flush_masks(final=True)
+            except RecordingError:
+                pass
             self.rec.close()            # agent went away first; upstream status unknown
 
     # -- upstream → agent ----------------------------------------------------
@@ -426,15 +445,68 @@ class InnerSession(asyncssh.SSHServerSession):
         if self._finished:
             return
         stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
-        if not self._recorded(self.rec.output, data, stderr=stderr):
+        masked = self.masks.feed(STDERR if stderr else STDOUT, data)
+        if masked and not self._recorded(self.rec.output, masked, stderr=stderr):
             return
         if self._tracker is not None:
             self._tracker.observe_output(data)
         if not self._closed:
-            self.chan.write(data, datatype)
+            if self.masks.live:
+                if masked:
+                    self.chan.write(masked, datatype)
+            else:
+                self.chan.write(data, datatype)
+        self._data_seen()
+
+    # -- masking: quiet-stream flush ------------------------------------------------
+    def _data_seen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        if self._flush_timer is None:
+            self._flush_timer = loop.call_later(self.masks.quiet_delay, self._quiet_check)
+
+    def _quiet_check(self) -> None:
+        self._flush_timer = None
+        if self._finished or self.masks is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_data
+        if idle < self.masks.quiet_delay:
+            self._flush_timer = loop.call_later(self.masks.quiet_delay - idle, self._quiet_check)
+            return
+        try:
+            self._flush_masks()
+        except RecordingError as exc:
+            self._recording_failed(exc)
+
+    def _flush_masks(self, final: bool = False) -> None:
+        """Emit what the maskers hold: to the recording, and to the agent when live."""
+        if self.masks is None:
+            return
+        if final and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for stream, data in self.masks.flush():
+            if stream == INPUT:
+                self.rec.input(data)
+                continue
+            self.rec.output(data, stderr=(stream == STDERR))
+            if self.masks.live and not self._closed and self.chan is not None:
+                try:
+                    if stream == STDERR:
+                        self.chan.write_stderr(data)
+                    else:
+                        self.chan.write(data)
+                except (asyncssh.Error, OSError):
+                    pass
 
     def upstream_eof(self) -> None:
         if not self._closed and not self._finished:
+            try:
+                self._flush_masks()          # what the maskers hold goes out before the EOF
+            except RecordingError as exc:
+                self._recording_failed(exc)
+                return
             try:
                 self.chan.write_eof()
             except (asyncssh.Error, OSError):
@@ -453,6 +525,11 @@ class InnerSession(asyncssh.SSHServerSession):
             log.info("session %s: exit signal %s", self.ctx.where, signal[0])
         if self._command_id is not None:
             self.rec.command_result(self._command_id, status)
+        try:
+            self._flush_masks(final=True)
+        except RecordingError as exc:
+            log.error("session %s: the end of the output was not recorded: %s",
+                      self.ctx.where, exc)
         if self._closed:
             self._finished = True
             self.rec.close(exit_status=status, exit_signal=signal[0] if signal else None)

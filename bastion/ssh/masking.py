@@ -1,0 +1,100 @@
+"""Secret masking on a channel: recordings always, the agent's live stream where policy says.
+
+Each direction of a channel (stdout, stderr, the agent's input) gets its own
+streaming :class:`bastion.proto.masker.Masker`.  What goes into the recording is
+always the masked stream.  With ``mask_live`` (``[settings] mask_live`` or the
+grant's ``mask_live``) the agent receives the same masked stream; otherwise it
+receives the bytes as they come and only the recording is masked.
+
+The masker holds back the last few hundred bytes that could still be the start
+of a secret.  The caller flushes it when the stream goes quiet: after
+``LIVE_QUIET`` seconds for a live-masked stream (so a prompt never hangs), after
+``RECORDING_QUIET`` for a recording-only one (a longer pause makes a secret
+split across it less likely), and always at the end of the stream.
+
+Command lines and decisions stored in the index or the log go through
+:func:`mask_line` / :func:`masked_decision`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from bastion.proto.masker import BUILTIN, Masker, QUIET_FLUSH_SECONDS, mask_text
+
+LIVE_QUIET = QUIET_FLUSH_SECONDS       # 50 ms
+RECORDING_QUIET = 1.0                  # the recorder flushes every second anyway
+
+STDOUT, STDERR, INPUT = "stdout", "stderr", "input"
+
+
+@dataclass
+class ChannelMasks:
+    """The maskers of one channel.  ``live``: the agent sees masked output too."""
+
+    detectors: Sequence = BUILTIN
+    live: bool = False
+    _maskers: dict = field(default_factory=dict)
+
+    def _masker(self, stream: str) -> Masker:
+        m = self._maskers.get(stream)
+        if m is None:
+            m = self._maskers[stream] = Masker(self.detectors)
+        return m
+
+    def feed(self, stream: str, data: bytes) -> bytes:
+        return self._masker(stream).feed(data)
+
+    @property
+    def pending(self) -> bool:
+        return any(m.pending for m in self._maskers.values())
+
+    def flush(self) -> list[tuple[str, bytes]]:
+        """Everything held, per stream (quiet timer or end of stream)."""
+        out = []
+        for stream, m in self._maskers.items():
+            data = m.flush()
+            if data:
+                out.append((stream, data))
+        return out
+
+    @property
+    def quiet_delay(self) -> float:
+        return LIVE_QUIET if self.live else RECORDING_QUIET
+
+
+def mask_line(line: str, detectors: Sequence = BUILTIN) -> str:
+    return mask_text(line, detectors)
+
+
+def _mask_value(value, detectors):
+    if isinstance(value, str):
+        return mask_text(value, detectors)
+    if isinstance(value, list):
+        return [_mask_value(v, detectors) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_mask_value(v, detectors) for v in value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v, detectors) for k, v in value.items()}
+    return value
+
+
+class MaskedDecision:
+    """A decision as stored: every string in it (reason, argv…) masked; same duck type."""
+
+    def __init__(self, decision, detectors: Sequence = BUILTIN) -> None:
+        self._d = decision
+        self._dict = _mask_value(decision.to_dict(), detectors)
+        self.action = decision.action
+        self.rule = decision.rule
+        self.reason = self._dict.get("reason", "")
+        self.command = self._dict.get("command")
+        self.commands = self._dict.get("commands", [])
+
+    def to_dict(self) -> dict:
+        return self._dict
+
+
+def masked_decision(decision, detectors: Sequence = BUILTIN) -> MaskedDecision:
+    return MaskedDecision(decision, detectors)
