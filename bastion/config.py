@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from bastion.errors import ConfigError, Problem
 from bastion.identity.principal import Principal
 from bastion.policy import Policy, compile_policy
+from bastion.proto.detectors import detectors_from_config
 from bastion.policy.selectors import (
     any_principal_matches, any_target_matches, check_principal_selector, check_target_selector,
 )
@@ -387,7 +388,14 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
                 regex = None
         replace = c.string(table, "replace", w, default=f"[MASKED:{name}]")
         if name and regex:
-            masks.append(Mask(name=name, regex=regex, replace=replace or f"[MASKED:{name}]"))
+            mask = Mask(name=name, regex=regex, replace=replace or f"[MASKED:{name}]")
+            try:                    # the masker compiles it as a bytes pattern: check that too
+                detectors_from_config([mask])
+            except ConfigError as exc:
+                for p in exc.problems or [Problem(str(exc))]:
+                    c.add(w + ("regex",), f"{_w(w)}.regex: {p.message}")
+                continue
+            masks.append(mask)
     return tuple(masks)
 
 

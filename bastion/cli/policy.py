@@ -88,12 +88,16 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY)) -> None:
         if exc.hint:
             err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
         raise typer.Exit(exc.exit_code) from None
+    from bastion.proto.masker import check_masks
+    for warning in check_masks(config.masks):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     counts = config.policy.counts()
     out_console.print(
         f"[green]ok[/] {escape(str(policy))}: {len(config.targets)} target(s), "
         f"{len(config.grants)} grant(s), {len(config.policy.rules)} rule(s) "
         f"({counts['allow']} allow, {counts['review']} review, {counts['deny']} deny); "
-        f"default={config.policy.default.value} opaque={config.policy.opaque.value}")
+        f"default={config.policy.default.value} opaque={config.policy.opaque.value}; "
+        f"{len(config.masks)} custom mask(s)")
 
 
 def eval_(
