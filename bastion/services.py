@@ -36,6 +36,7 @@ class Services:
     pool: Any
     inner_options: Any
     recorder: Any = None
+    broker: Any = None               # approvals.ApprovalBroker
     detectors: Any = None            # masking detectors: built-ins + [[masks]], per config load
     _policy_mtime: float = 0.0
     _servers: set = field(default_factory=set)
@@ -66,11 +67,13 @@ class Services:
         vault.unlock()           # wrong passphrase: fail at start, not at the first session
         for name in sorted({t.key for t in config.targets.values()}):
             vault.load(name)     # a key named by [[targets]] but missing: fail at start too
+        from bastion.approvals import ApprovalBroker
         from bastion.recording import Recorder
         recorder = Recorder.open(data_dir, max_bytes=config.settings.recording_max_bytes)
+        broker = ApprovalBroker.open(data_dir, config.settings)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
-            recorder=recorder,
+            recorder=recorder, broker=broker,
             validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
             pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout,
                               ciphers=config.settings.ciphers),
@@ -110,6 +113,8 @@ class Services:
             from bastion.identity.oidc import TokenValidator
             self.validator = TokenValidator(config.oidc)
         self.config = config
+        if self.broker is not None:
+            self.broker.reconfigure(config.settings)
         self.inner_options.invalidate()
         log.info("policy reloaded from %s: %d targets, %d grants", self.policy_path,
                  len(config.targets), len(config.grants))
@@ -231,5 +236,7 @@ class Services:
 
     async def close(self) -> None:
         await self.pool.close()
+        if self.broker is not None:
+            self.broker.close()          # pending requests end as "shutdown": nothing runs
         if self.recorder is not None:
             self.recorder.close()

@@ -102,6 +102,9 @@ class LocalSshd:
             "MaxSessions 64\nMaxStartups 100:30:200\n"
             "AcceptEnv LANG LC_* BASTION_TEST_*\n"
             "Subsystem sftp internal-sftp\n"
+            # a login shell per command must not re-run heavy start-up files (pyenv init in
+            # root's .bashrc here) that serialise under many concurrent agents
+            "SetEnv SHLVL=1\n"
             + self.extra_config)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

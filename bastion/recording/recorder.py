@@ -50,7 +50,8 @@ from bastion.proto.sanitize import sanitize
 from bastion.recording import schema
 from bastion.recording.recover import recover_interrupted
 from bastion.recording.writer import (HIGH_WATER, OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN,
-                                      OP_COMMAND, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
+                                      OP_COMMAND, OP_COMMAND_APPROVER, OP_COMMAND_RESULT,
+                                      OP_DATA, OP_MARKER,
                                       OP_REFUSED, OP_RESIZE, OP_SESSION_CLOSE, OP_SESSION_START,
                                       Writer)
 
@@ -267,10 +268,45 @@ class ChannelRecording:
         self.bytes_out = 0
         self._truncated = False          # set by the writer thread at the size cap
         self.closed = False
+        try:                             # resolved by the writer once the file exists (or not)
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            self._open_fut: asyncio.Future | None = self._loop.create_future()
+        except RuntimeError:             # used outside an event loop (tests, tools)
+            self._loop = self._open_fut = None
 
     @property
     def truncated(self) -> bool:
         return self._truncated
+
+    def _open_done(self, error: str | None) -> None:
+        """Writer thread: the recording file was created (error None) or could not be."""
+        if self._loop is None:
+            return
+
+        def resolve() -> None:
+            if not self._open_fut.done():
+                self._open_fut.set_result(error)
+        try:
+            self._loop.call_soon_threadsafe(resolve)
+        except RuntimeError:             # the loop is closed: nobody is waiting
+            pass
+
+    async def opened(self, timeout: float = 10.0) -> None:
+        """Wait until the recording file exists on disk.
+
+        The SSH layer awaits this before anything reaches the host, so a session never
+        runs unrecorded, not even the first one after the disk broke.  Raises
+        RecordingError when the file could not be created (or not within ``timeout``).
+        """
+        if self._open_fut is None:
+            return
+        try:
+            error = await asyncio.wait_for(asyncio.shield(self._open_fut), timeout)
+        except asyncio.TimeoutError:
+            raise RecordingError(f"channel {self.id}: the recording was not created within "
+                                 f"{timeout:g}s") from None
+        if error:
+            raise RecordingError(f"session recording is not possible: {error}")
 
     def _now(self) -> float:
         return time.monotonic() - self._t0
@@ -337,6 +373,13 @@ class ChannelRecording:
         self._rec._put((OP_COMMAND, cmd_id, self.session.id, self.id, time.time(), t, line,
                         commands, action, rule, reason, approver, label), len(line) + len(label))
         return cmd_id
+
+    def command_approver(self, command_id: int, approver: str) -> None:
+        """Who approved a held command (set before its row is sealed).  Never raises."""
+        try:
+            self._rec._put((OP_COMMAND_APPROVER, int(command_id), str(approver)), len(approver))
+        except RecordingError as exc:
+            log.error("command %s: approver not recorded: %s", command_id, exc)
 
     def command_result(self, command_id: int, exit_status: int | None) -> None:
         """The exit status of a recorded command, once known (seals its row)."""

@@ -16,6 +16,8 @@ Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
                indexes ``line``.
 ``chain_head`` the last link of the tamper-evidence chain (see chain.py).
 ``checkpoints`` where ``bastion prune`` cut the chain.
+``approvals``  one row per approval request and its answer (see bastion.approvals.store);
+               ``approvals_clock`` a change counter for waiting brokers.
 
 Every chained table has ``seq`` (position in the chain, NULL until sealed) and
 ``hash``.  Migrations are numbered and tracked with ``PRAGMA user_version``;
@@ -137,6 +139,58 @@ _MIGRATIONS: list[str] = [
         sessions INTEGER NOT NULL,
         rows INTEGER NOT NULL
     );
+    """,
+    # 2: approval requests and answers (bastion.approvals.store); not part of the hash
+    # chain (the CLI answers from another process), but the approver of a command also
+    # lands in its chained ``commands.approver`` column.  ``approvals_clock.version``
+    # moves on every status change: waiting brokers poll that one row.
+    """
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        status TEXT NOT NULL,
+        via TEXT,
+        session_id INTEGER,
+        command_id INTEGER,
+        channel TEXT,
+        requester_subject TEXT NOT NULL,
+        requester_tenant TEXT NOT NULL DEFAULT '',
+        requester_app_id TEXT,
+        requester_name TEXT,
+        requester_json TEXT,
+        target TEXT NOT NULL,
+        login TEXT NOT NULL DEFAULT '',
+        line TEXT NOT NULL,
+        commands TEXT,
+        rule TEXT,
+        decision_reason TEXT,
+        answered REAL,
+        approver_subject TEXT,
+        approver_tenant TEXT,
+        approver_app_id TEXT,
+        approver_name TEXT,
+        approver_json TEXT,
+        answer_reason TEXT,
+        window_until REAL,
+        granted_by INTEGER REFERENCES approvals(id),
+        revoked REAL,
+        revoked_by TEXT
+    );
+    CREATE INDEX approvals_status ON approvals(status, expires);
+    CREATE INDEX approvals_windows ON approvals(requester_subject, rule, target)
+        WHERE window_until IS NOT NULL;
+    CREATE INDEX approvals_session ON approvals(session_id);
+
+    CREATE TABLE approvals_clock (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    );
+    INSERT INTO approvals_clock (id, version) VALUES (1, 0);
+    CREATE TRIGGER approvals_clock_status AFTER UPDATE OF status ON approvals BEGIN
+        UPDATE approvals_clock SET version = version + 1 WHERE id = 1;
+    END;
     """,
 ]
 

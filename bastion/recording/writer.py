@@ -64,7 +64,8 @@ FLUSH_INTERVAL = 0.5
 CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and exit markers
 
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
- OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP) = range(12)
+ OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
+ OP_COMMAND_APPROVER) = range(13)
 
 
 class _Sink:
@@ -277,12 +278,16 @@ class Writer(threading.Thread):
             self._apply(op)
         except (OSError, sqlite3.Error) as exc:
             self._fail(_OP_NAMES.get(op[0], "operation"), exc)
+            if op[0] == OP_CHANNEL_OPEN:
+                op[-1]._open_done(f"{_OP_NAMES[OP_CHANNEL_OPEN]}: {exc}")
             if isinstance(exc, sqlite3.Error):
                 self._rollback()
         except Exception as exc:  # a bug must not kill the writer silently
             log.exception("recording writer bug while applying %s", _OP_NAMES.get(op[0]))
             self._fail("internal error", exc)
             self._rollback()
+            if op[0] == OP_CHANNEL_OPEN:
+                op[-1]._open_done("internal error in the recording writer")
 
     def _db(self) -> sqlite3.Connection:
         if not self._in_txn:
@@ -399,6 +404,13 @@ class Writer(threading.Thread):
             else:
                 log.warning("command %s: exit status %r arrived after the row was sealed; not recorded",
                             cmd_id, exit_status)
+        elif kind == OP_COMMAND_APPROVER:
+            _, cmd_id, approver = op
+            cur = self._db().execute("UPDATE commands SET approver = ? WHERE id = ? AND seq IS NULL",
+                                     (approver, cmd_id))
+            if cur.rowcount != 1:
+                log.warning("command %s: approver arrived after the row was sealed; not recorded",
+                            cmd_id)
         elif kind == OP_CHANNEL_CLOSE:
             self._close_channel(op)
         elif kind == OP_SESSION_CLOSE:
@@ -416,6 +428,9 @@ class Writer(threading.Thread):
         except OSError as exc:
             self._failed_channels.add(cid)
             self._fail(f"creating recording {rel_path}", exc)
+            chan._open_done(f"creating recording {rel_path}: {exc}")
+            return
+        chan._open_done(None)
 
     def _close_channel(self, op: tuple) -> None:
         _, cid, t, ended, exit_status, exit_signal, bytes_in, bytes_out = op
@@ -464,7 +479,7 @@ class Writer(threading.Thread):
 _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused attempt",
              OP_CHANNEL_OPEN: "open channel recording", OP_DATA: "write recording",
              OP_RESIZE: "write resize", OP_MARKER: "write marker", OP_COMMAND: "record command",
-             OP_COMMAND_RESULT: "record command result", OP_CHANNEL_CLOSE: "close channel",
+             OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver", OP_CHANNEL_CLOSE: "close channel",
              OP_SESSION_CLOSE: "close session"}
 
 

@@ -125,7 +125,7 @@ class InnerOptionsCache:
                 agent_forwarding=False, x11_forwarding=False, allow_pty=True,
                 line_editor=False, allow_scp=False, config=None,
                 **server_algs(ctx.services.config.settings.ciphers),
-                keepalive_interval=0, login_timeout=60,
+                keepalive_interval=0, login_timeout=60, gss_host=None,
             )
             self._cache[name] = (time.monotonic(), base)
         options = copy.copy(base)

@@ -34,7 +34,7 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
         agent_forwarding=False, x11_forwarding=False, allow_pty=False,
         allow_scp=False, line_editor=False, login_timeout=60,
         keepalive_interval=60, keepalive_count_max=3,
-        reuse_address=True,
+        reuse_address=True, gss_host=None,      # no GSS: skips a getfqdn() per connection
     )
 
 

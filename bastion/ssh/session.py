@@ -4,11 +4,13 @@ exec: the command is evaluated by policy before anything goes upstream.
   allow  → an upstream session runs it; stdout, stderr, stdin, EOF, window
            changes, signals, exit status and exit signal are passed through.
   deny   → nothing runs; one line on stderr naming the rule; exit status 126.
-  review → held for a human (the approvals feature); until an approver exists the
-           command is refused like a denial, exit status 125.
+  review → held for a human (:mod:`bastion.approvals`): the agent is told
+           "waiting for approval, request N, up to T s"; approved → it runs; denied,
+           timed out or the bastion restarted → nothing runs, exit status 125.
 shell (pty): every line the agent submits is evaluated with its Enter held back
   (:mod:`bastion.proto.linetracker`); a line the bastion cannot reconstruct exactly
-  from the keystrokes is opaque; a refused line is cleared on the host, not run.
+  from the keystrokes is opaque; a refused line is cleared on the host, not run;
+  a line held for review waits at its Enter for the approver.
   A shell without a pty is refused (no line editing to follow exactly).
 
 Every channel is recorded (:mod:`bastion.recording`) before anything runs: when
@@ -22,13 +24,14 @@ Exit statuses the bastion itself produces (documented in the README):
 
 ``env`` requests are dropped unless named in ``[settings] env_allow``.
 Not covered here: sftp/subsystems (refused), X11/agent forwarding (refused by
-the inner server), approvals (later).
+the inner server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import asyncssh
@@ -142,6 +145,7 @@ class InnerSession(asyncssh.SSHServerSession):
         self._finished = False
         self._draining = False
         self._task: asyncio.Task | None = None
+        self._review_task: asyncio.Task | None = None
 
     # -- requests ------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
@@ -178,6 +182,7 @@ class InnerSession(asyncssh.SSHServerSession):
             self.rec = services.open_recording(
                 ctx, self.kind, command=self.command, term=self.term_type,
                 size=self.term_size, env=self.chan.get_environment())
+            await self.rec.opened()          # the file exists before anything can run
         except RecordingError as exc:
             log.error("session %s refused: recording unavailable: %s", ctx.where, exc)
             self._finish(f"bastion: sessions are refused: they cannot be recorded ({exc})",
@@ -202,11 +207,15 @@ class InnerSession(asyncssh.SSHServerSession):
                 decision = services.decide(ctx, self.command, channel="exec")
                 self._command_id = self.rec.command(services.mask(self.command),
                                                     masked_decision(decision, services.detectors))
-                if decision.action.value != "allow":
-                    self._finish(self._decision_message(decision),
-                                 EXIT_DENIED if decision.action.value == "deny"
-                                 else EXIT_NOT_APPROVED)
+                if decision.action.value == "deny":
+                    self._finish(self._decision_message(decision), EXIT_DENIED)
                     return
+                if decision.action.value == "review":
+                    outcome = await self._ask_approval(self.command, decision, self._command_id)
+                    if not outcome.approved:
+                        from bastion.approvals.notices import outcome_message
+                        self._finish(outcome_message(outcome), EXIT_NOT_APPROVED)
+                        return
             elif not self.term_type:
                 # Without a terminal there is no line editing to follow: bytes that a pty
                 # would treat as editing keys reach the shell literally, so keystroke
@@ -231,12 +240,52 @@ class InnerSession(asyncssh.SSHServerSession):
 
     @staticmethod
     def _decision_message(decision) -> str:
-        action = decision.action.value
         rule = decision.rule or "<none>"
-        if action == "deny":
-            return f"bastion: denied by rule {rule}: {_printable(decision.reason)}"
-        return (f"bastion: held for review by rule {rule} ({_printable(decision.reason)}); "
-                "no approver is available, so it was not run")
+        return f"bastion: denied by rule {rule}: {_printable(decision.reason)}"
+
+    def _tell(self, message: str) -> None:
+        """A line for the agent (stderr for exec, the terminal for a shell), recorded too."""
+        nl = "\r\n" if self.term_type else "\n"
+        text = ((nl if self.kind == "shell" else "") + message + nl).encode("utf-8", "replace")
+        self._recorded(self.rec.output, self.ctx.services.mask(text.decode()).encode(),
+                       stderr=self.kind != "shell")
+        if self._closed or self.chan is None:
+            return
+        if self.kind == "shell":
+            self.chan.write(text)
+        else:
+            self.chan.write_stderr(text)
+
+    async def _ask_approval(self, line: str, decision, command_id: int | None):
+        """Hold ``line`` for a human; returns the ApprovalOutcome (never runs anything itself)."""
+        from bastion.approvals.notices import record_outcome, record_request, waiting_message
+        from bastion.errors import ApprovalError
+        services = self.ctx.services
+        masked = masked_decision(decision, services.detectors)
+        self._tell(f"bastion: held for review by rule {decision.rule or '<none>'}: "
+                   f"{_printable(services.mask(decision.reason))}")
+        try:
+            pending = await services.broker.create(
+                principal=self.ctx.principal, target=self.ctx.target,
+                login=self.ctx.login or self.ctx.target.user, line=services.mask(line),
+                decision=masked, session_id=self.ctx.recording.id if self.ctx.recording else None,
+                command_id=command_id, channel=self.kind,
+                timeout=float(services.config.settings.approval_timeout))
+        except ApprovalError as exc:
+            from bastion.approvals.model import ApprovalOutcome
+            log.error("session %s: approval request failed: %s", self.ctx.where, exc)
+            return ApprovalOutcome(request_id=0, approved=False, approver=None,
+                                   reason=f"the approval request failed: {exc}",
+                                   answered_at=time.time(), via="error")
+        record_request(self.rec, pending)
+        if pending.outcome is None:
+            self._tell(waiting_message(pending))
+        outcome = await pending.wait()
+        record_outcome(self.rec, outcome, command_id)
+        if outcome.approved and pending.outcome is None:
+            from bastion.approvals.notices import outcome_message
+            self._tell(outcome_message(outcome))
+        return outcome
 
     async def _open_upstream(self) -> None:
         ctx = self.ctx
@@ -340,7 +389,7 @@ class InnerSession(asyncssh.SSHServerSession):
 
     # -- agent → upstream ----------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:
-        if self.rec is None:                  # before the recording exists: keep, record later
+        if self.masks is None:                # before recording and masks exist: keep, record later
             self._pending.append(data)
             return
         if self._finished:
@@ -384,18 +433,44 @@ class InnerSession(asyncssh.SSHServerSession):
         else:
             decision = services.decide_opaque(self.ctx, event.line, event.reason or "line edited")
         try:
-            self.rec.command(services.mask(event.line),
-                             masked_decision(decision, services.detectors))
+            command_id = self.rec.command(services.mask(event.line),
+                                          masked_decision(decision, services.detectors))
         except RecordingError as exc:
             self._recording_failed(exc)
             return
         if decision.action.value == "allow":
             self._handle_events(self._tracker.release())
+        elif decision.action.value == "review":
+            self.agent_valve.pause("approval")
+            self._review_task = asyncio.ensure_future(self._review_line(event.line, decision,
+                                                                        command_id))
         else:
             notice = ("\r\n" + self._decision_message(decision) + "\r\n").encode()
             if self._recorded(self.rec.output, services.mask(notice.decode()).encode()):
                 self.chan.write(notice)
                 self._handle_events(self._tracker.cancel())
+
+    async def _review_line(self, line: str, decision, command_id: int) -> None:
+        """A shell line held at its Enter until an approver answers."""
+        try:
+            outcome = await self._ask_approval(line, decision, command_id)
+            if self._finished:
+                return
+            if outcome.approved:
+                self._handle_events(self._tracker.release())
+            else:
+                from bastion.approvals.notices import outcome_message
+                self._tell(outcome_message(outcome))
+                self._handle_events(self._tracker.cancel())
+        except RecordingError as exc:
+            self._recording_failed(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("session %s: internal error while waiting for approval", self.ctx.where)
+            self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
+        finally:
+            self.agent_valve.resume("approval")
 
     def eof_received(self) -> bool:
         if self.up_chan is None:
@@ -429,8 +504,9 @@ class InnerSession(asyncssh.SSHServerSession):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._task and not self._task.done():
-            self._task.cancel()
+        for task in (self._task, self._review_task):
+            if task and not task.done():
+                task.cancel()           # a pending approval request is withdrawn
         if self.up_chan is not None:
             self.up_chan.close()
         if self.rec is not None and not self._finished:
@@ -501,16 +577,16 @@ class InnerSession(asyncssh.SSHServerSession):
                     pass
 
     def upstream_eof(self) -> None:
+        """The host's output ended.  The EOF itself is passed on with the exit status.
+
+        An OpenSSH client whose stdin is already at EOF closes the channel as soon as it
+        sees EOF; passing EOF on at once would lose the exit status that follows it.
+        """
         if not self._closed and not self._finished:
             try:
-                self._flush_masks()          # what the maskers hold goes out before the EOF
+                self._flush_masks()          # what the maskers hold goes out now
             except RecordingError as exc:
                 self._recording_failed(exc)
-                return
-            try:
-                self.chan.write_eof()
-            except (asyncssh.Error, OSError):
-                pass
 
     def upstream_closed(self, exc: Exception | None) -> None:
         if self.up_conn is not None:

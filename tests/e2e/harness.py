@@ -102,9 +102,10 @@ class BastionRig:
                    BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path))
         return env
 
-    def cli(self, *args: str, input: bytes | None = None, check: bool = True) -> Result:
-        p = subprocess.run([BASTION, *args], env=self.env, input=input, capture_output=True,
-                           timeout=60)
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True,
+            env: dict | None = None) -> Result:
+        p = subprocess.run([BASTION, *args], env={**self.env, **(env or {})}, input=input,
+                           capture_output=True, timeout=60)
         if check and p.returncode != 0:
             raise AssertionError(f"bastion {' '.join(args)} failed ({p.returncode}):\n"
                                  f"{p.stderr.decode(errors='replace')}")

@@ -4,6 +4,7 @@ a number or an explicit n/a reason.  No timing assertions (figures are never gat
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,20 @@ def test_the_tables_are_printed(quick_run):
     for title in ("bulk throughput", "set-up", "keystroke echo", "concurrency", "components",
                   "goals"):
         assert title in stdout, title
+
+
+def test_nothing_it_started_is_left_running(quick_run):
+    rig_dir = quick_run[0]["meta"]["rig_dir"].encode()
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if rig_dir in cmdline or rig_dir in environ:
+            left.append(cmdline.replace(b"\0", b" ")[:200])
+    assert not left, left
+    assert not os.path.exists(rig_dir)

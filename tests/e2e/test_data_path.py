@@ -54,10 +54,11 @@ def test_denied_command_hidden_in_a_list_is_denied_whole(rig, token):
     assert canary.exists()
 
 
-def test_review_is_held_and_not_run_until_approvals_exist(rig, token):
+def test_review_without_approvers_configured_is_not_run(rig, token):
     r = rig.ssh(token, "systemctl restart nginx")
     assert r.returncode == 125
-    assert "restarts-need-review" in r.err
+    assert "held for review by rule restarts-need-review" in r.err
+    assert "no approvers are configured" in r.err
 
 
 def test_command_no_rule_allows_is_denied_by_default(rig, token):
