@@ -171,7 +171,7 @@ class Services:
         return decision
 
     def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
-        from bastion.ssh.session import _printable
+        from bastion.ssh.relay import printable as _printable
         level = logging.INFO if decision.action.value == "allow" else logging.WARNING
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
                          "reason=%s line=%s", ctx.principal.subject, ctx.target.name,

@@ -18,9 +18,13 @@ Command lines and decisions stored in the index or the log go through
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import asyncssh
+
+from bastion.errors import RecordingError
 from bastion.proto.masker import BUILTIN, Masker, QUIET_FLUSH_SECONDS, mask_text
 
 LIVE_QUIET = QUIET_FLUSH_SECONDS       # 50 ms
@@ -98,3 +102,53 @@ class MaskedDecision:
 
 def masked_decision(decision, detectors: Sequence = BUILTIN) -> MaskedDecision:
     return MaskedDecision(decision, detectors)
+
+
+class MaskFlushMixin:
+    """Quiet-stream flushing of a session's maskers (mixed into InnerSession).
+
+    Needs ``self.masks``, ``self.rec``, ``self.chan``, ``self._finished``,
+    ``self._closed``, ``self._last_data``, ``self._flush_timer`` and
+    ``self._recording_failed``.
+    """
+
+    def _data_seen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        if self._flush_timer is None:
+            self._flush_timer = loop.call_later(self.masks.quiet_delay, self._quiet_check)
+
+    def _quiet_check(self) -> None:
+        self._flush_timer = None
+        if self._finished or self.masks is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_data
+        if idle < self.masks.quiet_delay:
+            self._flush_timer = loop.call_later(self.masks.quiet_delay - idle, self._quiet_check)
+            return
+        try:
+            self._flush_masks()
+        except RecordingError as exc:
+            self._recording_failed(exc)
+
+    def _flush_masks(self, final: bool = False) -> None:
+        """Emit what the maskers hold: to the recording, and to the agent when live."""
+        if self.masks is None:
+            return
+        if final and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for stream, data in self.masks.flush():
+            if stream == INPUT:
+                self.rec.input(data)
+                continue
+            self.rec.output(data, stderr=(stream == STDERR))
+            if self.masks.live and not self._closed and self.chan is not None:
+                try:
+                    if stream == STDERR:
+                        self.chan.write_stderr(data)
+                    else:
+                        self.chan.write(data)
+                except (asyncssh.Error, OSError):
+                    pass

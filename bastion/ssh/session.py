@@ -38,7 +38,9 @@ import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
 from bastion.ssh.context import InnerContext
-from bastion.ssh.masking import INPUT, STDERR, STDOUT, masked_decision
+from bastion.ssh.held import ReviewMixin
+from bastion.ssh.masking import INPUT, STDERR, STDOUT, MaskFlushMixin, masked_decision
+from bastion.ssh.relay import Valve, UpstreamSide, printable
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
@@ -50,75 +52,7 @@ EXIT_BASTION_ERROR = 255
 UPSTREAM_WINDOW = 4 * 1024 * 1024
 
 
-def _printable(text: str, limit: int = 300) -> str:
-    """A one-line, control-free rendering of agent text for logs and messages."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    s = "".join(out)
-    return s if len(s) <= limit else s[:limit] + "…"
-
-
-class _Valve:
-    """pause_reading/resume_reading of one channel, held for named reasons.
-
-    asyncssh does not count pauses, so two reasons (peer window full, recording
-    queue full) must not resume each other's pause.
-    """
-
-    def __init__(self) -> None:
-        self.chan = None
-        self.reasons: set[str] = set()
-
-    def attach(self, chan) -> None:
-        self.chan = chan
-        if self.reasons:
-            chan.pause_reading()
-
-    def pause(self, reason: str) -> None:
-        if not self.reasons and self.chan is not None:
-            self.chan.pause_reading()
-        self.reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason not in self.reasons:
-            return
-        self.reasons.discard(reason)
-        if not self.reasons and self.chan is not None:
-            self.chan.resume_reading()
-
-
-class _UpstreamSide(asyncssh.SSHClientSession):
-    """Client session on the upstream connection; mirrors everything to the inner channel."""
-
-    def __init__(self, owner: "InnerSession") -> None:
-        self.owner = owner
-
-    def data_received(self, data: bytes, datatype: Any) -> None:
-        self.owner.upstream_data(data, datatype)
-
-    def eof_received(self) -> bool:
-        self.owner.upstream_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        self.owner.agent_valve.pause("upstream window full")
-
-    def resume_writing(self) -> None:
-        self.owner.agent_valve.resume("upstream window full")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.upstream_closed(exc)
-
-
-class InnerSession(asyncssh.SSHServerSession):
+class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
     """One session channel of an inner connection."""
 
     def __init__(self, ctx: InnerContext) -> None:
@@ -131,8 +65,8 @@ class InnerSession(asyncssh.SSHServerSession):
         self.term_modes: dict | None = None
         self.up_chan: asyncssh.SSHClientChannel | None = None
         self.up_conn: asyncssh.SSHClientConnection | None = None
-        self.agent_valve = _Valve()           # reading from the agent
-        self.upstream_valve = _Valve()        # reading from the host
+        self.agent_valve = Valve()           # reading from the agent
+        self.upstream_valve = Valve()        # reading from the host
         self.rec = None                       # recording.ChannelRecording
         self.masks = None                     # masking.ChannelMasks (after the grant check)
         self._last_data = 0.0
@@ -167,7 +101,7 @@ class InnerSession(asyncssh.SSHServerSession):
 
     def subsystem_requested(self, subsystem: str) -> bool:
         audit.warning("subsystem refused principal=%s target=%s subsystem=%s",
-                      self.ctx.principal.subject, self.ctx.target.name, _printable(subsystem))
+                      self.ctx.principal.subject, self.ctx.target.name, printable(subsystem))
         return False
 
     def session_started(self) -> None:
@@ -241,51 +175,7 @@ class InnerSession(asyncssh.SSHServerSession):
     @staticmethod
     def _decision_message(decision) -> str:
         rule = decision.rule or "<none>"
-        return f"bastion: denied by rule {rule}: {_printable(decision.reason)}"
-
-    def _tell(self, message: str) -> None:
-        """A line for the agent (stderr for exec, the terminal for a shell), recorded too."""
-        nl = "\r\n" if self.term_type else "\n"
-        text = ((nl if self.kind == "shell" else "") + message + nl).encode("utf-8", "replace")
-        self._recorded(self.rec.output, self.ctx.services.mask(text.decode()).encode(),
-                       stderr=self.kind != "shell")
-        if self._closed or self.chan is None:
-            return
-        if self.kind == "shell":
-            self.chan.write(text)
-        else:
-            self.chan.write_stderr(text)
-
-    async def _ask_approval(self, line: str, decision, command_id: int | None):
-        """Hold ``line`` for a human; returns the ApprovalOutcome (never runs anything itself)."""
-        from bastion.approvals.notices import record_outcome, record_request, waiting_message
-        from bastion.errors import ApprovalError
-        services = self.ctx.services
-        masked = masked_decision(decision, services.detectors)
-        self._tell(f"bastion: held for review by rule {decision.rule or '<none>'}: "
-                   f"{_printable(services.mask(decision.reason))}")
-        try:
-            pending = await services.broker.create(
-                principal=self.ctx.principal, target=self.ctx.target,
-                login=self.ctx.login or self.ctx.target.user, line=services.mask(line),
-                decision=masked, session_id=self.ctx.recording.id if self.ctx.recording else None,
-                command_id=command_id, channel=self.kind,
-                timeout=float(services.config.settings.approval_timeout))
-        except ApprovalError as exc:
-            from bastion.approvals.model import ApprovalOutcome
-            log.error("session %s: approval request failed: %s", self.ctx.where, exc)
-            return ApprovalOutcome(request_id=0, approved=False, approver=None,
-                                   reason=f"the approval request failed: {exc}",
-                                   answered_at=time.time(), via="error")
-        record_request(self.rec, pending)
-        if pending.outcome is None:
-            self._tell(waiting_message(pending))
-        outcome = await pending.wait()
-        record_outcome(self.rec, outcome, command_id)
-        if outcome.approved and pending.outcome is None:
-            from bastion.approvals.notices import outcome_message
-            self._tell(outcome_message(outcome))
-        return outcome
+        return f"bastion: denied by rule {rule}: {printable(decision.reason)}"
 
     async def _open_upstream(self) -> None:
         ctx = self.ctx
@@ -294,7 +184,7 @@ class InnerSession(asyncssh.SSHServerSession):
         env = services.filter_env(self.chan.get_environment())
         try:
             self.up_chan, _ = await self.up_conn.create_session(
-                lambda: _UpstreamSide(self), self.command if self.kind == "exec" else None,
+                lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
                 term_type=self.term_type, term_size=self.term_size,
                 term_modes=self._upstream_modes(), env=env, encoding=None,
                 window=UPSTREAM_WINDOW)
@@ -450,28 +340,6 @@ class InnerSession(asyncssh.SSHServerSession):
                 self.chan.write(notice)
                 self._handle_events(self._tracker.cancel())
 
-    async def _review_line(self, line: str, decision, command_id: int) -> None:
-        """A shell line held at its Enter until an approver answers."""
-        try:
-            outcome = await self._ask_approval(line, decision, command_id)
-            if self._finished:
-                return
-            if outcome.approved:
-                self._handle_events(self._tracker.release())
-            else:
-                from bastion.approvals.notices import outcome_message
-                self._tell(outcome_message(outcome))
-                self._handle_events(self._tracker.cancel())
-        except RecordingError as exc:
-            self._recording_failed(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("session %s: internal error while waiting for approval", self.ctx.where)
-            self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
-        finally:
-            self.agent_valve.resume("approval")
-
     def eof_received(self) -> bool:
         if self.up_chan is None:
             self._pending_eof = True
@@ -533,48 +401,6 @@ class InnerSession(asyncssh.SSHServerSession):
             else:
                 self.chan.write(data, datatype)
         self._data_seen()
-
-    # -- masking: quiet-stream flush ------------------------------------------------
-    def _data_seen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_data = loop.time()
-        if self._flush_timer is None:
-            self._flush_timer = loop.call_later(self.masks.quiet_delay, self._quiet_check)
-
-    def _quiet_check(self) -> None:
-        self._flush_timer = None
-        if self._finished or self.masks is None:
-            return
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self._last_data
-        if idle < self.masks.quiet_delay:
-            self._flush_timer = loop.call_later(self.masks.quiet_delay - idle, self._quiet_check)
-            return
-        try:
-            self._flush_masks()
-        except RecordingError as exc:
-            self._recording_failed(exc)
-
-    def _flush_masks(self, final: bool = False) -> None:
-        """Emit what the maskers hold: to the recording, and to the agent when live."""
-        if self.masks is None:
-            return
-        if final and self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        for stream, data in self.masks.flush():
-            if stream == INPUT:
-                self.rec.input(data)
-                continue
-            self.rec.output(data, stderr=(stream == STDERR))
-            if self.masks.live and not self._closed and self.chan is not None:
-                try:
-                    if stream == STDERR:
-                        self.chan.write_stderr(data)
-                    else:
-                        self.chan.write(data)
-                except (asyncssh.Error, OSError):
-                    pass
 
     def upstream_eof(self) -> None:
         """The host's output ended.  The EOF itself is passed on with the exit status.

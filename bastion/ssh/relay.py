@@ -1,0 +1,83 @@
+"""Small pieces of the relay between an inner session and its upstream session.
+
+``printable``: agent text made one control-free line for logs and messages.
+``Valve``: pause/resume reading of a channel for several independent reasons.
+``UpstreamSide``: the upstream (client) session that mirrors into the inner session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.ssh.session import InnerSession
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """A one-line, control-free rendering of agent text for logs and messages."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    s = "".join(out)
+    return s if len(s) <= limit else s[:limit] + "…"
+
+
+class Valve:
+    """pause_reading/resume_reading of one channel, held for named reasons.
+
+    asyncssh does not count pauses, so two reasons (peer window full, recording
+    queue full) must not resume each other's pause.
+    """
+
+    def __init__(self) -> None:
+        self.chan = None
+        self.reasons: set[str] = set()
+
+    def attach(self, chan) -> None:
+        self.chan = chan
+        if self.reasons:
+            chan.pause_reading()
+
+    def pause(self, reason: str) -> None:
+        if not self.reasons and self.chan is not None:
+            self.chan.pause_reading()
+        self.reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason not in self.reasons:
+            return
+        self.reasons.discard(reason)
+        if not self.reasons and self.chan is not None:
+            self.chan.resume_reading()
+
+
+class UpstreamSide(asyncssh.SSHClientSession):
+    """Client session on the upstream connection; mirrors everything to the inner channel."""
+
+    def __init__(self, owner: "InnerSession") -> None:
+        self.owner = owner
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.owner.upstream_data(data, datatype)
+
+    def eof_received(self) -> bool:
+        self.owner.upstream_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.owner.agent_valve.pause("upstream window full")
+
+    def resume_writing(self) -> None:
+        self.owner.agent_valve.resume("upstream window full")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.upstream_closed(exc)
