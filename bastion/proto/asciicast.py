@@ -88,11 +88,14 @@ def header_line(*, width: int, height: int, timestamp: int, title: str | None = 
     return (_dumps(header) + "\n").encode("utf-8")
 
 
+_encode_str = json.encoder.encode_basestring     # the C encoder json.dumps uses for a str
+
+
 def event_line(t: float, code: str, data: str) -> bytes:
     """One event line (with trailing newline).  ``t`` is rounded to microseconds."""
     if t < 0:
         t = 0.0
-    return ('[%.6f, "%s", %s]\n' % (t, code, _dumps(data))).encode("utf-8")
+    return ('[%.6f, "%s", %s]\n' % (t, code, _encode_str(data))).encode("utf-8")
 
 
 def _b64(data: bytes) -> str:

@@ -19,6 +19,7 @@ Command lines and decisions stored in the index or the log go through
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,6 +30,8 @@ from bastion.proto.masker import BUILTIN, Masker, QUIET_FLUSH_SECONDS, mask_text
 
 LIVE_QUIET = QUIET_FLUSH_SECONDS       # 50 ms
 RECORDING_QUIET = 1.0                  # the recorder flushes every second anyway
+
+_monotonic = time.monotonic
 
 STDOUT, STDERR, INPUT = "stdout", "stderr", "input"
 
@@ -113,17 +116,18 @@ class MaskFlushMixin:
     """
 
     def _data_seen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_data = loop.time()
+        # called for every chunk: only the time is noted; the timer re-arms itself
+        self._last_data = _monotonic()
         if self._flush_timer is None:
-            self._flush_timer = loop.call_later(self.masks.quiet_delay, self._quiet_check)
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self.masks.quiet_delay, self._quiet_check)
 
     def _quiet_check(self) -> None:
         self._flush_timer = None
         if self._finished or self.masks is None:
             return
         loop = asyncio.get_running_loop()
-        idle = loop.time() - self._last_data
+        idle = _monotonic() - self._last_data
         if idle < self.masks.quiet_delay:
             self._flush_timer = loop.call_later(self.masks.quiet_delay - idle, self._quiet_check)
             return

@@ -50,6 +50,7 @@ EXIT_NOT_APPROVED = 125
 EXIT_BASTION_ERROR = 255
 
 UPSTREAM_WINDOW = 4 * 1024 * 1024
+UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 KiB) per packet
 
 
 class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
@@ -187,7 +188,7 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
                 lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
                 term_type=self.term_type, term_size=self.term_size,
                 term_modes=self._upstream_modes(), env=env, encoding=None,
-                window=UPSTREAM_WINDOW)
+                window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
         except asyncssh.ChannelOpenError as exc:
             services.pool.release(ctx.target, self.up_conn)
             self.up_conn = None
