@@ -16,7 +16,6 @@ old one stays valid until swapped (see ``bastion.ssh.server``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bastion.errors import ConfigError, Problem
+from bastion.identity.fetch import is_loopback_host
 from bastion.identity.principal import Principal
 from bastion.policy import Policy, compile_policy
 from bastion.proto.detectors import detectors_from_config
@@ -183,17 +183,6 @@ def _w(where: tuple) -> str:
     return ".".join(map(str, where))
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _table_list(raw: dict, key: str, c: _Checker) -> list[dict]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
@@ -215,7 +204,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
     issuer = c.string(table, "issuer", w, required=True)
     if issuer:
         url = urlparse(issuer)
-        if url.scheme == "http" and not _is_loopback(url.hostname):
+        if url.scheme == "http" and not is_loopback_host(url.hostname):
             c.add(w + ("issuer",), "oidc.issuer must use https (http only for a loopback issuer)")
         elif url.scheme not in ("http", "https") or not url.hostname:
             c.add(w + ("issuer",), f"oidc.issuer is not an http(s) URL: {issuer!r}")

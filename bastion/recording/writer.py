@@ -61,6 +61,7 @@ HARD_LIMIT = 64 * 1024 * 1024
 OP_OVERHEAD = 100
 BUFFER_BYTES = 256 * 1024
 FLUSH_INTERVAL = 0.5
+WAKE_BYTES = 1024 * 1024     # queued data that wakes the writer before its interval
 CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and exit markers
 
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
@@ -192,7 +193,12 @@ class Writer(threading.Thread):
                     hint="callers must pause reading while over_high_water() and await drain()")
             self._queue.append((op, cost))
             self.queued += cost
-            self._cond.notify()
+            # Data is batched: waking the thread for every chunk costs more (thread
+            # switches, GIL hand-overs) than writing it.  The thread wakes by itself at
+            # least every FLUSH_INTERVAL; anything else (opens, commands, closes) and a
+            # full batch wake it now.
+            if op[0] != OP_DATA or self.queued >= WAKE_BYTES:
+                self._cond.notify()
 
     def add_waiter(self, loop, fut) -> bool:
         """Register a drain() future; False if the queue is already low enough."""
@@ -233,8 +239,7 @@ class Writer(threading.Thread):
         while True:
             with self._cond:
                 if not self._queue:
-                    timeout = FLUSH_INTERVAL if self._dirty() else 5.0
-                    self._cond.wait(timeout)
+                    self._cond.wait(FLUSH_INTERVAL)     # data may be queued unannounced
                 batch = self._batch = list(self._queue)
                 self._queue.clear()
             stop = force = False

@@ -150,15 +150,17 @@ channels = ["exec", "shell"]
     def write_policy(self, text: str | None = None) -> None:
         self.policy_path.write_text(text if text is not None else self.policy_text())
 
+    log_level = "debug"
+
     def start(self) -> "BastionRig":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BASTION, "serve", "--listen", f"127.0.0.1:{self.port}", "--log-level", "debug"],
+            [BASTION, "serve", "--listen", f"127.0.0.1:{self.port}", "--log-level", self.log_level],
             env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         log.close()
         try:
-            wait_for_port(self.port, timeout=20, proc=self.proc)
+            wait_for_port(self.port, timeout=30, proc=self.proc)
         except Exception as exc:
             raise AssertionError(f"bastion did not start: {exc}\n{self.log()}") from exc
         self.known_hosts.write_text(
