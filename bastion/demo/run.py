@@ -90,14 +90,11 @@ def prepare(paths: DemoPaths, issuer) -> tuple[LocalSshd, object]:
     return sshd, client
 
 
-def ssh_config_text(paths: DemoPaths, port: int) -> str:
-    trust = (f"  UserKnownHostsFile {paths.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-             "  StrictHostKeyChecking yes\n  IdentityAgent none\n")
-    return (f"Host bastion\n  HostName 127.0.0.1\n  Port {port}\n  User agent\n"
-            "  PreferredAuthentications keyboard-interactive\n"
-            "  PubkeyAuthentication no\n  PasswordAuthentication no\n" + trust +
-            "\nHost demo\n  ProxyJump bastion\n  PubkeyAuthentication no\n"
-            "  PasswordAuthentication no\n  KbdInteractiveAuthentication no\n" + trust)
+def ssh_config_text(paths: DemoPaths, port: int, user: str) -> str:
+    """What `bastion ssh-config` prints for this bastion and the demo target."""
+    from bastion.cli.ca import render_ssh_config
+    return render_ssh_config(f"127.0.0.1:{port}", [("demo", user)],
+                             known_hosts=str(paths.known_hosts))
 
 
 def agent_env(paths: DemoPaths) -> dict:
@@ -152,7 +149,7 @@ async def demo_main(paths: DemoPaths, host: str, port: int, once: bool) -> int:
         acceptor = await start_listener(services, host, port)
         port = acceptor.get_port()
         paths.known_hosts.write_text(services.hostkeys.known_hosts_lines())
-        paths.ssh_config.write_text(ssh_config_text(paths, port))
+        paths.ssh_config.write_text(ssh_config_text(paths, port, sshd.user))
         opts = AcquireOptions(client_id=client.client_id, authority=issuer.authority,
                               client_secret_file=str(client.secret_file),
                               ca_bundle=str(issuer.ca_path), cache="off")
