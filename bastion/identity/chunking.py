@@ -24,7 +24,17 @@ from __future__ import annotations
 
 import re
 
-from bastion.errors import TokenRejected
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.errors import TokenRejected
+
+
+def _rejected(reason: str) -> "TokenRejected":
+    # imported here, not at the top: bastion-askpass (spawned once per prompt round)
+    # imports this module and must start fast; only the server side ever raises
+    from bastion.errors import TokenRejected
+    return TokenRejected(reason)
 
 CHUNK = 1000                   # bytes per round; must stay below OpenSSH's 1023
 MAX_TOKEN_BYTES = 16384        # the whole token
@@ -124,7 +134,7 @@ class TokenAssembler:
         ``TokenRejected("malformed")`` for an answer that is not ASCII (a JWT is).
         """
         if self._failed:
-            raise TokenRejected(self._failed)
+            raise _rejected(self._failed)
         if self._done:
             raise ValueError("the token is already complete")
         self._rounds += 1
@@ -153,7 +163,7 @@ class TokenAssembler:
     def _fail(self, reason: str) -> TokenRejected:
         self._parts.clear()          # drop what we hold of a token we will not use
         self._failed = reason
-        return TokenRejected(reason)
+        return _rejected(reason)
 
     def __repr__(self) -> str:
         state = self._failed or ("done" if self._done else "pending")
