@@ -283,7 +283,7 @@ def _webhook(c: _Checker, table: dict, where: tuple) -> str | None:
     if not url:
         return None
     parsed = urlparse(url)
-    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+    if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
         c.add(where + ("approval_webhook",),
               "settings.approval_webhook must use https (http only for a loopback host)")
     elif parsed.scheme not in ("http", "https") or not parsed.hostname:
