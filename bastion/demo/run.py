@@ -167,8 +167,11 @@ async def demo_main(paths: DemoPaths, host: str, port: int, once: bool) -> int:
         console.print("\n[bold]Paste these to act as the agent:[/]")
         console.print(f"  export SSH_ASKPASS={_askpass_path()} SSH_ASKPASS_REQUIRE=force "
                       f"BASTION_TOKEN_FILE={paths.token}", markup=False, soft_wrap=True)
-        console.print(f"  ssh -F {paths.ssh_config} -J agent@127.0.0.1:{port} {sshd.user}@demo "
-                      "'uptime'", markup=False, soft_wrap=True)
+        console.print(f"  ssh -F {paths.ssh_config} -J bastion {sshd.user}@demo 'uptime'",
+                      markup=False, soft_wrap=True)
+        console.print(f"  (the config's `bastion` is agent@127.0.0.1:{port}, with the CA line "
+                      f"in {paths.known_hosts}; -o options would not reach the -J hop)",
+                      markup=False, soft_wrap=True)
         console.print(f"  bastion token --client-id {client.client_id} --authority "
                       f"{issuer.authority} --client-secret-file {client.secret_file} "
                       f"--scope api://bastion/.default --ca-bundle {issuer.ca_path}",

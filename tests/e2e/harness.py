@@ -162,7 +162,9 @@ channels = ["exec", "shell"]
         try:
             wait_for_port(self.port, timeout=30, proc=self.proc)
         except Exception as exc:
-            raise AssertionError(f"bastion did not start: {exc}\n{self.log()}") from exc
+            log_text = self.log()
+            self.close()            # no sshd or bastion left behind by a failed start
+            raise AssertionError(f"bastion did not start: {exc}\n{log_text}") from exc
         self.known_hosts.write_text(
             self.cli("ca", "known-hosts", "--bastion-host", f"127.0.0.1:{self.port}").out)
         self.ssh_config.write_text(self.render_ssh_config())
