@@ -183,6 +183,15 @@ def _w(where: tuple) -> str:
     return ".".join(map(str, where))
 
 
+def _valid_public_key(text: str) -> bool:
+    import asyncssh
+    try:
+        asyncssh.import_public_key(text)
+    except (asyncssh.KeyImportError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _table_list(raw: dict, key: str, c: _Checker) -> list[dict]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
@@ -314,8 +323,9 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
         if not host_key and not known_hosts:
             c.add(w, f"{_w(w)}: pin the upstream host key with host_key = \"ssh-ed25519 AAAA...\""
                      " or known_hosts = \"path\" (bastion never trusts on first use)")
-        if host_key and len(host_key.split()) < 2:
-            c.add(w + ("host_key",), f"{_w(w)}.host_key must look like \"ssh-ed25519 AAAA...\"")
+        if host_key and not _valid_public_key(host_key):
+            c.add(w + ("host_key",), f"{_w(w)}.host_key is not an OpenSSH public key "
+                                     "(\"ssh-ed25519 AAAA...\", e.g. from ssh-keyscan)")
         if known_hosts:
             known_hosts = str((base / known_hosts).resolve())
         labels = c.strings(table, "labels", w) or ()

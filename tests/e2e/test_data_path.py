@@ -151,7 +151,7 @@ host = "127.0.0.1"
 port = PORT
 user = "USER"
 key = "web1"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHD8e0B9O2xS0s2x6e6D6nqJX4b7o8H0mC3v8mY6Ej1q"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6hGegfdxPvbo1EcXEbNFvrlXaq3EpoPVTs2rPKUGlb"
 
 [[targets]]
 name = "web-down"
@@ -159,7 +159,7 @@ host = "127.0.0.1"
 port = {free_port()}
 user = "USER"
 key = "web1"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHD8e0B9O2xS0s2x6e6D6nqJX4b7o8H0mC3v8mY6Ej1q"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6hGegfdxPvbo1EcXEbNFvrlXaq3EpoPVTs2rPKUGlb"
 """
     r.setup()
     r.extra_targets = r.extra_targets.replace("PORT", str(r.sshd.port)).replace("USER", r.sshd.user)

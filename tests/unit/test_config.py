@@ -1,0 +1,61 @@
+"""policy.toml validation outside [[rules]]: each problem reported with its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.config import parse_config
+from bastion.errors import ConfigError
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6hGegfdxPvbo1EcXEbNFvrlXaq3EpoPVTs2rPKUGlb"
+
+BASE = f'''
+[oidc]
+issuer = "https://login.microsoftonline.com/t/v2.0"
+audience = "api://bastion"
+
+[[targets]]
+name = "web1"
+host = "10.0.0.5"
+user = "deploy"
+key = "web1"
+host_key = "{KEY}"
+
+[[grants]]
+who = ["role:agents"]
+targets = ["web*"]
+'''
+
+
+def test_the_repository_example_and_a_minimal_file_are_valid():
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "policy.toml"
+    cfg = parse_config(example.read_text(), str(example))
+    assert "web1" in cfg.targets
+    assert parse_config(BASE).targets["web1"].port == 22
+
+
+@pytest.mark.parametrize("change, message, line", [
+    ((KEY, "ssh-ed25519 AAAAnotakey"), "host_key is not an OpenSSH public key", 11),
+    (('issuer = "https://login', 'issuer = "http://login'), "must use https", 3),
+    (('targets = ["web*"]', 'targets = ["db*"]'), "matches no [[targets]] entry", 15),
+    (('user = "deploy"', 'user = "deploy"\nport = 70000'), "port must be an integer", 10),
+    (('name = "web1"', 'name = "web1\\n"'), "may hold only letters", 7),
+    (('who = ["role:agents"]', 'who = ["team:agents"]'), "unknown principal selector", 14),
+    ((f'host_key = "{KEY}"', ""), "pin the upstream host key", 6),
+    (("[[grants]]", "[[grant]]"), "unknown key 'grant'", None),
+])
+def test_problems_are_named_with_their_line(change, message, line):
+    text = BASE.replace(*change)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    problems = [p for p in info.value.problems if message in p.message]
+    assert problems, info.value.problems
+    if line is not None:
+        assert problems[0].line == line
+
+
+def test_a_custom_mask_the_masker_cannot_compile_is_a_problem():
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + '\n[[masks]]\nname = "x"\nregex = "(?u)x+"\n')
+    assert any("masks[0].regex" in p.message for p in info.value.problems)
