@@ -98,6 +98,10 @@ def event_line(t: float, code: str, data: str) -> bytes:
     return ('[%.6f, "%s", %s]\n' % (t, code, _encode_str(data))).encode("utf-8")
 
 
+# bytes that need no JSON escape beyond \\ " \n \r \t: printable ASCII and those controls
+_PLAIN_ASCII = bytes(range(0x20, 0x7f)) + b"\n\r\t"
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -109,6 +113,7 @@ class StreamEncoder:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}")
         self.stream = stream
+        self._code = stream.encode("ascii")
         self._binary = BINARY_CODES[stream]
         self._carry = b""
 
@@ -124,6 +129,14 @@ class StreamEncoder:
             self._carry = b""
         if not data:
             return []
+        if data.isascii() and not data.translate(None, _PLAIN_ASCII):
+            # fast path for the common case, printable ASCII text: escape as bytes, no
+            # str round trip (the same JSON string the general path writes)
+            escaped = (data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+                       .replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\t", b"\\t"))
+            if t < 0:
+                t = 0.0
+            return [b'[%.6f, "%s", "%s"]\n' % (t, self._code, escaped)]
         try:
             return [event_line(t, self.stream, data.decode("utf-8"))]
         except UnicodeDecodeError:

@@ -1,0 +1,27 @@
+"""The printable-ASCII fast path of StreamEncoder writes exactly what the general path writes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from bastion.proto.asciicast import StreamEncoder, event_line
+
+ALPHABET = bytes(range(0x20, 0x7f)) + b"\n\r\t"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fast_path_equals_the_general_encoding(seed):
+    rng = random.Random(seed)
+    data = bytes(rng.choice(ALPHABET) for _ in range(rng.randint(1, 5000)))
+    [line] = StreamEncoder("o").encode(3.5, data)
+    assert line == event_line(3.5, "o", data.decode("ascii"))
+    assert json.loads(line) == [3.5, "o", data.decode("ascii")]
+
+
+@pytest.mark.parametrize("data", [b"\x00", b"a\x1bb", b"\x7f", b"caf\xc3\xa9"])
+def test_other_bytes_take_the_general_path_and_round_trip(data):
+    lines = StreamEncoder("o").encode(1.0, data)
+    assert lines and all(json.loads(line) for line in lines)
