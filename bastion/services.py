@@ -19,6 +19,7 @@ from typing import Any
 from bastion.config import BastionConfig, load_config
 from bastion.errors import BastionError, ConfigError
 from bastion.identity.principal import Principal
+from bastion.ssh.relay import printable
 
 log = logging.getLogger("bastion.services")
 audit = logging.getLogger("bastion.audit")
@@ -171,12 +172,11 @@ class Services:
         return decision
 
     def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
-        from bastion.ssh.relay import printable as _printable
         level = logging.INFO if decision.action.value == "allow" else logging.WARNING
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
                          "reason=%s line=%s", ctx.principal.subject, ctx.target.name,
                   ctx.target.user, channel, decision.action.value, decision.rule,
-                  _printable(self.mask(decision.reason)), _printable(self.mask(line)))
+                  printable(self.mask(decision.reason)), printable(self.mask(line)))
 
     def mask(self, text: str) -> str:
         """``text`` with every secret the detectors know masked (for logs and the index)."""

@@ -245,7 +245,7 @@ def render(results: dict, console: Console | None = None) -> None:
                 continue
             for fig, v in entry.get("figures", {}).items():
                 t.add_row(name, fig, f"{_fmt(v['value'])} {v['unit']}" if "value" in v
-                          else f"[yellow]n/a[/]")
+                          else "[yellow]n/a[/]")
         console.print(t)
     t = Table(title="goals (reported, never gates)")
     for col in ("goal", "measured", "target", "met"):

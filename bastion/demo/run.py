@@ -27,6 +27,8 @@ from rich.text import Text
 from bastion.demo.policy import demo_policy
 from bastion.demo.sshd import LocalSshd
 from bastion.errors import BastionError
+from bastion.proto.sanitize import sanitize
+from bastion.vault import atomic_write
 
 console = Console(highlight=False)
 
@@ -49,17 +51,6 @@ class DemoPaths:
         self.scratch = self.root / "scratch"
 
 
-def sanitize_line(line: str) -> str:
-    """Output from the target, shown on the person's terminal: no control sequences."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in line)
-
-
-def _private_write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def _askpass_path() -> str:
     here = Path(sys.executable).parent / "bastion-askpass"
     return str(here) if here.exists() else (shutil.which("bastion-askpass") or "bastion-askpass")
@@ -73,7 +64,7 @@ def prepare(paths: DemoPaths, issuer) -> tuple[LocalSshd, object]:
     for d in (paths.root, paths.scratch):
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not paths.passphrase.exists():
-        _private_write(paths.passphrase, secrets.token_urlsafe(24) + "\n")
+        atomic_write(paths.passphrase, (secrets.token_urlsafe(24) + "\n").encode())
     os.environ["BASTION_VAULT_PASSPHRASE_FILE"] = str(paths.passphrase)
     os.environ.pop("BASTION_VAULT_PASSPHRASE", None)
     vault = Vault(paths.keys, Secret(paths.passphrase.read_text().strip()))
@@ -123,7 +114,7 @@ async def run_agent(paths: DemoPaths, user: str) -> list[tuple[str, int]]:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         for data, style in ((out, "green"), (err, "red")):
             for line in data.decode(errors="replace").splitlines():
-                console.print(Text("  │ ", style=style) + Text(sanitize_line(line)), soft_wrap=True)
+                console.print(Text("  │ ", style=style) + Text(sanitize(line)), soft_wrap=True)
         console.print(f"  [dim]exit status {proc.returncode}[/]")
         results.append((label, proc.returncode))
     return results
@@ -154,7 +145,7 @@ async def demo_main(paths: DemoPaths, host: str, port: int, once: bool) -> int:
                               client_secret_file=str(client.secret_file),
                               ca_bundle=str(issuer.ca_path), cache="off")
         token = await asyncio.to_thread(acquire_token, opts)
-        _private_write(paths.token, token.reveal() + "\n")
+        atomic_write(paths.token, (token.reveal() + "\n").encode(), overwrite=True)
 
         console.rule("[bold]bastion demo")
         console.print(f"dev issuer   {issuer.issuer}  (CA {issuer.ca_path})")

@@ -247,16 +247,7 @@ class TerminalFilter:
             else:
                 self._drop()                           # ESC % G, ESC # 8, soft fonts...
             return
-        if ch == "\x1b":
-            self.dropped += 1
-            self._reset_state()
-            self._state = _ESC
-        elif ch in _CAN_SUB:
-            self._drop()
-        elif ch in _SAFE_C0:
-            out.append(ch)
-        else:
-            self._drop()
+        self._interrupted(ch, out)
 
     def _csi(self, ch: str, out: list[str]) -> None:
         if "\x20" <= ch <= "\x3f":                     # parameters and intermediates
@@ -275,6 +266,11 @@ class TerminalFilter:
             else:
                 self.dropped += 1
             return
+        self._interrupted(ch, out)
+
+    def _interrupted(self, ch: str, out: list[str]) -> None:
+        """A byte that cannot continue the sequence being read: ESC starts a new one
+        (the old one is dropped), CAN/SUB cancel it, safe controls act, others drop it."""
         if ch == "\x1b":
             self.dropped += 1
             self._reset_state()

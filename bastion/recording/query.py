@@ -130,12 +130,7 @@ def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
     if target:
         where.append("s.target GLOB :target")
         params["target"] = target
-    if since is not None:
-        where.append("s.started >= :since")
-        params["since"] = since
-    if until is not None:
-        where.append("s.started <= :until")
-        params["until"] = until
+    _time_range(where, params, "s.started", since, until)
     if status:
         if status not in STATUSES:
             raise RecordingError(f"unknown status {status!r}", hint="one of: " + ", ".join(STATUSES))
@@ -214,12 +209,7 @@ def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | N
             raise RecordingError(f"unknown action {action!r}", hint="one of: " + ", ".join(ACTIONS))
         where.append("c.action = :action")
         params["action"] = action
-    if since is not None:
-        where.append("c.time >= :since")
-        params["since"] = since
-    if until is not None:
-        where.append("c.time <= :until")
-        params["until"] = until
+    _time_range(where, params, "c.time", since, until)
     sql = ("SELECT c.*, s.principal_subject, s.principal_name, s.principal_app_id, s.target, s.login "
            "FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid "
            "JOIN sessions s ON s.id = c.session_id WHERE " + " AND ".join(where)
@@ -251,3 +241,13 @@ def public(record: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def _time_range(where: list[str], params: dict, column: str, since, until) -> None:
+    """Add ``column`` between ``since`` and ``until`` (either may be None) to a query."""
+    if since is not None:
+        where.append(f"{column} >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append(f"{column} <= :until")
+        params["until"] = until

@@ -25,6 +25,7 @@ from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
 from bastion.identity.principal import Principal
 from bastion.ssh.context import InnerContext
 from bastion.ssh.link import InnerLink
+from bastion.ssh.relay import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.services import Services
@@ -85,12 +86,13 @@ class OuterServer(asyncssh.SSHServer):
             if next_prompt is not None:
                 return "", "", "", [(next_prompt, False)]
             token = assembler.token
+            rounds = assembler.rounds
             self._assembler = None
             principal = await self.services.validator.validate(token)
         except TokenRejected as exc:
             self._assembler = None
             audit.warning("login refused from %s (login %r): %s", self.client,
-                          _short(username), exc.reason)
+                          printable(username), exc.reason)
             self.services.record_refused(None, self.client, None, username,
                                          f"token rejected: {exc.reason}")
             return False
@@ -101,9 +103,9 @@ class OuterServer(asyncssh.SSHServer):
                                          f"identity provider unavailable: {exc}")
             return False
         self.principal = principal
-        audit.info("login principal=%s app=%s name=%r roles=%s client=%s",
-                   principal.subject, principal.app_id, _short(principal.name),
-                   ",".join(principal.roles), self.client)
+        audit.info("login principal=%s app=%s name=%r roles=%s client=%s token_rounds=%d",
+                   principal.subject, principal.app_id, printable(principal.name),
+                   ",".join(principal.roles), self.client, rounds)
         return True
 
     # -- channels --------------------------------------------------------------
@@ -121,15 +123,15 @@ class OuterServer(asyncssh.SSHServer):
         config = services.config
         target = config.target(dest_host)
         if target is None:
-            reason = f"unknown target {_short(dest_host)!r}"
+            reason = f"unknown target {printable(dest_host)!r}"
         elif not config.may_reach(principal, target):
             reason = f"target {target.name!r} is not granted to {principal.label}"
         else:
             reason = None
         if reason:
             audit.warning("channel refused principal=%s client=%s dest=%s:%s: %s",
-                          principal.subject, self.client, _short(dest_host), dest_port, reason)
-            services.record_refused(principal, self.client, _short(dest_host), None, reason)
+                          principal.subject, self.client, printable(dest_host), dest_port, reason)
+            services.record_refused(principal, self.client, printable(dest_host), None, reason)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             f"bastion: {reason}")
         ctx = InnerContext(services=services, principal=principal, target=target,
@@ -178,9 +180,3 @@ class OuterServer(asyncssh.SSHServer):
         asyncio.get_running_loop().call_later(
             0.2, conn.disconnect, asyncssh.DISC_BY_APPLICATION, message)
 
-
-def _short(text: str | None, limit: int = 120) -> str:
-    if text is None:
-        return ""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return cleaned[:limit]

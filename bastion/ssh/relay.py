@@ -11,24 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from bastion.proto.sanitize import sanitize
+
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.ssh.session import InnerSession
 
 
-def printable(text: str, limit: int = 300) -> str:
-    """A one-line, control-free rendering of agent text for logs and messages."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    s = "".join(out)
-    return s if len(s) <= limit else s[:limit] + "…"
+def printable(text: str | None, limit: int = 300) -> str:
+    """Agent text as one control-free line for logs and messages, at most ``limit`` long."""
+    shown = sanitize(text or "")
+    return shown if len(shown) <= limit else shown[:limit] + "…"
 
 
 class Valve:

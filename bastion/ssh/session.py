@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
+from bastion.proto.linetracker import (UPSTREAM_TTY_MODES, Forward, LineSubmitted,
+                                       LineTrackerError)
 from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ReviewMixin
 from bastion.ssh.masking import INPUT, STDERR, STDOUT, MaskFlushMixin, masked_decision
@@ -213,7 +214,6 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         no Enter for the tracker to hold, and IUCLC would turn ``RM`` into ``rm``.
         """
         if self._tracker is not None and self.term_type:
-            from bastion.proto.linetracker import UPSTREAM_TTY_MODES
             return dict(UPSTREAM_TTY_MODES)
         return dict(self.term_modes or {})
 
@@ -298,7 +298,6 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         if self._tracker is None:
             self.up_chan.write(data)
             return
-        from bastion.proto.linetracker import LineTrackerError
         try:
             self._handle_events(self._tracker.receive(data))
         except LineTrackerError as exc:
@@ -306,7 +305,6 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             self._finish(f"bastion: input refused: {exc}", EXIT_DENIED)
 
     def _handle_events(self, events) -> None:
-        from bastion.proto.linetracker import Forward, LineSubmitted
         for event in events:
             if self._finished:
                 return

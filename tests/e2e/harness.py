@@ -171,19 +171,11 @@ channels = ["exec", "shell"]
         return self
 
     def render_ssh_config(self) -> str:
-        common = (f"  UserKnownHostsFile {self.known_hosts}\n"
-                  "  GlobalKnownHostsFile /dev/null\n"
-                  "  StrictHostKeyChecking yes\n"
-                  "  IdentityAgent none\n"
-                  "  IdentityFile none\n"
-                  "  ConnectTimeout 15\n")
-        return (f"Host bastion\n  HostName 127.0.0.1\n  Port {self.port}\n  User agent\n"
-                "  PreferredAuthentications keyboard-interactive\n"
-                "  PubkeyAuthentication no\n  PasswordAuthentication no\n" + common +
-                "\nHost * !bastion\n  ProxyJump bastion\n"
-                "  PubkeyAuthentication no\n  PasswordAuthentication no\n"
-                "  KbdInteractiveAuthentication no\n"
-                "  SendEnv BASTION_TEST_*\n" + common)
+        """What `bastion ssh-config` prints (every target through the bastion), plus the
+        env names the env test sends."""
+        from bastion.cli.ca import render_ssh_config
+        return (render_ssh_config(f"127.0.0.1:{self.port}", [], known_hosts=str(self.known_hosts))
+                + "\nHost *\n    SendEnv BASTION_TEST_*\n    ConnectTimeout 15\n")
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc and self.proc.poll() is None:

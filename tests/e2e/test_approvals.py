@@ -141,6 +141,7 @@ def test_escape_sequences_in_a_held_command_are_shown_in_full_and_inert(arig, to
         shown = arig.cli("approvals", "list").out
         assert "\x1b" not in shown and "\r" not in shown.replace("\r\n", "\n")
         assert "esc-marker" in shown                  # the hidden part is visible
+        assert str(rid) in shown
         watch = arig.cli("approvals", "watch", "--once", env={"BASTION_TOKEN": approver_token}).out
         assert "\x1b[2K" not in watch and "esc-marker" in watch
     finally:

@@ -58,7 +58,7 @@ def test_bad_token_refused_with_the_right_logged_reason(rig, issuer, agent_clien
     assert r.returncode == 255
     assert "Permission denied" in r.err
     assert reason not in r.err                       # the agent gets a plain denial
-    rig.wait_log(f"login refused")
+    rig.wait_log("login refused")
     deadline = time.monotonic() + 10
     while reason not in rig.log()[before:] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -69,7 +69,7 @@ def test_ctrl_c_interrupts_the_running_command(agent):
     time.sleep(0.5)
     agent.send(b"\x03")
     agent.send(b"echo back-$((3+3))-at-prompt\r")
-    out = agent.read_until(b"back-6-at-prompt")
+    agent.read_until(b"back-6-at-prompt")
     assert b"not-9-interrupted" not in agent.buf
     agent.send(b"exit\r")
     agent.wait()
