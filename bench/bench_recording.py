@@ -6,7 +6,7 @@
 Prints figures; never fails on time.  What it measures:
 
 1. insert rate through the real API: ``ChannelRecording.command`` +
-   ``command_result`` on the event-loop side, until the writer thread has
+   ``command_result`` on the event-loop side, until the recording worker has
    committed everything (``Recorder.flush``);
 2. seeding rate: executemany in one transaction (valid, sealed chain rows;
    FTS rebuilt once at the end) -- how the big index is built;

@@ -3,7 +3,9 @@
 Modules:
 
 * ``recorder``  the API the SSH layer calls (Recorder, SessionHandle, ChannelRecording)
-* ``writer``    the writer thread and its bounded queue
+* ``process``   the bounded queue to the recording worker process (bastion side)
+* ``worker``    the recording worker process (``python -m bastion.recording.worker``)
+* ``writer``    what the worker does: recording files and index rows
 * ``recover``   marking sessions interrupted after a crash
 * ``schema``    the index schema and migrations
 * ``chain``     tamper-evidence hash chain

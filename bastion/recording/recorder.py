@@ -4,8 +4,9 @@ Contract for callers (the asyncio event loop):
 
 * Every method returns at once; none touches the disk.  Each takes its
   timestamp when called (``time.time()`` for the index, ``time.monotonic()``
-  for offsets into the recording) and enqueues an operation for the writer
-  thread (bastion.recording.writer: bounded queue, capacity documented there).
+  for offsets into the recording) and enqueues an operation for the recording
+  worker process (bastion.recording.process; bounded queue, capacity
+  documented in bastion.recording.writer).
 * Flow control: after feeding data, a caller checks
   ``channel.over_high_water()`` and, if true, stops reading from the peer and
   ``await channel.drain()`` before reading again.
@@ -39,7 +40,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,11 +49,11 @@ from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.recording import schema
 from bastion.recording.recover import recover_interrupted
-from bastion.recording.writer import (HIGH_WATER, OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN,
-                                      OP_COMMAND, OP_COMMAND_APPROVER, OP_COMMAND_RESULT,
-                                      OP_DATA, OP_MARKER,
-                                      OP_REFUSED, OP_RESIZE, OP_SESSION_CLOSE, OP_SESSION_START,
-                                      Writer)
+from bastion.recording.process import WriterProcess
+from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE,
+                                      OP_CHANNEL_OPEN, OP_COMMAND, OP_COMMAND_APPROVER,
+                                      OP_COMMAND_RESULT, OP_DATA, OP_MARKER, OP_REFUSED,
+                                      OP_RESIZE, OP_SESSION_CLOSE, OP_SESSION_START)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.identity.principal import Principal
@@ -63,6 +63,7 @@ log = logging.getLogger("bastion.recording")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MIN_MAX_BYTES = 4096
 LOCK_NAME = "recorder.lock"
+LOCK_WAIT = 3.0              # seconds to wait for a previous process's worker to exit
 SESSION_STATUSES = ("closed", "interrupted")
 _SECRET_ENV = re.compile(r"TOKEN|SECRET|PASS|KEY|CRED|AUTH", re.IGNORECASE)
 
@@ -70,7 +71,7 @@ _SECRET_ENV = re.compile(r"TOKEN|SECRET|PASS|KEY|CRED|AUTH", re.IGNORECASE)
 class Recorder:
     """Records sessions of one ``bastion serve`` process into a data dir."""
 
-    def __init__(self, data_dir: Path, writer: Writer, ids: dict[str, int], lock_fd: int,
+    def __init__(self, data_dir: Path, writer: WriterProcess, ids: dict[str, int], lock_fd: int,
                  max_bytes: int) -> None:
         self.data_dir = data_dir
         self.max_bytes = max_bytes
@@ -85,7 +86,7 @@ class Recorder:
 
     @classmethod
     def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Recorder":
-        """Open/create the index and recordings dir, recover, start the writer thread."""
+        """Open/create the index and recordings dir, recover, start the recording worker."""
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
             raise RecordingError(f"recording_max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
@@ -108,13 +109,15 @@ class Recorder:
         lock_fd = _lock(data_dir)
         try:
             conn = schema.connect(data_dir)
-            recovered = recover_interrupted(conn, data_dir)
-            ids = schema.next_ids(conn)
+            try:
+                recovered = recover_interrupted(conn, data_dir)
+                ids = schema.next_ids(conn)
+            finally:
+                conn.close()
+            writer = WriterProcess(data_dir, max_bytes, lock_fd)
         except BaseException:
             os.close(lock_fd)
             raise
-        writer = Writer(conn, data_dir, max_bytes)
-        writer.start()
         rec = cls(data_dir, writer, ids, lock_fd, max_bytes)
         rec.recovered = recovered
         return rec
@@ -132,7 +135,7 @@ class Recorder:
         if self._closed:
             return "the recorder is closed"
         if not self._writer.is_alive():
-            return "the recording writer thread stopped"
+            return "the recording worker process stopped"
         return None
 
     def _check(self) -> None:
@@ -169,17 +172,16 @@ class Recorder:
 
         For tests and shutdown code only: it waits on the disk.
         """
-        done = threading.Event()
-        self._put((OP_BARRIER, done))
+        done = self._writer.barrier()
         if not done.wait(timeout):
-            raise RecordingError("the recording writer did not flush in time")
+            raise RecordingError("the recording worker did not flush in time")
         if self._writer.crashed:
             raise RecordingError(f"session recording is not possible: {self.error}")
 
     def close(self) -> None:
-        """Close open sessions as ``closed``, flush everything, stop the thread.
+        """Close open sessions as ``closed``, flush everything, stop the worker.
 
-        Blocks until the writer has finished (call it from shutdown code, or
+        Blocks until the worker has finished (call it from shutdown code, or
         through ``loop.run_in_executor``).  Idempotent.
         """
         if self._closed:
@@ -188,9 +190,8 @@ class Recorder:
             handle.close(status="closed")
         self._closed = True
         self._writer.stop()
-        self._writer.join()
         try:
-            self._writer.conn.close()
+            self._writer.join()
         finally:
             os.close(self._lock_fd)
 
@@ -231,9 +232,10 @@ class SessionHandle:
             command=sanitize(command) if command is not None else None,
             extra={"session": self.id, "channel": cid, "kind": kind, "started": wall})
         chan = ChannelRecording(self, cid, kind, self._rec.data_dir / rel_path, t0)
+        self._rec._writer.track(cid, chan)
         self._rec._put((OP_CHANNEL_OPEN, cid, self.id, kind, command, term, width, height,
                         json.dumps(safe_env, ensure_ascii=False, sort_keys=True) if safe_env else None,
-                        wall, rel_path, header, chan), len(header))
+                        wall, rel_path, header), len(header))
         self._channels[cid] = chan
         return chan
 
@@ -266,9 +268,10 @@ class ChannelRecording:
         self._t0 = t0
         self.bytes_in = 0
         self.bytes_out = 0
-        self._truncated = False          # set by the writer thread at the size cap
+        self._truncated = False          # set (from the worker's event) at the size cap
+        self._counted_at = 0.0           # past the cap: when byte counters were last sent
         self.closed = False
-        try:                             # resolved by the writer once the file exists (or not)
+        try:                             # resolved by the worker once the file exists (or not)
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
             self._open_fut: asyncio.Future | None = self._loop.create_future()
         except RuntimeError:             # used outside an event loop (tests, tools)
@@ -279,7 +282,7 @@ class ChannelRecording:
         return self._truncated
 
     def _open_done(self, error: str | None) -> None:
-        """Writer thread: the recording file was created (error None) or could not be."""
+        """Reader thread: the recording file was created (error None) or could not be."""
         if self._loop is None:
             return
 
@@ -323,10 +326,12 @@ class ChannelRecording:
             return
         self._rec._check()
         self.bytes_out += len(data)
+        stream = asciicast.STDERR if stderr else asciicast.STDOUT
         if self._truncated:
+            self._count(stream)
             return
-        self._rec._put((OP_DATA, self.id, asciicast.STDERR if stderr else asciicast.STDOUT,
-                        self._now(), bytes(data)), len(data))
+        self._rec._put((OP_DATA, self.id, stream, self._now(), bytes(data), self.bytes_in,
+                        self.bytes_out), len(data))
 
     def input(self, data: bytes) -> None:
         """Agent -> host data (keystrokes, exec stdin)."""
@@ -335,8 +340,18 @@ class ChannelRecording:
         self._rec._check()
         self.bytes_in += len(data)
         if self._truncated:
+            self._count(asciicast.INPUT)
             return
-        self._rec._put((OP_DATA, self.id, asciicast.INPUT, self._now(), bytes(data)), len(data))
+        self._rec._put((OP_DATA, self.id, asciicast.INPUT, self._now(), bytes(data), self.bytes_in,
+                        self.bytes_out), len(data))
+
+    def _count(self, stream: str) -> None:
+        """Past the size cap: only the byte counters go to the index, at most once per interval."""
+        now = time.monotonic()
+        if now - self._counted_at >= FLUSH_INTERVAL:
+            self._counted_at = now
+            self._rec._put((OP_DATA, self.id, stream, self._now(), b"", self.bytes_in,
+                            self.bytes_out))
 
     def resize(self, width: int, height: int) -> None:
         if self._closed_call("resize"):
@@ -394,6 +409,7 @@ class ChannelRecording:
             return
         self.closed = True
         self.session._channels.pop(self.id, None)
+        self._rec._writer.untrack(self.id)
         try:
             self._rec._put((OP_CHANNEL_CLOSE, self.id, self._now(), time.time(), exit_status,
                             exit_signal, self.bytes_in, self.bytes_out))
@@ -472,11 +488,18 @@ def _lock(data_dir: Path) -> int:
     except OSError as exc:
         raise RecordingError(f"cannot create {path}: {exc.strerror or exc}",
                              hint="check the data dir's permissions") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    # A bastion process killed a moment ago may still have its recording worker
+    # writing out what it received (it holds the lock until it exits): wait briefly.
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
         os.close(fd)
         raise RecordingError(
             f"another bastion process is recording into {data_dir}",
-            hint="stop it first, or give this one its own --data-dir") from None
-    return fd
+            hint="stop it first, or give this one its own --data-dir")

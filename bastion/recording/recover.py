@@ -13,7 +13,7 @@ For each such session, each channel still ``open``:
 3. the session gets ``ended`` = the latest event time seen, status
    ``interrupted``, a reason, and is sealed (chain.py).
 
-Runs synchronously before the writer thread starts, while the data dir lock
+Runs synchronously before the recording worker starts, while the data dir lock
 is held, so no live process owns these sessions.  Not covered: the lock
 (recorder.py) and what counts as "active" for approvals (approvals/).
 """

@@ -1,15 +1,17 @@
-"""The recording writer: one thread that owns the recording files and the index connection.
+"""Applying recording operations: the recording files and the index, in the recording worker.
 
-The event loop never touches the disk.  :class:`Writer.put` appends an
-operation (a tuple, built by bastion.recording.recorder at call time, with the
-time already taken) to a queue; the thread takes everything queued at once and
-applies it in order: file writes go to a per-recording buffer written with
-one ``os.write`` of whole lines (so a ``kill -9`` never leaves half an event
-in a file, short of a torn write by the OS); index changes of one batch are
-one SQLite transaction.
+The event loop never touches the disk.  bastion.recording.recorder builds each
+operation (a tuple, with the time already taken) and queues it;
+bastion.recording.process ships queued operations in batches to a separate
+process, the recording worker (bastion.recording.worker), which hands them to
+:class:`Applier` in order: file writes go to a per-recording buffer written
+with one ``os.write`` of whole lines (so a ``kill -9`` never leaves half an
+event in a file, short of a torn write by the OS); index changes of one batch
+are one SQLite transaction.  Escaping, hashing and writing thus run beside the
+event loop, not under its GIL.
 
-Queue capacity (bytes of recorded data waiting for the disk, plus ~100 bytes
-per operation):
+Queue capacity (bytes of recorded data not yet applied by the worker, plus
+~100 bytes per operation), enforced in the bastion process:
 
 * ``HIGH_WATER`` 8 MiB -- ``over_high_water()`` turns true; the SSH layer stops
   reading from the peer (``ChannelRecording.drain()``) until the queue falls
@@ -21,35 +23,36 @@ per operation):
   marks; ``put`` then raises RecordingError (the channel must stop: a
   session never runs unrecorded, and nothing is dropped silently).
 
-Memory bound: HARD_LIMIT plus ``BUFFER_BYTES`` (256 KiB) per open recording.
+Memory bound: HARD_LIMIT plus ``BUFFER_BYTES`` (256 KiB) per open recording
+(in the worker).
 
 Flushing: buffers are written when they pass BUFFER_BYTES and every
 ``FLUSH_INTERVAL`` (0.5 s, so "at least every second" holds with margin); a
-process crash loses at most that.  ``fsync`` happens when a recording closes
-(power loss may lose more than a crash; SQLite runs WAL with synchronous=NORMAL).
+crash of the worker loses at most that (a crash of the bastion process loses
+less: the worker writes out what it received, see worker.py).  ``fsync``
+happens when a recording closes (power loss may lose more than a crash;
+SQLite runs WAL with synchronous=NORMAL).
 
-Failures (disk full, permission, I/O error) set ``error``: the recorder
-reports unhealthy, new sessions are refused, calls on open channels raise.
-The writer keeps applying later operations it still can (closing rows), logs
-every failure, and never dies silently.
+Failures (disk full, permission, I/O error) set ``error`` and are reported to
+the bastion process: the recorder reports unhealthy, new sessions are refused,
+calls on open channels raise.  The applier keeps applying later operations it
+still can (closing rows), logs every failure, and never fails silently.
 
-Not covered: the public API (recorder.py), chain rules (chain.py), crash
-recovery (recover.py).
+Not covered: the public API (recorder.py), the process boundary (process.py,
+worker.py), chain rules (chain.py), crash recovery (recover.py).
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-from bastion.errors import RecordingError
 from bastion.proto import asciicast
 from bastion.recording import chain
 
@@ -61,19 +64,26 @@ HARD_LIMIT = 64 * 1024 * 1024
 OP_OVERHEAD = 100
 BUFFER_BYTES = 256 * 1024
 FLUSH_INTERVAL = 0.5
-WAKE_BYTES = 1024 * 1024     # queued data that wakes the writer before its interval
+WAKE_BYTES = 1024 * 1024     # queued data that is shipped to the worker before its interval
 CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and exit markers
 
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
  OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
  OP_COMMAND_APPROVER) = range(13)
 
+# Events the applier reports to the bastion process (see process.py):
+#   ("opened", cid, error_or_None)  the recording file exists (or could not be created)
+#   ("truncated", cid)              the recording reached its size cap
+#   ("error", message)              the first failure; the recorder is unhealthy from now on
+
 
 class _Sink:
     """One open recording file."""
 
-    def __init__(self, chan, path: Path, header: bytes, max_bytes: int) -> None:
-        self.chan = chan                 # the loop-side ChannelRecording (counters, truncated flag)
+    def __init__(self, cid: int, path: Path, header: bytes, max_bytes: int, notify) -> None:
+        self.cid = cid
+        self.notify = notify             # events for the bastion process ("truncated", cid)
+        self.bytes_in = self.bytes_out = 0   # the channel's counters, as last sent with data
         self.path = path
         self.max_bytes = max_bytes
         self.buf = bytearray()
@@ -111,7 +121,7 @@ class _Sink:
 
     def _truncate(self, t: float) -> None:
         self.truncated = True
-        self.chan._truncated = True
+        self.notify(("truncated", self.cid))
         label = (f"bastion: recording truncated at {self.size} bytes (cap {self.max_bytes}); "
                  "the channel went on, its further data is not recorded")
         self._append(asciicast.event_line(t, asciicast.MARKER, label))
@@ -159,140 +169,49 @@ class _Sink:
         return self.hasher.hexdigest()
 
 
-class Writer(threading.Thread):
-    """Applies queued operations to files and the index (see module doc)."""
+class Applier:
+    """Applies operations to recording files and the index, in order (see module doc).
 
-    def __init__(self, conn: sqlite3.Connection, data_dir: Path, max_bytes: int) -> None:
-        super().__init__(name="bastion-recording-writer", daemon=True)
+    ``notify`` receives the events listed above; the worker sends them to the
+    bastion process after each batch.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, data_dir: Path, max_bytes: int,
+                 notify: Callable[[tuple], None]) -> None:
         self.conn = conn
         self.data_dir = Path(data_dir)
         self.max_bytes = max_bytes
+        self.notify = notify
         self.error: str | None = None
-        self._queue: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self.queued = 0                  # bytes waiting (read by the loop without the lock)
-        self._waiters: list = []         # (loop, future) of drain() callers
         self._sinks: dict[int, _Sink] = {}
         self._failed_channels: set[int] = set()
-        self._stopped = False
-        self.crashed = False
-        self._batch: list = []           # the batch being applied (for the crash handler)
         self._in_txn = False
-        self._last_flush = time.monotonic()
+        self.last_flush = time.monotonic()
         self._counted: dict[int, tuple] = {}
-
-    # -- loop side -----------------------------------------------------------
-    def put(self, op: tuple, nbytes: int = 0) -> None:
-        cost = nbytes + OP_OVERHEAD
-        with self._cond:
-            if self._stopped:
-                raise RecordingError("the recorder is closed")
-            if self.queued + cost > HARD_LIMIT and op[0] not in (OP_CHANNEL_CLOSE, OP_SESSION_CLOSE):
-                raise RecordingError(
-                    "the recording queue is full: the disk is not keeping up with this session",
-                    hint="callers must pause reading while over_high_water() and await drain()")
-            self._queue.append((op, cost))
-            self.queued += cost
-            # Data is batched: waking the thread for every chunk costs more (thread
-            # switches, GIL hand-overs) than writing it.  The thread wakes by itself at
-            # least every FLUSH_INTERVAL; anything else (opens, commands, closes) and a
-            # full batch wake it now.
-            if op[0] != OP_DATA or self.queued >= WAKE_BYTES:
-                self._cond.notify()
-
-    def add_waiter(self, loop, fut) -> bool:
-        """Register a drain() future; False if the queue is already low enough."""
-        with self._cond:
-            if self.queued <= LOW_WATER or self.error is not None or self._stopped:
-                return False
-            self._waiters.append((loop, fut))
-            return True
-
-    def stop(self) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            self._queue.append(((OP_STOP,), 0))
-            self._stopped = True
-            self._cond.notify()
-
-    # -- thread side ---------------------------------------------------------
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # never leave drain()/flush() callers waiting
-            log.exception("recording writer thread crashed")
-            self._fail("the recording writer thread crashed", exc)
-            self.crashed = True
-            with self._cond:
-                self._stopped = True
-                waiters, self._waiters = self._waiters, []
-                pending = self._batch + list(self._queue)
-                self._queue.clear()
-            for loop, fut in waiters:
-                _wake(loop, fut)
-            for op, _cost in pending:
-                if op[0] == OP_BARRIER:
-                    op[1].set()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(FLUSH_INTERVAL)     # data may be queued unannounced
-                batch = self._batch = list(self._queue)
-                self._queue.clear()
-            stop = force = False
-            for op, _cost in batch:
-                if op[0] == OP_STOP:
-                    stop = True
-                elif op[0] == OP_BARRIER:
-                    force = True
-                else:
-                    self._apply_safely(op)
-            if stop or force or time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
-                self._flush_all()
-            self._commit()
-            released = sum(cost for _op, cost in batch)
-            with self._cond:
-                self.queued -= released
-                wake = self.queued <= LOW_WATER or self.error is not None or stop
-                waiters = self._waiters if wake else []
-                if wake:
-                    self._waiters = []
-            for loop, fut in waiters:
-                _wake(loop, fut)
-            for op, _cost in batch:
-                if op[0] == OP_BARRIER:
-                    op[1].set()
-            if stop:
-                self._close_all_sinks()
-                return
-
-    def _dirty(self) -> bool:
-        return any(s.buf for s in self._sinks.values())
 
     def _fail(self, what: str, exc: BaseException) -> None:
         message = f"{what}: {exc}"
         log.error("recording failure: %s", message)
         if self.error is None:
             self.error = message
+            self.notify(("error", message))
 
-    def _apply_safely(self, op: tuple) -> None:
+    def apply(self, op: tuple) -> None:
+        """Apply one operation; failures are recorded in ``error``, never raised."""
         try:
             self._apply(op)
         except (OSError, sqlite3.Error) as exc:
             self._fail(_OP_NAMES.get(op[0], "operation"), exc)
             if op[0] == OP_CHANNEL_OPEN:
-                op[-1]._open_done(f"{_OP_NAMES[OP_CHANNEL_OPEN]}: {exc}")
+                self.notify(("opened", op[1], f"{_OP_NAMES[OP_CHANNEL_OPEN]}: {exc}"))
             if isinstance(exc, sqlite3.Error):
                 self._rollback()
-        except Exception as exc:  # a bug must not kill the writer silently
-            log.exception("recording writer bug while applying %s", _OP_NAMES.get(op[0]))
+        except Exception as exc:  # a bug must not stop the worker silently
+            log.exception("recording worker bug while applying %s", _OP_NAMES.get(op[0]))
             self._fail("internal error", exc)
             self._rollback()
             if op[0] == OP_CHANNEL_OPEN:
-                op[-1]._open_done("internal error in the recording writer")
+                self.notify(("opened", op[1], "internal error in the recording worker"))
 
     def _db(self) -> sqlite3.Connection:
         if not self._in_txn:
@@ -300,7 +219,7 @@ class Writer(threading.Thread):
             self._in_txn = True
         return self.conn
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         if self._in_txn:
             try:
                 self.conn.execute("COMMIT")
@@ -317,14 +236,15 @@ class Writer(threading.Thread):
                 pass
             self._in_txn = False
 
-    def _flush_all(self) -> None:
-        self._last_flush = time.monotonic()
+    def flush_all(self) -> None:
+        """Write every buffer out and bring the open channels' byte counters up to date."""
+        self.last_flush = time.monotonic()
         for cid, sink in list(self._sinks.items()):
             try:
                 sink.flush()
             except OSError as exc:
                 self._sink_failed(cid, exc)
-            counters = (sink.chan.bytes_in, sink.chan.bytes_out, int(sink.truncated))
+            counters = (sink.bytes_in, sink.bytes_out, int(sink.truncated))
             if self._counted.get(cid) != counters:
                 self._counted[cid] = counters
                 try:
@@ -334,6 +254,14 @@ class Writer(threading.Thread):
                 except sqlite3.Error as exc:
                     self._fail("update byte counters", exc)
                     self._rollback()
+
+    def flush_files(self) -> None:
+        """Write every buffer out, nothing else (the bastion process is gone)."""
+        for cid, sink in list(self._sinks.items()):
+            try:
+                sink.flush()
+            except OSError as exc:
+                self._sink_failed(cid, exc)
 
     def _sink_failed(self, cid: int, exc: OSError) -> None:
         sink = self._sinks.pop(cid, None)
@@ -345,7 +273,8 @@ class Writer(threading.Thread):
             except OSError:
                 pass
 
-    def _close_all_sinks(self) -> None:
+    def close_all_sinks(self) -> None:
+        """Close the files of channels still open (their rows stay open: recovery marks them)."""
         for cid in list(self._sinks):
             sink = self._sinks.pop(cid)
             try:
@@ -362,11 +291,17 @@ class Writer(threading.Thread):
         except OSError as exc:
             self._sink_failed(cid, exc)
 
+    def _data(self, sink: _Sink, stream: str, t: float, data: bytes, bytes_in: int,
+              bytes_out: int) -> None:
+        sink.bytes_in, sink.bytes_out = bytes_in, bytes_out
+        if data:
+            sink.data(stream, t, data)
+
     def _apply(self, op: tuple) -> None:
         kind = op[0]
         if kind == OP_DATA:
-            _, cid, stream, t, data = op
-            self._with_sink(cid, lambda s: s.data(stream, t, data))
+            _, cid, stream, t, data, bytes_in, bytes_out = op
+            self._with_sink(cid, lambda s: self._data(s, stream, t, data, bytes_in, bytes_out))
         elif kind == OP_RESIZE:
             _, cid, t, width, height = op
             self._with_sink(cid, lambda s: s.event(t, asciicast.RESIZE, f"{width}x{height}"))
@@ -423,19 +358,20 @@ class Writer(threading.Thread):
 
     def _open_channel(self, op: tuple) -> None:
         (_, cid, sid, kind, command, term, width, height, env_json, started, rel_path,
-         header, chan) = op
+         header) = op
         self._db().execute(
             "INSERT INTO channels (id, session_id, kind, command, term, width, height, env, "
             "started, status, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
             (cid, sid, kind, command, term, width, height, env_json, started, rel_path))
         try:
-            self._sinks[cid] = _Sink(chan, self.data_dir / rel_path, header, self.max_bytes)
+            self._sinks[cid] = _Sink(cid, self.data_dir / rel_path, header, self.max_bytes,
+                                     self.notify)
         except OSError as exc:
             self._failed_channels.add(cid)
             self._fail(f"creating recording {rel_path}", exc)
-            chan._open_done(f"creating recording {rel_path}: {exc}")
+            self.notify(("opened", cid, f"creating recording {rel_path}: {exc}"))
             return
-        chan._open_done(None)
+        self.notify(("opened", cid, None))
 
     def _close_channel(self, op: tuple) -> None:
         _, cid, t, ended, exit_status, exit_signal, bytes_in, bytes_out = op
@@ -481,6 +417,8 @@ class Writer(threading.Thread):
         chain.seal(db, "sessions", sid)
 
 
+
+
 _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused attempt",
              OP_CHANNEL_OPEN: "open channel recording", OP_DATA: "write recording",
              OP_RESIZE: "write resize", OP_MARKER: "write marker", OP_COMMAND: "record command",
@@ -494,13 +432,3 @@ def _principal_columns(p: dict | None) -> tuple:
     return (p.get("subject"), p.get("app_id"), p.get("name"),
             json.dumps(list(p.get("roles") or ()), ensure_ascii=False),
             json.dumps(p, ensure_ascii=False, sort_keys=True))
-
-
-def _wake(loop, fut) -> None:
-    def _set() -> None:
-        if not fut.done():
-            fut.set_result(None)
-    try:
-        loop.call_soon_threadsafe(_set)
-    except RuntimeError:          # loop closed
-        pass

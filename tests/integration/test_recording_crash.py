@@ -32,7 +32,8 @@ CHILD = textwrap.dedent("""
     ch.output(b"before-flush\\r\\n")
     cmd = ch.command("ls /etc", Decision(Action.ALLOW, "read-only", "listing"))
     rec.flush()
-    print(json.dumps({"session": s.id, "channel": ch.id, "path": str(ch.path), "command": cmd}), flush=True)
+    print(json.dumps({"session": s.id, "channel": ch.id, "path": str(ch.path), "command": cmd,
+                      "worker": rec._writer.proc.pid}), flush=True)
     i = 0
     while True:                                   # keep the writer busy until killed
         ch.output(b"line %d \\xe2\\x82\\xac \\xff\\r\\n" % i * 20)
@@ -40,6 +41,14 @@ CHILD = textwrap.dedent("""
         if ch.over_high_water():
             rec.flush()
 """)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_kill_9_leaves_valid_recording_and_interrupted_row(tmp_path):
@@ -58,6 +67,11 @@ def test_kill_9_leaves_valid_recording_and_interrupted_row(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # the recording worker sees its input end, writes out what it had, and exits
+    deadline = time.monotonic() + 30
+    while _running(info["worker"]):
+        assert time.monotonic() < deadline, "the recording worker outlived the bastion process"
+        time.sleep(0.05)
 
     raw = path.read_bytes()
     assert raw.endswith(b"\n")
@@ -104,7 +118,6 @@ def test_torn_last_line_is_cut_at_recovery(tmp_path):
     # simulate a crash: stop the writer without closing rows, then tear the file
     rec._writer.stop()
     rec._writer.join()
-    rec._writer.conn.close()
     os.close(rec._lock_fd)
     with open(ch.path, "ab") as fh:
         fh.write(b'[9.5, "o", "torn wri')
@@ -130,7 +143,8 @@ DISK_CHILD = textwrap.dedent("""
     s = rec.start_session(principal=p, client="c", target="t", login="l")
     ch = s.open_channel("exec", command="cat /dev/urandom")
     rec.flush()
-    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))   # the "disk" is now full
+    # the "disk" is now full, for the recording worker process that writes the files
+    resource.prlimit(rec._writer.proc.pid, resource.RLIMIT_FSIZE, (400_000, 400_000))
     for _ in range(100):
         ch.output(b"y" * 10_000)
     rec.flush()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
+import os
 import random
+import signal
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -305,21 +309,75 @@ def test_unhealthy_after_a_failed_write(tmp_path, recorder):
     assert statuses[ch2.id] == "failed"
 
 
-async def test_writer_crash_fails_closed(tmp_path, recorder, monkeypatch):
+async def test_writer_crash_fails_closed(tmp_path, recorder):
     s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
     ch = s.open_channel("exec", command="x")
     recorder.flush()
-
-    def boom():
-        raise RuntimeError("simulated bug")
-
-    monkeypatch.setattr(recorder._writer, "_flush_all", boom)
-    ch.output(b"data")
-    with pytest.raises(RecordingError):
-        recorder.flush(timeout=30)           # released by the crash handler, not the timeout
+    blocker = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")         # the worker waits on the index while it dies
+    try:
+        ch.output(b"data")
+        flushed = asyncio.get_running_loop().run_in_executor(None, recorder.flush, 30)
+        await asyncio.sleep(0.3)
+        os.kill(recorder._writer.proc.pid, signal.SIGKILL)   # the worker dies (OOM killer, bug)
+        with pytest.raises(RecordingError):
+            await flushed                    # released by the crash handler, not the timeout
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
     recorder._writer.join(30)
     assert not recorder.healthy() and "crashed" in recorder.error
+    assert "signal 9" in recorder.error
+    with pytest.raises(RecordingError, match="not possible"):
+        ch.output(b"must not run unrecorded")
     with pytest.raises(RecordingError, match="not possible"):
         recorder.start_session(principal=AGENT, client="c", target="t", login="l")
     with pytest.raises(RecordingError):
         await ch.drain()
+
+
+def test_worker_ignores_signals_meant_for_the_bastion(tmp_path, recorder):
+    """Ctrl-C in a terminal or a service manager signalling the whole group reaches the
+    worker too: it must go on until the bastion closes its sessions."""
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="x")
+    recorder.flush()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(recorder._writer.proc.pid, sig)
+    time.sleep(0.3)
+    ch.output(b"after-the-signals\n")
+    ch.close(exit_status=0)
+    s.close()
+    recorder.flush()
+    assert recorder.healthy()
+    assert b"after-the-signals" in ch.path.read_bytes()
+    [chan] = rows(tmp_path, "SELECT * FROM channels")
+    assert chan["status"] == "closed" and chan["exit_status"] == 0 and chan["seq"]
+
+
+def test_worker_gets_no_secrets_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASTION_VAULT_PASSPHRASE", "vault-passphrase-canary")
+    monkeypatch.setenv("BASTION_TOKEN", "token-canary")
+    rec = Recorder.open(tmp_path)
+    try:
+        environ = Path(f"/proc/{rec._writer.proc.pid}/environ").read_bytes()
+    finally:
+        rec.close()
+    assert b"PYTHONPATH=" in environ                 # the worker's environment was read
+    assert b"canary" not in environ
+
+
+def test_close_waits_for_the_worker_and_frees_the_data_dir(tmp_path):
+    rec = Recorder.open(tmp_path)
+    pid = rec._writer.proc.pid
+    s = rec.start_session(principal=AGENT, client="c", target="t", login="l")
+    s.open_channel("shell").output(b"x" * 100_000)
+    rec.close()
+    assert rec._writer.proc.returncode == 0          # stopped, not killed
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    fd = os.open(tmp_path / "recorder.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free at once: nobody holds it
+    finally:
+        os.close(fd)
