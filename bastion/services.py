@@ -86,8 +86,10 @@ class Services:
 
     @staticmethod
     def _detectors_for(config: BastionConfig):
-        from bastion.proto.masker import BUILTIN, detectors_from_config
-        return tuple(BUILTIN) + tuple(detectors_from_config(config.masks))
+        from bastion.proto.masker import BUILTIN, Masker, detectors_from_config
+        detectors = tuple(BUILTIN) + tuple(detectors_from_config(config.masks))
+        Masker(detectors)      # compile the trigger database now (~0.1 s), not in the first session
+        return detectors
 
     def _mtime(self) -> float:
         try:
@@ -190,9 +192,11 @@ class Services:
         return ChannelMasks(self.detectors, live=live)
 
     def open_recording(self, ctx, kind: str, *, command: str | None, term: str | None,
-                       size, env: dict | None):
+                       size, env: dict | None, masks=None):
         """The recording of a new channel (and of its session, the first time).
 
+        ``masks``: the channel's ChannelMasks; unless they mask live (the caller then
+        records what they emit), the recording worker masks the channel's streams.
         Raises RecordingError when recording is unavailable: the caller refuses the channel.
         """
         from bastion.errors import RecordingError
@@ -208,9 +212,11 @@ class Services:
                      for k, v in (env or {}).items()}
         if term:
             clean_env.setdefault("TERM", term)
+        worker_masks = masks.detectors if masks is not None and not masks.live else None
         return ctx.recording.open_channel(kind, command=self.mask(command) if command else None,
                                           term=term,
-                                          width=width or 80, height=height or 24, env=clean_env)
+                                          width=width or 80, height=height or 24, env=clean_env,
+                                          mask=worker_masks)
 
     def new_line_tracker(self):
         from bastion.proto.linetracker import LineTracker

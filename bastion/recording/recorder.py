@@ -52,7 +52,7 @@ from bastion.recording.recover import recover_interrupted
 from bastion.recording.process import WriterProcess
 from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE,
                                       OP_CHANNEL_OPEN, OP_COMMAND, OP_COMMAND_APPROVER,
-                                      OP_COMMAND_RESULT, OP_DATA, OP_MARKER, OP_REFUSED,
+                                      OP_COMMAND_RESULT, OP_DATA, OP_MARKER, OP_MASKS, OP_REFUSED,
                                       OP_RESIZE, OP_SESSION_CLOSE, OP_SESSION_START)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,6 +81,7 @@ class Recorder:
         self._command_ids = itertools.count(ids["commands"])
         self._lock_fd = lock_fd
         self._sessions: dict[int, SessionHandle] = {}
+        self._mask_sets: dict[int, tuple] = {}   # id(detectors) -> (key, detectors) sent to the worker
         self._closed = False
         self.recovered: list[int] = []       # sessions marked interrupted at open
 
@@ -146,6 +147,15 @@ class Recorder:
 
     def _put(self, op: tuple, nbytes: int = 0) -> None:
         self._writer.put(op, nbytes)
+
+    def _mask_key(self, detectors) -> int:
+        """The worker's key for a set of detectors, sent to it the first time it is used."""
+        entry = self._mask_sets.get(id(detectors))
+        if entry is None or entry[1] is not detectors:
+            entry = (len(self._mask_sets) + 1, detectors)
+            self._put((OP_MASKS, entry[0], tuple(detectors)))
+            self._mask_sets[id(detectors)] = entry
+        return entry[0]
 
     # -- sessions ------------------------------------------------------------
     def refused(self, *, principal: "Principal | None", client: str, target: str | None,
@@ -216,8 +226,15 @@ class SessionHandle:
         return sanitize(f"{label} → {self.login}@{self.target}")
 
     def open_channel(self, kind: str, *, command: str | None = None, term: str | None = None,
-                     width: int = 80, height: int = 24, env: dict | None = None) -> "ChannelRecording":
-        """Start a recording for a channel (``exec``, ``shell``, ``sftp``...)."""
+                     width: int = 80, height: int = 24, env: dict | None = None,
+                     mask=None) -> "ChannelRecording":
+        """Start a recording for a channel (``exec``, ``shell``, ``sftp``...).
+
+        ``mask``: detectors (bastion.proto.detectors) with which the recording
+        worker masks this channel's streams before they are written; the caller
+        then passes the bytes as they were exchanged.  None: the caller passes
+        bytes it has masked already (or that need no masking).
+        """
         self._rec._check()
         if self.closed:
             raise RecordingError(f"session {self.id} is closed")
@@ -232,10 +249,11 @@ class SessionHandle:
             command=sanitize(command) if command is not None else None,
             extra={"session": self.id, "channel": cid, "kind": kind, "started": wall})
         chan = ChannelRecording(self, cid, kind, self._rec.data_dir / rel_path, t0)
+        mask_key = self._rec._mask_key(mask) if mask else None
         self._rec._writer.track(cid, chan)
         self._rec._put((OP_CHANNEL_OPEN, cid, self.id, kind, command, term, width, height,
                         json.dumps(safe_env, ensure_ascii=False, sort_keys=True) if safe_env else None,
-                        wall, rel_path, header), len(header))
+                        wall, rel_path, header, mask_key), len(header))
         self._channels[cid] = chan
         return chan
 

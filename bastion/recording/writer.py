@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Callable
 
 from bastion.proto import asciicast
+from bastion.proto.masker import Masker
 from bastion.recording import chain
 
 log = logging.getLogger("bastion.recording")
@@ -67,9 +68,11 @@ FLUSH_INTERVAL = 0.5
 WAKE_BYTES = 1024 * 1024     # queued data that is shipped to the worker before its interval
 CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and exit markers
 
+MASK_QUIET = 1.0             # a masked stream quiet this long has its held-back bytes written
+
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
  OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
- OP_COMMAND_APPROVER) = range(13)
+ OP_COMMAND_APPROVER, OP_MASKS) = range(14)
 
 # Events the applier reports to the bastion process (see process.py):
 #   ("opened", cid, error_or_None)  the recording file exists (or could not be created)
@@ -78,10 +81,20 @@ CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and
 
 
 class _Sink:
-    """One open recording file."""
+    """One open recording file.
 
-    def __init__(self, cid: int, path: Path, header: bytes, max_bytes: int, notify) -> None:
+    With ``detectors``, every stream is masked here (one streaming Masker per
+    stream) before it is encoded: the bastion sends such a channel's bytes as the
+    agent and host exchanged them.  Without, the bastion already masked them (a
+    channel whose agent sees masked output too: ``mask_live``).
+    """
+
+    def __init__(self, cid: int, path: Path, header: bytes, max_bytes: int, notify,
+                 detectors: tuple | None = None) -> None:
         self.cid = cid
+        self.detectors = detectors
+        self.maskers: dict[str, Masker] = {}
+        self.last_data = 0.0             # monotonic time of the last data (quiet flush)
         self.notify = notify             # events for the bastion process ("truncated", cid)
         self.bytes_in = self.bytes_out = 0   # the channel's counters, as last sent with data
         self.path = path
@@ -130,6 +143,29 @@ class _Sink:
         if self.truncated:
             return
         self.last_t = t
+        if self.detectors is not None:
+            masker = self.maskers.get(stream)
+            if masker is None:
+                masker = self.maskers[stream] = Masker(self.detectors)
+            self.last_data = time.monotonic()
+            data = masker.feed(data)
+            if not data:
+                return
+        self._encoded(stream, t, data)
+
+    @property
+    def masks_pending(self) -> bool:
+        return any(m.pending for m in self.maskers.values())
+
+    def flush_masks(self, t: float) -> None:
+        """Decide and write what the maskers hold back (quiet stream, or the end)."""
+        for stream, masker in self.maskers.items():
+            if masker.pending and not self.truncated:
+                data = masker.flush()
+                if data:
+                    self._encoded(stream, t, data)
+
+    def _encoded(self, stream: str, t: float, data: bytes) -> None:
         lines = self.encoders[stream].encode(t, data)
         if not self._room(lines, reserve=CAP_RESERVE):
             self._truncate(t)
@@ -150,6 +186,7 @@ class _Sink:
     def close(self, t: float, label: str | None) -> str:
         """Flush held-back bytes, write the exit marker, fsync, close; return the SHA-256."""
         try:
+            self.flush_masks(max(t, self.last_t))
             if not self.truncated:
                 tail = [line for enc in self.encoders.values() for line in enc.flush(t)]
                 if not self._room(tail, reserve=CAP_RESERVE):
@@ -188,6 +225,7 @@ class Applier:
         self._in_txn = False
         self.last_flush = time.monotonic()
         self._counted: dict[int, tuple] = {}
+        self._mask_sets: dict[int, tuple] = {}     # OP_MASKS key -> detectors
 
     def _fail(self, what: str, exc: BaseException) -> None:
         message = f"{what}: {exc}"
@@ -238,9 +276,11 @@ class Applier:
 
     def flush_all(self) -> None:
         """Write every buffer out and bring the open channels' byte counters up to date."""
-        self.last_flush = time.monotonic()
+        self.last_flush = now = time.monotonic()
         for cid, sink in list(self._sinks.items()):
             try:
+                if sink.masks_pending and now - sink.last_data >= MASK_QUIET:
+                    sink.flush_masks(sink.last_t)
                 sink.flush()
             except OSError as exc:
                 self._sink_failed(cid, exc)
@@ -326,6 +366,9 @@ class Applier:
             chain.seal(db, "sessions", sid)
         elif kind == OP_CHANNEL_OPEN:
             self._open_channel(op)
+        elif kind == OP_MASKS:
+            _, key, detectors = op
+            self._mask_sets[key] = tuple(detectors)
         elif kind == OP_COMMAND:
             (_, cmd_id, sid, cid, wall, t, line, commands_json, action, rule, reason,
              approver, label) = op
@@ -358,14 +401,19 @@ class Applier:
 
     def _open_channel(self, op: tuple) -> None:
         (_, cid, sid, kind, command, term, width, height, env_json, started, rel_path,
-         header) = op
+         header, mask_key) = op
         self._db().execute(
             "INSERT INTO channels (id, session_id, kind, command, term, width, height, env, "
             "started, status, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
             (cid, sid, kind, command, term, width, height, env_json, started, rel_path))
         try:
+            detectors = None
+            if mask_key is not None:
+                detectors = self._mask_sets.get(mask_key)
+                if detectors is None:       # never record unmasked what was meant to be masked
+                    raise RuntimeError(f"unknown set of masks {mask_key}")
             self._sinks[cid] = _Sink(cid, self.data_dir / rel_path, header, self.max_bytes,
-                                     self.notify)
+                                     self.notify, detectors)
         except OSError as exc:
             self._failed_channels.add(cid)
             self._fail(f"creating recording {rel_path}", exc)
@@ -422,8 +470,9 @@ class Applier:
 _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused attempt",
              OP_CHANNEL_OPEN: "open channel recording", OP_DATA: "write recording",
              OP_RESIZE: "write resize", OP_MARKER: "write marker", OP_COMMAND: "record command",
-             OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver", OP_CHANNEL_CLOSE: "close channel",
-             OP_SESSION_CLOSE: "close session"}
+             OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver",
+             OP_CHANNEL_CLOSE: "close channel", OP_SESSION_CLOSE: "close session",
+             OP_MASKS: "register masks"}
 
 
 def _principal_columns(p: dict | None) -> tuple:

@@ -1,16 +1,22 @@
 """Secret masking on a channel: recordings always, the agent's live stream where policy says.
 
-Each direction of a channel (stdout, stderr, the agent's input) gets its own
-streaming :class:`bastion.proto.masker.Masker`.  What goes into the recording is
-always the masked stream.  With ``mask_live`` (``[settings] mask_live`` or the
-grant's ``mask_live``) the agent receives the same masked stream; otherwise it
-receives the bytes as they come and only the recording is masked.
+Each direction of a channel (stdout, stderr, the agent's input) is masked by its
+own streaming :class:`bastion.proto.masker.Masker`.  What goes into the
+recording is always the masked stream.
+
+* With ``mask_live`` (``[settings] mask_live`` or the grant's ``mask_live``) the
+  maskers run here, on the event loop: the agent receives the masked stream and
+  the recording gets the same bytes.
+* Otherwise the agent receives the bytes as they come and the recording worker
+  process masks them before they are written (bastion.recording.writer), so the
+  relay does not pay for masking: :meth:`ChannelMasks.feed` passes bytes through
+  and the recording is opened with the detectors (``Services.open_recording``).
 
 The masker holds back the last few hundred bytes that could still be the start
-of a secret.  The caller flushes it when the stream goes quiet: after
+of a secret.  Held bytes are written when the stream goes quiet: after
 ``LIVE_QUIET`` seconds for a live-masked stream (so a prompt never hangs), after
-``RECORDING_QUIET`` for a recording-only one (a longer pause makes a secret
-split across it less likely), and always at the end of the stream.
+``bastion.recording.writer.MASK_QUIET`` (1 s) for a recording-only one (a longer
+pause makes a secret split across it less likely), and always at the end.
 
 Command lines and decisions stored in the index or the log go through
 :func:`mask_line` / :func:`masked_decision`.
@@ -29,7 +35,6 @@ from bastion.errors import RecordingError
 from bastion.proto.masker import BUILTIN, Masker, QUIET_FLUSH_SECONDS, mask_text
 
 LIVE_QUIET = QUIET_FLUSH_SECONDS       # 50 ms
-RECORDING_QUIET = 1.0                  # the recorder flushes every second anyway
 
 _monotonic = time.monotonic
 
@@ -38,7 +43,11 @@ STDOUT, STDERR, INPUT = "stdout", "stderr", "input"
 
 @dataclass
 class ChannelMasks:
-    """The maskers of one channel.  ``live``: the agent sees masked output too."""
+    """The maskers of one channel.  ``live``: the agent sees masked output too.
+
+    Not live: nothing is masked here (``feed`` returns its input, ``flush`` nothing);
+    the recording worker masks with ``detectors``.
+    """
 
     detectors: Sequence = BUILTIN
     live: bool = False
@@ -51,6 +60,8 @@ class ChannelMasks:
         return m
 
     def feed(self, stream: str, data: bytes) -> bytes:
+        if not self.live:
+            return data
         return self._masker(stream).feed(data)
 
     @property
@@ -68,7 +79,7 @@ class ChannelMasks:
 
     @property
     def quiet_delay(self) -> float:
-        return LIVE_QUIET if self.live else RECORDING_QUIET
+        return LIVE_QUIET
 
 
 def mask_line(line: str, detectors: Sequence = BUILTIN) -> str:
@@ -117,6 +128,8 @@ class MaskFlushMixin:
 
     def _data_seen(self) -> None:
         # called for every chunk: only the time is noted; the timer re-arms itself
+        if not self.masks.live:              # the recording worker flushes its own maskers
+            return
         self._last_data = _monotonic()
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(

@@ -114,10 +114,11 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
     async def _start(self) -> None:
         ctx = self.ctx
         services = ctx.services
+        masks = services.channel_masks(ctx, self.kind)
         try:
             self.rec = services.open_recording(
                 ctx, self.kind, command=self.command, term=self.term_type,
-                size=self.term_size, env=self.chan.get_environment())
+                size=self.term_size, env=self.chan.get_environment(), masks=masks)
             await self.rec.opened()          # the file exists before anything can run
         except RecordingError as exc:
             log.error("session %s refused: recording unavailable: %s", ctx.where, exc)
@@ -126,7 +127,7 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             return
         try:
             grant = services.config.grant_for(ctx.principal, ctx.target, self.kind)
-            self.masks = services.channel_masks(ctx, self.kind)
+            self.masks = masks
             for data in self._pending:
                 masked = self.masks.feed(INPUT, data)
                 if masked:

@@ -19,6 +19,7 @@ import pytest
 from bastion.errors import RecordingError
 from bastion.identity.principal import Principal
 from bastion.proto import asciicast
+from bastion.proto.masker import BUILTIN, Masker
 from bastion.recording import Recorder, player, query, writer
 from bastion.recording.verify import verify_index
 
@@ -381,3 +382,56 @@ def test_close_waits_for_the_worker_and_frees_the_data_dir(tmp_path):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free at once: nobody holds it
     finally:
         os.close(fd)
+
+
+# -- masking in the recording worker (channels whose agent is not masked live) ----------
+
+SECRET = b"ghp_" + b"Zq9" * 12                      # a GitHub token (40 bytes)
+
+
+def _stdout(path) -> bytes:
+    _, events = player.load(path)
+    return player.stream_bytes(events, "stdout")
+
+
+def test_worker_masks_a_secret_split_across_chunks(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="cat .env", mask=BUILTIN)
+    stream = b"GITHUB_TOKEN=" + SECRET + b"\nnext line\n" + b"AKIAIOSFODNN7EXAMPLE tail"
+    for i in range(0, len(stream), 7):                 # 7-byte chunks: every secret is split
+        ch.output(stream[i:i + 7])
+    ch.input(b"echo " + SECRET[:20])
+    ch.input(SECRET[20:] + b"\r")
+    ch.close(exit_status=0)
+    s.close()
+    recorder.flush()
+    raw = ch.path.read_bytes()
+    assert SECRET not in raw and b"AKIAIOSFODNN7EXAMPLE" not in raw
+    whole = Masker(BUILTIN)
+    assert _stdout(ch.path) == whole.feed(stream) + whole.flush()   # as if masked in one piece
+    assert _stdout(ch.path).startswith(b"GITHUB_TOKEN=[MASKED:")
+    assert b"[MASKED:aws-access-key-id] tail" in _stdout(ch.path)   # the held-back tail at close
+    _, events = player.load(ch.path)
+    assert player.stream_bytes(events, "input") == b"echo [MASKED:github-token]\r"
+    assert verify_index(tmp_path).ok
+
+
+def test_worker_writes_held_back_bytes_when_the_stream_goes_quiet(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("shell", mask=BUILTIN)
+    ch.output(b"$ prompt-without-newline ")      # could be the start of a secret: held back
+    deadline = time.monotonic() + 15            # quiet for 1 s, then written with the next flush
+    while b"prompt-without-newline" not in (ch.path.read_bytes() if ch.path.exists() else b""):
+        assert time.monotonic() < deadline, "held-back bytes never reached the recording"
+        time.sleep(0.05)
+    s.close()
+
+
+def test_without_masks_the_worker_records_bytes_as_given(tmp_path, recorder):
+    s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
+    ch = s.open_channel("exec", command="x")          # the caller masked already (mask_live)
+    ch.output(b"already masked upstream: " + SECRET)
+    ch.close(exit_status=0)
+    s.close()
+    recorder.flush()
+    assert _stdout(ch.path) == b"already masked upstream: " + SECRET
