@@ -121,6 +121,9 @@ class WriterProcess:
                 raise RecordingError("the recorder is closed" if not self.crashed
                                      else f"session recording is not possible: {self.error}")
             if self.queued + cost > HARD_LIMIT and op[0] not in (OP_CHANNEL_CLOSE, OP_SESSION_CLOSE):
+                log.error("recording queue full: %d bytes not yet applied, %d not yet shipped "
+                          "(%d operations), %d drain() callers waiting", self.queued, self._unsent,
+                          len(self._queue), len(self._waiters))
                 raise RecordingError(
                     "the recording queue is full: the disk is not keeping up with this session",
                     hint="callers must pause reading while over_high_water() and await drain()")
