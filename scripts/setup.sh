@@ -14,9 +14,17 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-if [ "${1:-}" = "--test" ]; then
-    .venv/bin/python -m pip install --quiet -e '.[test]'
-else
-    .venv/bin/python -m pip install --quiet -e .
+TARGET=.
+[ "${1:-}" = "--test" ] && TARGET='.[test]'
+# Editable install, in setuptools' "compat" mode where it still exists: the checkout is
+# put on sys.path by a plain .pth line.  The default mode installs an import hook that
+# every Python start in the venv imports (~20 ms), and bastion-askpass starts once per
+# token round (three per login with an Entra-sized token); a regular `pip install .`
+# (the Dockerfile) has no such cost either.  Where compat is gone, the default is used.
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+if ! .venv/bin/python -m pip install --quiet --config-settings editable_mode=compat \
+        -e "$TARGET" >"$LOG" 2>&1; then
+    .venv/bin/python -m pip install --quiet -e "$TARGET"
 fi
 echo "bastion installed in .venv: try .venv/bin/bastion demo" >&2

@@ -22,10 +22,9 @@ round).  Validating the assembled token is :mod:`bastion.identity.oidc`'s job.
 
 from __future__ import annotations
 
-import re
-
-from typing import TYPE_CHECKING
-
+# Neither ``re`` nor ``typing`` is imported: together they are half of the ~15 ms
+# bastion-askpass spends importing, three times per login.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.errors import TokenRejected
 
@@ -45,7 +44,9 @@ _CONTINUED = "OIDC token (continued at byte {}): "
 # OpenSSH >= 8.4 shows keyboard-interactive prompts as "(user@host) PROMPT"; the
 # askpass program receives that decorated text as argv[1].  The prefix is
 # optional here and must not contain parentheses.
-_PROMPT_RE = re.compile(r"^(?:\([^()\r\n]*\) )?OIDC token(?: \(continued at byte ([0-9]{1,6})\))?: ?$")
+_STEM = "OIDC token"
+_MORE = " (continued at byte "
+_DIGITS = frozenset("0123456789")
 
 
 def prompt_for_offset(offset: int) -> str:
@@ -63,12 +64,24 @@ def offset_from_prompt(prompt: str) -> int | None:
     that are not multiples of :data:`CHUNK` or lie beyond :data:`MAX_TOKEN_BYTES`
     are not ours either.
     """
-    match = _PROMPT_RE.match(prompt.rstrip("\r\n"))
-    if not match:
+    text = prompt.rstrip("\r\n")
+    if text.startswith("("):                       # "(user@host) " from OpenSSH
+        end = text.find(") ")
+        if end < 0 or any(c in "(\r\n)" for c in text[1:end]):
+            return None
+        text = text[end + 2:]
+    if not text.startswith(_STEM):
         return None
-    if match.group(1) is None:
+    text = text[len(_STEM):]
+    if text in (":", ": "):
         return 0
-    offset = int(match.group(1))
+    if not text.startswith(_MORE):
+        return None
+    digits, sep, tail = text[len(_MORE):].partition(")")
+    if not sep or tail not in (":", ": ") or not 1 <= len(digits) <= 6 \
+            or not _DIGITS.issuperset(digits):
+        return None
+    offset = int(digits)
     if offset == 0 or offset % CHUNK or offset > MAX_TOKEN_BYTES:
         return None
     return offset

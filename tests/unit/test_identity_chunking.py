@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import string
 
 import pytest
@@ -154,3 +156,32 @@ def test_repr_hides_token():
     token = make_token(1500)
     asm, _ = run_protocol(token)
     assert token[:20] not in repr(asm) and "rounds=2" in repr(asm)
+
+
+# The prompt grammar, as a regular expression: the oracle for the hand-written parser
+# (bastion-askpass does not import `re`, to start faster).
+_ORACLE = re.compile(r"^(?:\([^()\r\n]*\) )?OIDC token(?: \(continued at byte ([0-9]{1,6})\))?: ?$")
+
+
+def _oracle(prompt: str):
+    m = _ORACLE.match(prompt.rstrip("\r\n"))
+    if not m:
+        return None
+    if m.group(1) is None:
+        return 0
+    offset = int(m.group(1))
+    return None if offset == 0 or offset % CHUNK or offset > MAX_TOKEN_BYTES else offset
+
+
+def test_offset_from_prompt_agrees_with_the_grammar():
+    rng = random.Random(1234)
+    pieces = ["(", ")", " ", "(a@b) ", "(a)b) ", "((x)) ", "\r", "\n", "\r\n", "OIDC token", "OIDC",
+              " token", ":", ": ", " (continued at byte ", "1000", "2000", "0", "016000", "٣",
+              "1500", "1234567", ")", "): ", ") :", "x", "é", "agent@host"]
+    prompts = [prompt_for_offset(o) for o in range(0, MAX_TOKEN_BYTES + 1, CHUNK)]
+    prompts += ["(u@h) " + p for p in prompts] + [p + "\n" for p in prompts]
+    for _ in range(20000):
+        prompts.append("".join(rng.choice(pieces) for _ in range(rng.randint(0, 7))))
+    for p in prompts:
+        assert offset_from_prompt(p) == _oracle(p), repr(p)
+    assert sum(_oracle(p) is not None for p in prompts) > 40      # the table reaches both sides
