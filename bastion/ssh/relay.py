@@ -27,7 +27,10 @@ class Valve:
     """pause_reading/resume_reading of one channel, held for named reasons.
 
     asyncssh does not count pauses, so two reasons (peer window full, recording
-    queue full) must not resume each other's pause.
+    queue full) must not resume each other's pause.  Nor does it respect one:
+    it resumes a session channel right after ``session_started()`` returns, so a
+    pause taken there is lost; the session calls :meth:`hold` when data arrives
+    while a reason is held, which pauses the channel again before the next chunk.
     """
 
     def __init__(self) -> None:
@@ -43,6 +46,11 @@ class Valve:
         if not self.reasons and self.chan is not None:
             self.chan.pause_reading()
         self.reasons.add(reason)
+
+    def hold(self) -> None:
+        """Data came in although a reason is held: pause the channel (again)."""
+        if self.reasons and self.chan is not None:
+            self.chan.pause_reading()
 
     def resume(self, reason: str) -> None:
         if reason not in self.reasons:

@@ -281,6 +281,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
 
     # -- agent → upstream ----------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:
+        if self.agent_valve.reasons:          # asyncssh resumed the channel on its own
+            self.agent_valve.hold()
         if self.masks is None:                # before recording and masks exist: keep, record later
             self._pending.append(data)
             return
@@ -386,6 +388,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
 
     # -- upstream → agent ----------------------------------------------------
     def upstream_data(self, data: bytes, datatype: Any) -> None:
+        if self.upstream_valve.reasons:
+            self.upstream_valve.hold()
         if self._finished:
             return
         stderr = datatype == asyncssh.EXTENDED_DATA_STDERR

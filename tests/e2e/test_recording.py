@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +184,41 @@ def test_sessions_are_refused_when_recording_is_impossible(tmp_path_factory, iss
         assert "cannot be recorded" in second.err or "recorded" in second.err
     finally:
         rig.close()
+
+
+def _recording_worker(rig) -> int:
+    pid = rig.proc.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"bastion.recording.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError("bastion serve has no recording worker process")
+
+
+def test_a_stalled_recorder_holds_a_big_upload_back_and_never_ends_it(rec_rig, token):
+    """Stdin an agent sends while its session starts (here: while the recording worker
+    takes nothing, as on a disk that stalls) waits in the agent's SSH window, not in the
+    bastion: more than the recording queue's hard limit goes through, late but whole."""
+    size = 96 * 1024 * 1024                 # the queue refuses more than 64 MiB
+    chunk = b"0123456789abcdef" * 65536
+    worker = _recording_worker(rec_rig)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        proc = rec_rig.ssh_popen(token, "wc -c")
+
+        def feed():
+            try:
+                for _ in range(size // len(chunk)):
+                    proc.stdin.write(chunk)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        time.sleep(3)                       # the agent sends; the recording cannot start
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    feeder.join(180)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(60)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert out.split() == [str(size).encode()]
