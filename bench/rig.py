@@ -194,7 +194,35 @@ class BenchRig(BastionRig):
 
 
 def proc_usage(pid: int) -> dict:
-    """RSS/HWM in MB and user+system CPU seconds of one process, from /proc."""
+    """RSS/HWM in MB and user+system CPU seconds of a process and its children, from /proc.
+
+    For ``bastion serve`` the children are its recording worker: the bastion's
+    footprint is both.
+    """
+    usage = _one_proc_usage(pid)
+    for child in _children(pid):
+        extra = _one_proc_usage(child)
+        for key, value in extra.items():
+            if value is not None and usage.get(key) is not None:
+                usage[key] += value
+    return usage
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    kids: list[int] = []
+    for tid in tasks:
+        try:
+            kids += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return kids
+
+
+def _one_proc_usage(pid: int) -> dict:
     out: dict = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
