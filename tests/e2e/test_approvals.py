@@ -8,6 +8,8 @@ import json
 import re
 import select
 import signal
+import sqlite3
+import threading
 import time
 
 import pytest
@@ -201,3 +203,45 @@ def test_held_shell_line_waits_at_enter_and_runs_once_approved(arig, token, appr
         agent.wait()
     finally:
         agent.close()
+
+
+def test_stdin_sent_while_held_waits_in_the_agents_window(arig, token, approver_token):
+    """An agent that streams stdin while its command waits for a human is held back by its
+    SSH window: the bastion reads a few MiB of it, not all (no memory to fill)."""
+    size = 64 * 1024 * 1024
+    chunk = b"stdin-while-held" * 65536
+    marker = arig.canary_dir / "held-stdin-marker"
+    proc = arig.ssh_popen(token, f"touch {marker}")
+
+    def feed():
+        try:
+            for _ in range(size // len(chunk)):
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        rid = _wait_for_request(proc)
+        index = sqlite3.connect(arig.data_dir / "index.sqlite")
+        try:
+            seen = []
+            deadline = time.monotonic() + 4          # the index is updated every 0.5 s
+            while time.monotonic() < deadline:
+                row = index.execute("SELECT bytes_in FROM channels WHERE command LIKE ? "
+                                    "ORDER BY id DESC LIMIT 1", (f"%{marker.name}%",)).fetchone()
+                seen.append(row[0] if row and row[0] else 0)
+                time.sleep(0.25)
+        finally:
+            index.close()
+        assert max(seen) > 0                         # the agent did send, and it was counted
+        assert max(seen) <= 16 * 1024 * 1024, f"read {max(seen)} bytes of stdin while held"
+        answer = _answer(arig, "deny", rid, approver_token, "not now")
+        assert answer.returncode == 0, answer.err
+        assert proc.wait(30) == 125
+        assert not marker.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        feeder.join(10)
