@@ -8,7 +8,12 @@ guard against accidental logging.
 
 from __future__ import annotations
 
+import re
 from typing import Generic, TypeVar
+
+# Names (environment variables, settings) that usually hold a secret: their values are
+# redacted in recordings and kept from processes that do not need them.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASS|KEY|CRED|AUTH", re.IGNORECASE)
 
 T = TypeVar("T")
 

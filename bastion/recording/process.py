@@ -35,7 +35,6 @@ import itertools
 import logging
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import bastion
 from bastion.errors import RecordingError
+from bastion.secret import SECRET_NAME
 from bastion.recording.writer import (HARD_LIMIT, LOW_WATER, OP_BARRIER, OP_CHANNEL_CLOSE, OP_DATA,
                                       OP_OVERHEAD, OP_SESSION_CLOSE, OP_STOP, WAKE_BYTES)
 
@@ -55,7 +55,6 @@ PUMP_INTERVAL = 0.1          # longest a queued operation waits before it is shi
 START_TIMEOUT = 30.0         # the worker must have opened the index by then
 STOP_TIMEOUT = 120.0         # closing every open recording (fsync) must be done by then
 PIPE_BYTES = 1024 * 1024     # the data pipe's capacity (Linux F_SETPIPE_SZ; best effort)
-_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASS|CRED|AUTH|KEY", re.IGNORECASE)
 
 
 class WriterProcess:
@@ -81,7 +80,7 @@ class WriterProcess:
         from_r, from_w = os.pipe()
         _grow_pipe(to_w)
         # the worker needs no secret: the vault passphrase, tokens... stay in this process
-        env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+        env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
         root = str(Path(bastion.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         level = logging.getLevelName(log.getEffectiveLevel())

@@ -39,7 +39,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING
 from bastion.errors import RecordingError
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
+from bastion.secret import SECRET_NAME
 from bastion.recording import schema
 from bastion.recording.recover import recover_interrupted
 from bastion.recording.process import WriterProcess
@@ -65,7 +65,6 @@ MIN_MAX_BYTES = 4096
 LOCK_NAME = "recorder.lock"
 LOCK_WAIT = 3.0              # seconds to wait for a previous process's worker to exit
 SESSION_STATUSES = ("closed", "interrupted")
-_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASS|KEY|CRED|AUTH", re.IGNORECASE)
 
 
 class Recorder:
@@ -151,7 +150,7 @@ class Recorder:
     def _mask_key(self, detectors) -> int:
         """The worker's key for a set of detectors, sent to it the first time it is used."""
         entry = self._mask_sets.get(id(detectors))
-        if entry is None or entry[1] is not detectors:
+        if entry is None:        # the dict keeps ``detectors`` alive, so its id is not reused
             entry = (len(self._mask_sets) + 1, detectors)
             self._put((OP_MASKS, entry[0], tuple(detectors)))
             self._mask_sets[id(detectors)] = entry
@@ -463,7 +462,7 @@ def _pdict(principal) -> dict | None:
 def _redact_env(env: dict | None) -> dict | None:
     if not env:
         return None
-    return {str(k): ("<secret>" if _SECRET_ENV.search(str(k)) else str(v)) for k, v in env.items()}
+    return {str(k): ("<secret>" if SECRET_NAME.search(str(k)) else str(v)) for k, v in env.items()}
 
 
 def _jsonable(value):

@@ -68,8 +68,6 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> i
                 applier.flush_files()
                 applier.commit()
                 return 0
-            if not batch:
-                continue
             released, barriers, stop, force = 0, [], False, False
             for op, cost in batch:
                 released += cost

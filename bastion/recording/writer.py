@@ -276,14 +276,9 @@ class Applier:
 
     def flush_all(self) -> None:
         """Write every buffer out and bring the open channels' byte counters up to date."""
-        self.last_flush = now = time.monotonic()
+        self.last_flush = time.monotonic()
+        self.flush_files()
         for cid, sink in list(self._sinks.items()):
-            try:
-                if sink.masks_pending and now - sink.last_data >= MASK_QUIET:
-                    sink.flush_masks(sink.last_t)
-                sink.flush()
-            except OSError as exc:
-                self._sink_failed(cid, exc)
             counters = (sink.bytes_in, sink.bytes_out, int(sink.truncated))
             if self._counted.get(cid) != counters:
                 self._counted[cid] = counters
@@ -296,9 +291,12 @@ class Applier:
                     self._rollback()
 
     def flush_files(self) -> None:
-        """Write every buffer out, nothing else (the bastion process is gone)."""
+        """Write every buffer out (and what masked streams quiet for MASK_QUIET hold back)."""
+        now = time.monotonic()
         for cid, sink in list(self._sinks.items()):
             try:
+                if sink.masks_pending and now - sink.last_data >= MASK_QUIET:
+                    sink.flush_masks(sink.last_t)
                 sink.flush()
             except OSError as exc:
                 self._sink_failed(cid, exc)

@@ -77,10 +77,6 @@ class ChannelMasks:
                 out.append((stream, data))
         return out
 
-    @property
-    def quiet_delay(self) -> float:
-        return LIVE_QUIET
-
 
 def mask_line(line: str, detectors: Sequence = BUILTIN) -> str:
     return mask_text(line, detectors)
@@ -133,7 +129,7 @@ class MaskFlushMixin:
         self._last_data = _monotonic()
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(
-                self.masks.quiet_delay, self._quiet_check)
+                LIVE_QUIET, self._quiet_check)
 
     def _quiet_check(self) -> None:
         self._flush_timer = None
@@ -141,8 +137,8 @@ class MaskFlushMixin:
             return
         loop = asyncio.get_running_loop()
         idle = _monotonic() - self._last_data
-        if idle < self.masks.quiet_delay:
-            self._flush_timer = loop.call_later(self.masks.quiet_delay - idle, self._quiet_check)
+        if idle < LIVE_QUIET:
+            self._flush_timer = loop.call_later(LIVE_QUIET - idle, self._quiet_check)
             return
         try:
             self._flush_masks()
