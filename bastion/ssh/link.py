@@ -9,34 +9,33 @@ Why coalesce: an inner SSH packet carrying 32 KiB of data is about 32,813 bytes
 long, and the outer channel's packets are limited to 32,768 bytes by the client,
 so writing each inner packet on its own costs two outer packets (one nearly
 empty).  Writes made in the same event-loop turn are joined and sent as one,
-which the outer channel then cuts into full packets.
+which the outer channel then cuts into full packets.  The joining itself is
+bastion.ssh.wire's, as is dropping asyncssh's per-packet IGNORE (see there).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable
 
 import asyncssh
 
-# Flush at once when this much is waiting, without waiting for the loop turn.
-FLUSH_THRESHOLD = 256 * 1024
+from bastion.ssh.wire import JoinedTransport, drop_cbc_padding_packets
 
 
-class CoalescingTransport(asyncio.Transport):
-    """An asyncio transport over an SSH channel that joins writes made in one loop turn."""
+class CoalescingTransport(JoinedTransport):
+    """The inner connection's transport: writes joined per loop turn, sent into the channel."""
 
     def __init__(self, chan: asyncssh.SSHTCPChannel, peername: tuple[str, int]) -> None:
         super().__init__()
         self._chan = chan
         self._peername = peername
-        self._buf: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-        self._closing = False
-        self._loop = asyncio.get_running_loop()
 
-    # -- asyncio.Transport -------------------------------------------------
+    def _emit(self, data: bytes) -> None:
+        try:
+            self._chan.write(data)
+        except (asyncssh.BrokenPipeError, asyncssh.DisconnectError, OSError):
+            self._closing = True
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self._peername
@@ -46,32 +45,11 @@ class CoalescingTransport(asyncio.Transport):
             return None
         return self._chan.get_extra_info(name, default)
 
-    def write(self, data: bytes) -> None:
-        if self._closing or not data:
-            return
-        self._buf.append(bytes(data))
-        self._size += len(data)
-        if self._size >= FLUSH_THRESHOLD:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+    def get_write_buffer_size(self) -> int:
+        return self._size
 
-    def flush(self) -> None:
-        """Send what is buffered now (shutdown)."""
-        self._flush()
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._buf:
-            return
-        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
-        self._buf.clear()
-        self._size = 0
-        try:
-            self._chan.write(data)
-        except (asyncssh.BrokenPipeError, asyncssh.DisconnectError, OSError):
-            self._closing = True
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
 
     def is_closing(self) -> bool:
         return self._closing
@@ -85,6 +63,7 @@ class CoalescingTransport(asyncio.Transport):
     def abort(self) -> None:
         self._closing = True
         self._buf.clear()
+        self._size = 0
         self._chan.abort()
 
     def pause_reading(self) -> None:
@@ -95,6 +74,9 @@ class CoalescingTransport(asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("the inner connection's channel does not half-close")
 
 
 class InnerLink(asyncssh.SSHTCPSession):
@@ -111,6 +93,7 @@ class InnerLink(asyncssh.SSHTCPSession):
     def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:
         self.transport = CoalescingTransport(chan, self._peername)
         self.inner = self._make_connection()
+        drop_cbc_padding_packets(self.inner)
         self.inner.connection_made(self.transport)
 
     def data_received(self, data: bytes, datatype: Any) -> None:

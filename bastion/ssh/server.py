@@ -17,6 +17,7 @@ from bastion.errors import BastionError
 from bastion.services import Services
 from bastion.ssh.algs import server_algs
 from bastion.ssh.outer import OuterServer
+from bastion.ssh.wire import SocketTunnel
 
 log = logging.getLogger("bastion.server")
 
@@ -34,7 +35,8 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
         agent_forwarding=False, x11_forwarding=False, allow_pty=False,
         allow_scp=False, line_editor=False, login_timeout=60,
         keepalive_interval=60, keepalive_count_max=3,
-        reuse_address=True, gss_host=None,      # no GSS: skips a getfqdn() per connection
+        gss_host=None,                          # no GSS: skips a getfqdn() per connection
+        tunnel=SocketTunnel(reuse_address=True),  # TCP with joined writes (bastion.ssh.wire)
     )
 
 

@@ -26,6 +26,7 @@ import asyncssh
 from bastion.config import Target
 from bastion.ssh.algs import client_algs
 from bastion.errors import HostKeyMismatch, UpstreamError, VaultError
+from bastion.ssh.wire import SocketTunnel
 
 log = logging.getLogger("bastion.upstream")
 
@@ -123,6 +124,7 @@ class UpstreamPool:
                 agent_path=None, config=None, preferred_auth="publickey",
                 x509_trusted_certs=None, gss_host=None,
                 keepalive_interval=30, keepalive_count_max=3,
+                tunnel=SocketTunnel(),          # TCP with joined writes (bastion.ssh.wire)
                 **client_algs(self.ciphers),
             ), timeout=self.connect_timeout)
         except asyncio.TimeoutError as exc:
