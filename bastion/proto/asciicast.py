@@ -32,7 +32,12 @@ whole chunk is written as one base64 event instead, so binary data costs
 base64's 4/3 and not a JSON array per byte.  Concatenating, per stream, the
 UTF-8 encoding of text events and the decoded base64 events gives back the
 exact bytes (:class:`Reassembler`).  Text that *is* valid UTF-8 -- including
-NUL and escape sequences -- is kept as text (JSON escapes the controls).
+NUL and escape sequences -- is kept as text (JSON escapes the controls), unless
+a chunk of at least ``HEAVY_MIN`` bytes has so many controls that escaping them
+(six bytes each for NUL and most others) would cost more than base64: runs of
+NULs (``head -c N /dev/zero``, sparse files, UTF-16) are written as base64
+events then, 4/3 of their size instead of up to 6x.  ESC, BEL and BS do not
+count, so terminal output stays text for every player.
 
 Not covered here: files, flushing, size caps (bastion.recording.writer) and
 filtering what a replay shows (bastion.proto.sanitize).
@@ -102,6 +107,20 @@ def event_line(t: float, code: str, data: str) -> bytes:
 _PLAIN_ASCII = bytes(range(0x20, 0x7f)) + b"\n\r\t"
 
 
+# Control bytes JSON writes as six (``\u0000``), except the ones terminals live on
+# (ESC, BEL, BS), so that screen output stays text for every player.
+_SIX_BYTE = bytes(b for b in range(0x20) if b not in b"\b\t\n\f\r\x07\x1b")
+HEAVY_MIN = 256       # shorter chunks always stay text
+
+
+def _escape_heavy(data: bytes) -> bool:
+    """Whether valid UTF-8 ``data`` costs more as escaped JSON text than as base64."""
+    if len(data) < HEAVY_MIN:
+        return False
+    six = len(data) - len(data.translate(None, _SIX_BYTE))
+    return six * 15 > len(data)        # 5 extra bytes each, against base64's extra third
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -138,9 +157,13 @@ class StreamEncoder:
                 t = 0.0
             return [b'[%.6f, "%s", "%s"]\n' % (t, self._code, escaped)]
         try:
-            return [event_line(t, self.stream, data.decode("utf-8"))]
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             pass
+        else:
+            if _escape_heavy(data):
+                return [event_line(t, self._binary, _b64(data))]
+            return [event_line(t, self.stream, text)]
         runs: list[tuple[bool, bytes]] = []       # (is_text, bytes)
         pos = 0
         n = len(data)

@@ -158,3 +158,20 @@ def test_iter_cast_partial_tail():
 def test_iter_cast_empty():
     with pytest.raises(CastFormatError, match="empty"):
         asciicast.iter_cast([])
+
+
+@pytest.mark.parametrize("data, code", [
+    (bytes(4096), "ob"),                                   # zeros: base64, not \u0000 x 4096
+    (bytes(asciicast.HEAVY_MIN - 1), "o"),                  # short chunks stay text
+    ("plain text\n".encode("utf-16-le") * 40, "ob"),        # UTF-16: every other byte NUL
+    (b"\x1b[2J\x1b[H\x07\x08" * 200, "o"),                  # terminal control stays text
+    ((b"x" * 99 + b"\x00") * 40, "o"),                      # a NUL in 100: escaping is cheaper
+    ((b"x" * 10 + b"\x01") * 100, "ob"),                    # one in 11: base64 is cheaper
+])
+def test_escape_heavy_chunks_are_written_as_base64(data, code):
+    lines = asciicast.StreamEncoder("o").encode(1.0, data)
+    assert [json.loads(line)[1] for line in lines] == [code]
+    out, _ = roundtrip("o", [data])
+    assert out == data
+    if code == "ob":
+        assert len(lines[0]) < len(data) * 4 // 3 + 40
