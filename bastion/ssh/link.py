@@ -26,7 +26,7 @@ class CoalescingTransport(JoinedTransport):
     """The inner connection's transport: writes joined per loop turn, sent into the channel."""
 
     def __init__(self, chan: asyncssh.SSHTCPChannel, peername: tuple[str, int]) -> None:
-        super().__init__()
+        super().__init__(chan)          # close, abort, pause/resume_reading go to the channel
         self._chan = chan
         self._peername = peername
 
@@ -53,24 +53,6 @@ class CoalescingTransport(JoinedTransport):
 
     def is_closing(self) -> bool:
         return self._closing
-
-    def close(self) -> None:
-        if not self._closing:
-            self._flush()
-            self._closing = True
-            self._chan.close()
-
-    def abort(self) -> None:
-        self._closing = True
-        self._buf.clear()
-        self._size = 0
-        self._chan.abort()
-
-    def pause_reading(self) -> None:
-        self._chan.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._chan.resume_reading()
 
     def can_write_eof(self) -> bool:
         return False

@@ -89,11 +89,13 @@ def drop_cbc_padding_packets(conn: asyncssh.SSHClientConnection | asyncssh.SSHSe
 class JoinedTransport(asyncio.Transport):
     """An asyncio transport that joins the writes made in one loop turn into one.
 
-    Subclasses say where joined data goes (:meth:`_emit`) and how to close;
-    this class is complete for a socket transport underneath (``target``).
+    ``target`` takes the joined writes and ``close``, ``abort``,
+    ``pause_reading`` and ``resume_reading``; this class is complete for a socket
+    transport there.  A subclass over something else (an SSH channel) overrides
+    :meth:`_emit` and whatever its target lacks.
     """
 
-    def __init__(self, target: asyncio.Transport | None = None) -> None:
+    def __init__(self, target) -> None:
         super().__init__()
         self._target = target
         self._buf: list[bytes] = []
