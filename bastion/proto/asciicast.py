@@ -121,8 +121,11 @@ def _escape_heavy(data: bytes) -> bool:
     return six * 15 > len(data)        # 5 extra bytes each, against base64's extra third
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _b64_line(t: float, code: str, data: bytes) -> bytes:
+    """A base64 event line; the same bytes as ``event_line`` (base64 needs no JSON escape)."""
+    if t < 0:
+        t = 0.0
+    return b'[%.6f, "%s", "%s"]\n' % (t, code.encode("ascii"), base64.b64encode(data))
 
 
 class StreamEncoder:
@@ -162,7 +165,7 @@ class StreamEncoder:
             pass
         else:
             if _escape_heavy(data):
-                return [event_line(t, self._binary, _b64(data))]
+                return [_b64_line(t, self._binary, data)]
             return [event_line(t, self.stream, text)]
         runs: list[tuple[bool, bytes]] = []       # (is_text, bytes)
         pos = 0
@@ -188,7 +191,7 @@ class StreamEncoder:
                 pos = end
             if len(runs) > MAX_RUNS:
                 self._carry = b""
-                return [event_line(t, self._binary, _b64(data))]
+                return [_b64_line(t, self._binary, data)]
         merged: list[tuple[bool, bytearray]] = []
         for is_text, chunk in runs:
             if merged and merged[-1][0] == is_text:
@@ -197,9 +200,9 @@ class StreamEncoder:
                 merged.append((is_text, bytearray(chunk)))
         if len(merged) > MAX_RUNS:
             whole = data[:n - len(self._carry)]
-            return [event_line(t, self._binary, _b64(bytes(whole)))]
+            return [_b64_line(t, self._binary, bytes(whole))]
         return [event_line(t, self.stream, bytes(chunk).decode("utf-8")) if is_text
-                else event_line(t, self._binary, _b64(bytes(chunk)))
+                else _b64_line(t, self._binary, bytes(chunk))
                 for is_text, chunk in merged]
 
     def flush(self, t: float) -> list[bytes]:
@@ -207,7 +210,7 @@ class StreamEncoder:
         if not self._carry:
             return []
         data, self._carry = self._carry, b""
-        return [event_line(t, self._binary, _b64(data))]
+        return [_b64_line(t, self._binary, data)]
 
 
 @dataclass(frozen=True)

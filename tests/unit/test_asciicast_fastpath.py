@@ -25,3 +25,12 @@ def test_fast_path_equals_the_general_encoding(seed):
 def test_other_bytes_take_the_general_path_and_round_trip(data):
     lines = StreamEncoder("o").encode(1.0, data)
     assert lines and all(json.loads(line) for line in lines)
+
+
+@pytest.mark.parametrize("data", [b"\xff", bytes(range(256)) * 3, bytes(4096), b"\x80abc\xfe" * 50])
+def test_base64_lines_equal_the_general_encoding(data):
+    import base64
+    from bastion.proto.asciicast import _b64_line
+    for t in (0.0, 3.25, -1.0):
+        expected = event_line(t, "eb", base64.b64encode(data).decode("ascii"))
+        assert _b64_line(t, "eb", data) == expected
