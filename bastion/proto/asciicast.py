@@ -36,8 +36,8 @@ NUL and escape sequences -- is kept as text (JSON escapes the controls), unless
 a chunk of at least ``HEAVY_MIN`` bytes has so many controls that escaping them
 (six bytes each for NUL and most others) would cost more than base64: runs of
 NULs (``head -c N /dev/zero``, sparse files, UTF-16) are written as base64
-events then, 4/3 of their size instead of up to 6x.  ESC, BEL and BS do not
-count, so terminal output stays text for every player.
+events then, 4/3 of their size instead of up to 6x.  ESC, BEL and the controls
+with two-byte escapes do not count, so terminal output stays text for every player.
 
 Not covered here: files, flushing, size caps (bastion.recording.writer) and
 filtering what a replay shows (bastion.proto.sanitize).
@@ -103,22 +103,27 @@ def event_line(t: float, code: str, data: str) -> bytes:
     return ('[%.6f, "%s", %s]\n' % (t, code, _encode_str(data))).encode("utf-8")
 
 
-# bytes that need no JSON escape beyond \\ " \n \r \t: printable ASCII and those controls
-_PLAIN_ASCII = bytes(range(0x20, 0x7f)) + b"\n\r\t"
-
-
-# Control bytes JSON writes as six (``\u0000``), except the ones terminals live on
-# (ESC, BEL, BS), so that screen output stays text for every player.
-_SIX_BYTE = bytes(b for b in range(0x20) if b not in b"\b\t\n\f\r\x07\x1b")
+# Bytes under 0x20 are what JSON escapes besides \\ and " (json's encoder, ensure_ascii off);
+# five have short forms, the rest are written as six bytes (``\u001b``).
+_NOT_CONTROL = bytes(range(0x20, 0x100))
+_SHORT = {0x08: b"\\b", 0x09: b"\\t", 0x0a: b"\\n", 0x0c: b"\\f", 0x0d: b"\\r"}
+# Controls that do not count towards "escape-heavy": the short forms and what terminals
+# live on (ESC, BEL), so that screen output stays text for every player.
+_TERMINAL = b"\b\t\n\f\r\x07\x1b"
 HEAVY_MIN = 256       # shorter chunks always stay text
 
 
-def _escape_heavy(data: bytes) -> bool:
-    """Whether valid UTF-8 ``data`` costs more as escaped JSON text than as base64."""
-    if len(data) < HEAVY_MIN:
-        return False
-    six = len(data) - len(data.translate(None, _SIX_BYTE))
-    return six * 15 > len(data)        # 5 extra bytes each, against base64's extra third
+def _escaped(data: bytes, controls: bytes) -> bytes:
+    """Valid UTF-8 ``data`` as the inside of a JSON string, escaped as bytes.
+
+    The same bytes as json's encoder writes for ``data.decode()`` (multi-byte UTF-8
+    sequences contain no byte under 0x80, so they pass unchanged).  ``controls`` are
+    the bytes of ``data`` under 0x20; one ``replace`` per distinct one.
+    """
+    out = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    for c in set(controls):
+        out = out.replace(bytes((c,)), _SHORT.get(c) or b"\\u%04x" % c)
+    return out
 
 
 def _b64_line(t: float, code: str, data: bytes) -> bytes:
@@ -151,22 +156,27 @@ class StreamEncoder:
             self._carry = b""
         if not data:
             return []
-        if data.isascii() and not data.translate(None, _PLAIN_ASCII):
-            # fast path for the common case, printable ASCII text: escape as bytes, no
-            # str round trip (the same JSON string the general path writes)
-            escaped = (data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-                       .replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\t", b"\\t"))
+        valid = data.isascii()
+        if not valid:
+            try:
+                data.decode("utf-8")
+                valid = True
+            except UnicodeDecodeError as exc:
+                if exc.reason == "unexpected end of data" and exc.end == len(data) and exc.start:
+                    # the first error is a character cut at the end: all before it is
+                    # valid; hold the cut character back for the next chunk
+                    self._carry = data[exc.start:]
+                    data = data[:exc.start]
+                    valid = True
+        if valid:
+            # valid UTF-8 (the common case): escaped as bytes, no str round trip; a
+            # chunk whose controls cost more escaped than base64 is written as base64
+            controls = data.translate(None, _NOT_CONTROL)
+            if len(data) >= HEAVY_MIN and len(controls.translate(None, _TERMINAL)) * 15 > len(data):
+                return [_b64_line(t, self._binary, data)]
             if t < 0:
                 t = 0.0
-            return [b'[%.6f, "%s", "%s"]\n' % (t, self._code, escaped)]
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            if _escape_heavy(data):
-                return [_b64_line(t, self._binary, data)]
-            return [event_line(t, self.stream, text)]
+            return [b'[%.6f, "%s", "%s"]\n' % (t, self._code, _escaped(data, controls))]
         runs: list[tuple[bool, bytes]] = []       # (is_text, bytes)
         pos = 0
         n = len(data)

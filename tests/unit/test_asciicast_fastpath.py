@@ -34,3 +34,19 @@ def test_base64_lines_equal_the_general_encoding(data):
     for t in (0.0, 3.25, -1.0):
         expected = event_line(t, "eb", base64.b64encode(data).decode("ascii"))
         assert _b64_line(t, "eb", data) == expected
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_valid_utf8_with_controls_is_escaped_as_json_would(seed):
+    rng = random.Random(seed)
+    chars = [chr(rng.choice([rng.randint(0, 0x1f), rng.randint(0x20, 0x7f), ord("\\"), ord('"'),
+                             rng.randint(0xa0, 0x2fff), rng.randint(0x1f300, 0x1f64f),
+                             0x2028, 0x1b]))
+             for _ in range(rng.randint(1, 3000))]
+    text = "".join(chars)
+    data = text.encode("utf-8")
+    lines = StreamEncoder("o").encode(2.5, data)
+    assert len(lines) == 1
+    if json.loads(lines[0])[1] == "o":
+        assert lines[0] == event_line(2.5, "o", text)
+    assert json.loads(lines[0])[2] == text or json.loads(lines[0])[1] == "ob"
