@@ -70,9 +70,14 @@ def _watchdog(proc: subprocess.Popen, timeout: float) -> threading.Timer:
 
 def _download(rig: BenchRig, path: str, command: str, mode: str, size: int,
               timeout: float) -> dict:
+    return fetch(rig.argv(path, command, mode=mode), rig.client_env(), size, timeout)
+
+
+def fetch(argv: list[str], env: dict, size: int, timeout: float) -> dict:
+    """Run the ssh ``argv``, read all of its stdout, check it is ``size`` bytes; its rates."""
     err = tempfile.TemporaryFile()
     t_launch = time.perf_counter()
-    proc = subprocess.Popen(rig.argv(path, command, mode=mode), env=rig.client_env(),
+    proc = subprocess.Popen(argv, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                             start_new_session=True)
     dog = _watchdog(proc, timeout)

@@ -1,18 +1,24 @@
 """What recording and masking cost on the data path: the same bastion with them on and off.
 
 ``bastion serve`` cannot run a session unrecorded, by design, so this benchmark
-builds the bastion's services in this process three ways and serves each on its
-own loopback port:
+starts three more bastion processes (``python -m bench.overhead --serve VARIANT``),
+each built from the rig's policy and keys and served on its own loopback port,
+as ``bastion serve`` would be:
 
 * ``full``: the real recorder and masking (what ``bastion serve`` runs);
 * ``no-mask``: the real recorder, maskers that pass bytes through;
 * ``bare``: neither (a recorder that writes nothing): the relay alone.
 
-The agent is the real OpenSSH client (``ssh -J`` with bastion-askpass), the target
-the rig's sshd; transfers alternate between the variants.  Prints MB/s and the
-ratios the issues aim at (recording: full/bare >= 0.85; masking: full/no-mask >= 0.8).
+Each variant has its own process (and recording worker) so that what it costs is
+its own, not shared with the benchmark that reads the ssh output.  The agent is
+the real OpenSSH client (``ssh -J`` with bastion-askpass), the target the rig's
+sshd; transfers alternate between OpenSSH ProxyJump and the three variants.
+Prints per variant: MB/s (median), CPU per MB of the bastion process, of its
+recording worker and of the whole machine (/proc/stat, so everything: client,
+sshd, ``cat``), and the ratios the issues aim at (recording: no-mask/bare >= 0.85;
+masking: full/no-mask >= 0.8; bastion/ProxyJump).
 
-    python -m bench.overhead [--quick] [--json]
+    python -m bench.overhead [--quick]     # the last line printed is JSON
 """
 
 from __future__ import annotations
@@ -21,17 +27,19 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bastion.identity.devissuer import DevIssuer
-from bastion.services import Services
+from bench.bulk import fetch, make_text_file
+from bench.rig import _children, _one_proc_usage, make_rig
 from bastion.ssh.masking import ChannelMasks
-from bastion.ssh.server import start_listener
-from tests.e2e.harness import BastionRig
+
+VARIANTS = ("full", "no-mask", "bare")
 
 
 class _NullChannel:
@@ -68,93 +76,154 @@ class _PassMasks(ChannelMasks):
     def flush(self): return []
 
 
-async def _serve(variant: str, rig: BastionRig, root: Path):
-    os.environ["BASTION_VAULT_PASSPHRASE"] = rig.env["BASTION_VAULT_PASSPHRASE"]
-    services = Services.build(rig.policy_path, root / variant, rig.keys_dir)
+# -- one variant's process ------------------------------------------------------------
+
+async def _serve(variant: str, policy: Path, data_dir: Path, keys: Path, port_file: Path) -> None:
+    from bastion.services import Services
+    from bastion.ssh.server import start_listener
+    services = Services.build(policy, data_dir, keys)
     if variant == "bare":
         services.recorder.close()
         services.recorder = NullRecorder()
     if variant in ("bare", "no-mask"):
         services.channel_masks = lambda ctx, kind: _PassMasks(())
     acceptor = await start_listener(services, "127.0.0.1", 0)
-    return services, acceptor
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(f"{acceptor.get_port()}\n" + "".join(services.hostkeys.known_hosts_lines()))
+    tmp.rename(port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    acceptor.close()
+    await services.close()
 
 
-async def _transfer(rig: BastionRig, port: int, token: str, command: str) -> float:
-    config = rig.root / f"ssh_config.{port}"
-    if not config.exists():
-        config.write_text(rig.render_ssh_config().replace(f"Port {rig.port}", f"Port {port}"))
-    env = rig.agent_env(token)
-    proc = await asyncio.create_subprocess_exec(
-        "ssh", "-F", str(config), f"{rig.sshd.user}@web1", command, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    t0 = time.perf_counter()
-    total = 0
-    while True:
-        chunk = await proc.stdout.read(1 << 20)
-        if not chunk:
-            break
-        total += len(chunk)
-    await proc.wait()
-    dt = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError((await proc.stderr.read()).decode(errors="replace")[-300:])
-    return total / dt / 1e6
+def _start_variant(variant: str, rig, root: Path) -> tuple[subprocess.Popen, int, str]:
+    port_file = root / f"port-{variant}"
+    env = dict(os.environ, BASTION_VAULT_PASSPHRASE=rig.env["BASTION_VAULT_PASSPHRASE"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.overhead", "--serve", variant, "--policy", str(rig.policy_path),
+         "--data-dir", str(root / variant), "--keys-dir", str(rig.keys_dir),
+         "--port-file", str(port_file)],
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {variant} bastion did not start (exit {proc.poll()})")
+        time.sleep(0.05)
+    port, *known_hosts = port_file.read_text().splitlines(keepends=True)
+    return proc, int(port), "".join(known_hosts)
 
 
-async def main_async(quick: bool) -> dict:
-    size = 20_000_000 if quick else 200_000_000
+# -- measuring -------------------------------------------------------------------------
+
+def _machine_busy_s() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _one_proc_usage(pid).get("cpu_s") or 0.0
+        except OSError:
+            pass
+    return total
+
+
+def _one(argv: list[str], env: dict, size: int, serve_pid: int | None) -> dict:
+    workers = _children(serve_pid) if serve_pid else []
+    serve0, work0, busy0 = _cpu_s([serve_pid] if serve_pid else []), _cpu_s(workers), _machine_busy_s()
+    rates = fetch(argv, env, size, timeout=600)
+    if serve_pid:
+        time.sleep(0.5)          # the worker finishes what it was sent
+    mb = size / 1e6
+    return {"mb_s": rates["mb_s"],
+            "serve_ms_per_mb": 1000 * (_cpu_s([serve_pid] if serve_pid else []) - serve0) / mb,
+            "worker_ms_per_mb": 1000 * (_cpu_s(workers) - work0) / mb,
+            "machine_ms_per_mb": 1000 * (_machine_busy_s() - busy0) / mb}
+
+
+def run(quick: bool) -> dict:
+    size = 20_000_000 if quick else 300_000_000
     reps = 1 if quick else 3
-    tmp = Path(tempfile.mkdtemp(prefix="bastion-overhead-"))
-    issuer = DevIssuer(tmp / "issuer").start()
-    rig = BastionRig(tmp / "rig", issuer).setup()
-    token = issuer.mint(client=issuer.add_client("overhead-agent", roles=["agents"]))
-    text = tmp / "text.log"
-    line = b"2026-11-28T12:00:00Z INFO web1 nginx[1234]: GET /api/v1/items?id=42 200 0.003s\n"
-    text.write_bytes(line * (size // len(line)))
-    commands = {"zero": f"head -c {size} /dev/zero", "text": f"cat {text}"}
-    variants = ("full", "no-mask", "bare")
-    servers = {}
+    rig, issuer, tmp = make_rig()
+    servers: dict[str, tuple[subprocess.Popen, int, str]] = {}
     try:
-        for v in variants:
-            servers[v] = await _serve(v, rig, tmp)
-        rig.port = servers["full"][1].get_port()
-        rig.known_hosts.write_text("".join(services.hostkeys.known_hosts_lines()   # one CA each
-                                           for services, _ in servers.values()))
-        results: dict = {k: {v: [] for v in variants} for k in commands}
+        text = make_text_file(tmp / "text.log", size)
+        commands = {"zero": f"head -c {size} /dev/zero", "text": f"cat {text}"}
+        known_hosts = rig.known_hosts.read_text()
+        for v in VARIANTS:
+            servers[v] = _start_variant(v, rig, tmp)
+            known_hosts += servers[v][2]
+        rig.known_hosts.write_text(known_hosts)
+        base = rig.config_path("default").read_text()
+        argv = {"jump": lambda cmd: rig.argv("jump", cmd)}
+        for v, (_, port, _) in servers.items():
+            config = tmp / f"ssh_config.{v}"
+            config.write_text(base.replace(f"Port {rig.port}", f"Port {port}"))
+            argv[v] = lambda cmd, config=config: ["ssh", "-F", str(config), "web1", cmd]
+        paths = ("jump", *VARIANTS)
+        samples: dict = {k: {p: [] for p in paths} for k in commands}
         for _ in range(reps):
             for kind, command in commands.items():
-                for v in variants:
-                    port = servers[v][1].get_port()
-                    results[kind][v].append(await _transfer(rig, port, token, command))
-        out = {}
+                for p in paths:
+                    pid = servers[p][0].pid if p in servers else None
+                    samples[kind][p].append(_one(argv[p](command), rig.client_env(), size, pid))
+        out: dict = {"size_bytes": size, "reps": reps}
         for kind in commands:
-            med = {v: statistics.median(results[kind][v]) for v in variants}
-            out[kind] = {"mb_per_s": med,
-                         "recording_ratio_no_mask_over_bare": med["no-mask"] / med["bare"],
-                         "masking_ratio_full_over_no_mask": med["full"] / med["no-mask"],
-                         "full_over_bare": med["full"] / med["bare"]}
+            med = {p: {key: round(statistics.median(s[key] for s in samples[kind][p]), 2)
+                       for key in samples[kind][p][0]} for p in paths}
+            rate = {p: med[p]["mb_s"] for p in paths}
+            out[kind] = {"median": med, "mb_per_s": rate,
+                         "recording_ratio_no_mask_over_bare": rate["no-mask"] / rate["bare"],
+                         "masking_ratio_full_over_no_mask": rate["full"] / rate["no-mask"],
+                         "full_over_bare": rate["full"] / rate["bare"],
+                         "bare_over_jump": rate["bare"] / rate["jump"],
+                         "full_over_jump": rate["full"] / rate["jump"]}
         return out
     finally:
-        for services, acceptor in servers.values():
-            acceptor.close()
-            await services.close()
-        rig.sshd.stop()
+        for proc, _, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _, _ in servers.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        rig.close()
         issuer.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="Example: python -m bench.overhead --quick")
+    ap.add_argument("--quick", action="store_true", help="20 MB, one run each")
+    ap.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--policy", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--keys-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    out = asyncio.run(main_async(args.quick))
-    for kind, r in out.items():
-        m = r["mb_per_s"]
-        print(f"{kind}: full {m['full']:.1f} MB/s, no-mask {m['no-mask']:.1f}, bare {m['bare']:.1f}; "
-              f"recording cost ratio {r['recording_ratio_no_mask_over_bare']:.2f} (aim >= 0.85), "
-              f"masking ratio {r['masking_ratio_full_over_no_mask']:.2f} (aim >= 0.8)")
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.policy, args.data_dir, args.keys_dir, args.port_file))
+        return 0
+    out = run(args.quick)
+    for kind in ("zero", "text"):
+        r = out[kind]
+        print(f"{kind}: MB/s " + ", ".join(f"{p} {r['median'][p]['mb_s']:.1f}" for p in r["median"]))
+        for p, m in r["median"].items():
+            if p != "jump":
+                print(f"  {p:8} bastion {m['serve_ms_per_mb']:.1f} + worker {m['worker_ms_per_mb']:.1f} "
+                      f"ms CPU/MB; machine {m['machine_ms_per_mb']:.1f} (ProxyJump "
+                      f"{r['median']['jump']['machine_ms_per_mb']:.1f})")
+        print(f"  recording keeps {r['recording_ratio_no_mask_over_bare']:.2f} (aim >= 0.85), "
+              f"masking {r['masking_ratio_full_over_no_mask']:.2f} (aim >= 0.8); vs ProxyJump: "
+              f"bare {r['bare_over_jump']:.2f}, full {r['full_over_jump']:.2f}")
     print(json.dumps(out))
     return 0
 
