@@ -16,7 +16,11 @@ sshd; transfers alternate between OpenSSH ProxyJump and the three variants.
 Prints per variant: MB/s (median), CPU per MB of the bastion process, of its
 recording worker and of the whole machine (/proc/stat, so everything: client,
 sshd, ``cat``), and the ratios the issues aim at (recording: no-mask/bare >= 0.85;
-masking: full/no-mask >= 0.8; bastion/ProxyJump).
+masking: full/no-mask >= 0.8; bastion/ProxyJump).  Also the recording's floor
+(bench.floor: the CPU per MB that masking, encoding, hashing and writing take
+on their own) and the bound it sets: on cores the transfer keeps busy, the full
+bastion reaches at most ProxyJump's machine CPU per MB / (the relay's + floor) of
+ProxyJump's rate.
 
     python -m bench.overhead [--quick]     # the last line printed is JSON
 """
@@ -35,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import floor, procs
 from bench.bulk import fetch, make_text_file
 from bench.rig import _children, _one_proc_usage, make_rig
 from bastion.ssh.masking import ChannelMasks
@@ -137,11 +142,20 @@ def _cpu_s(pids: list[int]) -> float:
 def _one(argv: list[str], env: dict, size: int, serve_pid: int | None) -> dict:
     workers = _children(serve_pid) if serve_pid else []
     serve0, work0, busy0 = _cpu_s([serve_pid] if serve_pid else []), _cpu_s(workers), _machine_busy_s()
-    rates = fetch(argv, env, size, timeout=600)
-    if serve_pid:
-        time.sleep(0.5)          # the worker finishes what it was sent
+    with procs.ProcSampler() as sampler:
+        rates = fetch(argv, env, size, timeout=600)
+        if serve_pid:
+            time.sleep(0.5)          # the worker finishes what it was sent
     mb = size / 1e6
+    top = procs.busiest(sampler.used(), mb)
+    for row in top:
+        if row["pid"] == serve_pid:
+            row["name"] = "bastion-serve"
+        elif row["pid"] in workers:
+            row["name"] = "recording-worker"
     return {"mb_s": rates["mb_s"],
+            "busiest_ms_per_mb": top[0]["ms_per_mb"] if top else 0.0,
+            "processes": top,
             "serve_ms_per_mb": 1000 * (_cpu_s([serve_pid] if serve_pid else []) - serve0) / mb,
             "worker_ms_per_mb": 1000 * (_cpu_s(workers) - work0) / mb,
             "machine_ms_per_mb": 1000 * (_machine_busy_s() - busy0) / mb}
@@ -155,6 +169,10 @@ def run(quick: bool) -> dict:
     try:
         text = make_text_file(tmp / "text.log", size)
         commands = {"zero": f"head -c {size} /dev/zero", "text": f"cat {text}"}
+        # the recording's unavoidable per-byte work, measured before any server runs
+        floor_size = min(size, 50_000_000)
+        floors = {"zero": floor.measure(bytes(floor_size), tmp),
+                  "text": floor.measure(text.read_bytes()[:floor_size], tmp)}
         known_hosts = rig.known_hosts.read_text()
         for v in VARIANTS:
             servers[v] = _start_variant(v, rig, tmp)
@@ -176,14 +194,23 @@ def run(quick: bool) -> dict:
         out: dict = {"size_bytes": size, "reps": reps}
         for kind in commands:
             med = {p: {key: round(statistics.median(s[key] for s in samples[kind][p]), 2)
-                       for key in samples[kind][p][0]} for p in paths}
+                       for key in samples[kind][p][0] if key != "processes"} for p in paths}
+            for p in paths:               # the processes of the run with the median busiest one
+                runs = sorted(samples[kind][p], key=lambda s: s["busiest_ms_per_mb"])
+                med[p]["processes"] = runs[len(runs) // 2]["processes"]
+                med[p]["ceiling_mb_s"] = round(1000 / med[p]["busiest_ms_per_mb"], 1) \
+                    if med[p]["busiest_ms_per_mb"] else None
             rate = {p: med[p]["mb_s"] for p in paths}
             out[kind] = {"median": med, "mb_per_s": rate,
                          "recording_ratio_no_mask_over_bare": rate["no-mask"] / rate["bare"],
                          "masking_ratio_full_over_no_mask": rate["full"] / rate["no-mask"],
                          "full_over_bare": rate["full"] / rate["bare"],
                          "bare_over_jump": rate["bare"] / rate["jump"],
-                         "full_over_jump": rate["full"] / rate["jump"]}
+                         "full_over_jump": rate["full"] / rate["jump"],
+                         "floor_ms_per_mb": floors[kind],
+                         "bound_full_over_jump": floor.bound(med["jump"]["machine_ms_per_mb"],
+                                                             med["bare"]["machine_ms_per_mb"],
+                                                             floors[kind]["total"])}
         return out
     finally:
         for proc, _, _ in servers.values():
@@ -224,6 +251,15 @@ def main(argv=None) -> int:
         print(f"  recording keeps {r['recording_ratio_no_mask_over_bare']:.2f} (aim >= 0.85), "
               f"masking {r['masking_ratio_full_over_no_mask']:.2f} (aim >= 0.8); vs ProxyJump: "
               f"bare {r['bare_over_jump']:.2f}, full {r['full_over_jump']:.2f}")
+        print("  busiest process, ms CPU/MB (ceiling with a core each): " + ", ".join(
+            f"{p} {m['processes'][0]['name']} {m['busiest_ms_per_mb']:.1f} ({m['ceiling_mb_s']} MB/s)"
+            for p, m in r["median"].items() if m["processes"]))
+        f = r["floor_ms_per_mb"]
+        b = r["bound_full_over_jump"]
+        print(f"  recording floor {f['total']:.1f} ms CPU/MB (mask {f['mask']:.1f}, encode "
+              f"{f['encode']:.1f}, hash {f['hash']:.1f}, write {f['write']:.1f}); on busy cores full can "
+              f"reach at most {'n/a' if b is None else f'{b:.2f}'} of ProxyJump "
+              f"(ProxyJump machine / (bare machine + floor))")
     print(json.dumps(out))
     return 0
 

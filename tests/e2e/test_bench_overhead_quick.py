@@ -25,3 +25,14 @@ def test_overhead_benchmark_runs_and_reports_every_variant():
         assert med["full"]["worker_ms_per_mb"] > 0 and med["no-mask"]["worker_ms_per_mb"] > 0
         assert med["bare"]["worker_ms_per_mb"] == 0
         assert all(med[p]["machine_ms_per_mb"] > 0 for p in med)
+        # the busiest process of each path, named; the bastion's own are labelled
+        for p, m in med.items():
+            assert m["processes"] and m["busiest_ms_per_mb"] == m["processes"][0]["ms_per_mb"] > 0
+            assert m["ceiling_mb_s"] == round(1000 / m["busiest_ms_per_mb"], 1)
+        names = {row["name"] for row in med["full"]["processes"]}
+        assert "bastion-serve" in names
+        floor = result[kind]["floor_ms_per_mb"]
+        assert set(floor) == {"mask", "encode", "hash", "write", "total"}
+        assert floor["total"] > 0
+        assert result[kind]["bound_full_over_jump"] == (
+            med["jump"]["machine_ms_per_mb"] / (med["bare"]["machine_ms_per_mb"] + floor["total"]))

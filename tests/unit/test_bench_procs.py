@@ -1,0 +1,50 @@
+"""bench.procs: per-process CPU while something runs, from /proc."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bench import procs
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def test_a_process_that_burns_cpu_and_exits_is_counted():
+    with procs.ProcSampler(interval=0.02) as sampler:
+        p = subprocess.run([sys.executable, "-c", BURN.format(s=0.4)])
+    assert p.returncode == 0
+    rows = {pid: (name, used) for pid, name, used in sampler.used()}
+    assert any(name.startswith("python") and 0.25 <= used <= 0.6
+                          for name, used in rows.values()), rows
+
+
+def test_a_process_running_before_is_counted_from_the_start_of_sampling():
+    child = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.3) + "time.sleep(30)\n"])
+    try:
+        while True:                       # wait until its burn is over
+            cpu = {k[0]: v[1] for k, v in procs.read_all().items()}.get(child.pid, 0.0)
+            if cpu >= 0.3:
+                break
+        with procs.ProcSampler(interval=0.02) as sampler:
+            subprocess.run([sys.executable, "-c", BURN.format(s=0.2)])
+        used = {pid: u for pid, _name, u in sampler.used()}
+        assert used.get(child.pid, 0.0) < 0.1     # it slept while sampled
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_sampling_process_itself_is_left_out():
+    import os
+    with procs.ProcSampler(interval=0.02) as sampler:
+        t = __import__("time").process_time()
+        while __import__("time").process_time() - t < 0.2:
+            pass
+    assert os.getpid() not in {pid for pid, _n, _u in sampler.used()}
+
+
+def test_busiest_rows():
+    rows = [(10, "ssh", 0.5), (11, "sshd", 0.25), (12, "cat", 0.01)]
+    assert procs.busiest(rows, mb=100.0, top=2) == [
+        {"pid": 10, "name": "ssh", "ms_per_mb": 5.0}, {"pid": 11, "name": "sshd", "ms_per_mb": 2.5}]
