@@ -28,9 +28,9 @@ from pathlib import Path
 
 from bastion.proto import asciicast
 from bastion.proto.masker import BUILTIN, Masker
+from bastion.recording.writer import BUFFER_BYTES as WRITE_BUFFER
 
 CHUNK = 32 * 1024
-WRITE_BUFFER = 256 * 1024        # bastion.recording.writer.BUFFER_BYTES
 
 
 def _cpu_ms_per_mb(step, chunks: list[bytes], size: int) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from bench import floor, procs
 from bench.bulk import fetch, make_text_file
-from bench.rig import _children, _one_proc_usage, make_rig
+from bench.rig import _children, make_rig
 from bastion.ssh.masking import ChannelMasks
 
 VARIANTS = ("full", "no-mask", "bare")
@@ -129,35 +129,24 @@ def _machine_busy_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += _one_proc_usage(pid).get("cpu_s") or 0.0
-        except OSError:
-            pass
-    return total
-
-
 def _one(argv: list[str], env: dict, size: int, serve_pid: int | None) -> dict:
-    workers = _children(serve_pid) if serve_pid else []
-    serve0, work0, busy0 = _cpu_s([serve_pid] if serve_pid else []), _cpu_s(workers), _machine_busy_s()
+    workers = set(_children(serve_pid)) if serve_pid else set()
+    busy0 = _machine_busy_s()
     with procs.ProcSampler() as sampler:
         rates = fetch(argv, env, size, timeout=600)
         if serve_pid:
             time.sleep(0.5)          # the worker finishes what it was sent
     mb = size / 1e6
-    top = procs.busiest(sampler.used(), mb)
-    for row in top:
-        if row["pid"] == serve_pid:
-            row["name"] = "bastion-serve"
-        elif row["pid"] in workers:
-            row["name"] = "recording-worker"
+    used = sampler.used()
+    serve_s = sum(u for pid, _name, u in used if pid == serve_pid)
+    worker_s = sum(u for pid, _name, u in used if pid in workers)
+    labels = {serve_pid: "bastion-serve", **{w: "recording-worker" for w in workers}}
+    top = procs.busiest([(pid, labels.get(pid, name), u) for pid, name, u in used], mb)
     return {"mb_s": rates["mb_s"],
             "busiest_ms_per_mb": top[0]["ms_per_mb"] if top else 0.0,
             "processes": top,
-            "serve_ms_per_mb": 1000 * (_cpu_s([serve_pid] if serve_pid else []) - serve0) / mb,
-            "worker_ms_per_mb": 1000 * (_cpu_s(workers) - work0) / mb,
+            "serve_ms_per_mb": 1000 * serve_s / mb,
+            "worker_ms_per_mb": 1000 * worker_s / mb,
             "machine_ms_per_mb": 1000 * (_machine_busy_s() - busy0) / mb}
 
 

@@ -25,6 +25,20 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def read_stat(pid: int) -> tuple[str, int, float] | None:
+    """(command name, start time in ticks, CPU seconds used so far) of ``pid``; None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, _, rest = raw.partition(" (")[2].rpartition(") ")
+    fields = rest.split()
+    try:
+        return name, int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS
+    except (IndexError, ValueError):
+        return None
+
+
 def read_all(exclude: set[int] = frozenset()) -> dict[tuple[int, int], tuple[str, float]]:
     """{(pid, start time): (command name, CPU seconds used so far)} of every process readable now.
 
@@ -33,21 +47,12 @@ def read_all(exclude: set[int] = frozenset()) -> dict[tuple[int, int], tuple[str
     """
     out: dict[tuple[int, int], tuple[str, float]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) in exclude:
             continue
-        pid = int(entry)
-        if pid in exclude:
-            continue
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        name, _, rest = raw.partition(" (")[2].rpartition(") ")
-        fields = rest.split()
-        try:
-            out[(pid, int(fields[19]))] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
-        except (IndexError, ValueError):
-            continue
+        stat = read_stat(int(entry))
+        if stat is not None:
+            name, start, cpu = stat
+            out[(int(entry), start)] = (name, cpu)
     return out
 
 

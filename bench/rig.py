@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.demo.sshd import LocalSshd, free_port, wait_for_port
+from bench.procs import read_stat
 from tests.e2e.harness import BastionRig
 
 PATHS = ("direct", "jump", "bastion")
@@ -228,11 +229,11 @@ def _one_proc_usage(pid: int) -> dict:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(("VmRSS:", "VmHWM:")):
                 out[line.split(":")[0].lower()] = int(line.split()[1]) / 1024
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        out["cpu_s"] = (int(fields[11]) + int(fields[12])) / ticks
     except (OSError, IndexError, ValueError):
         pass
+    stat = read_stat(pid)
+    if stat is not None:
+        out["cpu_s"] = stat[2]
     return {"rss_mb": out.get("vmrss"), "hwm_mb": out.get("vmhwm"), "cpu_s": out.get("cpu_s")}
 
 

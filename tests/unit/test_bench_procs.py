@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 from bench import procs
 
@@ -16,16 +18,16 @@ def test_a_process_that_burns_cpu_and_exits_is_counted():
     assert p.returncode == 0
     rows = {pid: (name, used) for pid, name, used in sampler.used()}
     assert any(name.startswith("python") and 0.25 <= used <= 0.6
-                          for name, used in rows.values()), rows
+               for name, used in rows.values()), rows
 
 
 def test_a_process_running_before_is_counted_from_the_start_of_sampling():
     child = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.3) + "time.sleep(30)\n"])
     try:
-        while True:                       # wait until its burn is over
-            cpu = {k[0]: v[1] for k, v in procs.read_all().items()}.get(child.pid, 0.0)
-            if cpu >= 0.3:
-                break
+        deadline = time.monotonic() + 30
+        while (procs.read_stat(child.pid) or ("", 0, 0.0))[2] < 0.3:   # its burn is over
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.01)
         with procs.ProcSampler(interval=0.02) as sampler:
             subprocess.run([sys.executable, "-c", BURN.format(s=0.2)])
         used = {pid: u for pid, _name, u in sampler.used()}
@@ -36,12 +38,19 @@ def test_a_process_running_before_is_counted_from_the_start_of_sampling():
 
 
 def test_the_sampling_process_itself_is_left_out():
-    import os
     with procs.ProcSampler(interval=0.02) as sampler:
-        t = __import__("time").process_time()
-        while __import__("time").process_time() - t < 0.2:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:
             pass
     assert os.getpid() not in {pid for pid, _n, _u in sampler.used()}
+
+
+def test_read_stat_of_this_process_and_of_a_gone_one():
+    name, start, cpu = procs.read_stat(os.getpid())
+    assert name.startswith("python") and start > 0 and cpu > 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()                           # reaped: /proc/PID is gone
+    assert procs.read_stat(gone.pid) is None
 
 
 def test_busiest_rows():
