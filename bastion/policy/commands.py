@@ -41,6 +41,7 @@ from bastion.policy.danger import (
     ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, RESERVED, TRUSTED_DIRS,
     dangerous_name,
 )
+from bastion.policy.effects import canonical_path, harmless_write, redirect_roles
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.words import Word, norm_path
 from bastion.policy.wrappers import Code, Opaque, Run, unwrap
@@ -92,16 +93,25 @@ class Command:
     readings: frozenset = frozenset()
     templates: tuple = ()
     shown: str = ""
+    writes: tuple = ()        # Args written (see bastion.policy.effects)
+    reads: tuple = ()         # Args read (with a table: all of them; without: those known)
+    connects: tuple = ()      # host names (None: only known at run time)
+    known: bool = False       # a program table described the arguments
+    recursive: bool = False   # reads everything below its read paths
+    sub: str | None = None    # the subcommand (program tables with subcommands)
+    shorts: frozenset | None = None   # short options present (table-parsed), else None
+    longs: dict | None = None         # long option -> tuple of values (table-parsed)
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
-                 via: str | None = None, trusted: bool = True, path: str | None = None) -> Command:
+                 via: str | None = None, trusted: bool = True, path: str | None = None,
+                 **effects) -> Command:
     texts = frozenset([a.text for a in args if a.text is not None])
     views = [v for a in args for v in a.views]
     readings = texts.union(views) if views else texts
     templates = tuple([t for a in args for t in a.templates])
     return Command(argv, program, tuple(args), opaque, via, trusted, path, texts, readings,
-                   templates, show(argv) + (f" (via {via})" if via else ""))
+                   templates, show(argv) + (f" (via {via})" if via else ""), **effects)
 
 
 def show(argv: tuple, limit: int = 200) -> str:
@@ -247,8 +257,16 @@ class _Extractor:
             args.append(self.arg(w, operand))
             if w.value == "--":
                 operand = True
+        nwords = len(args)
         for _, w in redirs:
             args.append(self.arg(w, False))
+        writes, reads = [], []
+        for k, role in enumerate(redirect_roles(redirs)):
+            a = args[nwords + k]
+            if role == "w" and not harmless_write(a.text):
+                writes.append(a)
+            elif role == "r":
+                reads.append(a)
         argv = (path or (program if program is not None else first.raw),) + tuple(
             w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
             op + (w.value if w.value is not None else w.raw) for op, w in redirs)
@@ -259,7 +277,8 @@ class _Extractor:
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
-        self.add(make_command(argv, program, tuple(args), problem, via, trusted, path))
+        self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
+                              writes=tuple(writes), reads=tuple(reads)))
         if program is None:
             return
         if program in ("cd", "pushd", "popd"):
@@ -331,7 +350,7 @@ class _Extractor:
             return Arg(None, (), _templates(w.template), operand)
         if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
             return Arg(v, (), (), operand)            # a plain word: one reading
-        text = norm_path(v)
+        text = canonical_path(v)
         views: list = []
         templates: list = []
         if "=" in v:

@@ -9,7 +9,14 @@ For each simple command of the line (see :mod:`bastion.policy.commands`):
    program named by an untrusted path; deny and review rules match
    conservatively (other readings of an argument count, and on a known
    command, so do run-time arguments that could match);
-4. no rule: ``settings.default``; an opaque command: ``settings.opaque`` unless a
+   Deny/review rules with ``writes``/``reads``/``connects`` also match when one of
+   the command's effects matches (see :mod:`bastion.policy.effects`);
+4. an allow decision holds only if every write (other than ``/dev/null``,
+   ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``) and every connection of the
+   command is named by the ``writes``/``connects`` of the deciding rule, of an
+   allow rule with no ``commands``, or of another allow rule whose ``commands``
+   match the command; otherwise ``settings.default``, naming the write;
+5. no rule: ``settings.default``; an opaque command: ``settings.opaque`` unless a
    deny/review rule matched that is at least as restrictive.
 
 The line's action is the most restrictive of its commands'; the first command
@@ -31,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion.policy.commands import Command, extract
+from bastion.policy.effects import any_hits, harmless_write, host_hits, shown_arg
 from bastion.policy.rules import (
     Action, Rule, RuleIndex, compile_rules, compile_settings, raise_if,
 )
@@ -81,6 +89,11 @@ class Policy:
         self.opaque = Action(opaque)
         self._index = RuleIndex(list(rules))
         self._restricted = tuple(r for r in rules if r.who is not None or r.targets is not None)
+        self._effect_checks = tuple(sorted((r for r in rules if r.action is not Action.ALLOW
+                                            and r.has_effects),
+                                           key=lambda r: (-r.severity, r.index)))
+        self._allow_writes = tuple(r for r in rules if r.action is Action.ALLOW and r.writes)
+        self._allow_connects = tuple(r for r in rules if r.action is Action.ALLOW and r.connects)
         self._skip_cache: dict = {}
         self._decisions: dict = {}      # (line, interactive, cwd, skip) -> Decision
 
@@ -181,6 +194,19 @@ class Policy:
             if cand.pattern.matches(cmd, level):
                 matched = rule
                 break
+        hit = None
+        if self._effect_checks:
+            level = 1 if opaque else 2
+            for rule in self._effect_checks:
+                if matched is not None and (matched.severity, -matched.index) >= (
+                        rule.severity, -rule.index):
+                    break
+                if skip and rule.index in skip:
+                    continue
+                hit = effect_hit(rule, cmd, level)
+                if hit:
+                    matched = rule
+                    break
         shown = cmd.shown
         base = dict(argv=cmd.argv, opaque=opaque, why=cmd.opaque, via=cmd.via)
         if opaque and (matched is None or _SEV[self.opaque] > matched.severity):
@@ -191,10 +217,67 @@ class Policy:
             return CommandDecision(action=self.default, rule="<default>", **base,
                                    reason=f"{shown} matches no rule "
                                           f"(default: {self.default.value})")
+        if matched.action is Action.ALLOW:
+            missing = self._uncovered(cmd, matched, skip)
+            if missing:
+                return CommandDecision(action=self.default, rule="<default>", **base,
+                                       reason=f"{shown} {missing}, which no allow rule names "
+                                              f"(default: {self.default.value})")
         extra = f": {matched.description}" if matched.description else ""
+        what = f" ({hit})" if hit else ""
         return CommandDecision(action=matched.action, rule=matched.name, **base,
-                               reason=f"{shown} matches rule {matched.name} "
+                               reason=f"{shown}{what} matches rule {matched.name} "
                                       f"({matched.action.value}){extra}")
+
+    def _uncovered(self, cmd: Command, allowed: Rule, skip: frozenset) -> str | None:
+        """The first write or connection of an allowed command no allow rule names."""
+        for a in cmd.writes:
+            if harmless_write(a.text):
+                continue
+            if a.text is not None and self._covers(self._allow_writes, allowed, cmd, skip,
+                                                   lambda r: any(g.match(a.text)
+                                                                 for g in r.writes)):
+                continue
+            late = " (only known at run time)" if a.text is None else ""
+            return f"writes {shown_arg(a)}{late}"
+        for h in cmd.connects:
+            if h is not None and self._covers(self._allow_connects, allowed, cmd, skip,
+                                              lambda r: any(g.match(h) for g in r.connects)):
+                continue
+            return f"connects to {h or 'a host known only at run time'}"
+        return None
+
+    @staticmethod
+    def _covers(rules: tuple, allowed: Rule, cmd: Command, skip: frozenset, names) -> bool:
+        for r in rules:
+            if skip and r.index in skip:
+                continue
+            if not names(r):
+                continue
+            if r is allowed or not r.patterns:
+                return True
+            if cmd.trusted and any(p.matches(cmd, 0) for p in r.patterns
+                                   if p.program.match(cmd.program or "")):
+                return True
+        return False
+
+
+def effect_hit(rule: Rule, cmd: Command, level: int) -> str | None:
+    """Which effect of ``cmd`` a deny/review rule's ``writes``/``reads``/``connects`` names."""
+    if rule.writes:
+        a = any_hits(rule.writes, cmd.writes, level)
+        if a is not None:
+            return f"writes {shown_arg(a)}"
+    if rule.reads:
+        a = any_hits(rule.reads, cmd.reads if cmd.known else cmd.reads + cmd.args, level,
+                     cmd.recursive)
+        if a is not None:
+            return f"reads {shown_arg(a)}"
+    if rule.connects:
+        h = host_hits(rule.connects, cmd.connects)
+        if h is not None:
+            return f"connects to {h}"
+    return None
 
 
 def compile_policy(settings: dict, rules: list) -> Policy:

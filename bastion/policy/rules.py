@@ -5,7 +5,9 @@
 ``("rules", index, key)`` or ``("settings", key)`` (``bastion.config`` turns
 those into line numbers).  Checked: unknown keys, missing/invalid ``name``,
 duplicate names, bad ``action``, ``who``/``targets`` selectors that name nothing,
-empty or malformed ``commands`` (bad globs, unbalanced quotes).
+empty or malformed ``commands`` (bad globs, unbalanced quotes), ``writes`` /
+``reads`` / ``connects`` globs (a rule needs ``commands`` or one of those),
+``interactive`` (a boolean).
 
 :class:`RuleIndex` finds the patterns that can apply to a program name quickly:
 exact program names in a dict, globbed names checked once per distinct program
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bastion.errors import ConfigError, Problem
-from bastion.policy.patterns import Pattern, PatternError, parse_pattern
+from bastion.policy.patterns import Glob, Pattern, PatternError, parse_pattern
+from bastion.policy.effects import canonical_glob
 from bastion.policy.selectors import check_principal_selector, check_target_selector
 
 
@@ -38,7 +41,9 @@ class Action(str, Enum):
 
 
 _SEVERITY = {Action.ALLOW: 0, Action.REVIEW: 1, Action.DENY: 2}
-RULE_KEYS = ("name", "action", "who", "targets", "commands", "description")
+RULE_KEYS = ("name", "action", "who", "targets", "commands", "writes", "reads", "connects",
+             "interactive", "description")
+EFFECT_KEYS = ("writes", "reads", "connects")
 ENGINE_KEYS = ("default", "opaque")
 ENGINE_DEFAULTS = {"default": Action.DENY, "opaque": Action.REVIEW}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
@@ -53,6 +58,14 @@ class Rule:
     targets: tuple | None
     patterns: tuple
     description: str = ""
+    writes: tuple = ()            # Glob on canonical paths the command writes
+    reads: tuple = ()             # Glob on canonical paths the command reads
+    connects: tuple = ()          # Glob on host names the command connects to
+    interactive: bool = False     # the program may get raw terminal input (read by ssh/)
+
+    @property
+    def has_effects(self) -> bool:
+        return bool(self.writes or self.reads or self.connects)
 
     @property
     def severity(self) -> int:
@@ -126,9 +139,12 @@ def compile_rules(raw_rules: list) -> tuple[list[Rule], list[Problem]]:
         who = _selectors(table, "who", check_principal_selector, bad)
         targets = _selectors(table, "targets", check_target_selector, bad)
         patterns = []
+        effects = {k: _effect_globs(table, k, bad) for k in EFFECT_KEYS}
         cmds = table.get("commands")
         if cmds is None:
-            bad(None, "missing required key 'commands' (e.g. commands = [\"rm -r\"])")
+            if not any(k in table for k in EFFECT_KEYS):
+                bad(None, "missing required key 'commands' (or writes/reads/connects), "
+                          "e.g. commands = [\"rm -r\"]")
         elif isinstance(cmds, str):
             cmds = [cmds]
         if cmds is not None and not isinstance(cmds, list):
@@ -141,13 +157,40 @@ def compile_rules(raw_rules: list) -> tuple[list[Rule], list[Problem]]:
                     patterns.append(parse_pattern(source))
                 except PatternError as exc:
                     bad("commands", str(exc))
+        interactive = table.get("interactive", False)
+        if not isinstance(interactive, bool):
+            bad("interactive", "interactive must be true or false")
+            interactive = False
         desc = table.get("description", "")
         if not isinstance(desc, str):
             bad("description", "description must be a string")
             desc = ""
-        if name and action is not None and patterns:
-            rules.append(Rule(i, name, action, who, targets, tuple(patterns), desc))
+        if name and action is not None and (patterns or any(effects.values())):
+            rules.append(Rule(i, name, action, who, targets, tuple(patterns), desc,
+                              effects["writes"], effects["reads"], effects["connects"],
+                              interactive))
     return rules, problems
+
+
+def _effect_globs(table: dict, key: str, bad) -> tuple:
+    """``writes`` / ``reads`` (path globs) or ``connects`` (host globs) → compiled Globs."""
+    if key not in table:
+        return ()
+    value = table[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        bad(key, f"{key} must be a list of non-empty strings")
+        return ()
+    if not value:
+        bad(key, f"{key} is empty: leave it out instead")
+    out = []
+    for v in value:
+        try:
+            out.append(Glob(v.lower() if key == "connects" else canonical_glob(v)))
+        except PatternError as exc:
+            bad(key, str(exc))
+    return tuple(out)
 
 
 def _selectors(table: dict, key: str, check, bad) -> tuple | None:

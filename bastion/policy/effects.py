@@ -1,0 +1,114 @@
+"""Effects: what a simple command does besides running, and how rules match them.
+
+Each :class:`bastion.policy.commands.Command` carries four effects:
+
+* *runs*: its argv (matched by ``commands`` patterns, as before);
+* *writes*: paths it writes: every redirection target (``>``, ``>>``, ``&>``,
+  ``&>>``, ``>|``, ``<>``, ``>&FILE``) and, for a program with a table
+  (:mod:`bastion.policy.programs`), its output options and operands;
+* *reads*: paths it reads: ``<`` targets and, with a table, its input files;
+  without a table every argument *may* be read (deny/review ``reads`` rules
+  treat each one as a read);
+* *connects*: host names of URLs its table knows it opens.
+
+Harmless writes need no rule: ``/dev/null``, ``/dev/stdout``, ``/dev/stderr``,
+``/dev/fd/N`` (and fd duplication ``2>&1``, which is no write at all).
+
+Paths are canonical (:func:`canonical_path`): ``//etc/./x`` and ``..`` are
+resolved lexically, and ``/proc/self/root/``, ``/proc/thread-self/root/``,
+``/proc/N/root/`` prefixes are dropped (they reach the same file).  Symlinks
+are not followed: nothing here touches a disk.
+
+Rule globs use the pattern glob syntax (``*`` also crosses ``/``; ``**`` is the
+same as ``*``).  Pure: no IO.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bastion.policy.words import norm_path
+
+HARMLESS_WRITES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"})
+WRITE_OPS = frozenset({">", ">>", "&>", "&>>", ">|", "<>", ">&", "&>|"})
+READ_OPS = frozenset({"<", "<&"})
+_PROC_ROOT = re.compile(r"^/proc/(?:self|thread-self|[0-9]+)(?:/task/[0-9]+)?/root(?=/|$)")
+
+
+def canonical_path(text: str) -> str:
+    """``norm_path`` plus ``/proc/<pid>/root`` prefixes removed."""
+    p = norm_path(text)
+    if p.startswith("/proc/"):
+        while True:
+            m = _PROC_ROOT.match(p)
+            if not m:
+                break
+            p = p[m.end():] or "/"
+    return p
+
+
+def canonical_glob(glob: str) -> str:
+    """A rule's path glob in the same canonical form as the paths it is matched against."""
+    if glob.startswith("~/") or glob.startswith("/") or "/" in glob:
+        return canonical_path(glob)
+    return glob
+
+
+def harmless_write(text: str | None) -> bool:
+    if text is None:
+        return False
+    return text in HARMLESS_WRITES or (text.startswith("/dev/fd/") and text[8:].isdigit())
+
+
+def redirect_roles(redirs: list) -> list:
+    """``[(op, Word)]`` → ``["w" | "r" | None]`` (write target, read source, neither)."""
+    return ["w" if op in WRITE_OPS else "r" if op in READ_OPS else None for op, _ in redirs]
+
+
+def shown_arg(arg) -> str:
+    """A write/read for a reason: its value, or its template with ``…`` for run-time text."""
+    if arg.text is not None:
+        return arg.text
+    if arg.templates:
+        return "".join(p if p is not None else "…" for p in arg.templates[0])
+    return "…"
+
+
+def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
+    """Does ``glob`` match this argument at ``level`` (0 allow, 1 deny on opaque, 2 deny)?
+
+    ``recursive``: the command reads everything below the argument too.
+    """
+    t = arg.text
+    if t is not None:
+        if glob.match(t):
+            return True
+        if recursive and level and t.startswith("/") and glob.could_match(
+                (t.rstrip("/") + "/", None)):
+            return True
+    if level:
+        for v in arg.views:
+            if glob.match(v):
+                return True
+    if level > 1:
+        for tpl in arg.templates:
+            if glob.could_match(tpl):
+                return True
+    return False
+
+
+def any_hits(globs: tuple, args, level: int, recursive: bool = False):
+    """The first argument some glob matches (or None)."""
+    for a in args:
+        for g in globs:
+            if arg_hits(g, a, level, recursive):
+                return a
+    return None
+
+
+def host_hits(globs: tuple, hosts) -> str | None:
+    for h in hosts:
+        for g in globs:
+            if h is None or g.match(h):
+                return h if h is not None else "a host known only at run time"
+    return None
