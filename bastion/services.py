@@ -140,11 +140,15 @@ class Services:
         return set(self._servers)
 
     # -- decisions -------------------------------------------------------------
-    def decide(self, ctx, line: str, *, channel: str):
-        """Policy decision for one exec command or shell line; logged (and indexed)."""
+    def decide(self, ctx, line: str, *, channel: str, dialect: str = "bash"):
+        """Policy decision for one exec command or shell line; logged (and indexed).
+
+        ``dialect``: the grammar of the shell that will run ``line`` (``bash`` or ``sh``).
+        """
         try:
+            extra = {} if dialect == "bash" else {"dialect": dialect}
             decision = self.config.policy.evaluate(ctx.principal, ctx.target, line,
-                                                   interactive=(channel == "shell"))
+                                                   interactive=(channel == "shell"), **extra)
         except Exception as exc:  # noqa: BLE001 - the engine must never fail open
             log.exception("policy engine failed; denying")
             from bastion.policy import Action, Decision
@@ -217,6 +221,15 @@ class Services:
                                           term=term,
                                           width=width or 80, height=height or 24, env=clean_env,
                                           mask=worker_masks)
+
+    @staticmethod
+    def needs_more(text: str, dialect: str = "bash") -> bool:
+        """Whether a shell would ask for more lines of ``text`` (open quote, ``&&``, ``if``...)."""
+        try:
+            from bastion.policy.complete import needs_more
+        except ImportError:  # pragma: no cover - older policy package
+            return text.endswith("\\")
+        return needs_more(text, dialect)
 
     def new_line_tracker(self):
         from bastion.proto.linetracker import LineTracker

@@ -77,6 +77,7 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         self._pending: list[bytes] = []
         self._pending_eof = False
         self._tracker = None
+        self._mediated = None                 # shell.MediatedSession for a pty session
         self._closed = False
         self._finished = False
         self._draining = False
@@ -128,10 +129,11 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         try:
             grant = services.config.grant_for(ctx.principal, ctx.target, self.kind)
             self.masks = masks
-            for data in self._pending:
-                masked = self.masks.feed(INPUT, data)
-                if masked:
-                    self.rec.input(masked)
+            if not self._is_mediated():
+                for data in self._pending:
+                    masked = self.masks.feed(INPUT, data)
+                    if masked:
+                        self.rec.input(masked)
             if grant is None:
                 reason = (f"no grant lets {ctx.principal.label} open a {self.kind} channel "
                           f"on target {ctx.target.name}")
@@ -153,6 +155,14 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
                         from bastion.approvals.notices import outcome_message
                         self._finish(outcome_message(outcome), EXIT_NOT_APPROVED)
                         return
+            if self.kind == "exec" and self.term_type:
+                # exec with a pty: the decided command runs in a mediated shell, so what is
+                # typed into it afterwards reaches only that command, never a shell.
+                from bastion.ssh.shell import MediatedSession
+                self._mediated = MediatedSession(self, first_command=self.command)
+                self._command_id = None
+            elif self.kind == "exec":
+                pass
             elif not self.term_type:
                 # Without a terminal there is no line editing to follow: bytes that a pty
                 # would treat as editing keys reach the shell literally, so keystroke
@@ -161,7 +171,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
                              "`ssh host 'command'` or ask for a pty with `ssh -t`", EXIT_DENIED)
                 return
             else:
-                self._tracker = services.new_line_tracker()
+                from bastion.ssh.shell import MediatedSession
+                self._mediated = MediatedSession(self)
             await self._open_upstream()
         except RecordingError as exc:
             self._recording_failed(exc)
@@ -185,6 +196,26 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         services = ctx.services
         self.up_conn = await services.pool.acquire(ctx.target)
         env = services.filter_env(self.chan.get_environment())
+        if self._mediated is not None:
+            try:
+                self.up_chan = await self._mediated.open(self.up_conn, env)
+            except BaseException:
+                services.pool.release(ctx.target, self.up_conn)
+                self.up_conn = None
+                raise
+            self.upstream_valve.attach(self.up_chan)
+            if self._closed or self._finished:
+                self._mediated.close()
+                self.up_chan.close()
+                return
+            pending, self._pending = self._pending, []
+            for data in pending:
+                self._mediated.agent_data(data)
+            if self._pending_eof:
+                self._mediated.machine.state = "closed"
+                self._mediated.ctl_chan.write_eof()
+            self.agent_valve.resume("starting")
+            return
         try:
             self.up_chan, _ = await self.up_conn.create_session(
                 lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
@@ -206,6 +237,9 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         if self._pending_eof:
             self.up_chan.write_eof()
         self.agent_valve.resume("starting")
+
+    def _is_mediated(self) -> bool:
+        return bool(self.term_type) and self.kind in ("shell", "exec")
 
     def _upstream_modes(self) -> dict:
         """Terminal modes for the upstream pty.
@@ -288,6 +322,12 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             return
         if self._finished:
             return
+        if self._mediated is not None:        # typed text is recorded as decided lines only
+            if self.up_chan is None:
+                self._pending.append(data)
+            else:
+                self._mediated.agent_data(data)
+            return
         masked = self.masks.feed(INPUT, data)
         if masked and not self._recorded(self.rec.input, masked):
             return
@@ -343,6 +383,12 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
                 self._handle_events(self._tracker.cancel())
 
     def eof_received(self) -> bool:
+        if self._mediated is not None:
+            if self._mediated.ctl_chan is not None:
+                self._mediated.ctl_chan.write_eof()
+            else:
+                self._pending_eof = True
+            return True
         if self.up_chan is None:
             self._pending_eof = True
         else:
@@ -353,6 +399,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         self.term_size = (width, height, pixwidth, pixheight)
         if self.rec is not None:
             self._recorded(self.rec.resize, width, height)
+        if self._mediated is not None:
+            self._mediated.resize(width)
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -377,6 +425,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         for task in (self._task, self._review_task):
             if task and not task.done():
                 task.cancel()           # a pending approval request is withdrawn
+        if self._mediated is not None:
+            self._mediated.close()
         if self.up_chan is not None:
             self.up_chan.close()
         if self.rec is not None and not self._finished:
@@ -392,6 +442,13 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             self.upstream_valve.hold()
         if self._finished:
             return
+        if self._mediated is not None:
+            self._mediated.host_data(data)
+            return
+        self._relay_output(data, datatype)
+
+    def _relay_output(self, data: bytes, datatype: Any) -> None:
+        """Host output to the agent: masked, recorded first, then written."""
         stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
         masked = self.masks.feed(STDERR if stderr else STDOUT, data)
         if masked and not self._recorded(self.rec.output, masked, stderr=stderr):
@@ -419,6 +476,8 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
                 self._recording_failed(exc)
 
     def upstream_closed(self, exc: Exception | None) -> None:
+        if self._mediated is not None:
+            self._mediated.close()
         if self.up_conn is not None:
             self.ctx.services.pool.release(self.ctx.target, self.up_conn)
             self.up_conn = None

@@ -32,13 +32,13 @@ def test_pty_shell_runs_allowed_lines_and_clears_denied_ones(rig, agent):
     assert agent.wait() == 7
 
 
-def test_a_line_edited_with_cursor_keys_is_not_run_silently(rig, agent):
+def test_a_line_edited_with_cursor_keys_is_decided_as_edited(rig, agent):
     canary = rig.canary_dir / "canary.txt"
-    # "rm X" typed, the cursor moved back over X, "-rf " inserted: the bastion cannot know
-    # the line exactly from the keystrokes, so it is opaque (review here) and cleared.
+    # "rm X" typed, the cursor moved back over X, "-rf " inserted: the bastion edits the line
+    # itself, so it decides on exactly "rm -rf X" and refuses it by its rule.
     target = str(rig.canary_dir).encode()
     agent.send(b"rm " + target + b"\x1b[D" * len(target) + b"-rf \r")
-    agent.read_until(b"bastion: ")
+    agent.read_until(b"denied by rule no-recursive-delete")
     agent.send(b"echo still-$((2+2))-alive\r")
     agent.read_until(b"still-4-alive")
     assert canary.exists()
@@ -53,8 +53,7 @@ def test_window_size_and_changes_reach_the_host(agent):
     # ssh sends the window change when it handles SIGWINCH: ask until it has arrived
     for _ in range(20):
         agent.send(b"stty size\r")
-        out = agent.read_until(b"stty size\r\n\x1b[?2004l\r")
-        out += agent.read_until(b"\r\n")
+        out = agent.read_until(b"$ ")
         if b"40 132" in out:
             break
         time.sleep(0.2)

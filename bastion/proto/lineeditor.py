@@ -1,0 +1,380 @@
+"""The bastion's own line editor for mediated shells: keys in, screen bytes and lines out.
+
+At a mediated shell's prompt the host runs nothing and reads nothing: this editor is the
+command line.  It keeps the text, the cursor, a per-session history and a kill buffer, and
+returns the bytes that draw it on the agent's terminal.  Keys (emacs-style, as bash's
+defaults): printable text and UTF-8; Backspace (DEL, ^H); Delete (``ESC[3~``), ^D on a
+non-empty line; Left/Right, ^B/^F; Home/End, ^A/^E; Ctrl/Alt-Left/Right and ``ESC b``/``ESC f``
+by word; ^K ^U ^W kill, ^Y yank; Up/Down, ^P/^N through history; ^L clears the screen;
+bracketed paste (``ESC[200~ ... ESC[201~``; a newline in it is an Enter); Enter (CR, LF,
+CR LF) submits; ^C abandons the line; ^D on an empty line ends input.  Tab rings the bell
+(no completion: completion on a host would run its completion functions).  Every other key
+or escape sequence is ignored -- none of them can run anything, because nothing here runs.
+
+``feed(data)`` queues bytes; while the editor is *active* it consumes them up to the first
+event (:class:`Submitted`, :class:`Interrupted`, :class:`EndOfInput`), then goes inactive
+and keeps the rest queued (type-ahead for the next prompt).  ``begin(prompt)`` activates it
+with a fresh line and processes what is queued.  Both return ``(screen_bytes, event | None)``.
+Pure: no IO, no clock.  A lone ESC at the end of a chunk waits for the next byte.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass
+
+MAX_LINE = 65536
+MAX_QUEUE = 1 << 20
+HISTORY = 1000
+PASTE_START = b"\x1b[200~"
+PASTE_END = b"\x1b[201~"
+_CSI = re.compile(rb"\x1b\[([0-9;?]*)([\x20-\x2f]*)([\x40-\x7e])")
+_SS3 = re.compile(rb"\x1bO([\x20-\x7e])")
+
+
+@dataclass(frozen=True, repr=False)
+class Submitted:
+    line: str
+
+    def __repr__(self) -> str:            # never show typed text
+        return f"Submitted(<{len(self.line)} chars>)"
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    pass
+
+
+@dataclass(frozen=True)
+class EndOfInput:
+    pass
+
+
+Event = Submitted | Interrupted | EndOfInput
+
+
+def char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def shown(ch: str) -> str:
+    """How a character of the line is drawn (controls and undecodable bytes as ``?``)."""
+    if ch < " " or ch == "\x7f" or "\ud800" <= ch <= "\udfff" or "\x80" <= ch < "\xa0":
+        return "?"
+    return ch
+
+
+class LineEditor:
+    def __init__(self, *, width: int = 80) -> None:
+        self.width = max(width, 2)
+        self.text: list[str] = []
+        self.cursor = 0
+        self.prompt = ""
+        self.active = False
+        self.history: list[str] = []
+        self._hist_pos = 0
+        self._draft: list[str] = []
+        self._kill = ""
+        self._queue = b""
+        self._row = 0                      # terminal row of the cursor, relative to the prompt's
+        self._paste = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+
+    # -- driving ---------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def feed(self, data: bytes) -> tuple[bytes, Event | None]:
+        if len(self._queue) + len(data) > MAX_QUEUE:
+            data = data[:max(0, MAX_QUEUE - len(self._queue))]
+        self._queue += data
+        if not self.active:
+            return b"", None
+        return self._run()
+
+    def begin(self, prompt: str) -> tuple[bytes, Event | None]:
+        self.prompt = prompt
+        self.text, self.cursor, self._row = [], 0, 0
+        self._hist_pos = len(self.history)
+        self._draft = []
+        self.active = True
+        draw = self._draw_full()
+        screen, event = self._run()
+        return draw + screen, event
+
+    def unshift(self, data: bytes) -> None:
+        """Put ``data`` in front of the queue (type-ahead recovered from the host)."""
+        self._queue = data + self._queue
+
+    def drop_queue(self) -> None:
+        """Forget type-ahead (after ^C during an approval wait, say)."""
+        self._queue = b""
+        self._paste = False
+
+    def resize(self, width: int) -> None:
+        self.width = max(width, 2)
+
+    def line(self) -> str:
+        return "".join(self.text)
+
+    def remember(self, line: str) -> None:
+        if line.strip() and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+            del self.history[:-HISTORY]
+
+    # -- the key loop ------------------------------------------------------------
+    def _run(self) -> tuple[bytes, Event | None]:
+        out: list[bytes] = []
+        q = self._queue
+        i = 0
+        event: Event | None = None
+        while i < len(q) and event is None:
+            b = q[i]
+            if self._paste:
+                if q.startswith(PASTE_END, i):
+                    self._paste = False
+                    i += len(PASTE_END)
+                    continue
+                if b == 0x1b and PASTE_END.startswith(q[i:]):
+                    break                                  # maybe the end marker, cut
+                if b in (0x0d, 0x0a):
+                    i += 2 if q[i:i + 2] == b"\r\n" else 1
+                    out.append(self._enter())
+                    event = Submitted(self.line())
+                    continue
+                if b == 0x1b or (b < 0x20 and b != 0x09):
+                    i += 1                                  # controls in a paste: dropped
+                    continue
+                j = i
+                while j < len(q) and (q[j] >= 0x20 or q[j] == 0x09) and q[j] not in (0x1b, 0x7f):
+                    j += 1
+                if j == i:
+                    i += 1                                  # DEL in a paste: dropped
+                    continue
+                out.append(self._insert(q[i:j]))
+                i = j
+                continue
+            if b == 0x1b:
+                n, key = self._escape(q, i)
+                if n == 0:
+                    break                                  # incomplete: wait for more
+                i += n
+                if key == "paste":
+                    self._paste = True
+                elif key:
+                    out.append(self._key(key))
+                continue
+            if b in (0x0d, 0x0a):
+                i += 2 if q[i:i + 2] == b"\r\n" else 1
+                out.append(self._enter())
+                event = Submitted(self.line())
+            elif b == 0x03:
+                i += 1
+                out.append(self._end_screen() + b"^C\r\n")
+                event = Interrupted()
+            elif b == 0x04 and not self.text:
+                i += 1
+                out.append(b"\r\n")
+                event = EndOfInput()
+            elif b < 0x20 or b == 0x7f:
+                i += 1
+                out.append(self._key(_CONTROL.get(b, "")))
+            else:
+                j = i + 1
+                while j < len(q) and q[j] >= 0x20 and q[j] not in (0x7f, 0x1b):
+                    j += 1
+                out.append(self._insert(q[i:j]))
+                i = j
+        self._queue = q[i:]
+        if event is not None:
+            self.active = False
+            if isinstance(event, Submitted):
+                self.remember(event.line)
+        return b"".join(out), event
+
+    def _escape(self, q: bytes, i: int) -> tuple[int, str]:
+        """(bytes used, key name) for the escape sequence at ``q[i]``; (0, "") if cut short."""
+        rest = q[i:i + 64]
+        if len(rest) == 1:
+            return 0, ""
+        if rest.startswith(PASTE_START):
+            return len(PASTE_START), "paste"
+        if rest[1:2] == b"[":
+            m = _CSI.match(rest)
+            if m is None:
+                if len(rest) < 64 and all(0x20 <= c < 0x40 for c in rest[2:]):
+                    return 0, ""
+                return 2, ""                               # malformed: drop ESC [
+            params, final = m.group(1), m.group(3)
+            return m.end(), _CSI_KEYS.get((params, final), "")
+        if rest[1:2] == b"O":
+            m = _SS3.match(rest)
+            if m is None:
+                return (0, "") if len(rest) < 3 else (2, "")
+            return m.end(), _SS3_KEYS.get(m.group(1), "")
+        if rest[1:2] == b"\x1b":
+            return 1, ""
+        return 2, {b"b": "word-left", b"f": "word-right", b"\x7f": "kill-word",
+                   b"d": "kill-word-right"}.get(rest[1:2], "")
+
+    # -- editing ------------------------------------------------------------------
+    def _insert(self, data: bytes) -> bytes:
+        chars = list(self._decoder.decode(data))
+        room = MAX_LINE - len(self.text)
+        if room <= 0:
+            return b"\x07"
+        chars = [c if c != "\t" else " " for c in chars[:room]]
+        at_end = self.cursor == len(self.text)
+        self.text[self.cursor:self.cursor] = chars
+        self.cursor += len(chars)
+        if at_end and all(char_width(c) == 1 for c in chars):
+            total = self._cols(len(self.text))
+            before = total - len(chars)
+            if before // self.width == (total - 1) // self.width and total % self.width:
+                return "".join(shown(c) for c in chars).encode("utf-8", "replace")
+        return self._redraw()
+
+    def _key(self, key: str) -> bytes:
+        t, c = self.text, self.cursor
+        if key == "left":
+            self.cursor = max(0, c - 1)
+        elif key == "right":
+            self.cursor = min(len(t), c + 1)
+        elif key == "home":
+            self.cursor = 0
+        elif key == "end":
+            self.cursor = len(t)
+        elif key == "backspace":
+            if c == 0:
+                return b""
+            del t[c - 1]
+            self.cursor -= 1
+        elif key == "delete":
+            if c >= len(t):
+                return b""
+            del t[c]
+        elif key == "word-left":
+            self.cursor = self._word_start(c)
+        elif key == "word-right":
+            j = c
+            while j < len(t) and not t[j].isalnum():
+                j += 1
+            while j < len(t) and t[j].isalnum():
+                j += 1
+            self.cursor = j
+        elif key == "kill-end":
+            self._kill = "".join(t[c:])
+            del t[c:]
+        elif key == "kill-start":
+            self._kill = "".join(t[:c])
+            del t[:c]
+            self.cursor = 0
+        elif key == "kill-word":                           # ^W: whitespace-delimited, as bash
+            j = c
+            while j > 0 and t[j - 1] == " ":
+                j -= 1
+            while j > 0 and t[j - 1] != " ":
+                j -= 1
+            self._kill = "".join(t[j:c])
+            del t[j:c]
+            self.cursor = j
+        elif key == "kill-word-right":
+            j = c
+            while j < len(t) and not t[j].isalnum():
+                j += 1
+            while j < len(t) and t[j].isalnum():
+                j += 1
+            self._kill = "".join(t[c:j])
+            del t[c:j]
+        elif key == "yank":
+            if not self._kill:
+                return b""
+            t[c:c] = list(self._kill)
+            self.cursor += len(self._kill)
+        elif key in ("up", "down"):
+            return self._history(-1 if key == "up" else 1)
+        elif key == "clear":
+            self._row = 0
+            return b"\x1b[H\x1b[2J" + self._draw_full()
+        elif key == "delete-or-eof":
+            return self._key("delete")
+        elif key == "tab":
+            return b"\x07"
+        else:
+            return b""
+        return self._redraw()
+
+    def _word_start(self, c: int) -> int:
+        j = c
+        while j > 0 and not self.text[j - 1].isalnum():
+            j -= 1
+        while j > 0 and self.text[j - 1].isalnum():
+            j -= 1
+        return j
+
+    def _history(self, step: int) -> bytes:
+        pos = self._hist_pos + step
+        if pos < 0 or pos > len(self.history):
+            return b"\x07"
+        if self._hist_pos == len(self.history):
+            self._draft = list(self.text)
+        self._hist_pos = pos
+        self.text = list(self.history[pos]) if pos < len(self.history) else list(self._draft)
+        self.cursor = len(self.text)
+        return self._redraw()
+
+    def _enter(self) -> bytes:
+        return self._end_screen() + b"\r\n"
+
+    # -- drawing ------------------------------------------------------------------
+    def _cols(self, upto: int) -> int:
+        return len(self.prompt) + sum(char_width(ch) for ch in self.text[:upto])
+
+    def _end_screen(self) -> bytes:
+        """Move the terminal cursor to the end of the line (before a newline)."""
+        end = self.cursor
+        self.cursor = len(self.text)
+        if end == len(self.text):
+            return b""
+        return self._redraw()
+
+    def _draw_full(self) -> bytes:
+        self._row = 0
+        return self._redraw(from_start=True)
+
+    def _redraw(self, from_start: bool = False) -> bytes:
+        w = self.width
+        out = []
+        if not from_start and self._row:
+            out.append(f"\x1b[{self._row}A")
+        out.append("\r" + self.prompt + "".join(shown(ch) for ch in self.text) + "\x1b[J")
+        total = self._cols(len(self.text))
+        if total and total % w == 0:
+            out.append("\r\n")
+        end_row = total // w
+        cur = self._cols(self.cursor)
+        row, col = cur // w, cur % w
+        if end_row > row:
+            out.append(f"\x1b[{end_row - row}A")
+        out.append("\r")
+        if col:
+            out.append(f"\x1b[{col}C")
+        self._row = row
+        return "".join(out).encode("utf-8", "replace")
+
+
+_CONTROL = {0x01: "home", 0x02: "left", 0x04: "delete-or-eof", 0x05: "end", 0x06: "right",
+            0x08: "backspace", 0x09: "tab", 0x0b: "kill-end", 0x0c: "clear", 0x0e: "down",
+            0x10: "up", 0x15: "kill-start", 0x17: "kill-word", 0x19: "yank", 0x7f: "backspace"}
+_CSI_KEYS = {(b"", b"A"): "up", (b"", b"B"): "down", (b"", b"C"): "right", (b"", b"D"): "left",
+             (b"", b"H"): "home", (b"", b"F"): "end", (b"1", b"~"): "home", (b"7", b"~"): "home",
+             (b"4", b"~"): "end", (b"8", b"~"): "end", (b"3", b"~"): "delete"}
+for _mod in (b"3", b"5"):
+    _CSI_KEYS[(b"1;" + _mod, b"C")] = "word-right"
+    _CSI_KEYS[(b"1;" + _mod, b"D")] = "word-left"
+_SS3_KEYS = {b"A": "up", b"B": "down", b"C": "right", b"D": "left", b"H": "home", b"F": "end"}

@@ -1,0 +1,289 @@
+"""A mediated shell channel as a sans-IO state machine: events in, actions out.
+
+The bastion owns the command line (:mod:`bastion.proto.lineeditor`); the host runs a
+non-interactive shell that only ever runs decided commands, sent on a separate channel
+(:mod:`bastion.proto.shellstart`), and tells where it is with marks
+(:mod:`bastion.proto.shellmarks`).  This class ties them together.  Inputs (each returns a
+list of actions, to carry out in order):
+
+``agent(data)``        bytes the agent typed
+``host(data)``         bytes from the host's terminal
+``decided(action, message)``   the policy's answer to the last :class:`Evaluate`
+                       (``allow`` / ``deny`` / ``review``; ``message`` is shown on deny)
+``approved(ok, message)``      the approver's answer to a ``review``
+``resize(width)``      the agent's terminal changed size
+
+Actions: :class:`Show` (bytes for the agent's screen; ``record`` is what the recording keeps
+of it, possibly nothing), :class:`Output` (host output, marks removed: show and record as
+usual), :class:`Type` (bytes for the running program's terminal; record only their length),
+:class:`Evaluate` (ask policy about a complete command), :class:`Run` (send the decided
+command to the host), :class:`Finished` (the command that ran ended with ``status``),
+:class:`WithdrawReview` (^C while waiting for an approver), :class:`Hangup` (the agent ended
+input: close the command channel, the shell exits with its last status), :class:`Sync` (send
+the sync frame: the shell answers with what is left unread on its terminal).
+
+States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
+keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead for the next prompt) →
+``running`` (keys go to the program's terminal; after ^C or ^\\ they are queued for the next
+prompt, as a shell would read them) → ``syncing`` (if keys were typed into the command: what
+it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
+
+What it does not cover: the SSH plumbing, recording and policy calls (``bastion.ssh.shell``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from bastion.proto.lineeditor import EndOfInput, Interrupted, LineEditor, Submitted
+from bastion.proto.sanitize import sanitize
+from bastion.proto.shellmarks import MarkScanner
+
+PASTE_ON = b"\x1b[?2004h"
+PASTE_OFF = b"\x1b[?2004l"
+MAX_COMMAND = 256 * 1024
+
+
+@dataclass(frozen=True, repr=False)
+class Show:
+    data: bytes
+    record: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"Show(<{len(self.data)} bytes>, record=<{len(self.record)} bytes>)"
+
+
+@dataclass(frozen=True, repr=False)
+class Output:
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"Output(<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True, repr=False)
+class Type:
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"Type(<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True, repr=False)
+class Evaluate:
+    command: str
+
+    def __repr__(self) -> str:
+        return f"Evaluate(<{len(self.command)} chars>)"
+
+
+@dataclass(frozen=True, repr=False)
+class Run:
+    command: str
+
+    def __repr__(self) -> str:
+        return f"Run(<{len(self.command)} chars>)"
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: int | None
+    typed: int                     # bytes the agent typed into the command while it ran
+
+
+@dataclass(frozen=True)
+class WithdrawReview:
+    pass
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True)
+class Sync:
+    """Ask the host shell what was left unread on its terminal (answered by a T mark)."""
+
+
+Action = Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Hangup | Sync
+
+
+class MediatedShell:
+    def __init__(self, *, nonce: str, user: str, target: str, width: int = 80,
+                 needs_more: Callable[[str], bool] = lambda text: False,
+                 first_command: str | None = None) -> None:
+        self.state = "starting"
+        self.editor = LineEditor(width=width)
+        self.marks = MarkScanner(nonce)
+        self.user, self.target = sanitize(user), sanitize(target)
+        self.needs_more = needs_more
+        self.cwd = ""
+        self.home = ""
+        self.status: int | None = None
+        self.single = first_command is not None     # exec with a pty: one command, then exit
+        self._first = first_command
+        self._lines: list[str] = []                  # physical lines of a continued command
+        self._pending = ""                           # the command being decided / reviewed
+        self._typed = 0
+        self._interrupted = False
+
+    # -- inputs ------------------------------------------------------------------
+    def agent(self, data: bytes) -> list[Action]:
+        if self.state == "syncing":
+            self.editor.feed(data)
+            return []
+        if self.state == "running":
+            if self._interrupted:                    # after ^C: keys are for the next prompt
+                self.editor.feed(data)
+                return []
+            cut = min((i for i in (data.find(b"\x03"), data.find(b"\x1c")) if i >= 0),
+                      default=-1)
+            if cut >= 0:
+                self._interrupted = True
+                self.editor.feed(data[cut + 1:])
+                data = data[:cut + 1]
+            self._typed += len(data)
+            return [Type(data)]
+        if self.state == "reviewing" and b"\x03" in data:
+            self.editor.drop_queue()
+            return [Show(b"^C\r\n"), WithdrawReview()]
+        screen, event = self.editor.feed(data)
+        return self._after_edit(screen, event)
+
+    def host(self, data: bytes) -> list[Action]:
+        clean, marks = self.marks.feed(data)
+        actions: list[Action] = []
+        pos = 0
+        for mark in marks:
+            if mark.at > pos:
+                actions.append(Output(clean[pos:mark.at]))
+                pos = mark.at
+            actions.extend(self._mark(mark))
+        if pos < len(clean):
+            actions.append(Output(clean[pos:]))
+        return actions
+
+    def decided(self, action: str, message: str = "") -> list[Action]:
+        if self.state != "deciding":
+            return []
+        if action == "allow":
+            return self._run()
+        if action == "review":
+            self.state = "reviewing"
+            return []
+        return self._refused(message)
+
+    def approved(self, ok: bool, message: str = "") -> list[Action]:
+        if self.state != "reviewing":
+            return []
+        if ok:
+            return self._run()
+        return self._refused(message)
+
+    def resize(self, width: int) -> None:
+        self.editor.resize(width)
+
+    # -- internals ---------------------------------------------------------------
+    def _mark(self, mark) -> list[Action]:
+        if mark.kind == "C":
+            return []
+        if mark.kind == "T":
+            if self.state != "syncing":
+                return []
+            self.editor.unshift(mark.data)
+            return self._prompt()
+        if mark.cwd:
+            self.cwd = mark.cwd
+            if not self.home:
+                self.home = mark.cwd
+        if self.state == "starting":
+            if self.single:
+                self._pending = self._first or ""
+                self.state = "deciding"
+                return self._run()
+            return self._prompt()
+        if self.state != "running":
+            return []                       # a forged or stray mark: nothing to do
+        self.status = mark.status
+        typed, self._typed = self._typed, 0
+        actions: list[Action] = [Finished(mark.status, typed)]
+        if self.single:
+            self.state = "closed"
+            return actions + [Hangup()]
+        if typed and not self._interrupted:           # keys may be left unread: ask for them
+            self.state = "syncing"
+            return actions + [Sync()]
+        return actions + self._prompt()
+
+    def prompt_text(self) -> str:
+        cwd = sanitize(self.cwd) or "?"
+        if self.home and (cwd == self.home or cwd.startswith(self.home.rstrip("/") + "/")):
+            cwd = "~" + cwd[len(self.home.rstrip("/")):] if self.home != "/" else cwd
+        return f"{self.user}@{self.target}:{cwd}$ "
+
+    def _prompt(self) -> list[Action]:
+        self.state = "prompt"
+        self._lines = []
+        screen, event = self.editor.begin(self.prompt_text())
+        return self._after_edit(PASTE_ON + screen, event)
+
+    def _after_edit(self, screen: bytes, event) -> list[Action]:
+        actions: list[Action] = [Show(screen)] if screen else []
+        while event is not None:
+            if isinstance(event, Interrupted):
+                self._lines = []
+                screen, event = self.editor.begin(self.prompt_text())
+            elif isinstance(event, EndOfInput):
+                if self._lines:              # ^D in a continued command: drop it, as bash does
+                    self._lines = []
+                    actions.append(Show(b"bastion: unexpected end of input; command "
+                                        b"discarded\r\n"))
+                    screen, event = self.editor.begin(self.prompt_text())
+                else:
+                    self.state = "closed"
+                    actions.append(Show(b"exit\r\n" + PASTE_OFF))
+                    actions.append(Hangup())
+                    return actions
+            else:
+                assert isinstance(event, Submitted)
+                self._lines.append(event.line)
+                text = "\n".join(self._lines)
+                if len(text) > MAX_COMMAND:
+                    self._lines = []
+                    actions.append(Show(b"bastion: command too long; discarded\r\n"))
+                    screen, event = self.editor.begin(self.prompt_text())
+                elif not text.strip():
+                    self._lines = []
+                    screen, event = self.editor.begin(self.prompt_text())
+                elif self.needs_more(text):
+                    screen, event = self.editor.begin("> ")
+                else:
+                    self._pending = text
+                    self.state = "deciding"
+                    actions.append(Evaluate(text))
+                    return actions
+            if screen:
+                actions.append(Show(screen))
+        return actions
+
+    def _run(self) -> list[Action]:
+        command, self._pending = self._pending, ""
+        self.state = "running"
+        self._typed = 0
+        self._interrupted = False
+        record = b""
+        if not self.single:
+            shown = (self.prompt_text() + command.replace("\n", "\r\n> ")).encode(
+                "utf-8", "replace")
+            record = shown + b"\r\n"
+        return [Show(PASTE_OFF, record), Run(command)]
+
+    def _refused(self, message: str) -> list[Action]:
+        self._pending = ""
+        text = (sanitize(message) + "\r\n").encode("utf-8", "replace")
+        if self.single:
+            self.state = "closed"
+            return [Show(text, text), Hangup()]
+        return [Show(text, text)] + self._prompt()

@@ -1,0 +1,132 @@
+"""The upstream half of a mediated shell: the scripts the bastion runs on the host.
+
+A mediated shell is two channels on the upstream connection (docs/INTERACTIVE.md):
+
+* the **command channel** (exec, no pty) runs :func:`control_command`: it makes a private
+  FIFO in a fresh ``mktemp -d`` directory, reports the directory and the shells it found on
+  one line (``bastion-shell-ready DIR BASH SH``), opens the FIFO for writing (which waits for
+  the reader), removes the directory, and then copies its stdin -- the bastion's decided
+  commands, framed by :func:`frame` -- into the FIFO with ``cat``;
+* the **terminal channel** (exec with the agent's pty) runs :func:`terminal_command`: a
+  *non-interactive* shell whose fd 3 is that FIFO, running :data:`LOOP`.  It never reads the
+  terminal: it reads a frame from fd 3, runs it with ``eval`` (stdin the terminal, fd 3 and the
+  marks' fd closed), and prints marks on the terminal around it.
+
+Why this shape: type-ahead, keys left over by ``less`` or ``read -n``, a forged prompt or a
+pasted payload can only ever reach a *program's* terminal input, never the shell's command
+reader, because the shell does not read the terminal.  A non-interactive shell has no prompt-
+time machinery at all (PS0/PS1/PS2/PROMPT_COMMAND/MAILPATH/history expansion/readline), so
+nothing can be planted there.  ^C interrupts the running command: the loop's INT trap returns
+from the function the command runs in (this also ends a loop of builtins), and the loop goes on.
+
+Marks are OSC sequences carrying a per-session nonce, written to a saved copy of the terminal:
+``ESC ] 6973 ; NONCE ; C BEL`` when a command starts and ``ESC ] 6973 ; NONCE ; P ; STATUS ;
+CWD BEL`` at each prompt (STATUS empty before the first command).  After a command that the agent typed into, the bastion sends :data:`SYNC_FRAME`; the shell
+reads what is left unread on its terminal (bash only; dash cannot read with a timeout) and
+answers ``ESC ] 6973 ; NONCE ; T ; HEX BEL``, which the bastion puts in front of the next
+command line: type-ahead becomes the next line, as it would in a terminal.  They are hints: a forged or
+missing mark can only make the bastion think a command is still running (keys then go to the
+terminal, which no shell reads) or over (the next decided command waits in the FIFO until the
+shell reads it).  Pure: strings in, strings out.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+MARK_CODE = "6973"               # OSC number of the marks; any unused number would do
+READY = "bastion-shell-ready"
+FAIL_STATUS = 97                 # the command channel could not make its FIFO
+SHELLS = ("bash", "sh")
+
+# The loop, in the common subset of bash and dash.  __bastion_* names are the loop's own; a
+# command that changes them can only disturb its own session (the loop resets them per frame).
+LOOP = r"""
+trap 'return 130 2>/dev/null' INT
+trap 'return 131 2>/dev/null' QUIT
+__bastion_st() { return "$1"; }
+__bastion_run() { __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
+__bastion_s=0
+export LESSSECURE=1
+readonly LESSSECURE 2>/dev/null
+__bastion_drain() {
+  __bastion_x= __bastion_h= __bastion_i=0
+  if [ -n "${BASH_VERSION-}" ]; then
+    IFS= read -r -s -d '' -n 4096 -t 0.01 __bastion_x
+    while [ "$__bastion_i" -lt "${#__bastion_x}" ]; do
+      LC_ALL=C printf -v __bastion_c %02x "'${__bastion_x:__bastion_i:1}"
+      __bastion_h=$__bastion_h$__bastion_c
+      __bastion_i=$((__bastion_i + 1))
+    done
+  fi
+  printf '\033]%s;%s;T;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_h" >&4
+}
+exec 4>&1
+printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
+while IFS= read -r __bastion_n <&3; do
+  case $__bastion_n in S) __bastion_drain; continue;; ''|*[!0-9]*) exit 98;; esac
+  __bastion_cmd=
+  while [ "$__bastion_n" -gt 0 ]; do
+    IFS= read -r __bastion_l <&3 || exit 98
+    __bastion_cmd="$__bastion_cmd$__bastion_l
+"
+    __bastion_n=$((__bastion_n - 1))
+  done
+  printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
+  __bastion_run 3<&- 4>&-
+  __bastion_s=$?
+  printf '\033]%s;%s;P;%s;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_s" "$PWD" >&4
+done
+exit "$__bastion_s"
+"""
+
+
+#: The frame that asks the shell for what is left unread on its terminal (a ``T`` mark answers).
+SYNC_FRAME = b"S\n"
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+def _sq(text: str) -> str:
+    """``text`` as one single-quoted shell word (valid in every POSIX shell)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def control_command() -> str:
+    """The command channel's command (run by the login shell of the target user)."""
+    return ("umask 077; d=$(mktemp -d \"${TMPDIR:-/tmp}/bastion-shell.XXXXXXXX\") || exit 97; "
+            "mkfifo \"$d/c\" || { rm -rf \"$d\"; exit 97; }; "
+            f"printf '{READY} %s %s %s\\n' \"$d\" "
+            "\"$(command -v bash || echo -)\" \"$(command -v sh || echo -)\"; "
+            "exec 3>\"$d/c\"; rm -rf \"$d\"; exec cat >&3")
+
+
+def parse_ready(line: str) -> tuple[str, dict[str, str]] | None:
+    """``(fifo_dir, {"bash": path, "sh": path})`` from the command channel's first line."""
+    parts = line.strip().split(" ")
+    if len(parts) != 4 or parts[0] != READY or not parts[1].startswith("/"):
+        return None
+    shells = {name: path for name, path in zip(SHELLS, parts[2:]) if path.startswith("/")}
+    return parts[1], shells
+
+
+def terminal_command(fifo_dir: str, shell_path: str, nonce: str) -> str:
+    """The terminal channel's command: the loop in ``shell_path``, fd 3 the FIFO."""
+    flags = " --noprofile --norc" if shell_path.endswith("/bash") else ""
+    script = f"__bastion_code={MARK_CODE}; __bastion_nonce={nonce};" + LOOP
+    return (f"exec {_sq(shell_path)}{flags} -c {_sq(script)} bastion-shell "
+            f"3<{_sq(fifo_dir + '/c')}")
+
+
+class FrameError(ValueError):
+    """A command text that cannot be framed (NUL bytes)."""
+
+
+def frame(command: str) -> bytes:
+    """One decided command as the loop reads it: a line count, then the lines."""
+    if "\x00" in command:
+        raise FrameError("a command cannot hold a NUL character")
+    lines = command.split("\n")
+    return (f"{len(lines)}\n" + "\n".join(lines) + "\n").encode("utf-8", "surrogateescape")

@@ -1,0 +1,233 @@
+"""Mediated shells on the wire: the glue between an inner session and two upstream channels.
+
+The logic is :class:`bastion.proto.mediated.MediatedShell` (pure); the host side is
+:mod:`bastion.proto.shellstart`.  Here: open the command channel and read its ready line,
+open the terminal channel with the agent's pty, and carry out the state machine's actions
+(policy, recording, approval, writes).  Used by :class:`bastion.ssh.session.InnerSession`
+for a shell with a pty, and for an exec with a pty (one command, already decided, then exit).
+Typed input is never recorded in clear: a command is recorded as its decided text, keys typed
+into a running program as a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from bastion.errors import RecordingError, UpstreamError
+from bastion.proto import mediated as m
+from bastion.proto.linetracker import UPSTREAM_TTY_MODES
+from bastion.proto.shellstart import (FAIL_STATUS, SYNC_FRAME, control_command, frame,
+                                      new_nonce, parse_ready, terminal_command)
+from bastion.ssh.masking import masked_decision
+from bastion.ssh.relay import UpstreamSide
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.ssh.session import InnerSession
+
+log = logging.getLogger("bastion.session")
+
+READY_TIMEOUT = 15.0
+MAX_READY_LINE = 4096
+
+#: The mediated terminal's modes: the pinned modes, with no suspend key (the host shell has no
+#: job control: ^Z would stop a program that nobody could resume) and echo on (programs such
+#: as ``read`` and ``cat`` rely on the terminal to echo what is typed into them).
+MEDIATED_TTY_MODES = MappingProxyType({**UPSTREAM_TTY_MODES, 10: 255, 53: 1})
+
+
+class _ControlSide(asyncssh.SSHClientSession):
+    """The command channel: its first stdout line says whether the FIFO is ready."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        if self.ready.done() or datatype == asyncssh.EXTENDED_DATA_STDERR:
+            return
+        self.buf += data
+        if b"\n" in self.buf:
+            self.ready.set_result(self.buf.split(b"\n", 1)[0].decode("utf-8", "replace"))
+        elif len(self.buf) > MAX_READY_LINE:
+            self.ready.set_result("")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_result("")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class MediatedSession:
+    """One mediated shell: owned by an InnerSession, which keeps the channels' lifecycle."""
+
+    def __init__(self, owner: "InnerSession", first_command: str | None = None) -> None:
+        self.owner = owner
+        self.ctl_chan = None
+        self.ctl_side: _ControlSide | None = None
+        self.nonce = new_nonce()
+        self.dialect = "bash"
+        self.first_command = first_command
+        self.command_id: int | None = owner._command_id if first_command is not None else None
+        self.review_task: asyncio.Task | None = None
+        ctx = owner.ctx
+        services = ctx.services
+        width = owner.term_size[0] if owner.term_size and owner.term_size[0] else 80
+        self.machine = m.MediatedShell(nonce=self.nonce, user=ctx.target.user,
+                                       target=ctx.target.name, width=width,
+                                       needs_more=self._needs_more,
+                                       first_command=first_command)
+        self._needs_more_fn = getattr(services, "needs_more", None)
+
+    def _needs_more(self, text: str) -> bool:
+        fn = self._needs_more_fn
+        try:
+            return bool(fn(text, self.dialect)) if fn else False
+        except Exception:  # noqa: BLE001 - a wrong guess only costs a prompt
+            log.exception("needs_more failed")
+            return False
+
+    # -- start -----------------------------------------------------------------
+    async def open(self, conn: asyncssh.SSHClientConnection, env: dict) -> asyncssh.SSHClientChannel:
+        """Open both upstream channels; returns the terminal channel (the session's up_chan)."""
+        owner = self.owner
+        target = owner.ctx.target
+        try:
+            self.ctl_chan, self.ctl_side = await conn.create_session(
+                _ControlSide, control_command(), encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            raise UpstreamError(f"target {target.name} refused the session: {exc.reason}") from exc
+        try:
+            line = await asyncio.wait_for(asyncio.shield(self.ctl_side.ready), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            line = ""
+        ready = parse_ready(line)
+        if ready is None:
+            self.ctl_chan.close()
+            status = self.ctl_chan.get_exit_status()
+            why = ("it could not make a private FIFO in its temporary directory"
+                   if status == FAIL_STATUS else "its start-up did not answer")
+            raise UpstreamError(f"target {target.name} cannot host a mediated shell: {why}; "
+                                f"run commands as `ssh host 'command'` instead")
+        fifo_dir, shells = ready
+        wanted = getattr(target, "shell", "auto") or "auto"
+        if wanted in ("auto", "bash") and "bash" in shells:
+            path, self.dialect = shells["bash"], "bash"
+        elif wanted in ("auto", "sh") and "sh" in shells:
+            path, self.dialect = shells["sh"], "sh"
+        else:
+            self.ctl_chan.close()
+            raise UpstreamError(f"target {target.name} has no {wanted} shell for a mediated "
+                                f"session (set shell = \"sh\" on the target, or use exec)")
+        try:
+            chan, _ = await conn.create_session(
+                lambda: UpstreamSide(owner), terminal_command(fifo_dir, path, self.nonce),
+                term_type=owner.term_type, term_size=owner.term_size,
+                term_modes=dict(MEDIATED_TTY_MODES), env=env, encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            self.ctl_chan.close()
+            raise UpstreamError(f"target {target.name} refused the session: {exc.reason}") from exc
+        owner._marker(f"mediated shell: {self.dialect}")
+        return chan
+
+    # -- inputs ----------------------------------------------------------------
+    def agent_data(self, data: bytes) -> None:
+        self._apply(self.machine.agent(data))
+
+    def host_data(self, data: bytes) -> None:
+        self._apply(self.machine.host(data))
+
+    def resize(self, width: int) -> None:
+        self.machine.resize(width)
+
+    def close(self) -> None:
+        if self.review_task and not self.review_task.done():
+            self.review_task.cancel()
+        if self.ctl_chan is not None:
+            self.ctl_chan.close()
+
+    # -- actions ---------------------------------------------------------------
+    def _apply(self, actions: list) -> None:
+        owner = self.owner
+        for action in actions:
+            if owner._finished:
+                return
+            if isinstance(action, m.Output):
+                owner._relay_output(action.data, None)
+            elif isinstance(action, m.Show):
+                if action.record and not owner._recorded(
+                        owner.rec.output, owner.ctx.services.mask(
+                            action.record.decode("utf-8", "replace")).encode("utf-8", "replace")):
+                    return
+                if action.data and not owner._closed:
+                    owner.chan.write(action.data)
+            elif isinstance(action, m.Type):
+                if owner.up_chan is not None:
+                    owner.up_chan.write(action.data)
+            elif isinstance(action, m.Evaluate):
+                self._evaluate(action.command)
+            elif isinstance(action, m.Run):
+                try:
+                    self.ctl_chan.write(frame(action.command))
+                except (ValueError, asyncssh.Error, OSError) as exc:
+                    owner._finish(f"bastion: the command could not be sent ({exc})", 255)
+                    return
+            elif isinstance(action, m.Finished):
+                if self.command_id is not None:
+                    owner.rec.command_result(self.command_id, action.status)
+                    self.command_id = None
+                if action.typed:
+                    owner._marker(f"input: {action.typed} bytes typed into the running "
+                                  f"command (not recorded)")
+            elif isinstance(action, m.WithdrawReview):
+                if self.review_task and not self.review_task.done():
+                    self.review_task.cancel()
+            elif isinstance(action, m.Sync):
+                self.ctl_chan.write(SYNC_FRAME)
+            elif isinstance(action, m.Hangup):
+                if self.ctl_chan is not None:
+                    self.ctl_chan.write_eof()
+
+    def _evaluate(self, command: str) -> None:
+        owner = self.owner
+        services = owner.ctx.services
+        decision = services.decide(owner.ctx, command, channel="shell", dialect=self.dialect)
+        try:
+            self.command_id = owner.rec.command(services.mask(command),
+                                                masked_decision(decision, services.detectors))
+        except RecordingError as exc:
+            owner._recording_failed(exc)
+            return
+        action = decision.action.value
+        if action == "review":
+            self._apply(self.machine.decided("review"))
+            self.review_task = asyncio.ensure_future(self._review(command, decision))
+            return
+        message = owner._decision_message(decision) if action != "allow" else ""
+        self._apply(self.machine.decided(action, message))
+
+    async def _review(self, command: str, decision) -> None:
+        owner = self.owner
+        try:
+            outcome = await owner._ask_approval(command, decision, self.command_id)
+            if owner._finished:
+                return
+            from bastion.approvals.notices import outcome_message
+            message = "" if outcome.approved else outcome_message(outcome)
+            self._apply(self.machine.approved(outcome.approved, message))
+        except asyncio.CancelledError:
+            if not owner._finished and not owner._closed:
+                self._apply(self.machine.approved(False, "bastion: approval request withdrawn; "
+                                                         "it was not run"))
+        except RecordingError as exc:
+            owner._recording_failed(exc)
+        except Exception:  # noqa: BLE001
+            log.exception("session %s: internal error while waiting for approval",
+                          owner.ctx.where)
+            owner._finish("bastion: internal error (see the bastion log)", 255)
