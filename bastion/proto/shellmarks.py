@@ -88,7 +88,7 @@ def _parse(body: bytes, at: int) -> Mark | None:
     if text.startswith("P;"):
         status_text, _, cwd = text[2:].partition(";")
         if status_text == "":
-            return Mark("P", None, cwd, at)
+            return Mark("P", None, cwd, at=at)
         if status_text.isdigit() and len(status_text) <= 3:
-            return Mark("P", int(status_text), cwd, at)
+            return Mark("P", int(status_text), cwd, at=at)
     return None

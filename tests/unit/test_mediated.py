@@ -1,0 +1,191 @@
+"""The mediated shell's state machine, its marks and its host scripts (pure)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from bastion.proto import mediated as m
+from bastion.proto.shellmarks import Mark, MarkScanner
+from bastion.proto.shellstart import (LOOP, MARK_CODE, FrameError, frame, parse_ready,
+                                      terminal_command)
+
+N = "0123abcd"
+
+
+def mark(body: str, nonce: str = N) -> bytes:
+    return f"\x1b]{MARK_CODE};{nonce};{body}\x07".encode()
+
+
+PROMPT0 = mark("P;;/home/deploy")
+
+
+def scan_all(data: bytes, chunk: int | None):
+    scanner = MarkScanner(N)
+    pieces = [data] if chunk is None else [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    clean, marks = b"", []
+    for piece in pieces:
+        out, found = scanner.feed(piece)
+        marks += [(x.kind, x.status, x.cwd, x.data) for x in found]
+        clean += out
+    return clean + scanner.flush(), marks
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 7])
+def test_marks_are_found_and_removed_in_any_chunking(chunk):
+    data = (b"out1\r\n" + mark("C") + b"out2" + mark("P;3;/tmp/a b") + b"\x1b[1mbold\x1b[0m"
+            + mark("T;6c730d") + mark("P;0;/x", nonce="forged00") + b"tail\x1b")
+    clean, marks = scan_all(data, chunk)
+    assert marks == [("C", None, "", b""), ("P", 3, "/tmp/a b", b""), ("T", None, "", b"ls\r")]
+    assert clean == (b"out1\r\nout2\x1b[1mbold\x1b[0m" + mark("P;0;/x", nonce="forged00")
+                     + b"tail\x1b")
+
+
+def test_mark_positions_split_output_before_and_after():
+    scanner = MarkScanner(N)
+    clean, marks = scanner.feed(b"ab" + mark("P;1;/") + b"cd")
+    assert clean == b"abcd" and marks == [Mark("P", 1, "/", at=2)]
+
+
+def test_a_malformed_mark_is_left_as_output():
+    clean, marks = scan_all(mark("P;x;/") + mark("Z"), None)
+    assert marks == [] and clean == mark("P;x;/") + mark("Z")
+
+
+def shell(first=None, needs_more=lambda t: t.endswith("\\") or t.count("'") % 2 == 1):
+    sh = m.MediatedShell(nonce=N, user="deploy", target="web1", needs_more=needs_more,
+                         first_command=first)
+    return sh
+
+
+def kinds(actions):
+    return [type(a).__name__ for a in actions]
+
+
+def started():
+    sh = shell()
+    actions = sh.host(PROMPT0)
+    assert sh.state == "prompt"
+    assert b"deploy@web1:~$ " in b"".join(a.data for a in actions if isinstance(a, m.Show))
+    return sh
+
+
+def test_nothing_is_typed_to_the_host_at_the_prompt():
+    sh = started()
+    actions = sh.agent(b"rm -rf /tmp/canary")
+    assert kinds(actions) == ["Show"]
+    actions = sh.agent(b"\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["rm -rf /tmp/canary"]
+    assert sh.state == "deciding"
+
+
+def test_allowed_runs_denied_does_not():
+    sh = started()
+    sh.agent(b"echo hi\r")
+    actions = sh.decided("allow")
+    assert [a.command for a in actions if isinstance(a, m.Run)] == ["echo hi"]
+    record = b"".join(a.record for a in actions if isinstance(a, m.Show))
+    assert record == b"deploy@web1:~$ echo hi\r\n"
+    assert sh.state == "running"
+    actions = sh.host(b"hi\r\n" + mark("P;0;/home/deploy/x"))
+    assert kinds(actions) == ["Output", "Finished", "Show"]
+    assert actions[1] == m.Finished(0, 0)
+    assert b"deploy@web1:~/x$ " in actions[2].data
+    sh.agent(b"rm -rf /\r")
+    actions = sh.decided("deny", "bastion: denied by rule r: \x1b[31mno")
+    assert not [a for a in actions if isinstance(a, m.Run)]
+    assert b"\x1b[31m" not in b"".join(a.data for a in actions if isinstance(a, m.Show))
+    assert sh.state == "prompt"
+
+
+def test_continued_commands_are_decided_whole():
+    sh = started()
+    assert not [a for a in sh.agent(b"echo 'a\r") if isinstance(a, m.Evaluate)]
+    actions = sh.agent(b"b'\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo 'a\nb'"]
+
+
+def test_ctrl_d_in_a_continuation_discards_and_on_empty_line_hangs_up():
+    sh = started()
+    sh.agent(b"echo 'a\r")
+    actions = sh.agent(b"\x04")
+    assert not [a for a in actions if isinstance(a, (m.Evaluate, m.Hangup))]
+    actions = sh.agent(b"\x04")
+    assert kinds(actions)[-1] == "Hangup"
+
+
+def test_keys_while_running_go_to_the_program_and_are_counted():
+    sh = started()
+    sh.agent(b"read x\r")
+    sh.decided("allow")
+    actions = sh.agent(b"secret\r")
+    assert actions == [m.Type(b"secret\r")]
+    actions = sh.host(mark("P;0;/home/deploy"))
+    assert actions[0] == m.Finished(0, 7)
+    assert kinds(actions)[1:] == ["Sync"] and sh.state == "syncing"
+    sh.agent(b"later\r")                                   # typed while syncing: queued
+    actions = sh.host(mark("T;" + b"ls\r".hex()))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["ls"]
+
+
+def test_after_ctrl_c_keys_wait_for_the_next_prompt():
+    sh = started()
+    sh.agent(b"sleep 30\r")
+    sh.decided("allow")
+    actions = sh.agent(b"\x03echo back\r")
+    assert actions == [m.Type(b"\x03")]
+    actions = sh.host(b"^C" + mark("P;130;/home/deploy"))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo back"]
+
+
+def test_review_waits_and_ctrl_c_withdraws():
+    sh = started()
+    sh.agent(b"systemctl restart x\r")
+    assert sh.decided("review") == []
+    actions = sh.agent(b"ls\r\x03")
+    assert kinds(actions) == ["Show", "WithdrawReview"]
+    actions = sh.approved(False, "bastion: withdrawn")
+    assert not [a for a in actions if isinstance(a, m.Run)] and sh.state == "prompt"
+
+
+def test_forged_marks_never_run_anything():
+    sh = started()
+    sh.agent(b"cat\r")
+    sh.decided("allow")
+    # the program prints a prompt mark (it cannot know the nonce; even if it did):
+    actions = sh.host(mark("P;0;/"))
+    assert sh.state == "prompt"
+    actions = sh.agent(b"rm -rf /\r")
+    assert not [a for a in actions if isinstance(a, (m.Run, m.Type))]
+    assert sh.host(mark("P;0;/")) == []                   # a stray prompt mark: nothing
+
+
+def test_exec_with_a_pty_runs_its_command_then_hangs_up():
+    sh = shell(first="less /etc/hosts")
+    actions = sh.host(PROMPT0)
+    assert [a.command for a in actions if isinstance(a, m.Run)] == ["less /etc/hosts"]
+    assert sh.agent(b"q") == [m.Type(b"q")]
+    actions = sh.host(mark("P;0;/home/deploy"))
+    assert kinds(actions) == ["Finished", "Hangup"]
+
+
+def test_reprs_hide_text():
+    assert "secret" not in repr(m.Type(b"secret")) + repr(m.Run("secret")) + repr(m.Show(b"secret"))
+
+
+def test_frames_and_ready_line():
+    assert frame("a\nb") == b"2\na\nb\n"
+    with pytest.raises(FrameError):
+        frame("a\x00b")
+    assert parse_ready("bastion-shell-ready /tmp/d /bin/bash /bin/sh\n") == (
+        "/tmp/d", {"bash": "/bin/bash", "sh": "/bin/sh"})
+    assert parse_ready("bastion-shell-ready /tmp/d - /bin/sh") == ("/tmp/d", {"sh": "/bin/sh"})
+    assert parse_ready("junk") is None
+
+
+@pytest.mark.parametrize("sh", ["bash", "dash"])
+def test_the_loop_parses_in_each_shell(sh):
+    script = f"__bastion_code={MARK_CODE}; __bastion_nonce={N};" + LOOP
+    assert subprocess.run([sh, "-n", "-c", script], capture_output=True).returncode == 0
+    assert "'" in terminal_command("/tmp/d", f"/bin/{sh}", N)
