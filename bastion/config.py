@@ -61,6 +61,7 @@ class Target:
     host_key: str | None = None         # "ssh-ed25519 AAAA..." pinned key
     known_hosts: str | None = None      # or a known_hosts file (absolute path once loaded)
     labels: tuple[str, ...] = ()
+    shell: str = "auto"                 # mediated pty sessions: "auto" (bash, else sh), "bash", "sh"
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,8 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
     targets: dict[str, Target] = {}
     for i, table in enumerate(_table_list(raw, "targets", c)):
         w = ("targets", i)
-        c.keys(table, ("name", "host", "port", "user", "key", "host_key", "known_hosts", "labels"), w)
+        c.keys(table, ("name", "host", "port", "user", "key", "host_key", "known_hosts", "labels",
+                       "shell"), w)
         name = c.string(table, "name", w, required=True)
         host = c.string(table, "host", w, required=True)
         user = c.string(table, "user", w, required=True)
@@ -329,13 +331,18 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
         if known_hosts:
             known_hosts = str((base / known_hosts).resolve())
         labels = c.strings(table, "labels", w) or ()
+        shell = c.string(table, "shell", w) or "auto"
+        if shell not in ("auto", "bash", "sh"):
+            c.add(w + ("shell",), f"{_w(w)}.shell must be \"auto\", \"bash\" or \"sh\" "
+                                  "(the shell that runs a mediated pty session)")
         if name and not _NAME.fullmatch(name):
             c.add(w + ("name",), f"{_w(w)}.name {name!r} may hold only letters, digits, . _ -")
         if name and name in targets:
             c.add(w + ("name",), f"duplicate target name {name!r}")
         if name and host and user and key:
             targets[name] = Target(name=name, host=host, port=int(port), user=user, key=key,
-                                   host_key=host_key, known_hosts=known_hosts, labels=labels)
+                                   host_key=host_key, known_hosts=known_hosts, labels=labels,
+                                   shell=shell)
     return targets
 
 

@@ -33,10 +33,14 @@ def test_the_repository_example_and_a_minimal_file_are_valid():
     cfg = parse_config(example.read_text(), str(example))
     assert "web1" in cfg.targets
     assert parse_config(BASE).targets["web1"].port == 22
+    assert parse_config(BASE).targets["web1"].shell == "auto"
+    assert parse_config(BASE.replace('key = "web1"', 'key = "web1"\nshell = "sh"')
+                        ).targets["web1"].shell == "sh"
 
 
 @pytest.mark.parametrize("change, message, line", [
     ((KEY, "ssh-ed25519 AAAAnotakey"), "host_key is not an OpenSSH public key", 11),
+    (('key = "web1"', 'key = "web1"\nshell = "zsh"'), "shell must be", 11),
     (('issuer = "https://login', 'issuer = "http://login'), "must use https", 3),
     (('targets = ["web*"]', 'targets = ["db*"]'), "matches no [[targets]] entry", 15),
     (('user = "deploy"', 'user = "deploy"\nport = 70000'), "port must be an integer", 10),
