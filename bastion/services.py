@@ -156,27 +156,6 @@ class Services:
         self._log_decision(ctx, line, channel, decision)
         return decision
 
-    def decide_opaque(self, ctx, line: str, why: str):
-        """Decision for a line the bastion could not reconstruct (opaque action)."""
-        from bastion.policy import Action, Decision
-        severity = {Action.ALLOW: 0, Action.REVIEW: 1, Action.DENY: 2}
-        engine = self.config.policy
-        try:
-            guess = engine.evaluate(ctx.principal, ctx.target, line, interactive=True)
-        except Exception:  # noqa: BLE001 - fail closed
-            log.exception("policy engine failed; denying")
-            guess = Decision(Action.DENY, "<error>", "policy engine error")
-        opaque = Action(engine.opaque)
-        if severity[guess.action] > severity[opaque]:
-            decision = guess           # what it looks like is already worse than opaque
-        else:
-            decision = Decision(opaque, "<opaque>",
-                                f"the line was edited with keys the bastion cannot follow "
-                                f"({why}); such lines are {opaque.value}",
-                                commands=guess.commands)
-        self._log_decision(ctx, line, "shell", decision)
-        return decision
-
     def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
         level = logging.INFO if decision.action.value == "allow" else logging.WARNING
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
@@ -230,10 +209,6 @@ class Services:
         except ImportError:  # pragma: no cover - older policy package
             return text.endswith("\\")
         return needs_more(text, dialect)
-
-    def new_line_tracker(self):
-        from bastion.proto.linetracker import LineTracker
-        return LineTracker()
 
     def filter_env(self, env: dict) -> dict:
         allowed = self.config.settings.env_allow

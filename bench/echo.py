@@ -7,8 +7,10 @@ of that byte comes back from the remote line editor, then erases it with DEL
 (untimed) and waits a little before the next key, as a typist would.  The paths
 take turns key by key so drift hits all alike.
 
-Through the bastion every keystroke passes the interactive line tracker
-(:mod:`bastion.proto.linetracker`); no line is submitted during the measurement.
+Through the bastion every keystroke reaches the bastion's own line editor
+(:mod:`bastion.proto.lineeditor`, a mediated shell), which echoes it; OpenSSH's
+path echoes from bash's readline on the host.  No line is submitted during the
+measurement.
 If a path cannot open a shell, it is reported as ``n/a`` with the reason and the
 others are still measured.
 

@@ -11,11 +11,9 @@ shell line waits.  The broker and the approver CLI are in :mod:`bastion.approval
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from bastion.errors import RecordingError
 from bastion.ssh.masking import masked_decision
 from bastion.ssh.relay import printable
 
@@ -68,25 +66,3 @@ class ReviewMixin:
             from bastion.approvals.notices import outcome_message
             self._tell(outcome_message(outcome))
         return outcome
-
-    async def _review_line(self, line: str, decision, command_id: int) -> None:
-        """A shell line held at its Enter until an approver answers."""
-        try:
-            outcome = await self._ask_approval(line, decision, command_id)
-            if self._finished:
-                return
-            if outcome.approved:
-                self._handle_events(self._tracker.release())
-            else:
-                from bastion.approvals.notices import outcome_message
-                self._tell(outcome_message(outcome))
-                self._handle_events(self._tracker.cancel())
-        except RecordingError as exc:
-            self._recording_failed(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("session %s: internal error while waiting for approval", self.ctx.where)
-            self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
-        finally:
-            self.agent_valve.resume("approval")

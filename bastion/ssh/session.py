@@ -7,11 +7,10 @@ exec: the command is evaluated by policy before anything goes upstream.
   review → held for a human (:mod:`bastion.approvals`): the agent is told
            "waiting for approval, request N, up to T s"; approved → it runs; denied,
            timed out or the bastion restarted → nothing runs, exit status 125.
-shell (pty): every line the agent submits is evaluated with its Enter held back
-  (:mod:`bastion.proto.linetracker`); a line the bastion cannot reconstruct exactly
-  from the keystrokes is opaque; a refused line is cleared on the host, not run;
-  a line held for review waits at its Enter for the approver.
-  A shell without a pty is refused (no line editing to follow exactly).
+shell with a pty, and exec with a pty: a mediated shell (:mod:`bastion.ssh.shell`,
+  docs/INTERACTIVE.md): the bastion edits the command line itself and the host's shell
+  runs only decided command texts; an exec command is decided first, as above.
+  A shell without a pty is refused (scripts use exec; people use a pty).
 
 Every channel is recorded (:mod:`bastion.recording`) before anything runs: when
 the recording cannot be opened or written, the channel is refused or ended —
@@ -36,8 +35,6 @@ from typing import Any
 import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
-from bastion.proto.linetracker import (UPSTREAM_TTY_MODES, Forward, LineSubmitted,
-                                       LineTrackerError)
 from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ReviewMixin
 from bastion.ssh.masking import INPUT, STDERR, STDOUT, MaskFlushMixin, masked_decision
@@ -76,7 +73,6 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         self._command_id: int | None = None
         self._pending: list[bytes] = []
         self._pending_eof = False
-        self._tracker = None
         self._mediated = None                 # shell.MediatedSession for a pty session
         self._closed = False
         self._finished = False
@@ -220,7 +216,7 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             self.up_chan, _ = await self.up_conn.create_session(
                 lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
                 term_type=self.term_type, term_size=self.term_size,
-                term_modes=self._upstream_modes(), env=env, encoding=None,
+                env=env, encoding=None,
                 window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
         except asyncssh.ChannelOpenError as exc:
             services.pool.release(ctx.target, self.up_conn)
@@ -233,24 +229,13 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             return
         pending, self._pending = self._pending, []
         for data in pending:
-            self._to_upstream(data)
+            self.up_chan.write(data)
         if self._pending_eof:
             self.up_chan.write_eof()
         self.agent_valve.resume("starting")
 
     def _is_mediated(self) -> bool:
         return bool(self.term_type) and self.kind in ("shell", "exec")
-
-    def _upstream_modes(self) -> dict:
-        """Terminal modes for the upstream pty.
-
-        For a tracked shell, the bastion's own fixed modes, not the agent's: an agent
-        that set the end-of-line character to ``#`` could otherwise run a line with
-        no Enter for the tracker to hold, and IUCLC would turn ``RM`` into ``rm``.
-        """
-        if self._tracker is not None and self.term_type:
-            return dict(UPSTREAM_TTY_MODES)
-        return dict(self.term_modes or {})
 
     # -- ending ------------------------------------------------------------------
     def _finish(self, message: str, status: int) -> None:
@@ -335,52 +320,7 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         if self.up_chan is None:
             self._pending.append(data)
             return
-        self._to_upstream(data)
-
-    def _to_upstream(self, data: bytes) -> None:
-        if self._tracker is None:
-            self.up_chan.write(data)
-            return
-        try:
-            self._handle_events(self._tracker.receive(data))
-        except LineTrackerError as exc:
-            log.warning("session %s: line tracker refused input: %s", self.ctx.where, exc)
-            self._finish(f"bastion: input refused: {exc}", EXIT_DENIED)
-
-    def _handle_events(self, events) -> None:
-        for event in events:
-            if self._finished:
-                return
-            if isinstance(event, Forward):
-                if event.data:
-                    self.up_chan.write(event.data)
-            elif isinstance(event, LineSubmitted):
-                self._decide_line(event)
-                return   # release()/cancel() continue the stream
-
-    def _decide_line(self, event) -> None:
-        services = self.ctx.services
-        if event.exact:
-            decision = services.decide(self.ctx, event.line, channel="shell")
-        else:
-            decision = services.decide_opaque(self.ctx, event.line, event.reason or "line edited")
-        try:
-            command_id = self.rec.command(services.mask(event.line),
-                                          masked_decision(decision, services.detectors))
-        except RecordingError as exc:
-            self._recording_failed(exc)
-            return
-        if decision.action.value == "allow":
-            self._handle_events(self._tracker.release())
-        elif decision.action.value == "review":
-            self.agent_valve.pause("approval")
-            self._review_task = asyncio.ensure_future(self._review_line(event.line, decision,
-                                                                        command_id))
-        else:
-            notice = ("\r\n" + self._decision_message(decision) + "\r\n").encode()
-            if self._recorded(self.rec.output, services.mask(notice.decode()).encode()):
-                self.chan.write(notice)
-                self._handle_events(self._tracker.cancel())
+        self.up_chan.write(data)
 
     def eof_received(self) -> bool:
         if self._mediated is not None:
@@ -453,8 +393,6 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         masked = self.masks.feed(STDERR if stderr else STDOUT, data)
         if masked and not self._recorded(self.rec.output, masked, stderr=stderr):
             return
-        if self._tracker is not None:
-            self._tracker.observe_output(data)
         if not self._closed:
             if self.masks.live:
                 if masked:

@@ -20,7 +20,6 @@ import asyncssh
 
 from bastion.errors import RecordingError, UpstreamError
 from bastion.proto import mediated as m
-from bastion.proto.linetracker import UPSTREAM_TTY_MODES
 from bastion.proto.shellstart import (FAIL_STATUS, SYNC_FRAME, control_command, frame,
                                       new_nonce, parse_ready, terminal_command)
 from bastion.ssh.masking import masked_decision
@@ -34,10 +33,20 @@ log = logging.getLogger("bastion.session")
 READY_TIMEOUT = 15.0
 MAX_READY_LINE = 4096
 
-#: The mediated terminal's modes: the pinned modes, with no suspend key (the host shell has no
-#: job control: ^Z would stop a program that nobody could resume) and echo on (programs such
-#: as ``read`` and ``cat`` rely on the terminal to echo what is typed into them).
-MEDIATED_TTY_MODES = MappingProxyType({**UPSTREAM_TTY_MODES, 10: 255, 53: 1})
+#: The mediated terminal's modes (RFC 4254 section 8 opcodes, as asyncssh's ``term_modes``),
+#: whatever the agent asked for: the usual keys (^C interrupt, ^\\ quit, DEL erase, ^U kill,
+#: ^D end of file), no VEOL/VEOL2 and no suspend key (the host shell has no job control: ^Z
+#: would stop a program that nobody could resume), echo and canonical input on (``read`` and
+#: ``cat`` rely on the terminal to echo and edit what is typed into them), ICRNL on, IUTF8.
+#: 255 = disabled.
+MEDIATED_TTY_MODES = MappingProxyType({
+    1: 0x03, 2: 0x1C, 3: 0x7F, 4: 0x15, 5: 0x04,   # VINTR VQUIT VERASE VKILL VEOF
+    6: 255, 7: 255, 10: 255,                       # VEOL VEOL2 VSUSP disabled
+    8: 0x11, 9: 0x13, 12: 0x12,                    # VSTART VSTOP VREPRINT
+    13: 0x17, 14: 0x16, 18: 0x0F,                  # VWERASE VLNEXT VDISCARD
+    33: 0, 34: 0, 35: 0, 36: 1, 37: 0, 42: 1,      # ISTRIP INLCR IGNCR off, ICRNL on, IUCLC off, IUTF8
+    50: 1, 51: 1, 52: 0, 53: 1, 57: 0, 59: 1,      # ISIG ICANON on, XCASE off, ECHO on, NOFLSH off, IEXTEN
+})
 
 
 class _ControlSide(asyncssh.SSHClientSession):
