@@ -25,6 +25,27 @@ log = logging.getLogger("bastion.services")
 audit = logging.getLogger("bastion.audit")
 
 
+def _exec_dialects(target) -> tuple[str, ...]:
+    shell = getattr(target, "shell", "auto")
+    if shell == "auto":
+        return ("bash", "sh") if _ENGINE_KNOWS_DIALECTS else ("bash",)
+    return (shell,)
+
+
+def _engine_knows_dialects() -> bool:
+    import inspect
+    from bastion.policy import Policy
+    return "dialect" in inspect.signature(Policy.evaluate).parameters
+
+
+_ENGINE_KNOWS_DIALECTS = _engine_knows_dialects()
+
+
+def _dialect_arg(dialect: str) -> dict:
+    """The engine's keyword for a dialect (none for bash, the grammar it always knew)."""
+    return {} if dialect == "bash" else {"dialect": dialect}
+
+
 @dataclass
 class Services:
     policy_path: Path
@@ -140,18 +161,27 @@ class Services:
         return set(self._servers)
 
     # -- decisions -------------------------------------------------------------
-    def decide(self, ctx, line: str, *, channel: str, dialect: str = "bash"):
+    def decide(self, ctx, line: str, *, channel: str, dialect: str | None = None,
+               cwd: str | None = None):
         """Policy decision for one exec command or shell line; logged (and indexed).
 
         ``dialect``: the grammar of the shell that will run ``line`` (``bash`` or ``sh``).
+        ``None`` (an exec command, run by the target user's login shell): the target's
+        ``shell`` setting says which; with ``auto`` the line is decided in both grammars and
+        the more restrictive decision stands, so text that bash and dash read differently
+        cannot slip through.  ``cwd``: the shell's working directory, when known.
         """
+        from bastion.policy import Action, Decision
+        dialects = (dialect,) if dialect else _exec_dialects(ctx.target)
+        decision = None
         try:
-            extra = {} if dialect == "bash" else {"dialect": dialect}
-            decision = self.config.policy.evaluate(ctx.principal, ctx.target, line,
-                                                   interactive=(channel == "shell"), **extra)
+            for one in dialects:
+                found = self.config.policy.evaluate(ctx.principal, ctx.target, line,
+                                                    cwd=cwd, **_dialect_arg(one))
+                if decision is None or found.action.severity > decision.action.severity:
+                    decision = found
         except Exception as exc:  # noqa: BLE001 - the engine must never fail open
             log.exception("policy engine failed; denying")
-            from bastion.policy import Action, Decision
             decision = Decision(Action.DENY, "<error>", f"policy engine error: {type(exc).__name__}")
         self._log_decision(ctx, line, channel, decision)
         return decision

@@ -111,6 +111,11 @@ class LineEditor:
         """Put ``data`` in front of the queue (type-ahead recovered from the host)."""
         self._queue = data + self._queue
 
+    def take_queue(self) -> bytes:
+        """Remove and return what is queued (type-ahead handed to a starting program)."""
+        queued, self._queue = self._queue, b""
+        return queued
+
     def drop_queue(self) -> None:
         """Forget type-ahead (after ^C during an approval wait, say)."""
         self._queue = b""
@@ -252,8 +257,11 @@ class LineEditor:
         elif key == "backspace":
             if c == 0:
                 return b""
+            gone = t[c - 1]
             del t[c - 1]
             self.cursor -= 1
+            if c - 1 == len(t) and char_width(gone) == 1 and self._cols(c) % self.width:
+                return b"\b \b"                   # at the end, not at a row's start: as readline
         elif key == "delete":
             if c >= len(t):
                 return b""

@@ -23,8 +23,9 @@ input: close the command channel, the shell exits with its last status), :class:
 the sync frame: the shell answers with what is left unread on its terminal).
 
 States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
-keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead for the next prompt) →
-``running`` (keys go to the program's terminal; after ^C or ^\\ they are queued for the next
+keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is queued is
+typed to the program that starts, as a terminal would; keys go to the program's terminal;
+after ^C or ^\\ they are queued for the next
 prompt, as a shell would read them) → ``syncing`` (if keys were typed into the command: what
 it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
 
@@ -113,7 +114,7 @@ Action = Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Han
 class MediatedShell:
     def __init__(self, *, nonce: str, user: str, target: str, width: int = 80,
                  needs_more: Callable[[str], bool] = lambda text: False,
-                 first_command: str | None = None) -> None:
+                 first_command: str | None = None, can_sync: bool = True) -> None:
         self.state = "starting"
         self.editor = LineEditor(width=width)
         self.marks = MarkScanner(nonce)
@@ -123,6 +124,7 @@ class MediatedShell:
         self.home = ""
         self.status: int | None = None
         self.single = first_command is not None     # exec with a pty: one command, then exit
+        self.can_sync = can_sync                     # the host shell can give back unread keys
         self._first = first_command
         self._lines: list[str] = []                  # physical lines of a continued command
         self._pending = ""                           # the command being decided / reviewed
@@ -278,7 +280,15 @@ class MediatedShell:
             shown = (self.prompt_text() + command.replace("\n", "\r\n> ")).encode(
                 "utf-8", "replace")
             record = shown + b"\r\n"
-        return [Show(PASTE_OFF, record), Run(command)]
+        actions: list[Action] = [Show(PASTE_OFF, record), Run(command)]
+        if self.single or self.can_sync:
+            # Type-ahead goes to the program that starts, as in a terminal; what it does not
+            # read comes back after it (Sync) and is decided at the prompt like typing.
+            ahead = self.editor.take_queue()
+            if ahead:
+                self._typed += len(ahead)
+                actions.append(Type(ahead))
+        return actions
 
     def _refused(self, message: str) -> list[Action]:
         self._pending = ""

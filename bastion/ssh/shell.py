@@ -92,6 +92,7 @@ class MediatedSession:
                                        target=ctx.target.name, width=width,
                                        needs_more=self._needs_more,
                                        first_command=first_command)
+        # (can_sync is set once the host's shell is known: dash cannot give keys back)
         self._needs_more_fn = getattr(services, "needs_more", None)
 
     def _needs_more(self, text: str) -> bool:
@@ -142,6 +143,7 @@ class MediatedSession:
         except asyncssh.ChannelOpenError as exc:
             self.ctl_chan.close()
             raise UpstreamError(f"target {target.name} refused the session: {exc.reason}") from exc
+        self.machine.can_sync = self.dialect == "bash"
         owner._marker(f"mediated shell: {self.dialect}")
         return chan
 
@@ -206,7 +208,8 @@ class MediatedSession:
     def _evaluate(self, command: str) -> None:
         owner = self.owner
         services = owner.ctx.services
-        decision = services.decide(owner.ctx, command, channel="shell", dialect=self.dialect)
+        decision = services.decide(owner.ctx, command, channel="shell", dialect=self.dialect,
+                                   cwd=self.machine.cwd or None)
         try:
             self.command_id = owner.rec.command(services.mask(command),
                                                 masked_decision(decision, services.detectors))

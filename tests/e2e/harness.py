@@ -251,7 +251,7 @@ class PtyAgent:
     """The real ssh client on a real pseudo-terminal, as a person (or an agent with a tty) runs it."""
 
     def __init__(self, rig: BastionRig, token: str, *, cols: int = 80, rows: int = 24,
-                 command: str | None = None) -> None:
+                 command: str | None = None, host: str = "web1") -> None:
         import fcntl
         import pty
         import struct
@@ -259,7 +259,7 @@ class PtyAgent:
         self._fcntl, self._struct, self._termios = fcntl, struct, termios
         self.master, slave = pty.openpty()
         self.resize(cols, rows, signal_child=False, fd=slave)
-        argv = ["ssh", "-F", str(rig.ssh_config), "-t", f"{rig.sshd.user}@web1"]
+        argv = ["ssh", "-F", str(rig.ssh_config), "-t", f"{rig.sshd.user}@{host}"]
         if command:
             argv.append(command)
 

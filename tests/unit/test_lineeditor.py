@@ -138,6 +138,13 @@ def test_echo_of_plain_typing_is_the_typed_text():
     assert editor.feed(b"ls -la")[0] == b"ls -la"
 
 
+def test_backspace_at_the_end_erases_in_place():
+    editor = LineEditor(width=80)
+    editor.begin("$ ")
+    editor.feed(b"lsx")
+    assert editor.feed(b"\x7f") == (b"\b \b", None)
+
+
 def test_wrapping_lines_redraw_from_the_first_row():
     editor = LineEditor(width=10)
     editor.begin("$ ")

@@ -189,3 +189,21 @@ def test_the_loop_parses_in_each_shell(sh):
     script = f"__bastion_code={MARK_CODE}; __bastion_nonce={N};" + LOOP
     assert subprocess.run([sh, "-n", "-c", script], capture_output=True).returncode == 0
     assert "'" in terminal_command("/tmp/d", f"/bin/{sh}", N)
+
+
+def test_keys_queued_at_the_prompt_are_typed_to_the_program_that_starts():
+    sh = started()
+    actions = sh.agent(b"read x\rabc\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["read x"]
+    actions = sh.decided("allow")
+    assert actions[-1] == m.Type(b"abc\r")
+
+
+def test_without_sync_queued_keys_wait_in_the_editor():
+    sh = shell()
+    sh.can_sync = False
+    sh.host(PROMPT0)
+    sh.agent(b"sleep 1\recho b\r")
+    assert not [a for a in sh.decided("allow") if isinstance(a, m.Type)]
+    actions = sh.host(mark("P;0;/home/deploy"))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo b"]
