@@ -43,6 +43,7 @@ from bastion.policy.danger import (
 )
 from bastion.policy.effects import canonical_path, harmless_write, redirect_roles
 from bastion.policy.parse import RawCommand, parse_raw
+from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
 from bastion.policy.wrappers import Code, Opaque, Run, unwrap
 
@@ -94,6 +95,7 @@ class Command:
     templates: tuple = ()
     shown: str = ""
     writes: tuple = ()        # Args written (see bastion.policy.effects)
+    deletes: tuple = ()       # Args removed by a program whose purpose that is (rm)
     reads: tuple = ()         # Args read (with a table: all of them; without: those known)
     connects: tuple = ()      # host names (None: only known at run time)
     known: bool = False       # a program table described the arguments
@@ -101,6 +103,7 @@ class Command:
     sub: str | None = None    # the subcommand (program tables with subcommands)
     shorts: frozenset | None = None   # short options present (table-parsed), else None
     longs: dict | None = None         # long option -> tuple of values (table-parsed)
+    soft: bool = False        # opaque only because its program table could not read it
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
@@ -277,8 +280,25 @@ class _Extractor:
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
+        effects: dict = {}
+        codes: list = []
+        if program is not None and problem is None:
+            found = describe(program, words, self.value_arg)
+            if found is not None and found.problem:
+                problem = found.problem
+                effects = dict(soft=True)
+            elif found is not None:
+                writes.extend(a for a in found.writes if not harmless_write(a.text))
+                reads.extend(found.reads)
+                codes = found.code
+                effects = dict(connects=tuple(found.connects), known=True,
+                               deletes=tuple(found.deletes),
+                               recursive=found.recursive, sub=found.sub,
+                               shorts=frozenset(found.shorts), longs=found.longs)
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
-                              writes=tuple(writes), reads=tuple(reads)))
+                              writes=tuple(writes), reads=tuple(reads), **effects))
+        for text in codes:
+            self.code(text, depth, f"{via} > {program}" if via else program, redirs)
         if program is None:
             return
         if program in ("cd", "pushd", "popd"):
@@ -344,6 +364,10 @@ class _Extractor:
             self.dir_unknown = True
 
     # -- one argument --------------------------------------------------------------
+    def value_arg(self, w) -> Arg:
+        """An option value or operand a program table names as a file."""
+        return self.arg(w, False)
+
     def arg(self, w: Word, operand: bool) -> Arg:
         v = w.value
         if v is None:

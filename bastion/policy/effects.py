@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 
+from bastion.policy.patterns import ANY, STAR
 from bastion.policy.words import norm_path
 
 HARMLESS_WRITES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"})
@@ -70,8 +71,9 @@ def shown_arg(arg) -> str:
     if arg.text is not None:
         return arg.text
     if arg.templates:
-        return "".join(p if p is not None else "…" for p in arg.templates[0])
-    return "…"
+        return "".join(p if p is not None else "…" for p in arg.templates[0]) + \
+            " (only known at run time)"
+    return "… (only known at run time)"
 
 
 def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
@@ -83,8 +85,7 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
     if t is not None:
         if glob.match(t):
             return True
-        if recursive and level and t.startswith("/") and glob.could_match(
-                (t.rstrip("/") + "/", None)):
+        if recursive and level and t.startswith("/") and _below(glob, t):
             return True
     if level:
         for v in arg.views:
@@ -95,6 +96,18 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
             if glob.could_match(tpl):
                 return True
     return False
+
+
+def _below(glob, directory: str) -> bool:
+    """Does the glob name something below ``directory`` (its literal head is inside it)?"""
+    head = []
+    for tok in glob.tokens:
+        if tok is STAR or tok is ANY or tok[0] != "lit":
+            break
+        head.append(tok[1])
+    prefix = "".join(head)
+    d = directory.rstrip("/") + "/"
+    return prefix.startswith(d) and glob.could_match((d, None))
 
 
 def any_hits(globs: tuple, args, level: int, recursive: bool = False):

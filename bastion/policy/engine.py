@@ -176,6 +176,8 @@ class Policy:
 
     def _decide(self, cmd: Command, skip: frozenset) -> CommandDecision:
         opaque = cmd.opaque is not None
+        soft = cmd.soft                 # opaque only to its program table
+        would_allow = False
         matched = None
         has_path = cmd.path is not None
         trusted = cmd.trusted
@@ -186,17 +188,21 @@ class Policy:
             if cand.by_path and not has_path:
                 continue
             if cand.allow:
-                if opaque or not (trusted or cand.by_path):
+                if not (trusted or cand.by_path):
+                    continue
+                if opaque:
+                    if soft and not would_allow and cand.pattern.matches(cmd, 0):
+                        would_allow = True
                     continue
                 level = 0
             else:
-                level = 1 if opaque else 2
+                level = 1 if opaque and not cmd.soft else 2
             if cand.pattern.matches(cmd, level):
                 matched = rule
                 break
         hit = None
         if self._effect_checks:
-            level = 1 if opaque else 2
+            level = 1 if opaque and not cmd.soft else 2
             for rule in self._effect_checks:
                 if matched is not None and (matched.severity, -matched.index) >= (
                         rule.severity, -rule.index):
@@ -209,6 +215,10 @@ class Policy:
                     break
         shown = cmd.shown
         base = dict(argv=cmd.argv, opaque=opaque, why=cmd.opaque, via=cmd.via)
+        if soft and matched is None and not would_allow:
+            return CommandDecision(action=self.default, rule="<default>", **base,
+                                   reason=f"{shown} matches no rule "
+                                          f"(default: {self.default.value})")
         if opaque and (matched is None or _SEV[self.opaque] > matched.severity):
             return CommandDecision(action=self.opaque, rule="<opaque>", **base,
                                    reason=f"{shown} is opaque ({cmd.opaque}); "
@@ -238,8 +248,7 @@ class Policy:
                                                    lambda r: any(g.match(a.text)
                                                                  for g in r.writes)):
                 continue
-            late = " (only known at run time)" if a.text is None else ""
-            return f"writes {shown_arg(a)}{late}"
+            return f"writes {shown_arg(a)}"
         for h in cmd.connects:
             if h is not None and self._covers(self._allow_connects, allowed, cmd, skip,
                                               lambda r: any(g.match(h) for g in r.connects)):
@@ -265,7 +274,7 @@ class Policy:
 def effect_hit(rule: Rule, cmd: Command, level: int) -> str | None:
     """Which effect of ``cmd`` a deny/review rule's ``writes``/``reads``/``connects`` names."""
     if rule.writes:
-        a = any_hits(rule.writes, cmd.writes, level)
+        a = any_hits(rule.writes, cmd.writes + cmd.deletes if cmd.deletes else cmd.writes, level)
         if a is not None:
             return f"writes {shown_arg(a)}"
     if rule.reads:

@@ -17,6 +17,12 @@ A pattern is a string split like a shell line (``shlex``, so quotes work):
   - anything else: a glob (``*``, ``?``, ``[...]``) on the normalised argument.
     Path-like words are normalised the same way (``/etc//x`` is ``/etc/x``).
 
+For a program whose table has subcommands (git, docker, kubectl, systemctl,
+openssl: :mod:`bastion.policy.programs`), the first non-option word of the pattern
+is the *subcommand*: ``git log`` matches ``git -C x log -p`` but not ``git clean
+log``.  For a program read with its table, ``-x`` / ``--long`` match the options the
+table found (values consumed: ``tar -x -fbackup.tar`` holds no ``-t``).
+
 Redirection targets are arguments.  Deny and review rules are *conservative*:
 they also try each argument's other readings (value after ``=``, path after a
 ``cd``, ...) and count an argument known only at run time as matching when it
@@ -38,6 +44,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from bastion.policy.programs import subcommands
 from bastion.policy.words import norm_path
 
 STAR = "*"          # glob token: any text
@@ -187,9 +194,14 @@ class Short:
 
     def matches(self, cmd, conservative: int) -> bool:
         c = self.letter
+        tabled = cmd.shorts is not None     # read with the program's table
+        if tabled and (c in cmd.shorts or conservative < 2):
+            return c in cmd.shorts
         for a in cmd.args:
             t = a.text
             if t is not None:
+                if tabled:
+                    continue
                 if len(t) > 1 and t[0] == "-" and t[1] != "-" and c in t and (
                         conservative or not a.operand):
                     return True
@@ -217,6 +229,17 @@ class Long:
 
     def matches(self, cmd, conservative: int) -> bool:
         name = self.name
+        if cmd.longs is not None:           # read with the program's table
+            values = cmd.longs.get(name)
+            if values is None:
+                return conservative > 1 and any(
+                    a.text is None and a.templates and _LONG_DYNAMIC.could_match(a.templates[0])
+                    for a in cmd.args)
+            if self.value is None:
+                return True
+            return any(conservative > 1 if v is None else _value_matches(self.value, v,
+                                                                         conservative)
+                       for v in values) or (not values and conservative > 1)
         args = cmd.args
         for k, a in enumerate(args):
             t = a.text
@@ -273,6 +296,22 @@ class Any_:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Sub:
+    """The subcommand word of a program with subcommands (``git log``): it matches the
+    subcommand only, not any argument.  A command the table could not read (opaque)
+    falls back to "any argument" for deny/review rules."""
+
+    glob: Glob
+
+    def matches(self, cmd, conservative: int) -> bool:
+        if cmd.sub is not None:
+            return self.glob.match(cmd.sub)
+        if cmd.known or not conservative:
+            return False
+        return Any_(self.glob).matches(cmd, conservative)
+
+
 @dataclass(frozen=True)
 class Pattern:
     """One entry of a rule's ``commands``."""
@@ -308,9 +347,14 @@ def parse_pattern(source: str) -> Pattern:
             raise PatternError(f"program path {parts[0]!r} in pattern {source!r} must be absolute")
     program = Glob(prog)
     words: list = []
+    want_sub = not by_path and program.literal is not None and subcommands(program.literal)
     for part in parts[1:]:
         if not part:
             raise PatternError(f"pattern {source!r} has an empty word")
+        if want_sub and not part.startswith("-"):
+            words.append(Sub(Glob(part)))
+            want_sub = False
+            continue
         words.extend(_pattern_word(part))
     return Pattern(source, program, by_path, tuple(words))
 

@@ -1,0 +1,332 @@
+"""A program table entry (:class:`Spec`) and the option parser that reads argv with it.
+
+A :class:`Spec` says, for one program (or one subcommand), which options exist,
+which take a value, which values are files written or read, URLs, or code, which
+options are refused outright (they run or load something we cannot see), what the
+operands are, and where the subcommand is.  :func:`analyse` turns an argv into an
+:class:`Analysis`: the effects (writes, reads, connects), shell code to decide
+recursively, the subcommand, the options present (values consumed, so
+``tar -x -fbackup.tar`` holds ``x`` and ``f`` but not ``t``), or a reason to treat
+the command as opaque (an unknown option, a refused one, code that is not
+provably inert, an option known only at run time where options can do harm).
+
+GNU conventions: short clusters (``-xvf F``, ``-fF``), ``--long=V`` / ``--long V``,
+unique abbreviations of long options, ``--`` ends options, options may follow
+operands unless ``posix``.  ``single`` programs (openssl, find) spell long
+options with one dash.
+
+Pure: no IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Operand roles: what the program does with its non-option arguments.
+READS, NONE, WRITES, CP, MV, IN_OUT, FIRST_ARG, URLS, CODE, DELETES = (
+    "reads", "none", "writes", "cp", "mv", "in-out", "first-arg", "urls", "code", "deletes")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One program's (or subcommand's) arguments.  Option names: one letter for ``-x``,
+    longer for ``--name`` (or ``-name`` when ``single``)."""
+
+    flags: str = ""                 # short flags
+    values: str = ""                # short options taking a value
+    long_flags: tuple = ()
+    long_values: tuple = ()
+    optional: tuple = ()            # --name[=V] / -xV: value only when glued
+    writes: tuple = ()              # options whose value is a path written
+    reads: tuple = ()               # options whose value is a path read
+    urls: tuple = ()                # options whose value is a URL or host
+    code: dict = field(default_factory=dict)     # option -> "sh" (parse) | why it is opaque
+    refuse: dict = field(default_factory=dict)   # option -> why the command is opaque
+    recursive: tuple = ()           # options that make reads recursive
+    operands: str = READS
+    numeric: bool = False           # -NUM (head -5)
+    any_flags: bool = False         # unknown options are harmless flags
+    posix: bool = False             # options end at the first operand
+    single: bool = False            # long options with one dash (-name)
+    plus: str | None = None         # +ARG: None operand, "ok" harmless, else why opaque
+    subs: dict | None = None        # subcommand name -> Spec ("*": any other name)
+    inherit: bool = False           # subcommands also accept these global options
+    always_recursive: bool = False
+    hook: Callable | None = None    # hook(analysis, opts, operands, mkarg) after parsing
+    text_only: bool = False         # arguments are never files (echo, printf)
+
+    def value_names(self) -> frozenset:
+        return frozenset(self.long_values) | frozenset(self.values) | frozenset(
+            self.writes) | frozenset(self.reads) | frozenset(self.urls) | frozenset(self.code)
+
+    def long_names(self) -> tuple:
+        names = set(self.long_flags) | set(self.long_values) | set(self.optional) | set(
+            self.refuse) | {n for n in self.value_names() if len(n) > 1}
+        return tuple(sorted(n for n in names if len(n) > 1))
+
+
+@dataclass
+class Analysis:
+    problem: str | None = None
+    writes: list = field(default_factory=list)
+    deletes: list = field(default_factory=list)
+    reads: list = field(default_factory=list)
+    connects: list = field(default_factory=list)
+    code: list = field(default_factory=list)      # shell texts to parse and decide
+    sub: str | None = None
+    shorts: set = field(default_factory=set)
+    longs: dict = field(default_factory=dict)
+    recursive: bool = False
+
+    def opaque(self, why: str) -> "Analysis":
+        if self.problem is None:
+            self.problem = why
+        return self
+
+
+class _Stop(Exception):
+    pass
+
+
+def _word_text(w) -> str | None:
+    return w.value
+
+
+def _could_be_option(w) -> bool:
+    head = w.template[0] if w.template else None
+    return head is None or head.startswith(("-", "+"))
+
+
+def analyse(spec: Spec, prog: str, words: list, mkarg, host_of) -> Analysis:
+    """Parse ``words`` (``words[0]`` is the program) with ``spec``."""
+    out = Analysis()
+    try:
+        _parse(spec, prog, words, 1, out, mkarg, host_of, None)
+    except _Stop:
+        pass
+    return out
+
+
+def _dangerous(spec: Spec) -> bool:
+    """Could an option hidden in a run-time word add an effect we would not see?"""
+    return bool(spec.code or spec.refuse or spec.hook or spec.reads
+                or (spec.writes and spec.operands not in (CP, MV, WRITES)))
+
+
+def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
+    opts: list = []           # (name, value Word|None)
+    operands: list = []       # Words
+    n = len(words)
+    longs = spec.long_names() + (parent.long_names() if parent is not None else ())
+    vnames = spec.value_names() | (parent.value_names() if parent is not None else frozenset())
+    only = False
+    dangerous = _dangerous(spec) or (parent is not None and _dangerous(parent))
+
+    def lookup(name):
+        for s in (spec, parent):
+            if s is None:
+                continue
+            if name in s.refuse:
+                out.opaque(f"{prog} {'-' if len(name) == 1 or s.single else '--'}{name}: "
+                           f"{s.refuse[name]}")
+                raise _Stop
+        return name in vnames
+
+    while i < n:
+        w = words[i]
+        v = w.value
+        if v is None:
+            if not only and _could_be_option(w) and dangerous and not spec.any_flags:
+                out.opaque(f"{prog}: an option known only at run time ({w.raw}) could change "
+                           f"what it does")
+                raise _Stop
+            operands.append(w)
+            i += 1
+            if spec.subs is not None and len(operands) == 1:
+                break
+            if spec.posix:
+                only = True
+            continue
+        if only or v == "-" or not v.startswith(("-", "+")) or (v.startswith("+") and
+                                                                spec.plus is None):
+            if v == "--" and not only:
+                only = True
+                i += 1
+                continue
+            operands.append(w)
+            i += 1
+            if spec.subs is not None and len(operands) == 1:
+                break
+            if spec.posix:
+                only = True
+            continue
+        i += 1
+        if v.startswith("+"):
+            if spec.plus != "ok":
+                out.opaque(f"{prog} {v}: {spec.plus}")
+                raise _Stop
+            opts.append(("+", Word_(v[1:])))
+            continue
+        if v.startswith("--") or (spec.single and len(v) > 2):
+            body = v[2:] if v.startswith("--") else v[1:]
+            name, eq, val = body.partition("=")
+            full = _resolve(name, longs)
+            if full is None:
+                if spec.any_flags and not any(x.startswith(name) for x in longs):
+                    out.longs.setdefault(name, [])
+                    opts.append((name, None))
+                    continue
+                out.opaque(f"{prog}: unknown or ambiguous option {'--' if v.startswith('--') else '-'}"
+                           f"{name}")
+                raise _Stop
+            takes = lookup(full)
+            if takes and not eq:
+                if i >= n:
+                    out.opaque(f"{prog}: option {v} lacks its value")
+                    raise _Stop
+                value = words[i]
+                i += 1
+            elif eq:
+                value = Word_(val, words[i - 1], len(v) - len(val))
+            else:
+                value = None
+            opts.append((full, value))
+            out.longs.setdefault(full, []).append(value.value if value is not None else None)
+            continue
+        # a short cluster
+        body = v[1:]
+        if spec.numeric and body.isdigit():
+            opts.append(("#", Word_(body)))
+            continue
+        k = 0
+        while k < len(body):
+            c = body[k]
+            k += 1
+            if lookup(c):
+                if k < len(body):
+                    value = Word_(body[k:], w, k + 1)
+                elif i < n:
+                    value = words[i]
+                    i += 1
+                else:
+                    out.opaque(f"{prog}: option -{c} lacks its value")
+                    raise _Stop
+                opts.append((c, value))
+                out.shorts.add(c)
+                break
+            if c in spec.optional:
+                opts.append((c, Word_(body[k:]) if k < len(body) else None))
+                out.shorts.add(c)
+                break
+            if c in spec.flags or (parent is not None and c in parent.flags) or spec.any_flags:
+                opts.append((c, None))
+                out.shorts.add(c)
+                continue
+            if spec.numeric and c.isdigit():
+                continue
+            out.opaque(f"{prog}: unknown option -{c}")
+            raise _Stop
+    _effects(spec, prog, opts, operands, out, mkarg, host_of)
+    if spec.subs is not None:
+        if not operands:
+            return
+        sw = operands[0]
+        if sw.value is None:
+            out.opaque(f"{prog}: subcommand known only at run time ({sw.raw})")
+            raise _Stop
+        sub = spec.subs.get(sw.value) or spec.subs.get("*")
+        if sub is None:
+            out.opaque(f"{prog}: unknown subcommand {sw.value!r} (it could be an alias or "
+                       f"a plugin)")
+            raise _Stop
+        out.sub = sw.value
+        if isinstance(sub, str):
+            out.opaque(f"{prog} {sw.value}: {sub}")
+            raise _Stop
+        _parse(sub, f"{prog} {sw.value}", words, i, out, mkarg, host_of,
+               spec if spec.inherit else None)
+
+
+class Word_:
+    """A value cut out of a word (``-fFILE``, ``--out=F``): ``value`` and ``raw``."""
+
+    __slots__ = ("value", "raw", "template", "quoted")
+
+    def __init__(self, value: str, whole=None, start: int = 0) -> None:
+        self.value = value
+        self.raw = value
+        self.template = (value,)
+        self.quoted = False
+
+
+def _resolve(name: str, longs: tuple) -> str | None:
+    if name in longs:
+        return name
+    found = [x for x in longs if x.startswith(name)]
+    return found[0] if len(found) == 1 else None
+
+
+def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
+    if spec.text_only:
+        return
+    for name, value in opts:
+        if name in spec.refuse:
+            continue
+        if name in spec.recursive:
+            out.recursive = True
+        if value is None:
+            continue
+        if name in spec.writes:
+            if value.value != "-":
+                out.writes.append(mkarg(value))
+        elif name in spec.reads:
+            if value.value != "-":
+                out.reads.append(mkarg(value))
+        elif name in spec.urls:
+            out.connects.append(host_of(value.value))
+        elif name in spec.code:
+            kind = spec.code[name]
+            if kind == "sh" and value.value is not None:
+                out.code.append(value.value)
+            elif kind == "sh":
+                out.opaque(f"{prog}: a command known only at run time ({value.raw})")
+            else:
+                out.opaque(f"{prog} {'-' if len(name) == 1 else '--'}{name}: {kind}")
+    if spec.always_recursive:
+        out.recursive = True
+    role = spec.operands
+    files = [o for o in operands if o.value != "-"]
+    if spec.hook is not None:
+        spec.hook(out, opts, operands[1:] if spec.subs is not None else operands, mkarg)
+        return
+    if spec.subs is not None:
+        return
+    if role == READS:
+        out.reads.extend(mkarg(o) for o in files)
+    elif role == WRITES:
+        out.writes.extend(mkarg(o) for o in files)
+    elif role == DELETES:
+        out.deletes.extend(mkarg(o) for o in files)
+    elif role == FIRST_ARG:
+        out.writes.extend(mkarg(o) for o in files[1:])
+    elif role in (CP, MV):
+        target = [v for name, v in opts if name in ("t", "target-directory") and v is not None]
+        if target:
+            dests, srcs = target, files
+        elif len(files) >= 2:
+            dests, srcs = files[-1:], files[:-1]
+        else:
+            dests, srcs = [], files
+        for d in dests:
+            out.writes.append(mkarg(d))
+        (out.writes if role == MV else out.reads).extend(mkarg(o) for o in srcs)
+    elif role == IN_OUT:
+        out.reads.extend(mkarg(o) for o in files[:1])
+        out.writes.extend(mkarg(o) for o in files[1:])
+    elif role == URLS:
+        for o in operands:
+            out.connects.append(host_of(o.value))
+    elif role == CODE:
+        if operands and operands[0].value is None:
+            out.opaque(f"{prog}: its program is known only at run time")

@@ -1,0 +1,307 @@
+"""Tables for tools with subcommands, archives, pagers, editors, network clients, interpreters.
+
+Subcommand programs (git, docker, kubectl, systemctl, openssl) name each subcommand
+they know; any other name is opaque (it could be an alias or a plugin).  Interpreters
+(python, perl, ruby, node) are opaque whenever they would run code: ``-e``/``-c``,
+a script file, or standard input.
+"""
+
+from __future__ import annotations
+
+from bastion.policy.programs.spec import NONE, READS, URLS, WRITES, Spec, Word_
+
+GNU = ("help", "version")
+OPAQUE_CODE = "runs code we do not read"
+
+
+# --- find ---------------------------------------------------------------------------
+_FIND_VALUE = frozenset((
+    "name", "iname", "path", "ipath", "regex", "iregex", "type", "xtype", "size", "perm",
+    "user", "group", "uid", "gid", "mtime", "mmin", "atime", "amin", "ctime", "cmin",
+    "newer", "anewer", "cnewer", "maxdepth", "mindepth", "links", "inum", "samefile", "used",
+    "fstype", "context", "lname", "ilname", "wholename", "iwholename", "regextype", "printf",
+    "files0-from"))
+_FIND_FLAG = frozenset((
+    "print", "print0", "ls", "prune", "quit", "depth", "d", "mount", "xdev", "follow", "noleaf",
+    "daystart", "empty", "executable", "readable", "writable", "true", "false", "not", "a",
+    "o", "and", "or", "nouser", "nogroup", "ignore_readdir_race", "noignore_readdir_race",
+    "warn", "nowarn", "delete", "help", "version"))
+_FIND_WRITE = frozenset(("fprint", "fprint0", "fls"))
+
+
+def find_analyse(words: list, out, mkarg) -> None:
+    i, n = 1, len(words)
+    while i < n and (words[i].value or "") in ("-H", "-L", "-P"):
+        i += 1
+    if i < n and (words[i].value or "").startswith(("-O", "-D")):
+        return out.opaque("find -O/-D debugging options")
+    out.recursive = True
+    while i < n:
+        v = words[i].value
+        if v is None:
+            if not words[i].template or words[i].template[0] is None or \
+                    words[i].template[0].startswith(("-", "(", "!")):
+                return out.opaque(f"find: a word known only at run time ({words[i].raw})")
+        elif v.startswith("-") or v in ("(", ")", "!", ","):
+            break
+        out.reads.append(mkarg(words[i]))
+        i += 1
+    while i < n:
+        v = words[i].value
+        if v is None:
+            return out.opaque(f"find: an expression word known only at run time ({words[i].raw})")
+        i += 1
+        if v in ("(", ")", "!", ","):
+            continue
+        name = v[1:] if v.startswith("-") else None
+        if name in ("exec", "execdir", "ok", "okdir"):
+            while i < n and words[i].value not in (";", "+"):
+                i += 1           # the wrapped command is decided by the wrappers module
+            i += 1
+            continue
+        if name in _FIND_WRITE or name == "fprintf":
+            if i >= n:
+                return out.opaque(f"find {v} lacks its file")
+            out.writes.append(mkarg(words[i]))
+            i += 2 if name == "fprintf" else 1
+            continue
+        if name == "delete":
+            for r in list(out.reads) or [mkarg(Word_("."))]:
+                out.writes.append(r)
+            continue
+        if name in _FIND_FLAG:
+            continue
+        if name in _FIND_VALUE or (name or "").startswith("newer"):
+            if i >= n:
+                return out.opaque(f"find {v} lacks its value")
+            if name in ("newer", "anewer", "cnewer", "samefile", "files0-from"):
+                out.reads.append(mkarg(words[i]))
+            i += 1
+            continue
+        return out.opaque(f"find: unknown expression {v!r}")
+
+
+# --- tar ----------------------------------------------------------------------------
+
+
+def _tar_hook(out, opts, operands, mkarg):
+    names = {name for name, _ in opts}
+    modes = names & {"c", "x", "t", "r", "u", "A", "d", "create", "extract", "get", "list",
+                     "append", "update", "catenate", "concatenate", "diff", "compare",
+                     "delete"}
+    archive = [v for name, v in opts if name in ("f", "file")]
+    creating = bool(modes & {"c", "r", "u", "create", "append", "update"})
+    extracting = bool(modes & {"x", "extract", "get"})
+    for a in archive:
+        if a is not None and a.value is not None and ":" in a.value.split("/")[0] and \
+                "force-local" not in names:
+            return out.opaque("tar -f HOST:FILE runs a remote shell")
+        if a is not None and a.value != "-":
+            (out.writes if creating or "delete" in names else out.reads).append(mkarg(a))
+    if creating:
+        out.recursive = True
+        out.reads.extend(mkarg(o) for o in operands)
+    if extracting:
+        dirs = [v for name, v in opts if name in ("C", "directory")]
+        if names & {"P", "absolute-names"}:
+            out.writes.append(_anywhere())
+        elif names & {"O", "to-stdout"}:
+            pass
+        else:
+            base = dirs[-1] if dirs else Word_(".")
+            out.writes.append(_below(base, mkarg))
+
+
+class _Tpl:
+    """A run-time path template (``prefix/…``) as an Arg-like value."""
+
+    __slots__ = ("text", "views", "templates", "operand")
+
+    def __init__(self, templates: tuple) -> None:
+        self.text = None
+        self.views = ()
+        self.templates = templates
+        self.operand = False
+
+
+def _anywhere():
+    return _Tpl(((None,),))
+
+
+def _below(base, mkarg):
+    a = mkarg(base)
+    if a.text is None:
+        return _Tpl(((None,),))
+    prefix = a.text.rstrip("/") + "/"
+    return _Tpl(((prefix, None),))
+
+
+TAR = Spec(flags="cxtruAdvzjJZaOkpPSUWhiBGMmlswn", values="fCbHKLNVgTXI", posix=False,
+           long_flags=GNU + (
+               "create", "extract", "get", "list", "append", "update", "catenate",
+               "concatenate", "diff", "compare", "delete", "verbose", "gzip", "bzip2", "xz",
+               "zstd", "lzma", "lzip", "lzop", "compress", "auto-compress", "to-stdout",
+               "keep-old-files", "preserve-permissions", "absolute-names", "sparse",
+               "dereference", "ignore-zeros", "overwrite", "same-owner", "no-same-owner",
+               "numeric-owner", "one-file-system", "totals", "wildcards", "no-recursion",
+               "recursion", "force-local", "show-transformed-names", "check-links", "verify",
+               "keep-newer-files", "skip-old-files", "unlink-first", "recursive-unlink",
+               "remove-files", "null", "full-time", "utc", "no-overwrite-dir", "interactive"),
+           long_values=("directory", "blocking-factor", "format", "exclude", "transform",
+                        "xform", "owner", "group", "mode", "mtime", "label", "strip-components",
+                        "newer", "after-date", "tape-length", "occurrence", "record-size",
+                        "sort", "exclude-tag", "anchored", "quoting-style"),
+           optional=("checkpoint", "exclude-vcs", "exclude-caches", "exclude-backups",
+                     "warning", "backup"),
+           reads=("T", "files-from", "X", "exclude-from"),
+           writes=("g", "listed-incremental", "index-file"),
+           refuse={"I": "runs a compression program", "use-compress-program": "runs a program",
+                   "F": "runs a script at each volume", "info-script": "runs a script",
+                   "new-volume-script": "runs a script", "to-command": "runs a command per file",
+                   "checkpoint-action": "may run a command", "rsh-command": "runs a remote shell",
+                   "rmt-command": "runs a program", "M": "multi-volume prompts a shell",
+                   "multi-volume": "multi-volume prompts may run a shell"},
+           hook=_tar_hook)
+
+
+def tar_words(words: list) -> list:
+    """Old-style ``tar xvf F`` → ``tar -xvf F`` (the first argument without a dash)."""
+    if len(words) > 1 and words[1].value and not words[1].value.startswith("-") and \
+            words[1].value.isalpha():
+        return [words[0], Word_("-" + words[1].value)] + list(words[2:])
+    return words
+
+
+def _hooked(spec: Spec, hook) -> Spec:
+    from dataclasses import replace
+    return replace(spec, hook=hook)
+
+
+# --- git ----------------------------------------------------------------------------
+_GIT_SAFE_CONFIG = ("color.", "core.quotepath", "core.abbrev", "log.", "i18n.", "advice.",
+                    "user.name", "user.email", "safe.directory", "column.", "format.pretty",
+                    "diff.renames", "diff.noprefix", "pager.")
+
+
+def _git_global_hook(out, opts, operands, mkarg):
+    for name, v in opts:
+        if name == "c":
+            key = (v.value or "").partition("=")[0].lower() if v is not None else ""
+            if not key or not key.startswith(_GIT_SAFE_CONFIG) or key.startswith("pager.") and \
+                    (v.value or "").partition("=")[2] not in ("", "false", "true", "cat"):
+                return out.opaque(f"git -c {key or '…'} may set a command git runs")
+
+
+_GIT_READ = Spec(any_flags=True, operands=NONE, refuse={
+    "output": "writes a file", "o": "writes a file", "ext-diff": "runs diff.external",
+    "textconv": "runs textconv filters from the configuration", "O": "opens a pager program",
+    "open-files-in-pager": "runs a pager program", "exec": "runs a command",
+    "upload-pack": "runs a program", "receive-pack": "runs a program",
+    "remote": "talks to a remote that may run programs", "extcmd": "runs a command",
+    "tool": "runs a tool", "config": "sets configuration",
+    "template": "copies hooks from a directory",
+}, long_values=("format", "pretty", "since", "until", "author", "grep", "date", "decorate",
+                "max-count", "skip", "abbrev", "stat", "color", "word-diff"))
+_GIT_SUBS = {name: _GIT_READ for name in (
+    "log", "show", "diff", "status", "branch", "tag", "describe", "rev-parse", "rev-list",
+    "ls-files", "ls-tree", "ls-remote", "cat-file", "blame", "shortlog", "grep", "remote",
+    "reflog", "whatchanged", "show-ref", "for-each-ref", "name-rev", "merge-base", "count-objects",
+    "fetch", "pull", "push", "clone", "checkout", "switch", "restore", "reset", "add", "commit",
+    "merge", "rebase", "stash", "cherry-pick", "revert", "clean", "rm", "mv", "init", "gc",
+    "fsck", "worktree", "notes", "apply", "am", "format-patch", "archive", "bundle", "version",
+    "help", "config")}
+_GIT_SUBS["rebase"] = _hooked(_GIT_READ, None).__class__(**{
+    **_GIT_READ.__dict__, "refuse": _GIT_READ.refuse | {"x": "runs a command"}})
+for _remote in ("clone", "fetch", "pull", "ls-remote", "archive"):
+    _GIT_SUBS[_remote] = Spec(**{**_GIT_READ.__dict__,
+                                 "refuse": _GIT_READ.refuse | {"u": "runs a program"}})
+for _bad in ("filter-branch", "submodule", "bisect", "difftool", "mergetool", "daemon",
+             "instaweb", "web--browse", "credential", "send-email", "sh-setup", "upload-pack",
+             "receive-pack", "filter-repo", "p4", "svn", "cvsimport", "remote-ext", "hook"):
+    _GIT_SUBS[_bad] = "runs programs or scripts we cannot see"
+GIT = Spec(flags="pPv", values="Cc", long_flags=GNU + (
+    "paginate", "no-pager", "bare", "no-replace-objects", "literal-pathspecs",
+    "glob-pathspecs", "noglob-pathspecs", "icase-pathspecs", "no-optional-locks",
+    "html-path", "man-path", "info-path"), long_values=("git-dir", "work-tree", "namespace"),
+           refuse={"exec-path": "sets where git finds its programs",
+                   "config-env": "sets configuration from the environment",
+                   "super-prefix": "internal option"},
+           subs=_GIT_SUBS, hook=_git_global_hook)
+
+
+
+
+# --- docker / kubectl / systemctl / journalctl ---------------------------------------------
+
+
+def _docker_cp(out, opts, operands, mkarg):
+    for o in operands:
+        if o.value is None or ":" not in o.value.split("/")[0]:
+            out.writes.append(mkarg(o))
+
+
+_D_SUB = Spec(any_flags=True, operands=NONE, long_values=(
+    "format", "filter", "since", "until", "tail", "name", "user", "workdir", "env"),
+              values="fnuwe")
+DOCKER = Spec(flags="Dv", values="Hl", long_flags=GNU + ("debug", "tls", "tlsverify"),
+              long_values=("host", "log-level", "context", "tlscacert", "tlscert", "tlskey"),
+              refuse={"config": "reads a client configuration that may name helpers"},
+              subs={**{name: _D_SUB for name in (
+                  "ps", "logs", "inspect", "images", "image", "stats", "top", "version", "info",
+                  "events", "port", "diff", "history", "container", "network", "volume",
+                  "system", "exec", "run", "start", "stop", "restart", "kill", "rm", "rmi",
+                  "pull", "push", "build", "compose", "tag", "save", "load", "create",
+                  "pause", "unpause", "wait", "rename", "update", "commit", "login", "logout",
+                  "search", "attach", "export", "import")},
+                    "cp": _hooked(_D_SUB, _docker_cp)}, inherit=True)
+_K_SUB = Spec(any_flags=True, operands=NONE, values="nlcofLp", long_values=(
+    "namespace", "selector", "container", "output", "field-selector", "since", "tail",
+    "sort-by", "template", "context", "cluster", "user", "server", "token", "filename",
+    "label-columns", "chunk-size", "since-time", "limit-bytes", "pod-running-timeout"))
+KUBECTL = Spec(any_flags=True, values="ns", long_values=(
+    "namespace", "context", "cluster", "user", "server", "token", "request-timeout",
+    "as", "as-group", "certificate-authority", "client-certificate", "client-key",
+    "tls-server-name", "cache-dir", "log-dir"),
+               refuse={"kubeconfig": "a kubeconfig may name a credential plugin to run"},
+               subs={name: _K_SUB for name in (
+                   "get", "describe", "logs", "top", "explain", "version", "api-resources",
+                   "api-versions", "cluster-info", "events", "diff", "apply", "create",
+                   "delete", "edit", "exec", "port-forward", "proxy", "rollout", "scale",
+                   "set", "label", "annotate", "patch", "replace", "expose", "run", "attach",
+                   "cordon", "uncordon", "drain", "taint", "auth", "wait", "debug", "cp")}
+               | {"config": "the kubectl configuration may name credential plugins",
+                  "plugin": "runs plugins", "krew": "installs plugins"},
+               inherit=True)
+_SC_SUB = Spec(any_flags=True, operands=NONE, values="tpsnoHMP", long_values=(
+    "type", "property", "state", "signal", "kill-whom", "lines", "output", "host", "machine",
+    "job-mode", "root", "what", "timestamp", "when", "message", "boot-loader-entry"))
+SYSTEMCTL = Spec(any_flags=True, values="tpsnoHM", long_values=_SC_SUB.long_values,
+                 subs={name: _SC_SUB for name in (
+                     "status", "show", "cat", "list-units", "list-unit-files", "list-timers",
+                     "list-sockets", "list-dependencies", "list-jobs", "is-active", "is-enabled",
+                     "is-failed", "is-system-running", "get-default", "help", "start", "stop",
+                     "restart", "reload", "try-restart", "reload-or-restart", "kill",
+                     "enable", "disable", "mask", "unmask", "daemon-reload", "reset-failed",
+                     "reboot", "poweroff", "halt", "suspend", "isolate", "set-property",
+                     "show-environment", "list-machines", "freeze", "thaw", "clean")}
+                 | {"edit": "runs an editor", "set-environment": "sets the manager environment",
+                    "import-environment": "sets the manager environment"},
+                 inherit=True)
+JOURNALCTL = Spec(flags="abefhklmNqrxF", values="onupSUtgDIMcTB", any_flags=False,
+                  operands=NONE, long_flags=GNU + (
+                      "all", "follow", "pager-end", "no-pager", "reverse", "quiet", "merge",
+                      "utc", "no-hostname", "catalog", "system", "user", "list-boots",
+                      "dmesg", "no-full", "full", "disk-usage", "header", "fields",
+                      "show-cursor", "list-namespaces", "verify", "list-catalog"),
+                  optional=("boot", "lines"),
+                  long_values=("output", "unit", "user-unit", "identifier", "priority",
+                               "facility", "since", "until", "grep", "case-sensitive", "cursor",
+                               "after-cursor", "cursor-file", "namespace", "output-fields",
+                               "machine", "field", "invocation"),
+                  reads=("D", "directory", "file", "i", "root", "image"),
+                  refuse={"vacuum-size": "deletes journal files", "vacuum-files": "deletes "
+                          "journal files", "vacuum-time": "deletes journal files",
+                          "rotate": "rotates journal files", "flush": "moves journal files",
+                          "setup-keys": "writes keys", "update-catalog": "writes the catalog",
+                          "relinquish-var": "changes journal storage", "smart-relinquish-var":
+                          "changes journal storage", "sync": "writes journal files"})
