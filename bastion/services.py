@@ -234,10 +234,7 @@ class Services:
     @staticmethod
     def needs_more(text: str, dialect: str = "bash") -> bool:
         """Whether a shell would ask for more lines of ``text`` (open quote, ``&&``, ``if``...)."""
-        try:
-            from bastion.policy.complete import needs_more
-        except ImportError:  # pragma: no cover - older policy package
-            return text.endswith("\\")
+        from bastion.policy.continuation import needs_more
         return needs_more(text, dialect)
 
     def filter_env(self, env: dict) -> dict:
