@@ -39,42 +39,64 @@ READY = "bastion-shell-ready"
 FAIL_STATUS = 97                 # the command channel could not make its FIFO
 SHELLS = ("bash", "sh")
 
-# The loop, in the common subset of bash and dash.  __bastion_* names are the loop's own; a
-# command that changes them can only disturb its own session (the loop resets them per frame).
+# The loop, in the common subset of bash (run with --posix) and dash.  It must stay correct
+# whatever the decided commands do to the shell's state, because it runs in the same shell:
+#  * POSIX mode: a function cannot be named like a special builtin (unset, eval, exec, return,
+#    trap, break, :) nor hold a '/', so those are the real builtins here; before each frame the
+#    loop removes any function shadowing the regular builtins it calls (read, printf) and
+#    defines its own functions again;
+#  * its control flow uses only keywords and special builtins (no `[`), its variables are set
+#    before use, the ones that matter are read-only;
+#  * a text with a syntax error is rejected by `sh -n` first (a syntax error inside eval would
+#    end a POSIX shell), and the INT/QUIT traps only `return` inside a running command.
 LOOP = r"""
-trap 'return 130 2>/dev/null' INT
-trap 'return 131 2>/dev/null' QUIT
-__bastion_st() { return "$1"; }
-__bastion_run() { __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
-__bastion_s=0
+__bastion_in=0 __bastion_s=0
+trap 'case $__bastion_in in 1) return 130;; esac' INT
+trap 'case $__bastion_in in 1) return 131;; esac' QUIT
 export LESSSECURE=1
-readonly LESSSECURE 2>/dev/null
-__bastion_drain() {
-  __bastion_x= __bastion_h= __bastion_i=0
-  if [ -n "${BASH_VERSION-}" ]; then
-    IFS= read -r -s -d '' -n 4096 -t 0.01 __bastion_x
-    while [ "$__bastion_i" -lt "${#__bastion_x}" ]; do
-      LC_ALL=C printf -v __bastion_c %02x "'${__bastion_x:__bastion_i:1}"
-      __bastion_h=$__bastion_h$__bastion_c
-      __bastion_i=$((__bastion_i + 1))
-    done
-  fi
-  printf '\033]%s;%s;T;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_h" >&4
-}
+readonly LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check
 exec 4>&1
+unset -f read printf
 printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
-while IFS= read -r __bastion_n <&3; do
-  case $__bastion_n in S) __bastion_drain; continue;; ''|*[!0-9]*) exit 98;; esac
+while :; do
+  unset -f read printf
+  __bastion_in=0
+  __bastion_st() { return "$1"; }
+  __bastion_run() { __bastion_in=1; __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
+  __bastion_drain() {
+    __bastion_x= __bastion_h= __bastion_i=0
+    case ${BASH_VERSION-} in ?*)
+      IFS= read -r -s -d '' -n 4096 -t 0.01 __bastion_x
+      while :; do
+        case $((__bastion_i < ${#__bastion_x})) in 0) break;; esac
+        LC_ALL=C printf -v __bastion_c %02x "'${__bastion_x:__bastion_i:1}"
+        __bastion_h=$__bastion_h$__bastion_c
+        __bastion_i=$((__bastion_i + 1))
+      done;;
+    esac
+    printf '\033]%s;%s;T;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_h" >&4
+  }
+  __bastion_n=
+  IFS= read -r __bastion_n <&3 || break
+  case $__bastion_n in S) __bastion_drain; continue;; ''|*[!0-9]*) break;; esac
   __bastion_cmd=
-  while [ "$__bastion_n" -gt 0 ]; do
+  while :; do
+    case $__bastion_n in 0) break;; esac
+    __bastion_l=
     IFS= read -r __bastion_l <&3 || exit 98
     __bastion_cmd="$__bastion_cmd$__bastion_l
 "
     __bastion_n=$((__bastion_n - 1))
   done
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
-  __bastion_run 3<&- 4>&-
-  __bastion_s=$?
+  if BASH_ENV= ENV= "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd" 3<&- 4>&-; then
+    __bastion_run 3<&- 4>&-
+    __bastion_s=$?
+  else
+    __bastion_s=2
+  fi
+  __bastion_in=0
+  unset -f read printf
   printf '\033]%s;%s;P;%s;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_s" "$PWD" >&4
 done
 exit "$__bastion_s"
@@ -114,8 +136,11 @@ def parse_ready(line: str) -> tuple[str, dict[str, str]] | None:
 
 def terminal_command(fifo_dir: str, shell_path: str, nonce: str) -> str:
     """The terminal channel's command: the loop in ``shell_path``, fd 3 the FIFO."""
-    flags = " --noprofile --norc" if shell_path.endswith("/bash") else ""
-    script = f"__bastion_code={MARK_CODE}; __bastion_nonce={nonce};" + LOOP
+    bash = shell_path.endswith("/bash")
+    flags = " --posix --noprofile --norc" if bash else ""
+    script = (f"__bastion_code={MARK_CODE} __bastion_nonce={nonce} "
+              f"__bastion_self={_sq(shell_path)} "
+              f"__bastion_check={'--posix' if bash else ''};" + LOOP)
     return (f"exec {_sq(shell_path)}{flags} -c {_sq(script)} bastion-shell "
             f"3<{_sq(fifo_dir + '/c')}")
 

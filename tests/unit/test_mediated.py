@@ -186,7 +186,8 @@ def test_frames_and_ready_line():
 
 @pytest.mark.parametrize("sh", ["bash", "dash"])
 def test_the_loop_parses_in_each_shell(sh):
-    script = f"__bastion_code={MARK_CODE}; __bastion_nonce={N};" + LOOP
+    script = (f"__bastion_code={MARK_CODE} __bastion_nonce={N} __bastion_self=/bin/{sh} "
+              "__bastion_check=;" + LOOP)
     assert subprocess.run([sh, "-n", "-c", script], capture_output=True).returncode == 0
     assert "'" in terminal_command("/tmp/d", f"/bin/{sh}", N)
 
