@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from bastion.policy.danger import (
-    ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, RESERVED, TRUSTED_DIRS,
+    ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, PAGER_VARS, RESERVED,
+    TRUSTED_DIRS,
     dangerous_name,
 )
 from bastion.policy.effects import canonical_path, harmless_write, redirect_roles
@@ -220,9 +221,14 @@ class _Extractor:
 
     def raw(self, raw: RawCommand, depth: int, via: str | None, redirs: list) -> None:
         problem = raw.problem
-        for name, _ in raw.assigns:
-            if dangerous_name(name):
+        pagers = []
+        for name, value in raw.assigns:
+            if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words:
+                pagers.append((name, value.value))      # decided as a program of its own
+            elif dangerous_name(name):
                 problem = problem or f"assigns {name} in front of the command"
+        for name, text in pagers:
+            self.code(text, depth, f"{via} > {name}=" if via else f"{name}=", redirs)
         words = raw.words
         if not words:
             if not raw.redirs and not problem:

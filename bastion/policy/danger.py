@@ -35,8 +35,18 @@ DANGEROUS_EXACT = frozenset({
     "GIT_SSH_COMMAND", "GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_ASKPASS",
     "GIT_EXEC_PATH", "GIT_PROXY_COMMAND", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR",
     "GIT_DIR", "GIT_WORK_TREE", "MANOPT", "MANPATH",
+    # configuration and output files programs read or write (issue 15)
+    "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "TAR_OPTIONS", "KUBECONFIG",
+    "CURL_HOME", "SSLKEYLOGFILE", "LESSSECURE", "LESSKEY", "LESSKEYIN", "LESSHISTFILE",
+    "WGETRC", "SYSTEMD_LESS", "SYSTEMD_PAGERSECURE", "DOCKER_CONFIG", "GNUPGHOME", "VIMINIT",
+    "EXINIT", "MYVIMRC", "GAWK_READ_TIMEOUT", "AWKPATH", "AWKLIBPATH", "TMPDIR", "GREP_OPTIONS",
+    "SUDO_PROMPT",
 })
-DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG")
+DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "GIT_", "PYTHON", "PERL5", "PERL_",
+                      "RUBY", "NODE_")
+# Pager variables whose literal value names a program we can decide instead
+# (GIT_PAGER=cat is judged as also running cat).
+PAGER_VARS = frozenset({"PAGER", "GIT_PAGER", "MANPAGER", "SYSTEMD_PAGER"})
 
 
 def dangerous_name(name: str) -> bool:

@@ -163,3 +163,25 @@ def test_sed_inert(script, inert):
 ])
 def test_awk_inert(program, inert):
     assert awk_inert(program) is inert
+
+
+@pytest.mark.parametrize("line, expect", [
+    ("GIT_PAGER=cat git log", ALLOW),
+    ("PAGER=less man ls", ALLOW),
+    ("GIT_PAGER='sh -c id' git log", DENY),          # sh is not allowed
+    ("GIT_PAGER=$X git log", REVIEW),
+    ("MANPAGER='vim -c :!sh' man ls", REVIEW),
+    ("GIT_SSH_COMMAND=x git log", REVIEW),
+    ("GIT_DIR=/tmp/evil git log", REVIEW),
+    ("HOME=/tmp/x git log", REVIEW),
+    ("TAR_OPTIONS=--to-command=sh tar -xf a.tar -C /tmp/x", REVIEW),
+    ("KUBECONFIG=/tmp/k kubectl get pods", REVIEW),
+    ("LESSOPEN='|sh %s' less f", REVIEW),
+    ("LD_PRELOAD=/tmp/x.so ls", REVIEW),
+    ("PYTHONSTARTUP=/tmp/x python3 --version", REVIEW),
+    ("SSLKEYLOGFILE=/tmp/k curl https://a.example.com/", REVIEW),
+    ("LANG=C ls", ALLOW),
+])
+def test_environment_prefixes(line, expect):
+    d = POLICY.evaluate(P, None, line)
+    assert d.action.value == expect, d.reason

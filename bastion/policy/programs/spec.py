@@ -57,13 +57,28 @@ class Spec:
     text_only: bool = False         # arguments are never files (echo, printf)
 
     def value_names(self) -> frozenset:
+        hit = _NAMES.get(("v", id(self)))
+        if hit is None:
+            hit = _NAMES[("v", id(self))] = self._value_names()
+        return hit
+
+    def long_names(self) -> tuple:
+        hit = _NAMES.get(("l", id(self)))
+        if hit is None:
+            hit = _NAMES[("l", id(self))] = self._long_names()
+        return hit
+
+    def _value_names(self) -> frozenset:
         return frozenset(self.long_values) | frozenset(self.values) | frozenset(
             self.writes) | frozenset(self.reads) | frozenset(self.urls) | frozenset(self.code)
 
-    def long_names(self) -> tuple:
+    def _long_names(self) -> tuple:
         names = set(self.long_flags) | set(self.long_values) | set(self.optional) | set(
             self.refuse) | {n for n in self.value_names() if len(n) > 1}
         return tuple(sorted(n for n in names if len(n) > 1))
+
+
+_NAMES: dict = {}      # per-Spec caches (tables are module constants, never freed)
 
 
 @dataclass
