@@ -3,13 +3,17 @@
 Public API::
 
     compile_policy(settings: dict, rules: list[dict]) -> Policy      # raises ConfigError
-    Policy.evaluate(principal, target, line, *, interactive=False, cwd=None) -> Decision
+    Policy.evaluate(principal, target, line, dialect="bash", *, interactive=False,
+                    cwd=None) -> Decision                             # dialect: "bash" | "sh"
+    Rule.interactive: bool        # the rule lets a program get raw terminal input
+    bastion.policy.complete.needs_more(text, dialect="bash") -> bool  # would a shell ask for more?
     Decision(action, rule, reason, command, commands).to_dict()
     Action.ALLOW / DENY / REVIEW
 
 Modules: ``words`` (quote removal, escapes), ``parse`` (tree-sitter walk),
 ``wrappers`` (sudo, env, bash -c ...), ``commands`` (normalisation, opaque),
-``patterns`` (rule patterns), ``rules`` (validation, index), ``engine``
+``patterns`` (rule patterns), ``effects`` (writes/reads/connects),
+``programs`` (program tables), ``complete`` (needs_more), ``rules`` (validation, index), ``engine``
 (decisions), ``danger`` (tables), ``selectors`` (who / targets), ``sanitize``.
 The design, the semantics and the known limits are in docs/POLICY.md.
 

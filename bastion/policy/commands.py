@@ -130,24 +130,57 @@ class Extraction:
     problems: tuple           # line-level reasons to treat the line as opaque
 
 
-def extract(line: str, *, interactive: bool = False, cwd: str | None = None) -> Extraction:
-    """All simple commands of ``line``; cached (the result is immutable)."""
+def extract(line: str, *, interactive: bool = False, cwd: str | None = None,
+            dialect: str = "bash") -> Extraction:
+    """All simple commands of ``line``; cached (the result is immutable).
+
+    ``dialect``: ``"bash"`` or ``"sh"`` (dash/POSIX sh: text that bash and dash read
+    differently is opaque, see :func:`sh_difference`)."""
     if not isinstance(line, str):
         return Extraction((), ("line is not text",))
     if len(line) > MAX_LINE:
         return Extraction((), (f"line longer than {MAX_LINE} characters",))
-    return _extract_cached(line, interactive, cwd)
+    if dialect not in ("bash", "sh"):
+        return Extraction((), (f"unknown shell dialect {dialect!r}",))
+    return _extract_cached(line, interactive, cwd, dialect)
 
 
 @lru_cache(maxsize=8192)
-def _extract_cached(line: str, interactive: bool, cwd: str | None) -> Extraction:
+def _extract_cached(line: str, interactive: bool, cwd: str | None,
+                    dialect: str = "bash") -> Extraction:
     ex = _Extractor(cwd)
     if interactive:
         why = history_expansion(line)
         if why:
             ex.problems.append(why)
+    if dialect == "sh":
+        why = sh_difference(line)
+        if why:
+            return Extraction((), (why,))
     ex.line(line, 0, None)
     return Extraction(tuple(ex.commands), tuple(ex.problems))
+
+
+_SH_DIFF = (
+    (re.compile(r"\$'"), "$'...' quoting"), (re.compile(r'\$"'), '$"..." quoting'),
+    (re.compile(r"\[\["), "[[ ]]"), (re.compile(r"\(\("), "(( ))"),
+    (re.compile(r"[<>]\("), "process substitution"), (re.compile(r"&>"), "&> redirection"),
+    (re.compile(r"\|&"), "|& pipes"), (re.compile(r"(?:^|[\s;&|(])function\s"), "function"),
+    (re.compile(r";;?&"), "case fall-through ;& / ;;&"), (re.compile(r"\w=\("), "arrays"),
+    (re.compile(r"\$\{\w+\["), "arrays"), (re.compile(r"\{[^\s{}]*(?:,|\.\.)[^\s{}]*\}"),
+                                              "brace expansion"),
+    (re.compile(r"<<<"), "here-strings"), (re.compile(r"\$\{[^}]*(?:\^|,|/|:\d|@)"),
+                                         "bash parameter expansions"),
+)
+
+
+def sh_difference(text: str) -> str | None:
+    """Why bash and dash could read ``text`` differently (or None).  Conservative: a
+    match inside quotes counts too (the text is then opaque, never misread)."""
+    for rx, what in _SH_DIFF:
+        if rx.search(text):
+            return f"{what} reads differently in bash and sh"
+    return None
 
 
 def history_expansion(line: str) -> str | None:
@@ -325,6 +358,11 @@ class _Extractor:
             self.add(make_command((via, text), None, (), f"command strings nested deeper than "
                                                          f"{MAX_DEPTH}", via))
             return
+        if via.endswith(("sh -c", "dash -c")) and not via.endswith("bash -c"):
+            why = sh_difference(text)
+            if why:
+                self.add(make_command((via, text), None, (), f"{via} string: {why}", via))
+                return
         self.line(text, depth + 1, via, redirs)
 
     @staticmethod

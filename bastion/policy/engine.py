@@ -107,27 +107,29 @@ class Policy:
             out[r.action.value] += 1
         return out
 
-    def evaluate(self, principal, target, line: str, *, interactive: bool = False,
-                 cwd: str | None = None) -> Decision:
+    def evaluate(self, principal, target, line: str, dialect: str = "bash", *,
+                 interactive: bool = False, cwd: str | None = None) -> Decision:
         """Decide on ``line`` for ``principal`` on ``target`` (``None``: no target).
 
         ``interactive``: the line comes from an interactive shell (history
         expansion ``!`` / ``^`` makes it opaque).  ``cwd``: the working directory,
-        when known, to resolve relative paths.  Never raises.
+        when known, to resolve relative paths.  ``dialect``: ``"bash"`` (default) or
+        ``"sh"`` (the target's shell is dash/POSIX sh: text bash and dash read
+        differently is opaque).  Never raises.
         """
         try:
-            return self._evaluate(principal, target, line, interactive, cwd)
+            return self._evaluate(principal, target, line, interactive, cwd, dialect)
         except Exception as exc:  # fail closed; the reason names the error, not the data
             return Decision(Action.DENY, "<error>",
                             f"policy engine error ({type(exc).__name__}); denied to be safe")
 
-    def _evaluate(self, principal, target, line, interactive, cwd) -> Decision:
+    def _evaluate(self, principal, target, line, interactive, cwd, dialect="bash") -> Decision:
         skip = self._skip(principal, target)
-        key = (line, interactive, cwd, skip)
+        key = (line, interactive, cwd, skip, dialect)
         hit = self._decisions.get(key)
         if hit is not None:
             return hit
-        decision = self._decide_line(extract(line, interactive=interactive, cwd=cwd), skip)
+        decision = self._decide_line(extract(line, interactive=interactive, cwd=cwd, dialect=dialect), skip)
         if len(self._decisions) >= _DECISION_CACHE:
             self._decisions.clear()
         self._decisions[key] = decision
