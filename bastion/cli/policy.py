@@ -1,4 +1,4 @@
-"""CLI: ``bastion policy check | eval | test`` — the policy engine from a shell.
+"""CLI: ``bastion policy check | eval | test | explain`` — the policy engine from a shell.
 
 Thin layer over :func:`bastion.config.load_config` and
 :meth:`bastion.policy.Policy.evaluate`.  Human output is sanitised (the lines
@@ -150,6 +150,60 @@ def _print_decision(decision) -> None:
                           f"{escape(sanitize(via))}  [dim]{escape(sanitize(str(cmd.rule)))}[/]")
 
 
+def explain(
+    line: Annotated[str, typer.Argument(help="The command line to explain.")],
+    policy: PolicyOpt = Path(DEFAULT_POLICY),
+    claims: Annotated[Optional[str], typer.Option(
+        "--claims", help="Token claims as JSON (or @FILE). Default: a principal with no roles.")
+    ] = None,
+    target: Annotated[Optional[str], typer.Option(
+        "--target", help="Name of a [[targets]] entry (rules with targets= need one).")] = None,
+    json_out: JsonOpt = False,
+    dialect: Annotated[str, typer.Option("--dialect", help="bash or sh.")] = "bash",
+) -> None:
+    """Show each command of a line, its effects (runs, writes, reads, connects) and the
+    rule that decided it.
+
+    Example: bastion policy explain --target web1 'sort -o /etc/passwd x; ls > /dev/null'
+    """
+    from bastion.config import load_config
+    from bastion.policy.commands import extract
+    from bastion.policy.effects import shown_arg
+    config = load_config(policy)
+    decision = config.policy.evaluate(_principal(_claims_option(claims)),
+                                      _target(config, target), line, dialect)
+    found = {c.argv: c for c in extract(line, dialect=dialect).commands}
+    rows = []
+    for d in decision.commands:
+        c = found.get(d.argv)
+        effects = {"runs": list(d.argv), "writes": [], "reads": [], "connects": [],
+                   "deletes": [], "subcommand": None, "table": False}
+        if c is not None:
+            effects.update(writes=[shown_arg(a) for a in c.writes],
+                           reads=[shown_arg(a) for a in c.reads],
+                           deletes=[shown_arg(a) for a in c.deletes],
+                           connects=[h or "(run time)" for h in c.connects],
+                           subcommand=c.sub, table=c.known)
+        rows.append({**d.to_dict(), "effects": effects})
+    if json_out:
+        sys.stdout.write(json.dumps({**decision.to_dict(), "commands": rows}) + "\n")
+        return
+    _print_decision(decision)
+    for row in rows:
+        e = row["effects"]
+        out_console.print(f"  {escape(sanitize(_argv(row['argv'])))}  "
+                          f"[{_COLOURS[row['action']]}]{row['action']}[/] by "
+                          f"{escape(sanitize(str(row['rule'])))}"
+                          + ("" if e["table"] else "  [dim](no program table)[/]"))
+        for key in ("writes", "deletes", "reads", "connects"):
+            if e[key]:
+                out_console.print(f"    {key}: {escape(sanitize(', '.join(e[key])))}")
+        if e["subcommand"]:
+            out_console.print(f"    subcommand: {escape(sanitize(e['subcommand']))}")
+        if row["opaque"]:
+            out_console.print(f"    opaque: {escape(sanitize(str(row['why'])))}")
+
+
 def _argv(argv) -> str:
     from bastion.policy.commands import show
     return show(tuple(argv), limit=300)
@@ -294,4 +348,5 @@ def register(app: typer.Typer) -> None:
     policy_app.command("check")(handle_errors(check))
     policy_app.command("eval")(handle_errors(eval_))
     policy_app.command("test")(handle_errors(test))
+    policy_app.command("explain")(handle_errors(explain))
     app.add_typer(policy_app, name="policy")
