@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from bastion.policy.danger import (
+    BASH_LIKE,
     ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, PAGER_VARS, RESERVED,
     TRUSTED_DIRS,
     dangerous_name,
@@ -256,7 +257,8 @@ class _Extractor:
         problem = raw.problem
         pagers = []
         for name, value in raw.assigns:
-            if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words:
+            if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words \
+                    and value.value.split()[0].rsplit("/", 1)[-1] not in BASH_LIKE:
                 pagers.append((name, value.value))      # decided as a program of its own
             elif dangerous_name(name):
                 problem = problem or f"assigns {name} in front of the command"
@@ -337,6 +339,10 @@ class _Extractor:
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
                               writes=tuple(writes), reads=tuple(reads), **effects))
         for text in codes:
+            if text.split()[:1] and text.split()[0].rsplit("/", 1)[-1] in BASH_LIKE:
+                self.add(make_command((program, text), None, (), f"{program} runs a shell "
+                                      f"as a pager (it would read the output as code)", via))
+                continue
             self.code(text, depth, f"{via} > {program}" if via else program, redirs)
         if program is None:
             return

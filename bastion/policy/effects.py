@@ -38,6 +38,13 @@ _PROC_ROOT = re.compile(r"^/proc/(?:self|thread-self|[0-9]+)(?:/task/[0-9]+)?/ro
 
 def canonical_path(text: str) -> str:
     """``norm_path`` plus ``/proc/<pid>/root`` prefixes removed."""
+    if "/proc/" in text and text.startswith("/"):
+        text = re.sub(r"/(?:\.?/)+", "/", text)     # '//' and '/./', keeping '..' for later
+        while True:
+            m = _PROC_ROOT.match(text)
+            if not m:
+                break
+            text = text[m.end():] or "/"
     p = norm_path(text)
     if p.startswith("/proc/"):
         while True:

@@ -67,7 +67,7 @@ ALLOW, DENY, REVIEW = "allow", "deny", "review"
     ("tar -I sh -xf a.tar", REVIEW),
     ("git -c core.pager='sh -c id' log", DENY),
     ("git log --output=/etc/x", DENY),
-    ("man -P 'sh -c id' ls", DENY),
+    ("man -P 'sh -c id' ls", REVIEW),        # a shell as pager reads the page as code
     ("man -P cat ls", ALLOW),
     ("man -H ls", REVIEW),
     ("less +'!sh' /etc/hosts", REVIEW),
@@ -168,7 +168,7 @@ def test_awk_inert(program, inert):
 @pytest.mark.parametrize("line, expect", [
     ("GIT_PAGER=cat git log", ALLOW),
     ("PAGER=less man ls", ALLOW),
-    ("GIT_PAGER='sh -c id' git log", DENY),          # sh is not allowed
+    ("GIT_PAGER='sh -c id' git log", REVIEW),        # a shell as pager
     ("GIT_PAGER=$X git log", REVIEW),
     ("MANPAGER='vim -c :!sh' man ls", REVIEW),
     ("GIT_SSH_COMMAND=x git log", REVIEW),
@@ -183,5 +183,21 @@ def test_awk_inert(program, inert):
     ("LANG=C ls", ALLOW),
 ])
 def test_environment_prefixes(line, expect):
+    d = POLICY.evaluate(P, None, line)
+    assert d.action.value == expect, d.reason
+
+
+@pytest.mark.parametrize("line, expect", [
+    ("cat /proc/self/root/../etc/shadow", DENY),
+    ("echo x | xxd | xxd -r - /srv/app/x", DENY),
+    ("sort -T /etc -S 1K /tmp/big", DENY),
+    ("systemctl -H root@evil.example status nginx", DENY),
+    ("docker -H ssh://evil.example ps", DENY),
+    ("kubectl get pods --server=https://evil.example", DENY),
+    ("DOCKER_HOST=tcp://evil.example:2375 docker ps", REVIEW),
+    ("docker container rm logs", DENY),
+    ("git diff --no-index /etc/shadow /tmp/x", DENY),
+])
+def test_corpus_findings(line, expect):
     d = POLICY.evaluate(P, None, line)
     assert d.action.value == expect, d.reason

@@ -337,8 +337,8 @@ def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
             out.writes.append(mkarg(d))
         (out.writes if role == MV else out.reads).extend(mkarg(o) for o in srcs)
     elif role == IN_OUT:
-        out.reads.extend(mkarg(o) for o in files[:1])
-        out.writes.extend(mkarg(o) for o in files[1:])
+        out.reads.extend(mkarg(o) for o in operands[:1] if o.value != "-")
+        out.writes.extend(mkarg(o) for o in operands[1:] if o.value != "-")
     elif role == URLS:
         for o in operands:
             out.connects.append(host_of(o.value))

@@ -200,6 +200,7 @@ _GIT_READ = Spec(any_flags=True, operands=NONE, refuse={
     "remote": "talks to a remote that may run programs", "extcmd": "runs a command",
     "tool": "runs a tool", "config": "sets configuration",
     "template": "copies hooks from a directory",
+    "no-index": "compares files outside the repository", "contents": "reads another file",
 }, long_values=("format", "pretty", "since", "until", "author", "grep", "date", "decorate",
                 "max-count", "skip", "abbrev", "stat", "color", "word-diff"))
 _GIT_SUBS = {name: _GIT_READ for name in (
@@ -245,24 +246,30 @@ _D_SUB = Spec(any_flags=True, operands=NONE, long_values=(
               values="fnuwe")
 DOCKER = Spec(flags="Dv", values="Hl", long_flags=GNU + ("debug", "tls", "tlsverify"),
               long_values=("host", "log-level", "context", "tlscacert", "tlscert", "tlskey"),
-              refuse={"config": "reads a client configuration that may name helpers"},
+              refuse={"config": "reads a client configuration that may name helpers",
+                      "H": "talks to another docker daemon", "host": "talks to another "
+                      "docker daemon", "context": "talks to another docker daemon"},
               subs={**{name: _D_SUB for name in (
                   "ps", "logs", "inspect", "images", "image", "stats", "top", "version", "info",
                   "events", "port", "diff", "history", "container", "network", "volume",
                   "system", "exec", "run", "start", "stop", "restart", "kill", "rm", "rmi",
                   "pull", "push", "build", "compose", "tag", "save", "load", "create",
                   "pause", "unpause", "wait", "rename", "update", "commit", "login", "logout",
-                  "search", "attach", "export", "import")},
+                  "search", "attach", "export", "import")} | {
+                  n: "has subcommands of its own (not in the table)" for n in (
+                      "container", "image", "network", "volume", "system", "compose")},
                     "cp": _hooked(_D_SUB, _docker_cp)}, inherit=True)
 _K_SUB = Spec(any_flags=True, operands=NONE, values="nlcofLp", long_values=(
     "namespace", "selector", "container", "output", "field-selector", "since", "tail",
-    "sort-by", "template", "context", "cluster", "user", "server", "token", "filename",
+    "sort-by", "template", "context", "cluster", "user", "token", "filename",
     "label-columns", "chunk-size", "since-time", "limit-bytes", "pod-running-timeout"))
 KUBECTL = Spec(any_flags=True, values="ns", long_values=(
-    "namespace", "context", "cluster", "user", "server", "token", "request-timeout",
+    "namespace", "context", "cluster", "user", "token", "request-timeout",
     "as", "as-group", "certificate-authority", "client-certificate", "client-key",
     "tls-server-name", "cache-dir", "log-dir"),
-               refuse={"kubeconfig": "a kubeconfig may name a credential plugin to run"},
+               refuse={"kubeconfig": "a kubeconfig may name a credential plugin to run",
+                       "s": "talks to another API server", "server": "talks to another API "
+                       "server"},
                subs={name: _K_SUB for name in (
                    "get", "describe", "logs", "top", "explain", "version", "api-resources",
                    "api-versions", "cluster-info", "events", "diff", "apply", "create",
@@ -272,10 +279,12 @@ KUBECTL = Spec(any_flags=True, values="ns", long_values=(
                | {"config": "the kubectl configuration may name credential plugins",
                   "plugin": "runs plugins", "krew": "installs plugins"},
                inherit=True)
-_SC_SUB = Spec(any_flags=True, operands=NONE, values="tpsnoHMP", long_values=(
-    "type", "property", "state", "signal", "kill-whom", "lines", "output", "host", "machine",
+_SC_SUB = Spec(any_flags=True, operands=NONE, values="tpsnoP", long_values=(
+    "type", "property", "state", "signal", "kill-whom", "lines", "output",
     "job-mode", "root", "what", "timestamp", "when", "message", "boot-loader-entry"))
 SYSTEMCTL = Spec(any_flags=True, values="tpsnoHM", long_values=_SC_SUB.long_values,
+                 refuse={"H": "talks to another host", "host": "talks to another host",
+                         "M": "talks to a container", "machine": "talks to a container"},
                  subs={name: _SC_SUB for name in (
                      "status", "show", "cat", "list-units", "list-unit-files", "list-timers",
                      "list-sockets", "list-dependencies", "list-jobs", "is-active", "is-enabled",
