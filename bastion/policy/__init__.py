@@ -6,7 +6,7 @@ Public API::
     Policy.evaluate(principal, target, line, dialect="bash", *, interactive=False,
                     cwd=None) -> Decision                             # dialect: "bash" | "sh"
     Rule.interactive: bool        # the rule lets a program get raw terminal input
-    bastion.policy.complete.needs_more(text, dialect="bash") -> bool  # would a shell ask for more?
+    bastion.policy.continuation.needs_more(text, dialect="bash") -> bool  # would a shell ask for more?
     Decision(action, rule, reason, command, commands).to_dict()
     Action.ALLOW / DENY / REVIEW
 

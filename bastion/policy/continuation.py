@@ -43,6 +43,7 @@ class _Lexer:
         self.heredocs: list[tuple[str, bool]] = []
         self.command_pos = True
         self.last_op = ""
+        self.fn_name = False
 
     def run(self) -> bool:
         s = self.s
@@ -257,6 +258,13 @@ class _Lexer:
         return True
 
     def _reserved(self, word: str) -> None:
+        if self.fn_name:                         # `function NAME`: a body follows
+            self.fn_name = False
+            self.command_pos = True
+            return
+        if self.command_pos and word == "function":
+            self.fn_name = True
+            return
         if not self.command_pos:
             if word == "in" and self.blocks and self.blocks[-1] == "esac":
                 self.command_pos = False

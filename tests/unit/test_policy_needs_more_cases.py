@@ -6,7 +6,7 @@ import pytest
 
 from bastion.identity.principal import Principal
 from bastion.policy import compile_policy
-from bastion.policy.complete import needs_more
+from bastion.policy.continuation import needs_more
 
 
 @pytest.mark.parametrize("text, more", [
