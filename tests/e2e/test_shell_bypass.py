@@ -181,16 +181,16 @@ def do_step(term: Term, step: str, rig) -> None:
     elif kind == "cont":
         term.at_continuation(15)
     elif kind == "quit":
-        for _ in range(3):
+        for _ in range(5):
             term.send(keys(arg))
-            try:
-                term.at_prompt(5)
+            try:    # back at the prompt (extra quit keys may show as typed text after it)
+                term.expect(term.prompt + r"[^\n]*\Z", 5, what="the prompt")
                 return
             except SessionEnded:
                 raise
             except AssertionError:
                 continue
-        raise AssertionError(f"the prompt did not come back after sending {arg!r} three times;"
+        raise AssertionError(f"the prompt did not come back after sending {arg!r} five times;"
                              f" screen ends with:\n{term.tail()}")
     else:
         raise ValueError(f"unknown step {step!r}")
@@ -280,30 +280,6 @@ def run_attempt(rig, sessions: Sessions, token, case: Case, shell: str) -> None:
                     f"{screen}", pytrace=False)
 
 
-@pytest.mark.parametrize("case,shell", PARAMS)
-def test_bypass_attempt(shell_rig, sessions, token, case, shell):
-    run_attempt(shell_rig, sessions, token, case, shell)
-
-
-# -- after the corpus ------------------------------------------------------------------------
-
-def test_canary_survives_the_sessions_ending(shell_rig, sessions):
-    """Whatever an attempt left behind (traps on EXIT, type-ahead in a tty) has run by the
-    time the sessions are over."""
-    for shell, term in list(sessions.terms.items()):
-        if term.alive:
-            term.send(b"\x03")
-            term.line("exit")
-            try:
-                term.wait_exit(15)
-            except AssertionError:
-                pass
-        sessions.drop(shell)
-    broken = canary_state(shell_rig)
-    reset_canary(shell_rig)
-    assert not broken, "BYPASS after the sessions ended: " + "; ".join(broken)
-
-
 def _encodings(secret: bytes) -> list[bytes]:
     """The secret, and its base64 at each of the three alignments it can have in a chunk."""
     forms = [secret]
@@ -322,11 +298,15 @@ def test_typed_secrets_are_not_stored_in_clear(shell_rig, token):
     secret2 = ("Sekrit2" + secrets.token_hex(8)).encode()
     term = Term(rig, token).ready()
     try:
-        term.line("read -rs pw; echo read-done-$((2+3))")
+        term.line('read -rsp "Pass$((1+1)): " pw; echo read-done-$((2+3))')
+        term.expect(r"Pass2: ")                 # read is running: echo is off from here on
         term.send(secret1 + b"\r")
         term.expect(r"read-done-5\n")
         term.at_prompt()
+        # typed into cat: the terminal echoes it (that echo is output, and may be recorded
+        # as output); the typed input itself must not reach the log or the index
         term.line("cat > /dev/null; echo cat-done-$((3+4))")
+        term.expect(r"cat > /dev/null.*\n")
         term.send(secret2 + b"\r\x04")
         term.expect(r"cat-done-7\n")
         term.at_prompt()
@@ -357,5 +337,30 @@ def test_typed_secrets_are_not_stored_in_clear(shell_rig, token):
             break
         time.sleep(0.2)
     leaks = [f"{path} holds {form!r}" for path, data in stored()
-             for secret in (secret1, secret2) for form in _encodings(secret) if form in data]
+             for secret in (secret1, secret2) for form in _encodings(secret) if form in data
+             if secret == secret1 or not path.name.endswith(".cast")]
     assert not leaks, "typed secrets stored in clear:\n" + "\n".join(leaks)
+
+
+@pytest.mark.parametrize("case,shell", PARAMS)
+def test_bypass_attempt(shell_rig, sessions, token, case, shell):
+    run_attempt(shell_rig, sessions, token, case, shell)
+
+
+# -- after the corpus ------------------------------------------------------------------------
+
+def test_canary_survives_the_sessions_ending(shell_rig, sessions):
+    """Whatever an attempt left behind (traps on EXIT, type-ahead in a tty) has run by the
+    time the sessions are over."""
+    for shell, term in list(sessions.terms.items()):
+        if term.alive:
+            term.send(b"\x03")
+            term.line("exit")
+            try:
+                term.wait_exit(15)
+            except AssertionError:
+                pass
+        sessions.drop(shell)
+    broken = canary_state(shell_rig)
+    reset_canary(shell_rig)
+    assert not broken, "BYPASS after the sessions ended: " + "; ".join(broken)

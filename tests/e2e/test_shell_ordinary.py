@@ -28,6 +28,11 @@ commands = ["echo", "cat", "ls", "sleep", "read", "printf", "true", "false", "cd
             "tail", "seq", "wc", "test", "exit", "stty", "tr", "id", "date"]
 
 [[rules]]
+name = "scratch-writes"
+action = "allow"
+writes = ["/tmp/**"]                # `cat > f` in the test's work directory (docs/POLICY.md)
+
+[[rules]]
 name = "no-recursive-delete"
 action = "deny"
 commands = ["rm -r", "rm -R", "rm --recursive"]
@@ -52,15 +57,25 @@ def orig(tmp_path_factory, issuer):
 class Shared:
     def __init__(self, rig, token):
         self.rig, self.token, self.terms = rig, token, {}
+        self.broken: dict[str, str] = {}
 
     def get(self, shell: str) -> Term:
         if shell == "sh" and "sh" not in self.rig.features:
             pytest.skip('this build does not accept the target option shell = "sh"')
+        if shell in self.broken:
+            pytest.fail(f"no usable session on the {shell} target: {self.broken[shell]}",
+                        pytrace=False)
         term = self.terms.get(shell)
         if term is None or not term.alive:
             if term is not None:
                 term.close()
-            term = Term(self.rig, self.token, target=TARGETS[shell]).ready()
+            term = Term(self.rig, self.token, target=TARGETS[shell])
+            try:
+                term.ready(timeout=20)
+            except AssertionError as exc:
+                term.close()
+                self.broken[shell] = str(exc)[-600:]
+                raise
             self.terms[shell] = term
         return term
 
