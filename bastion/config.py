@@ -90,6 +90,11 @@ class Settings:
     ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
     approval_window_max: int = 0               # longest grant window (s) approvers may give
     approval_webhook: str | None = None        # POSTed a JSON body when a request is created
+    # login abuse limits (bastion.ssh.limits), OpenSSH-like
+    max_auth_tries: int = 6                    # failed logins on one connection, then disconnect
+    login_grace_time: float = 30.0             # seconds to log in, then disconnect
+    max_startups: int = 100                    # unauthenticated connections, all sources together
+    max_startups_per_source: int = 10          # unauthenticated connections from one address
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         c.add(w, "[settings] must be a table")
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
-           "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook")
+           "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
+           "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     for sel in approvers:
@@ -267,8 +273,25 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         ciphers=c.strings(table, "ciphers", w),
         approval_window_max=_duration(c, table, "approval_window_max", w),
         approval_webhook=_webhook(c, table, w),
+        max_auth_tries=_whole(c, table, "max_auth_tries", w, 6),
+        login_grace_time=float(c.number(table, "login_grace_time", w, 30.0, minimum=1)),
+        max_startups=_whole(c, table, "max_startups", w, 100),
+        max_startups_per_source=_whole(c, table, "max_startups_per_source", w, 10),
     )
+    if settings.max_startups_per_source > settings.max_startups:
+        c.add(w + ("max_startups_per_source",),
+              f"settings.max_startups_per_source ({settings.max_startups_per_source}) must not "
+              f"exceed settings.max_startups ({settings.max_startups})")
     return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
+
+
+def _whole(c: _Checker, table: dict, key: str, where: tuple, default: int) -> int:
+    """A whole number >= 1 (a limit; 0 or a fraction would be a mistake, not "off")."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        c.add(where + (key,), f"{_w(where)}.{key} must be a whole number >= 1")
+        return default
+    return value
 
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")

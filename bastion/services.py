@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ def _dialect_arg(dialect: str) -> dict:
     return {} if dialect == "bash" else {"dialect": dialect}
 
 
+def _limits():
+    from bastion.ssh import limits
+    return limits
+
+
 @dataclass
 class Services:
     policy_path: Path
@@ -62,6 +68,8 @@ class Services:
     detectors: Any = None            # masking detectors: built-ins + [[masks]], per config load
     _policy_mtime: float = 0.0
     _servers: set = field(default_factory=set)
+    refused_counter: Any = field(default_factory=lambda: _limits().RefusedCounter())
+    preauth: Any = field(default_factory=lambda: _limits().PreauthGate())
 
     # -- construction ----------------------------------------------------------
     @classmethod
@@ -247,7 +255,37 @@ class Services:
         return kept
 
     def record_refused(self, principal: Principal | None, client: str, target: str | None,
-                       login: str | None, reason: str) -> None:
+                       login: str | None, reason: str) -> bool:
+        """Store a refused attempt in the index; client strings are length-capped first.
+
+        Refused logins (no principal) are aggregated per source address per minute
+        (bastion.ssh.limits.RefusedCounter): the first of a minute is stored at once, the
+        rest as one summary row once the minute is over.  Returns whether a row was
+        written for this attempt (callers log only those, so logs are bounded too).
+        """
+        from bastion.ssh.limits import (CLIENT_MAX, LOGIN_MAX, REASON_MAX, TARGET_MAX, cap,
+                                         source_of)
+        client = cap(client, CLIENT_MAX)
+        login = cap(login, LOGIN_MAX)
+        target = cap(target, TARGET_MAX)
+        reason = cap(reason, REASON_MAX)
+        if principal is not None:
+            self._store_refused(principal, client, target, login, reason)
+            return True
+        rows = self.refused_counter.note(source_of(client), login, reason, time.time())
+        stored_now = False
+        for source, row_login, row_reason in rows:
+            self._store_refused(None, client if row_reason is reason else source, None,
+                                row_login, row_reason)
+            stored_now = stored_now or row_reason is reason
+        return stored_now
+
+    def flush_refused(self, *, final: bool = False) -> None:
+        """Store the summaries of refused-login minutes that are over (all of them if final)."""
+        for source, login, reason in self.refused_counter.flush(None if final else time.time()):
+            self._store_refused(None, source, None, login, reason)
+
+    def _store_refused(self, principal, client, target, login, reason) -> None:
         if self.recorder is not None:
             try:
                 self.recorder.refused(principal=principal, client=client, target=target,
@@ -260,4 +298,5 @@ class Services:
         if self.broker is not None:
             self.broker.close()          # pending requests end as "shutdown": nothing runs
         if self.recorder is not None:
+            self.flush_refused(final=True)
             self.recorder.close()

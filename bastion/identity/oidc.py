@@ -151,13 +151,14 @@ class TokenValidator:
         """The Principal a valid token names.
 
         Raises TokenRejected(reason) for a bad token, IdentityError when the
-        issuer's keys cannot be obtained at all.  The reason is logged on the
-        ``bastion.identity`` logger; the token never is.
+        issuer's keys cannot be obtained at all.  The reason is logged (at debug) on
+        the ``bastion.identity`` logger; the token never is.
         """
         try:
             principal = await self._validate(token)
         except TokenRejected as exc:
-            log.warning("token rejected: %s", exc.reason)
+            # debug: the caller logs the refusal, rate-limited per source (bastion.ssh.outer)
+            log.debug("token rejected: %s", exc.reason)
             raise
         log.info("token accepted: subject=%s app=%s tenant=%s", principal.subject,
                  principal.app_id or "-", principal.tenant or "-")

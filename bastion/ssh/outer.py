@@ -24,6 +24,7 @@ from bastion.errors import IdentityError, TokenRejected
 from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
 from bastion.identity.principal import Principal
 from bastion.ssh.context import InnerContext
+from bastion.ssh.limits import LOGIN_MAX, cap
 from bastion.ssh.link import InnerLink
 from bastion.ssh.relay import printable
 
@@ -45,20 +46,69 @@ class OuterServer(asyncssh.SSHServer):
         self.principal: Principal | None = None
         self._assembler: TokenAssembler | None = None
         self.inner_links: set[InnerLink] = set()
+        self.source = "?"
+        self.failures = 0
+        self._preauth = False          # counted in services.preauth until login or close
+        self._grace: asyncio.TimerHandle | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.client = f"{peer[0]}:{peer[1]}"
+        self.source = str(peer[0])
+        settings = self.services.config.settings
+        why = self.services.preauth.admit(self.source, max_total=settings.max_startups,
+                                          max_per_source=settings.max_startups_per_source)
+        if why is not None:
+            # early drop, before the key exchange: costs the bastion one accept
+            gate = self.services.preauth
+            if gate.dropped == 1 or gate.dropped % 1000 == 0:
+                log.warning("connection from %s dropped: %s (%d dropped so far)",
+                            self.client, why, gate.dropped)
+            conn.abort()
+            return
+        self._preauth = True
         self.services.track(self)
+        self._grace = asyncio.get_running_loop().call_later(
+            settings.login_grace_time, self._grace_expired, settings.login_grace_time)
+
+    def _grace_expired(self, seconds: float) -> None:
+        self._grace = None
+        if self.principal is None and self.conn is not None:
+            log.info("connection from %s: no login within %g s, disconnecting", self.client, seconds)
+            self.conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR,
+                                 f"bastion: no login within {seconds:g} s")
+
+    def _leave_preauth(self) -> None:
+        if self._preauth:
+            self._preauth = False
+            self.services.preauth.release(self.source)
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def auth_completed(self) -> None:
+        self._leave_preauth()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._leave_preauth()
         self.services.untrack(self)
         log.debug("connection from %s closed: %s", self.client, exc)
 
+    def _failed(self) -> bool:
+        """Count a failed login; past ``max_auth_tries`` the connection is closed."""
+        self.failures += 1
+        limit = self.services.config.settings.max_auth_tries
+        if self.failures >= limit and self.conn is not None:
+            log.info("connection from %s: %d failed logins (max_auth_tries %d), disconnecting",
+                     self.client, self.failures, limit)
+            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                 "bastion: too many authentication failures")
+        return False
+
     # -- authentication ------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
-        self.login = username
+        self.login = cap(username, LOGIN_MAX)
         return True
 
     def password_auth_supported(self) -> bool:
@@ -74,13 +124,16 @@ class OuterServer(asyncssh.SSHServer):
         return True
 
     def get_kbdint_challenge(self, username: str, lang: str, submethods: str):
+        if self.failures >= self.services.config.settings.max_auth_tries:
+            return False
         self._assembler = TokenAssembler()
         return "", "", "", [(FIRST_PROMPT, False)]
 
     async def validate_kbdint_response(self, username: str, responses):
         assembler = self._assembler
         if assembler is None or len(responses) != 1:
-            return False
+            self._assembler = None
+            return self._failed()
         try:
             next_prompt = assembler.feed(responses[0])
             if next_prompt is not None:
@@ -91,17 +144,20 @@ class OuterServer(asyncssh.SSHServer):
             principal = await self.services.validator.validate(token)
         except TokenRejected as exc:
             self._assembler = None
-            audit.warning("login refused from %s (login %r): %s", self.client,
-                          printable(username), exc.reason)
-            self.services.record_refused(None, self.client, None, username,
-                                         f"token rejected: {exc.reason}")
-            return False
+            if self.services.record_refused(None, self.client, None, printable(username),
+                                            f"token rejected: {exc.reason}"):
+                audit.warning("login refused from %s (login %r): %s (further refusals from "
+                              "this address this minute are counted, not logged)", self.client,
+                              cap(printable(username), LOGIN_MAX), exc.reason)
+            else:
+                log.debug("login refused from %s: %s (counted)", self.client, exc.reason)
+            return self._failed()
         except IdentityError as exc:
             self._assembler = None
-            log.error("login from %s could not be checked: %s", self.client, exc)
-            self.services.record_refused(None, self.client, None, username,
-                                         f"identity provider unavailable: {exc}")
-            return False
+            if self.services.record_refused(None, self.client, None, printable(username),
+                                            f"identity provider unavailable: {exc}"):
+                log.error("login from %s could not be checked: %s", self.client, exc)
+            return self._failed()
         self.principal = principal
         audit.info("login principal=%s app=%s name=%r roles=%s client=%s token_rounds=%d",
                    principal.subject, principal.app_id, printable(principal.name),

@@ -16,6 +16,7 @@ import asyncssh
 from bastion.errors import BastionError
 from bastion.services import Services
 from bastion.ssh.algs import server_algs
+from bastion.ssh.limits import raise_nofile_limit
 from bastion.ssh.outer import OuterServer
 from bastion.ssh.wire import SocketTunnel
 
@@ -33,7 +34,10 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
         server_host_keys=services.hostkeys.server_host_keys(),
         config=None, **server_algs(services.config.settings.ciphers),
         agent_forwarding=False, x11_forwarding=False, allow_pty=False,
-        allow_scp=False, line_editor=False, login_timeout=60,
+        allow_scp=False, line_editor=False,
+        # bastion.ssh.outer enforces [settings] login_grace_time itself (reloadable);
+        # asyncssh's own timer is the backstop
+        login_timeout=services.config.settings.login_grace_time + 5,
         keepalive_interval=60, keepalive_count_max=3,
         gss_host=None,                          # no GSS: skips a getfqdn() per connection
         tunnel=SocketTunnel(reuse_address=True),  # TCP with joined writes (bastion.ssh.wire)
@@ -43,6 +47,10 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
 async def serve(services: Services, host: str, port: int, *, ready=None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    limits = raise_nofile_limit()
+    if limits is not None:
+        log.info("open files limit %d (raised from %d; hard limit %d)",
+                 limits[1], limits[0], limits[2])
     try:
         await services.validator.refresh()      # the first login then pays no discovery/JWKS fetch
     except BastionError as exc:
@@ -73,7 +81,11 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
     async def watch_policy() -> None:
         while not stop.is_set():
             await asyncio.sleep(POLICY_POLL_SECONDS)
-            services.reload_if_changed()
+            try:
+                services.reload_if_changed()
+                services.flush_refused()     # refused-login summaries of minutes that ended
+            except Exception:  # noqa: BLE001 - the watcher must survive
+                log.exception("policy watcher error")
 
     watcher = asyncio.ensure_future(watch_policy())
     try:
