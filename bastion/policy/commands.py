@@ -175,9 +175,15 @@ _SH_DIFF = (
 )
 
 
+# ``$(( ... ))`` with plain arithmetic inside (no parentheses, no quotes) is POSIX and read
+# alike by both shells; anything else that starts with ``$((`` or ``((`` stays suspect.
+_SIMPLE_ARITH = re.compile(r"\$\(\([\w\s+\-*/%<>=!&|^~?:,$]*\)\)")
+
+
 def sh_difference(text: str) -> str | None:
     """Why bash and dash could read ``text`` differently (or None).  Conservative: a
     match inside quotes counts too (the text is then opaque, never misread)."""
+    text = _SIMPLE_ARITH.sub("0", text)
     for rx, what in _SH_DIFF:
         if rx.search(text):
             return f"{what} reads differently in bash and sh"

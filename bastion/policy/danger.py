@@ -85,7 +85,9 @@ OPAQUE_PROGRAMS = {
 }
 # Builtin options that change what a name runs: hash -p FILE NAME, enable -f LIB NAME.
 OPAQUE_OPTIONS = {"hash": ("p", "hash -p sets the file a command name runs"),
-                  "enable": ("f", "enable -f loads a builtin from a shared library")}
+                  "enable": ("f", "enable -f loads a builtin from a shared library"),
+                  "read": ("e", "read -e edits the answer with readline, whose keys can run "
+                                "commands (shell-expand-line, edit-and-execute)")}
 
 # Standard directories a program may be named by (``/usr/bin/ls``) and still be
 # matched by allow rules; any other path (``./ls``, ``/tmp/ls``) is matched by

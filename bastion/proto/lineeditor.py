@@ -82,9 +82,14 @@ class LineEditor:
         self._queue = b""
         self._row = 0                      # terminal row of the cursor, relative to the prompt's
         self._paste = False
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     # -- driving ---------------------------------------------------------------
+    @property
+    def pasting(self) -> bool:
+        """Inside a bracketed paste (its end marker not seen yet)."""
+        return self._paste or self._queue.startswith(PASTE_START)
+
     @property
     def queued(self) -> int:
         return len(self._queue)

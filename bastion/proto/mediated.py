@@ -25,8 +25,8 @@ the sync frame: the shell answers with what is left unread on its terminal).
 States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
 keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is queued is
 typed to the program that starts, as a terminal would; keys go to the program's terminal;
-after ^C or ^\\ they are queued for the next
-prompt, as a shell would read them) → ``syncing`` (if keys were typed into the command: what
+on dash, after ^C or ^\\ they are queued for
+the next prompt, as a shell would read them) → ``syncing`` (if keys were typed into the command: what
 it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
 
 What it does not cover: the SSH plumbing, recording and policy calls (``bastion.ssh.shell``).
@@ -142,7 +142,9 @@ class MediatedShell:
                 return []
             cut = min((i for i in (data.find(b"\x03"), data.find(b"\x1c")) if i >= 0),
                       default=-1)
-            if cut >= 0:
+            if cut >= 0 and not self.can_sync:
+                # Without a way to get unread keys back, what follows ^C is kept for the
+                # prompt (a program that ignores ^C, like less, then waits for ^C again).
                 self._interrupted = True
                 self.editor.feed(data[cut + 1:])
                 data = data[:cut + 1]
@@ -214,7 +216,7 @@ class MediatedShell:
         if self.single:
             self.state = "closed"
             return actions + [Hangup()]
-        if typed and not self._interrupted:           # keys may be left unread: ask for them
+        if typed and self.can_sync:                   # keys may be left unread: ask for them
             self.state = "syncing"
             return actions + [Sync()]
         return actions + self._prompt()
@@ -281,7 +283,8 @@ class MediatedShell:
                 "utf-8", "replace")
             record = shown + b"\r\n"
         actions: list[Action] = [Show(PASTE_OFF, record), Run(command)]
-        if self.single or self.can_sync:
+        if (self.single or self.can_sync) and not self.editor.pasting:
+            # (the rest of a paste is for the prompt: pasted lines are commands, one by one)
             # Type-ahead goes to the program that starts, as in a terminal; what it does not
             # read comes back after it (Sync) and is decided at the prompt like typing.
             ahead = self.editor.take_queue()

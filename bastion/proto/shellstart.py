@@ -54,7 +54,9 @@ __bastion_in=0 __bastion_s=0
 trap 'case $__bastion_in in 1) return 130;; esac' INT
 trap 'case $__bastion_in in 1) return 131;; esac' QUIT
 export LESSSECURE=1
-readonly LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check
+PS4='+ '
+unset BASH_ENV ENV
+readonly PS4 BASH_ENV ENV LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check
 exec 4>&1
 unset -f read printf
 printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
@@ -89,7 +91,7 @@ while :; do
     __bastion_n=$((__bastion_n - 1))
   done
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
-  if BASH_ENV= ENV= "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd" 3<&- 4>&-; then
+  if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd" 3<&- 4>&-; then
     __bastion_run 3<&- 4>&-
     __bastion_s=$?
   else

@@ -18,7 +18,7 @@ PROMPT = b"\x1b[?2004h"                                  # the bastion shows its
 # The e2e rules without `* /etc/shadow`, which (for now) also refuses `echo $X` because a
 # run-time argument could be that path; this module is about the shell, not that rule.
 RULES = (POLICY_RULES.replace('commands = ["* /etc/shadow"]', 'commands = ["cat /etc/shadow"]')
-         .replace('"seq", "od"]', '"seq", "od", "read"]'))
+         .replace('"seq", "od"]', '"seq", "od", "read", "cd", "pwd"]'))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,7 @@ def test_dash_hosts_the_session_when_the_target_says_sh(rig, token):
     agent.read_until(b"st-1")
     agent.send(b"exit 4\r")
     assert agent.wait() == 4
+    rig.cli("sessions", "list")                            # the index is flushed and readable
     assert "mediated shell: sh" in every_stored_text(rig)
 
 

@@ -129,8 +129,18 @@ def test_keys_while_running_go_to_the_program_and_are_counted():
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["ls"]
 
 
-def test_after_ctrl_c_keys_wait_for_the_next_prompt():
+def test_after_ctrl_c_keys_reach_the_program_and_come_back_if_unread():
     sh = started()
+    sh.agent(b"less f\r")
+    sh.decided("allow")
+    assert sh.agent(b"\x03q") == [m.Type(b"\x03q")]       # less ignores ^C: q must reach it
+    actions = sh.host(b"^C" + mark("P;0;/home/deploy"))
+    assert m.Sync() in actions
+
+
+def test_without_sync_keys_after_ctrl_c_wait_for_the_next_prompt():
+    sh = started()
+    sh.can_sync = False
     sh.agent(b"sleep 30\r")
     sh.decided("allow")
     actions = sh.agent(b"\x03echo back\r")
@@ -205,6 +215,15 @@ def test_without_sync_queued_keys_wait_in_the_editor():
     sh.can_sync = False
     sh.host(PROMPT0)
     sh.agent(b"sleep 1\recho b\r")
+    assert not [a for a in sh.decided("allow") if isinstance(a, m.Type)]
+    actions = sh.host(mark("P;0;/home/deploy"))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo b"]
+
+
+def test_the_rest_of_a_paste_stays_for_the_prompt():
+    sh = started()
+    actions = sh.agent(b"\x1b[200~echo a\necho b\x1b[201~\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo a"]
     assert not [a for a in sh.decided("allow") if isinstance(a, m.Type)]
     actions = sh.host(mark("P;0;/home/deploy"))
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo b"]
