@@ -117,10 +117,17 @@ def test_fixture_covers_every_known_program():
     assert {f for _, f, _ in fixture_examples()} <= set(FUNCTIONS)
 
 
+KNOWN_GAPS = set(tomllib.loads((Path(__file__).parent / "policy_effects" / "known_gaps.toml")
+                               .read_text(encoding="utf-8"))["gtfobins"])
+
+
 @pytest.mark.parametrize("program, function, line", fixture_examples(),
                          ids=[f"{p}-{f}-{i}" for i, (p, f, _) in enumerate(fixture_examples())])
 def test_fixture_example_is_not_allowed_by_an_allow_rule_for_the_program(program, function, line):
     decision = policy_for(program).evaluate(AGENT, None, line)
+    if line in KNOWN_GAPS:          # listed in policy_effects/known_gaps.toml: must still be one
+        assert decision.action == Action.ALLOW, f"fixed, remove from known_gaps.toml: {line!r}"
+        return
     assert decision.action != Action.ALLOW, (
         f"{function} example of {program} allowed by commands = [{program!r}]: {line!r}\n"
         f"  {decision.reason}")
@@ -202,6 +209,9 @@ UPSTREAM = upstream_examples()
                          ids=[f"{p}-{f}-{i}" for i, (p, f, _) in enumerate(UPSTREAM)])
 def test_upstream_example_is_not_allowed_by_an_allow_rule_for_the_program(program, function, line):
     decision = policy_for(program).evaluate(AGENT, None, line)
+    if line in KNOWN_GAPS:
+        assert decision.action == Action.ALLOW, f"fixed, remove from known_gaps.toml: {line!r}"
+        return
     assert decision.action != Action.ALLOW, (
         f"GTFOBins {function} example of {program} allowed by commands = [{program!r}]: "
         f"{line!r}\n  {decision.reason}")
