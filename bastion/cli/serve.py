@@ -14,6 +14,8 @@ from bastion.cli.common import (
 )
 from pathlib import Path
 
+from bastion.errors import BastionError, ConfigError
+
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -47,7 +49,19 @@ def serve_cmd(
 
     setup_logging(log_level)
     host, port = parse_listen(listen)
-    services = Services.build(policy, data_dir, keys_dir, listen_host=host)
+    if not 0 <= port < 65536:          # 0: any free port
+        raise ConfigError(f"--listen port must be 0-65535, got {port}")
+    for option, path in (("--data-dir", data_dir), ("--keys-dir", keys_dir)):
+        if path.exists() and not path.is_dir():
+            raise BastionError(f"{option} {path} is not a directory",
+                               hint=f"pass a directory for {option} (it is created if missing)")
+    try:
+        services = Services.build(policy, data_dir, keys_dir, listen_host=host)
+    except OSError as exc:          # data/keys dir not creatable, not readable...
+        where = f": {exc.filename}" if exc.filename else ""
+        raise BastionError(f"cannot start: {exc.strerror or exc}{where}",
+                           hint="check that --data-dir and --keys-dir are writable "
+                                "directories") from exc
     asyncio.run(serve(services, host, port))
 
 

@@ -44,18 +44,43 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
     )
 
 
+def listen_error(host: str, port: int, exc: OSError) -> BastionError:
+    """One sentence a person can act on for a failed bind (no traceback)."""
+    import errno
+    import socket
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return BastionError(f"cannot listen on {where}: the port is already in use",
+                            hint="stop the other process on that port or pass another --listen")
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return BastionError(f"cannot listen on {where}: not an address of this machine "
+                            f"({exc.strerror or exc})",
+                            hint="pass --listen with a local address, e.g. 0.0.0.0:2222 or 127.0.0.1:2222")
+    if exc.errno == errno.EACCES:
+        return BastionError(f"cannot listen on {where}: permission denied",
+                            hint="ports below 1024 need privileges; pass a port >= 1024")
+    return BastionError(f"cannot listen on {where}: {exc.strerror or exc}",
+                        hint="check the --listen address and port")
+
+
 async def serve(services: Services, host: str, port: int, *, ready=None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     limits = raise_nofile_limit()
-    if limits is not None:
+    if limits is not None and limits[1] != limits[0]:
         log.info("open files limit %d (raised from %d; hard limit %d)",
                  limits[1], limits[0], limits[2])
+    elif limits is not None:
+        log.info("open files limit %d (hard limit %d)", limits[1], limits[2])
     try:
         await services.validator.refresh()      # the first login then pays no discovery/JWKS fetch
     except BastionError as exc:
         log.warning("identity provider not reachable at start (logins will retry): %s", exc)
-    acceptor = await start_listener(services, host, port)
+    try:
+        acceptor = await start_listener(services, host, port)
+    except OSError as exc:
+        await services.close()
+        raise listen_error(host, port, exc) from exc
     bound = acceptor.get_port()
     log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
              services.policy_path, services.data_dir)
