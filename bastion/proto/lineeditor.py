@@ -116,6 +116,9 @@ class LineEditor:
         """Put ``data`` in front of the queue (type-ahead recovered from the host)."""
         self._queue = data + self._queue
 
+    def queued_bytes(self) -> bytes:
+        return self._queue
+
     def take_queue(self) -> bytes:
         """Remove and return what is queued (type-ahead handed to a starting program)."""
         queued, self._queue = self._queue, b""

@@ -273,6 +273,12 @@ class MediatedShell:
         return actions
 
     def _run(self) -> list[Action]:
+        if not self.single and b"\x03" in self.editor.queued_bytes():
+            # ^C typed after Enter, before the command started: it is not started at all
+            self._pending = ""
+            before, _, after = self.editor.take_queue().partition(b"\x03")
+            self.editor.feed(after)
+            return [Show(b"^C\r\n")] + self._prompt()
         command, self._pending = self._pending, ""
         self.state = "running"
         self._typed = 0

@@ -64,7 +64,15 @@ while :; do
   unset -f read printf
   __bastion_in=0
   __bastion_st() { return "$1"; }
-  __bastion_run() { __bastion_in=1; __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
+  __bastion_run() { __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
+  __bastion_go() {
+    __bastion_in=1
+    if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd"; then
+      __bastion_run
+    else
+      return 2
+    fi
+  }
   __bastion_drain() {
     __bastion_x= __bastion_h= __bastion_i=0
     case ${BASH_VERSION-} in ?*)
@@ -91,12 +99,8 @@ while :; do
     __bastion_n=$((__bastion_n - 1))
   done
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
-  if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd" 3<&- 4>&-; then
-    __bastion_run 3<&- 4>&-
-    __bastion_s=$?
-  else
-    __bastion_s=2
-  fi
+  __bastion_go 3<&- 4>&-
+  __bastion_s=$?
   __bastion_in=0
   unset -f read printf
   printf '\033]%s;%s;P;%s;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_s" "$PWD" >&4

@@ -163,6 +163,8 @@ def test_dash_hosts_the_session_when_the_target_says_sh(rig, token):
     assert b"bastion-shell-x" in agent.buf
     agent.read_until(b"web2:/tmp$ ")
     agent.send(b"false\r")
+    agent.read_until(b"false\r\n")
+    agent.read_until(PROMPT)            # dash cannot give type-ahead back: wait for the prompt
     agent.send(b"echo st-$?\r")
     agent.read_until(b"st-1")
     agent.send(b"exit 4\r")

@@ -227,3 +227,11 @@ def test_the_rest_of_a_paste_stays_for_the_prompt():
     assert not [a for a in sh.decided("allow") if isinstance(a, m.Type)]
     actions = sh.host(mark("P;0;/home/deploy"))
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo b"]
+
+
+def test_ctrl_c_between_enter_and_start_cancels_the_command():
+    sh = started()
+    sh.agent(b"sleep 30\r\x03echo next\r")
+    actions = sh.decided("allow")
+    assert not [a for a in actions if isinstance(a, m.Run)]
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo next"]
