@@ -196,7 +196,8 @@ class MediatedShell:
         if mark.kind == "T":
             if self.state != "syncing":
                 return []
-            self.editor.unshift(mark.data)
+            # a ^D left unread was an end-of-file for the program, not a logout
+            self.editor.unshift(mark.data.replace(b"\x04", b""))
             return self._prompt()
         if mark.cwd:
             self.cwd = mark.cwd

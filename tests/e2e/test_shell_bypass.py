@@ -69,6 +69,7 @@ class Case:
     shells: list = field(default_factory=lambda: ["bash"])
     may_end: bool = False
     command: str | None = None
+    known_failure: str | None = None     # a failure found and not yet fixed (strict xfail)
 
 
 def load_cases() -> list[Case]:
@@ -80,7 +81,9 @@ def load_cases() -> list[Case]:
 
 
 CASES = load_cases()
-PARAMS = [pytest.param(case, shell, id=f"{case.cls}-{case.name}-{shell}")
+PARAMS = [pytest.param(case, shell, id=f"{case.cls}-{case.name}-{shell}",
+                       marks=[pytest.mark.xfail(strict=True, reason=case.known_failure)]
+                       if case.known_failure and shell == "bash" else [])
           for case in CASES for shell in case.shells]
 
 
