@@ -290,7 +290,7 @@ class MediatedShell:
                 "utf-8", "replace")
             record = shown + b"\r\n"
         actions: list[Action] = [Show(PASTE_OFF, record), Run(command)]
-        if (self.single or self.can_sync) and not self.editor.pasting:
+        if not self.editor.pasting:
             # (the rest of a paste is for the prompt: pasted lines are commands, one by one)
             # Type-ahead goes to the program that starts, as in a terminal; what it does not
             # read comes back after it (Sync) and is decided at the prompt like typing.

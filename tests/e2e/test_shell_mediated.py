@@ -167,6 +167,7 @@ def test_dash_hosts_the_session_when_the_target_says_sh(rig, token):
     agent.read_until(PROMPT)            # dash cannot give type-ahead back: wait for the prompt
     agent.send(b"echo st-$?\r")
     agent.read_until(b"st-1")
+    agent.read_until(PROMPT)
     agent.send(b"exit 4\r")
     assert agent.wait() == 4
     rig.cli("sessions", "list")                            # the index is flushed and readable
