@@ -18,7 +18,8 @@ of it, possibly nothing), :class:`Output` (host output, marks removed: show and 
 usual), :class:`Type` (bytes for the running program's terminal; record only their length),
 :class:`Evaluate` (ask policy about a complete command), :class:`Run` (send the decided
 command to the host), :class:`Finished` (the command that ran ended with ``status``),
-:class:`WithdrawReview` (^C while waiting for an approver), :class:`Hangup` (the agent ended
+:class:`WithdrawReview` (^C while waiting for an approver: cancel the request; the
+machine has already refused the command and is back at its prompt), :class:`Hangup` (the agent ended
 input: close the command channel, the shell exits with its last status), :class:`Sync` (send
 the sync frame: the shell answers with what is left unread on its terminal).
 
@@ -93,9 +94,12 @@ class Finished:
     typed: int                     # bytes the agent typed into the command while it ran
 
 
+WITHDRAWN = "bastion: approval request withdrawn; it was not run"
+
+
 @dataclass(frozen=True)
 class WithdrawReview:
-    pass
+    """^C while waiting for an approver: cancel the request (the machine is at its prompt)."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,11 @@ class MediatedShell:
             self._typed += len(data)
             return [Type(data)]
         if self.state == "reviewing" and b"\x03" in data:
+            # ^C withdraws the request at once (the approver's late answer finds no command);
+            # keys before it were for the held command, keys after it are for the prompt.
             self.editor.drop_queue()
-            return [Show(b"^C\r\n"), WithdrawReview()]
+            self.editor.feed(data[data.index(b"\x03") + 1:])
+            return [Show(b"^C\r\n"), WithdrawReview()] + self._refused(WITHDRAWN)
         screen, event = self.editor.feed(data)
         return self._after_edit(screen, event)
 

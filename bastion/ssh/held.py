@@ -11,6 +11,7 @@ shell line waits.  The broker and the approver CLI are in :mod:`bastion.approval
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -44,13 +45,19 @@ class ReviewMixin:
         masked = masked_decision(decision, services.detectors)
         self._tell(f"bastion: held for review by rule {decision.rule or '<none>'}: "
                    f"{printable(services.mask(decision.reason))}")
+        creating = asyncio.ensure_future(services.broker.create(
+            principal=self.ctx.principal, target=self.ctx.target,
+            login=self.ctx.login or self.ctx.target.user, line=services.mask(line),
+            decision=masked, session_id=self.ctx.recording.id if self.ctx.recording else None,
+            command_id=command_id, channel=self.kind,
+            timeout=float(services.config.settings.approval_timeout)))
         try:
-            pending = await services.broker.create(
-                principal=self.ctx.principal, target=self.ctx.target,
-                login=self.ctx.login or self.ctx.target.user, line=services.mask(line),
-                decision=masked, session_id=self.ctx.recording.id if self.ctx.recording else None,
-                command_id=command_id, channel=self.kind,
-                timeout=float(services.config.settings.approval_timeout))
+            pending = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # withdrawn (^C, or the agent left) while the request was being stored: once it
+            # exists, withdraw it too, so that no approver answers a request nobody waits for
+            creating.add_done_callback(_withdraw_created)
+            raise
         except ApprovalError as exc:
             from bastion.approvals.model import ApprovalOutcome
             log.error("session %s: approval request failed: %s", self.ctx.where, exc)
@@ -66,3 +73,9 @@ class ReviewMixin:
             from bastion.approvals.notices import outcome_message
             self._tell(outcome_message(outcome))
         return outcome
+
+
+def _withdraw_created(creating: "asyncio.Future") -> None:
+    if creating.cancelled() or creating.exception() is not None:
+        return
+    creating.result().cancel("the requester withdrew it while it was being created")

@@ -234,9 +234,7 @@ class MediatedSession:
             message = "" if outcome.approved else outcome_message(outcome)
             self._apply(self.machine.approved(outcome.approved, message))
         except asyncio.CancelledError:
-            if not owner._finished and not owner._closed:
-                self._apply(self.machine.approved(False, "bastion: approval request withdrawn; "
-                                                         "it was not run"))
+            pass        # withdrawn with ^C (the machine is already back at its prompt) or closed
         except RecordingError as exc:
             owner._recording_failed(exc)
         except Exception:  # noqa: BLE001

@@ -154,9 +154,23 @@ def test_review_waits_and_ctrl_c_withdraws():
     sh.agent(b"systemctl restart x\r")
     assert sh.decided("review") == []
     actions = sh.agent(b"ls\r\x03")
-    assert kinds(actions) == ["Show", "WithdrawReview"]
-    actions = sh.approved(False, "bastion: withdrawn")
-    assert not [a for a in actions if isinstance(a, m.Run)] and sh.state == "prompt"
+    assert kinds(actions)[:2] == ["Show", "WithdrawReview"] and sh.state == "prompt"
+    assert m.WITHDRAWN.encode() in b"".join(a.data for a in actions if isinstance(a, m.Show))
+    assert not [a for a in actions if isinstance(a, (m.Run, m.Evaluate))]   # "ls" was dropped
+    # the approver's answer comes too late: the withdrawn command never runs
+    assert sh.approved(True) == [] and sh.state == "prompt"
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_keys_after_the_withdrawing_ctrl_c_are_the_next_command(chunk):
+    sh = started()
+    sh.agent(b"bash\r")
+    sh.decided("review")
+    data = b"\x03echo next\r"
+    pieces = [data] if chunk is None else [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    actions = [a for piece in pieces for a in sh.agent(piece)]
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo next"]
+    assert kinds(actions).count("WithdrawReview") == 1
 
 
 def test_forged_marks_never_run_anything():
