@@ -11,6 +11,7 @@ list of actions, to carry out in order):
 ``decided(action, message)``   the policy's answer to the last :class:`Evaluate`
                        (``allow`` / ``deny`` / ``review``; ``message`` is shown on deny)
 ``approved(ok, message)``      the approver's answer to a ``review``
+``settled()``          the settle time asked for by :class:`Settle` is over
 ``resize(width)``      the agent's terminal changed size
 
 Actions: :class:`Show` (bytes for the agent's screen; ``record`` is what the recording keeps
@@ -21,13 +22,14 @@ command to the host), :class:`Finished` (the command that ran ended with ``statu
 :class:`WithdrawReview` (^C while waiting for an approver: cancel the request; the
 machine has already refused the command and is back at its prompt), :class:`Hangup` (the agent ended
 input: close the command channel, the shell exits with its last status), :class:`Sync` (send
-the sync frame: the shell answers with what is left unread on its terminal).
+the sync frame: the shell answers with what is left unread on its terminal), :class:`Settle`
+(call ``settled()`` after a short while).
 
 States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
-keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is queued is
-typed to the program that starts, as a terminal would; keys go to the program's terminal;
-on dash, after ^C or ^\\ they are queued for
-the next prompt, as a shell would read them) → ``syncing`` (if keys were typed into the command: what
+keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is
+queued is typed to the program that starts, as a terminal would; keys go to the program's
+terminal; after ^C or ^\\ they are held until the prompt comes back, or until ``settled()``
+if the program survives the signal) → ``syncing`` (if keys were typed into the command: what
 it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
 
 What it does not cover: the SSH plumbing, recording and policy calls (``bastion.ssh.shell``).
@@ -108,11 +110,18 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Settle:
+    """^C or ^\\ went to the running command: call ``settled()`` after a short while (keys
+    typed meanwhile are held, so that a program dying of the signal cannot swallow them)."""
+
+
+@dataclass(frozen=True)
 class Sync:
     """Ask the host shell what was left unread on its terminal (answered by a T mark)."""
 
 
-Action = Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Hangup | Sync
+Action = (Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Hangup | Sync
+          | Settle)
 
 
 class MediatedShell:
@@ -141,19 +150,22 @@ class MediatedShell:
             self.editor.feed(data)
             return []
         if self.state == "running":
-            if self._interrupted:                    # after ^C: keys are for the next prompt
+            if self._interrupted:                    # just after ^C: held (see settled)
                 self.editor.feed(data)
                 return []
             cut = min((i for i in (data.find(b"\x03"), data.find(b"\x1c")) if i >= 0),
                       default=-1)
-            if cut >= 0 and not self.can_sync:
-                # Without a way to get unread keys back, what follows ^C is kept for the
-                # prompt (a program that ignores ^C, like less, then waits for ^C again).
+            actions: list[Action] = []
+            if cut >= 0:
+                # Keys typed right after ^C would race the program's death (a dying reader
+                # can still take them); they are held until the prompt comes back or the
+                # program is seen to survive the interrupt (settled), like less.
                 self._interrupted = True
                 self.editor.feed(data[cut + 1:])
                 data = data[:cut + 1]
+                actions.append(Settle())
             self._typed += len(data)
-            return [Type(data)]
+            return [Type(data)] + actions
         if self.state == "reviewing" and b"\x03" in data:
             # ^C withdraws the request at once (the approver's late answer finds no command);
             # keys before it were for the held command, keys after it are for the prompt.
@@ -192,6 +204,15 @@ class MediatedShell:
         if ok:
             return self._run()
         return self._refused(message)
+
+    def settled(self) -> list[Action]:
+        """The settle time after ^C is over and the command still runs: it survived the
+        interrupt, so the keys held since go to it."""
+        if self.state != "running" or not self._interrupted:
+            return []
+        self._interrupted = False
+        held = self.editor.take_queue()
+        return self.agent(held) if held else []
 
     def resize(self, width: int) -> None:
         self.editor.resize(width)

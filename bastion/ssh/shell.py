@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("bastion.session")
 
 READY_TIMEOUT = 15.0
+#: How long keys typed right after ^C are held before they go to a program that survived it
+#: (less, vi). Long enough for a program killed by the signal to be gone when they arrive (so
+#: it cannot swallow them) and, on dash, which cannot give unread keys back, for the prompt
+#: mark to come back first; short enough not to be noticed.
+SETTLE_AFTER_INTERRUPT = {"bash": 0.3, "sh": 1.0}
 MAX_READY_LINE = 4096
 
 #: The mediated terminal's modes (RFC 4254 section 8 opcodes, as asyncssh's ``term_modes``),
@@ -85,6 +90,7 @@ class MediatedSession:
         self.first_command = first_command
         self.command_id: int | None = owner._command_id if first_command is not None else None
         self.review_task: asyncio.Task | None = None
+        self.settle_timer: asyncio.TimerHandle | None = None
         ctx = owner.ctx
         services = ctx.services
         width = owner.term_size[0] if owner.term_size and owner.term_size[0] else 80
@@ -160,6 +166,8 @@ class MediatedSession:
     def close(self) -> None:
         if self.review_task and not self.review_task.done():
             self.review_task.cancel()
+        if self.settle_timer is not None:
+            self.settle_timer.cancel()
         if self.ctl_chan is not None:
             self.ctl_chan.close()
 
@@ -201,9 +209,19 @@ class MediatedSession:
                     self.review_task.cancel()
             elif isinstance(action, m.Sync):
                 self.ctl_chan.write(SYNC_FRAME)
+            elif isinstance(action, m.Settle):
+                if self.settle_timer is not None:
+                    self.settle_timer.cancel()
+                self.settle_timer = asyncio.get_running_loop().call_later(
+                    SETTLE_AFTER_INTERRUPT.get(self.dialect, 1.0), self._settled)
             elif isinstance(action, m.Hangup):
                 if self.ctl_chan is not None:
                     self.ctl_chan.write_eof()
+
+    def _settled(self) -> None:
+        self.settle_timer = None
+        if not self.owner._finished:
+            self._apply(self.machine.settled())
 
     def _evaluate(self, command: str) -> None:
         owner = self.owner

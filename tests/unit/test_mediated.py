@@ -133,20 +133,44 @@ def test_after_ctrl_c_keys_reach_the_program_and_come_back_if_unread():
     sh = started()
     sh.agent(b"less f\r")
     sh.decided("allow")
-    assert sh.agent(b"\x03q") == [m.Type(b"\x03q")]       # less ignores ^C: q must reach it
+    assert sh.agent(b"\x03q") == [m.Type(b"\x03"), m.Settle()]
+    assert sh.settled() == [m.Type(b"q")]                 # less ignores ^C: q must reach it
     actions = sh.host(b"^C" + mark("P;0;/home/deploy"))
     assert m.Sync() in actions
 
 
-def test_without_sync_keys_after_ctrl_c_wait_for_the_next_prompt():
+@pytest.mark.parametrize("can_sync", [True, False])
+@pytest.mark.parametrize("key", [b"\x03", b"\x1c"])
+def test_keys_after_ctrl_c_are_held_for_the_next_prompt(can_sync, key):
+    # (a program dying of SIGINT can still read keys that arrive with the ^C: held, they
+    # cannot be lost to it)
     sh = started()
-    sh.can_sync = False
+    sh.can_sync = can_sync
     sh.agent(b"sleep 30\r")
     sh.decided("allow")
-    actions = sh.agent(b"\x03echo back\r")
-    assert actions == [m.Type(b"\x03")]
+    actions = sh.agent(key + b"echo ")
+    assert actions == [m.Type(key), m.Settle()]
+    assert sh.agent(b"back\r") == []                      # still held
     actions = sh.host(b"^C" + mark("P;130;/home/deploy"))
+    if can_sync:                                           # unread keys come back first
+        assert actions[-1] == m.Sync() and sh.state == "syncing"
+        actions = sh.host(mark("T;"))
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo back"]
+    assert sh.settled() == []                              # the timer fires late: nothing
+
+
+def test_a_program_that_survives_ctrl_c_gets_the_held_keys_once_settled():
+    sh = started()
+    sh.agent(b"less notes\r")
+    sh.decided("allow")
+    assert sh.agent(b"\x03q") == [m.Type(b"\x03"), m.Settle()]
+    assert sh.settled() == [m.Type(b"q")]
+    assert sh.agent(b"j") == [m.Type(b"j")]                # no longer held
+    # a second ^C among the held keys holds what follows it again
+    sh.agent(b"\x03")
+    sh.agent(b"x\x03y")
+    assert sh.settled() == [m.Type(b"x\x03"), m.Settle()]
+    assert sh.settled() == [m.Type(b"y")]
 
 
 def test_review_waits_and_ctrl_c_withdraws():
