@@ -33,7 +33,10 @@ class CoalescingTransport(JoinedTransport):
     def _emit(self, data: bytes) -> None:
         try:
             self._chan.write(data)
-        except (asyncssh.BrokenPipeError, asyncssh.DisconnectError, OSError):
+        except (OSError, asyncssh.Error):
+            # The channel closed under pending writes: asyncssh raises the builtin
+            # BrokenPipeError (an OSError) from write(); a closed connection may raise
+            # one of its own errors.  Either way nothing more can be sent.
             self._closing = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

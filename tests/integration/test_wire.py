@@ -214,3 +214,45 @@ async def test_asyncssh_peers_over_socket_tunnels_relay_exactly():
     finally:
         acceptor.close()
         await acceptor.wait_closed()
+
+
+class _Sink(asyncssh.SSHTCPSession):
+    def data_received(self, data, datatype):
+        pass
+
+
+class _Forwarding(asyncssh.SSHServer):
+    def begin_auth(self, username):
+        return False
+
+    def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
+        return _Sink()
+
+
+async def test_inner_transport_stops_quietly_when_its_channel_closed_under_pending_writes(caplog):
+    """Issue 16 item 9: asyncssh raises the builtin BrokenPipeError from a closed channel's
+    write(); the inner connection's transport takes it as the end (no traceback logged)."""
+    from bastion.ssh.link import CoalescingTransport
+
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    acceptor = await asyncssh.listen("127.0.0.1", 0, server_factory=_Forwarding,
+                                     server_host_keys=[host_key], encoding=None)
+    try:
+        async with asyncssh.connect("127.0.0.1", acceptor.get_port(), known_hosts=None,
+                                    username="any", client_keys=None, agent_path=None,
+                                    config=None) as conn:
+            chan, _ = await conn.create_connection(_Sink, "inner", 22)
+            chan.close()
+            with pytest.raises(BrokenPipeError):             # what asyncssh really raises
+                chan.write(b"x")
+            transport = CoalescingTransport(chan, ("127.0.0.1", 5000))
+            transport.write(b"pending inner packet")
+            await asyncio.sleep(0)                            # the joined write goes out now
+            assert transport.is_closing()
+            transport.write(b"more")                          # ignored once closing
+            await asyncio.sleep(0)
+    finally:
+        acceptor.close()
+        await acceptor.wait_closed()
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info]
