@@ -16,13 +16,21 @@ Contract for callers (the asyncio event loop):
   ``output``/``input``/``resize``/``marker``/``command`` of open channels --
   the SSH layer must then end the channel: a session never runs unrecorded.
   ``close`` methods and ``refused`` never raise.
+* Order of closing: a command row is final (sealed) when its result is recorded or
+  its channel closes, a channel row when it closes, a session row after all its
+  channels.  So a caller that still expects a command's exit status (the agent left,
+  the upstream command has not ended yet) keeps that channel open and closes it with
+  the status; ``SessionHandle.close(wait_for_channels=True)`` meanwhile only marks the
+  session closing, and its row follows the last channel (``Recorder.close`` closes
+  everything at shutdown).
 * Nothing is dropped silently: past ``max_bytes`` a recording gets a
   "truncated" marker and no more data (bytes are still counted and the
   index says ``truncated``); calls on a closed channel are logged.
 
 Layout on disk: ``DATA_DIR/index.sqlite`` (schema.py) and
 ``DATA_DIR/recordings/YYYY/MM/DD/s<session>-c<channel>.cast`` (UTC date of the
-channel start), one asciicast v2 file per channel (bastion.proto.asciicast).
+channel start), one asciicast v2 file per channel (bastion.proto.asciicast);
+directories 0700, files 0600 whatever the umask (bastion.private).
 One process records into a data dir at a time (``DATA_DIR/recorder.lock``).
 Ids of sessions, channels and commands are allocated here, in memory, from
 the index's high-water marks, so ``start_session``/``command`` can return them
@@ -44,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.errors import RecordingError
+from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.secret import SECRET_NAME
@@ -92,9 +101,9 @@ class Recorder:
             raise RecordingError(f"recording_max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
         rec_dir = data_dir / schema.RECORDINGS_DIR
         try:
-            rec_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(rec_dir)
             probe = rec_dir / f".probe-{os.getpid()}"
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = open_private_file(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
                 os.write(fd, b"probe\n")
                 os.fsync(fd)
@@ -196,7 +205,7 @@ class Recorder:
         if self._closed:
             return
         for handle in list(self._sessions.values()):
-            handle.close(status="closed")
+            handle.close(status=handle.closing or "closed", wait_for_channels=False)
         self._closed = True
         self._writer.stop()
         try:
@@ -218,6 +227,8 @@ class SessionHandle:
         self._rec = recorder
         self._channels: dict[int, ChannelRecording] = {}
         self.closed = False
+        self.closing: str | None = None      # close() called, waiting for open channels
+
 
     @property
     def title(self) -> str:
@@ -235,7 +246,7 @@ class SessionHandle:
         bytes it has masked already (or that need no masking).
         """
         self._rec._check()
-        if self.closed:
+        if self.closed or self.closing:
             raise RecordingError(f"session {self.id} is closed")
         cid = next(self._rec._channel_ids)
         wall = time.time()
@@ -256,15 +267,38 @@ class SessionHandle:
         self._channels[cid] = chan
         return chan
 
-    def close(self, *, status: str = "closed") -> None:
-        """Close open channels, then the session.  ``status``: closed or interrupted."""
+    def close(self, *, status: str = "closed", wait_for_channels: bool = False) -> None:
+        """Close open channels (without an exit status), then the session.  Never raises.
+
+        ``status``: closed or interrupted.  ``wait_for_channels``: leave open channels to
+        their owners instead -- one whose upstream command has not reported its exit
+        status yet closes later with it -- and close the session row when the last of them
+        closes (its seal covers theirs); no new channel can be opened meanwhile.  The SSH
+        layer closes a session this way when the agent's connection ends.
+        """
         if self.closed:
             return
         if status not in SESSION_STATUSES:
             log.warning("session %s: unknown close status %r, recorded as 'closed'", self.id, status)
             status = "closed"
+        if self._channels and wait_for_channels:
+            if not self.closing:
+                log.debug("session %s: closed; its row follows when channels %s close",
+                          self.id, sorted(self._channels))
+            self.closing = status
+            return
         for chan in list(self._channels.values()):
             chan.close()
+        self._seal(status)
+
+    def _channel_closed(self, cid: int) -> None:
+        self._channels.pop(cid, None)
+        if self.closing and not self._channels and not self.closed:
+            self._seal(self.closing)
+
+    def _seal(self, status: str) -> None:
+        if self.closed:
+            return
         self.closed = True
         self._rec._sessions.pop(self.id, None)
         try:
@@ -425,13 +459,13 @@ class ChannelRecording:
         if self.closed:
             return
         self.closed = True
-        self.session._channels.pop(self.id, None)
         self._rec._writer.untrack(self.id)
         try:
             self._rec._put((OP_CHANNEL_CLOSE, self.id, self._now(), time.time(), exit_status,
                             exit_signal, self.bytes_in, self.bytes_out))
         except RecordingError as exc:
             log.error("channel %s: close not recorded: %s", self.id, exc)
+        self.session._channel_closed(self.id)   # a session closed meanwhile follows now
 
     def over_high_water(self) -> bool:
         """True while the queue to disk is over its high-water mark: pause reading."""
@@ -501,7 +535,7 @@ def _decision_fields(decision) -> tuple[str, str | None, str | None, str | None]
 def _lock(data_dir: Path) -> int:
     path = data_dir / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_private_file(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise RecordingError(f"cannot create {path}: {exc.strerror or exc}",
                              hint="check the data dir's permissions") from exc

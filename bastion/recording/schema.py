@@ -28,10 +28,12 @@ file.  This module does not write rows (writer.py, chain.py, prune.py do).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 from bastion.errors import RecordingError
+from bastion.private import open_private_file
 
 INDEX_NAME = "index.sqlite"
 RECORDINGS_DIR = "recordings"
@@ -217,6 +219,7 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                    check_same_thread=False)
         else:
+            _create_private(path)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -246,6 +249,24 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise RecordingError(f"cannot migrate the session index {path}: {exc}",
                              hint="check permissions and free space of the data dir") from exc
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create the index file 0600 before SQLite does (it would make it 0644 less the umask).
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file, so they
+    are 0600 too.  An existing file is left as it is (``bastion serve`` tightens the modes
+    an older bastion left, see bastion.private).
+    """
+    try:
+        fd = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise RecordingError(f"cannot create the session index {path}: {exc.strerror or exc}",
+                             hint="check that the data dir exists, is writable and the disk "
+                                  "is not full") from exc
+    os.close(fd)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
 from bastion.proto.masker import Masker
 from bastion.recording import chain
@@ -105,10 +106,8 @@ class _Sink:
         self.encoders = {s: asciicast.StreamEncoder(s) for s in asciicast.STREAMS}
         self.truncated = False
         self.last_t = 0.0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) \
-            | getattr(os, "O_NOFOLLOW", 0)
-        self.fd = os.open(path, flags, 0o640)
+        make_private_dirs(path.parent)                   # 0700 each, 0600 the file
+        self.fd = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
         self._append(header)
         self.flush()
 
@@ -227,21 +226,28 @@ class Applier:
         self._counted: dict[int, tuple] = {}
         self._mask_sets: dict[int, tuple] = {}     # OP_MASKS key -> detectors
 
-    def _fail(self, what: str, exc: BaseException) -> None:
-        message = f"{what}: {exc}"
-        log.error("recording failure: %s", message)
+    def _fail(self, what: str, exc: BaseException, path: Path | None = None) -> str:
+        """Log a failure (with the file, for the operator) and report it; returns the report.
+
+        The report reaches agents (the refusal or end of their session quotes it), so it
+        names what failed and why, never a path on this server: ``writing recording:
+        No space left on device``.
+        """
+        message = f"{what}: {describe_error(exc)}"
+        log.error("recording failure: %s%s", message, f" ({path})" if path else "")
         if self.error is None:
             self.error = message
             self.notify(("error", message))
+        return message
 
     def apply(self, op: tuple) -> None:
         """Apply one operation; failures are recorded in ``error``, never raised."""
         try:
             self._apply(op)
         except (OSError, sqlite3.Error) as exc:
-            self._fail(_OP_NAMES.get(op[0], "operation"), exc)
+            message = self._fail(_OP_NAMES.get(op[0], "operation"), exc)
             if op[0] == OP_CHANNEL_OPEN:
-                self.notify(("opened", op[1], f"{_OP_NAMES[OP_CHANNEL_OPEN]}: {exc}"))
+                self.notify(("opened", op[1], message))
             if isinstance(exc, sqlite3.Error):
                 self._rollback()
         except Exception as exc:  # a bug must not stop the worker silently
@@ -304,7 +310,7 @@ class Applier:
     def _sink_failed(self, cid: int, exc: OSError) -> None:
         sink = self._sinks.pop(cid, None)
         self._failed_channels.add(cid)
-        self._fail(f"writing recording {sink.path if sink else cid}", exc)
+        self._fail("writing recording", exc, sink.path if sink else None)
         if sink is not None and sink.fd >= 0:
             try:
                 os.close(sink.fd)
@@ -318,7 +324,7 @@ class Applier:
             try:
                 sink.close(sink.last_t, None)
             except OSError as exc:
-                self._fail(f"closing recording {sink.path}", exc)
+                self._fail("closing recording", exc, sink.path)
 
     def _with_sink(self, cid: int, fn) -> None:
         sink = self._sinks.get(cid)
@@ -383,15 +389,15 @@ class Applier:
             if cur.rowcount == 1:
                 chain.seal(db, "commands", cmd_id)
             else:
-                log.warning("command %s: exit status %r arrived after the row was sealed; not recorded",
-                            cmd_id, exit_status)
+                log.warning("command %s: exit status %r not recorded: %s", cmd_id, exit_status,
+                            _why_not_updated(db, cmd_id))
         elif kind == OP_COMMAND_APPROVER:
             _, cmd_id, approver = op
             cur = self._db().execute("UPDATE commands SET approver = ? WHERE id = ? AND seq IS NULL",
                                      (approver, cmd_id))
             if cur.rowcount != 1:
-                log.warning("command %s: approver arrived after the row was sealed; not recorded",
-                            cmd_id)
+                log.warning("command %s: approver not recorded: %s", cmd_id,
+                            _why_not_updated(self.conn, cmd_id))
         elif kind == OP_CHANNEL_CLOSE:
             self._close_channel(op)
         elif kind == OP_SESSION_CLOSE:
@@ -414,8 +420,8 @@ class Applier:
                                      self.notify, detectors)
         except OSError as exc:
             self._failed_channels.add(cid)
-            self._fail(f"creating recording {rel_path}", exc)
-            self.notify(("opened", cid, f"creating recording {rel_path}: {exc}"))
+            message = self._fail("creating recording", exc, self.data_dir / rel_path)
+            self.notify(("opened", cid, message))
             return
         self.notify(("opened", cid, None))
 
@@ -437,7 +443,7 @@ class Applier:
                 digest = sink.close(t, label)
             except OSError as exc:
                 self._failed_channels.add(cid)
-                self._fail(f"closing recording {sink.path}", exc)
+                self._fail("closing recording", exc, sink.path)
                 status = "failed"
         self._counted.pop(cid, None)
         db = self._db()
@@ -471,6 +477,22 @@ _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused atte
              OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver",
              OP_CHANNEL_CLOSE: "close channel", OP_SESSION_CLOSE: "close session",
              OP_MASKS: "register masks"}
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, without the file name an OSError carries (``[Errno 28] No space
+    left on device: '/srv/bastion/data/...'`` becomes ``No space left on device``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _why_not_updated(db: sqlite3.Connection, cmd_id: int) -> str:
+    row = db.execute("SELECT seq FROM commands WHERE id = ?", (cmd_id,)).fetchone()
+    if row is None:
+        return "no such command row (its insert failed)"
+    return ("it arrived after the row was sealed (its channel was closed before the "
+            "command ended)")
 
 
 def _principal_columns(p: dict | None) -> tuple:

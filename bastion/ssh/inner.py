@@ -45,7 +45,9 @@ class InnerServer(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         log.debug("inner connection %s closed: %s", self.ctx.conn_id, exc)
         if self.ctx.recording is not None:
-            self.ctx.recording.close()
+            # a channel whose upstream command has not ended yet closes later, with its exit
+            # status; the session row follows it (bastion.recording.recorder)
+            self.ctx.recording.close(wait_for_channels=True)
 
     def begin_auth(self, username: str) -> bool:
         """No auth when the login is the target's user; otherwise an impossible login."""

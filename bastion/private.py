@@ -1,0 +1,135 @@
+"""File modes: what the bastion creates is private to its user, and what it is given is checked.
+
+Covers: the modes everything is created with (directories 0700, files 0600, on top of the
+077 umask ``bastion`` sets for itself), creating a directory chain with those modes, checking
+that an existing data or keys dir is not open to other users (``bastion serve`` refuses one
+unless started with ``--no-strict-modes``), and tightening what an older bastion created
+with looser modes.  Does not cover: the vault's own files (bastion.vault writes them 0600
+through ``atomic_write``) or the host key checks (bastion.ssh.hostca refuses open host keys
+whatever the strictness, as sshd does).
+
+No logging, no asyncio: callers decide what to say.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+UMASK = 0o077
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+OPEN_BITS = 0o077          # any permission for the group or others
+
+
+def set_private_umask() -> int:
+    """Set the process umask to 077; returns the previous one."""
+    return os.umask(UMASK)
+
+
+def make_private_dirs(path: Path) -> Path:
+    """Create ``path`` and its missing parents, each new one with mode 0700.
+
+    Existing directories are left as they are (their modes are checked elsewhere).
+    ``Path.mkdir(parents=True, mode=...)`` would create the parents with the default
+    mode, which is why each level is made here.
+    """
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue
+        os.chmod(directory, DIR_MODE)        # whatever the umask
+    return path
+
+
+def open_private_file(path: Path, flags: int) -> int:
+    """``os.open`` that creates with 0600 and never follows a symlink at ``path``."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                   FILE_MODE)
+
+
+def open_mode(path: Path) -> int | None:
+    """The permission bits of directory ``path`` if other users have any, else None.
+
+    None too when ``path`` does not exist (it will be created private).
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    return mode if mode & OPEN_BITS else None
+
+
+def describe_open(mode: int) -> str:
+    """``readable and writable by its group`` and the like, for refusal messages."""
+    who = []
+    for name, read, write in (("its group", stat.S_IRGRP, stat.S_IWGRP),
+                              ("other users", stat.S_IROTH, stat.S_IWOTH)):
+        what = [w for bit, w in ((read, "readable"), (write, "writable")) if mode & bit]
+        if what:
+            who.append(f"{' and '.join(what)} by {name}")
+        elif mode & (stat.S_IXGRP if name == "its group" else stat.S_IXOTH):
+            who.append(f"searchable by {name}")
+    return ", ".join(who) or "open to other users"
+
+
+@dataclass
+class Tightened:
+    dirs: int = 0
+    files: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.dirs + self.files
+
+
+def tighten_tree(root: Path, *, skip: tuple[str, ...] = ()) -> Tightened:
+    """Remove group/other permissions from everything under ``root`` (not ``root`` itself).
+
+    For data dirs written by an older bastion (index 0644, recording dirs 0755, recordings
+    0640).  Symlinks are neither followed nor changed; top-level names in ``skip`` are left
+    alone (the host keys, which are refused rather than repaired).  Returns what changed.
+    """
+    done = Tightened()
+    stack = [Path(root)]
+    top = True
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if top and entry.name in skip:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+                wanted = mode & ~OPEN_BITS
+                if mode != wanted:
+                    os.chmod(entry.path, wanted)
+                    done.dirs += 1
+            elif stat.S_ISREG(st.st_mode):
+                wanted = mode & ~OPEN_BITS
+                if mode != wanted:
+                    os.chmod(entry.path, wanted)
+                    done.files += 1
+        top = False
+    return done
