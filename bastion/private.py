@@ -1,7 +1,8 @@
 """File modes: what the bastion creates is private to its user, and what it is given is checked.
 
 Covers: the modes everything is created with (directories 0700, files 0600, on top of the
-077 umask ``bastion`` sets for itself), creating a directory chain with those modes, checking
+077 umask ``bastion`` sets for itself), creating a directory chain with those modes, files a
+user asks for (``-o``: never through a symlink, never over a file unless told), checking
 that an existing data or keys dir is not open to other users (``bastion serve`` refuses one
 unless started with ``--no-strict-modes``), and tightening what an older bastion created
 with looser modes.  Does not cover: the vault's own files (bastion.vault writes them 0600
@@ -13,10 +14,13 @@ No logging, no asyncio: callers decide what to say.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 UMASK = 0o077
 DIR_MODE = 0o700
@@ -59,6 +63,59 @@ def open_private_file(path: Path, flags: int) -> int:
     """``os.open`` that creates with 0600 and never follows a symlink at ``path``."""
     return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
                    FILE_MODE)
+
+
+class OutputExists(FileExistsError):
+    """The output path exists (``symlink`` says whether it is a symbolic link)."""
+
+    def __init__(self, path: Path, symlink: bool) -> None:
+        super().__init__(f"{path} exists")
+        self.path = path
+        self.symlink = symlink
+
+
+@contextlib.contextmanager
+def new_output_file(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
+    """A binary file object for a file the user asked for (``-o PATH``), mode 0600.
+
+    Never follows a symlink at ``path``.  Without ``overwrite`` an existing ``path``
+    (file, symlink, anything) raises :class:`OutputExists` and nothing is written.  With
+    ``overwrite`` the data goes to a new file beside it that then replaces ``path``
+    itself (a symlink is replaced, its target left alone; a directory is not replaced).
+    On an error inside the block nothing is left behind.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not overwrite:
+            raise OutputExists(path, stat.S_ISLNK(st.st_mode))
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+    if st is None:
+        # O_EXCL | O_NOFOLLOW: a name that appears meanwhile (even a dangling symlink) fails
+        fd = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        final = None
+        written = path
+    else:
+        written = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = open_private_file(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        final = path
+    ok = False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if final is not None:
+            os.replace(written, final)
+        ok = True
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(written)
 
 
 def open_mode(path: Path) -> int | None:

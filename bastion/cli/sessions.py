@@ -280,7 +280,10 @@ def export_cmd(
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     fmt: Annotated[str, typer.Option("--format", help="cast (asciicast v2 file), json (session + events), "
                                      "or raw (the exact bytes of one stream).")] = "cast",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout "
+                                                   "(a new file, mode 0600; never through a symlink).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the -o file if it exists (a symlink "
+                                        "there is replaced, not followed).")] = False,
     channel: Annotated[Optional[int], typer.Option(help="Channel id (needed when there are several).")] = None,
     stream: Annotated[str, typer.Option(help="For raw: stdout, stderr or input.")] = "stdout",
     merge_stderr: Annotated[bool, typer.Option("--merge-stderr", help="For cast: write stderr as stdout events "
@@ -288,6 +291,9 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a session's recording as asciicast, JSON, or the exact recorded bytes.
+
+    With -o the file is created new (mode 0600): an existing file or a symlink at that
+    path is an error unless --force, which replaces it (never writing through a link).
 
     Example: bastion sessions export 42 --format cast -o session-42.cast
     """
@@ -302,7 +308,7 @@ def export_cmd(
     if fmt == "json":
         payload = json.dumps(query.public(player.export_json(record, data_dir)),
                              ensure_ascii=True, indent=2) + "\n"
-        _write(output, payload.encode())
+        _write(output, payload.encode(), force)
         return
     channels = [c for c in record["channels"] if c.get("path")]
     if channel is not None:
@@ -316,29 +322,39 @@ def export_cmd(
     path = data_dir / ch["path"]
     if fmt == "raw":
         _, events = player.load(path)
-        _write(output, player.stream_bytes(events, stream))
+        _write(output, player.stream_bytes(events, stream), force)
         return
     if output is None:
         player.export_cast(path, sys.stdout.buffer, merge_stderr=merge_stderr)
         sys.stdout.buffer.flush()
     else:
-        try:
-            with open(output, "wb") as fh:
-                player.export_cast(path, fh, merge_stderr=merge_stderr)
-        except OSError as exc:
-            raise RecordingError(f"cannot write {output}: {exc}") from exc
-        err_console.print(Text(f"wrote {output}", style="dim"))
+        _write(output, lambda fh: player.export_cast(path, fh, merge_stderr=merge_stderr), force)
 
 
-def _write(output: Path | None, data: bytes) -> None:
+def _write(output: Path | None, data, force: bool = False) -> None:
+    """``data`` (bytes, or a function writing to a binary file) to stdout or to ``-o``."""
     if output is None:
-        sys.stdout.buffer.write(data)
+        if callable(data):
+            data(sys.stdout.buffer)
+        else:
+            sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    from bastion.private import OutputExists, new_output_file
     try:
-        output.write_bytes(data)
+        with new_output_file(output, overwrite=force) as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+    except OutputExists as exc:
+        what = "is a symbolic link" if exc.symlink else "already exists"
+        raise RecordingError(f"{output} {what}; not written",
+                             hint="choose a new file name, or pass --force to replace it"
+                                  + (" (the link itself, not what it points to)"
+                                     if exc.symlink else "")) from None
     except OSError as exc:
-        raise RecordingError(f"cannot write {output}: {exc}") from exc
+        raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from exc
     err_console.print(Text(f"wrote {output}", style="dim"))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -209,12 +210,65 @@ def test_export_cast_json_and_raw(data, tmp_path):
     assert r.exit_code == 0, r.output
     assert raw.read_bytes() == data["payload"]
     r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(path), "--format", "raw",
-            "--stream", "stderr", "-o", str(raw))
+            "--stream", "stderr", "-o", str(raw), "--force")      # replacing needs --force
     assert raw.read_bytes() == b"pg_dump: done\n"
     r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(path), "--json")
     exported = json.loads(r.stdout)
     codes = [e[1] for e in exported["channels"][0]["events"]]
     assert "ob" in codes and "e" in codes and exported["commands"][0]["action"] == "review"
+
+
+@pytest.mark.parametrize("fmt", ["cast", "raw", "json"])
+def test_export_does_not_overwrite_without_force(data, tmp_path, fmt):
+    """Issue 16 item 9: an existing -o file is an error (exit 1, one clear line), untouched."""
+    out = tmp_path / "existing"
+    out.write_bytes(b"keep me\n")
+    r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(data["path"]), "--format", fmt,
+            "-o", str(out))
+    assert r.exit_code == 1
+    assert f"error: {out} already exists; not written" in " ".join(r.stderr.split())
+    assert "--force" in r.stderr and "Traceback" not in r.stderr
+    assert out.read_bytes() == b"keep me\n"
+    r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(data["path"]), "--format", fmt,
+            "-o", str(out), "--force")
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes() != b"keep me\n"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"]      # no temporary file left
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_export_never_writes_through_a_symlink(data, tmp_path, dangling):
+    """A symlink at -o (planted to make a reviewer overwrite another file) is refused, and with
+    --force replaced by a regular file; what it points to is never written."""
+    victim = tmp_path / "victim"
+    if not dangling:
+        victim.write_bytes(b"precious\n")
+    link = tmp_path / "out.cast"
+    link.symlink_to(victim)
+    r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(data["path"]), "-o", str(link))
+    assert r.exit_code == 1
+    assert "is a symbolic link; not written" in " ".join(r.stderr.split())
+    assert link.is_symlink()
+    assert (victim.read_bytes() == b"precious\n") if not dangling else not victim.exists()
+    r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(data["path"]), "-o", str(link),
+            "--force")
+    assert r.exit_code == 0, r.output
+    assert not link.is_symlink() and link.read_bytes() == data["exec"].path.read_bytes()
+    assert (victim.read_bytes() == b"precious\n") if not dangling else not victim.exists()
+
+
+def test_export_to_a_new_file_is_private(data, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "new.json"
+        r = cli("sessions", "export", str(data["s2"]), "--data-dir", str(data["path"]), "--json",
+                "-o", str(out))
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert json.loads(out.read_text())["id"] == data["s2"]
 
 
 def test_export_needs_channel_when_ambiguous(data):
