@@ -24,21 +24,13 @@ Command lines and decisions stored in the index or the log go through
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import asyncssh
-
-from bastion.errors import RecordingError
+from bastion.proto.channel import INPUT, STDERR, STDOUT  # noqa: F401 - the streams' names
 from bastion.proto.masker import BUILTIN, Masker, QUIET_FLUSH_SECONDS, mask_text
 
 LIVE_QUIET = QUIET_FLUSH_SECONDS       # 50 ms
-
-_monotonic = time.monotonic
-
-STDOUT, STDERR, INPUT = "stdout", "stderr", "input"
 
 
 @dataclass
@@ -112,56 +104,3 @@ class MaskedDecision:
 
 def masked_decision(decision, detectors: Sequence = BUILTIN) -> MaskedDecision:
     return MaskedDecision(decision, detectors)
-
-
-class MaskFlushMixin:
-    """Quiet-stream flushing of a session's maskers (mixed into InnerSession).
-
-    Needs ``self.masks``, ``self.rec``, ``self.chan``, ``self._finished``,
-    ``self._closed``, ``self._last_data``, ``self._flush_timer`` and
-    ``self._recording_failed``.
-    """
-
-    def _data_seen(self) -> None:
-        # called for every chunk: only the time is noted; the timer re-arms itself
-        if not self.masks.live:              # the recording worker flushes its own maskers
-            return
-        self._last_data = _monotonic()
-        if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                LIVE_QUIET, self._quiet_check)
-
-    def _quiet_check(self) -> None:
-        self._flush_timer = None
-        if self._finished or self.masks is None:
-            return
-        loop = asyncio.get_running_loop()
-        idle = _monotonic() - self._last_data
-        if idle < LIVE_QUIET:
-            self._flush_timer = loop.call_later(LIVE_QUIET - idle, self._quiet_check)
-            return
-        try:
-            self._flush_masks()
-        except RecordingError as exc:
-            self._recording_failed(exc)
-
-    def _flush_masks(self, final: bool = False) -> None:
-        """Emit what the maskers hold: to the recording, and to the agent when live."""
-        if self.masks is None:
-            return
-        if final and self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        for stream, data in self.masks.flush():
-            if stream == INPUT:
-                self.rec.input(data)
-                continue
-            self.rec.output(data, stderr=(stream == STDERR))
-            if self.masks.live and not self._closed and self.chan is not None:
-                try:
-                    if stream == STDERR:
-                        self.chan.write_stderr(data)
-                    else:
-                        self.chan.write(data)
-                except (asyncssh.Error, OSError):
-                    pass

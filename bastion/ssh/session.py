@@ -12,6 +12,9 @@ shell with a pty, and exec with a pty: a mediated shell (:mod:`bastion.ssh.shell
   runs only decided command texts; an exec command is decided first, as above.
   A shell without a pty is refused (scripts use exec; people use a pty).
 
+The order of everything (record first, decide before upstream, end once) is the pure
+:class:`bastion.proto.channel.ChannelCore`; this module carries out its actions.
+
 Every channel is recorded (:mod:`bastion.recording`) before anything runs: when
 the recording cannot be opened or written, the channel is refused or ended —
 a session never runs unrecorded.  Writes to the recording are flow-controlled:
@@ -29,30 +32,30 @@ the inner server).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from typing import Any
 
 import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
+from bastion.proto import channel as c
+from bastion.proto.channel import EXIT_BASTION_ERROR, EXIT_DENIED, EXIT_NOT_APPROVED  # noqa: F401
 from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ReviewMixin
-from bastion.ssh.masking import INPUT, STDERR, STDOUT, MaskFlushMixin, masked_decision
+from bastion.ssh.masking import LIVE_QUIET, masked_decision
 from bastion.ssh.relay import Valve, UpstreamSide, printable
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
 
-EXIT_DENIED = 126
-EXIT_NOT_APPROVED = 125
-EXIT_BASTION_ERROR = 255
-
 UPSTREAM_WINDOW = 4 * 1024 * 1024
 UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 KiB) per packet
 
 
-class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
-    """One session channel of an inner connection."""
+class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
+    """One session channel of an inner connection: the glue around a ChannelCore."""
 
     def __init__(self, ctx: InnerContext) -> None:
         self.ctx = ctx
@@ -67,18 +70,22 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         self.agent_valve = Valve()           # reading from the agent
         self.upstream_valve = Valve()        # reading from the host
         self.rec = None                       # recording.ChannelRecording
-        self.masks = None                     # masking.ChannelMasks (after the grant check)
+        self.core: c.ChannelCore | None = None
+        self._mediated = None                 # shell.MediatedSession for a pty session
+        self._decision = None
+        self._command_id: int | None = None
+        self._closed = False                  # the agent's channel is gone
+        self._draining = False
+        self._unrecorded = False              # a record failed while ending: show no more
+        self._queue: collections.deque = collections.deque()
+        self._applying = False
+        self._tasks: set[asyncio.Task] = set()
         self._last_data = 0.0
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._command_id: int | None = None
-        self._pending: list[bytes] = []
-        self._pending_eof = False
-        self._mediated = None                 # shell.MediatedSession for a pty session
-        self._closed = False
-        self._finished = False
-        self._draining = False
-        self._task: asyncio.Task | None = None
-        self._review_task: asyncio.Task | None = None
+
+    @property
+    def _finished(self) -> bool:
+        return self.core is not None and self.core.ended
 
     # -- requests ------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
@@ -104,11 +111,94 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         return False
 
     def session_started(self) -> None:
+        self.core = c.ChannelCore(self.kind or "shell", self.command, bool(self.term_type),
+                                  mask=self.ctx.services.mask)
         self.agent_valve.pause("starting")
-        self._task = asyncio.ensure_future(self._start())
+        self._spawn(self._open_recording())
+
+    # -- carrying out the core's actions -------------------------------------
+    def _apply(self, actions: list) -> None:
+        """Carry out actions in order (those of events raised meanwhile after them)."""
+        self._queue.extend(actions)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._queue:
+                action = self._queue.popleft()
+                try:
+                    self._do(action)
+                except RecordingError as exc:
+                    if self.core.ended:           # ending anyway: go on, but show no more
+                        self._unrecorded = True
+                        continue
+                    log.error("session %s ended: recording failed: %s", self.ctx.where, exc)
+                    self._queue.clear()           # what followed the record is not done
+                    self._queue.extend(self.core.recording_failed(str(exc)))
+                except BastionError as exc:
+                    log.warning("session %s failed: %s", self.ctx.where, exc)
+                    self._queue.clear()
+                    self._queue.extend(self.core.error(str(exc)))
+                except Exception:  # noqa: BLE001 - never leave a channel hanging on a bug
+                    log.exception("session %s: internal error", self.ctx.where)
+                    self._queue.clear()
+                    self._queue.extend(self.core.fail("bastion: internal error (see the "
+                                                      "bastion log)"))
+        finally:
+            self._applying = False
+
+    def _do(self, action) -> None:
+        core = self.core
+        if isinstance(action, c.Record):
+            if action.stream == c.INPUT:
+                self.rec.input(action.data)
+            else:
+                self.rec.output(action.data, stderr=action.stream == c.STDERR)
+            self._watch_high_water()
+        elif isinstance(action, c.ToAgent):
+            if not self._closed and not self._unrecorded:
+                self.chan.write(action.data,
+                                asyncssh.EXTENDED_DATA_STDERR if action.stderr else None)
+        elif isinstance(action, c.ToHost):
+            self.up_chan.write(action.data)
+        elif isinstance(action, c.ToShell):
+            self._mediated.agent_data(action.data)
+        elif isinstance(action, c.NoteData):
+            self._note_data()
+        elif isinstance(action, c.Marker):
+            if self.rec is not None:
+                self.rec.marker(action.label)
+        elif isinstance(action, c.CheckGrant):
+            self._apply(core.granted(self._check_grant()))
+        elif isinstance(action, c.Decide):
+            self._decide(action.command)
+        elif isinstance(action, c.AskApproval):
+            self._spawn(self._review(action.command))
+        elif isinstance(action, c.Connect):
+            if action.mediated:
+                from bastion.ssh.shell import MediatedSession
+                self._mediated = MediatedSession(self, first_command=action.first_command)
+                self._command_id = None           # a mediated shell records its own results
+            self._spawn(self._connect())
+        elif isinstance(action, c.HostEof):
+            self.up_chan.write_eof()
+        elif isinstance(action, c.ShellEof):
+            self._mediated.eof()
+        elif isinstance(action, c.ResumeAgent):
+            self.agent_valve.resume("starting")
+        elif isinstance(action, c.CommandResult):
+            if self._command_id is not None:
+                self.rec.command_result(self._command_id, action.status)
+        elif isinstance(action, c.End):
+            self._end(action)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- start: recording, grant, policy, upstream -----------------------------
-    async def _start(self) -> None:
+    async def _open_recording(self) -> None:
         ctx = self.ctx
         services = ctx.services
         masks = services.channel_masks(ctx, self.kind)
@@ -119,160 +209,112 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             await self.rec.opened()          # the file exists before anything can run
         except RecordingError as exc:
             log.error("session %s refused: recording unavailable: %s", ctx.where, exc)
-            self._finish(f"bastion: sessions are refused: they cannot be recorded ({exc})",
-                         EXIT_BASTION_ERROR)
+            self._apply(self.core.recording_refused(str(exc)))
             return
+        self._apply(self.core.recording_opened(masks))
+
+    def _check_grant(self) -> str | None:
+        ctx = self.ctx
+        if ctx.services.config.grant_for(ctx.principal, ctx.target, self.kind) is not None:
+            return None
+        reason = (f"no grant lets {ctx.principal.label} open a {self.kind} channel "
+                  f"on target {ctx.target.name}")
+        audit.warning("channel refused principal=%s target=%s kind=%s: %s",
+                      ctx.principal.subject, ctx.target.name, self.kind, reason)
+        return reason
+
+    def _decide(self, command: str) -> None:
+        services = self.ctx.services
+        decision = self._decision = services.decide(self.ctx, command, channel="exec")
+        self._command_id = self.rec.command(services.mask(command),
+                                            masked_decision(decision, services.detectors))
+        action = decision.action.value
+        message = self._decision_message(decision) if action == "deny" else ""
+        self._apply(self.core.decided(action, message))
+
+    async def _review(self, command: str) -> None:
         try:
-            grant = services.config.grant_for(ctx.principal, ctx.target, self.kind)
-            self.masks = masks
-            if not self._is_mediated():
-                for data in self._pending:
-                    masked = self.masks.feed(INPUT, data)
-                    if masked:
-                        self.rec.input(masked)
-            if grant is None:
-                reason = (f"no grant lets {ctx.principal.label} open a {self.kind} channel "
-                          f"on target {ctx.target.name}")
-                audit.warning("channel refused principal=%s target=%s kind=%s: %s",
-                              ctx.principal.subject, ctx.target.name, self.kind, reason)
-                self._marker(f"refused: {reason}")
-                self._finish(f"bastion: {reason}", EXIT_DENIED)
-                return
-            if self.kind == "exec":
-                decision = services.decide(ctx, self.command, channel="exec")
-                self._command_id = self.rec.command(services.mask(self.command),
-                                                    masked_decision(decision, services.detectors))
-                if decision.action.value == "deny":
-                    self._finish(self._decision_message(decision), EXIT_DENIED)
-                    return
-                if decision.action.value == "review":
-                    outcome = await self._ask_approval(self.command, decision, self._command_id)
-                    if not outcome.approved:
-                        from bastion.approvals.notices import outcome_message
-                        self._finish(outcome_message(outcome), EXIT_NOT_APPROVED)
-                        return
-            if self.kind == "exec" and self.term_type:
-                # exec with a pty: the decided command runs in a mediated shell, so what is
-                # typed into it afterwards reaches only that command, never a shell.
-                from bastion.ssh.shell import MediatedSession
-                self._mediated = MediatedSession(self, first_command=self.command)
-                self._command_id = None
-            elif self.kind == "exec":
-                pass
-            elif not self.term_type:
-                # Without a terminal there is no line editing to follow: bytes that a pty
-                # would treat as editing keys reach the shell literally, so keystroke
-                # tracking cannot be exact.  Scripts use exec; people use a pty.
-                self._finish("bastion: a shell needs a terminal here: run commands as "
-                             "`ssh host 'command'` or ask for a pty with `ssh -t`", EXIT_DENIED)
-                return
-            else:
-                from bastion.ssh.shell import MediatedSession
-                self._mediated = MediatedSession(self)
-            await self._open_upstream()
+            outcome = await self._ask_approval(command, self._decision, self._command_id)
         except RecordingError as exc:
             self._recording_failed(exc)
-        except BastionError as exc:
-            log.warning("session %s failed: %s", ctx.where, exc)
-            self._marker(f"error: {exc}")
-            self._finish(f"bastion: {exc}", EXIT_BASTION_ERROR)
+            return
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - never leave a channel hanging on a bug
-            log.exception("session %s: internal error", ctx.where)
+        except Exception:  # noqa: BLE001
+            log.exception("session %s: internal error while waiting for approval",
+                          self.ctx.where)
             self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
+            return
+        message = ""
+        if not outcome.approved:
+            from bastion.approvals.notices import outcome_message
+            message = outcome_message(outcome)
+        self._apply(self.core.approved(outcome.approved, message))
 
     @staticmethod
     def _decision_message(decision) -> str:
         rule = decision.rule or "<none>"
         return f"bastion: denied by rule {rule}: {printable(decision.reason)}"
 
+    async def _connect(self) -> None:
+        try:
+            await self._open_upstream()
+        except asyncio.CancelledError:
+            raise
+        except RecordingError as exc:
+            self._recording_failed(exc)
+        except BastionError as exc:
+            log.warning("session %s failed: %s", self.ctx.where, exc)
+            self._apply(self.core.error(str(exc)))
+        except Exception:  # noqa: BLE001 - never leave a channel hanging on a bug
+            log.exception("session %s: internal error", self.ctx.where)
+            self._apply(self.core.fail("bastion: internal error (see the bastion log)"))
+
     async def _open_upstream(self) -> None:
         ctx = self.ctx
         services = ctx.services
         self.up_conn = await services.pool.acquire(ctx.target)
         env = services.filter_env(self.chan.get_environment())
-        if self._mediated is not None:
-            try:
-                self.up_chan = await self._mediated.open(self.up_conn, env)
-            except BaseException:
-                services.pool.release(ctx.target, self.up_conn)
-                self.up_conn = None
-                raise
-            self.upstream_valve.attach(self.up_chan)
-            if self._closed or self._finished:
-                self._mediated.close()
-                self.up_chan.close()
-                return
-            pending, self._pending = self._pending, []
-            for data in pending:
-                self._mediated.agent_data(data)
-            if self._pending_eof:
-                self._mediated.machine.state = "closed"
-                self._mediated.ctl_chan.write_eof()
-            self.agent_valve.resume("starting")
-            return
         try:
-            self.up_chan, _ = await self.up_conn.create_session(
-                lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
-                term_type=self.term_type, term_size=self.term_size,
-                env=env, encoding=None,
-                window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
-        except asyncssh.ChannelOpenError as exc:
+            if self._mediated is not None:
+                self.up_chan = await self._mediated.open(self.up_conn, env)
+            else:
+                try:
+                    self.up_chan, _ = await self.up_conn.create_session(
+                        lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
+                        term_type=self.term_type, term_size=self.term_size,
+                        env=env, encoding=None,
+                        window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
+                except asyncssh.ChannelOpenError as exc:
+                    raise UpstreamError(f"target {ctx.target.name} refused the session: "
+                                        f"{exc.reason}") from exc
+        except BaseException:
             services.pool.release(ctx.target, self.up_conn)
             self.up_conn = None
-            raise UpstreamError(f"target {ctx.target.name} refused the session: "
-                                f"{exc.reason}") from exc
+            raise
         self.upstream_valve.attach(self.up_chan)
-        if self._closed or self._finished:
+        if self.core.ended:                   # the agent left (or the channel ended) meanwhile
+            if self._mediated is not None:
+                self._mediated.close()
             self.up_chan.close()
             return
-        pending, self._pending = self._pending, []
-        for data in pending:
-            self.up_chan.write(data)
-        if self._pending_eof:
-            self.up_chan.write_eof()
-        self.agent_valve.resume("starting")
+        self._apply(self.core.upstream_ready())
 
-    def _is_mediated(self) -> bool:
-        return bool(self.term_type) and self.kind in ("shell", "exec")
+    # -- helpers for the mediated shell and the approval hold -------------------
+    def _relay_output(self, data: bytes, datatype: Any = None) -> None:
+        self._apply(self.core.output(data, datatype == asyncssh.EXTENDED_DATA_STDERR))
 
-    # -- ending ------------------------------------------------------------------
     def _finish(self, message: str, status: int) -> None:
         """End the channel from the bastion's side: a message on stderr, an exit status."""
-        if self._finished:
-            return
-        self._finished = True
-        text = (message + ("\r\n" if self.term_type else "\n")).encode("utf-8", "replace")
-        if self.rec is not None:
-            try:
-                self._flush_masks(final=True)
-                self.rec.output(self.ctx.services.mask(text.decode("utf-8", "replace"))
-                                .encode("utf-8", "replace"), stderr=True)
-            except RecordingError:
-                pass
-            self.rec.close(exit_status=status)
-        if self.up_chan is not None:
-            self.up_chan.close()
-        if self._closed or self.chan is None:
-            return
-        try:
-            self.chan.write_stderr(text)
-            self.chan.exit(status)
-        except (asyncssh.Error, OSError, BrokenPipeError):
-            self.chan.close()
+        self._apply(self.core.fail(message, status))
 
     def _recording_failed(self, exc: Exception) -> None:
         log.error("session %s ended: recording failed: %s", self.ctx.where, exc)
-        self._finish(f"bastion: session ended: it can no longer be recorded ({exc})",
-                     EXIT_BASTION_ERROR)
+        self._apply(self.core.recording_failed(str(exc)))
 
     def _marker(self, label: str) -> None:
         if self.rec is not None:
-            try:
-                self.rec.marker(label)
-            except RecordingError as exc:
-                self._recording_failed(exc)
+            self._recorded(self.rec.marker, label)
 
     def _recorded(self, fn, *args, **kwargs) -> bool:
         """Call a recording method; on failure end the channel.  False if it failed."""
@@ -281,12 +323,16 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         except RecordingError as exc:
             self._recording_failed(exc)
             return False
+        self._watch_high_water()
+        return True
+
+    # -- flow control and the live maskers' quiet timer -----------------------
+    def _watch_high_water(self) -> None:
         if self.rec.over_high_water() and not self._draining:
             self._draining = True
             self.agent_valve.pause("recording")
             self.upstream_valve.pause("recording")
-            asyncio.ensure_future(self._drain())
-        return True
+            self._spawn(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -298,46 +344,63 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
             self.agent_valve.resume("recording")
             self.upstream_valve.resume("recording")
 
+    def _note_data(self) -> None:
+        # called for every live-masked chunk: only the time is noted; the timer re-arms itself
+        self._last_data = time.monotonic()
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(LIVE_QUIET, self._quiet)
+
+    def _quiet(self) -> None:
+        self._flush_timer = None
+        if self.core.ended:
+            return
+        idle = time.monotonic() - self._last_data
+        if idle < LIVE_QUIET:
+            self._flush_timer = asyncio.get_running_loop().call_later(LIVE_QUIET - idle,
+                                                                      self._quiet)
+            return
+        self._apply(self.core.quiet())
+
+    # -- ending ------------------------------------------------------------------
+    def _end(self, end: c.End) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self.rec is not None:
+            self.rec.close(exit_status=end.status,
+                           exit_signal=end.signal[0] if end.signal else None)
+        if self._mediated is not None and not end.agent:
+            self._mediated.close()
+        if self.up_chan is not None:
+            self.up_chan.close()
+        if not end.agent or self._closed or self.chan is None:
+            return
+        try:
+            if end.message:
+                self.chan.write_stderr(end.message)
+            if end.signal:
+                name, core_dumped, msg, lang = end.signal
+                self.chan.exit_with_signal(name, core_dumped, msg, lang)
+            elif end.status is not None:
+                self.chan.exit(end.status)
+            else:
+                self.chan.close()
+        except (asyncssh.Error, OSError):
+            self.chan.close()
+
     # -- agent → upstream ----------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:
         if self.agent_valve.reasons:          # asyncssh resumed the channel on its own
             self.agent_valve.hold()
-        if self.masks is None:                # before recording and masks exist: keep, record later
-            self._pending.append(data)
-            return
-        if self._finished:
-            return
-        if self._mediated is not None:        # typed text is recorded as decided lines only
-            if self.up_chan is None:
-                self._pending.append(data)
-            else:
-                self._mediated.agent_data(data)
-            return
-        masked = self.masks.feed(INPUT, data)
-        if masked and not self._recorded(self.rec.input, masked):
-            return
-        self._data_seen()
-        if self.up_chan is None:
-            self._pending.append(data)
-            return
-        self.up_chan.write(data)
+        self._apply(self.core.agent_data(data))
 
     def eof_received(self) -> bool:
-        if self._mediated is not None:
-            if self._mediated.ctl_chan is not None:
-                self._mediated.ctl_chan.write_eof()
-            else:
-                self._pending_eof = True
-            return True
-        if self.up_chan is None:
-            self._pending_eof = True
-        else:
-            self.up_chan.write_eof()
+        self._apply(self.core.agent_eof())
         return True
 
     def terminal_size_changed(self, width, height, pixwidth, pixheight) -> None:
         self.term_size = (width, height, pixwidth, pixheight)
-        if self.rec is not None:
+        if self.rec is not None and not self._finished:
             self._recorded(self.rec.resize, width, height)
         if self._mediated is not None:
             self._mediated.resize(width)
@@ -362,19 +425,15 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        for task in (self._task, self._review_task):
-            if task and not task.done():
+        for task in list(self._tasks):
+            if not task.done():
                 task.cancel()           # a pending approval request is withdrawn
+        if self.core is not None:
+            self._apply(self.core.agent_closed())
         if self._mediated is not None:
             self._mediated.close()
         if self.up_chan is not None:
             self.up_chan.close()
-        if self.rec is not None and not self._finished:
-            try:
-                self._flush_masks(final=True)
-            except RecordingError:
-                pass
-            self.rec.close()            # agent went away first; upstream status unknown
 
     # -- upstream → agent ----------------------------------------------------
     def upstream_data(self, data: bytes, datatype: Any) -> None:
@@ -385,33 +444,11 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         if self._mediated is not None:
             self._mediated.host_data(data)
             return
-        self._relay_output(data, datatype)
-
-    def _relay_output(self, data: bytes, datatype: Any) -> None:
-        """Host output to the agent: masked, recorded first, then written."""
-        stderr = datatype == asyncssh.EXTENDED_DATA_STDERR
-        masked = self.masks.feed(STDERR if stderr else STDOUT, data)
-        if masked and not self._recorded(self.rec.output, masked, stderr=stderr):
-            return
-        if not self._closed:
-            if self.masks.live:
-                if masked:
-                    self.chan.write(masked, datatype)
-            else:
-                self.chan.write(data, datatype)
-        self._data_seen()
+        self._apply(self.core.host_data(data, datatype == asyncssh.EXTENDED_DATA_STDERR))
 
     def upstream_eof(self) -> None:
-        """The host's output ended.  The EOF itself is passed on with the exit status.
-
-        An OpenSSH client whose stdin is already at EOF closes the channel as soon as it
-        sees EOF; passing EOF on at once would lose the exit status that follows it.
-        """
-        if not self._closed and not self._finished:
-            try:
-                self._flush_masks()          # what the maskers hold goes out now
-            except RecordingError as exc:
-                self._recording_failed(exc)
+        """The host's output ended.  The EOF itself is passed on with the exit status."""
+        self._apply(self.core.host_eof())
 
     def upstream_closed(self, exc: Exception | None) -> None:
         if self._mediated is not None:
@@ -419,36 +456,10 @@ class InnerSession(ReviewMixin, MaskFlushMixin, asyncssh.SSHServerSession):
         if self.up_conn is not None:
             self.ctx.services.pool.release(self.ctx.target, self.up_conn)
             self.up_conn = None
-        if self._finished:
-            return
         up = self.up_chan
         signal = up.get_exit_signal() if up else None
         status = up.get_exit_status() if up else None
-        if signal:
+        if signal and not self._finished:
             log.info("session %s: exit signal %s", self.ctx.where, signal[0])
-        if self._command_id is not None:
-            self.rec.command_result(self._command_id, status)
-        try:
-            self._flush_masks(final=True)
-        except RecordingError as exc:
-            log.error("session %s: the end of the output was not recorded: %s",
-                      self.ctx.where, exc)
-        if self._closed:
-            self._finished = True
-            self.rec.close(exit_status=status, exit_signal=signal[0] if signal else None)
-            return
-        if status is None and not signal and exc is not None:
-            self._finish(f"bastion: upstream connection lost: {exc}", EXIT_BASTION_ERROR)
-            return
-        self._finished = True
-        self.rec.close(exit_status=status, exit_signal=signal[0] if signal else None)
-        try:
-            if signal:
-                name, core_dumped, msg, lang = signal
-                self.chan.exit_with_signal(name, core_dumped, msg, lang)
-            elif status is not None:
-                self.chan.exit(status)
-            else:
-                self.chan.close()
-        except (asyncssh.Error, OSError):
-            self.chan.close()
+        self._apply(self.core.host_closed(status, signal or None,
+                                          str(exc) if exc is not None else None))

@@ -163,6 +163,11 @@ class MediatedSession:
     def resize(self, width: int) -> None:
         self.machine.resize(width)
 
+    def eof(self) -> None:
+        """The agent ended its input: the shell exits once its command channel ends."""
+        if self.ctl_chan is not None:
+            self.ctl_chan.write_eof()
+
     def close(self) -> None:
         if self.review_task and not self.review_task.done():
             self.review_task.cancel()
