@@ -92,9 +92,9 @@ class Services:
         names = default_bastion_names()
         if listen_host and listen_host not in ("0.0.0.0", "::") and listen_host not in names:
             names = names + (listen_host,)
-        hostkeys = HostKeys.load_or_create(data_dir, names)
         vault = Vault.from_env(keys_dir)
         vault.unlock()           # wrong passphrase: fail at start, not at the first session
+        hostkeys = HostKeys.load_or_create(data_dir, names, vault=vault)   # encrypted like it
         for name in sorted({t.key for t in config.targets.values()}):
             vault.load(name)     # a key named by [[targets]] but missing: fail at start too
         from bastion.approvals import ApprovalBroker

@@ -4,8 +4,10 @@ Covers: generating and importing the keys the bastion uses to log in to targets,
 listing them (without the passphrase), and decrypting them for the upstream
 connection (cached in memory for the life of the process).  Also the small
 file helpers (atomic, no-clobber, 0600/0700) that ``bastion.ssh.hostca`` reuses.
-Does not cover: the bastion's own host keys and host CA (``bastion.ssh.hostca``),
-upstream user certificates, or any key agent.
+The bastion's own host key and host CA are kept in this format too, in
+``DATA_DIR/hostkeys`` with the same passphrase (:meth:`Vault.sibling`); which
+keys those are and how they are made is ``bastion.ssh.hostca``'s.
+Does not cover: upstream user certificates, or any key agent.
 
 At-rest format (one JSON file per key, ``keys/NAME.key``; the public half also
 in ``keys/NAME.pub`` for people)::
@@ -259,6 +261,7 @@ class Vault:
         self._passphrase = passphrase
         self._derived: dict[tuple, tuple[bytes, bytes]] = {}   # kdf params -> (enc key, check key)
         self._cache: dict[str, tuple[tuple, asyncssh.SSHKey]] = {}
+        self._kdf_parent: Vault | None = None
 
     @classmethod
     def from_env(cls, keys_dir: Path, environ: dict | None = None) -> "Vault":
@@ -266,6 +269,18 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault({str(self.keys_dir)!r}, passphrase={self._passphrase!r})"
+
+    def sibling(self, directory: Path) -> "Vault":
+        """A vault over another directory, encrypted with this one's passphrase.
+
+        For the bastion's host keys (bastion.ssh.hostca).  Derived keys are shared, and
+        the first key written there reuses this vault's salt, so scrypt runs once per
+        process for both.
+        """
+        other = Vault(directory, self._passphrase)
+        other._derived = self._derived
+        other._kdf_parent = self
+        return other
 
     # -- paths
     def key_path(self, name: str) -> Path:
@@ -320,6 +335,16 @@ class Vault:
         finally:
             pw = None
         key.set_comment(f"bastion:{name}")
+        return self._store(name, key, force=force)
+
+    def store(self, name: str, key: asyncssh.SSHKey, *, force: bool = False) -> str:
+        """Encrypt ``key`` (an asyncssh private key) into the vault as NAME; its public line.
+
+        Without ``force`` an existing NAME is a VaultError ("already exists").
+        """
+        check_name(name)
+        self._require_passphrase()
+        self._refuse_existing(name, force)
         return self._store(name, key, force=force)
 
     def list(self) -> list[KeyInfo]:
@@ -448,6 +473,8 @@ class Vault:
                                  hint=f"the vault's existing keys use another passphrase; "
                                       f"{_HINT_PASSPHRASE}")
             return dict(header["kdf"])
+        if self._kdf_parent is not None:
+            return self._kdf_parent._kdf_for_new_key()
         return {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
                 "salt": _b64(secrets.token_bytes(16))}
 

@@ -67,20 +67,25 @@ def known_hosts_cmd(
     this line `StrictHostKeyChecking yes` holds for the bastion and every target. With the
     default pattern '*' the CA is trusted for every host name: keep the line in a known_hosts
     file of its own used only for bastion connections (as `bastion ssh-config` does). The CA
-    is created in the data dir if it does not exist yet.
+    is created in the data dir if it does not exist yet (encrypted with the vault passphrase,
+    BASTION_VAULT_PASSPHRASE or BASTION_VAULT_PASSPHRASE_FILE; reading an existing one needs
+    no passphrase).
 
     Example:
 
         bastion ca known-hosts --data-dir data > ~/.ssh/bastion_known_hosts
     """
-    from bastion.ssh.hostca import HostKeys, known_hosts_pattern
+    from bastion.ssh.hostca import HostKeys, PublicHostKeys, known_hosts_pattern
+    from bastion.vault import passphrase_from_env
 
     host, port = _split_host_port(bastion_host, 22)
     targets = target or ["*"]
     for t in targets:
         if not _PATTERN.fullmatch(t):
             raise ConfigError(f"invalid --target pattern {t!r}")
-    keys = HostKeys.load_or_create(data_dir)
+    keys = PublicHostKeys.read(data_dir)          # the public halves: no passphrase needed
+    if keys is None:                              # first use: make them (encrypted)
+        keys = HostKeys.load_or_create(data_dir, passphrase=passphrase_from_env())
     text = keys.known_hosts_lines(known_hosts_pattern(host, port), ",".join(targets),
                                   include_plain_host_key=plain)
     print(f"# bastion host CA ({keys.ca_key.get_fingerprint('sha256')}); "

@@ -1,9 +1,13 @@
 """The bastion's own host key and host CA, and the host certificates it issues.
 
 Covers: creating on first start, in ``DATA_DIR/hostkeys/`` (dir 0700, files
-0600, like sshd's host keys: unencrypted, protected by permissions), the
-bastion's outer host key ``ssh_host_ed25519_key`` and the host CA key
-``host_ca``; certifying the outer host key for the bastion's own names; issuing
+0600), the bastion's outer host key ``ssh_host_ed25519_key`` and the host CA key
+``host_ca``, both encrypted with the vault passphrase in the vault's format
+(``NAME.key``, public half in ``NAME.pub``; bastion.vault); migrating the
+unencrypted files an older bastion wrote (``NAME``, OpenSSH format): re-written
+encrypted at the next start, the plain file removed, one log line; reading the
+public halves without the passphrase (``bastion ca known-hosts``); certifying the
+outer host key for the bastion's own names; issuing
 per-target host certificates for inner connections; the ``@cert-authority``
 line agents put in known_hosts.  Does not cover: upstream keys (``bastion.vault``),
 user certificates, revocation lists.
@@ -23,11 +27,18 @@ Decisions:
   are valid from ``BACKDATE`` seconds in the past (clock skew) for
   ``INNER_VALIDITY`` and re-issued when less than ``RENEW_MARGIN`` is left.
 * Files that are group- or world-accessible are refused (fail closed), as sshd
-  refuses unprotected host keys.
+  refuses unprotected host keys, encrypted or not.
+* Why encrypted although sshd keeps its host keys in the clear: the CA key vouches for
+  every target name to every agent, so a copy of the data dir (a backup, a support
+  bundle) must not be enough to impersonate them; the passphrase lives apart from it,
+  like the upstream keys'.  Known limit: the plain file a migration removes may survive
+  in backups, snapshots or the disk's free blocks -- where that matters, make a new CA
+  (remove ``hostkeys/``) and hand agents the new ``@cert-authority`` line.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import socket
@@ -39,7 +50,10 @@ from typing import Callable, Iterable, Sequence
 import asyncssh
 
 from bastion.errors import TargetError, VaultError
-from bastion.vault import atomic_write, ensure_private_dir
+from bastion.secret import Secret
+from bastion.vault import Vault, ensure_private_dir
+
+log = logging.getLogger("bastion.hostca")
 
 HOSTKEYS_DIR = "hostkeys"
 HOST_KEY_FILE = "ssh_host_ed25519_key"
@@ -76,70 +90,138 @@ def _check_principal(name: str) -> str:
     return name
 
 
-def _load_or_create_key(path: Path, comment: str) -> asyncssh.SSHKey:
+def _refuse_open(path: Path) -> bool:
+    """True if ``path`` exists; a VaultError if others can access it."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode = stat.S_IMODE(path.lstat().st_mode)
     except FileNotFoundError:
-        key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
-        try:
-            atomic_write(path, key.export_private_key("openssh"))
-        except FileExistsError:
-            return _load_or_create_key(path, comment)   # another process won the race
-        except OSError as exc:
-            raise VaultError(f"cannot write {path}: {exc.strerror}") from exc
-        atomic_write(path.with_name(path.name + ".pub"), key.export_public_key("openssh"),
-                     overwrite=True)
-        return key
+        return False
     if mode & 0o077:
         raise VaultError(f"{path} is accessible by other users (mode {mode:o}); refusing to use it",
                          hint=f"chmod 600 {path}")
+    return True
+
+
+def _read_plain(path: Path) -> asyncssh.SSHKey:
+    """An unencrypted host key as an older bastion wrote it (OpenSSH format)."""
     try:
         return asyncssh.read_private_key(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
         raise VaultError(f"cannot read host key {path}: {exc}",
                          hint="restore it from backup; deleting it makes a new one that agents "
                               "will not trust") from exc
 
 
-class HostKeys:
-    """The bastion's host key, its host CA, and the certificates they make."""
+def _load_encrypted(vault: Vault, name: str) -> asyncssh.SSHKey:
+    try:
+        return vault.load(name)
+    except VaultError as exc:
+        if "passphrase" in str(exc):
+            raise VaultError(f"cannot decrypt host key {vault.key_path(name)}: {exc}",
+                             hint=exc.hint) from exc
+        raise VaultError(f"cannot read host key {vault.key_path(name)}: {exc}",
+                         hint="restore it from backup; deleting it makes a new one that agents "
+                              "will not trust") from exc
 
-    def __init__(self, host_key: asyncssh.SSHKey, ca_key: asyncssh.SSHKey, *,
-                 bastion_names: Sequence[str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+
+def _same_key(a: asyncssh.SSHKey, b: asyncssh.SSHKey) -> bool:
+    return a.export_public_key("openssh").split()[:2] == b.export_public_key("openssh").split()[:2]
+
+
+def _load_or_create_key(vault: Vault, name: str, comment: str) -> asyncssh.SSHKey:
+    encrypted = vault.key_path(name)
+    plain = vault.keys_dir / name
+    has_encrypted = _refuse_open(encrypted)
+    has_plain = _refuse_open(plain)
+    if has_encrypted:
+        key = _load_encrypted(vault, name)
+        if has_plain:                # a migration stopped after writing the encrypted copy
+            if not _same_key(_read_plain(plain), key):
+                raise VaultError(f"{plain} and {encrypted} hold different keys",
+                                 hint=f"keep the one agents trust and remove the other "
+                                      f"(the CA's fingerprint is {key.get_fingerprint('sha256')} "
+                                      f"in {encrypted.name})")
+            plain.unlink()
+            log.warning("host key %s: removed the unencrypted copy %s (it was migrated)",
+                        name, plain)
+        return key
+    if has_plain:
+        key = _read_plain(plain)
+        _store(vault, name, key)
+        plain.unlink()
+        log.warning("host key %s migrated: re-written encrypted with the vault passphrase "
+                    "(%s, %s); the unencrypted file %s was removed", name, encrypted,
+                    key.get_fingerprint("sha256"), plain)
+        return key
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+    if not _store(vault, name, key):
+        return _load_encrypted(vault, name)      # another process made it meanwhile
+    log.info("host key %s created (%s), encrypted with the vault passphrase", name,
+             key.get_fingerprint("sha256"))
+    return key
+
+
+def _store(vault: Vault, name: str, key: asyncssh.SSHKey) -> bool:
+    """Write ``key`` encrypted; False if another process wrote NAME first."""
+    try:
+        vault.store(name, key)
+    except VaultError as exc:
+        if vault.key_path(name).exists() and "already exists" in str(exc):
+            return False
+        raise VaultError(f"cannot store host key {name}: {exc}", hint=exc.hint) from exc
+    return True
+
+
+def _hostkeys_dir(data_dir: Path) -> Path:
+    directory = Path(data_dir) / HOSTKEYS_DIR
+    if directory.is_dir():
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            raise VaultError(f"{directory} is accessible by other users (mode {mode:o}); "
+                             "refusing to use it", hint=f"chmod 700 {directory}")
+    return directory
+
+
+def _public_key(directory: Path, name: str) -> asyncssh.SSHKey | None:
+    """The public half of host key NAME without the passphrase; None if it does not exist."""
+    vault = Vault(directory, None)
+    if _refuse_open(vault.key_path(name)):
+        try:
+            return asyncssh.import_public_key(vault.public_line(name))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise VaultError(f"cannot read host key {vault.key_path(name)}: {exc}") from exc
+    plain = directory / name
+    if _refuse_open(plain):
+        return _read_plain(plain).convert_to_public()
+    return None
+
+
+class PublicHostKeys:
+    """The public halves of the host key and CA: what agents are told to trust."""
+
+    def __init__(self, host_key: asyncssh.SSHKey, ca_key: asyncssh.SSHKey) -> None:
         self.host_key = host_key
         self.ca_key = ca_key
-        self.bastion_names = tuple(_check_principal(n) for n in
-                                   (bastion_names or default_bastion_names()))
-        self._clock = clock
-        self._inner_key = asyncssh.generate_private_key("ssh-ed25519", comment="bastion-inner")
-        self._certs: dict[str, asyncssh.SSHCertificate] = {}
-        self._expiry: dict[str, float] = {}
-        now = int(clock())
-        self.host_cert = ca_key.generate_host_certificate(
-            host_key, "bastion outer host key", serial=secrets.randbits(63),
-            principals=list(self.bastion_names), valid_after=now - BACKDATE,
-            valid_before=now + OUTER_VALIDITY, comment="bastion")
 
     @classmethod
-    def load_or_create(cls, data_dir: Path, bastion_names: Iterable[str] | None = None, *,
-                       clock: Callable[[], float] = time.time) -> "HostKeys":
-        """Load the host key and CA from ``data_dir/hostkeys``, creating them the first time."""
-        directory = Path(data_dir) / HOSTKEYS_DIR
-        existed = directory.is_dir()
-        if existed:
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if mode & 0o077:
-                raise VaultError(f"{directory} is accessible by other users (mode {mode:o}); "
-                                 "refusing to use it", hint=f"chmod 700 {directory}")
-        ensure_private_dir(directory)
-        host_key = _load_or_create_key(directory / HOST_KEY_FILE, "bastion")
-        ca_key = _load_or_create_key(directory / CA_KEY_FILE, CA_COMMENT)
-        names = list(bastion_names) if bastion_names is not None else None
-        return cls(host_key, ca_key, bastion_names=names, clock=clock)
+    def read(cls, data_dir: Path) -> "PublicHostKeys | None":
+        """Read both public halves from ``data_dir/hostkeys`` (no passphrase needed).
+
+        None when either key does not exist yet (``HostKeys.load_or_create`` makes them).
+        The public half of an encrypted key is authenticated only when the key is next
+        decrypted (bastion.vault's known limit).
+        """
+        directory = _hostkeys_dir(data_dir)
+        if not directory.is_dir():
+            return None
+        host_key = _public_key(directory, HOST_KEY_FILE)
+        ca_key = _public_key(directory, CA_KEY_FILE)
+        if host_key is None or ca_key is None:
+            return None
+        return cls(host_key, ca_key)
 
     def __repr__(self) -> str:
-        return f"HostKeys(ca={self.ca_key.get_fingerprint('sha256')}, names={self.bastion_names})"
+        return f"{type(self).__name__}(ca={self.ca_key.get_fingerprint('sha256')})"
 
     # -- what agents are told to trust
     def ca_public_line(self) -> str:
@@ -175,6 +257,46 @@ class HostKeys:
             key = self.host_key.export_public_key("openssh").decode("ascii").split()[:2]
             lines.append(f"{bastion_host_pattern} {' '.join(key)} bastion")
         return "\n".join(lines) + "\n"
+
+
+class HostKeys(PublicHostKeys):
+    """The bastion's host key, its host CA, and the certificates they make."""
+
+    def __init__(self, host_key: asyncssh.SSHKey, ca_key: asyncssh.SSHKey, *,
+                 bastion_names: Sequence[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.host_key = host_key
+        self.ca_key = ca_key
+        self.bastion_names = tuple(_check_principal(n) for n in
+                                   (bastion_names or default_bastion_names()))
+        self._clock = clock
+        self._inner_key = asyncssh.generate_private_key("ssh-ed25519", comment="bastion-inner")
+        self._certs: dict[str, asyncssh.SSHCertificate] = {}
+        self._expiry: dict[str, float] = {}
+        now = int(clock())
+        self.host_cert = ca_key.generate_host_certificate(
+            host_key, "bastion outer host key", serial=secrets.randbits(63),
+            principals=list(self.bastion_names), valid_after=now - BACKDATE,
+            valid_before=now + OUTER_VALIDITY, comment="bastion")
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path, bastion_names: Iterable[str] | None = None, *,
+                       vault: Vault | None = None, passphrase: Secret[str] | None = None,
+                       clock: Callable[[], float] = time.time) -> "HostKeys":
+        """Load the host key and CA from ``data_dir/hostkeys``, creating them the first time.
+
+        They are encrypted with the vault passphrase: ``vault`` (the upstream keys' vault,
+        whose passphrase and derived key are reused) or ``passphrase``.  Without either,
+        a VaultError says how to set it.  Unencrypted keys of an older bastion are
+        migrated (see the module doc).
+        """
+        directory = _hostkeys_dir(data_dir)
+        ensure_private_dir(directory)
+        keys = vault.sibling(directory) if vault is not None else Vault(directory, passphrase)
+        host_key = _load_or_create_key(keys, HOST_KEY_FILE, "bastion")
+        ca_key = _load_or_create_key(keys, CA_KEY_FILE, CA_COMMENT)
+        names = list(bastion_names) if bastion_names is not None else None
+        return cls(host_key, ca_key, bastion_names=names, clock=clock)
 
     # -- what the server presents
     def server_host_keys(self) -> list:

@@ -110,9 +110,10 @@ def test_import_encrypted_ssh_keygen_key(tmp_path: Path):
 
 def test_ca_known_hosts_prints_the_ca_of_the_data_dir(tmp_path: Path):
     data = tmp_path / "data"
-    r = run("ca", "known-hosts", "--data-dir", str(data))
+    r = run("ca", "known-hosts", "--data-dir", str(data),
+            env={"BASTION_VAULT_PASSPHRASE": PASSPHRASE})     # first use: creates the CA
     assert r.returncode == 0, r.stderr
-    keys = HostKeys.load_or_create(data)
+    keys = HostKeys.load_or_create(data, passphrase=Secret(PASSPHRASE))
     lines = [l for l in r.stdout.splitlines() if not l.startswith("#")]
     assert lines == [f"@cert-authority * {keys.ca_public_line()}"]
     narrow = run("ca", "known-hosts", "--data-dir", str(data), "--bastion-host", "127.0.0.1:2222",
@@ -120,6 +121,20 @@ def test_ca_known_hosts_prints_the_ca_of_the_data_dir(tmp_path: Path):
     assert f"@cert-authority [127.0.0.1]:2222,web*,db1 {keys.ca_public_line()}" in narrow.stdout
     bad = run("ca", "known-hosts", "--data-dir", str(data), "--target", "a b")
     assert bad.returncode != 0 and "invalid --target" in bad.stderr
+
+
+def test_ca_known_hosts_needs_the_passphrase_only_to_create_the_ca(tmp_path: Path):
+    data = tmp_path / "data"
+    first = run("ca", "known-hosts", "--data-dir", str(data))
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert "passphrase is not set" in first.stderr and "BASTION_VAULT_PASSPHRASE" in first.stderr
+    assert not (data / "hostkeys" / "host_ca").exists()          # nothing written in the clear
+    made = run("ca", "known-hosts", "--data-dir", str(data),
+               env={"BASTION_VAULT_PASSPHRASE": PASSPHRASE})
+    assert made.returncode == 0, made.stderr
+    again = run("ca", "known-hosts", "--data-dir", str(data))   # existing CA: no passphrase
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == made.stdout
 
 
 def _ssh_G(config: Path, host: str) -> dict[str, str]:
@@ -200,9 +215,10 @@ async def test_generated_files_let_real_ssh_jump_with_strict_host_keys(tmp_path:
     data = tmp_path / "data"
     kh = tmp_path / "bastion_known_hosts"
     proc = await asyncio.create_subprocess_exec(
-        BASTION, "ca", "known-hosts", "--data-dir", str(data), stdout=subprocess.PIPE)
+        BASTION, "ca", "known-hosts", "--data-dir", str(data), stdout=subprocess.PIPE,
+        env={**os.environ, "BASTION_VAULT_PASSPHRASE": PASSPHRASE})
     kh.write_bytes((await proc.communicate())[0])
-    keys = HostKeys.load_or_create(data)
+    keys = HostKeys.load_or_create(data, passphrase=Secret(PASSPHRASE))
     inner = await asyncssh.create_server(_StandIn, "127.0.0.1", 0,
                                          server_host_keys=[keys.cert_for("web1")],
                                          process_factory=lambda p: p.exit(0))

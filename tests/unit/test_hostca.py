@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import re
 import shutil
@@ -14,14 +16,23 @@ import asyncssh
 import pytest
 
 from bastion.errors import TargetError, VaultError
+from bastion.secret import Secret
 from bastion.ssh.hostca import (
-    BACKDATE, INNER_VALIDITY, RENEW_MARGIN, HostKeys, known_hosts_pattern,
+    BACKDATE, INNER_VALIDITY, RENEW_MARGIN, HostKeys, PublicHostKeys, known_hosts_pattern,
 )
+from bastion.vault import Vault, atomic_write
 
 SSH = shutil.which("ssh")
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_ssh = pytest.mark.skipif(SSH is None, reason="OpenSSH ssh client not installed")
 needs_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen not installed")
+
+
+PASSPHRASE = Secret("host keys passphrase for tests")
+
+
+def load(data_dir: Path, names=None) -> HostKeys:
+    return HostKeys.load_or_create(data_dir, names, passphrase=PASSPHRASE)
 
 
 class FakeClock:
@@ -33,40 +44,42 @@ class FakeClock:
 
 
 def test_created_with_private_permissions(tmp_path: Path):
-    HostKeys.load_or_create(tmp_path / "data")
+    load(tmp_path / "data")
     d = tmp_path / "data" / "hostkeys"
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     names = sorted(p.name for p in d.iterdir())
-    assert names == ["host_ca", "host_ca.pub", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    assert names == ["host_ca.key", "host_ca.pub", "ssh_host_ed25519_key.key",
+                     "ssh_host_ed25519_key.pub"]
     for p in d.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
 
 
 def test_same_keys_after_restart(tmp_path: Path):
-    first = HostKeys.load_or_create(tmp_path)
-    again = HostKeys.load_or_create(tmp_path)
+    first = load(tmp_path)
+    again = load(tmp_path)
     assert again.ca_public_line() == first.ca_public_line()
     assert (again.host_key.export_public_key() == first.host_key.export_public_key())
-    other = HostKeys.load_or_create(tmp_path / "elsewhere")
+    other = load(tmp_path / "elsewhere")
     assert other.ca_public_line() != first.ca_public_line()
 
 
 @pytest.mark.parametrize("victim, mode", [
-    ("hostkeys/host_ca", 0o640), ("hostkeys/ssh_host_ed25519_key", 0o604), ("hostkeys", 0o750),
+    ("hostkeys/host_ca.key", 0o640), ("hostkeys/ssh_host_ed25519_key.key", 0o604),
+    ("hostkeys", 0o750),
 ])
 def test_unprotected_files_are_refused(tmp_path: Path, victim: str, mode: int):
-    HostKeys.load_or_create(tmp_path)
+    load(tmp_path)
     os.chmod(tmp_path / victim, mode)
     with pytest.raises(VaultError, match="accessible by other users") as info:
-        HostKeys.load_or_create(tmp_path)
+        load(tmp_path)
     assert "chmod" in info.value.hint
 
 
 def test_damaged_ca_is_an_error_not_a_new_ca(tmp_path: Path):
-    HostKeys.load_or_create(tmp_path)
-    (tmp_path / "hostkeys" / "host_ca").write_text("garbage")
+    load(tmp_path)
+    (tmp_path / "hostkeys" / "host_ca.key").write_text("garbage")
     with pytest.raises(VaultError, match="cannot read host key"):
-        HostKeys.load_or_create(tmp_path)
+        load(tmp_path)
 
 
 def test_ca_public_line():
@@ -147,7 +160,7 @@ def _keygen_L(tmp_path: Path, cert: asyncssh.SSHCertificate) -> str:
 
 @needs_keygen
 def test_cert_as_read_by_ssh_keygen(tmp_path: Path):
-    keys = HostKeys.load_or_create(tmp_path)
+    keys = load(tmp_path)
     _, cert = keys.cert_for("web1")
     out = _keygen_L(tmp_path, cert)
     assert "host certificate" in out
@@ -160,7 +173,7 @@ def test_cert_as_read_by_ssh_keygen(tmp_path: Path):
 
 @needs_keygen
 def test_outer_cert_lists_the_bastion_names(tmp_path: Path):
-    keys = HostKeys.load_or_create(tmp_path, ["127.0.0.1", "bastion.example"])
+    keys = load(tmp_path, ["127.0.0.1", "bastion.example"])
     out = _keygen_L(tmp_path, keys.host_cert)
     principals = re.search(r"Principals:\s*\n((?:\s{12,}\S+\n)+)", out).group(1).split()
     assert principals == ["127.0.0.1", "bastion.example"]
@@ -196,7 +209,7 @@ async def _server(host_keys) -> tuple[asyncssh.SSHAcceptor, int]:
 
 @needs_ssh
 async def test_real_ssh_accepts_target_cert_for_its_name_only(tmp_path: Path):
-    keys = HostKeys.load_or_create(tmp_path / "data")
+    keys = load(tmp_path / "data")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(keys.known_hosts_lines())
     server, port = await _server([keys.cert_for("web1")])
@@ -215,8 +228,8 @@ async def test_real_ssh_accepts_target_cert_for_its_name_only(tmp_path: Path):
 
 @needs_ssh
 async def test_real_ssh_rejects_a_cert_from_another_ca(tmp_path: Path):
-    ours = HostKeys.load_or_create(tmp_path / "ours")
-    theirs = HostKeys.load_or_create(tmp_path / "theirs")
+    ours = load(tmp_path / "ours")
+    theirs = load(tmp_path / "theirs")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(ours.known_hosts_lines())
     server, port = await _server([theirs.cert_for("web1")])
@@ -231,7 +244,7 @@ async def test_real_ssh_rejects_a_cert_from_another_ca(tmp_path: Path):
 
 @needs_ssh
 async def test_real_ssh_accepts_the_bastion_outer_cert(tmp_path: Path):
-    keys = HostKeys.load_or_create(tmp_path / "data", ["127.0.0.1", "localhost"])
+    keys = load(tmp_path / "data", ["127.0.0.1", "localhost"])
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(keys.known_hosts_lines())
     server, port = await _server(keys.server_host_keys())
@@ -243,3 +256,123 @@ async def test_real_ssh_accepts_the_bastion_outer_cert(tmp_path: Path):
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --------------------------------------------------------------------------- encrypted at rest
+
+def _private_material(key: asyncssh.SSHKey) -> list[str]:
+    """Lines of the key's OpenSSH private encoding: none may appear in a file or a log."""
+    body = key.export_private_key("openssh").decode().splitlines()[1:-1]
+    return [line for line in body if len(line) > 20]
+
+
+def test_keys_are_encrypted_with_the_vault_passphrase(tmp_path: Path):
+    keys = load(tmp_path)
+    d = tmp_path / "hostkeys"
+    for path in d.iterdir():
+        text = path.read_text()
+        assert "PRIVATE KEY" not in text and PASSPHRASE.reveal() not in text
+        for secret_key in (keys.host_key, keys.ca_key):
+            assert not any(line in text for line in _private_material(secret_key))
+    for name in ("host_ca", "ssh_host_ed25519_key"):
+        envelope = json.loads((d / f"{name}.key").read_text())
+        assert envelope["header"]["format"] == "bastion-vault-key"
+        assert envelope["header"]["name"] == name
+    assert (d / "host_ca.pub").read_text().split()[:2] == keys.ca_public_line().split()[:2]
+
+
+def test_wrong_or_missing_passphrase_is_refused(tmp_path: Path):
+    load(tmp_path)
+    with pytest.raises(VaultError, match="wrong vault passphrase"):
+        HostKeys.load_or_create(tmp_path, passphrase=Secret("not the passphrase"))
+    with pytest.raises(VaultError, match="passphrase is not set") as info:
+        HostKeys.load_or_create(tmp_path)
+    assert "BASTION_VAULT_PASSPHRASE" in info.value.hint
+
+
+def test_a_new_data_dir_without_passphrase_is_refused_not_written_plain(tmp_path: Path):
+    with pytest.raises(VaultError, match="passphrase is not set"):
+        HostKeys.load_or_create(tmp_path)
+    assert not any(p.suffix == "" and p.is_file() for p in (tmp_path / "hostkeys").iterdir())
+
+
+def _legacy(directory: Path) -> dict[str, asyncssh.SSHKey]:
+    """Host keys as a bastion before issue 16 item 8 wrote them: OpenSSH format, unencrypted."""
+    directory.mkdir(mode=0o700, parents=True)
+    keys = {}
+    for name, comment in (("ssh_host_ed25519_key", "bastion"), ("host_ca", "bastion-host-ca")):
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+        atomic_write(directory / name, key.export_private_key("openssh"))
+        atomic_write(directory / f"{name}.pub", key.export_public_key("openssh"), overwrite=True)
+        keys[name] = key
+    return keys
+
+
+def test_unencrypted_keys_are_migrated_once_and_stay_the_same_keys(tmp_path: Path, caplog):
+    old = _legacy(tmp_path / "hostkeys")
+    before = PublicHostKeys.read(tmp_path)           # what `ca known-hosts` printed before
+    with caplog.at_level(logging.INFO, logger="bastion.hostca"):
+        keys = load(tmp_path)
+    assert keys.ca_key.export_public_key() == old["host_ca"].export_public_key()
+    assert keys.host_key.export_public_key() == old["ssh_host_ed25519_key"].export_public_key()
+    assert keys.ca_public_line() == before.ca_public_line()      # agents keep trusting it
+    d = tmp_path / "hostkeys"
+    assert sorted(p.name for p in d.iterdir()) == [
+        "host_ca.key", "host_ca.pub", "ssh_host_ed25519_key.key", "ssh_host_ed25519_key.pub"]
+    migrated = [r.getMessage() for r in caplog.records if "migrated" in r.getMessage()]
+    assert len(migrated) == 2
+    assert all("re-written encrypted with the vault passphrase" in m for m in migrated)
+    logged = caplog.text
+    assert PASSPHRASE.reveal() not in logged
+    for key in old.values():
+        assert not any(line in logged for line in _private_material(key))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bastion.hostca"):
+        again = load(tmp_path)
+    assert "migrated" not in caplog.text
+    assert again.ca_public_line() == keys.ca_public_line()
+
+
+def test_an_interrupted_migration_finishes(tmp_path: Path):
+    old = _legacy(tmp_path / "hostkeys")
+    vault = Vault(tmp_path / "hostkeys", PASSPHRASE)
+    vault.store("host_ca", old["host_ca"])              # written encrypted, plain not yet removed
+    keys = load(tmp_path)
+    assert keys.ca_key.export_public_key() == old["host_ca"].export_public_key()
+    assert not (tmp_path / "hostkeys" / "host_ca").exists()
+
+
+def test_two_different_ca_keys_are_refused(tmp_path: Path):
+    _legacy(tmp_path / "hostkeys")
+    Vault(tmp_path / "hostkeys", PASSPHRASE).store(
+        "host_ca", asyncssh.generate_private_key("ssh-ed25519"))
+    with pytest.raises(VaultError, match="hold different keys"):
+        load(tmp_path)
+    assert (tmp_path / "hostkeys" / "host_ca").exists()       # nothing removed
+
+
+def test_an_unprotected_unencrypted_key_is_refused_not_migrated(tmp_path: Path):
+    _legacy(tmp_path / "hostkeys")
+    os.chmod(tmp_path / "hostkeys" / "host_ca", 0o644)
+    with pytest.raises(VaultError, match="accessible by other users"):
+        load(tmp_path)
+    assert not (tmp_path / "hostkeys" / "host_ca.key").exists()
+
+
+def test_public_halves_are_read_without_the_passphrase(tmp_path: Path):
+    assert PublicHostKeys.read(tmp_path) is None
+    keys = load(tmp_path)
+    public = PublicHostKeys.read(tmp_path)
+    assert public.ca_public_line() == keys.ca_public_line()
+    assert public.known_hosts_lines("[127.0.0.1]:2222", include_plain_host_key=True) == \
+        keys.known_hosts_lines("[127.0.0.1]:2222", include_plain_host_key=True)
+
+
+def test_host_keys_share_the_upstream_vaults_salt(tmp_path: Path):
+    vault = Vault(tmp_path / "keys", PASSPHRASE)
+    vault.generate("web1")
+    HostKeys.load_or_create(tmp_path / "data", vault=vault)
+    salts = {json.loads(p.read_text())["header"]["kdf"]["salt"]
+             for p in [tmp_path / "keys" / "web1.key",
+                       *(tmp_path / "data" / "hostkeys").glob("*.key")]}
+    assert len(salts) == 1                                      # one scrypt per process
