@@ -131,16 +131,15 @@ def open_mode(path: Path) -> int | None:
 
 
 def describe_open(mode: int) -> str:
-    """``readable and writable by its group`` and the like, for refusal messages."""
-    who = []
-    for name, read, write in (("its group", stat.S_IRGRP, stat.S_IWGRP),
-                              ("other users", stat.S_IROTH, stat.S_IWOTH)):
-        what = [w for bit, w in ((read, "readable"), (write, "writable")) if mode & bit]
-        if what:
-            who.append(f"{' and '.join(what)} by {name}")
-        elif mode & (stat.S_IXGRP if name == "its group" else stat.S_IXOTH):
-            who.append(f"searchable by {name}")
-    return ", ".join(who) or "open to other users"
+    """What other users can do with a directory of ``mode``: ``read and written`` and so on."""
+    verbs = []
+    if mode & 0o044:
+        verbs.append("read")
+    if mode & 0o022:
+        verbs.append("written")
+    if mode & 0o011 and not verbs:
+        verbs.append("entered")
+    return " and ".join(verbs)
 
 
 @dataclass

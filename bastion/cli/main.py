@@ -24,6 +24,10 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    # Everything bastion writes (index, recordings, keys, exports, tokens) is for its own
+    # user; modules also set 0600/0700 explicitly, this covers what they do not.
+    from bastion.private import set_private_umask
+    set_private_umask()
     app()
 
 

@@ -15,6 +15,37 @@ from bastion.cli.common import (
 from pathlib import Path
 
 from bastion.errors import BastionError, ConfigError
+from bastion.private import describe_open, open_mode, set_private_umask, tighten_tree
+
+
+log = logging.getLogger("bastion.serve")
+
+
+def check_dir_modes(data_dir: Path, keys_dir: Path, *, strict: bool) -> None:
+    """Refuse (strict) or warn about a data/keys dir other users can use; then, when strict,
+    take group/other permissions off what an older bastion created in the data dir."""
+    for option, path in (("--data-dir", data_dir), ("--keys-dir", keys_dir)):
+        mode = open_mode(path)
+        if mode is None:
+            continue
+        what = f"{option} {path} can be {describe_open(mode)} by other users (mode {mode:o})"
+        if strict:
+            raise BastionError(what, hint=f"chmod 700 {path}, or start with --no-strict-modes "
+                                          "if other users must have access")
+        log.warning("%s; starting anyway (--no-strict-modes)", what)
+    if strict and data_dir.is_dir():
+        from bastion.ssh.hostca import HOSTKEYS_DIR
+        try:
+            done = tighten_tree(data_dir, skip=(HOSTKEYS_DIR,))  # host keys: refused, not fixed
+        except OSError as exc:
+            raise BastionError(f"cannot make the files in {data_dir} private: "
+                               f"{exc.strerror or exc}",
+                               hint="the data dir's files must belong to the user that runs "
+                                    "bastion serve") from exc
+        if done.count:
+            log.warning("made %d directories and %d files in %s private (group/other "
+                        "permissions removed; an older bastion created them that way)",
+                        done.dirs, done.files, data_dir)
 
 
 def setup_logging(level: str) -> None:
@@ -32,11 +63,19 @@ def serve_cmd(
     keys_dir: KeysDirOpt = Path(DEFAULT_KEYS_DIR),
     log_level: str = typer.Option("info", "--log-level", envvar="BASTION_LOG_LEVEL",
                                   help="debug, info, warning or error."),
+    strict_modes: bool = typer.Option(
+        True, "--strict-modes/--no-strict-modes", envvar="BASTION_STRICT_MODES",
+        help="Refuse to start when other users can read, write or enter the data dir or the "
+             "keys dir (the default). --no-strict-modes starts anyway, with a warning; what "
+             "bastion creates is private (0600/0700) either way."),
 ) -> None:
     """Run the bastion: agents log in with an OIDC token and reach targets with `ssh -J`.
 
-    Host keys and the host CA are created in the data dir on first start. The vault
-    passphrase comes from BASTION_VAULT_PASSPHRASE or BASTION_VAULT_PASSPHRASE_FILE.
+    Host keys and the host CA are created in the data dir on first start, encrypted with
+    the vault passphrase like the upstream keys (unencrypted ones from an older bastion are
+    re-written encrypted). The vault passphrase comes from BASTION_VAULT_PASSPHRASE or
+    BASTION_VAULT_PASSPHRASE_FILE. Everything is created private (umask 077), and a data or
+    keys dir open to other users is refused unless --no-strict-modes.
     SIGHUP (or editing the policy file) reloads policy.toml; an invalid file is refused
     and the previous policy kept. SIGTERM/SIGINT disconnect agents with a message and stop.
 
@@ -55,6 +94,8 @@ def serve_cmd(
         if path.exists() and not path.is_dir():
             raise BastionError(f"{option} {path} is not a directory",
                                hint=f"pass a directory for {option} (it is created if missing)")
+    set_private_umask()
+    check_dir_modes(data_dir, keys_dir, strict=strict_modes)
     try:
         services = Services.build(policy, data_dir, keys_dir, listen_host=host)
     except OSError as exc:          # data/keys dir not creatable, not readable...
