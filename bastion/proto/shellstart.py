@@ -43,12 +43,15 @@ SHELLS = ("bash", "sh")
 # whatever the decided commands do to the shell's state, because it runs in the same shell:
 #  * POSIX mode: a function cannot be named like a special builtin (unset, eval, exec, return,
 #    trap, break, :) nor hold a '/', so those are the real builtins here; before each frame the
-#    loop removes any function shadowing the regular builtins it calls (read, printf) and
-#    defines its own functions again;
+#    loop removes any function shadowing the regular builtins it calls (read, printf,
+#    command) and defines its own functions again;
 #  * its control flow uses only keywords and special builtins (no `[`), its variables are set
 #    before use, the ones that matter are read-only;
 #  * a text with a syntax error is rejected by `sh -n` first (a syntax error inside eval would
-#    end a POSIX shell), and the INT/QUIT traps only `return` inside a running command.
+#    end a POSIX shell); the text runs under `command eval`, so that an assignment to a
+#    read-only variable fails the command instead of ending the shell (an expansion error,
+#    `set -u` and `${x?}`, still ends it); the INT/QUIT traps only `return` inside a
+#    running command.
 LOOP = r"""
 __bastion_in=0 __bastion_s=0
 trap 'case $__bastion_in in 1) return 130;; esac' INT
@@ -58,13 +61,13 @@ PS4='+ '
 unset BASH_ENV ENV
 readonly PS4 BASH_ENV ENV LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check
 exec 4>&1
-unset -f read printf
+unset -f read printf command
 printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
 while :; do
-  unset -f read printf
+  unset -f read printf command
   __bastion_in=0
   __bastion_st() { return "$1"; }
-  __bastion_run() { __bastion_st "$__bastion_s"; eval "$__bastion_cmd"; }
+  __bastion_run() { __bastion_st "$__bastion_s"; command eval "$__bastion_cmd"; }
   __bastion_go() {
     __bastion_in=1
     if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd"; then
@@ -102,7 +105,7 @@ while :; do
   __bastion_go 3<&- 4>&-
   __bastion_s=$?
   __bastion_in=0
-  unset -f read printf
+  unset -f read printf command
   printf '\033]%s;%s;P;%s;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_s" "$PWD" >&4
 done
 exit "$__bastion_s"
