@@ -30,6 +30,7 @@ Events (each returns the actions to carry out, in order):
 Actions: :class:`Record`, :class:`Marker`, :class:`CheckGrant`, :class:`Decide`,
 :class:`AskApproval`, :class:`Connect`, :class:`ToHost`, :class:`HostEof`, :class:`ToShell`,
 :class:`ShellEof`, :class:`ToAgent`, :class:`ResumeAgent`, :class:`NoteData`,
+:class:`CloseHostLater`,
 :class:`CommandResult`, :class:`End` (close the recording and upstream; tell the agent, if
 still there, and give it the exit status or signal).
 
@@ -121,6 +122,12 @@ class ToAgent:
 
 
 @dataclass(frozen=True)
+class CloseHostLater:
+    """The agent left while its command runs: close the upstream channel if it has not
+    ended by itself after a grace time (its end then comes as ``host_closed``)."""
+
+
+@dataclass(frozen=True)
 class ResumeAgent:
     """Reading from the agent may start (it was paused while the channel started)."""
 
@@ -148,7 +155,8 @@ class End:
 
 
 Action = (Record | Marker | CheckGrant | Decide | AskApproval | Connect | ToHost | HostEof
-          | ToShell | ShellEof | ToAgent | ResumeAgent | NoteData | CommandResult | End)
+          | ToShell | ShellEof | ToAgent | ResumeAgent | NoteData | CommandResult | End
+          | CloseHostLater)
 
 
 class ChannelCore:
@@ -265,14 +273,20 @@ class ChannelCore:
         return [ShellEof() if self.mediated else HostEof()]
 
     def agent_closed(self) -> list[Action]:
-        """The agent's channel is gone (it closed it, or the connection dropped)."""
+        """The agent's channel is gone (it closed it, or the connection dropped).
+
+        A command already running upstream gets end of input and a grace time to end by
+        itself, so that its exit status (or what it still prints) is recorded; then the
+        upstream channel is closed.  Anything not started yet never starts."""
         self.agent_gone = True
         if self.ended:
             return []
+        if self.state == "relaying":
+            return [Marker("agent left: waiting for the command to end"),
+                    ShellEof() if self.mediated else HostEof(), CloseHostLater()]
         self.state = "ended"
         if self.masks is None:                   # nothing recorded yet: nothing to close
             return [End(None, agent=False)]
-        # (the upstream status is unknown: the agent went away first)
         return self._flush(final=True, to_agent=False) + [End(None, agent=False)]
 
     # -- the host --------------------------------------------------------------

@@ -52,6 +52,8 @@ audit = logging.getLogger("bastion.audit")
 
 UPSTREAM_WINDOW = 4 * 1024 * 1024
 UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 KiB) per packet
+#: seconds a command whose agent left may still run (to end by itself and report its status)
+AGENT_GONE_GRACE = 10.0
 
 
 class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
@@ -82,6 +84,7 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
         self._tasks: set[asyncio.Task] = set()
         self._last_data = 0.0
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._close_later: asyncio.TimerHandle | None = None
 
     @property
     def _finished(self) -> bool:
@@ -189,6 +192,9 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
         elif isinstance(action, c.CommandResult):
             if self._command_id is not None:
                 self.rec.command_result(self._command_id, action.status)
+        elif isinstance(action, c.CloseHostLater):
+            up = self.up_chan
+            self._close_later = asyncio.get_running_loop().call_later(AGENT_GONE_GRACE, up.close)
         elif isinstance(action, c.End):
             self._end(action)
 
@@ -363,9 +369,10 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
 
     # -- ending ------------------------------------------------------------------
     def _end(self, end: c.End) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        for timer in (self._flush_timer, self._close_later):
+            if timer is not None:
+                timer.cancel()
+        self._flush_timer = self._close_later = None
         if self.rec is not None:
             self.rec.close(exit_status=end.status,
                            exit_signal=end.signal[0] if end.signal else None)
@@ -428,12 +435,16 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
         for task in list(self._tasks):
             if not task.done():
                 task.cancel()           # a pending approval request is withdrawn
+        if self._mediated is not None:
+            self._mediated.agent_gone()
         if self.core is not None:
             self._apply(self.core.agent_closed())
-        if self._mediated is not None:
-            self._mediated.close()
-        if self.up_chan is not None:
-            self.up_chan.close()
+        if self.core is None or self.core.ended:
+            if self._mediated is not None:
+                self._mediated.close()
+            if self.up_chan is not None:
+                self.up_chan.close()
+        # (else the command still runs upstream: it ends, or is closed after a grace time)
 
     # -- upstream → agent ----------------------------------------------------
     def upstream_data(self, data: bytes, datatype: Any) -> None:

@@ -168,11 +168,16 @@ class MediatedSession:
         if self.ctl_chan is not None:
             self.ctl_chan.write_eof()
 
-    def close(self) -> None:
+    def agent_gone(self) -> None:
+        """The agent left: nothing held for review or typing runs any more."""
         if self.review_task and not self.review_task.done():
             self.review_task.cancel()
         if self.settle_timer is not None:
             self.settle_timer.cancel()
+            self.settle_timer = None
+
+    def close(self) -> None:
+        self.agent_gone()
         if self.ctl_chan is not None:
             self.ctl_chan.close()
 

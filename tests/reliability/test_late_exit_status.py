@@ -4,17 +4,15 @@ Cause, reproduced here with the real ssh client and sshd: the agent goes away wh
 command still runs on the target.  The channel ends at once -- ``ChannelCore.agent_closed``
 (bastion/proto/channel.py) returns ``End(None)``, which closes the channel's recording and
 seals the command's row with no exit status -- and the bastion closes the upstream channel.
-The command then ends and sshd sends its exit status, but the core has ended: the status is
+The command then ends and sshd sends its exit status, but the core had ended: the status was
 dropped (before the sans-IO core, ``command_result`` was sent for the sealed row and the log
 said ``exit status 3 ... arrived after the row was sealed``; ``sleep 1`` below makes the
 status come about a second after the agent left).
 
-The recording layer's half of the fix is in: ``SessionHandle.close(wait_for_channels=True)``,
-which the inner connection uses, keeps the session row open while a channel is.  The other
-half belongs to bastion/proto/channel.py and bastion/ssh/session.py: when the agent leaves
-while the upstream channel is open, close that channel but not the recording; let
-``host_closed`` emit ``CommandResult(status)`` and ``End(status, agent=False)``.  Until then
-this test is a strict expected failure.
+The fix: ``SessionHandle.close(wait_for_channels=True)`` keeps the session row open while a
+channel is, and when the agent leaves while its command runs, ``ChannelCore.agent_closed``
+gives the command end of input and a grace time (``AGENT_GONE_GRACE``) instead of closing
+it; ``host_closed`` then records its status.
 """
 
 from __future__ import annotations
@@ -43,9 +41,6 @@ def _row(rig, sql):
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="needs bastion/proto/channel.py + bastion/ssh/session.py "
-                                       "to keep the channel's recording open until the upstream "
-                                       "reports (see module doc)")
 def test_the_exit_status_of_a_command_whose_agent_left_is_recorded(rig, token):
     agent = rig.ssh_popen(token, "echo started; sleep 1; exit 3")
     try:

@@ -147,14 +147,29 @@ def test_a_lost_upstream_is_a_255_with_a_message():
     assert end.status == c.EXIT_BASTION_ERROR and b"upstream connection lost" in end.message
 
 
-def test_when_the_agent_goes_nothing_more_is_shown_and_the_recording_closes():
+def test_when_the_agent_goes_its_running_command_ends_recorded_and_nothing_is_shown():
     core = relaying(live=True)
     core.host_data(b"partial AKIA")                       # held back by the live masker
     actions = core.agent_closed()
+    assert actions[1:] == [c.HostEof(), c.CloseHostLater()] and not core.ended
+    actions = core.host_data(b" more\n") + core.host_closed(3, None)
     assert not [a for a in actions if isinstance(a, c.ToAgent)]
-    assert c.Record(c.STDOUT, b"partial AKIA") in actions   # still recorded
-    assert actions[-1] == c.End(None, agent=False)
+    assert b"".join(a.data for a in actions if isinstance(a, c.Record)) == b"partial AKIA more\n"
+    assert c.CommandResult(3) in actions and actions[-1] == c.End(3, None, agent=False)
     assert core.host_closed(0, None) == [] and core.agent_closed() == []
+
+
+@pytest.mark.parametrize("state", ["granting", "deciding", "reviewing", "connecting"])
+def test_when_the_agent_goes_before_its_command_runs_it_never_runs(state):
+    core, _ = exec_core("systemctl restart x")
+    steps = {"deciding": [("granted", None)],
+             "reviewing": [("granted", None), ("decided", "review")],
+             "connecting": [("granted", None), ("decided", "allow")]}.get(state, [])
+    for event, arg in steps:
+        getattr(core, event)(arg)
+    assert core.state == state
+    assert core.agent_closed()[-1] == c.End(None, agent=False) and core.ended
+    assert core.approved(True) == [] and core.upstream_ready() == []
 
 
 def test_a_recording_failure_ends_at_once_without_recording_more():
