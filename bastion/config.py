@@ -95,6 +95,7 @@ class Settings:
     login_grace_time: float = 30.0             # seconds to log in, then disconnect
     max_startups: int = 100                    # unauthenticated connections, all sources together
     max_startups_per_source: int = 10          # unauthenticated connections from one address
+    session_max_after_expiry: int = 300        # s an open channel outlives its token (identity.expiry)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
-           "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source")
+           "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
+           "session_max_after_expiry")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     for sel in approvers:
@@ -277,6 +279,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         login_grace_time=float(c.number(table, "login_grace_time", w, 30.0, minimum=1)),
         max_startups=_whole(c, table, "max_startups", w, 100),
         max_startups_per_source=_whole(c, table, "max_startups_per_source", w, 10),
+        session_max_after_expiry=int(c.number(table, "session_max_after_expiry", w, 300,
+                                              minimum=0)),
     )
     if settings.max_startups_per_source > settings.max_startups:
         c.add(w + ("max_startups_per_source",),

@@ -178,7 +178,10 @@ class OuterServer(asyncssh.SSHServer):
         principal = self.principal
         config = services.config
         target = config.target(dest_host)
-        if target is None:
+        expired = services.token_expired(principal)
+        if expired:
+            reason = expired
+        elif target is None:
             reason = f"unknown target {printable(dest_host)!r}"
         elif not config.may_reach(principal, target):
             reason = f"target {target.name!r} is not granted to {principal.label}"

@@ -40,6 +40,7 @@ from typing import Any
 import asyncssh
 
 from bastion.errors import BastionError, RecordingError, UpstreamError
+from bastion.identity.expiry import channel_deadline, ended_message
 from bastion.proto import channel as c
 from bastion.proto.channel import EXIT_BASTION_ERROR, EXIT_DENIED, EXIT_NOT_APPROVED  # noqa: F401
 from bastion.ssh.context import InnerContext
@@ -85,6 +86,7 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
         self._last_data = 0.0
         self._flush_timer: asyncio.TimerHandle | None = None
         self._close_later: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def _finished(self) -> bool:
@@ -118,6 +120,20 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
                                   mask=self.ctx.services.mask)
         self.agent_valve.pause("starting")
         self._spawn(self._open_recording())
+        deadline = channel_deadline(self.ctx.principal, self.ctx.services.session_grace())
+        if deadline is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.time()), self._token_over)
+
+    def _token_over(self) -> None:
+        """The token expired and the time allowed after it is over: end the channel."""
+        self._expiry = None
+        if self.core.ended:
+            return
+        grace = self.ctx.services.session_grace()
+        log.warning("session %s ended: the token expired (+%g s)", self.ctx.where, grace)
+        self._apply([c.Marker("token expired: the channel is ended")]
+                    + self.core.fail(ended_message(self.ctx.principal, grace)))
 
     # -- carrying out the core's actions -------------------------------------
     def _apply(self, actions: list) -> None:
@@ -369,14 +385,18 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
 
     # -- ending ------------------------------------------------------------------
     def _end(self, end: c.End) -> None:
-        for timer in (self._flush_timer, self._close_later):
+        for timer in (self._flush_timer, self._close_later, self._expiry):
             if timer is not None:
                 timer.cancel()
-        self._flush_timer = self._close_later = None
+        self._flush_timer = self._close_later = self._expiry = None
         if self.rec is not None:
             self.rec.close(exit_status=end.status,
                            exit_signal=end.signal[0] if end.signal else None)
-        if self._mediated is not None and not end.agent:
+        current = asyncio.current_task()
+        for task in list(self._tasks):          # an approval still pending is withdrawn
+            if task is not current and not task.done():
+                task.cancel()
+        if self._mediated is not None:
             self._mediated.close()
         if self.up_chan is not None:
             self.up_chan.close()
