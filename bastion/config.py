@@ -90,6 +90,12 @@ class Settings:
     ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
     approval_window_max: int = 0               # longest grant window (s) approvers may give
     approval_webhook: str | None = None        # POSTed a JSON body when a request is created
+    # answers without a token proof (bastion.approvals.proof) are refused unless this is
+    # on, which only a loopback (dev/demo) [oidc] issuer allows
+    approval_allow_unproven: bool = False
+    # not a key: the issuers an answer's proof may come from, filled from [oidc] (the issuer,
+    # and its Entra v1 form with allow_v1); empty: every proven answer is refused
+    approval_issuers: tuple[str, ...] = ()
     # login abuse limits (bastion.ssh.limits), OpenSSH-like
     max_auth_tries: int = 6                    # failed logins on one connection, then disconnect
     login_grace_time: float = 30.0             # seconds to log in, then disconnect
@@ -256,6 +262,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
+           "approval_allow_unproven",
            "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
            "session_max_after_expiry")
     c.keys(table, own + ENGINE_SETTINGS, w)
@@ -275,6 +282,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         ciphers=c.strings(table, "ciphers", w),
         approval_window_max=_duration(c, table, "approval_window_max", w),
         approval_webhook=_webhook(c, table, w),
+        approval_allow_unproven=c.boolean(table, "approval_allow_unproven", w, False),
         max_auth_tries=_whole(c, table, "max_auth_tries", w, 6),
         login_grace_time=float(c.number(table, "login_grace_time", w, 30.0, minimum=1)),
         max_startups=_whole(c, table, "max_startups", w, 100),
@@ -287,6 +295,29 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
               f"settings.max_startups_per_source ({settings.max_startups_per_source}) must not "
               f"exceed settings.max_startups ({settings.max_startups})")
     return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
+
+
+def _answer_trust(settings: Settings, oidc: OidcConfig | None, c: _Checker) -> Settings:
+    """``approval_issuers`` from ``[oidc]``; ``approval_allow_unproven`` only for a dev issuer.
+
+    Unproven answers (no validated token behind them) are a convenience for a dev or
+    demo issuer on this machine; with a real issuer they would let anyone who can
+    write the index approve, so the setting is refused there.
+    """
+    from dataclasses import replace
+    issuers: tuple[str, ...] = ()
+    if oidc is not None:
+        issuers = (oidc.issuer,)
+        if oidc.allow_v1:
+            from bastion.identity.oidc import entra_v1_issuer
+            v1 = entra_v1_issuer(oidc.issuer)
+            issuers += (v1,) if v1 else ()
+    if settings.approval_allow_unproven and (
+            oidc is None or not is_loopback_host(urlparse(oidc.issuer).hostname)):
+        c.add(("settings", "approval_allow_unproven"),
+              "settings.approval_allow_unproven is only for a dev issuer on a loopback "
+              "address: with a real [oidc] issuer every answer must carry its token proof")
+    return replace(settings, approval_issuers=issuers)
 
 
 def _whole(c: _Checker, table: dict, key: str, where: tuple, default: int) -> int:
@@ -447,6 +478,7 @@ def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
     base = Path(path).resolve().parent
     oidc = _oidc(raw, c, base)
     settings, engine_settings = _settings(raw, c)
+    settings = _answer_trust(settings, oidc, c)
     targets = _targets(raw, c, base)
     grants = _grants(raw, c, targets)
     masks = _masks(raw, c)

@@ -15,12 +15,19 @@ it expires, log in again.
 
 Every answer validates the token with :class:`bastion.identity.oidc.TokenValidator`
 (same ``[oidc]`` as agents), then the store checks ``[settings] approvers``, the
-four-eyes rule and the request's state in one transaction (store.py, model.py).
+four-eyes rule and the request's state in one transaction (store.py, model.py), and
+stores the answer's proof with it: the validated claims that name the approver, when
+they were validated and the token's SHA-256 (:class:`bastion.approvals.proof.AnswerProof`,
+never the token).  ``bastion serve`` checks all of it again when it acts on the
+answer (proof.py, broker.py).
 
-Trust boundary: whoever can write ``index.sqlite`` can change rows without any of
-these checks; keep the data dir readable and writable only by the bastion
-account and run the approver CLI as that account (e.g. through sudo).  A
-multi-node deployment should put answers behind an API of the bastion instead.
+Trust boundary: whoever can write ``index.sqlite`` can write rows without going
+through this module.  The broker refuses rows that do not fit (wrong approver, the
+requester, oversized windows, late answers, no proof, ...), but a row that copies a
+real approver's claims exactly is not told apart (the token is not stored, so its
+signature cannot be checked again).  Keep the data dir readable and writable only
+by the bastion account and run the approver CLI as that account (e.g. through
+sudo).  A multi-node deployment should put answers behind an API of the bastion.
 
 Tokens are never logged, printed or put in an error message.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -83,7 +91,9 @@ def save_token(token: Secret, path: Path) -> Path:
 
 
 def authenticate(config, token: Secret) -> Approver:
-    """Validate the token against ``[oidc]``; the approver it names.  Raises ApprovalError."""
+    """Validate the token against ``[oidc]``; the approver it names, with the proof that goes
+    with each answer (claims, time of validation, token hash).  Raises ApprovalError."""
+    from bastion.approvals.proof import AnswerProof
     from bastion.identity.oidc import TokenValidator
     if config.oidc is None:
         raise ConfigError("policy has no [oidc] table: approvers cannot be authenticated",
@@ -94,7 +104,9 @@ def authenticate(config, token: Secret) -> Approver:
     except TokenRejected as exc:
         raise ApprovalError(f"your token was rejected: {exc.reason}",
                             hint="run `bastion login` again (or check BASTION_TOKEN)") from None
-    return Approver.of(principal)
+    proof = AnswerProof.of(principal, token, validated_at=time.time(),
+                           subject_claim=config.oidc.subject_claim)
+    return Approver.of(principal, proof=proof)
 
 
 def is_approver(config, approver: Approver) -> bool:

@@ -40,8 +40,17 @@ Multi-node: requests carry ``node`` (default: the host name); a broker expires
 only its own node's requests.  A shared database needs another ApprovalStore
 (see store.py) and, instead of polling, could use the database's notifications.
 
-Not covered: who may answer (model.py / the CLI), agent messages and recording
-markers (notices.py).
+Trust: the broker does not take the index's word for an answer.  Whenever it acts
+on one -- a waiting request found final by the poller, at its deadline, or at
+shutdown; a grant window about to approve a new request -- it judges the row with
+:func:`bastion.approvals.proof.verify_answer` / ``verify_grant`` against the request
+as it created it (kept in memory), the settings as they are *now* and the answer's
+token proof.  A row that fails approves nothing: the waiter gets a ``refused``
+outcome (the agent the normal "not approved"), an ``ERROR`` line goes to the audit
+log, and the row is rewritten ``denied`` via ``refused`` with ``refused_reason``.
+
+Not covered: the checks themselves (proof.py), the approver's side (model.py / the
+CLI), agent messages and recording markers (notices.py).
 """
 
 from __future__ import annotations
@@ -55,12 +64,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.approvals.model import (
-    VIA_CANCELLED, VIA_NO_APPROVERS, VIA_RESTART, VIA_SHUTDOWN, VIA_TIMEOUT, ApprovalOutcome,
-    ApprovalRecord,
+    APPROVED, VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_REFUSED, VIA_RESTART,
+    VIA_SHUTDOWN, VIA_TIMEOUT, ApprovalOutcome, ApprovalRecord,
 )
+from bastion.approvals.proof import AnswerRules, verify_answer, verify_grant
 from bastion.approvals.store import ApprovalStore
 from bastion.approvals.webhook import WebhookSender, payload, safe_url
 from bastion.errors import ApprovalError
+from bastion.proto.sanitize import sanitize
 
 log = logging.getLogger("bastion.approvals")
 audit = logging.getLogger("bastion.audit")
@@ -98,7 +109,7 @@ class PendingApproval:
             self.outcome = ApprovalOutcome(self.id, False, None, "bastion shut down",
                                            time.time(), VIA_SHUTDOWN)
             return self.outcome
-        fut = broker._watch(self.id)
+        fut = broker._watch(self.id, self.record)
         loop = asyncio.get_running_loop()
         try:
             try:
@@ -107,8 +118,9 @@ class PendingApproval:
             except asyncio.TimeoutError:
                 why = f"timed out: nobody answered within {self.timeout:g} s"
                 try:
-                    outcome = (await broker._call(broker.store.finish, self.id, VIA_TIMEOUT,
-                                                  why)).outcome()
+                    # an answer committed first stands -- if it passes the broker's checks
+                    outcome = await broker._settle(self.record, await broker._call(
+                        broker.store.finish, self.id, VIA_TIMEOUT, why))
                 except ApprovalError as exc:      # fail closed: not approved
                     log.error("approval request %s: recording the timeout failed: %s",
                               self.id, exc)
@@ -145,6 +157,8 @@ class ApprovalBroker:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="bastion-approvals")
         self._waiters: dict[int, asyncio.Future] = {}
+        self._requests: dict[int, ApprovalRecord] = {}   # as created: what answers must fit
+        self.rules = AnswerRules()
         self._new_waiter = False
         self._poller: asyncio.Task | None = None
         self._closed = False
@@ -172,8 +186,11 @@ class ApprovalBroker:
         return broker
 
     def reconfigure(self, settings: Any) -> None:
-        """New settings (after a policy reload): timeout, approvers, webhook."""
+        """New settings (after a policy reload): timeout, approvers, windows, trusted
+        issuers, webhook.  Answers are judged under the settings in force when the broker
+        acts on them."""
         self.settings = settings
+        self.rules = AnswerRules.of(settings)
         url = getattr(settings, "approval_webhook", None)
         if self._webhook is not None and self._webhook.url != url:
             self._webhook.close(timeout=0)
@@ -206,10 +223,20 @@ class ApprovalBroker:
             raise ApprovalError(f"approval timeout must be positive, got {timeout!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        rules = self.rules
+
+        def grant_check(grant: ApprovalRecord):
+            verdict = verify_grant(grant, rules, now=time.time())
+            if not verdict:
+                audit.error("approval: the grant window of request %s was NOT applied: %s "
+                            "(%s; claimed approver %s)", grant.id, verdict.reason, verdict.code,
+                            sanitize(grant.approver_label or "-"))
+            return verdict
+
         record = await self._call(lambda: self.store.create(
             node=self.node, principal=principal, target=target, login=login, line=line,
             decision=decision, session_id=session_id, command_id=command_id, channel=channel,
-            timeout=timeout))
+            timeout=timeout, grant_check=grant_check))
         if not record.final and not tuple(getattr(self.settings, "approvers", ()) or ()):
             record = await self._call(self.store.finish, record.id, VIA_NO_APPROVERS,
                                       "no approvers are configured ([settings] approvers)")
@@ -231,15 +258,54 @@ class ApprovalBroker:
                 await result
         return await pending.wait()
 
+    # -- judging answers -----------------------------------------------------------------
+    def judge(self, request: ApprovalRecord | None, row: ApprovalRecord,
+              now: float | None = None) -> tuple[ApprovalOutcome, str | None]:
+        """The outcome of a final ``row``, and the refusal to record (None: none).
+
+        ``request`` is the row as this broker created it (None: it has no record of it,
+        and nothing is approved).  Rows that approve nothing pass as they are.
+        """
+        now = time.time() if now is None else now
+        if row.status != APPROVED and row.via != VIA_APPROVER:
+            return row.outcome(), None            # timeout, restart, cancelled...: not approved
+        claimed = sanitize(row.approver_label or "-")[:200]
+        if request is None:
+            code, why, verdict = "unknown", "this bastion has no record of the request", None
+        else:
+            verdict = verify_answer(request, row, self.rules, now=now)
+            code, why = verdict.code, verdict.reason
+        if verdict:
+            if not verdict.proven:
+                audit.warning("approval request %s: answer by %s accepted WITHOUT token proof "
+                              "([settings] approval_allow_unproven)", row.id, claimed)
+            return row.outcome(), None
+        reason = f"answer by {claimed} refused ({code}): {sanitize(why)}"
+        audit.error("approval request %s REFUSED: %s", row.id, reason)
+        return ApprovalOutcome(row.id, False, None, reason, now, VIA_REFUSED), reason
+
+    async def _settle(self, request: ApprovalRecord | None,
+                      row: ApprovalRecord) -> ApprovalOutcome:
+        """``judge`` and, for a refusal, record it in the row (a failure to record is logged;
+        the refusal stands)."""
+        outcome, refusal = self.judge(request, row)
+        if refusal is not None:
+            try:
+                await self._call(self.store.refuse, row.id, refusal)
+            except ApprovalError as exc:
+                log.error("approval request %s: recording the refusal failed: %s", row.id, exc)
+        return outcome
+
     def _log_outcome(self, outcome: ApprovalOutcome) -> None:
         audit.warning("approval request %s %s via %s approver=%s", outcome.request_id,
                       "approved" if outcome.approved else "not approved", outcome.via,
                       outcome.approver_subject or "-")
 
     # -- waiting -------------------------------------------------------------------------
-    def _watch(self, request_id: int) -> asyncio.Future:
+    def _watch(self, request_id: int, request: ApprovalRecord) -> asyncio.Future:
         if self._closed:
             raise ApprovalError("the approval broker is closed")
+        self._requests[request_id] = request
         fut = self._waiters.get(request_id)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -252,6 +318,7 @@ class ApprovalBroker:
     def _unwatch(self, request_id: int, fut: asyncio.Future) -> None:
         if self._waiters.get(request_id) is fut:
             del self._waiters[request_id]
+            self._requests.pop(request_id, None)
 
     async def _poll(self) -> None:
         last: int | None = None
@@ -271,7 +338,9 @@ class ApprovalBroker:
             for record in records:
                 fut = self._waiters.get(record.id)
                 if record.final and fut is not None and not fut.done():
-                    fut.set_result(record.outcome())
+                    outcome = await self._settle(self._requests.get(record.id), record)
+                    if not fut.done():
+                        fut.set_result(outcome)
 
     @property
     def waiting(self) -> int:
@@ -299,10 +368,20 @@ class ApprovalBroker:
             self._poller.cancel()
         now = time.time()
         by_id = {r.id: r for r in records}
+        requests = dict(self._requests)
         for request_id, fut in waiters.items():
             record = by_id.get(request_id)
-            outcome = record.outcome() if record is not None and record.final else \
-                ApprovalOutcome(request_id, False, None, "bastion shut down", now, VIA_SHUTDOWN)
+            outcome = ApprovalOutcome(request_id, False, None, "bastion shut down", now,
+                                      VIA_SHUTDOWN)
+            if record is not None and record.final:
+                outcome, refusal = self.judge(requests.get(request_id), record, now)
+                if refusal is not None:
+                    try:
+                        self._executor.submit(self.store.refuse, request_id, refusal
+                                              ).result(CLOSE_TIMEOUT)
+                    except Exception as exc:  # noqa: BLE001 - the refusal stands anyway
+                        log.error("approval request %s: recording the refusal failed: %s",
+                                  request_id, exc)
             _resolve(fut, outcome)
         self._executor.shutdown(wait=True)
         self.store.close()

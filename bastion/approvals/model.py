@@ -14,6 +14,10 @@ A request is held in one of these statuses; every status but ``pending`` is fina
 ``cancelled``  the requester went away while waiting (``via="cancelled"``)
 =============  =====================================================================
 
+A row the broker refused to act on (its answer failed :mod:`bastion.approvals.proof`)
+is rewritten ``denied`` with ``via="refused"``; the claimed approver stays in the row
+as evidence and ``refused`` / ``refused_reason`` say when and why.
+
 :func:`check_answer` is the whole decision on whether an approver may answer a
 request (approver selectors, four-eyes, state, expiry, grant window bounds); the
 store applies it again atomically in SQL so a race cannot slip past it.
@@ -37,8 +41,8 @@ PENDING, APPROVED, DENIED, EXPIRED, CANCELLED = "pending", "approved", "denied",
     "cancelled"
 STATUSES = (PENDING, APPROVED, DENIED, EXPIRED, CANCELLED)
 VIA_APPROVER, VIA_WINDOW, VIA_TIMEOUT, VIA_RESTART, VIA_SHUTDOWN, VIA_CANCELLED, \
-    VIA_NO_APPROVERS = "approver", "window", "timeout", "restart", "shutdown", "cancelled", \
-    "no-approvers"
+    VIA_NO_APPROVERS, VIA_REFUSED = "approver", "window", "timeout", "restart", "shutdown", \
+    "cancelled", "no-approvers", "refused"
 MAX_REASON = 1000                     # characters of an answer's reason
 MIN_TIMEOUT = 1.0
 
@@ -55,7 +59,7 @@ class ApprovalOutcome:
     reason: str
     answered_at: float
     via: str                      # approver | window | timeout | restart | shutdown | cancelled |
-    #                               no-approvers
+    #                               no-approvers | refused (the broker refused the answer)
     approver_subject: str | None = None
     window_until: float | None = None
     granted_by: int | None = None  # for via="window": the request whose approval opened it
@@ -89,11 +93,15 @@ class ApprovalRecord:
     approver_tenant: str | None = None
     approver_app_id: str | None = None
     approver_name: str | None = None
+    approver_json: str | None = None
+    approver_proof: str | None = None      # JSON of a proof.AnswerProof; None: unproven
     answer_reason: str | None = None
     window_until: float | None = None
     granted_by: int | None = None
     revoked: float | None = None
     revoked_by: str | None = None
+    refused: float | None = None           # when the broker refused this row's answer
+    refused_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> "ApprovalRecord":
@@ -129,6 +137,11 @@ class ApprovalRecord:
         """The outcome of a final record (raises ValueError on a pending one)."""
         if not self.final:
             raise ValueError(f"request {self.id} is still pending")
+        if self.via == VIA_REFUSED:           # the claimed approver is evidence, not an answer
+            return ApprovalOutcome(
+                request_id=self.id, approved=False, approver=None,
+                reason=self.refused_reason or "the answer failed the bastion's checks",
+                answered_at=self.refused or self.answered or self.expires, via=VIA_REFUSED)
         return ApprovalOutcome(
             request_id=self.id, approved=self.status == APPROVED, approver=self.approver_label,
             reason=self.answer_reason or self.status, answered_at=self.answered or self.expires,
@@ -153,9 +166,11 @@ class Approver:
     roles: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     expires: float | None = field(default=None, compare=False)   # the token's exp
+    # the validated token behind it (bastion.approvals.proof.AnswerProof); None: unproven
+    proof: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, principal: Any) -> "Approver":
+    def of(cls, principal: Any, *, proof: Any = None) -> "Approver":
         claims = getattr(principal, "claims", None) or {}
         exp = claims.get("exp")
         return cls(subject=principal.subject, tenant=getattr(principal, "tenant", "") or "",
@@ -163,7 +178,7 @@ class Approver:
                    name=getattr(principal, "name", "") or "",
                    roles=tuple(getattr(principal, "roles", ()) or ()),
                    groups=tuple(getattr(principal, "groups", ()) or ()),
-                   expires=float(exp) if isinstance(exp, (int, float)) else None)
+                   expires=float(exp) if isinstance(exp, (int, float)) else None, proof=proof)
 
     @property
     def label(self) -> str:

@@ -11,6 +11,9 @@ For the SSH session code::
     if not outcome.approved:
         write_stderr(outcome_message(outcome)); exit EXIT_NOT_APPROVED (125)
 
+A refused answer (``via="refused"``, see bastion.approvals.proof) tells the agent only
+that the answer could not be verified; the marker says whose answer was refused and why.
+
 Every string is one line, sanitised (approver names and reasons come from
 people and tokens, lines from agents).  ``record_*`` call the
 :class:`bastion.recording.ChannelRecording` API (``marker``,
@@ -26,8 +29,8 @@ import datetime as _dt
 from typing import Any
 
 from bastion.approvals.model import (
-    VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_RESTART, VIA_SHUTDOWN, VIA_TIMEOUT,
-    VIA_WINDOW, ApprovalOutcome,
+    VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_REFUSED, VIA_RESTART, VIA_SHUTDOWN,
+    VIA_TIMEOUT, VIA_WINDOW, ApprovalOutcome,
 )
 from bastion.proto.sanitize import sanitize
 
@@ -69,6 +72,7 @@ def outcome_message(outcome: ApprovalOutcome) -> str:
         VIA_SHUTDOWN: "the bastion is shutting down",
         VIA_CANCELLED: "the request was withdrawn",
         VIA_NO_APPROVERS: "no approvers are configured",
+        VIA_REFUSED: "the answer could not be verified by the bastion",
     }.get(outcome.via, reason)
     return f"bastion: not approved (request {rid}): {why}; it was not run"
 

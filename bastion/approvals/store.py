@@ -5,6 +5,10 @@ answers) and the approver CLI (another process: lists, answers, revokes).  The
 table and its change counter ``approvals_clock`` come from migration 2 of
 :mod:`bastion.recording.schema` (WAL, busy timeout: both processes share the file).
 
+Nothing read back from this table is trusted by ``bastion serve`` on its own: the
+broker judges every answer and every grant window with bastion.approvals.proof
+when it acts on it (``refuse`` records a refusal).
+
 Every state change is one ``BEGIN IMMEDIATE`` transaction whose UPDATE carries
 its own guard (``WHERE status = 'pending' AND expires > now`` and, for answers,
 ``AND requester_subject != approver``), so of two answers racing for one request
@@ -33,7 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from bastion.approvals.model import (
-    APPROVED, CANCELLED, DENIED, EXPIRED, PENDING, VIA_APPROVER, VIA_WINDOW, Approver,
+    APPROVED, CANCELLED, DENIED, EXPIRED, PENDING, VIA_APPROVER, VIA_REFUSED, VIA_WINDOW,
+    Approver,
     ApprovalRecord, check_answer, check_reason, decision_fields, principal_columns,
     window_allowed,
 )
@@ -149,8 +154,16 @@ class ApprovalStore:
     # -- requests (broker side) --------------------------------------------------------
     def create(self, *, node: str, principal: Any, target: Any, login: str, line: str,
                decision: Any, session_id: int | None, command_id: int | None, channel: str,
-               timeout: float, use_windows: bool = True) -> ApprovalRecord:
-        """Insert a request: ``pending``, or at once ``approved`` through a live grant window."""
+               timeout: float,
+               grant_check: Callable[[ApprovalRecord], Any] | None = None) -> ApprovalRecord:
+        """Insert a request: ``pending``, or at once ``approved`` through a live grant window.
+
+        ``grant_check(grant)`` judges each candidate window (newest end first) inside the
+        transaction and returns a :class:`bastion.approvals.proof.Verdict`; the first
+        that passes approves the request, each that fails gets ``refused`` /
+        ``refused_reason`` (once).  Without ``grant_check`` no window applies (deny by
+        default).  The returned row is read inside the same transaction.
+        """
         now = self._now()
         rule, reason, commands = decision_fields(decision)
         cols = principal_columns(principal)
@@ -160,8 +173,8 @@ class ApprovalStore:
                    commands=json.dumps(commands, ensure_ascii=False, default=str),
                    rule=rule, decision_reason=reason)
 
-        def work() -> int:
-            grant = self._live_window(row, now) if use_windows else None
+        def work() -> ApprovalRecord:
+            grant = self._live_window(row, now, grant_check) if grant_check else None
             if grant is not None:
                 row.update(status=APPROVED, via=VIA_WINDOW, answered=now,
                            approver_subject=grant.approver_subject,
@@ -174,21 +187,31 @@ class ApprovalStore:
             marks = ", ".join("?" * len(row))
             cur = self.conn.execute(f"INSERT INTO approvals ({names}) VALUES ({marks})",
                                     tuple(row.values()))
-            return int(cur.lastrowid)
+            return self.get(int(cur.lastrowid))
 
-        return self.get(self._tx(work))
+        return self._tx(work)
 
-    def _live_window(self, row: dict, now: float) -> ApprovalRecord | None:
+    MAX_GRANTS = 16     # candidate windows judged per request (a flood of forged rows stops here)
+
+    def _live_window(self, row: dict, now: float,
+                     grant_check: Callable[[ApprovalRecord], Any]) -> ApprovalRecord | None:
         if not window_allowed(row["rule"]):
             return None
         found = self._query(
             "SELECT * FROM approvals WHERE status = 'approved' AND via = 'approver' "
             "AND window_until > ? AND revoked IS NULL AND requester_subject = ? "
             "AND requester_tenant = ? AND rule = ? AND target = ? AND login = ? "
-            "ORDER BY window_until DESC LIMIT 1",
+            "ORDER BY window_until DESC, id DESC LIMIT ?",
             (now, row["requester_subject"], row["requester_tenant"], row["rule"], row["target"],
-             row["login"]))
-        return found[0] if found else None
+             row["login"], self.MAX_GRANTS))
+        for grant in found:
+            verdict = grant_check(grant)
+            if verdict:
+                return grant
+            self._write("UPDATE approvals SET refused = ?, refused_reason = ? "
+                        "WHERE id = ? AND refused IS NULL",
+                        (now, f"grant window refused: {verdict.reason}", grant.id))
+        return None
 
     def finish(self, request_id: int, via: str, reason: str) -> ApprovalRecord:
         """End a pending request without an approver (timeout, restart, shutdown, cancel).
@@ -234,9 +257,18 @@ class ApprovalStore:
     # -- answers (approver side) -------------------------------------------------------
     def answer(self, request_id: int, approver: Approver, *, approve: bool, reason: str,
                approvers, window: int = 0, window_max: int = 0) -> ApprovalRecord:
-        """Approve or deny a pending request, once.  Raises ApprovalError saying why not."""
+        """Approve or deny a pending request, once.  Raises ApprovalError saying why not.
+
+        ``approver.proof`` (the validated token, bastion.approvals.proof) is stored with
+        the answer; without one the answer is *unproven* and ``bastion serve`` refuses
+        it unless ``[settings] approval_allow_unproven`` (dev issuers only).
+        """
         reason = check_reason(reason)
         now = self._now()
+        proof = approver.proof
+        if proof is not None and not (proof.expires or 0) > now:
+            raise ApprovalError("your token has expired since it was checked",
+                                hint="run `bastion login` again (or renew BASTION_TOKEN)")
 
         def work() -> None:
             record = self.get(request_id)
@@ -245,11 +277,12 @@ class ApprovalStore:
             changed = self._write(
                 "UPDATE approvals SET status = ?, via = ?, answered = ?, approver_subject = ?, "
                 "approver_tenant = ?, approver_app_id = ?, approver_name = ?, approver_json = ?, "
-                "answer_reason = ?, window_until = ? "
+                "approver_proof = ?, answer_reason = ?, window_until = ? "
                 "WHERE id = ? AND status = 'pending' AND expires > ? AND requester_subject != ?",
                 (APPROVED if approve else DENIED, VIA_APPROVER, now, approver.subject,
                  approver.tenant, approver.app_id or None, approver.name or None,
-                 json.dumps(approver.as_dict(), ensure_ascii=False, sort_keys=True), reason,
+                 json.dumps(approver.as_dict(), ensure_ascii=False, sort_keys=True),
+                 proof.to_json() if proof is not None else None, reason,
                  (now + window) if (approve and window) else None,
                  int(request_id), now, approver.subject))
             if changed != 1:                    # the guard held where the check above did not
@@ -257,6 +290,19 @@ class ApprovalStore:
                                     "longer pending")
 
         self._tx(work)
+        return self.get(request_id)
+
+    def refuse(self, request_id: int, reason: str) -> ApprovalRecord:
+        """The broker refused to act on this row's answer: ``denied`` via ``refused``.
+
+        The claimed approver, proof and reason stay in the row as evidence; ``refused``
+        and ``refused_reason`` say when and why.  Unconditional: a row the broker judged
+        is final whatever is written into it afterwards.
+        """
+        now = self._now()
+        self._tx(lambda: self._write(
+            "UPDATE approvals SET status = ?, via = ?, refused = ?, refused_reason = ? "
+            "WHERE id = ?", (DENIED, VIA_REFUSED, now, reason, int(request_id))))
         return self.get(request_id)
 
     def revoke(self, request_id: int, approver: Approver, *, approvers) -> ApprovalRecord:

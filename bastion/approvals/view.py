@@ -88,6 +88,9 @@ def requests_table(records: list[ApprovalRecord], *, now: float, title: str,
             answer.append(sanitize(r.answer_reason or "-"))
             if r.revoked is not None:
                 answer.append(f"\nwindow revoked by {sanitize(r.revoked_by or '?')}", style="dim")
+            if r.refused is not None:
+                answer.append(f"\nrefused by the bastion: {sanitize(r.refused_reason or '?')}",
+                              style="bold red")
             row.append(answer)
         table.add_row(*row)
     return table

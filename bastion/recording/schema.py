@@ -16,7 +16,8 @@ Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
                indexes ``line``.
 ``chain_head`` the last link of the tamper-evidence chain (see chain.py).
 ``checkpoints`` where ``bastion prune`` cut the chain.
-``approvals``  one row per approval request and its answer (see bastion.approvals.store);
+``approvals``  one row per approval request and its answer with its proof, and the
+               broker's refusal of an answer it could not verify (see bastion.approvals.store);
                ``approvals_clock`` a change counter for waiting brokers.
 
 Every chained table has ``seq`` (position in the chain, NULL until sealed) and
@@ -193,6 +194,14 @@ _MIGRATIONS: list[str] = [
     CREATE TRIGGER approvals_clock_status AFTER UPDATE OF status ON approvals BEGIN
         UPDATE approvals_clock SET version = version + 1 WHERE id = 1;
     END;
+    """,
+    # 3: answers carry proof (bastion.approvals.proof): the approver's validated token
+    # claims and the token's SHA-256 (never the token); ``refused`` / ``refused_reason``:
+    # when and why ``bastion serve`` refused to act on an answer it could not verify.
+    """
+    ALTER TABLE approvals ADD COLUMN approver_proof TEXT;
+    ALTER TABLE approvals ADD COLUMN refused REAL;
+    ALTER TABLE approvals ADD COLUMN refused_reason TEXT;
     """,
 ]
 

@@ -20,21 +20,26 @@ from bastion.config import Settings
 from bastion.errors import ApprovalError
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
+from tests.approvalkit import ISSUER, ROOT, proven
 
-SETTINGS = Settings(approvers=("role:sre-leads",), approval_timeout=300, approval_window_max=900)
+SETTINGS = Settings(approvers=("role:sre-leads",), approval_timeout=300, approval_window_max=900,
+                    approval_issuers=(ISSUER,))
 AGENT = Principal(subject="agent-oid", tenant="t1", app_id="agent-app", name="deploy-bot",
                   roles=("agents",))
 REVIEW = Decision(Action.REVIEW, "restarts", "systemctl restart needs approval")
 
-ANSWER = """
-import sys
+ANSWER = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
 from bastion.approvals.model import Approver
 from bastion.approvals.store import ApprovalStore
+from tests.approvalkit import proven
 store = ApprovalStore.open(sys.argv[1], create=False)
+alice = proven(Approver(subject="alice-oid", name="Alice", roles=("sre-leads",)),
+               now=time.time())
 for rid in sys.argv[3:]:
-    store.answer(int(rid), Approver(subject="alice-oid", name="Alice", roles=("sre-leads",)),
-                 approve=sys.argv[2] == "approve", reason="from another process",
-                 approvers=("role:sre-leads",))
+    store.answer(int(rid), alice, approve=sys.argv[2] == "approve",
+                 reason="from another process", approvers=("role:sre-leads",))
 """
 
 
@@ -44,7 +49,10 @@ def answer_in_process(data_dir, verdict: str, *ids: int) -> subprocess.Completed
 
 
 async def answer_async(data_dir, verdict: str, *ids: int) -> float:
-    """Answer from another process without blocking the loop; the time it exited."""
+    """Answer from another process without blocking the loop; the time it exited.
+
+    The answer carries a proof (tests.approvalkit), as the approver CLI's answers do.
+    """
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", ANSWER, str(data_dir),
                                                 verdict, *map(str, ids),
                                                 stderr=asyncio.subprocess.PIPE)
@@ -215,7 +223,8 @@ async def test_no_approvers_configured_denies_at_once(tmp_path):
 
 async def test_grant_window_approves_at_once(broker):
     first = await create(broker)
-    broker.store.answer(first.id, Approver(subject="alice-oid", roles=("sre-leads",)),
+    broker.store.answer(first.id, proven(Approver(subject="alice-oid", roles=("sre-leads",)),
+                                         now=time.time()),
                         approve=True, reason="maintenance", approvers=SETTINGS.approvers,
                         window=600, window_max=900)
     assert (await first.wait()).approved

@@ -125,6 +125,32 @@ async def test_cli_approval_reaches_the_waiting_session(rig, broker):
     assert f"request {pending.id} approved by Alice (alice-oid): ticket OPS-12" in out
 
 
+async def test_cli_answers_carry_the_tokens_proof_never_the_token(rig, broker):
+    """The proof the broker checks comes from the CLI's own token validation."""
+    import hashlib
+
+    from bastion.approvals.proof import AnswerProof
+    assert rig.settings.approval_issuers == (rig.issuer.issuer,)
+    pending = await hold(broker)
+    waiter = asyncio.ensure_future(pending.wait())
+    code, _out, err = await rig.arun("approvals", "approve", str(pending.id), "--reason", "ok")
+    assert code == 0, err
+    assert (await waiter).approved
+    row = broker.store.get(pending.id)
+    proof = AnswerProof.from_json(row.approver_proof)
+    assert proof.token_sha256 == hashlib.sha256(rig.tokens["alice"].encode()).hexdigest()
+    assert proof.issuer == rig.issuer.issuer and proof.identity().subject == "alice-oid"
+    assert proof.identity().roles == ("sre-leads",) and proof.claims["aud"] == "api://bastion"
+    assert proof.expires > row.answered >= proof.validated_at
+    broker.store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    files = list(rig.data.glob("index.sqlite*"))
+    assert files
+    for f in files:                         # the index and its WAL: no token, no signature
+        data = f.read_bytes()
+        for t in rig.tokens.values():
+            assert t.encode() not in data and t.split(".")[2].encode() not in data
+
+
 async def test_cli_denial_reaches_the_waiting_session(rig, broker):
     pending = await hold(broker)
     waiter = asyncio.ensure_future(pending.wait())

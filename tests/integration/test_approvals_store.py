@@ -10,23 +10,29 @@ import sys
 import pytest
 
 from bastion.approvals.model import Approver
+from bastion.approvals.proof import AnswerProof, verify_grant
 from bastion.approvals.store import ApprovalStore
 from bastion.errors import ApprovalError
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
 from bastion.recording import Recorder, query, schema
 from bastion.recording import verify as verifier
+from tests.approvalkit import proven, rules
 
+START = 1_800_000_000.0
 APPROVERS = ("role:sre-leads",)
+RULES = rules(APPROVERS, window_max=900)
 AGENT = Principal(subject="agent-oid", tenant="t1", app_id="agent-app", name="deploy-bot",
                   roles=("agents",))
-ALICE = Approver(subject="alice-oid", tenant="t1", name="Alice", roles=("sre-leads",))
-CAROL = Approver(subject="carol-oid", tenant="t1", name="Carol", roles=("sre-leads",))
+ALICE = proven(Approver(subject="alice-oid", tenant="t1", name="Alice", roles=("sre-leads",)),
+               now=START, token="alice-token-not-a-real-jwt")
+CAROL = proven(Approver(subject="carol-oid", tenant="t1", name="Carol", roles=("sre-leads",)),
+               now=START)
 REVIEW = Decision(Action.REVIEW, "restarts", "systemctl restart needs approval")
 
 
 class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
+    def __init__(self, now: float = START) -> None:
         self.now = now
 
     def __call__(self) -> float:
@@ -46,10 +52,12 @@ def store(tmp_path, clock):
 
 
 def new(store, *, principal=AGENT, target="web1", login="deploy", decision=REVIEW,
-        timeout=300.0, node="n1", line="systemctl restart nginx"):
+        timeout=300.0, node="n1", line="systemctl restart nginx", grant_rules=RULES):
+    """A request as the broker creates it: grant windows judged under ``grant_rules``."""
     return store.create(node=node, principal=principal, target=target, login=login, line=line,
                         decision=decision, session_id=None, command_id=None, channel="exec",
-                        timeout=timeout)
+                        timeout=timeout,
+                        grant_check=lambda g: verify_grant(g, grant_rules, now=store._now()))
 
 
 def test_request_row_holds_who_what_where(store, clock):
@@ -105,6 +113,7 @@ def test_deadline_is_enforced_by_the_store(store, clock):
 RACE = """
 import sys
 from bastion.approvals.model import Approver
+from bastion.approvals.proof import AnswerProof, verify_grant
 from bastion.approvals.store import ApprovalStore
 from bastion.errors import ApprovalError
 store = ApprovalStore.open(sys.argv[1], create=False)
@@ -222,6 +231,98 @@ def test_no_window_for_opaque_lines(store):
     assert new(store, decision=opaque).status == "pending"
 
 
+def test_no_window_applies_without_a_grant_check(store, clock):
+    """store.create applies grant windows only when the caller judges them (deny by default)."""
+    first = new(store)
+    store.answer(first.id, ALICE, approve=True, reason="ok", approvers=APPROVERS,
+                 window=900, window_max=900)
+    plain = store.create(node="n1", principal=AGENT, target="web1", login="deploy",
+                         line="systemctl restart nginx", decision=REVIEW, session_id=None,
+                         command_id=None, channel="exec", timeout=300)
+    assert plain.status == "pending"
+    assert new(store).via == "window"
+
+
+def _forge(store, request_id: int, **columns) -> None:
+    """What anyone who can write the index can do: change a row behind the store's back."""
+    sets = ", ".join(f"{k} = ?" for k in columns)
+    store.conn.execute(f"UPDATE approvals SET {sets} WHERE id = ?",
+                       (*columns.values(), request_id))
+
+
+def test_forged_grant_windows_are_refused_and_marked(store, clock):
+    genuine = new(store)
+    store.answer(genuine.id, ALICE, approve=True, reason="ok", approvers=APPROVERS,
+                 window=300, window_max=900)
+    forged = new(store)
+    assert forged.via == "window"                 # covered by the genuine window...
+    # ...so make a row of its own: approved by Alice with a window of a day
+    other = new(store, target="web2")
+    store.answer(other.id, ALICE, approve=True, reason="ok", approvers=APPROVERS,
+                 window=600, window_max=900)
+    _forge(store, other.id, target="web1", window_until=clock.now + 86400)
+    clock.now += 10
+    covered = new(store)
+    assert (covered.status, covered.via, covered.granted_by) == ("approved", "window",
+                                                                 genuine.id)
+    marked = store.get(other.id)
+    assert marked.refused == clock.now and marked.status == "approved"   # its own run stands
+    assert "grant window of 86" in marked.refused_reason
+    assert "more than the 900 s allowed" in marked.refused_reason
+    assert store.get(genuine.id).refused is None
+    # with the genuine window revoked, nothing covers the next request
+    store.revoke(genuine.id, CAROL, approvers=APPROVERS)
+    assert new(store).status == "pending"
+
+
+def test_windows_follow_the_rules_in_force_now(store, clock):
+    first = new(store)
+    store.answer(first.id, ALICE, approve=True, reason="ok", approvers=APPROVERS,
+                 window=900, window_max=900)
+    assert new(store, grant_rules=rules(APPROVERS, window_max=600)).status == "pending"
+    assert new(store, grant_rules=rules(APPROVERS, window_max=0)).status == "pending"
+    assert new(store, grant_rules=rules(("role:someone-else",))).status == "pending"
+    assert new(store, grant_rules=rules(APPROVERS, issuers=("https://other/",))).status \
+        == "pending"
+    assert new(store).via == "window"
+
+
+def test_answers_store_their_proof_never_the_token(store, clock):
+    r = new(store)
+    store.answer(r.id, ALICE, approve=True, reason="ok", approvers=APPROVERS)
+    row = store.get(r.id)
+    proof = AnswerProof.from_json(row.approver_proof)
+    assert proof.identity() == Approver(subject="alice-oid", tenant="t1", name="Alice",
+                                        roles=("sre-leads",))
+    assert proof.token_sha256 == ALICE.proof.token_sha256 and proof.validated_at == START
+    dump = "\n".join(store.conn.iterdump())
+    assert "alice-token-not-a-real-jwt" not in dump
+
+
+def test_an_expired_token_cannot_answer(store, clock):
+    r = new(store, timeout=10 * 86400)
+    short = proven(Approver(subject="dan-oid", tenant="t1", roles=("sre-leads",)), now=clock.now,
+                   lifetime=60)
+    clock.now += 60
+    with pytest.raises(ApprovalError, match="token has expired"):
+        store.answer(r.id, short, approve=True, reason="ok", approvers=APPROVERS)
+    assert store.get(r.id).status == "pending"
+
+
+def test_refuse_rewrites_the_row_and_keeps_the_evidence(store, clock):
+    r = new(store)
+    store.answer(r.id, ALICE, approve=True, reason="ok", approvers=APPROVERS)
+    v = store.version()
+    clock.now += 1
+    refused = store.refuse(r.id, "answer by Alice refused (not-an-approver): ...")
+    assert (refused.status, refused.via, refused.refused) == ("denied", "refused", clock.now)
+    assert refused.approver_subject == "alice-oid" and refused.approver_proof
+    outcome = refused.outcome()
+    assert (outcome.approved, outcome.via, outcome.approver) == (False, "refused", None)
+    assert "not-an-approver" in outcome.reason
+    assert store.version() == v + 1               # waiting brokers see the change
+
+
 # -- the index ---------------------------------------------------------------------------
 
 def test_migration_from_schema_1_keeps_the_chain(tmp_path):
@@ -242,8 +343,10 @@ def test_migration_from_schema_1_keeps_the_chain(tmp_path):
     finally:
         schema.SCHEMA_VERSION = old_schema
     conn = schema.connect(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT version FROM approvals_clock").fetchone()[0] == 0
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(approvals)")}
+    assert {"approver_proof", "refused", "refused_reason"} <= columns
     conn.close()
     report = verifier.verify_index(tmp_path)
     assert report.ok and report.rows == 3, report.problems
