@@ -209,12 +209,39 @@ def history_expansion(line: str) -> str | None:
     return None
 
 
+# Builtins the parser must read even in a line of plain words (bastion.policy.parse):
+# let evaluates arithmetic, mapfile -C runs a callback, and integer / read-only
+# attributes outlive the line.  (Plain words hold no subscript, and the assignments
+# builtins make only matter to arithmetic, which sends the line to the parser anyway.)
+_PARSER_BUILTINS = frozenset({"let", "mapfile", "readarray", "readonly"})
+_DECLARING = frozenset({"declare", "typeset", "local", "export"})
+
+
+def _needs_parser(parts: list) -> bool:
+    k = 0
+    while k < len(parts) and parts[k] in ("command", "builtin"):
+        k += 1
+        while k < len(parts) and parts[k].startswith("-") and parts[k] != "--":
+            k += 1
+    if k >= len(parts):
+        return False
+    first = parts[k]
+    if first in _PARSER_BUILTINS:
+        return True
+    return first in _DECLARING and any(p[:1] == "-" and ("i" in p or "r" in p)
+                                       for p in parts[k + 1:])
+
+
 def fast_words(line: str) -> list | None:
     """Split a line of plain words without the parser, or None if it is not that simple."""
     if not _FAST.fullmatch(line) or _FAST_FIRST_BAD.match(line):
         return None
     parts = line.split()
-    return [Word(raw=p, value=p, template=(p,)) for p in parts] if parts else None
+    if not parts:
+        return None
+    if _needs_parser(parts):
+        return None
+    return [Word(raw=p, value=p, template=(p,)) for p in parts]
 
 
 def fast_commands(line: str) -> list | None:

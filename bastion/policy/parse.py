@@ -28,9 +28,11 @@ Known limits (each fails closed, as an opaque line, unless noted):
 * Words are decoded by our own lexer (:mod:`bastion.policy.words`); wherever its
   reading and the tree disagree (a word split by a line continuation, an
   expansion the grammar missed, stray text between words) the line is opaque.
-* Code hidden in *data* that bash evaluates at run time (a variable holding
-  ``a[$(cmd)]`` used in arithmetic, ``${x@P}``) cannot be seen; literal
-  occurrences in ``[[ ]]`` and ``(( ))`` make the line opaque.
+* Code hidden in *data* that bash evaluates at run time: a variable read in
+  arithmetic (``$((x))``, ``let``, ``[[ x -eq 1 ]]``, ``${a[x]}``, ``${s:x}``,
+  ``${!x}`` ...) makes the text opaque unless it surely holds a plain number
+  (:mod:`bastion.policy.arithwalk`); ``${x@P}`` is opaque; literal code in ``[[ ]]``
+  and ``(( ))`` makes the line opaque.
 
 Pure: no IO.
 """
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 import tree_sitter
 import tree_sitter_bash
 
+from bastion.policy.arithwalk import ArithWalk
 from bastion.policy.danger import dangerous_name
 from bastion.policy.words import Disagreement, Word, WordProblem, decode_word
 
@@ -101,6 +104,7 @@ def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
             continue
         except _TooDeep:
             return walker.raws, walker.problems + [f"line nested deeper than {MAX_NESTING} levels"]
+        walker.settle()
         return walker.raws, walker.problems
     return [], ["time/coproc prefixes could not be resolved"]
 
@@ -118,13 +122,14 @@ def _describe_error(root, src: bytes) -> str:
     return "line does not parse as bash"
 
 
-class _Walker:
+class _Walker(ArithWalk):
     def __init__(self, src: bytes) -> None:
         self.src = src
         self.raws: list[RawCommand] = []
         self.problems: list[str] = []
         self.depth = 0
         self.arith = 0
+        self.init_arith()          # arithmetic on variables (bastion.policy.arithwalk)
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:
@@ -133,7 +138,10 @@ class _Walker:
             raise _TooDeep()
         try:
             t = node.type
-            if t == "command":
+            if t == "program":
+                self.top_statements(node)
+                self.children(node, inherited)
+            elif t == "command":
                 self.command(node, inherited)
             elif t == "redirected_statement":
                 self.redirected(node, inherited)
@@ -149,14 +157,28 @@ class _Walker:
                     self.raws.append(RawCommand([Word.literal("for"), Word.literal(self.text(var))],
                                                 problem=f"for loop assigns {self.text(var)}",
                                                 pos=node.start_byte))
+                if var is not None:
+                    self.for_variable(node, var)
                 self.children(node, inherited)
-            elif t in ("test_command", "arithmetic_expansion", "c_style_for_statement") or (
+            elif t == "expansion":
+                self.expansion(node)
+                self.children(node, inherited)
+            elif t == "c_style_for_statement":
+                self.c_for(node, inherited)
+            elif t in ("test_command", "arithmetic_expansion") or (
                     t == "compound_statement" and node.child_count and node.children[0].type == "(("):
+                scanned = t != "test_command"
+                if scanned and not self.scanning:
+                    self.arith_node(node)
+                elif not scanned:
+                    self.test_arith(node)
                 self.arith += 1
+                self.scanning += scanned
                 try:
                     self.children(node, inherited)
                 finally:
                     self.arith -= 1
+                    self.scanning -= scanned
             elif t in ("command_substitution", "process_substitution"):
                 self.children(node, ())
                 if node.child_count and node.children[0].type == "`":
@@ -360,6 +382,8 @@ class _Walker:
         if dollar is not None:
             self.problems.append("a lone $ the parser did not place")
         self.gap(prev, node.end_byte)
+        if words:
+            problem = problem or self.builtin_names(words, node)
         self.raws.append(RawCommand(words, assigns, redirs, problem, node.start_byte))
 
     def _check_time_coproc(self, node, words: list, child) -> None:
@@ -382,6 +406,7 @@ class _Walker:
         name_node = node.child_by_field_name("name")
         name = self.text(name_node) if name_node is not None else self.text(node).split("=")[0]
         value = node.child_by_field_name("value")
+        self.record_assignment(node, name_node, value, None)
         if value is None:
             return name, Word.literal("")
         if value.type == "array":
@@ -466,6 +491,8 @@ class _Walker:
     def declaration(self, node, inherited: tuple) -> None:
         words: list[Word] = []
         problem = None
+        flags: set = set()
+        declared: list = []          # (assignment node or None, name node or word)
         for ch in node.children:
             try:
                 if not words:
@@ -481,12 +508,24 @@ class _Walker:
                         words.append(Word.unknown(self.text(ch), "array"))
                     else:
                         words.append(self.word(ch, assignment=True))
+                    declared.append((ch, words[-1]))
                 elif ch.type in REDIRECT_TYPES:
                     pass
                 elif ch.is_named and ch.type != "comment":
-                    words.append(self.word(ch))
+                    w = self.word(ch)
+                    words.append(w)
+                    if w.value is not None and w.value[:1] in ("-", "+") and len(w.value) > 1:
+                        if w.value[0] == "-":
+                            flags.update(w.value[1:])
+                    elif w.value is None and (w.template[:1] == (None,) or
+                                              str(w.template[0]).startswith(("-", "+"))):
+                        problem = problem or (f"{words[0].value} declares a variable named at "
+                                              f"run time ({w.raw})")
+                    else:
+                        declared.append((None, w))
             except WordProblem as exc:
                 problem = problem or str(exc)
+        problem = problem or self.declared(words[0].value if words else "", flags, declared, node)
         self.raws.append(RawCommand(words, [], list(inherited), problem, node.start_byte))
 
     def assignment_statement(self, node) -> None:
@@ -497,13 +536,15 @@ class _Walker:
                                         problem=f"assigns {name} for the rest of the line",
                                         pos=node.start_byte))
         value = node.child_by_field_name("value")
+        word = None
         if value is not None and value.type not in ("array",):
             try:
-                self.word(value, assignment=True)
+                word = self.word(value, assignment=True)
             except WordProblem as exc:
                 self.problems.append(str(exc))
         elif value is not None:
             self.walk(value, ())
+        self.record_assignment(node, name_node, value, word, self.dominates(node))
         if name_node is not None and name_node.child_count:
             self.walk(name_node, ())
 

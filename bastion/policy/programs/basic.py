@@ -148,7 +148,10 @@ READERS["zcat"] = _s(flags="fqv", long_flags=("force", "quiet", "verbose"))
 NO_FILES = {name: TEXT for name in (
     "echo", "printf", "true", "false", ":", "pwd", "whoami", "id", "uptime", "nproc", "tty",
     "basename", "dirname", "seq", "sleep", "yes", "arch", "logname", "groups", "users",
-    "which", "type", "getent", "test", "[", "expr", "factor", "numfmt")}
+    "which", "type", "getent", "test", "[", "expr", "factor", "numfmt",
+    # shell builtins whose arguments are names, numbers or expressions, never files
+    "let", "declare", "typeset", "local", "export", "readonly", "unset", "shift", "return",
+    "exit", "break", "continue", "shopt", "getopts", "wait")}
 NO_FILES["uname"] = _s(flags="asnrvmpio", long_flags=(
     "all", "kernel-name", "nodename", "kernel-release", "kernel-version", "machine",
     "processor", "hardware-platform", "operating-system"), operands=NONE)
