@@ -5,7 +5,9 @@ command line.  It keeps the text, the cursor, a per-session history and a kill b
 returns the bytes that draw it on the agent's terminal.  Keys (emacs-style, as bash's
 defaults): printable text and UTF-8; Backspace (DEL, ^H); Delete (``ESC[3~``), ^D on a
 non-empty line; Left/Right, ^B/^F; Home/End, ^A/^E; Ctrl/Alt-Left/Right and ``ESC b``/``ESC f``
-by word; ^K ^U ^W kill, ^Y yank; Up/Down, ^P/^N through history; ^L clears the screen;
+by word; ^K ^U ^W kill, ^Y yank; Up/Down, ^P/^N through history; ^R searches it backwards
+(typing narrows, ^R again goes further back, Backspace widens, ^G gives the line back, Enter
+runs the match, any other key keeps it for editing); ^L clears the screen;
 bracketed paste (``ESC[200~ ... ESC[201~``; a newline in it is an Enter); Enter (CR, LF,
 CR LF) submits; ^C abandons the line; ^D on an empty line ends input.  Tab rings the bell
 (no completion: completion on a host would run its completion functions).  Every other key
@@ -83,6 +85,9 @@ class LineEditor:
         self._row = 0                      # terminal row of the cursor, relative to the prompt's
         self._paste = False
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._search: str | None = None    # ^R: the query while searching the history
+        self._found = 0                    # history index of the match (len: none yet)
+        self._before: tuple[str, list[str], int] = ("", [], 0)   # prompt, text, cursor
 
     # -- driving ---------------------------------------------------------------
     @property
@@ -107,6 +112,7 @@ class LineEditor:
         self.text, self.cursor, self._row = [], 0, 0
         self._hist_pos = len(self.history)
         self._draft = []
+        self._search = None
         self.active = True
         draw = self._draw_full()
         screen, event = self._run()
@@ -172,6 +178,14 @@ class LineEditor:
                 out.append(self._insert(q[i:j]))
                 i = j
                 continue
+            if self._search is not None:
+                n, screen = self._search_key(q, i)
+                out.append(screen)
+                if n < 0:
+                    break                                  # incomplete: wait for more
+                i += n
+                if n:
+                    continue                               # else: the key edits the line
             if b == 0x1b:
                 n, key = self._escape(q, i)
                 if n == 0:
@@ -321,8 +335,58 @@ class LineEditor:
             return self._key("delete")
         elif key == "tab":
             return b"\x07"
+        elif key == "search":
+            return self._start_search()
         else:
             return b""
+        return self._redraw()
+
+    # -- ^R: reverse incremental search of the history ---------------------------------
+    def _search_key(self, q: bytes, i: int) -> tuple[int, bytes]:
+        """One key while searching: (bytes used, screen).  0 used: the search is over and
+        the key is for the line (Enter runs the match, Left edits it, ^C abandons it...);
+        -1: an escape sequence cut short."""
+        b = q[i]
+        if b == 0x12:                                      # ^R again: an older match
+            return 1, self._search_for(self._search or "", self._found - 1)
+        if b == 0x07:                                      # ^G: back to the line as it was
+            prompt, text, cursor = self._before
+            self._search = None
+            self.prompt, self.text, self.cursor = prompt, list(text), cursor
+            return 1, self._redraw()
+        if b in (0x7f, 0x08):
+            query = (self._search or "")[:-1]
+            return 1, self._search_for(query, len(self.history) - 1)
+        if b >= 0x20:                                      # one byte at a time, as typed
+            query = (self._search or "") + self._decoder.decode(q[i:i + 1])
+            return 1, self._search_for(query, min(self._found, len(self.history) - 1))
+        if b == 0x1b and len(q) - i == 1:
+            return -1, b""
+        self._search = None                                # any other key: keep the match
+        self.prompt = self._before[0]
+        return 0, self._redraw()
+
+    def _search_for(self, query: str, start: int) -> bytes:
+        self._search = query[-MAX_LINE:]
+        found = -1
+        for pos in range(min(start, len(self.history) - 1), -1, -1):
+            if query in self.history[pos]:
+                found = pos
+                break
+        failed = found < 0 and bool(query)
+        if found >= 0:
+            self._found = found
+            self.text = list(self.history[found])
+            self.cursor = self.history[found].find(query) if query else len(self.text)
+        label = "(failed reverse-i-search)" if failed else "(reverse-i-search)"
+        self.prompt = f"{label}`{''.join(shown(ch) for ch in self._search)}': "
+        return (b"\x07" if failed else b"") + self._redraw()
+
+    def _start_search(self) -> bytes:
+        self._before = (self.prompt, list(self.text), self.cursor)
+        self._found = len(self.history)
+        self._search = ""
+        self.prompt = "(reverse-i-search)`': "
         return self._redraw()
 
     def _word_start(self, c: int) -> int:
@@ -386,7 +450,7 @@ class LineEditor:
 
 _CONTROL = {0x01: "home", 0x02: "left", 0x04: "delete-or-eof", 0x05: "end", 0x06: "right",
             0x08: "backspace", 0x09: "tab", 0x0b: "kill-end", 0x0c: "clear", 0x0e: "down",
-            0x10: "up", 0x15: "kill-start", 0x17: "kill-word", 0x19: "yank", 0x7f: "backspace"}
+            0x10: "up", 0x12: "search", 0x15: "kill-start", 0x17: "kill-word", 0x19: "yank", 0x7f: "backspace"}
 _CSI_KEYS = {(b"", b"A"): "up", (b"", b"B"): "down", (b"", b"C"): "right", (b"", b"D"): "left",
              (b"", b"H"): "home", (b"", b"F"): "end", (b"1", b"~"): "home", (b"7", b"~"): "home",
              (b"4", b"~"): "end", (b"8", b"~"): "end", (b"3", b"~"): "delete"}

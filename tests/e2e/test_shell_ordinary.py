@@ -224,6 +224,16 @@ def test_up_twice_and_down(term):
     term.at_prompt()
 
 
+def test_ctrl_r_finds_an_earlier_command_and_enter_runs_it(term):
+    term.run("echo rsearch-$((5+5))", r"\nrsearch-10\n")
+    term.run("echo other-$((1+1))", r"\nother-2\n")
+    term.send("<C-r>rsearch")
+    term.expect(r"reverse-i-search\)`rsearch': echo rsearch")
+    term.send("<CR>")
+    term.expect(r"\nrsearch-10\n")
+    term.at_prompt()
+
+
 # -- paste and multi-line commands ------------------------------------------------------------
 
 def test_paste_one_line(term):
@@ -350,6 +360,16 @@ def test_ctrl_c_interrupts_a_running_command(term):
     term.at_prompt()
     term.run("echo back-$((3+3))", r"\nback-6\n")
     assert "not-9-interrupted" not in term.text
+
+
+def test_ctrl_c_and_the_next_command_sent_at_once(term):
+    # (an agent writes both without waiting: the next command must not be lost to the
+    # program dying of the interrupt)
+    term.line("sleep 30")
+    term.expect(r"sleep 30.*\n")
+    term.send("<C-c>echo quick-$((2+5))<CR>")
+    term.expect(r"\nquick-7\n")
+    term.at_prompt()
 
 
 # -- shell state and output ----------------------------------------------------------------------

@@ -39,7 +39,8 @@ LINES = [
     (b"\x1b[200~echo pasted\x1b[201~\r", "echo pasted"),
     (b"\x1b[200~echo a\x1b\x03b\x1b[201~\r", "echo ab"),
     (b"echo hi\x1b[15~\x1bOP\x1b[1;2P\r", "echo hi"),        # function keys: ignored
-    (b"echo hi\x0f\x18\x12\x14\r", "echo hi"),                # other controls: ignored
+    (b"echo hi\x0f\x18\x14\r", "echo hi"),                    # other controls: ignored
+    (b"echo hi\x12\x07\r", "echo hi"),                          # ^R then ^G: the line back
     (b"\x0c" + b"echo hi\r", "echo hi"),
 ]
 
@@ -163,3 +164,52 @@ def test_lone_escape_waits_for_the_next_byte():
 
 def test_reprs_never_show_the_line():
     assert "secret" not in repr(Submitted("echo secret"))
+
+
+# ^R through a history of (oldest first) these lines: (keys, the submitted line)
+HISTORY = ["ls /var/log", "systemctl status nginx", "cat /etc/hosts", "systemctl status ssh"]
+SEARCHES = [
+    (b"\x12status\r", "systemctl status ssh"),                 # the newest match
+    (b"\x12status\x12\r", "systemctl status nginx"),          # ^R again: further back
+    (b"\x12status\x12\x12\r", "systemctl status nginx"),     # no older one: stays (bell)
+    (b"\x12sx\x7f\x7fhosts\r", "cat /etc/hosts"),            # Backspace widens the query
+    (b"\x12nginx\x05 -l\r", "systemctl status nginx -l"),    # ^E: keep it, edit it
+    (b"\x12var" + b"\x1b[C" + b"X\r", "ls /vXar/log"),        # Right: edit at the match
+    (b"typed\x12nginx\x07\r", "typed"),                        # ^G: the line as it was
+    (b"\x12nope\r", "systemctl status nginx"),                 # as readline: a failed search
+                                                                # keeps the last match ("n")
+    (b"\x12zzz\r", ""),                                        # never a match: the empty line
+]
+
+
+@pytest.mark.parametrize("keys,line", SEARCHES)
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_ctrl_r_searches_the_history(keys, line, chunk):
+    ed = LineEditor(width=200)
+    for old in HISTORY:
+        ed.begin("$ ")
+        ed.feed(old.encode() + b"\r")
+    ed.begin("$ ")
+    screen, events = run(ed, keys, chunk)
+    assert events == [Submitted(line)]
+    assert ed.prompt == "$ "                                      # the real prompt is back
+
+
+def test_ctrl_r_shows_the_query_and_the_match_and_says_when_it_fails():
+    ed = LineEditor(width=200)
+    ed.begin("$ ")
+    ed.feed(b"cat /etc/hosts\r")
+    ed.begin("$ ")
+    screen, _ = ed.feed(b"\x12host")
+    assert b"(reverse-i-search)`host': cat /etc/hosts" in screen
+    screen, _ = ed.feed(b"x")
+    assert b"(failed reverse-i-search)`hostx': " in screen and b"\x07" in screen
+    screen, event = ed.feed(b"\x03")
+    assert isinstance(event, Interrupted) and ed.prompt == "$ "
+
+
+def test_ctrl_r_draws_no_control_characters_from_the_query():
+    ed = LineEditor(width=200)
+    ed.begin("$ ")
+    screen, _ = ed.feed(b"\x12a\xc2\x9bb")                      # a C1 control in the query
+    assert b"\xc2\x9b" not in screen and b"`a?b': " in screen
