@@ -73,6 +73,17 @@ def test_answered_rows_show_approver_reason_and_window():
     assert "Alice (alice-oid): ticket 9" in text and "window 10m 00s left" in text
 
 
+def test_refused_rows_say_so_and_stay_inert():
+    r = rec(status="denied", via="refused", approver_subject="mallory-oid",
+            approver_name="Mallory\x1b[8m", answer_reason="looks fine", refused=NOW - 1,
+            refused_reason="answer by Mallory refused (not-an-approver): matches none\x1b[2K")
+    text = render(requests_table([r], now=NOW, title="t", answers=True), width=400)
+    assert_inert(text)
+    assert "denied (refused)" in text and "Mallory␛[8m (mallory-oid): looks fine" in text
+    assert "refused by the bastion: answer by Mallory refused" in text      # the cell folds
+    assert "(not-an-approver)" in text
+
+
 def test_left():
     assert [left(s) for s in (-3, 0, 59, 60, 3599, 3600, 5400)] == \
         ["0s", "0s", "59s", "1m 00s", "59m 59s", "1h 00m", "1h 30m"]
