@@ -44,7 +44,7 @@ from bastion.identity.expiry import channel_deadline, ended_message
 from bastion.proto import channel as c
 from bastion.proto.channel import EXIT_BASTION_ERROR, EXIT_DENIED, EXIT_NOT_APPROVED  # noqa: F401
 from bastion.ssh.context import InnerContext
-from bastion.ssh.held import ReviewMixin
+from bastion.ssh.held import ask_approval
 from bastion.ssh.masking import LIVE_QUIET, masked_decision
 from bastion.ssh.relay import Valve, UpstreamSide, printable
 
@@ -57,7 +57,7 @@ UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 Ki
 AGENT_GONE_GRACE = 10.0
 
 
-class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
+class InnerSession(asyncssh.SSHServerSession):
     """One session channel of an inner connection: the glue around a ChannelCore."""
 
     def __init__(self, ctx: InnerContext) -> None:
@@ -323,6 +323,24 @@ class InnerSession(ReviewMixin, asyncssh.SSHServerSession):
         self._apply(self.core.upstream_ready())
 
     # -- helpers for the mediated shell and the approval hold -------------------
+    async def _ask_approval(self, line: str, decision, command_id: int | None):
+        return await ask_approval(self.ctx, self.rec, self._tell, line, decision, command_id,
+                                  self.kind or "shell")
+
+    def _tell(self, message: str) -> None:
+        """A line for the agent (stderr for exec, the terminal for a shell), recorded too."""
+        nl = "\r\n" if self.term_type else "\n"
+        text = ((nl if self.kind == "shell" else "") + message + nl).encode("utf-8", "replace")
+        if not self._recorded(self.rec.output, self.ctx.services.mask(text.decode()).encode(),
+                              stderr=self.kind != "shell"):
+            return
+        if self._closed or self.chan is None:
+            return
+        if self.kind == "shell":
+            self.chan.write(text)
+        else:
+            self.chan.write_stderr(text)
+
     def _relay_output(self, data: bytes, datatype: Any = None) -> None:
         self._apply(self.core.output(data, datatype == asyncssh.EXTENDED_DATA_STDERR))
 
