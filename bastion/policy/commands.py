@@ -359,8 +359,10 @@ class _Extractor:
         if program is not None and problem is None:
             found = describe(program, words, self.value_arg)
             if found is not None and found.problem:
-                problem = found.problem
-                effects = dict(soft=True)
+                problem = found.problem     # effects read before the table stopped still count
+                writes.extend(a for a in found.writes if not harmless_write(a.text))
+                reads.extend(found.reads)   # for deny rules (an opaque command is never allowed)
+                effects = dict(soft=True, connects=tuple(found.connects))
             elif found is not None:
                 writes.extend(a for a in found.writes if not harmless_write(a.text))
                 reads.extend(found.reads)

@@ -183,6 +183,7 @@ class _Walker(ArithWalk):
                 self.children(node, ())
                 if node.child_count and node.children[0].type == "`":
                     self.backticks(node)
+                self.read_substitution(node)
             elif t == "raw_string":
                 if self.arith and self._has_code(self.src[node.start_byte:node.end_byte]):
                     self.problems.append("literal code inside [[ ]] or (( )) may be evaluated")
@@ -195,6 +196,20 @@ class _Walker(ArithWalk):
                 self.children(node, inherited)
         finally:
             self.depth -= 1
+
+    def read_substitution(self, node) -> None:
+        """``$(< FILE)`` is bash reading FILE itself: the command ``:`` with ``< FILE``."""
+        named = [c for c in node.named_children if c.type != "comment"]
+        if not named or any(c.type != "file_redirect" for c in named):
+            return
+        redirs: list = []
+        for c in named:
+            try:
+                self.redirect(c, redirs)
+            except WordProblem as exc:
+                self.problems.append(str(exc))
+        if redirs:
+            self.raws.append(RawCommand([Word.literal(":")], [], redirs, None, node.start_byte))
 
     def check_heredoc_end(self, body, delimiter: bytes | None, strip_tabs: bool) -> None:
         """bash ends a here-document at the first line equal to its delimiter; if the

@@ -9,6 +9,8 @@ escapes (``!sh`` in less, ``:!sh`` in vim) are what ``interactive`` rules are fo
 
 from __future__ import annotations
 
+import re
+
 from bastion.policy.programs.spec import NONE, READS, Spec, Word_
 
 GNU = ("help", "version")
@@ -67,11 +69,56 @@ def _curl_hook(out, opts, operands, mkarg):
         elif name in ("x", "proxy", "preproxy", "socks5", "socks4", "socks5-hostname",
                       "socks4a"):
             out.connects.append(url_host(val))
+    _curl_method(out, opts)
+    for name, v in opts:
+        if name in ("w", "write-out") and v is not None:
+            _curl_write_out(out, v, mkarg)
     if any(name in ("O", "remote-name", "remote-name-all") for name, _ in opts):
         dirs = [v for name, v in opts if name == "output-dir"]
         base = dirs[-1].value if dirs and dirs[-1].value else None
         from bastion.policy.programs.tools import _Tpl
         out.writes.append(_Tpl(((base.rstrip("/") + "/", None),) if base else ((None,),)))
+
+
+_CURL_SENDS = frozenset({"d", "data", "data-binary", "data-ascii", "data-urlencode",
+                         "data-raw", "json", "F", "form", "form-string", "T", "upload-file"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_OUTPUT_VAR = re.compile(r"%output\{(?:>>)?([^}]*)\}")
+
+
+def _curl_method(out, opts) -> None:
+    """A request other than GET/HEAD/OPTIONS may change data on the server: opaque
+    (``-X DELETE``, ``-XPOST``, ``--request=PUT``; ``-d``/``-F``/``--json`` POST and
+    ``-T`` PUT unless ``-G`` turns data into a query string)."""
+    names = {name for name, _ in opts}
+    for name, v in opts:
+        if name in ("X", "request") and v is not None:
+            if v.value is None:
+                out.opaque(f"curl: a request method known only at run time ({v.raw})")
+            elif v.value.upper() not in _READ_METHODS:
+                out.opaque(f"curl -X {v.value}: a {v.value} request may change data on the "
+                           f"server")
+    sends = names & _CURL_SENDS
+    if sends and (names & {"F", "form", "form-string", "T", "upload-file"} or
+                  not names & {"G", "get"}):
+        opt = sorted(sends)[0]
+        out.opaque(f"curl {'-' if len(opt) == 1 else '--'}{opt} sends data (a POST or PUT "
+                   f"request may change data on the server)")
+
+
+def _curl_write_out(out, v, mkarg) -> None:
+    """``-w`` format: ``%output{FILE}`` writes FILE; ``@FILE`` reads the format from FILE."""
+    val = v.value
+    if val is None:
+        if "%" in v.raw or "@" in v.raw or "$" in v.raw:
+            out.opaque(f"curl -w: a format known only at run time ({v.raw}) may write a file")
+        return
+    if val.startswith("@"):
+        if val[1:] not in ("", "-"):
+            out.reads.append(mkarg(Word_(val[1:])))
+        return
+    for m in _OUTPUT_VAR.finditer(val):
+        out.writes.append(mkarg(Word_(m.group(1))))
 
 
 CURL = Spec(any_flags=False, flags="fsSLkIivgG#qZ0123456jlnNRh", values="AeEmrutwXYyzCQP",
@@ -161,6 +208,15 @@ LESS = Spec(flags="aABcCdeEfFgGiIJKLmMnNqQrRsSuUVwWXz~", values="bhjkptTxyPzD#",
 MORE = Spec(flags="dlfpcsu", values="n", numeric=True, long_flags=GNU + (
     "silent", "logical", "no-pause", "print-over", "clean-print", "squeeze", "plain"),
             long_values=("lines",), plus="ok")
+def _man_files(out, opts, operands, mkarg):
+    """``man -l FILE`` reads FILE; so does any operand with a ``/`` (man's own rule)."""
+    local = any(name in ("l", "local-file") for name, _ in opts)
+    for o in operands:
+        if local or o.value is None or "/" in o.value:
+            if o.value != "-":
+                out.reads.append(mkarg(o))
+
+
 MAN = Spec(flags="aDfhiIkKlLuwWZ", values="CEILMmpRSsT", long_flags=GNU + (
     "all", "default", "whatis", "apropos", "ignore-case", "match-case", "local-file",
     "where", "path", "location", "where-cat", "location-cat", "regex", "wildcard",
@@ -169,6 +225,7 @@ MAN = Spec(flags="aDfhiIkKlLuwWZ", values="CEILMmpRSsT", long_flags=GNU + (
            long_values=("manpath", "sections", "systems", "extension", "locale", "encoding",
                         "recode", "preprocessor"),
            code={"P": "sh", "pager": "sh"},
+           hook=lambda out, opts, operands, mkarg: _man_files(out, opts, operands, mkarg),
            refuse={"H": "runs a web browser", "html": "runs a web browser",
                    "X": "runs gxditview", "gxditview": "runs gxditview",
                    "C": "reads a configuration file", "config-file": "reads a configuration "
@@ -203,7 +260,18 @@ NODE = Spec(any_flags=True, posix=True, refuse={c: CODE for c in (
             hook=PYTHON.hook)
 
 
-_OSSL_SUB = Spec(any_flags=True, single=True, operands=READS, long_values=(
+def _openssl_files(out, opts, operands, mkarg):
+    """Operands are read; so is ``file:PATH`` in a pass phrase source (``-passin``)."""
+    out.reads.extend(mkarg(o) for o in operands if o.value != "-")
+    for name, v in opts:
+        if name in ("passin", "passout", "pass", "kfile") and v is not None:
+            if v.value is None:
+                out.reads.append(mkarg(v))
+            elif v.value.startswith("file:"):
+                out.reads.append(mkarg(Word_(v.value[5:])))
+
+
+_OSSL_SUB = Spec(any_flags=True, hook=_openssl_files, single=True, operands=READS, long_values=(
     "inform", "outform", "passin", "passout", "subj", "days", "newkey", "keyform",
     "certform", "CAform", "name", "servername", "verify", "cipher", "md", "sigopt",
     "pkeyopt", "nameopt", "certopt", "set_serial", "extensions", "reqexts", "addext",

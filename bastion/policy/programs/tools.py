@@ -259,7 +259,34 @@ DOCKER = Spec(flags="Dv", values="Hl", long_flags=GNU + ("debug", "tls", "tlsver
                   n: "has subcommands of its own (not in the table)" for n in (
                       "container", "image", "network", "volume", "system", "compose")},
                     "cp": _hooked(_D_SUB, _docker_cp)}, inherit=True)
-_K_SUB = Spec(any_flags=True, operands=NONE, values="nlcofLp", long_values=(
+_K_FILE_OUTPUTS = ("go-template-file", "templatefile", "jsonpath-file", "custom-columns-file")
+
+
+def _kubectl_files(out, opts, operands, mkarg):
+    """``-o go-template-file=F`` (and the other ``*-file`` outputs, or ``--template F`` with
+    one of them) reads F; ``-f``/``--filename`` reads a file (or fetches a URL)."""
+    outputs = [v.value for name, v in opts if name in ("o", "output") and v is not None]
+    file_output = any(o is None or o.split("=", 1)[0] in _K_FILE_OUTPUTS for o in outputs)
+    for o in outputs:
+        if o is None:
+            return out.opaque("kubectl: an output format known only at run time")
+        kind, eq, path = o.partition("=")
+        if eq and kind in _K_FILE_OUTPUTS:
+            out.reads.append(mkarg(Word_(path)))
+    for name, v in opts:
+        if v is None:
+            continue
+        if name == "template" and file_output:
+            out.reads.append(mkarg(v))
+        elif name in ("f", "filename"):
+            if v.value is not None and "://" in v.value:
+                from bastion.policy.programs.net import url_host
+                out.connects.append(url_host(v.value))
+            elif v.value != "-":
+                out.reads.append(mkarg(v))
+
+
+_K_SUB = Spec(any_flags=True, operands=NONE, hook=_kubectl_files, values="nlcofLp", long_values=(
     "namespace", "selector", "container", "output", "field-selector", "since", "tail",
     "sort-by", "template", "context", "cluster", "user", "token", "filename",
     "label-columns", "chunk-size", "since-time", "limit-bytes", "pod-running-timeout"))
