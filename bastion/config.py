@@ -86,6 +86,7 @@ class Settings:
     mask_live: bool = False
     env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
     connect_timeout: float = 10.0
+    upstream_idle_timeout: float = 30.0        # an upstream connection without channels is closed
     recording_max_bytes: int = 256 * 1024 * 1024
     ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
     approval_window_max: int = 0               # longest grant window (s) approvers may give
@@ -262,6 +263,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         return Settings(), {}
     own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
+           "upstream_idle_timeout",
            "approval_allow_unproven",
            "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
            "session_max_after_expiry")
@@ -277,6 +279,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         mask_live=c.boolean(table, "mask_live", w, False),
         env_allow=c.strings(table, "env_allow", w) or (),
         connect_timeout=float(c.number(table, "connect_timeout", w, 10.0, minimum=0.1)),
+        upstream_idle_timeout=float(c.number(table, "upstream_idle_timeout", w, 30.0, minimum=0.1)),
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
                                          minimum=1024)),
         ciphers=c.strings(table, "ciphers", w),

@@ -106,7 +106,8 @@ class Services:
             recorder=recorder, broker=broker,
             validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
             pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout,
-                              ciphers=config.settings.ciphers),
+                              ciphers=config.settings.ciphers,
+                              idle_timeout=config.settings.upstream_idle_timeout),
             inner_options=InnerOptionsCache(hostkeys),
         )
         services._policy_mtime = services._mtime()

@@ -43,7 +43,9 @@ from bastion.policy.danger import (
     TRUSTED_DIRS,
     dangerous_name,
 )
-from bastion.policy.effects import canonical_path, harmless_write, redirect_roles
+from bastion.policy.effects import (
+    canonical_path, cwd_alias, harmless_write, proc_alias_templates, redirect_roles,
+)
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
@@ -389,10 +391,18 @@ class _Extractor:
             return
         for action in actions:
             chain = f"{via} > {action.via}" if via else action.via
-            if isinstance(action, Run):
-                self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
-            elif isinstance(action, Code):
-                self.code(action.text, depth, chain, redirs)
+            if isinstance(action, Opaque):
+                continue
+            saved = (self.dirs, self.dir_unknown)
+            if action.cwd is not None:           # env -C, sudo -D/-i, su -, find -execdir
+                self.chdir(action.cwd)
+            try:
+                if isinstance(action, Run):
+                    self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
+                else:
+                    self.code(action.text, depth, chain, redirs)
+            finally:
+                self.dirs, self.dir_unknown = saved
 
     def code(self, text: str, depth: int, via: str, redirs: list) -> None:
         if depth + 1 > MAX_DEPTH:
@@ -430,6 +440,19 @@ class _Extractor:
                     return f"{program} -n makes a name reference"
         return None
 
+    def chdir(self, w: Word) -> None:
+        """A wrapped command runs in directory ``w`` (restored by the caller)."""
+        v = w.value
+        if v is None:
+            self.dirs, self.dir_unknown = [], True
+            return
+        target = norm_path(v)
+        if target.startswith("/"):
+            self.dirs, self.dir_unknown = [target], False
+        else:
+            self.dirs = [norm_path(d + "/" + target) for d in self.dirs]
+            self.dir_unknown = True
+
     def track_cd(self, program: str, words: list) -> None:
         operands = [w for w in words[1:] if not (w.value or "").startswith("-")]
         if program == "popd" or not operands:
@@ -462,6 +485,16 @@ class _Extractor:
         text = canonical_path(v)
         views: list = []
         templates: list = []
+        rest = cwd_alias(v) if "/cwd" in v else None
+        if rest is not None:              # /proc/self/cwd/x: x in the working directory
+            rel = rest.lstrip("/") or "."
+            for d in self.dirs:
+                views.append(norm_path(d + "/" + rel))
+            stripped = norm_path(rel)
+            while stripped.startswith("../") or stripped == "..":
+                stripped = stripped[3:]
+            templates.append((None, "/" + stripped) if stripped not in ("", ".") else (None,))
+            return Arg(text, tuple(views), tuple(templates), operand)
         if "=" in v:
             rest = v.partition("=")[2]
             if rest:
@@ -502,4 +535,6 @@ def _templates(template: tuple) -> tuple:
     head = parts[0]
     if isinstance(head, str) and "=" in head:
         out.append((head.partition("=")[2],) + tuple(parts[1:]))
+    if isinstance(head, str) and head.startswith("/proc/"):
+        out.extend(proc_alias_templates(tuple(parts)))
     return tuple(out)

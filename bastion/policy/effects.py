@@ -16,8 +16,13 @@ Harmless writes need no rule: ``/dev/null``, ``/dev/stdout``, ``/dev/stderr``,
 
 Paths are canonical (:func:`canonical_path`): ``//etc/./x`` and ``..`` are
 resolved lexically, and ``/proc/self/root/``, ``/proc/thread-self/root/``,
-``/proc/N/root/`` prefixes are dropped (they reach the same file).  Symlinks
-are not followed: nothing here touches a disk.
+``/proc/N/root/`` prefixes are dropped (they reach the same file).
+``/proc/<pid>/cwd/X`` (:func:`cwd_alias`) is X in a working directory: the
+directories ``cd`` went to, or any directory.  A run-time path such as
+``/proc/$pid/root/etc/x`` or ``/proc/*/cwd/x`` also reads as ``/etc/x`` and
+"any directory, then x" (:func:`proc_alias_templates`).  A recursive reader
+reaches below every reading of its directory argument (``cd /etc/ssh && grep -r x .``).
+Other symlinks are not followed: nothing here touches a disk.
 
 Rule globs use the pattern glob syntax (``*`` also crosses ``/``; ``**`` is the
 same as ``*``).  Pure: no IO.
@@ -53,6 +58,49 @@ def canonical_path(text: str) -> str:
                 break
             p = p[m.end():] or "/"
     return p
+
+
+_PROC_CWD = re.compile(r"^/proc/(?:self|thread-self|[0-9]+)(?:/task/[0-9]+)?/cwd(?=/|$)")
+
+
+def cwd_alias(text: str) -> str | None:
+    """``/proc/<pid>/cwd/REST`` (a link to a working directory): REST (``""`` for the
+    directory itself), else None.  ``..`` in REST climbs out of that directory."""
+    if not text.startswith("/") or "/proc/" not in text:
+        return None
+    text = re.sub(r"/(?:\.?/)+", "/", text)
+    while True:
+        m = _PROC_ROOT.match(text)
+        if not m:
+            break
+        text = text[m.end():] or "/"
+    m = _PROC_CWD.match(text)
+    return text[m.end():] if m else None
+
+
+_PROC_ALIAS = re.compile(r"^/proc/[^/]*(?:/task/[^/]*)?/(cwd|root)(/.*)?\Z", re.S)
+
+
+def proc_alias_templates(parts: tuple) -> list:
+    """A run-time path like ``/proc/$pid/root/etc/x`` or ``/proc/*/cwd/x`` reaches
+    ``/etc/x`` or ``x`` in some directory: the templates of those readings."""
+    marked = "".join("\0" if p is None else p for p in parts)
+    m = _PROC_ALIAS.match(marked)
+    if not m or "\0" not in marked[:m.start(1)]:
+        return []
+    rest = m.group(2) or "/"
+    pieces = tuple(_interleave(rest.split("\0")))
+    if m.group(1) == "root":
+        return [pieces]
+    return [(None,) + pieces]
+
+
+def _interleave(chunks: list):
+    for k, chunk in enumerate(chunks):
+        if k:
+            yield None
+        if chunk:
+            yield chunk
 
 
 def canonical_glob(glob: str) -> str:
@@ -97,6 +145,8 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
     if level:
         for v in arg.views:
             if glob.match(v):
+                return True
+            if recursive and v.startswith("/") and _below(glob, v):
                 return True
     if level > 1:
         for tpl in arg.templates:

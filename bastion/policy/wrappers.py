@@ -40,12 +40,18 @@ class Run:
     words: list
     via: str
     assigns: tuple = ()
+    cwd: Word | None = None    # the directory it runs in, if the wrapper changes it
 
 
 @dataclass(frozen=True)
 class Code:
     text: str
     via: str
+    cwd: Word | None = None
+
+
+# A login shell or ``find -execdir`` runs in a directory we do not know.
+ELSEWHERE = Word.unknown("<another directory>", "working directory")
 
 
 @dataclass(frozen=True)
@@ -240,13 +246,16 @@ def _simple(prog: str, words: list) -> list:
 def _sudo(prog: str, words: list) -> list:
     i, seen = scan(words, 1, SUDO, prog)
     i, assigns = _assignments(words, i)
+    cwd = seen.get("D") or seen.get("chdir")
+    if "i" in seen or "login" in seen:
+        cwd = ELSEWHERE                  # the target user's home
     if "e" in seen or "edit" in seen:
-        return [Run([Word.literal("sudoedit")] + words[i:], prog, assigns)]
+        return [Run([Word.literal("sudoedit")] + words[i:], prog, assigns, cwd)]
     if i >= len(words):
         if {"s", "i", "shell", "login"} & seen.keys():
             return [Opaque("sudo -s/-i without a command starts an interactive shell", prog)]
         return []
-    return [Run(words[i:], prog, assigns)]
+    return [Run(words[i:], prog, assigns, cwd)]
 
 
 def _doas(prog: str, words: list) -> list:
@@ -261,7 +270,8 @@ def _env(prog: str, words: list) -> list:
     if "S" in seen or "split-string" in seen:
         return [Opaque("env -S splits a string into a command", prog)]
     i, assigns = _assignments(words, i)
-    return _rest(prog, words, i, assigns)
+    cwd = seen.get("C") or seen.get("chdir")
+    return [Run(words[i:], prog, assigns, cwd)] if i < len(words) else []
 
 
 def _ionice(prog: str, words: list) -> list:
@@ -363,7 +373,8 @@ def _find(prog: str, words: list) -> list:
                 j += 1
             inner = [_replace(x, "{}", "find match") for x in words[k + 1:j]]
             if inner:
-                out.append(Run(inner, f"find {w.value}"))
+                out.append(Run(inner, f"find {w.value}",
+                               cwd=ELSEWHERE if w.value.endswith("dir") else None))
             k = j + 1
             continue
         k += 1
@@ -397,10 +408,11 @@ def _su(prog: str, words: list) -> list:
             operands.extend(words[j + 1:])
             break
         i = j + 1
+    login = bool({"-", "l", "login"} & seen.keys())
     if "u" in seen or "user" in seen:
         if not operands:
             return [Opaque("runuser -u without a command starts a shell", prog)]
-        return [Run(operands, prog)]
+        return [Run(operands, prog, cwd=ELSEWHERE if login else None)]
     shell = seen.get("s") or seen.get("shell")
     code = seen.get("c") or seen.get("command") or seen.get("session-command")
     if code is None:
@@ -412,7 +424,7 @@ def _su(prog: str, words: list) -> list:
                            prog)]
     if code.value is None:
         return [Opaque(f"{prog} -c with a string built at run time ({code.raw})", prog)]
-    return [Code(code.value, f"{prog} -c")]
+    return [Code(code.value, f"{prog} -c", ELSEWHERE if login else None)]
 
 
 def _shell(prog: str, words: list) -> list:

@@ -66,6 +66,12 @@ class UpstreamSide(asyncssh.SSHClientSession):
     def __init__(self, owner: "InnerSession") -> None:
         self.owner = owner
 
+    def connection_made(self, chan: asyncssh.SSHClientChannel) -> None:
+        # The owner learns its channel now, before create_session returns to it: a command
+        # that ends at once can close the channel first, and its exit status is read from it.
+        if getattr(self.owner, "up_chan", None) is None:
+            self.owner.up_chan = chan
+
     def data_received(self, data: bytes, datatype: Any) -> None:
         self.owner.upstream_data(data, datatype)
 

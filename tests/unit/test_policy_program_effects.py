@@ -15,7 +15,8 @@ from bastion.policy import Action, compile_policy
 
 P = Principal(subject="agent")
 PROGRAMS = ["curl", "man", "openssl", "kubectl", "echo", "cat", "ls", "grep", "env", "sudo",
-            "tar", "cd", "wc", "head", "diff", "sort", "stat", "more", "docker", ":"]
+            "tar", "cd", "wc", "head", "diff", "sort", "stat", "more", "docker", ":", "find", "su",
+            "runuser"]
 POLICY = compile_policy({"default": "deny", "opaque": "review"}, [
     {"name": "programs", "action": "allow", "commands": PROGRAMS,
      "connects": ["*.internal"], "writes": ["/tmp/**"]},
@@ -81,3 +82,45 @@ def test_an_opaque_table_keeps_the_effects_it_read_for_deny_rules():
     """curl -d is opaque (review), but the file it uploads is still a read: deny wins."""
     decision = POLICY.evaluate(P, None, "curl -d @/etc/shadow https://api.internal/")
     assert decision.action == Action.DENY and decision.rule == "no-shadow", decision.reason
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # wrappers that change the working directory: relative operands follow it
+    ("env -C /tmp cat x", True),
+    ("env -C /etc cat shadow", False),
+    ("env --chdir=/etc cat shadow", False),
+    ("env --chdir /etc cat shadow", False),
+    ('env -C "$d" cat shadow', False),
+    ("env -C etc cat shadow", False),
+    ("sudo -D /etc cat shadow", False),
+    ("sudo --chdir=/etc cat shadow", False),
+    ("sudo cat /tmp/x", True),
+    ("sudo -i cat shadow", False),             # a login shell starts in the target's home
+    ("su - root -c 'cat shadow'", False),
+    ("runuser -l -u root -- cat shadow", False),
+    ("find /etc -name shadow -execdir cat shadow \\;", False),
+    # /proc/<pid>/cwd and /proc/<pid>/root reach other paths
+    ("cat /proc/self/status", True),
+    ("cd /etc && cat /proc/self/cwd/shadow", False),
+    ("cat /proc/self/cwd/shadow", False),
+    ("cat /proc/1/cwd/shadow", False),
+    ("cat /proc/self/task/1/cwd/shadow", False),
+    ("cat /proc/self/cwd/../../etc/shadow", False),
+    ("cat /proc/self/root/etc/shadow", False),
+    ('cat /proc/"$pid"/root/etc/shadow', False),
+    ("cat /proc/*/root/etc/shadow", False),
+    ("cat /proc/*/cwd/shadow", False),
+    # a recursive reader of a directory reached through cd
+    ("cd /var/log && grep -r x .", True),
+    ("cd /etc/ssh && grep -r x .", False),
+    ("cd /etc/ssh; grep -r x .", False),
+    ("cd /etc && grep -rl x ssh", False),
+    # tar -C DIR: the members named after it are read inside DIR
+    ("tar -C /tmp -czf /tmp/x.tgz notes", True),
+    ("tar -C /etc -czf /tmp/x.tgz shadow", False),
+    ("tar -czf /tmp/x.tgz -C /etc ssh", False),
+    ('tar -C "$d" -czf /tmp/x.tgz shadow', False),
+])
+def test_working_directory(line, allowed):
+    decision = POLICY.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)

@@ -101,6 +101,15 @@ def _tar_hook(out, opts, operands, mkarg):
     if creating:
         out.recursive = True
         out.reads.extend(mkarg(o) for o in operands)
+        dirs = [v for name, v in opts if name in ("C", "directory") and v is not None]
+        for o in operands:               # tar -C DIR reads later operands inside DIR
+            if o.value is None or o.value.startswith("/"):
+                continue
+            for d in dirs:
+                if d.value is not None and d.value.startswith("/"):
+                    out.reads.append(mkarg(Word_(d.value.rstrip("/") + "/" + o.value)))
+                else:
+                    out.reads.append(_Tpl(((None, "/" + o.value),)))
     if extracting:
         dirs = [v for name, v in opts if name in ("C", "directory")]
         if names & {"P", "absolute-names"}:
