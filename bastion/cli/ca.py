@@ -7,7 +7,6 @@ Does not cover the vault (``bastion keys``) or tokens (``bastion token``).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,38 +14,14 @@ import typer
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, err_console, handle_errors
 from bastion.errors import ConfigError
+from bastion.ssh.agentconfig import (  # noqa: F401 - re-exported
+    DEFAULT_BASTION, DEFAULT_KNOWN_HOSTS, _PATTERN, _quote, _split_host_port, render_ssh_config)
 
 ca_app = typer.Typer(
     name="ca", no_args_is_help=True,
     help="The bastion's host CA: it certifies the bastion's own host key and a host key for "
          "every target name, so agents trust one line in known_hosts."
          "\n\nExample: bastion ca known-hosts > ~/.ssh/bastion_known_hosts")
-
-DEFAULT_BASTION = "127.0.0.1:2222"
-DEFAULT_KNOWN_HOSTS = "~/.ssh/bastion_known_hosts"
-_HOST = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9_.\-:]*$")
-_PATTERN = re.compile(r"^[A-Za-z0-9_.\-:*?\[\]!]+$")
-
-
-def _split_host_port(value: str, default_port: int) -> tuple[str, int]:
-    host, port = value, default_port
-    if value.startswith("["):                        # [::1]:2222
-        inner, _, rest = value[1:].partition("]")
-        host = inner
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = int(rest[1:])
-        elif rest:
-            host = ""
-    elif value.count(":") == 1:                      # host:2222 (a bare IPv6 has several)
-        host, _, p = value.partition(":")
-        port = int(p) if p.isdigit() else -1
-    if not host or not _HOST.fullmatch(host) or not 0 < port < 65536:
-        raise ConfigError(f"expected HOST or HOST:PORT, got {value!r}")
-    return host, port
-
-
-def _quote(value: str) -> str:
-    return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
 @handle_errors
@@ -91,66 +66,6 @@ def known_hosts_cmd(
     print(f"# bastion host CA ({keys.ca_key.get_fingerprint('sha256')}); "
           "use this file only for bastion connections")
     print(text, end="")
-
-
-def _auth_off() -> list[str]:
-    return ["PubkeyAuthentication no", "PasswordAuthentication no", "HostbasedAuthentication no",
-            "GSSAPIAuthentication no", "IdentitiesOnly yes", "IdentityAgent none"]
-
-
-def _trust(known_hosts: str) -> list[str]:
-    return [f"UserKnownHostsFile {_quote(known_hosts)}", "GlobalKnownHostsFile /dev/null",
-            "StrictHostKeyChecking yes", "UpdateHostKeys no", "CheckHostIP no",
-            "ForwardAgent no", "ForwardX11 no"]
-
-
-def render_ssh_config(bastion: str, targets: list[tuple[str, str | None]], *,
-                      known_hosts: str = DEFAULT_KNOWN_HOSTS, alias: str = "bastion",
-                      user: str = "agent", ca_fingerprint: str | None = None) -> str:
-    """The ssh_config text; ``targets`` is [(name, login or None)], empty for ``Host *``."""
-    host, port = _split_host_port(bastion, 2222)
-    if not _HOST.fullmatch(alias) or ":" in alias:
-        raise ConfigError(f"invalid --alias {alias!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", user):
-        raise ConfigError(f"invalid --user {user!r}")
-    for name, login in targets:
-        if not _HOST.fullmatch(name):
-            raise ConfigError(f"invalid target name {name!r}")
-        if name == alias:
-            raise ConfigError(f"a target is named {name!r} like the bastion alias",
-                              hint="pass --alias OTHER")
-        if login is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", login):
-            raise ConfigError(f"invalid login {login!r} for target {name!r}")
-    out = [
-        "# ssh_config for agents reaching targets through the bastion.",
-        "# 1. Write the CA line (-o options on the command line do not reach the -J hop,",
-        "#    so everything lives in this file):",
-        f"#      bastion ca known-hosts > {known_hosts}",
-        "# 2. Give ssh the token through askpass (no tty needed):",
-        "#      export SSH_ASKPASS=bastion-askpass SSH_ASKPASS_REQUIRE=force",
-        "#      export BASTION_TOKEN_FILE=/path/to/token     # or BASTION_TOKEN=...",
-        "# 3. Use it:  ssh -F THIS_FILE deploy@web1 'uptime'   (or Include it from ~/.ssh/config)",
-    ]
-    if ca_fingerprint:
-        out.append(f"# The bastion host CA is {ca_fingerprint}.")
-    out += ["", f"Host {alias}", f"    HostName {host}", f"    Port {port}", f"    User {user}",
-            "    ProxyJump none", "    PreferredAuthentications keyboard-interactive",
-            "    KbdInteractiveAuthentication yes", "    NumberOfPasswordPrompts 1"]
-    out += [f"    {line}" for line in _auth_off() + _trust(known_hosts)]
-    inner = ([f"ProxyJump {alias}",
-              "# the inner login needs no credential: the bastion accepts auth 'none'",
-              "PreferredAuthentications none", "KbdInteractiveAuthentication no"]
-             + _auth_off() + _trust(known_hosts))
-    blocks: dict[str | None, list[str]] = {}        # one Host block per login
-    for name, login in targets or [("*", None)]:
-        if name not in blocks.setdefault(login, []):
-            blocks[login].append(name)
-    for login, names in blocks.items():
-        out += ["", "Host " + " ".join(names)]
-        if login:
-            out.append(f"    User {login}")
-        out += [f"    {line}" for line in inner]
-    return "\n".join(out) + "\n"
 
 
 @handle_errors

@@ -36,12 +36,7 @@ err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"--listen must be HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
+from bastion.ssh.agentconfig import parse_listen  # noqa: E402,F401 - re-exported
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> "typer.Exit":

@@ -83,7 +83,7 @@ def prepare(paths: DemoPaths, issuer) -> tuple[LocalSshd, object]:
 
 def ssh_config_text(paths: DemoPaths, port: int, user: str) -> str:
     """What `bastion ssh-config` prints for this bastion and the demo target."""
-    from bastion.cli.ca import render_ssh_config
+    from bastion.ssh.agentconfig import render_ssh_config
     return render_ssh_config(f"127.0.0.1:{port}", [("demo", user)],
                              known_hosts=str(paths.known_hosts))
 
@@ -200,7 +200,7 @@ async def demo_main(paths: DemoPaths, host: str, port: int, once: bool) -> int:
 
 
 def run_demo(directory: Path, listen: str, once: bool) -> int:
-    from bastion.cli.common import parse_listen
+    from bastion.ssh.agentconfig import parse_listen
     host, port = parse_listen(listen)
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise BastionError("the demo listens on loopback only", hint="use --listen 127.0.0.1:PORT")
