@@ -453,6 +453,10 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
             except re.error as exc:
                 c.add(w + ("regex",), f"{_w(w)}.regex is not a valid regular expression: {exc}")
                 regex = None
+            except (RecursionError, OverflowError, MemoryError) as exc:
+                c.add(w + ("regex",), f"{_w(w)}.regex is too complex to compile "
+                                      f"({type(exc).__name__}): simplify it")
+                regex = None
         replace = c.string(table, "replace", w, default=f"[MASKED:{name}]")
         if name and regex:
             mask = Mask(name=name, regex=regex, replace=replace or f"[MASKED:{name}]")
@@ -510,4 +514,7 @@ def load_config(path: str | Path) -> BastionConfig:
                           hint="pass --policy PATH or set BASTION_POLICY") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read policy file: {exc.strerror}", path=str(p)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"policy file is not UTF-8 text (byte {exc.start})", path=str(p),
+                          hint="save it as UTF-8") from exc
     return parse_config(text, str(p))

@@ -52,6 +52,23 @@ def _limits():
     return limits
 
 
+def _check_serving(config: BastionConfig, path) -> None:
+    """What ``bastion serve`` needs beyond a valid file: an [oidc] table and known ciphers."""
+    from bastion.ssh.algs import check_ciphers
+    if config.oidc is None:
+        raise ConfigError("policy has no [oidc] table: agents could not log in",
+                          path=str(path), hint="add [oidc] issuer = ... and audience = ...")
+    check_ciphers(config.settings.ciphers)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The reloadable state, built whole before it is swapped in."""
+    config: BastionConfig
+    detectors: Any
+    validator: Any
+
+
 @dataclass
 class Services:
     policy_path: Path
@@ -66,7 +83,7 @@ class Services:
     recorder: Any = None
     broker: Any = None               # approvals.ApprovalBroker
     detectors: Any = None            # masking detectors: built-ins + [[masks]], per config load
-    _policy_mtime: float = 0.0
+    _policy_stamp: tuple | None = None
     _servers: set = field(default_factory=set)
     refused_counter: Any = field(default_factory=lambda: _limits().RefusedCounter())
     preauth: Any = field(default_factory=lambda: _limits().PreauthGate())
@@ -76,18 +93,13 @@ class Services:
     def build(cls, policy_path: Path, data_dir: Path, keys_dir: Path, *,
               listen_host: str | None = None) -> "Services":
         from bastion.identity.oidc import TokenValidator
-        from bastion.ssh.algs import check_ciphers
         from bastion.ssh.hostca import HostKeys, default_bastion_names
         from bastion.ssh.inner import InnerOptionsCache
         from bastion.ssh.upstream import UpstreamPool
         from bastion.vault import Vault
 
         config = load_config(policy_path)
-        if config.oidc is None:
-            raise ConfigError("policy has no [oidc] table: agents could not log in",
-                              path=str(policy_path),
-                              hint="add [oidc] issuer = ... and audience = ...")
-        check_ciphers(config.settings.ciphers)
+        _check_serving(config, policy_path)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = default_bastion_names()
         if listen_host and listen_host not in ("0.0.0.0", "::") and listen_host not in names:
@@ -110,7 +122,7 @@ class Services:
                               idle_timeout=config.settings.upstream_idle_timeout),
             inner_options=InnerOptionsCache(hostkeys),
         )
-        services._policy_mtime = services._mtime()
+        services._policy_stamp = services._stamp()
         services.detectors = services._detectors_for(config)
         return services
 
@@ -121,42 +133,76 @@ class Services:
         Masker(detectors)      # compile the trigger database now (~0.1 s), not in the first session
         return detectors
 
-    def _mtime(self) -> float:
+    def _stamp(self) -> tuple | None:
+        """What says the policy file changed: inode, mtime (ns) and size (None: unreadable)."""
         try:
-            return os.stat(self.policy_path).st_mtime
+            st = os.stat(self.policy_path)
         except OSError:
-            return 0.0
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     # -- reload ----------------------------------------------------------------
     def reload(self) -> bool:
-        """Load policy.toml again; keep the old config when the new one is invalid."""
-        self._policy_mtime = self._mtime()
+        """Load policy.toml again, all or nothing; never raises (SIGHUP and the watcher call it).
+
+        Everything the new file needs is built and checked before anything is swapped:
+        the config itself, an ``[oidc]`` table and its token validator, the ciphers,
+        the masking detectors (custom ``[[masks]]`` compiled).  Then the approval broker
+        takes the new settings and the rest is swapped in one step that no session can
+        see half done (no await in between).  On any error, of any type, the whole
+        previous state stays (policy, grants, masks, validator, settings, broker) and
+        one log line says why.  Returns whether the new file is in force.
+        """
+        self._policy_stamp = self._stamp()
+        previous = self._current()
         try:
-            config = load_config(self.policy_path)
-        except ConfigError as exc:
-            log.error("policy reload refused, previous policy kept: %s", exc)
+            staged = self._prepare(load_config(self.policy_path))
+            self._swap(staged)
+        except Exception as exc:  # noqa: BLE001 - a bad file never takes the bastion down
+            try:
+                self._swap(previous)
+            except Exception:  # noqa: BLE001 - the old state is still assigned; say so
+                log.exception("policy reload: restoring the previous broker settings failed")
+            why = str(exc) if isinstance(exc, BastionError) else f"{type(exc).__name__}: {exc}"
+            log.error("policy reload refused, previous policy kept: %s", printable(why))
+            if not isinstance(exc, BastionError):
+                log.debug("policy reload failure", exc_info=True)
             return False
-        try:
-            detectors = self._detectors_for(config)
-        except ConfigError as exc:
-            log.error("policy reload refused, previous policy kept: %s", exc)
-            return False
-        self.detectors = detectors
-        if config.oidc != self.config.oidc:
-            from bastion.identity.oidc import TokenValidator
-            self.validator = TokenValidator(config.oidc)
-        self.config = config
-        if self.broker is not None:
-            self.broker.reconfigure(config.settings)
-        self.inner_options.invalidate()
-        log.info("policy reloaded from %s: %d targets, %d grants", self.policy_path,
-                 len(config.targets), len(config.grants))
+        config = staged.config
+        log.info("policy reloaded from %s: %d targets, %d grants, %d masks", self.policy_path,
+                 len(config.targets), len(config.grants), len(config.masks))
         return True
 
     def reload_if_changed(self) -> bool:
-        if self._mtime() != self._policy_mtime:
+        if self._stamp() != self._policy_stamp:
             return self.reload()
         return False
+
+    def _current(self) -> "_Staged":
+        return _Staged(self.config, self.detectors, self.validator)
+
+    def _prepare(self, config: BastionConfig) -> "_Staged":
+        """Build what ``config`` needs, touching nothing in force (raises on any problem)."""
+        _check_serving(config, self.policy_path)
+        detectors = self._detectors_for(config)
+        validator = self.validator
+        if validator is None or config.oidc != self.config.oidc:
+            from bastion.identity.oidc import TokenValidator
+            validator = TokenValidator(config.oidc)
+        return _Staged(config, detectors, validator)
+
+    def _swap(self, staged: "_Staged") -> None:
+        """Put ``staged`` in force.  Only the broker can fail, so it goes first."""
+        settings = staged.config.settings
+        if self.broker is not None:
+            self.broker.reconfigure(settings)
+        self.config, self.detectors, self.validator = staged.config, staged.detectors, staged.validator
+        if self.pool is not None:           # new connects; connections in use keep theirs
+            self.pool.connect_timeout = settings.connect_timeout
+            self.pool.ciphers = settings.ciphers
+            self.pool.idle_timeout = settings.upstream_idle_timeout
+        if self.inner_options is not None:
+            self.inner_options.invalidate()
 
     # -- connections -----------------------------------------------------------
     def track(self, server) -> None:

@@ -44,6 +44,25 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
     )
 
 
+async def watch_policy(services: Services, stop: asyncio.Event,
+                       interval: float = POLICY_POLL_SECONDS) -> None:
+    """Every ``interval`` s until ``stop``: reload a changed policy file, store the refused-login
+    summaries of minutes that ended.  Each step on its own: an error in one (of any type) is
+    logged and the loop goes on, so a bad file never stops later reloads."""
+    steps = (("policy reload", services.reload_if_changed),
+             ("refused-login summaries", services.flush_refused))
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        for what, step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - the watcher must survive anything
+                log.exception("policy watcher: %s failed", what)
+
+
 def listen_error(host: str, port: int, exc: OSError) -> BastionError:
     """One sentence a person can act on for a failed bind (no traceback)."""
     import errno
@@ -93,7 +112,10 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
 
     def on_hup() -> None:
         log.info("received SIGHUP: reloading policy")
-        services.reload()
+        try:
+            services.reload()              # never raises; kept safe anyway: no signal kills serve
+        except Exception:  # noqa: BLE001
+            log.exception("policy reload failed")
 
     for sig, handler in ((signal.SIGTERM, lambda: on_stop("SIGTERM")),
                          (signal.SIGINT, lambda: on_stop("SIGINT")),
@@ -103,16 +125,7 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
             pass
 
-    async def watch_policy() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(POLICY_POLL_SECONDS)
-            try:
-                services.reload_if_changed()
-                services.flush_refused()     # refused-login summaries of minutes that ended
-            except Exception:  # noqa: BLE001 - the watcher must survive
-                log.exception("policy watcher error")
-
-    watcher = asyncio.ensure_future(watch_policy())
+    watcher = asyncio.ensure_future(watch_policy(services, stop))
     try:
         await stop.wait()
     finally:
