@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from bastion.errors import ConfigError, Problem
 from bastion.identity.fetch import is_loopback_host
+from bastion.identity.oidcconfig import OidcConfig  # noqa: F401 - [oidc], re-exported
 from bastion.identity.principal import Principal
 from bastion.policy import Policy, compile_policy
 from bastion.proto.detectors import detectors_from_config
@@ -36,19 +37,6 @@ from bastion.tomlpos import TomlPositions
 CHANNEL_KINDS = ("exec", "shell", "sftp", "forward")
 ENGINE_SETTINGS = ("default", "opaque")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-@dataclass(frozen=True)
-class OidcConfig:
-    issuer: str
-    audience: tuple[str, ...]
-    tenants: tuple[str, ...] = ()
-    subject_claim: str | None = None
-    ca_bundle: str | None = None        # absolute path once loaded
-    allow_v1: bool = False              # accept Entra v1 (sts.windows.net) tokens
-    leeway: int = 60                    # seconds of clock skew for exp/nbf/iat
-    jwks_refresh_interval: int = 60     # min seconds between JWKS refreshes on unknown kid
-    timeout: float = 10.0               # HTTP timeout for discovery/JWKS
 
 
 @dataclass(frozen=True)

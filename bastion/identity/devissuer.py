@@ -206,8 +206,8 @@ class DevIssuer:
         }
 
     def oidc_config(self, audience: str = DEFAULT_AUDIENCE, **overrides):
-        """An :class:`~bastion.config.OidcConfig` for this issuer, trusting its CA."""
-        from bastion.config import OidcConfig
+        """An :class:`~bastion.identity.oidcconfig.OidcConfig` for this issuer, trusting its CA."""
+        from bastion.identity.oidcconfig import OidcConfig
         values = {"issuer": self.issuer, "audience": (audience,), "ca_bundle": str(self.ca_path)}
         values.update(overrides)
         return OidcConfig(**values)

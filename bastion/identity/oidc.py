@@ -1,6 +1,6 @@
 """Validate an OIDC access token (a signed JWT) and map it to a Principal.
 
-:class:`TokenValidator` is built from :class:`bastion.config.OidcConfig`.  The
+:class:`TokenValidator` is built from :class:`bastion.identity.oidcconfig.OidcConfig`.  The
 checks, in order; the first that fails raises :class:`TokenRejected` with a
 short reason that is safe to log (the token itself is never logged, not even a
 prefix):
@@ -54,8 +54,8 @@ from bastion.identity.chunking import MAX_TOKEN_BYTES
 from bastion.identity.jwks import DEFAULT_MAX_AGE, KeyCache
 from bastion.identity.principal import Principal
 
-if TYPE_CHECKING:                      # config imports the policy engine; we only need the type
-    from bastion.config import OidcConfig
+if TYPE_CHECKING:
+    from bastion.identity.oidcconfig import OidcConfig
 
 log = logging.getLogger("bastion.identity")
 

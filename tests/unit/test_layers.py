@@ -36,7 +36,6 @@ IO_MODULES = {"asyncio", "asyncssh", "sqlite3", "sqlite_utils", "socket", "subpr
               "ssl", "urllib", "http", "requests", "select", "signal"}
 # (importer, imported): upward imports that exist today, and how they go away
 KNOWN_CYCLES = {
-    ("identity", "config"): "OidcConfig moves into identity/ (config re-exports it)",
     ("ssh", "services"): "ssh/server.py takes a built Services from `bastion serve`",
 }
 
