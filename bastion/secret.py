@@ -8,6 +8,7 @@ guard against accidental logging.
 
 from __future__ import annotations
 
+import hmac
 import re
 from typing import Generic, TypeVar
 
@@ -36,10 +37,19 @@ class Secret(Generic[T]):
         return "<secret>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        """Equal values, compared in constant time for text and bytes."""
+        if not isinstance(other, Secret):
+            return NotImplemented
+        a, b = self._value, other._value
+        if isinstance(a, str) and isinstance(b, str):
+            a, b = a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+        if isinstance(a, bytes) and isinstance(b, bytes):
+            return hmac.compare_digest(a, b)
+        return bool(a == b)
 
-    def __hash__(self) -> int:
-        return hash(("secret", id(self)))
+    # Not hashable: a hash agreeing with __eq__ would be the value's own hash, which says
+    # something about the secret; none is needed as a key.
+    __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self):  # never pickled by accident
         raise TypeError("Secret values cannot be pickled")

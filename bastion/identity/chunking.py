@@ -27,6 +27,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.errors import TokenRejected
+    from bastion.secret import Secret
 
 
 def _rejected(reason: str) -> "TokenRejected":
@@ -167,11 +168,12 @@ class TokenAssembler:
         return self.prompt
 
     @property
-    def token(self) -> str:
-        """The assembled token; only once :attr:`done`."""
+    def token(self) -> "Secret[str]":
+        """The assembled token (kept from logs: reveal it only to validate); once :attr:`done`."""
+        from bastion.secret import Secret     # (server side only: askpass starts fast)
         if not self._done:
             raise ValueError("the token is not complete yet")
-        return "".join(self._parts)
+        return Secret("".join(self._parts))
 
     def _fail(self, reason: str) -> TokenRejected:
         self._parts.clear()          # drop what we hold of a token we will not use

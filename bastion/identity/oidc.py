@@ -53,6 +53,7 @@ from bastion.errors import ConfigError, TokenRejected
 from bastion.identity.chunking import MAX_TOKEN_BYTES
 from bastion.identity.jwks import DEFAULT_MAX_AGE, KeyCache
 from bastion.identity.principal import Principal
+from bastion.secret import Secret
 
 if TYPE_CHECKING:
     from bastion.identity.oidcconfig import OidcConfig
@@ -147,15 +148,16 @@ class TokenValidator:
         """Fetch discovery and keys now (e.g. at start-up).  Raises IdentityError."""
         await self.keys.refresh()
 
-    async def validate(self, token: str) -> Principal:
-        """The Principal a valid token names.
+    async def validate(self, token: "Secret[str] | str") -> Principal:
+        """The Principal a valid token names (``token`` is revealed here and nowhere else).
 
         Raises TokenRejected(reason) for a bad token, IdentityError when the
         issuer's keys cannot be obtained at all.  The reason is logged (at debug) on
         the ``bastion.identity`` logger; the token never is.
         """
         try:
-            principal = await self._validate(token)
+            principal = await self._validate(token.reveal() if isinstance(token, Secret)
+                                             else token)
         except TokenRejected as exc:
             # debug: the caller logs the refusal, rate-limited per source (bastion.ssh.outer)
             log.debug("token rejected: %s", exc.reason)

@@ -88,7 +88,7 @@ def test_answer_for_foreign_prompt_refuses():
 def test_chunked_round_trip(length, rounds):
     token = make_token(length)
     asm, prompts = run_protocol(token)
-    assert asm.done and asm.token == token
+    assert asm.done and asm.token.reveal() == token
     assert asm.rounds == rounds == len(prompts)
     assert prompts == [prompt_for_offset(i * CHUNK) for i in range(rounds)]
 
@@ -111,10 +111,10 @@ def test_whole_token_in_one_answer(length, done):
     nxt = asm.feed(token)
     assert asm.done is done
     if done:
-        assert nxt is None and asm.token == token
+        assert nxt is None and asm.token.reveal() == token
     else:                                      # exactly CHUNK: the server asks for more
         assert nxt == prompt_for_offset(1000)
-        assert asm.feed("") is None and asm.token == token
+        assert asm.feed("") is None and asm.token.reveal() == token
 
 
 def test_whole_token_too_large():
@@ -185,3 +185,12 @@ def test_offset_from_prompt_agrees_with_the_grammar():
     for p in prompts:
         assert offset_from_prompt(p) == _oracle(p), repr(p)
     assert sum(_oracle(p) is not None for p in prompts) > 40      # the table reaches both sides
+
+
+def test_the_assembled_token_is_a_secret():
+    asm = TokenAssembler()
+    asm.feed("abc.def.ghi")
+    assert "abc" not in repr(asm.token) and "abc" not in f"{asm.token}"
+    assert asm.token == asm.token                               # compared by value
+    with pytest.raises(TypeError):
+        hash(asm.token)                                         # never a dict key
