@@ -108,6 +108,8 @@ class Command:
     shorts: frozenset | None = None   # short options present (table-parsed), else None
     longs: dict | None = None         # long option -> tuple of values (table-parsed)
     soft: bool = False        # opaque only because its program table could not read it
+    valued: frozenset = frozenset()   # indexes of args the table read as option values
+    subs: tuple = ()          # the subcommand path (``("container", "logs")``)
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
@@ -372,7 +374,9 @@ class _Extractor:
                 effects = dict(connects=tuple(found.connects), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
-                               shorts=frozenset(found.shorts), longs=found.longs)
+                               shorts=frozenset(found.shorts), longs=found.longs,
+                               valued=frozenset(k - 1 for k in found.valued),
+                               subs=tuple(found.subs))
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
                               writes=tuple(writes), reads=tuple(reads), **effects))
         for text in codes:

@@ -195,9 +195,17 @@ class Short:
     def matches(self, cmd, conservative: int) -> bool:
         c = self.letter
         tabled = cmd.shorts is not None     # read with the program's table
-        if tabled and (c in cmd.shorts or conservative < 2):
-            return c in cmd.shorts
-        for a in cmd.args:
+        if tabled:
+            if c in cmd.shorts:
+                return True
+            if conservative and any(a.operand and a.text is not None and len(a.text) > 1 and
+                                    a.text[0] == "-" and a.text[1] != "-" and c in a.text
+                                    for a in cmd.args):
+                return True                 # rm -- -r: deny rules still count it
+            if conservative < 2:
+                return False
+        valued = cmd.valued
+        for k, a in enumerate(cmd.args):
             t = a.text
             if t is not None:
                 if tabled:
@@ -205,7 +213,8 @@ class Short:
                 if len(t) > 1 and t[0] == "-" and t[1] != "-" and c in t and (
                         conservative or not a.operand):
                     return True
-            elif conservative > 1 and any(_could_short(tpl, c) for tpl in a.templates[:1]):
+            elif conservative > 1 and any(_could_short(tpl, c) for tpl in a.templates[:1]) \
+                    and k not in valued:       # an option's value is no option
                 return True
         return False
 
@@ -231,10 +240,17 @@ class Long:
         name = self.name
         if cmd.longs is not None:           # read with the program's table
             values = cmd.longs.get(name)
+            if values is None and conservative and any(
+                    a.operand and a.text is not None and a.text.startswith("--") and
+                    len(a.text) > 2 and name.startswith(a.text[2:].partition("=")[0])
+                    for a in cmd.args):
+                return True                 # rm -- --recursive: deny rules still count it
             if values is None:
+                valued = cmd.valued
                 return conservative > 1 and any(
-                    a.text is None and a.templates and _LONG_DYNAMIC.could_match(a.templates[0])
-                    for a in cmd.args)
+                    a.text is None and a.templates and k not in valued
+                    and _LONG_DYNAMIC.could_match(a.templates[0])
+                    for k, a in enumerate(cmd.args))
             if self.value is None:
                 return True
             return any(conservative > 1 if v is None else _value_matches(self.value, v,
@@ -303,10 +319,12 @@ class Sub:
     falls back to "any argument" for deny/review rules."""
 
     glob: Glob
+    level: int = 0              # docker container logs: "logs" is level 1
 
     def matches(self, cmd, conservative: int) -> bool:
         if cmd.sub is not None:
-            return self.glob.match(cmd.sub)
+            subs = cmd.subs
+            return len(subs) > self.level and self.glob.match(subs[self.level])
         if cmd.known or not conservative:
             return False
         return Any_(self.glob).matches(cmd, conservative)
@@ -348,12 +366,14 @@ def parse_pattern(source: str) -> Pattern:
     program = Glob(prog)
     words: list = []
     want_sub = not by_path and program.literal is not None and subcommands(program.literal)
+    path: list = []
     for part in parts[1:]:
         if not part:
             raise PatternError(f"pattern {source!r} has an empty word")
         if want_sub and not part.startswith("-"):
-            words.append(Sub(Glob(part)))
-            want_sub = False
+            words.append(Sub(Glob(part), len(path)))
+            path.append(part)
+            want_sub = subcommands(program.literal, tuple(path))
             continue
         words.extend(_pattern_word(part))
     return Pattern(source, program, by_path, tuple(words))

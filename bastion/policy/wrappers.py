@@ -20,6 +20,9 @@ Each wrapper's option table is spelled out below so that the wrapped program is
 found exactly (``sudo -u root -- rm`` and ``timeout -s KILL 5 rm``).  GNU long
 options may be abbreviated; an ambiguous or unknown one makes the command opaque.
 
+Container runners (``docker``/``podman exec|run|create``, ``kubectl exec|run``) are
+wrappers too: :mod:`bastion.policy.containers`.
+
 Not handled (they are ordinary programs: allow them only if you trust all they
 can run): ssh, chroot, nsenter, unshare, systemd-run, script, parallel, strace,
 gdb, python -c, perl -e, awk ``system()``, editors and pagers with shell escapes.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bastion.policy import containers
 from bastion.policy.danger import BASH_LIKE, OTHER_SHELLS
 from bastion.policy.words import Word
 
@@ -495,9 +499,16 @@ def _complete(prog: str, words: list) -> list:
     return []
 
 
+def _container(prog: str, words: list) -> list:
+    handler = containers.kubectl if prog == "kubectl" else containers.docker
+    return handler(prog, words, lambda w, via, cwd: Run(list(w), via, cwd=cwd),
+                   lambda why: Opaque(why, prog), ELSEWHERE)
+
+
 _HANDLERS = {
     "sudo": _sudo, "doas": _doas, "env": _env, "ionice": _ionice, "timeout": _timeout,
     "command": _command, "builtin": _builtin, "flock": _flock, "watch": _watch,
     "xargs": _xargs, "find": _find, "busybox": _busybox, "su": _su, "runuser": _su,
     "alias": _alias, "trap": _trap, "bind": _bind, "complete": _complete, "compgen": _complete,
+    "docker": _container, "podman": _container, "kubectl": _container,
 }

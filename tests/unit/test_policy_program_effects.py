@@ -16,7 +16,7 @@ from bastion.policy import Action, compile_policy
 P = Principal(subject="agent")
 PROGRAMS = ["curl", "man", "openssl", "kubectl", "echo", "cat", "ls", "grep", "env", "sudo",
             "tar", "cd", "wc", "head", "diff", "sort", "stat", "more", "docker", ":", "find", "su",
-            "runuser"]
+            "runuser", "podman", "git"]
 POLICY = compile_policy({"default": "deny", "opaque": "review"}, [
     {"name": "programs", "action": "allow", "commands": PROGRAMS,
      "connects": ["*.internal"], "writes": ["/tmp/**"]},
@@ -123,4 +123,104 @@ def test_an_opaque_table_keeps_the_effects_it_read_for_deny_rules():
 ])
 def test_working_directory(line, allowed):
     decision = POLICY.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # container runners are wrappers: the command inside is decided too
+    ("docker exec web1 cat /etc/hostname", True),
+    ("docker container exec web1 ls", True),
+    ("podman exec c1 ls /tmp", True),
+    ("docker exec web1 cat /etc/shadow", False),
+    ("docker exec -it web1 /bin/sh", False),
+    ("docker exec -it web1 bash", False),
+    ("docker exec web1", False),
+    ("docker exec --privileged web1 ls", False),
+    ("docker run --rm alpine echo hi", True),
+    ("docker run --rm -v data:/data alpine ls /data", True),
+    ("docker run --rm -it alpine", False),            # the image's own command
+    ("docker run -v /:/mnt --rm -it alpine chroot /mnt /bin/sh", False),
+    ("docker run -v /etc:/x alpine ls", False),
+    ("docker run --mount type=bind,source=/,target=/mnt alpine ls", False),
+    ("docker run --rm -it --privileged -u root alpine", False),
+    ("docker run --privileged alpine ls", False),
+    ("docker run --pid=host alpine ls", False),
+    ("docker run --network host alpine ls", False),
+    ("docker run --cap-add SYS_ADMIN alpine ls", False),
+    ("docker run --env-file /etc/shadow alpine ls", False),
+    ("docker run --entrypoint /bin/sh alpine", False),
+    ("docker run --frobnicate alpine ls", False),     # an option the table does not know
+    ('docker run "$opts" alpine ls', False),
+    ("docker attach web1", False),
+    ("docker ps -a", True),
+    ("docker logs --tail 100 web", True),
+    ("kubectl exec web-1 -- ls /tmp", True),
+    ("kubectl -n prod exec web-1 -c app -- ls /tmp", True),
+    ("kubectl exec -it web1 -- /bin/sh", False),
+    ("kubectl exec web1 -- cat /etc/shadow", False),
+    ("kubectl exec web1 ls", False),                  # no --: the command is not told apart
+    ("kubectl run x --image=alpine", False),
+    ("kubectl run x --image=alpine -- echo hi", True),
+    ("kubectl debug node/n1 -it --image=busybox", False),
+    ("kubectl attach web1 -it", False),
+    ("kubectl get pods -n prod", True),
+    # git: options that take a value, optional values, --, output files
+    ("git log -S password --oneline", True),
+    ("git log -Spassword --oneline", True),
+    ("git log --stat", True),
+    ("git log --stat=100 --abbrev HEAD", True),
+    ("git log -- clean", True),
+    ("git diff HEAD~1 -- src/", True),
+    ("git -c core.pager=cat log", True),
+    ("git -c core.pager=less log", False),
+    ("git -c core.pager='sh -c id' log", False),
+    ("git diff --output=/tmp/x.diff", True),
+    ("git diff --output=/etc/x", False),
+    ("git log -o /etc/x", False),
+])
+def test_containers_and_git(line, allowed):
+    decision = POLICY.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+JOURNAL = compile_policy({"default": "deny", "opaque": "review"}, [
+    {"name": "journal", "action": "allow", "commands": ["journalctl", "date", "stat"]},
+    {"name": "vacuum", "action": "review", "commands": ["journalctl --vacuum-time"]},
+    {"name": "clock", "action": "deny", "commands": ["date -s", "date --set"]},
+])
+
+
+@pytest.mark.parametrize("line, expect", [
+    # a run-time word the table read as an option's value cannot be that option
+    ('journalctl --since "$(date +%F)"', Action.ALLOW),
+    ('journalctl -u nginx --since "$(date -d \'1 hour ago\' \'+%F %T\')"', Action.ALLOW),
+    ('date -d "$(stat -c %y /var/log/syslog)" +%s', Action.ALLOW),
+    # elsewhere it still could be
+    ('journalctl "$opt"', Action.REVIEW),
+    ("journalctl --vacuum-time=1d", Action.REVIEW),
+    ('date "$x"', Action.DENY),
+    ("date -s 12:00", Action.DENY),
+])
+def test_option_values_are_not_options(line, expect):
+    assert JOURNAL.evaluate(P, None, line).action == expect
+
+
+NESTED = compile_policy({"default": "deny", "opaque": "review"}, [
+    {"name": "read", "action": "allow", "commands": ["docker container logs", "docker image ls",
+                                                      "docker ps"]},
+])
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # nested subcommands are positional too
+    ("docker container logs web", True),
+    ("docker container logs --tail 5 web", True),
+    ("docker image ls", True),
+    ("docker container rm logs", False),
+    ("docker container exec web logs", False),
+    ("docker image rm ls", False),
+    ("docker logs web", False),
+])
+def test_nested_subcommands(line, allowed):
+    decision = NESTED.evaluate(P, None, line)
     assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)

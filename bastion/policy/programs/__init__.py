@@ -37,9 +37,16 @@ def has_table(program: str) -> bool:
     return program in TABLE or program in SPECIAL
 
 
-def subcommands(program: str) -> bool:
-    """Does this program's table have subcommands (``git log``)?"""
+def subcommands(program: str, path: tuple = ()) -> bool:
+    """Does this program's table have subcommands (``git log``), or, after the subcommand
+    ``path``, subcommands of its own (``docker container logs``)?"""
     spec = TABLE.get(program)
+    for name in path:
+        if spec is None or spec.subs is None:
+            return False
+        spec = spec.subs.get(name) or spec.subs.get("*")
+        if not isinstance(spec, Spec):
+            return False
     return spec is not None and spec.subs is not None
 
 

@@ -93,6 +93,8 @@ class Analysis:
     shorts: set = field(default_factory=set)
     longs: dict = field(default_factory=dict)
     recursive: bool = False
+    valued: set = field(default_factory=set)      # indexes of words consumed as option values
+    subs: list = field(default_factory=list)      # the subcommand path (docker container logs)
 
     def opaque(self, why: str) -> "Analysis":
         if self.problem is None:
@@ -151,6 +153,10 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
     while i < n:
         w = words[i]
         v = w.value
+        if v == "--" and not only:
+            only = True
+            i += 1
+            continue
         if v is None:
             if not only and _could_be_option(w) and dangerous and not spec.any_flags:
                 out.opaque(f"{prog}: an option known only at run time ({w.raw}) could change "
@@ -201,6 +207,7 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                     out.opaque(f"{prog}: option {v} lacks its value")
                     raise _Stop
                 value = words[i]
+                out.valued.add(i)
                 i += 1
             elif eq:
                 value = Word_(val, words[i - 1], len(v) - len(val))
@@ -223,6 +230,7 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                     value = Word_(body[k:], w, k + 1)
                 elif i < n:
                     value = words[i]
+                    out.valued.add(i)
                     i += 1
                 else:
                     out.opaque(f"{prog}: option -{c} lacks its value")
@@ -255,7 +263,9 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
             out.opaque(f"{prog}: unknown subcommand {sw.value!r} (it could be an alias or "
                        f"a plugin)")
             raise _Stop
-        out.sub = sw.value
+        if out.sub is None:             # docker container logs: the first one names it
+            out.sub = sw.value
+        out.subs.append(sw.value)
         if isinstance(sub, str):
             out.opaque(f"{prog} {sw.value}: {sub}")
             raise _Stop

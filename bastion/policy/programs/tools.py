@@ -196,13 +196,14 @@ def _git_global_hook(out, opts, operands, mkarg):
     for name, v in opts:
         if name == "c":
             key = (v.value or "").partition("=")[0].lower() if v is not None else ""
-            if not key or not key.startswith(_GIT_SAFE_CONFIG) or key.startswith("pager.") and \
+            pager = key.startswith("pager.") or key == "core.pager"
+            if not key or not (key.startswith(_GIT_SAFE_CONFIG) or pager) or pager and \
                     (v.value or "").partition("=")[2] not in ("", "false", "true", "cat"):
                 return out.opaque(f"git -c {key or '…'} may set a command git runs")
 
 
-_GIT_READ = Spec(any_flags=True, operands=NONE, refuse={
-    "output": "writes a file", "o": "writes a file", "ext-diff": "runs diff.external",
+_GIT_READ = Spec(any_flags=True, operands=NONE, values="SGnL", writes=("output", "o"), refuse={
+    "ext-diff": "runs diff.external",
     "textconv": "runs textconv filters from the configuration", "O": "opens a pager program",
     "open-files-in-pager": "runs a pager program", "exec": "runs a command",
     "upload-pack": "runs a program", "receive-pack": "runs a program",
@@ -210,8 +211,10 @@ _GIT_READ = Spec(any_flags=True, operands=NONE, refuse={
     "tool": "runs a tool", "config": "sets configuration",
     "template": "copies hooks from a directory",
     "no-index": "compares files outside the repository", "contents": "reads another file",
-}, long_values=("format", "pretty", "since", "until", "author", "grep", "date", "decorate",
-                "max-count", "skip", "abbrev", "stat", "color", "word-diff"))
+}, long_values=("format", "pretty", "since", "until", "author", "grep", "date",
+                "max-count", "skip"),
+    optional=("decorate", "abbrev", "stat", "color", "word-diff", "color-words", "dirstat",
+              "patience", "relative", "find-renames", "find-copies", "break-rewrites"))
 _GIT_SUBS = {name: _GIT_READ for name in (
     "log", "show", "diff", "status", "branch", "tag", "describe", "rev-parse", "rev-list",
     "ls-files", "ls-tree", "ls-remote", "cat-file", "blame", "shortlog", "grep", "remote",
@@ -266,8 +269,17 @@ DOCKER = Spec(flags="Dv", values="Hl", long_flags=GNU + ("debug", "tls", "tlsver
                   "pause", "unpause", "wait", "rename", "update", "commit", "login", "logout",
                   "search", "attach", "export", "import")} | {
                   n: "has subcommands of its own (not in the table)" for n in (
-                      "container", "image", "network", "volume", "system", "compose")},
-                    "cp": _hooked(_D_SUB, _docker_cp)}, inherit=True)
+                      "network", "volume", "system", "compose")},
+                    "cp": _hooked(_D_SUB, _docker_cp),
+                    "container": Spec(any_flags=True, operands=NONE, subs={
+                        **{name: _D_SUB for name in (
+                            "ls", "list", "ps", "logs", "inspect", "top", "stats", "port", "diff",
+                            "exec", "run", "create", "start", "stop", "restart", "kill", "rm",
+                            "prune", "attach", "export", "commit", "pause", "unpause", "wait",
+                            "rename", "update")}, "cp": _hooked(_D_SUB, _docker_cp)}),
+                    "image": Spec(any_flags=True, operands=NONE, subs={name: _D_SUB for name in (
+                        "ls", "list", "inspect", "history", "pull", "push", "rm", "prune", "tag",
+                        "save", "load", "build", "import")})}, inherit=True)
 _K_FILE_OUTPUTS = ("go-template-file", "templatefile", "jsonpath-file", "custom-columns-file")
 
 
