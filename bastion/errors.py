@@ -15,7 +15,6 @@ Tree::
     ├── TargetError            unknown target, not granted, wrong login
     ├── UpstreamError          upstream host down, timed out, host key mismatch
     │   └── HostKeyMismatch
-    ├── PolicyError            policy evaluation failed (never silently allows)
     ├── RecordingError         a recording or the index cannot be written
     └── ApprovalError          approval request could not be created / answered
 """
@@ -97,10 +96,6 @@ class UpstreamError(BastionError):
 
 class HostKeyMismatch(UpstreamError):
     """The upstream host presented a key other than the pinned one."""
-
-
-class PolicyError(BastionError):
-    """The policy engine failed; callers must treat this as deny."""
 
 
 class RecordingError(BastionError):

@@ -44,7 +44,6 @@ VIA_APPROVER, VIA_WINDOW, VIA_TIMEOUT, VIA_RESTART, VIA_SHUTDOWN, VIA_CANCELLED,
     VIA_NO_APPROVERS, VIA_REFUSED = "approver", "window", "timeout", "restart", "shutdown", \
     "cancelled", "no-approvers", "refused"
 MAX_REASON = 1000                     # characters of an answer's reason
-MIN_TIMEOUT = 1.0
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 

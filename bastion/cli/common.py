@@ -8,7 +8,6 @@ takes the same flags, falling back to ``BASTION_POLICY``, ``BASTION_DATA_DIR``,
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -37,13 +36,6 @@ out_console = Console(highlight=False)
 
 
 from bastion.ssh.agentconfig import parse_listen  # noqa: E402,F401 - re-exported
-
-
-def fail(message: str, hint: str | None = None, code: int = 1) -> "typer.Exit":
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    if hint:
-        err_console.print(f"[dim]hint:[/] {escape(hint)}")
-    return typer.Exit(code)
 
 
 def escape(text: str) -> str:
@@ -75,6 +67,3 @@ def handle_errors(fn: Callable) -> Callable:
 
     return wrapper
 
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -79,10 +79,6 @@ class KeyCache:
     def kids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
-    @property
-    def has_keys(self) -> bool:
-        return bool(self._keys)
-
     def _fetch(self, url: str, what: str) -> dict:
         if self._context is None and url.startswith("https:"):
             self._context = ssl_context(self._ca_bundle)

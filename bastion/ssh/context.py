@@ -23,7 +23,6 @@ class InnerContext:
     principal: Principal
     target: Target
     client: str                      # "addr:port" of the agent's outer connection
-    outer_login: str
     login: str = ""                  # the inner login (must be the target's user)
     conn_id: int = field(default_factory=lambda: next(_ids))
     recording: Any = None            # recording.SessionHandle once recording is wired

@@ -90,7 +90,6 @@ class MaskedDecision:
     """A decision as stored: every string in it (reason, argv…) masked; same duck type."""
 
     def __init__(self, decision, detectors: Sequence = BUILTIN) -> None:
-        self._d = decision
         self._dict = _mask_value(decision.to_dict(), detectors)
         self.action = decision.action
         self.rule = decision.rule

@@ -194,7 +194,7 @@ class OuterServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             f"bastion: {reason}")
         ctx = InnerContext(services=services, principal=principal, target=target,
-                           client=self.client, outer_login=self.login)
+                           client=self.client)
         return self._open_inner(ctx)
 
     async def _open_inner(self, ctx: InnerContext) -> InnerLink:
