@@ -84,6 +84,9 @@ def test_after_expiry_new_work_is_refused_and_open_channels_end(rig, issuer, age
     assert running.returncode == 255, err
     assert b"never" not in out and b"token" in err and b"expired" in err
     assert ended >= exp + GRACE - 1         # not before the grace time was over
+    deadline = time.monotonic() + 20                        # (the worker writes it out)
+    while b"token expired" not in _recordings(rig) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert b"token expired" in _recordings(rig)            # the marker
 
 
