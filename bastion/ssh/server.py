@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import asyncssh
 
 from bastion.errors import BastionError
-from bastion.services import Services
 from bastion.ssh.algs import server_algs
 from bastion.ssh.limits import raise_nofile_limit
 from bastion.ssh.outer import OuterServer
 from bastion.ssh.wire import SocketTunnel
+
+if TYPE_CHECKING:  # pragma: no cover - the Services are built by `bastion serve` and given
+    from bastion.services import Services
 
 log = logging.getLogger("bastion.server")
 
