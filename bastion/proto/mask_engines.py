@@ -76,7 +76,7 @@ class Triggers:
         # these patterns, and gives only the leftmost start per end: not used.)
         self.width: list[int | None] = []
         self.span: list[int] = []
-        for i, d in enumerate(detectors):
+        for d in detectors:
             custom = d.trigger is None
             source = d.pattern.pattern if custom else d.trigger
             flags = d.pattern.flags if custom else 0
@@ -192,7 +192,7 @@ class Finder:
         self.hs_hits = sorted(hits)
         self.hs_starts = [h[0] for h in self.hs_hits]
         shared: dict[int, set[int]] = {}           # starts where several triggers match
-        for a, b in zip(self.hs_hits, self.hs_hits[1:]):
+        for a, b in zip(self.hs_hits, self.hs_hits[1:], strict=False):
             if a[0] == b[0] and a[2] != b[2]:
                 shared.setdefault(a[0], set()).update((a[2], b[2]))
         self.shared = shared

@@ -139,7 +139,7 @@ def parse_ready(line: str) -> tuple[str, dict[str, str]] | None:
     parts = line.strip().split(" ")
     if len(parts) != 4 or parts[0] != READY or not parts[1].startswith("/"):
         return None
-    shells = {name: path for name, path in zip(SHELLS, parts[2:]) if path.startswith("/")}
+    shells = {name: path for name, path in zip(SHELLS, parts[2:], strict=True) if path.startswith("/")}
     return parts[1], shells
 
 
