@@ -323,7 +323,14 @@ class ArithWalk:
         return None
 
     def settle(self) -> None:
-        """Decide every variable read in arithmetic (one problem is enough)."""
+        """Decide every variable read in arithmetic (one problem is enough); check that
+        the loop variables words were read through are assigned by their loop only."""
+        for name, _, _, _, for_pos in dict.fromkeys(self.loop_uses):
+            others = [a for a in self.assigned.get(name, ()) if a[0] != for_pos]
+            if others or self.poison:
+                self.problems.append(f"the loop variable {name} is also assigned elsewhere on "
+                                     f"the line, so its value is not one of the loop's words")
+                break
         for name, pos, what in self.uses:
             if not self.numeric(name, pos, frozenset()):
                 self.problems.append(

@@ -76,6 +76,8 @@ class Arg:
     views: tuple = ()
     templates: tuple = ()
     operand: bool = False
+    found: tuple | None = None   # effects: ((template, directory its unknown parts are
+                                 # found in, or None), ...) instead of ``templates``
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +485,8 @@ class _Extractor:
     def arg(self, w: Word, operand: bool) -> Arg:
         v = w.value
         if v is None:
+            if w.found or w.globbed:
+                return self.found_arg(w, operand)
             return Arg(None, (), _templates(w.template), operand)
         if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
             return Arg(v, (), (), operand)            # a plain word: one reading
@@ -518,6 +522,45 @@ class _Extractor:
                     stripped = stripped[3:]
                 templates.append((None, "/" + stripped) if stripped else (None,))
         return Arg(text, tuple(views), tuple(templates), operand)
+
+
+    def found_arg(self, w: Word, operand: bool) -> Arg:
+        """A word whose unknown parts are names found on disk (a glob, a loop variable over
+        globs, find's ``{}``): for effects, each reading keeps the directory it is found
+        in, so a deny glob matches it like a recursive read of that directory
+        (:func:`bastion.policy.effects.arg_hits`).  Patterns keep the plain template."""
+        alternatives = w.found or (w.template,)
+        templates: list = []
+        found: list = []
+        for tpl in alternatives:
+            if any(p is not None and (".." in p or p.startswith("/proc/")) for p in tpl) or \
+                    (tpl and tpl[0] is not None and tpl[0].startswith("~")):
+                for t in _templates(tpl):
+                    templates.append(t)
+                    found.append(None)
+                continue
+            tpl = tuple(_SLASHES.sub("/", p) if p is not None else None for p in tpl)
+            head = tpl[0] if tpl[0] is not None else ""
+            if None not in tpl:                   # a literal alternative
+                templates.append((canonical_path(head),))
+                found.append(None)
+                continue
+            cut = head[:head.rfind("/") + 1]
+            if head.startswith("/"):
+                templates.append(tpl)
+                found.append(cut)
+                continue
+            rest = tpl[1:] if tpl[0] is not None else tpl
+            templates.append(("./",) + tpl)       # relative, as written
+            found.append("./" + cut)
+            for d in self.dirs:
+                base = d.rstrip("/") + "/"
+                templates.append((base + head,) + rest)
+                found.append(base + cut)
+            if self.dir_unknown:
+                templates.append((None, "/" + head) + rest)
+                found.append(None)
+        return Arg(None, (), _templates(w.template), operand, tuple(zip(templates, found)))
 
 
 _SLASHES = re.compile(r"/(?:\.?/)+")

@@ -125,8 +125,10 @@ def shown_arg(arg) -> str:
     """A write/read for a reason: its value, or its template with ``…`` for run-time text."""
     if arg.text is not None:
         return arg.text
-    if arg.templates:
-        return "".join(p if p is not None else "…" for p in arg.templates[0]) + \
+    shapes = [t for t, _ in arg.found or ()]
+    shapes = [t for t in shapes if None in t] or shapes or list(arg.templates)
+    if shapes:
+        return "".join(p if p is not None else "…" for p in shapes[0]) + \
             " (only known at run time)"
     return "… (only known at run time)"
 
@@ -149,10 +151,38 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
             if recursive and v.startswith("/") and _below(glob, v):
                 return True
     if level > 1:
+        if arg.found is not None:
+            for tpl, directory in arg.found:
+                if glob.could_match(tpl) and (directory is None or
+                                              _found_hit(glob, tpl, directory)):
+                    return True
+            return False
         for tpl in arg.templates:
             if glob.could_match(tpl):
                 return True
     return False
+
+
+def _found_hit(glob, tpl: tuple, directory: str) -> bool:
+    """A path whose unknown parts are names found on disk below ``directory`` (a glob,
+    a loop over one, find's ``{}``) reaches what a deny glob names the way a recursive
+    read of that directory does: when the glob's literal head lies inside it (or it
+    inside the head), or when the line's own literal text already spells out what
+    the glob requires (``/home/*/.ssh/id_*`` for ``**/id_*``).  ``/var/log/*.log`` does
+    not reach ``**/id_*``."""
+    head = _literal_head(glob)
+    if head.startswith("/") and (head.startswith(directory) or directory.startswith(head)):
+        return True
+    return glob.match("".join(p if p is not None else "\0" for p in tpl))
+
+
+def _literal_head(glob) -> str:
+    head = []
+    for tok in glob.tokens:
+        if tok is STAR or tok is ANY or tok[0] != "lit":
+            break
+        head.append(tok[1])
+    return "".join(head)
 
 
 def _below(glob, directory: str) -> bool:

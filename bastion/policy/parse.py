@@ -130,6 +130,8 @@ class _Walker(ArithWalk):
         self.depth = 0
         self.arith = 0
         self.init_arith()          # arithmetic on variables (bastion.policy.arithwalk)
+        self.loops: list = []      # active `for f in WORDS` bodies (loop_binding)
+        self.loop_uses: list = []  # bindings a word was read through
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:
@@ -159,7 +161,14 @@ class _Walker(ArithWalk):
                                                 pos=node.start_byte))
                 if var is not None:
                     self.for_variable(node, var)
-                self.children(node, inherited)
+                bound = self.loop_binding(node, var) if var is not None else None
+                if bound is not None:
+                    self.loops.append(bound)
+                try:
+                    self.children(node, inherited)
+                finally:
+                    if bound is not None:
+                        self.loops.remove(bound)
             elif t == "expansion":
                 self.expansion(node)
                 self.children(node, inherited)
@@ -295,7 +304,55 @@ class _Walker(ArithWalk):
     def word(self, node, *, assignment: bool = False) -> Word:
         return self.word_span(node, node.start_byte, node.end_byte, assignment=assignment)
 
+    def loop_binding(self, node, var) -> tuple | None:
+        """``for f in WORDS``: while its body runs, ``"$f"`` is one of WORDS, when each of
+        them is a literal or a glob (names found on disk); else None."""
+        name = self.text(var)
+        values: list = []
+        body = None
+        seen_in = False
+        for ch in node.children:
+            if ch.type == "in":
+                seen_in = True
+            elif ch.type in ("do_group", "compound_statement"):
+                body = ch
+            elif seen_in and ch.is_named and ch.type != "comment":
+                values.append(ch)
+        if not values or body is None or node.children[0].type != "for":
+            return None
+        alternatives = []
+        for ch in values:
+            try:
+                w = decode_word(self.src, ch.start_byte, ch.end_byte, {}, self._on_sub)
+            except (Disagreement, WordProblem):
+                return None
+            if w.value is not None:
+                alternatives.append((w.value,))
+            elif w.globbed:
+                alternatives.append(w.template)
+            else:
+                return None
+        return (name, tuple(alternatives), body.start_byte, body.end_byte, node.start_byte)
+
+    def loop_word(self, raw: str, start: int) -> Word | None:
+        """``"$f"`` / ``"${f}"`` inside the body of a ``for f in`` over known words."""
+        if not raw.startswith('"$') or not raw.endswith('"'):
+            return None
+        name = raw[2:-1]
+        if name.startswith("{") and name.endswith("}"):
+            name = name[1:-1]
+        for bound in reversed(self.loops):
+            if bound[0] == name and bound[2] <= start < bound[3]:
+                self.loop_uses.append(bound)
+                return Word(raw=raw, value=None, template=(None,), why="loop variable",
+                            found=bound[1], quoted=True)
+        return None
+
     def word_span(self, node, start: int, end: int, *, assignment: bool = False) -> Word:
+        if self.loops and not assignment:
+            hit = self.loop_word(self.src[start:end].decode("utf-8", "surrogateescape"), start)
+            if hit is not None:
+                return hit
         if node.type in SUB_TYPES:
             subs = {node.start_byte: node}
         elif node.child_count:

@@ -53,6 +53,8 @@ class Word:
     brace expansion that may become zero or several words.  ``why``: what makes it
     run-time only (``"variable"``, ``"command substitution"``, ``"glob"`` ...).
     ``quoted``: some part of it was quoted or escaped (a quoted ``if`` is no keyword).
+    ``globbed`` / ``found``: its unknown parts are names of existing files (see
+    :func:`bastion.policy.effects.arg_hits`), not arbitrary text.
     """
 
     raw: str
@@ -61,6 +63,9 @@ class Word:
     split: bool = False
     why: str | None = None
     quoted: bool = False
+    globbed: bool = False     # every unknown part is a pathname expansion (``*`` ``?`` ``[..]``)
+    found: tuple = ()         # or: the templates it may be, whose unknown parts are names
+                              # found on disk (a loop variable over globs, find's ``{}``)
 
     @staticmethod
     def literal(text: str) -> "Word":
@@ -157,7 +162,7 @@ def ansi_c_decode(body: bytes) -> bytes:
 
 
 class _Builder:
-    __slots__ = ("lit", "parts", "split", "why", "quoted")
+    __slots__ = ("lit", "parts", "split", "why", "quoted", "nonglob")
 
     def __init__(self) -> None:
         self.lit = bytearray()
@@ -165,6 +170,7 @@ class _Builder:
         self.split = False
         self.why: str | None = None
         self.quoted = False
+        self.nonglob = False
 
     def unknown(self, why: str, split: bool) -> None:
         if self.lit:
@@ -174,6 +180,7 @@ class _Builder:
             self.parts.append(None)
         self.split = self.split or split
         self.why = self.why or why
+        self.nonglob = self.nonglob or why != "glob"
 
     def finish(self, raw: str) -> Word:
         if self.lit or not self.parts:
@@ -183,7 +190,7 @@ class _Builder:
             value = "".join(template)
             return Word(raw=raw, value=value, template=(value,), quoted=self.quoted)
         return Word(raw=raw, value=None, template=template, split=self.split, why=self.why,
-                    quoted=self.quoted)
+                    quoted=self.quoted, globbed=not self.nonglob)
 
 
 _SUB_KIND = {"command_substitution": "command substitution",

@@ -362,10 +362,80 @@ def _replace(w: Word, marker: str, why: str) -> Word:
     return Word(raw=w.raw, value=None, template=tuple(template), split=False, why=why)
 
 
+_FIND_NAME_BREAKERS = frozenset(("!", "-not", "-o", "-or", ",", "(", ")"))
+
+
+def _find_matches(words: list) -> tuple:
+    """The paths find's ``{}`` may be, as templates whose unknown parts are names found
+    on disk: below each root (and, with one plain ``-name``/``-iname``, ending in a name
+    it accepts).  ``()`` when a root is known only at run time."""
+    k = 1
+    while k < len(words) and words[k].value in ("-H", "-L", "-P"):
+        k += 1
+    roots = []
+    while k < len(words):
+        v = words[k].value
+        if v is None:
+            return ()
+        if v.startswith("-") or v in ("(", ")", "!", ","):
+            break
+        roots.append(v)
+        k += 1
+    roots = roots or ["."]
+    expr = [w.value for w in words[k:]]
+    names = [expr[j + 1] for j, v in enumerate(expr[:-1]) if v in ("-name", "-iname")]
+    tails: list = [None]
+    if len(names) == 1 and names[0] is not None and not _FIND_NAME_BREAKERS & set(
+            v for v in expr if v is not None):
+        pattern = names[0]
+        variants = {pattern, pattern.lower()} if "-iname" in expr else {pattern}
+        tails = [_glob_parts(p) for p in sorted(variants)]
+    out: list = []
+    for root in roots:
+        base = root.rstrip("/") + "/" if root != "/" else "/"
+        out.append((root,))
+        for tail in tails:
+            if tail is None:
+                out.append((base, None))
+            else:
+                out.append((base,) + tail)
+                out.append((base, None, "/") + tail)
+    return tuple(out)
+
+
+def _glob_parts(pattern: str) -> tuple:
+    """``id_*`` → ``("id_", None)``: a -name glob as a template."""
+    parts: list = []
+    lit = ""
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            lit += pattern[i + 1]
+            i += 2
+            continue
+        if c in "*?[":
+            if c == "[":
+                j = pattern.find("]", i + 2)
+                i = j if j > 0 else i
+            if lit:
+                parts.append(lit)
+                lit = ""
+            if not parts or parts[-1] is not None:
+                parts.append(None)
+        else:
+            lit += c
+        i += 1
+    if lit:
+        parts.append(lit)
+    return tuple(parts)
+
+
 def _find(prog: str, words: list) -> list:
     out: list = []
     k = 1
     n = len(words)
+    matches = None
     while k < n:
         w = words[k]
         if w.value is None and w.split:
@@ -375,7 +445,12 @@ def _find(prog: str, words: list) -> list:
             j = k + 1
             while j < n and words[j].value not in (";", "+"):
                 j += 1
-            inner = [_replace(x, "{}", "find match") for x in words[k + 1:j]]
+            if matches is None:
+                matches = _find_matches(words)
+            here = matches if w.value in ("-exec", "-ok") else ()
+            inner = [Word(raw=x.raw, value=None, template=(None,), why="find match", found=here)
+                     if x.value == "{}" else _replace(x, "{}", "find match")
+                     for x in words[k + 1:j]]
             if inner:
                 out.append(Run(inner, f"find {w.value}",
                                cwd=ELSEWHERE if w.value.endswith("dir") else None))

@@ -224,3 +224,68 @@ NESTED = compile_policy({"default": "deny", "opaque": "review"}, [
 def test_nested_subcommands(line, allowed):
     decision = NESTED.evaluate(P, None, line)
     assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+FILES = compile_policy({"default": "deny", "opaque": "review"}, [
+    {"name": "tools", "action": "allow", "commands": [
+        "cat", "wc", "head", "grep", "ls", "stat", "du", "find", "cd", "realpath", "file",
+        "sh -c"]},
+    {"name": "secrets", "action": "deny", "reads": [
+        "/etc/shadow", "**/id_*", "/home/*/.ssh/id_*", "/etc/ssh/ssh_host_*_key",
+        "/etc/ssl/private/**", "**/.aws/credentials"]},
+])
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # a glob names files found in its directory: a deny glob reaches it like a recursive
+    # read of that directory (its literal head inside), or when the word spells it out
+    ("wc -l /var/log/*.log", True),
+    ("head -1 /var/log/nginx/*", True),
+    ("cat /etc/*", False),
+    ("cat /etc/sh*", False),
+    ("cat /etc/*/*", False),
+    ("cat /etc/ssh/ssh_host_*", False),
+    ("cat /etc/ssl/private/x/*", False),
+    ("cat /home/*/.ssh/id_*", False),
+    ("cat /srv/*/.ssh/id_*", False),
+    ("cat /var/log/*/../../etc/shadow", False),
+    ("cat /proc/*/root/etc/shadow", False),
+    ("cd /var/log && grep -l ERROR *.log", False),    # *.log may expand to -f.log: an option
+    ("cd /var/log && grep -l ERROR ./*.log", True),
+    ("cd /etc && cat *", False),
+    ("cd ~ && cat *", False),
+    # loop variables over literal words and globs (quoted: "$f")
+    ('for f in /var/log/*.log; do wc -l "$f"; done', True),
+    ('for f in /var/log/a.log /var/log/b.log; do head -1 "${f}"; done', True),
+    ('for f in /etc/*; do cat "$f"; done', False),
+    ('for f in /var/log/*.log /etc/shadow; do cat "$f"; done', False),
+    ('for f in /var/log/*.log; do cat $f; done', False),          # unquoted: split and globbed
+    ('for f in /var/log/*.log; do f=/etc/shadow; cat "$f"; done', False),
+    ('for f in /var/log/*.log; do read f; cat "$f"; done', False),
+    ('g(){ f=/etc/shadow; }; for f in /var/log/*.log; do g; cat "$f"; done', False),
+    ('for f in $(ls /var/log); do cat "$f"; done', False),
+    ('for f in /var/log/*.log; do :; done; cat "$f"', False),     # outside the body
+    ("sh -c 'for f in /var/log/*.log; do wc -l \"$f\"; done'", True),
+    # find's {} is a path below its roots (ending in a -name it accepts)
+    ("find /var/log -name '*.log' -exec wc -l {} +", True),
+    ("find /var/log -type f -exec grep -l ERROR {} \\;", True),
+    ("find /etc -exec cat {} \\;", False),
+    ("find / -name 'id_*' -exec cat {} +", False),
+    ("find / -iname 'ID_*' -exec cat {} +", False),
+    ("find /srv -name 'id_*' -exec cat {} +", False),
+    ("find /home -type f -exec cat {} +", False),
+    ("find /var/log -execdir cat {} \\;", False),                   # -execdir: ./NAME anywhere
+    ('find "$d" -exec cat {} +', False),
+    # names and metadata are no reads
+    ("ls -l /etc/shadow", True),
+    ("stat /etc/shadow", True),
+    ("du -a /etc", True),
+    ("find /etc -name '*.conf' -newer /etc/hostname", True),
+    ("realpath /etc/shadow", True),
+    ("file /etc/shadow", False),                                  # file reads the contents
+    ("du --files0-from=/etc/shadow", False),
+    ("find . -files0-from /etc/shadow", False),
+])
+def test_found_names(line, allowed):
+    decision = FILES.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)

@@ -23,6 +23,8 @@ def _s(**kw) -> Spec:
 TEXT = _s(text_only=True, any_flags=True, operands=NONE, posix=True)
 
 # --- readers ------------------------------------------------------------------------
+# ls, stat, du, realpath and readlink look at names and metadata only: their operands
+# are no reads (``reads`` rules are about file contents); their file-list options are.
 READERS = {
     "cat": _s(flags="AbeEnstTuv", long_flags=("show-all", "number-nonblank", "show-ends",
                                               "number", "squeeze-blank", "show-tabs",
@@ -78,13 +80,13 @@ READERS = {
                reads=("X", "exclude-from", "from-file", "to-file")),
     "md5sum": _s(flags="bctwz", long_flags=("binary", "check", "tag", "text", "ignore-missing",
                                             "quiet", "status", "strict", "warn", "zero")),
-    "stat": _s(flags="LfLt", values="c", long_values=("format", "printf", "cached"),
+    "stat": _s(operands=NONE, flags="LfLt", values="c", long_values=("format", "printf", "cached"),
                long_flags=("dereference", "file-system", "terse")),
     "file": _s(flags="bcdEhiklLNnprsvz0", values="eFmP", reads=("f", "files-from", "m"),
                long_flags=("brief", "mime", "mime-type", "mime-encoding", "no-dereference",
                            "dereference", "special-files", "uncompress", "keep-going", "raw"),
                long_values=("separator", "exclude", "parameter")),
-    "du": _s(flags="0abcDhHklLmPsSx", values="BdX", always_recursive=True,
+    "du": _s(operands=NONE, flags="0abcDhHklLmPsSx", values="BdX",
              reads=("X", "exclude-from", "files0-from"),
              long_flags=("null", "all", "apparent-size", "bytes", "total", "dereference-args",
                          "human-readable", "inodes", "dereference", "count-links",
@@ -92,7 +94,7 @@ READERS = {
                          "one-file-system"),
              long_values=("block-size", "max-depth", "threshold", "time", "time-style",
                           "exclude")),
-    "ls": _s(flags="aAbBcCdDfFgGhHiklLmnNopqQrRsStuUvwxXZ1", values="ITw",
+    "ls": _s(operands=NONE, flags="aAbBcCdDfFgGhHiklLmnNopqQrRsStuUvwxXZ1", values="ITw",
              recursive=("R", "recursive"), long_flags=(
         "all", "almost-all", "author", "escape", "directory", "classify", "file-type",
         "full-time", "group-directories-first", "no-group", "human-readable", "si",
@@ -116,11 +118,11 @@ READERS = {
                long_values=("regexp", "max-count", "label", "after-context", "before-context",
                             "context", "binary-files", "devices", "directories", "exclude",
                             "exclude-dir", "include", "group-separator")),
-    "realpath": _s(flags="eLmPqsz", long_flags=("canonicalize-existing", "canonicalize-missing",
+    "realpath": _s(operands=NONE, flags="eLmPqsz", long_flags=("canonicalize-existing", "canonicalize-missing",
                                                 "logical", "physical", "quiet", "strip",
                                                 "no-symlinks", "zero"),
                    long_values=("relative-to", "relative-base")),
-    "readlink": _s(flags="efmnqsvz", long_flags=("canonicalize", "canonicalize-existing",
+    "readlink": _s(operands=NONE, flags="efmnqsvz", long_flags=("canonicalize", "canonicalize-existing",
                                                  "canonicalize-missing", "no-newline", "quiet",
                                                  "silent", "verbose", "zero")),
     "tr": _s(flags="cCdst", operands=NONE, long_flags=("complement", "delete",
@@ -148,7 +150,7 @@ READERS["zcat"] = _s(flags="fqv", long_flags=("force", "quiet", "verbose"))
 NO_FILES = {name: TEXT for name in (
     "echo", "printf", "true", "false", ":", "pwd", "whoami", "id", "uptime", "nproc", "tty",
     "basename", "dirname", "seq", "sleep", "yes", "arch", "logname", "groups", "users",
-    "which", "type", "getent", "test", "[", "expr", "factor", "numfmt",
+    "which", "type", "getent", "test", "[", "expr", "factor", "numfmt", "cd", "pushd", "popd",
     # shell builtins whose arguments are names, numbers or expressions, never files
     "let", "declare", "typeset", "local", "export", "readonly", "unset", "shift", "return",
     "exit", "break", "continue", "shopt", "getopts", "wait")}

@@ -111,6 +111,9 @@ def _word_text(w) -> str | None:
 
 
 def _could_be_option(w) -> bool:
+    found = getattr(w, "found", ())
+    if found:                  # find's {} and loop variables: paths under known roots
+        return any(not t or t[0] is None or t[0].startswith(("-", "+")) for t in found)
     head = w.template[0] if w.template else None
     return head is None or head.startswith(("-", "+"))
 

@@ -35,7 +35,7 @@ def find_analyse(words: list, out, mkarg) -> None:
         i += 1
     if i < n and (words[i].value or "").startswith(("-O", "-D")):
         return out.opaque("find -O/-D debugging options")
-    out.recursive = True
+    roots: list = []          # find lists names and metadata: its roots are no reads
     while i < n:
         v = words[i].value
         if v is None:
@@ -44,7 +44,7 @@ def find_analyse(words: list, out, mkarg) -> None:
                 return out.opaque(f"find: a word known only at run time ({words[i].raw})")
         elif v.startswith("-") or v in ("(", ")", "!", ","):
             break
-        out.reads.append(mkarg(words[i]))
+        roots.append(words[i])
         i += 1
     while i < n:
         v = words[i].value
@@ -66,15 +66,16 @@ def find_analyse(words: list, out, mkarg) -> None:
             i += 2 if name == "fprintf" else 1
             continue
         if name == "delete":
-            for r in list(out.reads) or [mkarg(Word_("."))]:
-                out.writes.append(r)
+            for r in roots or [Word_(".")]:
+                out.writes.append(mkarg(r))
+                out.writes.append(_below(r, mkarg))
             continue
         if name in _FIND_FLAG:
             continue
         if name in _FIND_VALUE or (name or "").startswith("newer"):
             if i >= n:
                 return out.opaque(f"find {v} lacks its value")
-            if name in ("newer", "anewer", "cnewer", "samefile", "files0-from"):
+            if name == "files0-from":
                 out.reads.append(mkarg(words[i]))
             i += 1
             continue
