@@ -49,7 +49,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 VERSION = 2
 
@@ -73,15 +73,15 @@ class CastFormatError(ValueError):
     """A line is not valid asciicast v2 (message says which line and why)."""
 
 
-def _dumps(obj) -> str:
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
 def header_line(*, width: int, height: int, timestamp: int, title: str | None = None,
                 term: str | None = None, command: str | None = None,
-                extra: dict | None = None) -> bytes:
+                extra: dict[str, Any] | None = None) -> bytes:
     """The header line (with trailing newline).  ``extra`` goes under ``"bastion"``."""
-    header: dict = {"version": VERSION, "width": int(width), "height": int(height),
+    header: dict[str, Any] = {"version": VERSION, "width": int(width), "height": int(height),
                     "timestamp": int(timestamp)}
     if title is not None:
         header["title"] = title
@@ -256,7 +256,7 @@ class Event:
         return self.data
 
 
-def parse_header(line: str | bytes) -> dict:
+def parse_header(line: str | bytes) -> dict[str, Any]:
     """Decode and check a header line."""
     try:
         header = json.loads(line)
@@ -284,7 +284,7 @@ def parse_event(line: str | bytes) -> Event:
 
 
 def iter_cast(lines: Iterable[bytes | str], *, allow_partial_tail: bool = False
-              ) -> tuple[dict, Iterator[Event]]:
+              ) -> tuple[dict[str, Any], Iterator[Event]]:
     """Header and an iterator of events from the lines of a cast file.
 
     With ``allow_partial_tail`` a last line without its newline (a recording

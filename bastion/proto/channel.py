@@ -149,7 +149,7 @@ class End:
     is still there, write ``message`` on its stderr (if any) and end its channel with
     ``signal`` (asyncssh's exit-signal tuple), else ``status``, else a plain close."""
     status: int | None
-    signal: tuple | None = None
+    signal: tuple[Any, ...] | None = None
     message: bytes = b""
     agent: bool = True
 
@@ -315,7 +315,7 @@ class ChannelCore:
             return []
         return self._flush(final=False, to_agent=True)
 
-    def host_closed(self, status: int | None, signal: tuple | None,
+    def host_closed(self, status: int | None, signal: tuple[Any, ...] | None,
                     lost: str | None = None) -> list[Action]:
         """The upstream channel closed with ``status`` or ``signal``; ``lost``: why the
         connection broke, if it did."""

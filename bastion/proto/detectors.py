@@ -27,7 +27,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from bastion.errors import ConfigError, Problem
 
@@ -339,7 +339,7 @@ def _compile_custom(name: str, regex: str) -> "re.Pattern[bytes]":
                           hint="fix the regex and run `bastion policy check`") from exc
 
 
-def detectors_from_config(masks: Sequence) -> list[Detector]:
+def detectors_from_config(masks: Sequence[Any]) -> list[Detector]:
     """Detectors for the ``[[masks]]`` of policy.toml (objects with name, regex, replace).
 
     The regex is applied to bytes (UTF-8), with ``^``/``$`` matching at line

@@ -40,9 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from bastion.proto.lineeditor import EndOfInput, Interrupted, LineEditor, Submitted
+from bastion.proto.lineeditor import EndOfInput, Event, Interrupted, LineEditor, Submitted
 from bastion.proto.sanitize import sanitize
-from bastion.proto.shellmarks import MarkScanner
+from bastion.proto.shellmarks import Mark, MarkScanner
 
 PASTE_ON = b"\x1b[?2004h"
 PASTE_OFF = b"\x1b[?2004l"
@@ -171,7 +171,8 @@ class MediatedShell:
             # keys before it were for the held command, keys after it are for the prompt.
             self.editor.drop_queue()
             self.editor.feed(data[data.index(b"\x03") + 1:])
-            return [Show(b"^C\r\n"), WithdrawReview()] + self._refused(WITHDRAWN)
+            withdrawn: list[Action] = [Show(b"^C\r\n"), WithdrawReview()]
+            return withdrawn + self._refused(WITHDRAWN)
         screen, event = self.editor.feed(data)
         return self._after_edit(screen, event)
 
@@ -218,7 +219,7 @@ class MediatedShell:
         self.editor.resize(width)
 
     # -- internals ---------------------------------------------------------------
-    def _mark(self, mark) -> list[Action]:
+    def _mark(self, mark: Mark) -> list[Action]:
         if mark.kind == "C":
             return []
         if mark.kind == "T":
@@ -262,7 +263,7 @@ class MediatedShell:
         screen, event = self.editor.begin(self.prompt_text())
         return self._after_edit(PASTE_ON + screen, event)
 
-    def _after_edit(self, screen: bytes, event) -> list[Action]:
+    def _after_edit(self, screen: bytes, event: Event | None) -> list[Action]:
         actions: list[Action] = [Show(screen)] if screen else []
         while event is not None:
             if isinstance(event, Interrupted):
