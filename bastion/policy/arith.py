@@ -52,10 +52,20 @@ _MAX_DEPTH = 8
 class Scan:
     """What an arithmetic text does with variables."""
 
-    reads: list = field(default_factory=list)     # names whose values are evaluated
-    assigns: list = field(default_factory=list)   # names given a number
-    arrays: list = field(default_factory=list)    # names an element of which is assigned
-    unsafe: list = field(default_factory=list)    # never-safe pieces, as shown text
+    reads: list[str] = field(default_factory=list)     # names whose values are evaluated
+    assigns: list[str] = field(default_factory=list)   # names given a number
+    arrays: list[str] = field(default_factory=list)    # names an element of which is assigned
+    unsafe: list[str] = field(default_factory=list)    # never-safe pieces, as shown text
+
+
+def _end(rx: re.Pattern[str], text: str, i: int) -> int:
+    m = rx.match(text, i)
+    return m.end() if m else i + 1
+
+
+def _ident(text: str, i: int) -> tuple[str, int]:
+    m = _IDENT.match(text, i)
+    return (m.group(), m.end()) if m else (text[i:i + 1], i + 1)
 
 
 def _match(text: str, i: int, open_: str, close: str) -> int:
@@ -112,12 +122,11 @@ def scan_arith(text: str, out: Scan | None = None, depth: int = 0) -> Scan:
             i += 1
             continue
         if c.isdigit():
-            i = _NUMBER.match(text, i).end()
+            i = _end(_NUMBER, text, i)
             incdec = False
             continue
         if c.isalpha() or c == "_":
-            m = _IDENT.match(text, i)
-            name, j = m.group(), m.end()
+            name, j = _ident(text, i)
             k = _blank(text, j)
             element = k < n and text[k] == "["
             if element:
@@ -186,10 +195,10 @@ def _dollar(text: str, i: int, out: Scan, depth: int) -> int:
         _pasted(text[i + 2:end], out, depth)
         return end + 1
     if nxt.isalpha() or nxt == "_":
-        m = _IDENT.match(text, i + 1)
-        if m.group() not in SAFE_NAMES:
-            out.reads.append(m.group())
-        return m.end()
+        name, end = _ident(text, i + 1)
+        if name not in SAFE_NAMES:
+            out.reads.append(name)
+        return end
     if nxt and nxt in "#$?!":
         return i + 2
     if nxt and (nxt.isdigit() or nxt in "@*-"):
@@ -218,7 +227,7 @@ def _pasted(body: str, out: Scan, depth: int) -> None:
     out.unsafe.append("${" + body + "}")
 
 
-def value_refs(text: str, literal: bool) -> tuple[bool, tuple]:
+def value_refs(text: str, literal: bool) -> tuple[bool, tuple[str, ...]]:
     """Is this assignment value a plain number once the variables it pastes are?
 
     Returns ``(ok, names)``: ``ok`` is False when the value holds a name, a subscript,
@@ -227,12 +236,12 @@ def value_refs(text: str, literal: bool) -> tuple[bool, tuple]:
     ``literal``: ``text`` is the value after quote removal (no expansions in it).
     A concatenation of such values is again one, so ``$a$b`` needs only ``a`` and ``b``.
     """
-    names: list = []
+    names: list[str] = []
     i, n = 0, len(text)
     while i < n:
         c = text[i]
         if c.isdigit():
-            i = _NUMBER.match(text, i).end()
+            i = _end(_NUMBER, text, i)
             continue
         if c.isalpha() or c == "_" or c in "[]":
             return False, ()
@@ -276,9 +285,8 @@ def value_refs(text: str, literal: bool) -> tuple[bool, tuple]:
                 i = end + 1
                 continue
             if nxt.isalpha() or nxt == "_":
-                m = _IDENT.match(text, i + 1)
-                names.append(m.group())
-                i = m.end()
+                name, i = _ident(text, i + 1)
+                names.append(name)
                 continue
             if nxt and nxt in "#$?!":
                 i += 2
@@ -290,10 +298,10 @@ def value_refs(text: str, literal: bool) -> tuple[bool, tuple]:
 
 @dataclass
 class ExpansionInfo:
-    arith: list = field(default_factory=list)   # texts evaluated as arithmetic
-    indirect: str | None = None                  # ${!x}: x's value is used as a name
-    unsafe: str | None = None                    # never safe (${!1}: a parameter's value)
-    assign: tuple | None = None                  # ${x:=v}: (name, raw value)
+    arith: list[str] = field(default_factory=list)   # texts evaluated as arithmetic
+    indirect: str | None = None                       # ${!x}: x's value is used as a name
+    unsafe: str | None = None                         # never safe (${!1}: a parameter's value)
+    assign: tuple[str, str] | None = None             # ${x:=v}: (name, raw value)
 
 
 _PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*#?$!\-]")

@@ -27,6 +27,7 @@ into arithmetic is not judged.  Pure: no IO.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bastion.policy import arith
 from bastion.policy.words import Word
@@ -54,14 +55,25 @@ class ArithWalk:
     """Mixed into ``parse._Walker`` (which provides ``src``, ``text``, ``walk``,
     ``problems``, ``arith``); see the module docstring."""
 
+    src: bytes
+    problems: list[str]
+    arith: int
+    loop_uses: list[tuple[Any, ...]]
+
+    def text(self, node: Any) -> str:                          # provided by the walker
+        raise NotImplementedError
+
+    def walk(self, node: Any, inherited: tuple[Any, ...]) -> None:   # provided by the walker
+        raise NotImplementedError
+
     def init_arith(self) -> None:
         self.scanning = 0          # inside an arithmetic text already read as a whole
-        self.uses: list = []       # (name, pos, what): a variable whose value is evaluated
-        self.assigned: dict = {}   # name -> [(pos, kind, refs, dominates)]
+        self.uses: list[tuple[str, int, str]] = []   # a variable whose value is evaluated
+        self.assigned: dict[str, list[tuple[Any, ...]]] = {}   # name -> (pos, kind, refs, dom)
         self.poison = False        # something may assign any variable (a trap)
-        self.dom: dict = {}        # (start, type) of top-level statements -> (end, from)
+        self.dom: dict[tuple[int, str], tuple[int, int]] = {}  # top-level statements
 
-    def top_statements(self, node) -> None:
+    def top_statements(self, node: Any) -> None:
         kids = node.children
         for k, ch in enumerate(kids):
             if not ch.is_named or ch.type == "comment":
@@ -73,21 +85,21 @@ class ArithWalk:
                 for va in ch.named_children:
                     self.dom[(va.start_byte, va.type)] = (va.end_byte, ch.end_byte)
 
-    def dominates(self, node) -> tuple | None:
+    def dominates(self, node: Any) -> tuple[int, int] | None:
         """The byte range a top-level statement's assignments surely precede."""
         hit = self.dom.get((node.start_byte, node.type))
         if hit is None or hit[0] != node.end_byte:
             return None
         return hit[1], len(self.src)
 
-    def assign(self, name: str, pos: int, kind: str, refs: tuple = (),
-               dominates: tuple | None = None) -> None:
+    def assign(self, name: str, pos: int, kind: str, refs: tuple[str, ...] = (),
+               dominates: tuple[int, int] | None = None) -> None:
         """``kind``: "num" (a number by construction), "text" (a value that is a number
         if ``refs`` are), "unknown"."""
         self.assigned.setdefault(name, []).append((pos, kind, refs, dominates))
 
     def assign_value(self, name: str, pos: int, word: Word | None, raw: str,
-                     dominates: tuple | None = None) -> None:
+                     dominates: tuple[int, int] | None = None) -> None:
         if word is not None and word.value is not None:
             ok, refs = arith.value_refs(word.value, True)
         else:
@@ -102,7 +114,7 @@ class ArithWalk:
         self.assign(base, pos, "unknown")
 
     def arith_text(self, text: str, pos: int, what: str,
-                   dominates: tuple | None = None) -> None:
+                   dominates: tuple[int, int] | None = None) -> None:
         scan = arith.scan_arith(text)
         for name in scan.reads:
             self.uses.append((name, pos, what))
@@ -114,7 +126,7 @@ class ArithWalk:
         for name in scan.arrays:
             self.assign(name, pos, "unknown")
 
-    def arith_node(self, node) -> None:
+    def arith_node(self, node: Any) -> None:
         """``$((..))``, ``$[..]``, ``((..))``: the text between the delimiters."""
         kids = node.children
         if len(kids) < 2:
@@ -125,7 +137,7 @@ class ArithWalk:
         self.arith_text(text, node.start_byte, shown if len(shown) <= 40 else shown[:39] + "…",
                         dom)
 
-    def c_for(self, node, inherited: tuple) -> None:
+    def c_for(self, node: Any, inherited: tuple[Any, ...]) -> None:
         """``for ((init; cond; step)) body``: init runs first and dominates the rest."""
         kids = node.children
         opens = [c for c in kids if c.type == "(("]
@@ -161,7 +173,7 @@ class ArithWalk:
         finally:
             self.arith -= 1
 
-    def for_variable(self, node, var) -> None:
+    def for_variable(self, node: Any, var: Any) -> None:
         """``for NAME in WORDS``: a number list assigns numbers before each body run."""
         name = self.text(var)
         kids = node.children
@@ -184,7 +196,7 @@ class ArithWalk:
         else:
             self.assign(name, node.start_byte, "unknown")
 
-    def expansion(self, node) -> None:
+    def expansion(self, node: Any) -> None:
         text = self.text(node)
         body = text[2:]
         if "[" not in body and ":" not in body and "!" not in body and "=" not in body:
@@ -202,7 +214,7 @@ class ArithWalk:
             name, raw = info.assign
             self.assign_value(name, node.start_byte, None, raw)
 
-    def test_arith(self, node) -> None:
+    def test_arith(self, node: Any) -> None:
         """``[[ A -eq B ]]`` evaluates A and B; ``-v NAME[SUB]`` evaluates SUB."""
         double = bool(node.children) and node.children[0].type == "[["
         stack = [c for c in node.children if c.is_named]
@@ -234,13 +246,13 @@ class ArithWalk:
         if sub is not None:
             self.arith_text(sub, pos, f"-v {text}")
 
-    def array_keys(self, value_node, pos: int) -> None:
+    def array_keys(self, value_node: Any, pos: int) -> None:
         """``([k]=v ...)``: the keys of an indexed array are arithmetic."""
         raw = self.text(value_node)
         for m in _ARRAY_KEY.finditer(raw):
             self.arith_text(m.group(1), pos, f"the array key [{m.group(1)}]")
 
-    def builtin_names(self, words: list, node) -> str | None:
+    def builtin_names(self, words: list[Word], node: Any) -> str | None:
         """Builtins that evaluate arithmetic or assign the variables they name: record
         what they do; return why the command is opaque, if it is."""
         k = 0
@@ -274,12 +286,12 @@ class ArithWalk:
                 if w.value == "-v":
                     self.v_operand(args[j + 1].raw, pos)
             return None
-        spec = _NAME_BUILTINS.get(prog)
+        spec = _NAME_BUILTINS.get(prog or "")
         if spec is None:
             return None
         takes, name_opts, operands_are_names = spec
-        names: list = []
-        operands: list = []
+        names: list[Word] = []
+        operands: list[Word] = []
         j = 0
         only = False
         while j < len(args):
@@ -338,7 +350,7 @@ class ArithWalk:
                     f"known to be a plain number (a value like a[$(cmd)] would run cmd)")
                 return
 
-    def numeric(self, name: str, pos: int, seen: frozenset) -> bool:
+    def numeric(self, name: str, pos: int, seen: frozenset[tuple[str, int]]) -> bool:
         if name in arith.SAFE_NAMES:
             return True
         if self.poison:
@@ -357,8 +369,9 @@ class ArithWalk:
                     return False
         return True
 
-    def record_assignment(self, node, name_node, value, word: Word | None,
-                          dominates: tuple | None = None, assoc: bool = False) -> None:
+    def record_assignment(self, node: Any, name_node: Any, value: Any, word: Word | None,
+                          dominates: tuple[int, int] | None = None,
+                          assoc: bool = False) -> None:
         """``NAME=value`` / ``NAME+=value`` / ``a[SUB]=v`` / ``a=([k]=v)`` for settle()."""
         if name_node is None or self.scanning:
             return
@@ -376,7 +389,8 @@ class ArithWalk:
         else:
             self.assign_value(name, pos, word, self.text(value), dominates)
 
-    def declared(self, keyword: str, flags: set, declared: list, node) -> str | None:
+    def declared(self, keyword: str, flags: set[str], declared: list[Any],
+                 node: Any) -> str | None:
         """What declare/typeset/local/export/readonly assign (for settle()); why the
         command is opaque if it gives a variable an attribute that outlives the line."""
         listing = bool(flags & {"p", "f", "F"})

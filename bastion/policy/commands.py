@@ -36,6 +36,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from bastion.policy.danger import (
     BASH_LIKE,
@@ -76,7 +77,7 @@ class Arg:
     views: tuple = ()
     templates: tuple = ()
     operand: bool = False
-    found: tuple | None = None   # effects: ((template, directory its unknown parts are
+    found: tuple[Any, ...] | None = None   # effects: ((template, directory its unknown parts are
                                  # found in, or None), ...) instead of ``templates``
 
 
@@ -110,8 +111,8 @@ class Command:
     shorts: frozenset | None = None   # short options present (table-parsed), else None
     longs: dict | None = None         # long option -> tuple of values (table-parsed)
     soft: bool = False        # opaque only because its program table could not read it
-    valued: frozenset = frozenset()   # indexes of args the table read as option values
-    subs: tuple = ()          # the subcommand path (``("container", "logs")``)
+    valued: frozenset[int] = frozenset()   # indexes of args the table read as option values
+    subs: tuple[str, ...] = ()          # the subcommand path (``("container", "logs")``)
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
@@ -223,7 +224,7 @@ _PARSER_BUILTINS = frozenset({"let", "mapfile", "readarray", "readonly"})
 _DECLARING = frozenset({"declare", "typeset", "local", "export"})
 
 
-def _needs_parser(parts: list) -> bool:
+def _needs_parser(parts: list[str]) -> bool:
     k = 0
     while k < len(parts) and parts[k] in ("command", "builtin"):
         k += 1
@@ -530,8 +531,8 @@ class _Extractor:
         in, so a deny glob matches it like a recursive read of that directory
         (:func:`bastion.policy.effects.arg_hits`).  Patterns keep the plain template."""
         alternatives = w.found or (w.template,)
-        templates: list = []
-        found: list = []
+        templates: list[tuple[Any, ...]] = []
+        found: list[str | None] = []
         for tpl in alternatives:
             if any(p is not None and (".." in p or p.startswith("/proc/")) for p in tpl) or \
                     (tpl and tpl[0] is not None and tpl[0].startswith("~")):
@@ -560,7 +561,7 @@ class _Extractor:
             if self.dir_unknown:
                 templates.append((None, "/" + head) + rest)
                 found.append(None)
-        return Arg(None, (), _templates(w.template), operand, tuple(zip(templates, found)))
+        return Arg(None, (), _templates(w.template), operand, tuple(zip(templates, found, strict=True)))
 
 
 _SLASHES = re.compile(r"/(?:\.?/)+")

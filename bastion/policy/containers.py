@@ -21,7 +21,13 @@ Pure: no IO.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from bastion.policy.words import Word
+
+Action = Any                                  # a wrappers.Run or wrappers.Opaque
+RunFn = Callable[[list[Word], str, Word | None], Action]
+OpaqueFn = Callable[[str], Action]
 
 # docker run/create options that take a value (long names; short letters below)
 _RUN_VALUES = frozenset((
@@ -70,10 +76,11 @@ class _Stop(Exception):
         self.why = why
 
 
-def _options(words: list, i: int, values, flags, short_values: dict, short_flags: dict,
-             prog: str) -> tuple[int, list]:
+def _options(words: list[Word], i: int, values: frozenset[str], flags: frozenset[str],
+             short_values: dict[str, str], short_flags: dict[str, str],
+             prog: str) -> tuple[int, list[tuple[str, Word | None]]]:
     """Read options from ``words[i]``; return (first operand, [(name, Word|None)])."""
-    seen: list = []
+    seen: list[tuple[str, Word | None]] = []
     n = len(words)
     while i < n:
         w = words[i]
@@ -122,7 +129,7 @@ def _options(words: list, i: int, values, flags, short_values: dict, short_flags
     return i, seen
 
 
-def _host_reach(seen: list, prog: str) -> str | None:
+def _host_reach(seen: list[tuple[str, Word | None]], prog: str) -> str | None:
     for name, w in seen:
         val = None if w is None else w.value
         if name in _REACH_HOST:
@@ -143,7 +150,8 @@ def _host_reach(seen: list, prog: str) -> str | None:
     return None
 
 
-def docker(prog: str, words: list, run, opaque, elsewhere) -> list:
+def docker(prog: str, words: list[Word], run: RunFn, opaque: OpaqueFn,
+           elsewhere: Word) -> list[Action]:
     """What ``docker ...`` runs (``run``/``opaque`` build the wrapper actions)."""
     try:
         i, _ = _options(words, 1, _DOCKER_GLOBAL_VALUES, frozenset(("debug", "tls", "tlsverify",
@@ -197,7 +205,8 @@ _K_GLOBAL_VALUES = frozenset(("namespace", "context", "cluster", "user", "token"
                               "cache-dir", "log-dir", "kubeconfig", "server", "v"))
 
 
-def kubectl(prog: str, words: list, run, opaque, elsewhere) -> list:
+def kubectl(prog: str, words: list[Word], run: RunFn, opaque: OpaqueFn,
+            elsewhere: Word) -> list[Action]:
     """What ``kubectl exec/run/attach/debug`` run inside a pod."""
     n = len(words)
     i = 1

@@ -31,8 +31,9 @@ same as ``*``).  Pure: no IO.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from bastion.policy.patterns import ANY, STAR
+from bastion.policy.patterns import ANY, STAR, Glob
 from bastion.policy.words import norm_path
 
 HARMLESS_WRITES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"})
@@ -81,7 +82,7 @@ def cwd_alias(text: str) -> str | None:
 _PROC_ALIAS = re.compile(r"^/proc/[^/]*(?:/task/[^/]*)?/(cwd|root)(/.*)?\Z", re.S)
 
 
-def proc_alias_templates(parts: tuple) -> list:
+def proc_alias_templates(parts: tuple[str | None, ...]) -> list[tuple[str | None, ...]]:
     """A run-time path like ``/proc/$pid/root/etc/x`` or ``/proc/*/cwd/x`` reaches
     ``/etc/x`` or ``x`` in some directory: the templates of those readings."""
     marked = "".join("\0" if p is None else p for p in parts)
@@ -95,7 +96,7 @@ def proc_alias_templates(parts: tuple) -> list:
     return [(None,) + pieces]
 
 
-def _interleave(chunks: list):
+def _interleave(chunks: list[str]) -> Iterator[str | None]:
     for k, chunk in enumerate(chunks):
         if k:
             yield None
@@ -163,7 +164,7 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
     return False
 
 
-def _found_hit(glob, tpl: tuple, directory: str) -> bool:
+def _found_hit(glob: Glob, tpl: tuple[str | None, ...], directory: str) -> bool:
     """A path whose unknown parts are names found on disk below ``directory`` (a glob,
     a loop over one, find's ``{}``) reaches what a deny glob names the way a recursive
     read of that directory does: when the glob's literal head lies inside it (or it
@@ -173,10 +174,10 @@ def _found_hit(glob, tpl: tuple, directory: str) -> bool:
     head = _literal_head(glob)
     if head.startswith("/") and (head.startswith(directory) or directory.startswith(head)):
         return True
-    return glob.match("".join(p if p is not None else "\0" for p in tpl))
+    return bool(glob.match("".join(p if p is not None else "\0" for p in tpl)))
 
 
-def _literal_head(glob) -> str:
+def _literal_head(glob: Glob) -> str:
     head = []
     for tok in glob.tokens:
         if tok is STAR or tok is ANY or tok[0] != "lit":

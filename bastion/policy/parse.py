@@ -40,6 +40,7 @@ Pure: no IO.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import tree_sitter
 import tree_sitter_bash
@@ -130,8 +131,8 @@ class _Walker(ArithWalk):
         self.depth = 0
         self.arith = 0
         self.init_arith()          # arithmetic on variables (bastion.policy.arithwalk)
-        self.loops: list = []      # active `for f in WORDS` bodies (loop_binding)
-        self.loop_uses: list = []  # bindings a word was read through
+        self.loops: list[tuple[Any, ...]] = []      # active `for f in WORDS` bodies (loop_binding)
+        self.loop_uses: list[tuple[Any, ...]] = []  # bindings a word was read through
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:
@@ -206,12 +207,12 @@ class _Walker(ArithWalk):
         finally:
             self.depth -= 1
 
-    def read_substitution(self, node) -> None:
+    def read_substitution(self, node: Any) -> None:
         """``$(< FILE)`` is bash reading FILE itself: the command ``:`` with ``< FILE``."""
         named = [c for c in node.named_children if c.type != "comment"]
         if not named or any(c.type != "file_redirect" for c in named):
             return
-        redirs: list = []
+        redirs: list[tuple[str, Word]] = []
         for c in named:
             try:
                 self.redirect(c, redirs)
@@ -304,11 +305,11 @@ class _Walker(ArithWalk):
     def word(self, node, *, assignment: bool = False) -> Word:
         return self.word_span(node, node.start_byte, node.end_byte, assignment=assignment)
 
-    def loop_binding(self, node, var) -> tuple | None:
+    def loop_binding(self, node: Any, var: Any) -> tuple[Any, ...] | None:
         """``for f in WORDS``: while its body runs, ``"$f"`` is one of WORDS, when each of
         them is a literal or a glob (names found on disk); else None."""
         name = self.text(var)
-        values: list = []
+        values: list[Any] = []
         body = None
         seen_in = False
         for ch in node.children:
@@ -563,8 +564,8 @@ class _Walker(ArithWalk):
     def declaration(self, node, inherited: tuple) -> None:
         words: list[Word] = []
         problem = None
-        flags: set = set()
-        declared: list = []          # (assignment node or None, name node or word)
+        flags: set[str] = set()
+        declared: list[Any] = []          # (assignment node or None, name node or word)
         for ch in node.children:
             try:
                 if not words:
@@ -597,7 +598,8 @@ class _Walker(ArithWalk):
                         declared.append((None, w))
             except WordProblem as exc:
                 problem = problem or str(exc)
-        problem = problem or self.declared(words[0].value if words else "", flags, declared, node)
+        problem = problem or self.declared((words[0].value or "") if words else "", flags, declared,
+                                               node)
         self.raws.append(RawCommand(words, [], list(inherited), problem, node.start_byte))
 
     def assignment_statement(self, node) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from bastion.policy.danger import dangerous_name
 
@@ -64,7 +64,7 @@ class Word:
     why: str | None = None
     quoted: bool = False
     globbed: bool = False     # every unknown part is a pathname expansion (``*`` ``?`` ``[..]``)
-    found: tuple = ()         # or: the templates it may be, whose unknown parts are names
+    found: tuple[Any, ...] = ()   # or: the templates it may be, whose unknown parts are names
                               # found on disk (a loop variable over globs, find's ``{}``)
 
     @staticmethod

@@ -33,6 +33,7 @@ Pure: no IO.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.policy import containers
 from bastion.policy.danger import BASH_LIKE, OTHER_SHELLS
@@ -365,7 +366,7 @@ def _replace(w: Word, marker: str, why: str) -> Word:
 _FIND_NAME_BREAKERS = frozenset(("!", "-not", "-o", "-or", ",", "(", ")"))
 
 
-def _find_matches(words: list) -> tuple:
+def _find_matches(words: list[Word]) -> tuple[tuple[str | None, ...], ...]:
     """The paths find's ``{}`` may be, as templates whose unknown parts are names found
     on disk: below each root (and, with one plain ``-name``/``-iname``, ending in a name
     it accepts).  ``()`` when a root is known only at run time."""
@@ -384,13 +385,13 @@ def _find_matches(words: list) -> tuple:
     roots = roots or ["."]
     expr = [w.value for w in words[k:]]
     names = [expr[j + 1] for j, v in enumerate(expr[:-1]) if v in ("-name", "-iname")]
-    tails: list = [None]
+    tails: list[tuple[str | None, ...] | None] = [None]
     if len(names) == 1 and names[0] is not None and not _FIND_NAME_BREAKERS & set(
             v for v in expr if v is not None):
         pattern = names[0]
         variants = {pattern, pattern.lower()} if "-iname" in expr else {pattern}
         tails = [_glob_parts(p) for p in sorted(variants)]
-    out: list = []
+    out: list[tuple[str | None, ...]] = []
     for root in roots:
         base = root.rstrip("/") + "/" if root != "/" else "/"
         out.append((root,))
@@ -403,9 +404,9 @@ def _find_matches(words: list) -> tuple:
     return tuple(out)
 
 
-def _glob_parts(pattern: str) -> tuple:
+def _glob_parts(pattern: str) -> tuple[str | None, ...]:
     """``id_*`` → ``("id_", None)``: a -name glob as a template."""
-    parts: list = []
+    parts: list[str | None] = []
     lit = ""
     i = 0
     while i < len(pattern):
@@ -574,7 +575,7 @@ def _complete(prog: str, words: list) -> list:
     return []
 
 
-def _container(prog: str, words: list) -> list:
+def _container(prog: str, words: list[Word]) -> list[Any]:
     handler = containers.kubectl if prog == "kubectl" else containers.docker
     return handler(prog, words, lambda w, via, cwd: Run(list(w), via, cwd=cwd),
                    lambda why: Opaque(why, prog), ELSEWHERE)

@@ -8,7 +8,9 @@ a script file, or standard input.
 
 from __future__ import annotations
 
-from bastion.policy.programs.spec import NONE, READS, URLS, WRITES, Spec, Word_
+from typing import Any
+
+from bastion.policy.programs.spec import NONE, READS, URLS, WRITES, Analysis, Spec, Word_
 
 GNU = ("help", "version")
 OPAQUE_CODE = "runs code we do not read"
@@ -35,7 +37,7 @@ def find_analyse(words: list, out, mkarg) -> None:
         i += 1
     if i < n and (words[i].value or "").startswith(("-O", "-D")):
         return out.opaque("find -O/-D debugging options")
-    roots: list = []          # find lists names and metadata: its roots are no reads
+    roots: list[Any] = []          # find lists names and metadata: its roots are no reads
     while i < n:
         v = words[i].value
         if v is None:
@@ -138,7 +140,7 @@ def _anywhere():
     return _Tpl(((None,),))
 
 
-def _below(base, mkarg):
+def _below(base: Any, mkarg: Any) -> Any:
     a = mkarg(base)
     if a.text is None:
         return _Tpl(((None,),))
@@ -284,7 +286,7 @@ DOCKER = Spec(flags="Dv", values="Hl", long_flags=GNU + ("debug", "tls", "tlsver
 _K_FILE_OUTPUTS = ("go-template-file", "templatefile", "jsonpath-file", "custom-columns-file")
 
 
-def _kubectl_files(out, opts, operands, mkarg):
+def _kubectl_files(out: Analysis, opts: list[Any], operands: list[Any], mkarg: Any) -> None:
     """``-o go-template-file=F`` (and the other ``*-file`` outputs, or ``--template F`` with
     one of them) reads F; ``-f``/``--filename`` reads a file (or fetches a URL)."""
     outputs = [v.value for name, v in opts if name in ("o", "output") and v is not None]
