@@ -94,3 +94,9 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     env["HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(home / ".cache")
     return env
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -22,7 +22,7 @@ APP = textwrap.dedent("""
     register(app)
     app()
 """)
-CORPUS = Path(__file__).parent / "mask_corpus"
+CORPUS = Path(__file__).parents[1] / "unit" / "mask_corpus"
 
 
 def run(args, data: bytes, tmp_path: Path, **kw) -> subprocess.CompletedProcess:
