@@ -55,6 +55,8 @@ from bastion.policy.wrappers import Code, Opaque, Run, unwrap
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 8
 _SPECIAL_ARG = re.compile(r"[/=:~]|^\.\.")
+_GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
+_OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
 _FAST = re.compile(r"[A-Za-z0-9_./:,%+@= \t-]+")
 _FAST_LIST = re.compile(r"[A-Za-z0-9_./:,%+@= \t|;&-]+")
@@ -296,12 +298,15 @@ class _Extractor:
     def raw(self, raw: RawCommand, depth: int, via: str | None, redirs: list) -> None:
         problem = raw.problem
         pagers = []
+        env_writes: list = []
         for name, value in raw.assigns:
             if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words \
                     and value.value.split()[0].rsplit("/", 1)[-1] not in BASH_LIKE:
                 pagers.append((name, value.value))      # decided as a program of its own
             elif dangerous_name(name):
-                problem = problem or f"assigns {name} in front of the command"
+                why = self.env_assign(name, value, env_writes)
+                if why != "":
+                    problem = problem or f"assigns {name} in front of the command{why or ''}"
         for name, text in pagers:
             self.code(text, depth, f"{via} > {name}=" if via else f"{name}=", redirs)
         words = raw.words
@@ -309,16 +314,47 @@ class _Extractor:
             if not raw.redirs and not problem:
                 return
             words = [Word.literal(":")]
-        self.simple(words, list(redirs) + raw.redirs, problem, depth, via)
+        self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
+                    env_writes=env_writes)
+
+    def env_assign(self, name: str, value: Word, writes: list) -> str | None:
+        """A dangerous variable set for one command whose value we can still read: an
+        empty pager (no pager), ``GIT_TRACE=1`` (stderr) or ``=/path`` (a write),
+        ``LESS``/``MORE`` options the pager's table accepts.  Returns "" when harmless,
+        else why not (``None`` = just dangerous)."""
+        v = value.value
+        if v is None:
+            return None
+        if name in PAGER_VARS and v == "":
+            return ""                                  # SYSTEMD_PAGER= : no pager
+        if _GIT_TRACE.fullmatch(name):
+            if v.lower() in ("", "0", "1", "2", "false", "true", "no", "yes") or \
+                    (len(v) == 1 and v.isdigit()):
+                return ""                              # stderr or an open descriptor
+            if v.startswith("/"):
+                writes.append(self.value_arg(Word.literal(v)))
+                return ""
+            return None
+        prog = _OPTION_VARS.get(name)
+        if prog is not None and "'" not in v and '"' not in v and "\\" not in v:
+            found = describe(prog, [Word.literal(prog)] + [Word.literal(x) for x in v.split()],
+                             self.value_arg)
+            if found is not None and not found.problem and not found.reads and \
+                    not found.code:
+                writes.extend(found.writes)
+                return ""
+            return f" ({found.problem})" if found is not None and found.problem else None
+        return None
 
     def add(self, cmd: Command) -> None:
         self.commands.append(cmd)
 
     # -- one simple command --------------------------------------------------------
     def simple(self, words: list, redirs: list, problem: str | None, depth: int,
-               via: str | None, assigns: tuple = ()) -> None:
-        for name, _ in assigns:
-            if dangerous_name(name):
+               via: str | None, assigns: tuple = (), env_writes: list | None = None) -> None:
+        env_writes = list(env_writes or ())
+        for name, value in assigns:
+            if dangerous_name(name) and self.env_assign(name, value, env_writes) != "":
                 problem = problem or f"{via} sets {name} for the command"
         first = words[0]
         program = path = None
@@ -344,7 +380,7 @@ class _Extractor:
         nwords = len(args)
         for _, w in redirs:
             args.append(self.arg(w, False))
-        writes, reads = [], []
+        writes, reads = list(env_writes), []
         for k, role in enumerate(redirect_roles(redirs)):
             a = args[nwords + k]
             if role == "w" and not harmless_write(a.text):

@@ -182,6 +182,20 @@ class Glob:
     def could_match(self, template: tuple) -> bool:
         return intersects(self.tokens, template_tokens(template))
 
+    def covers(self, template: tuple) -> bool:
+        """Does every string of ``template`` match?  Answered for literal templates and for
+        a glob ``LITERAL*`` (``/tmp/**``) against a template whose literal head starts with
+        LITERAL (``("/tmp/unpack/", None)``); False otherwise."""
+        if None not in template:
+            return self.match("".join(template))
+        toks = self.tokens
+        if not toks or toks[-1] is not STAR or any(t is STAR or t is ANY or t[0] != "lit"
+                                                   for t in toks[:-1]):
+            return False
+        head = template[0]
+        literal = "".join(t[1] for t in toks[:-1])
+        return isinstance(head, str) and head.startswith(literal) and ".." not in head
+
 
 _ANY_SHORT = {}
 

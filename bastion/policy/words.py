@@ -287,6 +287,9 @@ def decode_word(src: bytes, start: int, end: int, subs: dict, on_sub: Callable,
                 raise Disagreement("process substitution the parser did not see")
             on_sub(node)
             b.unknown("process substitution", False)
+            if i == start and node.end_byte == end:     # the whole word: a pipe, /dev/fd/N
+                return Word(raw=raw, value=None, template=(None,), why="process substitution",
+                            found=(("/dev/fd/", None),))
             i = node.end_byte
         elif c == 42 or c == 63:  # * ?
             b.unknown("glob", True)

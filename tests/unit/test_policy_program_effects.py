@@ -289,3 +289,85 @@ FILES = compile_policy({"default": "deny", "opaque": "review"}, [
 def test_found_names(line, allowed):
     decision = FILES.evaluate(P, None, line)
     assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+SCRATCH = compile_policy({"default": "deny", "opaque": "review"}, [
+    {"name": "tools", "action": "allow", "commands": [
+        "sort", "less", "view", "vim", "date", "journalctl", "awk", "git", "diff", "cat", "tar",
+        "curl", "echo"], "connects": ["*.internal"]},
+    {"name": "scratch", "action": "allow", "writes": ["/tmp/**"]},
+    {"name": "secrets", "action": "deny", "reads": ["/etc/shadow"]},
+    {"name": "system", "action": "deny", "writes": ["/etc/**"]},
+])
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # a program's own files below a directory are covered by DIR/** (never a name with ..)
+    ("sort -S 50% -T /tmp /tmp/big", True),
+    ("sort -T /srv /tmp/big", False),
+    ("tar -xzf /tmp/x.tgz -C /tmp/unpack", True),
+    ("tar -C /tmp/u -xf /tmp/x.tar", True),
+    ("tar -xf /tmp/x.tar -C /etc", False),
+    ('tar -xf /tmp/x.tar -C "/tmp/$d"', False),
+    ("curl --output-dir /tmp -O https://api.internal/x", True),
+    ('echo x > "/tmp/$f"', False),                   # $f may hold ../etc/passwd
+    # pager and editor start commands that only move or search
+    ("less +F /var/log/syslog", True),
+    ("less +G /var/log/syslog", True),
+    ("less +/ERROR /var/log/syslog", True),
+    ("less '+!sh' /etc/hosts", False),
+    ("less '+:e /etc/shadow' /etc/hosts", False),
+    ("view -R +100 /var/log/syslog", True),
+    ("vim +/main /tmp/x.c", True),
+    ("vim '+:!id' /tmp/x", False),
+    ("vim '+/x|!id' /tmp/x", False),
+    # less log files are writes
+    ("less -O/tmp/less.log /var/log/syslog", True),
+    ("less --log-file=/etc/x /var/log/syslog", False),
+    # journalctl -b takes a separate offset or boot id
+    ("journalctl -k -b -1 --no-pager", True),
+    ("journalctl --boot -1", True),
+    ("journalctl -b 0123456789abcdef0123456789abcdef", True),
+    ("journalctl -b -u nginx", True),
+    # date -r looks at a file's time only
+    ("date -r /var/log/syslog", True),
+    ("date -r /etc/shadow", True),
+    # awk writing to a literal file name
+    ("awk 'BEGIN{print \"x\" > \"/dev/stderr\"}'", True),
+    ("awk '{print > \"/tmp/out.txt\"}' /var/log/syslog", True),
+    ("awk '{print >> \"/etc/x\"}' /var/log/syslog", False),
+    ("awk '{print > $2}' /var/log/syslog", False),
+    ("awk '{print > \"/tmp/\" $1}' /var/log/syslog", False),
+    # a whole-word process substitution is a pipe (/dev/fd/N)
+    ("diff <(sort /tmp/a) <(sort /tmp/b)", True),
+    ("diff <(cat /etc/shadow) /tmp/b", False),
+    # variables set for one command whose value is still harmless
+    ("SYSTEMD_PAGER= journalctl -u nginx", True),
+    ("GIT_TRACE=1 git status", True),
+    ("GIT_TRACE=/tmp/trace.log git status", True),
+    ("GIT_TRACE=/etc/x git status", False),
+    ("GIT_TRACE=af_unix:/tmp/s git status", False),
+    ("env GIT_TRACE=1 git status", False),          # env itself is not allowed here
+    ("LESS=-R less /tmp/x", True),
+    ("LESS='-R -O/etc/x' less /tmp/x", False),
+    ("LESS='+!sh' less /tmp/x", False),
+    ("LESS=-k/tmp/keys less /tmp/x", False),
+    ('LESS="$x" less /tmp/x', False),
+    ("PAGER=/tmp/x git log", False),
+])
+def test_scratch_and_pagers(line, allowed):
+    decision = SCRATCH.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+def test_no_corpus_line_is_an_engine_error():
+    """Every corpus line evaluates without an internal error (a '<error>' deny hides bugs)."""
+    import tomllib
+    from pathlib import Path
+    here = Path(__file__).parent / "policy_effects"
+    raw = tomllib.loads((here / "operator.toml").read_text(encoding="utf-8"))
+    policy = compile_policy(raw["settings"], raw["rules"])
+    corpus = tomllib.loads((here / "corpus.toml").read_text(encoding="utf-8"))
+    errors = [line for group in corpus["group"] for _, line, _ in group["cases"]
+              if policy.evaluate(P, None, line).rule == "<error>"]
+    assert not errors, errors

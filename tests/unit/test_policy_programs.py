@@ -42,7 +42,10 @@ ALLOW, DENY, REVIEW = "allow", "deny", "review"
     ("systemctl restart status", DENY),
     ("git lg", DENY),                         # an alias could be anything
     # option values are consumed
-    ("tar -x -fbackup.tar -C /tmp/x", DENY),    # deny "tar -t" must not see a t in -fbackup.tar?
+    # deny "tar -t" must not see a t in -fbackup.tar; extracting below /tmp/x is a write the
+    # tmp rule names (issue 15: a program's writes below a directory are covered by DIR/**)
+    ("tar -x -fbackup.tar -C /tmp/x", ALLOW),
+    ("tar -x -fbackup.tar -C /srv/x", DENY),    # below /srv: no rule names it
     ("sed -e's/x/y/' file", ALLOW),
     ("curl -HAccept:x https://a.example.com/", ALLOW),
     # code-carrying arguments
@@ -52,7 +55,9 @@ ALLOW, DENY, REVIEW = "allow", "deny", "review"
     ("awk '{print $1}' /var/log/syslog", ALLOW),
     ("awk '$3 > 100 {print $1}' f", ALLOW),
     ("awk 'BEGIN{system(\"sh\")}'", REVIEW),
-    ("awk '{print > \"/etc/x\"}' f", REVIEW),
+    ("awk '{print > \"/etc/x\"}' f", DENY),     # a literal target is a write (issue 15)
+    ("awk '{print > \"/tmp/x\"}' f", ALLOW),
+    ("awk '{print > $2}' f", REVIEW),
     ("awk '{print | \"sh\"}' f", REVIEW),
     ("awk 'BEGIN{while ((getline l < \"/etc/shadow\") > 0) print l}'", REVIEW),
     ("sed 's/a/b/g' f", ALLOW),

@@ -7,7 +7,7 @@ an option missing here makes the command opaque, never allowed.
 
 from __future__ import annotations
 
-from bastion.policy.programs.code import awk_inert, sed_inert
+from bastion.policy.programs.code import awk_outputs, sed_inert
 from bastion.policy.programs.spec import (
     CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, READS, WRITES, Spec,
 )
@@ -162,7 +162,7 @@ NO_FILES["hostname"] = _s(flags="aAbdfFiIsy", reads=("F", "file"), operands=NONE
                                       "ip-address", "all-ip-addresses", "short", "yp"),
                           hook=lambda out, opts, ops, mk: out.opaque(
                               "hostname NAME sets the host name") if ops else None)
-NO_FILES["date"] = _s(flags="uIR", values="d", reads=("f", "file"), optional=("I",),
+NO_FILES["date"] = _s(flags="uIR", values="dr", reads=("f", "file"), optional=("I",),
                       long_flags=("utc", "universal", "rfc-email", "debug"),
                       long_values=("date", "reference", "rfc-3339", "iso-8601"),
                       refuse={"s": "date -s sets the clock", "set": "date --set sets the clock"},
@@ -209,8 +209,11 @@ def _awk_hook(out, opts, operands, mkarg):
     prog = operands[0]
     if prog.value is None:
         return out.opaque("awk program known only at run time")
-    if not awk_inert(prog.value):
+    written = awk_outputs(prog.value)
+    if written is None:
         return out.opaque(f"awk program {prog.value[:40]!r} may run commands or write files")
+    from bastion.policy.programs.spec import Word_
+    out.writes.extend(mkarg(Word_(w)) for w in written)      # print > "/tmp/out.txt"
     for f in operands[1:]:
         if f.value is not None and "=" in f.value and not f.value.startswith(("/", ".")):
             continue           # var=value assignment
@@ -249,15 +252,15 @@ WRITERS = {
                           "null-data", "posix", "debug", "sandbox", "follow-symlinks"),
               hook=_sed_hook),
     "awk": AWK, "gawk": AWK, "mawk": AWK, "nawk": AWK,
-    "sort": _s(flags="bdfgiMhnRrVcCmsuz", values="kSt", writes=("o", "output", "T",
-                                                               "temporary-directory"),
+    "sort": _s(flags="bdfgiMhnRrVcCmsuz", values="kStT", writes=("o", "output"),
+               writes_below=("T", "temporary-directory"),
                reads=("files0-from",), long_flags=(
         "ignore-leading-blanks", "dictionary-order", "ignore-case", "general-numeric-sort",
         "ignore-nonprinting", "month-sort", "human-numeric-sort", "numeric-sort",
         "random-sort", "reverse", "version-sort", "check", "merge", "stable", "unique",
         "zero-terminated", "debug"), long_values=(
         "sort", "key", "buffer-size", "field-separator", "parallel",
-        "batch-size", "random-source"),
+        "batch-size", "random-source", "temporary-directory"),
                refuse={"compress-program": "runs a program to compress temporary files"}),
     "uniq": _s(flags="cdDiuzf", values="fsw", numeric=True, operands=IN_OUT, long_flags=(
         "count", "repeated", "ignore-case", "unique", "zero-terminated"),

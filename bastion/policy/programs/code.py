@@ -152,8 +152,49 @@ def awk_inert(program: str) -> bool:
     return True
 
 
-def _awk_strip(program: str) -> str | None:
-    """The program with string and regex literals blanked (None if unbalanced)."""
+def awk_outputs(program: str) -> list[str] | None:
+    """The files an otherwise inert awk program writes with ``print > "FILE"`` or
+    ``printf ... >> "FILE"`` (a string literal target); None when it is not inert (a
+    pipe, ``system``, a target that is not a literal ...)."""
+    code = _awk_strip(program, keep=True)
+    if code is None or _AWK_BAD.search(code.replace("||", "  ")):
+        return None
+    outs: list[str] = []
+    start = 0
+    for m in re.finditer(r"[;{}\n]|$", code):
+        stmt = code[start:m.start()]
+        base = start
+        start = m.end()
+        pm = _AWK_STMT.search(stmt)
+        if not pm:
+            continue
+        depth = 0
+        k = pm.end()
+        while k < len(stmt):
+            ch = stmt[k]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            elif ch == ">" and depth <= 0:
+                j = k + 1 + (stmt[k + 1:k + 2] == ">")
+                while j < len(stmt) and stmt[j] in " \t":
+                    j += 1
+                if j >= len(stmt) or stmt[j] != '"':
+                    return None
+                end = stmt.find('"', j + 1)
+                target = program[base + j + 1:base + end]
+                if end < 0 or "\\" in target or not target or stmt[end + 1:].strip():
+                    return None
+                outs.append(target)
+                break
+            k += 1
+    return outs
+
+
+def _awk_strip(program: str, keep: bool = False) -> str | None:
+    """The program with string and regex literals blanked (None if unbalanced).
+    ``keep``: keep every character's position (contents become blanks)."""
     out = []
     i, n = 0, len(program)
     prev = ""
@@ -165,7 +206,7 @@ def _awk_strip(program: str) -> str | None:
                 j += 2 if program[j] == "\\" else 1
             if j >= n:
                 return None
-            out.append('""')
+            out.append('"' + " " * (j - i - 1) + '"' if keep else '""')
             i = j + 1
             prev = '"'
             continue
@@ -175,12 +216,13 @@ def _awk_strip(program: str) -> str | None:
                 j += 2 if program[j] == "\\" else 1
             if j >= n or program[j] == "\n":
                 return None
-            out.append("//")
+            out.append("/" + " " * (j - i - 1) + "/" if keep else "//")
             i = j + 1
             prev = "/"
             continue
         if c == "#":
             while i < n and program[i] != "\n":
+                out.append(" " if keep else "")
                 i += 1
             continue
         out.append(c)

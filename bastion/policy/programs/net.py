@@ -200,11 +200,11 @@ LESS = Spec(flags="aABcCdeEfFgGiIJKLmMnNqQrRsSuUVwWXz~", values="bhjkptTxyPzD#",
                               "squeeze-blank-lines", "quiet", "silent", "follow-name",
                               "mouse", "no-keypad", "status-column"),
             long_values=("tabs", "shift", "window", "prompt", "pattern", "tag"),
-            refuse={"o": "writes a log file", "O": "writes a log file",
-                    "log-file": "writes a log file", "LOG-FILE": "writes a log file",
-                    "k": "loads key bindings", "lesskey-file": "loads key bindings",
+            writes=("o", "O", "log-file", "LOG-FILE"),
+            refuse={"k": "loads key bindings", "lesskey-file": "loads key bindings",
                     "lesskey-src": "loads key bindings", "lesskey-content": "loads key bindings"},
-            plus="less +COMMAND runs a less command at start")
+            plus="less +COMMAND runs a less command at start",
+            plus_safe=re.compile(r"\+\+?(?:F|G|g|[0-9]+[gG%p]?|/[^\x00-\x1f\x7f]*)"))
 MORE = Spec(flags="dlfpcsu", values="n", numeric=True, long_flags=GNU + (
     "silent", "logical", "no-pause", "print-over", "clean-print", "squeeze", "plain"),
             long_values=("lines",), plus="ok")
@@ -242,7 +242,8 @@ VIM = Spec(flags="ReEnbdlmMACNLrHFgfpoOyZh", values="tqT", long_flags=GNU + (
                "remote-send": "sends keys to a server", "remote-expr": CODE,
                "servername": "talks to a server", "startuptime": "writes a file",
                "remote": "talks to a server", "remote-tab": "talks to a server"},
-           plus="vim +COMMAND runs an Ex command", operands=READS)
+           plus="vim +COMMAND runs an Ex command", operands=READS,
+           plus_safe=re.compile(r"\+(?:[0-9]*|/[^|\x00-\x1f\x7f]*)"))
 
 
 def _interp(code: str, script_flags: str = "") -> Spec:

@@ -21,7 +21,7 @@ Pure: no IO.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 # Operand roles: what the program does with its non-option arguments.
 READS, NONE, WRITES, CP, MV, IN_OUT, FIRST_ARG, URLS, CODE, DELETES = (
@@ -50,6 +50,10 @@ class Spec:
     posix: bool = False             # options end at the first operand
     single: bool = False            # long options with one dash (-name)
     plus: str | None = None         # +ARG: None operand, "ok" harmless, else why opaque
+    plus_safe: Any = None           # a regex of +ARGs that are harmless anyway (less +F)
+    loose: dict = field(default_factory=dict)    # optional-valued option -> regex of a
+                                                 # separate word it takes (journalctl -b -1)
+    writes_below: tuple = ()        # options whose value is a directory written into
     subs: dict | None = None        # subcommand name -> Spec ("*": any other name)
     inherit: bool = False           # subcommands also accept these global options
     always_recursive: bool = False
@@ -187,7 +191,8 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
             continue
         i += 1
         if v.startswith("+"):
-            if spec.plus != "ok":
+            if spec.plus != "ok" and not (spec.plus_safe is not None and
+                                          spec.plus_safe.fullmatch(v)):
                 out.opaque(f"{prog} {v}: {spec.plus}")
                 raise _Stop
             opts.append(("+", Word_(v[1:])))
@@ -214,6 +219,11 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                 i += 1
             elif eq:
                 value = Word_(val, words[i - 1], len(v) - len(val))
+            elif full in spec.loose and i < n and words[i].value is not None and \
+                    spec.loose[full].fullmatch(words[i].value):
+                value = words[i]                  # journalctl --boot -1
+                out.valued.add(i)
+                i += 1
             else:
                 value = None
             opts.append((full, value))
@@ -242,7 +252,15 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                 out.shorts.add(c)
                 break
             if c in spec.optional:
-                opts.append((c, Word_(body[k:]) if k < len(body) else None))
+                if k < len(body):
+                    opts.append((c, Word_(body[k:])))
+                elif c in spec.loose and i < n and words[i].value is not None and \
+                        spec.loose[c].fullmatch(words[i].value):
+                    opts.append((c, words[i]))
+                    out.valued.add(i)
+                    i += 1
+                else:
+                    opts.append((c, None))
                 out.shorts.add(c)
                 break
             if c in spec.flags or (parent is not None and c in parent.flags) or spec.any_flags:
@@ -276,6 +294,29 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                spec if spec.inherit else None)
 
 
+class PathTemplate:
+    """A run-time path template (``prefix/…``) as an Arg-like value: a name the program
+    makes up below a directory (tar -x, sort -T, curl -O), never one with ``..``."""
+
+    __slots__ = ("text", "views", "templates", "operand", "found")
+    generated = True
+
+    def __init__(self, templates: tuple) -> None:
+        self.text = None
+        self.views = ()
+        self.templates = templates
+        self.operand = False
+        self.found = None
+
+
+def below(base: Any, mkarg: Any) -> PathTemplate:
+    """Anything below directory ``base`` (a Word): ``prefix/…``, or anywhere if unknown."""
+    a = mkarg(base)
+    if a.text is None:
+        return PathTemplate(((None,),))
+    return PathTemplate(((a.text.rstrip("/") + "/", None),))
+
+
 class Word_:
     """A value cut out of a word (``-fFILE``, ``--out=F``): ``value`` and ``raw``."""
 
@@ -305,7 +346,9 @@ def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
             out.recursive = True
         if value is None:
             continue
-        if name in spec.writes:
+        if name in spec.writes_below:
+            out.writes.append(below(value, mkarg))
+        elif name in spec.writes:
             if value.value != "-":
                 out.writes.append(mkarg(value))
         elif name in spec.reads:

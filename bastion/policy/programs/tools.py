@@ -8,9 +8,12 @@ a script file, or standard input.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from bastion.policy.programs.spec import NONE, READS, URLS, WRITES, Analysis, Spec, Word_
+from bastion.policy.programs.spec import (
+    NONE, READS, URLS, WRITES, Analysis, PathTemplate, Spec, Word_, below,
+)
 
 GNU = ("help", "version")
 OPAQUE_CODE = "runs code we do not read"
@@ -124,28 +127,14 @@ def _tar_hook(out, opts, operands, mkarg):
             out.writes.append(_below(base, mkarg))
 
 
-class _Tpl:
-    """A run-time path template (``prefix/…``) as an Arg-like value."""
-
-    __slots__ = ("text", "views", "templates", "operand")
-
-    def __init__(self, templates: tuple) -> None:
-        self.text = None
-        self.views = ()
-        self.templates = templates
-        self.operand = False
+_Tpl = PathTemplate
 
 
-def _anywhere():
-    return _Tpl(((None,),))
+def _anywhere() -> PathTemplate:
+    return PathTemplate(((None,),))
 
 
-def _below(base: Any, mkarg: Any) -> Any:
-    a = mkarg(base)
-    if a.text is None:
-        return _Tpl(((None,),))
-    prefix = a.text.rstrip("/") + "/"
-    return _Tpl(((prefix, None),))
+_below = below
 
 
 TAR = Spec(flags="cxtruAdvzjJZaOkpPSUWhiBGMmlswn", values="fCbHKLNVgTXI", posix=False,
@@ -347,13 +336,15 @@ SYSTEMCTL = Spec(any_flags=True, values="tpsnoHM", long_values=_SC_SUB.long_valu
                  | {"edit": "runs an editor", "set-environment": "sets the manager environment",
                     "import-environment": "sets the manager environment"},
                  inherit=True)
+_BOOT = re.compile(r"[-+]?[0-9]+|[0-9a-fA-F]{32}(?:[-+][0-9]+)?|all")
 JOURNALCTL = Spec(flags="abefhklmNqrxF", values="onupSUtgDIMcTB", any_flags=False,
                   operands=NONE, long_flags=GNU + (
                       "all", "follow", "pager-end", "no-pager", "reverse", "quiet", "merge",
                       "utc", "no-hostname", "catalog", "system", "user", "list-boots",
                       "dmesg", "no-full", "full", "disk-usage", "header", "fields",
                       "show-cursor", "list-namespaces", "verify", "list-catalog"),
-                  optional=("boot", "lines"),
+                  optional=("boot", "lines", "b"),
+                  loose={"b": _BOOT, "boot": _BOOT},
                   long_values=("output", "unit", "user-unit", "identifier", "priority",
                                "facility", "since", "until", "grep", "case-sensitive", "cursor",
                                "after-cursor", "cursor-file", "namespace", "output-fields",
