@@ -273,18 +273,59 @@ def fast_commands(line: str) -> list | None:
     return out
 
 
+def _fast_cwds(line: str, segments: list) -> list:
+    """RawCommand.cwd for each command of a fast-path line: "" when no cd is on the line,
+    the directory after ``cd /abs &&`` (through pipelines joined by ``&&``), else None."""
+    if not any(w[0].value in ("cd", "pushd", "popd") for w in segments):
+        return [""] * len(segments)
+    seps = _FAST_SEP.findall(line)
+    out: list = []
+    pending = None          # the directory a && chain is surely in
+    for k, words in enumerate(segments):
+        sep = seps[k - 1] if k else None
+        if sep in ("|", "|&"):
+            out.append(out[-1] if out else None)   # the same pipeline as the previous one
+            if words[0].value in ("cd", "pushd", "popd"):
+                pending = None
+            continue
+        if sep != "&&":
+            pending = None
+        out.append(pending)
+        first = words[0].value
+        if first == "cd":
+            args = [w.value for w in words[1:] if w.value not in ("-L", "-P", "-e", "-@", "--")]
+            nxt = seps[k] if k < len(seps) else None
+            alone = nxt not in ("|", "|&")
+            pending = norm_path(args[0]) if alone and len(args) == 1 and args[0] and \
+                args[0].startswith("/") else None
+        elif first in ("pushd", "popd"):
+            pending = None
+    return out
+
+
 class _Extractor:
     def __init__(self, cwd: str | None) -> None:
         self.commands: list[Command] = []
         self.problems: list[str] = []
         self.dirs: list[str] = [norm_path(cwd)] if cwd and cwd.startswith("/") else []
         self.dir_unknown = False
+        # The working directory a command surely runs in (for its file effects): ``base``
+        # where the current text starts (the cwd given, or the invoking command's), and
+        # ``certain`` for the command being read (RawCommand.cwd: after `cd /x &&` ...).
+        self.base: str | None = self.dirs[0] if self.dirs else None
+        self.certain: str | None = None
 
     def line(self, text: str, depth: int, via: str | None, redirs: list = ()) -> None:
         fast = fast_commands(text)
         if fast is not None:
-            for words in fast:
-                self.simple(words, list(redirs), None, depth, via)
+            cwds = _fast_cwds(text, fast)
+            saved = self.certain
+            try:
+                for words, cwd in zip(fast, cwds, strict=True):
+                    self.certain = self.base if cwd == "" else cwd
+                    self.simple(words, list(redirs), None, depth, via)
+            finally:
+                self.certain = saved
             return
         raws, problems = parse_raw(text)
         if depth == 0:
@@ -314,8 +355,13 @@ class _Extractor:
             if not raw.redirs and not problem:
                 return
             words = [Word.literal(":")]
-        self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
-                    env_writes=env_writes)
+        saved = self.certain
+        self.certain = self.base if raw.cwd == "" else raw.cwd
+        try:
+            self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
+                        env_writes=env_writes)
+        finally:
+            self.certain = saved
 
     def env_assign(self, name: str, value: Word, writes: list) -> str | None:
         """A dangerous variable set for one command whose value we can still read: an
@@ -382,7 +428,7 @@ class _Extractor:
             args.append(self.arg(w, False))
         writes, reads = list(env_writes), []
         for k, role in enumerate(redirect_roles(redirs)):
-            a = args[nwords + k]
+            a = self.resolve(args[nwords + k])
             if role == "w" and not harmless_write(a.text):
                 writes.append(a)
             elif role == "r":
@@ -436,16 +482,18 @@ class _Extractor:
             chain = f"{via} > {action.via}" if via else action.via
             if isinstance(action, Opaque):
                 continue
-            saved = (self.dirs, self.dir_unknown)
+            saved = (self.dirs, self.dir_unknown, self.certain, self.base)
             if action.cwd is not None:           # env -C, sudo -D/-i, su -, find -execdir
                 self.chdir(action.cwd)
+                v = action.cwd.value
+                self.certain = norm_path(v) if v is not None and v.startswith("/") else None
             try:
                 if isinstance(action, Run):
                     self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
                 else:
                     self.code(action.text, depth, chain, redirs)
             finally:
-                self.dirs, self.dir_unknown = saved
+                self.dirs, self.dir_unknown, self.certain, self.base = saved
 
     def code(self, text: str, depth: int, via: str, redirs: list) -> None:
         if depth + 1 > MAX_DEPTH:
@@ -457,7 +505,12 @@ class _Extractor:
             if why:
                 self.add(make_command((via, text), None, (), f"{via} string: {why}", via))
                 return
-        self.line(text, depth + 1, via, redirs)
+        saved = self.base
+        self.base = self.certain         # the string starts where the invoking command runs
+        try:
+            self.line(text, depth + 1, via, redirs)
+        finally:
+            self.base = saved
 
     @staticmethod
     def special(program: str, words: list, args: list) -> str | None:
@@ -515,9 +568,21 @@ class _Extractor:
             self.dir_unknown = True
 
     # -- one argument --------------------------------------------------------------
-    def value_arg(self, w) -> Arg:
+    def value_arg(self, w: Any) -> Arg:
         """An option value or operand a program table names as a file."""
-        return self.arg(w, False)
+        return self.resolve(self.arg(w, False))
+
+    def resolve(self, a: Arg) -> Arg:
+        """A relative file path of a command whose working directory is sure (``cd /x &&
+        cmd``, ``env -C /x cmd``, the ``cwd`` given): that directory's path; the relative
+        text stays a reading for deny rules."""
+        c = self.certain
+        t = a.text
+        if c is None or t is None or a.found is not None or not t or \
+                t.startswith(("/", "~", "-")) or "://" in t:
+            return a
+        return Arg(canonical_path(c.rstrip("/") + "/" + t), a.views + (t,), a.templates,
+                   a.operand)
 
     def arg(self, w: Word, operand: bool) -> Arg:
         v = w.value

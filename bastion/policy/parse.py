@@ -39,6 +39,7 @@ Pure: no IO.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ import tree_sitter_bash
 
 from bastion.policy.arithwalk import ArithWalk
 from bastion.policy.danger import dangerous_name
-from bastion.policy.words import Disagreement, Word, WordProblem, decode_word
+from bastion.policy.words import Disagreement, Word, WordProblem, decode_word, norm_path
 
 LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 MAX_NESTING = 48
@@ -73,6 +74,9 @@ class RawCommand:
     redirs: list = field(default_factory=list)        # [(operator, Word)] (own and inherited)
     problem: str | None = None                        # why it is opaque, if it is
     pos: int = 0                                      # start byte in its source
+    cwd: str | None = None                            # its working directory: "" the text's
+                                                      # first one, a path (after cd X &&), or
+                                                      # None (unknown)
 
 
 class _Reparse(Exception):
@@ -110,6 +114,18 @@ def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
     return [], ["time/coproc prefixes could not be resolved"]
 
 
+_CD_WORD = re.compile(rb"(?:^|[^\w.-])(?:cd|pushd|popd)(?:$|[^\w.-])")
+_FUNCTION = re.compile(rb"\(\s*\)|(?:^|[\s;&|(])function\s")
+
+
+def _rightmost_command(node: Any) -> Any:
+    """The simple command a redirection after a list or pipeline belongs to, or None."""
+    while node is not None and node.type in ("list", "pipeline"):
+        named = [c for c in node.named_children if c.type != "comment"]
+        node = named[-1] if named else None
+    return node if node is not None and node.type == "command" else None
+
+
 def _describe_error(root, src: bytes) -> str:
     stack = [root]
     while stack:
@@ -131,6 +147,10 @@ class _Walker(ArithWalk):
         self.depth = 0
         self.arith = 0
         self.init_arith()          # arithmetic on variables (bastion.policy.arithwalk)
+        self.certain: str | None = None     # the cwd of commands on the right of `cd X &&`
+        self.cd_free = _CD_WORD.search(src) is None     # no cd/pushd/popd in the text
+        self.cd_in_function = not self.cd_free and _FUNCTION.search(src) is not None
+        self.extra_redirs: dict[int, list[Any]] = {}      # misparsed `a && b > f` (see redirected)
         self.loops: list[tuple[Any, ...]] = []      # active `for f in WORDS` bodies (loop_binding)
         self.loop_uses: list[tuple[Any, ...]] = []  # bindings a word was read through
 
@@ -146,6 +166,8 @@ class _Walker(ArithWalk):
                 self.children(node, inherited)
             elif t == "command":
                 self.command(node, inherited)
+            elif t == "list":
+                self.walk_list(node, inherited)
             elif t == "redirected_statement":
                 self.redirected(node, inherited)
             elif t in ("declaration_command", "unset_command"):
@@ -207,6 +229,78 @@ class _Walker(ArithWalk):
         finally:
             self.depth -= 1
 
+    # -- the working directory -----------------------------------------------------
+    def cwd_now(self) -> str | None:
+        """The working directory of a command made now (see RawCommand.cwd)."""
+        if self.certain is not None:
+            return self.certain
+        return "" if self.cd_free else None
+
+    def walk_list(self, node: Any, inherited: tuple[Any, ...]) -> None:
+        """``A && B``: when A surely ends in a successful ``cd /abs``, B runs there."""
+        named = [c for c in node.children if c.is_named and c.type != "comment"]
+        ops = [c.type for c in node.children if not c.is_named]
+        target = None
+        if len(named) == 2 and ops == ["&&"] and not self.cd_in_function and not \
+                _CD_WORD.search(self.src[named[1].start_byte:named[1].end_byte]):
+            target = self.cd_after(named[0])
+        prev = node.start_byte
+        for child in node.children:
+            if child.start_byte > prev:
+                self.skipped(prev, child.start_byte)
+            if target is not None and child is not named[0] and child.start_byte == \
+                    named[1].start_byte and child.is_named:
+                saved, self.certain = self.certain, target
+                try:
+                    self.walk(child, inherited)
+                finally:
+                    self.certain = saved
+            else:
+                self.walk(child, inherited)
+            prev = child.end_byte
+        if node.end_byte > prev:
+            self.skipped(prev, node.end_byte)
+
+    def cd_after(self, node: Any) -> str | None:
+        """The directory ``node`` is surely in when it succeeds, if it ends in ``cd /abs``
+        (``cd /x``, ``cd /x && ls``); else None."""
+        if node.type == "redirected_statement":
+            body = node.child_by_field_name("body")
+            return self.cd_after(body) if body is not None and body.type in (
+                "command", "list") else None
+        if node.type == "command":
+            words = []
+            for ch in node.named_children:
+                if ch.type in REDIRECT_TYPES or ch.type == "comment":
+                    continue
+                if ch.type == "variable_assignment":
+                    return None
+                try:
+                    w = decode_word(self.src, ch.start_byte, ch.end_byte, {}, self._on_sub)
+                except (Disagreement, WordProblem):
+                    return None
+                if w.value is None:
+                    return None
+                words.append(w)
+            if not words or words[0].quoted or words[0].value != "cd":
+                return None
+            args = [w.value for w in words[1:] if w.value not in ("-L", "-P", "-e", "-@", "--")]
+            if len(args) != 1 or not args[0].startswith("/"):
+                return None
+            return norm_path(args[0])
+        if node.type == "list":
+            named = [c for c in node.children if c.is_named and c.type != "comment"]
+            ops = [c.type for c in node.children if not c.is_named]
+            if len(named) != 2 or ops != ["&&"]:
+                return None
+            right = self.cd_after(named[1])
+            if right is not None:
+                return right
+            left = self.cd_after(named[0])
+            return left if left is not None and not _CD_WORD.search(
+                self.src[named[1].start_byte:named[1].end_byte]) else None
+        return None
+
     def read_substitution(self, node: Any) -> None:
         """``$(< FILE)`` is bash reading FILE itself: the command ``:`` with ``< FILE``."""
         named = [c for c in node.named_children if c.type != "comment"]
@@ -219,7 +313,8 @@ class _Walker(ArithWalk):
             except WordProblem as exc:
                 self.problems.append(str(exc))
         if redirs:
-            self.raws.append(RawCommand([Word.literal(":")], [], redirs, None, node.start_byte))
+            self.raws.append(RawCommand([Word.literal(":")], [], redirs, None, node.start_byte,
+                                        self.cwd_now()))
 
     def check_heredoc_end(self, body, delimiter: bytes | None, strip_tabs: bool) -> None:
         """bash ends a here-document at the first line equal to its delimiter; if the
@@ -402,7 +497,7 @@ class _Walker(ArithWalk):
             return
         words: list[Word] = []
         assigns: list = []
-        redirs: list = list(inherited)
+        redirs: list = list(inherited) + self.extra_redirs.pop(node.start_byte, [])
         problem = None
         prev = node.start_byte
         named = False
@@ -457,7 +552,8 @@ class _Walker(ArithWalk):
         self.gap(prev, node.end_byte)
         if words:
             problem = problem or self.builtin_names(words, node)
-        self.raws.append(RawCommand(words, assigns, redirs, problem, node.start_byte))
+        self.raws.append(RawCommand(words, assigns, redirs, problem, node.start_byte,
+                                    self.cwd_now()))
 
     def _check_time_coproc(self, node, words: list, child) -> None:
         first = words[0]
@@ -551,13 +647,19 @@ class _Walker(ArithWalk):
                 later.append(ch)
         scope = tuple(inherited) + tuple(redirs)
         before = len(self.raws)
+        tail = _rightmost_command(body) if body is not None and body.type in (
+            "list", "pipeline") else None
         if body is not None:
             if body.type == "command":
                 self.command(body, scope)
+            elif tail is not None:       # `a && b > f`: bash redirects b only (the grammar
+                self.extra_redirs[tail.start_byte] = list(redirs)    # reads (a && b) > f)
+                self.walk(body, tuple(inherited))
             else:
                 self.walk(body, scope)
         if len(self.raws) == before and scope:
-            self.raws.append(RawCommand([Word.literal(":")], [], list(scope), None, node.start_byte))
+            self.raws.append(RawCommand([Word.literal(":")], [], list(scope), None, node.start_byte,
+                                        self.cwd_now()))
         for ch in later:
             self.walk(ch, ())
 
@@ -600,7 +702,8 @@ class _Walker(ArithWalk):
                 problem = problem or str(exc)
         problem = problem or self.declared((words[0].value or "") if words else "", flags, declared,
                                                node)
-        self.raws.append(RawCommand(words, [], list(inherited), problem, node.start_byte))
+        self.raws.append(RawCommand(words, [], list(inherited), problem, node.start_byte,
+                                    self.cwd_now()))
 
     def assignment_statement(self, node) -> None:
         name_node = node.child_by_field_name("name")

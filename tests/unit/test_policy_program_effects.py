@@ -294,7 +294,7 @@ def test_found_names(line, allowed):
 SCRATCH = compile_policy({"default": "deny", "opaque": "review"}, [
     {"name": "tools", "action": "allow", "commands": [
         "sort", "less", "view", "vim", "date", "journalctl", "awk", "git", "diff", "cat", "tar",
-        "curl", "echo"], "connects": ["*.internal"]},
+        "curl", "echo", "cd", "ls", "bash -c", "env", "true"], "connects": ["*.internal"]},
     {"name": "scratch", "action": "allow", "writes": ["/tmp/**"]},
     {"name": "secrets", "action": "deny", "reads": ["/etc/shadow"]},
     {"name": "system", "action": "deny", "writes": ["/etc/**"]},
@@ -347,7 +347,7 @@ SCRATCH = compile_policy({"default": "deny", "opaque": "review"}, [
     ("GIT_TRACE=/tmp/trace.log git status", True),
     ("GIT_TRACE=/etc/x git status", False),
     ("GIT_TRACE=af_unix:/tmp/s git status", False),
-    ("env GIT_TRACE=1 git status", False),          # env itself is not allowed here
+    ("env GIT_TRACE=1 git status", True),
     ("LESS=-R less /tmp/x", True),
     ("LESS='-R -O/etc/x' less /tmp/x", False),
     ("LESS='+!sh' less /tmp/x", False),
@@ -371,3 +371,32 @@ def test_no_corpus_line_is_an_engine_error():
     errors = [line for group in corpus["group"] for _, line, _ in group["cases"]
               if policy.evaluate(P, None, line).rule == "<error>"]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("line, cwd, allowed", [
+    # relative files of a command whose working directory is sure: `cd /abs &&`, env -C
+    ("cd /tmp && echo x > notes.txt", None, True),
+    ("cd /tmp && echo x >notes.txt && sort -o out in", None, True),
+    ("cd /tmp/unpack && tar -xf /tmp/x.tar", None, True),
+    ("cd /tmp && ls | sort -o out", None, True),
+    ("env -C /tmp sort -o out in", None, True),
+    ("cd /tmp && bash -c 'echo x > n'", None, True),
+    ("echo x > notes.txt", "/tmp", True),                    # the cwd the caller gave
+    ("cd /tmp; echo x > notes.txt", None, False),             # cd may fail: anywhere
+    ("cd /tmp || echo x > notes.txt", None, False),
+    ("true || cd /tmp && echo x > notes.txt", None, False),
+    ("cd /tmp && cd sub && echo x > notes.txt", None, False),
+    ("cd /tmp && (cd /etc; echo x > hosts)", None, False),
+    ("f() { cd /etc; }; cd /tmp && f && echo x > hosts", None, False),
+    ("cd /etc && echo x > hosts", None, False),
+    ("cd /tmp && cd /etc && echo x > hosts", None, False),
+    ("cd /etc && tar -xf /tmp/x.tar", None, False),
+    ("echo x > notes.txt", None, False),                      # unknown working directory
+    ("cd /etc; echo x > hosts", "/tmp", False),
+    # the grammar reads `a && b > f` as `(a && b) > f`; bash redirects b only
+    ("cd /tmp && echo x > notes.txt", "/srv", True),
+    ("echo x > /etc/x && true", None, False),
+])
+def test_sure_working_directory(line, cwd, allowed):
+    decision = SCRATCH.evaluate(P, None, line, cwd=cwd)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
