@@ -296,7 +296,9 @@ class Services:
                      for k, v in (env or {}).items()}
         if term:
             clean_env.setdefault("TERM", term)
-        worker_masks = masks.detectors if masks is not None and not masks.live else None
+        # masked live or not, the worker masks the recording too: it writes what a masker
+        # holds back only once decided (more data or the end), never on a quiet timer
+        worker_masks = masks.detectors if masks is not None else None
         return ctx.recording.open_channel(kind, command=self.mask(command) if command else None,
                                           term=term,
                                           width=width or 80, height=height or 24, env=clean_env,

@@ -10,12 +10,21 @@ Contract for callers (the asyncio event loop):
 * Flow control: after feeding data, a caller checks
   ``channel.over_high_water()`` and, if true, stops reading from the peer and
   ``await channel.drain()`` before reading again.
+* Output reaches the agent only once it is recorded: the SSH layer writes to the
+  agent through ``channel.gate(agent_channel, on_failure)``
+  (bastion.recording.gate), which holds each write until the recording worker has
+  acknowledged everything queued before it.
 * Fail closed: ``Recorder.open`` raises RecordingError when the data dir or
-  index is not writable; ``start_session`` raises RecordingError once
-  ``healthy()`` is False (a write failed: disk full, permission...), and so do
-  ``output``/``input``/``resize``/``marker``/``command`` of open channels --
-  the SSH layer must then end the channel: a session never runs unrecorded.
-  ``close`` methods and ``refused`` never raise.
+  index is not writable; once recording fails (disk full, I/O error, the index
+  locked, the worker died) ``healthy()`` is False and ``start_session`` raises
+  RecordingError; every channel open at that moment is *lost*: its
+  ``output``/``input``/``resize``/``marker``/``command`` raise, and the gate calls
+  ``on_failure`` at once -- the SSH layer must then end the channel: a session
+  never runs unrecorded.  ``close`` methods and ``refused`` never raise.
+* Recovery: a new worker is started with backoff, finishes what the failed one
+  left (the lost channels' rows and recordings close with a failure marker) and
+  must pass a probe; then ``healthy()`` is True again (bastion.recording.supervisor).
+  ``status()`` tells where it stands (``bastion status``).
 * Order of closing: a command row is final (sealed) when its result is recorded or
   its channel closes, a channel row when it closes, a session row after all its
   channels.  So a caller that still expects a command's exit status (the agent left,
@@ -31,7 +40,10 @@ Layout on disk: ``DATA_DIR/index.sqlite`` (schema.py) and
 ``DATA_DIR/recordings/YYYY/MM/DD/s<session>-c<channel>.cast`` (UTC date of the
 channel start), one asciicast v2 file per channel (bastion.proto.asciicast);
 directories 0700, files 0600 whatever the umask (bastion.private).
-One process records into a data dir at a time (``DATA_DIR/recorder.lock``).
+One process records into a data dir at a time (``DATA_DIR/recorder.lock``);
+``DATA_DIR/recorder.reserve`` is space kept for closing channels when the disk
+fills (bastion.recording.health); ``DATA_DIR/status.sock`` answers ``bastion
+status`` (bastion.recording.status).
 Ids of sessions, channels and commands are allocated here, in memory, from
 the index's high-water marks, so ``start_session``/``command`` can return them
 without waiting for the disk.
@@ -49,7 +61,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from bastion.errors import RecordingError
 from bastion.private import make_private_dirs, open_private_file
@@ -58,7 +70,7 @@ from bastion.proto.sanitize import sanitize
 from bastion.secret import SECRET_NAME
 from bastion.recording import schema
 from bastion.recording.recover import recover_interrupted
-from bastion.recording.process import WriterProcess
+from bastion.recording.supervisor import BACKOFF, Supervisor
 from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE,
                                       OP_CHANNEL_OPEN, OP_COMMAND, OP_COMMAND_APPROVER,
                                       OP_COMMAND_RESULT, OP_DATA, OP_MARKER, OP_MASKS, OP_REFUSED,
@@ -79,7 +91,7 @@ SESSION_STATUSES = ("closed", "interrupted")
 class Recorder:
     """Records sessions of one ``bastion serve`` process into a data dir."""
 
-    def __init__(self, data_dir: Path, writer: WriterProcess, ids: dict[str, int], lock_fd: int,
+    def __init__(self, data_dir: Path, writer: Supervisor, ids: dict[str, int], lock_fd: int,
                  max_bytes: int) -> None:
         self.data_dir = data_dir
         self.max_bytes = max_bytes
@@ -89,13 +101,18 @@ class Recorder:
         self._command_ids = itertools.count(ids["commands"])
         self._lock_fd = lock_fd
         self._sessions: dict[int, SessionHandle] = {}
-        self._mask_sets: dict[int, tuple] = {}   # id(detectors) -> (key, detectors) sent to the worker
+        self._mask_sets: dict[int, tuple[int, Any]] = {}   # id(detectors) -> (key, detectors) sent to the worker
         self._closed = False
+        self._status: Any = None             # bastion.recording.status.StatusServer
         self.recovered: list[int] = []       # sessions marked interrupted at open
 
     @classmethod
-    def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Recorder":
-        """Open/create the index and recordings dir, recover, start the recording worker."""
+    def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+             backoff: tuple[float, float] = BACKOFF) -> "Recorder":
+        """Open/create the index and recordings dir, recover, start the recording worker.
+
+        ``backoff``: the first and longest wait before a new worker after a failure.
+        """
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
             raise RecordingError(f"recording_max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
@@ -123,47 +140,84 @@ class Recorder:
                 ids = schema.next_ids(conn)
             finally:
                 conn.close()
-            writer = WriterProcess(data_dir, max_bytes, lock_fd)
+            writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff)
         except BaseException:
             os.close(lock_fd)
             raise
         rec = cls(data_dir, writer, ids, lock_fd, max_bytes)
         rec.recovered = recovered
+        from bastion.recording.status import StatusServer
+        try:
+            rec._status = StatusServer(data_dir, rec.status)
+        except OSError as exc:
+            log.warning("bastion status will not answer for %s: %s", data_dir, exc)
         return rec
 
     # -- health ------------------------------------------------------------
     def healthy(self) -> bool:
-        """False once a write failed (or after close): new sessions must be refused."""
-        return self._writer.error is None and not self._closed and self._writer.is_alive()
+        """False while recording is failed or recovering (or after close): refuse sessions."""
+        return self._writer.healthy and not self._closed
 
     @property
     def error(self) -> str | None:
-        """What failed, for logs and the refusal message."""
-        if self._writer.error is not None:
-            return self._writer.error
+        """What failed, for logs and the refusal message (None while healthy)."""
         if self._closed:
             return "the recorder is closed"
-        if not self._writer.is_alive():
-            return "the recording worker process stopped"
-        return None
+        if self._writer.healthy:
+            return None
+        return self._writer.error or f"the recorder is {self._writer.state}"
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``failed``, ``recovering`` or ``closed`` (bastion.recording.supervisor)."""
+        return "closed" if self._closed else self._writer.state
+
+    def wait_state(self, *states: str, timeout: float = 30.0) -> str:
+        """Block until the state is one of ``states`` (or ``timeout``); the state then."""
+        return self._writer.wait_state(*states, timeout=timeout)
+
+    def retry_now(self) -> None:
+        """Try to recover at once instead of after the backoff (the cause is known gone)."""
+        self._writer.retry_now()
+
+    def status(self) -> dict[str, Any]:
+        """Where recording stands: for ``bastion status`` and the log."""
+        from bastion.recording import health
+        info = self._writer.status()
+        info["sessions_open"] = len(self._sessions)
+        info["channels_open"] = sum(len(h._channels) for h in list(self._sessions.values()))
+        free: int | None
+        inodes: int | None
+        try:
+            free, inodes = health.headroom(self.data_dir)
+        except OSError:
+            free = inodes = None
+        info["disk_free_bytes"] = free
+        info["disk_free_inodes"] = inodes
+        info["headroom_needed_bytes"] = health.HEADROOM_BYTES
+        info["reserve_bytes"] = (health.RESERVE_BYTES if health.reserve_path(self.data_dir).exists()
+                                 else 0)
+        return info
 
     def _check(self) -> None:
         if not self.healthy():
             raise RecordingError(
                 f"session recording is not possible: {self.error}",
-                hint="free disk space / fix permissions of the data dir and restart bastion serve")
+                hint="bastion recovers by itself once the cause is gone (free disk space, a "
+                     "lock on the index released); `bastion status` shows where it stands")
 
-    def _put(self, op: tuple, nbytes: int = 0) -> None:
-        self._writer.put(op, nbytes)
+    def _put(self, op: tuple[Any, ...], nbytes: int = 0) -> int:
+        return self._writer.put(op, nbytes)
 
-    def _mask_key(self, detectors) -> int:
+    def _mask_key(self, detectors: Any) -> int:
         """The worker's key for a set of detectors, sent to it the first time it is used."""
         entry = self._mask_sets.get(id(detectors))
         if entry is None:        # the dict keeps ``detectors`` alive, so its id is not reused
             entry = (len(self._mask_sets) + 1, detectors)
             self._put((OP_MASKS, entry[0], tuple(detectors)))
             self._mask_sets[id(detectors)] = entry
-        return entry[0]
+        key: int = entry[0]
+        return key
 
     # -- sessions ------------------------------------------------------------
     def refused(self, *, principal: "Principal | None", client: str, target: str | None,
@@ -193,8 +247,9 @@ class Recorder:
         done = self._writer.barrier()
         if not done.wait(timeout):
             raise RecordingError("the recording worker did not flush in time")
-        if self._writer.crashed:
-            raise RecordingError(f"session recording is not possible: {self.error}")
+        if not done.ok:
+            raise RecordingError(f"session recording is not possible: "
+                                 f"{self.error or 'recording failed'}")
 
     def close(self) -> None:
         """Close open sessions as ``closed``, flush everything, stop the worker.
@@ -207,17 +262,18 @@ class Recorder:
         for handle in list(self._sessions.values()):
             handle.close(status=handle.closing or "closed", wait_for_channels=False)
         self._closed = True
-        self._writer.stop()
         try:
-            self._writer.join()
+            self._writer.close()
         finally:
+            if self._status is not None:
+                self._status.close()
             os.close(self._lock_fd)
 
 
 class SessionHandle:
     """One recorded SSH session."""
 
-    def __init__(self, recorder: Recorder, sid: int, principal, client: str, target: str,
+    def __init__(self, recorder: Recorder, sid: int, principal: Any, client: str, target: str,
                  login: str) -> None:
         self.id = sid
         self.principal = principal
@@ -236,8 +292,8 @@ class SessionHandle:
         return sanitize(f"{label} → {self.login}@{self.target}")
 
     def open_channel(self, kind: str, *, command: str | None = None, term: str | None = None,
-                     width: int = 80, height: int = 24, env: dict | None = None,
-                     mask=None) -> "ChannelRecording":
+                     width: int = 80, height: int = 24, env: dict[str, Any] | None = None,
+                     mask: Any = None) -> "ChannelRecording":
         """Start a recording for a channel (``exec``, ``shell``, ``sftp``...).
 
         ``mask``: detectors (bastion.proto.detectors) with which the recording
@@ -322,9 +378,10 @@ class ChannelRecording:
         self._truncated = False          # set (from the worker's event) at the size cap
         self._counted_at = 0.0           # past the cap: when byte counters were last sent
         self.closed = False
+        self.lost: str | None = None     # recording failed while the channel was open
         try:                             # resolved by the worker once the file exists (or not)
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            self._open_fut: asyncio.Future | None = self._loop.create_future()
+            self._open_fut: asyncio.Future[str | None] | None = self._loop.create_future()
         except RuntimeError:             # used outside an event loop (tests, tools)
             self._loop = self._open_fut = None
 
@@ -332,14 +389,33 @@ class ChannelRecording:
     def truncated(self) -> bool:
         return self._truncated
 
+    def _lost_by(self, error: str) -> None:
+        """Any thread: recording failed while this channel was open; it cannot go on."""
+        if self.lost is None:
+            self.lost = error
+        self._open_done(error)
+
+    def _check(self) -> None:
+        self._rec._check()
+        if self.lost is not None:
+            raise RecordingError(f"session recording is not possible: {self.lost}")
+
+    def gate(self, chan: Any, on_failure: Callable[[RecordingError], None]) -> Any:
+        """``chan`` (the agent's channel) behind a gate: writes wait until this recording
+        holds what came before them; ``on_failure(RecordingError)`` is called on the loop
+        as soon as recording fails (bastion.recording.gate)."""
+        from bastion.recording.gate import AgentGate
+        return AgentGate(chan, self, on_failure)
+
     def _open_done(self, error: str | None) -> None:
         """Reader thread: the recording file was created (error None) or could not be."""
         if self._loop is None:
             return
 
         def resolve() -> None:
-            if not self._open_fut.done():
-                self._open_fut.set_result(error)
+            fut = self._open_fut
+            if fut is not None and not fut.done():
+                fut.set_result(error)
         try:
             self._loop.call_soon_threadsafe(resolve)
         except RuntimeError:             # the loop is closed: nobody is waiting
@@ -375,7 +451,7 @@ class ChannelRecording:
         """Host -> agent data (stdout, or stderr of an exec channel)."""
         if self._closed_call("output") or not data:
             return
-        self._rec._check()
+        self._check()
         self.bytes_out += len(data)
         stream = asciicast.STDERR if stderr else asciicast.STDOUT
         if self._truncated:
@@ -388,7 +464,7 @@ class ChannelRecording:
         """Agent -> host data (keystrokes, exec stdin)."""
         if self._closed_call("input") or not data:
             return
-        self._rec._check()
+        self._check()
         self.bytes_in += len(data)
         if self._truncated:
             self._count(asciicast.INPUT)
@@ -407,24 +483,24 @@ class ChannelRecording:
     def resize(self, width: int, height: int) -> None:
         if self._closed_call("resize"):
             return
-        self._rec._check()
+        self._check()
         self._rec._put((OP_RESIZE, self.id, self._now(), int(width), int(height)))
 
     def marker(self, label: str) -> None:
         """A marker in the recording (approval requests and answers, notes)."""
         if self._closed_call("marker"):
             return
-        self._rec._check()
+        self._check()
         self._rec._put((OP_MARKER, self.id, self._now(), sanitize(label)), len(label))
 
-    def command(self, line: str, decision, *, approver: str | None = None) -> int:
+    def command(self, line: str, decision: Any, *, approver: str | None = None) -> int:
         """Record a command line and its policy decision; returns the command id.
 
         ``decision`` is a bastion.policy Decision (read by duck typing:
         ``to_dict()`` if present, else the attributes action, rule, reason,
         commands).  The recording gets a marker at the same offset.
         """
-        self._rec._check()
+        self._check()
         if self.closed:
             raise RecordingError(f"channel {self.id} is closed")
         action, rule, reason, commands = _decision_fields(decision)
@@ -462,7 +538,7 @@ class ChannelRecording:
         self._rec._writer.untrack(self.id)
         try:
             self._rec._put((OP_CHANNEL_CLOSE, self.id, self._now(), time.time(), exit_status,
-                            exit_signal, self.bytes_in, self.bytes_out))
+                            exit_signal, self.bytes_in, self.bytes_out, self.lost))
         except RecordingError as exc:
             log.error("channel %s: close not recorded: %s", self.id, exc)
         self.session._channel_closed(self.id)   # a session closed meanwhile follows now
@@ -482,24 +558,25 @@ class ChannelRecording:
             if not self._rec._writer.add_waiter(loop, fut):
                 break
             await fut
-        self._rec._check()
+        self._check()
 
 
-def _pdict(principal) -> dict | None:
+def _pdict(principal: Any) -> dict[str, Any] | None:
     if principal is None:
         return None
     if hasattr(principal, "as_dict"):
-        return principal.as_dict()
+        found: dict[str, Any] = principal.as_dict()
+        return found
     return {"subject": str(principal)}
 
 
-def _redact_env(env: dict | None) -> dict | None:
+def _redact_env(env: dict[str, Any] | None) -> dict[str, str] | None:
     if not env:
         return None
     return {str(k): ("<secret>" if SECRET_NAME.search(str(k)) else str(v)) for k, v in env.items()}
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if hasattr(value, "value") and not isinstance(value, (str, bytes)):
@@ -513,7 +590,7 @@ def _jsonable(value):
     return str(value)
 
 
-def _decision_fields(decision) -> tuple[str, str | None, str | None, str | None]:
+def _decision_fields(decision: Any) -> tuple[str, str | None, str | None, str | None]:
     data = {}
     if hasattr(decision, "to_dict"):
         try:

@@ -1,25 +1,30 @@
 """The recording worker: the process that writes recordings and the index.
 
-``bastion serve`` starts it (bastion.recording.process) with two pipes: batches
-of operations come in, events go back.  It runs
-:class:`bastion.recording.writer.Applier` on each batch, then reports what the
-batch released from the queue, the barriers it passed and any events (file
-created, truncated, failure).  Between batches it flushes the recording
-buffers every ``FLUSH_INTERVAL``.
+``bastion serve`` starts it (bastion.recording.supervisor, through process.py) with two
+pipes: batches of ``(seq, operation)`` come in, events go back.  At start it opens the
+index and takes its write lock once (waiting up to the busy timeout), then says
+``ready``.  It runs :class:`bastion.recording.writer.Applier` on each batch, writes every
+recording buffer out, commits, and acknowledges the batch (``("done", seq)``); between
+batches it brings byte counters in the index up to date every ``FLUSH_INTERVAL``.
 
 It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C in a terminal or a service
 manager signalling the whole group must not end it before ``bastion serve``
 has closed its sessions; it ends on the ``stop`` operation, or when the
-bastion process is gone (end of its input): then it writes out what it
-received, commits, and exits without closing rows (the next start marks those
-sessions ``interrupted``).  It holds the data dir's lock (inherited) until it
-exits, so a new ``bastion serve`` does not start recording beside it.
+bastion process is gone (end of its input): then the maskers decide what they hold
+(the streams end there), it writes out what it received, commits, and exits without
+closing rows (the next start marks those sessions ``interrupted``).  It holds the data
+dir's lock (inherited) until it exits, so a new ``bastion serve`` does not start
+recording beside it.
 
-Exit status: 0 after ``stop`` or the end of input, 70 on an internal error
-(logged).  The bastion process treats any exit before ``stop`` as a failure of
-recording: sessions are refused until it restarts.
+On its first failure (disk full, I/O error, the index locked past the busy timeout,
+a probe that did not pass) it writes out what it can (``Applier.fail_out``),
+acknowledges what is on disk, reports the failure and exits: the bastion process
+starts another worker (docs/RECORDINGS.md, "Faults").
 
-Not covered: the parent side (process.py), applying operations (writer.py).
+Exit status: 0 after ``stop`` or the end of input, 71 after a failure it reported,
+70 on an internal error (logged).
+
+Not covered: the parent side (supervisor.py, process.py), applying operations (writer.py).
 """
 
 from __future__ import annotations
@@ -32,68 +37,94 @@ import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from bastion.errors import RecordingError
-from bastion.recording import schema
-from bastion.recording.writer import FLUSH_INTERVAL, OP_BARRIER, OP_STOP, Applier
+from bastion.recording import health, schema
+from bastion.recording.writer import FLUSH_INTERVAL, OP_STOP, Applier
 
 log = logging.getLogger("bastion.recording")
 
+Event = tuple[Any, ...]
+
 EXIT_INTERNAL = 70
+EXIT_FAILED = 71
 
 
 def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> int:
-    """Apply batches from ``inp`` until stopped or the input ends; events go to ``out``."""
-    events: list[tuple] = []
+    """Apply batches from ``inp`` until stopped, failed or the input ends; events go to ``out``."""
+    events: list[Event] = []
     try:
         conn = schema.connect(data_dir)
     except RecordingError as exc:
         _send(out, [("fatal", str(exc))])
-        return EXIT_INTERNAL
-    applier = Applier(conn, data_dir, max_bytes, events.append)
-    _send(out, [("ready",)])
+        return EXIT_FAILED
     try:
-        while True:
-            wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_flush))
-            if not inp.poll(wait):
-                applier.flush_all()
-                applier.commit()
-                _send(out, events)
-                continue
-            try:
-                batch = pickle.loads(inp.recv_bytes())
-            except EOFError:                      # the bastion process is gone
-                log.warning("recording worker: bastion process gone; writing out what was "
-                            "received (open sessions will be marked interrupted)")
-                applier.flush_files()
-                applier.commit()
-                return 0
-            released, barriers, stop, force = 0, [], False, False
-            for op, cost in batch:
-                released += cost
-                kind = op[0]
-                if kind == OP_STOP:
-                    stop = True
-                elif kind == OP_BARRIER:
-                    barriers.append(op[1])
-                    force = True
-                else:
-                    applier.apply(op)
-            if stop or force or time.monotonic() - applier.last_flush >= FLUSH_INTERVAL:
-                applier.flush_all()
-            applier.commit()
-            events.append(("done", released, barriers))
-            if stop:
-                applier.close_all_sinks()
-                events.append(("stopped",))
-            _send(out, events)
-            if stop:
-                return 0
+        why = health.index_writable(conn)
+        if why is not None:
+            _send(out, [("fatal", why)])
+            return EXIT_FAILED
+        applier = Applier(conn, data_dir, max_bytes, events.append)
+        _send(out, [("ready",)])
+        return _loop(inp, out, applier, events)
     finally:
         conn.close()
 
 
-def _send(out: Connection, events: list[tuple]) -> None:
+def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event]) -> int:
+    while True:
+        wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
+        if not inp.poll(wait):
+            if not (applier.update_counters() and applier.commit()):
+                return _failed(out, applier, events, None)
+            _send(out, events)
+            continue
+        try:
+            batch = pickle.loads(inp.recv_bytes())
+        except EOFError:                      # the bastion process is gone
+            log.warning("recording worker: bastion process gone; writing out what was "
+                        "received (open sessions will be marked interrupted)")
+            applier.finish_all()
+            applier.commit()
+            return 0
+        last_ok = stop = None
+        for seq, op in batch:
+            if op[0] == OP_STOP:
+                stop = seq
+                break
+            if not applier.apply(op):
+                break
+            last_ok = seq
+        ok = applier.error is None and applier.flush_files()
+        if ok and (applier.counters_due
+                   or time.monotonic() - applier.last_counters >= FLUSH_INTERVAL):
+            ok = applier.update_counters()
+        ok = ok and applier.commit()
+        if not ok:
+            return _failed(out, applier, events, last_ok)
+        if stop is not None:
+            applier.close_all_sinks()
+            applier.commit()
+            events.append(("done", stop))
+            events.append(("stopped",))
+            _send(out, events)
+            return 0
+        if last_ok is not None:
+            events.append(("done", last_ok))
+        _send(out, events)
+
+
+def _failed(out: Connection, applier: Applier, events: list[Event], last_ok: int | None) -> int:
+    """Write out what can be, acknowledge what is on disk, report the failure; exit status."""
+    if applier.fail_out() and last_ok is not None:
+        events.append(("done", last_ok))
+    events.append(("error", applier.error))
+    _send(out, events)
+    log.error("recording worker: stopping after a failure: %s", applier.error)
+    return EXIT_FAILED
+
+
+def _send(out: Connection, events: list[Event]) -> None:
     if events:
         try:
             out.send_bytes(pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL))

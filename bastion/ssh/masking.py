@@ -6,17 +6,17 @@ recording is always the masked stream.
 
 * With ``mask_live`` (``[settings] mask_live`` or the grant's ``mask_live``) the
   maskers run here, on the event loop: the agent receives the masked stream and
-  the recording gets the same bytes.
+  the recording gets the same bytes, which the recording worker masks again.
 * Otherwise the agent receives the bytes as they come and the recording worker
-  process masks them before they are written (bastion.recording.writer), so the
-  relay does not pay for masking: :meth:`ChannelMasks.feed` passes bytes through
-  and the recording is opened with the detectors (``Services.open_recording``).
+  process masks them before they are written (bastion.recording.sink), so the
+  relay does not pay for masking: :meth:`ChannelMasks.feed` passes bytes through.
+  Either way the recording is opened with the detectors (``Services.open_recording``).
 
 The masker holds back the last few hundred bytes that could still be the start
-of a secret.  Held bytes are written when the stream goes quiet: after
-``LIVE_QUIET`` seconds for a live-masked stream (so a prompt never hangs), after
-``bastion.recording.writer.MASK_QUIET`` (1 s) for a recording-only one (a longer
-pause makes a secret split across it less likely), and always at the end.
+of a secret.  On the live stream held bytes are shown when the stream goes quiet
+for ``LIVE_QUIET`` seconds (so a prompt never hangs) and at the end; in the
+recording they are written only once decided (more data, or the end), never on a
+timer, so a secret split by a pause is still stored masked whole.
 
 Command lines and decisions stored in the index or the log go through
 :func:`mask_line` / :func:`masked_decision`.

@@ -233,6 +233,10 @@ class InnerSession(asyncssh.SSHServerSession):
             log.error("session %s refused: recording unavailable: %s", ctx.where, exc)
             self._apply(self.core.recording_refused(str(exc)))
             return
+        # the agent gets a byte only once the recording holds it, and the channel ends at
+        # once when recording fails (bastion.recording.gate)
+        rec: Any = self.rec
+        self.chan = rec.gate(self.chan, self._recording_failed)
         self._apply(self.core.recording_opened(masks))
 
     def _check_grant(self) -> str | None:

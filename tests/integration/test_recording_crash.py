@@ -116,8 +116,7 @@ def test_torn_last_line_is_cut_at_recovery(tmp_path):
     ch.output(b"complete\r\n")
     rec.flush()
     # simulate a crash: stop the writer without closing rows, then tear the file
-    rec._writer.stop()
-    rec._writer.join()
+    rec._writer.close()                      # the worker closes its files, the rows stay open
     os.close(rec._lock_fd)
     with open(ch.path, "ab") as fh:
         fh.write(b'[9.5, "o", "torn wri')
@@ -138,7 +137,7 @@ DISK_CHILD = textwrap.dedent("""
     from bastion.recording import Recorder
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # get EFBIG instead of being killed
-    rec = Recorder.open(Path(sys.argv[1]))
+    rec = Recorder.open(Path(sys.argv[1]), backoff=(3600, 3600))   # retry only when told
     p = Principal(subject="oid-disk")
     s = rec.start_session(principal=p, client="c", target="t", login="l")
     ch = s.open_channel("exec", command="cat /dev/urandom")
@@ -147,8 +146,13 @@ DISK_CHILD = textwrap.dedent("""
     resource.prlimit(rec._writer.proc.pid, resource.RLIMIT_FSIZE, (400_000, 400_000))
     for _ in range(100):
         ch.output(b"y" * 10_000)
-    rec.flush()
-    result = {"healthy": rec.healthy(), "error": rec.error}
+    try:
+        rec.flush()
+        result = {"flush": "ok"}
+    except RecordingError as exc:
+        result = {"flush": str(exc)}
+    rec.wait_state("failed")
+    result.update(healthy=rec.healthy(), error=rec.error)
     try:
         rec.start_session(principal=p, client="c", target="t", login="l")
         result["second_session"] = "started"
@@ -159,6 +163,19 @@ DISK_CHILD = textwrap.dedent("""
         result["output"] = "accepted"
     except RecordingError as exc:
         result["output"] = str(exc)
+    ch.close(exit_status=255)
+    # the limit was the failed worker's: a new one records again
+    rec.retry_now()
+    result["after_retry"] = rec.wait_state("ok")
+    s2 = rec.start_session(principal=p, client="c", target="t", login="l")
+    ch2 = s2.open_channel("exec", command="echo again")
+    ch2.output(b"recorded again\\n")
+    ch2.close(exit_status=0)
+    s2.close()
+    s.close()
+    rec.flush()
+    result["paths"] = [str(ch.path), str(ch2.path)]
+    rec.close()
     print(json.dumps(result), flush=True)
 """)
 
@@ -168,10 +185,19 @@ def test_write_failure_refuses_new_sessions(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert "File too large" in result["flush"]
     assert result["healthy"] is False
     assert "File too large" in result["error"]
     assert result["second_session"].startswith("session recording is not possible")
     assert result["output"].startswith("session recording is not possible")
+    assert result["after_retry"] == "ok"
+    assert verify_index(tmp_path).ok
+    failed, again = (Path(p) for p in result["paths"])
+    assert b"recorded again" in again.read_bytes()
+    with open(failed, "rb") as fh:
+        _, events = asciicast.iter_cast(fh)
+        events = list(events)
+    assert "File too large" in events[-2].data and events[-1].data == "exit status 255"
 
 
 def test_recover_is_idempotent(tmp_path):

@@ -75,7 +75,7 @@ def test_everything_the_recorder_creates_is_private_whatever_the_umask(tmp_path,
 
 
 def test_a_failure_report_names_no_path_on_the_server(tmp_path):
-    rec = Recorder.open(tmp_path)
+    rec = Recorder.open(tmp_path, backoff=(3600, 3600))
     try:
         s = rec.start_session(principal=AGENT, client="c", target="t", login="l")
         ch = s.open_channel("exec", command="x")
@@ -83,7 +83,9 @@ def test_a_failure_report_names_no_path_on_the_server(tmp_path):
         # the next recording cannot be created: a directory where its file should go
         (ch.path.parent / f"s{s.id}-c{ch.id + 1}.cast").mkdir()
         s.open_channel("exec", command="y")
-        rec.flush()
+        with pytest.raises(RecordingError):
+            rec.flush()
+        assert rec.wait_state("failed") == "failed"
         assert not rec.healthy()
         with pytest.raises(RecordingError) as refused:
             rec.start_session(principal=AGENT, client="c", target="t", login="l")

@@ -1,0 +1,154 @@
+"""Where recording stands, for ``bastion status``: a Unix socket in the data dir.
+
+``bastion serve`` answers on ``DATA_DIR/status.sock`` (0600 in the 0700 data dir, so only
+the bastion's user can ask) with one JSON document per connection and closes it:
+:meth:`bastion.recording.Recorder.status` (state, cause, attempts, sessions and channels
+open, queue and index lag, disk headroom) plus the process id.  No disk space is needed
+to answer, so it works while the disk is full; nothing in it is secret (failure reports
+name no path, and no agent text is in it).
+
+:func:`read_status` is the client.  Not covered: rendering (bastion/cli/status.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("bastion.recording")
+
+SOCKET_NAME = "status.sock"
+_MAX_PATH = 100                  # sun_path is 108 bytes on Linux
+
+
+class _Short:
+    """A path short enough for a Unix socket: through /proc/self/fd when the dir's is long."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = -1
+        full = os.fsencode(str(path))
+        if len(full) < _MAX_PATH:
+            self.path = full
+            return
+        self.fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        self.path = os.fsencode(f"/proc/self/fd/{self.fd}/{path.name}")
+
+    def __enter__(self) -> bytes:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+class StatusServer:
+    """Answers ``provider()`` as JSON on ``DATA_DIR/status.sock`` from a daemon thread."""
+
+    def __init__(self, data_dir: Path, provider: Callable[[], dict[str, Any]]) -> None:
+        self.path = Path(data_dir) / SOCKET_NAME
+        self._provider = provider
+        self._closed = False
+        try:
+            st = os.lstat(self.path)
+            if stat.S_ISSOCK(st.st_mode):          # left by a process that died (we hold the lock)
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with _Short(self.path) as where:
+                self._sock.bind(where)
+            os.chmod(self.path, 0o600)
+            self._sock.listen(16)
+        except OSError:
+            self._sock.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="bastion-status", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.settimeout(2.0)
+                    body = json.dumps({"pid": os.getpid(), **self._provider()},
+                                      ensure_ascii=True, default=str)
+                    conn.sendall(body.encode("ascii"))
+                except Exception as exc:  # noqa: BLE001 - one bad answer must not end the server
+                    log.debug("status: could not answer: %s", exc)
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        try:
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                self.path.unlink()
+        except OSError:
+            pass
+        self._thread.join(5)
+
+
+def read_status(data_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The running ``bastion serve``'s answer, or None when none answers for ``data_dir``."""
+    path = Path(data_dir) / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        with _Short(path) as where:
+            sock.connect(where)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        return None
+    finally:
+        sock.close()
+    answer: dict[str, Any] = json.loads(b"".join(chunks).decode("ascii"))
+    return answer
+
+
+def collect(data_dir: Path) -> dict[str, Any]:
+    """Everything ``bastion status`` shows: the running serve's answer (``serve``, None when
+    none answers), the disk headroom measured here, and what the index says."""
+    from bastion.recording import health, schema
+    data_dir = Path(data_dir)
+    answer = read_status(data_dir)
+    free: int | None
+    inodes: int | None
+    try:
+        free, inodes = health.headroom(data_dir)
+    except OSError:
+        free = inodes = None
+    disk = {"free_bytes": free, "free_inodes": inodes, "needed_bytes": health.HEADROOM_BYTES,
+            "needed_inodes": health.HEADROOM_INODES,
+            "reserve_bytes": (health.RESERVE_BYTES if health.reserve_path(data_dir).exists()
+                              else 0)}
+    index = None
+    if schema.index_path(data_dir).exists():
+        import sqlite3
+        try:
+            conn = sqlite3.connect(f"file:{schema.index_path(data_dir)}?mode=ro", uri=True,
+                                   timeout=2.0)
+            try:
+                (active,) = conn.execute(
+                    "SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()
+            finally:
+                conn.close()
+            index = {"active_sessions": active}
+        except sqlite3.Error as exc:
+            index = {"error": str(exc)}
+    return {"running": answer is not None, "serve": answer, "disk": disk, "index": index}
