@@ -16,7 +16,8 @@ app = typer.Typer(
 )
 
 # Each module has register(app); listed here so the order of --help is stable.
-COMMAND_MODULES = ("serve", "demo", "policy", "identity", "keys", "ca", "sessions", "mask", "approvals")
+COMMAND_MODULES = ("serve", "status", "demo", "policy", "identity", "keys", "ca", "sessions", "mask",
+                   "approvals")
 
 for _name in COMMAND_MODULES:
     _module = importlib.import_module(f"bastion.cli.{_name}")
