@@ -51,7 +51,9 @@ def canonical_path(text: str) -> str:
             if not m:
                 break
             text = text[m.end():] or "/"
-    p = norm_path(text)
+    # a path with blanks is still a path: "/tmp/../etc/a b" is /etc/a b
+    pathlike = text.startswith(("/", "../")) or "/../" in text
+    p = norm_path(text, blanks=pathlike)
     if p.startswith("/proc/"):
         while True:
             m = _PROC_ROOT.match(p)

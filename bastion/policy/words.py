@@ -80,13 +80,15 @@ def _dec(b: bytes | bytearray) -> str:
     return bytes(b).decode("utf-8", "surrogateescape")
 
 
-def norm_path(text: str) -> str:
+def norm_path(text: str, *, blanks: bool = False) -> str:
     """Lexically normalise a path-like argument: ``/etc//./x/../shadow`` → ``/etc/shadow``.
 
-    Arguments without ``/``, with blanks, and URLs (``://``) are returned unchanged.  ``..`` is
-    resolved lexically (symlinks are not followed: nothing here touches a disk).
+    Arguments without ``/``, with blanks (unless ``blanks``), and URLs (``://``) are
+    returned unchanged.  ``..`` is resolved lexically (symlinks are not followed: nothing
+    here touches a disk).
     """
-    if "/" not in text or "://" in text or " " in text or "\n" in text or "\t" in text:
+    if "/" not in text or "://" in text or (not blanks and (
+            " " in text or "\n" in text or "\t" in text)):
         return text
     absolute = text.startswith("/")
     parts: list[str] = []

@@ -400,3 +400,19 @@ def test_no_corpus_line_is_an_engine_error():
 def test_sure_working_directory(line, cwd, allowed):
     decision = SCRATCH.evaluate(P, None, line, cwd=cwd)
     assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)
+
+
+@pytest.mark.parametrize("line, allowed", [
+    # a path with blanks is still normalised
+    ('echo x > "/tmp/../etc/a b"', False),
+    ('sort -o "/tmp/../etc/cron.d/a b" /tmp/in', False),
+    ('echo x > "/tmp/a b"', True),
+    # --name=VALUE with a run-time value is still the option --name
+    ('git log --output="$HOME/a b/passwd"', False),
+    ("git log --output=/var/lib/x/*.conf/sysrq-trigger", False),
+    ('git log "$x"', False),                      # may be --output=... or --ext-diff
+    ('git log --format="$f"', True),
+])
+def test_blank_paths_and_runtime_option_values(line, allowed):
+    decision = SCRATCH.evaluate(P, None, line)
+    assert (decision.action == Action.ALLOW) is allowed, (line, decision.reason)

@@ -165,7 +165,18 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
             i += 1
             continue
         if v is None:
-            if not only and _could_be_option(w) and dangerous and not spec.any_flags:
+            head = w.template[0] if w.template else None
+            if not only and isinstance(head, str) and head.startswith("--") and "=" in head:
+                name = head[2:].partition("=")[0]     # --output="$X": a known option with a
+                full = _resolve(name, longs)          # value known only at run time
+                if full is not None:
+                    lookup(full)
+                    opts.append((full, _runtime_value(w, head.partition("=")[2])))
+                    out.longs.setdefault(full, []).append(None)
+                    i += 1
+                    continue
+            if not only and _could_be_option(w) and dangerous and (
+                    not spec.any_flags or _dangerous(spec)):
                 out.opaque(f"{prog}: an option known only at run time ({w.raw}) could change "
                            f"what it does")
                 raise _Stop
@@ -317,10 +328,21 @@ def below(base: Any, mkarg: Any) -> PathTemplate:
     return PathTemplate(((a.text.rstrip("/") + "/", None),))
 
 
+def _runtime_value(w: Any, rest: str) -> "Word_":
+    """The value part of ``--name=…`` whose rest is known only at run time."""
+    value = Word_("")
+    value.value = None
+    value.raw = w.raw
+    value.template = ((rest,) if rest else ()) + tuple(w.template[1:])
+    return value
+
+
 class Word_:
     """A value cut out of a word (``-fFILE``, ``--out=F``): ``value`` and ``raw``."""
 
     __slots__ = ("value", "raw", "template", "quoted")
+    found: tuple[Any, ...] = ()
+    globbed = False
 
     def __init__(self, value: str, whole=None, start: int = 0) -> None:
         self.value = value
