@@ -1,0 +1,397 @@
+"""Issue 16 items 2 and 5: the recording layer under faults, through a real ``bastion serve``.
+
+Item 2 -- nothing reaches the agent unrecorded:
+* a data dir (a real tmpfs) filling up during a stream: the channel stops at once with 255
+  and a marker, its row is closed, and every byte the agent received is in the recording;
+* ``kill -9`` of the bastion and its recording worker together: what the agent received
+  and the recording lacks is at most the masker's hold-back (docs/RECORDINGS.md);
+* a secret printed in two parts with a pause between them is stored masked whole, on an
+  ordinary channel and on a live-masked one (held-back bytes are never written on a timer).
+
+Item 5 -- faults the bastion recovers from, with no restart, refusing sessions meanwhile:
+the recording worker killed (the open channel ends at once; the next session works), the
+disk full then freed, the index locked past its busy timeout then released.  ``bastion
+status`` shows each state.
+
+Real peers only: the bastion through its CLI, OpenSSH ``ssh`` and ``sshd`` on 127.0.0.1.
+No time is asserted: waits are bounded loops on states; measured figures are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion.proto.masker import DEFAULT_MAX_HOLDBACK
+from bastion.recording import player
+from bastion.recording.writer import failure_label
+from tests.e2e.harness import POLICY_RULES, BastionRig
+
+GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"          # fake, shaped like a GitHub token
+#: the most the agent may have received that a crashed worker had not recorded, per stream:
+#: what the masker holds back undecided (plain text) plus an incomplete UTF-8 character
+HOLDBACK_BOUND = DEFAULT_MAX_HOLDBACK + 3
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _until(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _worker_pid(rig: BastionRig) -> int:
+    """The recording worker: the bastion's child running bastion.recording.worker."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == rig.proc.pid and b"bastion.recording.worker" in cmdline:
+            return int(entry.name)
+    raise AssertionError("no recording worker among the bastion's children")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _status(rig: BastionRig) -> tuple[int, dict]:
+    r = rig.cli("status", "--json", check=False)
+    return r.returncode, json.loads(r.out)
+
+
+def _rows(rig: BastionRig, sql: str, params=()) -> list[dict]:
+    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def _last_channel(rig: BastionRig) -> dict:
+    return _rows(rig, "SELECT * FROM channels ORDER BY id DESC LIMIT 1")[0]
+
+
+def _recorded(rig: BastionRig, channel: dict, stream: str = "stdout") -> tuple[bytes, list]:
+    _, events = player.load(rig.data_dir / channel["path"])
+    return player.stream_bytes(events, stream), events
+
+
+def _read_until(proc: subprocess.Popen, needle: bytes, timeout: float = 60.0) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while needle not in got:
+        assert time.monotonic() < deadline, f"{needle!r} not received; got {got[-200:]!r}"
+        chunk = os.read(fd, 1 << 16)
+        assert chunk, f"EOF before {needle!r}: {proc.stderr.read()!r}"
+        got += chunk
+    return got
+
+
+def _read_all(proc: subprocess.Popen) -> bytes:
+    out = b""
+    while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        out += chunk
+    return out
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, issuer):
+    r = BastionRig(tmp_path_factory.mktemp("recfaults"), issuer).setup().start()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "bastion-enospc",
+                        str(mnt)], capture_output=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def _fill(mnt: Path) -> Path:
+    """Use up every byte left on the file system (the last block in single bytes)."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            block = b"\0" * size
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+# --------------------------------------------------------------------------- item 2
+
+def test_a_disk_filling_up_during_a_stream_stops_it_and_nothing_unrecorded_is_shown(
+        tmp_path_factory, issuer, token, tmpfs):
+    r = BastionRig(tmp_path_factory.mktemp("enospc"), issuer)
+    r.data_dir = tmpfs / "bastion-data"
+    r.setup().start()
+    try:
+        assert r.ssh(token, "echo before").returncode == 0
+        agent = r.ssh_popen(token, "sh -c 'seq 1 100000; head -n 1; seq 100001 3000000'")
+        got = _read_until(agent, b"\n100000\n")
+        filler = _fill(tmpfs)                                # the disk is full from here on
+        agent.stdin.write(b"go\n")
+        agent.stdin.flush()
+        delivered = got + _read_all(agent)
+        err = agent.stderr.read().decode(errors="replace")
+        rc = agent.wait(60)
+        assert rc == 255, err
+        assert "can no longer be recorded" in err and "No space left on device" in err, err
+        assert len(delivered) < len(b"".join(b"%d\n" % i for i in range(1, 3000001)))
+        # the channel's row is closed, with the space the reserve gave back
+        chan = _until(lambda: (c := _last_channel(r))["status"] != "open" and c,
+                      what="the channel row to close")
+        assert chan["status"] == "failed" and chan["exit_status"] == 255 and chan["seq"]
+        recorded, events = _recorded(r, chan)
+        assert recorded[:len(delivered)] == delivered      # every byte the agent saw is recorded
+        assert events[-2].data.startswith("bastion: recording failed (")
+        assert "No space left on device" in events[-2].data
+        assert events[-1].data == "exit status 255"
+        # while the disk is full, sessions are refused (never run unrecorded)
+        refused = r.ssh(token, "echo must-not-run-unrecorded")
+        assert refused.returncode == 255
+        assert "must-not-run-unrecorded" not in refused.out
+        assert "No space left on device" in refused.err, refused.err
+        code, info = _status(r)
+        assert code == 3 and info["serve"]["state"] in ("failed", "recovering")
+        assert "No space left on device" in info["serve"]["error"]
+        # space comes back: bastion recovers by itself, no restart
+        filler.unlink()
+        _until(lambda: _status(r)[0] == 0, what="recording to recover")
+        after = r.ssh(token, "echo after-recovery")
+        assert after.returncode == 0 and after.out == "after-recovery\n", after.err
+        code, info = _status(r)
+        serve = info["serve"]
+        assert serve["failures"] == 1 and serve["recoveries"] == 1
+        assert info["disk"]["reserve_bytes"] > 0                  # the reserve is back
+        after_chan = _last_channel(r)            # the agent got its exit status: row sealed
+        assert after_chan["status"] == "closed" and after_chan["seq"]
+        assert _recorded(r, after_chan)[0] == b"after-recovery\n"
+        print(f"\n[enospc] delivered {len(delivered)} B, recorded {len(recorded)} B "
+              f"(recorded - delivered = {len(recorded) - len(delivered)} B never shown); "
+              f"recovered after {serve['last_recovery']['attempts']} attempt(s)")
+        log = r.log()
+    finally:
+        r.close()
+    assert "recording failed: writing recording: No space left on device" in log
+    assert "recording recovered after" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("how", ["streaming", "idle"])
+def test_kill_9_of_the_bastion_and_its_worker_loses_at_most_the_holdback(
+        tmp_path_factory, issuer, token, how):
+    """``streaming``: killed while ``seq`` runs at full speed; ``idle``: after the output
+    stopped (the command waits for input), so the masker's undecided tail is all there is."""
+    r = BastionRig(tmp_path_factory.mktemp("kill9"), issuer).setup().start()
+    try:
+        if how == "streaming":
+            agent = r.ssh_popen(token, "seq 1 30000000")
+            got = b""
+            while len(got) < 3_000_000:                   # mid-stream
+                chunk = os.read(agent.stdout.fileno(), 1 << 16)
+                assert chunk, agent.stderr.read()
+                got += chunk
+        else:
+            agent = r.ssh_popen(token, "sh -c 'seq 1 5000; head -n 1'")
+            got = _read_until(agent, b"\n5000\n")
+        worker = _worker_pid(r)
+        os.kill(worker, signal.SIGKILL)                   # together: the worker, then the bastion
+        os.kill(r.proc.pid, signal.SIGKILL)
+        delivered = got + _read_all(agent)
+        agent.wait(60)
+        r.proc.wait(30)
+        _until(lambda: not _alive(worker), what="the worker to be gone")
+        r.start()                                         # the next start marks it interrupted
+        chan = _until(lambda: (c := _last_channel(r))["status"] != "open" and c,
+                      what="recovery at start")
+        assert chan["status"] == "interrupted"
+        recorded, _ = _recorded(r, chan)
+    finally:
+        r.close()
+    n = min(len(recorded), len(delivered))
+    assert recorded[:n] == delivered[:n]                   # the same stream
+    unrecorded = len(delivered) - len(recorded)
+    print(f"\n[kill -9 bastion+worker, {how}] delivered {len(delivered)} B, recorded "
+          f"{len(recorded)} B, delivered but unrecorded {max(0, unrecorded)} B "
+          f"(bound {HOLDBACK_BOUND} B)")
+    assert unrecorded <= HOLDBACK_BOUND
+
+
+def test_kill_9_of_the_bastion_alone_loses_nothing_the_agent_saw(tmp_path_factory, issuer, token):
+    """The worker outlives it: its maskers decide what they hold (the streams end) and it
+    writes everything out, so even the undecided tail the agent saw is recorded."""
+    r = BastionRig(tmp_path_factory.mktemp("kill9alone"), issuer).setup().start()
+    try:
+        agent = r.ssh_popen(token, "sh -c 'echo waiting; head -n 1'")
+        assert agent.stdout.readline() == b"waiting\n"
+        worker = _worker_pid(r)
+        os.kill(r.proc.pid, signal.SIGKILL)
+        agent.wait(60)
+        r.proc.wait(30)
+        _until(lambda: not _alive(worker), what="the worker to write out and exit")
+        r.start()
+        chan = _until(lambda: (c := _last_channel(r))["status"] != "open" and c,
+                      what="recovery at start")
+        assert chan["status"] == "interrupted"
+        recorded, _ = _recorded(r, chan)
+    finally:
+        r.close()
+    assert recorded == b"waiting\n"
+
+
+@pytest.fixture(scope="module")
+def mask_rig(tmp_path_factory, issuer):
+    r = BastionRig(tmp_path_factory.mktemp("split"), issuer)
+    r.extra_policy = '''
+[[targets]]
+name = "web-masked"
+host = "127.0.0.1"
+port = PORT
+user = "USER"
+key = "web1"
+host_key = "HOSTKEY"
+
+[[grants]]
+who = ["role:agents"]
+targets = ["web-masked"]
+channels = ["exec", "shell"]
+mask_live = true
+'''
+    r.setup()
+    r.extra_policy = (r.extra_policy.replace("PORT", str(r.sshd.port))
+                      .replace("USER", r.sshd.user).replace("HOSTKEY", r.sshd.host_key_line))
+    r.write_policy(r.policy_text(POLICY_RULES))
+    r.start()
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("target, pause", [("web1", "1.5"), ("web-masked", "0.5")])
+def test_a_secret_printed_in_two_parts_is_recorded_masked_whole(mask_rig, token, target, pause):
+    """The pause is longer than the old quiet flushes (1 s recording-only, 50 ms live), after
+    which the first part was written as it was: it is not recognisable on its own."""
+    first, second = GH[:16], GH[16:]
+    result = mask_rig.ssh(token, f"printf 'token {first}'; sleep {pause}; "
+                                 f"printf '{second} done\\n'", target=target)
+    assert result.returncode == 0, result.err
+    # web1: not masked for the agent.  web-masked (live): the agent's stream was flushed
+    # undecided after 50 ms, so it saw both halves (a documented limit of live masking);
+    # its recording is masked by the worker too, which never decides on a timer
+    assert GH in result.out
+    chan = _until(lambda: (c := _last_channel(mask_rig))["status"] != "open" and c,
+                  what="the channel to close")
+    recorded, events = _recorded(mask_rig, chan)
+    assert recorded == b"token [MASKED:github-token] done\n"
+    output = [e.data for e in events if e.code in ("o", "e", "ob", "eb")]
+    assert not [d for d in output if first in d or second in d]
+    # (the command line itself holds the two halves apart: masked as a whole line, it is
+    # in the header and the command marker as typed; that is not output)
+
+
+# --------------------------------------------------------------------------- item 5
+
+def test_a_killed_worker_is_respawned_and_the_next_session_is_recorded(rig, token):
+    waiting = rig.ssh_popen(token, "sh -c 'echo waiting; head -n 1'")
+    try:
+        assert waiting.stdout.readline() == b"waiting\n"
+        old = _worker_pid(rig)
+        os.kill(old, signal.SIGKILL)
+        # the open channel ends at once: the agent sent nothing, its stdin stays open
+        rc = waiting.wait(60)
+        err = waiting.stderr.read().decode(errors="replace")
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert rc == 255, err
+    assert "can no longer be recorded" in err and "killed by signal 9" in err, err
+    code, info = _until(lambda: (s := _status(rig))[0] == 0 and s, what="a new worker")
+    serve = info["serve"]
+    assert serve["worker_pid"] != old and _worker_pid(rig) == serve["worker_pid"]
+    assert serve["recoveries"] >= 1
+    result = rig.ssh(token, "echo after-the-crash")
+    assert result.returncode == 0 and result.out == "after-the-crash\n", result.err
+    killed = _rows(rig, "SELECT * FROM channels WHERE command = ?",
+                   ("sh -c 'echo waiting; head -n 1'",))[-1]
+    assert killed["status"] == "failed" and killed["exit_status"] == 255 and killed["seq"]
+    recorded, events = _recorded(rig, killed)
+    # shown to the agent, and still undecided in the masker of the worker that was killed:
+    # the documented bound (here the whole short output)
+    assert b"waiting\n".startswith(recorded)
+    assert len(b"waiting\n") - len(recorded) <= HOLDBACK_BOUND
+    assert events[-2].data == failure_label(
+        "the recording worker process crashed (killed by signal 9)")
+    after = _last_channel(rig)                   # the agent got its exit status: row sealed
+    assert after["status"] == "closed" and after["seq"]
+    assert _recorded(rig, after)[0] == b"after-the-crash\n"
+    print(f"\n[worker killed] recovered after {serve['last_recovery']['attempts']} attempt(s)")
+
+
+def test_an_index_locked_past_the_busy_timeout_refuses_sessions_then_recovers(rig, token):
+    assert _status(rig)[0] == 0
+    blocker = sqlite3.connect(rig.data_dir / "index.sqlite", isolation_level=None, timeout=60)
+    blocker.execute("BEGIN EXCLUSIVE")                     # held for more than 10 s
+    locked_at = time.monotonic()
+    try:
+        first = rig.ssh(token, "echo during-the-lock")     # waits out the busy timeout
+        assert first.returncode == 255, first.err
+        assert "during-the-lock" not in first.out
+        code, info = _until(lambda: (s := _status(rig))[0] == 3 and s, what="the fault")
+        assert "locked" in info["serve"]["error"]
+        second = rig.ssh(token, "echo still-locked")       # refused at once now
+        assert second.returncode == 255 and "still-locked" not in second.out
+        assert "database is locked" in second.err, second.err
+        code, info = _status(rig)
+        assert code == 3 and info["serve"]["index_lag_s"] >= 0
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    held = time.monotonic() - locked_at
+    code, info = _until(lambda: (s := _status(rig))[0] == 0 and s, what="recovery")
+    result = rig.ssh(token, "echo after-the-lock")
+    assert result.returncode == 0 and result.out == "after-the-lock\n", result.err
+    rec = info["serve"]["last_recovery"]
+    print(f"\n[index locked] lock held {held:.1f} s; recovered after {rec['attempts']} "
+          f"attempt(s), {rec['seconds']:.1f} s after the fault")
+    # nothing ran unrecorded: the refused channels' rows are closed, none is left open
+    assert not _rows(rig, "SELECT id FROM channels WHERE status = 'open' AND command LIKE "
+                          "'echo %lock%'")
+    assert "recording failed:" in rig.log() and "database is locked" in rig.log()
