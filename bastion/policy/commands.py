@@ -114,6 +114,7 @@ class Command:
     longs: dict | None = None         # long option -> tuple of values (table-parsed)
     soft: bool = False        # opaque only because its program table could not read it
     valued: frozenset[int] = frozenset()   # indexes of args the table read as option values
+    interactive: str | None = None    # why only an `interactive = true` rule allows it
     subs: tuple[str, ...] = ()          # the subcommand path (``("container", "logs")``)
 
 
@@ -461,7 +462,7 @@ class _Extractor:
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts), longs=found.longs,
                                valued=frozenset(k - 1 for k in found.valued),
-                               subs=tuple(found.subs))
+                               subs=tuple(found.subs), interactive=found.interactive)
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
                               writes=tuple(writes), reads=tuple(reads), **effects))
         for text in codes:

@@ -231,6 +231,12 @@ class Policy:
                                           f"(default: {self.default.value})")
         if matched.action is Action.ALLOW:
             missing = self._uncovered(cmd, matched, skip)
+            if missing is None and cmd.interactive and not self._interactive_ok(cmd, matched,
+                                                                                skip):
+                return CommandDecision(action=self.default, rule="<default>", **base,
+                                       reason=f"{shown} is interactive ({cmd.interactive}), "
+                                              f"and no allow rule with interactive = true "
+                                              f"names it (default: {self.default.value})")
             if missing:
                 return CommandDecision(action=self.default, rule="<default>", **base,
                                        reason=f"{shown} {missing}, which no allow rule names "
@@ -262,6 +268,18 @@ class Policy:
                 continue
             return f"connects to {h or 'a host known only at run time'}"
         return None
+
+    def _interactive_ok(self, cmd: Command, allowed: Rule, skip: frozenset) -> bool:
+        """Does an allow rule with ``interactive = true`` name this command?"""
+        if allowed.interactive:
+            return True
+        for r in self.rules:
+            if r.action is Action.ALLOW and r.interactive and r.patterns and \
+                    not (skip and r.index in skip) and cmd.trusted and any(
+                        p.program.match(cmd.program or "") and p.matches(cmd, 0)
+                        for p in r.patterns):
+                return True
+        return False
 
     @staticmethod
     def _covers(rules: tuple, allowed: Rule, cmd: Command, skip: frozenset, names) -> bool:

@@ -91,6 +91,20 @@ def test_interactive_flag_and_effect_only_rule_compile():
     assert pol.rules[1].patterns == () and pol.rules[1].has_effects
 
 
+def test_more_needs_an_interactive_rule():
+    # more runs "!cmd" typed at its prompt and has no secure mode: an allow rule for it alone
+    # does not allow it; one with interactive = true (or another such rule naming it) does
+    plain = [{"name": "pagers", "action": "allow", "commands": ["more", "cat"]}]
+    d = decide("more /etc/hosts", plain)
+    assert d.action is Action.DENY and "interactive = true" in d.reason, d.reason
+    assert decide("cat /etc/hosts", plain).action is Action.ALLOW
+    flagged = [{"name": "pagers", "action": "allow", "commands": ["more"], "interactive": True}]
+    assert decide("more /etc/hosts", flagged).action is Action.ALLOW
+    both = plain + [{"name": "more-tty", "action": "allow", "commands": ["more"],
+                     "interactive": True}]
+    assert decide("more /etc/hosts", both).action is Action.ALLOW
+
+
 @pytest.mark.parametrize("rule, fragment", [
     ({"name": "a", "action": "allow"}, "missing required key 'commands'"),
     ({"name": "a", "action": "deny", "writes": []}, "empty"),

@@ -207,7 +207,9 @@ LESS = Spec(flags="aABcCdeEfFgGiIJKLmMnNqQrRsSuUVwWXz~", values="bhjkptTxyPzD#",
             plus_safe=re.compile(r"\+\+?(?:F|G|g|[0-9]+[gG%p]?|/[^\x00-\x1f\x7f]*)"))
 MORE = Spec(flags="dlfpcsu", values="n", numeric=True, long_flags=GNU + (
     "silent", "logical", "no-pause", "print-over", "clean-print", "squeeze", "plain"),
-            long_values=("lines",), plus="ok")
+            long_values=("lines",), plus="ok",
+            interactive="more runs !command and :!command typed at its prompt (it has no "
+                        "secure mode)")
 def _man_files(out, opts, operands, mkarg):
     """``man -l FILE`` reads FILE; so does any operand with a ``/`` (man's own rule)."""
     local = any(name in ("l", "local-file") for name, _ in opts)

@@ -59,6 +59,8 @@ class Spec:
     always_recursive: bool = False
     hook: Callable | None = None    # hook(analysis, opts, operands, mkarg) after parsing
     text_only: bool = False         # arguments are never files (echo, printf)
+    interactive: str | None = None  # takes keyboard commands that run programs, with no
+                                    # secure mode: only an ``interactive = true`` rule allows it
 
     def value_names(self) -> frozenset:
         hit = _NAMES.get(("v", id(self)))
@@ -97,6 +99,7 @@ class Analysis:
     shorts: set = field(default_factory=set)
     longs: dict = field(default_factory=dict)
     recursive: bool = False
+    interactive: str | None = None
     valued: set = field(default_factory=set)      # indexes of words consumed as option values
     subs: list = field(default_factory=list)      # the subcommand path (docker container logs)
 
@@ -388,6 +391,8 @@ def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
                 out.opaque(f"{prog} {'-' if len(name) == 1 else '--'}{name}: {kind}")
     if spec.always_recursive:
         out.recursive = True
+    if spec.interactive and out.interactive is None:
+        out.interactive = spec.interactive
     role = spec.operands
     files = [o for o in operands if o.value != "-"]
     if spec.hook is not None:
