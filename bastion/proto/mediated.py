@@ -28,8 +28,8 @@ the sync frame: the shell answers with what is left unread on its terminal), :cl
 States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
 keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is
 queued is typed to the program that starts, as a terminal would; keys go to the program's
-terminal; after ^C or ^\\ they are held until the prompt comes back, or until ``settled()``
-if the program survives the signal) → ``syncing`` (if keys were typed into the command: what
+terminal; ^C or ^\\ waits for the shell's mark that the command started, and the keys after it
+are held until the prompt comes back, or until ``settled()`` if the program survives the signal) → ``syncing`` (if keys were typed into the command: what
 it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
 
 What it does not cover: the SSH plumbing, recording and policy calls (``bastion.ssh.shell``).
@@ -143,6 +143,7 @@ class MediatedShell:
         self._pending = ""                           # the command being decided / reviewed
         self._typed = 0
         self._interrupted = False
+        self._started = False                        # the shell's C mark came for this command
 
     # -- inputs ------------------------------------------------------------------
     def agent(self, data: bytes) -> list[Action]:
@@ -156,7 +157,13 @@ class MediatedShell:
             cut = min((i for i in (data.find(b"\x03"), data.find(b"\x1c")) if i >= 0),
                       default=-1)
             actions: list[Action] = []
-            if cut >= 0:
+            if cut >= 0 and not self._started:
+                # The shell has not said the command started (C mark): a signal sent now
+                # could reach it before the command and be lost; ^C and what follows wait.
+                self._interrupted = True
+                self.editor.feed(data[cut:])
+                data = data[:cut]
+            elif cut >= 0:
                 # Keys typed right after ^C would race the program's death (a dying reader
                 # can still take them); they are held until the prompt comes back or the
                 # program is seen to survive the interrupt (settled), like less.
@@ -165,7 +172,7 @@ class MediatedShell:
                 data = data[:cut + 1]
                 actions.append(Settle())
             self._typed += len(data)
-            return [Type(data)] + actions
+            return ([Type(data)] if data else []) + actions
         if self.state == "reviewing" and b"\x03" in data:
             # ^C withdraws the request at once (the approver's late answer finds no command);
             # keys before it were for the held command, keys after it are for the prompt.
@@ -209,7 +216,7 @@ class MediatedShell:
     def settled(self) -> list[Action]:
         """The settle time after ^C is over and the command still runs: it survived the
         interrupt, so the keys held since go to it."""
-        if self.state != "running" or not self._interrupted:
+        if self.state != "running" or not self._interrupted or not self._started:
             return []
         self._interrupted = False
         held = self.editor.take_queue()
@@ -221,7 +228,13 @@ class MediatedShell:
     # -- internals ---------------------------------------------------------------
     def _mark(self, mark: Mark) -> list[Action]:
         if mark.kind == "C":
-            return []
+            if self.state != "running" or self._started:
+                return []
+            self._started = True                # a ^C now reaches the command
+            if not self._interrupted:
+                return []
+            self._interrupted = False
+            return self.agent(self.editor.take_queue())
         if mark.kind == "T":
             if self.state != "syncing":
                 return []
@@ -313,6 +326,7 @@ class MediatedShell:
         self.state = "running"
         self._typed = 0
         self._interrupted = False
+        self._started = False
         record = b""
         if not self.single:
             shown = (self.prompt_text() + command.replace("\n", "\r\n> ")).encode(

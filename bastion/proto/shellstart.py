@@ -50,12 +50,15 @@ SHELLS = ("bash", "sh")
 #  * a text with a syntax error is rejected by `sh -n` first (a syntax error inside eval would
 #    end a POSIX shell); the text runs under `command eval`, so that an assignment to a
 #    read-only variable fails the command instead of ending the shell (an expansion error,
-#    `set -u` and `${x?}`, still ends it); the INT/QUIT traps only `return` inside a
-#    running command.
+#    `set -u` and `${x?}`, still ends it);
+#  * INT and QUIT are ignored between commands (a late ^C for a command that has ended would
+#    otherwise fail the `read` on the FIFO and end the loop); they are trapped from just
+#    before the C mark: the trap `return`s inside a running command, and one that comes
+#    before the command is entered is kept and returns at once.  The bastion sends a ^C only
+#    once it has seen the C mark.  (A command gets INT and QUIT at their default again, as
+#    trapped signals are not inherited; an ignored one would be.)
 LOOP = r"""
-__bastion_in=0 __bastion_s=0
-trap 'case $__bastion_in in 1) return 130;; esac' INT
-trap 'case $__bastion_in in 1) return 131;; esac' QUIT
+__bastion_in=0 __bastion_s=0 __bastion_int=0
 export LESSSECURE=1
 PS4='+ '
 unset BASH_ENV ENV
@@ -64,12 +67,14 @@ exec 4>&1
 unset -f read printf command
 printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
 while :; do
+  trap '' INT QUIT
   unset -f read printf command
-  __bastion_in=0
+  __bastion_in=0 __bastion_int=0
   __bastion_st() { return "$1"; }
   __bastion_run() { __bastion_st "$__bastion_s"; command eval "$__bastion_cmd"; }
   __bastion_go() {
     __bastion_in=1
+    case $__bastion_int in 0) ;; *) return "$__bastion_int";; esac
     if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd"; then
       __bastion_run
     else
@@ -101,10 +106,14 @@ while :; do
 "
     __bastion_n=$((__bastion_n - 1))
   done
+  __bastion_in=2
+  trap 'case $__bastion_in in 1) return 130;; 2) __bastion_int=130;; esac' INT
+  trap 'case $__bastion_in in 1) return 131;; 2) __bastion_int=131;; esac' QUIT
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
   __bastion_go 3<&- 4>&-
   __bastion_s=$?
   __bastion_in=0
+  trap '' INT QUIT
   unset -f read printf command
   printf '\033]%s;%s;P;%s;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_s" "$PWD" >&4
 done

@@ -133,6 +133,7 @@ def test_after_ctrl_c_keys_reach_the_program_and_come_back_if_unread():
     sh = started()
     sh.agent(b"less f\r")
     sh.decided("allow")
+    assert sh.host(mark("C")) == []                     # the shell: it started
     assert sh.agent(b"\x03q") == [m.Type(b"\x03"), m.Settle()]
     assert sh.settled() == [m.Type(b"q")]                 # less ignores ^C: q must reach it
     actions = sh.host(b"^C" + mark("P;0;/home/deploy"))
@@ -148,6 +149,7 @@ def test_keys_after_ctrl_c_are_held_for_the_next_prompt(can_sync, key):
     sh.can_sync = can_sync
     sh.agent(b"sleep 30\r")
     sh.decided("allow")
+    assert sh.host(mark("C")) == []                     # the shell: it started
     actions = sh.agent(key + b"echo ")
     assert actions == [m.Type(key), m.Settle()]
     assert sh.agent(b"back\r") == []                      # still held
@@ -163,6 +165,7 @@ def test_a_program_that_survives_ctrl_c_gets_the_held_keys_once_settled():
     sh = started()
     sh.agent(b"less notes\r")
     sh.decided("allow")
+    assert sh.host(mark("C")) == []                     # the shell: it started
     assert sh.agent(b"\x03q") == [m.Type(b"\x03"), m.Settle()]
     assert sh.settled() == [m.Type(b"q")]
     assert sh.agent(b"j") == [m.Type(b"j")]                # no longer held
@@ -273,3 +276,31 @@ def test_ctrl_c_between_enter_and_start_cancels_the_command():
     actions = sh.decided("allow")
     assert not [a for a in actions if isinstance(a, m.Run)]
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo next"]
+
+
+def test_ctrl_c_waits_for_the_command_to_start():
+    # (a ^C that reached the host before the loop entered the command would be lost and the
+    # command would run on: it waits for the C mark, and the keys after it are held)
+    sh = started()
+    sh.agent(b"sleep 30\r")
+    sh.decided("allow")
+    assert sh.agent(b"ab\x03echo ") == [m.Type(b"ab")]     # before ^C: type-ahead, typed
+    assert sh.agent(b"back\r") == []
+    assert sh.settled() == []                             # a settle timer cannot release them
+    assert sh.host(mark("C")) == [m.Type(b"\x03"), m.Settle()]
+    assert sh.host(mark("C")) == []                       # a second C mark changes nothing
+    actions = sh.host(b"^C" + mark("P;130;/home/deploy"))
+    assert m.Finished(130, 3) in actions and actions[-1] == m.Sync()
+    actions = sh.host(mark("T;"))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["echo back"]
+
+
+def test_a_command_that_ends_before_its_c_mark_is_seen_keeps_the_held_keys():
+    # (a forged or lost C mark: the prompt comes back and the held keys are the next line,
+    # their ^C clearing what came before it as at any prompt)
+    sh = started()
+    sh.agent(b"true\r")
+    sh.decided("allow")
+    sh.agent(b"\x03ls\r")
+    actions = sh.host(mark("P;0;/home/deploy"))
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["ls"]
