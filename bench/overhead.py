@@ -61,6 +61,7 @@ class _NullChannel:
     def close(self, **kw): self.closed = True
     def over_high_water(self): return False
     async def drain(self): return None
+    def gate(self, chan, on_failure): return chan      # nothing to wait for
 
 
 class _NullSession:

@@ -217,7 +217,20 @@ class InnerSession(asyncssh.SSHServerSession):
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A channel task ended: one that failed unexpectedly ends the channel (fail closed:
+        never a channel left waiting on a step that will not come)."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("session %s: internal error: %r", self.ctx.where, exc, exc_info=exc)
+        if self.core is not None and not self.core.ended:
+            self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
+        else:
+            self.chan.close()
 
     # -- start: recording, grant, policy, upstream -----------------------------
     async def _open_recording(self) -> None:
