@@ -36,6 +36,7 @@ worst case under a race is a recomputation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.policy.commands import Command, extract
 from bastion.policy.effects import any_hits, harmless_write, host_hits, shown_arg
@@ -216,7 +217,7 @@ class Policy:
                     matched = rule
                     break
         shown = cmd.shown
-        base = dict(argv=cmd.argv, opaque=opaque, why=cmd.opaque, via=cmd.via)
+        base: dict[str, Any] = dict(argv=cmd.argv, opaque=opaque, why=cmd.opaque, via=cmd.via)
         if soft and matched is None and not would_allow:
             return CommandDecision(action=self.default, rule="<default>", **base,
                                    reason=f"{shown} matches no rule "
@@ -269,7 +270,7 @@ class Policy:
             return f"connects to {h or 'a host known only at run time'}"
         return None
 
-    def _interactive_ok(self, cmd: Command, allowed: Rule, skip: frozenset) -> bool:
+    def _interactive_ok(self, cmd: Command, allowed: Rule, skip: frozenset[int]) -> bool:
         """Does an allow rule with ``interactive = true`` name this command?"""
         if allowed.interactive:
             return True

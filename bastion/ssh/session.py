@@ -219,7 +219,7 @@ class InnerSession(asyncssh.SSHServerSession):
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: "asyncio.Task[None]") -> None:
         """A channel task ended: one that failed unexpectedly ends the channel (fail closed:
         never a channel left waiting on a step that will not come)."""
         self._tasks.discard(task)
@@ -229,7 +229,7 @@ class InnerSession(asyncssh.SSHServerSession):
         log.error("session %s: internal error: %r", self.ctx.where, exc, exc_info=exc)
         if self.core is not None and not self.core.ended:
             self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
-        else:
+        elif self.chan is not None:
             self.chan.close()
 
     # -- start: recording, grant, policy, upstream -----------------------------
