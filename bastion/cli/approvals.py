@@ -125,7 +125,7 @@ def list_cmd(
 @approvals_app.command("approve")
 @handle_errors
 def approve_cmd(
-    request_id: Annotated[int, typer.Argument(help="Request id (from `approvals list`).")],
+    request_id: Annotated[int, typer.Argument(metavar="REQUEST_ID", help="Request id (from `approvals list`).")],
     reason: ReasonOpt,
     window: Annotated[Optional[str], typer.Option(
         "--window", help="Also approve this rule for this requester on this target for that "
@@ -145,7 +145,7 @@ def approve_cmd(
 @approvals_app.command("deny")
 @handle_errors
 def deny_cmd(
-    request_id: Annotated[int, typer.Argument(help="Request id (from `approvals list`).")],
+    request_id: Annotated[int, typer.Argument(metavar="REQUEST_ID", help="Request id (from `approvals list`).")],
     reason: ReasonOpt,
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
@@ -162,7 +162,7 @@ def deny_cmd(
 @approvals_app.command("revoke")
 @handle_errors
 def revoke_cmd(
-    request_id: Annotated[int, typer.Argument(help="An approved request that opened a window.")],
+    request_id: Annotated[int, typer.Argument(metavar="REQUEST_ID", help="An approved request that opened a window.")],
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,

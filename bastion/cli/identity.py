@@ -80,7 +80,7 @@ def token(
 
 
 def askpass(
-    prompt: Annotated[str, typer.Argument(help="The prompt OpenSSH passes to SSH_ASKPASS.")] = "",
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt OpenSSH passes to SSH_ASKPASS.")] = "",
 ) -> None:
     """Answer one bastion token prompt with the right slice of the token (for SSH_ASKPASS).
 

@@ -33,7 +33,7 @@ def _vault(keys_dir: Path):
 
 @handle_errors
 def generate_cmd(
-    name: Annotated[str, typer.Argument(help="Key name (letters, digits, . _ -), used as "
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name (letters, digits, . _ -), used as "
                                              "`key = NAME` in policy.toml.")],
     algorithm: Annotated[str, typer.Option("--algorithm", "-t",
                                            help="ed25519, rsa (3072 bits) or ecdsa (P-256).")]
@@ -60,8 +60,8 @@ def generate_cmd(
 
 @handle_errors
 def import_cmd(
-    name: Annotated[str, typer.Argument(help="Key name in the vault.")],
-    file: Annotated[Path, typer.Argument(help="Private key file (OpenSSH or PEM).",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name in the vault.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Private key file (OpenSSH or PEM).",
                                          exists=False)],
     source_passphrase_file: Annotated[Optional[Path], typer.Option(
         "--source-passphrase-file", help="File holding the passphrase of FILE, if it is "

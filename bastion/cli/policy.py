@@ -101,7 +101,7 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY)) -> None:
 
 
 def eval_(
-    line: Annotated[Optional[str], typer.Argument(help="The command line to judge.")] = None,
+    line: Annotated[Optional[str], typer.Argument(metavar="LINE", help="The command line to judge.")] = None,
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     claims: Annotated[Optional[str], typer.Option(
         "--claims", help="Token claims as JSON (or @FILE), e.g. '{\"sub\":\"a\",\"roles\":"
@@ -151,7 +151,7 @@ def _print_decision(decision) -> None:
 
 
 def explain(
-    line: Annotated[str, typer.Argument(help="The command line to explain.")],
+    line: Annotated[str, typer.Argument(metavar="LINE", help="The command line to explain.")],
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     claims: Annotated[Optional[str], typer.Option(
         "--claims", help="Token claims as JSON (or @FILE). Default: a principal with no roles.")
@@ -249,7 +249,7 @@ def _batch(config, source: str, default_claims, default_target, interactive: boo
 
 
 def test(
-    file: Annotated[Path, typer.Argument(help="TOML file of [[cases]].")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="TOML file of [[cases]].")],
     policy: PolicyOpt = Path(DEFAULT_POLICY),
 ) -> None:
     """Run policy test cases (for CI): each [[cases]] has line, expect (or action:

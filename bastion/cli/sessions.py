@@ -113,7 +113,7 @@ def list_cmd(
 @sessions_app.command("show")
 @handle_errors
 def show_cmd(
-    session_id: Annotated[int, typer.Argument(help="Session id (from `sessions list`).")],
+    session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id (from `sessions list`).")],
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     as_json: JsonOpt = False,
 ) -> None:
@@ -227,7 +227,7 @@ def _check_sealed_hash(data_dir: Path, ch: dict) -> None:
 @sessions_app.command("play")
 @handle_errors
 def play_cmd(
-    session_id: Annotated[int, typer.Argument(help="Session id.")],
+    session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id.")],
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     speed: Annotated[float, typer.Option(help="Playback speed factor.")] = 1.0,
     idle_limit: Annotated[Optional[float], typer.Option(help="Cap every pause at this many seconds.")] = None,
@@ -276,7 +276,7 @@ def play_cmd(
 @sessions_app.command("export")
 @handle_errors
 def export_cmd(
-    session_id: Annotated[int, typer.Argument(help="Session id.")],
+    session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id.")],
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     fmt: Annotated[str, typer.Option("--format", help="cast (asciicast v2 file), json (session + events), "
                                      "or raw (the exact bytes of one stream).")] = "cast",

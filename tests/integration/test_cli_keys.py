@@ -265,7 +265,8 @@ async def test_generated_files_let_real_ssh_jump_with_strict_host_keys(tmp_path:
 def test_every_help_ends_with_an_example(command: list[str], example: str):
     r = run(*command, "--help")
     assert r.returncode == 0
-    text = [l.strip(" │") for l in r.stdout.splitlines()]
-    description = [l for l in text[: next(i for i, l in enumerate(text) if l.startswith("╭─"))]
-                   if l]                                 # the text above the first panel
-    assert example in description[-1], description[-3:]
+    text = r.stdout.split("\n")
+    end = next(i for i, l in enumerate(text) if l in ("Options:", "Arguments:", "Commands:"))
+    # the last paragraph above the first section, its wrapped lines joined
+    last = " ".join(l.strip() for l in "\n".join(text[:end]).strip().split("\n\n")[-1].split("\n"))
+    assert example in last, last
