@@ -129,7 +129,7 @@ def approve_cmd(
     reason: ReasonOpt,
     window: Annotated[Optional[str], typer.Option(
         "--window", help="Also approve this rule for this requester on this target for that "
-                         "long (15m, 1h); at most \\[settings] approval_window_max.")] = None,
+                         "long (15m, 1h); at most [settings] approval_window_max.")] = None,
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,
@@ -336,21 +336,21 @@ def login_cmd(
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     authority: Annotated[Optional[str], typer.Option(
         "--authority", envvar="BASTION_AUTHORITY",
-        help="msal authority (default: \\[oidc] issuer without /v2.0).")] = None,
+        help="msal authority (default: [oidc] issuer without /v2.0).")] = None,
     scope: Annotated[Optional[str], typer.Option(
-        "--scope", help="Scope to ask for (default: the first \\[oidc] audience + /.default).")]
+        "--scope", help="Scope to ask for (default: the first [oidc] audience + /.default).")]
         = None,
     ca_bundle: Annotated[Optional[Path], typer.Option(
         "--ca-bundle", envvar="BASTION_CA_BUNDLE",
-        help="CA to trust for the issuer (default: \\[oidc] ca_bundle).")] = None,
+        help="CA to trust for the issuer (default: [oidc] ca_bundle).")] = None,
     token_file: Annotated[Optional[Path], typer.Option(
         "--token-file", help="Where to save the token (0600; default "
                              "~/.cache/bastion/approver-token).")] = None,
 ) -> None:
     """Sign in as an approver with the device-code flow and keep the token (0600 file).
 
-    Prints where to enter a code, waits until you did, checks the token against \\[oidc]
-    and tells whether \\[settings] approvers lets you answer requests.
+    Prints where to enter a code, waits until you did, checks the token against [oidc]
+    and tells whether [settings] approvers lets you answer requests.
 
     Example: bastion login --client-id 2222-... --policy /etc/bastion/policy.toml
     """

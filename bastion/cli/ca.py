@@ -48,6 +48,7 @@ def known_hosts_cmd(
 
     Example:
 
+    \b
         bastion ca known-hosts --data-dir data > ~/.ssh/bastion_known_hosts
     """
     from bastion.ssh.hostca import HostKeys, PublicHostKeys, known_hosts_pattern
@@ -96,7 +97,9 @@ def ssh_config_cmd(
 
     Example:
 
-        bastion ssh-config --bastion bastion.example.com:2222 --policy policy.toml > agent_ssh_config
+    \b
+        bastion ssh-config --bastion bastion.example.com:2222 \\
+            --policy policy.toml > agent_ssh_config
     """
     targets: list[tuple[str, str | None]]
     if target:

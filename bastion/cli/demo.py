@@ -27,6 +27,7 @@ def demo_cmd(
 
     Example:
 
+    \b
         scripts/setup.sh && .venv/bin/bastion demo
     """
     from bastion.demo.run import run_demo

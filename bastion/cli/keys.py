@@ -49,6 +49,7 @@ def generate_cmd(
 
     Example:
 
+    \b
         bastion keys generate web1 >> /home/deploy/.ssh/authorized_keys
     """
     vault = _vault(keys_dir)
@@ -76,7 +77,9 @@ def import_cmd(
 
     Example:
 
-        bastion keys import web1 ~/.ssh/id_ed25519_web1 --source-passphrase-file pw.txt
+    \b
+        bastion keys import web1 ~/.ssh/id_ed25519_web1 \\
+            --source-passphrase-file pw.txt
     """
     source = None
     if source_passphrase_file is not None:
@@ -100,6 +103,7 @@ def list_cmd(
 
     Example:
 
+    \b
         bastion keys list --json
     """
     from bastion.vault import Vault

@@ -66,11 +66,12 @@ def mask_cmd(policy: PolicyOpt = Path(DEFAULT_POLICY)) -> None:
 
     Masks private keys, cloud and API tokens, JWTs, passwords in assignments,
     URLs and command lines, connection strings and card numbers, plus the
-    \\[\\[masks]] of the policy file. Each secret becomes \\[MASKED:kind]. Without a
+    [[masks]] of the policy file. Each secret becomes [MASKED:kind]. Without a
     policy file only the built-in detectors are used (a note says so on stderr).
 
     Example:
 
+    \b
         bastion mask --policy policy.toml < session-export.txt > session-clean.txt
     """
     from bastion.proto.masker import QUIET_FLUSH_SECONDS, Masker

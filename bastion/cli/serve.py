@@ -81,7 +81,9 @@ def serve_cmd(
 
     Example:
 
-        bastion serve --policy policy.toml --listen 127.0.0.1:2222 --data-dir data --keys-dir keys
+    \b
+        bastion serve --policy policy.toml --listen 127.0.0.1:2222 \\
+            --data-dir data --keys-dir keys
     """
     from bastion.services import Services
     from bastion.ssh.server import serve

@@ -39,6 +39,7 @@ def _help(path: tuple[str, ...]) -> str:
 def test_help_is_plain_and_leaf_commands_end_with_an_example(path):
     text = _help(path)
     assert "<bool>" not in text                        # a flag takes no value
+    assert "\\[" not in text                             # no rich escapes left behind
     assert not re.search("[╭│╰]", text)                 # no panels: copy-paste friendly
     assert max(len(line) for line in text.splitlines()) <= 80
     command = ROOT
