@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -78,11 +79,15 @@ def list_cmd(
     since: Annotated[Optional[str], typer.Option(help="Started at/after: 7d, 12h, 2024-05-01...")] = None,
     until: Annotated[Optional[str], typer.Option(help="Started at/before (same forms).")] = None,
     status: Annotated[Optional[str], typer.Option(help="active, closed, interrupted or refused.")] = None,
-    denied: Annotated[bool, typer.Option("--denied", help="Only refused sessions or ones with a denied command.")] = False,
+    denied: Annotated[bool, typer.Option("--denied", help="Only refused sessions or ones with a command that did not run: denied, or held and not approved.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
+    wide: Annotated[bool, typer.Option("--wide", help="Also the client address, the principal's subject and the bytes in/out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List sessions, newest first, refused attempts included.
+
+    One line per session: who (the principal's name, or its subject shortened), where,
+    how many commands and how many refused (denied, or held and not approved).
 
     Example: bastion sessions list --since 24h --target 'web*' --denied
     """
@@ -93,21 +98,45 @@ def list_cmd(
     if as_json:
         _emit_json([query.public(r) for r in rows])
         return
-    table = Table(title=f"{len(rows)} session(s)", title_justify="left")
-    for col in ("id", "started", "status", "principal", "client", "target", "cmds", "denied",
-                "exit", "in/out bytes"):
-        table.add_column(col, overflow="fold")
+    out_console.print(_sessions_table(rows, wide=wide))
+
+
+def _short_who(record: dict, limit: int) -> str:
+    """The principal's name, else its subject, cut to ``limit`` characters (--wide shows
+    both whole)."""
+    p = record.get("principal") or {}
+    who = sanitize(p.get("name") or p.get("subject") or "-")
+    return who if len(who) <= limit else who[:limit - 1] + "…"
+
+
+def _sessions_table(rows: list[dict], *, wide: bool) -> Table:
+    table = Table(title=f"{len(rows)} session(s)", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    columns = ["id", "started", "status", "principal", "target", "cmds", "refused", "exit"]
+    if wide:
+        columns[4:4] = ["client"]
+        columns.append("in/out bytes")
+    for col in columns:
+        table.add_column(col, overflow="fold", min_width=len(col) if col == "id" else None,
+                         no_wrap=col in ("id", "started", "status", "target", "cmds", "refused",
+                                         "exit") or (col == "principal" and not wide))
+    limit = 12 if out_console.width < 120 else 40     # one line per session at 80 columns
     for r in rows:
         status_text = Text(r["status"], style={"refused": "red", "interrupted": "yellow",
                                                 "active": "green"}.get(r["status"], ""))
         if r.get("truncated"):
             status_text.append(" (truncated)", style="yellow")
-        table.add_row(str(r["id"]), _when(r["started"]), status_text, Text(_who(r)), _t(r.get("client")),
-                      _t(f"{r.get('login') or '?'}@{r.get('target') or '?'}"), str(r["n_commands"]),
-                      Text(str(r["n_denied"]), style="red" if r["n_denied"] else ""),
-                      "-" if r.get("exit_status") is None else str(r["exit_status"]),
-                      f"{r['bytes_in']}/{r['bytes_out']}")
-    out_console.print(table)
+        cells: list = [str(r["id"]), _when(r["started"])[:None if wide else 16], status_text,
+                       Text(_who(r) if wide else _short_who(r, limit)),
+                       _t(f"{r.get('login') or '?'}@{r.get('target') or '?'}"),
+                       str(r["n_commands"]),
+                       Text(str(r["n_denied"]), style="red" if r["n_denied"] else ""),
+                       "-" if r.get("exit_status") is None else str(r["exit_status"])]
+        if wide:
+            cells[4:4] = [_t(r.get("client"))]
+            cells.append(f"{r['bytes_in']}/{r['bytes_out']}")
+        table.add_row(*cells)
+    return table
 
 
 @sessions_app.command("show")

@@ -3,6 +3,7 @@ with the [oidc] and [[targets]] parts filled in for the local demo pieces."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policy.toml"
@@ -31,14 +32,21 @@ commands = ["systemctl restart", "systemctl stop", "reboot"]
 """
 
 
+APPROVERS = 'approvers = ["role:approvers"]        # the demo approver (bastion demo)\n'
+
+
 def rules_text() -> str:
-    """The [settings] and [[rules]] part of the example policy (everything from [settings] on)."""
+    """The [settings] and [[rules]] part of the example policy (everything from [settings] on),
+    with the demo's approvers: anyone with the role ``approvers`` (the demo approver has it)."""
     try:
         text = EXAMPLE.read_text(encoding="utf-8")
     except OSError:
-        return FALLBACK_RULES
+        text = FALLBACK_RULES
     start = text.find("\n[settings]")
-    return text[start:] if start >= 0 else FALLBACK_RULES
+    text = text[start:] if start >= 0 else FALLBACK_RULES
+    if not re.search(r"(?m)^approvers\s*=", text):
+        text = text.replace("[settings]\n", "[settings]\n" + APPROVERS, 1)
+    return text
 
 
 def demo_policy(*, issuer: str, tenant: str, ca_bundle: str, sshd_port: int, user: str,

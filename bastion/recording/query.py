@@ -115,13 +115,19 @@ def _principal_clause(alias: str) -> str:
             f"OR {alias}.principal_name GLOB :principal)")
 
 
+# a command that did not run because of a decision: denied, or held and never approved
+_REFUSED = "(c.action = 'deny' OR (c.action = 'review' AND c.approver IS NULL))"
+
+
 def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
                   target: str | None = None, since: float | None = None,
                   until: float | None = None, status: str | None = None,
                   denied: bool = False, limit: int = 100) -> list[dict]:
     """Sessions (newest first) with command, denied-command and channel counts.
 
-    ``denied``: only sessions that were refused or had a command denied.
+    ``denied``: only sessions that were refused or had a command refused: denied by policy,
+    or held for review and never approved (denied or expired by the approvers, withdrawn).
+    ``n_denied`` counts those commands.
     """
     where, params = [], {"limit": int(limit)}
     if principal:
@@ -138,10 +144,10 @@ def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
         params["status"] = status
     if denied:
         where.append("(s.status = 'refused' OR EXISTS (SELECT 1 FROM commands c "
-                     "WHERE c.session_id = s.id AND c.action = 'deny'))")
+                     f"WHERE c.session_id = s.id AND {_REFUSED}))")
     sql = ("SELECT s.*, "
            "(SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id) AS n_commands, "
-           "(SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id AND c.action = 'deny') AS n_denied, "
+           f"(SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id AND {_REFUSED}) AS n_denied, "
            "(SELECT COUNT(*) FROM channels ch WHERE ch.session_id = s.id) AS n_channels "
            "FROM sessions s" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY s.started DESC, s.id DESC LIMIT :limit")

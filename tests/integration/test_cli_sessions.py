@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,9 +65,15 @@ def data(tmp_path_factory):
     ex.close(exit_status=0)
     s2.close()
     rec.refused(principal=None, client="198.51.100.1:9", target="web1", login="root", reason="token expired")
+    # held for review and never approved (the approver denied it): it did not run
+    s3 = rec.start_session(principal=good, client="192.0.2.9:5002", target="web1", login="deploy")
+    held = s3.open_channel("exec", command="systemctl restart app")
+    held.command("systemctl restart app", Decision(Action.REVIEW, "restarts", "needs approval"))
+    held.close(exit_status=125)
+    s3.close()
     rec.close()
-    return {"path": path, "s1": s1.id, "s2": s2.id, "shell": sh, "exec": ex, "payload": payload,
-            "c_ok": c_ok, "c_deny": c_deny, "c_dump": c_dump}
+    return {"path": path, "s1": s1.id, "s2": s2.id, "s3": s3.id, "shell": sh, "exec": ex,
+            "payload": payload, "c_ok": c_ok, "c_deny": c_deny, "c_dump": c_dump}
 
 
 def assert_inert(text: str) -> None:
@@ -85,18 +92,32 @@ def test_list_json_matches_library(data):
 
 
 @pytest.mark.parametrize("args, expected_ids", [
-    (["--denied"], lambda d: {d["s1"], d["s1"] + 2}),
+    (["--denied"], lambda d: {d["s1"], d["s1"] + 2, d["s3"]}),   # s3: held, never approved
     (["--target", "db*"], lambda d: {d["s2"]}),
-    (["--principal", "builder"], lambda d: {d["s2"]}),
-    (["--principal", "app-2"], lambda d: {d["s2"]}),
+    (["--principal", "builder"], lambda d: {d["s2"], d["s3"]}),
+    (["--principal", "app-2"], lambda d: {d["s2"], d["s3"]}),
     (["--status", "refused"], lambda d: {d["s1"] + 2}),
-    (["--since", "1h"], lambda d: {d["s1"], d["s2"], d["s1"] + 2}),
+    (["--since", "1h"], lambda d: {d["s1"], d["s2"], d["s1"] + 2, d["s3"]}),
     (["--until", "2000-01-01"], lambda d: set()),
 ])
 def test_list_filters(data, args, expected_ids):
     result = cli("sessions", "list", "--data-dir", str(data["path"]), "--json", *args)
     assert result.exit_code == 0, result.output
     assert {r["id"] for r in json.loads(result.stdout)} == expected_ids(data)
+
+
+def test_list_fits_80_columns_and_wide_adds_the_rest(data):
+    narrow = CliRunner(env={"COLUMNS": "80", "BASTION_DATA_DIR": None}).invoke(
+        APP, ["sessions", "list", "--data-dir", str(data["path"])])
+    assert narrow.exit_code == 0, narrow.output
+    rows = [line for line in narrow.stdout.splitlines() if re.match(r" *\d+ +\d{4}-", line)]
+    assert len(rows) == 4                                   # one line per session
+    assert "192.0.2.8" not in narrow.stdout                 # the client address: --wide only
+    wide = cli("sessions", "list", "--data-dir", str(data["path"]), "--wide")
+    assert "192.0.2.8:5001" in wide.stdout and "in/out bytes" in wide.stdout
+    by_id = {int(line.split()[0]): line for line in rows}
+    assert by_id[data["s3"]].split()[-2:] == ["1", "125"]   # refused: 1 (held, not approved)
+    assert by_id[data["s2"]].split()[-2:] == ["0", "0"]     # approved: not refused
 
 
 def test_list_table_is_sanitised(data):
