@@ -20,6 +20,7 @@ from typing import Any
 from bastion.config import BastionConfig, load_config
 from bastion.errors import BastionError, ConfigError
 from bastion.identity.principal import Principal
+from bastion.logfmt import fields as log_fields
 from bastion.ssh.relay import printable
 
 log = logging.getLogger("bastion.services")
@@ -259,10 +260,15 @@ class Services:
 
     def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
         level = logging.INFO if decision.action.value == "allow" else logging.WARNING
+        reason, shown = printable(self.mask(decision.reason)), printable(self.mask(line))
+        session = ctx.recording.id if getattr(ctx, "recording", None) is not None else None
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "
                          "reason=%s line=%s", ctx.principal.subject, ctx.target.name,
-                  ctx.target.user, channel, decision.action.value, decision.rule,
-                  printable(self.mask(decision.reason)), printable(self.mask(line)))
+                  ctx.target.user, channel, decision.action.value, decision.rule, reason, shown,
+                  extra=log_fields("decision", principal=ctx.principal.subject,
+                               target=ctx.target.name, login=ctx.target.user, session=session,
+                               channel=channel, action=decision.action.value,
+                               rule=decision.rule, reason=reason, line=shown))
 
     def mask(self, text: str) -> str:
         """``text`` with every secret the detectors know masked (for logs and the index)."""

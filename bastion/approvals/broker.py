@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bastion.logfmt import fields as log_fields
 from bastion.approvals.model import (
     APPROVED, VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_REFUSED, VIA_RESTART,
     VIA_SHUTDOWN, VIA_TIMEOUT, ApprovalOutcome, ApprovalRecord,
@@ -240,10 +241,14 @@ class ApprovalBroker:
         if not record.final and not tuple(getattr(self.settings, "approvers", ()) or ()):
             record = await self._call(self.store.finish, record.id, VIA_NO_APPROVERS,
                                       "no approvers are configured ([settings] approvers)")
+        state = "created" if not record.final else record.status + " via " + (record.via or "-")
         audit.warning("approval request %s %s principal=%s target=%s login=%s channel=%s "
-                      "rule=%s", record.id, "created" if not record.final else record.status
-                      + " via " + (record.via or "-"), record.requester_subject, record.target,
-                      record.login, channel, record.rule)
+                      "rule=%s", record.id, state, record.requester_subject, record.target,
+                      record.login, channel, record.rule,
+                      extra=log_fields("approval_request", request=record.id, state=state,
+                                       principal=record.requester_subject, target=record.target,
+                                       login=record.login, session=record.session_id,
+                                       channel=channel, rule=record.rule))
         if not record.final and self._webhook is not None:
             self._webhook.send(payload(record))
         return PendingApproval(self, record, timeout, deadline)
@@ -299,7 +304,10 @@ class ApprovalBroker:
     def _log_outcome(self, outcome: ApprovalOutcome) -> None:
         audit.warning("approval request %s %s via %s approver=%s", outcome.request_id,
                       "approved" if outcome.approved else "not approved", outcome.via,
-                      outcome.approver_subject or "-")
+                      outcome.approver_subject or "-",
+                      extra=log_fields("approval_outcome", request=outcome.request_id,
+                                       action="approved" if outcome.approved else "not approved",
+                                       via=outcome.via, approver=outcome.approver_subject))
 
     # -- waiting -------------------------------------------------------------------------
     def _watch(self, request_id: int, request: ApprovalRecord) -> asyncio.Future:

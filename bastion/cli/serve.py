@@ -48,10 +48,15 @@ def check_dir_modes(data_dir: Path, keys_dir: Path, *, strict: bool) -> None:
                         done.dirs, done.files, data_dir)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from bastion.logfmt import formatter
+    try:
+        chosen = formatter(fmt)
+    except ValueError as exc:
+        raise ConfigError(f"--log-format: {exc}", hint="use --log-format text or json") from None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(chosen)
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
@@ -63,6 +68,11 @@ def serve_cmd(
     keys_dir: KeysDirOpt = Path(DEFAULT_KEYS_DIR),
     log_level: str = typer.Option("info", "--log-level", envvar="BASTION_LOG_LEVEL",
                                   help="debug, info, warning or error."),
+    log_format: str = typer.Option(
+        "text", "--log-format", envvar="BASTION_LOG_FORMAT",
+        help="text, or json: one JSON object per line (time, level, logger, event, message, "
+             "and principal, target, session, channel, action, rule... on audit events) for "
+             "a SIEM; see docs/OPERATIONS.md."),
     strict_modes: bool = typer.Option(
         True, "--strict-modes/--no-strict-modes", envvar="BASTION_STRICT_MODES",
         help="Refuse to start when other users can read, write or enter the data dir or the "
@@ -88,7 +98,7 @@ def serve_cmd(
     from bastion.services import Services
     from bastion.ssh.server import serve
 
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     host, port = parse_listen(listen)
     if not 0 <= port < 65536:          # 0: any free port
         raise ConfigError(f"--listen port must be 0-65535, got {port}")

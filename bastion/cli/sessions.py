@@ -16,7 +16,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich import box
@@ -48,7 +48,7 @@ def _when(ts: float | None) -> str:
     return text[:19].replace("T", " ") if text else "-"
 
 
-def _who(record: dict) -> str:
+def _who(record: dict[str, Any]) -> str:
     p = record.get("principal") or {}
     name, subject = p.get("name"), p.get("subject")
     if name and subject:
@@ -101,7 +101,7 @@ def list_cmd(
     out_console.print(_sessions_table(rows, wide=wide))
 
 
-def _short_who(record: dict, limit: int) -> str:
+def _short_who(record: dict[str, Any], limit: int) -> str:
     """The principal's name, else its subject, cut to ``limit`` characters (--wide shows
     both whole)."""
     p = record.get("principal") or {}
@@ -109,7 +109,7 @@ def _short_who(record: dict, limit: int) -> str:
     return who if len(who) <= limit else who[:limit - 1] + "…"
 
 
-def _sessions_table(rows: list[dict], *, wide: bool) -> Table:
+def _sessions_table(rows: list[dict[str, Any]], *, wide: bool) -> Table:
     table = Table(title=f"{len(rows)} session(s)", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
     columns = ["id", "started", "status", "principal", "target", "cmds", "refused", "exit"]
@@ -126,7 +126,7 @@ def _sessions_table(rows: list[dict], *, wide: bool) -> Table:
                                                 "active": "green"}.get(r["status"], ""))
         if r.get("truncated"):
             status_text.append(" (truncated)", style="yellow")
-        cells: list = [str(r["id"]), _when(r["started"])[:None if wide else 16], status_text,
+        cells: list[Any] = [str(r["id"]), _when(r["started"])[:None if wide else 16], status_text,
                        Text(_who(r) if wide else _short_who(r, limit)),
                        _t(f"{r.get('login') or '?'}@{r.get('target') or '?'}"),
                        str(r["n_commands"]),

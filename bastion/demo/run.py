@@ -23,6 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -65,7 +66,7 @@ def _bastion_exe() -> str:
     return str(here) if here.exists() else (shutil.which("bastion") or "bastion")
 
 
-def prepare(paths: DemoPaths, issuer) -> tuple[LocalSshd, object, object]:
+def prepare(paths: DemoPaths, issuer: Any) -> tuple[LocalSshd, Any, Any]:
     """Vault key, sshd, agent and approver clients, policy; returns (sshd, agent, approver)."""
     from bastion.secret import Secret
     from bastion.vault import Vault
@@ -100,7 +101,7 @@ def ssh_config_text(paths: DemoPaths, port: int, user: str) -> str:
                              known_hosts=str(paths.known_hosts))
 
 
-def agent_env(paths: DemoPaths) -> dict:
+def agent_env(paths: DemoPaths) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "BASTION_TOKEN"))}
     env.update(SSH_ASKPASS=_askpass_path(), SSH_ASKPASS_REQUIRE="force",
                BASTION_TOKEN_FILE=str(paths.token))
@@ -113,7 +114,8 @@ def _show(data: bytes, style: str) -> None:
         console.print(Text("  │ ", style=style) + Text(sanitize(line)), soft_wrap=True)
 
 
-async def _run(argv: list[str], env: dict | None = None, *, out_style: str = "green") -> int:
+async def _run(argv: list[str], env: dict[str, str] | None = None, *,
+               out_style: str = "green") -> int:
     """Run a tool of one of the roles, showing its output line by line as it comes."""
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -21,6 +21,8 @@ import time
 
 import asyncssh
 
+from bastion.logfmt import fields as log_fields
+from bastion.ssh.relay import printable
 from bastion.ssh.algs import server_algs
 from bastion.ssh.context import InnerContext
 from bastion.ssh.session import InnerSession
@@ -55,11 +57,17 @@ class InnerServer(asyncssh.SSHServer):
         target = self.ctx.target
         if username == target.user:
             audit.info("inner login principal=%s target=%s login=%s client=%s",
-                       self.ctx.principal.subject, target.name, username, self.ctx.client)
+                       self.ctx.principal.subject, target.name, username, self.ctx.client,
+                       extra=log_fields("inner_login", principal=self.ctx.principal.subject,
+                                        target=target.name, login=username,
+                                        client=self.ctx.client))
             return False
         audit.warning("inner login refused principal=%s target=%s login=%r client=%s: "
                       "not the target's user", self.ctx.principal.subject, target.name,
-                      username, self.ctx.client)
+                      username, self.ctx.client,
+                      extra=log_fields("inner_login_refused", principal=self.ctx.principal.subject,
+                                       target=target.name, login=printable(username),
+                                       client=self.ctx.client, reason="not the target's user"))
         services = self.ctx.services
         services.record_refused(self.ctx.principal, self.ctx.client, target.name, username,
                                 f"login {username!r} is not the user of target {target.name}")

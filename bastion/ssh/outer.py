@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
+from bastion.logfmt import fields as log_fields
 from bastion.errors import IdentityError, TokenRejected
 from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
 from bastion.identity.principal import Principal
@@ -148,7 +149,10 @@ class OuterServer(asyncssh.SSHServer):
                                             f"token rejected: {exc.reason}"):
                 audit.warning("login refused from %s (login %r): %s (further refusals from "
                               "this address this minute are counted, not logged)", self.client,
-                              cap(printable(username), LOGIN_MAX), exc.reason)
+                              cap(printable(username), LOGIN_MAX), exc.reason,
+                              extra=log_fields("login_refused", client=self.client,
+                                               login=cap(printable(username), LOGIN_MAX),
+                                               reason=exc.reason))
             else:
                 log.debug("login refused from %s: %s (counted)", self.client, exc.reason)
             return self._failed()
@@ -161,7 +165,10 @@ class OuterServer(asyncssh.SSHServer):
         self.principal = principal
         audit.info("login principal=%s app=%s name=%r roles=%s client=%s token_rounds=%d",
                    principal.subject, principal.app_id, printable(principal.name),
-                   ",".join(principal.roles), self.client, rounds)
+                   ",".join(principal.roles), self.client, rounds,
+                   extra=log_fields("login", principal=principal.subject, app=principal.app_id,
+                                    name=printable(principal.name) if principal.name else None,
+                                    roles=",".join(principal.roles), client=self.client))
         return True
 
     # -- channels --------------------------------------------------------------

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2] / "bastion"
 # rank of each package (or top-level module): imports must go to a strictly lower rank
 RANK = {
     "bastion": 0, "errors": 0, "secret": 0, "tomlpos": 0,
-    "policy": 1, "proto": 1, "private": 1, "vault": 1,
+    "policy": 1, "proto": 1, "private": 1, "vault": 1, "logfmt": 1,
     "identity": 2,
     "config": 3,
     "recording": 4,
