@@ -58,9 +58,9 @@ def handle_errors(fn: Callable) -> Callable:
                 for p in exc.problems:
                     err_console.print(f"  {escape(str(p))}")
             else:
-                err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
+                err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Callable
 
 import typer
 
@@ -88,6 +89,8 @@ def serve_cmd(
     keys dir open to other users is refused unless --no-strict-modes.
     SIGHUP (or editing the policy file) reloads policy.toml; an invalid file is refused
     and the previous policy kept. SIGTERM/SIGINT disconnect agents with a message and stop.
+    It exits 2 when it cannot start (one line names the setting and what to do), 0 after
+    SIGTERM.
 
     Example:
 
@@ -95,10 +98,26 @@ def serve_cmd(
         bastion serve --policy policy.toml --listen 127.0.0.1:2222 \\
             --data-dir data --keys-dir keys
     """
+    setup_logging(log_level, log_format)
+    listening = False
+
+    def ready(_port: int) -> None:
+        nonlocal listening
+        listening = True
+
+    try:
+        _serve(policy, listen, data_dir, keys_dir, strict_modes, ready)
+    except BastionError as exc:
+        if not listening:           # a start-up failure: the setting is named, exit 2
+            exc.exit_code = 2
+        raise
+
+
+def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_modes: bool,
+           ready: Callable[[int], None]) -> None:
     from bastion.services import Services
     from bastion.ssh.server import serve
 
-    setup_logging(log_level, log_format)
     host, port = parse_listen(listen)
     if not 0 <= port < 65536:          # 0: any free port
         raise ConfigError(f"--listen port must be 0-65535, got {port}")
@@ -115,7 +134,7 @@ def serve_cmd(
         raise BastionError(f"cannot start: {exc.strerror or exc}{where}",
                            hint="check that --data-dir and --keys-dir are writable "
                                 "directories") from exc
-    asyncio.run(serve(services, host, port))
+    asyncio.run(serve(services, host, port, ready=ready))
 
 
 def register(app: typer.Typer) -> None:

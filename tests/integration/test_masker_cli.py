@@ -6,22 +6,12 @@ import os
 import select
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 from bastion.proto.masker import mask_bytes
 
-APP = textwrap.dedent("""
-    import typer
-    from bastion.cli.mask import register
-    app = typer.Typer(add_completion=False)
-    @app.callback()
-    def main() -> None:
-        "test app"
-    register(app)
-    app()
-""")
+APP = "from bastion.cli.main import app; app()"     # the bastion CLI as shipped
 CORPUS = Path(__file__).parents[1] / "unit" / "mask_corpus"
 
 

@@ -1,4 +1,5 @@
-"""Issue 16 item 9: start-up errors say what to do in one line, without a Python traceback."""
+"""Issues 16 item 9, 19 item 2: start-up errors say what to do in one line (and a hint),
+without a Python traceback, and exit 2."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def test_port_in_use(rig):
     finally:
         busy.close()
     err = p.stderr.decode()
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert "Traceback" not in err
     assert f"error: cannot listen on 127.0.0.1:{port}: the port is already in use" in err
+    assert _last_two(err)[1].startswith("hint: ")
 
 
 @pytest.mark.parametrize("listen, message", [
@@ -45,9 +47,10 @@ def test_port_in_use(rig):
 def test_bad_listen_address(rig, listen, message):
     p = _serve(rig, "--listen", listen)
     err = p.stderr.decode()
-    assert p.returncode in (1, 2)
+    assert p.returncode == 2
     assert "Traceback" not in err
-    assert message in err
+    error = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert message in error, error
 
 
 def test_data_dir_is_a_file(rig, tmp_path):
@@ -55,6 +58,23 @@ def test_data_dir_is_a_file(rig, tmp_path):
     f.write_text("")
     p = _serve(rig, "--listen", "127.0.0.1:0", "--data-dir", str(f))
     err = p.stderr.decode()
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert "Traceback" not in err
-    assert f"error: --data-dir {f} is not a directory" in err
+    assert _last_two(err) == [f"error: --data-dir {f} is not a directory",
+                              "hint: pass a directory for --data-dir (it is created if missing)"]
+
+
+def test_missing_vault_key_names_the_command_to_run(rig, tmp_path):
+    # (the rig's policy names web1; an empty keys dir has no key for it)
+    p = _serve(rig, "--listen", "127.0.0.1:0", "--keys-dir", str(tmp_path / "empty-keys"),
+               "--data-dir", str(tmp_path / "data"))
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "Traceback" not in err
+    error, hint = _last_two(err)
+    assert error.startswith("error: no key 'web1' in the vault")
+    assert hint.startswith("hint: create it with: bastion keys generate web1")
+
+
+def _last_two(err: str) -> list[str]:
+    """The error and hint lines: each whole on one line, whatever the terminal width."""
+    return [line.rstrip() for line in err.splitlines() if line.strip()][-2:]
