@@ -143,3 +143,8 @@ def test_leaving_withdraws_the_request(bastion, rig, token, approver_token, tmp_
         raise AssertionError("a withdrawn request could still be approved")
     assert not marker.exists()
     assert bastion.approval(rid)["status"] == "cancelled"
+    channel = bastion.channel(command)                    # closed without an exit status
+    assert (channel["status"], channel["exit_status"]) == ("closed", None)
+    assert channel["ended"] is not None
+    row = bastion.command(command)
+    assert (row["action"], row["approver"], row["exit_status"]) == ("review", None, None)
