@@ -141,6 +141,13 @@ async def agent(bastion: InProcBastion, token: str, user: str, target: str = "we
             yield outer, inner
 
 
+async def run(bastion: InProcBastion, token: str, user: str, command: str,
+              target: str = "web1") -> asyncssh.SSHCompletedProcess:
+    """Run ``command`` on ``user@target`` through the bastion, as an agent; its result."""
+    async with agent(bastion, token, user, target) as (_outer, inner):
+        return await asyncio.wait_for(inner.run(command, check=False), WAIT)
+
+
 async def wait_for(stream: Any, pattern: re.Pattern[str]) -> re.Match[str]:
     """Read ``stream`` (an asyncssh process's stdout or stderr) until ``pattern`` appears
     (within ``WAIT`` s)."""

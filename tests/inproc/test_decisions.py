@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.inproc.rig import agent
-
-
-async def _run(bastion, token, user, command):
-    async with agent(bastion, token, user) as (_outer, inner):
-        return await asyncio.wait_for(inner.run(command, check=False), 30)
+from tests.inproc.rig import run
 
 
 def test_an_allowed_command_runs_and_is_recorded(bastion, rig, token, tmp_path):
     command = f"echo allowed-$((6*7)) {tmp_path.name}"
-    result = asyncio.run(_run(bastion, token, rig.sshd.user, command))
+    result = asyncio.run(run(bastion, token, rig.sshd.user, command))
     assert (result.exit_status, result.stdout) == (0, f"allowed-42 {tmp_path.name}\n")
     channel = bastion.channel(command)
     assert (channel["status"], channel["exit_status"]) == ("closed", 0)
@@ -28,7 +23,7 @@ def test_a_denied_command_never_reaches_the_host(bastion, rig, token, tmp_path):
     canary.mkdir()
     (canary / "keep.txt").write_text("still here\n")
     command = f"rm -rf {canary}"
-    result = asyncio.run(_run(bastion, token, rig.sshd.user, command))
+    result = asyncio.run(run(bastion, token, rig.sshd.user, command))
     assert result.exit_status == 126
     assert result.stderr.startswith("bastion: denied by rule no-recursive-delete")
     assert result.stdout == ""

@@ -17,12 +17,7 @@ import signal
 import pytest
 
 from bastion.recording.writer import failure_label
-from tests.inproc.rig import agent, wait_for
-
-
-async def _run(bastion, token, user, command):
-    async with agent(bastion, token, user) as (_outer, inner):
-        return await asyncio.wait_for(inner.run(command, check=False), 30)
+from tests.inproc.rig import agent, run, wait_for
 
 
 def _wrap_open_recording(bastion, monkeypatch, before=None, after=None):
@@ -48,16 +43,18 @@ def test_a_failure_at_open_refuses_the_channel(bastion, rig, token, tmp_path, mo
         assert bastion.services.recorder.wait_state("failed", timeout=30) == "failed"
     _wrap_open_recording(bastion, monkeypatch, before=kill_worker)
     try:
-        result = asyncio.run(_run(bastion, token, rig.sshd.user, command))
+        result = asyncio.run(run(bastion, token, rig.sshd.user, command))
     finally:
         monkeypatch.undo()
         bastion.recovered()
     assert result.exit_status == 255
     assert result.stderr.startswith("bastion: sessions are refused: they cannot be recorded")
-    assert "ran-2" not in result.stdout                   # nothing reached the host
+    # the command never ran, nor was it decided: no output, no channel or command row
+    assert result.stdout == ""
     assert bastion.rows("SELECT id FROM channels WHERE command = ?", command) == []
+    assert bastion.rows("SELECT id FROM commands WHERE line = ?", command) == []
     # recording works again for the next session
-    again = asyncio.run(_run(bastion, token, rig.sshd.user, f"echo again {tmp_path.name}"))
+    again = asyncio.run(run(bastion, token, rig.sshd.user, f"echo again {tmp_path.name}"))
     assert (again.exit_status, again.stdout) == (0, f"again {tmp_path.name}\n")
 
 
@@ -109,7 +106,7 @@ def test_a_failing_channel_step_ends_the_channel_with_an_error(bastion, rig, tok
             raise RuntimeError("injected: the gate is broken")
         rec.gate = broken_gate
     _wrap_open_recording(bastion, monkeypatch, after=break_gate)
-    result = asyncio.run(_run(bastion, token, rig.sshd.user, f"echo ran-$((1+1)) {tmp_path.name}"))
+    result = asyncio.run(run(bastion, token, rig.sshd.user, f"echo ran-$((1+1)) {tmp_path.name}"))
     assert result.exit_status == 255
     assert "internal error" in result.stderr
     assert "ran-2" not in result.stdout              # the command never reached the host

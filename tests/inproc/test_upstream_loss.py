@@ -10,16 +10,13 @@ import re
 import signal
 from pathlib import Path
 
-from tests.inproc.rig import agent, wait_for
+from tests.inproc.rig import agent, run, wait_for
 
 
 def test_an_unreachable_target_ends_the_channel_with_255(bastion, rig, token, tmp_path):
     command = f"echo ran {tmp_path.name}"
 
-    async def run():
-        async with agent(bastion, token, rig.sshd.user, target="down1") as (_outer, inner):
-            return await asyncio.wait_for(inner.run(command, check=False), 30)
-    result = asyncio.run(run())
+    result = asyncio.run(run(bastion, token, rig.sshd.user, command, target="down1"))
     assert result.exit_status == 255
     assert result.stderr.startswith("bastion: ")
     assert "down1" in result.stderr
@@ -68,7 +65,7 @@ def test_losing_the_sshd_mid_command_ends_the_channel_with_255(bastion, rig, tok
     pause = f"20.{os.getpid()}{len(tmp_path.name)}"       # this test's own sleep, to find it
     command = f"echo started {tmp_path.name}; sleep {pause}; echo finished {tmp_path.name}"
 
-    async def run():
+    async def lose():
         async with agent(bastion, token, rig.sshd.user) as (_outer, inner):
             proc = await inner.create_process(command)
             shown = (await wait_for(proc.stdout, re.compile("started"))).string
@@ -76,7 +73,7 @@ def test_losing_the_sshd_mid_command_ends_the_channel_with_255(bastion, rig, tok
                 os.kill(pid, signal.SIGKILL)              # sshd first: the connection drops
             result = await asyncio.wait_for(proc.wait(check=False), 15)
             return shown + result.stdout, result
-    shown, result = asyncio.run(run())
+    shown, result = asyncio.run(lose())
     assert result.exit_status == 255
     assert result.stderr.startswith("bastion: upstream connection lost")
     assert shown == f"started {tmp_path.name}\n"
@@ -84,10 +81,5 @@ def test_losing_the_sshd_mid_command_ends_the_channel_with_255(bastion, rig, tok
     assert channel["exit_status"] == 255
     assert bastion.recorded(channel) == shown
     # the pool dropped the dead connection: the next command gets a fresh one
-    again = asyncio.run(_echo(bastion, rig, token, f"echo again {tmp_path.name}"))
+    again = asyncio.run(run(bastion, token, rig.sshd.user, f"echo again {tmp_path.name}"))
     assert (again.exit_status, again.stdout) == (0, f"again {tmp_path.name}\n")
-
-
-async def _echo(bastion, rig, token, command):
-    async with agent(bastion, token, rig.sshd.user) as (_outer, inner):
-        return await asyncio.wait_for(inner.run(command, check=False), 30)
