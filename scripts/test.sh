@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them.
 #   scripts/test.sh                 the whole suite
-#   scripts/test.sh unit            one tier: unit, integration, e2e, reliability or house
+#   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
 # Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client:
 # the end-to-end tests drive the real OpenSSH ssh client against a real sshd on 127.0.0.1.
@@ -25,7 +25,7 @@ fi
 
 scripts/setup.sh --test
 case "${1:-}" in
-    unit|integration|e2e|reliability|house)
+    unit|integration|inproc|e2e|reliability|house)
         tier="$1"; shift
         exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" "$@" ;;
 esac

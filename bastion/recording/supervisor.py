@@ -4,9 +4,9 @@ The event loop calls :meth:`Supervisor.put` (append to a queue, never blocks, ne
 touches the disk; returns the operation's sequence number).  A *pump* thread ships
 the queue in batches to the current recording worker (bastion.recording.process);
 the worker acknowledges each batch once it is written and committed (``("done",
-seq)``).  Acknowledgements release, in order: queue capacity (``queued``, drain
-waiters), barriers (``Recorder.flush``), and the agent's output held by
-:mod:`bastion.recording.gate` (:meth:`Supervisor.frontier`).
+seq)``).  The queue and what acknowledgements release (queue capacity, barriers, the
+agent's output held by :mod:`bastion.recording.gate`) are :class:`AckQueue`
+(bastion.recording.acks), which ``Supervisor`` extends with the worker's life.
 
 Faults.  When the worker reports a failure or dies, the recorder is *faulted* at once:
 every open channel is marked lost (its recording calls raise, its agent channel is
@@ -23,55 +23,34 @@ the probe passes, sessions are accepted again; while it does not (disk still ful
 index still locked) each attempt fails and the next one waits longer.  Operations
 put meanwhile (closes, refused attempts) wait in the queue for the next worker.
 
-Not covered: the public API (recorder.py), the worker (worker.py, writer.py).
+Not covered: the public API (recorder.py), the queue (acks.py), the worker (worker.py,
+writer.py).
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
 import logging
 import threading
 import time
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bastion.errors import RecordingError
 from bastion.recording import replay
+from bastion.recording.acks import AckQueue, Barrier, Entry, Op, wake
 from bastion.recording.process import START_TIMEOUT, WriterProcess, describe_exit
-from bastion.recording.writer import (HARD_LIMIT, LOW_WATER, OP_BARRIER, OP_CHANNEL_CLOSE,
-                                      OP_CHANNEL_OPEN, OP_DATA, OP_MASKS, OP_OVERHEAD, OP_PROBE,
-                                      OP_SESSION_CLOSE, OP_STOP)
+from bastion.recording.writer import OP_BARRIER, OP_PROBE, OP_STOP
 
-if TYPE_CHECKING:  # pragma: no cover
-    from bastion.recording.gate import AgentGate
-    from bastion.recording.recorder import ChannelRecording
+__all__ = ["BACKOFF", "Barrier", "Supervisor"]
 
 log = logging.getLogger("bastion.recording")
-
-Op = tuple[Any, ...]
-Loop = Any                   # an asyncio event loop (or anything with call_soon_threadsafe)
 
 BACKOFF = (0.5, 10.0)        # first wait before a new worker, and the longest (doubling)
 BATCH_BYTES = 4 * 1024 * 1024    # the most data one batch carries (the pipe takes it in pieces)
 STOP_TIMEOUT = 120.0         # closing every open recording (fsync) must be done by then
 
 
-class _Entry:
-    __slots__ = ("seq", "op", "cost", "t")
-
-    def __init__(self, seq: int, op: Op, cost: int, t: float) -> None:
-        self.seq, self.op, self.cost, self.t = seq, op, cost, t
-
-
-class Barrier(threading.Event):
-    """Set once everything queued before it is written (``ok``) or recording failed."""
-
-    ok = False
-
-
-class Supervisor:
+class Supervisor(AckQueue):
     """The queue to the recording worker, and the worker's respawn (see the module doc).
 
     States: ``ok`` (sessions are recorded), ``failed`` (faulted, waiting to try again),
@@ -84,30 +63,12 @@ class Supervisor:
         self.max_bytes = max_bytes
         self.lock_fd = lock_fd
         self.backoff = backoff
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)    # state changes
-        self._work = threading.Condition(lock)    # the pump: something to ship
-        self._seq = 0
-        self._queue: collections.deque[_Entry] = collections.deque()
-        self._inflight: collections.deque[_Entry] = collections.deque()
-        self.queued = 0                  # bytes queued or in flight (read by the loop unlocked)
-        self._worker: WriterProcess | None = None
+        super().__init__()
         self._last_worker: WriterProcess | None = None
         self._accepting = False          # batches may be shipped to ``_worker``
-        self.state = "starting"
-        self.error: str | None = None    # why sessions are refused now (None: recording)
         self._faulted_by: WriterProcess | None = None
-        self._open_ops: dict[int, Op] = {}     # cid -> its OP_CHANNEL_OPEN, until closed
-        self._masks: list[Op] = []             # every OP_MASKS, for every new worker
-        self._replay: list[Op] = []            # kept from workers that failed
-        self._replay_cost = 0                     # their bytes, bounded with the queue's
-        self._channels: dict[int, ChannelRecording] = {}
-        self._gates: weakref.WeakSet[AgentGate] = weakref.WeakSet()
-        self._gate_waiting: dict[Loop, set[AgentGate]] = {}   # gates waiting for an ack
-        self._gate_scheduled: set[Loop] = set()   # loops with a release already scheduled
-        self._waiters: list[tuple[Loop, Any]] = []   # (loop, future) of drain() callers
-        self._barriers: dict[int, Barrier] = {}
-        self._barrier_ids = itertools.count(1)
+        self._replay: list[Op] = []            # kept from workers that failed (their bytes:
+                                               # ``_replay_cost``)
         self._probe: tuple[WriterProcess, str | None] | None = None
         self._closing = False
         self._stop_acked = False
@@ -122,7 +83,6 @@ class Supervisor:
         self._next_attempt = 0.0                  # monotonic
         self._retry_asap = False                  # retry_now() was called
         self._fault_mono = 0.0
-        self.last_ack = time.time()
         self._pump_thread = threading.Thread(target=self._pump, name="bastion-recording-pump",
                                              daemon=True)
         self._pump_thread.start()
@@ -146,102 +106,6 @@ class Supervisor:
         """The current (or last) worker process, for tests and the status."""
         worker = self._worker or self._last_worker
         return worker.proc if worker is not None else None
-
-    def put(self, op: Op, nbytes: int = 0) -> int:
-        """Queue ``op``; returns its sequence number.  Raises RecordingError when it cannot
-        be taken: data while faulted (it would never be written), or a full queue."""
-        cost = nbytes + OP_OVERHEAD
-        kind = op[0]
-        with self._cond:
-            if self.state == "closed":
-                raise RecordingError("the recorder is closed")
-            if kind == OP_DATA and self.state != "ok":
-                raise RecordingError(f"session recording is not possible: {self.error}")
-            if (self.queued + self._replay_cost + cost > HARD_LIMIT
-                    and kind not in (OP_CHANNEL_CLOSE, OP_SESSION_CLOSE)):
-                log.error("recording queue full: %d bytes not yet written (%d operations), "
-                          "%d drain() callers waiting", self.queued,
-                          len(self._queue) + len(self._inflight), len(self._waiters))
-                raise RecordingError(
-                    "the recording queue is full: the disk is not keeping up with this session",
-                    hint="callers must pause reading while over_high_water() and await drain()")
-            self._seq += 1
-            entry = _Entry(self._seq, op, cost, time.monotonic())
-            if kind == OP_CHANNEL_OPEN:
-                self._open_ops[op[1]] = op
-            elif kind == OP_MASKS:
-                self._masks.append(op)
-            self._queue.append(entry)
-            self.queued += cost
-            if len(self._queue) == 1:
-                self._work.notify()
-            return entry.seq
-
-    @property
-    def last_seq(self) -> int:
-        return self._seq
-
-    def frontier(self) -> float:
-        """The oldest sequence number not acknowledged yet (infinity: none)."""
-        with self._cond:
-            return self._frontier()
-
-    def _frontier(self) -> float:
-        if self._inflight:
-            return self._inflight[0].seq
-        if self._queue:
-            return self._queue[0].seq
-        return float("inf")
-
-    def track(self, cid: int, chan: "ChannelRecording") -> None:
-        """Route the worker's events about channel ``cid`` to ``chan`` (until :meth:`untrack`)."""
-        with self._cond:
-            self._channels[cid] = chan
-            faulted = self.state != "ok"
-        if faulted:
-            chan._lost_by(self.error or "recording failed")
-
-    def untrack(self, cid: int) -> None:
-        with self._cond:
-            self._channels.pop(cid, None)
-
-    def barrier(self) -> Barrier:
-        done = Barrier()
-        bid = next(self._barrier_ids)
-        with self._cond:
-            self._barriers[bid] = done
-        try:
-            self.put((OP_BARRIER, bid))
-        except RecordingError:
-            with self._cond:
-                self._barriers.pop(bid, None)
-            raise
-        return done
-
-    def add_waiter(self, loop: Loop, fut: Any) -> bool:
-        """Register a drain() future; False if the queue is already low enough."""
-        with self._cond:
-            if self.queued <= LOW_WATER or self.state != "ok":
-                return False
-            self._waiters.append((loop, fut))
-            return True
-
-    def register_gate(self, gate: "AgentGate") -> None:
-        with self._cond:
-            self._gates.add(gate)
-
-    def gate_waits(self, gate: "AgentGate", ticket: int) -> None:
-        """``gate`` holds output put up to ``ticket``: call its ``_release`` once that is
-        acknowledged (at once if it is by now)."""
-        with self._cond:
-            self._gate_waiting.setdefault(gate.loop, set()).add(gate)
-            if ticket < self._frontier():
-                self._schedule_gates(gate.loop)
-
-    def _changed(self) -> None:
-        """Wake whoever waits on the state (lock held)."""
-        self._cond.notify_all()
-        self._work.notify_all()
 
     # -- status ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -313,16 +177,6 @@ class Supervisor:
             raise RecordingError(f"session recording is not possible: {why}",
                                  hint="bastion refuses to run sessions it cannot record; "
                                       "free disk space or fix the data dir, then start again")
-
-    def _enqueue_front(self, ops: list[Op]) -> None:
-        """Put ``ops`` before everything queued (fresh sequence numbers; lock held)."""
-        now = time.monotonic()
-        entries = []
-        for op in ops:
-            self._seq += 1
-            entries.append(_Entry(self._seq, op, OP_OVERHEAD, now))
-        self._queue.extendleft(reversed(entries))
-        self.queued += OP_OVERHEAD * len(entries)
 
     def _recover_loop(self) -> None:
         while True:
@@ -419,57 +273,6 @@ class Supervisor:
                 with self._cond:
                     self._stop_acked = True
 
-    def _acked(self, worker: WriterProcess, seq: int) -> None:
-        barriers = []
-        with self._cond:
-            if worker is not self._worker:
-                return
-            while self._inflight and self._inflight[0].seq != seq:
-                barriers += self._retire(self._inflight.popleft())
-            if self._inflight:
-                barriers += self._retire(self._inflight.popleft())
-            self.last_ack = time.time()
-            waiters = []
-            if self.queued <= LOW_WATER and self._waiters:
-                waiters, self._waiters = self._waiters, []
-            for loop in list(self._gate_waiting):
-                self._schedule_gates(loop)
-        for done in barriers:
-            done.ok = True
-            done.set()
-        for loop, fut in waiters:
-            _wake(loop, fut)
-
-    def _retire(self, entry: _Entry) -> list[Barrier]:
-        """An acknowledged entry leaves the queue (lock held)."""
-        self.queued -= entry.cost
-        kind = entry.op[0]
-        if kind == OP_CHANNEL_CLOSE:
-            self._open_ops.pop(entry.op[1], None)
-        elif kind == OP_BARRIER:
-            done = self._barriers.pop(entry.op[1], None)
-            return [done] if done is not None else []
-        return []
-
-    def _schedule_gates(self, loop: Loop) -> None:
-        if loop in self._gate_scheduled:
-            return
-        self._gate_scheduled.add(loop)
-        try:
-            loop.call_soon_threadsafe(self._release_gates, loop)
-        except RuntimeError:                # the loop is closed
-            self._gate_scheduled.discard(loop)
-            self._gate_waiting.pop(loop, None)
-
-    def _release_gates(self, loop: Loop) -> None:
-        """On ``loop``: let the gates waiting there show what is now recorded."""
-        with self._cond:
-            self._gate_scheduled.discard(loop)
-            gates = self._gate_waiting.pop(loop, set())
-            frontier = self._frontier()
-        for gate in gates:
-            gate._release(frontier)
-
     def _probed(self, worker: WriterProcess, why: str | None) -> None:
         with self._cond:
             if worker is not self._worker:
@@ -532,7 +335,7 @@ class Supervisor:
         for gate in gates:
             gate._fault_soon(message)
         for loop, fut in waiters:
-            _wake(loop, fut)
+            wake(loop, fut)
         for done in barriers:
             done.set()
 
@@ -598,7 +401,7 @@ class Supervisor:
         if worker is not None:
             with self._cond:
                 self._seq += 1
-                self._queue.append(_Entry(self._seq, (OP_STOP,), 0, time.monotonic()))
+                self._queue.append(Entry(self._seq, (OP_STOP,), 0, time.monotonic()))
                 self._changed()
             if not worker.join(timeout):
                 log.error("the recording worker did not stop within %g s; killing it", timeout)
@@ -655,17 +458,7 @@ class Supervisor:
         for done in barriers:
             done.set()
         for loop, fut in waiters:
-            _wake(loop, fut)
+            wake(loop, fut)
         self._pump_thread.join(10)
         if self._recovery_thread is not None:
             self._recovery_thread.join(40)
-
-
-def _wake(loop: Loop, fut: Any) -> None:
-    def _set() -> None:
-        if not fut.done():
-            fut.set_result(None)
-    try:
-        loop.call_soon_threadsafe(_set)
-    except RuntimeError:          # loop closed
-        pass
