@@ -159,6 +159,12 @@ Action = (Record | Marker | CheckGrant | Decide | AskApproval | Connect | ToHost
           | CloseHostLater)
 
 
+def bastion_line(message: str) -> str:
+    """``message`` as the one line the bastion ends a channel with: ``bastion: ...``."""
+    line = " ".join(message.split()) or "the bastion ended the session"
+    return line if line.startswith("bastion: ") else "bastion: " + line
+
+
 class ChannelCore:
     """The state of one session channel (see the module doc)."""
 
@@ -364,12 +370,15 @@ class ChannelCore:
 
     def _end_with(self, message: str, status: int, *, flush: bool = True,
                   record: bool = True) -> list[Action]:
-        """End the channel from the bastion's side: a message on stderr, an exit status."""
+        """End the channel from the bastion's side: a message on stderr, an exit status.
+
+        The message is always one line starting ``bastion: `` (so that a script can tell the
+        bastion's 125/126/255 from the same status of a command: docs/DATAPATH.md)."""
         if self.ended:
             return []
         self.state = "ended"
         nl = "\r\n" if self.pty else "\n"
-        text = (message + nl).encode("utf-8", "replace")
+        text = (bastion_line(message) + nl).encode("utf-8", "replace")
         actions: list[Action] = []
         if self.masks is not None and record:
             if flush:

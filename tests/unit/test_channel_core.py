@@ -194,3 +194,36 @@ def test_an_error_while_connecting_leaves_a_marker_and_a_255():
     actions = core.error("target web1 refused the session: no")
     assert actions[0] == c.Marker("error: target web1 refused the session: no")
     assert actions[-1].status == c.EXIT_BASTION_ERROR
+
+
+def _ended(actions):
+    return next(a for a in actions if isinstance(a, c.End))
+
+
+@pytest.mark.parametrize("path, status", [
+    (lambda: exec_core()[0].recording_refused("disk full"), 255),
+    (lambda: exec_core()[0].granted("no grant lets a open a exec channel on target t"), 126),
+    (lambda: _deciding().decided("deny", "denied by rule r"), 126),     # no prefix given
+    (lambda: _reviewing().approved(False, "not approved\nby\talice"), 125),
+    (lambda: _deciding().error("cannot reach web1"), 255),
+    (lambda: relaying().host_closed(None, None, "connection lost"), 255),
+    (lambda: relaying().recording_failed("disk full"), 255),
+    (lambda: relaying().fail(""), 255),
+])
+def test_every_bastion_made_status_comes_with_one_bastion_line(path, status):
+    end = _ended(path())
+    assert end.status == status
+    text = end.message.decode()
+    assert text.startswith("bastion: ") and text.endswith("\n") and text.count("\n") == 1, text
+
+
+def _deciding():
+    core, _ = exec_core("rm -rf /srv")
+    core.granted(None)
+    return core
+
+
+def _reviewing():
+    core = _deciding()
+    core.decided("review")
+    return core
