@@ -70,6 +70,7 @@ class Mask:
 @dataclass(frozen=True)
 class Settings:
     approvers: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()            # who may read sessions through the API
     approval_timeout: int = 300
     mask_live: bool = False
     env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
@@ -249,7 +250,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     if not isinstance(table, dict):
         c.add(w, "[settings] must be a table")
         return Settings(), {}
-    own = ("approvers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
+    own = ("approvers", "reviewers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
            "upstream_idle_timeout",
            "approval_allow_unproven",
@@ -257,12 +258,15 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
            "session_max_after_expiry")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
-    for sel in approvers:
-        msg = check_principal_selector(sel)
-        if msg:
-            c.add(w + ("approvers",), f"settings.approvers: {msg}")
+    reviewers = c.strings(table, "reviewers", w) or ()
+    for key, selectors in (("approvers", approvers), ("reviewers", reviewers)):
+        for sel in selectors:
+            msg = check_principal_selector(sel)
+            if msg:
+                c.add(w + (key,), f"settings.{key}: {msg}")
     settings = Settings(
         approvers=approvers,
+        reviewers=reviewers,
         approval_timeout=int(c.number(table, "approval_timeout", w, 300, minimum=1)),
         mask_live=c.boolean(table, "mask_live", w, False),
         env_allow=c.strings(table, "env_allow", w) or (),

@@ -21,6 +21,7 @@ from bastion.config import BastionConfig, load_config
 from bastion.errors import BastionError, ConfigError
 from bastion.identity.principal import Principal
 from bastion.logfmt import fields as log_fields
+from bastion.metrics import METRICS
 from bastion.ssh.relay import printable
 
 log = logging.getLogger("bastion.services")
@@ -260,6 +261,8 @@ class Services:
 
     def _log_decision(self, ctx, line: str, channel: str, decision) -> None:
         level = logging.INFO if decision.action.value == "allow" else logging.WARNING
+        METRICS.inc("bastion_decisions_total", channel=channel, action=decision.action.value,
+                    rule=decision.rule or "<none>")
         reason, shown = printable(self.mask(decision.reason)), printable(self.mask(line))
         session = ctx.recording.id if getattr(ctx, "recording", None) is not None else None
         audit.log(level, "decision principal=%s target=%s login=%s channel=%s action=%s rule=%s "

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.logfmt import fields as log_fields
+from bastion.metrics import METRICS
 from bastion.approvals.model import (
     APPROVED, VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_REFUSED, VIA_RESTART,
     VIA_SHUTDOWN, VIA_TIMEOUT, ApprovalOutcome, ApprovalRecord,
@@ -134,6 +135,10 @@ class PendingApproval:
             broker._unwatch(self.id, fut)
         self.outcome = outcome
         broker._log_outcome(outcome)
+        METRICS.inc("bastion_approvals_total", outcome="approved" if outcome.approved
+                    else (outcome.via or "not approved"))
+        METRICS.inc("bastion_approval_wait_seconds_total",
+                    max(0.0, outcome.answered_at - self.record.created))
         return outcome
 
     def cancel(self, reason: str = "the requester went away while waiting") -> None:

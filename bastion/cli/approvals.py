@@ -19,7 +19,7 @@ import select
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.live import Live
@@ -29,7 +29,12 @@ from bastion.cli.common import (
     DEFAULT_DATA_DIR, DEFAULT_POLICY, DataDirOpt, JsonOpt, PolicyOpt, err_console, handle_errors,
     out_console,
 )
-from bastion.errors import ApprovalError, BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.approvals.model import ApprovalRecord
+    from bastion.cli.approvals_source import LocalSource, RemoteSource
+    Source = LocalSource | RemoteSource
 
 approvals_app = typer.Typer(help="Answer held commands: list, approve, deny, or watch live.",
                             no_args_is_help=True)
@@ -40,31 +45,28 @@ TokenFileOpt = Annotated[Optional[Path], typer.Option(
          "BASTION_TOKEN, if set, wins.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r",
                                         help="Why (required; kept in the index).")]
+ServerOpt = Annotated[Optional[str], typer.Option(
+    "--server", envvar="BASTION_SERVER",
+    help="The bastion's API (https://HOST:PORT, `bastion serve --api-listen`): work from "
+         "your own machine instead of the data dir; every check is the server's.")]
+ServerCaOpt = Annotated[Optional[Path], typer.Option(
+    "--server-ca", envvar="BASTION_SERVER_CA",
+    help="CA file to trust for --server (its self-signed DATA_DIR/api/cert.pem).")]
 
 
-def _emit_json(obj) -> None:
+def _emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=True, indent=2, default=str) + "\n")
 
 
-def _public(record) -> dict:
+def _public(record: ApprovalRecord) -> dict[str, Any]:
     from bastion.recording.query import iso
-    data = record.to_dict()
+    data: dict[str, Any] = record.to_dict()
     for key in ("created", "expires", "answered", "window_until", "revoked"):
         data[key] = iso(data.get(key))
     return data
 
 
-def _me(data_dir: Path, policy: Path, token_file: Optional[Path]):
-    """(config, store, approver) for an answering command; the token is validated now."""
-    from bastion.approvals.approver import authenticate, load_token
-    from bastion.approvals.store import ApprovalStore
-    from bastion.config import load_config
-    config = load_config(policy)
-    approver = authenticate(config, load_token(token_file))
-    return config, ApprovalStore.open(data_dir, create=False), approver
-
-
-def _said(record) -> Text:
+def _said(record: ApprovalRecord) -> Text:
     from bastion.proto.sanitize import sanitize
     text = Text(f"request {record.id} {record.status}", style="green" if record.status ==
                 "approved" else "red")
@@ -76,15 +78,18 @@ def _said(record) -> Text:
     return text
 
 
+def _source(server: Optional[str], server_ca: Optional[Path], data_dir: Path, policy: Path,
+            token_file: Optional[Path], *, answering: bool = True) -> "Source":
+    from bastion.cli.approvals_source import open_source
+    return open_source(server, server_ca, data_dir, policy, token_file, answering=answering)
+
+
 def _answer(request_id: int, approve: bool, reason: str, window: Optional[str],
-            data_dir: Path, policy: Path, token_file: Optional[Path], as_json: bool) -> None:
-    from bastion.approvals.approver import answer
-    config, store, approver = _me(data_dir, policy, token_file)
+            source: "Source", as_json: bool) -> None:
     try:
-        record = answer(store, config, approver, request_id, approve=approve, reason=reason,
-                        window=window)
+        record = source.answer(request_id, approve, reason, window)
     finally:
-        store.close()
+        source.close()
     if as_json:
         _emit_json(_public(record))
     else:
@@ -98,23 +103,22 @@ def list_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Answered and expired ones too, newest "
                                                      "first.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
+    token_file: TokenFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List pending approval requests (oldest first), or with --all every request.
 
     Example: bastion approvals list --data-dir /var/lib/bastion --json
     """
-    from bastion.approvals.store import ApprovalStore
     from bastion.approvals.view import requests_table
-    from bastion.recording import schema
+    source = _source(server, server_ca, data_dir, Path(DEFAULT_POLICY), token_file,
+                     answering=False)
     try:
-        store = ApprovalStore(schema.connect(data_dir, readonly=True))
-    except BastionError as exc:
-        raise ApprovalError(str(exc), hint=exc.hint) from None
-    try:
-        records = store.list(all_statuses=all_, limit=limit)
+        records = source.list(all_statuses=all_, limit=limit)
     finally:
-        store.close()
+        source.close()
     if as_json:
         _emit_json([_public(r) for r in records])
         return
@@ -133,13 +137,16 @@ def approve_cmd(
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a held command: it runs at once. Refused for your own request (four-eyes).
 
     Example: bastion approvals approve 42 --reason "planned restart, ticket OPS-12"
     """
-    _answer(request_id, True, reason, window, data_dir, policy, token_file, as_json)
+    _answer(request_id, True, reason, window,
+            _source(server, server_ca, data_dir, policy, token_file), as_json)
 
 
 @approvals_app.command("deny")
@@ -150,13 +157,16 @@ def deny_cmd(
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deny a held command: it is not run, the agent gets your reason.
 
     Example: bastion approvals deny 42 --reason "not during business hours"
     """
-    _answer(request_id, False, reason, None, data_dir, policy, token_file, as_json)
+    _answer(request_id, False, reason, None,
+            _source(server, server_ca, data_dir, policy, token_file), as_json)
 
 
 @approvals_app.command("revoke")
@@ -166,17 +176,21 @@ def revoke_cmd(
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """End the grant window an approval opened, now.
 
     Example: bastion approvals revoke 42
     """
-    config, store, approver = _me(data_dir, policy, token_file)
+    source = _source(None, None, data_dir, policy, token_file)
     try:
-        record = store.revoke(request_id, approver, approvers=config.settings.approvers)
+        record = source.revoke(request_id)
     finally:
-        store.close()
-    out_console.print(f"request {record.id}: grant window ended")
+        source.close()
+    if as_json:
+        _emit_json(_public(record))
+    else:
+        out_console.print(f"request {record.id}: grant window ended")
 
 
 # -- watch ------------------------------------------------------------------------------
@@ -221,40 +235,33 @@ def _ask(reader: LineReader, prompt: str) -> str | None:
     return line
 
 
-def _watch_answer(reader: LineReader, request_id: int, data_dir: Path, policy: Path,
-                  token_file: Optional[Path]) -> bool:
+def _watch_answer(reader: LineReader, request_id: int, source: "Source") -> bool:
     """One answer at the prompt.  False at end of input."""
-    from bastion.approvals.approver import answer
     from bastion.approvals.view import detail
-    config, store, approver = _me(data_dir, policy, token_file)   # token checked per answer
-    try:
-        record = store.get(request_id)
-        out_console.print(detail(record, now=time.time()))
-        choice = _ask(reader, "approve, deny or skip? [a/d/s] ")
-        if choice is None:
-            return False
-        choice = choice.lower()
-        if choice not in ("a", "approve", "d", "deny"):
-            out_console.print("skipped")
-            return True
-        approve = choice.startswith("a")
-        reason = ""
-        while not reason.strip():
-            reason = _ask(reader, "reason: ")
-            if reason is None:
-                return False
-        window = None
-        if approve and config.settings.approval_window_max > 0:
-            window = _ask(reader, "grant window for this rule, requester and target "
-                                  "(e.g. 15m; empty: none): ")
-            if window is None:
-                return False
-        record = answer(store, config, approver, request_id, approve=approve,
-                        reason=reason, window=window or None)
-        out_console.print(_said(record))
+    record = source.get(request_id)
+    out_console.print(detail(record, now=time.time()))
+    choice = _ask(reader, "approve, deny or skip? [a/d/s] ")
+    if choice is None:
+        return False
+    choice = choice.lower()
+    if choice not in ("a", "approve", "d", "deny"):
+        out_console.print("skipped")
         return True
-    finally:
-        store.close()
+    approve = choice.startswith("a")
+    reason = ""
+    while not reason.strip():
+        reason = _ask(reader, "reason: ")
+        if reason is None:
+            return False
+    window = None
+    if approve and source.window_allowed():
+        window = _ask(reader, "grant window for this rule, requester and target "
+                              "(e.g. 15m; empty: none): ")
+        if window is None:
+            return False
+    record = source.answer(request_id, approve, reason, window or None)
+    out_console.print(_said(record))
+    return True
 
 
 @approvals_app.command("watch")
@@ -263,6 +270,8 @@ def watch_cmd(
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     policy: PolicyOpt = Path(DEFAULT_POLICY),
     token_file: TokenFileOpt = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Show the view once and exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 0.5,
 ) -> None:
@@ -273,21 +282,20 @@ def watch_cmd(
 
     Example: bastion approvals watch --data-dir /var/lib/bastion --policy /etc/bastion/policy.toml
     """
-    from bastion.approvals.approver import is_approver
     from bastion.approvals.view import watch_view
-    config, store, approver = _me(data_dir, policy, token_file)
-    if not is_approver(config, approver):
-        store.close()
-        from bastion.proto.sanitize import sanitize
-        raise ApprovalError(f"{sanitize(approver.label)} is not an approver ([settings] approvers: "
-                            f"{', '.join(config.settings.approvers) or 'none'})",
-                            hint="log in as an approver (`bastion login`)")
+    source = _source(server, server_ca, data_dir, policy, token_file)
+    try:
+        source.check_approver()
+    except BaseException:
+        source.close()
+        raise
     prompt = "type a request id and Enter to answer it, q to quit"
 
-    def render():
+    def render() -> Any:
         now = time.time()
-        return watch_view(store.list(), store.list(all_statuses=True, limit=5, since=now - 600),
-                          now=now, me=approver.label, prompt=prompt)
+        return watch_view(source.list(), source.list(all_statuses=True, limit=5,
+                                                     since=now - 600),
+                          now=now, me=source.me, prompt=prompt)
 
     reader = LineReader(sys.stdin.fileno())
     try:
@@ -315,7 +323,7 @@ def watch_cmd(
                 out_console.print(Text(f"not a request id: {line!r}", style="red"))
                 continue
             try:
-                if not _watch_answer(reader, int(line), data_dir, policy, token_file):
+                if not _watch_answer(reader, int(line), source):
                     return
             except BastionError as exc:       # say why, keep watching
                 from bastion.proto.sanitize import sanitize
@@ -323,7 +331,7 @@ def watch_cmd(
                 if exc.hint:
                     out_console.print(Text(f"hint: {sanitize(exc.hint)}", style="dim"))
     finally:
-        store.close()
+        source.close()
 
 
 # -- login / logout ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Callable
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -74,6 +74,17 @@ def serve_cmd(
         help="text, or json: one JSON object per line (time, level, logger, event, message, "
              "and principal, target, session, channel, action, rule... on audit events) for "
              "a SIEM; see docs/OPERATIONS.md."),
+    api_listen: Annotated[Optional[str], typer.Option(
+        "--api-listen", envvar="BASTION_API_LISTEN",
+        help="Also serve the HTTPS API (approvers and reviewers from their own machines: "
+             "docs/API.md) on HOST:PORT. Off by default.")] = None,
+    api_cert: Annotated[Optional[Path], typer.Option(
+        "--api-cert", envvar="BASTION_API_CERT",
+        help="PEM certificate for the API (with --api-key); default: a self-signed one in "
+             "DATA_DIR/api/, its fingerprint logged at start.")] = None,
+    api_key: Annotated[Optional[Path], typer.Option(
+        "--api-key", envvar="BASTION_API_KEY",
+        help="PEM private key for --api-cert.")] = None,
     strict_modes: bool = typer.Option(
         True, "--strict-modes/--no-strict-modes", envvar="BASTION_STRICT_MODES",
         help="Refuse to start when other users can read, write or enter the data dir or the "
@@ -105,8 +116,12 @@ def serve_cmd(
         nonlocal listening
         listening = True
 
+    api = None
+    if api_listen:
+        api_host, api_port = parse_listen(api_listen)
+        api = (api_host, api_port, api_cert, api_key)
     try:
-        _serve(policy, listen, data_dir, keys_dir, strict_modes, ready)
+        _serve(policy, listen, data_dir, keys_dir, strict_modes, ready, api)
     except BastionError as exc:
         if not listening:           # a start-up failure: the setting is named, exit 2
             exc.exit_code = 2
@@ -114,7 +129,7 @@ def serve_cmd(
 
 
 def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_modes: bool,
-           ready: Callable[[int], None]) -> None:
+           ready: Callable[[int], None], api: tuple[Any, ...] | None = None) -> None:
     from bastion.services import Services
     from bastion.ssh.server import serve
 
@@ -134,7 +149,14 @@ def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_mod
         raise BastionError(f"cannot start: {exc.strerror or exc}{where}",
                            hint="check that --data-dir and --keys-dir are writable "
                                 "directories") from exc
-    asyncio.run(serve(services, host, port, ready=ready))
+    also = None
+    if api is not None:
+        from bastion.api.server import start_api
+        api_host, api_port, cert, key = api
+
+        async def also() -> Any:
+            return await start_api(services, api_host, api_port, cert=cert, key=key)
+    asyncio.run(serve(services, host, port, ready=ready, also=also))
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from bastion.logfmt import fields as log_fields
+from bastion.metrics import METRICS
 from bastion.errors import IdentityError, TokenRejected
 from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
 from bastion.identity.principal import Principal
@@ -145,6 +146,7 @@ class OuterServer(asyncssh.SSHServer):
             principal = await self.services.validator.validate(token)
         except TokenRejected as exc:
             self._assembler = None
+            METRICS.inc("bastion_logins_total", result="refused")
             if self.services.record_refused(None, self.client, None, printable(username),
                                             f"token rejected: {exc.reason}"):
                 audit.warning("login refused from %s (login %r): %s (further refusals from "
@@ -158,11 +160,13 @@ class OuterServer(asyncssh.SSHServer):
             return self._failed()
         except IdentityError as exc:
             self._assembler = None
+            METRICS.inc("bastion_logins_total", result="error")
             if self.services.record_refused(None, self.client, None, printable(username),
                                             f"identity provider unavailable: {exc}"):
                 log.error("login from %s could not be checked: %s", self.client, exc)
             return self._failed()
         self.principal = principal
+        METRICS.inc("bastion_logins_total", result="ok")
         audit.info("login principal=%s app=%s name=%r roles=%s client=%s token_rounds=%d",
                    principal.subject, principal.app_id, printable(principal.name),
                    ",".join(principal.roles), self.client, rounds,

@@ -85,7 +85,10 @@ def listen_error(host: str, port: int, exc: OSError) -> BastionError:
                         hint="check the --listen address and port")
 
 
-async def serve(services: Services, host: str, port: int, *, ready=None) -> None:
+async def serve(services: Services, host: str, port: int, *, ready=None, also=None) -> None:
+    """Serve agents on ``host:port`` until SIGTERM/SIGINT.  ``ready(port)`` is called once
+    listening; ``also()``, if given, is awaited then too and returns a server to close at
+    the end (the HTTPS API: bastion.api); its errors stop the start like a failed bind."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     limits = raise_nofile_limit()
@@ -104,6 +107,14 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
         await services.close()
         raise listen_error(host, port, exc) from exc
     bound = acceptor.get_port()
+    extra = None
+    if also is not None:
+        try:
+            extra = await also()
+        except BaseException:
+            acceptor.close()
+            await services.close()
+            raise
     log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
              services.policy_path, services.data_dir)
     if ready is not None:
@@ -134,6 +145,8 @@ async def serve(services: Services, host: str, port: int, *, ready=None) -> None
     finally:
         watcher.cancel()
         acceptor.close()
+        if extra is not None:
+            extra.close()
         for server in services.connections:
             try:
                 server.close(SHUTDOWN_MESSAGE)

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[2] / "bastion"
 # rank of each package (or top-level module): imports must go to a strictly lower rank
 RANK = {
     "bastion": 0, "errors": 0, "secret": 0, "tomlpos": 0,
-    "policy": 1, "proto": 1, "private": 1, "vault": 1, "logfmt": 1,
+    "policy": 1, "proto": 1, "private": 1, "vault": 1, "logfmt": 1, "metrics": 1,
     "identity": 2,
     "config": 3,
     "recording": 4,
     "approvals": 5,
     "ssh": 6,
     "services": 7,
-    "demo": 8,
+    "demo": 8, "api": 8,
     "cli": 9,
 }
 PURE = ("policy", "proto")

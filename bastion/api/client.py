@@ -1,0 +1,83 @@
+"""The CLI's side of the API: ``--server URL`` (``BASTION_SERVER``) instead of the data dir.
+
+HTTPS only.  The server's certificate is checked against ``--server-ca FILE``
+(``BASTION_SERVER_CA``: the self-signed ``DATA_DIR/api/cert.pem``, or the CA that issued a
+real one) or the system's CAs.  The token is the approver's/reviewer's own (``bastion login``,
+``BASTION_TOKEN``, ``BASTION_TOKEN_FILE``), sent as a bearer token and never printed.
+Errors become :class:`BastionError` with the server's message and hint.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import BastionError
+from bastion.secret import Secret
+
+TIMEOUT = 30.0
+
+
+class ApiClient:
+    def __init__(self, url: str, token: "Secret[str]", ca_file: Path | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https" or not parts.netloc:
+            raise BastionError(f"--server must be an https:// URL, got {url!r}",
+                               hint="e.g. --server https://bastion.example.com:8443")
+        self.base = f"https://{parts.netloc}"
+        self.token = token
+        self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
+              query: dict[str, Any] | None = None) -> Any:
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token.reveal()}",
+            "Content-Type": "application/json", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT, context=self.context) as resp:
+                return json.loads(resp.read().decode("utf-8") or "null")
+        except urllib.error.HTTPError as exc:
+            try:
+                info = json.loads(exc.read().decode("utf-8"))
+            except (ValueError, OSError):
+                info = {}
+            raise BastionError(f"the server refused: {info.get('error') or exc.reason} "
+                               f"(HTTP {exc.code})", hint=info.get("hint")) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise BastionError(f"cannot trust {self.base}: {reason.verify_message}",
+                                   hint="pass --server-ca with the API certificate "
+                                        "(DATA_DIR/api/cert.pem on the bastion)") from None
+            raise BastionError(f"cannot reach {self.base}: {reason}",
+                               hint="check --server and that bastion serve runs with "
+                                    "--api-listen") from None
+        except (TimeoutError, OSError) as exc:
+            raise BastionError(f"cannot reach {self.base}: {exc}") from None
+
+    def approvals(self, all_statuses: bool = False) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/approvals",
+                               query={"all": "1" if all_statuses else None})["approvals"])
+
+    def answer(self, request_id: int, approve: bool, reason: str,
+               window: str | None = None) -> dict[str, Any]:
+        verb = "approve" if approve else "deny"
+        body: dict[str, Any] = {"reason": reason}
+        if window:
+            body["window"] = window
+        return dict(self._call("POST", f"/api/v1/approvals/{int(request_id)}/{verb}", body))
+
+    def sessions(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/sessions", query=filters)["sessions"])
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/v1/whoami"))

@@ -1,0 +1,248 @@
+"""The API's routes (docs/API.md): who may call what is decided here, on the server.
+
+Every ``/api/v1`` request carries ``Authorization: Bearer <access token>`` from the same
+issuer as the agents' (validated by the same :class:`TokenValidator`: signature, issuer,
+audience, expiry, tenant).  Roles come from policy.toml, read at each request (a reload
+takes effect at once): ``[settings] approvers`` answer held commands (four-eyes and the
+window cap are the store's checks, as for the CLI); ``[settings] reviewers`` read sessions.
+Agents get nothing here.  ``/healthz`` and ``/metrics`` need no token.
+
+Not covered: HTTP framing (``bastion.api.http``), TLS (``bastion.api.tls``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+from bastion.api.http import Request, Response, error, json_response
+from bastion.errors import ApprovalError, BastionError, RecordingError, TokenRejected
+from bastion.logfmt import fields as log_fields
+from bastion.metrics import METRICS
+from bastion.secret import Secret
+
+log = logging.getLogger("bastion.api")
+audit = logging.getLogger("bastion.audit")
+
+_REQUEST = re.compile(r"/api/v1/approvals/(\d+)/(approve|deny)")
+_SESSION = re.compile(r"/api/v1/sessions/(\d+)")
+
+
+class Api:
+    """The request handler for one ``bastion serve`` (its Services)."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    async def __call__(self, req: Request) -> Response:
+        path = req.path.rstrip("/") or "/"
+        if path == "/healthz" and req.method == "GET":
+            return self._health()
+        if path == "/metrics" and req.method == "GET":
+            return Response(200, self._metrics().encode(),
+                            content_type="text/plain; version=0.0.4; charset=utf-8")
+        if not path.startswith("/api/v1/"):
+            return error(404, f"no such endpoint: {req.method} {path}",
+                         hint="see docs/API.md")
+        who = await self._authenticate(req)
+        if isinstance(who, Response):
+            return who
+        if path == "/api/v1/whoami" and req.method == "GET":
+            return json_response(200, self._whoami(who))
+        if path == "/api/v1/approvals" and req.method == "GET":
+            return await self._approvals(req, who)
+        m = _REQUEST.fullmatch(path)
+        if m and req.method == "POST":
+            return await self._answer(req, who, int(m.group(1)), m.group(2) == "approve")
+        if path == "/api/v1/sessions" and req.method == "GET":
+            return await self._sessions(req, who)
+        m = _SESSION.fullmatch(path)
+        if m and req.method == "GET":
+            return await self._session(who, int(m.group(1)))
+        return error(404, f"no such endpoint: {req.method} {path}", hint="see docs/API.md")
+
+    # -- identity --------------------------------------------------------------------
+    async def _authenticate(self, req: Request) -> Any:
+        header = req.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return self._refuse(401, "no bearer token", req,
+                                hint="send Authorization: Bearer <token> (bastion login)")
+        token = Secret(value.strip())
+        try:
+            principal = await self.services.validator.validate(token.reveal())
+        except TokenRejected as exc:
+            return self._refuse(401, f"token rejected: {exc.reason}", req,
+                                hint="get a fresh token (bastion login)")
+        except BastionError as exc:
+            return self._refuse(503, f"cannot check tokens now: {exc}", req)
+        return _Caller(principal, token)
+
+    def _refuse(self, status: int, why: str, req: Request, hint: str | None = None) -> Response:
+        METRICS.inc("bastion_api_requests_total", result=str(status))
+        audit.warning("api refused %s %s from %s: %s", req.method, req.path, req.client, why,
+                      extra=log_fields("api_refused", client=req.client, reason=why,
+                                       status=status))
+        resp = error(status, why, hint)
+        if status == 401:
+            resp.headers.append((b"www-authenticate", b'Bearer realm="bastion"'))
+        return resp
+
+    def _roles(self, who: "_Caller") -> dict[str, bool]:
+        from bastion.policy.selectors import any_principal_matches
+        settings = self.services.config.settings
+        return {"approver": any_principal_matches(tuple(settings.approvers), who.principal),
+                "reviewer": any_principal_matches(tuple(settings.reviewers), who.principal)}
+
+    def _whoami(self, who: "_Caller") -> dict[str, Any]:
+        p = who.principal
+        return {"subject": p.subject, "name": p.name, "app_id": p.app_id,
+                "roles": list(p.roles), "bastion_roles": self._roles(who),
+                "approval_window_max": self.services.config.settings.approval_window_max}
+
+    def _forbidden(self, who: "_Caller", role: str, req: Request) -> Response:
+        return self._refuse(403, f"{who.principal.label} is not in [settings] {role}s", req,
+                            hint=f"ask an administrator to add you to [settings] {role}s")
+
+    # -- approvals -------------------------------------------------------------------
+    async def _approvals(self, req: Request, who: "_Caller") -> Response:
+        if not self._roles(who)["approver"]:
+            return self._forbidden(who, "approver", req)
+        from bastion.approvals.store import ApprovalStore
+        from bastion.recording import schema
+        all_statuses = req.arg("all") in ("1", "true", "yes")
+
+        def work() -> list[dict[str, Any]]:
+            store = ApprovalStore(schema.connect(self.services.data_dir, readonly=True))
+            try:
+                return [_approval(r) for r in store.list(all_statuses=all_statuses)]
+            finally:
+                store.close()
+        return json_response(200, {"approvals": await asyncio.to_thread(work)})
+
+    async def _answer(self, req: Request, who: "_Caller", request_id: int,
+                      approve: bool) -> Response:
+        if not self._roles(who)["approver"]:
+            return self._forbidden(who, "approver", req)
+        try:
+            body = req.json()
+        except ValueError as exc:
+            return error(400, f"the body must be JSON: {exc}")
+        reason = body.get("reason")
+        window = body.get("window")
+        if not isinstance(reason, str) or not reason.strip():
+            return error(400, "a reason is required", hint='{"reason": "ticket OPS-12"}')
+        if window is not None and not isinstance(window, str):
+            return error(400, "window must be a duration such as \"15m\"")
+        from bastion.approvals.approver import answer
+        from bastion.approvals.model import Approver
+        from bastion.approvals.proof import AnswerProof
+        from bastion.approvals.store import ApprovalStore
+        config = self.services.config
+        oidc = config.oidc
+        proof = AnswerProof.of(who.principal, who.token, validated_at=time.time(),
+                               subject_claim=oidc.subject_claim if oidc else "oid")
+        approver = Approver.of(who.principal, proof=proof)
+
+        def work() -> Any:
+            store = ApprovalStore.open(self.services.data_dir, create=False)
+            try:
+                return answer(store, config, approver, request_id, approve=approve,
+                              reason=reason, window=window)
+            finally:
+                store.close()
+        try:
+            record = await asyncio.to_thread(work)
+        except ApprovalError as exc:
+            return self._refuse(409 if "already" in str(exc) else 403, str(exc), req,
+                                hint=exc.hint)
+        METRICS.inc("bastion_api_requests_total", result="200")
+        return json_response(200, _approval(record))
+
+    # -- sessions --------------------------------------------------------------------
+    async def _sessions(self, req: Request, who: "_Caller") -> Response:
+        if not self._roles(who)["reviewer"]:
+            return self._forbidden(who, "reviewer", req)
+        from bastion.recording import query
+        try:
+            limit = int(req.arg("limit") or 100)
+            now = time.time()
+            since_arg, until_arg = req.arg("since"), req.arg("until")
+            since = query.parse_time(since_arg, now=now) if since_arg else None
+            until = query.parse_time(until_arg, now=now) if until_arg else None
+        except (ValueError, RecordingError) as exc:
+            return error(400, f"bad query: {exc}")
+
+        def work() -> list[dict[str, Any]]:
+            db = query.open_index(self.services.data_dir)
+            return [query.public(r) for r in query.list_sessions(
+                db, principal=req.arg("principal"), target=req.arg("target"), since=since,
+                until=until, status=req.arg("status"),
+                denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000))]
+        try:
+            return json_response(200, {"sessions": await asyncio.to_thread(work)})
+        except RecordingError as exc:
+            return error(400, str(exc), exc.hint)
+
+    async def _session(self, who: "_Caller", session_id: int) -> Response:
+        if not self._roles(who)["reviewer"]:
+            return error(403, f"{who.principal.label} is not in [settings] reviewers")
+        from bastion.recording import query
+
+        def work() -> dict[str, Any]:
+            return query.public(query.get_session(query.open_index(self.services.data_dir),
+                                                  session_id))
+        try:
+            return json_response(200, await asyncio.to_thread(work))
+        except RecordingError as exc:
+            return error(404, str(exc), exc.hint)
+
+    # -- health and metrics ----------------------------------------------------------
+    def _health(self) -> Response:
+        recorder = self.services.recorder
+        state = recorder.state if recorder is not None else "none"
+        ok = state == "ok"
+        return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded",
+                                                  "recording": state})
+
+    def _metrics(self) -> str:
+        gauges: list[tuple[str, str, float]] = []
+        recorder = self.services.recorder
+        if recorder is not None:
+            status = recorder.status()
+            gauges += [
+                ("bastion_sessions_open", "Agent sessions open.",
+                 float(status.get("sessions_open") or 0)),
+                ("bastion_channels_open", "Channels open.",
+                 float(status.get("channels_open") or 0)),
+                ("bastion_recording_up", "1 while sessions are recorded (else refused).",
+                 1.0 if recorder.state == "ok" else 0.0),
+            ]
+            free = status.get("disk_free_bytes")
+            if free is not None:
+                gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
+                               float(free)))
+        return METRICS.render(gauges)
+
+
+class _Caller:
+    def __init__(self, principal: Any, token: "Secret[str]") -> None:
+        self.principal = principal
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"<caller {self.principal.subject}>"
+
+
+def _approval(record: Any) -> dict[str, Any]:
+    from bastion.recording.query import iso
+    data: dict[str, Any] = record.to_dict()
+    times = {}
+    for key in ("created", "expires", "answered", "window_until", "revoked", "refused"):
+        times[key] = data.get(key)
+        data[key] = iso(data.get(key))
+    data["times"] = times                   # the same, as epoch seconds
+    return data

@@ -1,0 +1,180 @@
+"""The HTTPS API of `bastion serve --api-listen` with real tokens from the dev issuer: who may
+call what is decided by the server; an answer through the API (or `bastion approvals
+--server`) releases a command the real ssh client is holding; /metrics parses with the
+Prometheus project's own parser."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bastion.demo.sshd import free_port, wait_for_port
+from tests.e2e.harness import BastionRig
+from tests.e2e.test_approvals import APPROVAL_RULES, _wait_for_request
+
+API_RULES = APPROVAL_RULES.replace("TIMEOUT", "60").replace(
+    'approvers = ["role:sre-leads"]',
+    'approvers = ["role:sre-leads"]\nreviewers = ["role:auditors"]')
+
+
+class ApiRig(BastionRig):
+    api_port: int = 0
+
+    @property
+    def env(self) -> dict:
+        env = super().env
+        if self.api_port:
+            env["BASTION_API_LISTEN"] = f"127.0.0.1:{self.api_port}"
+        return env
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def cert(self):
+        return self.data_dir / "api" / "cert.pem"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, issuer):
+    r = ApiRig(tmp_path_factory.mktemp("api"), issuer).setup()
+    r.write_policy(r.policy_text(API_RULES))
+    r.api_port = free_port()
+    r.start()
+    wait_for_port(r.api_port, timeout=30, proc=r.proc)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def lead(issuer):
+    return issuer.mint(client=issuer.add_client("api-sre-lead", roles=["sre-leads"]))
+
+
+@pytest.fixture(scope="module")
+def auditor(issuer):
+    return issuer.mint(client=issuer.add_client("api-auditor", roles=["auditors"]))
+
+
+def call(rig, method: str, path: str, token: str | None = None, body: dict | None = None):
+    """(status, JSON or text) of one request, trusting only the API's own certificate."""
+    ctx = ssl.create_default_context(cafile=str(rig.cert))
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(rig.url + path, method=method, headers=headers,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            status, raw, ctype = resp.status, resp.read(), resp.headers["content-type"]
+    except urllib.error.HTTPError as exc:
+        status, raw, ctype = exc.code, exc.read(), exc.headers["content-type"]
+    return status, (json.loads(raw) if ctype.startswith("application/json") else raw.decode())
+
+
+def test_health_needs_no_token_and_the_api_is_https_only(api):
+    assert call(api, "GET", "/healthz") == (200, {"status": "ok", "recording": "ok"})
+    with pytest.raises((urllib.error.URLError, ConnectionError)):   # plain http: no answer
+        urllib.request.urlopen(f"http://127.0.0.1:{api.api_port}/healthz", timeout=10)
+
+
+@pytest.mark.parametrize("who, status", [
+    (None, 401), ("garbage", 401), ("expired", 401), ("agent", 403), ("lead", 403),
+    ("auditor", 200),
+])
+def test_sessions_are_for_reviewers(api, issuer, token, lead, auditor, who, status):
+    tokens = {None: None, "garbage": "not-a-jwt", "agent": token, "lead": lead,
+              "auditor": auditor,
+              "expired": issuer.mint(client=issuer.clients.by_name("api-auditor"),
+                                     now=time.time() - 7200, lifetime=600)}
+    got, body = call(api, "GET", "/api/v1/sessions", tokens[who])
+    assert got == status, body
+    if status == 200:
+        assert isinstance(body["sessions"], list)
+    else:
+        assert body["error"]
+
+
+def test_a_reviewer_lists_and_shows_what_an_agent_did(api, token, auditor):
+    assert api.ssh(token, "echo api-$((6*7))").out == "api-42\n"
+    status, body = call(api, "GET", "/api/v1/sessions?limit=5", auditor)
+    assert status == 200
+    sid = body["sessions"][0]["id"]
+    status, one = call(api, "GET", f"/api/v1/sessions/{sid}", auditor)
+    assert status == 200
+    assert [c["line"] for c in one["commands"]] == ["echo api-$((6*7))"]
+    assert one["commands"][0]["action"] == "allow"
+    assert call(api, "GET", "/api/v1/sessions/999999", auditor)[0] == 404
+
+
+def test_an_answer_through_the_api_releases_the_held_command(api, token, lead, auditor):
+    marker = api.canary_dir / "api-approved"
+    proc = api.ssh_popen(token, f"touch {marker}")
+    try:
+        rid = _wait_for_request(proc)
+        status, pending = call(api, "GET", "/api/v1/approvals", lead)
+        assert status == 200 and rid in [a["id"] for a in pending["approvals"]]
+        # not an approver, no reason, the agent itself: refused by the server
+        assert call(api, "POST", f"/api/v1/approvals/{rid}/approve", auditor,
+                    {"reason": "x"})[0] == 403
+        assert call(api, "POST", f"/api/v1/approvals/{rid}/approve", lead, {})[0] == 400
+        assert call(api, "POST", f"/api/v1/approvals/{rid}/approve", token,
+                    {"reason": "mine"})[0] == 403
+        assert not marker.exists()
+        answered = time.monotonic()
+        status, record = call(api, "POST", f"/api/v1/approvals/{rid}/approve", lead,
+                              {"reason": "ticket API-1"})
+        assert status == 200 and record["status"] == "approved", record
+        assert proc.wait(20) == 0
+        print(f"\ncommand released {time.monotonic() - answered:.3f} s after the API answer")
+        assert marker.exists()
+        # answered once: a second answer is refused
+        assert call(api, "POST", f"/api/v1/approvals/{rid}/deny", lead,
+                    {"reason": "late"})[0] in (403, 409)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_cli_answers_remotely_with_server(api, token, lead):
+    marker = api.canary_dir / "cli-remote"
+    proc = api.ssh_popen(token, f"touch {marker}")
+    try:
+        rid = _wait_for_request(proc)
+        remote = ("--server", api.url, "--server-ca", str(api.cert))
+        # no data dir and no policy here: only the API (a data dir that does not exist)
+        env = {"BASTION_TOKEN": lead, "BASTION_DATA_DIR": str(api.root / "nowhere"),
+               "BASTION_POLICY": str(api.root / "nowhere.toml")}
+        listed = api.cli("approvals", "list", "--json", *remote, env=env)
+        assert rid in [a["id"] for a in json.loads(listed.out)]
+        said = api.cli("approvals", "deny", str(rid), "--reason", "not now", *remote, env=env)
+        assert f"request {rid} denied" in said.out
+        assert proc.wait(20) == 125 and not marker.exists()
+        untrusted = api.cli("approvals", "list", "--server", api.url, env=env, check=False)
+        assert untrusted.returncode != 0 and "--server-ca" in untrusted.err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_metrics_parse_with_the_prometheus_parser(api, token):
+    api.ssh(token, "true")
+    status, text = call(api, "GET", "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    logins = {s.labels["result"]: s.value for s in families["bastion_logins"].samples
+              if s.name == "bastion_logins_total"}
+    assert logins["ok"] >= 1
+    decisions = [s for s in families["bastion_decisions"].samples
+                 if s.name == "bastion_decisions_total"]
+    assert any(s.labels == {"action": "allow", "channel": "exec", "rule": "read-only-tools"}
+               and s.value >= 1 for s in decisions)
+    assert families["bastion_recording_up"].samples[0].value == 1
+    assert "bastion_sessions_open" in families
