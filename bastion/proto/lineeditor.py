@@ -9,9 +9,12 @@ by word; ^K ^U ^W kill, ^Y yank; Up/Down, ^P/^N through history; ^R searches it 
 (typing narrows, ^R again goes further back, Backspace widens, ^G gives the line back, Enter
 runs the match, any other key keeps it for editing); ^L clears the screen;
 bracketed paste (``ESC[200~ ... ESC[201~``; a newline in it is an Enter); Enter (CR, LF,
-CR LF) submits; ^C abandons the line; ^D on an empty line ends input.  Tab rings the bell
-(no completion: completion on a host would run its completion functions).  Every other key
-or escape sequence is ignored -- none of them can run anything, because nothing here runs.
+CR LF) submits; ^C abandons the line; ^D on an empty line ends input.  Tab is an event
+(:class:`TabPressed`, with the text before the cursor): the editor pauses, keys queue, and
+:meth:`LineEditor.complete` resumes it with what to insert and, if asked, the choices to
+list (bastion.proto.completion decides them; the host's own completion functions never run).
+Every other key or escape sequence is ignored -- none of them can run anything, because
+nothing here runs.
 
 ``feed(data)`` queues bytes; while the editor is *active* it consumes them up to the first
 event (:class:`Submitted`, :class:`Interrupted`, :class:`EndOfInput`), then goes inactive
@@ -54,7 +57,15 @@ class EndOfInput:
     pass
 
 
-Event = Submitted | Interrupted | EndOfInput
+@dataclass(frozen=True, repr=False)
+class TabPressed:
+    before: str                       # the line up to the cursor
+
+    def __repr__(self) -> str:
+        return f"TabPressed(<{len(self.before)} chars>)"
+
+
+Event = Submitted | Interrupted | EndOfInput | TabPressed
 
 
 def char_width(ch: str) -> int:
@@ -117,6 +128,22 @@ class LineEditor:
         draw = self._draw_full()
         screen, event = self._run()
         return draw + screen, event
+
+    def complete(self, insert: str = "", choices: list[str] | None = None,
+                 bell: bool = False) -> tuple[bytes, Event | None]:
+        """Resume after :class:`TabPressed`: insert ``insert`` at the cursor; list
+        ``choices`` under the line (then draw the prompt and line again); ring the bell."""
+        self.active = True
+        out = b"\x07" if bell else b""
+        if choices:
+            cursor = self.cursor
+            out += self._end_screen() + b"\r\n" + _columns(choices, self.width)
+            self.cursor = cursor
+            out += self._draw_full()
+        if insert:
+            out += self._insert(insert.encode("utf-8"))
+        screen, event = self._run()
+        return out + screen, event
 
     def unshift(self, data: bytes) -> None:
         """Put ``data`` in front of the queue (type-ahead recovered from the host)."""
@@ -208,6 +235,9 @@ class LineEditor:
                 i += 1
                 out.append(b"\r\n")
                 event = EndOfInput()
+            elif b == 0x09:
+                i += 1
+                event = TabPressed("".join(self.text[:self.cursor]))
             elif b < 0x20 or b == 0x7f:
                 i += 1
                 out.append(self._key(_CONTROL.get(b, "")))
@@ -333,8 +363,6 @@ class LineEditor:
             return b"\x1b[H\x1b[2J" + self._draw_full()
         elif key == "delete-or-eof":
             return self._key("delete")
-        elif key == "tab":
-            return b"\x07"
         elif key == "search":
             return self._start_search()
         else:
@@ -458,3 +486,18 @@ for _mod in (b"3", b"5"):
     _CSI_KEYS[(b"1;" + _mod, b"C")] = "word-right"
     _CSI_KEYS[(b"1;" + _mod, b"D")] = "word-left"
 _SS3_KEYS = {b"A": "up", b"B": "down", b"C": "right", b"D": "left", b"H": "home", b"F": "end"}
+
+
+def _columns(choices: list[str], width: int) -> bytes:
+    """``choices`` in columns across ``width`` (as bash lists completions)."""
+    cell = min(max(_cols_of(c) for c in choices) + 2, max(width, 2))
+    per_row = max(1, width // cell)
+    rows = []
+    for start in range(0, len(choices), per_row):
+        row = choices[start:start + per_row]
+        rows.append("".join(c + " " * (cell - _cols_of(c)) for c in row[:-1]) + row[-1])
+    return ("\r\n".join(rows) + "\r\n").encode("utf-8", "replace")
+
+
+def _cols_of(text: str) -> int:
+    return sum(char_width(ch) for ch in text)

@@ -12,6 +12,7 @@ list of actions, to carry out in order):
                        (``allow`` / ``deny`` / ``review``; ``message`` is shown on deny)
 ``approved(ok, message)``      the approver's answer to a ``review``
 ``settled()``          the settle time asked for by :class:`Settle` is over
+``listed(names)``      the host's listing for :class:`ListDir` (None: refused or failed)
 ``resize(width)``      the agent's terminal changed size
 
 Actions: :class:`Show` (bytes for the agent's screen; ``record`` is what the recording keeps
@@ -38,9 +39,12 @@ What it does not cover: the SSH plumbing, recording and policy calls (``bastion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
-from bastion.proto.lineeditor import EndOfInput, Event, Interrupted, LineEditor, Submitted
+from bastion.proto import completion
+from bastion.proto.lineeditor import (
+    EndOfInput, Event, Interrupted, LineEditor, Submitted, TabPressed,
+)
 from bastion.proto.sanitize import sanitize
 from bastion.proto.shellmarks import Mark, MarkScanner
 
@@ -120,14 +124,22 @@ class Sync:
     """Ask the host shell what was left unread on its terminal (answered by a T mark)."""
 
 
+@dataclass(frozen=True)
+class ListDir:
+    """Tab on a path: if the policy allows listing ``directory`` (``ls -a``), ask the host
+    shell (an L mark answers; call ``listed(names)``), else call ``listed(None)``."""
+    directory: str
+
+
 Action = (Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Hangup | Sync
-          | Settle)
+          | Settle | ListDir)
 
 
 class MediatedShell:
     def __init__(self, *, nonce: str, user: str, target: str, width: int = 80,
                  needs_more: Callable[[str], bool] = lambda text: False,
-                 first_command: str | None = None, can_sync: bool = True) -> None:
+                 first_command: str | None = None, can_sync: bool = True,
+                 command_names: Callable[[], Iterable[str]] = lambda: ()) -> None:
         self.state = "starting"
         self.editor = LineEditor(width=width)
         self.marks = MarkScanner(nonce)
@@ -144,10 +156,13 @@ class MediatedShell:
         self._typed = 0
         self._interrupted = False
         self._started = False                        # the shell's C mark came for this command
+        self.command_names = command_names           # Tab in command position (policy names)
+        self._tab: tuple[str, bool] | None = None    # completing: (prefix, Tab pressed again)
+        self._last_tab = ""                          # the line before the cursor at the last Tab
 
     # -- inputs ------------------------------------------------------------------
     def agent(self, data: bytes) -> list[Action]:
-        if self.state == "syncing":
+        if self.state in ("syncing", "completing"):     # queued for the prompt
             self.editor.feed(data)
             return []
         if self.state == "running":
@@ -213,6 +228,20 @@ class MediatedShell:
             return self._run()
         return self._refused(message)
 
+    def listed(self, names: list[str] | None) -> list[Action]:
+        """The host's listing for the Tab being completed (None: not allowed or failed)."""
+        if self.state != "completing" or self._tab is None:
+            return []
+        prefix, again = self._tab
+        self._tab = None
+        self.state = "prompt"
+        if names is None:
+            screen, event = self.editor.complete(bell=True)
+        else:
+            out = completion.choose(prefix, names, again=again, path=True)
+            screen, event = self.editor.complete(out.insert, list(out.choices), out.bell)
+        return self._after_edit(screen, event)
+
     def settled(self) -> list[Action]:
         """The settle time after ^C is over and the command still runs: it survived the
         interrupt, so the keys held since go to it."""
@@ -227,6 +256,10 @@ class MediatedShell:
 
     # -- internals ---------------------------------------------------------------
     def _mark(self, mark: Mark) -> list[Action]:
+        if mark.kind == "L":
+            if self.state != "completing":
+                return []
+            return self.listed(completion.parse_listing(mark.data.decode("ascii", "replace")))
         if mark.kind == "C":
             if self.state != "running" or self._started:
                 return []
@@ -279,7 +312,26 @@ class MediatedShell:
     def _after_edit(self, screen: bytes, event: Event | None) -> list[Action]:
         actions: list[Action] = [Show(screen)] if screen else []
         while event is not None:
-            if isinstance(event, Interrupted):
+            if isinstance(event, TabPressed):
+                again = event.before == self._last_tab
+                self._last_tab = event.before
+                word = completion.word_at(event.before)
+                if word is not None and not word.command:
+                    directory = completion.host_dir(word, self.cwd, self.home)
+                    if directory is not None:
+                        self.state = "completing"
+                        self._tab = (word.prefix, again)
+                        actions.append(ListDir(directory))
+                        return actions
+                    word = None
+                if word is None:
+                    screen, event = self.editor.complete(bell=True)
+                else:
+                    names = list(self.command_names()) + [
+                        h.split()[0] for h in self.editor.history if h.split()]
+                    out = completion.choose(word.text, names, again=again, path=False)
+                    screen, event = self.editor.complete(out.insert, list(out.choices), out.bell)
+            elif isinstance(event, Interrupted):
                 self._lines = []
                 screen, event = self.editor.begin(self.prompt_text())
             elif isinstance(event, EndOfInput):

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from bastion.proto.shellstart import MARK_CODE
 
-MAX_MARK = 8192
+MAX_MARK = 64 * 1024              # an L mark (a directory listing) is the longest
 
 
 @dataclass(frozen=True)
 class Mark:
-    kind: str                     # "C" command started, "P" prompt, "T" type-ahead
+    kind: str                     # "C" command started, "P" prompt, "T" type-ahead, "L" listing
     status: int | None = None     # P: the last command's exit status (None before the first)
     cwd: str = ""                 # P: the shell's working directory
-    data: bytes = b""             # T: what was left unread on the terminal
+    data: bytes = b""             # T: what was left unread on the terminal; L: hh.hh. bytes
     at: int = 0                   # clean bytes of this chunk before the mark
 
 
@@ -80,6 +80,11 @@ def _parse(body: bytes, at: int) -> Mark | None:
     text = body.decode("utf-8", "replace")
     if text == "C":
         return Mark("C", at=at)
+    if text.startswith("L;"):
+        listing = text[2:]
+        if listing.strip("0123456789abcdef."):
+            return None
+        return Mark("L", data=listing.encode(), at=at)
     if text.startswith("T;"):
         try:
             return Mark("T", data=bytes.fromhex(text[2:]), at=at)

@@ -24,7 +24,10 @@ Marks are OSC sequences carrying a per-session nonce, written to a saved copy of
 CWD BEL`` at each prompt (STATUS empty before the first command).  After a command that the agent typed into, the bastion sends :data:`SYNC_FRAME`; the shell
 reads what is left unread on its terminal (bash only; dash cannot read with a timeout) and
 answers ``ESC ] 6973 ; NONCE ; T ; HEX BEL``, which the bastion puts in front of the next
-command line: type-ahead becomes the next line, as it would in a terminal.  They are hints: a forged or
+command line: type-ahead becomes the next line, as it would in a terminal.  For Tab on a path
+the bastion sends :func:`list_frame` (``L``, then the directory on a line); the shell answers
+``ESC ] 6973 ; NONCE ; L ; hh.hh. ... BEL``: the directory's names (a glob, no program), each
+byte as two hex digits and a dot.  They are hints: a forged or
 missing mark can only make the bastion think a command is still running (keys then go to the
 terminal, which no shell reads) or over (the next decided command waits in the FIFO until the
 shell reads it).  Pure: strings in, strings out.
@@ -94,9 +97,38 @@ while :; do
     esac
     printf '\033]%s;%s;T;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_h" >&4
   }
+  __bastion_list() {
+    __bastion_h=$(
+      LC_ALL=C
+      __bastion_i=0 __bastion_a=
+      for __bastion_f in "$__bastion_d"/* "$__bastion_d"/.[!.]* "$__bastion_d"/..?*; do
+        command test -e "$__bastion_f" || command test -L "$__bastion_f" || continue
+        __bastion_i=$((__bastion_i + 1))
+        case $__bastion_i in 257) break;; esac
+        __bastion_r=${__bastion_f##*/}
+        if command test -d "$__bastion_f"; then __bastion_r=$__bastion_r/; fi
+        __bastion_r="$__bastion_r
+"
+        while :; do
+          case $__bastion_r in '') break;; esac
+          __bastion_t=${__bastion_r#?}
+          __bastion_c=${__bastion_r%"$__bastion_t"}
+          __bastion_a=$__bastion_a$(command printf '%02x.' "'$__bastion_c")
+          __bastion_r=$__bastion_t
+        done
+        case $((${#__bastion_a} > 49152)) in 1) break;; esac
+      done
+      command printf '%s' "$__bastion_a"
+    )
+    printf '\033]%s;%s;L;%s\007' "$__bastion_code" "$__bastion_nonce" "$__bastion_h" >&4
+  }
   __bastion_n=
   IFS= read -r __bastion_n <&3 || break
-  case $__bastion_n in S) __bastion_drain; continue;; ''|*[!0-9]*) break;; esac
+  case $__bastion_n in
+    S) __bastion_drain; continue;;
+    L) __bastion_d=; IFS= read -r __bastion_d <&3 || break; __bastion_list; continue;;
+    ''|*[!0-9]*) break;;
+  esac
   __bastion_cmd=
   while :; do
     case $__bastion_n in 0) break;; esac
@@ -123,6 +155,14 @@ exit "$__bastion_s"
 
 #: The frame that asks the shell for what is left unread on its terminal (a ``T`` mark answers).
 SYNC_FRAME = b"S\n"
+
+
+def list_frame(directory: str) -> bytes:
+    """The frame that asks the shell for the names in ``directory`` (an ``L`` mark answers:
+    at most 256 names, ``/`` after directories, each byte as ``hh.``)."""
+    if "\n" in directory or "\x00" in directory:
+        raise FrameError("a directory to list cannot hold a newline or NUL")
+    return b"L\n" + directory.encode("utf-8", "surrogateescape") + b"\n"
 
 
 def new_nonce() -> str:

@@ -21,6 +21,7 @@ import asyncssh
 from bastion.errors import RecordingError, UpstreamError
 from bastion.proto import mediated as m
 from bastion.proto.shellstart import (FAIL_STATUS, SYNC_FRAME, control_command, frame,
+                                      list_frame,
                                       new_nonce, parse_ready, terminal_command)
 from bastion.ssh.masking import masked_decision
 from bastion.ssh.relay import UpstreamSide
@@ -36,6 +37,9 @@ READY_TIMEOUT = 15.0
 #: it cannot swallow them) and, on dash, which cannot give unread keys back, for the prompt
 #: mark to come back first; short enough not to be noticed.
 SETTLE_AFTER_INTERRUPT = {"bash": 0.3, "sh": 1.0}
+LIST_TIMEOUT = 3.0          # s the host has to list a directory for Tab, else the bell
+BUILTINS = ("cd", "pwd", "exit", "export", "unset", "set", "echo", "printf", "test", "read",
+            "type", "command", "true", "false", "umask", "wait", "kill", "times", "trap")
 MAX_READY_LINE = 4096
 
 #: The mediated terminal's modes (RFC 4254 section 8 opcodes, as asyncssh's ``term_modes``),
@@ -97,9 +101,34 @@ class MediatedSession:
         self.machine = m.MediatedShell(nonce=self.nonce, user=ctx.target.user,
                                        target=ctx.target.name, width=width,
                                        needs_more=self._needs_more,
-                                       first_command=first_command)
+                                       first_command=first_command,
+                                       command_names=self._command_names)
+        self.list_timer: asyncio.TimerHandle | None = None
         # (can_sync is set once the host's shell is known: dash cannot give keys back)
         self._needs_more_fn = getattr(services, "needs_more", None)
+
+    def _command_names(self) -> list[str]:
+        """Names Tab completes in command position: the programs an allow rule that applies
+        to this principal and target names literally, and the shell's builtins."""
+        from bastion.policy.selectors import any_principal_matches, any_target_matches
+        ctx = self.owner.ctx
+        names = set(BUILTINS)
+        try:
+            for rule in ctx.services.config.policy.rules:
+                if rule.action.value != "allow":
+                    continue
+                who: Any = ctx.principal
+                where: Any = ctx.target
+                if not (any_principal_matches(rule.who, who)
+                        and any_target_matches(rule.targets, where)):
+                    continue
+                for pattern in rule.patterns:
+                    first = pattern.source.split()[0] if pattern.source.split() else ""
+                    if first and not any(c in first for c in "*?[]/\\"):
+                        names.add(first)
+        except Exception:  # noqa: BLE001 - completion is a convenience: never a failure
+            log.debug("command names for completion failed", exc_info=True)
+        return sorted(names)
 
     def _needs_more(self, text: str) -> bool:
         fn = self._needs_more_fn
@@ -224,9 +253,40 @@ class MediatedSession:
                     self.settle_timer.cancel()
                 self.settle_timer = asyncio.get_running_loop().call_later(
                     SETTLE_AFTER_INTERRUPT.get(self.dialect, 1.0), self._settled)
+            elif isinstance(action, m.ListDir):
+                self._list_dir(action.directory)
             elif isinstance(action, m.Hangup):
                 if self.ctl_chan is not None:
                     self.ctl_chan.write_eof()
+
+    def _list_dir(self, directory: str) -> None:
+        """Tab on a path: the host lists ``directory`` only if the policy allows
+        ``ls -a`` of it for this principal (decided and logged like any command)."""
+        import shlex
+        owner = self.owner
+        services = owner.ctx.services
+        if self.list_timer is not None:
+            self.list_timer.cancel()
+            self.list_timer = None
+        line = "ls -a -- " + shlex.quote(directory)
+        decision = services.decide(owner.ctx, line, channel="shell", dialect=self.dialect,
+                                   cwd=self.machine.cwd or None)
+        if decision.action.value != "allow" or self.ctl_chan is None:
+            self._apply(self.machine.listed(None))
+            return
+        owner._marker(f"completion: listed {services.mask(directory)} "
+                      f"(rule {decision.rule})")
+        try:
+            self.ctl_chan.write(list_frame(directory))
+        except (ValueError, asyncssh.Error, OSError):
+            self._apply(self.machine.listed(None))
+            return
+        self.list_timer = asyncio.get_running_loop().call_later(LIST_TIMEOUT, self._list_late)
+
+    def _list_late(self) -> None:
+        self.list_timer = None
+        if not self.owner._finished:
+            self._apply(self.machine.listed(None))
 
     def _settled(self) -> None:
         self.settle_timer = None

@@ -374,6 +374,39 @@ def test_ctrl_c_and_the_next_command_sent_at_once(term):
 
 # -- shell state and output ----------------------------------------------------------------------
 
+@both
+def test_tab_completes_a_file_name(term, orig):
+    d = orig.work / "tabdir"
+    d.mkdir(exist_ok=True)
+    (d / "report-2026.txt").write_text("tab-ok\n")
+    (d / "other file").write_text("spaced\n")
+    term.send(f"cat {d}/rep<Tab>")
+    term.expect(r"report-2026\.txt ")                   # completed by the bastion
+    term.send("<CR>")
+    term.expect(r"\ntab-ok\n")
+    term.at_prompt()
+    term.send(f"cat {d}/oth<Tab><CR>")                  # a blank in the name comes escaped
+    term.expect(r"\nspaced\n")
+    term.at_prompt()
+
+
+def test_tab_twice_lists_the_choices_and_a_command_name_completes(term, orig):
+    d = orig.work / "tabtwo"
+    d.mkdir(exist_ok=True)
+    for name in ("alpha-one", "alpha-two"):
+        (d / name).write_text(name + "\n")
+    term.send(f"head -n1 {d}/al<Tab>")                  # common prefix "alpha-"
+    term.expect(r"alpha-")
+    term.send("<Tab><Tab>")
+    term.expect(r"alpha-one\s+alpha-two")               # listed under the line
+    term.send("t<Tab><CR>")
+    term.expect(r"\nalpha-two\n")
+    term.at_prompt()
+    term.send("pw<Tab><CR>")                              # "pwd" from the policy's names
+    term.expect(r"\n/\S*\n")
+    term.at_prompt()
+
+
 def test_cd_then_pwd(term):
     term.run("cd /tmp", None)
     out = term.run("pwd; echo pwd-done-$((1+1))", r"\n/tmp\npwd-done-2\n")

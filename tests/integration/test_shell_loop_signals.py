@@ -36,7 +36,7 @@ class Loop:
             os.execv("/bin/sh", ["/bin/sh", "-c", command])
         self.fifo = os.open(fifo_dir / "c", os.O_WRONLY)
         self.out = b""
-        self.mark_rx = re.compile(rb"\x1b\]6973;" + self.nonce.encode() + rb";([CPT])([^\x07]*)\x07")
+        self.mark_rx = re.compile(rb"\x1b\]6973;" + self.nonce.encode() + rb";([CPTL])([^\x07]*)\x07")
         self.pos = 0
 
     def send(self, command: str) -> None:

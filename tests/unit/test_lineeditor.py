@@ -34,7 +34,6 @@ LINES = [
     (b"echo h\xc3\xa9llo\r", "echo h\u00e9llo"),
     (b"echo h\xc3\xa9" + b"\x7f" + b"e\r", "echo he"),
     (b"echo \xe4\xb8\xad\xe6\x96\x87\r", "echo \u4e2d\u6587"),
-    (b"echo\tx\r", "echox"),                                  # Tab: a bell, no completion
     (b"\x1b[200~echo\tx\x1b[201~\r", "echo x"),                # a pasted Tab is a blank
     (b"\x1b[200~echo pasted\x1b[201~\r", "echo pasted"),
     (b"\x1b[200~echo a\x1b\x03b\x1b[201~\r", "echo ab"),
@@ -64,6 +63,22 @@ def test_keys_make_the_line(keys, line, chunk):
     _, events = run(editor, keys, chunk)
     assert events == [Submitted(line)]
     assert not editor.active
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_tab_pauses_the_line_until_complete_resumes_it(chunk):
+    from bastion.proto.lineeditor import TabPressed
+    editor = LineEditor()
+    editor.begin("$ ")
+    screen, events = run(editor, b"ech" + LEFT + b"\tx\r", chunk)
+    assert events == [TabPressed("ec")] and not editor.active
+    assert b"\x07" not in screen
+    out, event = editor.complete("X", bell=True)       # queued keys go on after it
+    assert out.startswith(b"\x07") and event == Submitted("ecXxh")
+    editor.begin("$ ")
+    run(editor, b"ls fi\t", chunk)
+    out, event = editor.complete("", ["file1", "file2"])
+    assert b"file1  file2\r\n\r$ ls fi" in out and event is None and editor.line() == "ls fi"
 
 
 def with_history(*lines: bytes) -> LineEditor:

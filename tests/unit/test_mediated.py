@@ -304,3 +304,80 @@ def test_a_command_that_ends_before_its_c_mark_is_seen_keeps_the_held_keys():
     sh.agent(b"\x03ls\r")
     actions = sh.host(mark("P;0;/home/deploy"))
     assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["ls"]
+
+
+# -- Tab completion ------------------------------------------------------------------------
+
+def completing_shell():
+    sh = m.MediatedShell(nonce=N, user="deploy", target="web1",
+                         command_names=lambda: ["systemctl", "sysctl", "ls", "echo"])
+    sh.host(PROMPT0)
+    return sh
+
+
+def screen(actions):
+    return b"".join(a.data for a in actions if isinstance(a, m.Show))
+
+
+def test_tab_completes_a_command_name_from_the_policy_names_without_the_host():
+    sh = completing_shell()
+    actions = sh.agent(b"sys")
+    actions = sh.agent(b"\t")                          # systemctl / sysctl: common "sys"
+    assert not [a for a in actions if not isinstance(a, m.Show)]
+    assert b"\x07" in screen(actions)                   # nothing to add: the bell
+    actions = sh.agent(b"\t")                           # again: the choices are listed
+    assert b"sysctl" in screen(actions) and b"systemctl" in screen(actions)
+    sh.agent(b"te\t")                                   # "syste" -> "systemctl "
+    actions = sh.agent(b"status\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["systemctl status"]
+
+
+def test_tab_on_a_path_asks_for_a_listing_and_inserts_the_match_escaped():
+    sh = completing_shell()
+    names = ["syslog", "sysstat dir/", "auth.log"]
+    actions = sh.agent(b"cat /var/log/sy\t")
+    assert actions[-1] == m.ListDir("/var/log/") and sh.state == "completing"
+    assert sh.agent(b"x") == []                          # typed meanwhile: queued
+    hexdots = "".join(f"{b:02x}." for b in "\n".join(names).encode())
+    actions = sh.host(mark("L;" + hexdots))
+    assert sh.state == "prompt" and screen(actions) == b"sx"   # common prefix "sys", then x
+    assert sh.agent(b"\x7f\t")[-1] == m.ListDir("/var/log/")
+    assert b"\x07" in screen(sh.listed(names))          # nothing to add: the bell
+    assert sh.agent(b"\t")[-1] == m.ListDir("/var/log/")
+    listed = screen(sh.listed(names))                   # Tab again: the choices
+    assert b"syslog" in listed and b"sysstat dir/" in listed and b"auth.log" not in listed
+    sh.agent(b"s\t")
+    sh.listed(names)                                    # "syss" -> "sysstat\ dir/"
+    actions = sh.agent(b"\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == [
+        "cat /var/log/sysstat\\ dir/"]
+
+
+@pytest.mark.parametrize("typed, directory", [
+    (b"ls ~/pro\t", "/home/deploy/"),
+    (b"ls src/ma\t", "/home/deploy/src/"),
+    (b"ls ma\t", "/home/deploy/"),
+    (b"./scr\t", "/home/deploy/./"),
+])
+def test_relative_and_home_paths_are_listed_from_the_shells_directory(typed, directory):
+    sh = completing_shell()
+    assert sh.agent(typed)[-1] == m.ListDir(directory)
+
+
+@pytest.mark.parametrize("typed", [b"cat \"/et\t", b"cat $HOME/\t", b"cat `x`/\t",
+                                   b"ls ~root/\t", b"cat a\\ b\t"])
+def test_words_whose_meaning_needs_expansion_are_not_completed(typed):
+    sh = completing_shell()
+    actions = sh.agent(typed)
+    assert not [a for a in actions if isinstance(a, m.ListDir)]
+    assert b"\x07" in screen(actions)
+
+
+def test_a_refused_listing_rings_the_bell_and_the_line_goes_on():
+    sh = completing_shell()
+    sh.agent(b"cat /etc/sha\t")
+    actions = sh.listed(None)
+    assert b"\x07" in screen(actions) and sh.state == "prompt"
+    actions = sh.agent(b"dow\r")
+    assert [a.command for a in actions if isinstance(a, m.Evaluate)] == ["cat /etc/shadow"]
+    assert sh.listed(["x"]) == []                        # a late answer: nothing
