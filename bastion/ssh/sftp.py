@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import asyncssh
@@ -30,6 +31,7 @@ from asyncssh.sftp import start_sftp_client
 from asyncssh.stream import SSHClientStreamSession, SSHReader, SSHServerStreamSession, SSHWriter
 
 from bastion.errors import BastionError, RecordingError
+from bastion.identity.expiry import channel_deadline, ended_message
 from bastion.ssh.context import InnerContext
 from bastion.ssh.relay import printable
 
@@ -58,6 +60,7 @@ class SftpChannel:
         self._ended = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     # -- set-up ----------------------------------------------------------------------
     def take_over(self, session: Any) -> "SftpChannel":
@@ -73,6 +76,12 @@ class SftpChannel:
         self.chan.pause_reading()
         self._task = asyncio.ensure_future(self._setup())
         self._task.add_done_callback(self._setup_done)
+        services = self.ctx.services
+        deadline = channel_deadline(self.ctx.principal, services.session_grace())
+        if deadline is not None:          # like every channel: ended once the token is over
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.time()), self._fail,
+                ended_message(self.ctx.principal, services.session_grace()), EXIT_BASTION_ERROR)
 
     def _setup_done(self, task: "asyncio.Task[None]") -> None:
         if task.cancelled() or task.exception() is None:
@@ -138,7 +147,7 @@ class SftpChannel:
         services = self.ctx.services
         self.lease = await services.pool.acquire(self.ctx.target)
         up_chan, session = await self.lease.create_session(
-            SSHClientStreamSession, subsystem="sftp", encoding=None,
+            lambda: _UpstreamStream(self), subsystem="sftp", encoding=None,
             window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
         reader: SSHReader[bytes] = SSHReader(session, up_chan)
         writer: SSHWriter[bytes] = SSHWriter(session, up_chan)
@@ -169,6 +178,13 @@ class SftpChannel:
                 await self.rec.drain()
             except RecordingError as exc:
                 self.recording_failed(exc)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        """The upstream sftp channel closed: the agent's ends too (nothing left to relay to)."""
+        if not self._ended and self.client is not None:
+            log.warning("sftp %s: the target closed the sftp session: %s", self.ctx.where, exc)
+            self._fail(f"bastion: target {self.ctx.target.name} closed the sftp session",
+                       EXIT_BASTION_ERROR)
 
     def recording_failed(self, exc: Exception) -> None:
         log.error("sftp %s ended: recording failed: %s", self.ctx.where, exc)
@@ -233,6 +249,8 @@ class SftpChannel:
         if self._ended:
             return
         self._ended = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.rec is not None:
             self.rec.close(exit_status=status)
         self._release()
@@ -252,3 +270,15 @@ class SftpChannel:
             client.exit()
         if self.lease is not None:
             self.lease.release()
+
+
+class _UpstreamStream(SSHClientStreamSession[bytes]):
+    """The upstream sftp channel's stream, telling its SftpChannel when it closes."""
+
+    def __init__(self, owner: SftpChannel) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._owner.upstream_lost(exc)

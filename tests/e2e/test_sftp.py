@@ -262,3 +262,24 @@ def test_sessions_show_lists_the_transfers(srig, token, tmp_path):
     shown = json.loads(srig.cli("sessions", "show", str(row["session_id"]), "--json").out)
     assert [(t["op"], t["path"], t["sha256"]) for t in shown["transfers"]] == [
         ("put", str(dest), sha(local))]
+
+
+def test_a_symlink_made_over_sftp_is_decided_where_it_is_made_and_read_where_it_points(
+        srig, token, tmp_path):
+    link = srig.files / "up" / "made-link"
+    r = sftp(srig, token, f"symlink {srig.files}/secret/key {link}\n")
+    assert r.returncode == 0, r.err
+    assert os.readlink(link) == str(srig.files / "secret" / "key")   # argument order kept
+    r = sftp(srig, token, f"get {link} {tmp_path}/through-link\n")
+    assert r.returncode != 0 and "no-secret-reads" in r.err
+    assert not (tmp_path / "through-link").exists()
+    r = sftp(srig, token, f"symlink /etc/hostname {srig.files}/fakessh/ln\n")
+    assert r.returncode != 0 and "no-ssh-writes" in r.err
+    assert not os.path.lexists(srig.files / "fakessh" / "ln")
+    os.symlink(srig.files / "fakessh" / "missing", srig.files / "up" / "dangling")
+    local = tmp_path / "via-dangling"
+    local.write_text("x\n")
+    r = sftp(srig, token, f"put {local} {srig.files}/up/dangling\n")
+    # OpenSSH resolves a dangling link to where it points: judged there
+    assert r.returncode != 0 and "denied by rule no-ssh-writes" in r.err
+    assert not (srig.files / "fakessh" / "missing").exists()
