@@ -283,3 +283,22 @@ def test_a_symlink_made_over_sftp_is_decided_where_it_is_made_and_read_where_it_
     # OpenSSH resolves a dangling link to where it points: judged there
     assert r.returncode != 0 and "denied by rule no-ssh-writes" in r.err
     assert not (srig.files / "fakessh" / "missing").exists()
+
+
+def test_an_interrupted_get_and_put_resume(srig, token, tmp_path):
+    src = srig.files / "pub" / "resumable"
+    src.write_bytes(os.urandom(1_000_000))
+    part = tmp_path / "resumed"
+    part.write_bytes(src.read_bytes()[:300_000])          # what an interrupted get left
+    r = sftp(srig, token, f"reget {src} {part}\n")
+    assert r.returncode == 0, r.err
+    assert sha(part) == sha(src)
+    dest = srig.files / "up" / "resumed"
+    dest.write_bytes(src.read_bytes()[:400_000])          # what an interrupted put left
+    r = sftp(srig, token, f"reput {part} {dest}\n")
+    assert r.returncode == 0, r.err
+    assert sha(dest) == sha(src)
+    get = transfers(srig, "op = 'get' AND path = ?", str(src))[-1]
+    put = transfers(srig, "op = 'put' AND path = ?", str(dest))[-1]
+    assert (get["bytes"], put["bytes"]) == (700_000, 600_000)
+    assert get["sha256"] is None and put["sha256"] is None      # not whole files
