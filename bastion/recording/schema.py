@@ -21,7 +21,7 @@ Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
                link's other end), bytes transferred, SHA-256 of the content when a whole
                file was read or written, result (``ok`` / ``denied`` / ``error: ...``),
                action, rule, reason, duration (s).  ``uid`` makes a replayed insert a no-op.
-               Not in the hash chain yet (docs/TRANSFERS.md).
+               Final when inserted, so sealed into the chain at once.
 ``approvals``  one row per approval request and its answer with its proof, and the
                broker's refusal of an answer it could not verify (see bastion.approvals.store);
                ``approvals_clock`` a change counter for waiting brokers.
@@ -226,7 +226,9 @@ _MIGRATIONS: list[str] = [
         action TEXT NOT NULL,
         rule TEXT,
         reason TEXT,
-        duration REAL
+        duration REAL,
+        seq INTEGER UNIQUE,
+        hash TEXT
     );
     CREATE INDEX transfers_session ON transfers(session_id);
     CREATE INDEX transfers_sha256 ON transfers(sha256);

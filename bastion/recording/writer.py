@@ -330,8 +330,11 @@ class Applier:
                 log.warning("command %s: approver not recorded: %s", cmd_id,
                             _why_not_updated(self.conn, cmd_id))
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
-            self._db().execute(f"INSERT OR IGNORE INTO transfers ({TRANSFER_COLUMNS}) VALUES "
-                               f"({', '.join('?' * len(op[1]))})", op[1])
+            db = self._db()
+            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({TRANSFER_COLUMNS}) VALUES "
+                             f"({', '.join('?' * len(op[1]))})", op[1])
+            if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
+                chain.seal(db, "transfers", cur.lastrowid)
         elif kind == OP_CHANNEL_CLOSE:
             self._close_channel(op)
         elif kind == OP_SESSION_CLOSE:
