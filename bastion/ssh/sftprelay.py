@@ -22,6 +22,7 @@ symlink between the decision and the operation (the final component is pinned).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import posixpath
@@ -118,9 +119,7 @@ class RelayServer(asyncssh.SFTPServer):
         super().__init__(chan)
         self.owner = owner
         self.home = home
-        up = owner.client
-        limits = getattr(getattr(up, "_handler", None), "_limits", None)
-        max_write = getattr(limits, "max_write_len", 0) if limits is not None else 0
+        max_write = getattr(getattr(owner.client, "limits", None), "max_write_len", 0)
         self.write_chunk = max_write if max_write > 0 else WRITE_CHUNK
 
     # -- deciding and recording ------------------------------------------------------
@@ -244,8 +243,11 @@ class RelayServer(asyncssh.SFTPServer):
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         f = self._file(file_obj)
         step = self.write_chunk
-        for i in range(0, len(data), step):
-            await f.up.write(data[i:i + step], offset + i)
+        if len(data) <= step:
+            await f.up.write(data, offset)
+        else:                               # over the target's limit: in pieces, all in flight
+            await asyncio.gather(*(f.up.write(data[i:i + step], offset + i)
+                                   for i in range(0, len(data), step)))
         f.stream.feed(offset, data)
         return len(data)
 

@@ -262,6 +262,12 @@ def test_sessions_show_lists_the_transfers(srig, token, tmp_path):
     shown = json.loads(srig.cli("sessions", "show", str(row["session_id"]), "--json").out)
     assert [(t["op"], t["path"], t["sha256"]) for t in shown["transfers"]] == [
         ("put", str(dest), sha(local))]
+    assert "ok" in srig.cli("verify").out.lower()           # the rows are in the hash chain
+    secret = token.encode()
+    assert secret not in srig.log().encode()
+    for f in srig.data_dir.rglob("*"):
+        if f.is_file():
+            assert secret not in f.read_bytes(), f
 
 
 def test_a_symlink_made_over_sftp_is_decided_where_it_is_made_and_read_where_it_points(
