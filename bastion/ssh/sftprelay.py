@@ -23,7 +23,6 @@ symlink between the decision and the operation (the final component is pinned).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import posixpath
 import time
@@ -35,6 +34,7 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTP
 from bastion.errors import RecordingError
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
+from bastion.transfer.digest import Stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.ssh.sftp import SftpChannel
@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("bastion.sftp")
 audit = logging.getLogger("bastion.audit")
 
-HASH_WINDOW = 16 * 1024 * 1024      # out-of-order bytes kept to hash a file in order
 WRITE_CHUNK = 32 * 1024             # largest write sent upstream when the target sets no limit
 
 
@@ -52,50 +51,6 @@ def _text(path: bytes) -> str:
 
 def _raw(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
-
-
-class _Stream:
-    """Hashes the bytes of one open file in offset order, as long as that is possible."""
-
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.next = 0                 # bytes hashed so far (0..next)
-        self.moved = 0                # bytes transferred in all
-        self.whole = True             # still a gap-free stream from offset 0
-        self.eof_at: int | None = None
-        self._ahead: dict[int, bytes] = {}
-        self._ahead_bytes = 0
-
-    def feed(self, offset: int, data: bytes) -> None:
-        self.moved += len(data)
-        if not self.whole or not data:
-            return
-        if offset == self.next:
-            self.sha.update(data)
-            self.next += len(data)
-            while self.next in self._ahead:
-                chunk = self._ahead.pop(self.next)
-                self._ahead_bytes -= len(chunk)
-                self.sha.update(chunk)
-                self.next += len(chunk)
-        elif offset > self.next and offset not in self._ahead and \
-                self._ahead_bytes + len(data) <= HASH_WINDOW:
-            self._ahead[offset] = data
-            self._ahead_bytes += len(data)
-        else:                          # rewritten, re-read or too far ahead: no digest
-            self.whole = False
-            self._ahead.clear()
-            self._ahead_bytes = 0
-
-    def at_eof(self, offset: int) -> None:
-        self.eof_at = offset if self.eof_at is None else min(self.eof_at, offset)
-
-    def digest(self, *, need_eof: bool) -> str | None:
-        if not self.whole or self._ahead:
-            return None
-        if need_eof and self.eof_at != self.next:
-            return None
-        return self.sha.hexdigest()
 
 
 class _File:
@@ -109,7 +64,7 @@ class _File:
         self.whole_write = whole_write
         self.started = time.time()
         self.t0 = time.monotonic()
-        self.stream = _Stream()
+        self.stream = Stream()
 
 
 class RelayServer(asyncssh.SFTPServer):
@@ -173,8 +128,15 @@ class RelayServer(asyncssh.SFTPServer):
 
     # -- resolving paths on the target ----------------------------------------------
     async def _real(self, path: bytes) -> str:
-        """The target's realpath of an existing path (follows every symlink)."""
-        return _text(await self.up.realpath(path or b"."))
+        """The target's realpath of an existing path (follows every symlink).  A missing
+        path that a deny rule's ``reads`` names is refused, not reported missing (no probing
+        of what exists in a denied tree)."""
+        try:
+            return _text(await self.up.realpath(path or b"."))
+        except asyncssh.SFTPNoSuchFile:
+            self._check("realpath", META, posixpath.normpath(posixpath.join(self.home,
+                                                                            _text(path))))
+            raise
 
     async def _entry(self, path: bytes) -> str:
         """The resolved path of a directory entry itself (its parent resolved, the last
@@ -236,6 +198,7 @@ class RelayServer(asyncssh.SFTPServer):
         data: bytes = await f.up.read(size, offset)
         if data:
             f.stream.feed(offset, data)
+            self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
         else:
             f.stream.at_eof(offset)
         return data
@@ -249,6 +212,7 @@ class RelayServer(asyncssh.SFTPServer):
             await asyncio.gather(*(f.up.write(data[i:i + step], offset + i)
                                    for i in range(0, len(data), step)))
         f.stream.feed(offset, data)
+        self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
         return len(data)
 
     async def close(self, file_obj: object) -> None:

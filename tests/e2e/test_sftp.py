@@ -171,6 +171,9 @@ def test_a_symlink_into_a_denied_tree_is_judged_by_its_target(srig, token, tmp_p
     assert row["result"] == "denied"
     r = sftp(srig, token, f"ls {srig.files}/secret\n")
     assert r.returncode != 0 and "no-secret-reads" in r.err
+    # what does not exist in a denied tree is refused too, not reported missing
+    r = sftp(srig, token, f"get {srig.files}/secret/no-such-file {tmp_path}/x\n")
+    assert r.returncode != 0 and "no-secret-reads" in r.err
 
 
 def test_rename_across_trees_is_refused(srig, token):
@@ -214,6 +217,18 @@ def test_a_20_mb_file_is_byte_identical_both_ways(srig, token, tmp_path):
     get = transfers(srig, "op = 'get' AND path = ?", str(up))[-1]
     assert put["bytes"] == get["bytes"] == 20 * 1024 * 1024
     assert put["sha256"] == get["sha256"] == sha(big)
+    conn = sqlite3.connect(f"file:{srig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    try:                                    # the channel's byte counters count the file data
+        deadline = time.monotonic() + 15
+        while True:
+            counted = conn.execute("SELECT bytes_in, bytes_out FROM channels WHERE id = ?",
+                                   (put["channel_id"],)).fetchone()
+            if counted[0] >= 20 * 1024 * 1024 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        conn.close()
+    assert counted == (20 * 1024 * 1024, 20 * 1024 * 1024)
 
 
 def test_modern_scp_goes_through_the_same_decisions(srig, token, tmp_path):
