@@ -9,7 +9,8 @@ Order, as for commands (record first, decide before upstream, fail closed):
    exit status 126;
 3. an upstream SFTP session on the pooled connection (the vault key), and the target
    user's home directory (``realpath .``) for rules written as ``~/...``;
-4. asyncssh's SFTP server protocol runs on the agent's channel with
+4. asyncssh's SFTP server protocol runs on the agent's channel (with reads and writes in
+   flight together, :mod:`bastion.ssh.sftppipe`) with
    :class:`bastion.ssh.sftprelay.RelayServer`, which decides and relays each operation.
 
 The agent's channel stays paused until step 4, so no request is read before it can be
@@ -131,10 +132,10 @@ class SftpChannel:
         server = RelayServer(self.chan, self, home)
         audit.info("sftp started principal=%s target=%s home=%s", ctx.principal.subject,
                    ctx.target.name, printable(home))
-        stream: SSHServerStreamSession[bytes] = SSHServerStreamSession(
-            None, lambda _chan: server, SFTP_VERSION, False)
+        from bastion.ssh.sftppipe import start_server
+        stream: SSHServerStreamSession[bytes] = SSHServerStreamSession(None)
         stream.connection_made(self.chan)
-        stream.session_started()
+        start_server(server, stream, self.chan, SFTP_VERSION)
         self.stream = stream
         for data, datatype in self._early:
             stream.data_received(data, datatype)

@@ -205,13 +205,17 @@ class RelayServer(asyncssh.SFTPServer):
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         f = self._file(file_obj)
+        f.stream.feed(offset, data)         # in the agent's order (writes run concurrently)
         step = self.write_chunk
-        if len(data) <= step:
-            await f.up.write(data, offset)
-        else:                               # over the target's limit: in pieces, all in flight
-            await asyncio.gather(*(f.up.write(data[i:i + step], offset + i)
-                                   for i in range(0, len(data), step)))
-        f.stream.feed(offset, data)
+        try:
+            if len(data) <= step:
+                await f.up.write(data, offset)
+            else:                           # over the target's limit: in pieces, all in flight
+                await asyncio.gather(*(f.up.write(data[i:i + step], offset + i)
+                                       for i in range(0, len(data), step)))
+        except BaseException:
+            f.stream.whole = False          # what the target holds is not what was hashed
+            raise
         self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
         return len(data)
 
