@@ -1,5 +1,5 @@
 """bastion.ssh.sftppipe with real asyncssh peers on 127.0.0.1: reads are in flight together,
-and a request that is not a read or write waits until none is."""
+and a request that is not a read or write (here: close) waits until none is."""
 
 from __future__ import annotations
 
@@ -21,14 +21,11 @@ class GatedServer(asyncssh.SFTPServer):
     events: list[str]
     gate: asyncio.Event
     started = 0
-    expected = 2
 
     def read(self, file_obj: object, offset: int, size: int) -> Any:
         async def gated() -> bytes:
             type(self).started += 1
             self.events.append(f"read {offset}")
-            if type(self).started >= self.expected:
-                self.gate.set()
             await self.gate.wait()
             data: bytes = super(GatedServer, self).read(file_obj, offset, size)  # type: ignore[assignment]
             return data
@@ -59,7 +56,7 @@ class _Server(asyncssh.SSHServer):
         return _Session()
 
 
-def test_reads_are_in_flight_together_and_close_waits(tmp_path: Path) -> None:
+def test_reads_are_in_flight_together_and_close_waits_for_them(tmp_path: Path) -> None:
     data = bytes(range(256)) * 40
     (tmp_path / "f").write_bytes(data)
     GatedServer.events = []
@@ -78,14 +75,20 @@ def test_reads_are_in_flight_together_and_close_waits(tmp_path: Path) -> None:
                                         client_keys=None, agent_path=None, config=None) as conn:
                 async with conn.start_sftp_client() as sftp:
                     f = await sftp.open(str(tmp_path / "f"), "rb", block_size=0)
-                    reads = asyncio.gather(f.read(1000, 0), f.read(1000, 5000))
+                    # read, read, close sent back to back; the reads wait at the gate
+                    both = asyncio.gather(f.read(1000, 0), f.read(1000, 5000), f.close())
                     try:
-                        done, _ = await asyncio.wait({reads}, timeout=GUARD)
+                        for _ in range(int(GUARD / 0.01)):
+                            if GatedServer.started == 2:
+                                break
+                            await asyncio.sleep(0.01)
+                        assert GatedServer.started == 2, "the second read never reached the " \
+                                                         "server: not pipelined"
+                        await asyncio.sleep(0.2)     # time for the close to arrive meanwhile
+                        assert "close" not in GatedServer.events, "close ran beside reads"
                     finally:
                         GatedServer.gate.set()       # never leave the server stuck
-                    assert done, "the second read never reached the server: not pipelined"
-                    got.extend(await reads)
-                    await f.close()
+                    got.extend((await both)[:2])
         finally:
             server.close()
 
