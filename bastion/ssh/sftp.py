@@ -193,8 +193,8 @@ class SftpChannel:
                    EXIT_BASTION_ERROR)
 
     def finished(self) -> None:
-        """The SFTP session ended (the agent closed it, or the channel went)."""
-        self._end(0)
+        """The SFTP session ended: the agent closed it (status 0), or its channel went (none)."""
+        self._end(None if self._closed else 0)
 
     # -- the agent's channel ---------------------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:
