@@ -6,6 +6,8 @@ The file has these parts (see the example ``policy.toml`` at the top of the repo
 ``[settings]``    engine defaults (``default``, ``opaque``) and bastion settings
 ``[[targets]]``   the hosts agents may reach, with the vault key and pinned host key
 ``[[grants]]``    which principals may open which channel kinds on which targets
+                  (``channels``: exec, shell, sftp, forward; left out, exec and shell only:
+                  sftp must be named, docs/TRANSFERS.md)
 ``[[rules]]``     command rules, compiled by :func:`bastion.policy.compile_policy`
 ``[[masks]]``     custom secret detectors (regexes)
 

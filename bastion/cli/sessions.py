@@ -146,7 +146,8 @@ def show_cmd(
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a session: who, where, when, its channels and the command timeline with decisions.
+    """Show a session: who, where, when, its channels, the command timeline with decisions,
+    and the files its sftp channels read and wrote (with SHA-256 and decisions).
 
     Example: bastion sessions show 42
     """
@@ -195,6 +196,25 @@ def show_cmd(
         first = record["commands"][0]["id"]
         out_console.print(Text(f"replay from a command: bastion sessions play {record['id']} --from cmd:{first}",
                                style="dim"))
+    if record.get("transfers"):
+        out_console.print(_transfers_table(record["transfers"]))
+
+
+def _transfers_table(rows: list[dict[str, Any]]) -> Table:
+    """File operations of sftp channels: what, where, how much, the hash and the decision."""
+    table = Table(title="transfers", title_justify="left")
+    for col in ("id", "time", "channel", "op", "path", "bytes", "sha256", "result", "rule",
+                "reason"):
+        table.add_column(col, overflow="fold")
+    for t in rows:
+        path = t.get("path") or ""
+        if t.get("path2"):
+            path += f" -> {t['path2']}"
+        table.add_row(str(t["id"]), _when(t["time"]), str(t.get("channel_id") or "-"),
+                      _t(t["op"]), _t(path), str(t.get("bytes") or 0), _t(t.get("sha256") or "-"),
+                      Text(sanitize(t["result"]), style="red" if t["action"] != "allow" else "green"),
+                      _t(t.get("rule")), _t(t.get("reason")))
+    return table
 
 
 def _channel_choice(record: dict, channel: int | None, start: str | None, db) -> tuple[list[dict], float]:

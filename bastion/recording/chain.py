@@ -1,4 +1,5 @@
-"""Tamper evidence: one hash chain across ``sessions``, ``channels`` and ``commands``.
+"""Tamper evidence: one hash chain across ``sessions``, ``channels``, ``commands`` and
+``transfers``.
 
 Rows change while a session runs (a session row is opened ``active`` and
 closed later; a command gets its exit status after it ran), so a row joins
@@ -6,6 +7,7 @@ the chain when it is **sealed**, i.e. when it is final:
 
 * a refused attempt: at once;
 * a command: when its exit status is recorded, or when its channel closes;
+* a transfer (one sftp file operation): when it is inserted (it is final then);
 * a channel: when it closes (its recording's SHA-256 is then known);
 * a session: when it closes, after all its channels and commands;
 * rows of sessions left ``active`` by a crash: at the next start (``interrupted``).
@@ -35,7 +37,7 @@ import sqlite3
 
 from bastion.errors import RecordingError
 
-CHAINED_TABLES = ("sessions", "channels", "commands")
+CHAINED_TABLES = ("sessions", "channels", "commands", "transfers")
 
 
 def canonical(table: str, row: dict) -> str:

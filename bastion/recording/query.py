@@ -155,7 +155,8 @@ def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
 
 
 def get_session(db: sqlite_utils.Database, session_id: int) -> dict:
-    """One session with its channels and commands (in time order).  Raises if unknown."""
+    """One session with its channels, commands and file transfers (in time order).
+    Raises if unknown."""
     rows = list(_query(db, "SELECT * FROM sessions WHERE id = ?", [session_id]))
     if not rows:
         raise RecordingError(f"no session {session_id} in the index",
@@ -166,6 +167,8 @@ def get_session(db: sqlite_utils.Database, session_id: int) -> dict:
                                               "ORDER BY id", [session_id])]
     record["commands"] = [_command_record(r) for r in _query(
         db, "SELECT * FROM commands WHERE session_id = ? ORDER BY time, id", [session_id])]
+    record["transfers"] = [{k: v for k, v in r.items() if k != "uid"} for r in _query(
+        db, "SELECT * FROM transfers WHERE session_id = ? ORDER BY time, id", [session_id])]
     return record
 
 

@@ -16,6 +16,12 @@ Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
                indexes ``line``.
 ``chain_head`` the last link of the tamper-evidence chain (see chain.py).
 ``checkpoints`` where ``bastion prune`` cut the chain.
+``transfers``  one row per file operation of an sftp channel (bastion.ssh.sftp): session,
+               channel, time, op, path (resolved on the target), path2 (a rename's or
+               link's other end), bytes transferred, SHA-256 of the content when a whole
+               file was read or written, result (``ok`` / ``denied`` / ``error: ...``),
+               action, rule, reason, duration (s).  ``uid`` makes a replayed insert a no-op.
+               Final when inserted, so sealed into the chain at once.
 ``approvals``  one row per approval request and its answer with its proof, and the
                broker's refusal of an answer it could not verify (see bastion.approvals.store);
                ``approvals_clock`` a change counter for waiting brokers.
@@ -202,6 +208,31 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE approvals ADD COLUMN approver_proof TEXT;
     ALTER TABLE approvals ADD COLUMN refused REAL;
     ALTER TABLE approvals ADD COLUMN refused_reason TEXT;
+    """,
+    # 4: file operations of sftp channels (bastion.ssh.sftp, bastion.recording.transfers)
+    """
+    CREATE TABLE transfers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid TEXT NOT NULL UNIQUE,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        channel_id INTEGER REFERENCES channels(id),
+        time REAL NOT NULL,
+        op TEXT NOT NULL,
+        path TEXT,
+        path2 TEXT,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT,
+        result TEXT NOT NULL,
+        action TEXT NOT NULL,
+        rule TEXT,
+        reason TEXT,
+        duration REAL,
+        seq INTEGER UNIQUE,
+        hash TEXT
+    );
+    CREATE INDEX transfers_session ON transfers(session_id);
+    CREATE INDEX transfers_sha256 ON transfers(sha256);
+    CREATE INDEX transfers_path ON transfers(path);
     """,
 ]
 

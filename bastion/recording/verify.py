@@ -2,7 +2,7 @@
 
 verify (read-only):
 
-* walks every sealed row of sessions, channels and commands in ``seq`` order
+* walks every sealed row of sessions, channels, commands and transfers in ``seq`` order
   from the latest checkpoint (or the genesis), recomputing each hash
   (chain.py); a changed row, a missing or duplicated ``seq`` (deleted or
   inserted row), or a head that does not match the last row is a problem;
@@ -293,7 +293,7 @@ def _last_seq(conn: sqlite3.Connection, sessions: list[int]) -> int:
 
 def _count_rows(conn: sqlite3.Connection, sessions: list[int]) -> int:
     total = len(sessions)
-    for table in ("channels", "commands"):
+    for table in ("channels", "commands", "transfers"):
         for i in range(0, len(sessions), 500):
             part = sessions[i:i + 500]
             total += conn.execute(f"SELECT COUNT(*) FROM {table} WHERE session_id IN "
@@ -319,7 +319,7 @@ def _delete_batch(conn: sqlite3.Connection, seq: int, sessions: list[int], repor
             marks = ",".join("?" * len(part))
             paths += [r[0] for r in conn.execute(
                 f"SELECT path FROM channels WHERE session_id IN ({marks}) AND path IS NOT NULL", part)]
-            for table in ("commands", "channels"):
+            for table in ("transfers", "commands", "channels"):
                 rows += conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks}) AND seq <= ?",
                                      (*part, seq)).rowcount
             rows += conn.execute(f"DELETE FROM sessions WHERE id IN ({marks}) AND seq <= ?",

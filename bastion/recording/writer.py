@@ -67,11 +67,13 @@ HIGH_WATER = 8 * 1024 * 1024
 LOW_WATER = 2 * 1024 * 1024
 HARD_LIMIT = 64 * 1024 * 1024
 OP_OVERHEAD = 100
+TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
+                    "action, rule, reason, duration")
 FLUSH_INTERVAL = 0.5         # byte counters of open channels reach the index this often
 
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
  OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
- OP_COMMAND_APPROVER, OP_MASKS, OP_PROBE, OP_REPLAY) = range(16)
+ OP_COMMAND_APPROVER, OP_MASKS, OP_PROBE, OP_REPLAY, OP_TRANSFER) = range(17)
 
 # Events the applier and the worker report to the bastion process (see supervisor.py):
 #   ("ready",) / ("fatal", why)     the worker started (index open and writable) / could not
@@ -327,6 +329,12 @@ class Applier:
             if cur.rowcount != 1 and not self.replaying:
                 log.warning("command %s: approver not recorded: %s", cmd_id,
                             _why_not_updated(self.conn, cmd_id))
+        elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
+            db = self._db()
+            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({TRANSFER_COLUMNS}) VALUES "
+                             f"({', '.join('?' * len(op[1]))})", op[1])
+            if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
+                chain.seal(db, "transfers", cur.lastrowid)
         elif kind == OP_CHANNEL_CLOSE:
             self._close_channel(op)
         elif kind == OP_SESSION_CLOSE:
@@ -477,7 +485,8 @@ _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused atte
              OP_RESIZE: "write resize", OP_MARKER: "write marker", OP_COMMAND: "record command",
              OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver",
              OP_CHANNEL_CLOSE: "close channel", OP_SESSION_CLOSE: "close session",
-             OP_MASKS: "register masks", OP_REPLAY: "replay", OP_PROBE: "probe"}
+             OP_MASKS: "register masks", OP_REPLAY: "replay", OP_PROBE: "probe",
+             OP_TRANSFER: "record transfer"}
 
 
 def describe_error(exc: BaseException) -> str:

@@ -24,8 +24,10 @@ Exit statuses the bastion itself produces (documented in the README):
   126 denied by policy or grant, 125 held for review and not approved,
   255 the bastion could not reach or use the upstream host, or could not record.
 
+sftp: served by the bastion, each file operation decided (:mod:`bastion.ssh.sftp`).
+  Legacy scp (exec ``scp -t``/``-f``) is denied, naming scp without -O and sftp.
 ``env`` requests are dropped unless named in ``[settings] env_allow``.
-Not covered here: sftp/subsystems (refused), X11/agent forwarding (refused by
+Not covered here: other subsystems (refused), X11/agent forwarding (refused by
 the inner server).
 """
 
@@ -47,6 +49,7 @@ from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ask_approval
 from bastion.ssh.masking import LIVE_QUIET, masked_decision
 from bastion.ssh.relay import Valve, UpstreamSide, printable
+from bastion.transfer.decide import legacy_scp, legacy_scp_decision
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
@@ -87,6 +90,7 @@ class InnerSession(asyncssh.SSHServerSession):
         self._flush_timer: asyncio.TimerHandle | None = None
         self._close_later: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._sftp: Any = None                # ssh.sftp.SftpChannel for the sftp subsystem
 
     @property
     def _finished(self) -> bool:
@@ -111,11 +115,18 @@ class InnerSession(asyncssh.SSHServerSession):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem == "sftp" and self.kind is None:
+            self.kind = "sftp"                # granted or not, decided once it started
+            return True
         audit.warning("subsystem refused principal=%s target=%s subsystem=%s",
                       self.ctx.principal.subject, self.ctx.target.name, printable(subsystem))
         return False
 
     def session_started(self) -> None:
+        if self.kind == "sftp":               # the channel's callbacks go to it from now on
+            from bastion.ssh.sftp import SftpChannel
+            self._sftp = SftpChannel(self.ctx, self.chan).take_over(self)
+            return
         self.core = c.ChannelCore(self.kind or "shell", self.command, bool(self.term_type),
                                   mask=self.ctx.services.mask)
         self.agent_valve.pause("starting")
@@ -264,7 +275,8 @@ class InnerSession(asyncssh.SSHServerSession):
 
     def _decide(self, command: str) -> None:
         services = self.ctx.services
-        decision = self._decision = services.decide(self.ctx, command, channel="exec")
+        decision = self._decision = (legacy_scp_decision() if legacy_scp(command) else
+                                     services.decide(self.ctx, command, channel="exec"))
         self._command_id = self.rec.command(services.mask(command),
                                             masked_decision(decision, services.detectors))
         action = decision.action.value

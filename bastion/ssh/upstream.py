@@ -97,6 +97,11 @@ class Lease:
         return self._entry.key[0]
 
     @property
+    def conn(self) -> asyncssh.SSHClientConnection:
+        """The pooled connection (for asyncssh helpers that need it, e.g. an SFTP client)."""
+        return self._entry.conn
+
+    @property
     def weight(self) -> int:
         """How many channels it holds on its connection (one reserved before the first opens)."""
         return max(1, self.opening + len(self.channels))

@@ -343,7 +343,7 @@ def test_migration_from_schema_1_keeps_the_chain(tmp_path):
     finally:
         schema.SCHEMA_VERSION = old_schema
     conn = schema.connect(tmp_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     assert conn.execute("SELECT version FROM approvals_clock").fetchone()[0] == 0
     columns = {r[1] for r in conn.execute("PRAGMA table_info(approvals)")}
     assert {"approver_proof", "refused", "refused_reason"} <= columns

@@ -1,0 +1,359 @@
+"""The SFTP server the bastion runs for an agent: every operation decided, then relayed.
+
+:class:`RelayServer` is an asyncssh ``SFTPServer`` whose methods do not touch the
+bastion's disk: each one resolves its paths on the target first (``realpath`` on the
+upstream SFTP session; for a name that does not exist yet, the realpath of its parent
+plus the name), asks :func:`bastion.transfer.decide.decide` about each effect, and only
+then relays the operation to the upstream SFTP client with the *resolved* path (so a
+symlink swapped after the decision does not redirect it).  A denied operation answers
+``SSH_FX_PERMISSION_DENIED`` with the rule in its message, and the agent's ``sftp``
+gets the same line on stderr.
+
+Every operation that reads or changes something becomes a ``transfers`` row
+(bastion.recording.transfers); metadata operations (stat, realpath, readlink) are
+recorded only when denied.  For a file opened, the row is written at close with the
+bytes moved and, when the whole file was read (0 to EOF, in order) or written (created
+or truncated, 0 onwards without gaps), the SHA-256 of those bytes.
+
+Not covered: holding an operation for review (refused, with a message), extended
+attributes and locks (unsupported), the race of a directory component swapped for a
+symlink between the decision and the operation (the final component is pinned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import asyncssh
+from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
+
+from bastion.errors import RecordingError
+from bastion.recording.transfers import TransferRow, record_transfer
+from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
+from bastion.transfer.digest import Stream
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bastion.ssh.sftp import SftpChannel
+
+log = logging.getLogger("bastion.sftp")
+audit = logging.getLogger("bastion.audit")
+
+WRITE_CHUNK = 32 * 1024             # largest write sent upstream when the target sets no limit
+
+
+def _text(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
+
+
+def _raw(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+class _File:
+    """An agent's open file: the upstream file and what is recorded at close."""
+
+    def __init__(self, up: Any, op: str, path: str, verdict: Verdict, whole_write: bool) -> None:
+        self.up = up
+        self.op = op
+        self.path = path
+        self.verdict = verdict
+        self.whole_write = whole_write
+        self.started = time.time()
+        self.t0 = time.monotonic()
+        self.stream = Stream()
+
+
+class RelayServer(asyncssh.SFTPServer):
+    """One agent's SFTP session, relayed to ``owner.client`` (see the module doc)."""
+
+    def __init__(self, chan: Any, owner: "SftpChannel", home: str) -> None:
+        super().__init__(chan)
+        self.owner = owner
+        self.home = home
+        max_write = getattr(getattr(owner.client, "limits", None), "max_write_len", 0)
+        self.write_chunk = max_write if max_write > 0 else WRITE_CHUNK
+
+    # -- deciding and recording ------------------------------------------------------
+    @property
+    def up(self) -> Any:
+        return self.owner.client
+
+    def _verdict(self, effect: str, path: str, what: str) -> Verdict:
+        ctx = self.owner.ctx
+        return decide(ctx.services.config.policy, ctx.principal, ctx.target, effect, path,
+                      home=self.home, what=f"sftp {what}", listing=what == "list")
+
+    def _record(self, row: TransferRow) -> None:
+        try:
+            record_transfer(self.owner.rec, row)
+        except RecordingError as exc:
+            self.owner.recording_failed(exc)
+            raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded; the "
+                                       "channel is stopped") from exc
+
+    def _check(self, op: str, effect: str, path: str, path2: str | None = None,
+               verdict_path: str | None = None) -> Verdict:
+        """Decide; a refusal is recorded, told on stderr and raised as permission denied."""
+        verdict = self._verdict(effect, verdict_path or path, op)
+        if verdict.allowed:
+            return verdict
+        self._record(TransferRow(op, path, "denied", verdict.action, verdict.rule,
+                                 verdict.reason, path2=path2, started=time.time()))
+        audit.warning("sftp denied principal=%s target=%s op=%s path=%r rule=%s",
+                      self.owner.ctx.principal.subject, self.owner.ctx.target.name, op,
+                      verdict_path or path, verdict.rule)
+        message = f"bastion: denied by rule {verdict.rule}: {verdict.reason}"
+        self.owner.tell(message)
+        raise asyncssh.SFTPPermissionDenied(message)
+
+    async def _done(self, op: str, path: str, verdict: Verdict, coro: Any,
+                    path2: str | None = None) -> Any:
+        """Run an allowed operation upstream and record its row (ok or the error)."""
+        started, t0 = time.time(), time.monotonic()
+        try:
+            result = await coro
+        except asyncssh.SFTPError as exc:
+            self._record(TransferRow(op, path, f"error: {exc.reason}", verdict.action,
+                                     verdict.rule, verdict.reason, path2=path2,
+                                     started=started, duration=time.monotonic() - t0))
+            raise
+        self._record(TransferRow(op, path, "ok", verdict.action, verdict.rule, verdict.reason,
+                                 path2=path2, started=started,
+                                 duration=time.monotonic() - t0))
+        return result
+
+    # -- resolving paths on the target ----------------------------------------------
+    async def _real(self, path: bytes) -> str:
+        """The target's realpath of an existing path (follows every symlink).  A missing
+        path that a deny rule's ``reads`` names is refused, not reported missing (no probing
+        of what exists in a denied tree)."""
+        try:
+            return _text(await self.up.realpath(path or b"."))
+        except asyncssh.SFTPNoSuchFile:
+            self._check("realpath", META, posixpath.normpath(posixpath.join(self.home,
+                                                                            _text(path))))
+            raise
+
+    async def _entry(self, path: bytes) -> str:
+        """The resolved path of a directory entry itself (its parent resolved, the last
+        name kept: remove, rename and lstat act on a symlink, not on what it points to)."""
+        trimmed = path.rstrip(b"/") or path
+        parent, name = posixpath.split(trimmed)
+        if name in (b"", b".", b".."):
+            return await self._real(trimmed)
+        base = await self._real(parent or b".")
+        return posixpath.join(base, _text(name))
+
+    async def _target(self, path: bytes) -> str:
+        """Where an open for writing lands: the realpath, or for a new name its parent's
+        realpath plus the name.  A dangling symlink is refused (its target is unknown)."""
+        try:
+            return await self._real(path)
+        except asyncssh.SFTPNoSuchFile:
+            pass
+        entry = await self._entry(path)
+        try:
+            attrs = await self.up.lstat(_raw(entry))
+        except asyncssh.SFTPNoSuchFile:
+            return entry
+        if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
+            message = (f"bastion: {entry} is a symlink to a missing file; writing through it "
+                       "is refused (remove it or write to the real path)")
+            self.owner.tell(message)
+            raise asyncssh.SFTPPermissionDenied(message)
+        return entry
+
+    # -- files ---------------------------------------------------------------------------
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        writes = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
+        reads = bool(pflags & FXF_READ) or not writes
+        real = await (self._target(path) if writes else self._real(path))
+        op = "open" if reads and writes else "put" if writes else "get"
+        verdict = None
+        if reads:
+            verdict = self._check(op, READS, real)
+        if writes:
+            verdict = self._check(op, WRITES, real)
+        assert verdict is not None
+        whole = bool(pflags & FXF_TRUNC)
+        if writes and not whole:
+            try:
+                await self.up.lstat(_raw(real))
+            except asyncssh.SFTPNoSuchFile:
+                whole = True               # a new file: what is written is all of it
+        try:
+            up = await self.up.open(_raw(real), pflags, attrs, encoding=None, block_size=0)
+        except asyncssh.SFTPError as exc:
+            self._record(TransferRow(op, real, f"error: {exc.reason}", verdict.action,
+                                     verdict.rule, verdict.reason, started=time.time()))
+            raise
+        return _File(up, op, real, verdict, whole)
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        f = self._file(file_obj)
+        data: bytes = await f.up.read(size, offset)
+        if data:
+            f.stream.feed(offset, data)
+            self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
+        else:
+            f.stream.at_eof(offset)
+        return data
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        f = self._file(file_obj)
+        f.stream.feed(offset, data)         # in the agent's order (writes run concurrently)
+        step = self.write_chunk
+        try:
+            if len(data) <= step:
+                await f.up.write(data, offset)
+            else:                           # over the target's limit: in pieces, all in flight
+                await asyncio.gather(*(f.up.write(data[i:i + step], offset + i)
+                                       for i in range(0, len(data), step)))
+        except BaseException:
+            f.stream.whole = False          # what the target holds is not what was hashed
+            raise
+        self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
+        return len(data)
+
+    async def close(self, file_obj: object) -> None:
+        f = self._file(file_obj)
+        result = "ok"
+        try:
+            await f.up.close()
+        except asyncssh.SFTPError as exc:
+            result = f"error: {exc.reason}"
+            raise
+        finally:
+            if f.op == "get":
+                digest = f.stream.digest(need_eof=True)
+            else:
+                digest = f.stream.digest(need_eof=False) if f.whole_write else None
+            v = f.verdict
+            self._record(TransferRow(f.op, f.path, result, v.action, v.rule, v.reason,
+                                     nbytes=f.stream.moved, sha256=digest, started=f.started,
+                                     duration=time.monotonic() - f.t0))
+            await self.owner.drain()
+
+    @staticmethod
+    def _file(file_obj: object) -> _File:
+        if not isinstance(file_obj, _File):
+            raise asyncssh.SFTPInvalidHandle("invalid file handle")
+        return file_obj
+
+    async def fstat(self, file_obj: object) -> SFTPAttrs:
+        attrs: SFTPAttrs = await self._file(file_obj).up.stat()
+        return attrs
+
+    async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        f = self._file(file_obj)
+        verdict = self._check("setstat", WRITES, f.path)
+        await self._done("setstat", f.path, verdict, f.up.setstat(attrs))
+
+    async def fsync(self, file_obj: object) -> None:
+        await self._file(file_obj).up.fsync()
+
+    # -- metadata --------------------------------------------------------------------------
+    async def realpath(self, path: bytes) -> bytes:
+        real = await self._real(path)
+        self._check("realpath", META, real)
+        return _raw(real)
+
+    async def stat(self, path: bytes) -> SFTPAttrs:
+        real = await self._real(path)
+        self._check("stat", META, real)
+        attrs: SFTPAttrs = await self.up.stat(_raw(real))
+        return attrs
+
+    async def lstat(self, path: bytes) -> SFTPAttrs:
+        entry = await self._entry(path)
+        self._check("lstat", META, entry)
+        attrs: SFTPAttrs = await self.up.lstat(_raw(entry))
+        return attrs
+
+    async def readlink(self, path: bytes) -> bytes:
+        entry = await self._entry(path)
+        self._check("readlink", META, entry)
+        link: bytes = await self.up.readlink(_raw(entry))
+        return link
+
+    async def statvfs(self, path: bytes) -> Any:
+        real = await self._real(path)
+        self._check("statvfs", META, real)
+        return await self.up.statvfs(_raw(real))
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        real = await self._real(path)
+        verdict = self._check("list", READS, real)
+        started, t0 = time.time(), time.monotonic()
+        count = 0
+        try:
+            async for name in self.up.scandir(_raw(real)):
+                count += 1
+                yield name
+        except asyncssh.SFTPError as exc:
+            self._record(TransferRow("list", real, f"error: {exc.reason}", verdict.action,
+                                     verdict.rule, verdict.reason, started=started))
+            raise
+        self._record(TransferRow("list", real, f"ok: {count} names", verdict.action,
+                                 verdict.rule, verdict.reason, started=started,
+                                 duration=time.monotonic() - t0))
+
+    # -- changes ---------------------------------------------------------------------------
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        real = await self._real(path)
+        verdict = self._check("setstat", WRITES, real)
+        await self._done("setstat", real, verdict, self.up.setstat(_raw(real), attrs))
+
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        entry = await self._entry(path)
+        verdict = self._check("setstat", WRITES, entry)
+        await self._done("setstat", entry, verdict,
+                         self.up.setstat(_raw(entry), attrs, follow_symlinks=False))
+
+    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        entry = await self._entry(path)
+        verdict = self._check("mkdir", WRITES, entry)
+        await self._done("mkdir", entry, verdict, self.up.mkdir(_raw(entry), attrs))
+
+    async def rmdir(self, path: bytes) -> None:
+        entry = await self._entry(path)
+        verdict = self._check("rmdir", WRITES, entry)
+        await self._done("rmdir", entry, verdict, self.up.rmdir(_raw(entry)))
+
+    async def remove(self, path: bytes) -> None:
+        entry = await self._entry(path)
+        verdict = self._check("remove", WRITES, entry)
+        await self._done("remove", entry, verdict, self.up.remove(_raw(entry)))
+
+    async def _two(self, op: str, oldpath: bytes, newpath: bytes) -> tuple[str, str, Verdict]:
+        old, new = await self._entry(oldpath), await self._entry(newpath)
+        self._check(op, WRITES, old, new)
+        verdict = self._check(op, WRITES, old, new, verdict_path=new)
+        return old, new, verdict
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        old, new, verdict = await self._two("rename", oldpath, newpath)
+        await self._done("rename", old, verdict, self.up.rename(_raw(old), _raw(new)),
+                         path2=new)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        old, new, verdict = await self._two("rename", oldpath, newpath)
+        await self._done("rename", old, verdict, self.up.posix_rename(_raw(old), _raw(new)),
+                         path2=new)
+
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:
+        old, new, verdict = await self._two("link", oldpath, newpath)
+        await self._done("link", old, verdict, self.up.link(_raw(old), _raw(new)), path2=new)
+
+    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        entry = await self._entry(newpath)
+        verdict = self._check("symlink", WRITES, entry)
+        await self._done("symlink", entry, verdict, self.up.symlink(oldpath, _raw(entry)),
+                         path2=_text(oldpath))
+
+    def exit(self) -> None:
+        self.owner.finished()
