@@ -50,7 +50,7 @@ from bastion.policy.effects import (
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
-from bastion.policy.wrappers import Code, Opaque, Run, unwrap
+from bastion.policy.wrappers import Opaque, Run, unwrap
 
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 8
@@ -116,6 +116,7 @@ class Command:
     valued: frozenset[int] = frozenset()   # indexes of args the table read as option values
     interactive: str | None = None    # why only an `interactive = true` rule allows it
     subs: tuple[str, ...] = ()          # the subcommand path (``("container", "logs")``)
+    named: str | None = None    # why only an allow rule naming the subcommand allows it
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
@@ -462,7 +463,8 @@ class _Extractor:
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts), longs=found.longs,
                                valued=frozenset(k - 1 for k in found.valued),
-                               subs=tuple(found.subs), interactive=found.interactive)
+                               subs=tuple(found.subs), interactive=found.interactive,
+                               named=found.named)
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
                               writes=tuple(writes), reads=tuple(reads), **effects))
         for text in codes:

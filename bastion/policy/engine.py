@@ -40,6 +40,7 @@ from typing import Any
 
 from bastion.policy.commands import Command, extract
 from bastion.policy.effects import any_hits, harmless_write, host_hits, shown_arg
+from bastion.policy.patterns import Sub
 from bastion.policy.rules import (
     Action, Rule, RuleIndex, compile_rules, compile_settings, raise_if,
 )
@@ -182,6 +183,7 @@ class Policy:
         soft = cmd.soft                 # opaque only to its program table
         would_allow = False
         matched = None
+        pattern = None
         has_path = cmd.path is not None
         trusted = cmd.trusted
         for cand in self._index.candidates(cmd.program, cmd.path):
@@ -201,7 +203,7 @@ class Policy:
             else:
                 level = 1 if opaque and not cmd.soft else 2
             if cand.pattern.matches(cmd, level):
-                matched = rule
+                matched, pattern = rule, cand.pattern
                 break
         hit = None
         if self._effect_checks:
@@ -241,6 +243,12 @@ class Policy:
             if missing:
                 return CommandDecision(action=self.default, rule="<default>", **base,
                                        reason=f"{shown} {missing}, which no allow rule names "
+                                              f"(default: {self.default.value})")
+            if cmd.named and not self._named_ok(cmd, pattern, skip):
+                sub = f"{cmd.program} {cmd.sub}"
+                return CommandDecision(action=self.default, rule="<default>", **base,
+                                       reason=f"{shown}: {sub} {cmd.named}; only an allow rule "
+                                              f"that names {sub!r} allows it "
                                               f"(default: {self.default.value})")
         extra = f": {matched.description}" if matched.description else ""
         what = f" ({hit})" if hit else ""
@@ -282,6 +290,18 @@ class Policy:
                 return True
         return False
 
+    def _named_ok(self, cmd: Command, pattern: Any, skip: frozenset[int]) -> bool:
+        """Does the deciding pattern, or another allow rule's, name the subcommand itself
+        (``git commit``, not ``git`` nor ``git *``)?"""
+        if names_sub(pattern, cmd.sub):
+            return True
+        for r in self.rules:
+            if r.action is Action.ALLOW and r.patterns and not (skip and r.index in skip) and \
+                    cmd.trusted and any(names_sub(p, cmd.sub) and p.program.match(cmd.program or "")
+                                        and p.matches(cmd, 0) for p in r.patterns):
+                return True
+        return False
+
     @staticmethod
     def _covers(rules: tuple, allowed: Rule, cmd: Command, skip: frozenset, names) -> bool:
         for r in rules:
@@ -313,6 +333,14 @@ def effect_hit(rule: Rule, cmd: Command, level: int) -> str | None:
         if h is not None:
             return f"connects to {h}"
     return None
+
+
+def names_sub(pattern: Any, sub: str | None) -> bool:
+    """Does this pattern name subcommand ``sub`` literally (its first subcommand word)?"""
+    if pattern is None or sub is None:
+        return False
+    return any(isinstance(w, Sub) and w.level == 0 and w.glob.literal == sub
+               for w in pattern.words)
 
 
 def compile_policy(settings: dict, rules: list) -> Policy:

@@ -18,6 +18,8 @@ RULES = [
         "python3 --version", "echo", "cp", "tee", "dd", "openssl x509", "rsync", "date"]},
     {"name": "no-rm-r", "action": "deny", "commands": ["rm -r", "tar -t"]},
     {"name": "rm", "action": "allow", "commands": ["rm"]},
+    # less takes keyboard commands (!sh): only an interactive rule allows it (issue 15)
+    {"name": "pager", "action": "allow", "commands": ["less"], "interactive": True},
     {"name": "tmp", "action": "allow", "writes": ["/tmp/**"]},
     {"name": "secrets", "action": "deny", "reads": ["/etc/shadow", "**/id_*"]},
     {"name": "internal", "action": "review", "connects": ["*.internal"]},

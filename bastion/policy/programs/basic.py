@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bastion.policy.programs.code import awk_outputs, sed_inert
 from bastion.policy.programs.spec import (
-    CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, READS, WRITES, Spec,
+    CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, WRITES, Spec,
 )
 
 GNU = ("help", "version")
