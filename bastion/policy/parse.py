@@ -352,6 +352,29 @@ class _Walker(ArithWalk):
                 return
             i += 1
 
+    def heredoc_arith(self, node: Any) -> bool:
+        """``$((4*4))`` in a here-document body, which the grammar reads as ``$( (4*4) )``
+        (a command ``4*4``): bash expands it as arithmetic when its parentheses balance.
+        Judged as arithmetic; one holding a substitution makes the line opaque."""
+        raw = self.src[node.start_byte:node.end_byte]
+        if node.type != "command_substitution" or not raw.startswith(b"$((") or \
+                not raw.endswith(b"))"):
+            return False
+        inner, depth = raw[3:-2], 0
+        for c in inner:
+            depth += (c == 40) - (c == 41)
+            if depth < 0:
+                return False
+        if depth:
+            return False
+        if b"$(" in inner or b"`" in inner or b"$[" in inner:
+            self.problems.append("arithmetic in a here-document holds a substitution")
+            return True
+        shown = raw.decode("utf-8", "surrogateescape")
+        self.arith_text(inner.decode("utf-8", "surrogateescape"), node.start_byte,
+                        shown if len(shown) <= 40 else shown[:39] + "…")
+        return True
+
     def backtick_text(self, inner: bytes) -> None:
         out = bytearray()
         i = 0
@@ -620,7 +643,8 @@ class _Walker(ArithWalk):
                     prev = ch.start_byte      # the grammar may skip text: read the gaps
                     for part in ch.children:
                         self.heredoc_text(prev, part.start_byte)
-                        self.walk(part, ())
+                        if not self.heredoc_arith(part):
+                            self.walk(part, ())
                         prev = part.end_byte
                     self.heredoc_text(prev, ch.end_byte)
                 elif ct in REDIRECT_TYPES:
