@@ -45,7 +45,7 @@ from bastion.policy.danger import (
     dangerous_name,
 )
 from bastion.policy.effects import (
-    canonical_path, cwd_alias, harmless_write, proc_alias_templates, redirect_roles,
+    HOME, canonical_path, cwd_alias, harmless_write, proc_alias_templates, redirect_roles,
 )
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.programs import describe
@@ -592,7 +592,13 @@ class _Extractor:
         if v is None:
             if w.found or w.globbed:
                 return self.found_arg(w, operand)
-            return Arg(None, (), _templates(w.template), operand)
+            tpl = w.template
+            if w.raw[:2] in ("~/", "~") and tpl and tpl[0] is None and w.raw[1:2] in ("/", "") \
+                    and None not in tpl[1:] and ".." not in w.raw and "/proc/" not in w.raw:
+                # ~/x: x in the login user's home directory (HOME is never set by the line:
+                # that is opaque); see effects.HOME
+                return Arg(None, (), _templates(tpl), operand, ((tuple(tpl), HOME),))
+            return Arg(None, (), _templates(tpl), operand)
         if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
             return Arg(v, (), (), operand)            # a plain word: one reading
         text = canonical_path(v)

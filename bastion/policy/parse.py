@@ -48,7 +48,7 @@ import tree_sitter_bash
 
 from bastion.policy.arithwalk import ArithWalk
 from bastion.policy.danger import dangerous_name
-from bastion.policy.words import Disagreement, Word, WordProblem, decode_word, norm_path
+from bastion.policy.words import DATA_PROGRAMS, Disagreement, Word, WordProblem, decode_word, norm_path
 
 LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 MAX_NESTING = 48
@@ -176,6 +176,10 @@ class _Walker(ArithWalk):
                 self.assignment_statement(node)
             elif t == "comment":
                 pass
+            elif t == "function_definition" and self.function_name(node) in DATA_PROGRAMS:
+                self.problems.append(f"a function named {self.function_name(node)} would "
+                                     f"change output the policy reads as data")
+                self.children(node, inherited)
             elif t == "for_statement":
                 var = node.child_by_field_name("variable")
                 if var is not None and dangerous_name(self.text(var)):
@@ -352,6 +356,10 @@ class _Walker(ArithWalk):
                 return
             i += 1
 
+    def function_name(self, node: Any) -> str:
+        name = node.child_by_field_name("name")
+        return self.text(name) if name is not None else ""
+
     def heredoc_arith(self, node: Any) -> bool:
         """``$((4*4))`` in a here-document body, which the grammar reads as ``$( (4*4) )``
         (a command ``4*4``): bash expands it as arithmetic when its parentheses balance.
@@ -468,6 +476,12 @@ class _Walker(ArithWalk):
         return None
 
     def word_span(self, node, start: int, end: int, *, assignment: bool = False) -> Word:
+        if self.data_assigns and not assignment:
+            raw = self.src[start:end].decode("utf-8", "surrogateescape")
+            if raw.count('"') in (0, 2) and raw.startswith('"') == raw.endswith('"'):
+                hit = self.data_word(raw, start)
+                if hit is not None:
+                    return hit
         if self.loops and not assignment:
             hit = self.loop_word(self.src[start:end].decode("utf-8", "surrogateescape"), start)
             if hit is not None:

@@ -37,7 +37,7 @@ from typing import Any
 
 from bastion.policy import containers
 from bastion.policy.danger import BASH_LIKE, OTHER_SHELLS
-from bastion.policy.words import Word
+from bastion.policy.words import DATA_PROGRAMS, Word
 
 
 @dataclass(frozen=True)
@@ -548,6 +548,10 @@ def _alias(prog: str, words: list) -> list:
         if w.value is None:
             out.append(Opaque(f"alias defined at run time ({w.raw})", prog))
         elif "=" in w.value and not w.value.startswith("-"):
+            if w.value.partition("=")[0] in DATA_PROGRAMS:
+                out.append(Opaque(f"alias {w.value.partition('=')[0]} redefines a program "
+                                  f"whose output the policy reads as data", prog))
+                continue
             out.append(Code(w.value.partition("=")[2], "alias"))
     return out
 

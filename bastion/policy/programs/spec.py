@@ -122,10 +122,14 @@ def _word_text(w) -> str | None:
 
 
 def _could_be_option(w) -> bool:
+    if w.raw[:1] == "~":       # ~, ~/x, ~user, ~+, ~-: an absolute path (or ~ itself)
+        return False
     found = getattr(w, "found", ())
     if found:                  # find's {} and loop variables: paths under known roots
         return any(not t or t[0] is None or t[0].startswith(("-", "+")) for t in found)
     head = w.template[0] if w.template else None
+    if head is None and getattr(w, "data", False):
+        return False           # "$(date +%F)": data that never starts with '-' or '+'
     return head is None or head.startswith(("-", "+"))
 
 
