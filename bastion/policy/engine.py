@@ -96,6 +96,15 @@ class Policy:
                                            key=lambda r: (-r.severity, r.index)))
         self._allow_writes = tuple(r for r in rules if r.action is Action.ALLOW and r.writes)
         self._allow_connects = tuple(r for r in rules if r.action is Action.ALLOW and r.connects)
+        self._interactive_rules = tuple(r for r in rules if r.action is Action.ALLOW
+                                        and r.interactive and r.patterns)
+        self._naming: dict[str, list[tuple[Rule, Any]]] = {}   # subcommand -> rules naming it
+        for r in rules:
+            if r.action is Action.ALLOW:
+                for p in r.patterns:
+                    for w in p.words:
+                        if isinstance(w, Sub) and w.level == 0 and w.glob.literal is not None:
+                            self._naming.setdefault(w.glob.literal, []).append((r, p))
         self._skip_cache: dict = {}
         self._decisions: dict = {}      # (line, interactive, cwd, skip) -> Decision
 
@@ -282,9 +291,8 @@ class Policy:
         """Does an allow rule with ``interactive = true`` name this command?"""
         if allowed.interactive:
             return True
-        for r in self.rules:
-            if r.action is Action.ALLOW and r.interactive and r.patterns and \
-                    not (skip and r.index in skip) and cmd.trusted and any(
+        for r in self._interactive_rules:
+            if not (skip and r.index in skip) and cmd.trusted and any(
                         p.program.match(cmd.program or "") and p.matches(cmd, 0)
                         for p in r.patterns):
                 return True
@@ -295,10 +303,9 @@ class Policy:
         (``git commit``, not ``git`` nor ``git *``)?"""
         if names_sub(pattern, cmd.sub):
             return True
-        for r in self.rules:
-            if r.action is Action.ALLOW and r.patterns and not (skip and r.index in skip) and \
-                    cmd.trusted and any(names_sub(p, cmd.sub) and p.program.match(cmd.program or "")
-                                        and p.matches(cmd, 0) for p in r.patterns):
+        for r, p in self._naming.get(cmd.sub or "", ()):
+            if not (skip and r.index in skip) and cmd.trusted and \
+                    p.program.match(cmd.program or "") and p.matches(cmd, 0):
                 return True
         return False
 
