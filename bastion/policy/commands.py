@@ -165,7 +165,8 @@ class _Extractor(ArgReader):
         self.base: str | None = self.dirs[0] if self.dirs else None
         self.certain: str | None = None
 
-    def line(self, text: str, depth: int, via: str | None, redirs: list = ()) -> None:
+    def line(self, text: str, depth: int, via: str | None, redirs: list = (),
+             positional: tuple[Word, ...] = ()) -> None:
         fast = fast_commands(text)
         if fast is not None:
             cwds = fast_cwds(text, fast)
@@ -177,7 +178,7 @@ class _Extractor(ArgReader):
             finally:
                 self.certain = saved
             return
-        raws, problems = parse_raw(text)
+        raws, problems = parse_raw(text, positional)
         if depth == 0:
             self.problems.extend(problems)
         elif problems:
@@ -342,11 +343,12 @@ class _Extractor(ArgReader):
                 if isinstance(action, Run):
                     self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
                 else:
-                    self.code(action.text, depth, chain, redirs)
+                    self.code(action.text, depth, chain, redirs, action.args)
             finally:
                 self.dirs, self.dir_unknown, self.certain, self.base = saved
 
-    def code(self, text: str, depth: int, via: str, redirs: list) -> None:
+    def code(self, text: str, depth: int, via: str, redirs: list,
+             positional: tuple[Word, ...] = ()) -> None:
         if depth + 1 > MAX_DEPTH:
             self.add(make_command((via, text), None, (), f"command strings nested deeper than "
                                                          f"{MAX_DEPTH}", via))
@@ -359,7 +361,7 @@ class _Extractor(ArgReader):
         saved = self.base
         self.base = self.certain         # the string starts where the invoking command runs
         try:
-            self.line(text, depth + 1, via, redirs)
+            self.line(text, depth + 1, via, redirs, positional)
         finally:
             self.base = saved
 

@@ -74,8 +74,12 @@ class _TooDeep(Exception):
     pass
 
 
-def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
-    """Parse one line (or ``-c`` string); return (commands, line problems)."""
+def parse_raw(text: str, positional: tuple[Word, ...] = ()) -> tuple[list[RawCommand], list[str]]:
+    """Parse one line (or ``-c`` string); return (commands, line problems).
+
+    ``positional``: the words ``$0``, ``$1`` ... of a ``sh -c TEXT`` string: a quoted
+    ``"$1"`` in TEXT is that word (a literal, a glob, find's ``{}``), checked like a loop
+    variable (nothing else on the line may assign it)."""
     try:
         src = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
@@ -86,6 +90,7 @@ def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
     for _ in range(8):
         tree = parser.parse(src)
         walker = _Walker(src)
+        walker.bind_positional(positional)
         if tree.root_node.has_error:
             walker.problems.append(_describe_error(tree.root_node, src))
         try:
@@ -130,6 +135,19 @@ class _Walker(RedirectWalk):
         self.extra_redirs: dict[int, list[Any]] = {}      # misparsed `a && b > f` (see redirected)
         self.loops: list[tuple[Any, ...]] = []      # active `for f in WORDS` bodies (loop_binding)
         self.loop_uses: list[tuple[Any, ...]] = []  # bindings a word was read through
+
+    def bind_positional(self, positional: tuple[Word, ...]) -> None:
+        """``"$1"`` ... over the whole text stand for the words given (see parse_raw)."""
+        for k, w in enumerate(positional[1:10], start=1):
+            if w.found:
+                alternatives = tuple(w.found)
+            elif w.value is not None:
+                alternatives = ((w.value,),)
+            elif w.globbed:
+                alternatives = (w.template,)
+            else:
+                continue
+            self.loops.append((str(k), alternatives, 0, len(self.src), -1))
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:

@@ -30,6 +30,7 @@ class Code:
     text: str
     via: str
     cwd: Word | None = None
+    args: tuple[Word, ...] = ()    # sh -c TEXT $0 $1 ...: the words "$1" ... stand for
 
 
 # A login shell or ``find -execdir`` runs in a directory we do not know.

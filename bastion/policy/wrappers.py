@@ -33,6 +33,7 @@ Pure: no IO.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bastion.policy import containers
@@ -156,13 +157,21 @@ def _flock(prog: str, words: list) -> list:
     return _rest(prog, words, i + 1)
 
 
-def _code(prog: str, words: list, i: int, via: str) -> list:
+# A -c string that may change its positional parameters ($1 ...) before reading them.
+_REBINDS = re.compile(r"(?:^|[\s;&|({`])(?:set|shift|getopts|eval|source|\.|function)"
+                      r"(?:$|[\s;&|)}`])|\(\s*\)")
+
+
+def _code(prog: str, words: list, i: int, via: str, positional: bool = False) -> list:
+    """``-c TEXT``; for a shell, the words after TEXT are $0, $1 ...: a ``"$1"`` in TEXT
+    stands for that word (find's ``{}``, a literal) unless TEXT may rebind them."""
     if i >= len(words):
         return [Opaque(f"{via} without a command string", prog)]
     w = words[i]
     if w.value is None:
         return [Opaque(f"{via} with a string built at run time ({w.raw})", prog)]
-    return [Code(w.value, via)]
+    args = tuple(words[i + 1:]) if positional and not _REBINDS.search(w.value) else ()
+    return [Code(w.value, via, args=args)]
 
 
 def _watch(prog: str, words: list) -> list:
@@ -376,7 +385,7 @@ def _shell(prog: str, words: list) -> list:
         break
     operands = words[i:]
     if "c" in letters:
-        return _code(prog, words, i, f"{prog} -c")
+        return _code(prog, words, i, f"{prog} -c", positional=True)
     if not operands and longs and all(x in ("--version", "--help") for x in longs):
         return []
     if operands and "s" not in letters:
