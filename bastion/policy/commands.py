@@ -46,11 +46,11 @@ from bastion.policy.danger import (
 from bastion.policy.arguments import Arg, ArgReader
 from bastion.policy.dialect import history_expansion, sh_difference
 from bastion.policy.effects import harmless_write, redirect_roles
-from bastion.policy.fastpath import fast_commands, fast_cwds, fast_words
+from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
-from bastion.policy.wrappers import Opaque, Run, unwrap
+from bastion.policy.wrappers import Opaque, Run, piped_names, unwrap
 
 __all__ = ["MAX_DEPTH", "MAX_LINE", "Arg", "Command", "Extraction", "extract", "fast_commands",
            "fast_words", "history_expansion", "make_command", "sh_difference", "show"]
@@ -170,11 +170,13 @@ class _Extractor(ArgReader):
         fast = fast_commands(text)
         if fast is not None:
             cwds = fast_cwds(text, fast)
+            piped = fast_piped(text, len(fast))
             saved = self.certain
             try:
-                for words, cwd in zip(fast, cwds, strict=True):
+                for k, (words, cwd) in enumerate(zip(fast, cwds, strict=True)):
                     self.certain = self.base if cwd == "" else cwd
-                    self.simple(words, list(redirs), None, depth, via)
+                    self.simple(words, list(redirs), None, depth, via,
+                                stdin=RawCommand(fast[k - 1]) if piped[k] else None)
             finally:
                 self.certain = saved
             return
@@ -210,7 +212,7 @@ class _Extractor(ArgReader):
         self.certain = self.base if raw.cwd == "" else raw.cwd
         try:
             self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
-                        env_writes=env_writes)
+                        env_writes=env_writes, stdin=raw.stdin)
         finally:
             self.certain = saved
 
@@ -248,7 +250,8 @@ class _Extractor(ArgReader):
 
     # -- one simple command --------------------------------------------------------
     def simple(self, words: list, redirs: list, problem: str | None, depth: int,
-               via: str | None, assigns: tuple = (), env_writes: list | None = None) -> None:
+               via: str | None, assigns: tuple = (), env_writes: list | None = None,
+               stdin: RawCommand | None = None) -> None:
         env_writes = list(env_writes or ())
         for name, value in assigns:
             if dangerous_name(name) and self.env_assign(name, value, env_writes) != "":
@@ -288,6 +291,14 @@ class _Extractor(ArgReader):
             w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
             op + (w.value if w.value is not None else w.raw) for op, w in redirs)
         actions = unwrap(program, words) if program is not None else []
+        if program == "xargs" and stdin is not None:
+            names = piped_names(stdin.words, words)
+            if names:              # find ... -print0 | xargs -0 CMD: CMD gets find's names
+                found = Word(raw="<find names>", value=None, template=(None,),
+                             why="find match", found=names)
+                actions = [Run([found if x.why == "xargs input" else x for x in a.words],
+                               a.via, a.assigns, a.cwd) if isinstance(a, Run) else a
+                           for a in actions]
         if program is not None and problem is None:
             problem = self.special(program, words, args)
             for action in actions:

@@ -100,3 +100,10 @@ def fast_cwds(line: str, segments: list[list[Word]]) -> list[str | None]:
         elif first in ("pushd", "popd"):
             pending = None
     return out
+
+
+def fast_piped(line: str, n: int) -> list[bool]:
+    """For each of the ``n`` commands of a fast-path line: does it read the previous
+    command's output through ``|`` (not ``|&``)?"""
+    seps = _FAST_SEP.findall(line)
+    return [k > 0 and k - 1 < len(seps) and seps[k - 1] == "|" for k in range(n)]

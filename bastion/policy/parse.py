@@ -136,6 +136,17 @@ class _Walker(RedirectWalk):
         self.loops: list[tuple[Any, ...]] = []      # active `for f in WORDS` bodies (loop_binding)
         self.loop_uses: list[tuple[Any, ...]] = []  # bindings a word was read through
 
+    def link_pipe(self, node: Any, before: int) -> None:
+        """``a | b``: b's standard input is a's output (RawCommand.stdin), for two plain
+        commands joined by ``|`` (not ``|&``, which adds a's errors)."""
+        kids = node.children
+        by_pos = {r.pos: r for r in self.raws[before:]}
+        for k in range(len(kids) - 2):
+            a, op, b = kids[k], kids[k + 1], kids[k + 2]
+            if a.type == "command" and op.type == "|" and b.type == "command" and \
+                    a.start_byte in by_pos and b.start_byte in by_pos:
+                by_pos[b.start_byte].stdin = by_pos[a.start_byte]
+
     def bind_positional(self, positional: tuple[Word, ...]) -> None:
         """``"$1"`` ... over the whole text stand for the words given (see parse_raw)."""
         for k, w in enumerate(positional[1:10], start=1):
@@ -171,6 +182,10 @@ class _Walker(RedirectWalk):
                 self.assignment_statement(node)
             elif t == "comment":
                 pass
+            elif t == "pipeline":
+                before = len(self.raws)
+                self.children(node, inherited)
+                self.link_pipe(node, before)
             elif t == "function_definition" and self.function_name(node) in DATA_PROGRAMS:
                 self.problems.append(f"a function named {self.function_name(node)} would "
                                      f"change output the policy reads as data")

@@ -22,3 +22,5 @@ class RawCommand:
     cwd: str | None = None                            # its working directory: "" the text's
                                                       # first one, a path (after cd X &&), or
                                                       # None (unknown)
+    stdin: Any = None                                 # the RawCommand piped into it with
+                                                      # `|` (a plain command), if any

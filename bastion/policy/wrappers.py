@@ -44,7 +44,7 @@ from bastion.policy.wrapper_options import (
     XARGS, Code, Opaque, OptionError, Opts, Run, scan,
 )
 
-__all__ = ["Code", "ELSEWHERE", "Opaque", "Opts", "Run", "scan", "unwrap"]
+__all__ = ["Code", "ELSEWHERE", "Opaque", "Opts", "Run", "piped_names", "scan", "unwrap"]
 
 
 
@@ -253,6 +253,29 @@ def _find_matches(words: list[Word]) -> tuple[tuple[str | None, ...], ...]:
                 out.append((base,) + tail)
                 out.append((base, None, "/") + tail)
     return tuple(out)
+
+
+_FIND_OUTPUTS = frozenset(("-print", "-print0", "-printf", "-fprint", "-fprint0", "-fprintf",
+                           "-ls", "-fls", "-exec", "-execdir", "-ok", "-okdir", "-delete"))
+
+
+def piped_names(source: list[Word], xargs: list[Word]) -> tuple[tuple[str | None, ...], ...]:
+    """``find ROOTS ... -print0 | xargs -0 CMD``: the names xargs appends to CMD are
+    find's matches (NUL-separated, so a name with a blank or newline stays one name).
+    ``()`` for any other pair (without ``-0`` a name like ``a /etc/shadow`` splits)."""
+    if not source or source[0].value != "find" or any(w.value is None for w in source):
+        return ()
+    outputs = [w.value for w in source if w.value in _FIND_OUTPUTS]
+    if outputs != ["-print0"]:
+        return ()
+    try:
+        _, seen = scan(xargs, 1, XARGS, "xargs")
+    except OptionError:
+        return ()
+    if not seen.keys() & {"0", "null"} or seen.keys() & {"a", "arg-file", "d", "delimiter",
+                                                         "I", "i", "replace"}:
+        return ()
+    return _find_matches(source)
 
 
 def _glob_parts(pattern: str) -> tuple[str | None, ...]:
