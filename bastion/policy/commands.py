@@ -36,6 +36,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from bastion.policy.danger import (
     BASH_LIKE,
@@ -165,7 +166,8 @@ class _Extractor(ArgReader):
         self.base: str | None = self.dirs[0] if self.dirs else None
         self.certain: str | None = None
 
-    def line(self, text: str, depth: int, via: str | None, redirs: list = (),
+    def line(self, text: str, depth: int, via: str | None,
+             redirs: list[Any] | tuple[Any, ...] = (),
              positional: tuple[Word, ...] = ()) -> None:
         fast = fast_commands(text)
         if fast is not None:
@@ -189,10 +191,11 @@ class _Extractor(ArgReader):
         for raw in raws:
             self.raw(raw, depth, via, redirs)
 
-    def raw(self, raw: RawCommand, depth: int, via: str | None, redirs: list) -> None:
+    def raw(self, raw: RawCommand, depth: int, via: str | None,
+            redirs: list[Any] | tuple[Any, ...]) -> None:
         problem = raw.problem
         pagers = []
-        env_writes: list = []
+        env_writes: list[Any] = []
         for name, value in raw.assigns:
             if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words \
                     and value.value.split()[0].rsplit("/", 1)[-1] not in BASH_LIKE:
@@ -216,7 +219,7 @@ class _Extractor(ArgReader):
         finally:
             self.certain = saved
 
-    def env_assign(self, name: str, value: Word, writes: list) -> str | None:
+    def env_assign(self, name: str, value: Word, writes: list[Any]) -> str | None:
         """A dangerous variable set for one command whose value we can still read: an
         empty pager (no pager), ``GIT_TRACE=1`` (stderr) or ``=/path`` (a write),
         ``LESS``/``MORE`` options the pager's table accepts.  Returns "" when harmless,
@@ -249,8 +252,9 @@ class _Extractor(ArgReader):
         self.commands.append(cmd)
 
     # -- one simple command --------------------------------------------------------
-    def simple(self, words: list, redirs: list, problem: str | None, depth: int,
-               via: str | None, assigns: tuple = (), env_writes: list | None = None,
+    def simple(self, words: list[Word], redirs: list[Any], problem: str | None, depth: int,
+               via: str | None, assigns: tuple[Any, ...] = (),
+               env_writes: list[Any] | None = None,
                stdin: RawCommand | None = None) -> None:
         env_writes = list(env_writes or ())
         for name, value in assigns:
@@ -294,9 +298,9 @@ class _Extractor(ArgReader):
         if program == "xargs" and stdin is not None:
             names = piped_names(stdin.words, words)
             if names:              # find ... -print0 | xargs -0 CMD: CMD gets find's names
-                found = Word(raw="<find names>", value=None, template=(None,),
-                             why="find match", found=names)
-                actions = [Run([found if x.why == "xargs input" else x for x in a.words],
+                fed = Word(raw="<find names>", value=None, template=(None,),
+                           why="find match", found=names)
+                actions = [Run([fed if x.why == "xargs input" else x for x in a.words],
                                a.via, a.assigns, a.cwd) if isinstance(a, Run) else a
                            for a in actions]
         if program is not None and problem is None:
@@ -305,8 +309,8 @@ class _Extractor(ArgReader):
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
-        effects: dict = {}
-        codes: list = []
+        effects: dict[str, Any] = {}
+        codes: list[str] = []
         if program is not None and problem is None:
             found = describe(program, words, self.value_arg)
             if found is not None and found.problem:
@@ -332,14 +336,14 @@ class _Extractor(ArgReader):
                 self.add(make_command((program, text), None, (), f"{program} runs a shell "
                                       f"as a pager (it would read the output as code)", via))
                 continue
-            self.code(text, depth, f"{via} > {program}" if via else program, redirs)
+            self.code(text, depth, f"{via} > {program}" if via else program or "", redirs)
         if program is None:
             return
         if program in ("cd", "pushd", "popd"):
             self.track_cd(program, words)
         if program == "eval":
             if all(w.value is not None for w in words[1:]) and len(words) > 1:
-                self.code(" ".join(w.value for w in words[1:]), depth, "eval", redirs)
+                self.code(" ".join(w.value or "" for w in words[1:]), depth, "eval", redirs)
             return
         for action in actions:
             chain = f"{via} > {action.via}" if via else action.via
@@ -358,7 +362,7 @@ class _Extractor(ArgReader):
             finally:
                 self.dirs, self.dir_unknown, self.certain, self.base = saved
 
-    def code(self, text: str, depth: int, via: str, redirs: list,
+    def code(self, text: str, depth: int, via: str, redirs: list[Any] | tuple[Any, ...],
              positional: tuple[Word, ...] = ()) -> None:
         if depth + 1 > MAX_DEPTH:
             self.add(make_command((via, text), None, (), f"command strings nested deeper than "
@@ -377,7 +381,7 @@ class _Extractor(ArgReader):
             self.base = saved
 
     @staticmethod
-    def special(program: str, words: list, args: list) -> str | None:
+    def special(program: str, words: list[Word], args: list[Any]) -> str | None:
         why = OPAQUE_PROGRAMS.get(program)
         if why:
             return why
@@ -413,7 +417,7 @@ class _Extractor(ArgReader):
             self.dirs = [norm_path(d + "/" + target) for d in self.dirs]
             self.dir_unknown = True
 
-    def track_cd(self, program: str, words: list) -> None:
+    def track_cd(self, program: str, words: list[Word]) -> None:
         operands = [w for w in words[1:] if not (w.value or "").startswith("-")]
         if program == "popd" or not operands:
             self.dir_unknown = True
