@@ -278,7 +278,7 @@ def _systemctl_unit_files(out: Analysis, opts: list[Any], operands: list[Any],
             out.opaque(f"systemctl: a unit file given by path ({o.raw}) runs the commands "
                        f"it names")
             return
-    names = {name for name, _ in opts}
+    names = {name for name, _ in opts} | set(out.longs)     # --user before the subcommand
     where = next((d for n, d in _SC_UNIT_DIRS.items() if n in names), "/etc/systemd/")
     out.writes.append(PathTemplate(((where, None),)))
 
