@@ -175,6 +175,16 @@ def _format_patch(out: Analysis, opts: Opts, operands: list[Any], mkarg: MkArg) 
     out.writes.append(below(dirs[-1], mkarg) if dirs else _tree(out, mkarg))
 
 
+def _bundle(out: Analysis, opts: Opts, operands: list[Any], mkarg: MkArg) -> None:
+    """``git bundle create FILE REVS`` writes FILE; ``verify``/``list-heads``/``unbundle``
+    read it."""
+    if operands and operands[0].value == "create" and len(operands) > 1:
+        if operands[1].value != "-":
+            out.writes.append(mkarg(operands[1]))
+    elif len(operands) > 1:
+        out.reads.append(mkarg(operands[1]))
+
+
 def _new_tree(out: Analysis, opts: Opts, operands: list[Any], mkarg: MkArg) -> None:
     """``git clone URL [DIR]``, ``git init [DIR]``, ``git worktree add DIR``: writes the new
     directory (an operand), or below the working directory."""
@@ -213,6 +223,8 @@ SUBS: dict[str, Any] = {name: READ for name in (
     "for-each-ref", "name-rev", "merge-base", "count-objects", "fsck", "archive", "bundle",
     "version", "help")}
 SUBS["diff"] = replace(READ, hook=_diff)
+SUBS["bundle"] = replace(READ, hook=_bundle)
+SUBS["grep"] = replace(READ, reads=("f",))            # -f FILE: patterns read from FILE
 SUBS["status"] = replace(READ, named=HOOKS)        # post-index-change on an index refresh
 SUBS["branch"] = replace(READ, hook=_ref_changes("branch"), values="SGnLu")
 SUBS["tag"] = replace(READ, hook=_ref_changes("tag"), values="SGnLmFu")
