@@ -73,8 +73,8 @@ class ArgReader:
                     and None not in tpl[1:] and ".." not in w.raw and "/proc/" not in w.raw:
                 # ~/x: x in the login user's home directory (HOME is never set by the line:
                 # that is opaque); see effects.HOME
-                rest = "".join(p for p in tpl[1:] if p is not None)
-                home = (None, canonical_path(rest)) if rest.strip("/") else (None,)
+                tail = "".join(p for p in tpl[1:] if p is not None)
+                home = (None, canonical_path(tail)) if tail.strip("/") else (None,)
                 return Arg(None, (), _templates(tpl), operand, ((home, HOME),))
             return Arg(None, (), _templates(tpl), operand)
         if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
