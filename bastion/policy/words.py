@@ -204,9 +204,9 @@ class _Builder:
 # date formats: conversions that print digits, ':' or 'T' (no %z: "-0500", no locale names).
 # hostname/whoami print what an administrator set (assumed sane: not "-x", see POLICY.md).
 DATA_SUBSTITUTION = re.compile(
-    r"\$\((?:hostname(?: -s| --short)?|whoami|id -(?:un|gn|u|g)|nproc|uname(?: -[snrm]+)?"
-    r"|date(?: -u| --utc)?(?: \+(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:])"
-    r"(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:-])*)?)\)")
+    r"\$\((?:hostname(?: -s| --short)?|whoami|id -(?:un|gn|u|g)|nproc|uname(?: -[snrm])?"
+    r"|date(?: -u| --utc)? \+(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:])"
+    r"(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:-])*)\)")
 
 # The programs above: a function or alias of that name (defined on this or an earlier line)
 # would make their output anything, so defining one is opaque (parse.py, wrappers.py).
