@@ -45,6 +45,7 @@ from typing import Any
 import tree_sitter
 import tree_sitter_bash
 
+from bastion.policy.bindings import BindingWalk
 from bastion.policy.cdwalk import _CD_WORD
 from bastion.policy.heredocs import REDIRECT_TYPES, RedirectWalk
 from bastion.policy.rawcommand import RawCommand
@@ -121,7 +122,7 @@ def _describe_error(root, src: bytes) -> str:
     return "line does not parse as bash"
 
 
-class _Walker(RedirectWalk):
+class _Walker(RedirectWalk, BindingWalk):
     def __init__(self, src: bytes) -> None:
         self.src = src
         self.raws: list[RawCommand] = []
@@ -146,19 +147,6 @@ class _Walker(RedirectWalk):
             if a.type == "command" and op.type == "|" and b.type == "command" and \
                     a.start_byte in by_pos and b.start_byte in by_pos:
                 by_pos[b.start_byte].stdin = by_pos[a.start_byte]
-
-    def bind_positional(self, positional: tuple[Word, ...]) -> None:
-        """``"$1"`` ... over the whole text stand for the words given (see parse_raw)."""
-        for k, w in enumerate(positional[1:10], start=1):
-            if w.found:
-                alternatives = tuple(w.found)
-            elif w.value is not None:
-                alternatives = ((w.value,),)
-            elif w.globbed:
-                alternatives = (w.template,)
-            else:
-                continue
-            self.loops.append((str(k), alternatives, 0, len(self.src), -1))
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:
@@ -294,50 +282,6 @@ class _Walker(RedirectWalk):
     # -- words -----------------------------------------------------------------
     def word(self, node, *, assignment: bool = False) -> Word:
         return self.word_span(node, node.start_byte, node.end_byte, assignment=assignment)
-
-    def loop_binding(self, node: Any, var: Any) -> tuple[Any, ...] | None:
-        """``for f in WORDS``: while its body runs, ``"$f"`` is one of WORDS, when each of
-        them is a literal or a glob (names found on disk); else None."""
-        name = self.text(var)
-        values: list[Any] = []
-        body = None
-        seen_in = False
-        for ch in node.children:
-            if ch.type == "in":
-                seen_in = True
-            elif ch.type in ("do_group", "compound_statement"):
-                body = ch
-            elif seen_in and ch.is_named and ch.type != "comment":
-                values.append(ch)
-        if not values or body is None or node.children[0].type != "for":
-            return None
-        alternatives = []
-        for ch in values:
-            try:
-                w = decode_word(self.src, ch.start_byte, ch.end_byte, {}, self._on_sub)
-            except (Disagreement, WordProblem):
-                return None
-            if w.value is not None:
-                alternatives.append((w.value,))
-            elif w.globbed:
-                alternatives.append(w.template)
-            else:
-                return None
-        return (name, tuple(alternatives), body.start_byte, body.end_byte, node.start_byte)
-
-    def loop_word(self, raw: str, start: int) -> Word | None:
-        """``"$f"`` / ``"${f}"`` inside the body of a ``for f in`` over known words."""
-        if not raw.startswith('"$') or not raw.endswith('"'):
-            return None
-        name = raw[2:-1]
-        if name.startswith("{") and name.endswith("}"):
-            name = name[1:-1]
-        for bound in reversed(self.loops):
-            if bound[0] == name and bound[2] <= start < bound[3]:
-                self.loop_uses.append(bound)
-                return Word(raw=raw, value=None, template=(None,), why="loop variable",
-                            found=bound[1], quoted=True)
-        return None
 
     def word_span(self, node, start: int, end: int, *, assignment: bool = False) -> Word:
         if self.data_assigns and not assignment:
