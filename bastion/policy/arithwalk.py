@@ -35,6 +35,7 @@ from bastion.policy.words import Word
 _MAY_ASSIGN = re.compile(r"=|\(\(|(?:^|[\s;&|({`])(?:read|let|declare|typeset|local|export|"
                          r"readonly|unset|mapfile|readarray|getopts|printf|wait|eval|source|\.|"
                          r"for|select)(?:$|[\s;&|)}`])")
+_DATA_REF = re.compile(r'"?\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))"?')
 _ARRAY_KEY = re.compile(r"\[([^\]=]*)\]\+?=")
 # builtin -> (options taking a value, those whose value is a name, operands are names)
 _NAME_BUILTINS = {
@@ -72,6 +73,8 @@ class ArithWalk:
         self.assigned: dict[str, list[tuple[Any, ...]]] = {}   # name -> (pos, kind, refs, dom)
         self.poison = False        # something may assign any variable (a trap)
         self.dom: dict[tuple[int, str], tuple[int, int]] = {}  # top-level statements
+        self.data_assigns: dict[str, set[int]] = {}   # NAME=$(date +%F): positions
+        self.data_uses: list[tuple[str, int]] = []    # "$NAME" read as data (see settle)
 
     def top_statements(self, node: Any) -> None:
         kids = node.children
@@ -281,6 +284,10 @@ class ArithWalk:
             if code is not None and (code.value is None or _MAY_ASSIGN.search(code.value)):
                 self.poison = True     # a DEBUG trap runs before every command
             return None
+        if prog == "eval":      # its string runs in this shell: it may assign anything
+            if any(w.value is None or _MAY_ASSIGN.search(w.value) for w in args):
+                self.poison = True
+            return None
         if prog in ("test", "["):
             for j, w in enumerate(args[:-1]):
                 if w.value == "-v":
@@ -343,6 +350,15 @@ class ArithWalk:
                 self.problems.append(f"the loop variable {name} is also assigned elsewhere on "
                                      f"the line, so its value is not one of the loop's words")
                 break
+        for name, pos in self.data_uses:
+            found = self.assigned.get(name, ())
+            data = self.data_assigns.get(name, set())
+            if self.poison or not all(a[0] in data for a in found) or not any(
+                    d is not None and d[0] <= pos < d[1] for _, _, _, d in found):
+                self.problems.append(f"${name} is read as the output of the substitution "
+                                     f"assigned to it, but it may be assigned something else "
+                                     f"first")
+                break
         for name, pos, what in self.uses:
             if not self.numeric(name, pos, frozenset()):
                 self.problems.append(
@@ -388,6 +404,21 @@ class ArithWalk:
             self.assign(name, pos, "unknown")
         else:
             self.assign_value(name, pos, word, self.text(value), dominates)
+            if word is not None and word.data and word.template == (None,):
+                self.data_assigns.setdefault(name, set()).add(pos)
+
+    def data_word(self, raw: str, start: int) -> Word | None:
+        """``"$NAME"`` after ``NAME=$(date +%F)`` earlier on the line: data (never an
+        option), provided settle() finds that assignment surely before and no other."""
+        m = _DATA_REF.fullmatch(raw)
+        if m is None:
+            return None
+        name = m.group(1) or m.group(2)
+        if not any(p < start for p in self.data_assigns.get(name, ())):
+            return None
+        self.data_uses.append((name, start))
+        return Word(raw=raw, value=None, template=(None,), why="variable",
+                    quoted=raw.startswith('"'), data=True)
 
     def declared(self, keyword: str, flags: set[str], declared: list[Any],
                  node: Any) -> str | None:

@@ -44,43 +44,23 @@ from bastion.policy.danger import (
     TRUSTED_DIRS,
     dangerous_name,
 )
-from bastion.policy.effects import (
-    canonical_path, cwd_alias, harmless_write, proc_alias_templates, redirect_roles,
-)
+from bastion.policy.arguments import Arg, ArgReader
+from bastion.policy.dialect import history_expansion, sh_difference
+from bastion.policy.effects import harmless_write, redirect_roles
+from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
-from bastion.policy.wrappers import Code, Opaque, Run, unwrap
+from bastion.policy.wrappers import Opaque, Run, piped_names, unwrap
+
+__all__ = ["MAX_DEPTH", "MAX_LINE", "Arg", "Command", "Extraction", "extract", "fast_commands",
+           "fast_words", "history_expansion", "make_command", "sh_difference", "show"]
 
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 8
-_SPECIAL_ARG = re.compile(r"[/=:~]|^\.\.")
 _GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
 _OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
-_FAST = re.compile(r"[A-Za-z0-9_./:,%+@= \t-]+")
-_FAST_LIST = re.compile(r"[A-Za-z0-9_./:,%+@= \t|;&-]+")
-_FAST_SEP = re.compile(r"\|\||&&|\|&|[|;&]")
-_FAST_FIRST_BAD = re.compile(r"\s*(?:\S*=|(?:if|then|else|elif|fi|do|done|case|esac|while|until|"
-                             r"for|select|function|time|coproc|in)(?:\s|\Z))")
-
-
-@dataclass(frozen=True, slots=True)
-class Arg:
-    """One argument as rules see it.
-
-    ``text``: normalised static value (``None`` when only known at run time).
-    ``views``: further static readings, for deny/review rules only.
-    ``templates``: run-time readings (tuples of ``str`` and ``None`` = any text),
-    for deny/review rules only.  ``operand``: it follows ``--``.
-    """
-
-    text: str | None
-    views: tuple = ()
-    templates: tuple = ()
-    operand: bool = False
-    found: tuple[Any, ...] | None = None   # effects: ((template, directory its unknown parts are
-                                 # found in, or None), ...) instead of ``templates``
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +96,7 @@ class Command:
     valued: frozenset[int] = frozenset()   # indexes of args the table read as option values
     interactive: str | None = None    # why only an `interactive = true` rule allows it
     subs: tuple[str, ...] = ()          # the subcommand path (``("container", "logs")``)
+    named: str | None = None    # why only an allow rule naming the subcommand allows it
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
@@ -172,139 +153,8 @@ def _extract_cached(line: str, interactive: bool, cwd: str | None,
     return Extraction(tuple(ex.commands), tuple(ex.problems))
 
 
-_SH_DIFF = (
-    (re.compile(r"\$'"), "$'...' quoting"), (re.compile(r'\$"'), '$"..." quoting'),
-    (re.compile(r"\[\["), "[[ ]]"), (re.compile(r"\(\("), "(( ))"),
-    (re.compile(r"[<>]\("), "process substitution"), (re.compile(r"&>"), "&> redirection"),
-    (re.compile(r"\|&"), "|& pipes"), (re.compile(r"(?:^|[\s;&|(])function\s"), "function"),
-    (re.compile(r";;?&"), "case fall-through ;& / ;;&"), (re.compile(r"\w=\("), "arrays"),
-    (re.compile(r"\$\{\w+\["), "arrays"), (re.compile(r"\{[^\s{}]*(?:,|\.\.)[^\s{}]*\}"),
-                                              "brace expansion"),
-    (re.compile(r"<<<"), "here-strings"), (re.compile(r"\$\{[^}]*(?:\^|,|/|:\d|@)"),
-                                         "bash parameter expansions"),
-)
 
-
-# ``$(( ... ))`` with plain arithmetic inside (no parentheses, no quotes) is POSIX and read
-# alike by both shells; anything else that starts with ``$((`` or ``((`` stays suspect.
-_SIMPLE_ARITH = re.compile(r"\$\(\([\w\s+\-*/%<>=!&|^~?:,$]*\)\)")
-
-
-def sh_difference(text: str) -> str | None:
-    """Why bash and dash could read ``text`` differently (or None).  Conservative: a
-    match inside quotes counts too (the text is then opaque, never misread)."""
-    text = _SIMPLE_ARITH.sub("0", text)
-    for rx, what in _SH_DIFF:
-        if rx.search(text):
-            return f"{what} reads differently in bash and sh"
-    return None
-
-
-def history_expansion(line: str) -> str | None:
-    """Why an interactive bash would rewrite ``line`` before running it (``!!``, ``^a^b``)."""
-    if line.startswith("^"):
-        return "history substitution (^) in an interactive shell"
-    single = False
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if c == "\\" and not single:
-            i += 2
-            continue
-        if c == "'":
-            single = not single
-        elif c == "!" and not single and i + 1 < len(line) and line[i + 1] not in " \t\n=(\"":
-            return "history expansion (!) in an interactive shell"
-        i += 1
-    return None
-
-
-# Builtins the parser must read even in a line of plain words (bastion.policy.parse):
-# let evaluates arithmetic, mapfile -C runs a callback, and integer / read-only
-# attributes outlive the line.  (Plain words hold no subscript, and the assignments
-# builtins make only matter to arithmetic, which sends the line to the parser anyway.)
-_PARSER_BUILTINS = frozenset({"let", "mapfile", "readarray", "readonly"})
-_DECLARING = frozenset({"declare", "typeset", "local", "export"})
-
-
-def _needs_parser(parts: list[str]) -> bool:
-    k = 0
-    while k < len(parts) and parts[k] in ("command", "builtin"):
-        k += 1
-        while k < len(parts) and parts[k].startswith("-") and parts[k] != "--":
-            k += 1
-    if k >= len(parts):
-        return False
-    first = parts[k]
-    if first in _PARSER_BUILTINS:
-        return True
-    return first in _DECLARING and any(p[:1] == "-" and ("i" in p or "r" in p)
-                                       for p in parts[k + 1:])
-
-
-def fast_words(line: str) -> list | None:
-    """Split a line of plain words without the parser, or None if it is not that simple."""
-    if not _FAST.fullmatch(line) or _FAST_FIRST_BAD.match(line):
-        return None
-    parts = line.split()
-    if not parts:
-        return None
-    if _needs_parser(parts):
-        return None
-    return [Word(raw=p, value=p, template=(p,)) for p in parts]
-
-
-def fast_commands(line: str) -> list | None:
-    """Plain words joined by ``|``, ``|&``, ``||``, ``&&``, ``;``, ``&``: the word lists of
-    each command, without the parser; None when the line needs the parser."""
-    if not _FAST_LIST.fullmatch(line):
-        return None
-    segments = _FAST_SEP.split(line)
-    last = len(segments) - 1
-    out = []
-    for k, seg in enumerate(segments):
-        if not seg.strip():
-            if k == last and k > 0 and not line.rstrip().endswith(("|", "&&", "||", "|&")):
-                continue                      # "ls;" and "ls &" end cleanly
-            return None
-        words = fast_words(seg)
-        if words is None:
-            return None
-        out.append(words)
-    return out
-
-
-def _fast_cwds(line: str, segments: list) -> list:
-    """RawCommand.cwd for each command of a fast-path line: "" when no cd is on the line,
-    the directory after ``cd /abs &&`` (through pipelines joined by ``&&``), else None."""
-    if not any(w[0].value in ("cd", "pushd", "popd") for w in segments):
-        return [""] * len(segments)
-    seps = _FAST_SEP.findall(line)
-    out: list = []
-    pending = None          # the directory a && chain is surely in
-    for k, words in enumerate(segments):
-        sep = seps[k - 1] if k else None
-        if sep in ("|", "|&"):
-            out.append(out[-1] if out else None)   # the same pipeline as the previous one
-            if words[0].value in ("cd", "pushd", "popd"):
-                pending = None
-            continue
-        if sep != "&&":
-            pending = None
-        out.append(pending)
-        first = words[0].value
-        if first == "cd":
-            args = [w.value for w in words[1:] if w.value not in ("-L", "-P", "-e", "-@", "--")]
-            nxt = seps[k] if k < len(seps) else None
-            alone = nxt not in ("|", "|&")
-            pending = norm_path(args[0]) if alone and len(args) == 1 and args[0] and \
-                args[0].startswith("/") else None
-        elif first in ("pushd", "popd"):
-            pending = None
-    return out
-
-
-class _Extractor:
+class _Extractor(ArgReader):
     def __init__(self, cwd: str | None) -> None:
         self.commands: list[Command] = []
         self.problems: list[str] = []
@@ -316,19 +166,23 @@ class _Extractor:
         self.base: str | None = self.dirs[0] if self.dirs else None
         self.certain: str | None = None
 
-    def line(self, text: str, depth: int, via: str | None, redirs: list = ()) -> None:
+    def line(self, text: str, depth: int, via: str | None,
+             redirs: list[Any] | tuple[Any, ...] = (),
+             positional: tuple[Word, ...] = ()) -> None:
         fast = fast_commands(text)
         if fast is not None:
-            cwds = _fast_cwds(text, fast)
+            cwds = fast_cwds(text, fast)
+            piped = fast_piped(text, len(fast))
             saved = self.certain
             try:
-                for words, cwd in zip(fast, cwds, strict=True):
+                for k, (words, cwd) in enumerate(zip(fast, cwds, strict=True)):
                     self.certain = self.base if cwd == "" else cwd
-                    self.simple(words, list(redirs), None, depth, via)
+                    self.simple(words, list(redirs), None, depth, via,
+                                stdin=RawCommand(fast[k - 1]) if piped[k] else None)
             finally:
                 self.certain = saved
             return
-        raws, problems = parse_raw(text)
+        raws, problems = parse_raw(text, positional)
         if depth == 0:
             self.problems.extend(problems)
         elif problems:
@@ -337,10 +191,11 @@ class _Extractor:
         for raw in raws:
             self.raw(raw, depth, via, redirs)
 
-    def raw(self, raw: RawCommand, depth: int, via: str | None, redirs: list) -> None:
+    def raw(self, raw: RawCommand, depth: int, via: str | None,
+            redirs: list[Any] | tuple[Any, ...]) -> None:
         problem = raw.problem
         pagers = []
-        env_writes: list = []
+        env_writes: list[Any] = []
         for name, value in raw.assigns:
             if name in PAGER_VARS and value.value and fast_words(value.value) and raw.words \
                     and value.value.split()[0].rsplit("/", 1)[-1] not in BASH_LIKE:
@@ -360,11 +215,11 @@ class _Extractor:
         self.certain = self.base if raw.cwd == "" else raw.cwd
         try:
             self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
-                        env_writes=env_writes)
+                        env_writes=env_writes, stdin=raw.stdin)
         finally:
             self.certain = saved
 
-    def env_assign(self, name: str, value: Word, writes: list) -> str | None:
+    def env_assign(self, name: str, value: Word, writes: list[Any]) -> str | None:
         """A dangerous variable set for one command whose value we can still read: an
         empty pager (no pager), ``GIT_TRACE=1`` (stderr) or ``=/path`` (a write),
         ``LESS``/``MORE`` options the pager's table accepts.  Returns "" when harmless,
@@ -397,8 +252,10 @@ class _Extractor:
         self.commands.append(cmd)
 
     # -- one simple command --------------------------------------------------------
-    def simple(self, words: list, redirs: list, problem: str | None, depth: int,
-               via: str | None, assigns: tuple = (), env_writes: list | None = None) -> None:
+    def simple(self, words: list[Word], redirs: list[Any], problem: str | None, depth: int,
+               via: str | None, assigns: tuple[Any, ...] = (),
+               env_writes: list[Any] | None = None,
+               stdin: RawCommand | None = None) -> None:
         env_writes = list(env_writes or ())
         for name, value in assigns:
             if dangerous_name(name) and self.env_assign(name, value, env_writes) != "":
@@ -438,14 +295,22 @@ class _Extractor:
             w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
             op + (w.value if w.value is not None else w.raw) for op, w in redirs)
         actions = unwrap(program, words) if program is not None else []
+        if program == "xargs" and stdin is not None:
+            names = piped_names(stdin.words, words)
+            if names:              # find ... -print0 | xargs -0 CMD: CMD gets find's names
+                fed = Word(raw="<find names>", value=None, template=(None,),
+                           why="find match", found=names)
+                actions = [Run([fed if x.why == "xargs input" else x for x in a.words],
+                               a.via, a.assigns, a.cwd) if isinstance(a, Run) else a
+                           for a in actions]
         if program is not None and problem is None:
             problem = self.special(program, words, args)
             for action in actions:
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
-        effects: dict = {}
-        codes: list = []
+        effects: dict[str, Any] = {}
+        codes: list[str] = []
         if program is not None and problem is None:
             found = describe(program, words, self.value_arg)
             if found is not None and found.problem:
@@ -462,7 +327,8 @@ class _Extractor:
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts), longs=found.longs,
                                valued=frozenset(k - 1 for k in found.valued),
-                               subs=tuple(found.subs), interactive=found.interactive)
+                               subs=tuple(found.subs), interactive=found.interactive,
+                               named=found.named)
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
                               writes=tuple(writes), reads=tuple(reads), **effects))
         for text in codes:
@@ -470,14 +336,14 @@ class _Extractor:
                 self.add(make_command((program, text), None, (), f"{program} runs a shell "
                                       f"as a pager (it would read the output as code)", via))
                 continue
-            self.code(text, depth, f"{via} > {program}" if via else program, redirs)
+            self.code(text, depth, f"{via} > {program}" if via else program or "", redirs)
         if program is None:
             return
         if program in ("cd", "pushd", "popd"):
             self.track_cd(program, words)
         if program == "eval":
             if all(w.value is not None for w in words[1:]) and len(words) > 1:
-                self.code(" ".join(w.value for w in words[1:]), depth, "eval", redirs)
+                self.code(" ".join(w.value or "" for w in words[1:]), depth, "eval", redirs)
             return
         for action in actions:
             chain = f"{via} > {action.via}" if via else action.via
@@ -492,11 +358,12 @@ class _Extractor:
                 if isinstance(action, Run):
                     self.simple(list(action.words), redirs, None, depth, chain, action.assigns)
                 else:
-                    self.code(action.text, depth, chain, redirs)
+                    self.code(action.text, depth, chain, redirs, action.args)
             finally:
                 self.dirs, self.dir_unknown, self.certain, self.base = saved
 
-    def code(self, text: str, depth: int, via: str, redirs: list) -> None:
+    def code(self, text: str, depth: int, via: str, redirs: list[Any] | tuple[Any, ...],
+             positional: tuple[Word, ...] = ()) -> None:
         if depth + 1 > MAX_DEPTH:
             self.add(make_command((via, text), None, (), f"command strings nested deeper than "
                                                          f"{MAX_DEPTH}", via))
@@ -509,12 +376,12 @@ class _Extractor:
         saved = self.base
         self.base = self.certain         # the string starts where the invoking command runs
         try:
-            self.line(text, depth + 1, via, redirs)
+            self.line(text, depth + 1, via, redirs, positional)
         finally:
             self.base = saved
 
     @staticmethod
-    def special(program: str, words: list, args: list) -> str | None:
+    def special(program: str, words: list[Word], args: list[Any]) -> str | None:
         why = OPAQUE_PROGRAMS.get(program)
         if why:
             return why
@@ -550,7 +417,7 @@ class _Extractor:
             self.dirs = [norm_path(d + "/" + target) for d in self.dirs]
             self.dir_unknown = True
 
-    def track_cd(self, program: str, words: list) -> None:
+    def track_cd(self, program: str, words: list[Word]) -> None:
         operands = [w for w in words[1:] if not (w.value or "").startswith("-")]
         if program == "popd" or not operands:
             self.dir_unknown = True
@@ -568,123 +435,3 @@ class _Extractor:
         else:
             self.dir_unknown = True
 
-    # -- one argument --------------------------------------------------------------
-    def value_arg(self, w: Any) -> Arg:
-        """An option value or operand a program table names as a file."""
-        return self.resolve(self.arg(w, False))
-
-    def resolve(self, a: Arg) -> Arg:
-        """A relative file path of a command whose working directory is sure (``cd /x &&
-        cmd``, ``env -C /x cmd``, the ``cwd`` given): that directory's path; the relative
-        text stays a reading for deny rules."""
-        c = self.certain
-        t = a.text
-        if c is None or t is None or a.found is not None or not t or \
-                t.startswith(("/", "~", "-")) or "://" in t:
-            return a
-        return Arg(canonical_path(c.rstrip("/") + "/" + t), a.views + (t,), a.templates,
-                   a.operand)
-
-    def arg(self, w: Word, operand: bool) -> Arg:
-        v = w.value
-        if v is None:
-            if w.found or w.globbed:
-                return self.found_arg(w, operand)
-            return Arg(None, (), _templates(w.template), operand)
-        if not _SPECIAL_ARG.search(v) and not self.dirs and not self.dir_unknown:
-            return Arg(v, (), (), operand)            # a plain word: one reading
-        text = canonical_path(v)
-        views: list = []
-        templates: list = []
-        rest = cwd_alias(v) if "/cwd" in v else None
-        if rest is not None:              # /proc/self/cwd/x: x in the working directory
-            rel = rest.lstrip("/") or "."
-            for d in self.dirs:
-                views.append(norm_path(d + "/" + rel))
-            stripped = norm_path(rel)
-            while stripped.startswith("../") or stripped == "..":
-                stripped = stripped[3:]
-            templates.append((None, "/" + stripped) if stripped not in ("", ".") else (None,))
-            return Arg(text, tuple(views), tuple(templates), operand)
-        if "=" in v:
-            rest = v.partition("=")[2]
-            if rest:
-                views.append(norm_path(rest))
-        if len(v) > 2 and v[0] == "-" and v[1] != "-" and "/" in v:
-            views.append(norm_path(v[v.index("/"):]))
-        if ":" in v and "://" not in v:
-            rest = v.partition(":")[2]
-            if rest[:1] in ("/", "~"):
-                views.append(norm_path(rest))
-        if v[:1] not in ("-", "/", "~", "") and "=" not in v and "://" not in v:
-            for d in self.dirs:
-                views.append(norm_path(d + "/" + v))
-            if self.dir_unknown or text.startswith(".."):
-                stripped = text
-                while stripped.startswith("../") or stripped == "..":
-                    stripped = stripped[3:]
-                templates.append((None, "/" + stripped) if stripped else (None,))
-        return Arg(text, tuple(views), tuple(templates), operand)
-
-
-    def found_arg(self, w: Word, operand: bool) -> Arg:
-        """A word whose unknown parts are names found on disk (a glob, a loop variable over
-        globs, find's ``{}``): for effects, each reading keeps the directory it is found
-        in, so a deny glob matches it like a recursive read of that directory
-        (:func:`bastion.policy.effects.arg_hits`).  Patterns keep the plain template."""
-        alternatives = w.found or (w.template,)
-        templates: list[tuple[Any, ...]] = []
-        found: list[str | None] = []
-        for tpl in alternatives:
-            if any(p is not None and (".." in p or p.startswith("/proc/")) for p in tpl) or \
-                    (tpl and tpl[0] is not None and tpl[0].startswith("~")):
-                for t in _templates(tpl):
-                    templates.append(t)
-                    found.append(None)
-                continue
-            tpl = tuple(_SLASHES.sub("/", p) if p is not None else None for p in tpl)
-            head = tpl[0] if tpl[0] is not None else ""
-            if None not in tpl:                   # a literal alternative
-                templates.append((canonical_path(head),))
-                found.append(None)
-                continue
-            cut = head[:head.rfind("/") + 1]
-            if head.startswith("/"):
-                templates.append(tpl)
-                found.append(cut)
-                continue
-            rest = tpl[1:] if tpl[0] is not None else tpl
-            templates.append(("./",) + tpl)       # relative, as written
-            found.append("./" + cut)
-            for d in self.dirs:
-                base = d.rstrip("/") + "/"
-                templates.append((base + head,) + rest)
-                found.append(base + cut)
-            if self.dir_unknown:
-                templates.append((None, "/" + head) + rest)
-                found.append(None)
-        return Arg(None, (), _templates(w.template), operand, tuple(zip(templates, found, strict=True)))
-
-
-_SLASHES = re.compile(r"/(?:\.?/)+")
-
-
-def _templates(template: tuple) -> tuple:
-    """Readings of a run-time word for deny rules: itself (lightly normalised), after '='."""
-    parts = []
-    for p in template:
-        if p is None:
-            parts.append(None)
-        else:
-            p = _SLASHES.sub("/", p)
-            if "/.." in p or p.startswith(".."):
-                parts = [None]   # '..' after unknown text may climb anywhere
-                p = p.rsplit("..", 1)[1]
-            parts.append(p)
-    out = [tuple(parts)]
-    head = parts[0]
-    if isinstance(head, str) and "=" in head:
-        out.append((head.partition("=")[2],) + tuple(parts[1:]))
-    if isinstance(head, str) and head.startswith("/proc/"):
-        out.extend(proc_alias_templates(tuple(parts)))
-    return tuple(out)

@@ -156,6 +156,10 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
     if level > 1:
         if arg.found is not None:
             for tpl, directory in arg.found:
+                if directory == HOME:
+                    if _home_hit(glob, tpl, recursive):
+                        return True
+                    continue
                 if glob.could_match(tpl) and (directory is None or
                                               _found_hit(glob, tpl, directory)):
                     return True
@@ -163,6 +167,23 @@ def arg_hits(glob, arg, level: int, recursive: bool = False) -> bool:
         for tpl in arg.templates:
             if glob.could_match(tpl):
                 return True
+    return False
+
+
+HOME = "~"     # the "directory" of a ~/x argument (Arg.found): the login user's home
+_HOMES = ("~", "/root", "/home/\0")
+
+
+def _home_hit(glob: Glob, tpl: tuple[str | None, ...], recursive: bool) -> bool:
+    """``~/x`` is x in the login user's home: read as ``~/x``, ``/root/x`` and
+    ``/home/NAME/x``, where NAME matches a glob's wildcard but none of its literal text (a
+    user named id_x is no key file).  A rule naming another home directory literally
+    (``/var/lib/pg/.pgpass``) does not see ``~/.pgpass``: it must say ``~/.pgpass``."""
+    rest = "".join(p for p in tpl[1:] if p is not None)
+    for home in _HOMES:
+        path = home + rest
+        if glob.match(path) or (recursive and _below(glob, path)):
+            return True
     return False
 
 

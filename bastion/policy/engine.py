@@ -40,6 +40,7 @@ from typing import Any
 
 from bastion.policy.commands import Command, extract
 from bastion.policy.effects import any_hits, harmless_write, host_hits, shown_arg
+from bastion.policy.patterns import Sub
 from bastion.policy.rules import (
     Action, Rule, RuleIndex, compile_rules, compile_settings, raise_if,
 )
@@ -95,6 +96,15 @@ class Policy:
                                            key=lambda r: (-r.severity, r.index)))
         self._allow_writes = tuple(r for r in rules if r.action is Action.ALLOW and r.writes)
         self._allow_connects = tuple(r for r in rules if r.action is Action.ALLOW and r.connects)
+        self._interactive_rules = tuple(r for r in rules if r.action is Action.ALLOW
+                                        and r.interactive and r.patterns)
+        self._naming: dict[str, list[tuple[Rule, Any]]] = {}   # subcommand -> rules naming it
+        for r in rules:
+            if r.action is Action.ALLOW:
+                for p in r.patterns:
+                    for w in p.words:
+                        if isinstance(w, Sub) and w.level == 0 and w.glob.literal is not None:
+                            self._naming.setdefault(w.glob.literal, []).append((r, p))
         self._skip_cache: dict = {}
         self._decisions: dict = {}      # (line, interactive, cwd, skip) -> Decision
 
@@ -182,6 +192,7 @@ class Policy:
         soft = cmd.soft                 # opaque only to its program table
         would_allow = False
         matched = None
+        pattern = None
         has_path = cmd.path is not None
         trusted = cmd.trusted
         for cand in self._index.candidates(cmd.program, cmd.path):
@@ -201,7 +212,7 @@ class Policy:
             else:
                 level = 1 if opaque and not cmd.soft else 2
             if cand.pattern.matches(cmd, level):
-                matched = rule
+                matched, pattern = rule, cand.pattern
                 break
         hit = None
         if self._effect_checks:
@@ -242,6 +253,12 @@ class Policy:
                 return CommandDecision(action=self.default, rule="<default>", **base,
                                        reason=f"{shown} {missing}, which no allow rule names "
                                               f"(default: {self.default.value})")
+            if cmd.named and not self._named_ok(cmd, pattern, skip):
+                sub = f"{cmd.program} {cmd.sub}"
+                return CommandDecision(action=self.default, rule="<default>", **base,
+                                       reason=f"{shown}: {sub} {cmd.named}; only an allow rule "
+                                              f"that names {sub!r} allows it "
+                                              f"(default: {self.default.value})")
         extra = f": {matched.description}" if matched.description else ""
         what = f" ({hit})" if hit else ""
         return CommandDecision(action=matched.action, rule=matched.name, **base,
@@ -274,11 +291,21 @@ class Policy:
         """Does an allow rule with ``interactive = true`` name this command?"""
         if allowed.interactive:
             return True
-        for r in self.rules:
-            if r.action is Action.ALLOW and r.interactive and r.patterns and \
-                    not (skip and r.index in skip) and cmd.trusted and any(
+        for r in self._interactive_rules:
+            if not (skip and r.index in skip) and cmd.trusted and any(
                         p.program.match(cmd.program or "") and p.matches(cmd, 0)
                         for p in r.patterns):
+                return True
+        return False
+
+    def _named_ok(self, cmd: Command, pattern: Any, skip: frozenset[int]) -> bool:
+        """Does the deciding pattern, or another allow rule's, name the subcommand itself
+        (``git commit``, not ``git`` nor ``git *``)?"""
+        if names_sub(pattern, cmd.sub):
+            return True
+        for r, p in self._naming.get(cmd.sub or "", ()):
+            if not (skip and r.index in skip) and cmd.trusted and \
+                    p.program.match(cmd.program or "") and p.matches(cmd, 0):
                 return True
         return False
 
@@ -313,6 +340,14 @@ def effect_hit(rule: Rule, cmd: Command, level: int) -> str | None:
         if h is not None:
             return f"connects to {h}"
     return None
+
+
+def names_sub(pattern: Any, sub: str | None) -> bool:
+    """Does this pattern name subcommand ``sub`` literally (its first subcommand word)?"""
+    if pattern is None or sub is None:
+        return False
+    return any(isinstance(w, Sub) and w.level == 0 and w.glob.literal == sub
+               for w in pattern.words)
 
 
 def compile_policy(settings: dict, rules: list) -> Policy:

@@ -40,21 +40,22 @@ Pure: no IO.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import tree_sitter
 import tree_sitter_bash
 
-from bastion.policy.arithwalk import ArithWalk
+from bastion.policy.bindings import BindingWalk
+from bastion.policy.cdwalk import _CD_WORD
+from bastion.policy.heredocs import REDIRECT_TYPES, RedirectWalk
+from bastion.policy.rawcommand import RawCommand
 from bastion.policy.danger import dangerous_name
-from bastion.policy.words import Disagreement, Word, WordProblem, decode_word, norm_path
+from bastion.policy.words import DATA_PROGRAMS, Disagreement, Word, WordProblem, decode_word
 
 LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 MAX_NESTING = 48
 SUB_TYPES = frozenset({"command_substitution", "process_substitution", "expansion",
                        "simple_expansion", "arithmetic_expansion"})
-REDIRECT_TYPES = frozenset({"file_redirect", "heredoc_redirect", "herestring_redirect"})
 _LEAF_CHECK = frozenset({"word", "string_content", "extglob_pattern", "regex", "heredoc_content",
                          "variable_name", "special_variable_name"})
 _COMPOUND_START = frozenset({"{", "!", "(", "[[", "((", "if", "for", "while", "until", "case",
@@ -63,20 +64,6 @@ _STRUCTURAL = frozenset({"subshell", "compound_statement", "if_statement", "whil
                          "for_statement", "c_style_for_statement", "case_statement",
                          "function_definition", "pipeline", "list", "negated_command",
                          "test_command", "redirected_statement"})
-
-
-@dataclass(slots=True)
-class RawCommand:
-    """A simple command as written: words, prefix assignments, redirection targets."""
-
-    words: list
-    assigns: list = field(default_factory=list)       # [(name, Word)]
-    redirs: list = field(default_factory=list)        # [(operator, Word)] (own and inherited)
-    problem: str | None = None                        # why it is opaque, if it is
-    pos: int = 0                                      # start byte in its source
-    cwd: str | None = None                            # its working directory: "" the text's
-                                                      # first one, a path (after cd X &&), or
-                                                      # None (unknown)
 
 
 class _Reparse(Exception):
@@ -88,8 +75,12 @@ class _TooDeep(Exception):
     pass
 
 
-def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
-    """Parse one line (or ``-c`` string); return (commands, line problems)."""
+def parse_raw(text: str, positional: tuple[Word, ...] = ()) -> tuple[list[RawCommand], list[str]]:
+    """Parse one line (or ``-c`` string); return (commands, line problems).
+
+    ``positional``: the words ``$0``, ``$1`` ... of a ``sh -c TEXT`` string: a quoted
+    ``"$1"`` in TEXT is that word (a literal, a glob, find's ``{}``), checked like a loop
+    variable (nothing else on the line may assign it)."""
     try:
         src = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
@@ -100,6 +91,7 @@ def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
     for _ in range(8):
         tree = parser.parse(src)
         walker = _Walker(src)
+        walker.bind_positional(positional)
         if tree.root_node.has_error:
             walker.problems.append(_describe_error(tree.root_node, src))
         try:
@@ -114,16 +106,7 @@ def parse_raw(text: str) -> tuple[list[RawCommand], list[str]]:
     return [], ["time/coproc prefixes could not be resolved"]
 
 
-_CD_WORD = re.compile(rb"(?:^|[^\w.-])(?:cd|pushd|popd)(?:$|[^\w.-])")
 _FUNCTION = re.compile(rb"\(\s*\)|(?:^|[\s;&|(])function\s")
-
-
-def _rightmost_command(node: Any) -> Any:
-    """The simple command a redirection after a list or pipeline belongs to, or None."""
-    while node is not None and node.type in ("list", "pipeline"):
-        named = [c for c in node.named_children if c.type != "comment"]
-        node = named[-1] if named else None
-    return node if node is not None and node.type == "command" else None
 
 
 def _describe_error(root, src: bytes) -> str:
@@ -139,7 +122,7 @@ def _describe_error(root, src: bytes) -> str:
     return "line does not parse as bash"
 
 
-class _Walker(ArithWalk):
+class _Walker(RedirectWalk, BindingWalk):
     def __init__(self, src: bytes) -> None:
         self.src = src
         self.raws: list[RawCommand] = []
@@ -153,6 +136,17 @@ class _Walker(ArithWalk):
         self.extra_redirs: dict[int, list[Any]] = {}      # misparsed `a && b > f` (see redirected)
         self.loops: list[tuple[Any, ...]] = []      # active `for f in WORDS` bodies (loop_binding)
         self.loop_uses: list[tuple[Any, ...]] = []  # bindings a word was read through
+
+    def link_pipe(self, node: Any, before: int) -> None:
+        """``a | b``: b's standard input is a's output (RawCommand.stdin), for two plain
+        commands joined by ``|`` (not ``|&``, which adds a's errors)."""
+        kids = node.children
+        by_pos = {r.pos: r for r in self.raws[before:]}
+        for k in range(len(kids) - 2):
+            a, op, b = kids[k], kids[k + 1], kids[k + 2]
+            if a.type == "command" and op.type == "|" and b.type == "command" and \
+                    a.start_byte in by_pos and b.start_byte in by_pos:
+                by_pos[b.start_byte].stdin = by_pos[a.start_byte]
 
     # -- structure -----------------------------------------------------------------
     def walk(self, node, inherited: tuple) -> None:
@@ -176,6 +170,14 @@ class _Walker(ArithWalk):
                 self.assignment_statement(node)
             elif t == "comment":
                 pass
+            elif t == "pipeline":
+                before = len(self.raws)
+                self.children(node, inherited)
+                self.link_pipe(node, before)
+            elif t == "function_definition" and self.function_name(node) in DATA_PROGRAMS:
+                self.problems.append(f"a function named {self.function_name(node)} would "
+                                     f"change output the policy reads as data")
+                self.children(node, inherited)
             elif t == "for_statement":
                 var = node.child_by_field_name("variable")
                 if var is not None and dangerous_name(self.text(var)):
@@ -229,128 +231,9 @@ class _Walker(ArithWalk):
         finally:
             self.depth -= 1
 
-    # -- the working directory -----------------------------------------------------
-    def cwd_now(self) -> str | None:
-        """The working directory of a command made now (see RawCommand.cwd)."""
-        if self.certain is not None:
-            return self.certain
-        return "" if self.cd_free else None
-
-    def walk_list(self, node: Any, inherited: tuple[Any, ...]) -> None:
-        """``A && B``: when A surely ends in a successful ``cd /abs``, B runs there."""
-        named = [c for c in node.children if c.is_named and c.type != "comment"]
-        ops = [c.type for c in node.children if not c.is_named]
-        target = None
-        if len(named) == 2 and ops == ["&&"] and not self.cd_in_function and not \
-                _CD_WORD.search(self.src[named[1].start_byte:named[1].end_byte]):
-            target = self.cd_after(named[0])
-        prev = node.start_byte
-        for child in node.children:
-            if child.start_byte > prev:
-                self.skipped(prev, child.start_byte)
-            if target is not None and child is not named[0] and child.start_byte == \
-                    named[1].start_byte and child.is_named:
-                saved, self.certain = self.certain, target
-                try:
-                    self.walk(child, inherited)
-                finally:
-                    self.certain = saved
-            else:
-                self.walk(child, inherited)
-            prev = child.end_byte
-        if node.end_byte > prev:
-            self.skipped(prev, node.end_byte)
-
-    def cd_after(self, node: Any) -> str | None:
-        """The directory ``node`` is surely in when it succeeds, if it ends in ``cd /abs``
-        (``cd /x``, ``cd /x && ls``); else None."""
-        if node.type == "redirected_statement":
-            body = node.child_by_field_name("body")
-            return self.cd_after(body) if body is not None and body.type in (
-                "command", "list") else None
-        if node.type == "command":
-            words = []
-            for ch in node.named_children:
-                if ch.type in REDIRECT_TYPES or ch.type == "comment":
-                    continue
-                if ch.type == "variable_assignment":
-                    return None
-                try:
-                    w = decode_word(self.src, ch.start_byte, ch.end_byte, {}, self._on_sub)
-                except (Disagreement, WordProblem):
-                    return None
-                if w.value is None:
-                    return None
-                words.append(w)
-            if not words or words[0].quoted or words[0].value != "cd":
-                return None
-            args = [w.value for w in words[1:] if w.value not in ("-L", "-P", "-e", "-@", "--")]
-            if len(args) != 1 or not args[0].startswith("/"):
-                return None
-            return norm_path(args[0])
-        if node.type == "list":
-            named = [c for c in node.children if c.is_named and c.type != "comment"]
-            ops = [c.type for c in node.children if not c.is_named]
-            if len(named) != 2 or ops != ["&&"]:
-                return None
-            right = self.cd_after(named[1])
-            if right is not None:
-                return right
-            left = self.cd_after(named[0])
-            return left if left is not None and not _CD_WORD.search(
-                self.src[named[1].start_byte:named[1].end_byte]) else None
-        return None
-
-    def read_substitution(self, node: Any) -> None:
-        """``$(< FILE)`` is bash reading FILE itself: the command ``:`` with ``< FILE``."""
-        named = [c for c in node.named_children if c.type != "comment"]
-        if not named or any(c.type != "file_redirect" for c in named):
-            return
-        redirs: list[tuple[str, Word]] = []
-        for c in named:
-            try:
-                self.redirect(c, redirs)
-            except WordProblem as exc:
-                self.problems.append(str(exc))
-        if redirs:
-            self.raws.append(RawCommand([Word.literal(":")], [], redirs, None, node.start_byte,
-                                        self.cwd_now()))
-
-    def check_heredoc_end(self, body, delimiter: bytes | None, strip_tabs: bool) -> None:
-        """bash ends a here-document at the first line equal to its delimiter; if the
-        grammar's body runs past such a line, code would hide in 'data'."""
-        if not delimiter:
-            return
-        for line in self.src[body.start_byte:body.end_byte].split(b"\n"):
-            if (line.lstrip(b"\t") if strip_tabs else line) == delimiter:
-                self.problems.append("here-document body runs past its delimiter")
-                return
-
-    def heredoc_text(self, start: int, end: int) -> None:
-        """Text of an unquoted here-document the grammar left unparsed: it misses
-        `...` there (and sometimes $(...) inside ${...}).  Backticks are parsed
-        here; an unparsed $( or $[ makes the line opaque."""
-        text = self.src[start:end]
-        i = 0
-        while i < len(text):
-            c = text[i]
-            if c == 92:                      # backslash escapes the next byte
-                i += 2
-                continue
-            if c == 96:                      # `...`
-                j = i + 1
-                while j < len(text) and text[j] != 96:
-                    j += 2 if text[j] == 92 else 1
-                if j >= len(text):
-                    self.problems.append("unterminated ` in a here-document")
-                    return
-                self.backtick_text(text[i + 1:j])
-                i = j + 1
-                continue
-            if c == 36 and i + 1 < len(text) and text[i + 1] in b"([":
-                self.problems.append("here-document holds a substitution the parser did not see")
-                return
-            i += 1
+    def function_name(self, node: Any) -> str:
+        name = node.child_by_field_name("name")
+        return self.text(name) if name is not None else ""
 
     def backtick_text(self, inner: bytes) -> None:
         out = bytearray()
@@ -400,51 +283,13 @@ class _Walker(ArithWalk):
     def word(self, node, *, assignment: bool = False) -> Word:
         return self.word_span(node, node.start_byte, node.end_byte, assignment=assignment)
 
-    def loop_binding(self, node: Any, var: Any) -> tuple[Any, ...] | None:
-        """``for f in WORDS``: while its body runs, ``"$f"`` is one of WORDS, when each of
-        them is a literal or a glob (names found on disk); else None."""
-        name = self.text(var)
-        values: list[Any] = []
-        body = None
-        seen_in = False
-        for ch in node.children:
-            if ch.type == "in":
-                seen_in = True
-            elif ch.type in ("do_group", "compound_statement"):
-                body = ch
-            elif seen_in and ch.is_named and ch.type != "comment":
-                values.append(ch)
-        if not values or body is None or node.children[0].type != "for":
-            return None
-        alternatives = []
-        for ch in values:
-            try:
-                w = decode_word(self.src, ch.start_byte, ch.end_byte, {}, self._on_sub)
-            except (Disagreement, WordProblem):
-                return None
-            if w.value is not None:
-                alternatives.append((w.value,))
-            elif w.globbed:
-                alternatives.append(w.template)
-            else:
-                return None
-        return (name, tuple(alternatives), body.start_byte, body.end_byte, node.start_byte)
-
-    def loop_word(self, raw: str, start: int) -> Word | None:
-        """``"$f"`` / ``"${f}"`` inside the body of a ``for f in`` over known words."""
-        if not raw.startswith('"$') or not raw.endswith('"'):
-            return None
-        name = raw[2:-1]
-        if name.startswith("{") and name.endswith("}"):
-            name = name[1:-1]
-        for bound in reversed(self.loops):
-            if bound[0] == name and bound[2] <= start < bound[3]:
-                self.loop_uses.append(bound)
-                return Word(raw=raw, value=None, template=(None,), why="loop variable",
-                            found=bound[1], quoted=True)
-        return None
-
     def word_span(self, node, start: int, end: int, *, assignment: bool = False) -> Word:
+        if self.data_assigns and not assignment:
+            raw = self.src[start:end].decode("utf-8", "surrogateescape")
+            if raw.count('"') in (0, 2) and raw.startswith('"') == raw.endswith('"'):
+                hit = self.data_word(raw, start)
+                if hit is not None:
+                    return hit
         if self.loops and not assignment:
             hit = self.loop_word(self.src[start:end].decode("utf-8", "surrogateescape"), start)
             if hit is not None:
@@ -583,86 +428,6 @@ class _Walker(ArithWalk):
             return name, Word.unknown(self.text(value), "array")
         return name, self.word(value, assignment=True)
 
-    def redirect(self, node, redirs: list, later: list | None = None) -> None:
-        t = node.type
-        if t == "file_redirect":
-            op = None
-            for ch in node.children:
-                ct = ch.type
-                if ct == "file_descriptor":
-                    continue
-                if not ch.is_named:
-                    op = ct
-                    continue
-                w = self.word(ch)
-                if op in (">&", "<&") and (w.value == "-" or (w.value or "x").isdigit()):
-                    continue
-                if op in (">&-", "<&-"):
-                    continue
-                redirs.append((op or ">", w))
-        elif t == "herestring_redirect":
-            for ch in node.named_children:
-                self.word(ch)
-        else:  # heredoc_redirect
-            quoted = False
-            delimiter = None
-            strip_tabs = any(c.type == "<<-" for c in node.children)
-            for ch in node.children:
-                ct = ch.type
-                if ct == "heredoc_start":
-                    raw = self.src[ch.start_byte:ch.end_byte]
-                    quoted = any(q in raw for q in (b"'", b'"', b"\\"))
-                    delimiter = raw.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
-                elif ct == "heredoc_body":
-                    self.check_heredoc_end(ch, delimiter, strip_tabs)
-                    if quoted:
-                        continue
-                    prev = ch.start_byte      # the grammar may skip text: read the gaps
-                    for part in ch.children:
-                        self.heredoc_text(prev, part.start_byte)
-                        self.walk(part, ())
-                        prev = part.end_byte
-                    self.heredoc_text(prev, ch.end_byte)
-                elif ct in REDIRECT_TYPES:
-                    self.redirect(ch, redirs, later)
-                elif ch.is_named and ct != "heredoc_end":
-                    if later is None:
-                        self.walk(ch, ())
-                    else:          # `cat <<EOF | sh`: sh runs after cat starts
-                        later.append(ch)
-
-    def redirected(self, node, inherited: tuple) -> None:
-        body = node.child_by_field_name("body")
-        redirs: list = []
-        later: list = []
-        for ch in node.children:
-            if body is not None and ch.start_byte == body.start_byte and ch.type == body.type:
-                continue
-            if ch.type in REDIRECT_TYPES:
-                try:
-                    self.redirect(ch, redirs, later)
-                except WordProblem as exc:
-                    self.problems.append(str(exc))
-            elif ch.is_named:
-                later.append(ch)
-        scope = tuple(inherited) + tuple(redirs)
-        before = len(self.raws)
-        tail = _rightmost_command(body) if body is not None and body.type in (
-            "list", "pipeline") else None
-        if body is not None:
-            if body.type == "command":
-                self.command(body, scope)
-            elif tail is not None:       # `a && b > f`: bash redirects b only (the grammar
-                self.extra_redirs[tail.start_byte] = list(redirs)    # reads (a && b) > f)
-                self.walk(body, tuple(inherited))
-            else:
-                self.walk(body, scope)
-        if len(self.raws) == before and scope:
-            self.raws.append(RawCommand([Word.literal(":")], [], list(scope), None, node.start_byte,
-                                        self.cwd_now()))
-        for ch in later:
-            self.walk(ch, ())
-
     def declaration(self, node, inherited: tuple) -> None:
         words: list[Word] = []
         problem = None
@@ -726,4 +491,4 @@ class _Walker(ArithWalk):
             self.walk(name_node, ())
 
 
-__all__ = ["RawCommand", "parse_raw", "LANGUAGE"]
+__all__ = ["LANGUAGE", "REDIRECT_TYPES", "RawCommand", "parse_raw"]

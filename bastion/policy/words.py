@@ -64,6 +64,8 @@ class Word:
     why: str | None = None
     quoted: bool = False
     globbed: bool = False     # every unknown part is a pathname expansion (``*`` ``?`` ``[..]``)
+    data: bool = False        # every unknown part is the output of a command that prints
+                              # only data (DATA_SUBSTITUTION): never an option, no blank
     found: tuple[Any, ...] = ()   # or: the templates it may be, whose unknown parts are names
                               # found on disk (a loop variable over globs, find's ``{}``)
 
@@ -164,7 +166,7 @@ def ansi_c_decode(body: bytes) -> bytes:
 
 
 class _Builder:
-    __slots__ = ("lit", "parts", "split", "why", "quoted", "nonglob")
+    __slots__ = ("lit", "parts", "split", "why", "quoted", "nonglob", "nondata")
 
     def __init__(self) -> None:
         self.lit = bytearray()
@@ -173,8 +175,9 @@ class _Builder:
         self.why: str | None = None
         self.quoted = False
         self.nonglob = False
+        self.nondata = False
 
-    def unknown(self, why: str, split: bool) -> None:
+    def unknown(self, why: str, split: bool, data: bool = False) -> None:
         if self.lit:
             self.parts.append(_dec(self.lit))
             self.lit = bytearray()
@@ -183,6 +186,7 @@ class _Builder:
         self.split = self.split or split
         self.why = self.why or why
         self.nonglob = self.nonglob or why != "glob"
+        self.nondata = self.nondata or not data
 
     def finish(self, raw: str) -> Word:
         if self.lit or not self.parts:
@@ -192,8 +196,21 @@ class _Builder:
             value = "".join(template)
             return Word(raw=raw, value=value, template=(value,), quoted=self.quoted)
         return Word(raw=raw, value=None, template=template, split=self.split, why=self.why,
-                    quoted=self.quoted, globbed=not self.nonglob)
+                    quoted=self.quoted, globbed=not self.nonglob, data=not self.nondata)
 
+
+# Substitutions whose output is data: it never starts with '-' or '+' and holds no blank,
+# '/' or glob character, so it is never an option, never split and no path of its own.
+# date formats: conversions that print digits, ':' or 'T' (no %z: "-0500", no locale names).
+# hostname/whoami print what an administrator set (assumed sane: not "-x", see POLICY.md).
+DATA_SUBSTITUTION = re.compile(
+    r"\$\((?:hostname(?: -s| --short)?|whoami|id -(?:un|gn|u|g)|nproc|uname(?: -[snrm])?"
+    r"|date(?: -u| --utc)? \+(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:])"
+    r"(?:%[FYmdHMSjsyCGgVUWuwTRI%]|[A-Za-z0-9_.:-])*)\)")
+
+# The programs above: a function or alias of that name (defined on this or an earlier line)
+# would make their output anything, so defining one is opaque (parse.py, wrappers.py).
+DATA_PROGRAMS = frozenset(("hostname", "whoami", "id", "nproc", "uname", "date"))
 
 _SUB_KIND = {"command_substitution": "command substitution",
              "process_substitution": "process substitution",
@@ -390,5 +407,7 @@ def _dollar(src: bytes, i: int, end: int, subs: dict, on_sub: Callable, b: _Buil
         if _PROMPT_EXPANSION.search(text):
             raise WordProblem(f"{text} expands a value as a prompt (which can run commands)")
     on_sub(node)
-    b.unknown(kind, not quoted)
+    data = node.type == "command_substitution" and bool(
+        DATA_SUBSTITUTION.fullmatch(_dec(src[i:node.end_byte])))
+    b.unknown(kind, not quoted and not data, data)
     return node.end_byte

@@ -16,9 +16,10 @@
   argument, and then we would misread the program), or a run-time word among a
   wrapper's options.
 
-Each wrapper's option table is spelled out below so that the wrapped program is
-found exactly (``sudo -u root -- rm`` and ``timeout -s KILL 5 rm``).  GNU long
-options may be abbreviated; an ambiguous or unknown one makes the command opaque.
+Each wrapper's option table is spelled out (:mod:`bastion.policy.wrapper_options`) so
+that the wrapped program is found exactly (``sudo -u root -- rm`` and ``timeout -s KILL
+5 rm``).  GNU long options may be abbreviated; an ambiguous or unknown one makes the
+command opaque.
 
 Container runners (``docker``/``podman exec|run|create``, ``kubectl exec|run``) are
 wrappers too: :mod:`bastion.policy.containers`.
@@ -32,178 +33,20 @@ Pure: no IO.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from typing import Any
 
 from bastion.policy import containers
 from bastion.policy.danger import BASH_LIKE, OTHER_SHELLS
-from bastion.policy.words import Word
+from bastion.policy.words import DATA_PROGRAMS, Word
+from bastion.policy.wrapper_options import (
+    COMMAND, DOAS, ELSEWHERE, ENV, FLOCK, IONICE, RUNUSER, SIMPLE, SU, SUDO, TIMEOUT, WATCH,
+    XARGS, Code, Opaque, OptionError, Opts, Run, scan,
+)
+
+__all__ = ["Code", "ELSEWHERE", "Opaque", "Opts", "Run", "piped_names", "scan", "unwrap"]
 
 
-@dataclass(frozen=True)
-class Run:
-    words: list
-    via: str
-    assigns: tuple = ()
-    cwd: Word | None = None    # the directory it runs in, if the wrapper changes it
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-    via: str
-    cwd: Word | None = None
-
-
-# A login shell or ``find -execdir`` runs in a directory we do not know.
-ELSEWHERE = Word.unknown("<another directory>", "working directory")
-
-
-@dataclass(frozen=True)
-class Opaque:
-    why: str
-    via: str
-
-
-@dataclass(frozen=True)
-class Opts:
-    short_arg: str = ""
-    short_flag: str = ""
-    short_opt: str = ""            # optional argument, attached only (-e[EOF])
-    long_arg: tuple = ()
-    long_flag: tuple = ("help", "version")
-    long_opt: tuple = ()           # optional argument, attached only (--eof[=EOF])
-    numeric: bool = False          # -NUM accepted (nice -10)
-    dash_flag: bool = False        # a lone "-" is a flag (su -, env -)
-
-
-class _Unknown(Exception):
-    pass
-
-
-def scan(words: list, i: int, opts: Opts, prog: str) -> tuple[int, dict]:
-    """Skip options starting at ``words[i]``; return (first operand index, options seen).
-
-    Raises _Unknown with a reason when an option is unknown or ambiguous, or when a
-    word among the options is only known at run time.
-    """
-    seen: dict = {}
-    n = len(words)
-    while i < n:
-        w = words[i]
-        v = w.value
-        if v is None:
-            first = w.template[0] if w.template else None
-            if w.split or first is None or first.startswith("-") or first == "":
-                raise _Unknown(f"a run-time word ({w.raw}) among the options of {prog}")
-            return i, seen
-        if v == "--":
-            return i + 1, seen
-        if v == "-" and opts.dash_flag:
-            seen["-"] = ""
-            i += 1
-            continue
-        if v.startswith("--"):
-            name, eq, val = v[2:].partition("=")
-            full = _long(name, opts, prog)
-            if full in opts.long_arg and not eq:
-                if i + 1 >= n:
-                    raise _Unknown(f"--{full} of {prog} needs a value")
-                seen[full] = words[i + 1]
-                i += 2
-            else:
-                seen[full] = Word.literal(val) if eq else Word.literal("")
-                i += 1
-            continue
-        if v.startswith("-") and len(v) > 1:
-            if opts.numeric and v[1:].isdigit():
-                i += 1
-                continue
-            j = 1
-            i += 1
-            while j < len(v):
-                ch = v[j]
-                if ch in opts.short_arg:
-                    if j + 1 < len(v):
-                        seen[ch] = Word.literal(v[j + 1:])
-                    elif i < n:
-                        seen[ch] = words[i]
-                        i += 1
-                    else:
-                        raise _Unknown(f"-{ch} of {prog} needs a value")
-                    break
-                if ch in opts.short_opt:
-                    seen[ch] = Word.literal(v[j + 1:])
-                    break
-                if ch in opts.short_flag:
-                    seen[ch] = Word.literal("")
-                    j += 1
-                    continue
-                raise _Unknown(f"unknown option -{ch} for {prog}")
-            continue
-        return i, seen
-    return i, seen
-
-
-def _long(name: str, opts: Opts, prog: str) -> str:
-    every = opts.long_arg + opts.long_flag + opts.long_opt
-    if name in every:
-        return name
-    hits = [o for o in every if o.startswith(name)] if name else []
-    if len(hits) == 1:
-        return hits[0]
-    raise _Unknown(f"{'ambiguous' if hits else 'unknown'} option --{name} for {prog}")
-
-
-SUDO = Opts(short_arg="aCcDgpRrTtUu", short_flag="AbBEeHhiKklNnPSsVv",
-            long_arg=("auth-type", "close-from", "chdir", "group", "login-class", "prompt",
-                      "chroot", "role", "type", "command-timeout", "other-user", "user"),
-            long_flag=("askpass", "background", "bell", "edit", "help", "set-home", "login",
-                       "remove-timestamp", "reset-timestamp", "list", "non-interactive",
-                       "preserve-groups", "stdin", "shell", "version", "validate"),
-            long_opt=("preserve-env", "host"))
-DOAS = Opts(short_arg="uC", short_flag="nsL")
-ENV = Opts(short_arg="uCS", short_flag="i0v", dash_flag=True,
-           long_arg=("unset", "chdir", "split-string"),
-           long_flag=("ignore-environment", "null", "debug", "help", "version",
-                      "list-signal-handling"),
-           long_opt=("block-signal", "default-signal", "ignore-signal"))
-NICE = Opts(short_arg="n", long_arg=("adjustment",), numeric=True)
-IONICE = Opts(short_arg="cnpPu", short_flag="th",
-              long_arg=("class", "classdata", "pid", "pgid", "uid"), long_flag=("ignore", "help",
-                                                                                "version"))
-NOHUP = Opts()
-TIMEOUT = Opts(short_arg="sk", short_flag="v", long_arg=("signal", "kill-after"),
-               long_flag=("preserve-status", "foreground", "verbose", "help", "version"))
-TIME = Opts(short_arg="fo", short_flag="apqvV", long_arg=("format", "output"),
-            long_flag=("append", "portability", "quiet", "verbose", "help", "version"))
-COMMAND = Opts(short_flag="pvV")
-EXEC = Opts(short_arg="a", short_flag="cl")
-STDBUF = Opts(short_arg="ioe", long_arg=("input", "output", "error"))
-SETSID = Opts(short_flag="cfwhV", long_flag=("ctty", "fork", "wait", "help", "version"))
-FLOCK = Opts(short_arg="wE", short_flag="sexnoFuvhV",
-             long_arg=("wait", "timeout", "conflict-exit-code"),
-             long_flag=("shared", "exclusive", "unlock", "nonblock", "nb", "close", "no-fork",
-                        "verbose", "help", "version"))
-WATCH = Opts(short_arg="nq", short_opt="d", short_flag="bcCegprtwxhv",
-             long_arg=("interval", "equexit"), long_opt=("differences",),
-             long_flag=("beep", "color", "no-color", "errexit", "chgexit", "exec", "precise",
-                        "no-rerun", "no-title", "no-linewrap", "help", "version"))
-XARGS = Opts(short_arg="adEILnPs", short_opt="eil", short_flag="0prtxo",
-             long_arg=("arg-file", "delimiter", "max-args", "max-procs", "max-chars",
-                       "process-slot-var"),
-             long_opt=("eof", "replace", "max-lines"),
-             long_flag=("null", "interactive", "no-run-if-empty", "verbose", "exit", "open-tty",
-                        "show-limits", "help", "version"))
-SU = Opts(short_arg="cCgGsw", short_flag="flmpPhV", dash_flag=True,
-          long_arg=("command", "session-command", "group", "supp-group", "shell",
-                    "whitelist-environment"),
-          long_flag=("fast", "login", "preserve-environment", "pty", "help", "version"))
-RUNUSER = Opts(short_arg="cgGsuw", short_flag="flmpPhV", dash_flag=True,
-               long_arg=SU.long_arg + ("user",), long_flag=SU.long_flag)
-
-_SIMPLE = {"nice": NICE, "nohup": NOHUP, "time": TIME, "exec": EXEC, "stdbuf": STDBUF,
-           "setsid": SETSID, "coproc": Opts(long_flag=())}
 
 
 def unwrap(prog: str, words: list) -> list:
@@ -215,13 +58,13 @@ def unwrap(prog: str, words: list) -> list:
         elif prog in OTHER_SHELLS:
             return [Opaque(f"{prog} is not a bash-like shell; its commands cannot be read",
                            prog)]
-        elif prog in _SIMPLE:
+        elif prog in SIMPLE:
             handler = _simple
         else:
             return []
     try:
         return handler(prog, words)
-    except _Unknown as exc:
+    except OptionError as exc:
         return [Opaque(str(exc), prog)]
 
 
@@ -244,7 +87,7 @@ def _assignments(words: list, i: int) -> tuple[int, tuple]:
 
 
 def _simple(prog: str, words: list) -> list:
-    i, _ = scan(words, 1, _SIMPLE[prog], prog)
+    i, _ = scan(words, 1, SIMPLE[prog], prog)
     return _rest(prog, words, i)
 
 
@@ -314,13 +157,21 @@ def _flock(prog: str, words: list) -> list:
     return _rest(prog, words, i + 1)
 
 
-def _code(prog: str, words: list, i: int, via: str) -> list:
+# A -c string that may change its positional parameters ($1 ...) before reading them.
+_REBINDS = re.compile(r"(?:^|[\s;&|({`])(?:set|shift|getopts|eval|source|\.|function)"
+                      r"(?:$|[\s;&|)}`])|\(\s*\)")
+
+
+def _code(prog: str, words: list, i: int, via: str, positional: bool = False) -> list:
+    """``-c TEXT``; for a shell, the words after TEXT are $0, $1 ...: a ``"$1"`` in TEXT
+    stands for that word (find's ``{}``, a literal) unless TEXT may rebind them."""
     if i >= len(words):
         return [Opaque(f"{via} without a command string", prog)]
     w = words[i]
     if w.value is None:
         return [Opaque(f"{via} with a string built at run time ({w.raw})", prog)]
-    return [Code(w.value, via)]
+    args = tuple(words[i + 1:]) if positional and not _REBINDS.search(w.value) else ()
+    return [Code(w.value, via, args=args)]
 
 
 def _watch(prog: str, words: list) -> list:
@@ -402,6 +253,29 @@ def _find_matches(words: list[Word]) -> tuple[tuple[str | None, ...], ...]:
                 out.append((base,) + tail)
                 out.append((base, None, "/") + tail)
     return tuple(out)
+
+
+_FIND_OUTPUTS = frozenset(("-print", "-print0", "-printf", "-fprint", "-fprint0", "-fprintf",
+                           "-ls", "-fls", "-exec", "-execdir", "-ok", "-okdir", "-delete"))
+
+
+def piped_names(source: list[Word], xargs: list[Word]) -> tuple[tuple[str | None, ...], ...]:
+    """``find ROOTS ... -print0 | xargs -0 CMD``: the names xargs appends to CMD are
+    find's matches (NUL-separated, so a name with a blank or newline stays one name).
+    ``()`` for any other pair (without ``-0`` a name like ``a /etc/shadow`` splits)."""
+    if not source or source[0].value != "find" or any(w.value is None for w in source):
+        return ()
+    outputs = [w.value for w in source if w.value in _FIND_OUTPUTS]
+    if outputs != ["-print0"]:
+        return ()
+    try:
+        _, seen = scan(xargs, 1, XARGS, "xargs")
+    except OptionError:
+        return ()
+    if not seen.keys() & {"0", "null"} or seen.keys() & {"a", "arg-file", "d", "delimiter",
+                                                         "I", "i", "replace"}:
+        return ()
+    return _find_matches(source)
 
 
 def _glob_parts(pattern: str) -> tuple[str | None, ...]:
@@ -534,7 +408,7 @@ def _shell(prog: str, words: list) -> list:
         break
     operands = words[i:]
     if "c" in letters:
-        return _code(prog, words, i, f"{prog} -c")
+        return _code(prog, words, i, f"{prog} -c", positional=True)
     if not operands and longs and all(x in ("--version", "--help") for x in longs):
         return []
     if operands and "s" not in letters:
@@ -548,6 +422,10 @@ def _alias(prog: str, words: list) -> list:
         if w.value is None:
             out.append(Opaque(f"alias defined at run time ({w.raw})", prog))
         elif "=" in w.value and not w.value.startswith("-"):
+            if w.value.partition("=")[0] in DATA_PROGRAMS:
+                out.append(Opaque(f"alias {w.value.partition('=')[0]} redefines a program "
+                                  f"whose output the policy reads as data", prog))
+                continue
             out.append(Code(w.value.partition("=")[2], "alias"))
     return out
 

@@ -272,8 +272,6 @@ def test_if_block(term):
 
 
 @both
-@pytest.mark.xfail(strict=True, reason="policy engine (issue 15, open): $((...)) in a "
-                   "here-document body is read as a command '4*4' (a false denial)")
 def test_here_document(term):
     term.send("cat <<END<CR>")
     term.at_continuation()

@@ -294,8 +294,11 @@ def test_found_names(line, allowed):
 SCRATCH = compile_policy({"default": "deny", "opaque": "review"}, [
     {"name": "tools", "action": "allow", "commands": [
         "sort", "less", "view", "vim", "date", "journalctl", "awk", "git", "diff", "cat", "tar",
-        "curl", "echo", "cd", "ls", "bash -c", "env", "true"], "connects": ["*.internal"]},
+        "curl", "echo", "cd", "ls", "bash -c", "env", "true",
+        "git status"], "connects": ["*.internal"]},    # git status runs hooks: named (issue 15)
     {"name": "scratch", "action": "allow", "writes": ["/tmp/**"]},
+    # less takes keyboard commands (!sh): only an interactive rule allows it (issue 15)
+    {"name": "pager", "action": "allow", "commands": ["less"], "interactive": True},
     {"name": "secrets", "action": "deny", "reads": ["/etc/shadow"]},
     {"name": "system", "action": "deny", "writes": ["/etc/**"]},
 ])

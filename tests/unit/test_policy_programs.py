@@ -18,6 +18,8 @@ RULES = [
         "python3 --version", "echo", "cp", "tee", "dd", "openssl x509", "rsync", "date"]},
     {"name": "no-rm-r", "action": "deny", "commands": ["rm -r", "tar -t"]},
     {"name": "rm", "action": "allow", "commands": ["rm"]},
+    # less takes keyboard commands (!sh): only an interactive rule allows it (issue 15)
+    {"name": "pager", "action": "allow", "commands": ["less"], "interactive": True},
     {"name": "tmp", "action": "allow", "writes": ["/tmp/**"]},
     {"name": "secrets", "action": "deny", "reads": ["/etc/shadow", "**/id_*"]},
     {"name": "internal", "action": "review", "connects": ["*.internal"]},
@@ -206,3 +208,40 @@ def test_environment_prefixes(line, expect):
 def test_corpus_findings(line, expect):
     d = POLICY.evaluate(P, None, line)
     assert d.action.value == expect, d.reason
+
+
+# Issue 15: programs that need more than commands = ["P"] (git hooks, pagers, unit files)
+NAMED = compile_policy({"default": "deny", "opaque": "review"}, [
+    {"name": "git-any", "action": "allow", "commands": ["git", "git *", "systemctl"],
+     "writes": ["/srv/app/**", "/etc/systemd/**"]},
+    {"name": "git-commit", "action": "allow", "commands": ["git commit", "git checkout"],
+     "writes": ["/srv/app/**"]},
+    {"name": "pager", "action": "allow", "commands": ["less"]},
+    {"name": "pager-tty", "action": "allow", "commands": ["more"], "interactive": True},
+])
+
+
+@pytest.mark.parametrize("line, expect, why", [
+    ("git -C /srv/app commit -m x", ALLOW, "named by git-commit; writes below /srv/app"),
+    ("git -C /srv/app checkout -- .", ALLOW, "named; the work tree is /srv/app"),
+    ("git -C /srv/app merge main", DENY, "runs hooks: git and git * do not name merge"),
+    ("git -C /srv/app status", DENY, "status runs post-index-change: not named"),
+    ("git -C /tmp/x commit -m x", DENY, "named, but writes below /tmp/x, which no rule names"),
+    ("git -C /srv/app log -3", ALLOW, "a reader: git alone allows it"),
+    ("git -C /srv/app config core.pager 'sh -c id'", DENY, "config write: not named"),
+    ("git -C /srv/app config --get user.name", ALLOW, "config read"),
+    ("git -C /srv/app apply --check x.patch", ALLOW, "--check writes nothing"),
+    ("git -C /srv/app apply x.patch", ALLOW, "writes below /srv/app, which the rule names"),
+    ("git -C /srv/app apply --unsafe-paths x.patch", DENY, "writes anywhere"),
+    ("git diff /dev/null /etc/shadow", DENY, "reads /etc/shadow (the secrets rule of POLICY)"),
+    ("systemctl enable nginx", ALLOW, "writes below /etc/systemd, which the rule names"),
+    ("systemctl enable /tmp/x.service", REVIEW, "a unit file by path: opaque"),
+    ("systemctl --user enable x", DENY, "writes ~/.config/systemd"),
+    ("less /var/log/syslog", DENY, "interactive: the less rule lacks interactive = true"),
+    ("journalctl | less", DENY, "interactive, even reading a pipe"),
+    ("more /var/log/syslog", ALLOW, "interactive = true names more"),
+])
+def test_named_and_interactive_programs(line, expect, why):
+    policy = POLICY if "shadow" in line else NAMED
+    d = policy.evaluate(P, None, line)
+    assert d.action.value == expect, (why, d.reason)

@@ -5,8 +5,8 @@ returns an :class:`Analysis` (writes, reads, connects, shell code to decide, the
 subcommand, the options present, or why it is opaque); ``None`` for a program
 without a table (it keeps the engine's older, argument-only behaviour).
 
-Tables: :mod:`.basic` (coreutils, grep, sed, awk, sort, dd ...), :mod:`.tools`
-(find, tar, git, docker, kubectl, systemctl, journalctl), :mod:`.net` (curl, wget,
+Tables: :mod:`.basic` (coreutils, grep, sed, awk, sort, dd ...), :mod:`.git`,
+:mod:`.tools` (find, tar, docker, kubectl, systemctl, journalctl), :mod:`.net` (curl, wget,
 less, more, man, vim, interpreters, openssl, rsync).  Known limits are in
 docs/POLICY.md.  Pure: no IO.
 """
@@ -17,9 +17,10 @@ from bastion.policy.programs.basic import NO_FILES, READERS, WRITERS
 from bastion.policy.programs.net import (
     CURL, LESS, MAN, MORE, NODE, OPENSSL, PERL, PYTHON, RSYNC, RUBY, VIM, WGET, url_host,
 )
+from bastion.policy.programs.git import GIT
 from bastion.policy.programs.spec import Analysis, Spec, analyse
 from bastion.policy.programs.tools import (
-    DOCKER, GIT, JOURNALCTL, KUBECTL, SYSTEMCTL, TAR, find_analyse, tar_words,
+    DOCKER, JOURNALCTL, KUBECTL, SYSTEMCTL, TAR, find_analyse, tar_words,
 )
 
 TABLE: dict = {**READERS, **NO_FILES, **WRITERS, "tar": TAR, "git": GIT, "docker": DOCKER,

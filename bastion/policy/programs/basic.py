@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bastion.policy.programs.code import awk_outputs, sed_inert
 from bastion.policy.programs.spec import (
-    CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, READS, WRITES, Spec,
+    CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, WRITES, Spec,
 )
 
 GNU = ("help", "version")
@@ -157,7 +157,11 @@ NO_FILES = {name: TEXT for name in (
 NO_FILES["uname"] = _s(flags="asnrvmpio", long_flags=(
     "all", "kernel-name", "nodename", "kernel-release", "kernel-version", "machine",
     "processor", "hardware-platform", "operating-system"), operands=NONE)
-NO_FILES["hostname"] = _s(flags="aAbdfFiIsy", reads=("F", "file"), operands=NONE,
+NO_FILES["hostname"] = _s(flags="aAbdfiIsy", operands=NONE,
+                          refuse={"F": "hostname -F FILE sets the host name",
+                                  "file": "hostname --file sets the host name",
+                                  "b": "hostname -b sets the host name",
+                                  "boot": "hostname --boot sets the host name"},
                           long_flags=("alias", "all-fqdns", "domain", "fqdn", "long",
                                       "ip-address", "all-ip-addresses", "short", "yp"),
                           hook=lambda out, opts, ops, mk: out.opaque(

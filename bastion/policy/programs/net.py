@@ -204,7 +204,10 @@ LESS = Spec(flags="aABcCdeEfFgGiIJKLmMnNqQrRsSuUVwWXz~", values="bhjkptTxyPzD#",
             refuse={"k": "loads key bindings", "lesskey-file": "loads key bindings",
                     "lesskey-src": "loads key bindings", "lesskey-content": "loads key bindings"},
             plus="less +COMMAND runs a less command at start",
-            plus_safe=re.compile(r"\+\+?(?:F|G|g|[0-9]+[gG%p]?|/[^\x00-\x1f\x7f]*)"))
+            plus_safe=re.compile(r"\+\+?(?:F|G|g|[0-9]+[gG%p]?|/[^\x00-\x1f\x7f]*)"),
+            interactive="less runs !command, |command and v (an editor) typed at its prompt; "
+                        "the LESSSECURE=1 the bastion sets in terminal sessions does not "
+                        "survive sudo or env -i")
 MORE = Spec(flags="dlfpcsu", values="n", numeric=True, long_flags=GNU + (
     "silent", "logical", "no-pause", "print-over", "clean-print", "squeeze", "plain"),
             long_values=("lines",), plus="ok",

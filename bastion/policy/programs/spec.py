@@ -61,6 +61,8 @@ class Spec:
     text_only: bool = False         # arguments are never files (echo, printf)
     interactive: str | None = None  # takes keyboard commands that run programs, with no
                                     # secure mode: only an ``interactive = true`` rule allows it
+    named: str | None = None        # runs code the line cannot show (git hooks): only an allow
+                                    # rule that names this subcommand allows it
 
     def value_names(self) -> frozenset:
         hit = _NAMES.get(("v", id(self)))
@@ -102,6 +104,8 @@ class Analysis:
     interactive: str | None = None
     valued: set = field(default_factory=set)      # indexes of words consumed as option values
     subs: list = field(default_factory=list)      # the subcommand path (docker container logs)
+    named: str | None = None      # why only a rule naming the subcommand allows it
+    base: Any = None              # where the program works (git -C DIR): a Word, or None
 
     def opaque(self, why: str) -> "Analysis":
         if self.problem is None:
@@ -118,10 +122,14 @@ def _word_text(w) -> str | None:
 
 
 def _could_be_option(w) -> bool:
+    if w.raw[:1] == "~":       # ~, ~/x, ~user, ~+, ~-: an absolute path (or ~ itself)
+        return False
     found = getattr(w, "found", ())
     if found:                  # find's {} and loop variables: paths under known roots
         return any(not t or t[0] is None or t[0].startswith(("-", "+")) for t in found)
     head = w.template[0] if w.template else None
+    if head is None and getattr(w, "data", False):
+        return False           # "$(date +%F)": data that never starts with '-' or '+'
     return head is None or head.startswith(("-", "+"))
 
 
@@ -393,6 +401,8 @@ def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
         out.recursive = True
     if spec.interactive and out.interactive is None:
         out.interactive = spec.interactive
+    if spec.named and out.named is None:
+        out.named = spec.named
     role = spec.operands
     files = [o for o in operands if o.value != "-"]
     if spec.hook is not None:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from bastion.policy.programs.spec import (
-    NONE, READS, URLS, WRITES, Analysis, PathTemplate, Spec, Word_, below,
+    NONE, Analysis, PathTemplate, Spec, Word_, below,
 )
 
 GNU = ("help", "version")
@@ -178,64 +178,6 @@ def _hooked(spec: Spec, hook) -> Spec:
     return replace(spec, hook=hook)
 
 
-# --- git ----------------------------------------------------------------------------
-_GIT_SAFE_CONFIG = ("color.", "core.quotepath", "core.abbrev", "log.", "i18n.", "advice.",
-                    "user.name", "user.email", "safe.directory", "column.", "format.pretty",
-                    "diff.renames", "diff.noprefix", "pager.")
-
-
-def _git_global_hook(out, opts, operands, mkarg):
-    for name, v in opts:
-        if name == "c":
-            key = (v.value or "").partition("=")[0].lower() if v is not None else ""
-            pager = key.startswith("pager.") or key == "core.pager"
-            if not key or not (key.startswith(_GIT_SAFE_CONFIG) or pager) or pager and \
-                    (v.value or "").partition("=")[2] not in ("", "false", "true", "cat"):
-                return out.opaque(f"git -c {key or '…'} may set a command git runs")
-
-
-_GIT_READ = Spec(any_flags=True, operands=NONE, values="SGnL", writes=("output", "o"), refuse={
-    "ext-diff": "runs diff.external",
-    "textconv": "runs textconv filters from the configuration", "O": "opens a pager program",
-    "open-files-in-pager": "runs a pager program", "exec": "runs a command",
-    "upload-pack": "runs a program", "receive-pack": "runs a program",
-    "remote": "talks to a remote that may run programs", "extcmd": "runs a command",
-    "tool": "runs a tool", "config": "sets configuration",
-    "template": "copies hooks from a directory",
-    "no-index": "compares files outside the repository", "contents": "reads another file",
-}, long_values=("format", "pretty", "since", "until", "author", "grep", "date",
-                "max-count", "skip"),
-    optional=("decorate", "abbrev", "stat", "color", "word-diff", "color-words", "dirstat",
-              "patience", "relative", "find-renames", "find-copies", "break-rewrites"))
-_GIT_SUBS = {name: _GIT_READ for name in (
-    "log", "show", "diff", "status", "branch", "tag", "describe", "rev-parse", "rev-list",
-    "ls-files", "ls-tree", "ls-remote", "cat-file", "blame", "shortlog", "grep", "remote",
-    "reflog", "whatchanged", "show-ref", "for-each-ref", "name-rev", "merge-base", "count-objects",
-    "fetch", "pull", "push", "clone", "checkout", "switch", "restore", "reset", "add", "commit",
-    "merge", "rebase", "stash", "cherry-pick", "revert", "clean", "rm", "mv", "init", "gc",
-    "fsck", "worktree", "notes", "apply", "am", "format-patch", "archive", "bundle", "version",
-    "help", "config")}
-_GIT_SUBS["rebase"] = _hooked(_GIT_READ, None).__class__(**{
-    **_GIT_READ.__dict__, "refuse": _GIT_READ.refuse | {"x": "runs a command"}})
-for _remote in ("clone", "fetch", "pull", "ls-remote", "archive"):
-    _GIT_SUBS[_remote] = Spec(**{**_GIT_READ.__dict__,
-                                 "refuse": _GIT_READ.refuse | {"u": "runs a program"}})
-for _bad in ("filter-branch", "submodule", "bisect", "difftool", "mergetool", "daemon",
-             "instaweb", "web--browse", "credential", "send-email", "sh-setup", "upload-pack",
-             "receive-pack", "filter-repo", "p4", "svn", "cvsimport", "remote-ext", "hook"):
-    _GIT_SUBS[_bad] = "runs programs or scripts we cannot see"
-GIT = Spec(flags="pPv", values="Cc", long_flags=GNU + (
-    "paginate", "no-pager", "bare", "no-replace-objects", "literal-pathspecs",
-    "glob-pathspecs", "noglob-pathspecs", "icase-pathspecs", "no-optional-locks",
-    "html-path", "man-path", "info-path"), long_values=("git-dir", "work-tree", "namespace"),
-           refuse={"exec-path": "sets where git finds its programs",
-                   "config-env": "sets configuration from the environment",
-                   "super-prefix": "internal option"},
-           subs=_GIT_SUBS, hook=_git_global_hook)
-
-
-
-
 # --- docker / kubectl / systemctl / journalctl ---------------------------------------------
 
 
@@ -322,6 +264,26 @@ KUBECTL = Spec(any_flags=True, values="ns", long_values=(
 _SC_SUB = Spec(any_flags=True, operands=NONE, values="tpsnoP", long_values=(
     "type", "property", "state", "signal", "kill-whom", "lines", "output",
     "job-mode", "root", "what", "timestamp", "when", "message", "boot-loader-entry"))
+_SC_UNIT_DIRS = {"user": "~/.config/systemd/", "runtime": "/run/systemd/",
+                 "global": "/etc/systemd/"}
+
+
+def _systemctl_unit_files(out: Analysis, opts: list[Any], operands: list[Any],
+                          mkarg: Any) -> None:
+    """``enable``/``disable``/``mask`` ... write symlinks below /etc/systemd (``--user``:
+    ~/.config/systemd, ``--runtime``: /run/systemd); a unit given by path
+    (``enable --now /tmp/x.service``) is a file whose ``ExecStart=`` systemd runs."""
+    for o in operands:
+        if o.value is None or "/" in o.value:
+            out.opaque(f"systemctl: a unit file given by path ({o.raw}) runs the commands "
+                       f"it names")
+            return
+    names = {name for name, _ in opts} | set(out.longs)     # --user before the subcommand
+    where = next((d for n, d in _SC_UNIT_DIRS.items() if n in names), "/etc/systemd/")
+    out.writes.append(PathTemplate(((where, None),)))
+
+
+_SC_WRITER = Spec(**{**_SC_SUB.__dict__, "hook": _systemctl_unit_files})
 SYSTEMCTL = Spec(any_flags=True, values="tpsnoHM", long_values=_SC_SUB.long_values,
                  refuse={"H": "talks to another host", "host": "talks to another host",
                          "M": "talks to a container", "machine": "talks to a container"},
@@ -333,6 +295,9 @@ SYSTEMCTL = Spec(any_flags=True, values="tpsnoHM", long_values=_SC_SUB.long_valu
                      "enable", "disable", "mask", "unmask", "daemon-reload", "reset-failed",
                      "reboot", "poweroff", "halt", "suspend", "isolate", "set-property",
                      "show-environment", "list-machines", "freeze", "thaw", "clean")}
+                 | {name: _SC_WRITER for name in (
+                     "enable", "disable", "mask", "unmask", "reenable", "preset", "link",
+                     "revert", "set-default", "add-wants", "add-requires", "set-property")}
                  | {"edit": "runs an editor", "set-environment": "sets the manager environment",
                     "import-environment": "sets the manager environment"},
                  inherit=True)
