@@ -91,18 +91,25 @@ def test_interactive_flag_and_effect_only_rule_compile():
     assert pol.rules[1].patterns == () and pol.rules[1].has_effects
 
 
-def test_more_needs_an_interactive_rule():
-    # more runs "!cmd" typed at its prompt and has no secure mode: an allow rule for it alone
-    # does not allow it; one with interactive = true (or another such rule naming it) does
-    plain = [{"name": "pagers", "action": "allow", "commands": ["more", "cat"]}]
-    d = decide("more /etc/hosts", plain)
+@pytest.mark.parametrize("program, line", [
+    ("more", "more /etc/hosts"),                 # !cmd at its prompt, no secure mode
+    ("vim", "vim /etc/hosts"),                   # :!sh, :terminal
+    ("vim", "vim -R /var/log/syslog"),           # read-only mode still runs :!sh
+    ("view", "view /etc/hosts"),
+])
+def test_programs_with_keyboard_escapes_need_an_interactive_rule(program, line):
+    # an allow rule for the program alone does not allow it; one with interactive = true
+    # (or another such rule naming it) does
+    plain = [{"name": "tools", "action": "allow", "commands": [program, "cat", "echo"]}]
+    d = decide(line, plain)
     assert d.action is Action.DENY and "interactive = true" in d.reason, d.reason
     assert decide("cat /etc/hosts", plain).action is Action.ALLOW
-    flagged = [{"name": "pagers", "action": "allow", "commands": ["more"], "interactive": True}]
-    assert decide("more /etc/hosts", flagged).action is Action.ALLOW
-    both = plain + [{"name": "more-tty", "action": "allow", "commands": ["more"],
+    flagged = [{"name": "tty", "action": "allow", "commands": [program, "echo"],
+                "interactive": True}]
+    assert decide(line, flagged).action is Action.ALLOW
+    both = plain + [{"name": "tty", "action": "allow", "commands": [program],
                      "interactive": True}]
-    assert decide("more /etc/hosts", both).action is Action.ALLOW
+    assert decide(line, both).action is Action.ALLOW
 
 
 @pytest.mark.parametrize("rule, fragment", [

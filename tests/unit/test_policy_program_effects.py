@@ -297,8 +297,8 @@ SCRATCH = compile_policy({"default": "deny", "opaque": "review"}, [
         "curl", "echo", "cd", "ls", "bash -c", "env", "true",
         "git status"], "connects": ["*.internal"]},    # git status runs hooks: named (issue 15)
     {"name": "scratch", "action": "allow", "writes": ["/tmp/**"]},
-    # less takes keyboard commands (!sh): only an interactive rule allows it (issue 15)
-    {"name": "pager", "action": "allow", "commands": ["less"], "interactive": True},
+    # less and vim take keyboard commands (!sh, :!sh): only an interactive rule allows them
+    {"name": "pager", "action": "allow", "commands": ["less", "view", "vim"], "interactive": True},
     {"name": "secrets", "action": "deny", "reads": ["/etc/shadow"]},
     {"name": "system", "action": "deny", "writes": ["/etc/**"]},
 ])

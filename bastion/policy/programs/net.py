@@ -248,7 +248,9 @@ VIM = Spec(flags="ReEnbdlmMACNLrHFgfpoOyZh", values="tqT", long_flags=GNU + (
                "servername": "talks to a server", "startuptime": "writes a file",
                "remote": "talks to a server", "remote-tab": "talks to a server"},
            plus="vim +COMMAND runs an Ex command", operands=READS,
-           plus_safe=re.compile(r"\+(?:[0-9]*|/[^|\x00-\x1f\x7f]*)"))
+           plus_safe=re.compile(r"\+(?:[0-9]*|/[^|\x00-\x1f\x7f]*)"),
+           interactive="vim runs :!command and :terminal typed at its prompt, and Ex "
+                       "commands from standard input with -e/-es")
 
 
 def _interp(code: str, script_flags: str = "") -> Spec:
