@@ -68,7 +68,8 @@ def _until(predicate, what: str, timeout: float = 30.0):
     return value
 
 
-@pytest.mark.parametrize("crash", ["the worker", "the worker, then the next one in its replay"])
+@pytest.mark.parametrize("crash", ["the worker", "the worker; the channels close once the next runs",
+                                   "the worker, then the next one in its replay"])
 def test_what_was_shown_undecided_is_recorded_after_a_crash(tmp_path, monkeypatch, crash):
     rec = Recorder.open(tmp_path, backoff=(3600, 3600))      # a new worker only when told
     sup = rec._writer
@@ -90,10 +91,12 @@ def test_what_was_shown_undecided_is_recorded_after_a_crash(tmp_path, monkeypatc
         os.kill(sup.proc.pid, signal.SIGKILL)
         assert rec.wait_state("failed") == "failed"
         _until(lambda: all(ch.lost for ch in chans), "the channels to be stopped")
-        for ch in chans:
-            ch.close(exit_status=255)
-        s.close()
-        if crash != "the worker":
+        late = "close once" in crash
+        if not late:
+            for ch in chans:
+                ch.close(exit_status=255)
+            s.close()
+        if "replay" in crash:
             killed = []
             send = WriterProcess.send
 
@@ -108,6 +111,13 @@ def test_what_was_shown_undecided_is_recorded_after_a_crash(tmp_path, monkeypatc
             monkeypatch.undo()
         rec.retry_now()
         assert rec.wait_state("ok") == "ok"
+        if late:
+            # the new worker took the open channels' recordings and tails over: still held
+            rec.flush()
+            assert set(sup._tails) == {ch.id for ch in chans}
+            for ch in chans:
+                ch.close(exit_status=255)
+            s.close()
         rec.flush()
         cause = "the recording worker process crashed (killed by signal 9)"
         for ch, (name, mask, chunks, forbidden) in zip(chans, CASES, strict=True):
