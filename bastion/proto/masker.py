@@ -263,6 +263,11 @@ class Masker:
         """Take over a :meth:`snapshot` (of a masker with the same detectors)."""
         self._ctx, self._held, self._sup = state
 
+    def skip(self, n: int) -> None:
+        """The first ``n`` undecided bytes were emitted as they are (by the masker this one
+        took over from, which decided them so with data that never reached this one)."""
+        self._advance(min(n, len(self._held)))
+
     @property
     def suppressing(self) -> bool:
         """True while the rest of an unbounded secret (key block, long token) is being dropped."""

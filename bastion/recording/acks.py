@@ -275,7 +275,7 @@ class AckQueue:
 
 def tail_cost(tail: Any) -> int:
     """The bytes one kept tail holds (its context, undecided bytes and cut character)."""
-    ctx, held, _sup, carry = tail
+    ctx, held, _sup, carry, _at = tail
     return len(ctx) + len(held) + len(carry) + OP_OVERHEAD
 
 

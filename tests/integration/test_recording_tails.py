@@ -200,7 +200,7 @@ def test_the_tail_report_tells_what_is_held_and_when_it_is_written(tmp_path, ste
             report.touch(2)
         elif what[0] == "resume":
             if 2 in sinks:
-                sink.resume(what[1], (b"", what[2], None, b""))
+                sink.resume(what[1], (b"", what[2], None, b"", sink.size))
             report.resumed(2, what[1])
         changes = report.changes(sinks)
         assert {key: (tail[1] if tail is not None else None) for key, tail in changes.items()} \
@@ -224,7 +224,7 @@ def _close(cid: int) -> tuple:
 def test_the_bastion_keeps_each_tail_until_written_or_closed(reports, closed, kept):
     acks = AckQueue()
     for changes in reports:                     # worker None: the current one (none here)
-        acks._tails_changed(None, {key: (b"c" * 9, held, None, b"") if held else None
+        acks._tails_changed(None, {key: (b"c" * 9, held, None, b"", 0) if held else None
                                    for key, held in changes.items()})
     for cid in closed:
         seq = acks.put(_close(cid))
@@ -234,7 +234,7 @@ def test_the_bastion_keeps_each_tail_until_written_or_closed(reports, closed, ke
             for cid, streams in acks._tails.items()} == kept
     assert acks._tails_cost == sum(tail_cost(t) for streams in acks._tails.values()
                                    for t in streams.values())
-    acks._tails_changed(object(), {(9, "o"): (b"", b"not the current worker", None, b"")})
+    acks._tails_changed(object(), {(9, "o"): (b"", b"not the current worker", None, b"", 0)})
     assert 9 not in acks._tails
 
 
@@ -252,3 +252,80 @@ def test_the_replay_takes_over_tails_after_the_opens_and_before_what_was_kept():
     # a take-over left unacknowledged by a worker that died is not kept: the tails it
     # carried are still with the bastion, and the next replay sends them again
     assert for_replay((OP_RESUME, 2, "o", "T2o"), "crashed") is None
+
+
+@pytest.mark.parametrize("name, shown, unacked, expected", [
+    # (case, what the agent was shown, what the dead worker then wrote without acknowledging
+    #  it, the stream the recording must hold: nothing twice, nothing shown missing)
+    ("nothing written after", b"listing\n" * 80, b"", b"listing\n" * 80),
+    ("part of the tail decided", b"listing\n" * 80, b"more\n",
+     b"listing\n" * 80),                       # the unacknowledged line itself is still held
+    ("all of the tail decided", b"listing\n" * 80, b"later\n" * 200,
+     (b"listing\n" * 80 + b"later\n" * 200)[:-len(_held_after(b"later\n" * 200))]),
+    ("a secret masked across the crash", b"listing\n" * 80 + b"GITHUB_TOKEN=" + SECRET[:17],
+     SECRET[17:] + b"\n" + b"later\n" * 200,
+     Masker(BUILTIN).feed(b"listing\n" * 80 + b"GITHUB_TOKEN=" + SECRET + b"\n"
+                          + b"later\n" * 200)),
+])
+def test_what_the_dead_worker_wrote_past_its_report_is_not_written_again(
+        tmp_path, name, shown, unacked, expected):
+    path = tmp_path / "s1-c2.cast"
+    dead = Sink.create(2, path, HEADER, 1 << 24, lambda e: None, tuple(BUILTIN))
+    dead.data("o", 0.1, shown)
+    dead.flush()
+    tail = dead.tails()["o"]                   # what it reported with its acknowledgement
+    if unacked:
+        dead.data("o", 0.2, unacked)           # written, then killed before acknowledging
+        dead.flush()
+    dead.release()
+    after = Sink.adopt(2, path, HEADER, 1 << 24, lambda e: None, tuple(BUILTIN))
+    after.resume("o", tail)
+    after.close(1.0, ("exit status 255",))
+    _, events = player.load(path)
+    recorded = player.stream_bytes(events, "stdout")
+    assert recorded == expected, name
+    assert SECRET[:17] not in path.read_bytes()
+
+
+def test_a_worker_killed_between_writing_and_acknowledging_writes_nothing_twice(tmp_path):
+    """Real processes: the dead worker wrote data it never acknowledged (a chunk over the
+    buffer's size is written at once), which decided the tail it had reported; its batch then
+    waited on the index (a command row) and it was killed there."""
+    rec = Recorder.open(tmp_path, backoff=(3600, 3600))
+    sup = rec._writer
+    try:
+        s = rec.start_session(principal=AGENT, client="c", target="web1", login="deploy")
+        ch = s.open_channel("exec", command="x", mask=BUILTIN)
+        shown = b"".join(b"line %05d\n" % i for i in range(100))
+        ch.output(shown)
+        rec.flush()
+        assert sup._tails[ch.id]["o"][1]                 # held back undecided, and shown
+        size = ch.path.stat().st_size
+        blocker = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            unshown = b"".join(b"more %06d\n" % i for i in range(30000))     # > 256 KiB
+            ch.output(unshown)                           # (these two go in one batch as a rule)
+            ch.command("ls", FakeDecision())             # needs the index: waits, no ack
+            _until(lambda: ch.path.stat().st_size > size + 256 * 1024, "the write")
+            os.kill(sup.proc.pid, signal.SIGKILL)
+            assert rec.wait_state("failed") == "failed"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        _until(lambda: ch.lost, "the channel to be stopped")
+        ch.close(exit_status=255)
+        s.close()
+        rec.retry_now()
+        assert rec.wait_state("ok") == "ok"
+        rec.flush()
+        _, events = player.load(ch.path)
+        recorded = player.stream_bytes(events, "stdout")
+        # all that was shown, then what the dead worker wrote unacknowledged: nothing twice
+        assert recorded.startswith(shown) and (shown + unshown).startswith(recorded)
+    finally:
+        rec.close()
+
+
+class FakeDecision:
+    action, rule, reason, commands = "allow", "r", "ok", ()
