@@ -5,6 +5,8 @@ Item 2 -- nothing reaches the agent unrecorded:
   and a marker, its row is closed, and every byte the agent received is in the recording;
 * ``kill -9`` of the bastion and its recording worker together: what the agent received
   and the recording lacks is at most the masker's hold-back (docs/RECORDINGS.md);
+* ``kill -9`` of the worker alone, streaming or idle: the recording lacks nothing the agent
+  received (what the dead worker's masker held back undecided is written by the next one);
 * a secret printed in two parts with a pause between them is stored masked whole, on an
   ordinary channel and on a live-masked one (held-back bytes are never written on a timer).
 
@@ -363,6 +365,40 @@ def test_a_killed_worker_is_respawned_and_the_next_session_is_recorded(rig, toke
     assert after["status"] == "closed" and after["seq"]
     assert _recorded(rig, after)[0] == b"after-the-crash\n"
     print(f"\n[worker killed] recovered after {serve['last_recovery']['attempts']} attempt(s)")
+
+
+@pytest.mark.parametrize("how", ["streaming", "idle"])
+def test_a_worker_killed_alone_loses_nothing_the_agent_saw(rig, token, how):
+    """``streaming``: killed while ``seq`` runs at full speed (batches written, acknowledged
+    or not); ``idle``: after the output stopped, so the masker's undecided tail is all the
+    dead worker held.  Either way the next worker records all the agent was shown, once."""
+    command = "seq 1 30000000" if how == "streaming" else "sh -c 'seq 1 5000; head -n 1'"
+    agent = rig.ssh_popen(token, command)
+    try:
+        if how == "streaming":
+            got = b""
+            while len(got) < 3_000_000:                   # mid-stream
+                chunk = os.read(agent.stdout.fileno(), 1 << 16)
+                assert chunk, agent.stderr.read()
+                got += chunk
+        else:
+            got = _read_until(agent, b"\n5000\n")
+        os.kill(_worker_pid(rig), signal.SIGKILL)
+        delivered = got + _read_all(agent)
+        assert agent.wait(60) == 255
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    _until(lambda: _status(rig)[0] == 0, what="a new worker")
+    chan = _until(lambda: (c := _rows(rig, "SELECT * FROM channels WHERE command = ? "
+                                          "ORDER BY id DESC LIMIT 1", (command,))[0])["seq"] and c,
+                  what="the channel to be closed")
+    recorded, _ = _recorded(rig, chan)
+    print(f"\n[worker killed, {how}] delivered {len(delivered)} B, recorded {len(recorded)} B "
+          f"(recorded - delivered = {len(recorded) - len(delivered)} B never shown)")
+    assert chan["status"] == "failed"
+    assert recorded[:len(delivered)] == delivered            # all of it, in order, once
 
 
 def test_an_index_locked_past_the_busy_timeout_refuses_sessions_then_recovers(rig, token):
