@@ -149,6 +149,15 @@ class StreamEncoder:
         """Bytes held back (an incomplete UTF-8 sequence at the end of the last chunk)."""
         return len(self._carry)
 
+    @property
+    def carry(self) -> bytes:
+        """The bytes held back (see :attr:`pending`)."""
+        return self._carry
+
+    def restore(self, carry: bytes) -> None:
+        """Take over the :attr:`carry` of another encoder of the same stream."""
+        self._carry = bytes(carry)
+
     def encode(self, t: float, data: bytes) -> list[bytes]:
         """Event lines for ``data`` received at time ``t``."""
         if self._carry:

@@ -3,6 +3,7 @@
     m = Masker(BUILTIN + detectors_from_config(config.masks))
     out = m.feed(chunk)       # bytes safe to emit now (may be b"")
     out = m.flush()           # on EOF, or when the stream has been quiet for ~50 ms
+    m2.restore(m.snapshot())  # m2 (same detectors) goes on exactly as m would
 
 How it works (details and numbers in docs/MASKING.md):
 
@@ -199,6 +200,10 @@ class _PemBlock:
 
 # ----------------------------------------------------------------------------- the masker
 
+#: :meth:`Masker.snapshot`: (context bytes, undecided bytes, the suppressor or None); picklable
+MaskerState = tuple[bytes, bytes, _Run | _PemBlock | None]
+
+
 class _Event:
     __slots__ = ("start", "end", "s", "e", "replacement", "sup")
 
@@ -238,12 +243,30 @@ class Masker:
         self._tail = min(self._reach, span + self._back + _MARGIN)
         self._ctx = b""
         self._held = b""
-        self._sup = None
+        self._sup: _Run | _PemBlock | None = None
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet emitted (held back, or being examined)."""
         return len(self._held)
+
+    def snapshot(self) -> MaskerState:
+        """The whole state of the stream so far: (the input bytes kept before the undecided
+        ones for look-behinds, the undecided bytes, the secret being dropped or None).
+
+        A new Masker with the same detectors given it by :meth:`restore` goes on exactly as
+        this one would (the recording worker hands undecided bytes to its successor so).
+        """
+        return self._ctx, self._held, self._sup
+
+    def restore(self, state: MaskerState) -> None:
+        """Take over a :meth:`snapshot` (of a masker with the same detectors)."""
+        self._ctx, self._held, self._sup = state
+
+    def skip(self, n: int) -> None:
+        """The first ``n`` undecided bytes were emitted as they are (by the masker this one
+        took over from, which decided them so with data that never reached this one)."""
+        self._advance(min(n, len(self._held)))
 
     @property
     def suppressing(self) -> bool:

@@ -8,6 +8,17 @@ release, in order: queue capacity (``queued``, drain waiters), barriers
 (``Recorder.flush``), and the agent's output held by :mod:`bastion.recording.gate`
 (:meth:`AckQueue.frontier`).  Every method takes the one lock, or says that it is held.
 
+Undecided tails.  An acknowledgement releases output the worker's masker may still hold
+back undecided (bastion.recording.sink: written only once decided, never on a timer).
+So before each ``done`` the worker reports what it holds per stream (``("tails",
+...)``: the masker's state and the undecided bytes, :meth:`AckQueue._tails_changed`)
+and this queue keeps it until the worker reports it written, or the channel's close is
+acknowledged.  When the worker dies, the next one gets these tails back in its replay
+(bastion.recording.replay) and decides them, so what the agent was shown is recorded.
+Bound: per open stream, the masker's hold-back (``max_holdback``, 1,024 visible bytes,
+plus the terminal escape sequences among them) and 256 bytes of look-behind context,
+plus a cut UTF-8 character; counted with the queue against ``HARD_LIMIT``.
+
 Not covered: which worker runs, its faults, the replay, recovery and stopping
 (supervisor.py, whose ``Supervisor`` is this class with the worker's life added).
 """
@@ -74,6 +85,8 @@ class AckQueue:
         self._open_ops: dict[int, Op] = {}     # cid -> its OP_CHANNEL_OPEN, until closed
         self._masks: list[Op] = []             # every OP_MASKS, for every new worker
         self._replay_cost = 0                  # bytes kept for a replay, bounded with the queue's
+        self._tails: dict[int, dict[str, Any]] = {}   # cid -> stream -> undecided tail
+        self._tails_cost = 0                   # their bytes, bounded with the queue's too
         self._channels: dict[int, ChannelRecording] = {}
         self._gates: weakref.WeakSet[AgentGate] = weakref.WeakSet()
         self._gate_waiting: dict[Loop, set[AgentGate]] = {}   # gates waiting for an ack
@@ -93,7 +106,7 @@ class AckQueue:
                 raise RecordingError("the recorder is closed")
             if kind == OP_DATA and self.state != "ok":
                 raise RecordingError(f"session recording is not possible: {self.error}")
-            if (self.queued + self._replay_cost + cost > HARD_LIMIT
+            if (self.queued + self._replay_cost + self._tails_cost + cost > HARD_LIMIT
                     and kind not in (OP_CHANNEL_CLOSE, OP_SESSION_CLOSE)):
                 log.error("recording queue full: %d bytes not yet written (%d operations), "
                           "%d drain() callers waiting", self.queued,
@@ -216,10 +229,29 @@ class AckQueue:
         kind = entry.op[0]
         if kind == OP_CHANNEL_CLOSE:
             self._open_ops.pop(entry.op[1], None)
+            for tail in self._tails.pop(entry.op[1], {}).values():    # written at the close
+                self._tails_cost -= tail_cost(tail)
         elif kind == OP_BARRIER:
             done = self._barriers.pop(entry.op[1], None)
             return [done] if done is not None else []
         return []
+
+    def _tails_changed(self, worker: WriterProcess,
+                       changes: dict[tuple[int, str], Any]) -> None:
+        """The worker's report of what its maskers hold undecided (before its ``done``)."""
+        with self._cond:
+            if worker is not self._worker:
+                return
+            for (cid, stream), tail in changes.items():
+                streams = self._tails.get(cid)
+                old = streams.pop(stream, None) if streams is not None else None
+                if old is not None:
+                    self._tails_cost -= tail_cost(old)
+                if tail is not None:
+                    self._tails.setdefault(cid, {})[stream] = tail
+                    self._tails_cost += tail_cost(tail)
+                elif streams is not None and not streams:
+                    del self._tails[cid]
 
     def _schedule_gates(self, loop: Loop) -> None:
         if loop in self._gate_scheduled:
@@ -239,6 +271,12 @@ class AckQueue:
             frontier = self._frontier()
         for gate in gates:
             gate._release(frontier)
+
+
+def tail_cost(tail: Any) -> int:
+    """The bytes one kept tail holds (its context, undecided bytes and cut character)."""
+    ctx, held, _sup, carry, _at = tail
+    return len(ctx) + len(held) + len(carry) + OP_OVERHEAD
 
 
 def wake(loop: Loop, fut: Any) -> None:

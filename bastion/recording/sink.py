@@ -14,6 +14,13 @@ decided it: when more data comes, or when the stream ends (:meth:`Sink.finish`: 
 channel closes, the bastion process is gone, recording failed).  Never on a timer:
 a secret printed in two parts a moment apart is masked whole.
 
+Taking over undecided output: with each acknowledgement the worker tells the bastion
+process what its maskers and encoders hold (:class:`TailReport`, :meth:`Sink.tails`: the
+masker's whole state and the encoder's cut character, per stream).  The agent was shown
+those bytes; when the worker dies, the next one gets them back (:meth:`Sink.resume`) and
+decides them as this one would have -- all but what the file already holds past the size
+reported with them (written by a worker killed before it could acknowledge that).
+
 Adoption: a worker started after another one failed (crashed, disk full, index locked)
 takes over the channels that were open in it: :meth:`Sink.adopt` opens the existing
 file, cuts it after its last complete event (only a torn write could need it), hashes
@@ -29,7 +36,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
@@ -42,6 +49,9 @@ CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and
 
 Notify = Callable[[tuple[Any, ...]], None]     # events for the bastion process
 Detectors = tuple[Any, ...]                     # bastion.proto.detectors.Detector
+#: one stream's undecided output: the masker's snapshot (context, undecided bytes, the
+#: secret being dropped), the encoder's carry (a cut UTF-8 character), the file's size then
+Tail = tuple[bytes, bytes, Any, bytes, int]
 
 
 class Sink:
@@ -174,6 +184,68 @@ class Sink:
         return (sum(m.pending for m in self.maskers.values())
                 + sum(e.pending for e in self.encoders.values()))
 
+    def tails(self) -> dict[str, Tail]:
+        """Per stream, what is not written because it is undecided or incomplete (streams
+        holding nothing are left out; a truncated recording takes nothing more)."""
+        if self.truncated:
+            return {}
+        out = {}
+        for stream, enc in self.encoders.items():
+            masker = self.maskers.get(stream)
+            ctx, held, sup = masker.snapshot() if masker is not None else (b"", b"", None)
+            if held or enc.pending:
+                out[stream] = (ctx, held, sup, enc.carry, self.size)
+        return out
+
+    def resume(self, stream: str, tail: Tail) -> None:
+        """Take over a stream's :meth:`tails` from a worker that is gone (before any new data
+        of the stream): its bytes are written once decided, as that worker would have.
+
+        That worker may have gone on after it reported the tail, deciding and writing part
+        of it with data it never acknowledged: what the file holds of the stream past the
+        size it reported is not written again.  When that is not the tail as it was (it
+        masked a secret there, or was dropping one) its decision stands and nothing more
+        of the tail is written.
+        """
+        if self.truncated:
+            return
+        ctx, held, sup, carry, at = tail
+        skip = 0
+        written = self._written_since(at, stream)
+        if written:
+            shown = carry + held
+            if (sup is not None or len(written) < len(carry) or len(written) >= len(shown)
+                    or not shown.startswith(written)):
+                if not written.startswith(shown):
+                    log.warning("recording %s: stream %s: the previous recording worker "
+                                "decided its held-back bytes after its last acknowledgement; "
+                                "its decision stands", self.path, stream)
+                return
+            skip, carry = len(written) - len(carry), b""
+        self.encoders[stream].restore(carry)
+        if self.detectors is not None:
+            masker = self.maskers.get(stream)
+            if masker is None:
+                masker = self.maskers[stream] = Masker(self.detectors)
+            masker.restore((ctx, held, sup))
+            masker.skip(skip)
+        elif held:                                  # (a stream without masks holds none)
+            self._encoded(stream, self.last_t, held[skip:])
+
+    def _written_since(self, at: int, stream: str) -> bytes:
+        """The bytes of ``stream`` the file holds past offset ``at`` (written after it)."""
+        if self.written <= at or at <= 0:
+            return b""
+        found = bytearray()
+        try:
+            for line in os.pread(self.fd, self.written - at, at).splitlines():
+                event = asciicast.parse_event(line)
+                if event.stream == stream:
+                    found += event.payload()
+        except asciicast.CastFormatError:       # (adopt left whole events only)
+            return b""
+        return bytes(found)
+
     def finish(self, t: float) -> None:
         """The streams end here: decide and write what the maskers and encoders hold."""
         t = max(t, self.last_t)
@@ -234,3 +306,42 @@ class Sink:
             except OSError:
                 pass
             self.fd = -1
+
+
+class TailReport:
+    """What the bastion process was told the sinks hold undecided, and the changes since.
+
+    :meth:`touch` a channel whose streams may have changed (data, close); :meth:`changes`
+    returns ``{(cid, stream): Tail}`` for what is held now and ``None`` for what was told
+    and is written (or gone) since.  A stream taken over (:meth:`resumed`) counts as told.
+    """
+
+    def __init__(self) -> None:
+        self._told: dict[int, frozenset[str]] = {}
+        self._touched: set[int] = set()
+
+    def touch(self, cid: int) -> None:
+        self._touched.add(cid)
+
+    def touch_all(self) -> None:
+        self._touched.update(self._told)
+
+    def resumed(self, cid: int, stream: str) -> None:
+        self._told[cid] = self._told.get(cid, frozenset()) | {stream}
+        self._touched.add(cid)
+
+    def changes(self, sinks: Mapping[int, Sink]) -> dict[tuple[int, str], Tail | None]:
+        out: dict[tuple[int, str], Tail | None] = {}
+        for cid in self._touched:
+            sink = sinks.get(cid)
+            now = sink.tails() if sink is not None else {}
+            for stream in self._told.get(cid, frozenset()) - now.keys():
+                out[cid, stream] = None
+            for stream, tail in now.items():
+                out[cid, stream] = tail
+            if now:
+                self._told[cid] = frozenset(now)
+            else:
+                self._told.pop(cid, None)
+        self._touched.clear()
+        return out

@@ -18,7 +18,9 @@ closes -- a close whose exit status the agent was not given is rewritten to 255 
 failure marker) is sent again.  After a backoff (``BACKOFF`` 0.5 s doubling to 10 s)
 a new worker is started; it gets, in one replay (``OP_REPLAY``): the mask sets, the
 open operation of every channel whose close is not acknowledged yet (it adopts their
-recordings), the kept operations; then ``OP_PROBE`` (bastion.recording.health).  When
+recordings), what the dead worker's maskers held back undecided of the output already
+shown (``OP_RESUME``, kept as acks.py says), the kept operations; then ``OP_PROBE``
+(bastion.recording.health).  When
 the probe passes, sessions are accepted again; while it does not (disk still full,
 index still locked) each attempt fails and the next one waits longer.  Operations
 put meanwhile (closes, refused attempts) wait in the queue for the next worker.
@@ -214,7 +216,7 @@ class Supervisor(AckQueue):
 
     def _replay_ops(self) -> list[Op]:
         """What a new worker gets first (lock held)."""
-        return replay.first_ops(self._replay, self._masks, self._open_ops)
+        return replay.first_ops(self._replay, self._masks, self._open_ops, self._tails)
 
     def _attempt_failed(self, why: str) -> None:
         with self._cond:
@@ -257,6 +259,8 @@ class Supervisor(AckQueue):
             kind = event[0]
             if kind == "done":
                 self._acked(worker, event[1])
+            elif kind == "tails":
+                self._tails_changed(worker, event[1])
             elif kind == "opened":
                 chan = self._channels.get(event[1])
                 if chan is not None:

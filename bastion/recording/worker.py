@@ -4,7 +4,9 @@
 pipes: batches of ``(seq, operation)`` come in, events go back.  At start it opens the
 index and takes its write lock once (waiting up to the busy timeout), then says
 ``ready``.  It runs :class:`bastion.recording.writer.Applier` on each batch, writes every
-recording buffer out, commits, and acknowledges the batch (``("done", seq)``); between
+recording buffer out, commits, and acknowledges the batch (``("done", seq)``, after
+``("tails", ...)``: what its maskers now hold back undecided, which the agent is shown
+on that acknowledgement and the bastion process keeps for the next worker); between
 batches it brings byte counters in the index up to date every ``FLUSH_INTERVAL``.
 
 It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C in a terminal or a service
@@ -110,14 +112,26 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
             _send(out, events)
             return 0
         if last_ok is not None:
+            _tails(applier, events)
             events.append(("done", last_ok))
         _send(out, events)
 
 
+def _tails(applier: Applier, events: list[Event], everything: bool = False) -> None:
+    """Tell the bastion process what the maskers hold undecided now (what changed)."""
+    if everything:
+        applier.tails.touch_all()
+    changes = applier.tail_changes()
+    if changes:
+        events.append(("tails", changes))
+
+
 def _failed(out: Connection, applier: Applier, events: list[Event], last_ok: int | None) -> int:
     """Write out what can be, acknowledge what is on disk, report the failure; exit status."""
-    if applier.fail_out() and last_ok is not None:
-        events.append(("done", last_ok))
+    if applier.fail_out():
+        _tails(applier, events, everything=True)      # decided and written: nothing held
+        if last_ok is not None:
+            events.append(("done", last_ok))
     events.append(("error", applier.error))
     _send(out, events)
     log.error("recording worker: stopping after a failure: %s", applier.error)

@@ -14,7 +14,9 @@ What an acknowledgement means: every operation up to it is in the files (written
 with ``write(2)``: it survives a crash of any process, not a power loss -- files
 are fsync'ed when they close) and committed in the index (WAL, ``synchronous=NORMAL``).
 The SSH layer shows the agent a byte only after the operation that recorded it was
-acknowledged (bastion.recording.gate), except what a masker holds back (sink.py).
+acknowledged (bastion.recording.gate); what a masker still holds back of it undecided
+(sink.py) is reported with the acknowledgement and kept by the bastion process until
+written, so a worker that dies does not lose it (``OP_RESUME``, bastion.recording.acks).
 
 Queue capacity (bytes of recorded data not yet acknowledged, plus ~100 bytes per
 operation), enforced in the bastion process:
@@ -58,6 +60,7 @@ from typing import Any, Callable
 from bastion.proto import asciicast
 from bastion.recording import chain, health
 from bastion.recording.sink import BUFFER_BYTES, CAP_RESERVE, Sink  # noqa: F401 - re-exported
+from bastion.recording.sink import TailReport
 
 log = logging.getLogger("bastion.recording")
 
@@ -74,9 +77,12 @@ FLUSH_INTERVAL = 0.5         # byte counters of open channels reach the index th
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
  OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
  OP_COMMAND_APPROVER, OP_MASKS, OP_PROBE, OP_REPLAY, OP_TRANSFER) = range(17)
+OP_RESUME = 64      # apart from the range above, which may grow; replay only: Sink.resume
 
 # Events the applier and the worker report to the bastion process (see supervisor.py):
 #   ("ready",) / ("fatal", why)     the worker started (index open and writable) / could not
+#   ("tails", {(cid, stream): tail or None})   before "done": what the maskers hold back
+#                                   undecided now (sink.TailReport), kept by the bastion
 #   ("done", seq)                   every operation up to ``seq`` is written and committed
 #   ("opened", cid, error_or_None)  the recording file exists (or could not be created)
 #   ("truncated", cid)              the recording reached its size cap
@@ -113,6 +119,7 @@ class Applier:
         self.counters_due = False        # a barrier asks for them before its acknowledgement
         self._counted: dict[int, tuple[int, int, int]] = {}
         self._mask_sets: dict[int, tuple[Any, ...]] = {}     # OP_MASKS key -> detectors
+        self.tails = TailReport()        # what the bastion was told the sinks hold undecided
 
     # -- failures ------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException, path: Path | None = None) -> str:
@@ -255,6 +262,10 @@ class Applier:
             except OSError as exc:
                 self._fail("closing recording", exc, sink.path)
 
+    def tail_changes(self) -> dict[tuple[int, str], Any]:
+        """What the sinks hold undecided, as far as changed since the last call."""
+        return self.tails.changes(self._sinks)
+
     def _with_sink(self, cid: int, fn: Callable[[Sink], None]) -> None:
         sink = self._sinks.get(cid)
         if sink is not None:
@@ -264,6 +275,7 @@ class Applier:
               bytes_out: int) -> None:
         sink.bytes_in, sink.bytes_out = bytes_in, bytes_out
         if data:
+            self.tails.touch(sink.cid)
             sink.data(stream, t, data)
 
     def _insert(self) -> str:
@@ -343,6 +355,10 @@ class Applier:
             self.counters_due = True
         elif kind == OP_REPLAY:
             self._replay(op[1])
+        elif kind == OP_RESUME:
+            _, cid, stream, tail = op
+            self.tails.resumed(cid, stream)
+            self._with_sink(cid, lambda s: s.resume(stream, tail))
         elif kind == OP_PROBE:
             why = health.probe(self.data_dir, self.conn)
             self.notify(("probe", why))
@@ -421,6 +437,7 @@ class Applier:
     def _close_channel(self, op: Op) -> None:
         _, cid, t, ended, exit_status, exit_signal, bytes_in, bytes_out, failure = op
         sink = self._sinks.pop(cid, None)
+        self.tails.touch(cid)
         db = self._db()
         if sink is None:
             row = db.execute("SELECT seq FROM channels WHERE id = ?", (cid,)).fetchone()
@@ -486,7 +503,7 @@ _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused atte
              OP_COMMAND_RESULT: "record command result", OP_COMMAND_APPROVER: "record approver",
              OP_CHANNEL_CLOSE: "close channel", OP_SESSION_CLOSE: "close session",
              OP_MASKS: "register masks", OP_REPLAY: "replay", OP_PROBE: "probe",
-             OP_TRANSFER: "record transfer"}
+             OP_TRANSFER: "record transfer", OP_RESUME: "take over undecided output"}
 
 
 def describe_error(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ The corpus is tests/unit/mask_corpus/: secrets/<case> with secrets/<case>.secret
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -133,6 +134,23 @@ def test_split_at_every_offset(case):
             out = first + m.feed(snippet[k:]) + m.flush()
             assert out == whole, k
             assert m.pending == 0
+
+
+@pytest.mark.parametrize("case", SECRET_CASES + ORDINARY_CASES, ids=lambda p: p.parent.name + "/" + p.name)
+def test_a_restored_snapshot_goes_on_as_the_masker_would(case):
+    """What the recording worker hands its successor (pickled through a pipe): at any cut,
+    a new masker restored from the snapshot gives the rest exactly as the first one would,
+    also in the middle of a key block being dropped."""
+    data = case.read_bytes()
+    whole = mask_bytes(data)
+    rnd = random.Random(case.name)
+    for cut in sorted({0, len(data)} | {rnd.randrange(len(data) + 1) for _ in range(6)}):
+        m = Masker()
+        first = b"".join(m.feed(data[i:min(i + 97, cut)]) for i in range(0, cut, 97))
+        state = pickle.loads(pickle.dumps(m.snapshot()))
+        again = Masker()
+        again.restore(state)
+        assert first + again.feed(data[cut:]) + again.flush() == whole, cut
 
 
 @pytest.mark.parametrize("engine", ENGINES)
