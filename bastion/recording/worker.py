@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import signal
 import sys
@@ -73,13 +74,31 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> i
         conn.close()
 
 
+# s: the index's WAL is copied into the main file this often (BASTION_INDEX_CHECKPOINT)
+CHECKPOINT_INTERVAL = float(os.environ.get("BASTION_INDEX_CHECKPOINT", "") or 30.0)
+
+
+def checkpoint(conn: Any, mode: str = "PASSIVE") -> None:
+    """Copy the WAL into the index file, so that readers that ignore the WAL (``datasette
+    --immutable``, a file copy) see what is committed.  PASSIVE never waits for readers;
+    TRUNCATE (at the end) also empties the WAL.  A failure only delays it."""
+    try:
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    except Exception as exc:  # noqa: BLE001 - busy or locked: the next one catches up
+        log.debug("index checkpoint (%s) skipped: %s", mode, exc)
+
+
 def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event]) -> int:
+    last_checkpoint = time.monotonic()
     while True:
         wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
         if not inp.poll(wait):
             if not (applier.update_counters() and applier.commit()):
                 return _failed(out, applier, events, None)
             _send(out, events)
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL:
+                checkpoint(applier.conn)
+                last_checkpoint = time.monotonic()
             continue
         try:
             batch = pickle.loads(inp.recv_bytes())
@@ -88,6 +107,7 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
                         "received (open sessions will be marked interrupted)")
             applier.finish_all()
             applier.commit()
+            checkpoint(applier.conn, "TRUNCATE")
             return 0
         last_ok = stop = None
         for seq, op in batch:
@@ -107,6 +127,7 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
         if stop is not None:
             applier.close_all_sinks()
             applier.commit()
+            checkpoint(applier.conn, "TRUNCATE")
             events.append(("done", stop))
             events.append(("stopped",))
             _send(out, events)
