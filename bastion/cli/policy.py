@@ -69,15 +69,26 @@ def _target(config, name):
     return target
 
 
-def check(policy: PolicyOpt = Path(DEFAULT_POLICY)) -> None:
+def check(policy: PolicyOpt = Path(DEFAULT_POLICY), as_json: JsonOpt = False) -> None:
     """Validate policy.toml: every problem is printed with its line number.
+
+    Exit status 0 valid, 2 not. With --json: {"ok", "path", "problems": [{"line",
+    "message"}], "warnings", "counts"} on stdout, whatever the outcome.
 
     Example: bastion policy check --policy /etc/bastion/policy.toml
     """
     from bastion.config import load_config
+    from bastion.proto.masker import check_masks
     try:
         config = load_config(policy)
     except ConfigError as exc:
+        if as_json:
+            problems = exc.problems or [Problem(str(exc))]
+            sys.stdout.write(json.dumps({
+                "ok": False, "path": str(exc.path or policy),
+                "problems": [{"line": p.line, "message": p.message} for p in problems],
+                "hint": exc.hint}, ensure_ascii=True, indent=2) + "\n")
+            raise typer.Exit(exc.exit_code) from None
         if not exc.problems:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc.path or policy))}: "
@@ -88,10 +99,19 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY)) -> None:
         if exc.hint:
             err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
         raise typer.Exit(exc.exit_code) from None
-    from bastion.proto.masker import check_masks
-    for warning in check_masks(config.masks):
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    warnings = list(check_masks(config.masks))
     counts = config.policy.counts()
+    if as_json:
+        sys.stdout.write(json.dumps({
+            "ok": True, "path": str(policy), "problems": [], "warnings": warnings,
+            "counts": {"targets": len(config.targets), "grants": len(config.grants),
+                       "rules": len(config.policy.rules), **counts,
+                       "masks": len(config.masks)},
+            "default": config.policy.default.value, "opaque": config.policy.opaque.value},
+            ensure_ascii=True, indent=2) + "\n")
+        return
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     out_console.print(
         f"[green]ok[/] {escape(str(policy))}: {len(config.targets)} target(s), "
         f"{len(config.grants)} grant(s), {len(config.policy.rules)} rule(s) "

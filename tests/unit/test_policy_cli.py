@@ -42,6 +42,21 @@ def test_check_ok_prints_a_summary(policy):
     assert "default=deny opaque=review" in r.stdout
 
 
+def test_check_json_for_a_valid_and_an_invalid_file(policy, tmp_path):
+    r = run("check", "--policy", str(policy), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["ok"] is True and data["problems"] == []
+    assert (data["counts"]["rules"], data["counts"]["allow"], data["counts"]["deny"]) == (7, 3, 3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[settings]\ndefault = "maybe"\n[[rules]]\nname = "x"\n')
+    r = run("check", "--policy", str(bad), "--json")
+    assert r.returncode == 2
+    data = json.loads(r.stdout)
+    assert data["ok"] is False and [p["line"] for p in data["problems"]] == [2, 3, 3]
+    assert "settings.default" in data["problems"][0]["message"]
+
+
 def test_check_reports_every_problem_with_its_line(tmp_path):
     bad = tmp_path / "policy.toml"
     bad.write_text('[settings]\ndefault = "maybe"\n\n[[rules]]\nname = "a"\naction = "deny"\n'
