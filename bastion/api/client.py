@@ -15,12 +15,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bastion.errors import BastionError
 from bastion.secret import Secret
 
 TIMEOUT = 30.0
+LIVE_TIMEOUT = 60.0          # the server sends a keepalive every 15 s
 
 
 class ApiClient:
@@ -78,6 +79,43 @@ class ApiClient:
 
     def sessions(self, **filters: Any) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/sessions", query=filters)["sessions"])
+
+    def live(self, session_id: int, channel: int | None = None) -> Iterator[dict[str, Any]]:
+        """The server-sent events of a live view: ``{"event": name, "data": {...}}`` each."""
+        url = f"{self.base}/api/v1/sessions/{int(session_id)}/live"
+        if channel is not None:
+            url += f"?channel={int(channel)}"
+        req = urllib.request.Request(url, headers={
+            "Authorization": f"Bearer {self.token.reveal()}", "Accept": "text/event-stream"})
+        try:
+            resp = urllib.request.urlopen(req, timeout=LIVE_TIMEOUT, context=self.context)
+        except urllib.error.HTTPError as exc:
+            try:
+                info = json.loads(exc.read().decode("utf-8"))
+            except (ValueError, OSError):
+                info = {}
+            raise BastionError(f"the server refused: {info.get('error') or exc.reason} "
+                               f"(HTTP {exc.code})", hint=info.get("hint")) from None
+        except urllib.error.URLError as exc:
+            raise BastionError(f"cannot reach {self.base}: {exc.reason}") from None
+        with resp:
+            event, data, buf = "message", "", b""
+            while True:
+                chunk = resp.read1(65536)     # what has arrived (iterating would wait for 8 KiB)
+                if not chunk:
+                    return
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    if not line:
+                        if data:
+                            yield {"event": event, "data": json.loads(data)}
+                        event, data = "message", ""
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data += line[5:].strip()
 
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/v1/whoami"))

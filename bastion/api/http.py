@@ -113,7 +113,8 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, resp: Res
     else:
         await _send(conn, writer, h11.Response(status_code=resp.status, headers=headers))
         async for chunk in resp.stream:
-            await _send(conn, writer, h11.Data(data=chunk))
+            if chunk:
+                await _send(conn, writer, h11.Data(data=chunk))
     await _send(conn, writer, h11.EndOfMessage())
 
 

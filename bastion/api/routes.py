@@ -13,6 +13,7 @@ Not covered: HTTP framing (``bastion.api.http``), TLS (``bastion.api.tls``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -29,6 +30,9 @@ audit = logging.getLogger("bastion.audit")
 
 _REQUEST = re.compile(r"/api/v1/approvals/(\d+)/(approve|deny)")
 _SESSION = re.compile(r"/api/v1/sessions/(\d+)")
+_LIVE = re.compile(r"/api/v1/sessions/(\d+)/live")
+LIVE_POLL = 0.2            # s between looks at a followed recording
+LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing the stream
 
 
 class Api:
@@ -62,6 +66,9 @@ class Api:
         m = _SESSION.fullmatch(path)
         if m and req.method == "GET":
             return await self._session(who, int(m.group(1)))
+        m = _LIVE.fullmatch(path)
+        if m and req.method == "GET":
+            return await self._live(req, who, int(m.group(1)))
         return error(404, f"no such endpoint: {req.method} {path}", hint="see docs/API.md")
 
     # -- identity --------------------------------------------------------------------
@@ -199,6 +206,60 @@ class Api:
             return json_response(200, await asyncio.to_thread(work))
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
+
+    async def _live(self, req: Request, who: "_Caller", session_id: int) -> Response:
+        """Server-sent events: the channel's recorded output as it is written (masked as
+        stored), ``event: end`` once the channel has ended and all of it is sent."""
+        if not self._roles(who)["reviewer"]:
+            return self._forbidden(who, "reviewer", req)
+        from bastion.recording import query
+        from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
+        data_dir = self.services.data_dir
+        try:
+            channel_arg = req.arg("channel")
+            channel_id = int(channel_arg) if channel_arg else None
+        except ValueError:
+            return error(400, "channel must be a channel id")
+
+        def lookup() -> dict[str, Any]:
+            return query.get_session(query.open_index(data_dir), session_id)
+        try:
+            channel = live_channel(await asyncio.to_thread(lookup), channel_id)
+        except RecordingError as exc:
+            return error(404, str(exc), exc.hint)
+        follower = Follower(data_dir / channel["path"])
+        cid = channel["id"]
+        audit.info("api live view of session %s channel %s by %s", session_id, cid,
+                   who.principal.subject,
+                   extra=log_fields("api_live", session=session_id, channel=cid,
+                                    principal=who.principal.subject))
+
+        def frames(events: list[Any]) -> bytes:
+            return b"".join(
+                f"data: {json.dumps({'t': ev.time, 'code': ev.code, 'data': ev.text()})}\n\n"
+                .encode() for ev in events if ev.code in OUTPUT_CODES)
+
+        async def stream() -> Any:
+            yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
+                   "\n\n").encode()
+            quiet = 0.0
+            while True:
+                events = follower.read()
+                if events:
+                    yield frames(events)
+                    quiet = 0.0
+                    continue
+                ended = [c for c in (await asyncio.to_thread(lookup))["channels"]
+                         if c["id"] == cid and c.get("ended") is not None]
+                if ended:                       # the row is sealed after the file's last event
+                    yield frames(follower.read()) + b"event: end\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(LIVE_POLL)
+                quiet += LIVE_POLL
+                if quiet >= LIVE_KEEPALIVE:
+                    quiet = 0.0
+                    yield b": keepalive\n\n"
+        return Response(200, content_type="text/event-stream", stream=stream())
 
     # -- health and metrics ----------------------------------------------------------
     def _health(self) -> Response:

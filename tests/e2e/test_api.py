@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.demo.sshd import free_port, wait_for_port
-from tests.e2e.harness import BastionRig
+from tests.e2e.harness import BASTION, BastionRig
 from tests.e2e.test_approvals import APPROVAL_RULES, _wait_for_request
 
 API_RULES = APPROVAL_RULES.replace("TIMEOUT", "60").replace(
@@ -178,3 +179,41 @@ def test_metrics_parse_with_the_prometheus_parser(api, token):
                and s.value >= 1 for s in decisions)
     assert families["bastion_recording_up"].samples[0].value == 1
     assert "bastion_sessions_open" in families
+
+
+def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, auditor):
+    # (each line longer than the masker's hold-back, ~460 bytes, so that it is decided and
+    # recorded at once: the live view shows what the recording holds: docs/API.md)
+    proc = api.ssh_popen(token, "for i in 1 2 3 4 5 6; do echo live-$((i*11)); "
+                                "seq -s . 1 150; sleep 1; done")
+    try:
+        sid = None
+        deadline = time.monotonic() + 20
+        while sid is None and time.monotonic() < deadline:
+            _, body = call(api, "GET", "/api/v1/sessions?status=active&limit=5", auditor)
+            active = [s for s in body["sessions"] if s["n_commands"]]
+            sid = active[0]["id"] if active else None
+            time.sleep(0.2)
+        assert sid is not None, "the agent's session never showed up as active"
+        watcher = subprocess.Popen(
+            [BASTION, "sessions", "watch", str(sid), "--server", api.url,
+             "--server-ca", str(api.cert)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**api.env, "BASTION_TOKEN": auditor})
+        try:
+            first = watcher.stdout.readline()
+            assert first.strip() == b"live-11"
+            assert proc.poll() is None                  # shown while the command still runs
+            rest, err = watcher.communicate(timeout=30)
+            assert watcher.returncode == 0, err
+            assert [line for line in rest.splitlines() if line.startswith(b"live-")] == [
+                b"live-22", b"live-33", b"live-44", b"live-55", b"live-66"]
+            assert b"the channel ended" in err
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+        assert proc.wait(20) == 0
+        # the agent is no reviewer
+        assert call(api, "GET", f"/api/v1/sessions/{sid}/live", token)[0] == 403
+    finally:
+        if proc.poll() is None:
+            proc.kill()

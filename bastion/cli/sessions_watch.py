@@ -1,0 +1,97 @@
+"""CLI: ``bastion sessions watch`` — a running session's output as it is recorded."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.text import Text
+
+from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, err_console, handle_errors
+
+POLL = 0.2
+
+
+def _local(data_dir: Path, session_id: int, channel: Optional[int]) -> Iterator[dict[str, Any]]:
+    """The same events as the API's live view, read from the data dir."""
+    from bastion.recording import query
+    from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
+    db = query.open_index(data_dir)
+    ch = live_channel(query.get_session(db, session_id), channel)
+    yield {"event": "channel", "data": {"session": session_id, "channel": ch["id"]}}
+    follower = Follower(data_dir / ch["path"])
+    while True:
+        events = follower.read()
+        for ev in events:
+            if ev.code in OUTPUT_CODES:
+                yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
+        if events:
+            continue
+        now = query.get_session(db, session_id)["channels"]
+        if any(c["id"] == ch["id"] and c.get("ended") is not None for c in now):
+            for ev in follower.read():
+                if ev.code in OUTPUT_CODES:
+                    yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
+            yield {"event": "end", "data": {}}
+            return
+        time.sleep(POLL)
+
+
+def watch_cmd(
+    session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id.")],
+    data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
+    channel: Annotated[Optional[int], typer.Option(
+        help="Channel id (default: the newest open one).")] = None,
+    server: Annotated[Optional[str], typer.Option(
+        "--server", envvar="BASTION_SERVER",
+        help="The bastion's API (https://HOST:PORT) instead of the data dir.")] = None,
+    server_ca: Annotated[Optional[Path], typer.Option(
+        "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")] = None,
+    token_file: Annotated[Optional[Path], typer.Option(
+        "--token-file", envvar="BASTION_TOKEN_FILE",
+        help="Your token for --server (default: the one `bastion login` saved).")] = None,
+) -> None:
+    """Follow a running session: its output as it is recorded (secrets masked), until the
+    channel ends or Ctrl-C.
+
+    Escape sequences that could act on your terminal (clipboard, title, queries) are
+    filtered out, as in `sessions play`. Exit status 0 when the channel ended.
+
+    Example: bastion sessions watch 42 --server https://bastion.example.com:8443
+    """
+    from bastion.proto.sanitize import TerminalFilter
+    if server:
+        from bastion.api.client import ApiClient
+        from bastion.approvals.approver import load_token
+        stream = ApiClient(server, load_token(token_file), server_ca).live(session_id, channel)
+    else:
+        stream = _local(data_dir, session_id, channel)
+    flt = TerminalFilter()
+    out = sys.stdout.buffer
+    try:
+        for item in stream:
+            if item["event"] == "channel":
+                err_console.print(Text(f"── watching session {session_id} channel "
+                                       f"{item['data'].get('channel')} (Ctrl-C stops)",
+                                       style="dim"))
+            elif item["event"] == "end":
+                out.write(flt.finish().encode())
+                out.flush()
+                err_console.print(Text("\n── the channel ended", style="dim"))
+                return
+            else:
+                text = flt.feed(str(item["data"].get("data", "")))
+                if text:
+                    out.write(text.encode("utf-8", "replace"))
+                    out.flush()
+    except KeyboardInterrupt:
+        out.write(flt.finish().encode())
+        out.flush()
+        raise typer.Exit(130) from None
+
+
+def register(sessions_app: typer.Typer) -> None:
+    sessions_app.command("watch")(handle_errors(watch_cmd))
