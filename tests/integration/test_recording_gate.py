@@ -82,7 +82,9 @@ async def test_output_reaches_the_agent_only_once_recorded(tmp_path, recorder):
     s = recorder.start_session(principal=AGENT, client="c", target="t", login="l")
     ch = s.open_channel("exec", command="x")
     await ch.opened()
-    agent = AgentChannel()
+    sup = recorder._writer
+    await _until(lambda: sup.last_seq < sup.frontier())    # (opened: the file exists; the
+    agent = AgentChannel()                                  # acknowledgement may come later)
     failures = []
     gate = ch.gate(agent, failures.append)
     gate.write(b"recorded before\n")              # nothing pending: through at once
