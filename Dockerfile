@@ -1,27 +1,43 @@
-# bastion serve in a container: data and keys as volumes, port 2222.
+# bastion serve in a container: data (with the vault in keys/) as a volume, port 2222.
 #   docker build -t bastion .
-#   docker run -p 2222:2222 -v $PWD/policy.toml:/etc/bastion/policy.toml:ro \
-#       -v bastion-data:/var/lib/bastion -v $PWD/keys:/var/lib/bastion-keys \
-#       -e BASTION_VAULT_PASSPHRASE_FILE=/run/secrets/vault bastion
+#   docker run -d --name bastion -p 2222:2222 \
+#       -v $PWD/policy.toml:/etc/bastion/policy.toml:ro -v bastion-data:/var/lib/bastion \
+#       -v $PWD/vault-passphrase:/run/secrets/vault_passphrase:ro bastion
+#   docker exec bastion bastion keys generate web1     # its public line: web1's authorized_keys
+# or `docker compose up -d` with compose.yaml (the passphrase as a compose secret).
+# The process runs as uid/gid 10001 (fixed, so that volumes keep their owner across
+# rebuilds): a bind-mounted data dir must belong to 10001:10001 and be 0700.
+# Base image: pin it by digest where you build (python:3.11-slim@sha256:...), so that a
+# rebuild cannot change what runs under the same tag.
 FROM python:3.11-slim
 
+ARG BASTION_UID=10001
+# (openssh-client unpinned: Debian's security updates should reach it at each rebuild)
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends openssh-client \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /var/lib/bastion --shell /usr/sbin/nologin bastion \
-    && mkdir -p /var/lib/bastion /var/lib/bastion-keys /etc/bastion \
-    && chown bastion:bastion /var/lib/bastion /var/lib/bastion-keys && chmod 700 /var/lib/bastion /var/lib/bastion-keys
+    && groupadd --system --gid "${BASTION_UID}" bastion \
+    && useradd --system --uid "${BASTION_UID}" --gid "${BASTION_UID}" \
+        --home-dir /var/lib/bastion --shell /usr/sbin/nologin bastion \
+    && mkdir -p /var/lib/bastion/keys /etc/bastion \
+    && chown -R bastion:bastion /var/lib/bastion && chmod -R 700 /var/lib/bastion
 
 WORKDIR /opt/bastion
 COPY pyproject.toml README.md ./
 COPY bastion ./bastion
 RUN pip install --no-cache-dir .
 
-USER bastion
+USER 10001:10001
 ENV BASTION_POLICY=/etc/bastion/policy.toml \
     BASTION_DATA_DIR=/var/lib/bastion \
-    BASTION_KEYS_DIR=/var/lib/bastion-keys \
-    BASTION_LISTEN=0.0.0.0:2222
-VOLUME ["/var/lib/bastion", "/var/lib/bastion-keys"]
+    BASTION_KEYS_DIR=/var/lib/bastion/keys \
+    BASTION_LISTEN=0.0.0.0:2222 \
+    BASTION_VAULT_PASSPHRASE_FILE=/run/secrets/vault_passphrase \
+    BASTION_LOG_FORMAT=json
+VOLUME ["/var/lib/bastion"]
 EXPOSE 2222
+# healthy while sessions are recorded (bastion status: 0 recording, 3 refusing, 4 not serving)
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["bastion", "status", "--json"]
 ENTRYPOINT ["bastion"]
 CMD ["serve"]
