@@ -124,7 +124,7 @@ def test_an_open_data_or_keys_dir_is_refused(rig, tmp_path, which, mode, verb):
     victim.chmod(mode)
     p = _serve(rig, "--data-dir", str(data), "--keys-dir", str(keys))
     err = p.stderr.decode()
-    assert p.returncode == 1
+    assert p.returncode == 2                                          # a start-up failure
     assert "Traceback" not in err
     option = "--data-dir" if which == "data" else "--keys-dir"
     first = err.splitlines()[0]
