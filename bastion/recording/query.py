@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import re
 import sqlite3
+from typing import Any
 from pathlib import Path
 
 import sqlite_utils
@@ -200,12 +201,12 @@ def fts_query(text: str) -> str:
 def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | None = None,
                     target: str | None = None, action: str | None = None,
                     since: float | None = None, until: float | None = None,
-                    limit: int = 50, raw: bool = False) -> list[dict]:
+                    limit: int = 50, raw: bool = False) -> list[dict[str, Any]]:
     """Full-text search over command lines, newest first.
 
     ``raw``: pass ``query`` to FTS5 as is (its syntax: AND/OR/NOT, "phrases", NEAR, prefix*).
     """
-    params: dict = {"match": query if raw else fts_query(query), "limit": int(limit)}
+    params: dict[str, Any] = {"match": query if raw else fts_query(query), "limit": int(limit)}
     where = ["commands_fts MATCH :match"]
     if principal:
         where.append(_principal_clause("s"))
@@ -230,6 +231,48 @@ def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | N
     except sqlite3.OperationalError as exc:
         raise RecordingError(f"bad full-text query {query!r}: {exc}",
                              hint="see FTS5 query syntax, or drop --raw to search plain words") from None
+
+
+def search_transfers(db: sqlite_utils.Database, *, path: str | None = None,
+                     sha256: str | None = None, op: str | None = None,
+                     principal: str | None = None, target: str | None = None,
+                     refused: bool = False, since: float | None = None,
+                     until: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """File operations of sftp channels (docs/TRANSFERS.md), newest first.
+
+    ``path``: a glob on the path (or a rename's destination) as resolved on the target;
+    ``sha256``: a whole file's hash, or its first characters (at least 8); ``refused``: only
+    operations the policy refused.
+    """
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": int(limit)}
+    if path:
+        where.append("(t.path GLOB :path OR t.path2 GLOB :path)")
+        params["path"] = path
+    if sha256:
+        digest = sha256.strip().lower()
+        if len(digest) < 8 or digest.strip("0123456789abcdef"):
+            raise RecordingError(f"--sha256 must be hex digits, at least 8, got {sha256!r}",
+                                 hint="e.g. --sha256 9f86d081")
+        where.append("t.sha256 GLOB :sha")
+        params["sha"] = digest + "*"
+    if op:
+        where.append("t.op = :op")
+        params["op"] = op
+    if principal:
+        where.append(_principal_clause("s"))
+        params["principal"] = principal
+    if target:
+        where.append("s.target GLOB :target")
+        params["target"] = target
+    if refused:
+        where.append("t.action != 'allow'")
+    _time_range(where, params, "t.time", since, until)
+    sql = ("SELECT t.*, s.principal_subject, s.principal_name, s.principal_app_id, s.target, "
+           "s.login FROM transfers t JOIN sessions s ON s.id = t.session_id"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY t.time DESC, t.id DESC LIMIT :limit")
+    return [{k: v for k, v in r.items() if k != "uid"} for r in _query(db, sql, params)]
 
 
 def _query(db: sqlite_utils.Database, sql: str, params):

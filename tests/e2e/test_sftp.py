@@ -323,3 +323,28 @@ def test_an_interrupted_get_and_put_resume(srig, token, tmp_path):
     put = transfers(srig, "op = 'put' AND path = ?", str(dest))[-1]
     assert (get["bytes"], put["bytes"]) == (700_000, 600_000)
     assert get["sha256"] is None and put["sha256"] is None      # not whole files
+
+
+def test_transfers_search_finds_operations_by_hash_path_and_refusal(srig, token, tmp_path):
+    src = srig.files / "pub" / "findme.bin"
+    src.write_bytes(os.urandom(50_000))
+    assert sftp(srig, token, f"get {src} {tmp_path}/x\n").returncode == 0
+    canary = srig.files / "fakessh" / "authorized_keys"
+    evil = tmp_path / "evil"
+    evil.write_text("nope\n")
+    assert sftp(srig, token, f"put {evil} {canary}\n").returncode != 0
+
+    def search(*args: str) -> list[dict]:
+        r = srig.cli("transfers", "search", *args, "--json")
+        return json.loads(r.out)
+
+    by_hash = search("--sha256", sha(src)[:12])
+    assert [(t["op"], t["path"]) for t in by_hash] == [("get", str(src))]
+    assert by_hash[0]["sha256"] == sha(src) and by_hash[0]["time"].endswith("Z")
+    assert {t["path"] for t in search(f"{srig.files}/pub/find*")} == {str(src)}
+    refused = search("--refused", str(canary))
+    assert refused and all(t["action"] == "deny" and t["rule"] == "no-ssh-writes"
+                           for t in refused)
+    assert srig.cli("transfers", "search", "--sha256", "xyz", check=False).returncode == 1
+    table = srig.cli("transfers", "search", "--sha256", sha(src)[:12]).out
+    assert str(src) in table and "pub-reads" in table
