@@ -73,6 +73,7 @@ class Mask:
 class Settings:
     approvers: tuple[str, ...] = ()
     reviewers: tuple[str, ...] = ()            # who may read sessions through the API
+    admins: tuple[str, ...] = ()               # who may terminate sessions through the API
     approval_timeout: int = 300
     mask_live: bool = False
     env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
@@ -252,7 +253,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     if not isinstance(table, dict):
         c.add(w, "[settings] must be a table")
         return Settings(), {}
-    own = ("approvers", "reviewers", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
+    own = ("approvers", "reviewers", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
            "upstream_idle_timeout",
            "approval_allow_unproven",
@@ -261,7 +262,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     reviewers = c.strings(table, "reviewers", w) or ()
-    for key, selectors in (("approvers", approvers), ("reviewers", reviewers)):
+    admins = c.strings(table, "admins", w) or ()
+    for key, selectors in (("approvers", approvers), ("reviewers", reviewers), ("admins", admins)):
         for sel in selectors:
             msg = check_principal_selector(sel)
             if msg:
@@ -269,6 +271,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     settings = Settings(
         approvers=approvers,
         reviewers=reviewers,
+        admins=admins,
         approval_timeout=int(c.number(table, "approval_timeout", w, 300, minimum=1)),
         mask_live=c.boolean(table, "mask_live", w, False),
         env_allow=c.strings(table, "env_allow", w) or (),

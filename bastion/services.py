@@ -207,15 +207,40 @@ class Services:
             self.inner_options.invalidate()
 
     # -- connections -----------------------------------------------------------
-    def track(self, server) -> None:
+    def track(self, server: Any) -> None:
         self._servers.add(server)
 
-    def untrack(self, server) -> None:
+    def untrack(self, server: Any) -> None:
         self._servers.discard(server)
 
     @property
-    def connections(self) -> set:
+    def connections(self) -> set[Any]:
         return set(self._servers)
+
+    def terminate(self, session_id: int, by: str, reason: str) -> bool:
+        """End the live session ``session_id`` (an inner connection) now: a marker in its
+        recording, an audit event, and a disconnect message the agent's ssh prints.
+        False if no session of that id is open here."""
+        import asyncssh
+        for server in self.connections:
+            for link in list(getattr(server, "inner_links", ())):
+                ctx: Any = getattr(link, "ctx", None)
+                rec = getattr(ctx, "recording", None)
+                if ctx is None or rec is None or rec.id != session_id or link.inner is None:
+                    continue
+                why = printable(f"terminated by {by}: {reason}")
+                ctx.terminated = True            # running commands are closed at once
+                try:
+                    rec.marker(f"session {why}")
+                except BastionError as exc:      # ending it matters more than the marker
+                    log.error("session %s: the termination marker failed: %s", session_id, exc)
+                audit.warning("session %s %s", session_id, why,
+                              extra=log_fields("session_terminated", session=session_id,
+                                               principal=ctx.principal.subject,
+                                               target=ctx.target.name, by=by, reason=reason))
+                link.inner.disconnect(asyncssh.DISC_BY_APPLICATION, f"bastion: session {why}")
+                return True
+        return False
 
     # -- decisions -------------------------------------------------------------
     def decide(self, ctx, line: str, *, channel: str, dialect: str | None = None,

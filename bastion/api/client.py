@@ -117,5 +117,9 @@ class ApiClient:
                     elif line.startswith("data:"):
                         data += line[5:].strip()
 
+    def terminate(self, session_id: int, reason: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/v1/sessions/{int(session_id)}/terminate",
+                               {"reason": reason}))
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/v1/whoami"))

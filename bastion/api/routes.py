@@ -31,6 +31,7 @@ audit = logging.getLogger("bastion.audit")
 _REQUEST = re.compile(r"/api/v1/approvals/(\d+)/(approve|deny)")
 _SESSION = re.compile(r"/api/v1/sessions/(\d+)")
 _LIVE = re.compile(r"/api/v1/sessions/(\d+)/live")
+_TERMINATE = re.compile(r"/api/v1/sessions/(\d+)/terminate")
 LIVE_POLL = 0.2            # s between looks at a followed recording
 LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing the stream
 
@@ -69,6 +70,9 @@ class Api:
         m = _LIVE.fullmatch(path)
         if m and req.method == "GET":
             return await self._live(req, who, int(m.group(1)))
+        m = _TERMINATE.fullmatch(path)
+        if m and req.method == "POST":
+            return self._terminate(req, who, int(m.group(1)))
         return error(404, f"no such endpoint: {req.method} {path}", hint="see docs/API.md")
 
     # -- identity --------------------------------------------------------------------
@@ -102,7 +106,8 @@ class Api:
         from bastion.policy.selectors import any_principal_matches
         settings = self.services.config.settings
         return {"approver": any_principal_matches(tuple(settings.approvers), who.principal),
-                "reviewer": any_principal_matches(tuple(settings.reviewers), who.principal)}
+                "reviewer": any_principal_matches(tuple(settings.reviewers), who.principal),
+                "admin": any_principal_matches(tuple(settings.admins), who.principal)}
 
     def _whoami(self, who: "_Caller") -> dict[str, Any]:
         p = who.principal
@@ -260,6 +265,22 @@ class Api:
                     quiet = 0.0
                     yield b": keepalive\n\n"
         return Response(200, content_type="text/event-stream", stream=stream())
+
+    def _terminate(self, req: Request, who: "_Caller", session_id: int) -> Response:
+        if not self._roles(who)["admin"]:
+            return self._forbidden(who, "admin", req)
+        try:
+            reason = req.json().get("reason")
+        except ValueError as exc:
+            return error(400, f"the body must be JSON: {exc}")
+        if not isinstance(reason, str) or not reason.strip():
+            return error(400, "a reason is required", hint='{"reason": "incident INC-7"}')
+        label = str(who.principal.label)
+        if not self.services.terminate(session_id, label, reason.strip()):
+            return error(404, f"session {session_id} is not open on this bastion",
+                         hint="`bastion sessions list --status active` shows the open ones")
+        METRICS.inc("bastion_sessions_terminated_total")
+        return json_response(200, {"session": session_id, "terminated": True, "by": label})
 
     # -- health and metrics ----------------------------------------------------------
     def _health(self) -> Response:

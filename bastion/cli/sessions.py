@@ -513,8 +513,8 @@ def prune_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    from bastion.cli import sessions_watch
-    sessions_watch.register(sessions_app)
+    from bastion.cli import sessions_live
+    sessions_live.register(sessions_app)
     app.add_typer(sessions_app, name="sessions")
     app.add_typer(commands_app, name="commands")
     app.command("verify")(verify_cmd)

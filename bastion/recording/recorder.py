@@ -289,6 +289,11 @@ class SessionHandle:
         self.closing: str | None = None      # close() called, waiting for open channels
 
 
+    def marker(self, label: str) -> None:
+        """A marker in the recording of every channel of this session that is open."""
+        for chan in list(self._channels.values()):
+            chan.marker(label)
+
     @property
     def title(self) -> str:
         label = getattr(self.principal, "label", None) or getattr(self.principal, "subject", "?")

@@ -74,6 +74,7 @@ class InnerLink(asyncssh.SSHTCPSession):
         self._on_lost = on_lost
         self.inner: asyncssh.SSHServerConnection | None = None
         self.transport: CoalescingTransport | None = None
+        self.ctx: Any = None              # the InnerContext (set by the outer server)
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:
         self.transport = CoalescingTransport(chan, self._peername)

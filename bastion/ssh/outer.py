@@ -221,6 +221,7 @@ class OuterServer(asyncssh.SSHServer):
             self.inner_links.discard(link)
 
         link = InnerLink(make_connection, (peer[0], int(peer[1]) if peer[1].isdigit() else 0), lost)
+        link.ctx = ctx                   # (Services.terminate finds a session by it)
         self.inner_links.add(link)
         return link
 

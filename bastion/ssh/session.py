@@ -221,7 +221,9 @@ class InnerSession(asyncssh.SSHServerSession):
                 self.rec.command_result(self._command_id, action.status)
         elif isinstance(action, c.CloseHostLater):
             up = self.up_chan
-            self._close_later = asyncio.get_running_loop().call_later(AGENT_GONE_GRACE, up.close)
+            # (terminated by an administrator: the command is not left to finish)
+            grace = 0.0 if self.ctx.terminated else AGENT_GONE_GRACE
+            self._close_later = asyncio.get_running_loop().call_later(grace, up.close)
         elif isinstance(action, c.End):
             self._end(action)
 

@@ -21,7 +21,7 @@ from tests.e2e.test_approvals import APPROVAL_RULES, _wait_for_request
 
 API_RULES = APPROVAL_RULES.replace("TIMEOUT", "60").replace(
     'approvers = ["role:sre-leads"]',
-    'approvers = ["role:sre-leads"]\nreviewers = ["role:auditors"]')
+    'approvers = ["role:sre-leads"]\nreviewers = ["role:auditors"]\nadmins = ["role:secops"]')
 
 
 class ApiRig(BastionRig):
@@ -214,6 +214,48 @@ def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, a
         assert proc.wait(20) == 0
         # the agent is no reviewer
         assert call(api, "GET", f"/api/v1/sessions/{sid}/live", token)[0] == 403
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_an_admin_terminates_a_running_session(api, issuer, token, auditor, tmp_path):
+    admin = issuer.mint(client=issuer.add_client("api-admin", roles=["secops"]))
+    canary = api.canary_dir / "after-kill"
+    # (8 s: less than the 10 s a command is given when its agent simply goes away, so the
+    # canary appears unless the termination closes the command at once)
+    started = time.monotonic()
+    proc = api.ssh_popen(token, f"echo started; sleep 8; touch {canary}")
+    try:
+        sid = None
+        deadline = time.monotonic() + 20
+        while sid is None and time.monotonic() < deadline:
+            _, body = call(api, "GET", "/api/v1/sessions?status=active&limit=5", auditor)
+            active = [s for s in body["sessions"] if s["n_commands"]]
+            sid = active[0]["id"] if active else None
+            time.sleep(0.2)
+        assert sid is not None
+        # a reviewer is not an admin; no reason is refused; an unknown session is a 404
+        assert call(api, "POST", f"/api/v1/sessions/{sid}/terminate", auditor,
+                    {"reason": "x"})[0] == 403
+        assert call(api, "POST", f"/api/v1/sessions/{sid}/terminate", admin, {})[0] == 400
+        assert call(api, "POST", "/api/v1/sessions/999999/terminate", admin,
+                    {"reason": "x"})[0] == 404
+        killed = api.cli("sessions", "kill", str(sid), "--reason", "incident INC-7",
+                         "--server", api.url, "--server-ca", str(api.cert),
+                         env={"BASTION_TOKEN": admin})
+        assert f"session {sid} terminated" in killed.err
+        assert proc.wait(20) != 0
+        err = proc.stderr.read().decode(errors="replace")
+        assert "terminated by api-admin" in err and "incident INC-7" in err, err
+        time.sleep(max(0.0, started + 12 - time.monotonic()))
+        assert not canary.exists()                      # the command did not run on
+        _, shown = call(api, "GET", f"/api/v1/sessions/{sid}", auditor)
+        path = api.data_dir / shown["channels"][0]["path"]
+        deadline = time.monotonic() + 10
+        while b"terminated by api-admin" not in path.read_bytes():
+            assert time.monotonic() < deadline, path.read_text()[-500:]
+            time.sleep(0.2)
     finally:
         if proc.poll() is None:
             proc.kill()

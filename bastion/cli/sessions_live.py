@@ -1,4 +1,5 @@
-"""CLI: ``bastion sessions watch`` — a running session's output as it is recorded."""
+"""CLI: ``bastion sessions watch`` (a running session's output as it is recorded) and
+``bastion sessions kill`` (end it now, through the API)."""
 
 from __future__ import annotations
 
@@ -93,5 +94,35 @@ def watch_cmd(
         raise typer.Exit(130) from None
 
 
+def kill_cmd(
+    session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r",
+                                        help="Why (required; in the recording and the log).")],
+    server: Annotated[Optional[str], typer.Option(
+        "--server", envvar="BASTION_SERVER",
+        help="The bastion's API (https://HOST:PORT), where the session runs.")] = None,
+    server_ca: Annotated[Optional[Path], typer.Option(
+        "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")] = None,
+    token_file: Annotated[Optional[Path], typer.Option(
+        "--token-file", envvar="BASTION_TOKEN_FILE",
+        help="Your token (default: the one `bastion login` saved).")] = None,
+) -> None:
+    """Terminate a running session now ([settings] admins only): its commands are closed,
+    the agent's ssh prints who ended it and why, the recording gets a marker.
+
+    Example: bastion sessions kill 42 -r "INC-7" --server https://bastion:8443
+    """
+    from bastion.errors import BastionError
+    if not server:
+        raise BastionError("sessions kill needs --server (or BASTION_SERVER): only the "
+                           "bastion that runs the session can end it",
+                           hint="run bastion serve with --api-listen and pass its URL")
+    from bastion.api.client import ApiClient
+    from bastion.approvals.approver import load_token
+    result = ApiClient(server, load_token(token_file), server_ca).terminate(session_id, reason)
+    err_console.print(f"session {result['session']} terminated")
+
+
 def register(sessions_app: typer.Typer) -> None:
     sessions_app.command("watch")(handle_errors(watch_cmd))
+    sessions_app.command("kill")(handle_errors(kill_cmd))
