@@ -80,6 +80,9 @@ class ApiClient:
     def sessions(self, **filters: Any) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/sessions", query=filters)["sessions"])
 
+    def session(self, session_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/sessions/{int(session_id)}"))
+
     def live(self, session_id: int, channel: int | None = None) -> Iterator[dict[str, Any]]:
         """The server-sent events of a live view: ``{"event": name, "data": {...}}`` each."""
         url = f"{self.base}/api/v1/sessions/{int(session_id)}/live"

@@ -24,6 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handle_errors, out_console
+from bastion.cli.remote import ServerCaOpt, ServerOpt, as_index_record
+from bastion.cli.remote import client as remote
 from bastion.errors import RecordingError
 from bastion.proto.sanitize import sanitize
 from bastion.recording import player, query
@@ -82,6 +84,8 @@ def list_cmd(
     denied: Annotated[bool, typer.Option("--denied", help="Only refused sessions or ones with a command that did not run: denied, or held and not approved.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
     wide: Annotated[bool, typer.Option("--wide", help="Also the client address, the principal's subject and the bytes in/out.")] = False,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List sessions, newest first, refused attempts included.
@@ -92,9 +96,15 @@ def list_cmd(
     Example: bastion sessions list --since 24h --target 'web*' --denied
     """
     now = _now()
-    db = query.open_index(data_dir)
-    rows = query.list_sessions(db, principal=principal, target=target, since=_since(since, now),
-                               until=_since(until, now), status=status, denied=denied, limit=limit)
+    if server:
+        rows = as_index_record(remote(server, server_ca).sessions(
+            principal=principal, target=target, since=since, until=until, status=status,
+            denied="1" if denied else None, limit=limit))
+    else:
+        rows = query.list_sessions(query.open_index(data_dir), principal=principal,
+                                   target=target, since=_since(since, now),
+                                   until=_since(until, now), status=status, denied=denied,
+                                   limit=limit)
     if as_json:
         _emit_json([query.public(r) for r in rows])
         return
@@ -144,6 +154,8 @@ def _sessions_table(rows: list[dict[str, Any]], *, wide: bool) -> Table:
 def show_cmd(
     session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id (from `sessions list`).")],
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a session: who, where, when, its channels, the command timeline with decisions,
@@ -151,7 +163,8 @@ def show_cmd(
 
     Example: bastion sessions show 42
     """
-    record = query.get_session(query.open_index(data_dir), session_id)
+    record = (as_index_record(remote(server, server_ca).session(session_id)) if server
+              else query.get_session(query.open_index(data_dir), session_id))
     if as_json:
         _emit_json(query.public(record))
         return

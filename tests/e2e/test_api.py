@@ -6,6 +6,7 @@ Prometheus project's own parser."""
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -113,6 +114,19 @@ def test_a_reviewer_lists_and_shows_what_an_agent_did(api, token, auditor):
     assert [c["line"] for c in one["commands"]] == ["echo api-$((6*7))"]
     assert one["commands"][0]["action"] == "allow"
     assert call(api, "GET", "/api/v1/sessions/999999", auditor)[0] == 404
+    # the same through the CLI from "another machine" (no data dir here)
+    env = {"BASTION_TOKEN": auditor, "BASTION_DATA_DIR": str(api.root / "nowhere"),
+           "COLUMNS": "120"}
+    remote = ("--server", api.url, "--server-ca", str(api.cert))
+    listed = json.loads(api.cli("sessions", "list", "--json", *remote, env=env).out)
+    assert sid in [s["id"] for s in listed] and listed[0]["started"].endswith("Z")
+    table = api.cli("sessions", "list", "--limit", "3", *remote, env=env).out
+    assert re.search(rf"^ {sid} +\d{{4}}-\d\d-\d\d ", table, re.M), table
+    shown = api.cli("sessions", "show", str(sid), *remote, env=env).out
+    assert "echo api-$((6*7))" in shown and "allow" in shown
+    refused = api.cli("sessions", "list", *remote, env={**env, "BASTION_TOKEN": token},
+                      check=False)
+    assert refused.returncode == 1 and "HTTP 403" in refused.err
 
 
 def test_an_answer_through_the_api_releases_the_held_command(api, token, lead, auditor):

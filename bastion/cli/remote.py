@@ -1,0 +1,43 @@
+"""The reviewer CLI's ``--server`` mode: session records from the API, shaped like the
+index's (times back to epoch seconds), so that the same tables render them."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+ServerOpt = Annotated[Optional[str], typer.Option(
+    "--server", envvar="BASTION_SERVER",
+    help="The bastion's API (https://HOST:PORT) instead of the data dir; your token from "
+         "`bastion login` or BASTION_TOKEN(_FILE); [settings] reviewers decides.")]
+ServerCaOpt = Annotated[Optional[Path], typer.Option(
+    "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")]
+
+_TIMES = ("started", "ended", "time")
+
+
+def _epoch(value: Any) -> Any:
+    if isinstance(value, str) and value.endswith("Z"):
+        try:
+            return datetime.datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
+        except ValueError:
+            return value
+    return value
+
+
+def as_index_record(data: Any) -> Any:
+    """The API's JSON (ISO times) as the index's records (epoch seconds), recursively."""
+    if isinstance(data, list):
+        return [as_index_record(x) for x in data]
+    if isinstance(data, dict):
+        return {k: _epoch(v) if k in _TIMES else as_index_record(v) for k, v in data.items()}
+    return data
+
+
+def client(server: str, server_ca: Optional[Path]) -> Any:
+    from bastion.api.client import ApiClient
+    from bastion.approvals.approver import load_token
+    return ApiClient(server, load_token(None), server_ca)
