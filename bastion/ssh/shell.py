@@ -37,7 +37,7 @@ READY_TIMEOUT = 15.0
 #: it cannot swallow them) and, on dash, which cannot give unread keys back, for the prompt
 #: mark to come back first; short enough not to be noticed.
 SETTLE_AFTER_INTERRUPT = {"bash": 0.3, "sh": 1.0}
-LIST_TIMEOUT = 3.0          # s the host has to list a directory for Tab, else the bell
+LIST_TIMEOUT = 10.0         # s the host has to list a directory for Tab, else the bell
 BUILTINS = ("cd", "pwd", "exit", "export", "unset", "set", "echo", "printf", "test", "read",
             "type", "command", "true", "false", "umask", "wait", "kill", "times", "trap")
 MAX_READY_LINE = 4096
