@@ -60,6 +60,7 @@ class Grant:
     targets: tuple[str, ...] | None
     channels: tuple[str, ...]
     mask_live: bool = False
+    forward: tuple[str, ...] = ()    # "HOST:PORT" globs the target may connect to for ssh -L
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,22 @@ class BastionConfig:
             if (channel in grant.channels and any_principal_matches(grant.who, principal)
                     and any_target_matches(grant.targets, target)):
                 return grant
+        return None
+
+    def forward_for(self, principal: Principal, target: Target, host: str,
+                    port: int) -> str | None:
+        """The grant entry that lets ``principal`` forward to ``host:port`` from ``target``
+        (``ssh -L``), else None.  Hosts are matched as given (never resolved here)."""
+        import fnmatch
+        for grant in self.grants:
+            if not (grant.forward and any_principal_matches(grant.who, principal)
+                    and any_target_matches(grant.targets, target)):
+                continue
+            for dest in grant.forward:
+                ghost, _, gport = dest.rpartition(":")
+                if (gport == "*" or gport == str(port)) and \
+                        fnmatch.fnmatchcase(host.lower(), ghost.lower()):
+                    return dest
         return None
 
     def mask_live_for(self, principal: Principal, target: Target, channel: str) -> bool:
@@ -408,7 +425,7 @@ def _grants(raw: dict, c: _Checker, targets: dict[str, Target]) -> tuple[Grant, 
     grants = []
     for i, table in enumerate(_table_list(raw, "grants", c)):
         w = ("grants", i)
-        c.keys(table, ("who", "targets", "channels", "mask_live"), w)
+        c.keys(table, ("who", "targets", "channels", "mask_live", "forward"), w)
         who = c.strings(table, "who", w)
         for sel in who or ():
             msg = check_principal_selector(sel)
@@ -428,8 +445,16 @@ def _grants(raw: dict, c: _Checker, targets: dict[str, Target]) -> tuple[Grant, 
             if ch not in CHANNEL_KINDS:
                 c.add(w + ("channels",), f"{_w(w)}.channels: unknown kind {ch!r}"
                                          f" (use {', '.join(CHANNEL_KINDS)})")
+        forward = c.strings(table, "forward", w) or ()
+        for dest in forward:
+            host, sep, port = dest.rpartition(":")
+            if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+                c.add(w + ("forward",), f"{_w(w)}.forward: {dest!r} must be HOST:PORT "
+                                        f"(HOST may be a glob, PORT a number or *), "
+                                        f"e.g. \"127.0.0.1:5432\"")
         grants.append(Grant(who=who, targets=tsel, channels=channels,
-                            mask_live=c.boolean(table, "mask_live", w, False)))
+                            mask_live=c.boolean(table, "mask_live", w, False),
+                            forward=forward))
     return tuple(grants)
 
 

@@ -29,16 +29,25 @@ PRINCIPAL_KINDS = ("role", "group", "app", "sub", "tenant")
 
 
 class PrincipalLike(Protocol):
-    subject: str
-    tenant: str
-    app_id: str
-    roles: Sequence[str]
-    groups: Sequence[str]
+    """What selectors read of a principal (read-only: frozen dataclasses fit)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def app_id(self) -> str | None: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def groups(self) -> Sequence[str]: ...
 
 
 class TargetLike(Protocol):
-    name: str
-    labels: Sequence[str]
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Sequence[str]: ...
 
 
 def check_principal_selector(selector: object) -> str | None:

@@ -95,10 +95,29 @@ class InnerServer(asyncssh.SSHServer):
         return chan, InnerSession(self.ctx)
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        audit.warning("port forwarding refused principal=%s target=%s dest=%s:%s",
-                      self.ctx.principal.subject, self.ctx.target.name, dest_host, dest_port)
-        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                        "bastion: port forwarding is not allowed through the bastion")
+        """``ssh -L``: allowed only to a destination a grant's ``forward`` names
+        (bastion.ssh.forward); the target opens it."""
+        ctx = self.ctx
+        services = ctx.services
+        host = printable(str(dest_host))
+        grant = services.config.forward_for(ctx.principal, ctx.target, str(dest_host),
+                                            int(dest_port))
+        expired = services.token_expired(ctx.principal)
+        if grant is None or expired:
+            why = expired or (f"no grant lets {ctx.principal.label} forward to "
+                              f"{host}:{dest_port} from target {ctx.target.name}")
+            audit.warning("port forwarding refused principal=%s target=%s dest=%s:%s: %s",
+                          ctx.principal.subject, ctx.target.name, host, dest_port, why,
+                          extra=log_fields("forward_refused", principal=ctx.principal.subject,
+                                           target=ctx.target.name, dest=f"{host}:{dest_port}",
+                                           reason=why))
+            services.record_refused(ctx.principal, ctx.client, ctx.target.name, ctx.login,
+                                    f"forward to {host}:{dest_port}: {why}")
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"bastion: {why} (a grant's forward = "
+                                            f"[\"HOST:PORT\"] allows it)")
+        from bastion.ssh.forward import ForwardRelay
+        return ForwardRelay(ctx, str(dest_host), int(dest_port), grant)
 
     def unix_connection_requested(self, dest_path):
         return False

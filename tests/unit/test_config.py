@@ -63,3 +63,21 @@ def test_a_custom_mask_the_masker_cannot_compile_is_a_problem():
     with pytest.raises(ConfigError) as info:
         parse_config(BASE + '\n[[masks]]\nname = "x"\nregex = "(?u)x+"\n')
     assert any("masks[0].regex" in p.message for p in info.value.problems)
+
+
+def test_forward_destinations_of_grants():
+    from bastion.identity.principal import Principal
+    cfg = parse_config(BASE + 'forward = ["127.0.0.1:5432", "db*.internal:*"]\n')
+    agent = Principal(subject="a", roles=("agents",))
+    other = Principal(subject="b", roles=("ops",))
+    web1 = cfg.targets["web1"]
+    assert cfg.forward_for(agent, web1, "127.0.0.1", 5432) == "127.0.0.1:5432"
+    assert cfg.forward_for(agent, web1, "DB1.internal", 6379) == "db*.internal:*"
+    assert cfg.forward_for(agent, web1, "127.0.0.1", 22) is None
+    assert cfg.forward_for(agent, web1, "db1.internal.evil.com", 5432) is None
+    assert cfg.forward_for(other, web1, "127.0.0.1", 5432) is None
+    assert parse_config(BASE).grants[0].forward == ()
+    for bad in ('"127.0.0.1"', '"host:99999"', '":5432"', '"h:x"'):
+        with pytest.raises(ConfigError) as info:
+            parse_config(BASE + f"forward = [{bad}]\n")
+        assert any("must be HOST:PORT" in p.message for p in info.value.problems)
