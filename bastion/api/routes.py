@@ -46,6 +46,8 @@ class Api:
         path = req.path.rstrip("/") or "/"
         if path == "/healthz" and req.method == "GET":
             return self._health()
+        if path == "/readyz" and req.method == "GET":
+            return await self._ready()
         if path == "/metrics" and req.method == "GET":
             return Response(200, self._metrics().encode(),
                             content_type="text/plain; version=0.0.4; charset=utf-8")
@@ -64,6 +66,8 @@ class Api:
             return await self._answer(req, who, int(m.group(1)), m.group(2) == "approve")
         if path == "/api/v1/sessions" and req.method == "GET":
             return await self._sessions(req, who)
+        if path == "/api/v1/commands" and req.method == "GET":
+            return await self._commands(req, who)
         m = _SESSION.fullmatch(path)
         if m and req.method == "GET":
             return await self._session(who, int(m.group(1)))
@@ -199,6 +203,34 @@ class Api:
         except RecordingError as exc:
             return error(400, str(exc), exc.hint)
 
+    async def _commands(self, req: Request, who: "_Caller") -> Response:
+        """Full-text search over command lines (the CLI's `commands search`)."""
+        if not self._roles(who)["reviewer"]:
+            return self._forbidden(who, "reviewer", req)
+        from bastion.recording import query
+        text = req.arg("q")
+        if not text:
+            return error(400, "q is required: the words to find",
+                         hint="/api/v1/commands?q=systemctl+restart")
+        try:
+            limit = int(req.arg("limit") or 50)
+            now = time.time()
+            since_arg, until_arg = req.arg("since"), req.arg("until")
+            since = query.parse_time(since_arg, now=now) if since_arg else None
+            until = query.parse_time(until_arg, now=now) if until_arg else None
+        except (ValueError, RecordingError) as exc:
+            return error(400, f"bad query: {exc}")
+
+        def work() -> list[dict[str, Any]]:
+            return [query.public(r) for r in query.search_commands(
+                query.open_index(self.services.data_dir), text, principal=req.arg("principal"),
+                target=req.arg("target"), action=req.arg("action"), since=since, until=until,
+                limit=min(limit, 1000), raw=req.arg("raw") in ("1", "true", "yes"))]
+        try:
+            return json_response(200, {"commands": await asyncio.to_thread(work)})
+        except RecordingError as exc:
+            return error(400, str(exc), exc.hint)
+
     async def _session(self, who: "_Caller", session_id: int) -> Response:
         if not self._roles(who)["reviewer"]:
             return error(403, f"{who.principal.label} is not in [settings] reviewers")
@@ -283,6 +315,31 @@ class Api:
         return json_response(200, {"session": session_id, "terminated": True, "by": label})
 
     # -- health and metrics ----------------------------------------------------------
+    async def _ready(self) -> Response:
+        """Ready for agents: recording works, the index answers, the issuer's keys are held."""
+        from bastion.recording import schema
+        recorder = self.services.recorder
+        checks: dict[str, str] = {}
+        state = recorder.state if recorder is not None else "none"
+        checks["recording"] = "ok" if state == "ok" else state
+
+        def index() -> str:
+            try:
+                conn = schema.connect(self.services.data_dir, readonly=True)
+                try:
+                    conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
+                finally:
+                    conn.close()
+                return "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is "not ready"
+                return f"failed: {type(exc).__name__}"
+        checks["index"] = await asyncio.to_thread(index)
+        validator = self.services.validator
+        kids = getattr(getattr(validator, "keys", None), "kids", ())
+        checks["issuer"] = "ok" if kids else "no signing keys fetched yet"
+        ready = all(v == "ok" for v in checks.values())
+        return json_response(200 if ready else 503, {"ready": ready, "checks": checks})
+
     def _health(self) -> Response:
         recorder = self.services.recorder
         state = recorder.state if recorder is not None else "none"

@@ -83,6 +83,8 @@ def call(rig, method: str, path: str, token: str | None = None, body: dict | Non
 
 def test_health_needs_no_token_and_the_api_is_https_only(api):
     assert call(api, "GET", "/healthz") == (200, {"status": "ok", "recording": "ok"})
+    assert call(api, "GET", "/readyz") == (200, {"ready": True, "checks": {
+        "recording": "ok", "index": "ok", "issuer": "ok"}})
     with pytest.raises((urllib.error.URLError, ConnectionError)):   # plain http: no answer
         urllib.request.urlopen(f"http://127.0.0.1:{api.api_port}/healthz", timeout=10)
 
@@ -122,6 +124,10 @@ def test_a_reviewer_lists_and_shows_what_an_agent_did(api, token, auditor):
     assert sid in [s["id"] for s in listed] and listed[0]["started"].endswith("Z")
     table = api.cli("sessions", "list", "--limit", "3", *remote, env=env).out
     assert re.search(rf"^ {sid} +\d{{4}}-\d\d-\d\d ", table, re.M), table
+    status, found = call(api, "GET", "/api/v1/commands?q=api&limit=5", auditor)
+    assert status == 200 and "echo api-$((6*7))" in [c["line"] for c in found["commands"]]
+    assert call(api, "GET", "/api/v1/commands", auditor)[0] == 400          # no q
+    assert call(api, "GET", "/api/v1/commands?q=api", token)[0] == 403       # not a reviewer
     shown = api.cli("sessions", "show", str(sid), *remote, env=env).out
     assert "echo api-$((6*7))" in shown and "allow" in shown
     refused = api.cli("sessions", "list", *remote, env={**env, "BASTION_TOKEN": token},
