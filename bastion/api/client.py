@@ -80,6 +80,18 @@ class ApiClient:
     def sessions(self, **filters: Any) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/sessions", query=filters)["sessions"])
 
+    def recording(self, session_id: int, channel_id: int) -> bytes:
+        """A channel's asciicast file, as stored (masked)."""
+        url = f"{self.base}/api/v1/sessions/{int(session_id)}/channels/{int(channel_id)}/recording"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token.reveal()}"})
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT, context=self.context) as resp:
+                return bytes(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise BastionError(f"the server refused: HTTP {exc.code}") from None
+        except urllib.error.URLError as exc:
+            raise BastionError(f"cannot reach {self.base}: {exc.reason}") from None
+
     def session(self, session_id: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v1/sessions/{int(session_id)}"))
 

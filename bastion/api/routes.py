@@ -32,6 +32,9 @@ _REQUEST = re.compile(r"/api/v1/approvals/(\d+)/(approve|deny)")
 _SESSION = re.compile(r"/api/v1/sessions/(\d+)")
 _LIVE = re.compile(r"/api/v1/sessions/(\d+)/live")
 _TERMINATE = re.compile(r"/api/v1/sessions/(\d+)/terminate")
+_RECORDING = re.compile(r"/api/v1/sessions/(\d+)/channels/(\d+)/recording")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+RECORDING_CHUNK = 1 << 16
 LIVE_POLL = 0.2            # s between looks at a followed recording
 LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing the stream
 
@@ -77,6 +80,9 @@ class Api:
         m = _TERMINATE.fullmatch(path)
         if m and req.method == "POST":
             return self._terminate(req, who, int(m.group(1)))
+        m = _RECORDING.fullmatch(path)
+        if m and req.method == "GET":
+            return await self._recording(req, who, int(m.group(1)), int(m.group(2)))
         return error(404, f"no such endpoint: {req.method} {path}", hint="see docs/API.md")
 
     # -- identity --------------------------------------------------------------------
@@ -297,6 +303,69 @@ class Api:
                     quiet = 0.0
                     yield b": keepalive\n\n"
         return Response(200, content_type="text/event-stream", stream=stream())
+
+    async def _recording(self, req: Request, who: "_Caller", session_id: int,
+                         channel_id: int) -> Response:
+        """A channel's asciicast file as stored (masked), with ``Range: bytes=A-B``."""
+        if not self._roles(who)["reviewer"]:
+            return self._forbidden(who, "reviewer", req)
+        from bastion.recording import query
+
+        def lookup() -> dict[str, Any]:
+            return query.get_session(query.open_index(self.services.data_dir), session_id)
+        try:
+            session = await asyncio.to_thread(lookup)
+        except RecordingError as exc:
+            return error(404, str(exc), exc.hint)
+        channel = next((c for c in session["channels"] if c["id"] == channel_id), None)
+        if channel is None or not channel.get("path"):
+            return error(404, f"session {session_id} has no recorded channel {channel_id}")
+        path = self.services.data_dir / channel["path"]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return error(404, f"the recording of channel {channel_id} is missing",
+                         hint="`bastion verify` reports missing files")
+        start, end, status = 0, size - 1, 200
+        header = req.headers.get("range")
+        if header:
+            m = _RANGE.fullmatch(header.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                return error(416, f"unsupported Range {header!r}", hint="bytes=START-[END]")
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:                                          # bytes=-N: the last N bytes
+                start = max(0, size - int(m.group(2)))
+            if start >= size or start > end:
+                resp = error(416, f"range outside the {size} bytes of the recording")
+                resp.headers.append((b"content-range", f"bytes */{size}".encode()))
+                return resp
+            status = 206
+        audit.info("api recording session %s channel %s by %s", session_id, channel_id,
+                   who.principal.subject,
+                   extra=log_fields("api_recording", session=session_id, channel=channel_id,
+                                    principal=who.principal.subject))
+
+        def read(offset: int, n: int) -> bytes:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(n)
+
+        async def body() -> Any:
+            pos, left = start, end - start + 1
+            while left > 0:
+                chunk = await asyncio.to_thread(read, pos, min(RECORDING_CHUNK, left))
+                if not chunk:
+                    return
+                pos += len(chunk)
+                left -= len(chunk)
+                yield chunk
+        headers = [(b"accept-ranges", b"bytes")]
+        if status == 206:
+            headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+        return Response(status, content_type="application/x-asciicast", headers=headers,
+                        stream=body())
 
     def _terminate(self, req: Request, who: "_Caller", session_id: int) -> Response:
         if not self._roles(who)["admin"]:

@@ -3,9 +3,12 @@ index's (times back to epoch seconds), so that the same tables render them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -41,3 +44,19 @@ def client(server: str, server_ca: Optional[Path]) -> Any:
     from bastion.api.client import ApiClient
     from bastion.approvals.approver import load_token
     return ApiClient(server, load_token(None), server_ca)
+
+
+@contextlib.contextmanager
+def fetched_recordings(api: Any, session_id: int,
+                       channels: list[dict[str, Any]]) -> Iterator[Path]:
+    """The channels' recordings copied from the API into a private temporary directory laid
+    out like a data dir (each at its ``path``); removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="bastion-play-"))
+    try:
+        for ch in channels:
+            dest = tmp / ch["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            dest.write_bytes(api.recording(session_id, ch["id"]))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

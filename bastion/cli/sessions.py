@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handle_errors, out_console
-from bastion.cli.remote import ServerCaOpt, ServerOpt, as_index_record
+from bastion.cli.remote import ServerCaOpt, ServerOpt, as_index_record, fetched_recordings
 from bastion.cli.remote import client as remote
 from bastion.errors import RecordingError
 from bastion.proto.sanitize import sanitize
@@ -240,7 +240,9 @@ def _channel_choice(record: dict, channel: int | None, start: str | None, db) ->
     if start:
         m = re.fullmatch(r"(?:cmd:|#)(\d+)", start.strip())
         if m:
-            cmd = query.get_command(db, int(m.group(1)))
+            cmd = (query.get_command(db, int(m.group(1))) if db is not None else next(
+                (c for c in record.get("commands", []) if c["id"] == int(m.group(1))),
+                {"id": int(m.group(1)), "session_id": None}))
             if cmd["session_id"] != record["id"]:
                 raise RecordingError(f"command {cmd['id']} belongs to session {cmd['session_id']}")
             channel = channel or cmd.get("channel_id")
@@ -295,6 +297,8 @@ def play_cmd(
     idle_limit: Annotated[Optional[float], typer.Option(help="Cap every pause at this many seconds.")] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="Start at an offset: seconds, mm:ss, or cmd:ID.")] = None,
     channel: Annotated[Optional[int], typer.Option(help="Channel id (default: all, in order).")] = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a session in this terminal, dangerous escape sequences filtered out.
@@ -305,9 +309,21 @@ def play_cmd(
 
     Example: bastion sessions play 42 --from cmd:317 --idle-limit 2
     """
+    if server:
+        api = remote(server, server_ca)
+        record = as_index_record(api.session(session_id))
+        channels, offset = _channel_choice(record, channel, start, None)
+        with fetched_recordings(api, record["id"], channels) as copy_dir:
+            _play(copy_dir, record, channels, offset, speed, idle_limit, as_json)
+        return
     db = query.open_index(data_dir)
     record = query.get_session(db, session_id)
     channels, offset = _channel_choice(record, channel, start, db)
+    _play(data_dir, record, channels, offset, speed, idle_limit, as_json)
+
+
+def _play(data_dir: Path, record: dict[str, Any], channels: list[dict[str, Any]], offset: float,
+          speed: float, idle_limit: Optional[float], as_json: bool) -> None:
     results = []
     for ch in channels:
         _check_sealed_hash(data_dir, ch)

@@ -81,6 +81,18 @@ def call(rig, method: str, path: str, token: str | None = None, body: dict | Non
     return status, (json.loads(raw) if ctype.startswith("application/json") else raw.decode())
 
 
+def _raw(rig, path: str, token: str, headers: dict | None = None):
+    """(status, body bytes, headers) of a GET."""
+    ctx = ssl.create_default_context(cafile=str(rig.cert))
+    req = urllib.request.Request(rig.url + path, headers={
+        "Authorization": f"Bearer {token}", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
+
+
 def test_health_needs_no_token_and_the_api_is_https_only(api):
     assert call(api, "GET", "/healthz") == (200, {"status": "ok", "recording": "ok"})
     assert call(api, "GET", "/readyz") == (200, {"ready": True, "checks": {
@@ -124,10 +136,25 @@ def test_a_reviewer_lists_and_shows_what_an_agent_did(api, token, auditor):
     assert sid in [s["id"] for s in listed] and listed[0]["started"].endswith("Z")
     table = api.cli("sessions", "list", "--limit", "3", *remote, env=env).out
     assert re.search(rf"^ {sid} +\d{{4}}-\d\d-\d\d ", table, re.M), table
+    cid = one["channels"][0]["id"]
+    whole = _raw(api, f"/api/v1/sessions/{sid}/channels/{cid}/recording", auditor)
+    assert whole[0] == 200 and whole[1].startswith(b'{"version": 2') and b"api-42" in whole[1]
+    part = _raw(api, f"/api/v1/sessions/{sid}/channels/{cid}/recording", auditor,
+                {"Range": "bytes=5-24"})
+    assert part[0] == 206 and part[1] == whole[1][5:25]
+    assert part[2]["content-range"] == f"bytes 5-24/{len(whole[1])}"
+    tail = _raw(api, f"/api/v1/sessions/{sid}/channels/{cid}/recording", auditor,
+                {"Range": "bytes=-10"})
+    assert tail[1] == whole[1][-10:]
+    assert _raw(api, f"/api/v1/sessions/{sid}/channels/{cid}/recording", auditor,
+                {"Range": f"bytes={len(whole[1])}-"})[0] == 416
+    assert _raw(api, f"/api/v1/sessions/{sid}/channels/{cid}/recording", token)[0] == 403
     status, found = call(api, "GET", "/api/v1/commands?q=api&limit=5", auditor)
     assert status == 200 and "echo api-$((6*7))" in [c["line"] for c in found["commands"]]
     assert call(api, "GET", "/api/v1/commands", auditor)[0] == 400          # no q
     assert call(api, "GET", "/api/v1/commands?q=api", token)[0] == 403       # not a reviewer
+    played = json.loads(api.cli("sessions", "play", str(sid), "--json", *remote, env=env).out)
+    assert "api-42" in "".join(e[2] for e in played[0]["events"])
     shown = api.cli("sessions", "show", str(sid), *remote, env=env).out
     assert "echo api-$((6*7))" in shown and "allow" in shown
     refused = api.cli("sessions", "list", *remote, env={**env, "BASTION_TOKEN": token},
