@@ -34,18 +34,20 @@ class ApiClient:
         self.token = token
         self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              query: dict[str, Any] | None = None) -> Any:
+    def _open(self, method: str, path: str, body: dict[str, Any] | None = None,
+              query: dict[str, Any] | None = None, accept: str = "application/json",
+              timeout: float = TIMEOUT) -> Any:
+        """The response (an open http.client.HTTPResponse); errors as BastionError with the
+        server's message and hint."""
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token.reveal()}",
-            "Content-Type": "application/json", "Accept": "application/json"})
+            "Content-Type": "application/json", "Accept": accept})
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT, context=self.context) as resp:
-                return json.loads(resp.read().decode("utf-8") or "null")
+            return urllib.request.urlopen(req, timeout=timeout, context=self.context)
         except urllib.error.HTTPError as exc:
             try:
                 info = json.loads(exc.read().decode("utf-8"))
@@ -65,6 +67,11 @@ class ApiClient:
         except (TimeoutError, OSError) as exc:
             raise BastionError(f"cannot reach {self.base}: {exc}") from None
 
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
+              query: dict[str, Any] | None = None) -> Any:
+        with self._open(method, path, body, query) as resp:
+            return json.loads(resp.read().decode("utf-8") or "null")
+
     def approvals(self, all_statuses: bool = False) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/approvals",
                                query={"all": "1" if all_statuses else None})["approvals"])
@@ -82,37 +89,18 @@ class ApiClient:
 
     def recording(self, session_id: int, channel_id: int) -> bytes:
         """A channel's asciicast file, as stored (masked)."""
-        url = f"{self.base}/api/v1/sessions/{int(session_id)}/channels/{int(channel_id)}/recording"
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token.reveal()}"})
-        try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT, context=self.context) as resp:
-                return bytes(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise BastionError(f"the server refused: HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise BastionError(f"cannot reach {self.base}: {exc.reason}") from None
+        path = f"/api/v1/sessions/{int(session_id)}/channels/{int(channel_id)}/recording"
+        with self._open("GET", path, accept="application/x-asciicast") as resp:
+            return bytes(resp.read())
 
     def session(self, session_id: int) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v1/sessions/{int(session_id)}"))
 
     def live(self, session_id: int, channel: int | None = None) -> Iterator[dict[str, Any]]:
         """The server-sent events of a live view: ``{"event": name, "data": {...}}`` each."""
-        url = f"{self.base}/api/v1/sessions/{int(session_id)}/live"
-        if channel is not None:
-            url += f"?channel={int(channel)}"
-        req = urllib.request.Request(url, headers={
-            "Authorization": f"Bearer {self.token.reveal()}", "Accept": "text/event-stream"})
-        try:
-            resp = urllib.request.urlopen(req, timeout=LIVE_TIMEOUT, context=self.context)
-        except urllib.error.HTTPError as exc:
-            try:
-                info = json.loads(exc.read().decode("utf-8"))
-            except (ValueError, OSError):
-                info = {}
-            raise BastionError(f"the server refused: {info.get('error') or exc.reason} "
-                               f"(HTTP {exc.code})", hint=info.get("hint")) from None
-        except urllib.error.URLError as exc:
-            raise BastionError(f"cannot reach {self.base}: {exc.reason}") from None
+        resp = self._open("GET", f"/api/v1/sessions/{int(session_id)}/live",
+                          query={"channel": channel}, accept="text/event-stream",
+                          timeout=LIVE_TIMEOUT)
         with resp:
             event, data, buf = "message", "", b""
             while True:

@@ -189,14 +189,10 @@ class Api:
         if not self._roles(who)["reviewer"]:
             return self._forbidden(who, "reviewer", req)
         from bastion.recording import query
-        try:
-            limit = int(req.arg("limit") or 100)
-            now = time.time()
-            since_arg, until_arg = req.arg("since"), req.arg("until")
-            since = query.parse_time(since_arg, now=now) if since_arg else None
-            until = query.parse_time(until_arg, now=now) if until_arg else None
-        except (ValueError, RecordingError) as exc:
-            return error(400, f"bad query: {exc}")
+        window = _window(req, 100)
+        if isinstance(window, Response):
+            return window
+        limit, since, until = window
 
         def work() -> list[dict[str, Any]]:
             db = query.open_index(self.services.data_dir)
@@ -218,14 +214,10 @@ class Api:
         if not text:
             return error(400, "q is required: the words to find",
                          hint="/api/v1/commands?q=systemctl+restart")
-        try:
-            limit = int(req.arg("limit") or 50)
-            now = time.time()
-            since_arg, until_arg = req.arg("since"), req.arg("until")
-            since = query.parse_time(since_arg, now=now) if since_arg else None
-            until = query.parse_time(until_arg, now=now) if until_arg else None
-        except (ValueError, RecordingError) as exc:
-            return error(400, f"bad query: {exc}")
+        window = _window(req, 50)
+        if isinstance(window, Response):
+            return window
+        limit, since, until = window
 
         def work() -> list[dict[str, Any]]:
             return [query.public(r) for r in query.search_commands(
@@ -434,6 +426,20 @@ class Api:
                 gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
                                float(free)))
         return METRICS.render(gauges)
+
+
+def _window(req: Request, default_limit: int) -> tuple[int, float | None, float | None] | Response:
+    """``limit``, ``since``, ``until`` of a listing request (the CLI's forms: 7d, 12h, ISO)."""
+    from bastion.recording import query
+    try:
+        limit = int(req.arg("limit") or default_limit)
+        now = time.time()
+        since_arg, until_arg = req.arg("since"), req.arg("until")
+        since = query.parse_time(since_arg, now=now) if since_arg else None
+        until = query.parse_time(until_arg, now=now) if until_arg else None
+    except (ValueError, RecordingError) as exc:
+        return error(400, f"bad query: {exc}")
+    return limit, since, until
 
 
 class _Caller:

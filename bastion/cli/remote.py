@@ -18,6 +18,9 @@ ServerOpt = Annotated[Optional[str], typer.Option(
          "`bastion login` or BASTION_TOKEN(_FILE); [settings] reviewers decides.")]
 ServerCaOpt = Annotated[Optional[Path], typer.Option(
     "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")]
+TokenFileOpt = Annotated[Optional[Path], typer.Option(
+    "--token-file", envvar="BASTION_TOKEN_FILE",
+    help="Your token for --server (default: the one `bastion login` saved).")]
 
 _TIMES = ("started", "ended", "time")
 
@@ -40,10 +43,10 @@ def as_index_record(data: Any) -> Any:
     return data
 
 
-def client(server: str, server_ca: Optional[Path]) -> Any:
+def client(server: str, server_ca: Optional[Path], token_file: Optional[Path] = None) -> Any:
     from bastion.api.client import ApiClient
     from bastion.approvals.approver import load_token
-    return ApiClient(server, load_token(None), server_ca)
+    return ApiClient(server, load_token(token_file), server_ca)
 
 
 @contextlib.contextmanager

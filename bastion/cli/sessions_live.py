@@ -12,6 +12,8 @@ import typer
 from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, err_console, handle_errors
+from bastion.cli.remote import ServerCaOpt, ServerOpt, TokenFileOpt
+from bastion.cli.remote import client as remote
 
 POLL = 0.2
 
@@ -46,14 +48,9 @@ def watch_cmd(
     data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
     channel: Annotated[Optional[int], typer.Option(
         help="Channel id (default: the newest open one).")] = None,
-    server: Annotated[Optional[str], typer.Option(
-        "--server", envvar="BASTION_SERVER",
-        help="The bastion's API (https://HOST:PORT) instead of the data dir.")] = None,
-    server_ca: Annotated[Optional[Path], typer.Option(
-        "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")] = None,
-    token_file: Annotated[Optional[Path], typer.Option(
-        "--token-file", envvar="BASTION_TOKEN_FILE",
-        help="Your token for --server (default: the one `bastion login` saved).")] = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Follow a running session: its output as it is recorded (secrets masked), until the
     channel ends or Ctrl-C.
@@ -65,9 +62,7 @@ def watch_cmd(
     """
     from bastion.proto.sanitize import TerminalFilter
     if server:
-        from bastion.api.client import ApiClient
-        from bastion.approvals.approver import load_token
-        stream = ApiClient(server, load_token(token_file), server_ca).live(session_id, channel)
+        stream = remote(server, server_ca, token_file).live(session_id, channel)
     else:
         stream = _local(data_dir, session_id, channel)
     flt = TerminalFilter()
@@ -98,14 +93,9 @@ def kill_cmd(
     session_id: Annotated[int, typer.Argument(metavar="SESSION_ID", help="Session id.")],
     reason: Annotated[str, typer.Option("--reason", "-r",
                                         help="Why (required; in the recording and the log).")],
-    server: Annotated[Optional[str], typer.Option(
-        "--server", envvar="BASTION_SERVER",
-        help="The bastion's API (https://HOST:PORT), where the session runs.")] = None,
-    server_ca: Annotated[Optional[Path], typer.Option(
-        "--server-ca", envvar="BASTION_SERVER_CA", help="CA file to trust for --server.")] = None,
-    token_file: Annotated[Optional[Path], typer.Option(
-        "--token-file", envvar="BASTION_TOKEN_FILE",
-        help="Your token (default: the one `bastion login` saved).")] = None,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Terminate a running session now ([settings] admins only): its commands are closed,
     the agent's ssh prints who ended it and why, the recording gets a marker.
@@ -117,9 +107,7 @@ def kill_cmd(
         raise BastionError("sessions kill needs --server (or BASTION_SERVER): only the "
                            "bastion that runs the session can end it",
                            hint="run bastion serve with --api-listen and pass its URL")
-    from bastion.api.client import ApiClient
-    from bastion.approvals.approver import load_token
-    result = ApiClient(server, load_token(token_file), server_ca).terminate(session_id, reason)
+    result = remote(server, server_ca, token_file).terminate(session_id, reason)
     err_console.print(f"session {result['session']} terminated")
 
 

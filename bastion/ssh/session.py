@@ -211,7 +211,8 @@ class InnerSession(asyncssh.SSHServerSession):
                 self._command_id = None           # a mediated shell records its own results
             self._spawn(self._connect())
         elif isinstance(action, c.HostEof):
-            self.up_chan.write_eof()
+            if not self.ctx.terminated:          # terminated: closed at once, no EOF first
+                self.up_chan.write_eof()
         elif isinstance(action, c.ShellEof):
             self._mediated.eof()
         elif isinstance(action, c.ResumeAgent):
