@@ -1,0 +1,616 @@
+"""``python -m bench.soak``: many agents, kill -9 and a full disk; nothing an agent saw goes unrecorded.
+
+    python -m bench.soak                      # 10 minutes, 50 agents, kill -9 every 2 min, a disk-full minute
+    python -m bench.soak --quick              # 8 agents, ~20 s, one kill, a 4 s disk-full period (the CI test)
+    python -m bench.soak --minutes 3 --agents 20 --kill-every 60 --disk-full-at 90 --disk-full-for 30
+
+Starts on 127.0.0.1 only (:mod:`bench.rig`): the dev issuer, a target sshd and ``bastion
+serve`` with its data dir on a tmpfs of its own (so "disk full" is a real ENOSPC of that
+file system, as in tests/reliability/test_recording_faults.py).  Then N agents, each a
+loop of real OpenSSH ``ssh`` exec commands through the bastion (``ProxyJump``, the token
+answered by ``bastion-askpass``) from its own loopback address (127.0.0.X, so the
+per-source pre-auth cap applies per agent as in production).  Most agents keep one
+ControlMaster connection and open one exec channel per command; every eighth opens a
+fresh connection (a full login) for every command.  Each command prints numbered lines
+tagged with its own nonce (``seq -f 'a3k17 %g'``): a short burst, a burst with a pause
+(so channels are open when the bastion dies), or a longer stream.  Agents tolerate every
+refusal: a failed command or login is retried after a random 0.5-2 s.
+
+Meanwhile the driver ``kill -9``s the bastion and its recording worker together every
+``--kill-every`` seconds and restarts ``bastion serve`` at once on the same data dir and
+port, and fills the tmpfs to the last byte for ``--disk-full-for`` seconds.
+
+At the end (the bastion stopped with SIGTERM) every command's received stdout is compared
+with the stdout stream of its channel's recording (found by the exact command text, which
+holds the nonce): the recording must start with the same bytes, and what the agent saw
+beyond it ("lost") must be 0, except for channels open at a ``kill -9``, where
+docs/RECORDINGS.md allows the masker's undecided hold-back (<= 1,024 visible bytes + 3 of a
+cut UTF-8 character).  A command that exited 0 must have exactly its expected output and a
+sealed ``closed`` row.  Then ``bastion verify`` must pass.  Prints a summary and one JSON
+line (``SOAK_JSON {...}``); exit status 0 when everything held, 1 when something did not,
+2 when the rig could not start.
+
+Not covered: stderr (the bastion's own messages go there and are not part of the
+recording; the commands print nothing else on it), interactive shells (``ssh -tt``),
+the agents' input stream.  No figure here is compared with a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.demo.sshd import wait_for_port
+from bastion.errors import BastionError
+from bastion.proto.masker import DEFAULT_MAX_HOLDBACK
+from bastion.recording import player
+from bench.rig import BenchRig
+from tests.e2e.harness import BASTION
+
+#: docs/RECORDINGS.md, "bastion and worker killed together": the masker's hold-back plus a
+#: cut UTF-8 character, per stream
+KILL_BOUND = DEFAULT_MAX_HOLDBACK + 3
+COMMAND_TIMEOUT_S = 120
+MASTER_TIMEOUT_S = 60
+FRESH_EVERY = 8             # agent i with i % FRESH_EVERY == FRESH_EVERY - 1 logs in per command
+
+
+@dataclass
+class Command:
+    agent: int
+    nonce: str
+    text: str
+    expected: bytes
+    via: str                       # "master" or "fresh"
+    t0: float = 0.0
+    t1: float = 0.0
+    rc: int | None = None
+    out: bytes = b""
+    err: bytes = b""
+
+
+@dataclass
+class Soak:
+    minutes: float = 10.0
+    agents: int = 50
+    kill_every: float = 120.0
+    disk_full_at: float = 270.0
+    disk_full_for: float = 60.0
+    tmpfs_mb: int = 512
+    seed: int = 16
+    json_out: Path | None = None
+    commands: list[Command] = field(default_factory=list)
+    logins_failed: int = 0
+    kills: list[dict] = field(default_factory=list)
+    disk: dict = field(default_factory=dict)
+    t_start: float = 0.0
+    stop: bool = False
+
+    # -- the commands ----------------------------------------------------------------
+    def make_command(self, rng: random.Random, agent: int, k: int, via: str) -> Command:
+        nonce = f"a{agent}k{k}"
+        roll = rng.random()
+
+        def lines(tag: str, n: int) -> bytes:
+            return b"".join(f"{nonce} {tag}{i}\n".encode() for i in range(1, n + 1))
+        if roll < 0.65:
+            n = rng.randint(5, 200)
+            text = f"seq -f '{nonce} %g' 1 {n}"
+            expected = lines("", n)
+        elif roll < 0.95:
+            n, m = rng.randint(20, 300), rng.randint(20, 300)
+            pause = rng.choice(("0.3", "1", "2", "4"))
+            text = (f"sh -c \"seq -f '{nonce} a%g' 1 {n}; sleep {pause}; "
+                    f"seq -f '{nonce} b%g' 1 {m}\"")
+            expected = lines("a", n) + lines("b", m)
+        else:
+            n = rng.randint(5000, 30000)
+            text = f"seq -f '{nonce} %g' 1 {n}"
+            expected = lines("", n)
+        return Command(agent, nonce, text, expected, via)
+
+    # -- one agent -------------------------------------------------------------------
+    async def agent(self, rig: "SoakRig", i: int, ctl: Path) -> None:
+        rng = random.Random(self.seed * 1000 + i)
+        config = rig.agent_config(i)
+        env = rig.client_env()
+        fresh = i % FRESH_EVERY == FRESH_EVERY - 1
+        sock = str(ctl / f"m{i}")
+        master: asyncio.subprocess.Process | None = None
+        k = 0
+        await asyncio.sleep(rng.random() * 3)           # not all 50 logins in one instant
+        try:
+            while not self.stop:
+                if not fresh and (master is None or master.returncode is not None):
+                    master = await self.open_master(config, env, sock)
+                    if master is None:
+                        self.logins_failed += 1
+                        await asyncio.sleep(rng.uniform(0.5, 2))
+                        continue
+                k += 1
+                cmd = self.make_command(rng, i, k, "fresh" if fresh else "master")
+                args = ["-F", str(config)]
+                if not fresh:
+                    args += ["-S", sock, "-o", "ControlMaster=no"]
+                await self.run(cmd, ["ssh", *args, "web1", cmd.text], env)
+                if cmd.rc != 0:
+                    await asyncio.sleep(rng.uniform(0.5, 2))
+        finally:
+            if master is not None and master.returncode is None:
+                master.kill()
+                await master.wait()
+
+    async def open_master(self, config: Path, env: dict, sock: str):
+        if os.path.exists(sock):
+            os.unlink(sock)
+        master = await asyncio.create_subprocess_exec(
+            "ssh", "-F", str(config), "-M", "-S", sock, "-N", "-o", "ControlPersist=no", "web1",
+            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + MASTER_TIMEOUT_S
+        while not os.path.exists(sock):
+            if master.returncode is not None or time.monotonic() > deadline or self.stop:
+                if master.returncode is None:
+                    master.kill()
+                await master.wait()
+                return None
+            await asyncio.sleep(0.05)
+        return master
+
+    async def run(self, cmd: Command, argv: list[str], env: dict) -> None:
+        cmd.t0 = time.monotonic()
+        p = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        self.commands.append(cmd)
+        try:
+            cmd.out, cmd.err = await asyncio.wait_for(p.communicate(), COMMAND_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            p.kill()
+            await p.wait()
+            cmd.err += b"\nsoak: timed out"
+        except BaseException:
+            if p.returncode is None:
+                p.kill()
+            raise
+        cmd.rc = p.returncode
+        cmd.t1 = time.monotonic()
+
+    # -- the faults ------------------------------------------------------------------
+    async def faults(self, rig: "SoakRig", tmpfs: Path | None) -> None:
+        duration = self.minutes * 60
+        events = []
+        t = self.kill_every
+        while self.kill_every > 0 and t < duration - 5:
+            events.append((t, "kill"))
+            t += self.kill_every
+        if tmpfs is not None and self.disk_full_for > 0 and self.disk_full_at < duration:
+            events += [(self.disk_full_at, "fill"),
+                       (min(self.disk_full_at + self.disk_full_for, duration), "free")]
+        filler = None
+        for at, what in sorted(events):
+            await asyncio.sleep(max(0.0, self.t_start + at - time.monotonic()))
+            now = time.monotonic()
+            if what == "kill":
+                pids = rig.kill9()
+                t_kill = now
+                failed_starts = await asyncio.to_thread(rig.restart)
+                self.kills.append({"at_s": round(t_kill - self.t_start, 1), "t": t_kill,
+                                   "failed_starts": failed_starts,
+                                   "pids": pids, "listening_s": time.monotonic() - t_kill})
+                log(f"soak: kill -9 at {t_kill - self.t_start:.0f} s (pids {pids}); "
+                    f"listening again after {time.monotonic() - t_kill:.2f} s")
+            elif what == "fill":
+                filler = await asyncio.to_thread(fill, tmpfs)
+                self.disk.update(t_fill=now, at_s=round(now - self.t_start, 1))
+                log(f"soak: data dir file system full at {now - self.t_start:.0f} s")
+            elif what == "free" and filler is not None:
+                filler.unlink()
+                self.disk.update(t_free=time.monotonic())
+                log(f"soak: disk freed at {time.monotonic() - self.t_start:.0f} s")
+                self.disk["status_ok_s"] = await asyncio.to_thread(rig.until_status_ok)
+        await asyncio.sleep(max(0.0, self.t_start + duration - time.monotonic()))
+
+    async def main(self, rig: "SoakRig", tmpfs: Path | None) -> None:
+        ctl = Path(tempfile.mkdtemp(prefix="soak-ctl-", dir="/tmp"))
+        try:
+            self.t_start = time.monotonic()
+            agents = [asyncio.create_task(self.agent(rig, i, ctl)) for i in range(self.agents)]
+            await self.faults(rig, tmpfs)
+            self.stop = True
+            log("soak: stopping the agents (each finishes its command)")
+            done, pending = await asyncio.wait(agents, timeout=COMMAND_TIMEOUT_S + 30)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*agents, return_exceptions=True)
+        finally:
+            shutil.rmtree(ctl, ignore_errors=True)
+
+
+class SoakRig(BenchRig):
+    """The bench rig, restartable after ``kill -9``, with one ssh_config per agent."""
+
+    def agent_config(self, i: int) -> Path:
+        path = self.root / f"ssh_config.agent{i}"
+        if not path.exists():
+            text = self.render_bench_config("")
+            # the bastion hop leaves from this agent's own loopback address
+            head = "Host bastion\n  HostName 127.0.0.1\n"
+            text = text.replace(head, f"{head}  BindAddress {agent_address(i)}\n")
+            assert "BindAddress" in text
+            path.write_text(text)
+        return path
+
+    def worker_pids(self) -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if (int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid
+                    and b"bastion.recording.worker" in cmdline):
+                out.append(int(entry.name))
+        return out
+
+    def kill9(self) -> list[int]:
+        """The recording worker (its own process group) and ``bastion serve``, together."""
+        workers = self.worker_pids()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        for pid in workers:                 # reaped by init once its parent is gone
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                try:
+                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+                except OSError:
+                    break
+                time.sleep(0.02)
+        return [self.proc.pid, *workers]
+
+    def restart(self, timeout: float = 180.0) -> int:
+        """``bastion serve`` again, same data dir, port, keys and policy (the log appended).
+
+        As a service manager would (``Restart=always``, ``RestartSec=1``): a start that
+        fails (``bastion serve`` refuses to start on a data dir it cannot write, e.g.
+        while the disk is full) is tried again a second later.  Returns the failed starts.
+        """
+        failed = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log_path, "ab") as logf:
+                self.proc = subprocess.Popen(
+                    [BASTION, "serve", "--listen", f"127.0.0.1:{self.port}",
+                     "--log-level", self.log_level],
+                    env=self.env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                    start_new_session=True)
+            try:
+                wait_for_port(self.port, timeout=60, proc=self.proc)
+                return failed
+            except BastionError as exc:
+                failed += 1
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"bastion serve did not come back after kill -9: {exc}\n"
+                                       f"{self.log()[-2000:]}") from exc
+                time.sleep(1)
+
+    def until_status_ok(self, timeout: float = 120.0) -> float | None:
+        """Seconds until ``bastion status`` says it records again (exit 0), or None."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.cli("status", check=False).returncode == 0:
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        return None
+
+
+def agent_address(i: int) -> str:
+    return f"127.0.{10 + i // 250}.{1 + i % 250}"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def mount_tmpfs(mnt: Path, size_mb: int) -> str | None:
+    """Mount a tmpfs of ``size_mb`` at ``mnt``; None, or why it could not."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700",
+                        "bastion-soak", str(mnt)], capture_output=True, timeout=30)
+    return None if r.returncode == 0 else (r.stderr.decode(errors="replace").strip() or "mount failed")
+
+
+def fill(mnt: Path) -> Path:
+    """Use up every byte left on the file system (the last block in single bytes)."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            block = b"\0" * size
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+# --------------------------------------------------------------------------- the verdict
+
+def _rows(data_dir: Path, sql: str) -> list[dict]:
+    conn = sqlite3.connect(f"file:{data_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def _first_ok_after(commands: list[Command], t: float) -> float | None:
+    ends = [c.t1 for c in commands if c.t0 >= t and c.rc == 0 and c.out == c.expected]
+    return min(ends) - t if ends else None
+
+
+def analyse(soak: Soak, rig: SoakRig) -> dict:
+    """Compare what every agent received with its channel's recording (module doc)."""
+    channels = _rows(rig.data_dir, "SELECT c.*, s.status AS session_status FROM channels c "
+                                   "JOIN sessions s ON s.id = c.session_id")
+    by_command: dict[str, list[dict]] = {}
+    for row in channels:
+        by_command.setdefault(row["command"] or "", []).append(row)
+    kill_times = [k["t"] for k in soak.kills]
+    r = {"attempted": 0, "succeeded": 0, "refused": 0, "cut": 0, "wrong_output": 0,
+         "delivered_bytes": 0, "recorded_bytes": 0, "lost_bytes": 0, "lost_beyond_bound": 0,
+         "worst_lost_at_kill": 0, "worst_lost_elsewhere": 0, "open_at_kill": 0,
+         "not_a_prefix": 0, "unmatched": 0, "ok_not_sealed": 0, "problems": []}
+    for c in soak.commands:
+        if c.rc is None:
+            continue
+        r["attempted"] += 1
+        ok = c.rc == 0 and c.out == c.expected
+        if ok:
+            r["succeeded"] += 1
+        elif c.rc == 0:
+            r["wrong_output"] += 1
+            r["problems"].append(f"{c.nonce}: exit 0 with {len(c.out)} B, not the expected "
+                                 f"{len(c.expected)} B")
+        elif c.out:
+            r["cut"] += 1
+        else:
+            r["refused"] += 1
+        if c.out and not c.expected.startswith(c.out):
+            r["wrong_output"] += 1
+            r["problems"].append(f"{c.nonce}: received bytes that the command did not print")
+        at_kill = any(c.t0 < t < c.t1 for t in kill_times)
+        r["open_at_kill"] += at_kill and bool(c.out)
+        rows = by_command.get(c.text, [])
+        if not rows:
+            if c.out:
+                r["unmatched"] += 1
+                r["lost_bytes"] += len(c.out)
+                r["lost_beyond_bound"] += len(c.out)
+                r["problems"].append(f"{c.nonce}: {len(c.out)} B received, no channel recorded")
+            continue
+        if len(rows) > 1:
+            r["problems"].append(f"{c.nonce}: {len(rows)} channels with this command")
+        row = rows[0]
+        recorded = b""
+        if row["path"]:
+            try:
+                recorded = player.stream_bytes(player.load(rig.data_dir / row["path"])[1], "stdout")
+            except (OSError, ValueError) as exc:
+                r["problems"].append(f"{c.nonce}: channel {row['id']} recording unreadable: {exc}")
+        r["delivered_bytes"] += len(c.out)
+        r["recorded_bytes"] += len(recorded)
+        n = min(len(recorded), len(c.out))
+        if recorded[:n] != c.out[:n]:
+            r["not_a_prefix"] += 1
+            r["problems"].append(f"{c.nonce}: channel {row['id']}: recording and received "
+                                 f"bytes differ within the first {n} B")
+        lost = max(0, len(c.out) - len(recorded))
+        bound = KILL_BOUND if at_kill else 0
+        r["lost_bytes"] += lost
+        r["lost_beyond_bound"] += max(0, lost - bound)
+        key = "worst_lost_at_kill" if at_kill else "worst_lost_elsewhere"
+        r[key] = max(r[key], lost)
+        if lost > bound:
+            r["problems"].append(f"{c.nonce}: channel {row['id']} ({row['status']}): {lost} B "
+                                 f"received but not recorded (bound {bound} B)")
+        if ok and (row["status"] != "closed" or row["seq"] is None or recorded != c.out):
+            r["ok_not_sealed"] += 1
+            r["problems"].append(f"{c.nonce}: exit 0 but channel {row['id']} is "
+                                 f"{row['status']}, seq {row['seq']}, {len(recorded)} B recorded")
+    sessions = _rows(rig.data_dir, "SELECT status, count(*) AS n FROM sessions GROUP BY status")
+    r["sessions"] = {s["status"]: s["n"] for s in sessions}
+    r["channels"] = {}
+    for row in channels:
+        r["channels"][row["status"]] = r["channels"].get(row["status"], 0) + 1
+    r["logins_failed"] = soak.logins_failed
+    r["restarts"] = len(soak.kills)
+    r["kills"] = [{"at_s": k["at_s"], "listening_s": round(k["listening_s"], 2),
+                   "failed_starts": k["failed_starts"],
+                   "first_ok_s": _round(_first_ok_after(soak.commands, k["t"]))}
+                  for k in soak.kills]
+    if soak.disk.get("t_fill"):
+        t_fill, t_free = soak.disk["t_fill"], soak.disk.get("t_free", float("inf"))
+        during = [c for c in soak.commands if c.rc is not None and t_fill <= c.t0 < t_free]
+        r["disk_full"] = {
+            "at_s": soak.disk["at_s"], "for_s": round(t_free - t_fill, 1),
+            "commands_started": len(during),
+            "refused": sum(1 for c in during if c.rc != 0 and not c.out),
+            "succeeded": sum(1 for c in during if c.rc == 0 and c.out == c.expected),
+            "status_ok_s": _round(soak.disk.get("status_ok_s")),
+            "first_ok_s": _round(_first_ok_after(soak.commands, t_free))}
+    else:
+        r["disk_full"] = soak.disk.get("skipped", "not run")
+    text = rig.log()
+    r["bastion_log"] = {
+        "recording_failed": text.count("recording failed:"),
+        "recovered": re.findall(r"recording recovered after (\d+ attempt\(s\), [\d.]+ s)", text),
+        "tracebacks": text.count("Traceback"),
+        "token_in_log": bool(rig.token) and rig.token in text}
+    index_bytes = (rig.data_dir / "index.sqlite").read_bytes()
+    r["token_in_index"] = rig.token.encode() in index_bytes
+    return r
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def verdict(r: dict) -> list[str]:
+    """What did not hold; empty when the soak passed."""
+    bad = []
+    for key in ("lost_beyond_bound", "not_a_prefix", "unmatched", "wrong_output", "ok_not_sealed"):
+        if r[key]:
+            bad.append(f"{key} = {r[key]}")
+    if r["verify"]["rc"] != 0:
+        bad.append(f"bastion verify failed ({r['verify']['rc']}): {r['verify']['out']}")
+    if not r["succeeded"]:
+        bad.append("no command succeeded")
+    for k in r["kills"]:
+        if k["first_ok_s"] is None:
+            bad.append(f"no command succeeded after the kill at {k['at_s']} s")
+    if isinstance(r["disk_full"], dict) and r["disk_full"]["first_ok_s"] is None:
+        bad.append("no command succeeded after the disk was freed")
+    if r["bastion_log"]["token_in_log"] or r["token_in_index"]:
+        bad.append("the token reached the log or the index")
+    return bad
+
+
+def summary(r: dict) -> str:
+    lines = [
+        f"soak: {r['agents']} agents, {r['minutes'] * 60:.0f} s, {r['restarts']} kill -9 + restart, "
+        f"disk full: {r['disk_full'] if isinstance(r['disk_full'], str) else str(r['disk_full']['for_s']) + ' s'}",
+        f"  commands: {r['attempted']} attempted, {r['succeeded']} succeeded, {r['refused']} refused "
+        f"(nothing received), {r['cut']} cut short, {r['wrong_output']} wrong output; "
+        f"{r['logins_failed']} logins failed",
+        f"  bytes: {r['delivered_bytes']:,} delivered to agents, {r['recorded_bytes']:,} recorded "
+        f"for their channels; lost {r['lost_bytes']:,} (beyond the documented bound: "
+        f"{r['lost_beyond_bound']:,}); worst per channel: {r['worst_lost_at_kill']} B open at a "
+        f"kill -9 (bound {KILL_BOUND}), {r['worst_lost_elsewhere']} B otherwise (bound 0)",
+        f"  channels open at a kill that had output: {r['open_at_kill']}; sessions {r['sessions']}; "
+        f"channels {r['channels']}",
+    ]
+    for k in r["kills"]:
+        lines.append(f"  kill at {k['at_s']:g} s: listening again after {k['listening_s']} s "
+                     f"({k['failed_starts']} failed starts), "
+                     f"first command succeeded {k['first_ok_s']} s after the kill")
+    if isinstance(r["disk_full"], dict):
+        d = r["disk_full"]
+        lines.append(f"  disk full at {d['at_s']:g} s for {d['for_s']} s: {d['commands_started']} "
+                     f"commands started, {d['refused']} refused, {d['succeeded']} succeeded; "
+                     f"`bastion status` ok {d['status_ok_s']} s after freeing, first command "
+                     f"succeeded {d['first_ok_s']} s after")
+    lines.append(f"  bastion log: {r['bastion_log']}")
+    lines.append(f"  bastion verify: exit {r['verify']['rc']}: {r['verify']['out']}")
+    lines.append("  " + ("PASS" if not r["failures"] else "FAIL: " + "; ".join(r["failures"])))
+    for p in r["problems"][:20]:
+        lines.append(f"    {p}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- running it
+
+def run_soak(soak: Soak, workdir: Path) -> dict:
+    """Set up, run, stop, judge.  ``workdir`` is removed by the caller."""
+    from bastion.identity.devissuer import DevIssuer
+    mnt = workdir / "tmpfs"
+    why = mount_tmpfs(mnt, soak.tmpfs_mb)
+    tmpfs = None if why else mnt
+    if why:
+        soak.disk["skipped"] = f"not run: cannot mount a tmpfs here ({why})"
+    issuer = rig = None
+    try:
+        issuer = DevIssuer(workdir / "issuer").start()
+        rig = SoakRig(workdir / "rig", issuer)
+        if tmpfs is not None:
+            rig.data_dir = tmpfs / "data"
+        rig.setup().start()
+        asyncio.run(soak.main(rig, tmpfs))
+        rig.stop()                                  # SIGTERM: sessions closed, worker done
+        r = analyse(soak, rig)
+        v = rig.cli("verify", check=False)
+        said = (v.out.strip() or v.err.strip()).splitlines()
+        r["verify"] = {"rc": v.returncode, "out": said[-1] if said else ""}
+        r.update(agents=soak.agents, minutes=soak.minutes, kill_bound=KILL_BOUND)
+        r["failures"] = verdict(r)
+        return r
+    finally:
+        if rig is not None:
+            rig.close()
+        if issuer is not None:
+            issuer.stop()
+        if tmpfs is not None:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def parse_args(argv: list[str] | None) -> Soak:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m bench.soak --minutes 3 --agents 20 --kill-every 60 "
+               "--disk-full-at 90 --disk-full-for 30")
+    parser.add_argument("--quick", action="store_true",
+                        help="8 agents, 20 s, one kill at 8 s, disk full at 11 s for 4 s")
+    parser.add_argument("--minutes", type=float)
+    parser.add_argument("--agents", type=int)
+    parser.add_argument("--kill-every", type=float, help="seconds between kill -9s (0: none)")
+    parser.add_argument("--disk-full-at", type=float, help="seconds after the start")
+    parser.add_argument("--disk-full-for", type=float, help="seconds (0: no disk-full period)")
+    parser.add_argument("--tmpfs-mb", type=int, help="size of the data dir's tmpfs")
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--json-out", type=Path, help="also write the result here")
+    a = parser.parse_args(argv)
+    soak = (Soak(minutes=20 / 60, agents=8, kill_every=8, disk_full_at=11, disk_full_for=4,
+                 tmpfs_mb=64) if a.quick else Soak())
+    for name in ("minutes", "agents", "kill_every", "disk_full_at", "disk_full_for", "tmpfs_mb"):
+        if getattr(a, name) is not None:
+            setattr(soak, name, getattr(a, name))
+    soak.seed = a.seed
+    soak.json_out = a.json_out
+    return soak
+
+
+def main(argv: list[str] | None = None) -> int:
+    soak = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bastion-soak-"))
+    try:
+        try:
+            r = run_soak(soak, workdir)
+        except (RuntimeError, OSError) as exc:
+            log(f"soak: the rig could not start or run: {exc}")
+            return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(summary(r))
+    r["problems"] = r["problems"][:50]
+    line = json.dumps(r, sort_keys=True)
+    print("SOAK_JSON " + line, flush=True)
+    if soak.json_out:
+        soak.json_out.write_text(line + "\n")
+    return 0 if not r["failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
