@@ -1,7 +1,7 @@
 """``python -m bench.soak``: many agents, kill -9 and a full disk; nothing an agent saw goes unrecorded.
 
     python -m bench.soak                      # 10 minutes, 50 agents, kill -9 every 2 min, a disk-full minute
-    python -m bench.soak --quick              # 8 agents, ~20 s, one kill, a 4 s disk-full period (the CI test)
+    python -m bench.soak --quick              # 8 agents, 22 s, one kill, a 4 s disk-full period (the CI test)
     python -m bench.soak --minutes 3 --agents 20 --kill-every 60 --disk-full-at 90 --disk-full-for 30
 
 Starts on 127.0.0.1 only (:mod:`bench.rig`): the dev issuer, a target sshd and ``bastion
@@ -30,9 +30,13 @@ sealed ``closed`` row.  Then ``bastion verify`` must pass.  Prints a summary and
 line (``SOAK_JSON {...}``); exit status 0 when everything held, 1 when something did not,
 2 when the rig could not start.
 
+Every eighth agent (i % 8 == 3) runs ``ssh -tt`` shells instead (mediated by the
+bastion), 3-12 commands each, one after the prompt of the other.  How the received bytes
+are judged: bench/soak_verdict.py.
+
 Not covered: stderr (the bastion's own messages go there and are not part of the
-recording; the commands print nothing else on it), interactive shells (``ssh -tt``),
-the agents' input stream.  No figure here is compared with a time.
+recording; the commands print nothing else on it), the agents' input stream.  No figure
+here is compared with a time.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -55,17 +58,15 @@ from pathlib import Path
 
 from bastion.demo.sshd import wait_for_port
 from bastion.errors import BastionError
-from bastion.proto.masker import DEFAULT_MAX_HOLDBACK
-from bastion.recording import player
 from bench.rig import BenchRig
+from bench.soak_verdict import KILL_BOUND, analyse, output_lines, summary, verdict
 from tests.e2e.harness import BASTION
 
-#: docs/RECORDINGS.md, "bastion and worker killed together": the masker's hold-back plus a
-#: cut UTF-8 character, per stream
-KILL_BOUND = DEFAULT_MAX_HOLDBACK + 3
 COMMAND_TIMEOUT_S = 120
 MASTER_TIMEOUT_S = 60
 FRESH_EVERY = 8             # agent i with i % FRESH_EVERY == FRESH_EVERY - 1 logs in per command
+SHELL_AGENT = 3             # agent i with i % FRESH_EVERY == SHELL_AGENT runs ssh -tt shells
+PROMPT = b"$ "
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Command:
     nonce: str
     text: str
     expected: bytes
-    via: str                       # "master" or "fresh"
+    via: str                       # "master", "fresh" or "shell"
+    shell: str = ""                # shells: which shell session (its commands share a channel)
     t0: float = 0.0
     t1: float = 0.0
     rc: int | None = None
@@ -87,6 +89,7 @@ class Soak:
     minutes: float = 10.0
     agents: int = 50
     kill_every: float = 120.0
+    first_kill_at: float = 0.0     # 0: at kill_every
     disk_full_at: float = 270.0
     disk_full_for: float = 60.0
     tmpfs_mb: int = 512
@@ -103,9 +106,10 @@ class Soak:
     def make_command(self, rng: random.Random, agent: int, k: int, via: str) -> Command:
         nonce = f"a{agent}k{k}"
         roll = rng.random()
+        eol = "\r\n" if via == "shell" else "\n"          # a pty's ONLCR
 
         def lines(tag: str, n: int) -> bytes:
-            return b"".join(f"{nonce} {tag}{i}\n".encode() for i in range(1, n + 1))
+            return b"".join(f"{nonce} {tag}{i}{eol}".encode() for i in range(1, n + 1))
         if roll < 0.65:
             n = rng.randint(5, 200)
             text = f"seq -f '{nonce} %g' 1 {n}"
@@ -128,6 +132,9 @@ class Soak:
         config = rig.agent_config(i)
         env = rig.client_env()
         fresh = i % FRESH_EVERY == FRESH_EVERY - 1
+        if i % FRESH_EVERY == SHELL_AGENT:
+            await self.shell_agent(rng, i, config, env)
+            return
         sock = str(ctl / f"m{i}")
         master: asyncio.subprocess.Process | None = None
         k = 0
@@ -153,15 +160,68 @@ class Soak:
                 master.kill()
                 await master.wait()
 
+    async def shell_agent(self, rng: random.Random, i: int, config: Path, env: dict) -> None:
+        """``ssh -tt`` shells (mediated by the bastion), 3-12 commands each, one after the other."""
+        k = n = 0
+        await asyncio.sleep(rng.random() * 3)
+        while not self.stop:
+            n += 1
+            p = await asyncio.create_subprocess_exec(
+                "ssh", "-F", str(config), "-tt", "web1", env=env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True)
+            term = Terminal(p)
+            sent: list[Command] = []
+            try:
+                if not await term.until(PROMPT, 0, MASTER_TIMEOUT_S):
+                    self.logins_failed += 1
+                else:
+                    for _ in range(rng.randint(3, 12)):
+                        if self.stop:
+                            break
+                        k += 1
+                        cmd = self.make_command(rng, i, k, "shell")
+                        cmd.shell = f"a{i}s{n}"
+                        cmd.t0 = time.monotonic()
+                        self.commands.append(cmd)
+                        sent.append(cmd)
+                        mark = len(term.buf)
+                        p.stdin.write(cmd.text.encode() + b"\r")
+                        last = cmd.expected[cmd.expected.rindex(b"\n", 0, -1) + 1:]
+                        got = await term.until(last, mark, COMMAND_TIMEOUT_S)
+                        got = got and await term.until(PROMPT, got, COMMAND_TIMEOUT_S)
+                        cmd.t1 = time.monotonic()
+                        cmd.rc = 0 if got else 255
+                        if not got:
+                            break
+                    if p.returncode is None and not term.eof:
+                        p.stdin.write(b"exit\r")
+                        await term.until(b"\0never", len(term.buf), 30)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                if p.returncode is None:
+                    p.kill()
+                await p.wait()
+                term.close()
+            for cmd in sent:              # the command's output lines, as the agent received them
+                cmd.out = b"".join(re.findall(output_lines(cmd.nonce), term.buf))
+                if cmd.rc is None:
+                    cmd.t1, cmd.rc = time.monotonic(), 255
+                if cmd.rc == 0 and cmd.out != cmd.expected:
+                    cmd.rc = 1
+            if not sent or sent[-1].rc != 0:
+                await asyncio.sleep(rng.uniform(0.5, 2))
+
     async def open_master(self, config: Path, env: dict, sock: str):
-        if os.path.exists(sock):
+        if _exists(sock):
             os.unlink(sock)
         master = await asyncio.create_subprocess_exec(
             "ssh", "-F", str(config), "-M", "-S", sock, "-N", "-o", "ControlPersist=no", "web1",
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + MASTER_TIMEOUT_S
-        while not os.path.exists(sock):
+        while not _exists(sock):
             if master.returncode is not None or time.monotonic() > deadline or self.stop:
                 if master.returncode is None:
                     master.kill()
@@ -193,7 +253,7 @@ class Soak:
     async def faults(self, rig: "SoakRig", tmpfs: Path | None) -> None:
         duration = self.minutes * 60
         events = []
-        t = self.kill_every
+        t = self.first_kill_at or self.kill_every
         while self.kill_every > 0 and t < duration - 5:
             events.append((t, "kill"))
             t += self.kill_every
@@ -205,7 +265,7 @@ class Soak:
             await asyncio.sleep(max(0.0, self.t_start + at - time.monotonic()))
             now = time.monotonic()
             if what == "kill":
-                pids = rig.kill9()
+                pids = await asyncio.to_thread(rig.kill9)
                 t_kill = now
                 failed_starts = await asyncio.to_thread(rig.restart)
                 self.kills.append({"at_s": round(t_kill - self.t_start, 1), "t": t_kill,
@@ -238,6 +298,42 @@ class Soak:
             await asyncio.gather(*agents, return_exceptions=True)
         finally:
             shutil.rmtree(ctl, ignore_errors=True)
+
+
+class Terminal:
+    """What an ``ssh -tt`` process printed so far, read by a task of its own."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.buf = b""
+        self.eof = False
+        self.more = asyncio.Event()
+        self.task = asyncio.create_task(self._read(proc))
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(1 << 16):
+            self.buf += chunk
+            self.more.set()
+        self.eof = True
+        self.more.set()
+
+    async def until(self, needle: bytes, start: int, within: float) -> int:
+        """The offset just past ``needle`` found at or after ``start``; 0 at EOF or after
+        ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while (at := self.buf.find(needle, start)) < 0:
+            left = deadline - time.monotonic()
+            if self.eof or left <= 0:
+                return 0
+            self.more.clear()
+            try:
+                await asyncio.wait_for(self.more.wait(), left)
+            except asyncio.TimeoutError:
+                return 0
+        return at + len(needle)
+
+    def close(self) -> None:
+        self.task.cancel()
 
 
 class SoakRig(BenchRig):
@@ -323,6 +419,11 @@ class SoakRig(BenchRig):
         return None
 
 
+def _exists(path: str) -> bool:
+    """A control socket's existence (one stat: too quick to need a thread)."""
+    return os.path.exists(path)
+
+
 def agent_address(i: int) -> str:
     return f"127.0.{10 + i // 250}.{1 + i % 250}"
 
@@ -354,181 +455,6 @@ def fill(mnt: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
-
-# --------------------------------------------------------------------------- the verdict
-
-def _rows(data_dir: Path, sql: str) -> list[dict]:
-    conn = sqlite3.connect(f"file:{data_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
-
-
-def _first_ok_after(commands: list[Command], t: float) -> float | None:
-    ends = [c.t1 for c in commands if c.t0 >= t and c.rc == 0 and c.out == c.expected]
-    return min(ends) - t if ends else None
-
-
-def analyse(soak: Soak, rig: SoakRig) -> dict:
-    """Compare what every agent received with its channel's recording (module doc)."""
-    channels = _rows(rig.data_dir, "SELECT c.*, s.status AS session_status FROM channels c "
-                                   "JOIN sessions s ON s.id = c.session_id")
-    by_command: dict[str, list[dict]] = {}
-    for row in channels:
-        by_command.setdefault(row["command"] or "", []).append(row)
-    kill_times = [k["t"] for k in soak.kills]
-    r = {"attempted": 0, "succeeded": 0, "refused": 0, "cut": 0, "wrong_output": 0,
-         "delivered_bytes": 0, "recorded_bytes": 0, "lost_bytes": 0, "lost_beyond_bound": 0,
-         "worst_lost_at_kill": 0, "worst_lost_elsewhere": 0, "open_at_kill": 0,
-         "not_a_prefix": 0, "unmatched": 0, "ok_not_sealed": 0, "problems": []}
-    for c in soak.commands:
-        if c.rc is None:
-            continue
-        r["attempted"] += 1
-        ok = c.rc == 0 and c.out == c.expected
-        if ok:
-            r["succeeded"] += 1
-        elif c.rc == 0:
-            r["wrong_output"] += 1
-            r["problems"].append(f"{c.nonce}: exit 0 with {len(c.out)} B, not the expected "
-                                 f"{len(c.expected)} B")
-        elif c.out:
-            r["cut"] += 1
-        else:
-            r["refused"] += 1
-        if c.out and not c.expected.startswith(c.out):
-            r["wrong_output"] += 1
-            r["problems"].append(f"{c.nonce}: received bytes that the command did not print")
-        at_kill = any(c.t0 < t < c.t1 for t in kill_times)
-        r["open_at_kill"] += at_kill and bool(c.out)
-        rows = by_command.get(c.text, [])
-        if not rows:
-            if c.out:
-                r["unmatched"] += 1
-                r["lost_bytes"] += len(c.out)
-                r["lost_beyond_bound"] += len(c.out)
-                r["problems"].append(f"{c.nonce}: {len(c.out)} B received, no channel recorded")
-            continue
-        if len(rows) > 1:
-            r["problems"].append(f"{c.nonce}: {len(rows)} channels with this command")
-        row = rows[0]
-        recorded = b""
-        if row["path"]:
-            try:
-                recorded = player.stream_bytes(player.load(rig.data_dir / row["path"])[1], "stdout")
-            except (OSError, ValueError) as exc:
-                r["problems"].append(f"{c.nonce}: channel {row['id']} recording unreadable: {exc}")
-        r["delivered_bytes"] += len(c.out)
-        r["recorded_bytes"] += len(recorded)
-        n = min(len(recorded), len(c.out))
-        if recorded[:n] != c.out[:n]:
-            r["not_a_prefix"] += 1
-            r["problems"].append(f"{c.nonce}: channel {row['id']}: recording and received "
-                                 f"bytes differ within the first {n} B")
-        lost = max(0, len(c.out) - len(recorded))
-        bound = KILL_BOUND if at_kill else 0
-        r["lost_bytes"] += lost
-        r["lost_beyond_bound"] += max(0, lost - bound)
-        key = "worst_lost_at_kill" if at_kill else "worst_lost_elsewhere"
-        r[key] = max(r[key], lost)
-        if lost > bound:
-            r["problems"].append(f"{c.nonce}: channel {row['id']} ({row['status']}): {lost} B "
-                                 f"received but not recorded (bound {bound} B)")
-        if ok and (row["status"] != "closed" or row["seq"] is None or recorded != c.out):
-            r["ok_not_sealed"] += 1
-            r["problems"].append(f"{c.nonce}: exit 0 but channel {row['id']} is "
-                                 f"{row['status']}, seq {row['seq']}, {len(recorded)} B recorded")
-    sessions = _rows(rig.data_dir, "SELECT status, count(*) AS n FROM sessions GROUP BY status")
-    r["sessions"] = {s["status"]: s["n"] for s in sessions}
-    r["channels"] = {}
-    for row in channels:
-        r["channels"][row["status"]] = r["channels"].get(row["status"], 0) + 1
-    r["logins_failed"] = soak.logins_failed
-    r["restarts"] = len(soak.kills)
-    r["kills"] = [{"at_s": k["at_s"], "listening_s": round(k["listening_s"], 2),
-                   "failed_starts": k["failed_starts"],
-                   "first_ok_s": _round(_first_ok_after(soak.commands, k["t"]))}
-                  for k in soak.kills]
-    if soak.disk.get("t_fill"):
-        t_fill, t_free = soak.disk["t_fill"], soak.disk.get("t_free", float("inf"))
-        during = [c for c in soak.commands if c.rc is not None and t_fill <= c.t0 < t_free]
-        r["disk_full"] = {
-            "at_s": soak.disk["at_s"], "for_s": round(t_free - t_fill, 1),
-            "commands_started": len(during),
-            "refused": sum(1 for c in during if c.rc != 0 and not c.out),
-            "succeeded": sum(1 for c in during if c.rc == 0 and c.out == c.expected),
-            "status_ok_s": _round(soak.disk.get("status_ok_s")),
-            "first_ok_s": _round(_first_ok_after(soak.commands, t_free))}
-    else:
-        r["disk_full"] = soak.disk.get("skipped", "not run")
-    text = rig.log()
-    r["bastion_log"] = {
-        "recording_failed": text.count("recording failed:"),
-        "recovered": re.findall(r"recording recovered after (\d+ attempt\(s\), [\d.]+ s)", text),
-        "tracebacks": text.count("Traceback"),
-        "token_in_log": bool(rig.token) and rig.token in text}
-    index_bytes = (rig.data_dir / "index.sqlite").read_bytes()
-    r["token_in_index"] = rig.token.encode() in index_bytes
-    return r
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
-def verdict(r: dict) -> list[str]:
-    """What did not hold; empty when the soak passed."""
-    bad = []
-    for key in ("lost_beyond_bound", "not_a_prefix", "unmatched", "wrong_output", "ok_not_sealed"):
-        if r[key]:
-            bad.append(f"{key} = {r[key]}")
-    if r["verify"]["rc"] != 0:
-        bad.append(f"bastion verify failed ({r['verify']['rc']}): {r['verify']['out']}")
-    if not r["succeeded"]:
-        bad.append("no command succeeded")
-    for k in r["kills"]:
-        if k["first_ok_s"] is None:
-            bad.append(f"no command succeeded after the kill at {k['at_s']} s")
-    if isinstance(r["disk_full"], dict) and r["disk_full"]["first_ok_s"] is None:
-        bad.append("no command succeeded after the disk was freed")
-    if r["bastion_log"]["token_in_log"] or r["token_in_index"]:
-        bad.append("the token reached the log or the index")
-    return bad
-
-
-def summary(r: dict) -> str:
-    lines = [
-        f"soak: {r['agents']} agents, {r['minutes'] * 60:.0f} s, {r['restarts']} kill -9 + restart, "
-        f"disk full: {r['disk_full'] if isinstance(r['disk_full'], str) else str(r['disk_full']['for_s']) + ' s'}",
-        f"  commands: {r['attempted']} attempted, {r['succeeded']} succeeded, {r['refused']} refused "
-        f"(nothing received), {r['cut']} cut short, {r['wrong_output']} wrong output; "
-        f"{r['logins_failed']} logins failed",
-        f"  bytes: {r['delivered_bytes']:,} delivered to agents, {r['recorded_bytes']:,} recorded "
-        f"for their channels; lost {r['lost_bytes']:,} (beyond the documented bound: "
-        f"{r['lost_beyond_bound']:,}); worst per channel: {r['worst_lost_at_kill']} B open at a "
-        f"kill -9 (bound {KILL_BOUND}), {r['worst_lost_elsewhere']} B otherwise (bound 0)",
-        f"  channels open at a kill that had output: {r['open_at_kill']}; sessions {r['sessions']}; "
-        f"channels {r['channels']}",
-    ]
-    for k in r["kills"]:
-        lines.append(f"  kill at {k['at_s']:g} s: listening again after {k['listening_s']} s "
-                     f"({k['failed_starts']} failed starts), "
-                     f"first command succeeded {k['first_ok_s']} s after the kill")
-    if isinstance(r["disk_full"], dict):
-        d = r["disk_full"]
-        lines.append(f"  disk full at {d['at_s']:g} s for {d['for_s']} s: {d['commands_started']} "
-                     f"commands started, {d['refused']} refused, {d['succeeded']} succeeded; "
-                     f"`bastion status` ok {d['status_ok_s']} s after freeing, first command "
-                     f"succeeded {d['first_ok_s']} s after")
-    lines.append(f"  bastion log: {r['bastion_log']}")
-    lines.append(f"  bastion verify: exit {r['verify']['rc']}: {r['verify']['out']}")
-    lines.append("  " + ("PASS" if not r["failures"] else "FAIL: " + "; ".join(r["failures"])))
-    for p in r["problems"][:20]:
-        lines.append(f"    {p}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- running it
@@ -566,25 +492,33 @@ def run_soak(soak: Soak, workdir: Path) -> dict:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
+def quick() -> Soak:
+    """What ``--quick`` and tests/reliability/test_soak_quick.py run: 8 agents for 22 s, one
+    kill at 5 s, the disk full from 12 s to 16 s."""
+    return Soak(minutes=22 / 60, agents=8, kill_every=60, first_kill_at=5, disk_full_at=12,
+                disk_full_for=4, tmpfs_mb=64)
+
+
 def parse_args(argv: list[str] | None) -> Soak:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__.split("\n\n")[0],
         epilog="Example: python -m bench.soak --minutes 3 --agents 20 --kill-every 60 "
                "--disk-full-at 90 --disk-full-for 30")
     parser.add_argument("--quick", action="store_true",
-                        help="8 agents, 20 s, one kill at 8 s, disk full at 11 s for 4 s")
+                        help="8 agents, 22 s, one kill at 5 s, disk full at 12 s for 4 s")
     parser.add_argument("--minutes", type=float)
     parser.add_argument("--agents", type=int)
     parser.add_argument("--kill-every", type=float, help="seconds between kill -9s (0: none)")
+    parser.add_argument("--first-kill-at", type=float, help="seconds (default: --kill-every)")
     parser.add_argument("--disk-full-at", type=float, help="seconds after the start")
     parser.add_argument("--disk-full-for", type=float, help="seconds (0: no disk-full period)")
     parser.add_argument("--tmpfs-mb", type=int, help="size of the data dir's tmpfs")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--json-out", type=Path, help="also write the result here")
     a = parser.parse_args(argv)
-    soak = (Soak(minutes=20 / 60, agents=8, kill_every=8, disk_full_at=11, disk_full_for=4,
-                 tmpfs_mb=64) if a.quick else Soak())
-    for name in ("minutes", "agents", "kill_every", "disk_full_at", "disk_full_for", "tmpfs_mb"):
+    soak = quick() if a.quick else Soak()
+    for name in ("minutes", "agents", "kill_every", "first_kill_at", "disk_full_at",
+                 "disk_full_for", "tmpfs_mb"):
         if getattr(a, name) is not None:
             setattr(soak, name, getattr(a, name))
     soak.seed = a.seed

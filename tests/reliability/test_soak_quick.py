@@ -1,9 +1,9 @@
 """Issue 16, "Done when": the soak harness (bench/soak.py) in its quick form, as a regression test.
 
-8 real OpenSSH agents loop exec commands through a real ``bastion serve`` to a real sshd
-for 20 s; the bastion and its recording worker are killed with ``kill -9`` once and
-restarted on the same data dir and port, and the data dir's tmpfs is filled to the last
-byte for 4 s.  Then every byte any agent received must be in its channel's recording
+8 real OpenSSH agents (one of them in ``ssh -tt`` shells, one logging in per command) loop
+commands through a real ``bastion serve`` to a real sshd for 22 s; the bastion and its
+recording worker are killed with ``kill -9`` once and restarted on the same data dir and
+port, and the data dir's tmpfs is filled to the last byte for 4 s.  Then every byte any agent received must be in its channel's recording
 (beyond the hold-back docs/RECORDINGS.md allows for channels open at the kill: nothing),
 every command that exited 0 must have its exact output and a sealed row, the bastion must
 have served commands again after the kill and after the disk was freed, and ``bastion
@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import KILL_BOUND, Soak, run_soak, summary
+from bench.soak import KILL_BOUND, quick, run_soak, summary
 
 
 def test_quick_soak_loses_no_byte_an_agent_saw_and_verify_passes(tmp_path):
-    soak = Soak(minutes=20 / 60, agents=8, kill_every=8, disk_full_at=11, disk_full_for=4,
-                tmpfs_mb=64)
-    r = run_soak(soak, tmp_path)
+    r = run_soak(quick(), tmp_path)
     print("\n" + summary(r))
     assert r["failures"] == [], summary(r)
     # the same, item by item, so a failure names what broke
