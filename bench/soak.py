@@ -47,14 +47,17 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bastion.demo.sshd import wait_for_port
 from bastion.errors import BastionError
@@ -97,8 +100,8 @@ class Soak:
     json_out: Path | None = None
     commands: list[Command] = field(default_factory=list)
     logins_failed: int = 0
-    kills: list[dict] = field(default_factory=list)
-    disk: dict = field(default_factory=dict)
+    kills: list[dict[str, Any]] = field(default_factory=list)
+    disk: dict[str, Any] = field(default_factory=dict)
     t_start: float = 0.0
     stop: bool = False
 
@@ -121,7 +124,7 @@ class Soak:
                     f"seq -f '{nonce} b%g' 1 {m}\"")
             expected = lines("a", n) + lines("b", m)
         else:
-            n = rng.randint(5000, 30000)
+            n = rng.randint(2000, 15000)
             text = f"seq -f '{nonce} %g' 1 {n}"
             expected = lines("", n)
         return Command(agent, nonce, text, expected, via)
@@ -160,7 +163,7 @@ class Soak:
                 master.kill()
                 await master.wait()
 
-    async def shell_agent(self, rng: random.Random, i: int, config: Path, env: dict) -> None:
+    async def shell_agent(self, rng: random.Random, i: int, config: Path, env: dict[str, str]) -> None:
         """``ssh -tt`` shells (mediated by the bastion), 3-12 commands each, one after the other."""
         k = n = 0
         await asyncio.sleep(rng.random() * 3)
@@ -170,6 +173,7 @@ class Soak:
                 "ssh", "-F", str(config), "-tt", "web1", env=env, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True)
+            assert p.stdin is not None
             term = Terminal(p)
             sent: list[Command] = []
             try:
@@ -200,9 +204,11 @@ class Soak:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                if p.returncode is None:
+                try:
+                    await asyncio.wait_for(p.wait(), 5)
+                except asyncio.TimeoutError:
                     p.kill()
-                await p.wait()
+                    await p.wait()
                 term.close()
             for cmd in sent:              # the command's output lines, as the agent received them
                 cmd.out = b"".join(re.findall(output_lines(cmd.nonce), term.buf))
@@ -213,7 +219,8 @@ class Soak:
             if not sent or sent[-1].rc != 0:
                 await asyncio.sleep(rng.uniform(0.5, 2))
 
-    async def open_master(self, config: Path, env: dict, sock: str):
+    async def open_master(self, config: Path, env: dict[str, str], sock: str
+                          ) -> asyncio.subprocess.Process | None:
         if _exists(sock):
             os.unlink(sock)
         master = await asyncio.create_subprocess_exec(
@@ -230,7 +237,7 @@ class Soak:
             await asyncio.sleep(0.05)
         return master
 
-    async def run(self, cmd: Command, argv: list[str], env: dict) -> None:
+    async def run(self, cmd: Command, argv: list[str], env: dict[str, str]) -> None:
         cmd.t0 = time.monotonic()
         p = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -273,12 +280,14 @@ class Soak:
                                    "pids": pids, "listening_s": time.monotonic() - t_kill})
                 log(f"soak: kill -9 at {t_kill - self.t_start:.0f} s (pids {pids}); "
                     f"listening again after {time.monotonic() - t_kill:.2f} s")
-            elif what == "fill":
-                filler = await asyncio.to_thread(fill, tmpfs)
-                self.disk.update(t_fill=now, at_s=round(now - self.t_start, 1))
+            elif what == "fill" and tmpfs is not None:
+                filler = await asyncio.to_thread(Filler, tmpfs)
+                full = time.monotonic()            # from here on not one byte is free
+                self.disk.update(t_fill=full, at_s=round(full - self.t_start, 1),
+                                 filling_s=round(full - now, 1))
                 log(f"soak: data dir file system full at {now - self.t_start:.0f} s")
             elif what == "free" and filler is not None:
-                filler.unlink()
+                await asyncio.to_thread(filler.free)
                 self.disk.update(t_free=time.monotonic())
                 log(f"soak: disk freed at {time.monotonic() - self.t_start:.0f} s")
                 self.disk["status_ok_s"] = await asyncio.to_thread(rig.until_status_ok)
@@ -351,6 +360,7 @@ class SoakRig(BenchRig):
         return path
 
     def worker_pids(self) -> list[int]:
+        assert self.proc is not None
         out = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -368,6 +378,7 @@ class SoakRig(BenchRig):
     def kill9(self) -> list[int]:
         """The recording worker (its own process group) and ``bastion serve``, together."""
         workers = self.worker_pids()
+        assert self.proc is not None
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -440,26 +451,47 @@ def mount_tmpfs(mnt: Path, size_mb: int) -> str | None:
     return None if r.returncode == 0 else (r.stderr.decode(errors="replace").strip() or "mount failed")
 
 
-def fill(mnt: Path) -> Path:
-    """Use up every byte left on the file system (the last block in single bytes)."""
-    filler = mnt / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
+class Filler:
+    """Keeps a file system full: a file grown to the last byte, topped up every 0.1 s.
+
+    Topping up matters: space the bastion frees by itself while the disk is full (its
+    reserve, an index checkpoint shrinking the WAL) would otherwise end the "disk full"
+    period early.
+    """
+
+    def __init__(self, mnt: Path) -> None:
+        self.path = mnt / "filler"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.done = threading.Event()
+        self.written = self.top_up()
+        self.thread = threading.Thread(target=self._keep, daemon=True)
+        self.thread.start()
+
+    def top_up(self) -> int:
+        n = 0
         for size in (1 << 20, 1 << 12, 1):
             block = b"\0" * size
             while True:
                 try:
-                    os.write(fd, block)
+                    n += os.write(self.fd, block)
                 except OSError:
                     break
-    finally:
-        os.close(fd)
-    return filler
+        return n
+
+    def _keep(self) -> None:
+        while not self.done.wait(0.1):
+            self.written += self.top_up()
+
+    def free(self) -> None:
+        self.done.set()
+        self.thread.join()
+        os.close(self.fd)
+        self.path.unlink()
 
 
 # --------------------------------------------------------------------------- running it
 
-def run_soak(soak: Soak, workdir: Path) -> dict:
+def run_soak(soak: Soak, workdir: Path) -> dict[str, Any]:
     """Set up, run, stop, judge.  ``workdir`` is removed by the caller."""
     from bastion.identity.devissuer import DevIssuer
     mnt = workdir / "tmpfs"
@@ -528,6 +560,9 @@ def parse_args(argv: list[str] | None) -> Soak:
 
 def main(argv: list[str] | None = None) -> int:
     soak = parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)      # 50 agents' pipes
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     workdir = Path(tempfile.mkdtemp(prefix="bastion-soak-"))
     try:
         try:

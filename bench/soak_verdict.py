@@ -87,7 +87,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
     kill_times = [k["t"] for k in soak.kills]
     r: dict[str, Any] = {
         "attempted": 0, "succeeded": 0, "refused": 0, "cut": 0, "wrong_output": 0,
-        "delivered_bytes": 0, "recorded_bytes": 0, "lost_bytes": 0, "lost_beyond_bound": 0,
+        "delivered_bytes": 0, "recorded_bytes": 0, "recorded_not_shown": 0, "lost_bytes": 0, "lost_beyond_bound": 0,
         "worst_lost_at_kill": 0, "worst_lost_elsewhere": 0, "channels_open_at_kill": 0,
         "not_a_prefix": 0, "unmatched": 0, "ok_not_sealed": 0, "problems": [],
         "by_kind": {}}
@@ -135,6 +135,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
             recorded = (b"".join(re.findall(output_lines(c.nonce), stream)) if shell else stream)
             n = min(len(recorded), len(c.out))
             r["recorded_bytes"] += len(recorded)
+            r["recorded_not_shown"] += max(0, len(recorded) - len(c.out))
             if recorded[:n] != c.out[:n]:
                 r["not_a_prefix"] += 1
                 r["problems"].append(f"{c.nonce}: channel {row['id']}: recorded and received "
@@ -172,6 +173,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
         during = [c for c in soak.commands if c.rc is not None and t_fill <= c.t0 < t_free]
         r["disk_full"] = {
             "at_s": soak.disk["at_s"], "for_s": round(t_free - t_fill, 1),
+            "filling_s": soak.disk["filling_s"],
             "commands_started": len(during),
             "refused": sum(1 for c in during if c.rc != 0 and not c.out),
             "succeeded": sum(1 for c in during if c.rc == 0 and c.out == c.expected),
@@ -218,7 +220,8 @@ def summary(r: dict[str, Any]) -> str:
         f"{r['refused']} refused (nothing received), {r['cut']} cut short, "
         f"{r['wrong_output']} wrong output; {r['logins_failed']} logins failed",
         f"  bytes: {r['delivered_bytes']:,} delivered to agents, {r['recorded_bytes']:,} recorded "
-        f"for them; lost {r['lost_bytes']:,} (beyond the documented bound: "
+        f"for them ({r['recorded_not_shown']:,} of them never shown: stopped channels); "
+        f"lost {r['lost_bytes']:,} (beyond the documented bound: "
         f"{r['lost_beyond_bound']:,}); worst per channel: {r['worst_lost_at_kill']} B open at a "
         f"kill -9 (bound {KILL_BOUND}), {r['worst_lost_elsewhere']} B otherwise (bound 0)",
         f"  channels open at a kill: {r['channels_open_at_kill']}; sessions {r['sessions']}; "
@@ -229,7 +232,8 @@ def summary(r: dict[str, Any]) -> str:
                      f"({k['failed_starts']} failed starts), first command succeeded "
                      f"{k['first_ok_s']} s after the kill")
     if isinstance(disk, dict):
-        lines.append(f"  disk full at {disk['at_s']:g} s for {disk['for_s']} s: "
+        lines.append(f"  disk full at {disk['at_s']:g} s (filling took {disk['filling_s']} s) "
+                     f"for {disk['for_s']} s: "
                      f"{disk['commands_started']} commands started, {disk['refused']} refused, "
                      f"{disk['succeeded']} succeeded; `bastion status` ok {disk['status_ok_s']} s "
                      f"after freeing, first command succeeded {disk['first_ok_s']} s after")
