@@ -268,18 +268,17 @@ class Soak:
             events += [(self.disk_full_at, "fill"),
                        (min(self.disk_full_at + self.disk_full_for, duration), "free")]
         filler = None
+        restarting: asyncio.Task[None] | None = None
         for at, what in sorted(events):
             await asyncio.sleep(max(0.0, self.t_start + at - time.monotonic()))
             now = time.monotonic()
             if what == "kill":
+                if restarting is not None:
+                    await restarting
                 pids = await asyncio.to_thread(rig.kill9)
-                t_kill = now
-                failed_starts = await asyncio.to_thread(rig.restart)
-                self.kills.append({"at_s": round(t_kill - self.t_start, 1), "t": t_kill,
-                                   "failed_starts": failed_starts,
-                                   "pids": pids, "listening_s": time.monotonic() - t_kill})
-                log(f"soak: kill -9 at {t_kill - self.t_start:.0f} s (pids {pids}); "
-                    f"listening again after {time.monotonic() - t_kill:.2f} s")
+                log(f"soak: kill -9 at {now - self.t_start:.0f} s (pids {pids})")
+                # restarted as a service manager would, while the other faults go on
+                restarting = asyncio.create_task(self.restart(rig, now, pids))
             elif what == "fill" and tmpfs is not None:
                 filler = await asyncio.to_thread(Filler, tmpfs)
                 full = time.monotonic()            # from here on not one byte is free
@@ -292,6 +291,16 @@ class Soak:
                 log(f"soak: disk freed at {time.monotonic() - self.t_start:.0f} s")
                 self.disk["status_ok_s"] = await asyncio.to_thread(rig.until_status_ok)
         await asyncio.sleep(max(0.0, self.t_start + duration - time.monotonic()))
+        if restarting is not None:
+            await restarting
+
+    async def restart(self, rig: "SoakRig", t_kill: float, pids: list[int]) -> None:
+        failed_starts = await asyncio.to_thread(rig.restart)
+        back = time.monotonic() - t_kill
+        self.kills.append({"at_s": round(t_kill - self.t_start, 1), "t": t_kill, "pids": pids,
+                           "failed_starts": failed_starts, "listening_s": back})
+        log(f"soak: bastion listening again {back:.2f} s after the kill "
+            f"({failed_starts} failed starts)")
 
     async def main(self, rig: "SoakRig", tmpfs: Path | None) -> None:
         ctl = Path(tempfile.mkdtemp(prefix="soak-ctl-", dir="/tmp"))
