@@ -80,6 +80,7 @@ class Command:
     expected: bytes
     via: str                       # "master", "fresh" or "shell"
     shell: str = ""                # shells: which shell session (its commands share a channel)
+    open_until: float = 0.0        # shells: when the shell (its channel) ended
     t0: float = 0.0
     t1: float = 0.0
     rc: int | None = None
@@ -211,6 +212,7 @@ class Soak:
                     await p.wait()
                 term.close()
             for cmd in sent:              # the command's output lines, as the agent received them
+                cmd.open_until = time.monotonic()
                 cmd.out = b"".join(re.findall(output_lines(cmd.nonce), term.buf))
                 if cmd.rc is None:
                     cmd.t1, cmd.rc = time.monotonic(), 255

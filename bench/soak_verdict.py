@@ -128,7 +128,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
                 except (OSError, ValueError) as exc:
                     r["problems"].append(f"{key}: channel {row['id']} unreadable: {exc}")
         stream = recordings[row["id"]]
-        t0, t1 = min(c.t0 for c in cmds), max(c.t1 for c in cmds)
+        t0, t1 = min(c.t0 for c in cmds), max(max(c.t1, c.open_until) for c in cmds)
         at_kill = any(t0 < t < t1 for t in kill_times)
         lost = 0
         for c in cmds:
