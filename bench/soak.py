@@ -70,6 +70,7 @@ MASTER_TIMEOUT_S = 60
 FRESH_EVERY = 8             # agent i with i % FRESH_EVERY == FRESH_EVERY - 1 logs in per command
 SHELL_AGENT = 3             # agent i with i % FRESH_EVERY == SHELL_AGENT runs ssh -tt shells
 PROMPT = b"$ "
+RECOVERY_WAIT_S = 120       # past the end, for the first success after the last fault
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Soak:
     disk: dict[str, Any] = field(default_factory=dict)
     t_start: float = 0.0
     stop: bool = False
+    succeeded: asyncio.Event = field(default_factory=asyncio.Event)   # set by each success
 
     # -- the commands ----------------------------------------------------------------
     def make_command(self, rng: random.Random, agent: int, k: int, via: str) -> Command:
@@ -197,6 +199,8 @@ class Soak:
                         got = got and await term.until(PROMPT, got, COMMAND_TIMEOUT_S)
                         cmd.t1 = time.monotonic()
                         cmd.rc = 0 if got else 255
+                        if got:
+                            self.succeeded.set()
                         if not got:
                             break
                     if p.returncode is None and not term.eof:
@@ -257,6 +261,8 @@ class Soak:
             raise
         cmd.rc = p.returncode
         cmd.t1 = time.monotonic()
+        if cmd.rc == 0:
+            self.succeeded.set()
 
     # -- the faults ------------------------------------------------------------------
     async def faults(self, rig: "SoakRig", tmpfs: Path | None) -> None:
@@ -295,6 +301,15 @@ class Soak:
         await asyncio.sleep(max(0.0, self.t_start + duration - time.monotonic()))
         if restarting is not None:
             await restarting
+        # a fault late in the run: go on (bounded) until a command started after it succeeds
+        last = max([k["t"] for k in self.kills] + [self.disk.get("t_free", 0.0)])
+        deadline = time.monotonic() + RECOVERY_WAIT_S
+        while not any(c.t0 >= last and c.rc == 0 and c.out == c.expected for c in self.commands):
+            self.succeeded.clear()
+            try:
+                await asyncio.wait_for(self.succeeded.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
 
     async def restart(self, rig: "SoakRig", t_kill: float, pids: list[int]) -> None:
         failed_starts = await asyncio.to_thread(rig.restart)
