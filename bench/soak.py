@@ -100,6 +100,7 @@ class Soak:
     tmpfs_mb: int = 512
     seed: int = 16
     json_out: Path | None = None
+    keep: bool = False             # keep the work dir (and a copy of the data dir) for a post-mortem
     commands: list[Command] = field(default_factory=list)
     logins_failed: int = 0
     kills: list[dict[str, Any]] = field(default_factory=list)
@@ -283,10 +284,10 @@ class Soak:
             if what == "kill":
                 if restarting is not None:
                     await restarting
-                pids = await asyncio.to_thread(rig.kill9)
-                log(f"soak: kill -9 at {now - self.t_start:.0f} s (pids {pids})")
+                pids, killed = await asyncio.to_thread(rig.kill9)
+                log(f"soak: kill -9 at {killed - self.t_start:.0f} s (pids {pids})")
                 # restarted as a service manager would, while the other faults go on
-                restarting = asyncio.create_task(self.restart(rig, now, pids))
+                restarting = asyncio.create_task(self.restart(rig, killed, pids))
             elif what == "fill" and tmpfs is not None:
                 filler = await asyncio.to_thread(Filler, tmpfs)
                 full = time.monotonic()            # from here on not one byte is free
@@ -401,13 +402,17 @@ class SoakRig(BenchRig):
                 out.append(int(entry.name))
         return out
 
-    def kill9(self) -> list[int]:
-        """The recording worker (its own process group) and ``bastion serve``, together."""
+    def kill9(self) -> tuple[list[int], float]:
+        """The recording worker (its own process group) and ``bastion serve``, together.
+
+        Returns their pids and the moment both were sent SIGKILL (finding the worker in
+        /proc takes a while on a loaded machine: the kill happens after that)."""
         workers = self.worker_pids()
         assert self.proc is not None
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
         self.proc.wait(30)
         for pid in workers:                 # reaped by init once its parent is gone
             deadline = time.monotonic() + 30
@@ -418,7 +423,7 @@ class SoakRig(BenchRig):
                 except OSError:
                     break
                 time.sleep(0.02)
-        return [self.proc.pid, *workers]
+        return [self.proc.pid, *workers], killed
 
     def restart(self, timeout: float = 180.0) -> int:
         """``bastion serve`` again, same data dir, port, keys and policy (the log appended).
@@ -540,6 +545,9 @@ def run_soak(soak: Soak, workdir: Path) -> dict[str, Any]:
         r["verify"] = {"rc": v.returncode, "out": said[-1] if said else ""}
         r.update(agents=soak.agents, minutes=soak.minutes, kill_bound=KILL_BOUND)
         r["failures"] = verdict(r)
+        if soak.keep:
+            shutil.copytree(rig.data_dir, workdir / "data-kept", symlinks=True)
+            r["kept"] = str(workdir)
         return r
     finally:
         if rig is not None:
@@ -573,6 +581,8 @@ def parse_args(argv: list[str] | None) -> Soak:
     parser.add_argument("--tmpfs-mb", type=int, help="size of the data dir's tmpfs")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--json-out", type=Path, help="also write the result here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work dir (logs, configs, a copy of the data dir)")
     a = parser.parse_args(argv)
     soak = quick() if a.quick else Soak()
     for name in ("minutes", "agents", "kill_every", "first_kill_at", "disk_full_at",
@@ -581,6 +591,7 @@ def parse_args(argv: list[str] | None) -> Soak:
             setattr(soak, name, getattr(a, name))
     soak.seed = a.seed
     soak.json_out = a.json_out
+    soak.keep = a.keep
     return soak
 
 
@@ -597,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"soak: the rig could not start or run: {exc}")
             return 2
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not soak.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(summary(r))
     r["problems"] = r["problems"][:50]
     line = json.dumps(r, sort_keys=True)
