@@ -454,6 +454,17 @@ class Applier:
                 labels.append(f"exit status {exit_status}")
             truncated = int(sink.truncated)
             try:
+                # the streams' last bytes first: what the maskers held back undecided may
+                # have been shown already; if this write fails, the sink stays open so that
+                # fail_out writes the rest with the reserve's space (not dropped by close)
+                sink.finish(t)
+                sink.flush()
+            except OSError as exc:
+                self._sinks[cid] = sink
+                self._failed_channels.add(cid)
+                self._fail("closing recording", exc, sink.path)
+                raise _Reported() from exc
+            try:
                 digest = sink.close(t, tuple(labels))
             except OSError as exc:
                 self._failed_channels.add(cid)
