@@ -61,6 +61,7 @@ MAX_DEPTH = 8
 _GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
 _OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
+_NONE: frozenset = frozenset()    # one empty set for every command (a new one per call is waste)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class Command:
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
                  via: str | None = None, trusted: bool = True, path: str | None = None,
                  **effects) -> Command:
-    texts = frozenset([a.text for a in args if a.text is not None])
+    texts = frozenset([a.text for a in args if a.text is not None]) if args else _NONE
     views = [v for a in args for v in a.views]
     readings = texts.union(views) if views else texts
     templates = tuple([t for a in args for t in a.templates])
@@ -325,8 +326,10 @@ class _Extractor(ArgReader):
                 effects = dict(connects=tuple(found.connects), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
-                               shorts=frozenset(found.shorts), longs=found.longs,
-                               valued=frozenset(k - 1 for k in found.valued),
+                               shorts=frozenset(found.shorts) if found.shorts else _NONE,
+                               longs=found.longs,
+                               valued=frozenset([k - 1 for k in found.valued])
+                               if found.valued else _NONE,
                                subs=tuple(found.subs), interactive=found.interactive,
                                named=found.named)
         self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
