@@ -61,6 +61,7 @@ MAX_DEPTH = 8
 _GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
 _OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
+_SAFE_LINE = re.compile(r"[\w\-./=:,@%+<>]+(?: [\w\-./=:,@%+<>]+)*\Z")   # safe words, one space apart
 _NONE: frozenset = frozenset()    # one empty set for every command (a new one per call is waste)
 
 
@@ -103,17 +104,27 @@ class Command:
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
                  via: str | None = None, trusted: bool = True, path: str | None = None,
                  **effects) -> Command:
-    texts = frozenset([a.text for a in args if a.text is not None]) if args else _NONE
-    views = [v for a in args for v in a.views]
+    values: list[str] = []
+    views: list[str] = []
+    shapes: list[tuple] = []
+    for a in args:                 # one pass (most args have a text and nothing else)
+        if a.text is not None:
+            values.append(a.text)
+        if a.views:
+            views.extend(a.views)
+        if a.templates:
+            shapes.extend(a.templates)
+    texts = frozenset(values) if values else _NONE
     readings = texts.union(views) if views else texts
-    templates = tuple([t for a in args for t in a.templates])
     return Command(argv, program, tuple(args), opaque, via, trusted, path, texts, readings,
-                   templates, show(argv) + (f" (via {via})" if via else ""), **effects)
+                   tuple(shapes), show(argv) + (f" (via {via})" if via else ""), **effects)
 
 
 def show(argv: tuple, limit: int = 200) -> str:
     """argv as a shell-quoted string, shortened to ``limit`` characters."""
-    text = " ".join(a if _SAFE_SHOWN.match(a) else shlex.quote(a) for a in argv)
+    text = " ".join(argv)
+    if text.count(" ") != len(argv) - 1 or not _SAFE_LINE.match(text):   # else none is quoted
+        text = " ".join(a if _SAFE_SHOWN.match(a) else shlex.quote(a) for a in argv)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
