@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from bastion.policy.quickinit import quick_init
 from bastion.policy.danger import (
     BASH_LIKE,
     ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, PAGER_VARS, RESERVED,
@@ -65,6 +66,7 @@ _SAFE_LINE = re.compile(r"[\w\-./=:,@%+<>]+(?: [\w\-./=:,@%+<>]+)*\Z")   # safe 
 _NONE: frozenset = frozenset()    # one empty set for every command (a new one per call is waste)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Command:
     """A simple command, normalised.  ``program`` is ``None`` when unknown.
