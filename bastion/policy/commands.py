@@ -63,7 +63,7 @@ _GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
 _OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
 _SAFE_LINE = re.compile(r"[\w\-./=:,@%+<>]+(?: [\w\-./=:,@%+<>]+)*\Z")   # safe words, one space apart
-_NONE: frozenset = frozenset()    # one empty set for every command (a new one per call is waste)
+_NONE: frozenset[Any] = frozenset()    # one empty set for every command (a new one per call is waste)
 
 
 @quick_init
@@ -108,7 +108,7 @@ def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | No
                  **effects) -> Command:
     values: list[str] = []
     views: list[str] = []
-    shapes: list[tuple] = []
+    shapes: list[tuple[str | None, ...]] = []
     for a in args:                 # one pass (most args have a text and nothing else)
         if a.text is not None:
             values.append(a.text)

@@ -149,10 +149,10 @@ def _dangerous(spec: Spec) -> bool:
                 or (spec.writes and spec.operands not in (CP, MV, WRITES)))
 
 
-_INFO: dict = {}       # (id(spec), id(parent)) -> (spec, parent, longs, vnames, dangerous)
+_INFO: dict[tuple[int, int], tuple[Any, ...]] = {}   # see _info
 
 
-def _info(spec: Spec, parent: Spec | None) -> tuple:
+def _info(spec: Spec, parent: Spec | None) -> tuple[Any, ...]:
     """What _parse needs of a table and its parent, computed once per pair (the entry
     holds both, so their ids stay theirs)."""
     hit = _INFO.get((id(spec), id(parent)))
