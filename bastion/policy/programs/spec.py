@@ -161,7 +161,9 @@ def _info(spec: Spec, parent: Spec | None) -> tuple[Any, ...]:
         vnames = spec.value_names() | (parent.value_names() if parent is not None
                                        else frozenset())
         dangerous = _dangerous(spec) or (parent is not None and _dangerous(parent))
-        hit = _INFO[(id(spec), id(parent))] = (spec, parent, longs, vnames, dangerous)
+        refused = {name: parent for name in parent.refuse} if parent is not None else {}
+        refused.update((name, spec) for name in spec.refuse)    # the table's own first
+        hit = _INFO[(id(spec), id(parent))] = (spec, parent, longs, vnames, dangerous, refused)
     return hit
 
 
@@ -169,17 +171,15 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
     opts: list = []           # (name, value Word|None)
     operands: list = []       # Words
     n = len(words)
-    _, _, longs, vnames, dangerous = _info(spec, parent)
+    _, _, longs, vnames, dangerous, refused = _info(spec, parent)
     only = False
 
     def lookup(name):
-        for s in (spec, parent):
-            if s is None:
-                continue
-            if name in s.refuse:
-                out.opaque(f"{prog} {'-' if len(name) == 1 or s.single else '--'}{name}: "
-                           f"{s.refuse[name]}")
-                raise _Stop
+        s = refused.get(name)
+        if s is not None:
+            out.opaque(f"{prog} {'-' if len(name) == 1 or s.single else '--'}{name}: "
+                       f"{s.refuse[name]}")
+            raise _Stop
         return name in vnames
 
     while i < n:
