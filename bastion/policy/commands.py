@@ -130,6 +130,7 @@ def show(argv: tuple, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Extraction:
     commands: tuple
