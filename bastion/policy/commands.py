@@ -402,8 +402,11 @@ class _Extractor(ArgReader):
         why = OPAQUE_PROGRAMS.get(program)
         if why:
             return why
-        values = [w.value for w in words[1:] if w.value is not None]
         opt = OPAQUE_OPTIONS.get(program)
+        if not opt and program not in ARITH_EVAL and program not in ASSIGNING and \
+                program not in DECLARING:
+            return None                   # none of the checks below is about this program
+        values = [w.value for w in words[1:] if w.value is not None]
         if opt and any(v.startswith("-") and opt[0] in v for v in values):
             return opt[1]
         if program in ARITH_EVAL and (program != "printf" or "-v" in values):
