@@ -104,8 +104,15 @@ class Command:
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
-                 via: str | None = None, trusted: bool = True, path: str | None = None,
-                 **effects) -> Command:
+                 via: str | None = None, trusted: bool = True, path: str | None = None, *,
+                 writes: tuple[Any, ...] = (), deletes: tuple[Any, ...] = (),
+                 reads: tuple[Any, ...] = (), connects: tuple[Any, ...] = (),
+                 known: bool = False, recursive: bool = False, sub: str | None = None,
+                 shorts: frozenset[str] | None = None, longs: dict | None = None,
+                 soft: bool = False, valued: frozenset[int] = _NONE,
+                 interactive: str | None = None, subs: tuple[str, ...] = (),
+                 named: str | None = None) -> Command:
+    """A Command (its effects by name, as Command's fields; handed on by position)."""
     values: list[str] = []
     views: list[str] = []
     shapes: list[tuple[str | None, ...]] = []
@@ -119,7 +126,9 @@ def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | No
     texts = frozenset(values) if values else _NONE
     readings = texts.union(views) if views else texts
     return Command(argv, program, tuple(args), opaque, via, trusted, path, texts, readings,
-                   tuple(shapes), show(argv) + (f" (via {via})" if via else ""), **effects)
+                   tuple(shapes), show(argv) + (f" (via {via})" if via else ""), writes,
+                   deletes, reads, connects, known, recursive, sub, shorts, longs, soft, valued,
+                   interactive, subs, named)
 
 
 def show(argv: tuple, limit: int = 200) -> str:
