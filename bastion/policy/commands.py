@@ -333,20 +333,29 @@ class _Extractor(ArgReader):
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
-        effects: dict[str, Any] = {}
         codes: list[str] = []
+        found = None
         if program is not None and problem is None:
             found = describe(program, words, self.value_arg)
             if found is not None and found.problem:
                 problem = found.problem     # effects read before the table stopped still count
                 writes.extend(a for a in found.writes if not harmless_write(a.text))
                 reads.extend(found.reads)   # for deny rules (an opaque command is never allowed)
-                effects = dict(soft=True, connects=tuple(found.connects))
             elif found is not None:
                 writes.extend(a for a in found.writes if not harmless_write(a.text))
                 reads.extend(found.reads)
                 codes = found.code
-                effects = dict(connects=tuple(found.connects), known=True,
+        if found is None:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads))
+        elif found.problem:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads), soft=True,
+                               connects=tuple(found.connects))
+        else:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads),
+                               connects=tuple(found.connects), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts) if found.shorts else _NONE,
@@ -355,8 +364,7 @@ class _Extractor(ArgReader):
                                if found.valued else _NONE,
                                subs=tuple(found.subs), interactive=found.interactive,
                                named=found.named)
-        self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
-                              writes=tuple(writes), reads=tuple(reads), **effects))
+        self.add(cmd)
         for text in codes:
             if text.split()[:1] and text.split()[0].rsplit("/", 1)[-1] in BASH_LIKE:
                 self.add(make_command((program, text), None, (), f"{program} runs a shell "
