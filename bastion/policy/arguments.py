@@ -15,12 +15,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.policy.quickinit import quick_init
 from bastion.policy.effects import HOME, canonical_path, cwd_alias, proc_alias_templates
 from bastion.policy.words import Word, norm_path
 
 _SPECIAL_ARG = re.compile(r"[/=:~]|^\.\.")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Arg:
     """One argument as rules see it.

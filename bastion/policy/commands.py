@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from bastion.policy.quickinit import quick_init
 from bastion.policy.danger import (
     BASH_LIKE,
     ARITH_EVAL, ASSIGNING, DECLARING, OPAQUE_OPTIONS, OPAQUE_PROGRAMS, PAGER_VARS, RESERVED,
@@ -61,8 +62,11 @@ MAX_DEPTH = 8
 _GIT_TRACE = re.compile(r"GIT_TRACE(?:2)?(?:_[A-Z_]+)?")
 _OPTION_VARS = {"LESS": "less", "SYSTEMD_LESS": "less", "MORE": "more"}   # hold options
 _SAFE_SHOWN = re.compile(r"[\w\-./=:,@%+<>]+\Z")
+_SAFE_LINE = re.compile(r"[\w\-./=:,@%+<>]+(?: [\w\-./=:,@%+<>]+)*\Z")   # safe words, one space apart
+_NONE: frozenset[Any] = frozenset()    # one empty set for every command (a new one per call is waste)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Command:
     """A simple command, normalised.  ``program`` is ``None`` when unknown.
@@ -100,22 +104,42 @@ class Command:
 
 
 def make_command(argv: tuple, program: str | None, args: tuple, opaque: str | None = None,
-                 via: str | None = None, trusted: bool = True, path: str | None = None,
-                 **effects) -> Command:
-    texts = frozenset([a.text for a in args if a.text is not None])
-    views = [v for a in args for v in a.views]
+                 via: str | None = None, trusted: bool = True, path: str | None = None, *,
+                 writes: tuple[Any, ...] = (), deletes: tuple[Any, ...] = (),
+                 reads: tuple[Any, ...] = (), connects: tuple[Any, ...] = (),
+                 known: bool = False, recursive: bool = False, sub: str | None = None,
+                 shorts: frozenset[str] | None = None, longs: dict | None = None,
+                 soft: bool = False, valued: frozenset[int] = _NONE,
+                 interactive: str | None = None, subs: tuple[str, ...] = (),
+                 named: str | None = None) -> Command:
+    """A Command (its effects by name, as Command's fields; handed on by position)."""
+    values: list[str] = []
+    views: list[str] = []
+    shapes: list[tuple[str | None, ...]] = []
+    for a in args:                 # one pass (most args have a text and nothing else)
+        if a.text is not None:
+            values.append(a.text)
+        if a.views:
+            views.extend(a.views)
+        if a.templates:
+            shapes.extend(a.templates)
+    texts = frozenset(values) if values else _NONE
     readings = texts.union(views) if views else texts
-    templates = tuple([t for a in args for t in a.templates])
     return Command(argv, program, tuple(args), opaque, via, trusted, path, texts, readings,
-                   templates, show(argv) + (f" (via {via})" if via else ""), **effects)
+                   tuple(shapes), show(argv) + (f" (via {via})" if via else ""), writes,
+                   deletes, reads, connects, known, recursive, sub, shorts, longs, soft, valued,
+                   interactive, subs, named)
 
 
 def show(argv: tuple, limit: int = 200) -> str:
     """argv as a shell-quoted string, shortened to ``limit`` characters."""
-    text = " ".join(a if _SAFE_SHOWN.match(a) else shlex.quote(a) for a in argv)
+    text = " ".join(argv)
+    if text.count(" ") != len(argv) - 1 or not _SAFE_LINE.match(text):   # else none is quoted
+        text = " ".join(a if _SAFE_SHOWN.match(a) else shlex.quote(a) for a in argv)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Extraction:
     commands: tuple
@@ -309,28 +333,38 @@ class _Extractor(ArgReader):
                 if isinstance(action, Opaque):
                     problem = action.why
                     break
-        effects: dict[str, Any] = {}
         codes: list[str] = []
+        found = None
         if program is not None and problem is None:
             found = describe(program, words, self.value_arg)
             if found is not None and found.problem:
                 problem = found.problem     # effects read before the table stopped still count
                 writes.extend(a for a in found.writes if not harmless_write(a.text))
                 reads.extend(found.reads)   # for deny rules (an opaque command is never allowed)
-                effects = dict(soft=True, connects=tuple(found.connects))
             elif found is not None:
                 writes.extend(a for a in found.writes if not harmless_write(a.text))
                 reads.extend(found.reads)
                 codes = found.code
-                effects = dict(connects=tuple(found.connects), known=True,
+        if found is None:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads))
+        elif found.problem:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads), soft=True,
+                               connects=tuple(found.connects))
+        else:
+            cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
+                               writes=tuple(writes), reads=tuple(reads),
+                               connects=tuple(found.connects), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
-                               shorts=frozenset(found.shorts), longs=found.longs,
-                               valued=frozenset(k - 1 for k in found.valued),
+                               shorts=frozenset(found.shorts) if found.shorts else _NONE,
+                               longs=found.longs,
+                               valued=frozenset([k - 1 for k in found.valued])
+                               if found.valued else _NONE,
                                subs=tuple(found.subs), interactive=found.interactive,
                                named=found.named)
-        self.add(make_command(argv, program, tuple(args), problem, via, trusted, path,
-                              writes=tuple(writes), reads=tuple(reads), **effects))
+        self.add(cmd)
         for text in codes:
             if text.split()[:1] and text.split()[0].rsplit("/", 1)[-1] in BASH_LIKE:
                 self.add(make_command((program, text), None, (), f"{program} runs a shell "
@@ -385,8 +419,11 @@ class _Extractor(ArgReader):
         why = OPAQUE_PROGRAMS.get(program)
         if why:
             return why
-        values = [w.value for w in words[1:] if w.value is not None]
         opt = OPAQUE_OPTIONS.get(program)
+        if not opt and program not in ARITH_EVAL and program not in ASSIGNING and \
+                program not in DECLARING:
+            return None                   # none of the checks below is about this program
+        values = [w.value for w in words[1:] if w.value is not None]
         if opt and any(v.startswith("-") and opt[0] in v for v in values):
             return opt[1]
         if program in ARITH_EVAL and (program != "printf" or "-v" in values):

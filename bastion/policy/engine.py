@@ -195,10 +195,18 @@ class Policy:
         pattern = None
         has_path = cmd.path is not None
         trusted = cmd.trusted
+        lone_miss = None              # no lone `* GLOB` candidate can match (RuleIndex.star_rx)
         for cand in self._index.candidates(cmd.program, cmd.path):
             rule = cand.rule
             if skip and rule.index in skip:
                 continue
+            if cand.lone:
+                if lone_miss is None:
+                    star = self._index.star_rx
+                    lone_miss = star is not None and not cmd.templates and not any(
+                        star.fullmatch(t) is not None for t in cmd.readings)
+                if lone_miss:
+                    continue
             if cand.by_path and not has_path:
                 continue
             if cand.allow:

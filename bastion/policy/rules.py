@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bastion.errors import ConfigError, Problem
-from bastion.policy.patterns import Glob, Pattern, PatternError, parse_pattern
+from bastion.policy.patterns import Any_, Glob, Pattern, PatternError, parse_pattern
 from bastion.policy.effects import canonical_glob
 from bastion.policy.selectors import check_principal_selector, check_target_selector
 
@@ -78,6 +78,7 @@ class Candidate:
     pattern: Pattern
     allow: bool = False           # rule.action is ALLOW (hot-path copies)
     by_path: bool = False         # pattern.by_path
+    lone: bool = False            # a deny/review ``* GLOB``: in RuleIndex.star_rx
 
 
 def compile_settings(settings: dict) -> tuple[dict, list[Problem]]:
@@ -225,18 +226,27 @@ class RuleIndex:
         self.globbed: list[Candidate] = []
         self.by_path: list[Candidate] = []
         self.star: list[Candidate] = []
+        lone: list[str] = []
         for rule in rules:
             for pat in rule.patterns:
                 cand = Candidate(rule, pat, rule.action is Action.ALLOW, pat.by_path)
                 if pat.by_path:
                     self.by_path.append(cand)
                 elif pat.program.source == "*":
+                    if not cand.allow and len(pat.words) == 1 and type(pat.words[0]) is Any_:
+                        cand = Candidate(rule, pat, False, False, True)
+                        lone.append(pat.words[0].glob.rx.pattern)
                     self.star.append(cand)
                 elif pat.program.literal is not None:
                     self.exact.setdefault(pat.program.literal, []).append(cand)
                 else:
                     self.globbed.append(cand)
         self.star_sorted = tuple(sorted(self.star, key=_order))
+        # Every reading a lone candidate's glob matches, at once: a command none of whose
+        # static readings matches it (and that has no run-time template) matches none of
+        # them, so _decide skips them (each would test every reading with its own glob).
+        self.star_rx = re.compile("|".join(f"(?:{p})" for p in lone), re.DOTALL) \
+            if lone else None
         self._cache: dict = {}
 
     def candidates(self, program: str | None, path: str | None) -> tuple:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from bastion.policy.quickinit import quick_init
 from bastion.policy.danger import dangerous_name
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -43,6 +44,7 @@ class WordProblem(Exception):
     """A word bash would evaluate in a way we refuse to guess (e.g. ``${x@P}``)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Word:
     """One shell word.

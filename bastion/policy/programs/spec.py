@@ -149,23 +149,37 @@ def _dangerous(spec: Spec) -> bool:
                 or (spec.writes and spec.operands not in (CP, MV, WRITES)))
 
 
+_INFO: dict[tuple[int, int], tuple[Any, ...]] = {}   # see _info
+
+
+def _info(spec: Spec, parent: Spec | None) -> tuple[Any, ...]:
+    """What _parse needs of a table and its parent, computed once per pair (the entry
+    holds both, so their ids stay theirs)."""
+    hit = _INFO.get((id(spec), id(parent)))
+    if hit is None:
+        longs = spec.long_names() + (parent.long_names() if parent is not None else ())
+        vnames = spec.value_names() | (parent.value_names() if parent is not None
+                                       else frozenset())
+        dangerous = _dangerous(spec) or (parent is not None and _dangerous(parent))
+        refused = {name: parent for name in parent.refuse} if parent is not None else {}
+        refused.update((name, spec) for name in spec.refuse)    # the table's own first
+        hit = _INFO[(id(spec), id(parent))] = (spec, parent, longs, vnames, dangerous, refused)
+    return hit
+
+
 def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
     opts: list = []           # (name, value Word|None)
     operands: list = []       # Words
     n = len(words)
-    longs = spec.long_names() + (parent.long_names() if parent is not None else ())
-    vnames = spec.value_names() | (parent.value_names() if parent is not None else frozenset())
+    _, _, longs, vnames, dangerous, refused = _info(spec, parent)
     only = False
-    dangerous = _dangerous(spec) or (parent is not None and _dangerous(parent))
 
     def lookup(name):
-        for s in (spec, parent):
-            if s is None:
-                continue
-            if name in s.refuse:
-                out.opaque(f"{prog} {'-' if len(name) == 1 or s.single else '--'}{name}: "
-                           f"{s.refuse[name]}")
-                raise _Stop
+        s = refused.get(name)
+        if s is not None:
+            out.opaque(f"{prog} {'-' if len(name) == 1 or s.single else '--'}{name}: "
+                       f"{s.refuse[name]}")
+            raise _Stop
         return name in vnames
 
     while i < n:
