@@ -111,6 +111,17 @@ def _command_record(row: dict) -> dict:
     return row
 
 
+def _who_and_where(where: list[str], params: dict[str, Any], principal: str | None,
+                   target: str | None) -> None:
+    """Add the session's principal and target globs (either may be None) to a query."""
+    if principal:
+        where.append(_principal_clause("s"))
+        params["principal"] = principal
+    if target:
+        where.append("s.target GLOB :target")
+        params["target"] = target
+
+
 def _principal_clause(alias: str) -> str:
     return (f"({alias}.principal_subject GLOB :principal OR {alias}.principal_app_id GLOB :principal "
             f"OR {alias}.principal_name GLOB :principal)")
@@ -131,12 +142,7 @@ def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
     ``n_denied`` counts those commands.
     """
     where, params = [], {"limit": int(limit)}
-    if principal:
-        where.append(_principal_clause("s"))
-        params["principal"] = principal
-    if target:
-        where.append("s.target GLOB :target")
-        params["target"] = target
+    _who_and_where(where, params, principal, target)
     _time_range(where, params, "s.started", since, until)
     if status:
         if status not in STATUSES:
@@ -208,12 +214,7 @@ def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | N
     """
     params: dict[str, Any] = {"match": query if raw else fts_query(query), "limit": int(limit)}
     where = ["commands_fts MATCH :match"]
-    if principal:
-        where.append(_principal_clause("s"))
-        params["principal"] = principal
-    if target:
-        where.append("s.target GLOB :target")
-        params["target"] = target
+    _who_and_where(where, params, principal, target)
     if action:
         if action not in ACTIONS:
             raise RecordingError(f"unknown action {action!r}", hint="one of: " + ", ".join(ACTIONS))
@@ -259,12 +260,7 @@ def search_transfers(db: sqlite_utils.Database, *, path: str | None = None,
     if op:
         where.append("t.op = :op")
         params["op"] = op
-    if principal:
-        where.append(_principal_clause("s"))
-        params["principal"] = principal
-    if target:
-        where.append("s.target GLOB :target")
-        params["target"] = target
+    _who_and_where(where, params, principal, target)
     if refused:
         where.append("t.action != 'allow'")
     _time_range(where, params, "t.time", since, until)

@@ -93,6 +93,18 @@ def _raw(rig, path: str, token: str, headers: dict | None = None):
         return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
 
 
+def _active_session(rig, reviewer: str) -> int:
+    """The id of the agent's running session with a command, as a reviewer sees it."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _, body = call(rig, "GET", "/api/v1/sessions?status=active&limit=5", reviewer)
+        active = [s for s in body["sessions"] if s["n_commands"]]
+        if active:
+            return int(active[0]["id"])
+        time.sleep(0.2)
+    raise AssertionError("the agent's session never showed up as active")
+
+
 def test_health_needs_no_token_and_the_api_is_https_only(api):
     assert call(api, "GET", "/healthz") == (200, {"status": "ok", "recording": "ok"})
     assert call(api, "GET", "/readyz") == (200, {"ready": True, "checks": {
@@ -229,22 +241,14 @@ def test_metrics_parse_with_the_prometheus_parser(api, token):
 
 
 def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, auditor):
-    # (each line longer than the masker's hold-back, ~460 bytes, so that it is decided and
-    # recorded at once: the live view shows what the recording holds: docs/API.md)
-    # (the command waits for a line on its stdin after the first burst: the watcher must show
-    # that burst while the command still runs, however slow the machine)
+    # (seq's lines are longer than the masker's hold-back, ~460 bytes, so each burst is
+    # decided and recorded at once; the command waits for a line on its stdin after the first
+    # burst, so the watcher must show it while the command still runs, however slow the machine)
     proc = api.ssh_popen(token, "echo live-11; seq -s . 1 150; head -n1 >/dev/null; "
                                 "for i in 2 3 4 5 6; do echo live-$((i*11)); seq -s . 1 150; "
                                 "done")
     try:
-        sid = None
-        deadline = time.monotonic() + 20
-        while sid is None and time.monotonic() < deadline:
-            _, body = call(api, "GET", "/api/v1/sessions?status=active&limit=5", auditor)
-            active = [s for s in body["sessions"] if s["n_commands"]]
-            sid = active[0]["id"] if active else None
-            time.sleep(0.2)
-        assert sid is not None, "the agent's session never showed up as active"
+        sid = _active_session(api, auditor)
         watcher = subprocess.Popen(
             [BASTION, "sessions", "watch", str(sid), "--server", api.url,
              "--server-ca", str(api.cert)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -278,14 +282,7 @@ def test_an_admin_terminates_a_running_session(api, issuer, token, auditor, tmp_
     # the canary would appear; a terminated session's command is closed at once, no EOF)
     proc = api.ssh_popen(token, f"echo started; head -n1 >/dev/null; touch {canary}")
     try:
-        sid = None
-        deadline = time.monotonic() + 20
-        while sid is None and time.monotonic() < deadline:
-            _, body = call(api, "GET", "/api/v1/sessions?status=active&limit=5", auditor)
-            active = [s for s in body["sessions"] if s["n_commands"]]
-            sid = active[0]["id"] if active else None
-            time.sleep(0.2)
-        assert sid is not None
+        sid = _active_session(api, auditor)
         # a reviewer is not an admin; no reason is refused; an unknown session is a 404
         assert call(api, "POST", f"/api/v1/sessions/{sid}/terminate", auditor,
                     {"reason": "x"})[0] == 403
