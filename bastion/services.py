@@ -229,7 +229,6 @@ class Services:
                 if ctx is None or rec is None or rec.id != session_id or link.inner is None:
                     continue
                 why = printable(f"terminated by {by}: {reason}")
-                ctx.terminated = True            # running commands are closed at once
                 try:
                     rec.marker(f"session {why}")
                 except BastionError as exc:      # ending it matters more than the marker

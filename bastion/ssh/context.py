@@ -26,7 +26,6 @@ class InnerContext:
     login: str = ""                  # the inner login (must be the target's user)
     conn_id: int = field(default_factory=lambda: next(_ids))
     recording: Any = None            # recording.SessionHandle once recording is wired
-    terminated: bool = False         # ended by an administrator (Services.terminate)
 
     @property
     def where(self) -> str:

@@ -211,8 +211,7 @@ class InnerSession(asyncssh.SSHServerSession):
                 self._command_id = None           # a mediated shell records its own results
             self._spawn(self._connect())
         elif isinstance(action, c.HostEof):
-            if not self.ctx.terminated:          # terminated: closed at once, no EOF first
-                self.up_chan.write_eof()
+            self.up_chan.write_eof()
         elif isinstance(action, c.ShellEof):
             self._mediated.eof()
         elif isinstance(action, c.ResumeAgent):
@@ -222,9 +221,7 @@ class InnerSession(asyncssh.SSHServerSession):
                 self.rec.command_result(self._command_id, action.status)
         elif isinstance(action, c.CloseHostLater):
             up = self.up_chan
-            # (terminated by an administrator: the command is not left to finish)
-            grace = 0.0 if self.ctx.terminated else AGENT_GONE_GRACE
-            self._close_later = asyncio.get_running_loop().call_later(grace, up.close)
+            self._close_later = asyncio.get_running_loop().call_later(AGENT_GONE_GRACE, up.close)
         elif isinstance(action, c.End):
             self._end(action)
 
