@@ -113,7 +113,12 @@ class Services:
             vault.load(name)     # a key named by [[targets]] but missing: fail at start too
         from bastion.approvals import ApprovalBroker
         from bastion.recording import Recorder
-        recorder = Recorder.open(data_dir, max_bytes=config.settings.recording_max_bytes)
+        from bastion.recording.tailjournal import PURPOSE
+        from bastion.ssh.hostca import HOSTKEYS_DIR
+        detectors = cls._detectors_for(config)
+        recorder = Recorder.open(
+            data_dir, max_bytes=config.settings.recording_max_bytes, detectors=detectors,
+            journal_key=vault.sibling(data_dir / HOSTKEYS_DIR).subkey(PURPOSE))
         broker = ApprovalBroker.open(data_dir, config.settings)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
@@ -125,7 +130,7 @@ class Services:
             inner_options=InnerOptionsCache(hostkeys),
         )
         services._policy_stamp = services._stamp()
-        services.detectors = services._detectors_for(config)
+        services.detectors = detectors
         return services
 
     @staticmethod

@@ -49,10 +49,13 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bastion.errors import VaultError
@@ -459,8 +462,29 @@ class Vault:
             self._derived[params] = (secret[:32], secret[32:])
         return self._derived[params]
 
-    def _kdf_for_new_key(self) -> dict:
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose``, the same at every start with the same passphrase:
+        HKDF-SHA256 over the scrypt output of the salt the vault's keys share.  Needs a key
+        in this vault (or the one it is a :meth:`sibling` of) to take the salt from, and
+        checks the passphrase against it."""
+        kdf = self._existing_kdf()
+        if kdf is None:
+            raise VaultError(f"no key in {self.keys_dir} to derive a {purpose} key from",
+                             hint="create the bastion's host keys first (bastion serve does)")
+        enc_key, check_key = self._derive(kdf, self.keys_dir)
+        return HKDF(algorithm=SHA256(), length=32, salt=None,
+                    info=b"bastion-vault subkey v1: " + purpose.encode()).derive(enc_key + check_key)
+
+    def _kdf_for_new_key(self) -> dict[str, Any]:
         """Reuse the salt of an existing key (after checking the passphrase against it)."""
+        kdf = self._existing_kdf()
+        if kdf is not None:
+            return kdf
+        return {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
+                "salt": _b64(secrets.token_bytes(16))}
+
+    def _existing_kdf(self) -> dict[str, Any] | None:
+        """The KDF of the first readable key here or in the parent vault (passphrase checked)."""
         for info_path in sorted(self.keys_dir.glob("*" + KEY_SUFFIX)) if self.keys_dir.is_dir() else []:
             try:
                 header, _ = _read_envelope(info_path)
@@ -474,9 +498,8 @@ class Vault:
                                       f"{_HINT_PASSPHRASE}")
             return dict(header["kdf"])
         if self._kdf_parent is not None:
-            return self._kdf_parent._kdf_for_new_key()
-        return {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
-                "salt": _b64(secrets.token_bytes(16))}
+            return self._kdf_parent._existing_kdf()
+        return None
 
     def _store(self, name: str, key: asyncssh.SSHKey, *, force: bool) -> str:
         self._require_passphrase()

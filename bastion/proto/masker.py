@@ -132,6 +132,7 @@ class _Run:
     """Drop the rest of an unbounded secret: repeats of one unit (escape sequences are kept)."""
 
     def __init__(self, unit: bytes) -> None:
+        self.unit = unit
         self.re = re.compile(b"(?:" + unit + b")+")
 
     def consume(self, buf: bytes, i: int, final: bool) -> tuple[int, bytes, bool]:
@@ -202,6 +203,21 @@ class _PemBlock:
 
 #: :meth:`Masker.snapshot`: (context bytes, undecided bytes, the suppressor or None); picklable
 MaskerState = tuple[bytes, bytes, _Run | _PemBlock | None]
+
+
+def suppressor_spec(sup: _Run | _PemBlock | None) -> bytes | None:
+    """A snapshot's suppressor as plain bytes (None: none; b"": a key block; else the unit of
+    the run), for stores that must not hold pickles (bastion.recording.tailjournal)."""
+    if sup is None:
+        return None
+    return b"" if isinstance(sup, _PemBlock) else sup.unit
+
+
+def suppressor_from_spec(spec: bytes | None) -> _Run | _PemBlock | None:
+    """The suppressor :func:`suppressor_spec` described."""
+    if spec is None:
+        return None
+    return _PemBlock() if spec == b"" else _Run(spec)
 
 
 class _Event:

@@ -15,9 +15,12 @@ So before each ``done`` the worker reports what it holds per stream (``("tails",
 and this queue keeps it until the worker reports it written, or the channel's close is
 acknowledged.  When the worker dies, the next one gets these tails back in its replay
 (bastion.recording.replay) and decides them, so what the agent was shown is recorded.
-Bound: per open stream, the masker's hold-back (``max_holdback``, 1,024 visible bytes,
-plus the terminal escape sequences among them) and 256 bytes of look-behind context,
-plus a cut UTF-8 character; counted with the queue against ``HARD_LIMIT``.
+They are also written, encrypted, to the tail journal before the ``done`` that shows them
+(bastion.recording.tailjournal), so a ``kill -9`` of the bastion and its worker together
+loses none of them either: the next start writes them (bastion.recording.recover).
+Bound on what is kept: per open stream, the masker's hold-back (``max_holdback``, 1,024
+visible bytes, plus the terminal escape sequences among them) and 256 bytes of look-behind
+context, plus a cut UTF-8 character; counted with the queue against ``HARD_LIMIT``.
 
 Not covered: which worker runs, its faults, the replay, recovery and stopping
 (supervisor.py, whose ``Supervisor`` is this class with the worker's life added).
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bastion.recording.channelrecording import ChannelRecording
     from bastion.recording.gate import AgentGate
     from bastion.recording.process import WriterProcess
+    from bastion.recording.tailjournal import TailJournal
 
 log = logging.getLogger("bastion.recording")
 
@@ -87,6 +91,7 @@ class AckQueue:
         self._replay_cost = 0                  # bytes kept for a replay, bounded with the queue's
         self._tails: dict[int, dict[str, Any]] = {}   # cid -> stream -> undecided tail
         self._tails_cost = 0                   # their bytes, bounded with the queue's too
+        self.journal: TailJournal | None = None   # the tails on disk too (Recorder.open)
         self._channels: dict[int, ChannelRecording] = {}
         self._gates: weakref.WeakSet[AgentGate] = weakref.WeakSet()
         self._gate_waiting: dict[Loop, set[AgentGate]] = {}   # gates waiting for an ack
@@ -229,8 +234,11 @@ class AckQueue:
         kind = entry.op[0]
         if kind == OP_CHANNEL_CLOSE:
             self._open_ops.pop(entry.op[1], None)
-            for tail in self._tails.pop(entry.op[1], {}).values():    # written at the close
+            tails = self._tails.pop(entry.op[1], {})
+            for tail in tails.values():                    # written at the close
                 self._tails_cost -= tail_cost(tail)
+            if tails and self.journal is not None:
+                self.journal.drop_channel(entry.op[1])
         elif kind == OP_BARRIER:
             done = self._barriers.pop(entry.op[1], None)
             return [done] if done is not None else []
@@ -252,6 +260,8 @@ class AckQueue:
                     self._tails_cost += tail_cost(tail)
                 elif streams is not None and not streams:
                     del self._tails[cid]
+            if self.journal is not None:      # on disk before the "done" that shows them
+                self.journal.record(changes)
 
     def _schedule_gates(self, loop: Loop) -> None:
         if loop in self._gate_scheduled:

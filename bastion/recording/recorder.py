@@ -70,7 +70,7 @@ from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.secret import SECRET_NAME
-from bastion.recording import schema
+from bastion.recording import schema, tailjournal
 from bastion.recording.channelrecording import ChannelRecording
 from bastion.recording.recover import recover_interrupted
 from bastion.recording.supervisor import BACKOFF, Supervisor
@@ -111,10 +111,14 @@ class Recorder:
 
     @classmethod
     def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-             backoff: tuple[float, float] = BACKOFF) -> "Recorder":
+             backoff: tuple[float, float] = BACKOFF, journal_key: bytes | None = None,
+             detectors: Any = None) -> "Recorder":
         """Open/create the index and recordings dir, recover, start the recording worker.
 
         ``backoff``: the first and longest wait before a new worker after a failure.
+        ``journal_key``: keeps the maskers' undecided tails in the encrypted tail journal
+        (bastion.recording.tailjournal; without it a kill -9 of the bastion and its worker
+        together loses them); ``detectors`` mask what the last journal held, at recovery.
         """
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
@@ -139,11 +143,23 @@ class Recorder:
         try:
             conn = schema.connect(data_dir)
             try:
-                recovered = recover_interrupted(conn, data_dir)
+                tails = tailjournal.read(rec_dir, journal_key) if journal_key else {}
+                recovered = recover_interrupted(conn, data_dir, tails=tails,
+                                                detectors=detectors, max_bytes=max_bytes)
                 ids = schema.next_ids(conn)
             finally:
                 conn.close()
+            journal = None
+            if journal_key:
+                journal = tailjournal.TailJournal(rec_dir, journal_key)
+                try:
+                    journal.start()         # what the last one held is in the recordings now
+                except OSError as exc:
+                    raise RecordingError(
+                        f"cannot write the tail journal {journal.path}: {exc.strerror or exc}",
+                        hint="fix the data dir's permissions or free space") from exc
             writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff)
+            writer.journal = journal
         except BaseException:
             os.close(lock_fd)
             raise

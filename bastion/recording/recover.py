@@ -2,7 +2,10 @@
 
 For each such session, each channel still ``open``:
 
-1. its recording is cut after the last complete, parseable event line (the
+1. what the dead process's maskers held back undecided, kept in the encrypted tail journal
+   (bastion.recording.tailjournal), is decided and appended, as its worker would have
+   written it (the agent was shown those bytes); then
+   its recording is cut after the last complete, parseable event line (the
    writer only writes whole lines, so normally nothing is cut; a torn write
    by the OS would be), then a marker
    ``bastion: recording interrupted (bastion stopped without closing it)``
@@ -25,6 +28,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from bastion.proto import asciicast
 from bastion.recording import chain
@@ -113,8 +117,40 @@ def _valid_prefix(fd: int, size: int) -> tuple[int, float | None, dict | None]:
     return start + (tail.rfind(b"\n") + 1 if b"\n" in tail else 0), None, header
 
 
-def recover_interrupted(conn: sqlite3.Connection, data_dir: Path) -> list[int]:
-    """Mark sessions left active as interrupted (see module doc).  Returns their ids."""
+def write_tails(path: Path, cid: int, tails: dict[str, Any], detectors: Any,
+                max_bytes: int) -> int:
+    """Decide and append what the dead process's maskers held undecided for a channel (its
+    streams' tails from the tail journal), as its worker would have; returns bytes added."""
+    from bastion.proto.masker import BUILTIN
+    from bastion.recording.sink import Sink
+    try:
+        if os.stat(path).st_size == 0:
+            return 0
+    except FileNotFoundError:
+        return 0
+    sink = Sink.adopt(cid, path, b"", max_bytes, lambda _event: None,
+                      tuple(detectors) if detectors else tuple(BUILTIN))   # never unmasked
+    try:
+        before = sink.size
+        for stream, tail in sorted(tails.items()):
+            sink.resume(stream, tail)
+        sink.finish(sink.last_t)
+        sink.flush()
+        return sink.size - before
+    finally:
+        sink.release()
+
+
+def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
+                        tails: dict[tuple[int, str], Any] | None = None,
+                        detectors: Any = None, max_bytes: int = 1 << 62) -> list[int]:
+    """Mark sessions left active as interrupted (see module doc).  Returns their ids.
+
+    ``tails``: what the tail journal kept of the dead process's undecided output, per
+    channel and stream; written into the recordings (masked with ``detectors``) first."""
+    by_channel: dict[int, dict[str, Any]] = {}
+    for (cid, stream), tail in (tails or {}).items():
+        by_channel.setdefault(cid, {})[stream] = tail
     sessions = [tuple(r) for r in conn.execute(
         "SELECT id, started FROM sessions WHERE status = 'active' ORDER BY id")]
     done = []
@@ -126,6 +162,11 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path) -> list[int]:
                 "SELECT id, path FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id",
                 (sid,)).fetchall()
             for cid, rel_path in channels:
+                if rel_path and cid in by_channel:
+                    added = write_tails(Path(data_dir) / rel_path, cid, by_channel[cid],
+                                        detectors, max_bytes)
+                    log.info("channel %s: %d B of undecided output written from the tail "
+                             "journal", cid, added)
                 digest, last = (repair_recording(Path(data_dir) / rel_path) if rel_path
                                 else (None, None))
                 if last is not None:
