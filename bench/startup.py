@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from bench.stats import median, percentile
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                        env=env, check=True, capture_output=True)
         serve = [bastion, "serve", "--policy", str(policy), "--listen", "127.0.0.1:0",
                  "--data-dir", f"{tmp}/data", "--keys-dir", f"{tmp}/keys"]
-        cases = {
+        cases: dict[str, Callable[[], float]] = {
             "bastion-askpass (one round)": lambda: _timed([str(BIN / "bastion-askpass"),
                                                            "OIDC token: "], env),
             "bastion --help": lambda: _timed([bastion, "--help"], env),
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             "bastion serve to listening": lambda: _serve(serve, env),
         }
         results: dict[str, list[float]] = {name: [] for name in cases}
-        for name, run in cases.items():          # one warm-up each (page cache, .pyc)
+        for run in cases.values():               # one warm-up each (page cache, .pyc)
             run()
         for _ in range(args.runs):
             for name, run in cases.items():

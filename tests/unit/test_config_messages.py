@@ -86,7 +86,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("old, new, message, line", CASES, ids=[c[1][:40] for c in CASES])
-def test_each_problem_names_the_setting_its_line_and_what_to_do(old, new, message, line):
+def test_each_problem_names_the_setting_its_line_and_what_to_do(old: str, new: str, message: str,
+                                                                line: int) -> None:
     assert old in BASE
     with pytest.raises(ConfigError) as info:
         parse_config(BASE.replace(old, new, 1))
@@ -99,7 +100,7 @@ def test_each_problem_names_the_setting_its_line_and_what_to_do(old, new, messag
     assert "bastion policy check" in (info.value.hint or "")
 
 
-def test_every_problem_of_a_file_is_reported_in_line_order():
+def test_every_problem_of_a_file_is_reported_in_line_order() -> None:
     text = (BASE.replace(SETTING, "approval_timeout = 0\nmask_live = 2")
             .replace(GRANT, GRANT + '\nchannels = ["x11"]').replace('name = "web1"', 'name = ""'))
     with pytest.raises(ConfigError) as info:
