@@ -1,6 +1,8 @@
 """The session index: SQLite file ``DATA_DIR/index.sqlite``, schema through migrations.
 
-Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT):
+Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT; each table ``T`` below
+but ``chain_head`` and ``checkpoints`` has a view ``T_iso`` adding ``COLUMN_iso``, the time in
+ISO-8601 UTC, beside each time column):
 
 ``sessions``   one row per SSH session *and* per refused attempt (status
                ``active`` / ``closed`` / ``interrupted`` / ``refused``): principal
@@ -234,6 +236,22 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX transfers_sha256 ON transfers(sha256);
     CREATE INDEX transfers_path ON transfers(path);
     """,
+    # 5: read-only views with ISO-8601 UTC times (``2026-12-06T05:40:15.123Z``) beside the
+    # epoch columns, for datasette and sqlite3 readers; the tables (and so the hash chain)
+    # are unchanged.  ``SELECT *`` follows columns that later migrations add.
+    """
+    CREATE VIEW sessions_iso AS SELECT *, {iso}started, 'unixepoch') AS started_iso,
+        {iso}ended, 'unixepoch') AS ended_iso FROM sessions;
+    CREATE VIEW channels_iso AS SELECT *, {iso}started, 'unixepoch') AS started_iso,
+        {iso}ended, 'unixepoch') AS ended_iso FROM channels;
+    CREATE VIEW commands_iso AS SELECT *, {iso}time, 'unixepoch') AS time_iso FROM commands;
+    CREATE VIEW transfers_iso AS SELECT *, {iso}time, 'unixepoch') AS time_iso FROM transfers;
+    CREATE VIEW approvals_iso AS SELECT *, {iso}created, 'unixepoch') AS created_iso,
+        {iso}expires, 'unixepoch') AS expires_iso, {iso}answered, 'unixepoch') AS answered_iso,
+        {iso}window_until, 'unixepoch') AS window_until_iso,
+        {iso}revoked, 'unixepoch') AS revoked_iso, {iso}refused, 'unixepoch') AS refused_iso
+        FROM approvals;
+    """.format(iso="strftime('%Y-%m-%dT%H:%M:%fZ', "),
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

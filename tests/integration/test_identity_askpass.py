@@ -100,10 +100,10 @@ def test_subprocess_refuses_foreign_prompt_and_missing_token():
 
 
 def test_askpass_imports_stay_light():
-    """Spawned once per round: no msal, jwt, typer, rich or cryptography on the way."""
+    """Spawned once per round: no msal, jwt, typer, rich, pydantic or cryptography on the way."""
     code = ("import sys, bastion.identity.askpass; "
             "print(','.join(m for m in ('msal','jwt','typer','rich','cryptography','requests',"
-            "'asyncio') if m in sys.modules))")
+            "'pydantic','asyncio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, env=_env())
     assert out.returncode == 0 and out.stdout.strip() == ""
