@@ -7,9 +7,10 @@
 # or `docker compose up -d` with compose.yaml (the passphrase as a compose secret).
 # The process runs as uid/gid 10001 (fixed, so that volumes keep their owner across
 # rebuilds): a bind-mounted data dir must belong to 10001:10001 and be 0700.
-# Base image: pin it by digest where you build (python:3.11-slim@sha256:...), so that a
-# rebuild cannot change what runs under the same tag.
-FROM python:3.11-slim
+# Base image pinned by digest (the multi-arch index of python:3.11-slim-bookworm, amd64 and
+# arm64), so that a rebuild cannot change what runs under the same tag. To move it on:
+# `docker buildx imagetools inspect python:3.11-slim-bookworm` and replace the digest.
+FROM python:3.11-slim-bookworm@sha256:b18992999dbe963a45a8a4da40ac2b1975be1a776d939d098c647482bcad5cba
 
 ARG BASTION_UID=10001
 # (openssh-client unpinned: Debian's security updates should reach it at each rebuild)

@@ -60,6 +60,12 @@ def test_the_dockerfile_passes_hadolint():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_every_base_image_is_pinned_by_digest():
+    froms = [line.split()[1] for line in DOCKERFILE.read_text().splitlines()
+             if line.startswith("FROM ")]
+    assert froms and all(re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", f) for f in froms), froms
+
+
 def test_the_image_runs_as_a_fixed_uid_with_a_healthcheck_and_the_passphrase_as_a_file():
     words = dict(_instructions())
     assert words["USER"] == "10001:10001"
