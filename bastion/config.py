@@ -31,6 +31,7 @@ from bastion.identity.oidcconfig import OidcConfig  # noqa: F401 - [oidc], re-ex
 from bastion.identity.principal import Principal
 from bastion.policy import Policy, compile_policy
 from bastion.proto.detectors import detectors_from_config
+from bastion.store.location import StoreSettings, check as check_store
 from bastion.policy.selectors import (
     any_principal_matches, any_target_matches, check_principal_selector, check_target_selector,
 )
@@ -108,6 +109,7 @@ class BastionConfig:
     masks: tuple[Mask, ...]
     policy: Policy
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    store: StoreSettings | None = None      # [store]: None keeps SQLite (or BASTION_STORE_URL)
 
     def target(self, name: str) -> Target | None:
         return self.targets.get(name)
@@ -492,7 +494,32 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
     return tuple(masks)
 
 
-TOP_LEVEL = ("oidc", "settings", "targets", "grants", "rules", "masks")
+TOP_LEVEL = ("oidc", "settings", "targets", "grants", "rules", "masks", "store")
+
+
+def _store(raw: dict, c: _Checker, base: Path) -> StoreSettings | None:
+    """``[store]`` url / password_file / node (bastion.store.location); env overrides it."""
+    table = raw.get("store")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        c.add(("store",), "[store] must be a table")
+        return None
+    c.keys(table, ("url", "password_file", "node"), ("store",))
+    values = {}
+    for key in ("url", "password_file", "node"):
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            c.add(("store", key), f"[store] {key} must be a string")
+            return None
+        values[key] = value
+    if values["password_file"]:
+        values["password_file"] = str(base / values["password_file"])
+    try:
+        return check_store(values["url"], values["password_file"], values["node"], "[store]")
+    except ConfigError as exc:
+        c.add(("store",), str(exc))
+        return None
 
 
 def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
@@ -511,6 +538,7 @@ def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
     targets = _targets(raw, c, base)
     grants = _grants(raw, c, targets)
     masks = _masks(raw, c)
+    store = _store(raw, c, base)
     rules = _table_list(raw, "rules", c)
     policy = None
     try:
@@ -524,7 +552,7 @@ def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
         raise ConfigError(f"{len(problems)} problem(s)", problems, path=path,
                           hint="fix the lines named and run `bastion policy check`")
     return BastionConfig(path=path, oidc=oidc, settings=settings, targets=targets,
-                         grants=grants, masks=masks, policy=policy, raw=raw)
+                         grants=grants, masks=masks, policy=policy, raw=raw, store=store)
 
 
 def load_config(path: str | Path) -> BastionConfig:

@@ -102,6 +102,10 @@ class Services:
 
         config = load_config(policy_path)
         _check_serving(config, policy_path)
+        from bastion import store
+        if config.store is not None and not os.environ.get(store.location.ENV_URL):
+            store.configure(config.store)
+        log.info("session index: %s", store.describe())
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = default_bastion_names()
         if listen_host and listen_host not in ("0.0.0.0", "::") and listen_host not in names:
@@ -119,7 +123,7 @@ class Services:
         recorder = Recorder.open(
             data_dir, max_bytes=config.settings.recording_max_bytes, detectors=detectors,
             journal_key=vault.sibling(data_dir / HOSTKEYS_DIR).subkey(PURPOSE))
-        broker = ApprovalBroker.open(data_dir, config.settings)
+        broker = ApprovalBroker.open(data_dir, config.settings, node=store.current().node)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,
             recorder=recorder, broker=broker,

@@ -36,9 +36,11 @@ Semantics:
   and overdue ones of any node.
 * All SQLite work runs in one worker thread; the event loop never waits on disk.
 
-Multi-node: requests carry ``node`` (default: the host name); a broker expires
-only its own node's requests.  A shared database needs another ApprovalStore
-(see store.py) and, instead of polling, could use the database's notifications.
+Multi-node: requests carry ``node`` (default: the host name; ``[store] node``); a broker
+expires only its own node's requests.  On a shared PostgreSQL store (bastion.store) the
+same ApprovalStore runs there, and the poller waits for the ``NOTIFY`` an answer sends on
+any node (bastion.store.notify) instead of sleeping ``poll_interval``: it reads the change
+counter on each wake, and at least every ``NOTIFY_FALLBACK`` seconds.
 
 Trust: the broker does not take the index's word for an answer.  Whenever it acts
 on one -- a waiting request found final by the poller, at its deadline, or at
@@ -72,8 +74,10 @@ from bastion.approvals.model import (
 from bastion.approvals.proof import AnswerRules, verify_answer, verify_grant
 from bastion.approvals.store import ApprovalStore
 from bastion.approvals.webhook import WebhookSender, payload, safe_url
+from bastion.store import location as store_location
 from bastion.errors import ApprovalError
 from bastion.proto.sanitize import sanitize
+from bastion.store.notify import FALLBACK as NOTIFY_FALLBACK, listener_for
 
 log = logging.getLogger("bastion.approvals")
 audit = logging.getLogger("bastion.audit")
@@ -168,6 +172,8 @@ class ApprovalBroker:
         self._new_waiter = False
         self._poller: asyncio.Task | None = None
         self._closed = False
+        # PostgreSQL: answers wake the poller by NOTIFY instead of its interval (store.notify)
+        self._listener = listener_for(store_location.current())
         self.reconfigure(settings)
 
     @classmethod
@@ -336,7 +342,11 @@ class ApprovalBroker:
     async def _poll(self) -> None:
         last: int | None = None
         while self._waiters and not self._closed:
-            await asyncio.sleep(self.poll_interval)
+            if self._listener is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._listener.wait, NOTIFY_FALLBACK)
+            else:
+                await asyncio.sleep(self.poll_interval)
             if not self._waiters or self._closed:
                 break
             try:
@@ -377,6 +387,8 @@ class ApprovalBroker:
         except Exception as exc:  # noqa: BLE001 - shutdown goes on; restart expires them
             log.error("approvals: could not expire pending requests at shutdown: %s", exc)
         self._closed = True
+        if self._listener is not None:
+            self._listener.close()
         if self._poller is not None:
             self._poller.cancel()
         now = time.time()

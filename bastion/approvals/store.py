@@ -46,6 +46,7 @@ from bastion.errors import ApprovalError, RecordingError
 from bastion.policy.selectors import any_principal_matches
 from bastion.proto.sanitize import sanitize
 from bastion.recording import schema
+from bastion.store import location as store_location
 
 _FINAL_BY_VIA = {"timeout": EXPIRED, "restart": EXPIRED, "shutdown": EXPIRED,
                  "cancelled": CANCELLED, "no-approvers": DENIED}
@@ -67,7 +68,7 @@ class ApprovalStore:
              now: Callable[[], float] = time.time) -> "ApprovalStore":
         """Open the index read-write (migrating it).  ``create=False`` refuses a missing index."""
         path = schema.index_path(Path(data_dir))
-        if not create and not path.exists():
+        if not create and not path.exists() and not store_location.current().postgres:
             raise ApprovalError(f"no session index at {path}: nothing to approve there",
                                 hint="pass the --data-dir that `bastion serve` uses "
                                      "(or set BASTION_DATA_DIR)")

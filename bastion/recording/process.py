@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import bastion
 from bastion.errors import RecordingError
+from bastion import store
 from bastion.secret import SECRET_NAME
 
 log = logging.getLogger("bastion.recording")
@@ -62,6 +63,7 @@ class WriterProcess:
         _grow_pipe(to_w)
         # the worker needs no secret: the vault passphrase, tokens... stay in this process
         env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
+        env.update(store.current().env())   # a shared store: where it is, how to log in
         root = str(Path(bastion.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         level = logging.getLevelName(log.getEffectiveLevel())

@@ -36,8 +36,12 @@ STATUSES = ("active", "closed", "interrupted", "refused")
 
 
 def open_index(data_dir: Path) -> sqlite_utils.Database:
-    """The index, read-only, wrapped in sqlite-utils."""
-    return sqlite_utils.Database(schema.connect(Path(data_dir), readonly=True))
+    """The index, read-only, wrapped in sqlite-utils (on PostgreSQL: the same ``query``)."""
+    conn = schema.connect(Path(data_dir), readonly=True)
+    if isinstance(conn, sqlite3.Connection):
+        return sqlite_utils.Database(conn)
+    from bastion.store.pgconn import QueryDb
+    return QueryDb(conn)  # type: ignore[return-value]
 
 
 def parse_duration(text: str) -> float:

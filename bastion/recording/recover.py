@@ -17,7 +17,8 @@ For each such session, each channel still ``open``:
    ``interrupted``, a reason, and is sealed (chain.py).
 
 Runs synchronously before the recording worker starts, while the data dir lock
-is held, so no live process owns these sessions.  Not covered: the lock
+is held, so no live process owns these sessions.  On a shared PostgreSQL store only this
+node's sessions (``sessions.node``, bastion.store) are taken: another node's are its own.  Not covered: the lock
 (recorder.py) and what counts as "active" for approvals (approvals/).
 """
 
@@ -30,6 +31,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bastion import store
 from bastion.proto import asciicast
 from bastion.recording import chain
 
@@ -151,8 +153,10 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
     by_channel: dict[int, dict[str, Any]] = {}
     for (cid, stream), tail in (tails or {}).items():
         by_channel.setdefault(cid, {})[stream] = tail
+    # on a shared store, only this node's sessions: another node's active ones are live
     sessions = [tuple(r) for r in conn.execute(
-        "SELECT id, started FROM sessions WHERE status = 'active' ORDER BY id")]
+        "SELECT id, started FROM sessions WHERE status = 'active'"
+        f"{store.own_sessions_clause()} ORDER BY id")]
     done = []
     for sid, started in sessions:
         ended = started

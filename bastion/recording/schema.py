@@ -40,7 +40,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+from bastion import store
 from bastion.errors import RecordingError
 from bastion.private import open_private_file
 
@@ -265,8 +267,12 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the index.  Read-write opens create it and run migrations.
 
     Read-only opens refuse a missing index or one newer than this code.
-    Raises RecordingError with a message a person can act on.
+    Raises RecordingError with a message a person can act on.  With a PostgreSQL store
+    configured (bastion.store) the connection is to it instead, with the same interface.
     """
+    settings = store.current()
+    if settings.postgres:
+        return _connect_pg(settings, readonly)
     path = index_path(data_dir)
     try:
         if readonly:
@@ -309,6 +315,16 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _connect_pg(settings: store.StoreSettings, readonly: bool) -> Any:
+    from bastion.store import pgconn
+    try:
+        return pgconn.connect(settings, readonly=readonly)
+    except sqlite3.Error as exc:
+        raise RecordingError(f"the session index is unavailable: {exc}",
+                             hint="check that PostgreSQL is up and reachable, and [store] url / "
+                                  "BASTION_STORE_URL and its password") from exc
+
+
 def _create_private(path: Path) -> None:
     """Create the index file 0600 before SQLite does (it would make it 0644 less the umask).
 
@@ -338,7 +354,12 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def next_ids(conn: sqlite3.Connection) -> dict[str, int]:
-    """The next free id of each table (never reused, even after prune)."""
+    """The next free id of each table (never reused, even after prune).
+
+    On PostgreSQL, the first of a block of ids no other node or process gets (pgschema)."""
+    if store.current().postgres:
+        from bastion.store import pgconn
+        return pgconn.allocate_ids(conn)  # type: ignore[arg-type]
     seqs = {row[0]: row[1] for row in conn.execute("SELECT name, seq FROM sqlite_sequence")}
     result = {}
     for table in ("sessions", "channels", "commands"):

@@ -38,6 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bastion import store
 from bastion.errors import RecordingError
 from bastion.recording import chain, schema
 
@@ -62,6 +63,7 @@ class VerifyReport:
     start_seq: int
     rows: int = 0
     files: int = 0
+    files_elsewhere: int = 0      # recordings of another node's sessions (shared store): not here
     active_sessions: int = 0
     checkpoint: dict | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -77,9 +79,18 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "head": {"seq": self.head_seq, "hash": self.head_hash},
                 "start_seq": self.start_seq, "rows_checked": self.rows, "files_checked": self.files,
+                "files_elsewhere": self.files_elsewhere,
                 "active_sessions": self.active_sessions, "checkpoint": self.checkpoint,
                 "first_break": asdict(self.first) if self.first else None,
                 "problems": [asdict(p) for p in self.problems]}
+
+
+def _local_sessions(conn: sqlite3.Connection) -> set[int] | None:
+    """Sessions whose recordings are in this data dir; None: all of them (one node)."""
+    clause = store.own_sessions_clause()
+    if not clause:
+        return None
+    return {r[0] for r in conn.execute(f"SELECT id FROM sessions WHERE TRUE{clause}")}
 
 
 def _session_of(table: str, row: dict) -> int:
@@ -152,7 +163,11 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool) -> Veri
                                 f"is seq {last_seq} (rows at the end were deleted, or the head edited)",
                                 seq=last_seq + 1))
     if check_files:
+        local = _local_sessions(conn)
         for seq, row in files:
+            if local is not None and row["session_id"] not in local:
+                report.files_elsewhere += 1         # recorded on another node, checked there
+                continue
             report.files += 1
             path = data_dir / row["path"]
             where = f"recording {row['path']} (channel {row['id']} of session {row['session_id']})"

@@ -82,6 +82,7 @@ class BastionRig:
     proc: subprocess.Popen | None = None
     extra_targets: str = ""
     extra_policy: str = ""
+    store_env: dict = field(default_factory=dict)   # a PostgreSQL store (tests/pgcluster.py)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class BastionRig:
         env.update(COLUMNS="250",     # reviewer tables on one line each, for the assertions
                    BASTION_VAULT_PASSPHRASE=VAULT_PASSPHRASE, BASTION_KEYS_DIR=str(self.keys_dir),
                    BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path))
+        env.update(self.store_env)
         return env
 
     def cli(self, *args: str, input: bytes | None = None, check: bool = True,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2] / "bastion"
 RANK = {
     "bastion": 0, "errors": 0, "secret": 0, "tomlpos": 0,
     "policy": 1, "proto": 1, "private": 1, "vault": 1, "logfmt": 1, "metrics": 1,
-    "identity": 2, "transfer": 2,
+    "identity": 2, "transfer": 2, "store": 2,
     "config": 3,
     "recording": 4,
     "approvals": 5,

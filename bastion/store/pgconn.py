@@ -1,0 +1,330 @@
+"""A PostgreSQL connection that the index code can use as it uses a ``sqlite3.Connection``.
+
+:class:`PgConnection` offers the part of ``sqlite3.Connection`` the index code calls --
+``execute`` (a cursor with ``fetchone``/``fetchall``/iteration/``rowcount``/``lastrowid``/
+``description``), ``in_transaction``, ``close``, rows readable by index and by name
+(:class:`Row`, like ``sqlite3.Row``) -- over psycopg 3, with every statement rewritten by
+bastion.store.translate and every psycopg error raised as a bastion.store.errors class (a
+``sqlite3.Error``).  The connection is in autocommit mode: the callers' own ``BEGIN`` /
+``COMMIT`` / ``ROLLBACK`` statements make the transactions, as with SQLite.
+
+A connection lost between transactions is opened again at the next statement (the error
+of the statement that found it lost still reaches the caller: a recording worker stops and
+its successor connects anew).  A ``COMMIT`` of a transaction PostgreSQL already aborted
+raises instead of silently rolling back.
+
+Readers (``readonly=True``) borrow from a small pool per URL (psycopg_pool) and give the
+connection back at ``close()``: the HTTPS API opens the index once per request.
+
+Not covered: the schema (pgschema.py), where the URL comes from (location.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterator, Sequence
+
+from bastion.store import pgschema, translate
+from bastion.store.errors import StoreError, StoreOperationalError
+from bastion.store.location import StoreSettings, safe_url
+
+log = logging.getLogger("bastion.store")
+
+CONNECT_TIMEOUT = 5          # s: a store that does not answer refuses sessions this soon
+POOL_MAX = 4
+_pools: dict[str, Any] = {}
+_pools_lock = threading.Lock()
+
+
+class Row(tuple):
+    """A row readable by position and by column name, like ``sqlite3.Row``."""
+
+    _names: tuple[str, ...]
+
+    def __new__(cls, values: Sequence[Any], names: tuple[str, ...]) -> "Row":
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __getitem__(self, key: Any) -> Any:     # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return tuple.__getitem__(self, self._names.index(key))
+            except ValueError:
+                raise IndexError(f"no such column: {key}") from None
+        return tuple.__getitem__(self, key)
+
+
+class Cursor:
+    """The result of one statement, read like a ``sqlite3.Cursor``."""
+
+    def __init__(self, rows: list[Row], rowcount: int, lastrowid: int | None,
+                 description: tuple | None) -> None:
+        self._rows = rows
+        self._pos = 0
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+        self.description = description
+
+    def fetchone(self) -> Row | None:
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._rows[self._pos - 1]
+
+    def fetchall(self) -> list[Row]:
+        rest, self._pos = self._rows[self._pos:], len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Row]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def close(self) -> None:
+        self._rows = []
+
+
+_EMPTY = Cursor([], -1, None, None)
+
+
+class PgConnection:
+    """See the module doc."""
+
+    def __init__(self, settings: StoreSettings, raw: Any = None, pool: Any = None) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._conn = raw if raw is not None else _open(settings)
+        self.row_factory = None          # accepted (sqlite3 API); rows are always Row
+
+    # -- the sqlite3.Connection subset -------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+        return self._conn.info.transaction_status != TransactionStatus.IDLE
+
+    def execute(self, sql: str, params: Any = ()) -> Cursor:
+        import psycopg
+        from psycopg.pq import TransactionStatus
+
+        stmt = translate.statement(sql)
+        if stmt.sql is None:
+            return self._pragma(sql)
+        if self._conn.closed and not self._pool:
+            self._conn = _open(self.settings)
+        if stmt.sql.upper() == "COMMIT" and \
+                self._conn.info.transaction_status == TransactionStatus.INERROR:
+            self._raw_execute("ROLLBACK", None)
+            raise StoreOperationalError("the transaction was aborted by an earlier error "
+                                        "and has been rolled back")
+        params = _params(params, stmt.fts_param)
+        try:
+            cur = self._raw_execute(stmt.sql, params)
+            if stmt.lock:
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        return cur
+
+    def _raw_execute(self, sql: str, params: Any) -> Cursor:
+        cur = self._conn.execute(sql, params if params is not None else (), prepare=False)
+        description = None
+        rows: list[Row] = []
+        lastrowid = None
+        if cur.description is not None:
+            names = tuple(d.name for d in cur.description)
+            description = tuple((n, None, None, None, None, None, None) for n in names)
+            rows = [Row(r, names) for r in cur.fetchall()]
+            if names == ("id",) and sql.rstrip().endswith("RETURNING id"):
+                lastrowid = rows[0][0] if rows else None
+                rows, description = [], None
+        return Cursor(rows, cur.rowcount, lastrowid, description)
+
+    def executescript(self, script: str) -> None:
+        raise StoreOperationalError("executescript is SQLite only: PostgreSQL migrations "
+                                    "live in bastion.store.pgschema")
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            try:
+                if self.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the pool checks the connection itself
+                pass
+            self._pool.putconn(self._conn)
+            self._pool = None
+            return
+        if not self._conn.closed:
+            self._conn.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:   # a reader dropped unclosed: back to the pool
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit the pool may be gone
+                pass
+
+    def create_function(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreOperationalError("SQL functions of the PostgreSQL store live in its schema")
+
+    # -- what sqlite3 answers by PRAGMA ------------------------------------------------
+    def _pragma(self, sql: str) -> Cursor:
+        if "user_version" in sql.lower() and "=" not in sql:
+            return Cursor([Row((self.schema_version(),), ("user_version",))], -1, None,
+                          (("user_version",) + (None,) * 6,))
+        return _EMPTY
+
+    def schema_version(self) -> int:
+        import psycopg
+        try:
+            row = self._conn.execute(
+                "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
+                "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_version) END").fetchone()
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        return int(row[0]) if row else 0
+
+
+class QueryDb:
+    """What bastion.recording.query uses of ``sqlite_utils.Database``: ``query`` -> dicts."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, params if params is not None else ())
+        keys = [d[0] for d in cur.description or ()]
+        return (dict(zip(keys, row)) for row in cur)
+
+
+def _params(params: Any, fts_param: str | int | None) -> Any:
+    if fts_param is None or params is None:
+        return params
+    if isinstance(params, dict):
+        params = dict(params)
+    else:
+        params = list(params)
+    try:
+        params[fts_param] = translate.fts5_to_tsquery(str(params[fts_param]))
+    except translate.FtsSyntaxError as exc:
+        raise StoreOperationalError(f"fts5: syntax error: {exc}") from None
+    return params
+
+
+def _translated(exc: BaseException) -> StoreError:
+    from bastion.store.errors import translate as tr
+    return tr(exc)
+
+
+def _open(settings: StoreSettings) -> Any:
+    """A new autocommit connection with ``bastion.node`` set; raises StoreOperationalError."""
+    import psycopg
+
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                              "application_name": f"bastion {settings.node}"[:63]}
+    password = settings.password()
+    if password is not None:
+        kwargs["password"] = password
+    try:
+        conn = psycopg.connect(str(settings.url), **kwargs)
+        conn.execute("SELECT set_config('bastion.node', %s, false)", (settings.node,))
+    except psycopg.Error as exc:
+        raise StoreOperationalError(f"cannot reach the PostgreSQL store "
+                                    f"{safe_url(settings.url)}: {_first_line(exc)}") from None
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
+    """A connection to the store, migrated (writers) or checked (readers); see module doc."""
+    if readonly:
+        pool = _pool(settings)
+        try:
+            raw = pool.getconn(timeout=CONNECT_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and friends
+            raise StoreOperationalError(f"cannot reach the PostgreSQL store "
+                                        f"{safe_url(settings.url)}: {_first_line(exc)}") from None
+        return PgConnection(settings, raw, pool)
+    conn = PgConnection(settings)
+    try:
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _pool(settings: StoreSettings) -> Any:
+    from psycopg_pool import ConnectionPool
+
+    key = f"{settings.url}\0{settings.node}\0{settings.password_file}"
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(str(settings.url), min_size=0, max_size=POOL_MAX, open=True,
+                                  timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                                  kwargs=_pool_kwargs(settings),
+                                  configure=lambda c: c.execute(
+                                      "SELECT set_config('bastion.node', %s, false)",
+                                      (settings.node,)),
+                                  name="bastion-readers")
+            _pools[key] = pool
+    return pool
+
+
+def _pool_kwargs(settings: StoreSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+    password = settings.password()
+    if password is not None:
+        kwargs["password"] = password
+    return kwargs
+
+
+def migrate(conn: PgConnection) -> int:
+    """Apply pending migrations, each in its own transaction under the writers' lock."""
+    import psycopg
+
+    raw = conn._conn
+    try:
+        while True:
+            with raw.transaction():
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
+                raw.execute(pgschema.VERSION_TABLE)
+                row = raw.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                version = int(row[0]) if row and row[0] is not None else 0
+                if version > pgschema.SCHEMA_VERSION:
+                    raise StoreOperationalError(
+                        f"the PostgreSQL store has schema {version}, newer than this bastion "
+                        f"({pgschema.SCHEMA_VERSION}): upgrade bastion")
+                if version == pgschema.SCHEMA_VERSION:
+                    break
+                raw.execute(pgschema.MIGRATIONS[version])
+                raw.execute("DELETE FROM schema_version")
+                raw.execute("INSERT INTO schema_version (version) VALUES (%s)", (version + 1,))
+    except psycopg.Error as exc:
+        raise _translated(exc) from exc
+    return version
+
+
+def allocate_ids(conn: PgConnection) -> dict[str, int]:
+    """The first id of a fresh block for sessions, channels and commands (see pgschema)."""
+    block = int(conn.execute("SELECT nextval('id_blocks')").fetchone()[0])
+    first = block * pgschema.ID_BLOCK + 1
+    return {"sessions": first, "channels": first, "commands": first}

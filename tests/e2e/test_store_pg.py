@@ -1,0 +1,230 @@
+"""The PostgreSQL store end to end: real ssh -> `bastion serve` -> real sshd, the index in a
+private PostgreSQL cluster (tests/pgcluster.py), and two nodes sharing it.
+
+Node A and node B are two `bastion serve` processes (own data dir, vault and host CA, own
+port) on one store: the core flows run on A; a command held on A is approved through B's
+CLI; sessions of both show in one list; a kill -9 of A marks only A's sessions interrupted
+at its restart; `verify` passes; with PostgreSQL stopped new sessions are refused (never run
+unrecorded) and come back when it returns.  Held commands touch files in the test's own
+canary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import signal
+import time
+
+import pytest
+
+from tests.e2e.harness import BastionRig
+from tests.e2e.test_approvals import APPROVAL_RULES
+from tests.pgcluster import PASSWORD
+
+pytestmark = pytest.mark.e2e
+
+
+def _rig(tmp_path_factory, issuer, store_env, node: str) -> BastionRig:
+    r = BastionRig(tmp_path_factory.mktemp(node), issuer,
+                   store_env={**store_env, "BASTION_NODE": node}).setup()
+    r.write_policy(r.policy_text(APPROVAL_RULES.replace("TIMEOUT", "60")))
+    return r.start()
+
+
+@pytest.fixture(scope="module")
+def store_env(pg_cluster):
+    pg_cluster.create_db("e2e_nodes")
+    return pg_cluster.store_env("e2e_nodes")
+
+
+@pytest.fixture(scope="module")
+def node_a(tmp_path_factory, issuer, store_env):
+    r = _rig(tmp_path_factory, issuer, store_env, "node-a")
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def node_b(tmp_path_factory, issuer, store_env):
+    r = _rig(tmp_path_factory, issuer, store_env, "node-b")
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def approver_token(issuer):
+    lead = issuer.add_client("e2e-pg-lead", roles=["sre-leads"])
+    return issuer.mint(client=lead)
+
+
+def _json(rig, *args):
+    return json.loads(rig.cli(*args, "--json").out)
+
+
+def _until(fn, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _wait_for_request(proc, timeout: float = 20.0) -> int:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            chunk = proc.stderr.read1(4096)
+            if not chunk:
+                break
+            buf += chunk
+            m = re.search(rb"waiting for approval, request (\d+)", buf)
+            if m:
+                return int(m.group(1))
+    raise AssertionError(f"no approval request announced; stderr: {buf!r}")
+
+
+def test_core_flows_on_postgresql(node_a, token, issuer, agent_client):
+    ok = node_a.ssh(token, "echo pg-allowed-marker-1")
+    assert ok.returncode == 0, ok.err
+    assert ok.out.strip() == "pg-allowed-marker-1"
+    denied = node_a.ssh(token, f"rm -rf {node_a.canary_dir}")
+    assert denied.returncode == 126
+    assert (node_a.canary_dir / "canary.txt").read_text() == "still here\n"
+    bad = issuer.mint(client=agent_client, audience="api://elsewhere")
+    assert node_a.ssh(bad, "true").returncode == 255
+    assert not (node_a.data_dir / "index.sqlite").exists(), "the index went to SQLite"
+
+    hits = _until(lambda: _json(node_a, "commands", "search", "pg-allowed-marker-1"),
+                  "the allowed command is searchable")
+    assert hits[0]["action"] == "allow" and hits[0]["rule"] == "read-only-tools"
+    [deny] = _json(node_a, "commands", "search", "rm -rf", "--action", "deny")
+    assert deny["rule"] == "no-recursive-delete"
+    assert _json(node_a, "commands", "search", "pg-allowed*")      # a prefix
+    assert not _json(node_a, "commands", "search", "pg-allowed-marker-2")
+    show = _until(lambda: (s := _json(node_a, "sessions", "show", str(hits[0]["session_id"])))
+                  and s["status"] == "closed" and s, "the session closes")
+    assert show["node"] == "node-a" and show["target"] == "web1"
+    assert [c["line"] for c in show["commands"]] == ["echo pg-allowed-marker-1"]
+    [chan] = show["channels"]
+    assert b"pg-allowed-marker-1" in (node_a.data_dir / chan["path"]).read_bytes()
+    refused = _json(node_a, "sessions", "list", "--status", "refused")
+    assert any("wrong audience" in (r.get("reason") or "") for r in refused)
+    assert _json(node_a, "sessions", "list", "--target", "web*")
+    assert not _json(node_a, "sessions", "list", "--target", "db*")
+    verify = node_a.cli("verify", "--json", check=False)
+    assert verify.returncode == 0, verify.out + verify.err
+    assert json.loads(verify.out)["rows_checked"] >= 4
+
+
+def test_a_command_held_on_node_a_is_approved_through_node_b(node_a, node_b, token,
+                                                             approver_token):
+    marker = node_a.canary_dir / "approved-across-nodes"
+    proc = node_a.ssh_popen(token, f"touch {marker}")
+    try:
+        rid = _wait_for_request(proc)
+        assert not marker.exists()
+        pending = _json(node_b, "approvals", "list")
+        assert [r["id"] for r in pending] == [rid]
+        answer = node_b.cli("approvals", "approve", str(rid), "--reason", "via node b",
+                            check=False, env={"BASTION_TOKEN": approver_token})
+        assert answer.returncode == 0, answer.err
+        assert proc.wait(20) == 0
+        assert marker.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    row = next(r for r in _json(node_a, "approvals", "list", "--all") if r["id"] == rid)
+    assert row["status"] == "approved" and row["node"] == "node-a"
+    assert row["answer_reason"] == "via node b"
+
+
+def test_a_command_denied_through_node_b_never_runs_on_node_a(node_a, node_b, token,
+                                                              approver_token):
+    marker = node_a.canary_dir / "denied-across-nodes"
+    proc = node_a.ssh_popen(token, f"touch {marker}")
+    try:
+        rid = _wait_for_request(proc)
+        answer = node_b.cli("approvals", "deny", str(rid), "--reason", "no", check=False,
+                            env={"BASTION_TOKEN": approver_token})
+        assert answer.returncode == 0, answer.err
+        assert proc.wait(20) == 125
+        assert not marker.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sessions_of_both_nodes_in_one_list_with_distinct_ids(node_a, node_b, token):
+    assert node_a.ssh(token, "echo from-node-a-xyz").returncode == 0
+    assert node_b.ssh(token, "echo from-node-b-xyz").returncode == 0
+
+    def both():
+        rows = _json(node_b, "sessions", "list", "--limit", "1000")
+        nodes = {r["node"] for r in rows}
+        return rows if {"node-a", "node-b"} <= nodes else None
+    rows = _until(both, "sessions of both nodes listed")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    hits = _json(node_a, "commands", "search", "xyz*")
+    assert {h["line"] for h in hits} >= {"echo from-node-a-xyz", "echo from-node-b-xyz"}
+
+
+def test_kill_9_of_node_a_marks_only_its_sessions_interrupted(node_a, node_b, token):
+    on_a = node_a.ssh_popen(token, "echo before-kill-a; sleep 60")
+    on_b = node_b.ssh_popen(token, "echo live-on-b; sleep 15")
+    try:
+        def active():
+            rows = _json(node_b, "sessions", "list", "--status", "active")
+            return {r["node"]: r["id"] for r in rows} if len(rows) == 2 else None
+        ids = _until(active, "one active session on each node")
+        node_a.stop(signal.SIGKILL)
+        on_a.kill()
+        node_a.start()                                   # marks its own session interrupted
+        a_row = _json(node_b, "sessions", "show", str(ids["node-a"]))
+        b_row = _json(node_b, "sessions", "show", str(ids["node-b"]))
+        assert a_row["status"] == "interrupted"
+        # live until its sleep ends: never marked interrupted by node A's restart
+        assert b_row["status"] in ("active", "closed"), "node A's restart touched node B's session"
+        assert node_b.cli("verify").returncode == 0
+        assert node_a.cli("verify").returncode == 0
+        assert on_b.wait(30) == 0
+    finally:
+        for p in (on_a, on_b):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    _until(lambda: _json(node_b, "sessions", "show", str(ids["node-b"]))["status"] == "closed",
+           "node B closes its own session")
+    result = node_b.cli("verify", "--json", check=False)
+    assert result.returncode == 0, result.out
+    assert json.loads(result.out)["files_elsewhere"] >= 1      # node A's recordings
+
+
+def test_postgresql_down_refuses_new_sessions_then_recovers(node_a, pg_cluster, token):
+    assert node_a.ssh(token, "echo before-outage").returncode == 0
+    pg_cluster.stop("fast")
+    try:
+        results = [node_a.ssh(token, "echo during-outage-marker") for _ in range(2)]
+        for r in results:
+            assert "during-outage-marker" not in r.out, "a session ran without its index"
+            assert r.returncode == 255
+        assert "recorded" in results[-1].err, results[-1].err
+    finally:
+        pg_cluster.start()
+    ok = _until(lambda: (r := node_a.ssh(token, "echo after-outage-marker")).returncode == 0 and r,
+                "sessions are accepted again once PostgreSQL is back", timeout=60)
+    assert ok.out.strip() == "after-outage-marker"
+    assert _until(lambda: _json(node_a, "commands", "search", "after-outage-marker"),
+                  "the command after the outage is indexed")
+    assert node_a.cli("verify").returncode == 0
+
+
+def test_the_store_password_is_never_logged(node_a, node_b):
+    for rig in (node_a, node_b):
+        assert PASSWORD not in rig.log()

@@ -1,0 +1,88 @@
+"""bastion.store.translate: every SQLite form the index code uses, and its PostgreSQL form."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.store.translate import FtsSyntaxError, fts5_to_tsquery, statement, words
+
+pytestmark = pytest.mark.unit
+
+LOCK = "BEGIN"
+
+
+@pytest.mark.parametrize("sql, expected, returning, lock", [
+    ("SELECT * FROM sessions WHERE id = ?", "SELECT * FROM sessions WHERE id = %s", False, False),
+    ("SELECT * FROM s WHERE a = :a AND b = :b2", "SELECT * FROM s WHERE a = %(a)s AND b = %(b2)s",
+     False, False),
+    ("SELECT '?' , ':x', \"a?\" FROM t WHERE y = ?", "SELECT '?' , ':x', \"a?\" FROM t WHERE y = %s",
+     False, False),
+    ("SELECT 'it''s ?' WHERE x = ?", "SELECT 'it''s ?' WHERE x = %s", False, False),
+    ("SELECT 5 % 2", "SELECT 5 %% 2", False, False),
+    ("INSERT INTO t (a) VALUES (?)", "INSERT INTO t (a) VALUES (%s) RETURNING id", True, False),
+    ("INSERT OR IGNORE INTO t (a) VALUES (?)",
+     "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id", True, False),
+    ("  insert or ignore into t (a) values (?)",
+     "INSERT INTO t (a) values (%s) ON CONFLICT DO NOTHING RETURNING id", True, False),
+    ("SELECT 1 FROM s WHERE s.target GLOB :target",
+     "SELECT 1 FROM s WHERE s.target ~ bastion_glob(%(target)s)", False, False),
+    ("WHERE (t.path GLOB :path OR t.path2 GLOB :path)",
+     "WHERE (t.path ~ bastion_glob(%(path)s) OR t.path2 ~ bastion_glob(%(path)s))", False, False),
+    ("BEGIN IMMEDIATE", "BEGIN", False, True),
+    ("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", False, False),
+    ("COMMIT", "COMMIT", False, False),
+    ("UPDATE t SET \"offset\" = ? WHERE id = ?", "UPDATE t SET \"offset\" = %s WHERE id = %s",
+     False, False),
+])
+def test_statements(sql, expected, returning, lock):
+    st = statement(sql)
+    assert st.sql == expected
+    assert st.returning is returning
+    assert st.lock is lock
+
+
+@pytest.mark.parametrize("sql", ["PRAGMA user_version", "pragma busy_timeout = 10000",
+                                 "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA recursive_triggers=on;"])
+def test_pragmas_are_answered_by_the_connection(sql):
+    assert statement(sql).sql is None
+
+
+def test_match_names_the_parameter_to_convert():
+    st = statement("SELECT c.* FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid "
+                   "WHERE commands_fts MATCH :match AND s.target GLOB :target "
+                   "ORDER BY commands_fts.rowid DESC LIMIT :limit")
+    assert "commands_fts.tsv @@ to_tsquery('simple', %(match)s)" in st.sql
+    assert st.fts_param == "match"
+    st = statement("SELECT 1 FROM x WHERE a = ? AND commands_fts MATCH ?")
+    assert st.fts_param == 1
+
+
+@pytest.mark.parametrize("query, expected", [
+    ('"systemctl"', "'systemctl'"),
+    ('"systemctl" "restart"', "'systemctl' & 'restart'"),
+    ('"syst"*', "'syst':*"),
+    ('"rm" "-rf"', "'rm' & 'rf'"),
+    ('"nginx.conf"', "('nginx' <-> 'conf')"),
+    ('"a ""b"" c"', "('a' <-> 'b' <-> 'c')"),
+    ("rm OR mv", "'rm' | 'mv'"),
+    ("rm NOT mv", "'rm' & ! 'mv'"),
+    ("(rm OR mv) etc", "('rm' | 'mv') & 'etc'"),
+    ("Deploy*", "'deploy':*"),
+    ("it's", "('it' <-> 's')"),
+    ("/etc/passwd", "('etc' <-> 'passwd')"),
+    ("naïve", "'naïve'"),
+])
+def test_fts5_queries(query, expected):
+    assert fts5_to_tsquery(query) == expected
+
+
+@pytest.mark.parametrize("query", ["", "OR", "rm OR", "(rm", "rm)", "NEAR(a b)", "line:rm",
+                                   "^rm", "rm AND NOT mv"])   # FTS5 refuses the last one too
+def test_fts5_queries_it_cannot_express(query):
+    with pytest.raises(FtsSyntaxError):
+        fts5_to_tsquery(query)
+
+
+def test_words_split_like_unicode61():
+    assert words("systemctl restart nginx.service") == ["systemctl", "restart", "nginx", "service"]
+    assert words("rm -rf /tmp/x_y") == ["rm", "rf", "tmp", "x", "y"]
