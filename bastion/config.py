@@ -497,7 +497,7 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
 TOP_LEVEL = ("oidc", "settings", "targets", "grants", "rules", "masks", "store")
 
 
-def _store(raw: dict, c: _Checker, base: Path) -> StoreSettings | None:
+def _store(raw: dict[str, Any], c: _Checker, base: Path) -> StoreSettings | None:
     """``[store]`` url / password_file / node (bastion.store.location); env overrides it."""
     table = raw.get("store")
     if table is None:

@@ -41,7 +41,7 @@ def open_index(data_dir: Path) -> sqlite_utils.Database:
     if isinstance(conn, sqlite3.Connection):
         return sqlite_utils.Database(conn)
     from bastion.store.pgconn import QueryDb
-    return QueryDb(conn)  # type: ignore[return-value]
+    return QueryDb(conn)
 
 
 def parse_duration(text: str) -> float:

@@ -272,7 +272,8 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """
     settings = store.current()
     if settings.postgres:
-        return _connect_pg(settings, readonly)
+        pg: sqlite3.Connection = _connect_pg(settings, readonly)
+        return pg
     path = index_path(data_dir)
     try:
         if readonly:
@@ -359,7 +360,8 @@ def next_ids(conn: sqlite3.Connection) -> dict[str, int]:
     On PostgreSQL, the first of a block of ids no other node or process gets (pgschema)."""
     if store.current().postgres:
         from bastion.store import pgconn
-        return pgconn.allocate_ids(conn)  # type: ignore[arg-type]
+        ids: dict[str, int] = pgconn.allocate_ids(conn)  # type: ignore[arg-type]
+        return ids
     seqs = {row[0]: row[1] for row in conn.execute("SELECT name, seq FROM sqlite_sequence")}
     result = {}
     for table in ("sessions", "channels", "commands"):

@@ -28,6 +28,7 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bastion.errors import ConfigError
 
@@ -139,7 +140,7 @@ def _resolve(url: str | None, password_file: str | None, node: str | None,
     return check(None, None, node, ENV_NODE)
 
 
-def _policy_store(path: Path) -> dict:
+def _policy_store(path: Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

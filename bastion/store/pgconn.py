@@ -37,7 +37,7 @@ _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
 
 
-class Row(tuple):
+class Row(tuple[Any, ...]):
     """A row readable by position and by column name, like ``sqlite3.Row``."""
 
     _names: tuple[str, ...]
@@ -50,7 +50,7 @@ class Row(tuple):
     def keys(self) -> list[str]:
         return list(self._names)
 
-    def __getitem__(self, key: Any) -> Any:     # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             try:
                 return tuple.__getitem__(self, self._names.index(key))
@@ -63,7 +63,7 @@ class Cursor:
     """The result of one statement, read like a ``sqlite3.Cursor``."""
 
     def __init__(self, rows: list[Row], rowcount: int, lastrowid: int | None,
-                 description: tuple | None) -> None:
+                 description: tuple[Any, ...] | None) -> None:
         self._rows = rows
         self._pos = 0
         self.rowcount = rowcount
@@ -104,7 +104,7 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
-        return self._conn.info.transaction_status != TransactionStatus.IDLE
+        return bool(self._conn.info.transaction_status != TransactionStatus.IDLE)
 
     def execute(self, sql: str, params: Any = ()) -> Cursor:
         import psycopg
@@ -208,7 +208,7 @@ class QueryDb:
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(sql, params if params is not None else ())
         keys = [d[0] for d in cur.description or ()]
-        return (dict(zip(keys, row)) for row in cur)
+        return (dict(zip(keys, row, strict=True)) for row in cur)
 
 
 def _params(params: Any, fts_param: str | int | None) -> Any:
@@ -325,6 +325,8 @@ def migrate(conn: PgConnection) -> int:
 
 def allocate_ids(conn: PgConnection) -> dict[str, int]:
     """The first id of a fresh block for sessions, channels and commands (see pgschema)."""
-    block = int(conn.execute("SELECT nextval('id_blocks')").fetchone()[0])
+    row = conn.execute("SELECT nextval('id_blocks')").fetchone()
+    assert row is not None
+    block = int(row[0])
     first = block * pgschema.ID_BLOCK + 1
     return {"sessions": first, "channels": first, "commands": first}

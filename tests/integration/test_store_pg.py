@@ -1,0 +1,176 @@
+"""The PostgreSQL store with the real recorder, query, verify and approvals code, on a private
+cluster (tests/pgcluster.py): schema parity with SQLite, one chain for two writers, ids that
+do not collide, NOTIFY waking a waiting broker, [store] settings that never show a password."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from bastion.config import parse_config
+from bastion.identity.principal import Principal
+from bastion.policy import Action, Decision
+from bastion.recording import Recorder, query, schema
+from bastion.recording.verify import verify_index
+from bastion.store import location, pgconn, pgschema
+from bastion.store.notify import Listener
+
+pytestmark = pytest.mark.integration
+
+AGENT = Principal(subject="oid-agent", name="bot")
+
+
+def _session(rec: Recorder, target: str, lines: list[str]) -> None:
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target=target, login="deploy")
+    ch = s.open_channel("exec", command=lines[0])
+    for line in lines:
+        cid = ch.command(line, Decision(Action.ALLOW if "rm" not in line else Action.DENY, "r",
+                                        "why"))
+        ch.output(f"output of {line}\n".encode())
+        ch.command_result(cid, 0)
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()
+
+
+def _columns_sqlite(tmp_path) -> dict[str, list[str]]:
+    conn = schema.connect(tmp_path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN "
+                                         "('table', 'view') AND name NOT LIKE 'sqlite_%' "
+                                         "AND name NOT LIKE 'commands_fts%'")]
+    out = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    conn.close()
+    return out
+
+
+def test_the_schemas_agree_table_by_table(tmp_path, monkeypatch, pg_store):
+    assert pgschema.SCHEMA_VERSION == schema.SCHEMA_VERSION, \
+        "a SQLite migration has no PostgreSQL twin in bastion.store.pgschema"
+    monkeypatch.delenv("BASTION_STORE_URL")
+    (tmp_path / "lite").mkdir()
+    lite = _columns_sqlite(tmp_path / "lite")
+    monkeypatch.setenv("BASTION_STORE_URL", pg_store["BASTION_STORE_URL"])
+    conn = schema.connect(tmp_path / "pg")
+    pg = {}
+    for table in lite:
+        rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                            "table_name = ? ORDER BY ordinal_position", (table,)).fetchall()
+        pg[table] = [r[0] for r in rows]
+    extra = {"sessions": ["node"], "sessions_iso": ["node"]}
+    for table, cols in lite.items():
+        expected = [c for c in pg[table] if c not in extra.get(table, [])]
+        assert expected == cols, table
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    conn.close()
+
+
+def test_recorder_query_and_verify_on_postgresql(tmp_path, pg_store):
+    rec = Recorder.open(tmp_path)
+    _session(rec, "web1", ["uptime", "df -h"])
+    _session(rec, "web2", ["rm -rf /tmp/x", "ls"])
+    rec.refused(principal=None, client="10.0.0.9:2", target="web1", login="root",
+                reason="bad token")
+    rec.close()
+    assert not (tmp_path / "index.sqlite").exists()
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+    assert report.rows == 3 + 2 + 4 and report.files == 2
+    db = query.open_index(tmp_path)
+    rows = query.list_sessions(db)
+    assert {r["target"] for r in rows} == {"web1", "web2"}
+    assert all(r["id"] > pgschema.ID_BLOCK for r in rows)
+    assert [r["status"] for r in query.list_sessions(db, target="web2")] == ["closed"]
+    assert len(query.list_sessions(db, denied=True)) == 2      # the refused one and web2
+    [hit] = query.search_commands(db, "rm -rf")
+    assert hit["action"] == "deny" and hit["target"] == "web2"
+    assert query.search_commands(db, "upt*")[0]["line"] == "uptime"
+    assert [h["line"] for h in query.search_commands(db, "uptime OR ls", raw=True)] == \
+        ["ls", "uptime"]
+    with pytest.raises(Exception, match="bad full-text query"):
+        query.search_commands(db, "NEAR(a b)", raw=True)
+
+
+def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, monkeypatch):
+    recs = []
+    for node in "ab":                       # two nodes: each worker inherits its BASTION_NODE
+        monkeypatch.setenv("BASTION_NODE", node)
+        recs.append(Recorder.open(tmp_path / node))
+    errors: list[BaseException] = []
+
+    def run(rec: Recorder, name: str) -> None:
+        try:
+            for i in range(8):
+                _session(rec, f"{name}{i}", [f"echo {name} {i}", "true"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r, n)) for r, n in zip(recs, "ab")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in recs:
+        r.close()
+    assert not errors
+    monkeypatch.setenv("BASTION_NODE", "a")
+    report = verify_index(tmp_path / "a")
+    assert report.ok, report.problems                 # no gap, no duplicate seq
+    assert report.rows == 16 * 4 and report.files == 8 and report.files_elsewhere == 8
+    ids = [r["id"] for r in query.list_sessions(query.open_index(tmp_path), limit=100)]
+    assert len(ids) == len(set(ids)) == 16
+
+
+def test_an_answer_on_another_connection_wakes_the_listener(tmp_path, pg_store):
+    from bastion.approvals.store import ApprovalStore
+    store = ApprovalStore.open(tmp_path)
+    listener = Listener(location.current())
+    try:
+        assert listener.wait(0.01) is True             # connecting: read once, may have missed
+        assert listener.wait(0.05) is False            # nothing changed
+        record = store.create(node="n", principal=AGENT, target="web1", login="root",
+                              line="touch x", decision=Decision(Action.REVIEW, "r", "why"),
+                              session_id=None, command_id=None, channel="exec", timeout=60)
+        other = ApprovalStore.open(tmp_path)
+        other.finish(record.id, "cancelled", "test")
+        other.close()
+        assert listener.wait(30) is True
+    finally:
+        listener.close()
+        store.close()
+
+
+def test_store_settings_from_policy_never_show_the_password(tmp_path):
+    text = ('[store]\nurl = "postgresql://bastion:hunter2-pw@db1/bastion"\n'
+            'password_file = "pw.txt"\nnode = "node-1"\n')
+    cfg = parse_config(text, str(tmp_path / "policy.toml"))
+    assert cfg.store.node == "node-1" and cfg.store.password_file == str(tmp_path / "pw.txt")
+    assert "hunter2" not in repr(cfg.store) and "hunter2" not in repr(cfg)
+    assert location.safe_url(cfg.store.url) == "postgresql://bastion:***@db1/bastion"
+    with pytest.raises(Exception, match="postgresql://"):
+        parse_config('[store]\nurl = "mysql://x"\n', "p.toml")
+    with pytest.raises(Exception, match="node"):
+        parse_config('[store]\nurl = "postgresql://x"\nnode = "a b"\n', "p.toml")
+
+
+def test_an_unreachable_store_is_a_recording_error_that_says_what_to_do(tmp_path, monkeypatch,
+                                                                        pg_cluster):
+    from bastion.errors import RecordingError
+    from tests.pgcluster import _free_port
+    monkeypatch.setenv("BASTION_STORE_URL", f"postgresql://bastion@127.0.0.1:{_free_port()}/x")
+    with pytest.raises(RecordingError, match="unavailable") as info:
+        schema.connect(tmp_path)
+    assert "PostgreSQL" in (info.value.hint or "")
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+
+
+def test_a_commit_after_an_aborted_statement_raises(tmp_path, pg_store):
+    conn = pgconn.connect(location.current())
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("SELECT no_such_column FROM sessions")
+    with pytest.raises(sqlite3.OperationalError, match="rolled back"):
+        conn.execute("COMMIT")
+    assert not conn.in_transaction
+    conn.close()
