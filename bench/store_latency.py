@@ -84,7 +84,7 @@ def _wake(rounds: int) -> list[float]:
         woke = threading.Event()
         stamp: list[float] = []
 
-        def waiter() -> None:
+        def waiter(stamp: list[float] = stamp, woke: threading.Event = woke) -> None:
             if listener.wait(5):
                 stamp.append(time.perf_counter())
             woke.set()

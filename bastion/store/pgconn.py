@@ -188,9 +188,11 @@ class PgConnection:
     def schema_version(self) -> int:
         import psycopg
         try:
+            exists = self._conn.execute("SELECT to_regclass('schema_version')").fetchone()
+            if not exists or exists[0] is None:
+                return 0
             row = self._conn.execute(
-                "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
-                "ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_version) END").fetchone()
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         except psycopg.Error as exc:
             raise _translated(exc) from exc
         return int(row[0]) if row else 0
@@ -261,7 +263,15 @@ def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
         except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and friends
             raise StoreOperationalError(f"cannot reach the PostgreSQL store "
                                         f"{safe_url(settings.url)}: {_first_line(exc)}") from None
-        return PgConnection(settings, raw, pool)
+        conn = PgConnection(settings, raw, pool)
+        version = conn.schema_version()
+        if version != pgschema.SCHEMA_VERSION:
+            conn.close()
+            raise StoreOperationalError(
+                f"the PostgreSQL store has schema {version}, this bastion reads "
+                f"{pgschema.SCHEMA_VERSION}: start `bastion serve` of this version once "
+                "against it (it migrates), or upgrade bastion")
+        return conn
     conn = PgConnection(settings)
     try:
         migrate(conn)

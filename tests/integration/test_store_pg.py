@@ -106,7 +106,7 @@ def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, m
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(r, n)) for r, n in zip(recs, "ab")]
+    threads = [threading.Thread(target=run, args=(r, n)) for r, n in zip(recs, "ab", strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -174,3 +174,9 @@ def test_a_commit_after_an_aborted_statement_raises(tmp_path, pg_store):
         conn.execute("COMMIT")
     assert not conn.in_transaction
     conn.close()
+
+
+def test_a_reader_of_a_store_never_migrated_is_told_to_start_serve_once(tmp_path, pg_store):
+    from bastion.errors import RecordingError
+    with pytest.raises(RecordingError, match="start `bastion serve`"):
+        schema.connect(tmp_path, readonly=True)
