@@ -57,7 +57,6 @@ Not covered: reading the index (query.py), verifying (verify.py), replay (player
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import logging
 import os
@@ -99,9 +98,9 @@ class Recorder:
         self.data_dir = data_dir
         self.max_bytes = max_bytes
         self._writer = writer
-        self._session_ids = itertools.count(ids["sessions"])
-        self._channel_ids = itertools.count(ids["channels"])
-        self._command_ids = itertools.count(ids["commands"])
+        self._session_ids = schema.id_counter(ids, "sessions")
+        self._channel_ids = schema.id_counter(ids, "channels")
+        self._command_ids = schema.id_counter(ids, "commands")
         self._lock_fd = lock_fd
         self._sessions: dict[int, SessionHandle] = {}
         self._mask_sets: dict[int, tuple[int, Any]] = {}   # id(detectors) -> (key, detectors) sent to the worker

@@ -37,10 +37,11 @@ file.  This module does not write rows (writer.py, chain.py, prune.py do).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
@@ -321,9 +322,11 @@ def _connect_pg(settings: store.StoreSettings, readonly: bool) -> Any:
     try:
         return pgconn.connect(settings, readonly=readonly)
     except sqlite3.Error as exc:
+        detail = getattr(exc, "detail", None)
         raise RecordingError(f"the session index is unavailable: {exc}",
-                             hint="check that PostgreSQL is up and reachable, and [store] url / "
-                                  "BASTION_STORE_URL and its password") from exc
+                             hint=(f"{detail}; " if detail else "")
+                             + "check that PostgreSQL is up and reachable, and [store] url / "
+                               "BASTION_STORE_URL and its password") from exc
 
 
 def _create_private(path: Path) -> None:
@@ -352,6 +355,15 @@ def migrate(conn: sqlite3.Connection) -> int:
         version += 1
         conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
     return version
+
+
+def id_counter(ids: dict[str, int], table: str) -> Iterator[int]:
+    """The ids ``table`` rows get from ``ids[table]`` on (:func:`next_ids`).  On PostgreSQL the
+    block ends; a new one is taken then (a short connection, once per ID_BLOCK rows)."""
+    if not store.current().postgres:
+        return itertools.count(ids[table])
+    from bastion.store import pgconn
+    return pgconn.IdRange(ids[table], table, store.current())
 
 
 def next_ids(conn: sqlite3.Connection) -> dict[str, int]:

@@ -18,7 +18,10 @@ import sqlite3
 
 
 class StoreError(sqlite3.DatabaseError):
-    """Any failure of the PostgreSQL store."""
+    """Any failure of the PostgreSQL store.  ``detail``: what only the operator sees (the
+    server's address), kept out of the message, which may reach agents."""
+
+    detail: str | None = None
 
 
 class StoreOperationalError(StoreError, sqlite3.OperationalError):

@@ -245,9 +245,18 @@ def _open(settings: StoreSettings) -> Any:
         conn = psycopg.connect(str(settings.url), **kwargs)
         conn.execute("SELECT set_config('bastion.node', %s, false)", (settings.node,))
     except psycopg.Error as exc:
-        raise StoreOperationalError(f"cannot reach the PostgreSQL store "
-                                    f"{safe_url(settings.url)}: {_first_line(exc)}") from None
+        raise _unreachable(settings, exc) from None
     return conn
+
+
+def _unreachable(settings: StoreSettings, exc: BaseException) -> StoreOperationalError:
+    """The error for a store that cannot be reached.  Its message names no host (it reaches
+    agents in the refusal of their session); ``detail`` has the URL (no password) and the
+    driver's reason, for the log and the operator's hint."""
+    err = StoreOperationalError("the PostgreSQL store cannot be reached")
+    err.detail = f"{safe_url(settings.url)}: {_first_line(exc)}"
+    log.error("store: cannot reach %s", err.detail)
+    return err
 
 
 def _first_line(exc: BaseException) -> str:
@@ -261,8 +270,7 @@ def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
         try:
             raw = pool.getconn(timeout=CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and friends
-            raise StoreOperationalError(f"cannot reach the PostgreSQL store "
-                                        f"{safe_url(settings.url)}: {_first_line(exc)}") from None
+            raise _unreachable(settings, exc) from None
         conn = PgConnection(settings, raw, pool)
         version = conn.schema_version()
         if version != pgschema.SCHEMA_VERSION:
@@ -331,6 +339,32 @@ def migrate(conn: PgConnection) -> int:
     except psycopg.Error as exc:
         raise _translated(exc) from exc
     return version
+
+
+class IdRange:
+    """Ids from ``first`` to the end of its block, then from a new block (see pgschema)."""
+
+    def __init__(self, first: int, table: str, settings: StoreSettings) -> None:
+        self.next = first
+        self.stop = (first - 1) // pgschema.ID_BLOCK * pgschema.ID_BLOCK + pgschema.ID_BLOCK + 1
+        self.table = table
+        self.settings = settings
+
+    def __iter__(self) -> "IdRange":
+        return self
+
+    def __next__(self) -> int:
+        if self.next >= self.stop:
+            conn = PgConnection(self.settings)
+            try:
+                self.next = allocate_ids(conn)[self.table]
+            finally:
+                conn.close()
+            self.stop = self.next + pgschema.ID_BLOCK
+            log.info("store: %s ids continue in a new block from %d", self.table, self.next)
+        value = self.next
+        self.next += 1
+        return value
 
 
 def allocate_ids(conn: PgConnection) -> dict[str, int]:

@@ -4,8 +4,9 @@ The index code speaks one dialect, SQLite's; :class:`bastion.store.pgconn.PgConn
 passes every statement through :func:`statement` first.  Only these forms are rewritten
 (tests/unit/test_store_translate.py has a row for each):
 
-* parameters: ``?`` -> ``%s``, ``:name`` -> ``%(name)s``; a literal ``%`` -> ``%%``;
-  quoted text ('...', "...") is left alone;
+* parameters: ``?`` -> ``%s``, ``:name`` -> ``%(name)s``; a literal ``%`` -> ``%%`` (in
+  quoted text too: the driver reads every ``%``); otherwise quoted text ('...', "...") is
+  left alone;
 * ``INSERT OR IGNORE INTO`` -> ``INSERT INTO ... ON CONFLICT DO NOTHING``; every INSERT gets
   ``RETURNING id`` (the cursor's ``lastrowid``; every table has an ``id``);
 * ``X GLOB Y`` -> ``X ~ bastion_glob(Y)`` (a function of the PostgreSQL schema);
@@ -76,8 +77,8 @@ def statement(sql: str) -> Statement:
         elif tok.startswith(":") and len(tok) > 1:
             out.append(f"%({tok[1:]})s")
             names.append(tok[1:])
-        elif tok == "%":
-            out.append("%%")
+        elif tok == "%" or tok[0] in "'\"":
+            out.append(tok.replace("%", "%%"))     # psycopg reads % even inside quotes
         else:
             out.append(tok)
     text = "".join(out)

@@ -23,6 +23,24 @@ VENV_BIN = Path(sys.executable).parent
 BASTION = str(VENV_BIN / "bastion")
 ASKPASS = str(VENV_BIN / "bastion-askpass")
 VAULT_PASSPHRASE = "e2e-vault-passphrase-not-a-secret"
+# BASTION_TEST_STORE=postgresql runs every rig on a PostgreSQL store (one private cluster for
+# the run, a fresh database per rig); the default is the SQLite index in the data dir
+TEST_STORE = os.environ.get("BASTION_TEST_STORE", "sqlite")
+_pg = None
+
+
+def pg_store_env(name: str) -> dict:
+    """A fresh database on the run's private cluster (started on first use, torn down at exit)."""
+    global _pg
+    if _pg is None:
+        import atexit
+
+        from tests.pgcluster import start_cluster
+        _pg = start_cluster()
+        atexit.register(_pg.destroy)
+    db = "rig_" + "".join(c if c.isalnum() else "_" for c in name).lower()
+    _pg.create_db(db)
+    return {**_pg.store_env(db), "BASTION_NODE": db[:63]}
 
 POLICY_RULES = """
 [settings]
@@ -93,6 +111,8 @@ class BastionRig:
         self.known_hosts = self.root / "known_hosts"
         self.ssh_config = self.root / "ssh_config"
         self.canary_dir = self.root / "canary"
+        if TEST_STORE == "postgresql" and not self.store_env:
+            self.store_env = pg_store_env(f"{self.root.parent.name}_{self.root.name}")
 
     # -- set-up ------------------------------------------------------------------
     @property
@@ -208,6 +228,20 @@ channels = ["exec", "shell"]
                 return text
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not in the bastion log:\n{self.log()[-3000:]}")
+
+    def index(self):
+        """A read-write connection to this rig's index, SQLite or PostgreSQL alike (rows by
+        position and by name; ``?`` parameters): for tests that read or tamper with rows."""
+        if not self.store_env:
+            import sqlite3
+            conn = sqlite3.connect(self.data_dir / "index.sqlite")
+            conn.row_factory = sqlite3.Row
+            return conn
+        from bastion.store.location import check
+        from bastion.store.pgconn import PgConnection
+        return PgConnection(check(self.store_env["BASTION_STORE_URL"],
+                                  self.store_env.get("BASTION_STORE_PASSWORD_FILE"),
+                                  "test-reader", "test"))
 
     # -- the agent ---------------------------------------------------------------
     def agent_env(self, token: str) -> dict:

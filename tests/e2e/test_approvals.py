@@ -8,7 +8,6 @@ import json
 import re
 import select
 import signal
-import sqlite3
 import threading
 import time
 
@@ -224,7 +223,7 @@ def test_stdin_sent_while_held_waits_in_the_agents_window(arig, token, approver_
     feeder.start()
     try:
         rid = _wait_for_request(proc)
-        index = sqlite3.connect(arig.data_dir / "index.sqlite")
+        index = arig.index()
         try:
             seen = []
             deadline = time.monotonic() + 4          # the index is updated every 0.5 s

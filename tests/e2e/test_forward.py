@@ -5,7 +5,6 @@ it; recorded as open/close markers and byte counts, never contents."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -125,7 +124,7 @@ def test_an_allowed_destination_is_relayed_and_recorded_without_contents(frig, t
     finally:
         proc.terminate()
         proc.wait(20)
-    db = sqlite3.connect(frig.data_dir / "index.sqlite")
+    db = frig.index()
     deadline = time.monotonic() + 15
     while True:
         rows = db.execute("SELECT kind, command, bytes_in, bytes_out, path, ended FROM channels "

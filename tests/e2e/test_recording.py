@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -131,7 +130,7 @@ def test_verify_passes_then_names_a_tampered_recording_and_row(tmp_path_factory,
     data[i] = ord("t")
     open(cast, "wb").write(bytes(data))
     assert rig.cli("verify").returncode == 0
-    db = sqlite3.connect(rig.data_dir / "index.sqlite")
+    db = rig.index()
     db.execute("UPDATE commands SET action = 'allow', line = 'echo harmless' "
                "WHERE line = 'echo tamper-target-2'")
     db.commit()

@@ -98,8 +98,7 @@ def transfers(rig: BastionRig, where: str, *params: object, count: int = 1) -> l
     """Rows of the transfers table matching ``where``, waiting for the recording worker."""
     deadline = time.monotonic() + 15
     while True:
-        conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
+        conn = rig.index()
         try:
             rows = [dict(r) for r in conn.execute(
                 f"SELECT * FROM transfers WHERE {where} ORDER BY id", params)]
@@ -217,7 +216,7 @@ def test_a_20_mb_file_is_byte_identical_both_ways(srig, token, tmp_path):
     get = transfers(srig, "op = 'get' AND path = ?", str(up))[-1]
     assert put["bytes"] == get["bytes"] == 20 * 1024 * 1024
     assert put["sha256"] == get["sha256"] == sha(big)
-    conn = sqlite3.connect(f"file:{srig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = srig.index()
     try:                                    # the channel's byte counters count the file data
         deadline = time.monotonic() + 15
         while True:

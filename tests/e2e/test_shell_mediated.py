@@ -7,7 +7,6 @@ The agent is the real ssh client on a real pty; the host a real sshd."""
 from __future__ import annotations
 
 import re
-import sqlite3
 
 import pytest
 
@@ -87,7 +86,7 @@ def test_each_command_has_its_exit_status_in_the_index(rig, token):
     agent.read_until(b"done-2")
     agent.send(b"exit 3\r")
     assert agent.wait() == 3
-    db = sqlite3.connect(rig.data_dir / "index.sqlite")
+    db = rig.index()
     rows = dict(db.execute("SELECT line, exit_status FROM commands WHERE line IN "
                            "('false', 'sh -c ''exit 7''', 'echo st-$?-x')").fetchall())
     db.close()
@@ -150,7 +149,7 @@ def test_multi_line_commands_are_decided_and_run_whole(rig, token):
     agent.read_until(b"q-6")
     agent.send(b"exit\r")
     assert agent.wait() == 0
-    db = sqlite3.connect(rig.data_dir / "index.sqlite")
+    db = rig.index()
     lines = [r[0] for r in db.execute("SELECT line FROM commands")]
     db.close()
     assert "for i in 1 2; do\necho n$((i*10)); done" in lines

@@ -215,6 +215,8 @@ def test_postgresql_down_refuses_new_sessions_then_recovers(node_a, pg_cluster, 
             assert "during-outage-marker" not in r.out, "a session ran without its index"
             assert r.returncode == 255
         assert "recorded" in results[-1].err, results[-1].err
+        for r in results:                    # the store's address is not the agents' business
+            assert f":{pg_cluster.port}" not in r.err and "postgresql://" not in r.err
     finally:
         pg_cluster.start()
     ok = _until(lambda: (r := node_a.ssh(token, "echo after-outage-marker")).returncode == 0 and r,

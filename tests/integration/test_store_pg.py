@@ -162,6 +162,7 @@ def test_an_unreachable_store_is_a_recording_error_that_says_what_to_do(tmp_path
     with pytest.raises(RecordingError, match="unavailable") as info:
         schema.connect(tmp_path)
     assert "PostgreSQL" in (info.value.hint or "")
+    assert "127.0.0.1" in info.value.hint and "127.0.0.1" not in str(info.value)
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)
 
 
@@ -180,3 +181,20 @@ def test_a_reader_of_a_store_never_migrated_is_told_to_start_serve_once(tmp_path
     from bastion.errors import RecordingError
     with pytest.raises(RecordingError, match="start `bastion serve`"):
         schema.connect(tmp_path, readonly=True)
+
+
+def test_ids_continue_in_a_fresh_block_when_one_runs_out(tmp_path, pg_store):
+    schema.connect(tmp_path).close()                          # migrated
+    block = pgschema.ID_BLOCK
+    ids = pgconn.IdRange(3 * block + block - 1, "sessions", location.current())
+    first, last, fresh = next(ids), next(ids), next(ids)
+    assert (first, last) == (4 * block - 1, 4 * block)        # the end of block 3
+    assert (fresh - 1) % block == 0 and (fresh - 1) // block != 3
+    assert next(ids) == fresh + 1
+
+
+def test_a_percent_in_quoted_text_is_text(tmp_path, pg_store):
+    conn = schema.connect(tmp_path)
+    assert conn.execute("SELECT 'ok%' LIKE 'ok%', ? || '%'", ("50",)).fetchone() == (True, "50%")
+    assert conn.execute("SELECT 'a%b'").fetchone() == ("a%b",)
+    conn.close()

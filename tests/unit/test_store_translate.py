@@ -19,6 +19,8 @@ LOCK = "BEGIN"
      False, False),
     ("SELECT 'it''s ?' WHERE x = ?", "SELECT 'it''s ?' WHERE x = %s", False, False),
     ("SELECT 5 % 2", "SELECT 5 %% 2", False, False),
+    ("SELECT 1 WHERE r LIKE 'ok%' AND op = ?", "SELECT 1 WHERE r LIKE 'ok%%' AND op = %s",
+     False, False),
     ("INSERT INTO t (a) VALUES (?)", "INSERT INTO t (a) VALUES (%s) RETURNING id", True, False),
     ("INSERT OR IGNORE INTO t (a) VALUES (?)",
      "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id", True, False),
