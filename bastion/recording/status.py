@@ -138,7 +138,10 @@ def collect(data_dir: Path) -> dict[str, Any]:
             "reserve_bytes": (health.RESERVE_BYTES if health.reserve_path(data_dir).exists()
                               else 0)}
     index = None
-    if schema.index_path(data_dir).exists():
+    from bastion.store import location
+    if location.current().postgres:          # a shared store: this node's active sessions
+        index = _shared_index(data_dir)
+    elif schema.index_path(data_dir).exists():
         import sqlite3
         try:
             conn = sqlite3.connect(f"file:{schema.index_path(data_dir)}?mode=ro", uri=True,
@@ -152,3 +155,22 @@ def collect(data_dir: Path) -> dict[str, Any]:
         except sqlite3.Error as exc:
             index = {"error": str(exc)}
     return {"running": answer is not None, "serve": answer, "disk": disk, "index": index}
+
+
+def _shared_index(data_dir: Path) -> dict[str, Any]:
+    """What the PostgreSQL store says of this node (``bastion status`` on a shared store)."""
+    import sqlite3
+
+    from bastion import store
+    from bastion.errors import RecordingError
+    from bastion.recording import schema
+    try:
+        conn = schema.connect(data_dir, readonly=True)
+        try:
+            (active,) = conn.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'"
+                                     f"{store.own_sessions_clause()}").fetchone()
+        finally:
+            conn.close()
+    except (RecordingError, sqlite3.Error) as exc:
+        return {"error": str(exc), "store": store.describe()}
+    return {"active_sessions": active, "store": store.describe()}

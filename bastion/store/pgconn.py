@@ -175,6 +175,16 @@ class PgConnection:
             except Exception:  # noqa: BLE001 - at interpreter exit the pool may be gone
                 pass
 
+    def iterdump(self) -> Iterator[str]:
+        """Every row of every table as a line of text (``sqlite3``'s ``iterdump`` in spirit:
+        for checks that a value appears nowhere in the store)."""
+        tables = [r[0] for r in self.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name")]
+        for table in tables:
+            for row in self.execute(f'SELECT * FROM "{table}"'):
+                yield f"{table}: {tuple(row)!r}"
+
     def create_function(self, *args: Any, **kwargs: Any) -> None:
         raise StoreOperationalError("SQL functions of the PostgreSQL store live in its schema")
 

@@ -117,6 +117,9 @@ def test_core_flows_on_postgresql(node_a, token, issuer, agent_client):
     assert any("wrong audience" in (r.get("reason") or "") for r in refused)
     assert _json(node_a, "sessions", "list", "--target", "web*")
     assert not _json(node_a, "sessions", "list", "--target", "db*")
+    status = json.loads(node_a.cli("status", "--json", check=False).out)
+    assert status["running"] and "PostgreSQL" in status["index"]["store"]
+    assert status["index"]["active_sessions"] == 0
     verify = node_a.cli("verify", "--json", check=False)
     assert verify.returncode == 0, verify.out + verify.err
     assert json.loads(verify.out)["rows_checked"] >= 4

@@ -68,9 +68,18 @@ def create(broker, **kw):
     return broker.create(**args)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """SQLite (the broker polls) or PostgreSQL (it waits for NOTIFY)."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_store")
+    return request.param
+
+
 @pytest.fixture
-async def broker(tmp_path):
+async def broker(tmp_path, backend):
     b = ApprovalBroker.open(tmp_path, SETTINGS, node="test-node")
+    assert (b._listener is not None) == (backend == "postgresql")
     yield b
     b.close()
 

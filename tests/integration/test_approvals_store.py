@@ -44,8 +44,16 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Each store test on both backends: SQLite in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_store")
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path, clock):
+def store(tmp_path, clock, backend):
     s = ApprovalStore.open(tmp_path, now=clock)
     yield s
     s.close()
@@ -128,7 +136,7 @@ except ApprovalError as exc:
 """
 
 
-def test_racing_answers_from_processes_one_wins(tmp_path):
+def test_racing_answers_from_processes_one_wins(tmp_path, backend):
     store = ApprovalStore.open(tmp_path)
     r = new(store)
     procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(r.id),
