@@ -232,13 +232,13 @@ channels = ["exec", "shell"]
     def index(self):
         """A read-write connection to this rig's index, SQLite or PostgreSQL alike (rows by
         position and by name; ``?`` parameters): for tests that read or tamper with rows."""
+        from bastion.store.pgconn import PgConnection, Row
         if not self.store_env:
             import sqlite3
             conn = sqlite3.connect(self.data_dir / "index.sqlite")
-            conn.row_factory = sqlite3.Row
+            conn.row_factory = lambda cur, row: Row(row, tuple(d[0] for d in cur.description))
             return conn
         from bastion.store.location import check
-        from bastion.store.pgconn import PgConnection
         return PgConnection(check(self.store_env["BASTION_STORE_URL"],
                                   self.store_env.get("BASTION_STORE_PASSWORD_FILE"),
                                   "test-reader", "test"))
