@@ -312,7 +312,8 @@ class Api:
         channel = next((c for c in session["channels"] if c["id"] == channel_id), None)
         if channel is None or not channel.get("path"):
             return error(404, f"session {session_id} has no recorded channel {channel_id}")
-        path = self.services.data_dir / channel["path"]
+        from bastion.recording.located import recording_file
+        path = await asyncio.to_thread(recording_file, self.services.data_dir, channel)
         try:
             size = path.stat().st_size
         except OSError:

@@ -30,6 +30,7 @@ from bastion.errors import RecordingError
 from bastion.proto.sanitize import sanitize
 from bastion.recording import player, query
 from bastion.recording import verify as verifier
+from bastion.recording.located import recording_file
 
 VERIFY_FAILED = 3
 
@@ -280,7 +281,7 @@ def _check_sealed_hash(data_dir: Path, ch: dict) -> None:
     if not ch.get("sha256"):
         return
     try:
-        digest = verifier.file_sha256(data_dir / ch["path"])
+        digest = verifier.file_sha256(recording_file(data_dir, ch))
     except OSError:
         return
     if digest != ch["sha256"]:
@@ -327,7 +328,7 @@ def _play(data_dir: Path, record: dict[str, Any], channels: list[dict[str, Any]]
     results = []
     for ch in channels:
         _check_sealed_hash(data_dir, ch)
-        header, events = player.load(data_dir / ch["path"])
+        header, events = player.load(recording_file(data_dir, ch))
         if as_json:
             from bastion.proto.sanitize import TerminalFilter
             flt = TerminalFilter()
@@ -397,7 +398,7 @@ def export_cmd(
             hint="channels: " + ", ".join(str(c["id"]) for c in record["channels"]) if record["channels"] else None)
     ch = channels[0]
     _check_sealed_hash(data_dir, ch)
-    path = data_dir / ch["path"]
+    path = recording_file(data_dir, ch)
     if fmt == "raw":
         _, events = player.load(path)
         _write(output, player.stream_bytes(events, stream), force)

@@ -128,7 +128,8 @@ def export_json(session: dict, data_dir: Path) -> dict:
     for ch in session.get("channels", []):
         ch = dict(ch)
         if ch.get("path"):
-            header, events = load(Path(data_dir) / ch["path"])
+            from bastion.recording.located import recording_file
+            header, events = load(recording_file(Path(data_dir), ch))
             ch["header"] = header
             ch["events"] = [[ev.time, ev.code, ev.data] for ev in events]
         channels.append(ch)

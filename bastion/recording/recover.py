@@ -173,6 +173,9 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
                              "journal", cid, added)
                 digest, last = (repair_recording(Path(data_dir) / rel_path) if rel_path
                                 else (None, None))
+                if rel_path and store.current().postgres:    # the store's copy: the file now
+                    from bastion.store import chunks
+                    chunks.replace_all(conn, cid, Path(data_dir) / rel_path)
                 if last is not None:
                     ended = max(ended, last)
                 conn.execute("UPDATE channels SET status = 'interrupted', sha256 = ?, "

@@ -49,6 +49,7 @@ CAP_RESERVE = 512            # bytes kept under max_bytes for the truncation and
 
 Notify = Callable[[tuple[Any, ...]], None]     # events for the bastion process
 Detectors = tuple[Any, ...]                     # bastion.proto.detectors.Detector
+OnWrite = Callable[[int, int, bytes], None]     # (channel id, offset, bytes written there)
 #: one stream's undecided output: the masker's snapshot (context, undecided bytes, the
 #: secret being dropped), the encoder's carry (a cut UTF-8 character), the file's size then
 Tail = tuple[bytes, bytes, Any, bytes, int]
@@ -58,8 +59,9 @@ class Sink:
     """One open recording file (see the module doc).  ``size``: bytes in file + buffer."""
 
     def __init__(self, cid: int, path: Path, fd: int, max_bytes: int, notify: Notify,
-                 detectors: Detectors | None = None) -> None:
+                 detectors: Detectors | None = None, on_write: OnWrite | None = None) -> None:
         self.cid = cid
+        self.on_write = on_write         # (cid, offset, bytes) of each write: the shared store
         self.path = path
         self.fd = fd
         self.detectors = detectors
@@ -78,11 +80,11 @@ class Sink:
     # -- opening -------------------------------------------------------------------
     @classmethod
     def create(cls, cid: int, path: Path, header: bytes, max_bytes: int, notify: Notify,
-               detectors: Detectors | None = None) -> "Sink":
+               detectors: Detectors | None = None, on_write: OnWrite | None = None) -> "Sink":
         """A new recording file (0600 in 0700 dirs) starting with ``header``."""
         make_private_dirs(path.parent)
         fd = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
-        sink = cls(cid, path, fd, max_bytes, notify, detectors)
+        sink = cls(cid, path, fd, max_bytes, notify, detectors, on_write)
         sink._append(header)
         try:
             sink.flush()
@@ -93,7 +95,7 @@ class Sink:
 
     @classmethod
     def adopt(cls, cid: int, path: Path, header: bytes, max_bytes: int, notify: Notify,
-              detectors: Detectors | None = None) -> "Sink":
+              detectors: Detectors | None = None, on_write: OnWrite | None = None) -> "Sink":
         """Go on with a recording another worker had open (see the module doc).
 
         A missing file (its creation was what failed) is created with ``header``.
@@ -102,7 +104,7 @@ class Sink:
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
-            return cls.create(cid, path, header, max_bytes, notify, detectors)
+            return cls.create(cid, path, header, max_bytes, notify, detectors, on_write)
         try:
             size = os.fstat(fd).st_size
             keep, last_t, head = _valid_prefix(fd, size)
@@ -112,7 +114,7 @@ class Sink:
                 log.warning("recording %s: cutting %d bytes of incomplete data left by the "
                             "previous recording worker", path, size - keep)
                 os.ftruncate(fd, keep)
-            sink = cls(cid, path, fd, max_bytes, notify, detectors)
+            sink = cls(cid, path, fd, max_bytes, notify, detectors, on_write)
             os.lseek(fd, 0, os.SEEK_SET)
             left = keep
             while left:
@@ -149,6 +151,8 @@ class Sink:
                 with view[done:] as rest:      # released even if the exception keeps it
                     n = os.write(self.fd, rest)
                     self.hasher.update(rest[:n])
+                    if self.on_write is not None:
+                        self.on_write(self.cid, self.written + done, bytes(rest[:n]))
                 done += n
         finally:
             view.release()

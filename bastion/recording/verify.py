@@ -165,12 +165,22 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool) -> Veri
     if check_files:
         local = _local_sessions(conn)
         for seq, row in files:
+            where = f"recording {row['path']} (channel {row['id']} of session {row['session_id']})"
             if local is not None and row["session_id"] not in local:
-                report.files_elsewhere += 1         # recorded on another node, checked there
+                from bastion.store import chunks      # another node's: the store's copy
+                stored = chunks.sha256_of(conn, row["id"])
+                if stored is None:
+                    report.files_elsewhere += 1     # not in the store: checked on its node
+                    continue
+                report.files += 1
+                if stored != row["sha256"]:
+                    problems.append(Problem("file-modified", f"{where} in the store was "
+                                            "modified: its SHA-256 does not match the one "
+                                            "sealed at close", "channels", row["id"], seq,
+                                            row["session_id"], row["path"]))
                 continue
             report.files += 1
             path = data_dir / row["path"]
-            where = f"recording {row['path']} (channel {row['id']} of session {row['session_id']})"
             try:
                 digest = file_sha256(path)
             except FileNotFoundError:

@@ -61,6 +61,7 @@ from bastion.proto import asciicast
 from bastion.recording import chain, health
 from bastion.recording.sink import BUFFER_BYTES, CAP_RESERVE, Sink  # noqa: F401 - re-exported
 from bastion.recording.sink import TailReport
+from bastion.store import chunks, location as store_location
 
 log = logging.getLogger("bastion.recording")
 
@@ -120,6 +121,9 @@ class Applier:
         self._counted: dict[int, tuple[int, int, int]] = {}
         self._mask_sets: dict[int, tuple[Any, ...]] = {}     # OP_MASKS key -> detectors
         self.tails = TailReport()        # what the bastion was told the sinks hold undecided
+        # a shared store keeps the recordings' bytes too: what was written since the last
+        # commit, inserted by the commit (bastion.store.chunks)
+        self._chunks = chunks.Pending() if store_location.current().postgres else None
 
     # -- failures ------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException, path: Path | None = None) -> str:
@@ -178,6 +182,7 @@ class Applier:
         if self._in_txn:
             if self.conn.in_transaction:
                 try:
+                    self._insert_chunks()
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as exc:
                     ok = False
@@ -198,7 +203,20 @@ class Applier:
             self._in_txn = True
         return self.conn
 
+    def _on_write(self) -> Callable[[int, int, bytes], None] | None:
+        return None if self._chunks is None else self._chunks.on_write
+
+    def _insert_chunks(self) -> None:
+        if self._chunks is not None and self._chunks.rows:
+            self._chunks.insert(self._db())
+
     def commit(self) -> bool:
+        if self._chunks is not None and self._chunks.rows:
+            try:
+                self._insert_chunks()
+            except sqlite3.Error as exc:
+                self._fail("commit to the session index", exc)
+                return False
         if self._in_txn:
             try:
                 self.conn.execute("COMMIT")
@@ -399,7 +417,7 @@ class Applier:
         detectors = self._masks(mask_key)
         try:
             self._sinks[cid] = Sink.create(cid, self.data_dir / rel_path, header, self.max_bytes,
-                                           self.notify, detectors)
+                                           self.notify, detectors, self._on_write())
         except OSError as exc:
             self._failed_channels.add(cid)
             message = self._fail("creating recording", exc, self.data_dir / rel_path)
@@ -424,7 +442,9 @@ class Applier:
         path = self.data_dir / rel_path
         try:
             self._sinks[cid] = Sink.adopt(cid, path, header, self.max_bytes, self.notify,
-                                          self._masks(mask_key))
+                                          self._masks(mask_key), self._on_write())
+            if self._chunks is not None:      # the store's copy catches up with the file
+                chunks.resync_tail(db, cid, path, self._sinks[cid].written)
         except OSError as exc:
             if health.is_space_error(exc):
                 raise

@@ -243,6 +243,19 @@ channels = ["exec", "shell"]
                                   self.store_env.get("BASTION_STORE_PASSWORD_FILE"),
                                   "test-reader", "test"))
 
+    def index_bytes(self) -> bytes:
+        """Everything the index holds, as bytes to search: the SQLite file and its WAL, or
+        every row of the PostgreSQL store (recordings' copies included)."""
+        if not self.store_env:
+            files = sorted(self.data_dir.glob("index.sqlite*"))
+            assert files, f"no index.sqlite in {self.data_dir}"
+            return b"\n".join(p.read_bytes() for p in files)
+        conn = self.index()
+        try:
+            return "\n".join(conn.iterdump()).encode("utf-8", "backslashreplace")
+        finally:
+            conn.close()
+
     # -- the agent ---------------------------------------------------------------
     def agent_env(self, token: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "SSH_"))}

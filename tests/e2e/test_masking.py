@@ -51,9 +51,7 @@ regex = 'EMP-[0-9]{6}'
 
 def _all_recorded_bytes(rig) -> bytes:
     blobs = [p.read_bytes() for p in (rig.data_dir / "recordings").rglob("*.cast")]
-    blobs.append((rig.data_dir / "index.sqlite").read_bytes())
-    for wal in rig.data_dir.glob("index.sqlite-*"):
-        blobs.append(wal.read_bytes())
+    blobs.append(rig.index_bytes())
     blobs.append(rig.log().encode())
     return b"\n".join(blobs)
 

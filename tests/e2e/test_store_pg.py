@@ -178,6 +178,23 @@ def test_sessions_of_both_nodes_in_one_list_with_distinct_ids(node_a, node_b, to
     assert {h["line"] for h in hits} >= {"echo from-node-a-xyz", "echo from-node-b-xyz"}
 
 
+def test_a_reviewer_on_node_b_plays_and_exports_a_session_recorded_on_node_a(node_a, node_b,
+                                                                             token):
+    assert node_a.ssh(token, "echo played-elsewhere-marker").returncode == 0
+    [hit] = _until(lambda: _json(node_b, "commands", "search", "played-elsewhere-marker"),
+                   "the command is indexed")
+    show = _until(lambda: (s := _json(node_b, "sessions", "show", str(hit["session_id"])))
+                  and s["status"] == "closed" and s, "the session closes")
+    [chan] = show["channels"]
+    assert not (node_b.data_dir / chan["path"]).exists()      # recorded on A, not here
+    cast = node_b.cli("sessions", "export", str(show["id"]), "--format", "cast").stdout
+    assert cast == (node_a.data_dir / chan["path"]).read_bytes()   # byte for byte
+    played = node_b.cli("sessions", "play", str(show["id"]), "--json").out
+    assert "played-elsewhere-marker" in played
+    report = json.loads(node_b.cli("verify", "--json").out)
+    assert report["ok"] and report["files_elsewhere"] == 0      # A's checked through the store
+
+
 def test_kill_9_of_node_a_marks_only_its_sessions_interrupted(node_a, node_b, token):
     on_a = node_a.ssh_popen(token, "echo before-kill-a; sleep 60")
     on_b = node_b.ssh_popen(token, "echo live-on-b; sleep 15")
@@ -205,8 +222,11 @@ def test_kill_9_of_node_a_marks_only_its_sessions_interrupted(node_a, node_b, to
     _until(lambda: _json(node_b, "sessions", "show", str(ids["node-b"]))["status"] == "closed",
            "node B closes its own session")
     result = node_b.cli("verify", "--json", check=False)
-    assert result.returncode == 0, result.out
-    assert json.loads(result.out)["files_elsewhere"] >= 1      # node A's recordings
+    assert result.returncode == 0, result.out                  # A's repaired recording too
+    interrupted = _json(node_b, "sessions", "show", str(ids["node-a"]))["channels"][0]
+    cast = node_b.cli("sessions", "export", str(ids["node-a"]), "--format", "cast").stdout
+    assert cast == (node_a.data_dir / interrupted["path"]).read_bytes()
+    assert b"recording interrupted" in cast and b"before-kill-a" in cast
 
 
 def test_postgresql_down_refuses_new_sessions_then_recovers(node_a, pg_cluster, token):

@@ -4,6 +4,7 @@ do not collide, NOTIFY waking a waiting broker, [store] settings that never show
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 
@@ -117,7 +118,8 @@ def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, m
     monkeypatch.setenv("BASTION_NODE", "a")
     report = verify_index(tmp_path / "a")
     assert report.ok, report.problems                 # no gap, no duplicate seq
-    assert report.rows == 16 * 4 and report.files == 8 and report.files_elsewhere == 8
+    # b's recordings are checked through the store's copy from a's data dir
+    assert report.rows == 16 * 4 and report.files == 16 and report.files_elsewhere == 0
     ids = [r["id"] for r in query.list_sessions(query.open_index(tmp_path), limit=100)]
     assert len(ids) == len(set(ids)) == 16
 
@@ -197,4 +199,57 @@ def test_a_percent_in_quoted_text_is_text(tmp_path, pg_store):
     conn = schema.connect(tmp_path)
     assert conn.execute("SELECT 'ok%' LIKE 'ok%', ? || '%'", ("50",)).fetchone() == (True, "50%")
     assert conn.execute("SELECT 'a%b'").fetchone() == ("a%b",)
+    conn.close()
+
+
+def test_the_stores_copy_of_a_recording_survives_a_worker_killed_mid_channel(tmp_path,
+                                                                             pg_store):
+    import os
+    import signal
+
+    from bastion.store import chunks
+    rec = Recorder.open(tmp_path)
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="cat big")
+    ch.output(b"before the kill\n" * 1000)
+    rec.flush()
+    os.kill(rec._writer.proc.pid, signal.SIGKILL)
+    assert rec.wait_state("failed", "recovering", timeout=60) in ("failed", "recovering")
+    assert rec.wait_state("ok", timeout=60) == "ok"        # a new worker adopted the file
+    try:
+        ch.output(b"after the kill\n")
+    except Exception:  # noqa: BLE001 - the channel may have been stopped by the failure
+        pass
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()
+    rec.close()
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+    conn = schema.connect(tmp_path, readonly=True)
+    [row] = conn.execute("SELECT id, path, sha256 FROM channels").fetchall()
+    assert row[2] and chunks.sha256_of(conn, row[0]) == row[2]
+    assert (tmp_path / row[1]).read_bytes().count(b"before the kill") == 1000
+    conn.close()
+
+
+@pytest.mark.parametrize("stored, file_size", [
+    (0, 100),            # nothing committed yet: all uploaded
+    (40, 100),           # written, not committed when the worker died: the gap uploaded
+    (100, 100),          # in step
+    (100, 60),           # the file was cut back to its last whole line: the store too
+])
+def test_resync_brings_the_store_in_line_with_the_file(tmp_path, pg_store, stored, file_size):
+    from bastion.store import chunks
+    data = bytes(range(100))
+    path = tmp_path / "rec.cast"
+    path.write_bytes(data[:file_size])
+    conn = schema.connect(tmp_path)
+    conn.execute("BEGIN IMMEDIATE")
+    chunks.insert(conn, [(7, at, data[at:at + 20]) for at in range(0, stored, 20)])
+    chunks.resync_tail(conn, 7, path, file_size)
+    conn.execute("COMMIT")
+    assert chunks.sha256_of(conn, 7) == hashlib.sha256(data[:file_size]).hexdigest()
+    out = chunks.materialize(conn, 7, tmp_path / "copy" / "rec.cast", None)
+    assert out is not None and out.read_bytes() == data[:file_size]
     conn.close()
