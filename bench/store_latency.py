@@ -13,6 +13,9 @@
    waking.  N/10 rounds.  SQLite has no wake:
    its broker polls every 0.2 s (0.1 s on average, 0.2 s at worst).
 
+3. Recording bytes: 64 MiB written to a file, and inserted into the store's
+   ``recording_chunks`` as the worker does (MB/s each).
+
 Prints the load average it ran under; no threshold (docs/SCALING.md keeps the figures).
 """
 
@@ -102,6 +105,31 @@ def _wake(rounds: int) -> list[float]:
     return out
 
 
+def _chunk_rate(data_dir: Path, mib: int = 64) -> tuple[float, float]:
+    """MB/s of recording bytes: to a file (os.write, fsync at the end) and, on top, into the
+    store as the worker does (256 KiB pieces, one commit per 1 MiB)."""
+    from bastion.recording import schema
+    from bastion.store import chunks
+    piece = os.urandom(256 * 1024)
+    path = data_dir / "bench.cast"
+    t = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for _ in range(mib * 4):
+        os.write(fd, piece)
+    os.fsync(fd)
+    os.close(fd)
+    file_rate = mib * 1.048576 / (time.perf_counter() - t)
+    conn = schema.connect(data_dir)
+    t = time.perf_counter()
+    for i in range(mib):
+        conn.execute("BEGIN IMMEDIATE")
+        chunks.insert(conn, [(42, (i * 4 + k) * len(piece), piece) for k in range(4)])
+        conn.execute("COMMIT")
+    store_rate = mib * 1.048576 / (time.perf_counter() - t)
+    conn.close()
+    return file_rate, store_rate
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -119,12 +147,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             pg = _measure(Path(tmp), n)
         wake = _wake(max(10, n // 10))
+        with tempfile.TemporaryDirectory() as tmp:
+            file_rate, store_rate = _chunk_rate(Path(tmp))
     finally:
         cluster.destroy()
     print(f"index write txn  SQLite (WAL, synchronous=NORMAL): {_pct(lite)}")
     print(f"index write txn  PostgreSQL (loopback, fsync on):   {_pct(pg)}")
     print(f"approval wake    PostgreSQL NOTIFY -> listener:      {_pct(wake)}")
     print("approval wake    SQLite poll: every 0.2 s (0.1 s mean)")
+    print(f"recording bytes  file {file_rate:.0f} MB/s; into the store {store_rate:.0f} MB/s "
+          "(256 KiB rows, a commit per MiB)")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

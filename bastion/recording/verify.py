@@ -344,6 +344,9 @@ def _delete_batch(conn: sqlite3.Connection, seq: int, sessions: list[int], repor
             marks = ",".join("?" * len(part))
             paths += [r[0] for r in conn.execute(
                 f"SELECT path FROM channels WHERE session_id IN ({marks}) AND path IS NOT NULL", part)]
+            if store.current().postgres:         # the store's copies of their recordings
+                conn.execute("DELETE FROM recording_chunks WHERE channel_id IN (SELECT id FROM "
+                             f"channels WHERE session_id IN ({marks}))", part)
             for table in ("transfers", "commands", "channels"):
                 rows += conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks}) AND seq <= ?",
                                      (*part, seq)).rowcount

@@ -14,8 +14,9 @@ Where the file and the store can disagree, the file wins and the store is brough
 * crash recovery at start cuts the file and appends its marker: the channel's chunks are
   replaced by the file (:func:`replace_all`).
 
-Not covered: SQLite (recordings are files only), chunk pruning (``bastion prune`` deletes
-channel rows; their chunks go with a later change).
+``bastion prune`` deletes a pruned channel's chunks with its row (bastion.recording.verify).
+
+Not covered: SQLite (recordings are files only).
 """
 
 from __future__ import annotations

@@ -253,3 +253,30 @@ def test_resync_brings_the_store_in_line_with_the_file(tmp_path, pg_store, store
     out = chunks.materialize(conn, 7, tmp_path / "copy" / "rec.cast", None)
     assert out is not None and out.read_bytes() == data[:file_size]
     conn.close()
+
+
+def test_prune_on_postgresql_keeps_the_chain_verifiable_and_drops_the_copies(tmp_path,
+                                                                             pg_store):
+    from bastion.recording.verify import prune
+    rec = Recorder.open(tmp_path)
+    _session(rec, "web1", ["uptime-old"])
+    conn = schema.connect(tmp_path, readonly=True)
+    old_end = conn.execute("SELECT MAX(ended) FROM sessions").fetchone()[0]
+    conn.close()
+    _session(rec, "web2", ["uptime-new"])
+    rec.close()
+    conn = schema.connect(tmp_path, readonly=True)
+    (first_new,) = conn.execute("SELECT started FROM sessions WHERE target = 'web2'").fetchone()
+    conn.close()
+    cutoff = (old_end + first_new) / 2
+    report = prune(tmp_path, older_than=86400.0, now=cutoff + 86400.0)
+    assert (report.sessions, report.files_deleted) == (1, 1)
+    verified = verify_index(tmp_path)
+    assert verified.ok, verified.problems
+    assert verified.rows == 3 and verified.files == 1
+    conn = schema.connect(tmp_path, readonly=True)
+    kept = {r[0] for r in conn.execute("SELECT DISTINCT channel_id FROM recording_chunks")}
+    assert kept == {r[0] for r in conn.execute("SELECT id FROM channels")} and len(kept) == 1
+    conn.close()
+    assert [c["line"] for c in query.search_commands(query.open_index(tmp_path), "uptime*")] \
+        == ["uptime-new"]
