@@ -318,6 +318,13 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _connect_pg(settings: store.StoreSettings, readonly: bool) -> Any:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise RecordingError("a PostgreSQL store is configured but its driver is not installed",
+                             hint="pip install 'bastion[postgresql]' (psycopg, psycopg-pool)") \
+            from None
     from bastion.store import pgconn
     try:
         return pgconn.connect(settings, readonly=readonly)
