@@ -113,11 +113,14 @@ class PgConnection:
         stmt = translate.statement(sql)
         if stmt.sql is None:
             return self._pragma(sql)
-        if self._conn.closed and not self._pool:
-            self._conn = _open(self.settings)
+        if (self._conn.closed or self._conn.broken) and not self._pool:
+            self._conn = _open(self.settings)     # lost between statements: a new one
         if stmt.sql.upper() == "COMMIT" and \
                 self._conn.info.transaction_status == TransactionStatus.INERROR:
-            self._raw_execute("ROLLBACK", None)
+            try:
+                self._raw_execute("ROLLBACK", None)
+            except psycopg.Error as exc:
+                raise _translated(exc) from exc
             raise StoreOperationalError("the transaction was aborted by an earlier error "
                                         "and has been rolled back")
         params = _params(params, stmt.fts_param)

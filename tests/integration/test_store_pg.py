@@ -280,3 +280,16 @@ def test_prune_on_postgresql_keeps_the_chain_verifiable_and_drops_the_copies(tmp
     conn.close()
     assert [c["line"] for c in query.search_commands(query.open_index(tmp_path), "uptime*")] \
         == ["uptime-new"]
+
+
+def test_a_connection_lost_to_a_server_restart_is_opened_again(tmp_path, pg_store, pg_cluster):
+    from bastion.approvals.store import ApprovalStore
+    from bastion.errors import ApprovalError
+    store = ApprovalStore.open(tmp_path)                 # the broker's long-lived connection
+    assert store.version() == 0
+    pg_cluster.stop("fast")
+    pg_cluster.start()
+    with pytest.raises(ApprovalError):                   # the statement that finds it lost
+        store.version()
+    assert store.version() == 0                          # the next one reconnects
+    store.close()
