@@ -150,6 +150,9 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
 
     ``tails``: what the tail journal kept of the dead process's undecided output, per
     channel and stream; written into the recordings (masked with ``detectors``) first."""
+    if store.current().postgres:       # recordings a peer sealed while this node was gone
+        from bastion.recording.leases import restore_taken
+        restore_taken(conn, Path(data_dir))
     by_channel: dict[int, dict[str, Any]] = {}
     for (cid, stream), tail in (tails or {}).items():
         by_channel.setdefault(cid, {})[stream] = tail

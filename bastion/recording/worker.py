@@ -45,6 +45,7 @@ from typing import Any
 from bastion.errors import RecordingError
 from bastion.recording import health, schema
 from bastion.recording.writer import FLUSH_INTERVAL, OP_STOP, Applier
+from bastion.store import location as store_location
 
 log = logging.getLogger("bastion.recording")
 
@@ -68,8 +69,13 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> i
             _send(out, [("fatal", why)])
             return EXIT_FAILED
         applier = Applier(conn, data_dir, max_bytes, events.append)
+        ticker = None
+        if store_location.current().postgres:   # heartbeat and peers' leases (recording.leases)
+            from bastion.recording.leases import Ticker
+            ticker = Ticker()
+            ticker.tick(conn)
         _send(out, [("ready",)])
-        return _loop(inp, out, applier, events)
+        return _loop(inp, out, applier, events, ticker)
     finally:
         conn.close()
 
@@ -88,9 +94,12 @@ def checkpoint(conn: Any, mode: str = "PASSIVE") -> None:
         log.debug("index checkpoint (%s) skipped: %s", mode, exc)
 
 
-def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event]) -> int:
+def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event],
+          ticker: Any = None) -> int:
     last_checkpoint = time.monotonic()
     while True:
+        if ticker is not None:                # between transactions, idle or busy
+            ticker.tick(applier.conn)
         wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
         if not inp.poll(wait):
             if not (applier.update_counters() and applier.commit()):

@@ -45,10 +45,15 @@ class Pending:
 
 
 def insert(conn: Any, pieces: list[tuple[int, int, bytes]]) -> None:
-    """Insert ``(channel_id, offset, data)`` rows (inside the caller's transaction)."""
+    """Insert ``(channel_id, offset, data)`` rows (inside the caller's transaction).
+
+    Never into a recording another node sealed ``interrupted`` (bastion.recording.leases): a
+    node that was only slow must not write past the marker its peer appended."""
     for cid, offset, data in pieces:
         conn.execute('INSERT OR IGNORE INTO recording_chunks (channel_id, "offset", data) '
-                     "VALUES (?, ?, ?)", (cid, offset, bytes(data)))
+                     "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM channels WHERE id = ? "
+                     "AND status = 'interrupted' AND seq IS NOT NULL)",
+                     (cid, offset, bytes(data), cid))
 
 
 def stored_end(conn: Any, cid: int) -> int:

@@ -36,7 +36,8 @@ def _rig(tmp_path_factory, issuer, store_env, node: str) -> BastionRig:
 @pytest.fixture(scope="module")
 def store_env(pg_cluster):
     pg_cluster.create_db("e2e_nodes")
-    return pg_cluster.store_env("e2e_nodes")
+    # a 3 s lease: a node silent that long has its sessions closed by a peer (recording.leases)
+    return {**pg_cluster.store_env("e2e_nodes"), "BASTION_STORE_LEASE": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,35 @@ def test_kill_9_of_node_a_marks_only_its_sessions_interrupted(node_a, node_b, to
     cast = node_b.cli("sessions", "export", str(ids["node-a"]), "--format", "cast").stdout
     assert cast == (node_a.data_dir / interrupted["path"]).read_bytes()
     assert b"recording interrupted" in cast and b"before-kill-a" in cast
+
+
+def test_a_node_killed_for_good_has_its_sessions_closed_by_a_peer(node_a, node_b, token):
+    on_a = node_a.ssh_popen(token, "echo lease-marker-output; sleep 60")
+    try:
+        def active_on_a():
+            rows = _json(node_b, "sessions", "list", "--status", "active")
+            return [r["id"] for r in rows if r["node"] == "node-a"]
+        [sid] = _until(active_on_a, "a session open on node A")
+        _until(lambda: b"lease-marker-output" in node_a.index_bytes(), "its output committed")
+        node_a.stop(signal.SIGKILL)                   # and it does not come back (yet)
+        on_a.kill()
+        row = _until(lambda: (r := _json(node_b, "sessions", "show", str(sid)))
+                     and r["status"] == "interrupted" and r, "node B closes node A's session",
+                     timeout=30)
+        assert "node node-a stopped answering" in row["reason"]
+        assert "marked interrupted by node node-b" in row["reason"]
+        cast = node_b.cli("sessions", "export", str(sid), "--format", "cast").stdout
+        assert b"lease-marker-output" in cast
+        assert b"node node-a stopped answering; marked by node node-b" in cast
+        assert node_b.cli("verify").returncode == 0
+    finally:
+        if on_a.poll() is None:
+            on_a.kill()
+        if node_a.proc.poll() is not None:
+            node_a.start()                            # its recording becomes the sealed copy
+    local = node_a.data_dir / row["channels"][0]["path"]
+    assert local.read_bytes() == cast
+    assert node_a.cli("verify").returncode == 0
 
 
 def test_postgresql_down_refuses_new_sessions_then_recovers(node_a, pg_cluster, token):

@@ -293,3 +293,45 @@ def test_a_connection_lost_to_a_server_restart_is_opened_again(tmp_path, pg_stor
         store.version()
     assert store.version() == 0                          # the next one reconnects
     store.close()
+
+
+def test_a_peer_takes_over_the_sessions_of_a_node_past_its_lease(tmp_path, pg_store,
+                                                                 monkeypatch):
+    """Node a records; node b finds a's heartbeat older than the lease (a clock an hour on
+    stands for a dead node) and closes a's session from the store's copy.  Node a, only slow,
+    writes on: nothing of it lands in the sealed session.  At a's next start its file becomes
+    the sealed copy."""
+    import time as _time
+
+    from bastion.recording import leases
+    from bastion.store import chunks
+    monkeypatch.setenv("BASTION_NODE", "a")
+    rec = Recorder.open(tmp_path / "a")
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="tail -f log")
+    ch.output(b"seen before the lease ran out\n")
+    rec.flush()
+    monkeypatch.setenv("BASTION_NODE", "b")
+    conn = schema.connect(tmp_path / "b")
+    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == []       # once only
+    monkeypatch.setenv("BASTION_NODE", "a")
+    ch.output(b"written after the takeover\n")                              # a was only slow
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()
+    rec.close()
+    row = query.get_session(query.open_index(tmp_path / "a"), s.id)
+    assert row["status"] == "interrupted" and "node a stopped answering" in row["reason"]
+    [chan] = row["channels"]
+    copy = chunks.materialize(conn, chan["id"], tmp_path / "copy.cast", chan["sha256"])
+    data = copy.read_bytes()
+    assert b"seen before the lease ran out" in data and b"written after" not in data
+    assert b"recording interrupted (node a stopped answering; marked by node b)" in data
+    assert hashlib.sha256(data).hexdigest() == chan["sha256"]
+    assert (tmp_path / "a" / chan["path"]).read_bytes() != data         # a's file went on
+    conn.close()
+    Recorder.open(tmp_path / "a").close()                               # a starts again
+    assert (tmp_path / "a" / chan["path"]).read_bytes() == data
+    report = verify_index(tmp_path / "a")
+    assert report.ok, report.problems

@@ -1,0 +1,177 @@
+"""Leases: a node that stops answering has its open sessions marked interrupted by a peer.
+
+Every node's recording worker writes a heartbeat into ``nodes`` (its name, the time) every
+``LEASE / 6`` seconds, at its start and between batches.  Every ``LEASE / 2`` seconds it
+also looks for nodes whose heartbeat is older than ``LEASE`` (``BASTION_STORE_LEASE``,
+default 60 s) and that still have ``active`` sessions, and closes those sessions as the dead
+node's own restart would (bastion.recording.recover), from the store's copy of the
+recordings (bastion.store.chunks): each open channel's copy gets the marker
+``bastion: recording interrupted (node N stopped answering; marked by node M)`` after its last
+event, its SHA-256 is sealed with the row, then the session, in one transaction under the
+chain's lock (re-checked there: two peers never both take a session).
+
+When the dead node starts again, recovery brings its files in line with the sealed copies
+(:func:`restore_taken`, through the ``taken`` table): what it had written but never got
+committed (so never showed an agent) is dropped.  A node that was only slow or cut off from the store, not dead, cannot
+add to a recording its peer sealed (``chunks.insert`` refuses it) nor change sealed rows
+(every update of the writer is ``WHERE seq IS NULL``).
+
+Lost to a takeover: what the dead node's maskers held back undecided (its tail journal is on
+its own disk); its restart writes nothing more into a recording a peer sealed.
+
+Not covered: SQLite (one node), the recording worker's loop (worker.py calls ``Ticker.tick``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion.proto import asciicast
+from bastion.store import chunks
+
+log = logging.getLogger("bastion.store")
+
+LEASE = float(os.environ.get("BASTION_STORE_LEASE", "") or 60.0)
+REASON_PREFIX = "node "
+REASON = ("node {node} stopped answering (no heartbeat for {lease:.0f} s): marked interrupted "
+          "by node {me}")
+MARKER = "bastion: recording interrupted (node {node} stopped answering; marked by node {me})"
+
+
+class Ticker:
+    """When the worker's next heartbeat and takeover check are due (monotonic clock)."""
+
+    def __init__(self, lease: float = LEASE) -> None:
+        self.lease = lease
+        self.next_beat = 0.0
+        self.next_check = time.monotonic() + lease / 2
+
+    def tick(self, conn: Any) -> list[int]:
+        """Beat and check if due (outside any transaction); the sessions taken over."""
+        now = time.monotonic()
+        taken: list[int] = []
+        try:
+            if now >= self.next_beat:
+                beat(conn)
+                self.next_beat = now + self.lease / 6
+            if now >= self.next_check:
+                self.next_check = now + self.lease / 2
+                taken = take_over(conn, self.lease)
+        except sqlite3.Error as exc:          # the store is away: the writes will say so
+            log.warning("leases: %s", exc)
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+        return taken
+
+
+def beat(conn: Any, now: float | None = None) -> None:
+    conn.execute("INSERT INTO nodes (name, seen) VALUES (current_setting('bastion.node', true), "
+                 "?) ON CONFLICT (name) DO UPDATE SET seen = EXCLUDED.seen",
+                 (time.time() if now is None else now,))
+
+
+def take_over(conn: Any, lease: float, now: float | None = None) -> list[int]:
+    """Mark the active sessions of every node silent for ``lease`` seconds interrupted."""
+    now = time.time() if now is None else now
+    me = conn.execute("SELECT current_setting('bastion.node', true)").fetchone()[0]
+    dead = conn.execute("SELECT n.name, s.id FROM nodes n JOIN sessions s ON s.node = n.name "
+                        "WHERE n.seen < ? AND n.name != ? AND s.status = 'active' "
+                        "ORDER BY s.id", (now - lease, me)).fetchall()
+    taken = []
+    for node, sid in dead:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT s.status, n.seen FROM sessions s JOIN nodes n ON "
+                               "n.name = s.node WHERE s.id = ?", (sid,)).fetchone()
+            if row is None or row[0] != "active" or row[1] >= now - lease:
+                conn.execute("ROLLBACK")
+                continue
+            _interrupt(conn, sid, node, me, lease)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.warning("session %s of node %s marked interrupted: the node stopped answering "
+                    "(no heartbeat for %.0f s)", sid, node, lease)
+        taken.append(sid)
+    return taken
+
+
+def _interrupt(conn: Any, sid: int, node: str, me: str, lease: float) -> None:
+    from bastion.recording import chain
+    (started,) = conn.execute("SELECT started FROM sessions WHERE id = ?", (sid,)).fetchone()
+    ended = started
+    channels = conn.execute("SELECT id FROM channels WHERE session_id = ? AND seq IS NULL "
+                            "ORDER BY id", (sid,)).fetchall()
+    for (cid,) in channels:
+        last = _append_marker(conn, cid, MARKER.format(node=node, me=me))
+        if last is not None:
+            ended = max(ended, last)
+        conn.execute("UPDATE channels SET status = 'interrupted', sha256 = ?, "
+                     "ended = COALESCE(ended, ?) WHERE id = ?",
+                     (chunks.sha256_of(conn, cid), last, cid))
+        chain.seal_unsealed_children(conn, channel_id=cid)
+        chain.seal(conn, "channels", cid)
+        conn.execute("INSERT OR IGNORE INTO taken (channel_id, node) VALUES (?, ?)", (cid, node))
+    bin_, bout, trunc = conn.execute(
+        "SELECT COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), "
+        "COALESCE(MAX(truncated), 0) FROM channels WHERE session_id = ?", (sid,)).fetchone()
+    conn.execute("UPDATE sessions SET status = 'interrupted', ended = ?, reason = ?, "
+                 "bytes_in = ?, bytes_out = ?, truncated = ? WHERE id = ?",
+                 (ended, REASON.format(node=node, lease=lease, me=me), bin_, bout, trunc, sid))
+    chain.seal_unsealed_children(conn, session_id=sid)
+    chain.seal(conn, "sessions", sid)
+
+
+def _append_marker(conn: Any, cid: int, label: str) -> float | None:
+    """Append the marker to the store's copy after its last event; that event's wall time."""
+    first = conn.execute('SELECT data FROM recording_chunks WHERE channel_id = ? AND '
+                         '"offset" = 0', (cid,)).fetchone()
+    last = conn.execute('SELECT "offset", data FROM recording_chunks WHERE channel_id = ? '
+                        'ORDER BY "offset" DESC LIMIT 1', (cid,)).fetchone()
+    if first is None or last is None:
+        return None
+    try:
+        header = json.loads(bytes(first[0]).split(b"\n", 1)[0])
+        base = float(header.get("timestamp") or 0)
+    except (ValueError, AttributeError):
+        return None
+    t = 0.0
+    for line in reversed(bytes(last[1]).rstrip(b"\n").split(b"\n")):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, list) and event and isinstance(event[0], (int, float)):
+            t = float(event[0])
+            break
+    end = chunks.stored_end(conn, cid)
+    chunks.insert(conn, [(cid, end, asciicast.event_line(t, asciicast.MARKER, label))])
+    return base + t
+
+
+def restore_taken(conn: Any, data_dir: Path) -> int:
+    """At this node's start: its recordings a peer sealed while it was gone are made the
+    sealed copy again (see the module doc).  Returns how many files were rewritten."""
+    rows = conn.execute(
+        "SELECT c.id, c.path, c.sha256 FROM taken t JOIN channels c ON c.id = t.channel_id "
+        "WHERE t.node = current_setting('bastion.node', true) AND t.restored IS NULL "
+        "ORDER BY c.id").fetchall()
+    done = 0
+    for cid, rel, digest in rows:
+        if rel and chunks.materialize(conn, cid, Path(data_dir) / rel, digest) is not None:
+            log.warning("recording %s: made the copy a peer sealed while this node was gone",
+                        rel)
+            done += 1
+        conn.execute("UPDATE taken SET restored = ? WHERE channel_id = ?", (time.time(), cid))
+    return done
