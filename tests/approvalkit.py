@@ -52,10 +52,12 @@ def rules(approvers=("role:sre-leads",), *, window_max: int = 900, issuers=(ISSU
 
 def forge(data_dir, request_id: int, who: Approver, *, approve: bool = True,
           window: float | None = None, prove: bool = True, issuer: str = ISSUER,
-          **columns) -> None:
+          connect=None, **columns) -> None:
     """Write an answer into a request's row directly, as anyone who can write the index can:
     no store, no CLI, no checks.  ``prove``: with a proof naming ``who`` as the CLI would
-    store it (claims are text; nobody checks a signature here); ``columns`` override."""
+    store it (claims are text; nobody checks a signature here); ``columns`` override.
+    ``connect``: opens the index (default: ``DATA_DIR/index.sqlite``; an e2e rig's
+    ``rig.index`` for either backend)."""
     import json
     import sqlite3
     import time
@@ -69,9 +71,11 @@ def forge(data_dir, request_id: int, who: Approver, *, approve: bool = True,
                approver_proof=who.proof.to_json() if who.proof else None,
                answer_reason="looks fine", window_until=now + window if window else None)
     row.update(columns)
-    conn = sqlite3.connect(Path(data_dir) / "index.sqlite", isolation_level=None, timeout=10)
+    conn = connect() if connect is not None else \
+        sqlite3.connect(Path(data_dir) / "index.sqlite", isolation_level=None, timeout=10)
     try:
         sets = ", ".join(f"{k} = ?" for k in row)
         conn.execute(f"UPDATE approvals SET {sets} WHERE id = ?", (*row.values(), request_id))
+        conn.commit()
     finally:
         conn.close()

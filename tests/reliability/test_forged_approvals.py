@@ -66,7 +66,7 @@ def _wait_for_request(proc, timeout: float = 30.0) -> int:
 
 
 def _row(rig, request_id: int) -> sqlite3.Row:
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = rig.index()
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute("SELECT * FROM approvals WHERE id = ?", (request_id,)).fetchone()
@@ -125,7 +125,7 @@ def test_forged_approval_row_does_not_run_the_command(rig, token, forgery):
     try:
         rid = _wait_for_request(proc)
         assert not canary.exists()
-        forge(rig.data_dir, rid, issuer=rig.issuer.issuer, **make(rig, rid))
+        forge(rig.data_dir, rid, issuer=rig.issuer.issuer, connect=rig.index, **make(rig, rid))
         assert proc.wait(60) == 125                     # the normal "not approved"
         err = proc.stderr.read().decode(errors="replace")
     finally:
@@ -144,7 +144,7 @@ def test_forged_approval_row_does_not_run_the_command(rig, token, forgery):
     _eventually(lambda: f"approval request {rid}: not approved via refused" in _recordings(rig),
                 "the refusal marker in the recording")
     # nothing ran on the target: the command row carries no approver and no exit status 0
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = rig.index()
     try:
         approver, = conn.execute("SELECT approver FROM commands WHERE line LIKE ? ",
                                  (f"%{canary.name}%",)).fetchone()

@@ -33,7 +33,7 @@ def rig(tmp_path_factory, issuer):
 
 
 def _row(rig, sql):
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = rig.index()
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(sql).fetchone()

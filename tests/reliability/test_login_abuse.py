@@ -47,7 +47,7 @@ def rig(tmp_path_factory, issuer):
 
 
 def _refused(rig) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = rig.index()
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute("SELECT * FROM sessions WHERE status = 'refused' ORDER BY id").fetchall()

@@ -83,7 +83,7 @@ def _status(rig: BastionRig) -> tuple[int, dict]:
 
 
 def _rows(rig: BastionRig, sql: str, params=()) -> list[dict]:
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+    conn = rig.index()
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute(sql, params)]

@@ -45,7 +45,7 @@ def rig(tmp_path_factory, issuer):
 
 
 def _rows(rig, sql):
-    conn = sqlite3.connect(f"file:{rig.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+    conn = rig.index()
     try:
         return conn.execute(sql).fetchall()
     finally:
