@@ -10,7 +10,6 @@ marker in the recording.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 
