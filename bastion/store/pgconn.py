@@ -32,6 +32,9 @@ from bastion.store.location import StoreSettings, safe_url
 log = logging.getLogger("bastion.store")
 
 CONNECT_TIMEOUT = 5          # s: a store that does not answer refuses sessions this soon
+# the SQLite index's busy timeout (bastion.recording.schema.BUSY_TIMEOUT_MS): a lock held
+# longer (the writers' advisory lock, a row lock) fails the statement instead of waiting on
+LOCK_TIMEOUT_MS = 10_000
 POOL_MAX = 4
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
@@ -250,7 +253,8 @@ def _open(settings: StoreSettings) -> Any:
     import psycopg
 
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
-                              "application_name": f"bastion {settings.node}"[:63]}
+                              "application_name": f"bastion {settings.node}"[:63],
+                              "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"}
     password = settings.password()
     if password is not None:
         kwargs["password"] = password
@@ -321,7 +325,8 @@ def _pool(settings: StoreSettings) -> Any:
 
 
 def _pool_kwargs(settings: StoreSettings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                              "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"}
     password = settings.password()
     if password is not None:
         kwargs["password"] = password
