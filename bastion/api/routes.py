@@ -17,9 +17,10 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
-from bastion.api.http import Request, Response, error, json_response
+from bastion.api.http import Handler, Request, Response, error, json_response
+from bastion.api.scope import ReviewScope
 from bastion.errors import ApprovalError, BastionError, RecordingError, TokenRejected
 from bastion.logfmt import fields as log_fields
 from bastion.metrics import METRICS
@@ -42,11 +43,14 @@ LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing t
 class Api:
     """The request handler for one ``bastion serve`` (its Services)."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Any, ui: Callable[["Api"], Handler] | None = None) -> None:
         self.services = services
+        self.ui = ui(self) if ui is not None else None     # the web viewer (bastion.web)
 
     async def __call__(self, req: Request) -> Response:
         path = req.path.rstrip("/") or "/"
+        if self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            return await self.ui(req)
         if path == "/healthz" and req.method == "GET":
             return self._health()
         if path == "/readyz" and req.method == "GET":
@@ -73,7 +77,7 @@ class Api:
             return await self._commands(req, who)
         m = _SESSION.fullmatch(path)
         if m and req.method == "GET":
-            return await self._session(who, int(m.group(1)))
+            return await self._session(req, who, int(m.group(1)))
         m = _LIVE.fullmatch(path)
         if m and req.method == "GET":
             return await self._live(req, who, int(m.group(1)))
@@ -194,12 +198,15 @@ class Api:
             return window
         limit, since, until = window
 
+        scope = ReviewScope.of(self.services.config)
+
         def work() -> list[dict[str, Any]]:
             db = query.open_index(self.services.data_dir)
             return [query.public(r) for r in query.list_sessions(
                 db, principal=req.arg("principal"), target=req.arg("target"), since=since,
                 until=until, status=req.arg("status"),
-                denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000))]
+                denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000),
+                target_in=scope.names(query.session_targets(db)))]
         try:
             return json_response(200, {"sessions": await asyncio.to_thread(work)})
         except RecordingError as exc:
@@ -219,34 +226,52 @@ class Api:
             return window
         limit, since, until = window
 
+        scope = ReviewScope.of(self.services.config)
+
         def work() -> list[dict[str, Any]]:
+            db = query.open_index(self.services.data_dir)
             return [query.public(r) for r in query.search_commands(
-                query.open_index(self.services.data_dir), text, principal=req.arg("principal"),
+                db, text, principal=req.arg("principal"),
                 target=req.arg("target"), action=req.arg("action"), since=since, until=until,
-                limit=min(limit, 1000), raw=req.arg("raw") in ("1", "true", "yes"))]
+                limit=min(limit, 1000), raw=req.arg("raw") in ("1", "true", "yes"),
+                target_in=scope.names(query.session_targets(db)))]
         try:
             return json_response(200, {"commands": await asyncio.to_thread(work)})
         except RecordingError as exc:
             return error(400, str(exc), exc.hint)
 
-    async def _session(self, who: "_Caller", session_id: int) -> Response:
+    async def _readable(self, req: Request, who: "_Caller",
+                        session_id: int) -> dict[str, Any] | Response:
+        """The session (query.get_session) if ``who`` is a reviewer whose scope has it;
+        a session out of scope is answered like an unknown one."""
         if not self._roles(who)["reviewer"]:
-            return error(403, f"{who.principal.label} is not in [settings] reviewers")
+            return self._forbidden(who, "reviewer", req)
         from bastion.recording import query
 
         def work() -> dict[str, Any]:
-            return query.public(query.get_session(query.open_index(self.services.data_dir),
-                                                  session_id))
+            return query.get_session(query.open_index(self.services.data_dir), session_id)
         try:
-            return json_response(200, await asyncio.to_thread(work))
+            session = await asyncio.to_thread(work)
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
+        if not ReviewScope.of(self.services.config).allows(session.get("target")):
+            return self._refuse(404, f"no session {session_id} in the index", req,
+                                hint="[settings] reviewer_targets limits what reviewers see")
+        return session
+
+    async def _session(self, req: Request, who: "_Caller", session_id: int) -> Response:
+        from bastion.recording import query
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
+        return json_response(200, query.public(session))
 
     async def _live(self, req: Request, who: "_Caller", session_id: int) -> Response:
         """Server-sent events: the channel's recorded output as it is written (masked as
-        stored), ``event: end`` once the channel has ended and all of it is sent."""
-        if not self._roles(who)["reviewer"]:
-            return self._forbidden(who, "reviewer", req)
+        stored), ``event: end`` once the channel has ended and all of it is sent.
+        ``format=asciicast``: the messages asciinema-player's eventsource driver reads
+        (``{"cols", "rows", "time"}`` once the header is read, ``[t, "o", text]`` events,
+        ``event: done`` at the end); the web viewer's live page uses it."""
         from bastion.recording import query
         from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
         data_dir = self.services.data_dir
@@ -255,28 +280,45 @@ class Api:
             channel_id = int(channel_arg) if channel_arg else None
         except ValueError:
             return error(400, "channel must be a channel id")
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
 
         def lookup() -> dict[str, Any]:
             return query.get_session(query.open_index(data_dir), session_id)
         try:
-            channel = live_channel(await asyncio.to_thread(lookup), channel_id)
+            channel = live_channel(session, channel_id)
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
         follower = Follower(data_dir / channel["path"])
         cid = channel["id"]
+        player = req.arg("format") == "asciicast"
         audit.info("api live view of session %s channel %s by %s", session_id, cid,
                    who.principal.subject,
                    extra=log_fields("api_live", session=session_id, channel=cid,
                                     principal=who.principal.subject))
+        sent_reset = False
 
         def frames(events: list[Any]) -> bytes:
-            return b"".join(
-                f"data: {json.dumps({'t': ev.time, 'code': ev.code, 'data': ev.text()})}\n\n"
-                .encode() for ev in events if ev.code in OUTPUT_CODES)
+            nonlocal sent_reset
+            out = b""
+            if player and not sent_reset and follower.header is not None:
+                sent_reset = True
+                size = {"cols": follower.header.get("width") or 80,
+                        "rows": follower.header.get("height") or 24, "time": 0}
+                out += f"data: {json.dumps(size)}\n\n".encode()
+            for ev in events:
+                if ev.code in OUTPUT_CODES:
+                    item = [ev.time, "o", ev.text()] if player else \
+                        {"t": ev.time, "code": ev.code, "data": ev.text()}
+                    out += f"data: {json.dumps(item)}\n\n".encode()
+            return out
+        done = b"event: done\ndata: {}\n\n" if player else b"event: end\ndata: {}\n\n"
 
         async def stream() -> Any:
-            yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
-                   "\n\n").encode()
+            if not player:
+                yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
+                       "\n\n").encode()
             quiet = 0.0
             while True:
                 events = follower.read()
@@ -287,7 +329,7 @@ class Api:
                 ended = [c for c in (await asyncio.to_thread(lookup))["channels"]
                          if c["id"] == cid and c.get("ended") is not None]
                 if ended:                       # the row is sealed after the file's last event
-                    yield frames(follower.read()) + b"event: end\ndata: {}\n\n"
+                    yield frames(follower.read()) + done
                     return
                 await asyncio.sleep(LIVE_POLL)
                 quiet += LIVE_POLL
@@ -299,16 +341,9 @@ class Api:
     async def _recording(self, req: Request, who: "_Caller", session_id: int,
                          channel_id: int) -> Response:
         """A channel's asciicast file as stored (masked), with ``Range: bytes=A-B``."""
-        if not self._roles(who)["reviewer"]:
-            return self._forbidden(who, "reviewer", req)
-        from bastion.recording import query
-
-        def lookup() -> dict[str, Any]:
-            return query.get_session(query.open_index(self.services.data_dir), session_id)
-        try:
-            session = await asyncio.to_thread(lookup)
-        except RecordingError as exc:
-            return error(404, str(exc), exc.hint)
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
         channel = next((c for c in session["channels"] if c["id"] == channel_id), None)
         if channel is None or not channel.get("path"):
             return error(404, f"session {session_id} has no recorded channel {channel_id}")
