@@ -75,6 +75,8 @@ class Api:
             return await self._sessions(req, who)
         if path == "/api/v1/commands" and req.method == "GET":
             return await self._commands(req, who)
+        if path == "/api/v1/verify" and req.method == "GET":
+            return await self._verify(req, who)
         m = _SESSION.fullmatch(path)
         if m and req.method == "GET":
             return await self._session(req, who, int(m.group(1)))
@@ -239,6 +241,24 @@ class Api:
             return json_response(200, {"commands": await asyncio.to_thread(work)})
         except RecordingError as exc:
             return error(400, str(exc), exc.hint)
+
+    async def _verify(self, req: Request, who: "_Caller") -> Response:
+        """``bastion verify``: the index's hash chain and every closed recording's SHA-256
+        (``files=0``: the chain only).  The report names any session, so it is for admins
+        and for reviewers whose scope is not limited by ``reviewer_targets``."""
+        roles = self._roles(who)
+        if not (roles["admin"] or (roles["reviewer"]
+                                   and not ReviewScope.of(self.services.config).limited)):
+            return self._refuse(403, f"{who.principal.label} may not verify the whole index", req,
+                                hint="verify is for [settings] admins, and reviewers not "
+                                     "limited by reviewer_targets")
+        from bastion.recording import verify as verifier
+        files = req.arg("files") not in ("0", "false", "no")
+        report = await asyncio.to_thread(verifier.verify_index, self.services.data_dir,
+                                         check_files=files)
+        audit.info("api verify by %s: %s", who.principal.subject, "ok" if report.ok else "FAILED",
+                   extra=log_fields("api_verify", principal=who.principal.subject, ok=report.ok))
+        return json_response(200, report.to_dict())
 
     async def _readable(self, req: Request, who: "_Caller",
                         session_id: int) -> dict[str, Any] | Response:
