@@ -476,6 +476,14 @@ class Api:
                 ("bastion_recording_up", "1 while sessions are recorded (else refused).",
                  1.0 if recorder.state == "ok" else 0.0),
             ]
+            gauges += [
+                ("bastion_recorder_queue_bytes", "Bytes queued for the recording worker, not "
+                 "yet acknowledged.", float(status.get("queue_bytes") or 0)),
+                ("bastion_recorder_queue_ops", "Operations queued for the recording worker.",
+                 float(status.get("queue_ops") or 0)),
+                ("bastion_recorder_lag_seconds", "Age of the oldest operation the recording "
+                 "worker has not acknowledged (0: none).", float(status.get("index_lag_s") or 0)),
+            ]
             free = status.get("disk_free_bytes")
             if free is not None:
                 gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",

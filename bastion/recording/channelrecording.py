@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bastion.errors import RecordingError
+from bastion.metrics import METRICS
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE, OP_COMMAND,
@@ -122,10 +123,12 @@ class ChannelRecording:
             return
         self._check()
         self.bytes_out += len(data)
+        METRICS.inc("bastion_relayed_bytes_total", len(data), direction="host_to_agent")
         stream = asciicast.STDERR if stderr else asciicast.STDOUT
         if self._truncated:
             self._count(stream)
             return
+        METRICS.inc("bastion_recorded_bytes_total", len(data), stream="output")
         self._rec._put((OP_DATA, self.id, stream, self._now(), bytes(data), self.bytes_in,
                         self.bytes_out), len(data))
 
@@ -135,9 +138,11 @@ class ChannelRecording:
             return
         self._check()
         self.bytes_in += len(data)
+        METRICS.inc("bastion_relayed_bytes_total", len(data), direction="agent_to_host")
         if self._truncated:
             self._count(asciicast.INPUT)
             return
+        METRICS.inc("bastion_recorded_bytes_total", len(data), stream="input")
         self._rec._put((OP_DATA, self.id, asciicast.INPUT, self._now(), bytes(data), self.bytes_in,
                         self.bytes_out), len(data))
 
