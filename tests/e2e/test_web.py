@@ -217,6 +217,20 @@ def test_clicking_a_command_seeks_the_player_to_its_offset(web, page, artifacts,
     assert page.evaluate("window.__pwned") is None
 
 
+def test_a_command_search_finds_the_html_line_as_text_and_links_its_session(web, page,
+                                                                            artifacts, recorded):
+    page.goto(f"{web.url}/ui/")
+    page.locator("#search input[name=q]").fill("pwned script")
+    page.locator("#search button").click()
+    page.locator("#commands tbody tr").first.wait_for()
+    shot(page, artifacts, "5-command-search")
+    lines = page.locator("#commands td.line").all_inner_texts()
+    assert lines == [HTML_LINE]                                        # the words, as text
+    assert page.evaluate("window.__pwned") is None
+    page.locator("#commands tbody a").first.click()
+    page.wait_for_url(re.compile(rf".*/ui/session\?id={recorded['id']}$"))
+
+
 def test_a_live_session_receives_new_output(web, page, artifacts, token, reviewer):
     agent = PtyAgent(web, token, cols=200, rows=50)
     try:

@@ -53,9 +53,38 @@
     return iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z");
   }
 
+  // -- command search (the API's FTS) -------------------------------------------------
+  async function commandSearch(q) {
+    document.getElementById("search").elements.namedItem("q").value = q;
+    const body = await getJSON("commands?" + new URLSearchParams({ q: q, limit: "200" }).toString());
+    const table = document.getElementById("commands");
+    const tbody = table.querySelector("tbody");
+    tbody.replaceChildren();
+    for (const c of body.commands) {
+      const tr = el("tr");
+      tr.dataset.command = c.id;
+      tr.className = "action-" + c.action;
+      tr.appendChild(el("td", fmtTime(c.time)));
+      const cell = el("td");
+      const link = el("a", c.session_id);
+      link.href = "/ui/session?id=" + encodeURIComponent(c.session_id);
+      cell.appendChild(link);
+      tr.appendChild(cell);
+      for (const [v, cls] of [[c.principal_name || c.principal_subject], [c.target],
+                              [c.action], [c.line, "line"], [c.rule], [c.exit_status]]) {
+        tr.appendChild(el("td", v, cls));
+      }
+      tbody.appendChild(tr);
+    }
+    table.hidden = false;
+    document.getElementById("sessions").hidden = true;
+    say(body.commands.length + " command(s) match.");
+  }
+
   // -- the sessions list ---------------------------------------------------------------
   async function sessionsPage() {
     const params = new URLSearchParams(location.search);
+    if (params.get("q")) return commandSearch(params.get("q"));
     const form = document.getElementById("filters");
     for (const [key, value] of params) {
       const field = form.elements.namedItem(key);
