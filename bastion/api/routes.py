@@ -4,8 +4,10 @@ Every ``/api/v1`` request carries ``Authorization: Bearer <access token>`` from 
 issuer as the agents' (validated by the same :class:`TokenValidator`: signature, issuer,
 audience, expiry, tenant).  Roles come from policy.toml, read at each request (a reload
 takes effect at once): ``[settings] approvers`` answer held commands (four-eyes and the
-window cap are the store's checks, as for the CLI); ``[settings] reviewers`` read sessions.
-Agents get nothing here.  ``/healthz`` and ``/metrics`` need no token.
+window cap are the store's checks, as for the CLI); ``[settings] reviewers`` read sessions,
+limited to ``reviewer_targets`` when set (bastion.api.scope: out of scope is 404 on every
+route); ``admins`` terminate and verify.  Agents get nothing here.  ``/healthz`` and
+``/metrics`` need no token.  ``/ui`` is the web viewer's (``Api(services, ui=WebUi)``).
 
 Not covered: HTTP framing (``bastion.api.http``), TLS (``bastion.api.tls``).
 """

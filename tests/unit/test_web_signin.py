@@ -90,3 +90,45 @@ def test_reviewer_scope(selectors, target, allowed):
         assert names is None
     else:
         assert names == [n for n in ["web1", "web2", "db1", "gone1"] if scope.allows(n)]
+
+
+CONFIG = '''
+[oidc]
+issuer = "https://login.microsoftonline.com/t/v2.0"
+audience = "api://bastion"
+WEB
+
+[settings]
+reviewers = ["role:auditors"]
+SCOPE
+
+[[targets]]
+name = "web1"
+host = "10.0.0.5"
+user = "deploy"
+key = "web1"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6hGegfdxPvbo1EcXEbNFvrlXaq3EpoPVTs2rPKUGlb"
+labels = ["prod"]
+'''
+
+
+@pytest.mark.parametrize("web, scope, client, targets, error", [
+    ("", "", None, (), None),
+    ('web_client_id = "abc"', 'reviewer_targets = ["label:prod", "db*"]', "abc",
+     ("label:prod", "db*"), None),
+    ("", 'reviewer_targets = ["label:"]', None, None, "names no label"),
+    ("", 'reviewer_targets = [7]', None, None, "reviewer_targets"),
+    ("web_client_id = 7", "", None, None, "web_client_id"),
+])
+def test_config_keys_of_the_viewer_and_the_scope(web, scope, client, targets, error):
+    from bastion.config import parse_config
+    from bastion.errors import ConfigError
+    text = CONFIG.replace("WEB", web).replace("SCOPE", scope)
+    if error:
+        with pytest.raises(ConfigError, match=error):
+            parse_config(text)
+        return
+    cfg = parse_config(text)
+    assert cfg.oidc.web_client_id == client
+    assert cfg.settings.reviewer_targets == targets
+    assert ReviewScope.of(cfg).allows("web1")
