@@ -10,7 +10,7 @@ they are rule names and actions, never agent text.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from typing import Callable, Iterable
 
 HELP = {
     "bastion_logins_total": ("counter", "Outer logins by result (ok, refused, error)."),
@@ -51,6 +51,17 @@ class Metrics:
         key = tuple(sorted(labels.items()))
         series = self._values[name]
         series[key] = series.get(key, 0.0) + amount
+
+    def counter(self, name: str, **labels: str) -> Callable[[float], None]:
+        """``inc`` bound to one series, for the data path (no key to build per call); the
+        series shows (at 0) from now on."""
+        series = self._values[name]
+        key = tuple(sorted(labels.items()))
+        series.setdefault(key, 0.0)
+
+        def add(amount: float = 1.0) -> None:
+            series[key] += amount
+        return add
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """One observation of a histogram (its buckets: :data:`BUCKETS`)."""
@@ -96,3 +107,9 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+# the data path's counters (bastion.recording.channelrecording, bastion.ssh.sftprelay, forward)
+TO_HOST = METRICS.counter("bastion_relayed_bytes_total", direction="agent_to_host")
+TO_AGENT = METRICS.counter("bastion_relayed_bytes_total", direction="host_to_agent")
+RECORDED_OUTPUT = METRICS.counter("bastion_recorded_bytes_total", stream="output")
+RECORDED_INPUT = METRICS.counter("bastion_recorded_bytes_total", stream="input")

@@ -32,7 +32,7 @@ import asyncssh
 from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
 
 from bastion.errors import RecordingError
-from bastion.metrics import METRICS
+from bastion.metrics import TO_AGENT, TO_HOST
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
 from bastion.transfer.digest import Stream
@@ -200,7 +200,7 @@ class RelayServer(asyncssh.SFTPServer):
         if data:
             f.stream.feed(offset, data)
             self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
-            METRICS.inc("bastion_relayed_bytes_total", len(data), direction="host_to_agent")
+            TO_AGENT(len(data))
         else:
             f.stream.at_eof(offset)
         return data
@@ -219,7 +219,7 @@ class RelayServer(asyncssh.SFTPServer):
             f.stream.whole = False          # what the target holds is not what was hashed
             raise
         self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
-        METRICS.inc("bastion_relayed_bytes_total", len(data), direction="agent_to_host")
+        TO_HOST(len(data))
         return len(data)
 
     async def close(self, file_obj: object) -> None:

@@ -35,7 +35,9 @@ def test_counters_with_amounts_and_labels():
     m = Metrics()
     m.inc("bastion_relayed_bytes_total", 5000, direction="agent_to_host")
     m.inc("bastion_relayed_bytes_total", 7, direction="agent_to_host")
-    m.inc("bastion_relayed_bytes_total", 1, direction="host_to_agent")
+    to_agent = m.counter("bastion_relayed_bytes_total", direction="host_to_agent")
+    assert m.value("bastion_relayed_bytes_total", direction="host_to_agent") == 0
+    to_agent(1)
     fam = {f.name: f for f in text_string_to_metric_families(m.render())}["bastion_relayed_bytes"]
     got = {s.labels["direction"]: s.value for s in fam.samples if s.name.endswith("_total")}
     assert got == {"agent_to_host": 5007, "host_to_agent": 1}
