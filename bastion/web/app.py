@@ -211,6 +211,9 @@ class WebUi:
                                        f"{req.arg('error')}: {req.arg('error_description') or ''}",
                                        link=again), clear)
         oidc = self.services.config.oidc
+        if oidc is None or not oidc.web_client_id:
+            return _with_cookies(_page(503, "Web sign-in is off", "[oidc] web_client_id is not "
+                                       "set in policy.toml."), clear)
         try:
             endpoint = (await self._endpoints(oidc))["token_endpoint"]
             tokens = await asyncio.to_thread(_post_form, endpoint, {
