@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_sync   # the test extra; drives /usr/bin/chromium
 
 from bastion.demo.sshd import free_port, wait_for_port
 from tests.e2e.harness import POLICY_RULES, PtyAgent
@@ -38,7 +39,6 @@ LAST_LINE = "echo after-sleep-$((3*3))"
 PAD = b"echo TOKEN; printf '%01400d\\n' 0"
 TOKENS = ("ready-42", "xss-2-begin", "after-sleep-9")   # output only: not in any typed line
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="module")
