@@ -154,6 +154,8 @@ def test_sign_in_with_the_issuer_sets_a_strict_httponly_cookie(web, page, artifa
         (True, True, "Strict", "/ui")
     assert "bastion_ui" not in page.evaluate("document.cookie")      # no token or cookie in JS
     assert "eyJ" not in page.content()                                # no JWT in the page
+    log = web.wait_log("web sign-in by")                              # an audit event...
+    assert "eyJ" not in log and ui["value"] not in log                # ...without token or cookie
 
 
 def test_a_recorded_session_plays_and_html_in_it_stays_text(web, page, artifacts, recorded):
