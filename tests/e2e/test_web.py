@@ -250,7 +250,23 @@ def test_a_live_session_receives_new_output(web, page, artifacts, token, reviewe
         wait_for_text(page, "live-one")
         agent.send(PAD.replace(b"TOKEN", b"live-two-$((40+2))") + b"\r")
         wait_for_text(page, "live-two-42")
+        # the timeline follows the running channel: the new command shows with its decision
+        row = page.locator("#commands tbody tr", has_text="live-two-$((40+2))")
+        row.wait_for()
+        assert "allow" in row.inner_text() and "read-only-tools" in row.inner_text()
         shot(page, artifacts, "4-live")
+        # a command of the running channel: its recording so far, at that offset
+        _, session = call(web, "GET", f"/api/v1/sessions/{sid}", reviewer)
+        first = session["commands"][0]
+        page.locator(f'#commands tbody tr[data-command="{first["id"]}"]').click()
+        page.locator("#mode", has_text="so far").wait_for()
+        at = None
+        for _ in range(100):
+            at = page.evaluate("window.bastionViewer.player.getCurrentTime()")
+            if abs(at - first["offset"]) < 0.05:
+                break
+            page.wait_for_timeout(100)
+        assert abs(at - first["offset"]) < 0.05, (at, first["offset"])
         agent.send(b"exit\r")
         assert agent.wait() == 0
     finally:

@@ -135,7 +135,9 @@
     const lines = text.split("\n").filter((l) => l.length > 0);
     const header = JSON.parse(lines[0]);
     const events = [];
-    for (const line of lines.slice(1)) {
+    const body = lines.slice(1);
+    if (body.length && !text.endsWith("\n")) body.pop();   // a running channel's line being written
+    for (const line of body) {
       const ev = JSON.parse(line);
       const [sec, code, data] = ev;
       const t = sec * 1000;
@@ -146,7 +148,7 @@
     return { cols: header.width, rows: header.height, events: events };
   }
 
-  function load(sid, channel, seekTo) {
+  function load(sid, channel, seekTo, recording) {
     const box = document.getElementById("player");
     if (viewer.player) viewer.player.dispose();
     box.replaceChildren();
@@ -154,10 +156,10 @@
     for (const b of document.querySelectorAll("#channels button")) {
       b.setAttribute("aria-pressed", String(Number(b.dataset.channel) === channel.id));
     }
-    const live = channel.ended === null || channel.ended === undefined;
+    const live = !recording && (channel.ended === null || channel.ended === undefined);
     const mode = document.getElementById("mode");
     mode.textContent = live ? "Live: channel " + channel.id + " is running"
-                            : "Recording of channel " + channel.id;
+                            : "Recording of channel " + channel.id + (recording && !channel.ended ? " so far" : "");
     mode.className = live ? "live" : "";
     let src;
     if (live) {
@@ -213,7 +215,20 @@
       b.addEventListener("click", () => load(sid, c));
       nav.appendChild(b);
     }
+    renderCommands(sid, s);
+    const open = recorded.filter((c) => c.ended === null || c.ended === undefined);
+    const first = open.length ? open[open.length - 1] : recorded[0];
+    if (first) load(sid, first);
+    else say("This session has no recorded channel.");
+    if (open.length) follow(sid);
+  }
+
+  // The command timeline: each row with an offset seeks the player there (a running
+  // channel's recording so far is loaded for it; its channel button goes back to live).
+  function renderCommands(sid, s) {
+    const recorded = s.channels.filter((c) => c.path);
     const tbody = document.querySelector("#commands tbody");
+    tbody.replaceChildren();
     for (const c of s.commands) {
       const tr = el("tr");
       tr.dataset.command = c.id;
@@ -231,7 +246,7 @@
           if (viewer.channel === channel.id && viewer.player && !viewer.live) {
             seek(Number(c.offset));
           } else {
-            load(sid, channel, Number(c.offset));
+            load(sid, channel, Number(c.offset), true);
           }
         };
         tr.addEventListener("click", go);
@@ -239,10 +254,21 @@
       }
       tbody.appendChild(tr);
     }
-    const open = recorded.filter((c) => c.ended === null || c.ended === undefined);
-    const first = open.length ? open[open.length - 1] : recorded[0];
-    if (first) load(sid, first);
-    else say("This session has no recorded channel.");
+  }
+
+  // While a channel runs, the timeline follows it: new commands, their decisions and exit
+  // statuses appear as the index gets them.
+  function follow(sid) {
+    const timer = setInterval(async () => {
+      let s;
+      try { s = await getJSON("sessions/" + sid); } catch (e) { clearInterval(timer); return; }
+      renderCommands(sid, s);
+      if (!s.channels.some((c) => c.path && (c.ended === null || c.ended === undefined))) {
+        clearInterval(timer);
+        const mode = document.getElementById("mode");
+        if (viewer.live) { mode.textContent = "Channel " + viewer.channel + " has ended"; mode.className = ""; }
+      }
+    }, 2000);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
