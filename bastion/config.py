@@ -74,6 +74,7 @@ class Mask:
 class Settings:
     approvers: tuple[str, ...] = ()
     reviewers: tuple[str, ...] = ()            # who may read sessions through the API
+    reviewer_targets: tuple[str, ...] = ()     # target selectors reviewers are limited to
     admins: tuple[str, ...] = ()               # who may terminate sessions through the API
     approval_timeout: int = 300
     mask_live: bool = False
@@ -232,7 +233,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
         c.add(w, "[oidc] must be a table")
         return None
     c.keys(table, ("issuer", "audience", "tenants", "subject_claim", "ca_bundle", "allow_v1",
-                   "leeway", "jwks_refresh_interval", "timeout"), w)
+                   "leeway", "jwks_refresh_interval", "timeout", "web_client_id"), w)
     issuer = c.string(table, "issuer", w, required=True)
     if issuer:
         url = urlparse(issuer)
@@ -261,6 +262,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
         leeway=int(c.number(table, "leeway", w, 60)),
         jwks_refresh_interval=int(c.number(table, "jwks_refresh_interval", w, 60)),
         timeout=float(c.number(table, "timeout", w, 10.0, minimum=0.1)),
+        web_client_id=c.string(table, "web_client_id", w),
     )
 
 
@@ -270,7 +272,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     if not isinstance(table, dict):
         c.add(w, "[settings] must be a table")
         return Settings(), {}
-    own = ("approvers", "reviewers", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
+    own = ("approvers", "reviewers", "reviewer_targets", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
            "upstream_idle_timeout",
            "approval_allow_unproven",
@@ -280,6 +282,11 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     approvers = c.strings(table, "approvers", w) or ()
     reviewers = c.strings(table, "reviewers", w) or ()
     admins = c.strings(table, "admins", w) or ()
+    reviewer_targets = c.strings(table, "reviewer_targets", w) or ()
+    for sel in reviewer_targets:
+        msg = check_target_selector(sel)
+        if msg:
+            c.add(w + ("reviewer_targets",), f"settings.reviewer_targets: {msg}")
     for key, selectors in (("approvers", approvers), ("reviewers", reviewers), ("admins", admins)):
         for sel in selectors:
             msg = check_principal_selector(sel)
@@ -288,6 +295,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     settings = Settings(
         approvers=approvers,
         reviewers=reviewers,
+        reviewer_targets=reviewer_targets,
         admins=admins,
         approval_timeout=int(c.number(table, "approval_timeout", w, 300, minimum=1)),
         mask_live=c.boolean(table, "mask_live", w, False),

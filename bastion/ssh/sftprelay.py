@@ -32,6 +32,7 @@ import asyncssh
 from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
 
 from bastion.errors import RecordingError
+from bastion.metrics import TO_AGENT, TO_HOST
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
 from bastion.transfer.digest import Stream
@@ -199,6 +200,7 @@ class RelayServer(asyncssh.SFTPServer):
         if data:
             f.stream.feed(offset, data)
             self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
+            TO_AGENT(len(data))
         else:
             f.stream.at_eof(offset)
         return data
@@ -217,6 +219,7 @@ class RelayServer(asyncssh.SFTPServer):
             f.stream.whole = False          # what the target holds is not what was hashed
             raise
         self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
+        TO_HOST(len(data))
         return len(data)
 
     async def close(self, file_obj: object) -> None:
