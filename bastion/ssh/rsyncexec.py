@@ -160,8 +160,9 @@ async def recheck(ctx: Any, p: Plan, command: str) -> tuple[Decision, Plan | Non
         why = (f"a path resolved differently after the approval ({', '.join(p.resolved)} "
                f"became {', '.join(fresh.resolved)}); nothing ran")
         return _refused(why), fresh
-    if again.action is Action.DENY:
-        return again, fresh
+    if again.action is Action.REVIEW and again.rule != p.decision.rule:
+        return _refused(f"after the approval another rule holds it ({again.rule}): "
+                        f"{again.reason}; nothing ran"), fresh
     return again, fresh
 
 
@@ -201,10 +202,14 @@ async def decide_in(s: Any, command: str) -> None:
     s._apply(s.core.decided(action, message))
 
 
-async def approved_in(s: Any, command: str) -> str | None:
-    """After an approval of the rsync held in ``s``: None if it may run as decided, else
-    why not (recorded)."""
+async def reviewed_in(s: Any, command: str, approved: bool, why: str) -> str | None:
+    """After the review of the rsync held in ``s``: None if it may run as decided, else why
+    not (recorded).  Not approved (``why``): its rows say so and nothing runs."""
     p: Plan = s._rsync
+    if not approved:
+        s._rsync = None
+        record_refused(s.rec, command, Decision(Action.REVIEW, p.decision.rule, why), p)
+        return None
     try:
         again, fresh = await recheck(s.ctx, p, command)
     except BastionError as exc:

@@ -303,14 +303,14 @@ class InnerSession(asyncssh.SSHServerSession):
             self._finish("bastion: internal error (see the bastion log)", EXIT_BASTION_ERROR)
             return
         message = ""
-        if outcome.approved and self._rsync is not None:
-            refused = await rsyncexec.approved_in(self, command)
-            if refused and self.core is not None:
-                self._apply(self.core.fail(refused, EXIT_DENIED))
-                return
         if not outcome.approved:
             from bastion.approvals.notices import outcome_message
             message = outcome_message(outcome)
+        if self._rsync is not None:           # resolved and decided again before it runs
+            refused = await rsyncexec.reviewed_in(self, command, outcome.approved, message)
+            if refused and self.core is not None:
+                self._apply(self.core.fail(refused, EXIT_DENIED))
+                return
         self._apply(self.core.approved(outcome.approved, message))
 
     @staticmethod

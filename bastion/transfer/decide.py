@@ -7,8 +7,9 @@ target first (``realpath``, so a symlink is judged by what it points to):
   ``reads = ["/var/log/**"]`` allows ``ls /var/log``);
 * ``writes`` -- open for writing, create, truncate, mkdir, setstat, symlink (the new
   link), remove, rmdir, and both ends of a rename or hard link;
-* ``meta``   -- stat, lstat, realpath, readlink: allowed unless a deny or review rule's
-  ``reads`` names the path (metadata is what navigation needs).
+* ``meta``   -- stat, lstat, realpath, readlink: allowed unless a deny rule's ``reads``
+  names the path (metadata is what navigation needs; a review rule holds the open, not
+  the stat before it).
 
 How one path is decided (``decide``), most restrictive first, like commands:
 
@@ -43,8 +44,8 @@ META = "meta"
 class Verdict:
     """What policy says about one effect on one path."""
 
-    allowed: bool
-    action: str            # "allow" | "deny" | "review" (review is refused for now)
+    allowed: bool          # False for a review until it is approved
+    action: str            # "allow" | "deny" | "review"
     rule: str
     reason: str
 
@@ -90,10 +91,11 @@ def decide(policy: Any, principal: Any, target: Any, effect: str, path: str, *,
                 g.match(n) for g in globs for n in names):
             extra = f": {rule.description}" if rule.description else ""
             if rule.action is Action.REVIEW:
+                if effect == META:        # metadata of a held path: the hold is at open
+                    continue
                 return Verdict(False, "review", rule.name,
-                               f"{shown} {effect_key} a path rule {rule.name} holds for review"
-                               f"{extra}; review is not available for file transfers yet, so "
-                               "it is refused")
+                               f"{shown} {effect_key} a path rule {rule.name} holds for "
+                               f"review{extra}")
             return Verdict(False, "deny", rule.name,
                            f"{shown} {effect_key} a path rule {rule.name} denies{extra}")
     if effect == META:
