@@ -1,4 +1,5 @@
-"""CLI: ``bastion transfers search`` — file operations of sftp channels, by path or hash."""
+"""CLI: ``bastion transfers search`` / ``show`` — file operations of sftp channels and rsync,
+by path or hash; ``show --content`` the stored copy (``[settings] store_transfers``)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,51 @@ def search_cmd(
                       (r.get("sha256") or "-")[:16],
                       Text(sanitize(decision), style="red" if r["action"] != "allow" else ""),
                       Text(sanitize(r["result"])))
+    out_console.print(table)
+
+
+@transfers_app.command("show")
+@handle_errors
+def show_cmd(
+    transfer_id: Annotated[int, typer.Argument(metavar="ID", help="The transfer's id.")],
+    data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR),
+    content: Annotated[bool, typer.Option(
+        "--content", help="Write the stored copy (store_transfers) to stdout.")] = False,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the stored copy to this file instead.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One file operation: its decision, hash and, when stored, its masked content.
+
+    The stored copy is checked against the SHA-256 recorded with it before it is shown; on
+    a terminal its control characters are made visible.
+
+    Example: bastion transfers show 42 --content > copy.txt
+    """
+    from bastion.proto.sanitize import sanitize
+    from bastion.recording import query
+    row = query.get_transfer(query.open_index(data_dir), transfer_id)
+    if content or output is not None:
+        data, _ = query.transfer_content(data_dir, row)
+        if output is not None:
+            output.write_bytes(data)
+        elif sys.stdout.isatty():
+            out_console.print(Text(sanitize(data.decode("utf-8", "replace"))))
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(query.public(row), ensure_ascii=True, indent=2,
+                                    default=str) + "\n")
+        return
+    table = Table(title=f"transfer {transfer_id}", title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for key, value in query.public(row).items():
+        if key in ("seq", "hash") or value is None:
+            continue
+        table.add_row(key, Text(sanitize(str(value))))
     out_console.print(table)
 
 

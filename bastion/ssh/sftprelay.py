@@ -13,7 +13,8 @@ Every operation that reads or changes something becomes a ``transfers`` row
 (bastion.recording.transfers); metadata operations (stat, realpath, readlink) are
 recorded only when denied.  For a file opened, the row is written at close with the
 bytes moved and, when the whole file was read (0 to EOF, in order) or written (created
-or truncated, 0 onwards without gaps), the SHA-256 of those bytes.
+or truncated, 0 onwards without gaps), the SHA-256 of those bytes; with
+``[settings] store_transfers`` a masked copy too (:mod:`bastion.recording.content`).
 
 A ``review`` decision holds the operation for an approver (:mod:`bastion.ssh.held`, as
 for commands; the agent's sftp waits); once approved, the path is resolved and decided
@@ -69,6 +70,7 @@ class _File:
         self.started = time.time()
         self.t0 = time.monotonic()
         self.stream = Stream()
+        self.capture: Any = None           # bastion.recording.content.ContentCapture
 
 
 class RelayServer(asyncssh.SFTPServer):
@@ -236,7 +238,31 @@ class RelayServer(asyncssh.SFTPServer):
             self._record(TransferRow(op, real, f"error: {exc.reason}", verdict.action,
                                      verdict.rule, verdict.reason, started=time.time()))
             raise
-        return _File(up, op, real, verdict, whole)
+        f = _File(up, op, real, verdict, whole)
+        if op in ("get", "put") and self.owner.ctx.services.config.settings.store_transfers:
+            self._capture(f)
+        return f
+
+    def _capture(self, f: _File) -> None:
+        """Keep a masked copy of what ``f`` transfers (``[settings] store_transfers``)."""
+        from bastion.recording.content import ContentCapture
+        services, rec = self.owner.ctx.services, self.owner.rec
+        try:
+            f.capture = ContentCapture(rec._rec.data_dir, rec.path, services.detectors,
+                                       services.config.settings.store_transfers_max)
+        except RecordingError as exc:
+            self.owner.recording_failed(exc)
+            raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded") from exc
+        capture = f.capture
+
+        def sink(data: bytes) -> None:
+            try:
+                capture.feed(data)
+            except RecordingError as exc:
+                self.owner.recording_failed(exc)
+                raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded") \
+                    from exc
+        f.stream.sink = sink
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         f = self._file(file_obj)
@@ -278,9 +304,15 @@ class RelayServer(asyncssh.SFTPServer):
             else:
                 digest = f.stream.digest(need_eof=False) if f.whole_write else None
             v = f.verdict
+            content = None
+            if f.capture is not None:
+                try:
+                    content = f.capture.close(complete=digest is not None)
+                except RecordingError as exc:
+                    self.owner.recording_failed(exc)
             self._record(TransferRow(f.op, f.path, result, v.action, v.rule, v.reason,
                                      nbytes=f.stream.moved, sha256=digest, started=f.started,
-                                     duration=time.monotonic() - f.t0))
+                                     duration=time.monotonic() - f.t0, content=content))
             await self.owner.drain()
 
     @staticmethod
