@@ -139,9 +139,13 @@ def record_refused(rec: Any, command: str, decision: Decision, p: Plan | None) -
                                          decision.rule, decision.reason, started=time.time()))
 
 
-def record_ran(rec: Any, p: Plan, status: int | None) -> None:
-    """The transfers rows of an rsync command that ran (when its channel ends)."""
-    result = "ok" if status == 0 else f"error: exit status {status}"
+def record_ran(rec: Any, p: Plan, status: int | None, *, ran: bool = True) -> None:
+    """The transfers rows of an rsync command when its channel ends (``ran``: it reached
+    the target; otherwise the agent left during the hold, or the target was unreachable)."""
+    if not ran:
+        result = "not run"
+    else:
+        result = "ok" if status == 0 else f"error: exit status {status}"
     d = p.decision
     for path in p.resolved:
         record_transfer(rec, TransferRow(p.call.op, path, result, d.action.value, d.rule,
@@ -230,6 +234,6 @@ def ended_in(s: Any, status: int | None) -> None:
         return
     from bastion.errors import RecordingError
     try:
-        record_ran(s.rec, p, status)
+        record_ran(s.rec, p, status, ran=s.up_chan is not None)
     except RecordingError as exc:
         log.error("session %s: rsync rows not recorded: %s", s.ctx.where, exc)

@@ -39,6 +39,7 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTP
 from bastion.errors import RecordingError
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
+from bastion.ssh.sftpreadahead import ReadAhead, block_size
 from bastion.transfer.digest import Stream
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,6 +72,7 @@ class _File:
         self.t0 = time.monotonic()
         self.stream = Stream()
         self.capture: Any = None           # bastion.recording.content.ContentCapture
+        self.ahead: ReadAhead | None = None  # larger reads upstream (a read-only handle)
 
 
 class RelayServer(asyncssh.SFTPServer):
@@ -80,8 +82,10 @@ class RelayServer(asyncssh.SFTPServer):
         super().__init__(chan)
         self.owner = owner
         self.home = home
-        max_write = getattr(getattr(owner.client, "limits", None), "max_write_len", 0)
+        limits = getattr(owner.client, "limits", None)
+        max_write = getattr(limits, "max_write_len", 0)
         self.write_chunk = max_write if max_write > 0 else WRITE_CHUNK
+        self.read_block = block_size(getattr(limits, "max_read_len", 0) or 0)
 
     # -- deciding and recording ------------------------------------------------------
     @property
@@ -130,12 +134,25 @@ class RelayServer(asyncssh.SFTPServer):
         from bastion.ssh.held import ask_approval
         line = f"sftp {op} {path}" + (f" -> {path2}" if path2 else "")
         decision = Decision(Action.REVIEW, verdict.rule, verdict.reason)
+        hold = asyncio.ensure_future(ask_approval(self.owner.ctx, self.owner.rec,
+                                                  self.owner.tell, line, decision, None,
+                                                  "sftp"))
+        self.owner.holds.add(hold)           # withdrawn if the agent's channel goes
         try:
-            outcome = await ask_approval(self.owner.ctx, self.owner.rec, self.owner.tell,
-                                         line, decision, None, "sftp")
+            outcome = await hold
         except RecordingError as exc:
             self.owner.recording_failed(exc)
             raise asyncssh.SFTPFailure("bastion: the channel could not be recorded") from exc
+        except asyncio.CancelledError:
+            if hold.cancelled() and not self._cancelling():
+                raise asyncssh.SFTPPermissionDenied("bastion: the request was withdrawn") \
+                    from None
+            raise
+        finally:
+            self.owner.holds.discard(hold)
+        if self.owner.gone:
+            return Verdict(False, "review", verdict.rule,
+                           "the agent's channel closed during the hold; nothing was done")
         if not outcome.approved:
             return Verdict(False, "review", verdict.rule, outcome_message(outcome))
         now = await again() if again is not None else decided
@@ -152,6 +169,11 @@ class RelayServer(asyncssh.SFTPServer):
                            f"{verdict.reason}; approved by {who} (request "
                            f"{outcome.request_id})")
         return fresh
+
+    @staticmethod
+    def _cancelling() -> bool:
+        task = asyncio.current_task()
+        return bool(task is not None and task.cancelling())
 
     async def _done(self, op: str, path: str, verdict: Verdict, coro: Any,
                     path2: str | None = None) -> Any:
@@ -239,6 +261,8 @@ class RelayServer(asyncssh.SFTPServer):
                                      verdict.rule, verdict.reason, started=time.time()))
             raise
         f = _File(up, op, real, verdict, whole)
+        if op == "get" and self.read_block:
+            f.ahead = ReadAhead(up, self.read_block)
         if op in ("get", "put") and self.owner.ctx.services.config.settings.store_transfers:
             self._capture(f)
         return f
@@ -266,7 +290,8 @@ class RelayServer(asyncssh.SFTPServer):
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         f = self._file(file_obj)
-        data: bytes = await f.up.read(size, offset)
+        data: bytes = await (f.ahead.read(offset, size) if f.ahead is not None
+                             else f.up.read(size, offset))
         if data:
             f.stream.feed(offset, data)
             self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
@@ -293,6 +318,8 @@ class RelayServer(asyncssh.SFTPServer):
     async def close(self, file_obj: object) -> None:
         f = self._file(file_obj)
         result = "ok"
+        if f.ahead is not None:
+            f.ahead.close()
         try:
             await f.up.close()
         except asyncssh.SFTPError as exc:

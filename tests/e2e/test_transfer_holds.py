@@ -200,3 +200,28 @@ def test_rsync_symlink_swapped_during_the_hold_is_refused(hrig, token, approver_
     assert status != 0 and "after the approval" in err, err
     assert (hrig.files / "fakessh" / "authorized_keys").read_bytes() == CANARY_BEFORE
     assert list(realdir.iterdir()) == []
+
+
+def test_sftp_hold_is_withdrawn_when_the_agent_leaves(hrig, token, approver_token, tmp_path):
+    import json
+    import signal
+    import time
+    local = tmp_path / "left.txt"
+    local.write_text("left\n")
+    dest = hrig.files / "held" / "left.txt"
+    proc = _sftp(hrig, token, f"put {local} {dest}\n")
+    rid = _wait_for_request(proc)
+    os.killpg(proc.pid, signal.SIGKILL)                   # sftp and its ssh go away
+    proc.wait(10)
+    status = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = json.loads(hrig.cli("approvals", "list", "--all", "--json").out)
+        status = next(r["status"] for r in rows if r["id"] == rid)
+        if status != "pending":
+            break
+        time.sleep(0.2)
+    assert status == "cancelled"
+    assert _answer(hrig, "approve", rid, approver_token).returncode != 0
+    time.sleep(0.5)
+    assert not dest.exists()
