@@ -17,9 +17,11 @@ table and a JSON line; never fails on time.
 With ``--rtt-ms N`` the client reaches each path's first hop (the target for (a), the
 jump host for (b), the bastion for (c)) through a userspace delay line of N ms round trip
 (:mod:`bench.delayline`; the kernel here has no netem); the hops behind it stay on loopback.
+With ``--rtt-where target`` the delay line stands in front of the target instead: every
+path's last hop is the long one (the bastion's upstream connection, ProxyJump's second hop).
 
 Not covered: the ``python -m bench`` sections and report (this is a separate, quick
-figure), concurrent transfers, resumed ones, latency between the bastion and the target.
+figure), concurrent transfers, resumed ones.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def run_sftp(rig: BenchRig, path: str, batch: str, mode: str = "default") -> flo
     """Seconds one ``sftp -b`` run took through ``path``; raises on a failed run."""
     with tempfile.NamedTemporaryFile("w", dir=rig.root, suffix=".batch", delete=False) as fh:
         fh.write(batch)
-    argv = ["sftp", "-q", "-F", str(rig.config_path(mode)), "-b", fh.name, HOSTS[path]]
+    host = "web1far" if mode == "far" and path == "bastion" else HOSTS[path]
+    argv = ["sftp", "-q", "-F", str(rig.config_path(mode)), "-b", fh.name, host]
     t0 = time.perf_counter()
     p = subprocess.run(argv, env=rig.client_env(), capture_output=True, timeout=600,
                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -88,7 +91,40 @@ def delayed(rig: BenchRig, rtt_ms: float) -> list[Any]:
     return lines
 
 
-def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0) -> dict:
+def far_target(rig: BenchRig, rtt_ms: float) -> Any:
+    """A delay line in front of the target, and target ``web1far`` behind it in the policy
+    (call between ``setup()`` and ``start()``): the last hop of every path is the long one."""
+    from bench.delayline import DelayLine
+    assert rig.sshd is not None
+    line = DelayLine(rig.sshd.port, rtt_ms / 2000.0).start()
+    rig.extra_targets = (f'\n[[targets]]\nname = "web1far"\nhost = "127.0.0.1"\n'
+                         f'port = {line.port}\nuser = "{rig.sshd.user}"\nkey = "web1"\n'
+                         f'host_key = "{rig.sshd.host_key_line}"\n')
+    rig.write_policy()
+    keys = rig.openssh_known_hosts.read_text()
+    rig.openssh_known_hosts.write_text(
+        keys + f"[127.0.0.1]:{line.port} {rig.sshd.host_key_line}\n")
+    return line
+
+
+def far_config(rig: BenchRig, line: Any) -> None:
+    """ssh_config mode ``far``: direct and ProxyJump reach the target through ``line``, the
+    bastion's agents name ``web1far``."""
+    assert rig.sshd is not None
+    text = rig.config_path("default").read_text()
+    for host in ("direct", "jumped"):
+        head = f"Host {host}\n  HostName 127.0.0.1\n"
+        old = f"{head}  Port {rig.sshd.port}\n"
+        if old not in text:
+            raise RuntimeError(f"bench ssh_config has no {host} entry on the target's port")
+        text = text.replace(old, f"{head}  Port {line.port}\n")
+    start = text.index("\nHost web1\n")
+    end = text.find("\nHost ", start + 1)
+    block = text[start:end if end != -1 else len(text)]
+    rig.config_path("far").write_text(text + block.replace("Host web1\n", "Host web1far\n"))
+
+
+def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0, where: str = "client") -> dict:
     from bastion.identity.devissuer import DevIssuer
     root = Path(tempfile.mkdtemp(prefix="bench-sftp-"))
     issuer = DevIssuer(root / "issuer").start()
@@ -101,10 +137,20 @@ def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0) -> dict:
     results: dict = {"size_mb": size_mb, "rounds": rounds, "rtt_ms": rtt_ms, "get_s": {},
                      "put_s": {}}
     lines: list[Any] = []
-    mode = "delay" if rtt_ms else "default"
+    far = bool(rtt_ms) and where == "target"
+    mode = ("far" if far else "delay") if rtt_ms else "default"
+    results["rtt_where"] = where if rtt_ms else None
+    if far:
+        rig.extra_policy = rig.extra_policy.replace('targets = ["web1"]',
+                                                    'targets = ["web1", "web1far"]')
     try:
-        rig.setup().start()
-        if rtt_ms:
+        rig.setup()
+        if far:
+            lines = [far_target(rig, rtt_ms)]
+        rig.start()
+        if far:
+            far_config(rig, lines[0])
+        elif rtt_ms:
             lines = delayed(rig, rtt_ms)
         src = files / "source.bin"
         with open(src, "wb") as fh:
@@ -150,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100, help="MB (10**6 bytes), default 100")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rtt-ms", type=float, default=0.0,
-                        help="round trip added between the client and each first hop")
+                        help="round trip added on one hop (see --rtt-where)")
+    parser.add_argument("--rtt-where", choices=("client", "target"), default="client",
+                        help="client: between the client and each first hop; target: in "
+                             "front of the target (the bastion's upstream, ProxyJump's "
+                             "second hop)")
     args = parser.parse_args(argv)
     load = [round(x, 2) for x in os.getloadavg()]
-    res = measure(args.size, args.rounds, args.rtt_ms)
+    res = measure(args.size, args.rounds, args.rtt_ms, args.rtt_where)
     res["loadavg_before"] = load
-    rtt = f", {args.rtt_ms:g} ms RTT to the first hop" if args.rtt_ms else ""
+    hop = "the first hop" if args.rtt_where == "client" else "the target"
+    rtt = f", {args.rtt_ms:g} ms RTT to {hop}" if args.rtt_ms else ""
     print(f"sftp of {args.size} MB, median of {args.rounds} (wall time of one sftp run){rtt}; "
           f"load average {load[0]} before, {res['loadavg_after'][0]} after")
     print(f"{'':8}{'direct':>16}{'ProxyJump':>16}{'bastion':>16}{'bastion/jump':>14}")
