@@ -81,10 +81,25 @@ class DelayLine:
         except OSError:
             writer.close()
             return
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.ensure_future(self._both(reader, writer, up_reader, up_writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _both(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        """Both directions; an EOF is passed on alone (half-close), the sockets close once
+        both directions ended (or one failed)."""
+        pumps = [asyncio.ensure_future(self._pump(reader, up_writer)),
+                 asyncio.ensure_future(self._pump(up_reader, writer))]
+        try:
+            done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+            for p in pending:
+                p.cancel()
+        finally:
+            for p in pumps:
+                p.cancel()
+            writer.close()
+            up_writer.close()
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
@@ -122,10 +137,8 @@ class DelayLine:
                 if held > self.max_buffer:
                     room.clear()
             await sender
-        except (OSError, asyncio.CancelledError):
-            sender.cancel()
         finally:
-            dst.close()
+            sender.cancel()
 
 
 def _selftest() -> None:
