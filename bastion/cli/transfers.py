@@ -15,7 +15,8 @@ from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, handle_errors, out_console
 
-transfers_app = typer.Typer(help="Find file transfers (sftp, scp): by path, hash, who, when.",
+transfers_app = typer.Typer(help="Find file transfers (sftp, scp, rsync): by path, hash, who, "
+                                 "when; show one and its stored copy.",
                             no_args_is_help=True)
 
 
@@ -28,7 +29,7 @@ def search_cmd(
     sha256: Annotated[Optional[str], typer.Option(
         help="A whole file's SHA-256, or its first 8+ hex digits.")] = None,
     op: Annotated[Optional[str], typer.Option(
-        help="read, write, remove, rename, mkdir, setstat, list...")] = None,
+        help="get, put, remove, rename, mkdir, setstat, list, rsync-get, rsync-put...")] = None,
     principal: Annotated[Optional[str], typer.Option(help="Subject, app id or name (glob).")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target name (glob).")] = None,
     refused: Annotated[bool, typer.Option("--refused", help="Only what the policy refused.")] = False,
@@ -37,7 +38,7 @@ def search_cmd(
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search the file operations agents made over sftp, newest first.
+    """Search the file operations agents made over sftp and rsync, newest first.
 
     Each row: when, session, who, target, operation, path, bytes, SHA-256 of a whole file,
     the decision and its rule, the result.

@@ -148,3 +148,30 @@ def test_tree_allowed_when_nothing_below_is_denied():
 def test_tree_default_allow_still_refuses_denied_subtrees():
     assert tree(READS, "/opt", default="allow").allowed
     assert not tree(READS, "/var", default="allow").allowed
+
+
+def test_the_rebuilt_command_uses_the_resolved_paths_and_keeps_a_trailing_slash():
+    from bastion.ssh.rsyncexec import Plan, _combine
+    from bastion.transfer.decide import Verdict
+    call = parse("rsync --server --sender -rze.iLsfxCIvu . ~/src/ 'odd name'")
+    allow = Verdict(True, "allow", "up", "ok")
+    p = Plan(call, ("/home/d/real src", "/srv/x"), (allow, allow), _combine([allow, allow]))
+    assert shlex.split(p.command) == ["rsync", "--server", "--sender", "-rze.iLsfxCIvu", ".",
+                                      "/home/d/real src/", "/srv/x"]
+    assert p.command.count("'") >= 2                     # quoted for the target's shell
+
+
+@pytest.mark.parametrize("verdicts, action, rule", [
+    ([("allow", "a"), ("allow", "b")], "allow", "a"),
+    ([("allow", "a"), ("review", "r")], "review", "r"),
+    ([("review", "r"), ("deny", "d")], "deny", "d"),            # a deny wins over a review
+    ([("allow", "a"), ("deny", "<default>")], "deny", "<default>"),
+    ([("review", "<default>")], "review", "<default>"),
+])
+def test_the_command_is_allowed_only_when_every_path_is(verdicts, action, rule):
+    from bastion.ssh.rsyncexec import _combine
+    from bastion.transfer.decide import Verdict
+    d = _combine([Verdict(a == "allow", a, r, f"{a} by {r}") for a, r in verdicts])
+    assert (d.action.value, d.rule) == (action, rule)
+    if action == "deny" and rule != "<default>":
+        assert "sftp decides file by file" in d.reason
