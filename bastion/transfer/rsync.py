@@ -16,7 +16,8 @@ only lets through a server command it understands:
   sender expands them itself, past the decision).
 * :meth:`RsyncCall.command` rebuilds the command from the accepted words with every
   word quoted and the paths replaced by the resolved ones, so the target's shell runs
-  exactly what was decided.
+  exactly what was decided; a receiving rsync also gets ``--no-devices --no-specials``
+  (no device nodes, FIFOs or sockets are created in the tree).
 
 The ``e`` in a short-option cluster of a server command is not ``--rsh``: it ends the
 cluster and carries the client's protocol capabilities (``-logDtpre.iLsfxCIvu``).
@@ -61,6 +62,9 @@ _GLOB = frozenset("*?[]{}")
 _SHELL = frozenset(";&|<>()`$\n\r\\\"'")      # in a word after shell parsing: refuse
 
 ALTERNATIVE = "use sftp (or scp without -O), which is decided file by file"
+#: appended to every receiving rsync: ``-a`` implies ``-D``, and a device node created in
+#: an allowed tree (by a root login) would let a later sftp get read the raw device
+RECEIVER_EXTRA = ("--no-devices", "--no-specials")
 
 
 class RsyncRefused(ValueError):
@@ -85,8 +89,10 @@ class RsyncCall:
         return "rsync-get" if self.sender else "rsync-put"
 
     def command(self, paths: tuple[str, ...]) -> str:
-        """The command run upstream: ``rsync`` + the options + ``.`` + ``paths``, quoted."""
-        return " ".join(shlex.quote(w) for w in ("rsync", *self.options, ".", *paths))
+        """The command run upstream: ``rsync`` + the options + ``.`` + ``paths``, quoted.
+        A receiving rsync also gets ``--no-devices --no-specials`` (:data:`RECEIVER_EXTRA`)."""
+        extra = () if self.sender else RECEIVER_EXTRA
+        return " ".join(shlex.quote(w) for w in ("rsync", *self.options, *extra, ".", *paths))
 
 
 def _refuse(why: str) -> RsyncRefused:

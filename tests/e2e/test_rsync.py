@@ -170,3 +170,15 @@ def test_unsafe_options_are_refused_naming_sftp(rrig, token, tmp_path, args, wha
 def test_glob_characters_in_a_path_are_refused(rrig, token, tmp_path):
     r = rsync(rrig, token, remote(rrig, f"{rrig.files}/pub/*"), str(tmp_path))
     assert r.returncode != 0 and "glob characters" in r.err, r.err
+
+
+def test_a_push_creates_no_fifo_or_device_in_the_tree(rrig, token, tmp_path):
+    local = tmp_path / "withfifo"
+    local.mkdir()
+    (local / "plain.txt").write_text("plain\n")
+    os.mkfifo(local / "pipe")
+    dest = rrig.files / "up" / "nospecials"
+    r = rsync(rrig, token, "-a", f"{local}/", remote(rrig, f"{dest}/"))
+    assert r.returncode == 0, r.err                   # -a (so -D) is accepted...
+    assert (dest / "plain.txt").read_text() == "plain\n"
+    assert not (dest / "pipe").exists()               # ...but no special file is made

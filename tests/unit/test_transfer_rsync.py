@@ -38,7 +38,8 @@ def test_accepted(command, sender, paths):
     rebuilt = call.command(("/resolved dir/x",))
     words = shlex.split(rebuilt)
     assert words[0] == "rsync" and words[-2:] == [".", "/resolved dir/x"]
-    assert words[1:-2] == list(call.options)
+    extra = [] if sender else ["--no-devices", "--no-specials"]
+    assert words[1:-2] == list(call.options) + extra
 
 
 @pytest.mark.parametrize("command", [
