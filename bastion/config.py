@@ -97,6 +97,8 @@ class Settings:
     max_startups: int = 100                    # unauthenticated connections, all sources together
     max_startups_per_source: int = 10          # unauthenticated connections from one address
     session_max_after_expiry: int = 300        # s an open channel outlives its token (identity.expiry)
+    store_transfers: bool = False              # keep sftp file contents, masked (docs/TRANSFERS.md)
+    store_transfers_max: int = 16 * 1024 * 1024   # bytes kept per file; beyond: truncated
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
            "upstream_idle_timeout",
            "approval_allow_unproven",
            "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
-           "session_max_after_expiry")
+           "session_max_after_expiry", "store_transfers", "store_transfers_max")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     reviewers = c.strings(table, "reviewers", w) or ()
@@ -314,6 +316,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         max_startups_per_source=_whole(c, table, "max_startups_per_source", w, 10),
         session_max_after_expiry=int(c.number(table, "session_max_after_expiry", w, 300,
                                               minimum=0)),
+        store_transfers=c.boolean(table, "store_transfers", w, False),
+        store_transfers_max=_whole(c, table, "store_transfers_max", w, 16 * 1024 * 1024),
     )
     if settings.max_startups_per_source > settings.max_startups:
         c.add(w + ("max_startups_per_source",),

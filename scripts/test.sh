@@ -3,8 +3,8 @@
 #   scripts/test.sh                 the whole suite
 #   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
-# Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client:
-# the end-to-end tests drive the real OpenSSH ssh client against a real sshd on 127.0.0.1,
+# Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client and rsync:
+# the end-to-end tests drive the real OpenSSH ssh client (and rsync) against a real sshd on 127.0.0.1,
 # and the web viewer's tests Debian's chromium (/usr/bin/chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
 # the web viewer's browser tests drive Debian's chromium with Playwright (no browser download)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -286,6 +286,48 @@ def search_transfers(db: sqlite_utils.Database, *, path: str | None = None,
     return [{k: v for k, v in r.items() if k != "uid"} for r in _query(db, sql, params)]
 
 
+def get_transfer(db: sqlite_utils.Database, transfer_id: int) -> dict[str, Any]:
+    """One file operation with its session's who and where.  Raises if unknown."""
+    rows = _query(db, "SELECT t.*, s.principal_subject, s.principal_name, s.target, s.login "
+                      "FROM transfers t JOIN sessions s ON s.id = t.session_id "
+                      "WHERE t.id = ?", [transfer_id])
+    if not rows:
+        raise RecordingError(f"no transfer {transfer_id} in the index",
+                             hint="find one with `bastion transfers search`")
+    return {k: v for k, v in rows[0].items() if k != "uid"}
+
+
+def transfer_content(data_dir: Path, row: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The stored copy of a transfer (``store_transfers``) and its ``content`` record.
+
+    Raises RecordingError when none was stored, the path leaves the recordings dir, the
+    file is gone, or it no longer matches the SHA-256 recorded with it."""
+    import hashlib
+    try:
+        info = json.loads(row.get("content") or "null")
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        raise RecordingError(f"transfer {row.get('id')} has no stored content",
+                             hint="contents are kept only with [settings] store_transfers = "
+                                  "true, for sftp get and put")
+    base = (Path(data_dir) / schema.RECORDINGS_DIR).resolve()
+    path = (Path(data_dir) / info["path"]).resolve()
+    if base not in path.parents:
+        raise RecordingError(f"transfer {row.get('id')}: its content path leaves the "
+                             "recordings dir; the index was changed", hint="run bastion verify")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecordingError(f"the stored content {path} cannot be read: "
+                             f"{exc.strerror or exc}") from exc
+    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise RecordingError(f"the stored content {path} was modified: its SHA-256 does not "
+                             "match the one recorded with the transfer",
+                             hint="run bastion verify")
+    return data, info
+
+
 def _query(db: sqlite_utils.Database, sql: str, params):
     try:
         return list(db.query(sql, params))

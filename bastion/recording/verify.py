@@ -319,6 +319,9 @@ def _delete_batch(conn: sqlite3.Connection, seq: int, sessions: list[int], repor
             marks = ",".join("?" * len(part))
             paths += [r[0] for r in conn.execute(
                 f"SELECT path FROM channels WHERE session_id IN ({marks}) AND path IS NOT NULL", part)]
+            paths += [r[0] for r in conn.execute(       # stored copies (store_transfers)
+                f"SELECT json_extract(content, '$.path') FROM transfers WHERE session_id IN "
+                f"({marks}) AND content IS NOT NULL", part) if r[0]]
             for table in ("transfers", "commands", "channels"):
                 rows += conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks}) AND seq <= ?",
                                      (*part, seq)).rowcount
