@@ -235,13 +235,17 @@ class _Extractor(ArgReader):
             if not raw.redirs and not problem:
                 return
             words = [Word.literal(":")]
-        saved = self.certain
+        saved, unknown = self.certain, self.dir_unknown
         self.certain = self.base if raw.cwd == "" else raw.cwd
+        if raw.in_function:                # runs when called, wherever the shell is then
+            self.certain, self.dir_unknown = None, True
         try:
             self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
                         env_writes=env_writes, stdin=raw.stdin)
         finally:
             self.certain = saved
+            if raw.in_function and words[0].value not in ("cd", "pushd", "popd"):
+                self.dir_unknown = unknown     # (a cd in the body leaves it unknown)
 
     def env_assign(self, name: str, value: Word, writes: list[Any]) -> str | None:
         """A dangerous variable set for one command whose value we can still read: an

@@ -89,6 +89,15 @@ OPAQUE_OPTIONS = {"hash": ("p", "hash -p sets the file a command name runs"),
                   "read": ("e", "read -e edits the answer with readline, whose keys can run "
                                 "commands (shell-expand-line, edit-and-execute)")}
 
+# Names a function must not take: POSIX special builtins (bash outside POSIX mode lets a
+# function shadow them) and the builtins the interactive loop calls (proto/shellstart.py).
+SHADOW_GUARDED = frozenset({
+    "break", ":", ".", "continue", "eval", "exec", "exit", "export", "readonly", "return",
+    "set", "shift", "times", "trap", "unset", "source", "read", "printf", "command",
+    "builtin", "enable", "declare", "typeset", "local", "unalias", "alias", "hash", "type",
+    "shopt", "wait", "cd",
+})
+
 # Standard directories a program may be named by (``/usr/bin/ls``) and still be
 # matched by allow rules; any other path (``./ls``, ``/tmp/ls``) is matched by
 # deny/review rules on its basename but never by allow rules.

@@ -1,0 +1,78 @@
+"""Red-team rows: lines the engine once allowed although they run or write what the policy
+denies, and ordinary lines near them that must stay allowed.
+
+Each hole is one row: the line, the policy (``op`` = tests/unit/policy_effects/operator.toml,
+a generous operator policy that allows ``set``, ``unset``, ``:``, ``bash -c``...; ``ex`` =
+the example policy.toml), the shell's working directory when the line is typed (an
+interactive shell passes it from its prompt mark), and why it must not be allowed.  Lines
+are only parsed: nothing here is ever executed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from bastion.identity.principal import Principal
+from bastion.policy import Action, compile_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = {"op": ROOT / "tests/unit/policy_effects/operator.toml", "ex": ROOT / "policy.toml"}
+AGENT = Principal(subject="agent-1", roles=("agents",))
+
+
+@lru_cache(maxsize=None)
+def policy(name: str):
+    raw = tomllib.loads(FILES[name].read_text(encoding="utf-8"))
+    return compile_policy(raw.get("settings", {}), raw.get("rules", []))
+
+
+def decide(name: str, line: str, cwd: str | None = None, dialect: str = "bash"):
+    return policy(name).evaluate(AGENT, "web1", line, dialect, interactive=True, cwd=cwd)
+
+
+# (policy, cwd, line, why it must not be allowed)
+HOLES = [
+    # A function body runs when the function is called, in the directory of *that* moment:
+    # defined in /tmp (scratch writes allowed), called after `cd /etc` on a later line of the
+    # same interactive shell, `ls` would write /etc/x.
+    ("op", "/tmp", "ls() { echo pwned > x; }", "function body: relative write, cwd unknown at call"),
+    ("op", "/tmp", "function ls { echo pwned >> x; }", "function body (keyword form)"),
+    ("ex", "/tmp", "ls() { echo pwned > x; }", "function body: relative write"),
+    ("op", "/tmp", "cd /tmp && ls() { date > x; }", "function body after cd &&"),
+    ("op", "/etc", "ls() { cat shadow; }", "function body: relative read of a secret"),
+    ("op", "/tmp", "grep() { tee x; }", "function body: relative tee target"),
+    # A function named like a special builtin (allowed outside POSIX mode) or like a builtin
+    # the interactive loop calls: `read() {...}` would hand the loop its next "command".
+    ("op", None, "function unset { :; }", "shadows a special builtin (outside POSIX mode)"),
+    ("op", None, "function trap { :; }", "shadows a special builtin"),
+    ("ex", None, "function unset { true; }", "shadows a special builtin"),
+    ("op", None, "read() { __bastion_n=1 __bastion_l='rm -rf /tmp/c'; }",
+     "shadows the read the interactive loop takes its next command with"),
+    ("ex", None, "read() { __bastion_n=1 __bastion_l='rm -rf /tmp/c'; }", "shadows read"),
+    ("op", None, "printf() { :; }", "shadows printf"),
+    ("op", None, "command() { :; }", "shadows command"),
+]
+
+# (policy, cwd, line) that must stay allowed
+KEEP = [
+    ("op", "/tmp", "echo pwned > x"),
+    ("op", "/tmp", "ls() { ls -la; }"),
+    ("op", "/tmp", "ll() { ls -la /var/log; }"),
+    ("op", "/tmp", "f() { echo hi > /tmp/out; }"),
+]
+
+
+@pytest.mark.parametrize("name,cwd,line,why", HOLES, ids=[f"{h[0]}:{h[2]}" for h in HOLES])
+def test_hole_is_not_allowed(name, cwd, line, why):
+    d = decide(name, line, cwd)
+    assert d.action is not Action.ALLOW, (why, d.rule, d.reason)
+
+
+@pytest.mark.parametrize("name,cwd,line", KEEP, ids=[f"{k[0]}:{k[2]}" for k in KEEP])
+def test_ordinary_line_stays_allowed(name, cwd, line):
+    d = decide(name, line, cwd)
+    assert d.action is Action.ALLOW, (d.rule, d.reason)
