@@ -50,6 +50,7 @@ from bastion.policy.dialect import history_expansion, sh_difference
 from bastion.policy.effects import harmless_write, redirect_roles
 from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
+from bastion.policy.shellopts import option_problem
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
 from bastion.policy.wrappers import Opaque, Run, piped_names, unwrap
@@ -420,7 +421,7 @@ class _Extractor(ArgReader):
 
     @staticmethod
     def special(program: str, words: list[Word], args: list[Any]) -> str | None:
-        why = OPAQUE_PROGRAMS.get(program)
+        why = OPAQUE_PROGRAMS.get(program) or option_problem(program, words)
         if why:
             return why
         opt = OPAQUE_OPTIONS.get(program)

@@ -20,7 +20,7 @@ DANGEROUS_EXACT = frozenset({
     # program lookup and shell start-up / parsing
     "PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE",
     "EXECIGNORE", "BASH_LOADABLES_PATH", "BASH_XTRACEFD", "PROMPT_COMMAND", "PS0", "PS1",
-    "PS2", "PS4", "SHELL", "FCEDIT",
+    "PS2", "PS4", "SHELL", "FCEDIT", "POSIXLY_CORRECT",
     # dynamic linker / libc / crypto modules
     "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "OPENSSL_CONF",
     "OPENSSL_ENGINES", "OPENSSL_MODULES",

@@ -55,6 +55,24 @@ HOLES = [
     ("ex", None, "read() { __bastion_n=1 __bastion_l='rm -rf /tmp/c'; }", "shadows read"),
     ("op", None, "printf() { :; }", "shadows printf"),
     ("op", None, "command() { :; }", "shadows command"),
+    # `set -k`: every NAME=VALUE argument becomes an environment variable of its command,
+    # so `git log GIT_PAGER=cmd` sets git's pager (checked with bash 5.2).
+    ("op", None, "set -k", "keyword: arguments become environment"),
+    ("op", None, "set -ek", "keyword in a bundle"),
+    ("op", None, "set -o keyword", "keyword, long form"),
+    ("op", None, "set -eo keyword", "keyword, bundled -o"),
+    ("op", None, "set -k; git log GIT_PAGER='rm -rf /tmp/c'", "keyword then a pager"),
+    ("op", None, "set $opts", "an option known only at run time"),
+    # Leaving POSIX mode lets a function shadow the special builtins (unset, trap, :) that
+    # the interactive loop relies on to remove a shadowing `read`.
+    ("op", None, "set +o posix", "posix off"),
+    ("op", None, "set -o posix +o posix", "posix off, later word"),
+    ("op", None, "unset POSIXLY_CORRECT", "unsetting POSIXLY_CORRECT leaves POSIX mode"),
+    ("op", None, "unset -v POSIXLY_CORRECT", "unsetting POSIXLY_CORRECT leaves POSIX mode"),
+    ("op", None, "unset x POSIXLY_CORRECT", "second name"),
+    ("op", None, "unset $name", "a name known only at run time"),
+    ("op", None, "POSIXLY_CORRECT=", "assigning POSIXLY_CORRECT"),
+    ("op", None, "declare -r POSIXLY_CORRECT", "a read-only POSIXLY_CORRECT"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -63,6 +81,18 @@ KEEP = [
     ("op", "/tmp", "ls() { ls -la; }"),
     ("op", "/tmp", "ll() { ls -la /var/log; }"),
     ("op", "/tmp", "f() { echo hi > /tmp/out; }"),
+    ("op", None, "set -e"),
+    ("op", None, "set -euo pipefail"),
+    ("op", None, "set -x"),
+    ("op", None, "set +x"),
+    ("op", None, "set +k"),
+    ("op", None, "set -o posix"),
+    ("op", None, "set -- a b c"),
+    ("op", None, "set -- -k"),
+    ("op", None, "set -o pipefail"),
+    ("op", None, "unset x"),
+    ("op", None, "unset -f ll"),
+    ("op", None, "unset -f POSIXLY_CORRECT"),
 ]
 
 
