@@ -73,6 +73,14 @@ HOLES = [
     ("op", None, "unset $name", "a name known only at run time"),
     ("op", None, "POSIXLY_CORRECT=", "assigning POSIXLY_CORRECT"),
     ("op", None, "declare -r POSIXLY_CORRECT", "a read-only POSIXLY_CORRECT"),
+    # GNU tar's old-style options: each letter that takes a value takes the next word, so
+    # `tar tfI x id` lists archive x with `id` as its compression program.
+    ("op", None, "tar tfI x id", "old-style tar: I takes the second word"),
+    ("ex", None, "tar tfI x id", "old-style tar: I takes the second word"),
+    ("op", None, "tar tvfF x id", "old-style tar: F (volume script)"),
+    ("op", None, "tar tgf /etc/x x", "old-style tar: g writes its value"),
+    ("op", None, "tar tTf /etc/shadow x", "old-style tar: T reads its value"),
+    ("op", None, "tar xCf /etc x", "old-style tar: C is where x writes"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -93,6 +101,15 @@ KEEP = [
     ("op", None, "unset x"),
     ("op", None, "unset -f ll"),
     ("op", None, "unset -f POSIXLY_CORRECT"),
+    ("op", None, "tar tf x"),
+    ("op", None, "tar tvf backup.tar"),
+    ("op", None, "tar tzvf backup.tgz"),
+    ("op", None, "tar tvf backup.tar etc/hosts"),
+    ("op", None, "tar -tf backup.tar"),
+    ("op", None, "tar xzf backup.tgz -C /tmp"),
+    ("op", None, "tar xCf /tmp backup.tar"),
+    ("ex", None, "tar tf x"),
+    ("ex", None, "tar tvzf x.tgz"),
 ]
 
 
