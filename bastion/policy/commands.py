@@ -47,7 +47,7 @@ from bastion.policy.danger import (
 )
 from bastion.policy.arguments import Arg, ArgReader
 from bastion.policy.dialect import history_expansion, sh_difference
-from bastion.policy.effects import harmless_write, redirect_roles
+from bastion.policy.effects import harmless_write, redirect_roles, socket_hosts
 from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
 from bastion.policy.shellopts import option_problem
@@ -313,13 +313,15 @@ class _Extractor(ArgReader):
         nwords = len(args)
         for _, w in redirs:
             args.append(self.arg(w, False))
-        writes, reads = list(env_writes), []
+        writes, reads, nets = list(env_writes), [], []
         for k, role in enumerate(redirect_roles(redirs)):
             a = self.resolve(args[nwords + k])
             if role == "w" and not harmless_write(a.text):
                 writes.append(a)
             elif role == "r":
                 reads.append(a)
+            if role is not None:
+                nets.extend(socket_hosts(a))      # bash opens /dev/tcp/HOST/PORT itself
         argv = (path or (program if program is not None else first.raw),) + tuple(
             w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
             op + (w.value if w.value is not None else w.raw) for op, w in redirs)
@@ -352,15 +354,15 @@ class _Extractor(ArgReader):
                 codes = found.code
         if found is None:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
-                               writes=tuple(writes), reads=tuple(reads))
+                               writes=tuple(writes), reads=tuple(reads), connects=tuple(nets))
         elif found.problem:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
                                writes=tuple(writes), reads=tuple(reads), soft=True,
-                               connects=tuple(found.connects))
+                               connects=tuple(found.connects) + tuple(nets))
         else:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
                                writes=tuple(writes), reads=tuple(reads),
-                               connects=tuple(found.connects), known=True,
+                               connects=tuple(found.connects) + tuple(nets), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts) if found.shorts else _NONE,

@@ -81,6 +81,16 @@ HOLES = [
     ("op", None, "tar tgf /etc/x x", "old-style tar: g writes its value"),
     ("op", None, "tar tTf /etc/shadow x", "old-style tar: T reads its value"),
     ("op", None, "tar xCf /etc x", "old-style tar: C is where x writes"),
+    # bash opens /dev/tcp/HOST/PORT and /dev/udp/HOST/PORT itself: a connection, which an
+    # allow rule must name like any other.
+    ("op", None, "cat < /dev/tcp/169.254.169.254/80", "connects to the metadata service"),
+    ("op", None, "exec 3</dev/tcp/169.254.169.254/80", "connects"),
+    ("op", None, "cat </dev/udp/10.0.0.1/53", "connects (udp)"),
+    ("op", None, "cat < /dev/tcp/$h/80", "connects to a host known only at run time"),
+    ("op", None, "h=/dev/tcp/169.254.169.254/80; cat < $h", "through a variable"),
+    ("op", None, "cat < /dev/$p/169.254.169.254/80", "tcp or udp at run time"),
+    ("ex", None, "head -c 100 < /dev/tcp/evil.example.org/443", "connects to a host no rule names"),
+    ("ex", None, "wc -c < /dev/tcp/10.0.0.9/22", "connects to a host no rule names"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -110,6 +120,10 @@ KEEP = [
     ("op", None, "tar xCf /tmp backup.tar"),
     ("ex", None, "tar tf x"),
     ("ex", None, "tar tvzf x.tgz"),
+    ("op", None, "cat < /var/log/syslog"),
+    ("op", None, "wc -l < /var/log/syslog"),
+    ("op", None, "grep x < /dev/null"),
+    ("op", None, "sort < /tmp/list"),
 ]
 
 
