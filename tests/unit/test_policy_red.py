@@ -91,6 +91,15 @@ HOLES = [
     ("op", None, "cat < /dev/$p/169.254.169.254/80", "tcp or udp at run time"),
     ("ex", None, "head -c 100 < /dev/tcp/evil.example.org/443", "connects to a host no rule names"),
     ("ex", None, "wc -c < /dev/tcp/10.0.0.9/22", "connects to a host no rule names"),
+    # git readers: options whose value is a file git reads (and may echo in its errors).
+    ("op", None, "git blame -S /etc/shadow x", "blame -S reads a revisions file"),
+    ("op", None, "git blame -S/etc/shadow x", "glued"),
+    ("op", None, "git blame --ignore-revs-file=/etc/shadow x", "reads a file"),
+    ("op", None, "git blame --ignore-revs-file /etc/shadow x", "reads a file"),
+    ("op", None, "git diff --orderfile=/etc/shadow", "reads a file"),
+    ("op", None, "git log --pathspec-from-file=/etc/shadow", "reads a file"),
+    ("op", None, "git log --pathspec-from-file /etc/shadow", "reads a file"),
+    ("op", None, "git log --pathspec-from=/etc/shadow", "abbreviated"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -124,6 +133,12 @@ KEEP = [
     ("op", None, "wc -l < /var/log/syslog"),
     ("op", None, "grep x < /dev/null"),
     ("op", None, "sort < /tmp/list"),
+    ("op", None, "git blame x"),
+    ("op", None, "git blame -L 1,10 x"),
+    ("op", None, "git log -S needle"),
+    ("op", None, "git log -Sneedle --oneline"),
+    ("op", None, "git diff --stat"),
+    ("op", None, "git log --pathspec-from-file=/tmp/paths"),
 ]
 
 
