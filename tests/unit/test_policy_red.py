@@ -100,6 +100,15 @@ HOLES = [
     ("op", None, "git log --pathspec-from-file=/etc/shadow", "reads a file"),
     ("op", None, "git log --pathspec-from-file /etc/shadow", "reads a file"),
     ("op", None, "git log --pathspec-from=/etc/shadow", "abbreviated"),
+    # grep -d recurse is grep -r: it reads everything below its directory operands.
+    ("op", None, "grep -d recurse root /etc", "-d recurse reads /etc/shadow"),
+    ("op", None, "grep -drecurse root /etc", "glued"),
+    ("op", None, "grep --directories=recurse root /etc", "long form"),
+    ("op", None, "grep --directories=rec root /etc", "a unique prefix of the value"),
+    ("op", None, "grep --dir=recurse root /etc", "abbreviated option"),
+    ("op", None, "grep -d $how root /etc", "value known only at run time"),
+    ("op", None, "grep -sd recurse x ~/.ssh", "bundled, key files below"),
+    ("op", None, "sort -R --random-source=/etc/shadow x", "random-source reads a file"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -139,6 +148,11 @@ KEEP = [
     ("op", None, "git log -Sneedle --oneline"),
     ("op", None, "git diff --stat"),
     ("op", None, "git log --pathspec-from-file=/tmp/paths"),
+    ("op", None, "grep -d skip x /etc/hosts"),
+    ("op", None, "grep --directories=read x /etc/hosts"),
+    ("op", None, "grep -r x /var/log"),
+    ("op", None, "grep -d recurse x /var/log"),
+    ("op", None, "sort -R x"),
 ]
 
 
