@@ -7,6 +7,8 @@ an option missing here makes the command opaque, never allowed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bastion.policy.programs.code import awk_outputs, sed_inert
 from bastion.policy.programs.spec import (
     CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, WRITES, Spec,
@@ -142,7 +144,7 @@ def _grep_hook(out, opts, operands, mkarg):
     out.reads.extend(mkarg(o) for o in (operands if given else operands[1:]) if o.value != "-")
 
 
-def _recurses(v) -> bool:
+def _recurses(v: Any) -> bool:
     w = v.value if v is not None else None
     return w is None or not w or not ("read".startswith(w) or "skip".startswith(w))
 
