@@ -109,6 +109,11 @@ HOLES = [
     ("op", None, "grep -d $how root /etc", "value known only at run time"),
     ("op", None, "grep -sd recurse x ~/.ssh", "bundled, key files below"),
     ("op", None, "sort -R --random-source=/etc/shadow x", "random-source reads a file"),
+    # journalctl --cursor-file writes the last cursor to its file; -D reads a directory tree.
+    ("op", None, "journalctl --cursor-file=/etc/cron.d/x -n1", "writes the cursor file"),
+    ("op", None, "journalctl --cursor-file /etc/profile.d/x.sh", "writes the cursor file"),
+    ("ex", None, "journalctl --cursor-file=/etc/x", "writes the cursor file"),
+    ("ex", None, "journalctl -D /root", "reads the journal files below /root"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -153,6 +158,9 @@ KEEP = [
     ("op", None, "grep -r x /var/log"),
     ("op", None, "grep -d recurse x /var/log"),
     ("op", None, "sort -R x"),
+    ("ex", None, "journalctl --cursor-file=/tmp/cursor -n 20"),
+    ("op", None, "journalctl -D /var/log/journal -n 20"),
+    ("op", None, "journalctl -u nginx --since today"),
 ]
 
 

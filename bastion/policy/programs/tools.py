@@ -323,9 +323,11 @@ JOURNALCTL = Spec(flags="abefhklmNqrxF", values="onupSUtgDIMcTB", any_flags=Fals
                   loose={"b": _BOOT, "boot": _BOOT},
                   long_values=("output", "unit", "user-unit", "identifier", "priority",
                                "facility", "since", "until", "grep", "case-sensitive", "cursor",
-                               "after-cursor", "cursor-file", "namespace", "output-fields",
+                               "after-cursor", "namespace", "output-fields",
                                "machine", "field", "invocation"),
                   reads=("D", "directory", "file", "i", "root", "image"),
+                  writes=("cursor-file",),          # the last entry's cursor is written there
+                  recursive=("D", "directory"),     # every journal file below it
                   refuse={"vacuum-size": "deletes journal files", "vacuum-files": "deletes "
                           "journal files", "vacuum-time": "deletes journal files",
                           "rotate": "rotates journal files", "flush": "moves journal files",
