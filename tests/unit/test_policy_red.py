@@ -114,6 +114,16 @@ HOLES = [
     ("op", None, "journalctl --cursor-file /etc/profile.d/x.sh", "writes the cursor file"),
     ("ex", None, "journalctl --cursor-file=/etc/x", "writes the cursor file"),
     ("ex", None, "journalctl -D /root", "reads the journal files below /root"),
+    # kubectl reads resource types case-insensitively, with a group, and as comma lists: the
+    # operator policy's review rule `kubectl get secret*` must see each spelling.
+    ("op", None, "kubectl get pods,secrets -o yaml", "a comma list hides secrets"),
+    ("op", None, "kubectl get all,secrets", "a comma list hides secrets"),
+    ("op", None, "kubectl get Secret x -o yaml", "upper case"),
+    ("op", None, "kubectl get SECRETS", "upper case"),
+    ("op", None, "kubectl get secret.v1 x", "TYPE.VERSION"),
+    ("op", None, "kubectl get secrets.v1. x", "TYPE.VERSION."),
+    ("op", None, "kubectl describe Secret/x", "TYPE/NAME, upper case"),
+    ("op", None, "kubectl -n prod get pod,Secret x", "after a global option"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -161,6 +171,13 @@ KEEP = [
     ("ex", None, "journalctl --cursor-file=/tmp/cursor -n 20"),
     ("op", None, "journalctl -D /var/log/journal -n 20"),
     ("op", None, "journalctl -u nginx --since today"),
+    ("op", None, "kubectl get pods"),
+    ("op", None, "kubectl get pods,svc -n prod"),
+    ("op", None, "kubectl get Deployments"),
+    ("op", None, "kubectl get deploy.apps web -o yaml"),
+    ("op", None, "kubectl get pods -o 'jsonpath={.items[*].metadata.name}'"),
+    ("op", None, "kubectl describe pod/web-1"),
+    ("op", None, "kubectl logs Web-1"),
 ]
 
 
