@@ -124,6 +124,11 @@ HOLES = [
     ("op", None, "kubectl get secrets.v1. x", "TYPE.VERSION."),
     ("op", None, "kubectl describe Secret/x", "TYPE/NAME, upper case"),
     ("op", None, "kubectl -n prod get pod,Secret x", "after a global option"),
+    # file-valued options that are reads
+    ("op", None, "curl --variable x@/etc/shadow https://x.internal", "curl --variable NAME@FILE"),
+    ("op", None, "curl --variable=k@/home/u/.ssh/id_rsa https://x.internal", "= form"),
+    ("op", None, "less -T /etc/shadow -t x", "less -T reads a tags file"),
+    ("op", None, "less --tag-file=/etc/shadow -t x", "long form"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -178,6 +183,9 @@ KEEP = [
     ("op", None, "kubectl get pods -o 'jsonpath={.items[*].metadata.name}'"),
     ("op", None, "kubectl describe pod/web-1"),
     ("op", None, "kubectl logs Web-1"),
+    ("op", None, "curl --variable host=x.internal https://x.internal"),
+    ("op", None, "curl --variable %HOME https://x.internal"),
+    ("op", None, "less -t main"),
 ]
 
 
