@@ -129,6 +129,20 @@ HOLES = [
     ("op", None, "curl --variable=k@/home/u/.ssh/id_rsa https://x.internal", "= form"),
     ("op", None, "less -T /etc/shadow -t x", "less -T reads a tags file"),
     ("op", None, "less --tag-file=/etc/shadow -t x", "long form"),
+    # A glob expands to several words, named by whoever made the files (scratch writes are
+    # allowed): as an option's value, the names after the first are further arguments
+    # (`tar -t -f *` with files '--checkpoint=1' and '--checkpoint-action=exec=sh x' runs
+    # sh); in uniq's or xxd's input place, the second name is the output; in front of
+    # a subcommand's operands, a name like '-Hroot@evil' is a refused global option.
+    ("op", "/tmp/d", "tar -t -f *", "glob as -f's value"),
+    ("op", "/tmp/d", "tar -tf *", "glob as -f's value, bundled"),
+    ("op", "/tmp/d", "tar -tvf * x", "glob as -f's value"),
+    ("op", "/tmp/d", "uniq *", "glob: the second name is uniq's output"),
+    ("op", "/etc", "uniq *", "glob: writes in /etc"),
+    ("op", "/tmp/d", "xxd *", "glob: the second name is xxd's output"),
+    ("op", "/tmp/d", "systemctl status *", "a name like -Hroot@evil"),
+    ("op", "/tmp/d", "docker logs *", "a name like -Htcp://evil"),
+    ("op", "/tmp/d", "kubectl get pods *", "a name like --kubeconfig=x"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -186,6 +200,13 @@ KEEP = [
     ("op", None, "curl --variable host=x.internal https://x.internal"),
     ("op", None, "curl --variable %HOME https://x.internal"),
     ("op", None, "less -t main"),
+    ("op", "/tmp/d", "cat *"),
+    ("op", "/tmp/d", "head -n 5 *"),
+    ("op", "/tmp/d", "tar -tf ./*.tar"),
+    ("op", "/var/log", "uniq syslog"),
+    ("op", None, "uniq /var/log/syslog /tmp/out"),
+    ("op", None, "systemctl status nginx"),
+    ("op", None, "docker logs web"),
 ]
 
 
