@@ -1,8 +1,10 @@
-"""Shell options that change how the shell reads every later line: ``set``, ``shopt``, ``unset``.
+"""Shell options that change how the shell reads every later line: ``set``, ``shopt``, ``unset``,
+``enable``.
 
 * ``set -k`` (``-o keyword``): every ``NAME=VALUE`` argument anywhere on a command line
   becomes an environment variable of that command, so ``git log GIT_PAGER=cmd`` sets git's
   pager, and the engine would read it as a path argument.
+* ``enable -n NAME`` (and ``-f``, ``-d``, ``enable NAME``): which builtins the shell has;
 * ``set +o posix``, ``shopt -u -o posix``, ``unset POSIXLY_CORRECT``: bash leaves POSIX mode,
   where a function may shadow a special builtin (``unset``, ``trap``, ``:``); the bastion's
   interactive loop relies on those (docs/INTERACTIVE.md, "The loop defends itself").
@@ -30,6 +32,22 @@ def option_problem(program: str, words: list[Any]) -> str | None:
         return _shopt(words[1:])
     if program == "unset":
         return _unset(words[1:])
+    if program == "enable":
+        return _enable(words[1:])
+    return None
+
+
+def _enable(words: list[Any]) -> str | None:
+    """``enable -n NAME`` turns a builtin off (``unset``, ``read``: the name then runs a
+    program found in PATH), ``-f`` loads one, ``-d`` removes one; listing is harmless."""
+    for w in words:
+        v = w.value
+        if v is None:
+            return "enable with a word known only at run time"
+        if v.startswith("-") and set(v[1:]) & set("ndf"):
+            return "enable -n/-f/-d changes which builtins the shell has"
+        if not v.startswith("-"):
+            return "enable NAME switches a builtin back on over a function or program"
     return None
 
 

@@ -3,7 +3,7 @@ denies, and ordinary lines near them that must stay allowed.
 
 Each hole is one row: the line, the policy (``op`` = tests/unit/policy_effects/operator.toml,
 a generous operator policy that allows ``set``, ``unset``, ``:``, ``bash -c``...; ``ex`` =
-the example policy.toml), the shell's working directory when the line is typed (an
+the example policy.toml; ``en`` = a policy that allows ``enable``), the shell's working directory when the line is typed (an
 interactive shell passes it from its prompt mark), and why it must not be allowed.  Lines
 are only parsed: nothing here is ever executed.
 """
@@ -26,6 +26,9 @@ AGENT = Principal(subject="agent-1", roles=("agents",))
 
 @lru_cache(maxsize=None)
 def policy(name: str):
+    if name == "en":            # a policy that allows the builtin `enable`
+        return compile_policy({"default": "deny", "opaque": "review"}, [
+            {"name": "builtins", "action": "allow", "commands": ["enable", "true"]}])
     raw = tomllib.loads(FILES[name].read_text(encoding="utf-8"))
     return compile_policy(raw.get("settings", {}), raw.get("rules", []))
 
@@ -73,6 +76,9 @@ HOLES = [
     ("op", None, "unset $name", "a name known only at run time"),
     ("op", None, "POSIXLY_CORRECT=", "assigning POSIXLY_CORRECT"),
     ("op", None, "declare -r POSIXLY_CORRECT", "a read-only POSIXLY_CORRECT"),
+    ("en", None, "enable -n unset", "turns off the unset the interactive loop relies on"),
+    ("en", None, "enable -n read", "read would run a program found in PATH"),
+    ("en", None, "enable -ns trap", "bundled"),
     # GNU tar's old-style options: each letter that takes a value takes the next word, so
     # `tar tfI x id` lists archive x with `id` as its compression program.
     ("op", None, "tar tfI x id", "old-style tar: I takes the second word"),
@@ -163,6 +169,9 @@ KEEP = [
     ("op", None, "unset x"),
     ("op", None, "unset -f ll"),
     ("op", None, "unset -f POSIXLY_CORRECT"),
+    ("en", None, "enable"),
+    ("en", None, "enable -a"),
+    ("en", None, "enable -p"),
     ("op", None, "tar tf x"),
     ("op", None, "tar tvf backup.tar"),
     ("op", None, "tar tzvf backup.tgz"),
