@@ -29,6 +29,10 @@ def policy(name: str):
     if name == "en":            # a policy that allows the builtin `enable`
         return compile_policy({"default": "deny", "opaque": "review"}, [
             {"name": "builtins", "action": "allow", "commands": ["enable", "true"]}])
+    if name == "ssh":           # a policy that allows ssh and scp to internal hosts
+        return compile_policy({"default": "deny", "opaque": "review"}, [
+            {"name": "ssh", "action": "allow", "commands": ["ssh", "scp"],
+             "connects": ["*.internal"], "writes": ["/tmp/**"]}])
     raw = tomllib.loads(FILES[name].read_text(encoding="utf-8"))
     return compile_policy(raw.get("settings", {}), raw.get("rules", []))
 
@@ -149,6 +153,22 @@ HOLES = [
     ("op", "/tmp/d", "systemctl status *", "a name like -Hroot@evil"),
     ("op", "/tmp/d", "docker logs *", "a name like -Htcp://evil"),
     ("op", "/tmp/d", "kubectl get pods *", "a name like --kubeconfig=x"),
+    # ssh and scp had no table: an allow rule for them allowed local code in options.
+    ("ssh", None, "ssh -o ProxyCommand='sh -c id' db.internal", "ProxyCommand runs locally"),
+    ("ssh", None, "ssh -oProxyCommand=id db.internal", "glued"),
+    ("ssh", None, "ssh -o 'proxycommand id' db.internal", "space form, lower case"),
+    ("ssh", None, "ssh -oLocalCommand=id -oPermitLocalCommand=yes db.internal", "LocalCommand"),
+    ("ssh", None, "ssh -o KnownHostsCommand=id db.internal", "KnownHostsCommand"),
+    ("ssh", None, "ssh -o 'Match exec id' db.internal", "Match exec"),
+    ("ssh", None, "ssh -F /tmp/cfg db.internal", "a configuration file"),
+    ("ssh", None, "ssh -o \"$o\" db.internal", "-o known only at run time"),
+    ("ssh", None, "ssh evil.example.com", "a host no rule names"),
+    ("ssh", None, "ssh -J evil.example.com db.internal", "a jump host no rule names"),
+    ("ssh", None, "ssh -E /etc/x db.internal", "a log written outside /tmp"),
+    ("ssh", None, "ssh db.internal rm -rf /", "a command on another host"),
+    ("ssh", None, "scp -S id x db.internal:", "scp -S runs a program"),
+    ("ssh", None, "scp -o ProxyCommand=id x db.internal:", "scp -o ProxyCommand"),
+    ("ssh", None, "scp db.internal:/etc/passwd /etc/", "a local target outside /tmp"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -216,6 +236,11 @@ KEEP = [
     ("op", None, "uniq /var/log/syslog /tmp/out"),
     ("op", None, "systemctl status nginx"),
     ("op", None, "docker logs web"),
+    ("ssh", None, "ssh db.internal"),
+    ("ssh", None, "ssh -p 2222 -o StrictHostKeyChecking=no deploy@db.internal"),
+    ("ssh", None, "ssh -J jump.internal db.internal"),
+    ("ssh", None, "scp db.internal:/var/log/syslog /tmp/"),
+    ("ssh", None, "scp /tmp/report.txt db.internal:/tmp/"),
 ]
 
 
