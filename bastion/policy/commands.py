@@ -50,7 +50,7 @@ from bastion.policy.dialect import history_expansion, sh_difference
 from bastion.policy.effects import harmless_write, redirect_roles, socket_hosts
 from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
-from bastion.policy.shellopts import option_problem
+from bastion.policy.shellopts import SHELL_STATE, option_problem
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
 from bastion.policy.wrappers import Opaque, Run, piped_names, unwrap
@@ -423,7 +423,8 @@ class _Extractor(ArgReader):
 
     @staticmethod
     def special(program: str, words: list[Word], args: list[Any]) -> str | None:
-        why = OPAQUE_PROGRAMS.get(program) or option_problem(program, words)
+        why = OPAQUE_PROGRAMS.get(program) or (
+            option_problem(program, words) if program in SHELL_STATE else None)
         if why:
             return why
         opt = OPAQUE_OPTIONS.get(program)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+SHELL_STATE = frozenset(("set", "shopt", "unset", "enable"))    # the programs looked at here
 _POSIX_VAR = "POSIXLY_CORRECT"
 _KEYWORD = "set -k puts every NAME=VALUE argument into its command's environment"
 _POSIX = "leaving POSIX mode lets functions shadow special builtins"
