@@ -29,6 +29,10 @@ def policy(name: str):
     if name == "en":            # a policy that allows the builtin `enable`
         return compile_policy({"default": "deny", "opaque": "review"}, [
             {"name": "builtins", "action": "allow", "commands": ["enable", "true"]}])
+    if name == "all":           # allow everything but `rm -r` (tests/unit/test_policy_attacks.py)
+        return compile_policy({"default": "allow", "opaque": "review"}, [
+            {"name": "everything", "action": "allow", "commands": ["*"]},
+            {"name": "no-rm-r", "action": "deny", "commands": ["rm -r", "rm --recursive"]}])
     if name == "ssh":           # a policy that allows ssh and scp to internal hosts
         return compile_policy({"default": "deny", "opaque": "review"}, [
             {"name": "ssh", "action": "allow", "commands": ["ssh", "scp"],
@@ -169,6 +173,13 @@ HOLES = [
     ("ssh", None, "scp -S id x db.internal:", "scp -S runs a program"),
     ("ssh", None, "scp -o ProxyCommand=id x db.internal:", "scp -o ProxyCommand"),
     ("ssh", None, "scp db.internal:/etc/passwd /etc/", "a local target outside /tmp"),
+    # An alias is expanded on later lines (bash --posix and dash expand aliases in the
+    # loop's eval): `alias ll=rm` is decided as `rm`, then `ll -rf X` as `ll`.
+    ("all", None, "alias ll=rm", "renames rm"),
+    ("all", None, "alias cat=tee", "renames tee"),
+    ("all", None, "alias ls='find '", "renames find"),
+    ("all", None, "alias x=", "an empty alias"),
+    ("all", None, "alias a='ls'  b=rm", "the second of two"),
 ]
 
 # (policy, cwd, line) that must stay allowed
@@ -241,6 +252,10 @@ KEEP = [
     ("ssh", None, "ssh -J jump.internal db.internal"),
     ("ssh", None, "scp db.internal:/var/log/syslog /tmp/"),
     ("ssh", None, "scp /tmp/report.txt db.internal:/tmp/"),
+    ("all", None, "alias ls='ls --color=auto'"),
+    ("all", None, "alias grep='grep -n'"),
+    ("all", None, "alias"),
+    ("all", None, "ll -rf /tmp/c"),
 ]
 
 
