@@ -71,9 +71,10 @@ def _ssh_hook(out: Analysis, opts: list[Any], operands: list[Any], mkarg: Any) -
                    "policy does not govern")
 
 
-def _remote(v: str | None) -> bool:
-    return v is not None and ":" in v.split("/", 1)[0] if not (v or "").startswith("/") \
-        else False
+def _remote(v: str) -> bool:
+    """``host:path`` (scp's remote form): a ':' before any '/'; ``/a:b`` and ``./a:b`` are
+    local."""
+    return not v.startswith("/") and ":" in v.split("/", 1)[0]
 
 
 def _scp_hook(out: Analysis, opts: list[Any], operands: list[Any], mkarg: Any) -> None:
