@@ -75,6 +75,7 @@ class Mask:
 class Settings:
     approvers: tuple[str, ...] = ()
     reviewers: tuple[str, ...] = ()            # who may read sessions through the API
+    reviewer_targets: tuple[str, ...] = ()     # target selectors reviewers are limited to
     admins: tuple[str, ...] = ()               # who may terminate sessions through the API
     approval_timeout: int = 300
     mask_live: bool = False
@@ -97,6 +98,8 @@ class Settings:
     max_startups: int = 100                    # unauthenticated connections, all sources together
     max_startups_per_source: int = 10          # unauthenticated connections from one address
     session_max_after_expiry: int = 300        # s an open channel outlives its token (identity.expiry)
+    store_transfers: bool = False              # keep sftp file contents, masked (docs/TRANSFERS.md)
+    store_transfers_max: int = 16 * 1024 * 1024   # bytes kept per file; beyond: truncated
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
         c.add(w, "[oidc] must be a table")
         return None
     c.keys(table, ("issuer", "audience", "tenants", "subject_claim", "ca_bundle", "allow_v1",
-                   "leeway", "jwks_refresh_interval", "timeout"), w)
+                   "leeway", "jwks_refresh_interval", "timeout", "web_client_id"), w)
     issuer = c.string(table, "issuer", w, required=True)
     if issuer:
         url = urlparse(issuer)
@@ -263,6 +266,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
         leeway=int(c.number(table, "leeway", w, 60)),
         jwks_refresh_interval=int(c.number(table, "jwks_refresh_interval", w, 60)),
         timeout=float(c.number(table, "timeout", w, 10.0, minimum=0.1)),
+        web_client_id=c.string(table, "web_client_id", w),
     )
 
 
@@ -272,16 +276,21 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     if not isinstance(table, dict):
         c.add(w, "[settings] must be a table")
         return Settings(), {}
-    own = ("approvers", "reviewers", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
+    own = ("approvers", "reviewers", "reviewer_targets", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
            "upstream_idle_timeout",
            "approval_allow_unproven",
            "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
-           "session_max_after_expiry")
+           "session_max_after_expiry", "store_transfers", "store_transfers_max")
     c.keys(table, own + ENGINE_SETTINGS, w)
     approvers = c.strings(table, "approvers", w) or ()
     reviewers = c.strings(table, "reviewers", w) or ()
     admins = c.strings(table, "admins", w) or ()
+    reviewer_targets = c.strings(table, "reviewer_targets", w) or ()
+    for sel in reviewer_targets:
+        msg = check_target_selector(sel)
+        if msg:
+            c.add(w + ("reviewer_targets",), f"settings.reviewer_targets: {msg}")
     for key, selectors in (("approvers", approvers), ("reviewers", reviewers), ("admins", admins)):
         for sel in selectors:
             msg = check_principal_selector(sel)
@@ -290,6 +299,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     settings = Settings(
         approvers=approvers,
         reviewers=reviewers,
+        reviewer_targets=reviewer_targets,
         admins=admins,
         approval_timeout=int(c.number(table, "approval_timeout", w, 300, minimum=1)),
         mask_live=c.boolean(table, "mask_live", w, False),
@@ -308,6 +318,8 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         max_startups_per_source=_whole(c, table, "max_startups_per_source", w, 10),
         session_max_after_expiry=int(c.number(table, "session_max_after_expiry", w, 300,
                                               minimum=0)),
+        store_transfers=c.boolean(table, "store_transfers", w, False),
+        store_transfers_max=_whole(c, table, "store_transfers_max", w, 16 * 1024 * 1024),
     )
     if settings.max_startups_per_source > settings.max_startups:
         c.add(w + ("max_startups_per_source",),

@@ -3,9 +3,10 @@
 #   scripts/test.sh                 the whole suite
 #   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
-# Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client:
-# the end-to-end tests drive the real OpenSSH ssh client against a real sshd on 127.0.0.1;
-# postgresql for the PostgreSQL store's tests (a private cluster in a temp dir).
+# Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client and rsync:
+# the end-to-end tests drive the real OpenSSH ssh client (and rsync) against a real sshd on 127.0.0.1,
+# and the web viewer's tests Debian's chromium (/usr/bin/chromium); postgresql for the
+# PostgreSQL store's tests (a private cluster in a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,9 @@ need_pkgs=()
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
+# the web viewer's browser tests drive Debian's chromium with Playwright (no browser download)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 # the PostgreSQL store's tests run a private cluster (tests/pgcluster.py)
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
     || need_pkgs+=(postgresql)

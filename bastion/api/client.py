@@ -124,5 +124,14 @@ class ApiClient:
         return dict(self._call("POST", f"/api/v1/sessions/{int(session_id)}/terminate",
                                {"reason": reason}))
 
+    def commands(self, text: str, **filters: Any) -> list[dict[str, Any]]:
+        """Full-text search over command lines (``commands search``)."""
+        return list(self._call("GET", "/api/v1/commands",
+                               query={"q": text, **filters})["commands"])
+
+    def verify(self, files: bool = True) -> dict[str, Any]:
+        """The server's ``bastion verify`` report (``VerifyReport.to_dict``)."""
+        return dict(self._call("GET", "/api/v1/verify", query={"files": None if files else "0"}))
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/v1/whoami"))

@@ -104,7 +104,9 @@ async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: Any) 
 
 
 async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, resp: Response) -> None:
-    headers = [(b"content-type", resp.content_type.encode()), *SECURITY_HEADERS, *resp.headers]
+    own = {name for name, _ in resp.headers}        # a response may set its own CSP (the web UI)
+    headers = [(b"content-type", resp.content_type.encode()),
+               *(h for h in SECURITY_HEADERS if h[0] not in own), *resp.headers]
     if resp.stream is None:
         headers.append((b"content-length", str(len(resp.body)).encode()))
         await _send(conn, writer, h11.Response(status_code=resp.status, headers=headers))

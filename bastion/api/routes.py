@@ -4,8 +4,10 @@ Every ``/api/v1`` request carries ``Authorization: Bearer <access token>`` from 
 issuer as the agents' (validated by the same :class:`TokenValidator`: signature, issuer,
 audience, expiry, tenant).  Roles come from policy.toml, read at each request (a reload
 takes effect at once): ``[settings] approvers`` answer held commands (four-eyes and the
-window cap are the store's checks, as for the CLI); ``[settings] reviewers`` read sessions.
-Agents get nothing here.  ``/healthz`` and ``/metrics`` need no token.
+window cap are the store's checks, as for the CLI); ``[settings] reviewers`` read sessions,
+limited to ``reviewer_targets`` when set (bastion.api.scope: out of scope is 404 on every
+route); ``admins`` terminate and verify.  Agents get nothing here.  ``/healthz`` and
+``/metrics`` need no token.  ``/ui`` is the web viewer's (``Api(services, ui=WebUi)``).
 
 Not covered: HTTP framing (``bastion.api.http``), TLS (``bastion.api.tls``).
 """
@@ -17,9 +19,10 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
-from bastion.api.http import Request, Response, error, json_response
+from bastion.api.http import Handler, Request, Response, error, json_response
+from bastion.api.scope import ReviewScope
 from bastion.errors import ApprovalError, BastionError, RecordingError, TokenRejected
 from bastion.logfmt import fields as log_fields
 from bastion.metrics import METRICS
@@ -42,11 +45,14 @@ LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing t
 class Api:
     """The request handler for one ``bastion serve`` (its Services)."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Any, ui: Callable[["Api"], Handler] | None = None) -> None:
         self.services = services
+        self.ui = ui(self) if ui is not None else None     # the web viewer (bastion.web)
 
     async def __call__(self, req: Request) -> Response:
         path = req.path.rstrip("/") or "/"
+        if self.ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            return await self.ui(req)
         if path == "/healthz" and req.method == "GET":
             return self._health()
         if path == "/readyz" and req.method == "GET":
@@ -71,9 +77,11 @@ class Api:
             return await self._sessions(req, who)
         if path == "/api/v1/commands" and req.method == "GET":
             return await self._commands(req, who)
+        if path == "/api/v1/verify" and req.method == "GET":
+            return await self._verify(req, who)
         m = _SESSION.fullmatch(path)
         if m and req.method == "GET":
-            return await self._session(who, int(m.group(1)))
+            return await self._session(req, who, int(m.group(1)))
         m = _LIVE.fullmatch(path)
         if m and req.method == "GET":
             return await self._live(req, who, int(m.group(1)))
@@ -194,12 +202,15 @@ class Api:
             return window
         limit, since, until = window
 
+        scope = ReviewScope.of(self.services.config)
+
         def work() -> list[dict[str, Any]]:
             db = query.open_index(self.services.data_dir)
             return [query.public(r) for r in query.list_sessions(
                 db, principal=req.arg("principal"), target=req.arg("target"), since=since,
                 until=until, status=req.arg("status"),
-                denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000))]
+                denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000),
+                target_in=scope.names(query.session_targets(db)))]
         try:
             return json_response(200, {"sessions": await asyncio.to_thread(work)})
         except RecordingError as exc:
@@ -219,34 +230,70 @@ class Api:
             return window
         limit, since, until = window
 
+        scope = ReviewScope.of(self.services.config)
+
         def work() -> list[dict[str, Any]]:
+            db = query.open_index(self.services.data_dir)
             return [query.public(r) for r in query.search_commands(
-                query.open_index(self.services.data_dir), text, principal=req.arg("principal"),
+                db, text, principal=req.arg("principal"),
                 target=req.arg("target"), action=req.arg("action"), since=since, until=until,
-                limit=min(limit, 1000), raw=req.arg("raw") in ("1", "true", "yes"))]
+                limit=min(limit, 1000), raw=req.arg("raw") in ("1", "true", "yes"),
+                target_in=scope.names(query.session_targets(db)))]
         try:
             return json_response(200, {"commands": await asyncio.to_thread(work)})
         except RecordingError as exc:
             return error(400, str(exc), exc.hint)
 
-    async def _session(self, who: "_Caller", session_id: int) -> Response:
+    async def _verify(self, req: Request, who: "_Caller") -> Response:
+        """``bastion verify``: the index's hash chain and every closed recording's SHA-256
+        (``files=0``: the chain only).  The report names any session, so it is for admins
+        and for reviewers whose scope is not limited by ``reviewer_targets``."""
+        roles = self._roles(who)
+        if not (roles["admin"] or (roles["reviewer"]
+                                   and not ReviewScope.of(self.services.config).limited)):
+            return self._refuse(403, f"{who.principal.label} may not verify the whole index", req,
+                                hint="verify is for [settings] admins, and reviewers not "
+                                     "limited by reviewer_targets")
+        from bastion.recording import verify as verifier
+        files = req.arg("files") not in ("0", "false", "no")
+        report = await asyncio.to_thread(verifier.verify_index, self.services.data_dir,
+                                         check_files=files)
+        audit.info("api verify by %s: %s", who.principal.subject, "ok" if report.ok else "FAILED",
+                   extra=log_fields("api_verify", principal=who.principal.subject, ok=report.ok))
+        return json_response(200, report.to_dict())
+
+    async def _readable(self, req: Request, who: "_Caller",
+                        session_id: int) -> dict[str, Any] | Response:
+        """The session (query.get_session) if ``who`` is a reviewer whose scope has it;
+        a session out of scope is answered like an unknown one."""
         if not self._roles(who)["reviewer"]:
-            return error(403, f"{who.principal.label} is not in [settings] reviewers")
+            return self._forbidden(who, "reviewer", req)
         from bastion.recording import query
 
         def work() -> dict[str, Any]:
-            return query.public(query.get_session(query.open_index(self.services.data_dir),
-                                                  session_id))
+            return query.get_session(query.open_index(self.services.data_dir), session_id)
         try:
-            return json_response(200, await asyncio.to_thread(work))
+            session = await asyncio.to_thread(work)
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
+        if not ReviewScope.of(self.services.config).allows(session.get("target")):
+            return self._refuse(404, f"no session {session_id} in the index", req,
+                                hint="[settings] reviewer_targets limits what reviewers see")
+        return session
+
+    async def _session(self, req: Request, who: "_Caller", session_id: int) -> Response:
+        from bastion.recording import query
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
+        return json_response(200, query.public(session))
 
     async def _live(self, req: Request, who: "_Caller", session_id: int) -> Response:
         """Server-sent events: the channel's recorded output as it is written (masked as
-        stored), ``event: end`` once the channel has ended and all of it is sent."""
-        if not self._roles(who)["reviewer"]:
-            return self._forbidden(who, "reviewer", req)
+        stored), ``event: end`` once the channel has ended and all of it is sent.
+        ``format=asciicast``: the messages asciinema-player's eventsource driver reads
+        (``{"cols", "rows", "time"}`` once the header is read, ``[t, "o", text]`` events,
+        ``event: done`` at the end); the web viewer's live page uses it."""
         from bastion.recording import query
         from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
         data_dir = self.services.data_dir
@@ -255,28 +302,45 @@ class Api:
             channel_id = int(channel_arg) if channel_arg else None
         except ValueError:
             return error(400, "channel must be a channel id")
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
 
         def lookup() -> dict[str, Any]:
             return query.get_session(query.open_index(data_dir), session_id)
         try:
-            channel = live_channel(await asyncio.to_thread(lookup), channel_id)
+            channel = live_channel(session, channel_id)
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
         follower = Follower(data_dir / channel["path"])
         cid = channel["id"]
+        player = req.arg("format") == "asciicast"
         audit.info("api live view of session %s channel %s by %s", session_id, cid,
                    who.principal.subject,
                    extra=log_fields("api_live", session=session_id, channel=cid,
                                     principal=who.principal.subject))
+        sent_reset = False
 
         def frames(events: list[Any]) -> bytes:
-            return b"".join(
-                f"data: {json.dumps({'t': ev.time, 'code': ev.code, 'data': ev.text()})}\n\n"
-                .encode() for ev in events if ev.code in OUTPUT_CODES)
+            nonlocal sent_reset
+            out = b""
+            if player and not sent_reset and follower.header is not None:
+                sent_reset = True
+                size = {"cols": follower.header.get("width") or 80,
+                        "rows": follower.header.get("height") or 24, "time": 0}
+                out += f"data: {json.dumps(size)}\n\n".encode()
+            for ev in events:
+                if ev.code in OUTPUT_CODES:
+                    item = [ev.time, "o", ev.text()] if player else \
+                        {"t": ev.time, "code": ev.code, "data": ev.text()}
+                    out += f"data: {json.dumps(item)}\n\n".encode()
+            return out
+        done = b"event: done\ndata: {}\n\n" if player else b"event: end\ndata: {}\n\n"
 
         async def stream() -> Any:
-            yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
-                   "\n\n").encode()
+            if not player:
+                yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
+                       "\n\n").encode()
             quiet = 0.0
             while True:
                 events = follower.read()
@@ -287,7 +351,7 @@ class Api:
                 ended = [c for c in (await asyncio.to_thread(lookup))["channels"]
                          if c["id"] == cid and c.get("ended") is not None]
                 if ended:                       # the row is sealed after the file's last event
-                    yield frames(follower.read()) + b"event: end\ndata: {}\n\n"
+                    yield frames(follower.read()) + done
                     return
                 await asyncio.sleep(LIVE_POLL)
                 quiet += LIVE_POLL
@@ -299,16 +363,9 @@ class Api:
     async def _recording(self, req: Request, who: "_Caller", session_id: int,
                          channel_id: int) -> Response:
         """A channel's asciicast file as stored (masked), with ``Range: bytes=A-B``."""
-        if not self._roles(who)["reviewer"]:
-            return self._forbidden(who, "reviewer", req)
-        from bastion.recording import query
-
-        def lookup() -> dict[str, Any]:
-            return query.get_session(query.open_index(self.services.data_dir), session_id)
-        try:
-            session = await asyncio.to_thread(lookup)
-        except RecordingError as exc:
-            return error(404, str(exc), exc.hint)
+        session = await self._readable(req, who, session_id)
+        if isinstance(session, Response):
+            return session
         channel = next((c for c in session["channels"] if c["id"] == channel_id), None)
         if channel is None or not channel.get("path"):
             return error(404, f"session {session_id} has no recorded channel {channel_id}")
@@ -421,6 +478,14 @@ class Api:
                  float(status.get("channels_open") or 0)),
                 ("bastion_recording_up", "1 while sessions are recorded (else refused).",
                  1.0 if recorder.state == "ok" else 0.0),
+            ]
+            gauges += [
+                ("bastion_recorder_queue_bytes", "Bytes queued for the recording worker, not "
+                 "yet acknowledged.", float(status.get("queue_bytes") or 0)),
+                ("bastion_recorder_queue_ops", "Operations queued for the recording worker.",
+                 float(status.get("queue_ops") or 0)),
+                ("bastion_recorder_lag_seconds", "Age of the oldest operation the recording "
+                 "worker has not acknowledged (0: none).", float(status.get("index_lag_s") or 0)),
             ]
             free = status.get("disk_free_bytes")
             if free is not None:

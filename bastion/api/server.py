@@ -15,15 +15,16 @@ log = logging.getLogger("bastion.api")
 
 
 async def start_api(services: Any, host: str, port: int, *, cert: Path | None = None,
-                    key: Path | None = None) -> asyncio.AbstractServer:
-    """Listen with TLS on ``host:port``; raises BastionError (bind, certificate) to stop."""
+                    key: Path | None = None, ui: Any = None) -> asyncio.AbstractServer:
+    """Listen with TLS on ``host:port``; raises BastionError (bind, certificate) to stop.
+    ``ui``: ``(Api) -> Handler`` for ``/ui/`` (the web viewer, bastion.web), or None."""
     from bastion.errors import BastionError
     from bastion.ssh.hostca import default_bastion_names
     names = tuple(n for n in (host, *default_bastion_names(), "127.0.0.1", "localhost")
                   if n not in ("0.0.0.0", "::", ""))
     ctx, cert_path, fingerprint = load_or_create(services.data_dir, names, cert, key)
     try:
-        server = await start_http(Api(services), host, port, ctx)
+        server = await start_http(Api(services, ui=ui), host, port, ctx)
     except OSError as exc:
         raise BastionError(f"cannot listen on {host}:{port} for the API (--api-listen): "
                            f"{exc.strerror or exc}",

@@ -115,6 +115,13 @@ def dev_issuer(
     approve_as: Annotated[Optional[str], typer.Option(
         "--approve-as", help="Approve every device-code login as this user name (dev only).")]
         = None,
+    approve_role: Annotated[Optional[list[str]], typer.Option(
+        "--approve-role", help="Roles claim of the --approve-as user (repeatable).")] = None,
+    web_redirect: Annotated[Optional[list[str]], typer.Option(
+        "--web-redirect", help="NAME=URI: a web client (created without a secret if new) and "
+                               "its exact redirect URI for the authorization code flow "
+                               "(repeatable), e.g. bastion-web=https://127.0.0.1:8443/ui/callback")]
+        = None,
 ) -> None:
     """Run a local Entra-shaped OIDC issuer over https on loopback, until Ctrl-C.
 
@@ -132,9 +139,17 @@ def dev_issuer(
                           "local use only")
     if port is None:
         port = DevIssuer.saved_port(state_dir) or 0
-    auto = {"name": approve_as} if approve_as else None
+    auto = {"name": approve_as, "roles": list(approve_role or ())} if approve_as else None
     issuer = DevIssuer(state_dir, host=host, port=port, auto_approve=auto)
     out: list[str] = []
+    for item in web_redirect or ():
+        name, sep, uri = item.partition("=")
+        if not sep or not uri.startswith("https://"):
+            raise ConfigError(f"--web-redirect {item!r}: give NAME=https://HOST:PORT/ui/callback")
+        web = issuer.clients.by_name(name) or issuer.add_client(name, secret=False)
+        issuer.authz.register(web.client_id, uri)
+        out.append(f"web client {name}: client id {web.client_id}, redirect {uri} "
+                   f"([oidc] web_client_id)")
     for name in add_client or ():
         if issuer.clients.by_name(name):
             out.append(f"client {name!r} exists already (kept as it is)")

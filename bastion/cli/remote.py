@@ -63,3 +63,22 @@ def fetched_recordings(api: Any, session_id: int,
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verify_report(data: dict[str, Any]) -> Any:
+    """The server's verify report (``VerifyReport.to_dict``) as a VerifyReport, its messages
+    sanitised for the terminal."""
+    from bastion.proto.sanitize import sanitize
+    from bastion.recording.verify import Problem, VerifyReport
+    fields = set(Problem.__dataclass_fields__)
+    problems = [Problem(**{k: v for k, v in p.items() if k in fields})
+                for p in data.get("problems") or []]
+    for p in problems:
+        p.message = sanitize(str(p.message))
+    head = data.get("head") or {}
+    return VerifyReport(head_seq=int(head.get("seq") or 0), head_hash=str(head.get("hash") or ""),
+                        start_seq=int(data.get("start_seq") or 0),
+                        rows=int(data.get("rows_checked") or 0),
+                        files=int(data.get("files_checked") or 0),
+                        active_sessions=int(data.get("active_sessions") or 0),
+                        checkpoint=data.get("checkpoint"), problems=problems)

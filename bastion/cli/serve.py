@@ -152,10 +152,11 @@ def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_mod
     also = None
     if api is not None:
         from bastion.api.server import start_api
+        from bastion.web.app import WebUi
         api_host, api_port, cert, key = api
 
         async def also() -> Any:
-            return await start_api(services, api_host, api_port, cert=cert, key=key)
+            return await start_api(services, api_host, api_port, cert=cert, key=key, ui=WebUi)
     asyncio.run(serve(services, host, port, ready=ready, also=also))
 
 

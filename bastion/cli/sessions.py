@@ -24,7 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handle_errors, out_console
-from bastion.cli.remote import ServerCaOpt, ServerOpt, as_index_record, fetched_recordings
+from bastion.cli.remote import (ServerCaOpt, ServerOpt, as_index_record, fetched_recordings,
+                                verify_report)
 from bastion.cli.remote import client as remote
 from bastion.errors import RecordingError
 from bastion.proto.sanitize import sanitize
@@ -368,6 +369,8 @@ def export_cmd(
     merge_stderr: Annotated[bool, typer.Option("--merge-stderr", help="For cast: write stderr as stdout events "
                                                "so other players show it.")] = False,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
 ) -> None:
     """Export a session's recording as asciicast, JSON, or the exact recorded bytes.
 
@@ -382,8 +385,20 @@ def export_cmd(
     if fmt == "raw" and output is None and sys.stdout.isatty():
         raise RecordingError("refusing to write raw recorded bytes to a terminal",
                              hint="use -o FILE, or `bastion sessions play` to watch it safely")
-    db = query.open_index(data_dir)
-    record = query.get_session(db, session_id)
+    if server:                  # the recordings fetched, then checked against the index's hashes
+        api = remote(server, server_ca)
+        record = as_index_record(api.session(session_id))
+        with fetched_recordings(api, session_id, [c for c in record["channels"]
+                                                  if c.get("path")]) as copy_dir:
+            _export(record, copy_dir, fmt, output, force, channel, stream, merge_stderr)
+        return
+    _export(query.get_session(query.open_index(data_dir), session_id), data_dir, fmt, output,
+            force, channel, stream, merge_stderr)
+
+
+def _export(record: dict[str, Any], data_dir: Path, fmt: str, output: Path | None, force: bool,
+            channel: int | None, stream: str, merge_stderr: bool) -> None:
+    session_id = record["id"]
     if fmt == "json":
         payload = json.dumps(query.public(player.export_json(record, data_dir)),
                              ensure_ascii=True, indent=2) + "\n"
@@ -450,15 +465,22 @@ def search_cmd(
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
     raw: Annotated[bool, typer.Option("--raw", help="QUERY is FTS5 syntax (OR, NOT, NEAR, \"phrase\").")] = False,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
 ) -> None:
     """Full-text search over every command line, newest first.
 
     Example: bastion commands search 'systemctl restart' --target 'web*' --since 7d
     """
-    now = _now()
-    rows = query.search_commands(query.open_index(data_dir), text, principal=principal, target=target,
-                                 action=action, since=_since(since, now), until=_since(until, now),
-                                 limit=limit, raw=raw)
+    if server:
+        rows = as_index_record(remote(server, server_ca).commands(
+            text, principal=principal, target=target, action=action, since=since, until=until,
+            limit=limit, raw="1" if raw else None))
+    else:
+        now = _now()
+        rows = query.search_commands(query.open_index(data_dir), text, principal=principal,
+                                     target=target, action=action, since=_since(since, now),
+                                     until=_since(until, now), limit=limit, raw=raw)
     if as_json:
         _emit_json([query.public(r) for r in rows])
         return
@@ -480,6 +502,8 @@ def verify_cmd(
     data_dir: DataDir = Path(DEFAULT_DATA_DIR),
     no_files: Annotated[bool, typer.Option("--no-files", help="Check the index chain only, not the recordings.")] = False,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    server_ca: ServerCaOpt = None,
 ) -> None:
     """Check the tamper-evidence chain of the index and every closed recording's SHA-256.
 
@@ -488,7 +512,8 @@ def verify_cmd(
 
     Example: bastion verify --data-dir /var/lib/bastion
     """
-    report = verifier.verify_index(data_dir, check_files=not no_files)
+    report = (verify_report(remote(server, server_ca).verify(files=not no_files)) if server
+              else verifier.verify_index(data_dir, check_files=not no_files))
     if as_json:
         _emit_json(report.to_dict())
     elif report.ok:

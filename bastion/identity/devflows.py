@@ -1,4 +1,5 @@
-"""OAuth flows of the dev issuer's token endpoint: client credentials and device code.
+"""OAuth flows of the dev issuer's token endpoint: client credentials and device code
+(the authorization code is :mod:`bastion.identity.devauthz`'s).
 
 Client authentication: ``client_secret`` (compared by SHA-256 hash) or an RFC
 7523 ``client_assertion`` signed with a registered certificate's key, found by
@@ -17,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography import x509
@@ -99,6 +100,9 @@ class TokenEndpoint:
             return self._client_credentials(form)
         if grant == DEVICE_GRANT:
             return self._device_token(form)
+        if grant == "authorization_code":
+            status, body = self.issuer.authz.exchange(form)
+            return status, body
         return _error(400, "unsupported_grant_type",
                       f"AADSTS70003: grant_type {grant!r} is not supported by the dev issuer")
 
@@ -157,18 +161,23 @@ class TokenEndpoint:
             return _error(400, "authorization_pending",
                           "AADSTS70016: OAuth 2.0 device flow error: authorization is pending")
         code.status = "used"
-        now = self.issuer.now()
-        lifetime = self.issuer.token_lifetime
-        resource = code.scopes[0].rsplit("/", 1)[0]
-        names = [s.rsplit("/", 1)[1] for s in code.scopes if not s.endswith("/.default")]
-        claims = self.issuer.user_claims(code.user, code.client_id, resource, names, now, lifetime)
-        id_claims = {k: claims[k] for k in ("iss", "iat", "nbf", "exp", "sub", "oid", "tid",
-                                             "name", "preferred_username")}
-        id_claims.update({"aud": code.client_id, "ver": "2.0"})
-        signer = self.issuer.signer
-        client_info = b64url(json.dumps({"uid": claims["oid"],
-                                         "utid": self.issuer.tenant_id}).encode())
-        return 200, {"token_type": "Bearer", "scope": " ".join(code.scopes),
-                     "expires_in": lifetime, "ext_expires_in": lifetime,
-                     "access_token": signer.sign(claims), "id_token": signer.sign(id_claims),
-                     "client_info": client_info}
+        return 200, user_tokens(self.issuer, code.user, code.client_id, code.scopes)
+
+
+def user_tokens(issuer: "DevIssuer", user: dict[str, Any], client_id: str,
+                scopes: tuple[str, ...]) -> dict[str, Any]:
+    """The token response of a user's sign-in (device code, authorization code)."""
+    now = issuer.now()
+    lifetime = issuer.token_lifetime
+    resource = scopes[0].rsplit("/", 1)[0]
+    names = [s.rsplit("/", 1)[1] for s in scopes if not s.endswith("/.default")]
+    claims = issuer.user_claims(user, client_id, resource, names, now, lifetime)
+    id_claims = {k: claims[k] for k in ("iss", "iat", "nbf", "exp", "sub", "oid", "tid",
+                                         "name", "preferred_username")}
+    id_claims.update({"aud": client_id, "ver": "2.0"})
+    signer = issuer.signer
+    client_info = b64url(json.dumps({"uid": claims["oid"], "utid": issuer.tenant_id}).encode())
+    return {"token_type": "Bearer", "scope": " ".join(scopes),
+            "expires_in": lifetime, "ext_expires_in": lifetime,
+            "access_token": signer.sign(claims), "id_token": signer.sign(id_claims),
+            "client_info": client_info}

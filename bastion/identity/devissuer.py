@@ -7,6 +7,8 @@ Serves over https on loopback, with its own CA (``<state>/ca.pem``)::
     POST /{tenant}/oauth2/v2.0/token                        client credentials (secret or
                                                             certificate assertion), device code
     POST /{tenant}/oauth2/v2.0/devicecode                   device authorization
+    GET  /{tenant}/oauth2/v2.0/authorize                    authorization code + PKCE
+                                                            (bastion.identity.devauthz)
 
 The issuer is ``https://127.0.0.1:PORT/{tenant}/v2.0`` and the msal authority
 ``https://127.0.0.1:PORT/{tenant}``: msal's tenant discovery asks for
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from bastion.identity.devauthz import AuthorizationCodes
 from bastion.identity.devca import ensure_tls, write_private
 from bastion.identity.devflows import TokenEndpoint
 from bastion.identity.devtokens import ClientRegistry, DevClient, Signer, SigningKey, b64url
@@ -91,6 +94,7 @@ class DevIssuer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._endpoint = TokenEndpoint(self)
+        self.authz = AuthorizationCodes(self)
         self._save_state()
 
     # -- state ------------------------------------------------------------------------------
@@ -195,6 +199,7 @@ class DevIssuer:
             "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "response_modes_supported": ["query", "fragment", "form_post"],
+            "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -346,7 +351,8 @@ class DevIssuer:
     # -- HTTP --------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, form: dict[str, str]) -> tuple[int, dict]:
-        """Route one request: (status, JSON body).  Pure apart from the issuer's state."""
+        """Route one request: (status, JSON body), or (302, {"location": URL}).  Pure apart
+        from the issuer's state; a GET's ``form`` is its query."""
         prefix = f"/{self.tenant_id}"
         if method == "GET" and path == "/device":        # the device flow's verification_uri
             self.hits["device"] += 1
@@ -366,6 +372,9 @@ class DevIssuer:
         if method == "POST" and route == "/oauth2/v2.0/token":
             self.hits["token"] += 1
             return self._endpoint.token(form)
+        if method == "GET" and route == "/oauth2/v2.0/authorize":
+            self.hits["authorize"] += 1
+            return self.authz.authorize(form)
         if method == "POST" and route == "/oauth2/v2.0/devicecode":
             self.hits["devicecode"] += 1
             return self._endpoint.devicecode(form)
@@ -392,7 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def do_GET(self) -> None:  # noqa: N802
-        self._dispatch("GET", {})
+        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        self._dispatch("GET", {k: v[-1] for k, v in query.items()})
 
     def do_POST(self) -> None:  # noqa: N802
         try:
@@ -414,6 +424,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body)
 
     def _send(self, status: int, body: dict) -> None:
+        if status == 302:
+            self.send_response(302)
+            self.send_header("Location", body["location"])
+            self.send_header("Content-Length", "0")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            return
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -20,3 +20,4 @@ class OidcConfig:
     leeway: int = 60                    # seconds of clock skew for exp/nbf/iat
     jwks_refresh_interval: int = 60     # min seconds between JWKS refreshes on unknown kid
     timeout: float = 10.0               # HTTP timeout for discovery/JWKS
+    web_client_id: str | None = None    # the web viewer's client (authorization code + PKCE)

@@ -47,9 +47,10 @@ from bastion.policy.danger import (
 )
 from bastion.policy.arguments import Arg, ArgReader
 from bastion.policy.dialect import history_expansion, sh_difference
-from bastion.policy.effects import harmless_write, redirect_roles
+from bastion.policy.effects import harmless_write, redirect_roles, socket_hosts
 from bastion.policy.fastpath import fast_commands, fast_cwds, fast_piped, fast_words
 from bastion.policy.parse import RawCommand, parse_raw
+from bastion.policy.shellopts import SHELL_STATE, option_problem
 from bastion.policy.programs import describe
 from bastion.policy.words import Word, norm_path
 from bastion.policy.wrappers import Opaque, Run, piped_names, unwrap
@@ -235,13 +236,17 @@ class _Extractor(ArgReader):
             if not raw.redirs and not problem:
                 return
             words = [Word.literal(":")]
-        saved = self.certain
+        saved, unknown = self.certain, self.dir_unknown
         self.certain = self.base if raw.cwd == "" else raw.cwd
+        if raw.in_function:                # runs when called, wherever the shell is then
+            self.certain, self.dir_unknown = None, True
         try:
             self.simple(words, list(redirs) + raw.redirs, problem, depth, via,
                         env_writes=env_writes, stdin=raw.stdin)
         finally:
             self.certain = saved
+            if raw.in_function and words[0].value not in ("cd", "pushd", "popd"):
+                self.dir_unknown = unknown     # (a cd in the body leaves it unknown)
 
     def env_assign(self, name: str, value: Word, writes: list[Any]) -> str | None:
         """A dangerous variable set for one command whose value we can still read: an
@@ -308,13 +313,15 @@ class _Extractor(ArgReader):
         nwords = len(args)
         for _, w in redirs:
             args.append(self.arg(w, False))
-        writes, reads = list(env_writes), []
+        writes, reads, nets = list(env_writes), [], []
         for k, role in enumerate(redirect_roles(redirs)):
             a = self.resolve(args[nwords + k])
             if role == "w" and not harmless_write(a.text):
                 writes.append(a)
             elif role == "r":
                 reads.append(a)
+            if role is not None:
+                nets.extend(socket_hosts(a))      # bash opens /dev/tcp/HOST/PORT itself
         argv = (path or (program if program is not None else first.raw),) + tuple(
             w.value if w.value is not None else w.raw for w in words[1:]) + tuple(
             op + (w.value if w.value is not None else w.raw) for op, w in redirs)
@@ -347,15 +354,15 @@ class _Extractor(ArgReader):
                 codes = found.code
         if found is None:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
-                               writes=tuple(writes), reads=tuple(reads))
+                               writes=tuple(writes), reads=tuple(reads), connects=tuple(nets))
         elif found.problem:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
                                writes=tuple(writes), reads=tuple(reads), soft=True,
-                               connects=tuple(found.connects))
+                               connects=tuple(found.connects) + tuple(nets))
         else:
             cmd = make_command(argv, program, tuple(args), problem, via, trusted, path,
                                writes=tuple(writes), reads=tuple(reads),
-                               connects=tuple(found.connects), known=True,
+                               connects=tuple(found.connects) + tuple(nets), known=True,
                                deletes=tuple(found.deletes),
                                recursive=found.recursive, sub=found.sub,
                                shorts=frozenset(found.shorts) if found.shorts else _NONE,
@@ -416,7 +423,8 @@ class _Extractor(ArgReader):
 
     @staticmethod
     def special(program: str, words: list[Word], args: list[Any]) -> str | None:
-        why = OPAQUE_PROGRAMS.get(program)
+        why = OPAQUE_PROGRAMS.get(program) or (
+            option_problem(program, words) if program in SHELL_STATE else None)
         if why:
             return why
         opt = OPAQUE_OPTIONS.get(program)

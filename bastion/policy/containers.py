@@ -224,7 +224,7 @@ def kubectl(prog: str, words: list[Word], run: RunFn, opaque: OpaqueFn,
     if sub in ("attach", "debug"):
         return [opaque(f"{prog} {sub}: a terminal or debug container in the cluster")]
     if sub not in ("exec", "run"):
-        return []
+        return _spellings(prog, words, i, run, opaque)
     dash = next((k for k in range(i + 1, n) if words[k].value == "--"), None)
     if dash is None:
         if sub == "exec":
@@ -237,6 +237,34 @@ def kubectl(prog: str, words: list[Word], run: RunFn, opaque: OpaqueFn,
     if dash + 1 >= n:
         return [opaque(f"{prog} {sub} without a command")]
     return [run(words[dash + 1:], f"{prog} {sub}", elsewhere)]
+
+
+def _resource(item: str) -> str:
+    kind, slash, name = item.partition("/")
+    return kind.lower().partition(".")[0] + slash + name
+
+
+def _spellings(prog: str, words: list[Word], i: int, run: RunFn,
+               opaque: OpaqueFn) -> list[Action]:
+    """kubectl reads resource types case-insensitively, with a group (``secret.v1``) and as
+    comma lists (``pods,secrets``): each other spelling is also decided as the plain type,
+    one word at a time (``kubectl get pods,Secret.v1 x`` is also ``kubectl get pods x`` and
+    ``kubectl get secret x``), so rules naming ``kubectl get secret*`` see it."""
+    out: list[Action] = []
+    changed = 0
+    for k in range(i + 1, len(words)):
+        v = words[k].value
+        if v is None or v.startswith("-"):
+            continue
+        items = [_resource(x) for x in v.split(",") if x]
+        if items == [v]:
+            continue
+        changed += 1
+        if changed > 4 or len(items) > 16:
+            return [opaque(f"{prog}: too many resource lists to decide one by one")]
+        out.extend(run(words[:k] + [Word.literal(x)] + words[k + 1:], prog, None)
+                   for x in items)
+    return out
 
 
 __all__ = ["docker", "kubectl"]

@@ -20,7 +20,7 @@ DANGEROUS_EXACT = frozenset({
     # program lookup and shell start-up / parsing
     "PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE",
     "EXECIGNORE", "BASH_LOADABLES_PATH", "BASH_XTRACEFD", "PROMPT_COMMAND", "PS0", "PS1",
-    "PS2", "PS4", "SHELL", "FCEDIT",
+    "PS2", "PS4", "SHELL", "FCEDIT", "POSIXLY_CORRECT",
     # dynamic linker / libc / crypto modules
     "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "OPENSSL_CONF",
     "OPENSSL_ENGINES", "OPENSSL_MODULES",
@@ -88,6 +88,15 @@ OPAQUE_OPTIONS = {"hash": ("p", "hash -p sets the file a command name runs"),
                   "enable": ("f", "enable -f loads a builtin from a shared library"),
                   "read": ("e", "read -e edits the answer with readline, whose keys can run "
                                 "commands (shell-expand-line, edit-and-execute)")}
+
+# Names a function must not take: POSIX special builtins (bash outside POSIX mode lets a
+# function shadow them) and the builtins the interactive loop calls (proto/shellstart.py).
+SHADOW_GUARDED = frozenset({
+    "break", ":", ".", "continue", "eval", "exec", "exit", "export", "readonly", "return",
+    "set", "shift", "times", "trap", "unset", "source", "read", "printf", "command",
+    "builtin", "enable", "declare", "typeset", "local", "unalias", "alias", "hash", "type",
+    "shopt", "wait", "cd",
+})
 
 # Standard directories a program may be named by (``/usr/bin/ls``) and still be
 # matched by allow rules; any other path (``./ls``, ``/tmp/ls``) is matched by

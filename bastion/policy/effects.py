@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from bastion.policy.patterns import ANY, STAR, Glob
 from bastion.policy.words import norm_path
@@ -122,6 +123,25 @@ def harmless_write(text: str | None) -> bool:
 def redirect_roles(redirs: list) -> list:
     """``[(op, Word)]`` → ``["w" | "r" | None]`` (write target, read source, neither)."""
     return ["w" if op in WRITE_OPS else "r" if op in READ_OPS else None for op, _ in redirs]
+
+
+def socket_hosts(arg: Any) -> list[str | None]:
+    """A redirection to or from ``/dev/tcp/HOST/PORT`` or ``/dev/udp/HOST/PORT``, which bash
+    opens as a connection: ``[HOST]`` (lower case), ``[None]`` when it may be one and its
+    host is only known at run time (``< $X``, ``< /dev/tcp/$H/80``), else ``[]``."""
+    if arg.text is not None:
+        if arg.text.startswith(("/dev/tcp/", "/dev/udp/")):
+            return [arg.text[9:].partition("/")[0].lower() or None]
+        return []
+    for t in arg.templates or ((None,),):
+        head = t[0] if t else None
+        if head is None or _SOCKET.match(head) or any(
+                d.startswith(re.sub("/+", "/", head)) for d in ("/dev/tcp/", "/dev/udp/")):
+            return [None]
+    return []
+
+
+_SOCKET = re.compile(r"/+dev/+(?:tcp|udp)/")
 
 
 def shown_arg(arg) -> str:

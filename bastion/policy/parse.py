@@ -49,7 +49,7 @@ from bastion.policy.bindings import BindingWalk
 from bastion.policy.cdwalk import _CD_WORD
 from bastion.policy.heredocs import REDIRECT_TYPES, RedirectWalk
 from bastion.policy.rawcommand import RawCommand
-from bastion.policy.danger import dangerous_name
+from bastion.policy.danger import SHADOW_GUARDED, dangerous_name
 from bastion.policy.words import DATA_PROGRAMS, Disagreement, Word, WordProblem, decode_word
 
 LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
@@ -174,10 +174,8 @@ class _Walker(RedirectWalk, BindingWalk):
                 before = len(self.raws)
                 self.children(node, inherited)
                 self.link_pipe(node, before)
-            elif t == "function_definition" and self.function_name(node) in DATA_PROGRAMS:
-                self.problems.append(f"a function named {self.function_name(node)} would "
-                                     f"change output the policy reads as data")
-                self.children(node, inherited)
+            elif t == "function_definition":
+                self.function(node, inherited)
             elif t == "for_statement":
                 var = node.child_by_field_name("variable")
                 if var is not None and dangerous_name(self.text(var)):
@@ -230,6 +228,26 @@ class _Walker(RedirectWalk, BindingWalk):
                 self.children(node, inherited)
         finally:
             self.depth -= 1
+
+    def function(self, node: Any, inherited: tuple[Any, ...]) -> None:
+        """A function body runs when the function is called (maybe on a later line of an
+        interactive shell, after a ``cd``): its commands' directory is unknown.  A name
+        that shadows a builtin the shell or the bastion's loop relies on is a problem."""
+        name = self.function_name(node)
+        if name in DATA_PROGRAMS:
+            self.problems.append(f"a function named {name} would change output the policy "
+                                 f"reads as data")
+        elif name in SHADOW_GUARDED:
+            self.problems.append(f"a function named {name} would shadow the shell's own "
+                                 f"{name}")
+        before = len(self.raws)
+        saved, self.certain = self.certain, None
+        try:
+            self.children(node, inherited)
+        finally:
+            self.certain = saved
+        for raw in self.raws[before:]:
+            raw.in_function = True
 
     def function_name(self, node: Any) -> str:
         name = node.child_by_field_name("name")

@@ -24,3 +24,5 @@ class RawCommand:
                                                       # None (unknown)
     stdin: Any = None                                 # the RawCommand piped into it with
                                                       # `|` (a plain command), if any
+    in_function: bool = False                         # in a function body: it runs when
+                                                      # called, in a directory unknown now

@@ -422,11 +422,17 @@ def _alias(prog: str, words: list) -> list:
         if w.value is None:
             out.append(Opaque(f"alias defined at run time ({w.raw})", prog))
         elif "=" in w.value and not w.value.startswith("-"):
-            if w.value.partition("=")[0] in DATA_PROGRAMS:
-                out.append(Opaque(f"alias {w.value.partition('=')[0]} redefines a program "
+            name, _, value = w.value.partition("=")
+            if name in DATA_PROGRAMS:
+                out.append(Opaque(f"alias {name} redefines a program "
                                   f"whose output the policy reads as data", prog))
                 continue
-            out.append(Code(w.value.partition("=")[2], "alias"))
+            first = value.split(None, 1)[0] if value.strip() else ""
+            if first != name:
+                # a later line naming NAME is decided as NAME, and would run something else
+                out.append(Opaque(f"alias {name} makes {name} run {first or 'nothing'}: later "
+                                  f"lines are decided by what they name", prog))
+            out.append(Code(value, "alias"))          # (still decided: a deny there wins)
     return out
 
 

@@ -50,6 +50,10 @@ SHELLS = ("bash", "sh")
 #    command) and defines its own functions again;
 #  * its control flow uses only keywords and special builtins (no `[`), its variables are set
 #    before use, the ones that matter are read-only;
+#  * right after each command, before it calls any command itself, the loop checks (bash) that
+#    the shell is still in POSIX mode (SHELLOPTS, read-only): outside it (`set +o posix`,
+#    `unset POSIXLY_CORRECT`) a function could shadow `unset`, `trap` or `:`, so the loop
+#    ends the shell with an expansion error of a read-only unset variable (no command runs);
 #  * a text with a syntax error is rejected by `sh -n` first (a syntax error inside eval would
 #    end a POSIX shell); the text runs under `command eval`, so that an assignment to a
 #    read-only variable fails the command instead of ending the shell (an expansion error,
@@ -65,7 +69,7 @@ __bastion_in=0 __bastion_s=0 __bastion_int=0
 export LESSSECURE=1
 PS4='+ '
 unset BASH_ENV ENV
-readonly PS4 BASH_ENV ENV LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check
+readonly PS4 BASH_ENV ENV LESSSECURE __bastion_code __bastion_nonce __bastion_self __bastion_check __bastion_lost
 exec 4>&1
 unset -f read printf command
 printf '\033]%s;%s;P;;%s\007' "$__bastion_code" "$__bastion_nonce" "$PWD" >&4
@@ -144,6 +148,9 @@ while :; do
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
   __bastion_go 3<&- 4>&-
   __bastion_s=$?
+  case ${BASH_VERSION-} in ?*) case :$SHELLOPTS: in *:posix:*) ;; *)
+    __bastion_in=${__bastion_lost?bastion: the shell left POSIX mode; the session ends};;
+  esac;; esac
   __bastion_in=0
   trap '' INT QUIT
   unset -f read printf command

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bastion.errors import RecordingError
+from bastion.metrics import RECORDED_INPUT, RECORDED_OUTPUT, TO_AGENT, TO_HOST
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE, OP_COMMAND,
@@ -122,10 +123,12 @@ class ChannelRecording:
             return
         self._check()
         self.bytes_out += len(data)
+        TO_AGENT(len(data))
         stream = asciicast.STDERR if stderr else asciicast.STDOUT
         if self._truncated:
             self._count(stream)
             return
+        RECORDED_OUTPUT(len(data))
         self._rec._put((OP_DATA, self.id, stream, self._now(), bytes(data), self.bytes_in,
                         self.bytes_out), len(data))
 
@@ -135,9 +138,11 @@ class ChannelRecording:
             return
         self._check()
         self.bytes_in += len(data)
+        TO_HOST(len(data))
         if self._truncated:
             self._count(asciicast.INPUT)
             return
+        RECORDED_INPUT(len(data))
         self._rec._put((OP_DATA, self.id, asciicast.INPUT, self._now(), bytes(data), self.bytes_in,
                         self.bytes_out), len(data))
 

@@ -16,7 +16,7 @@ from bastion.errors import RecordingError
 from bastion.proto import asciicast
 
 READ_MAX = 1 << 20
-OUTPUT_CODES = frozenset({"o", "e", "ob", "eb"})
+OUTPUT_CODES = asciicast.OUTPUT_CODES
 
 
 class Follower:

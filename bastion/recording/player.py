@@ -31,7 +31,7 @@ from bastion.errors import RecordingError
 from bastion.proto import asciicast
 from bastion.proto.sanitize import TerminalFilter
 
-PLAYED_CODES = frozenset({"o", "e", "ob", "eb"})
+PLAYED_CODES = asciicast.OUTPUT_CODES
 STREAM_NAMES = {"stdout": asciicast.STDOUT, "stderr": asciicast.STDERR, "input": asciicast.INPUT}
 
 
@@ -66,7 +66,7 @@ def play(events: list[asciicast.Event], out: BinaryIO, *, speed: float = 1.0,
         raise RecordingError("--speed must be greater than 0")
     if idle_limit is not None and idle_limit < 0:
         raise RecordingError("--idle-limit must not be negative")
-    codes = PLAYED_CODES if show_stderr else frozenset({"o", "ob"})
+    codes = PLAYED_CODES if show_stderr else frozenset({"o", "ob", "oz"})
     flt = TerminalFilter()
     stats = PlayStats()
     prev = start
@@ -107,7 +107,7 @@ def export_cast(path: Path, out: BinaryIO, *, merge_stderr: bool = False) -> Non
     header, events = load(path)
     out.write((json.dumps(header, ensure_ascii=False) + "\n").encode())
     for ev in events:
-        code = {"e": "o", "eb": "ob"}.get(ev.code, ev.code)
+        code = {"e": "o", "eb": "ob", "ez": "oz"}.get(ev.code, ev.code)
         out.write(asciicast.event_line(ev.time, code, ev.data))
 
 

@@ -21,7 +21,7 @@ import datetime as _dt
 import json
 import re
 import sqlite3
-from typing import Any
+from typing import Any, Sequence
 from pathlib import Path
 
 import sqlite_utils
@@ -116,8 +116,14 @@ def _command_record(row: dict) -> dict:
 
 
 def _who_and_where(where: list[str], params: dict[str, Any], principal: str | None,
-                   target: str | None) -> None:
-    """Add the session's principal and target globs (either may be None) to a query."""
+                   target: str | None, target_in: Sequence[str] | None = None) -> None:
+    """Add the session's principal and target globs (either may be None) to a query;
+    ``target_in``: only sessions to these exact targets (a reviewer's scope)."""
+    if target_in is not None:
+        names = list(dict.fromkeys(target_in))
+        where.append("s.target IN (" + ", ".join(f":scope{i}" for i in range(len(names)))
+                     + ")" if names else "0")
+        params.update({f"scope{i}": n for i, n in enumerate(names)})
     if principal:
         where.append(_principal_clause("s"))
         params["principal"] = principal
@@ -138,15 +144,17 @@ _REFUSED = "(c.action = 'deny' OR (c.action = 'review' AND c.approver IS NULL))"
 def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
                   target: str | None = None, since: float | None = None,
                   until: float | None = None, status: str | None = None,
-                  denied: bool = False, limit: int = 100) -> list[dict]:
+                  denied: bool = False, limit: int = 100,
+                  target_in: Sequence[str] | None = None) -> list[dict]:
     """Sessions (newest first) with command, denied-command and channel counts.
 
     ``denied``: only sessions that were refused or had a command refused: denied by policy,
     or held for review and never approved (denied or expired by the approvers, withdrawn).
     ``n_denied`` counts those commands.
     """
-    where, params = [], {"limit": int(limit)}
-    _who_and_where(where, params, principal, target)
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": int(limit)}
+    _who_and_where(where, params, principal, target, target_in)
     _time_range(where, params, "s.started", since, until)
     if status:
         if status not in STATUSES:
@@ -183,6 +191,12 @@ def get_session(db: sqlite_utils.Database, session_id: int) -> dict:
     return record
 
 
+def session_targets(db: sqlite_utils.Database) -> list[str]:
+    """Every target name sessions were opened to."""
+    return [r["target"] for r in _query(db, "SELECT DISTINCT target FROM sessions "
+                                            "WHERE target IS NOT NULL", [])]
+
+
 def get_command(db: sqlite_utils.Database, command_id: int) -> dict:
     rows = list(_query(db, "SELECT * FROM commands WHERE id = ?", [command_id]))
     if not rows:
@@ -211,14 +225,15 @@ def fts_query(text: str) -> str:
 def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | None = None,
                     target: str | None = None, action: str | None = None,
                     since: float | None = None, until: float | None = None,
-                    limit: int = 50, raw: bool = False) -> list[dict[str, Any]]:
+                    limit: int = 50, raw: bool = False,
+                    target_in: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Full-text search over command lines, newest first.
 
     ``raw``: pass ``query`` to FTS5 as is (its syntax: AND/OR/NOT, "phrases", NEAR, prefix*).
     """
     params: dict[str, Any] = {"match": query if raw else fts_query(query), "limit": int(limit)}
     where = ["commands_fts MATCH :match"]
-    _who_and_where(where, params, principal, target)
+    _who_and_where(where, params, principal, target, target_in)
     if action:
         if action not in ACTIONS:
             raise RecordingError(f"unknown action {action!r}", hint="one of: " + ", ".join(ACTIONS))
@@ -273,6 +288,48 @@ def search_transfers(db: sqlite_utils.Database, *, path: str | None = None,
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY t.time DESC, t.id DESC LIMIT :limit")
     return [{k: v for k, v in r.items() if k != "uid"} for r in _query(db, sql, params)]
+
+
+def get_transfer(db: sqlite_utils.Database, transfer_id: int) -> dict[str, Any]:
+    """One file operation with its session's who and where.  Raises if unknown."""
+    rows = _query(db, "SELECT t.*, s.principal_subject, s.principal_name, s.target, s.login "
+                      "FROM transfers t JOIN sessions s ON s.id = t.session_id "
+                      "WHERE t.id = ?", [transfer_id])
+    if not rows:
+        raise RecordingError(f"no transfer {transfer_id} in the index",
+                             hint="find one with `bastion transfers search`")
+    return {k: v for k, v in rows[0].items() if k != "uid"}
+
+
+def transfer_content(data_dir: Path, row: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The stored copy of a transfer (``store_transfers``) and its ``content`` record.
+
+    Raises RecordingError when none was stored, the path leaves the recordings dir, the
+    file is gone, or it no longer matches the SHA-256 recorded with it."""
+    import hashlib
+    try:
+        info = json.loads(row.get("content") or "null")
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        raise RecordingError(f"transfer {row.get('id')} has no stored content",
+                             hint="contents are kept only with [settings] store_transfers = "
+                                  "true, for sftp get and put")
+    base = (Path(data_dir) / schema.RECORDINGS_DIR).resolve()
+    path = (Path(data_dir) / info["path"]).resolve()
+    if base not in path.parents:
+        raise RecordingError(f"transfer {row.get('id')}: its content path leaves the "
+                             "recordings dir; the index was changed", hint="run bastion verify")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecordingError(f"the stored content {path} cannot be read: "
+                             f"{exc.strerror or exc}") from exc
+    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise RecordingError(f"the stored content {path} was modified: its SHA-256 does not "
+                             "match the one recorded with the transfer",
+                             hint="run bastion verify")
+    return data, info
 
 
 def _query(db: sqlite_utils.Database, sql: str, params):

@@ -22,7 +22,8 @@ ISO-8601 UTC, beside each time column):
                channel, time, op, path (resolved on the target), path2 (a rename's or
                link's other end), bytes transferred, SHA-256 of the content when a whole
                file was read or written, result (``ok`` / ``denied`` / ``error: ...``),
-               action, rule, reason, duration (s).  ``uid`` makes a replayed insert a no-op.
+               action, rule, reason, duration (s), content (the stored copy, JSON, when
+               ``store_transfers`` is on).  ``uid`` makes a replayed insert a no-op.
                Final when inserted, so sealed into the chain at once.
 ``approvals``  one row per approval request and its answer with its proof, and the
                broker's refusal of an answer it could not verify (see bastion.approvals.store);
@@ -255,6 +256,12 @@ _MIGRATIONS: list[str] = [
         {iso}revoked, 'unixepoch') AS revoked_iso, {iso}refused, 'unixepoch') AS refused_iso
         FROM approvals;
     """.format(iso="strftime('%Y-%m-%dT%H:%M:%fZ', "),
+    # 6: the stored content of a transfer (``[settings] store_transfers``,
+    # bastion.recording.content): JSON {path, bytes, truncated, sha256} or NULL.  A NULL
+    # ``content`` is left out of a row's chain hash, so rows sealed before stay valid.
+    """
+    ALTER TABLE transfers ADD COLUMN content TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

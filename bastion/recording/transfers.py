@@ -3,10 +3,11 @@
 :func:`record_transfer` queues the row through the channel's recorder like a command
 row; the recording worker inserts it (bastion.recording.writer, ``OP_TRANSFER``).  A
 row carries the decision (action, rule, reason) and, for a whole-file read or write,
-the SHA-256 of the bytes transferred; the content itself is not stored.  Raises
+the SHA-256 of the bytes transferred; the content itself only with ``store_transfers``
+(``content``: bastion.recording.content).  Raises
 RecordingError like any recording call: the caller stops the channel.
 
-Not covered: the hash chain (transfers are not sealed yet), content capture.
+Rows are sealed into the hash chain when inserted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class TransferRow:
     sha256: str | None = None
     started: float = 0.0         # time.time() the operation began
     duration: float | None = None
+    content: str | None = None   # the stored copy (bastion.recording.content), JSON
 
 
 def record_transfer(rec: Any, row: TransferRow) -> None:
@@ -45,8 +47,8 @@ def record_transfer(rec: Any, row: TransferRow) -> None:
         return
     values = (uuid.uuid4().hex, rec.session.id, rec.id, row.started or time.time(), row.op,
               row.path, row.path2, int(row.nbytes), row.sha256, row.result, row.action,
-              row.rule, row.reason, row.duration)
-    label = f"sftp {row.op} {row.path or ''}"
+              row.rule, row.reason, row.duration, row.content)
+    label = f"{'' if row.op.startswith('rsync') else 'sftp '}{row.op} {row.path or ''}"
     if row.path2:
         label += f" -> {row.path2}"
     label = sanitize(f"{label}: {row.result} [{row.rule or '-'}]")

@@ -347,6 +347,9 @@ def _delete_batch(conn: sqlite3.Connection, seq: int, sessions: list[int], repor
             if store.current().postgres:         # the store's copies of their recordings
                 conn.execute("DELETE FROM recording_chunks WHERE channel_id IN (SELECT id FROM "
                              f"channels WHERE session_id IN ({marks}))", part)
+            paths += [r[0] for r in conn.execute(       # stored copies (store_transfers)
+                f"SELECT json_extract(content, '$.path') FROM transfers WHERE session_id IN "
+                f"({marks}) AND content IS NOT NULL", part) if r[0]]
             for table in ("transfers", "commands", "channels"):
                 rows += conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks}) AND seq <= ?",
                                      (*part, seq)).rowcount

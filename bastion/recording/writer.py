@@ -72,7 +72,7 @@ LOW_WATER = 2 * 1024 * 1024
 HARD_LIMIT = 64 * 1024 * 1024
 OP_OVERHEAD = 100
 TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
-                    "action, rule, reason, duration")
+                    "action, rule, reason, duration, content")
 FLUSH_INTERVAL = 0.5         # byte counters of open channels reach the index this often
 
 (OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
@@ -361,7 +361,8 @@ class Applier:
                             _why_not_updated(self.conn, cmd_id))
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
             db = self._db()
-            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({TRANSFER_COLUMNS}) VALUES "
+            cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(op[1])])  # older journals: fewer
+            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
                              f"({', '.join('?' * len(op[1]))})", op[1])
             if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
                 chain.seal(db, "transfers", cur.lastrowid)

@@ -22,6 +22,7 @@ import asyncssh
 
 from bastion.errors import BastionError
 from bastion.logfmt import fields as log_fields
+from bastion.metrics import TO_AGENT, TO_HOST
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
@@ -83,6 +84,7 @@ class ForwardRelay(asyncssh.SSHTCPSession[bytes]):
     def data_received(self, data: bytes, datatype: Any) -> None:
         if self.rec is not None:
             self.rec.bytes_in += len(data)
+        TO_HOST(len(data))
         if self.up is None:
             self._early.append(data)
             self._early_size += len(data)
@@ -114,6 +116,7 @@ class ForwardRelay(asyncssh.SSHTCPSession[bytes]):
     def to_agent(self, data: bytes) -> None:
         if self.rec is not None:
             self.rec.bytes_out += len(data)
+        TO_AGENT(len(data))
         if self.chan is not None:
             self.chan.write(data)
 

@@ -25,7 +25,8 @@ Exit statuses the bastion itself produces (documented in the README):
   255 the bastion could not reach or use the upstream host, or could not record.
 
 sftp: served by the bastion, each file operation decided (:mod:`bastion.ssh.sftp`).
-  Legacy scp (exec ``scp -t``/``-f``) is denied, naming scp without -O and sftp.
+  Legacy scp (exec ``scp -t``/``-f``) is denied, naming scp without -O and sftp; rsync
+  (exec ``rsync --server``) is decided by its paths (:mod:`bastion.ssh.rsyncexec`).
 ``env`` requests are dropped unless named in ``[settings] env_allow``.
 Not covered here: other subsystems (refused), X11/agent forwarding (refused by
 the inner server).
@@ -49,6 +50,7 @@ from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ask_approval
 from bastion.ssh.masking import LIVE_QUIET, masked_decision
 from bastion.ssh.relay import Valve, UpstreamSide, printable
+from bastion.ssh import rsyncexec
 from bastion.transfer.decide import legacy_scp, legacy_scp_decision
 
 log = logging.getLogger("bastion.session")
@@ -91,6 +93,7 @@ class InnerSession(asyncssh.SSHServerSession):
         self._close_later: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._sftp: Any = None                # ssh.sftp.SftpChannel for the sftp subsystem
+        self._rsync: Any = None               # ssh.rsyncexec.Plan of an rsync allowed or held
 
     @property
     def _finished(self) -> bool:
@@ -275,6 +278,9 @@ class InnerSession(asyncssh.SSHServerSession):
 
     def _decide(self, command: str) -> None:
         services = self.ctx.services
+        if rsyncexec.recognised(command):    # a file transfer, decided by its paths
+            self._spawn(rsyncexec.decide_in(self, command))
+            return
         decision = self._decision = (legacy_scp_decision() if legacy_scp(command) else
                                      services.decide(self.ctx, command, channel="exec"))
         self._command_id = self.rec.command(services.mask(command),
@@ -300,6 +306,11 @@ class InnerSession(asyncssh.SSHServerSession):
         if not outcome.approved:
             from bastion.approvals.notices import outcome_message
             message = outcome_message(outcome)
+        if self._rsync is not None:           # resolved and decided again before it runs
+            refused = await rsyncexec.reviewed_in(self, command, outcome.approved, message)
+            if refused and self.core is not None:
+                self._apply(self.core.fail(refused, EXIT_DENIED))
+                return
         self._apply(self.core.approved(outcome.approved, message))
 
     @staticmethod
@@ -436,6 +447,8 @@ class InnerSession(asyncssh.SSHServerSession):
             if timer is not None:
                 timer.cancel()
         self._flush_timer = self._close_later = self._expiry = None
+        if self._rsync is not None:
+            rsyncexec.ended_in(self, end.status)
         if self.rec is not None:
             self.rec.close(exit_status=end.status,
                            exit_signal=end.signal[0] if end.signal else None)

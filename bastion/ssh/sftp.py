@@ -62,6 +62,7 @@ class SftpChannel:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self.holds: set[asyncio.Future[Any]] = set()   # approvals the relay waits for
 
     # -- set-up ----------------------------------------------------------------------
     def take_over(self, session: Any) -> "SftpChannel":
@@ -217,10 +218,17 @@ class SftpChannel:
         if self.stream is not None:
             self.stream.resume_writing()
 
+    @property
+    def gone(self) -> bool:
+        """The agent's channel closed, or the channel ended."""
+        return self._closed or self._ended
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        for hold in list(self.holds):        # a pending approval request is withdrawn
+            hold.cancel()
         if self.stream is not None:
             # the SFTP handler closes the open files (their rows are recorded), then
             # calls the server's exit(), which ends the channel's recording
@@ -252,6 +260,8 @@ class SftpChannel:
         self._ended = True
         if self._expiry is not None:
             self._expiry.cancel()
+        for hold in list(self.holds):
+            hold.cancel()
         if self.rec is not None:
             self.rec.close(exit_status=status)
         self._release()

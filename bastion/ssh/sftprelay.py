@@ -13,9 +13,14 @@ Every operation that reads or changes something becomes a ``transfers`` row
 (bastion.recording.transfers); metadata operations (stat, realpath, readlink) are
 recorded only when denied.  For a file opened, the row is written at close with the
 bytes moved and, when the whole file was read (0 to EOF, in order) or written (created
-or truncated, 0 onwards without gaps), the SHA-256 of those bytes.
+or truncated, 0 onwards without gaps), the SHA-256 of those bytes; with
+``[settings] store_transfers`` a masked copy too (:mod:`bastion.recording.content`).
 
-Not covered: holding an operation for review (refused, with a message), extended
+A ``review`` decision holds the operation for an approver (:mod:`bastion.ssh.held`, as
+for commands; the agent's sftp waits); once approved, the path is resolved and decided
+again, and anything that changed meanwhile (a symlink swapped in) is refused.
+
+Not covered: extended
 attributes and locks (unsupported), the race of a directory component swapped for a
 symlink between the decision and the operation (the final component is pinned).
 """
@@ -32,8 +37,10 @@ import asyncssh
 from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
 
 from bastion.errors import RecordingError
+from bastion.metrics import TO_AGENT, TO_HOST
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
+from bastion.ssh.sftpreadahead import ReadAhead, block_size
 from bastion.transfer.digest import Stream
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +72,8 @@ class _File:
         self.started = time.time()
         self.t0 = time.monotonic()
         self.stream = Stream()
+        self.capture: Any = None           # bastion.recording.content.ContentCapture
+        self.ahead: ReadAhead | None = None  # larger reads upstream (a read-only handle)
 
 
 class RelayServer(asyncssh.SFTPServer):
@@ -74,8 +83,10 @@ class RelayServer(asyncssh.SFTPServer):
         super().__init__(chan)
         self.owner = owner
         self.home = home
-        max_write = getattr(getattr(owner.client, "limits", None), "max_write_len", 0)
+        limits = getattr(owner.client, "limits", None)
+        max_write = getattr(limits, "max_write_len", 0)
         self.write_chunk = max_write if max_write > 0 else WRITE_CHUNK
+        self.read_block = block_size(getattr(limits, "max_read_len", 0) or 0)
 
     # -- deciding and recording ------------------------------------------------------
     @property
@@ -95,10 +106,15 @@ class RelayServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded; the "
                                        "channel is stopped") from exc
 
-    def _check(self, op: str, effect: str, path: str, path2: str | None = None,
-               verdict_path: str | None = None) -> Verdict:
-        """Decide; a refusal is recorded, told on stderr and raised as permission denied."""
+    async def _check(self, op: str, effect: str, path: str, path2: str | None = None,
+                     verdict_path: str | None = None, again: Any = None) -> Verdict:
+        """Decide; a review is held for an approver (:meth:`_hold`); a refusal is recorded,
+        told on stderr and raised as permission denied.  ``again``: a coroutine function
+        that resolves the path anew after a hold (None: the path is pinned by a handle)."""
         verdict = self._verdict(effect, verdict_path or path, op)
+        if verdict.action == "review" and effect != META:
+            verdict = await self._hold(op, effect, path, path2, verdict_path or path, verdict,
+                                       again)
         if verdict.allowed:
             return verdict
         self._record(TransferRow(op, path, "denied", verdict.action, verdict.rule,
@@ -109,6 +125,56 @@ class RelayServer(asyncssh.SFTPServer):
         message = f"bastion: denied by rule {verdict.rule}: {verdict.reason}"
         self.owner.tell(message)
         raise asyncssh.SFTPPermissionDenied(message)
+
+    async def _hold(self, op: str, effect: str, path: str, path2: str | None, decided: str,
+                    verdict: Verdict, again: Any) -> Verdict:
+        """Hold a review for an approver, then resolve and decide again: approved and still
+        the same path under the same review rule runs; anything else is refused."""
+        from bastion.approvals.notices import outcome_message
+        from bastion.policy import Action, Decision
+        from bastion.ssh.held import ask_approval
+        line = f"sftp {op} {path}" + (f" -> {path2}" if path2 else "")
+        decision = Decision(Action.REVIEW, verdict.rule, verdict.reason)
+        hold = asyncio.ensure_future(ask_approval(self.owner.ctx, self.owner.rec,
+                                                  self.owner.tell, line, decision, None,
+                                                  "sftp"))
+        self.owner.holds.add(hold)           # withdrawn if the agent's channel goes
+        try:
+            outcome = await hold
+        except RecordingError as exc:
+            self.owner.recording_failed(exc)
+            raise asyncssh.SFTPFailure("bastion: the channel could not be recorded") from exc
+        except asyncio.CancelledError:
+            if hold.cancelled() and not self._cancelling():
+                raise asyncssh.SFTPPermissionDenied("bastion: the request was withdrawn") \
+                    from None
+            raise
+        finally:
+            self.owner.holds.discard(hold)
+        if self.owner.gone:
+            return Verdict(False, "review", verdict.rule,
+                           "the agent's channel closed during the hold; nothing was done")
+        if not outcome.approved:
+            return Verdict(False, "review", verdict.rule, outcome_message(outcome))
+        now = await again() if again is not None else decided
+        if now != decided:
+            return Verdict(False, "deny", verdict.rule,
+                           f"{path} resolved to {now} after the approval (it was {decided}); "
+                           "refused, nothing was done")
+        fresh = self._verdict(effect, now, op)
+        if fresh.allowed:
+            return fresh
+        if fresh.action == "review" and fresh.rule == verdict.rule:
+            who = outcome.approver or "an approver"
+            return Verdict(True, "review", verdict.rule,
+                           f"{verdict.reason}; approved by {who} (request "
+                           f"{outcome.request_id})")
+        return fresh
+
+    @staticmethod
+    def _cancelling() -> bool:
+        task = asyncio.current_task()
+        return bool(task is not None and task.cancelling())
 
     async def _done(self, op: str, path: str, verdict: Verdict, coro: Any,
                     path2: str | None = None) -> Any:
@@ -134,8 +200,8 @@ class RelayServer(asyncssh.SFTPServer):
         try:
             return _text(await self.up.realpath(path or b"."))
         except asyncssh.SFTPNoSuchFile:
-            self._check("realpath", META, posixpath.normpath(posixpath.join(self.home,
-                                                                            _text(path))))
+            await self._check("realpath", META,
+                              posixpath.normpath(posixpath.join(self.home, _text(path))))
             raise
 
     async def _entry(self, path: bytes) -> str:
@@ -171,13 +237,17 @@ class RelayServer(asyncssh.SFTPServer):
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
         writes = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
         reads = bool(pflags & FXF_READ) or not writes
-        real = await (self._target(path) if writes else self._real(path))
+        resolve = self._target if writes else self._real
+        real = await resolve(path)
         op = "open" if reads and writes else "put" if writes else "get"
+
+        async def again() -> str:
+            return await resolve(path)
         verdict = None
         if reads:
-            verdict = self._check(op, READS, real)
+            verdict = await self._check(op, READS, real, again=again)
         if writes:
-            verdict = self._check(op, WRITES, real)
+            verdict = await self._check(op, WRITES, real, again=again)
         assert verdict is not None
         whole = bool(pflags & FXF_TRUNC)
         if writes and not whole:
@@ -191,14 +261,42 @@ class RelayServer(asyncssh.SFTPServer):
             self._record(TransferRow(op, real, f"error: {exc.reason}", verdict.action,
                                      verdict.rule, verdict.reason, started=time.time()))
             raise
-        return _File(up, op, real, verdict, whole)
+        f = _File(up, op, real, verdict, whole)
+        if op == "get" and self.read_block:
+            f.ahead = ReadAhead(up, self.read_block)
+        if op in ("get", "put") and self.owner.ctx.services.config.settings.store_transfers:
+            self._capture(f)
+        return f
+
+    def _capture(self, f: _File) -> None:
+        """Keep a masked copy of what ``f`` transfers (``[settings] store_transfers``)."""
+        from bastion.recording.content import ContentCapture
+        services, rec = self.owner.ctx.services, self.owner.rec
+        try:
+            f.capture = ContentCapture(rec._rec.data_dir, rec.path, services.detectors,
+                                       services.config.settings.store_transfers_max)
+        except RecordingError as exc:
+            self.owner.recording_failed(exc)
+            raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded") from exc
+        capture = f.capture
+
+        def sink(data: bytes) -> None:
+            try:
+                capture.feed(data)
+            except RecordingError as exc:
+                self.owner.recording_failed(exc)
+                raise asyncssh.SFTPFailure("bastion: the transfer could not be recorded") \
+                    from exc
+        f.stream.sink = sink
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         f = self._file(file_obj)
-        data: bytes = await f.up.read(size, offset)
+        data: bytes = await (f.ahead.read(offset, size) if f.ahead is not None
+                             else f.up.read(size, offset))
         if data:
             f.stream.feed(offset, data)
             self.owner.rec.bytes_out += len(data)        # host -> agent, as for output
+            TO_AGENT(len(data))
         else:
             f.stream.at_eof(offset)
         return data
@@ -217,11 +315,14 @@ class RelayServer(asyncssh.SFTPServer):
             f.stream.whole = False          # what the target holds is not what was hashed
             raise
         self.owner.rec.bytes_in += len(data)             # agent -> host, as for input
+        TO_HOST(len(data))
         return len(data)
 
     async def close(self, file_obj: object) -> None:
         f = self._file(file_obj)
         result = "ok"
+        if f.ahead is not None:
+            f.ahead.close()
         try:
             await f.up.close()
         except asyncssh.SFTPError as exc:
@@ -233,9 +334,15 @@ class RelayServer(asyncssh.SFTPServer):
             else:
                 digest = f.stream.digest(need_eof=False) if f.whole_write else None
             v = f.verdict
+            content = None
+            if f.capture is not None:
+                try:
+                    content = f.capture.close(complete=digest is not None)
+                except RecordingError as exc:
+                    self.owner.recording_failed(exc)
             self._record(TransferRow(f.op, f.path, result, v.action, v.rule, v.reason,
                                      nbytes=f.stream.moved, sha256=digest, started=f.started,
-                                     duration=time.monotonic() - f.t0))
+                                     duration=time.monotonic() - f.t0, content=content))
             await self.owner.drain()
 
     @staticmethod
@@ -250,7 +357,7 @@ class RelayServer(asyncssh.SFTPServer):
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         f = self._file(file_obj)
-        verdict = self._check("setstat", WRITES, f.path)
+        verdict = await self._check("setstat", WRITES, f.path)
         await self._done("setstat", f.path, verdict, f.up.setstat(attrs))
 
     async def fsync(self, file_obj: object) -> None:
@@ -259,35 +366,35 @@ class RelayServer(asyncssh.SFTPServer):
     # -- metadata --------------------------------------------------------------------------
     async def realpath(self, path: bytes) -> bytes:
         real = await self._real(path)
-        self._check("realpath", META, real)
+        await self._check("realpath", META, real)
         return _raw(real)
 
     async def stat(self, path: bytes) -> SFTPAttrs:
         real = await self._real(path)
-        self._check("stat", META, real)
+        await self._check("stat", META, real)
         attrs: SFTPAttrs = await self.up.stat(_raw(real))
         return attrs
 
     async def lstat(self, path: bytes) -> SFTPAttrs:
         entry = await self._entry(path)
-        self._check("lstat", META, entry)
+        await self._check("lstat", META, entry)
         attrs: SFTPAttrs = await self.up.lstat(_raw(entry))
         return attrs
 
     async def readlink(self, path: bytes) -> bytes:
         entry = await self._entry(path)
-        self._check("readlink", META, entry)
+        await self._check("readlink", META, entry)
         link: bytes = await self.up.readlink(_raw(entry))
         return link
 
     async def statvfs(self, path: bytes) -> Any:
         real = await self._real(path)
-        self._check("statvfs", META, real)
+        await self._check("statvfs", META, real)
         return await self.up.statvfs(_raw(real))
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
         real = await self._real(path)
-        verdict = self._check("list", READS, real)
+        verdict = await self._check("list", READS, real, again=lambda: self._real(path))
         started, t0 = time.time(), time.monotonic()
         count = 0
         try:
@@ -305,34 +412,35 @@ class RelayServer(asyncssh.SFTPServer):
     # -- changes ---------------------------------------------------------------------------
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         real = await self._real(path)
-        verdict = self._check("setstat", WRITES, real)
+        verdict = await self._check("setstat", WRITES, real, again=lambda: self._real(path))
         await self._done("setstat", real, verdict, self.up.setstat(_raw(real), attrs))
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         entry = await self._entry(path)
-        verdict = self._check("setstat", WRITES, entry)
+        verdict = await self._check("setstat", WRITES, entry, again=lambda: self._entry(path))
         await self._done("setstat", entry, verdict,
                          self.up.setstat(_raw(entry), attrs, follow_symlinks=False))
 
     async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         entry = await self._entry(path)
-        verdict = self._check("mkdir", WRITES, entry)
+        verdict = await self._check("mkdir", WRITES, entry, again=lambda: self._entry(path))
         await self._done("mkdir", entry, verdict, self.up.mkdir(_raw(entry), attrs))
 
     async def rmdir(self, path: bytes) -> None:
         entry = await self._entry(path)
-        verdict = self._check("rmdir", WRITES, entry)
+        verdict = await self._check("rmdir", WRITES, entry, again=lambda: self._entry(path))
         await self._done("rmdir", entry, verdict, self.up.rmdir(_raw(entry)))
 
     async def remove(self, path: bytes) -> None:
         entry = await self._entry(path)
-        verdict = self._check("remove", WRITES, entry)
+        verdict = await self._check("remove", WRITES, entry, again=lambda: self._entry(path))
         await self._done("remove", entry, verdict, self.up.remove(_raw(entry)))
 
     async def _two(self, op: str, oldpath: bytes, newpath: bytes) -> tuple[str, str, Verdict]:
         old, new = await self._entry(oldpath), await self._entry(newpath)
-        self._check(op, WRITES, old, new)
-        verdict = self._check(op, WRITES, old, new, verdict_path=new)
+        await self._check(op, WRITES, old, new, again=lambda: self._entry(oldpath))
+        verdict = await self._check(op, WRITES, old, new, verdict_path=new,
+                                    again=lambda: self._entry(newpath))
         return old, new, verdict
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
@@ -351,7 +459,8 @@ class RelayServer(asyncssh.SFTPServer):
 
     async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         entry = await self._entry(newpath)
-        verdict = self._check("symlink", WRITES, entry)
+        verdict = await self._check("symlink", WRITES, entry,
+                                    again=lambda: self._entry(newpath))
         await self._done("symlink", entry, verdict, self.up.symlink(oldpath, _raw(entry)),
                          path2=_text(oldpath))
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,6 +54,7 @@ import asyncssh
 from bastion.config import Target
 from bastion.ssh.algs import client_algs
 from bastion.errors import HostKeyMismatch, UpstreamError
+from bastion.metrics import METRICS
 from bastion.ssh.wire import SocketTunnel
 
 log = logging.getLogger("bastion.upstream")
@@ -293,6 +295,7 @@ class UpstreamPool:
         client_key = self.load_key(target.key)        # VaultError goes up as it is
         known_hosts = pinned_known_hosts(target)
         timeout = self.connect_timeout
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 conn = await asyncssh.connect(
@@ -321,6 +324,7 @@ class UpstreamPool:
             reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
             raise UpstreamError(f"cannot reach target {target.name} ({target.host}:{target.port}): "
                                 f"{reason}") from exc
+        METRICS.observe("bastion_upstream_connect_seconds", time.monotonic() - started)
         log.info("upstream connected: %s (%s@%s:%s)", target.name, target.user, target.host, target.port)
         return conn
 

@@ -265,6 +265,10 @@ MIGRATIONS: list[str] = [
                                                    "window_until", "revoked", "refused")}
         FROM approvals;
     """,
+    # 6: the stored content of a transfer (JSON {path, bytes, truncated, sha256} or NULL)
+    """
+    ALTER TABLE transfers ADD COLUMN content text;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ passes every statement through :func:`statement` first.  Only these forms are re
 * ``INSERT OR IGNORE INTO`` -> ``INSERT INTO ... ON CONFLICT DO NOTHING``; every INSERT gets
   ``RETURNING id`` (the cursor's ``lastrowid``; every table has an ``id``);
 * ``X GLOB Y`` -> ``X ~ bastion_glob(Y)`` (a function of the PostgreSQL schema);
+* ``json_extract(col, '$.key')`` -> ``(col::json ->> 'key')``;
 * ``commands_fts MATCH :p`` -> ``commands_fts.tsv @@ to_tsquery('simple', :p)``, and the
   parameter's FTS5 query text becomes tsquery text (:func:`fts5_to_tsquery`);
 * ``BEGIN IMMEDIATE`` (a writer) -> ``BEGIN`` + the chain's advisory lock (one writer at a
@@ -52,6 +53,7 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|:[A-Za-z_]\w*|%|[^'\
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _INSERT = re.compile(r"^\s*INSERT\b", re.I)
 _GLOB = re.compile(r"([\w.]+)\s+GLOB\s+(%\(\w+\)s|%s)", re.I)
+_JSON_EXTRACT = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)", re.I)
 _MATCH = re.compile(r"\bcommands_fts\s+MATCH\s+(%\(\w+\)s|%s)", re.I)
 
 
@@ -89,6 +91,7 @@ def statement(sql: str) -> Statement:
         text = text[:match.start()] + f"commands_fts.tsv @@ to_tsquery('simple', {match.group(1)})" \
             + text[match.end():]
     text = _GLOB.sub(r"\1 ~ bastion_glob(\2)", text)
+    text = _JSON_EXTRACT.sub(r"(\1::json ->> '\2')", text)
     returning = False
     if _OR_IGNORE.match(text):
         text = _OR_IGNORE.sub("INSERT INTO", text, count=1) + " ON CONFLICT DO NOTHING"

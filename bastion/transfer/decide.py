@@ -7,8 +7,9 @@ target first (``realpath``, so a symlink is judged by what it points to):
   ``reads = ["/var/log/**"]`` allows ``ls /var/log``);
 * ``writes`` -- open for writing, create, truncate, mkdir, setstat, symlink (the new
   link), remove, rmdir, and both ends of a rename or hard link;
-* ``meta``   -- stat, lstat, realpath, readlink: allowed unless a deny or review rule's
-  ``reads`` names the path (metadata is what navigation needs).
+* ``meta``   -- stat, lstat, realpath, readlink: allowed unless a deny rule's ``reads``
+  names the path (metadata is what navigation needs; a review rule holds the open, not
+  the stat before it).
 
 How one path is decided (``decide``), most restrictive first, like commands:
 
@@ -43,8 +44,8 @@ META = "meta"
 class Verdict:
     """What policy says about one effect on one path."""
 
-    allowed: bool
-    action: str            # "allow" | "deny" | "review" (review is refused for now)
+    allowed: bool          # False for a review until it is approved
+    action: str            # "allow" | "deny" | "review"
     rule: str
     reason: str
 
@@ -90,10 +91,11 @@ def decide(policy: Any, principal: Any, target: Any, effect: str, path: str, *,
                 g.match(n) for g in globs for n in names):
             extra = f": {rule.description}" if rule.description else ""
             if rule.action is Action.REVIEW:
+                if effect == META:        # metadata of a held path: the hold is at open
+                    continue
                 return Verdict(False, "review", rule.name,
-                               f"{shown} {effect_key} a path rule {rule.name} holds for review"
-                               f"{extra}; review is not available for file transfers yet, so "
-                               "it is refused")
+                               f"{shown} {effect_key} a path rule {rule.name} holds for "
+                               f"review{extra}")
             return Verdict(False, "deny", rule.name,
                            f"{shown} {effect_key} a path rule {rule.name} denies{extra}")
     if effect == META:
@@ -114,6 +116,53 @@ def decide(policy: Any, principal: Any, target: Any, effect: str, path: str, *,
     return Verdict(False, default.value, "<default>",
                    f"{shown}: no allow rule's {effect_key} names this path "
                    f"(default: {default.value}); add a rule with {effect_key} = [\"...\"]")
+
+
+def decide_tree(policy: Any, principal: Any, target: Any, effect: str, path: str, *,
+                home: str | None = None, what: str = "") -> Verdict:
+    """The verdict on ``effect`` (READS or WRITES) of ``path`` *and everything below it*
+    (an rsync whose files the bastion does not see one by one).
+
+    Refused when a deny or review rule's glob names the path or *could* name something
+    below it (``**/.ssh/**`` could, under any directory); allowed only when an allow rule
+    without ``commands`` has a glob that covers the whole tree (``/srv/up/**`` covers
+    ``/srv/up/v2/...``), or by ``[settings] default = "allow"``."""
+    names = names_of(path, home)
+    below = tuple((n.rstrip("/") + "/", None) for n in names)
+    shown = f"{what} {path}".strip()
+    rules: tuple[Rule, ...] = tuple(policy.rules)
+    strict = sorted((r for r in rules if r.action is not Action.ALLOW),
+                    key=lambda r: (-r.severity, r.index))
+    for rule in strict:
+        globs = getattr(rule, effect)
+        if not globs or not _applies(rule, principal, target):
+            continue
+        if any(g.match(n) for g in globs for n in names) or any(
+                g.could_match(t) for g in globs for t in below):
+            extra = f": {rule.description}" if rule.description else ""
+            if rule.action is Action.REVIEW:
+                return Verdict(False, "review", rule.name,
+                               f"{shown} {effect} a tree a path rule {rule.name} holds for "
+                               f"review{extra}")
+            return Verdict(False, "deny", rule.name,
+                           f"{shown} {effect} a tree where a path rule {rule.name} denies "
+                           f"some paths{extra}")
+    for rule in rules:
+        globs = getattr(rule, effect)
+        if (rule.action is Action.ALLOW and not rule.patterns and globs
+                and _applies(rule, principal, target)
+                and any(g.covers(t) for g in globs for t in below)):
+            extra = f": {rule.description}" if rule.description else ""
+            return Verdict(True, "allow", rule.name,
+                           f"{shown} {effect} a tree a path rule {rule.name} allows{extra}")
+    default = Action(policy.default)
+    if default is Action.ALLOW:
+        return Verdict(True, "allow", "<default>",
+                       f"{shown}: no rule names this tree (default: allow)")
+    return Verdict(False, default.value, "<default>",
+                   f"{shown}: no allow rule's {effect} covers the whole tree {path}/** "
+                   f"(default: {default.value}); add a rule with {effect} = "
+                   f"[\"{path.rstrip('/')}/**\"]")
 
 
 _SCP_ARG_OPTIONS = frozenset("cDFiJloPSX")       # scp options that take a value

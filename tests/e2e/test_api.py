@@ -240,6 +240,44 @@ def test_metrics_parse_with_the_prometheus_parser(api, token):
     assert "bastion_sessions_open" in families
 
 
+def _samples(text: str) -> dict:
+    """{(sample name, sorted labels): value} of an exposition, read by Prometheus's parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_metrics_count_relayed_and_recorded_bytes_and_time_upstream_connects(api, token):
+    before = _samples(call(api, "GET", "/metrics")[1])
+    payload = "x" * 5000
+    result = api.ssh(token, "cat", input=payload.encode())     # 5000 bytes each way
+    assert result.out == payload
+    status, text = call(api, "GET", "/metrics")
+    assert status == 200
+    after = _samples(text)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+    assert grew("bastion_relayed_bytes_total", direction="agent_to_host") >= 5000
+    assert grew("bastion_relayed_bytes_total", direction="host_to_agent") >= 5000
+    assert grew("bastion_recorded_bytes_total", stream="output") >= 5000
+    assert grew("bastion_recorded_bytes_total", stream="input") >= 5000
+    # the histogram: cumulative buckets, +Inf equal to the count, a sum of positive times
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    connect = families["bastion_upstream_connect_seconds"]
+    assert connect.type == "histogram"
+    buckets = [(float(s.labels["le"]), s.value) for s in connect.samples
+               if s.name.endswith("_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1][0] == float("inf")
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
+    count = after[("bastion_upstream_connect_seconds_count", ())]
+    assert count >= 1 and buckets[-1][1] == count
+    assert after[("bastion_upstream_connect_seconds_sum", ())] > 0
+    for gauge in ("bastion_recorder_queue_bytes", "bastion_recorder_queue_ops",
+                  "bastion_recorder_lag_seconds"):
+        assert after[(gauge, ())] >= 0
+
+
 def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, auditor):
     # (seq's lines are longer than the masker's hold-back, ~460 bytes, so each burst is
     # decided and recorded at once; the command waits for a line on its stdin after the first

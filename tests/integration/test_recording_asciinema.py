@@ -33,6 +33,7 @@ def recording(tmp_path):
     ch.output(b"\x1b[1mbuilding\x1b[0m\r\n")
     ch.output(b"cc: warning\n", stderr=True)
     ch.output(b"bin:\xff\xfe\r\n")
+    ch.output(bytes(4096))                               # a NUL run: an "oz" event
     ch.resize(100, 30)
     ch.marker("approval 7 granted by alice")
     ch.output("done ✓\r\n".encode())
@@ -43,13 +44,15 @@ def recording(tmp_path):
 
 
 def test_asciinema_cat_shows_the_output(recording):
+    assert b'"oz", "4096"' in recording.read_bytes()
     out = run_asciinema("cat", str(recording))
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
     assert "\x1b[1mbuilding\x1b[0m\r\n" in text
     assert "bin:" in text and "done ✓" in text
-    # stderr ("e") and binary ("ob") events are skipped by foreign players, not an error
-    assert "cc: warning" not in text
+    # stderr ("e"), binary ("ob") and NUL-run ("oz") events are skipped by foreign players,
+    # not an error
+    assert "cc: warning" not in text and "\x00" not in text
 
 
 def test_asciinema_play_accepts_the_file(recording):

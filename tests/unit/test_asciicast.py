@@ -161,7 +161,7 @@ def test_iter_cast_empty():
 
 
 @pytest.mark.parametrize("data, code", [
-    (bytes(4096), "ob"),                                   # zeros: base64, not \u0000 x 4096
+    (b"x" + bytes(4096), "ob"),                            # mostly NUL: base64, not \u0000 x 4096
     (bytes(asciicast.HEAVY_MIN - 1), "o"),                  # short chunks stay text
     ("plain text\n".encode("utf-16-le") * 40, "ob"),        # UTF-16: every other byte NUL
     (b"\x1b[2J\x1b[H\x07\x08" * 200, "o"),                  # terminal control stays text
@@ -175,3 +175,47 @@ def test_escape_heavy_chunks_are_written_as_base64(data, code):
     assert out == data
     if code == "ob":
         assert len(lines[0]) < len(data) * 4 // 3 + 40
+
+
+@pytest.mark.parametrize("stream, chunks, events", [
+    # a chunk NUL from end to end is one NUL-run event: its length, not its bytes
+    ("o", [bytes(32768)], [[1.0, "oz", "32768"]]),
+    ("e", [bytes(asciicast.HEAVY_MIN)], [[1.0, "ez", "256"]]),
+    ("i", [bytes(1000)], [[1.0, "iz", "1000"]]),
+    ("o", [bytes((1 << 18) + 1)], [[1.0, "oz", str((1 << 18) + 1)]]),     # past the zero buffer
+    ("o", [bytes(1 << 18) + b"\x01"], None),
+    # shorter runs stay text; mixed chunks are not split
+    ("o", [bytes(asciicast.HEAVY_MIN - 1)], [[1.0, "o", "\x00" * 255]]),
+    ("o", [bytes(300) + b"x"], None),
+    ("o", [b"x" + bytes(300)], None),
+    # runs between text chunks, and a cut character carried across a NUL run
+    ("o", [b"ab\xc3", b"\xa9", bytes(512), b"cd"],
+     [[1.0, "o", "ab"], [2.0, "o", "\u00e9"], [3.0, "oz", "512"], [4.0, "o", "cd"]]),
+])
+def test_nul_runs_are_written_as_their_length(stream, chunks, events):
+    enc = asciicast.StreamEncoder(stream)
+    lines = [line for i, c in enumerate(chunks, 1) for line in enc.encode(float(i), c)]
+    lines += enc.flush(9.0)
+    decoded = [json.loads(line) for line in lines]
+    if events is None:
+        assert all(not e[1].endswith("z") for e in decoded)
+    else:
+        assert decoded == events
+    assembler = asciicast.Reassembler()
+    for line in lines:
+        assembler.feed(asciicast.parse_event(line))
+    assert assembler.bytes(stream) == b"".join(chunks)
+
+
+@pytest.mark.parametrize("data", ["-1", "1e3", "0x10", " 5", "", "\u0665",
+                                  str(asciicast.ZERO_RUN_MAX + 1)])
+def test_forged_nul_run_lengths_are_refused(data):
+    with pytest.raises(CastFormatError, match="NUL-run"):
+        Event(0.0, "oz", data).payload()
+
+
+def test_nul_run_payload_and_text():
+    assert Event(0.0, "oz", "3").payload() == b"\0\0\0"
+    assert Event(0.0, "ez", "0").payload() == b""
+    assert Event(0.0, "oz", "2").text() == "\0\0"
+    assert Event(0.0, "oz", "2").stream == "o" and Event(0.0, "iz", "2").stream == "i"

@@ -81,3 +81,14 @@ def test_forward_destinations_of_grants():
         with pytest.raises(ConfigError) as info:
             parse_config(BASE + f"forward = [{bad}]\n")
         assert any("must be HOST:PORT" in p.message for p in info.value.problems)
+
+
+def test_store_transfers_settings():
+    assert parse_config(BASE).settings.store_transfers is False
+    assert parse_config(BASE).settings.store_transfers_max == 16 * 1024 * 1024
+    cfg = parse_config("[settings]\nstore_transfers = true\nstore_transfers_max = 4096\n" + BASE)
+    assert (cfg.settings.store_transfers, cfg.settings.store_transfers_max) == (True, 4096)
+    for bad in ("store_transfers = 1", "store_transfers_max = 0", "store_transfers_max = 1.5"):
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"[settings]\n{bad}\n" + BASE)
+        assert any("store_transfers" in p.message for p in info.value.problems), bad

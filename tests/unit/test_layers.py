@@ -28,7 +28,8 @@ RANK = {
     "ssh": 6,
     "services": 7,
     "demo": 8, "api": 8,
-    "cli": 9,
+    "web": 9,
+    "cli": 10,
 }
 PURE = ("policy", "proto")
 IO_MODULES = {"asyncio", "asyncssh", "sqlite3", "sqlite_utils", "socket", "subprocess",

@@ -88,5 +88,8 @@ def test_the_same_grid_with_a_harmless_command_stays_allowed():
         decision = POLICY.evaluate(P, None, line)
         if decision.action.value != "allow":
             held.append((w, k, decision.rule))
-    assert {w for w, _, _ in held} == {"eval"}
+    # eval is opaque by definition; so is an alias that renames a program (`alias ll='ls -l
+    # /x'`): a later line naming `ll` is decided as `ll` and would run the alias's program
+    # with more arguments (`alias ll=rm`, then `ll -rf X`; red team, test_policy_red.py).
+    assert {w for w, _, _ in held} == {"eval", "alias"}
     assert {rule for _, _, rule in held} == {"<opaque>"}

@@ -150,7 +150,7 @@ CASES = [
         ("sudo", "-u", "bob", "bash", "-c", "nice rm x"), ("bash", "-c", "nice rm x", "@sudo"),
         ("nice", "rm", "x", "@sudo > bash -c"), ("rm", "x", "@sudo > bash -c > nice")]),
     ("eval 'rm x'", [("!", "eval", "rm x"), ("rm", "x", "@eval")]),
-    ("alias ll='ls -l'", [("alias", "ll=ls -l"), ("ls", "-l", "@alias")]),
+    ("alias ll='ls -l'", [("!", "alias", "ll=ls -l"), ("ls", "-l", "@alias")]),   # a rename: opaque
     ("trap 'rm x' EXIT", [("trap", "rm x", "EXIT"), ("rm", "x", "@trap")]),
     ("trap - EXIT", [("trap", "-", "EXIT")]),
     # opaque

@@ -30,6 +30,8 @@ LOCK = "BEGIN"
      "SELECT 1 FROM s WHERE s.target ~ bastion_glob(%(target)s)", False, False),
     ("WHERE (t.path GLOB :path OR t.path2 GLOB :path)",
      "WHERE (t.path ~ bastion_glob(%(path)s) OR t.path2 ~ bastion_glob(%(path)s))", False, False),
+    ("SELECT json_extract(content, '$.path') FROM transfers WHERE id = ?",
+     "SELECT (content::json ->> 'path') FROM transfers WHERE id = %s", False, False),
     ("BEGIN IMMEDIATE", "BEGIN", False, True),
     ("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", False, False),
     ("COMMIT", "COMMIT", False, False),

@@ -20,6 +20,7 @@ RULES = [
     {"name": "no-keys", "action": "deny", "writes": ["~/.ssh/**", "/etc/**"]},
     {"name": "no-secrets", "action": "deny", "reads": ["/var/log/secret/**"]},
     {"name": "held", "action": "review", "writes": ["/srv/app/releases/prod/**"]},
+    {"name": "held-reads", "action": "review", "reads": ["/srv/held/**"]},
     {"name": "web-only", "action": "allow", "targets": ["web*"], "writes": ["/opt/web/**"]},
 ]
 
@@ -35,7 +36,7 @@ def verdict(effect, path, *, default="deny", target=WEB1, listing=False):
     (READS, "/var/log/secret/token", False, "no-secrets"),      # deny wins over allow
     (WRITES, "/var/log/syslog", False, "<default>"),             # reads do not allow writes
     (WRITES, "/srv/app/releases/v2/app.tgz", True, "releases"),
-    (WRITES, "/srv/app/releases/prod/app.tgz", False, "held"),  # review is refused for now
+    (WRITES, "/srv/app/releases/prod/app.tgz", False, "held"),  # held until approved
     (WRITES, "/home/deploy/.ssh/authorized_keys", False, "no-keys"),   # matched as ~/.ssh/...
     (WRITES, "/etc/passwd", False, "no-keys"),
     (WRITES, "/tmp/x", False, "<default>"),          # an allow rule with commands is not for sftp
@@ -50,9 +51,14 @@ def test_table(effect, path, allowed, rule):
     assert path in v.reason or v.rule == "<default>"
 
 
-def test_review_is_refused_with_a_reason_that_says_so():
+def test_review_is_not_allowed_until_approved_and_names_its_rule():
     v = verdict(WRITES, "/srv/app/releases/prod/x")
-    assert v.action == "review" and not v.allowed and "not available" in v.reason
+    assert v.action == "review" and not v.allowed and "held" in v.reason
+    # metadata of a held path is not held (the open is): only deny rules refuse it
+    m = verdict(META, "/srv/held/x")
+    assert m.allowed and m.rule == "<metadata>"
+    r = verdict(READS, "/srv/held/x")
+    assert (r.allowed, r.action, r.rule) == (False, "review", "held-reads")
 
 
 def test_rules_for_other_targets_do_not_apply():

@@ -7,7 +7,7 @@ without a table (it keeps the engine's older, argument-only behaviour).
 
 Tables: :mod:`.basic` (coreutils, grep, sed, awk, sort, dd ...), :mod:`.git`,
 :mod:`.tools` (find, tar, docker, kubectl, systemctl, journalctl), :mod:`.net` (curl, wget,
-less, more, man, vim, interpreters, openssl, rsync).  Known limits are in
+less, more, man, vim, interpreters, openssl, rsync), :mod:`.remote` (ssh, scp).  Known limits are in
 docs/POLICY.md.  Pure: no IO.
 """
 
@@ -18,6 +18,7 @@ from bastion.policy.programs.net import (
     CURL, LESS, MAN, MORE, NODE, OPENSSL, PERL, PYTHON, RSYNC, RUBY, VIM, WGET, url_host,
 )
 from bastion.policy.programs.git import GIT
+from bastion.policy.programs.remote import SCP, SSH
 from bastion.policy.programs.spec import Analysis, Spec, analyse
 from bastion.policy.programs.tools import (
     DOCKER, JOURNALCTL, KUBECTL, SYSTEMCTL, TAR, find_analyse, tar_words,
@@ -28,7 +29,7 @@ TABLE: dict = {**READERS, **NO_FILES, **WRITERS, "tar": TAR, "git": GIT, "docker
                "journalctl": JOURNALCTL, "curl": CURL, "wget": WGET, "less": LESS, "more": MORE,
                "man": MAN, "vim": VIM, "vi": VIM, "view": VIM, "vimdiff": VIM, "rvim": VIM,
                "openssl": OPENSSL, "rsync": RSYNC, "perl": PERL, "ruby": RUBY, "node": NODE,
-               "nodejs": NODE}
+               "nodejs": NODE, "ssh": SSH, "scp": SCP}
 for _py in ("python", "python2", "python3") + tuple(f"python3.{n}" for n in range(6, 15)):
     TABLE[_py] = PYTHON
 SPECIAL = {"find": find_analyse}

@@ -7,6 +7,8 @@ an option missing here makes the command opaque, never allowed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bastion.policy.programs.code import awk_outputs, sed_inert
 from bastion.policy.programs.spec import (
     CP, DELETES, FIRST_ARG, IN_OUT, MV, NONE, WRITES, Spec,
@@ -137,7 +139,14 @@ def _grep_hook(out, opts, operands, mkarg):
     for name, v in opts:
         if name in ("f", "file", "exclude-from") and v is not None and v.value != "-":
             out.reads.append(mkarg(v))
+        elif name in ("d", "directories") and _recurses(v):
+            out.recursive = True            # -d recurse is -r (a unique prefix will do)
     out.reads.extend(mkarg(o) for o in (operands if given else operands[1:]) if o.value != "-")
+
+
+def _recurses(v: Any) -> bool:
+    w = v.value if v is not None else None
+    return w is None or not w or not ("read".startswith(w) or "skip".startswith(w))
 
 
 READERS["grep"] = Spec(**{**READERS["grep"].__dict__, "hook": _grep_hook})
@@ -258,7 +267,7 @@ WRITERS = {
     "awk": AWK, "gawk": AWK, "mawk": AWK, "nawk": AWK,
     "sort": _s(flags="bdfgiMhnRrVcCmsuz", values="kStT", writes=("o", "output"),
                writes_below=("T", "temporary-directory"),
-               reads=("files0-from",), long_flags=(
+               reads=("files0-from", "random-source"), long_flags=(
         "ignore-leading-blanks", "dictionary-order", "ignore-case", "general-numeric-sort",
         "ignore-nonprinting", "month-sort", "human-numeric-sort", "numeric-sort",
         "random-sort", "reverse", "version-sort", "check", "merge", "stable", "unique",

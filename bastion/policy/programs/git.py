@@ -193,7 +193,8 @@ def _new_tree(out: Analysis, opts: Opts, operands: list[Any], mkarg: MkArg) -> N
     out.writes.append(below(paths[-1], mkarg) if paths else _tree(out, mkarg))
 
 
-READ = Spec(any_flags=True, operands=NONE, values="SGnL", writes=("output", "o"), refuse={
+READ = Spec(any_flags=True, operands=NONE, values="SGnL", writes=("output", "o"),
+            reads=("orderfile", "pathspec-from-file", "ignore-revs-file"), refuse={
     "ext-diff": "runs diff.external",
     "textconv": "runs textconv filters from the configuration", "O": "opens a pager program",
     "open-files-in-pager": "runs a pager program", "exec": "runs a command",
@@ -224,7 +225,9 @@ SUBS: dict[str, Any] = {name: READ for name in (
     "version", "help")}
 SUBS["diff"] = replace(READ, hook=_diff)
 SUBS["bundle"] = replace(READ, hook=_bundle)
-SUBS["grep"] = replace(READ, reads=("f",))            # -f FILE: patterns read from FILE
+SUBS["grep"] = replace(READ, reads=READ.reads + ("f",))    # -f FILE: patterns from FILE
+SUBS["blame"] = replace(READ, reads=READ.reads + ("S",))   # -S FILE: revisions from FILE
+SUBS["ls-files"] = replace(READ, reads=READ.reads + ("X", "exclude-from"))
 SUBS["status"] = replace(READ, named=HOOKS)        # post-index-change on an index refresh
 SUBS["branch"] = replace(READ, hook=_ref_changes("branch"), values="SGnLu")
 SUBS["tag"] = replace(READ, hook=_ref_changes("tag"), values="SGnLmFu")

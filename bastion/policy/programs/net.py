@@ -47,6 +47,14 @@ def _curl_hook(out, opts, operands, mkarg):
         if v is None:
             continue
         val = v.value
+        if name == "variable":           # --variable NAME@FILE reads FILE (NAME=TEXT, %ENV)
+            if val is None:
+                out.opaque(f"curl: a value known only at run time ({v.raw})")
+            elif "@" in val.partition("=")[0]:
+                f = val.partition("@")[2]
+                if f and f != "-":
+                    out.reads.append(mkarg(Word_(f)))
+            continue
         if name in ("d", "data", "data-binary", "data-ascii", "data-urlencode", "json", "H",
                     "header", "F", "form", "b", "cookie", "K", "config"):
             if val is None:
@@ -200,7 +208,7 @@ LESS = Spec(flags="aABcCdeEfFgGiIJKLmMnNqQrRsSuUVwWXz~", values="bhjkptTxyPzD#",
                               "squeeze-blank-lines", "quiet", "silent", "follow-name",
                               "mouse", "no-keypad", "status-column"),
             long_values=("tabs", "shift", "window", "prompt", "pattern", "tag"),
-            writes=("o", "O", "log-file", "LOG-FILE"),
+            writes=("o", "O", "log-file", "LOG-FILE"), reads=("T", "tag-file"),
             refuse={"k": "loads key bindings", "lesskey-file": "loads key bindings",
                     "lesskey-src": "loads key bindings", "lesskey-content": "loads key bindings"},
             plus="less +COMMAND runs a less command at start",

@@ -143,6 +143,19 @@ def analyse(spec: Spec, prog: str, words: list, mkarg, host_of) -> Analysis:
     return out
 
 
+def _one_word(w: Any, prog: str, option: str, out: Analysis, spill: list[Any]) -> Any:
+    """An option's value in the next word.  A glob there may expand to several words: those
+    after the first are further arguments (options, if a name may start with '-': opaque;
+    else operands too, in ``spill``)."""
+    if w.value is None and getattr(w, "globbed", False):
+        if _could_be_option(w):
+            out.opaque(f"{prog} {option}: its value is a glob ({w.raw}), which may expand "
+                       f"to several words")
+            raise _Stop
+        spill.append(w)
+    return w
+
+
 def _dangerous(spec: Spec) -> bool:
     """Could an option hidden in a run-time word add an effect we would not see?"""
     return bool(spec.code or spec.refuse or spec.hook or spec.reads
@@ -170,6 +183,7 @@ def _info(spec: Spec, parent: Spec | None) -> tuple[Any, ...]:
 def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
     opts: list = []           # (name, value Word|None)
     operands: list = []       # Words
+    spill: list[Any] = []          # globs in an option's value: their other names are operands
     n = len(words)
     _, _, longs, vnames, dangerous, refused = _info(spec, parent)
     only = False
@@ -201,7 +215,8 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                     i += 1
                     continue
             if not only and _could_be_option(w) and dangerous and (
-                    not spec.any_flags or _dangerous(spec)):
+                    not spec.any_flags or _dangerous(spec) or
+                    (refused and getattr(w, "globbed", False))):
                 out.opaque(f"{prog}: an option known only at run time ({w.raw}) could change "
                            f"what it does")
                 raise _Stop
@@ -250,7 +265,7 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                 if i >= n:
                     out.opaque(f"{prog}: option {v} lacks its value")
                     raise _Stop
-                value = words[i]
+                value = _one_word(words[i], prog, v, out, spill)
                 out.valued.add(i)
                 i += 1
             elif eq:
@@ -278,7 +293,7 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                 if k < len(body):
                     value = Word_(body[k:], w, k + 1)
                 elif i < n:
-                    value = words[i]
+                    value = _one_word(words[i], prog, "-" + c, out, spill)
                     out.valued.add(i)
                     i += 1
                 else:
@@ -307,7 +322,8 @@ def _parse(spec, prog, words, i, out, mkarg, host_of, parent) -> None:
                 continue
             out.opaque(f"{prog}: unknown option -{c}")
             raise _Stop
-    _effects(spec, prog, opts, operands, out, mkarg, host_of)
+    _effects(spec, prog, opts, operands + spill if spec.subs is None else operands, out,
+             mkarg, host_of)
     if spec.subs is not None:
         if not operands:
             return
@@ -445,7 +461,9 @@ def _effects(spec, prog, opts, operands, out, mkarg, host_of) -> None:
         (out.writes if role == MV else out.reads).extend(mkarg(o) for o in srcs)
     elif role == IN_OUT:
         out.reads.extend(mkarg(o) for o in operands[:1] if o.value != "-")
+        # a glob in the input's place may expand to two names: the second is the output
         out.writes.extend(mkarg(o) for o in operands[1:] if o.value != "-")
+        out.writes.extend(mkarg(o) for o in operands[:1] if getattr(o, "globbed", False))
     elif role == URLS:
         for o in operands:
             out.connects.append(host_of(o.value))

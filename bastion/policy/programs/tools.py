@@ -165,11 +165,22 @@ TAR = Spec(flags="cxtruAdvzjJZaOkpPSUWhiBGMmlswn", values="fCbHKLNVgTXI", posix=
            hook=_tar_hook)
 
 
+_TAR_OLD_VALUES = frozenset(TAR.values) | {"F"}
+
+
 def tar_words(words: list) -> list:
-    """Old-style ``tar xvf F`` → ``tar -xvf F`` (the first argument without a dash)."""
+    """Old-style ``tar tfI ARCHIVE PROG`` → ``tar -t -f ARCHIVE -I PROG``: in the first
+    argument (no dash) each letter that takes a value takes the next word, in order."""
     if len(words) > 1 and words[1].value and not words[1].value.startswith("-") and \
             words[1].value.isalpha():
-        return [words[0], Word_("-" + words[1].value)] + list(words[2:])
+        out, rest = [words[0]], list(words[2:])
+        for letter in words[1].value:
+            out.append(Word_("-" + letter))
+            if letter in _TAR_OLD_VALUES:
+                if not rest:
+                    return words[:1] + [Word_("-" + words[1].value)] + rest
+                out.append(rest.pop(0))
+        return out + rest
     return words
 
 
@@ -312,9 +323,11 @@ JOURNALCTL = Spec(flags="abefhklmNqrxF", values="onupSUtgDIMcTB", any_flags=Fals
                   loose={"b": _BOOT, "boot": _BOOT},
                   long_values=("output", "unit", "user-unit", "identifier", "priority",
                                "facility", "since", "until", "grep", "case-sensitive", "cursor",
-                               "after-cursor", "cursor-file", "namespace", "output-fields",
+                               "after-cursor", "namespace", "output-fields",
                                "machine", "field", "invocation"),
                   reads=("D", "directory", "file", "i", "root", "image"),
+                  writes=("cursor-file",),          # the last entry's cursor is written there
+                  recursive=("D", "directory"),     # every journal file below it
                   refuse={"vacuum-size": "deletes journal files", "vacuum-files": "deletes "
                           "journal files", "vacuum-time": "deletes journal files",
                           "rotate": "rotates journal files", "flush": "moves journal files",
