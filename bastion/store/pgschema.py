@@ -1,6 +1,8 @@
 """The session index on PostgreSQL: the same tables as bastion.recording.schema, numbered alike.
 
-Migration N here is migration N of the SQLite index, written in PostgreSQL's dialect: the
+Migration N here is migration N of the SQLite index, written in PostgreSQL's dialect (a
+column added to a table with a ``T_iso`` view also recreates the view: PostgreSQL expands a
+view's ``*`` when it is created, SQLite when it is read): the
 same tables, columns (REAL -> double precision, INTEGER -> bigint) and indexes, so that the
 index code reads and writes both alike (bastion.store.translate).  A migration added to the
 SQLite list needs its twin here: tests/integration/test_store_pg.py fails until the counts
@@ -265,9 +267,12 @@ MIGRATIONS: list[str] = [
                                                    "window_until", "revoked", "refused")}
         FROM approvals;
     """,
-    # 6: the stored content of a transfer (JSON {path, bytes, truncated, sha256} or NULL)
-    """
+    # 6: the stored content of a transfer (JSON {path, bytes, truncated, sha256} or NULL);
+    # the _iso view is made again (PostgreSQL expands its * when a view is created)
+    f"""
     ALTER TABLE transfers ADD COLUMN content text;
+    DROP VIEW transfers_iso;
+    CREATE VIEW transfers_iso AS SELECT *, {_iso("time")} FROM transfers;
     """,
 ]
 
