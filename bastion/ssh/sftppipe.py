@@ -15,12 +15,6 @@ transfer:
   write is in flight. A ``close`` therefore sees every write before it acknowledged,
   and the order of everything that is not bulk data stays the agent's.
 
-The answers are written through :class:`JoinedWriter`: those made in one event-loop turn
-go to the channel as one write. An answer to a 32 KiB read is 32,781 bytes, and the agent's
-channel takes packets of at most 32 KiB, so written one by one each answer cost two inner
-SSH packets, the second of 13 bytes; the seven answers one read-ahead block releases at
-once (:mod:`bastion.ssh.sftpreadahead`) now cost eight packets instead of fourteen.
-
 What one sftp channel may make the bastion hold is bounded, whatever the agent sends:
 
 * requests not yet read: the channel's window twice over (the stream's buffer pauses
@@ -113,49 +107,6 @@ class PipelinedHandler(SFTPServerHandler):
             await self._cleanup(failure)
 
 
-class JoinedWriter:
-    """An ``SSHWriter`` whose writes of one event-loop turn reach the channel as one (module doc).
-
-    Only what the SFTP handler uses (``write``, ``write_eof``, ``close``, ``channel``) and
-    ``drain``, which :class:`PipelinedHandler` awaits before it reads a bulk request.
-    Nothing waits on it: asyncssh's SFTP server never drains its writer either (the
-    channel buffers what its window does not yet allow).
-    """
-
-    def __init__(self, writer: Any) -> None:
-        self._writer = writer
-        self.channel = writer.channel
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._parts:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._parts.append(data)
-
-    def flush(self) -> None:
-        if not self._parts:
-            return
-        data = b"".join(self._parts)
-        self._parts.clear()
-        try:
-            self._writer.write(data)
-        except (OSError, asyncssh.Error):
-            pass                # the channel closed under the answers: nobody is left to read them
-
-    async def drain(self) -> None:
-        """Wait while the channel holds more than its high-water mark of unsent answers."""
-        self.flush()
-        await self._writer.drain()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._writer.write_eof()
-
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
-
-
 def _done(inflight: set[Any], held: list[int], cost: int) -> Any:
     """The callback of a bulk request's task: it is no longer in flight."""
     def done(task: "asyncio.Task[None]") -> None:
@@ -171,7 +122,7 @@ def start_server(server: Any, stream: Any, chan: Any, version: int) -> "asyncio.
     reader: SSHReader[bytes] = SSHReader(stream, chan)
     writer: SSHWriter[bytes] = SSHWriter(stream, chan)
     chan.set_write_buffer_limits(high=SEND_HIGH)
-    handler = PipelinedHandler(server, reader, JoinedWriter(writer), version)  # type: ignore[arg-type]
+    handler = PipelinedHandler(server, reader, writer, version)
     task = asyncio.ensure_future(handler.run())
     task.add_done_callback(_log_failure)
     return task

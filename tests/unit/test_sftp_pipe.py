@@ -1,6 +1,5 @@
 """bastion.ssh.sftppipe: the agent's bulk sftp requests in flight together, within a byte
-budget, not read on while the agent leaves answers queued, and answers of one loop turn
-written as one."""
+budget, and not read on while the agent leaves answers queued."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ import pytest
 from asyncssh.constants import FXP_READ, FXP_WRITE
 from asyncssh.logging import logger
 
-from bastion.ssh.sftppipe import (MAX_IN_FLIGHT_BYTES, READ_MAX, JoinedWriter, PipelinedHandler,
-                                  bulk_cost)
+from bastion.ssh.sftppipe import MAX_IN_FLIGHT_BYTES, READ_MAX, PipelinedHandler, bulk_cost
 
 MiB = 1024 * 1024
 
@@ -146,20 +144,3 @@ def test_no_bulk_request_starts_while_the_agent_leaves_answers_queued():
         await task
         assert server.done == 5
     asyncio.run(run())
-
-
-def test_answers_of_one_loop_turn_are_one_write_and_eof_follows_them():
-    async def run() -> FakeWriter:
-        inner = FakeWriter()
-        joined = JoinedWriter(inner)
-        for part in (b"a" * 32781, b"b" * 32781, b"c" * 13):
-            joined.write(part)
-        assert inner.writes == []                     # not yet: joined at the end of the turn
-        await asyncio.sleep(0)
-        assert inner.writes == [b"a" * 32781 + b"b" * 32781 + b"c" * 13]
-        joined.write(b"last")
-        joined.write_eof()                            # what was written goes out first
-        return inner
-    inner = asyncio.run(run())
-    assert inner.writes[-1] == b"last"
-    assert inner.events[-2:] == ["write", "eof"]
