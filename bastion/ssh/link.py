@@ -11,6 +11,15 @@ so writing each inner packet on its own costs two outer packets (one nearly
 empty).  Writes made in the same event-loop turn are joined and sent as one,
 which the outer channel then cuts into full packets.  The joining itself is
 bastion.ssh.wire's, as is dropping asyncssh's per-packet IGNORE (see there).
+
+The channel's receive window (:data:`LINK_WINDOW`, 8 MiB) is what the agent may send
+ahead of the bastion's window adjustments.  asyncssh's default is 2 MiB, and asyncssh
+adjusts only once half of it is used, so an upload had 1-2 MiB on the way per round trip
+(OpenSSH adjusts after every few packets): with 20 ms between agent and bastion a put ran
+at 0.8x ProxyJump, with 8 MiB at 1.1-1.3x (docs/BENCHMARKS.md).  The window is credit,
+not a buffer: what arrives is handed to the inner connection at once (asyncssh never
+pauses its transport), and the inner channels' own windows (``INNER_WINDOW``) bound
+what the bastion holds for them; bytes beyond them are a protocol error.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from typing import Any, Callable
 import asyncssh
 
 from bastion.ssh.wire import JoinedTransport, drop_cbc_padding_packets
+
+LINK_WINDOW = 8 * 1024 * 1024   # receive window of the direct-tcpip channel (module doc)
+LINK_PACKET = 32 * 1024         # and its max packet (OpenSSH's own for such channels)
 
 
 class CoalescingTransport(JoinedTransport):

@@ -27,7 +27,7 @@ from bastion.identity.chunking import FIRST_PROMPT, TokenAssembler
 from bastion.identity.principal import Principal
 from bastion.ssh.context import InnerContext
 from bastion.ssh.limits import LOGIN_MAX, cap
-from bastion.ssh.link import InnerLink
+from bastion.ssh.link import LINK_PACKET, LINK_WINDOW, InnerLink
 from bastion.ssh.relay import printable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -206,7 +206,10 @@ class OuterServer(asyncssh.SSHServer):
                                             f"bastion: {reason}")
         ctx = InnerContext(services=services, principal=principal, target=target,
                            client=self.client)
-        return self._open_inner(ctx)
+        # the channel is made here to set its window (bastion.ssh.link); the session follows
+        assert self.conn is not None
+        chan = self.conn.create_tcp_channel(window=LINK_WINDOW, max_pktsize=LINK_PACKET)
+        return chan, self._open_inner(ctx)
 
     async def _open_inner(self, ctx: InnerContext) -> InnerLink:
         options = await self.services.inner_options.options_for(ctx)

@@ -40,6 +40,7 @@ from bastion.errors import RecordingError
 from bastion.metrics import TO_AGENT, TO_HOST
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
+from bastion.ssh.sftppipe import READ_MAX
 from bastion.ssh.sftpreadahead import ReadAhead, block_size
 from bastion.transfer.digest import Stream
 
@@ -291,6 +292,7 @@ class RelayServer(asyncssh.SFTPServer):
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         f = self._file(file_obj)
+        size = min(size, READ_MAX)          # a longer read is answered short (SFTP allows it)
         data: bytes = await (f.ahead.read(offset, size) if f.ahead is not None
                              else f.up.read(size, offset))
         if data:

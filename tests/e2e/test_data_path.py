@@ -210,3 +210,15 @@ def test_no_padding_ignore_packets_with_aead_ciphers(rig, token):
     assert "Received SSH2_MSG_IGNORE" not in r.err
     # the client saw the cipher that makes dropping them safe
     assert "cipher: aes128-gcm@openssh.com" in r.err or "cipher: aes256-gcm@openssh.com" in r.err
+
+
+def test_the_channel_to_the_target_offers_the_agent_an_8_mib_window(rig, token):
+    # The direct-tcpip channel that carries the inner SSH connection: its receive window is
+    # what an upload may have on the way per round trip (bastion.ssh.link); asyncssh's
+    # default of 2 MiB made puts over a 20 ms link 0.8x ProxyJump.  ssh -J passes -vvv to
+    # the jump ssh, which logs the window the bastion offered when the channel opened.
+    from bastion.ssh.link import LINK_PACKET, LINK_WINDOW
+    r = rig.ssh(token, "true", args=("-vvv",))
+    assert r.returncode == 0, r.err[-2000:]
+    assert LINK_WINDOW == 8 * 1024 * 1024
+    assert f"open confirm rwindow {LINK_WINDOW} rmax {LINK_PACKET}" in r.err, r.err[-3000:]

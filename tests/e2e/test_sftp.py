@@ -347,3 +347,40 @@ def test_transfers_search_finds_operations_by_hash_path_and_refusal(srig, token,
     assert srig.cli("transfers", "search", "--sha256", "xyz", check=False).returncode == 1
     table = srig.cli("transfers", "search", "--sha256", sha(src)[:12]).out
     assert str(src) in table and "pub-reads" in table
+
+
+def test_a_read_longer_than_the_advertised_limit_is_answered_short(srig, token):
+    # An agent may ask for up to 4 GiB in one READ; the bastion answers at most READ_MAX
+    # (what its limits@openssh.com says; SFTP allows short reads), so one request cannot
+    # make it hold more (bastion.ssh.sftppipe).  sshd's internal-sftp answers at most
+    # 255 KiB itself; what is pinned here is a short, correct answer rather than an error.
+    # asyncssh's client, unlike OpenSSH's, sends such a read as asked.
+    import asyncio
+
+    import asyncssh
+    from asyncssh import FXF_READ, SFTPAttrs
+
+    from bastion.ssh.sftppipe import READ_MAX
+    from tests.e2e.test_asyncssh_client import _TokenClient
+    big = srig.files / "pub" / "long-read.bin"
+    content = os.urandom(READ_MAX + 2 * 1024 * 1024)
+    big.write_bytes(content)
+
+    async def run() -> bytes:
+        trusted = asyncssh.import_known_hosts(srig.known_hosts.read_text())
+        async with asyncssh.connect("127.0.0.1", srig.port, username="agent",
+                                    client_factory=lambda: _TokenClient(token),
+                                    known_hosts=trusted, client_keys=None, agent_path=None,
+                                    preferred_auth="keyboard-interactive", config=None) as outer:
+            async with asyncssh.connect("web1", 22, tunnel=outer, username=srig.sshd.user,
+                                        known_hosts=trusted, client_keys=None, agent_path=None,
+                                        config=None) as inner:
+                async with inner.start_sftp_client() as client:
+                    handler = client._handler            # one raw READ, not split by asyncssh
+                    handle = await handler.open(str(big).encode(), FXF_READ, SFTPAttrs())
+                    data, _ = await handler.read(handle, 0, len(content))
+                    await handler.close(handle)
+                    return data
+    data = asyncio.run(run())
+    assert 0 < len(data) <= READ_MAX
+    assert data == content[:len(data)]
