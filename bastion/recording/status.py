@@ -50,8 +50,9 @@ class _Short:
 class StatusServer:
     """Answers ``provider()`` as JSON on ``DATA_DIR/status.sock`` from a daemon thread."""
 
-    def __init__(self, data_dir: Path, provider: Callable[[], dict[str, Any]]) -> None:
-        self.path = Path(data_dir) / SOCKET_NAME
+    def __init__(self, data_dir: Path, provider: Callable[[], dict[str, Any]],
+                 name: str = SOCKET_NAME) -> None:
+        self.path = Path(data_dir) / name
         self._provider = provider
         self._closed = False
         try:
@@ -102,9 +103,10 @@ class StatusServer:
         self._thread.join(5)
 
 
-def read_status(data_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+def read_status(data_dir: Path, timeout: float = 5.0,
+                name: str = SOCKET_NAME) -> dict[str, Any] | None:
     """The running ``bastion serve``'s answer, or None when none answers for ``data_dir``."""
-    path = Path(data_dir) / SOCKET_NAME
+    path = Path(data_dir) / name
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
