@@ -58,7 +58,8 @@ class WorkerRole:
             index, count, port, recover = (int(x) for x in raw.split(":"))
         except ValueError:
             raise ConfigError(f"{ENV_WORKER}={raw!r} is not index:count:port:recover",
-                              hint=f"{ENV_WORKER} is set by `bastion serve --workers`; unset it")
+                              hint=f"{ENV_WORKER} is set by `bastion serve --workers`; "
+                                   "unset it") from None
         return cls(index, count, port, bool(recover))
 
     def env(self) -> str:
@@ -124,7 +125,7 @@ def worker_argv() -> list[str]:
 @dataclass
 class Worker:
     index: int
-    proc: subprocess.Popen | None = None
+    proc: "subprocess.Popen[bytes] | None" = None
     ready_fd: int = -1
     ready: bool = False
     started: float = 0.0

@@ -38,7 +38,6 @@ file.  This module does not write rows (writer.py, chain.py, prune.py do).
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 from pathlib import Path
