@@ -93,6 +93,11 @@ def test_many_agents_land_in_one_index_through_both_workers(wrig, token):
     assert {worker_of(wrig, r) for r in rows} == {1, 2}      # both workers took sessions
     listed = json.loads(wrig.cli("sessions", "list", "--json").out)
     assert len(listed) == 24
+    status = wrig.cli("status", "--json")                 # exit 0: every worker records
+    info = json.loads(status.out)
+    assert info["serve"]["state"] == "ok" and info["serve"]["workers"] == 2
+    assert sorted(info["workers"]) == ["1", "2"]
+    assert {info["workers"][k]["pid"] for k in ("1", "2")} == set(workers_of(wrig).values())
     assert wrig.cli("verify").returncode == 0
 
 
