@@ -10,7 +10,8 @@ status socket and ids (bastion.recording.shares).
 
 Worker 1 starts first and alone recovers every session a previous run left ``active``;
 the others start once it listens.  SIGHUP and SIGTERM/SIGINT are passed to every worker.
-A worker that exits on its own (crash, kill -9) is started again after a backoff (0.5 s,
+A worker is sent SIGTERM if the parent dies (``PR_SET_PDEATHSIG``).  A worker that
+exits on its own (crash, kill -9) is started again after a backoff (0.5 s,
 doubling up to 30 s, back to 0.5 s after a minute up) and then marks interrupted only its
 own sessions.  Only worker 1 serves ``--api-listen`` (one /metrics, one web UI).
 
@@ -122,6 +123,17 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-c", "from bastion.cli.main import main; main()", *sys.argv[1:]]
 
 
+def _die_with_parent() -> None:
+    """In the forked child: SIGTERM when the parent dies (a kill -9 of the parent must not
+    leave workers accepting on the port with nobody supervising them).  Linux only."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)        # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class Worker:
     index: int
@@ -141,7 +153,8 @@ class Worker:
         env[ENV_WORKER] = WorkerRole(self.index, count, port, recover_all).env()
         env[ENV_READY_FD] = str(w)
         try:
-            self.proc = subprocess.Popen(self.argv, env=env, pass_fds=(w,))
+            self.proc = subprocess.Popen(self.argv, env=env, pass_fds=(w,),
+                                         preexec_fn=_die_with_parent)
         finally:
             os.close(w)
         self.ready_fd, self.ready, self.started = r, False, time.monotonic()

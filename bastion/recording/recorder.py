@@ -143,7 +143,12 @@ class Recorder:
                 hint="bastion refuses to run sessions it cannot record; fix the data dir's "
                      "permissions or free space, or pass another --data-dir") from exc
         lock_fd = _lock(data_dir, shares.lock_name(worker))
+        peers: list[int] = []            # recovering every session: no older worker may run
         try:
+            if worker and recover_all:
+                for path in sorted(data_dir.glob("recorder.w*.lock")):
+                    if path.name != shares.lock_name(worker):
+                        peers.append(_lock(data_dir, path.name))
             conn = schema.connect(data_dir)
             try:
                 tails: dict[Any, Any] = {}
@@ -156,6 +161,9 @@ class Recorder:
                 ids = schema.next_ids(conn)
             finally:
                 conn.close()
+                for fd in peers:
+                    os.close(fd)
+                peers.clear()
             journal = None
             if journal_key:
                 journal = tailjournal.TailJournal(rec_dir, journal_key,
@@ -169,7 +177,8 @@ class Recorder:
             writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff)
             writer.journal = journal
         except BaseException:
-            os.close(lock_fd)
+            for fd in [lock_fd, *peers]:
+                os.close(fd)
             raise
         rec = cls(data_dir, writer, ids, lock_fd, max_bytes, worker=worker)
         rec.recovered = recovered

@@ -191,3 +191,24 @@ def test_a_second_serve_on_the_same_data_dir_is_refused(wrig):
     assert r.returncode == 2 and "another bastion process is recording into" in r.err
     r = wrig.cli("serve", "--listen", "127.0.0.1:0", "--workers", "2", check=False)
     assert r.returncode == 2 and "another bastion process is recording into" in r.err
+
+
+def test_a_killed_parent_takes_its_workers_and_the_next_start_recovers_all(wrig, token):
+    held = _open_on_both(wrig, token)
+    pids = workers_of(wrig)
+    os.kill(wrig.proc.pid, signal.SIGKILL)
+    wrig.proc.wait(10)
+    deadline = time.monotonic() + 20                 # the workers get SIGTERM (PDEATHSIG)
+    while any(Path(f"/proc/{p}").exists() for p in pids.values()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids.values())
+    for proc, _ in held.values():
+        proc.kill()
+        proc.wait()
+    wrig.start()                                     # same data dir and port, 2 workers again
+    wrig.wait_log("with 2 workers", timeout=30)
+    rows = session_rows(wrig)
+    assert rows and all(r["status"] != "active" for r in rows)
+    assert wrig.ssh(token, "echo again").out == "again\n"
+    assert wrig.cli("verify").returncode == 0
