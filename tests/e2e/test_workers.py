@@ -53,7 +53,7 @@ def session_rows(rig: BastionRig) -> list[dict]:
     conn = rig.index()
     try:
         cols = "id, status, reason" + (", node" if rig.store_env else "")
-        return [dict(zip(cols.split(", "), tuple(r)))
+        return [dict(zip(cols.split(", "), tuple(r), strict=True))
                 for r in conn.execute(f"SELECT {cols} FROM sessions ORDER BY id")]
     finally:
         conn.close()
