@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
-def _txn(conn, sid: int) -> None:
+def _txn(conn: Any, sid: int) -> None:
     from bastion.recording import chain
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO sessions (id, started, status, target) VALUES (?, ?, 'active', ?)",
@@ -38,7 +39,7 @@ def _txn(conn, sid: int) -> None:
     conn.execute("COMMIT")
 
 
-def _writer(data_dir: str, worker: int, start: int, n: int, go, out) -> None:
+def _writer(data_dir: str, worker: int, start: int, n: int, go: Any, out: Any) -> None:
     from bastion.recording import schema, shares
     conn = schema.connect(Path(data_dir))
     ids = shares.counter(start, worker)
