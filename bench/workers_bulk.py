@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-workers-"))
-    issuer = DevIssuer(tmp / "issuer").start()
+    issuers: list[DevIssuer] = []
     rigs: dict[int, BenchRig] = {}
     try:
-        for n in args.workers:
-            rigs[n] = BenchRig(tmp / f"rig{n}", issuer, workers=n).setup().start()
+        for n in args.workers:                  # an issuer each: one "bench-agent" client per rig
+            issuers.append(DevIssuer(tmp / f"issuer{n}").start())
+            rigs[n] = BenchRig(tmp / f"rig{n}", issuers[-1], workers=n).setup().start()
             rigs[n].wait_log("bastion listening on", timeout=60)
         results: dict[str, list[float]] = {"jump": []}
         results.update({f"bastion --workers {n}": [] for n in args.workers})
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for rig in rigs.values():
             rig.close()
-        issuer.stop()
+        for issuer in issuers:
+            issuer.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
