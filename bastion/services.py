@@ -108,8 +108,9 @@ class Services:
             store.configure(config.store)
         if worker:               # each worker of `serve --workers` is its own node (shares.py)
             import dataclasses
-            store.configure(dataclasses.replace(store.current(),
-                                                node=f"{store.current().node}-w{worker}"))
+            own = f"{store.current().node}-w{worker}"
+            os.environ[store.location.ENV_NODE] = own       # the environment wins over [store]
+            store.configure(dataclasses.replace(store.current(), node=own))
         log.info("session index: %s", store.describe())
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = default_bastion_names()

@@ -129,8 +129,8 @@ def serve_cmd(
     if api_listen and (role is None or role.index == 1):     # one API: worker 1's
         api_host, api_port = parse_listen(api_listen)
         api = (api_host, api_port, api_cert, api_key)
-    count = check_count(workers if workers is not None else default_workers())
     try:
+        count = check_count(workers if workers is not None else default_workers())
         if role is None and count > 1:
             host, port = parse_listen(listen)
             if not 0 <= port < 65536:

@@ -80,11 +80,13 @@ def tell_ready() -> None:
 
 
 def default_workers() -> int:
-    """The number of cores this process may run on."""
+    """The number of cores this process may run on (at most MAX_WORKERS)."""
+    from bastion.recording.shares import MAX_WORKERS
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 def check_count(n: int) -> int:
@@ -102,6 +104,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, addr = infos[0]
+        # first without SO_REUSEPORT: a port another process (another `serve --workers` of
+        # the same user included) listens on is refused, not silently shared
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
+            addr = (addr[0], probe.getsockname()[1], *addr[2:])
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bastion import store
 from bastion.errors import RecordingError
 from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
@@ -157,7 +158,9 @@ class Recorder:
                              tailjournal.read(rec_dir, journal_key, shares.journal_name(worker)))
                 recovered = recover_interrupted(
                     conn, data_dir, tails=tails, detectors=detectors, max_bytes=max_bytes,
-                    only=shares.own_sessions_sql(0 if recover_all else worker))
+                    # SQLite: a worker's sessions by id; PostgreSQL: by node (NODE-wN)
+                    only=("" if store.current().postgres else
+                          shares.own_sessions_sql(0 if recover_all else worker)))
                 ids = schema.next_ids(conn)
             finally:
                 conn.close()

@@ -212,3 +212,30 @@ def test_a_killed_parent_takes_its_workers_and_the_next_start_recovers_all(wrig,
     assert rows and all(r["status"] != "active" for r in rows)
     assert wrig.ssh(token, "echo again").out == "again\n"
     assert wrig.cli("verify").returncode == 0
+
+
+def _serve_once(rig: BastionRig, *args: str):
+    return rig.cli("serve", "--workers", "2", *args, check=False)
+
+
+def test_a_port_another_serve_with_workers_listens_on_is_refused(wrig, tmp_path):
+    other = tmp_path / "other-data"                  # another data dir, the same user and port
+    r = _serve_once(wrig, "--listen", f"127.0.0.1:{wrig.port}", "--data-dir", str(other))
+    assert r.returncode == 2 and "Traceback" not in r.err
+    assert f"cannot listen on 127.0.0.1:{wrig.port}: the port is already in use" in r.err
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_error(tmp_path_factory, issuer):
+    r = BastionRig(tmp_path_factory.mktemp("badworkers"), issuer, workers=2).setup()
+    try:
+        r.write_policy(r.policy_text().replace('action = "deny"', 'action = "maybe"', 1))
+        p = _serve_once(r, "--listen", "127.0.0.1:0")
+        assert p.returncode == 2 and "Traceback" not in p.err
+        assert "maybe" in p.err and "worker 1 exited with status 2 while starting" in p.err
+    finally:
+        r.close()
+
+
+def test_a_worker_count_out_of_range_exits_2_with_a_hint(wrig):
+    r = _serve_once(wrig, "--listen", "127.0.0.1:0", "--workers", "0")
+    assert r.returncode == 2 and "--workers must be 1-63, got 0" in r.err and "hint:" in r.err

@@ -83,3 +83,18 @@ def test_the_status_of_workers_is_ok_only_if_every_worker_is(workers, state, ses
 
 def test_no_worker_answering_is_not_running():
     assert merge_workers({1: None, 2: None}) is None and merge_workers({}) is None
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 2), (16, 16), (200, shares.MAX_WORKERS)])
+def test_the_default_is_the_cores_within_what_ids_allow(cores, expected, monkeypatch):
+    from bastion.cli import workers
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert workers.default_workers() == expected
+    assert workers.check_count(expected) == expected
+
+
+@pytest.mark.parametrize("n", [0, -1, shares.MAX_WORKERS + 1])
+def test_a_worker_count_out_of_range_is_a_config_error(n):
+    from bastion.cli.workers import check_count
+    with pytest.raises(ConfigError, match="--workers must be"):
+        check_count(n)
