@@ -239,3 +239,31 @@ def test_a_worker_that_cannot_start_stops_the_start_with_its_error(tmp_path_fact
 def test_a_worker_count_out_of_range_exits_2_with_a_hint(wrig):
     r = _serve_once(wrig, "--listen", "127.0.0.1:0", "--workers", "0")
     assert r.returncode == 2 and "--workers must be 1-63, got 0" in r.err and "hint:" in r.err
+
+
+def test_worker_1_serves_the_api_and_its_metrics_gauges_cover_both_workers(
+        tmp_path_factory, issuer, token):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bastion.demo.sshd import free_port, wait_for_port
+    from tests.e2e.test_api import ApiRig, call
+    r = ApiRig(tmp_path_factory.mktemp("wapi"), issuer, workers=2).setup()
+    r.api_port = free_port()
+    try:
+        r.start()
+        wait_for_port(r.api_port, timeout=30, proc=r.proc)
+        r.wait_log("bastion listening on", timeout=30)
+        assert r.log().count("API listening on") == 1        # worker 1 only
+        held = _open_on_both(r, token)
+        status, text = call(r, "GET", "/metrics")
+        assert status == 200
+        gauges = {f.name: f.samples[0].value for f in text_string_to_metric_families(text)
+                  if f.type == "gauge" and f.samples}
+        assert gauges["bastion_workers"] == 2
+        assert gauges["bastion_sessions_open"] == 2          # one on each worker
+        assert gauges["bastion_recording_up"] == 1
+        for proc, _ in held.values():
+            proc.kill()
+            proc.wait()
+    finally:
+        r.close()
