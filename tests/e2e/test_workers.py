@@ -267,3 +267,33 @@ def test_worker_1_serves_the_api_and_its_metrics_gauges_cover_both_workers(
             proc.wait()
     finally:
         r.close()
+
+
+def test_a_command_held_on_either_worker_is_released_by_an_answer_from_the_cli(
+        tmp_path_factory, issuer, token):
+    from tests.e2e.test_approvals import APPROVAL_RULES, _answer, _wait_for_request
+    lead = issuer.mint(client=issuer.add_client("workers-sre-lead", roles=["sre-leads"]))
+    r = BastionRig(tmp_path_factory.mktemp("wappr"), issuer, workers=2).setup()
+    r.write_policy(r.policy_text(APPROVAL_RULES.replace("TIMEOUT", "60")))
+    try:
+        r.start()
+        r.wait_log("bastion listening on", timeout=30)
+        seen: set[int] = set()
+        for i in range(30):                      # until a held command ran on each worker
+            marker = r.canary_dir / f"approved-{i}"
+            proc = r.ssh_popen(token, f"touch {marker}")
+            try:
+                rid = _wait_for_request(proc)
+                assert not marker.exists()       # held
+                assert _answer(r, "approve", rid, lead).returncode == 0
+                assert proc.wait(20) == 0 and marker.exists()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            seen = {worker_of(r, row) for row in session_rows(r)}
+            if seen == {1, 2}:
+                break
+        assert seen == {1, 2}
+    finally:
+        r.close()
