@@ -93,7 +93,8 @@ class Services:
     # -- construction ----------------------------------------------------------
     @classmethod
     def build(cls, policy_path: Path, data_dir: Path, keys_dir: Path, *,
-              listen_host: str | None = None) -> "Services":
+              listen_host: str | None = None, worker: int = 0,
+              recover_all: bool = True) -> "Services":
         from bastion.identity.oidc import TokenValidator
         from bastion.ssh.hostca import HostKeys, default_bastion_names
         from bastion.ssh.inner import InnerOptionsCache
@@ -105,6 +106,11 @@ class Services:
         from bastion import store
         if config.store is not None and not os.environ.get(store.location.ENV_URL):
             store.configure(config.store)
+        if worker:               # each worker of `serve --workers` is its own node (shares.py)
+            import dataclasses
+            own = f"{store.current().node}-w{worker}"
+            os.environ[store.location.ENV_NODE] = own       # the environment wins over [store]
+            store.configure(dataclasses.replace(store.current(), node=own))
         log.info("session index: %s", store.describe())
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         names = default_bastion_names()
@@ -122,7 +128,8 @@ class Services:
         detectors = cls._detectors_for(config)
         recorder = Recorder.open(
             data_dir, max_bytes=config.settings.recording_max_bytes, detectors=detectors,
-            journal_key=vault.sibling(data_dir / HOSTKEYS_DIR).subkey(PURPOSE))
+            journal_key=vault.sibling(data_dir / HOSTKEYS_DIR).subkey(PURPOSE),
+            worker=worker, recover_all=recover_all)
         broker = ApprovalBroker.open(data_dir, config.settings, node=store.current().node)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run([bastion, "keys", "generate", "web1", "--keys-dir", f"{tmp}/keys"],
                        env=env, check=True, capture_output=True)
         serve = [bastion, "serve", "--policy", str(policy), "--listen", "127.0.0.1:0",
-                 "--data-dir", f"{tmp}/data", "--keys-dir", f"{tmp}/keys"]
+                 "--data-dir", f"{tmp}/data", "--keys-dir", f"{tmp}/keys", "--workers", "1"]
         cases: dict[str, Callable[[], float]] = {
             "bastion-askpass (one round)": lambda: _timed([str(BIN / "bastion-askpass"),
                                                            "OIDC token: "], env),

@@ -90,6 +90,11 @@ def serve_cmd(
         help="Refuse to start when other users can read, write or enter the data dir or the "
              "keys dir (the default). --no-strict-modes starts anyway, with a warning; what "
              "bastion creates is private (0600/0700) either way."),
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", envvar="BASTION_WORKERS",
+        help="Processes accepting on the port (SO_REUSEPORT), each with its own recording "
+             "worker, sharing the index; default: the number of cores. 1: one process, no "
+             "supervisor. See docs/SCALING.md.")] = None,
 ) -> None:
     """Run the bastion: agents log in with an OIDC token and reach targets with `ssh -J`.
 
@@ -101,7 +106,8 @@ def serve_cmd(
     SIGHUP (or editing the policy file) reloads policy.toml; an invalid file is refused
     and the previous policy kept. SIGTERM/SIGINT disconnect agents with a message and stop.
     It exits 2 when it cannot start (one line names the setting and what to do), 0 after
-    SIGTERM.
+    SIGTERM. With --workers N > 1 a parent runs N worker processes, passes SIGHUP and
+    SIGTERM to all, and starts a crashed one again.
 
     Example:
 
@@ -109,19 +115,33 @@ def serve_cmd(
         bastion serve --policy policy.toml --listen 127.0.0.1:2222 \\
             --data-dir data --keys-dir keys
     """
+    from bastion.cli.workers import WorkerRole, check_count, default_workers, run_parent, tell_ready
     setup_logging(log_level, log_format)
     listening = False
+    role = WorkerRole.from_env()
 
     def ready(_port: int) -> None:
         nonlocal listening
         listening = True
+        tell_ready()
 
     api = None
-    if api_listen:
+    if api_listen and (role is None or role.index == 1):     # one API: worker 1's
         api_host, api_port = parse_listen(api_listen)
         api = (api_host, api_port, api_cert, api_key)
     try:
-        _serve(policy, listen, data_dir, keys_dir, strict_modes, ready, api)
+        count = check_count(workers if workers is not None else default_workers())
+        if role is None and count > 1:
+            host, port = parse_listen(listen)
+            if not 0 <= port < 65536:
+                raise ConfigError(f"--listen port must be 0-65535, got {port}")
+            set_private_umask()
+            check_dir_modes(data_dir, keys_dir, strict=strict_modes)
+            code = run_parent(count, host, port, policy, data_dir)
+            if code:
+                raise typer.Exit(code)
+            return
+        _serve(policy, listen, data_dir, keys_dir, strict_modes, ready, api, role)
     except BastionError as exc:
         if not listening:           # a start-up failure: the setting is named, exit 2
             exc.exit_code = 2
@@ -129,11 +149,14 @@ def serve_cmd(
 
 
 def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_modes: bool,
-           ready: Callable[[int], None], api: tuple[Any, ...] | None = None) -> None:
+           ready: Callable[[int], None], api: tuple[Any, ...] | None = None,
+           role: Any = None) -> None:
     from bastion.services import Services
     from bastion.ssh.server import serve
 
     host, port = parse_listen(listen)
+    if role is not None:               # a worker: the port its parent holds
+        port = role.port
     if not 0 <= port < 65536:          # 0: any free port
         raise ConfigError(f"--listen port must be 0-65535, got {port}")
     for option, path in (("--data-dir", data_dir), ("--keys-dir", keys_dir)):
@@ -143,7 +166,9 @@ def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_mod
     set_private_umask()
     check_dir_modes(data_dir, keys_dir, strict=strict_modes)
     try:
-        services = Services.build(policy, data_dir, keys_dir, listen_host=host)
+        services = Services.build(policy, data_dir, keys_dir, listen_host=host,
+                                  worker=role.index if role else 0,
+                                  recover_all=role.recover_all if role else True)
     except OSError as exc:          # data/keys dir not creatable, not readable...
         where = f": {exc.filename}" if exc.filename else ""
         raise BastionError(f"cannot start: {exc.strerror or exc}{where}",
@@ -157,7 +182,8 @@ def _serve(policy: Path, listen: str, data_dir: Path, keys_dir: Path, strict_mod
 
         async def also() -> Any:
             return await start_api(services, api_host, api_port, cert=cert, key=key, ui=WebUi)
-    asyncio.run(serve(services, host, port, ready=ready, also=also))
+    asyncio.run(serve(services, host, port, ready=ready, also=also,
+                      worker=role.index if role else 0))
 
 
 def register(app: typer.Typer) -> None:

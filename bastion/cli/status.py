@@ -90,6 +90,14 @@ def _disk_text(disk: dict[str, Any]) -> Text:
     return text
 
 
+def _worker_text(answer: dict[str, Any] | None) -> Text:
+    if answer is None:
+        return Text("not answering (being restarted?)", style="red")
+    text = _recorder_text(answer)
+    text.append(f"  pid {answer.get('pid')}, {answer.get('sessions_open', 0)} session(s) open")
+    return text
+
+
 def status_cmd(data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR), as_json: JsonOpt = False) -> None:
     """Show whether sessions are being recorded; if not, why and since when.
 
@@ -104,7 +112,8 @@ def status_cmd(data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR), as_json: JsonOpt =
     doubling up to 10 s between attempts.  Sessions are accepted again as
     soon as one passes its probe; no restart is needed.
 
-    sessions: open now, and their channels.
+    sessions: open now, and their channels (summed over the workers of
+    `serve --workers N`, each of which is also shown on its own line).
     index lag: age, count and size of what is not yet written and committed
     (it grows while the index is locked or the disk is slow).
     disk: free space of the data dir's file system against what sessions
@@ -148,6 +157,8 @@ def _status(data_dir: Path, as_json: bool) -> None:
                                    f"({serve.get('queue_ops', 0)} operation(s), "
                                    f"{_size(serve.get('queue_bytes'))} not yet written)")
         table.add_row("history", _history_text(serve))
+        for index, answer in (info.get("workers") or {}).items():     # serve --workers N
+            table.add_row(f"worker {index}", _worker_text(answer))
     if info["disk"].get("free_bytes") is not None:
         table.add_row("disk", _disk_text(info["disk"]))
     out_console.print(table)

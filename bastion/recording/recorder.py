@@ -64,12 +64,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bastion import store
 from bastion.errors import RecordingError
 from bastion.private import make_private_dirs, open_private_file
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
 from bastion.secret import SECRET_NAME
-from bastion.recording import schema, tailjournal
+from bastion.recording import schema, shares, tailjournal
 from bastion.recording.channelrecording import ChannelRecording
 from bastion.recording.recover import recover_interrupted
 from bastion.recording.supervisor import BACKOFF, Supervisor
@@ -94,13 +95,14 @@ class Recorder:
     """Records sessions of one ``bastion serve`` process into a data dir."""
 
     def __init__(self, data_dir: Path, writer: Supervisor, ids: dict[str, int], lock_fd: int,
-                 max_bytes: int) -> None:
+                 max_bytes: int, worker: int = 0) -> None:
         self.data_dir = data_dir
         self.max_bytes = max_bytes
         self._writer = writer
-        self._session_ids = schema.id_counter(ids, "sessions")
-        self._channel_ids = schema.id_counter(ids, "channels")
-        self._command_ids = schema.id_counter(ids, "commands")
+        self.worker = worker                  # 0, or N of `bastion serve --workers` (shares.py)
+        self._session_ids = schema.id_counter(ids, "sessions", self.worker)
+        self._channel_ids = schema.id_counter(ids, "channels", self.worker)
+        self._command_ids = schema.id_counter(ids, "commands", self.worker)
         self._lock_fd = lock_fd
         self._sessions: dict[int, SessionHandle] = {}
         self._mask_sets: dict[int, tuple[int, Any]] = {}   # id(detectors) -> (key, detectors) sent to the worker
@@ -111,13 +113,16 @@ class Recorder:
     @classmethod
     def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
              backoff: tuple[float, float] = BACKOFF, journal_key: bytes | None = None,
-             detectors: Any = None) -> "Recorder":
+             detectors: Any = None, worker: int = 0, recover_all: bool = True) -> "Recorder":
         """Open/create the index and recordings dir, recover, start the recording worker.
 
         ``backoff``: the first and longest wait before a new worker after a failure.
         ``journal_key``: keeps the maskers' undecided tails in the encrypted tail journal
         (bastion.recording.tailjournal; without it a kill -9 of the bastion and its worker
         together loses them); ``detectors`` mask what the last journal held, at recovery.
+        ``worker``: this process is worker N of ``bastion serve --workers`` (its own lock,
+        journal, status socket and ids: bastion.recording.shares); ``recover_all`` False
+        marks interrupted only its own sessions (a restart after a crash, peers running).
         """
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
@@ -138,19 +143,34 @@ class Recorder:
                 f"cannot write recordings into {rec_dir}: {exc.strerror or exc}",
                 hint="bastion refuses to run sessions it cannot record; fix the data dir's "
                      "permissions or free space, or pass another --data-dir") from exc
-        lock_fd = _lock(data_dir)
+        lock_fd = _lock(data_dir, shares.lock_name(worker))
+        peers: list[int] = []            # recovering every session: no older worker may run
         try:
+            if worker and recover_all:
+                for path in sorted(data_dir.glob("recorder.w*.lock")):
+                    if path.name != shares.lock_name(worker):
+                        peers.append(_lock(data_dir, path.name))
             conn = schema.connect(data_dir)
             try:
-                tails = tailjournal.read(rec_dir, journal_key) if journal_key else {}
-                recovered = recover_interrupted(conn, data_dir, tails=tails,
-                                                detectors=detectors, max_bytes=max_bytes)
+                tails: dict[Any, Any] = {}
+                if journal_key:
+                    tails = (tailjournal.read_all(rec_dir, journal_key) if recover_all else
+                             tailjournal.read(rec_dir, journal_key, shares.journal_name(worker)))
+                recovered = recover_interrupted(
+                    conn, data_dir, tails=tails, detectors=detectors, max_bytes=max_bytes,
+                    # SQLite: a worker's sessions by id; PostgreSQL: by node (NODE-wN)
+                    only=("" if store.current().postgres else
+                          shares.own_sessions_sql(0 if recover_all else worker)))
                 ids = schema.next_ids(conn)
             finally:
                 conn.close()
+                for fd in peers:
+                    os.close(fd)
+                peers.clear()
             journal = None
             if journal_key:
-                journal = tailjournal.TailJournal(rec_dir, journal_key)
+                journal = tailjournal.TailJournal(rec_dir, journal_key,
+                                                  shares.journal_name(worker))
                 try:
                     journal.start()         # what the last one held is in the recordings now
                 except OSError as exc:
@@ -160,13 +180,14 @@ class Recorder:
             writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff)
             writer.journal = journal
         except BaseException:
-            os.close(lock_fd)
+            for fd in [lock_fd, *peers]:
+                os.close(fd)
             raise
-        rec = cls(data_dir, writer, ids, lock_fd, max_bytes)
+        rec = cls(data_dir, writer, ids, lock_fd, max_bytes, worker=worker)
         rec.recovered = recovered
         from bastion.recording.status import StatusServer
         try:
-            rec._status = StatusServer(data_dir, rec.status)
+            rec._status = StatusServer(data_dir, rec.status, shares.status_name(worker))
         except OSError as exc:
             log.warning("bastion status will not answer for %s: %s", data_dir, exc)
         return rec
@@ -401,8 +422,8 @@ def _redact_env(env: dict[str, Any] | None) -> dict[str, str] | None:
     return {str(k): ("<secret>" if SECRET_NAME.search(str(k)) else str(v)) for k, v in env.items()}
 
 
-def _lock(data_dir: Path) -> int:
-    path = data_dir / LOCK_NAME
+def _lock(data_dir: Path, name: str = LOCK_NAME) -> int:
+    path = data_dir / name
     try:
         fd = open_private_file(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:

@@ -145,11 +145,14 @@ def write_tails(path: Path, cid: int, tails: dict[str, Any], detectors: Any,
 
 def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
                         tails: dict[tuple[int, str], Any] | None = None,
-                        detectors: Any = None, max_bytes: int = 1 << 62) -> list[int]:
+                        detectors: Any = None, max_bytes: int = 1 << 62,
+                        only: str = "") -> list[int]:
     """Mark sessions left active as interrupted (see module doc).  Returns their ids.
 
     ``tails``: what the tail journal kept of the dead process's undecided output, per
-    channel and stream; written into the recordings (masked with ``detectors``) first."""
+    channel and stream; written into the recordings (masked with ``detectors``) first.
+    ``only``: SQL ANDed into the sessions query (a restarted worker's own sessions:
+    bastion.recording.shares)."""
     if store.current().postgres:       # recordings a peer sealed while this node was gone
         from bastion.recording.leases import restore_taken
         restore_taken(conn, Path(data_dir))
@@ -159,7 +162,7 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
     # on a shared store, only this node's sessions: another node's active ones are live
     sessions = [tuple(r) for r in conn.execute(
         "SELECT id, started FROM sessions WHERE status = 'active'"
-        f"{store.own_sessions_clause()} ORDER BY id")]
+        f"{store.own_sessions_clause()}{only} ORDER BY id")]
     done = []
     for sid, started in sessions:
         ended = started

@@ -38,7 +38,6 @@ file.  This module does not write rows (writer.py, chain.py, prune.py do).
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 from pathlib import Path
@@ -371,11 +370,12 @@ def migrate(conn: sqlite3.Connection) -> int:
     return version
 
 
-def id_counter(ids: dict[str, int], table: str) -> Iterator[int]:
+def id_counter(ids: dict[str, int], table: str, worker: int = 0) -> Iterator[int]:
     """The ids ``table`` rows get from ``ids[table]`` on (:func:`next_ids`).  On PostgreSQL the
     block ends; a new one is taken then (a short connection, once per ID_BLOCK rows)."""
-    if not store.current().postgres:
-        return itertools.count(ids[table])
+    if not store.current().postgres:      # a worker's ids: bastion.recording.shares
+        from bastion.recording import shares
+        return shares.counter(ids[table], worker)
     from bastion.store import pgconn
     return pgconn.IdRange(ids[table], table, store.current())
 

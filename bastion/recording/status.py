@@ -50,8 +50,9 @@ class _Short:
 class StatusServer:
     """Answers ``provider()`` as JSON on ``DATA_DIR/status.sock`` from a daemon thread."""
 
-    def __init__(self, data_dir: Path, provider: Callable[[], dict[str, Any]]) -> None:
-        self.path = Path(data_dir) / SOCKET_NAME
+    def __init__(self, data_dir: Path, provider: Callable[[], dict[str, Any]],
+                 name: str = SOCKET_NAME) -> None:
+        self.path = Path(data_dir) / name
         self._provider = provider
         self._closed = False
         try:
@@ -102,9 +103,10 @@ class StatusServer:
         self._thread.join(5)
 
 
-def read_status(data_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+def read_status(data_dir: Path, timeout: float = 5.0,
+                name: str = SOCKET_NAME) -> dict[str, Any] | None:
     """The running ``bastion serve``'s answer, or None when none answers for ``data_dir``."""
-    path = Path(data_dir) / SOCKET_NAME
+    path = Path(data_dir) / name
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -127,6 +129,10 @@ def collect(data_dir: Path) -> dict[str, Any]:
     from bastion.recording import health, schema
     data_dir = Path(data_dir)
     answer = read_status(data_dir)
+    workers: dict[int, dict[str, Any] | None] = {}
+    if answer is None:                      # `serve --workers N`: one socket per worker
+        workers = read_workers(data_dir)
+        answer = merge_workers(workers)
     free: int | None
     inodes: int | None
     try:
@@ -154,7 +160,47 @@ def collect(data_dir: Path) -> dict[str, Any]:
             index = {"active_sessions": active}
         except sqlite3.Error as exc:
             index = {"error": str(exc)}
-    return {"running": answer is not None, "serve": answer, "disk": disk, "index": index}
+    out = {"running": answer is not None, "serve": answer, "disk": disk, "index": index}
+    if workers:
+        out["workers"] = {str(k): v for k, v in sorted(workers.items())}
+    return out
+
+
+def read_workers(data_dir: Path) -> dict[int, dict[str, Any] | None]:
+    """The answers of ``serve --workers`` workers, by index (None: a socket nobody answers,
+    e.g. a worker being restarted)."""
+    found: dict[int, dict[str, Any] | None] = {}
+    for path in sorted(Path(data_dir).glob("status.w*.sock")):
+        index = path.name[len("status.w"):-len(".sock")]
+        if index.isdigit():
+            found[int(index)] = read_status(data_dir, timeout=2.0, name=path.name)
+    return found
+
+
+#: sums over the workers; every other field is the first worker's (or the first not-ok one's)
+_SUMMED = ("sessions_open", "channels_open", "queue_ops", "queue_bytes")
+
+
+def merge_workers(workers: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One ``serve`` answer for N workers: ``ok`` only if every worker answers ``ok``
+    (otherwise the first worker that does not, as it says or as ``not answering``);
+    counts summed, the index lag the largest.  None when no worker answers."""
+    answers = {k: v for k, v in workers.items() if v is not None}
+    if not answers:
+        return None
+    bad = [(k, v) for k, v in sorted(workers.items()) if v is None or v.get("state") != "ok"]
+    first = answers[min(answers)]
+    merged = dict(first)
+    if bad:
+        k, v = bad[0]
+        merged = dict(v) if v is not None else {
+            **first, "state": "not answering",
+            "error": f"worker {k} does not answer on its status socket (restarting?)"}
+    for key in _SUMMED:
+        merged[key] = sum(int(v.get(key) or 0) for v in answers.values())
+    merged["index_lag_s"] = max(float(v.get("index_lag_s") or 0) for v in answers.values())
+    merged["workers"] = len(workers)
+    return merged
 
 
 def _shared_index(data_dir: Path) -> dict[str, Any]:

@@ -100,8 +100,8 @@ class TailJournal:
     """The journal of one recordings dir (see the module doc).  Not thread-safe: the caller
     (AckQueue, under its lock) serialises :meth:`record`."""
 
-    def __init__(self, rec_dir: Path, key: bytes) -> None:
-        self.path = Path(rec_dir) / FILE_NAME
+    def __init__(self, rec_dir: Path, key: bytes, name: str = FILE_NAME) -> None:
+        self.path = Path(rec_dir) / name
         self._aead = AESGCM(key)
         self._held: dict[Key, Any] = {}
         self._fd = -1
@@ -158,7 +158,7 @@ class TailJournal:
 
     def _rewrite(self) -> None:
         """Write what is held now to a new file and put it in the journal's place."""
-        tmp = self.path.with_name(f"{FILE_NAME}.{os.getpid()}.new")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
         fd = open_private_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         old, self._fd, self._size = self._fd, fd, 0
         try:
@@ -182,9 +182,20 @@ class TailJournal:
                         self.path, exc.strerror or exc, self.failures)
 
 
-def read(rec_dir: Path, key: bytes) -> dict[Key, Any]:
+def read_all(rec_dir: Path, key: bytes) -> dict[Key, Any]:
+    """What every journal in ``rec_dir`` holds (``.tails`` and the workers' ``.tails.wN``:
+    ``bastion serve --workers``), for a start that recovers every session."""
+    held: dict[Key, Any] = {}
+    for path in sorted(Path(rec_dir).glob(FILE_NAME + "*")):
+        if path.name == FILE_NAME or path.name[len(FILE_NAME):].startswith(".w") and \
+                path.name[len(FILE_NAME) + 2:].isdigit():
+            held.update(read(rec_dir, key, path.name))
+    return held
+
+
+def read(rec_dir: Path, key: bytes, name: str = FILE_NAME) -> dict[Key, Any]:
     """What a journal left by an earlier process holds: ``{(cid, stream): tail}``."""
-    path = Path(rec_dir) / FILE_NAME
+    path = Path(rec_dir) / name
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:

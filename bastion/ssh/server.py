@@ -29,7 +29,8 @@ POLICY_POLL_SECONDS = 2.0
 SHUTDOWN_MESSAGE = "bastion is shutting down; reconnect later"
 
 
-async def start_listener(services: Services, host: str, port: int) -> asyncssh.SSHAcceptor:
+async def start_listener(services: Services, host: str, port: int, *,
+                         reuse_port: bool = False) -> asyncssh.SSHAcceptor:
     """Start accepting agent connections; the returned acceptor knows the bound port."""
     return await asyncssh.listen(
         host, port,
@@ -43,7 +44,8 @@ async def start_listener(services: Services, host: str, port: int) -> asyncssh.S
         login_timeout=services.config.settings.login_grace_time + 5,
         keepalive_interval=60, keepalive_count_max=3,
         gss_host=None,                          # no GSS: skips a getfqdn() per connection
-        tunnel=SocketTunnel(reuse_address=True),  # TCP with joined writes (bastion.ssh.wire)
+        # TCP with joined writes (bastion.ssh.wire); reuse_port: `serve --workers` share it
+        tunnel=SocketTunnel(reuse_address=True, **({"reuse_port": True} if reuse_port else {})),
     )
 
 
@@ -85,10 +87,13 @@ def listen_error(host: str, port: int, exc: OSError) -> BastionError:
                         hint="check the --listen address and port")
 
 
-async def serve(services: Services, host: str, port: int, *, ready=None, also=None) -> None:
+async def serve(services: Services, host: str, port: int, *, ready=None, also=None,
+                worker: int = 0) -> None:
     """Serve agents on ``host:port`` until SIGTERM/SIGINT.  ``ready(port)`` is called once
     listening; ``also()``, if given, is awaited then too and returns a server to close at
-    the end (the HTTPS API: bastion.api); its errors stop the start like a failed bind."""
+    the end (the HTTPS API: bastion.api); its errors stop the start like a failed bind.
+    ``worker``: worker N of ``bastion serve --workers`` (SO_REUSEPORT on the port its
+    parent holds; the parent prints the listening line)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     limits = raise_nofile_limit()
@@ -102,7 +107,7 @@ async def serve(services: Services, host: str, port: int, *, ready=None, also=No
     except BastionError as exc:
         log.warning("identity provider not reachable at start (logins will retry): %s", exc)
     try:
-        acceptor = await start_listener(services, host, port)
+        acceptor = await start_listener(services, host, port, reuse_port=bool(worker))
     except OSError as exc:
         await services.close()
         raise listen_error(host, port, exc) from exc
@@ -115,8 +120,11 @@ async def serve(services: Services, host: str, port: int, *, ready=None, also=No
             acceptor.close()
             await services.close()
             raise
-    log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
-             services.policy_path, services.data_dir)
+    if worker:
+        log.info("worker %d accepting on %s:%d", worker, host, bound)
+    else:
+        log.info("bastion listening on %s:%d (policy %s, data %s)", host, bound,
+                 services.policy_path, services.data_dir)
     if ready is not None:
         ready(bound)
 

@@ -101,6 +101,7 @@ class BastionRig:
     extra_targets: str = ""
     extra_policy: str = ""
     store_env: dict = field(default_factory=dict)   # a PostgreSQL store (tests/pgcluster.py)
+    workers: int = 1                     # `serve --workers` (1: one process; the product default is the cores)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +121,8 @@ class BastionRig:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "SSH_"))}
         env.update(COLUMNS="250",     # reviewer tables on one line each, for the assertions
                    BASTION_VAULT_PASSPHRASE=VAULT_PASSPHRASE, BASTION_KEYS_DIR=str(self.keys_dir),
-                   BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path))
+                   BASTION_DATA_DIR=str(self.data_dir), BASTION_POLICY=str(self.policy_path),
+                   BASTION_WORKERS=str(self.workers))
         env.update(self.store_env)
         return env
 
