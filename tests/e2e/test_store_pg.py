@@ -12,15 +12,13 @@ canary directory.
 from __future__ import annotations
 
 import json
-import re
-import select
 import signal
 import time
 
 import pytest
 
 from tests.e2e.harness import BastionRig
-from tests.e2e.test_approvals import APPROVAL_RULES
+from tests.e2e.test_approvals import APPROVAL_RULES, _wait_for_request
 from tests.pgcluster import PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -72,22 +70,6 @@ def _until(fn, what: str, timeout: float = 20.0):
             return value
         time.sleep(0.2)
     raise AssertionError(f"never happened: {what}")
-
-
-def _wait_for_request(proc, timeout: float = 20.0) -> int:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
-        if ready:
-            chunk = proc.stderr.read1(4096)
-            if not chunk:
-                break
-            buf += chunk
-            m = re.search(rb"waiting for approval, request (\d+)", buf)
-            if m:
-                return int(m.group(1))
-    raise AssertionError(f"no approval request announced; stderr: {buf!r}")
 
 
 def test_core_flows_on_postgresql(node_a, token, issuer, agent_client):
