@@ -66,6 +66,7 @@ class LocalSshd:
     user: str = field(default_factory=getpass.getuser)
     extra_config: str = ""
     allow_tcp_forwarding: bool = False     # True for a plain OpenSSH jump host (benchmarks)
+    use_pam: bool = False                  # True lets root's sshd log in a locked account (tests)
     proc: subprocess.Popen | None = None
     host_key_line: str = ""
 
@@ -95,7 +96,7 @@ class LocalSshd:
             "KbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\n"
             "StrictModes no\n"
-            "UsePAM no\n"
+            f"UsePAM {'yes' if self.use_pam else 'no'}\n"
             f"AllowTcpForwarding {'yes' if self.allow_tcp_forwarding else 'no'}\n"
             "X11Forwarding no\nAllowAgentForwarding no\n"
             "PrintMotd no\nPrintLastLog no\n"

@@ -60,6 +60,9 @@ UPSTREAM_WINDOW = 4 * 1024 * 1024
 UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 KiB) per packet
 #: seconds a command whose agent left may still run (to end by itself and report its status)
 AGENT_GONE_GRACE = 10.0
+#: then: SIGTERM to the command; this long after, SIGKILL and the upstream channel closed;
+#: as long again after that, the channel is ended without waiting for the host any longer
+AGENT_GONE_KILL_AFTER = 5.0
 
 
 class InnerSession(asyncssh.SSHServerSession):
@@ -223,8 +226,8 @@ class InnerSession(asyncssh.SSHServerSession):
             if self._command_id is not None:
                 self.rec.command_result(self._command_id, action.status)
         elif isinstance(action, c.CloseHostLater):
-            up = self.up_chan
-            self._close_later = asyncio.get_running_loop().call_later(AGENT_GONE_GRACE, up.close)
+            self._close_later = asyncio.get_running_loop().call_later(
+                AGENT_GONE_GRACE, self._agent_gone_over, 0)
         elif isinstance(action, c.End):
             self._end(action)
 
@@ -442,6 +445,39 @@ class InnerSession(asyncssh.SSHServerSession):
         self._apply(self.core.quiet())
 
     # -- ending ------------------------------------------------------------------
+    def _agent_gone_over(self, stage: int) -> None:
+        """The agent left and its command did not end within the grace time: end it.
+
+        Closing the upstream channel alone does not: OpenSSH's sshd keeps a session channel
+        without a pty, and its command, until the command's stdout and stderr close (a
+        ``sleep`` never writes, so it is never even sent SIGPIPE), and never answers the
+        close meanwhile.  So: SIGTERM (a ``signal`` request, OpenSSH >= 7.9), then SIGKILL and
+        close, then the channel is ended here without the host's answer (its row is closed
+        with no exit status; the upstream channel is left to the pool's connection)."""
+        self._close_later = None
+        up = self.up_chan
+        if self.core is None or self.core.ended or up is None:
+            return
+        loop = asyncio.get_running_loop()
+        if stage == 0:
+            log.info("session %s: the agent left %g s ago and its command still runs: "
+                     "SIGTERM", self.ctx.where, AGENT_GONE_GRACE)
+            self._marker("agent gone: the command is sent SIGTERM")
+            up.send_signal("TERM")
+            self._close_later = loop.call_later(AGENT_GONE_KILL_AFTER, self._agent_gone_over, 1)
+        elif stage == 1:
+            log.warning("session %s: the command did not end on SIGTERM: SIGKILL",
+                        self.ctx.where)
+            self._marker("agent gone: the command is sent SIGKILL")
+            up.send_signal("KILL")
+            up.close()
+            self._close_later = loop.call_later(AGENT_GONE_KILL_AFTER, self._agent_gone_over, 2)
+        else:
+            log.warning("session %s: the host did not close the channel: ending it without "
+                        "its exit status", self.ctx.where)
+            self._apply([c.Marker("agent gone: the host did not end the command")]
+                        + self.core.host_closed(None, None))
+
     def _end(self, end: c.End) -> None:
         for timer in (self._flush_timer, self._close_later, self._expiry):
             if timer is not None:
