@@ -40,6 +40,10 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 STOP_WAIT = 30.0
+#: a worker that exits this many times within START_LIMIT_WINDOW seconds without ever having
+#: listened is not started again: the parent stops the others and exits 1 (systemd's start limit)
+START_LIMIT_BURST = 5
+START_LIMIT_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class Worker:
     restart_at: float | None = None
     restarts: int = 0
     argv: list[str] = field(default_factory=list)
+    failed_starts: list[float] = field(default_factory=list)   # exits before listening
 
     def spawn(self, count: int, port: int, recover_all: bool) -> None:
         r, w = os.pipe()
@@ -210,6 +215,7 @@ class Parent:
         self.workers = [Worker(i, argv=argv) for i in range(1, count + 1)]
         self._stop: str | None = None
         self._hup = False
+        self.gave_up: str | None = None      # why the parent stopped on its own
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -227,7 +233,7 @@ class Parent:
             log.info("bastion listening on %s:%d with %d workers (policy %s, data %s)",
                      self.host, self.port, self.count, self.policy, self.data_dir)
             self._supervise()
-            return 0
+            return 1 if self.gave_up else 0
         finally:
             self._stop_all()
 
@@ -260,6 +266,18 @@ class Parent:
                 w.poll_ready()
                 code = w.exited()
                 if code is not None and w.restart_at is None and not self._stop:
+                    if not w.ready:
+                        w.failed_starts = [t for t in w.failed_starts
+                                           if now - t < START_LIMIT_WINDOW] + [now]
+                        if len(w.failed_starts) >= START_LIMIT_BURST:
+                            self.gave_up = (
+                                f"worker {w.index} failed to start {len(w.failed_starts)} times "
+                                f"within {START_LIMIT_WINDOW:.0f} s (last: pid "
+                                f"{w.proc.pid if w.proc else 0} {describe_exit(code)} before "
+                                "listening; see its messages above): giving up")
+                            log.error("%s; stopping the other workers", self.gave_up)
+                            self._stop = "start limit"
+                            break
                     w.delay = (BACKOFF_FIRST if now - w.started >= STABLE_AFTER
                                else min(BACKOFF_MAX, w.delay * 2 if w.restarts else w.delay))
                     w.restart_at = now + w.delay
@@ -269,7 +287,8 @@ class Parent:
                 if w.restart_at is not None and now >= w.restart_at and not self._stop:
                     w.restarts += 1
                     w.spawn(self.count, self.port, recover_all=False)
-        log.info("received %s: stopping %d workers", self._stop, self.count)
+        if not self.gave_up:
+            log.info("received %s: stopping %d workers", self._stop, self.count)
 
     def _stop_all(self) -> None:
         for w in self.workers:
