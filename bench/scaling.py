@@ -181,13 +181,15 @@ def run(args: argparse.Namespace) -> dict:
         )
         for name, fn in sections:
             log(f"[{name}] load average {os.getloadavg()[0]:.2f}")
+            load = [round(x, 2) for x in os.getloadavg()]
             t0 = time.perf_counter()
             try:
                 results[name] = fn()
             except Exception as exc:  # noqa: BLE001 - reported; the other sections go on
                 log(traceback.format_exc())
                 results[name] = {"na": f"error: {type(exc).__name__}: {exc}"[:500]}
-            results[name]["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+            results[name]["loadavg_before"] = load
+            results[name]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             results[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
         results["meta"]["bastion_log_errors"] = {
             label: [ln for ln in rig.log().splitlines() if " ERROR " in ln][-10:]
