@@ -14,6 +14,7 @@ load average; no threshold (docs/SCALING.md keeps the figures).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main() -> None:
     finally:
         cluster.destroy()
         issuer.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
