@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sys
 import time
@@ -64,13 +63,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_fd_limit() -> None:
-    """200 agents are ~800 pipes and sockets in this process and the bastion (which inherits it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-
-
 def _section(name: str, fn) -> dict:
     log(f"[{name}]")
     load = [round(x, 2) for x in os.getloadavg()]   # other work on the machine shows here
@@ -94,8 +86,8 @@ def run(quick: bool, only: tuple[str, ...], profile: tuple[str, ...] = (),
         if name not in only:
             results[name] = {"na": f"not selected (--only {','.join(only)})"}
     if any(s in only for s in RIG_SECTIONS):
-        from bench.rig import make_rig
-        _raise_fd_limit()
+        from bench.rig import make_rig, raise_fd_limit
+        raise_fd_limit()
         log("starting the dev issuer, two sshd and bastion serve on 127.0.0.1 ...")
         try:
             rig, issuer, tmp = make_rig()

@@ -14,7 +14,7 @@ load average; no threshold (docs/SCALING.md keeps the figures).
 from __future__ import annotations
 
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,13 +61,48 @@ def _round(holder: BastionRig, answerer: BastionRig, token: str, lead: str, i: i
             proc.kill()
 
 
-def _summary(name: str, rows: list[tuple[float, float]]) -> str:
-    ran = sorted(r[0] for r in rows)
-    cli = sorted(r[1] for r in rows)
-    p90 = ran[int(len(ran) * 0.9) - 1] if len(ran) >= 10 else ran[-1]
-    return (f"{name}: answer CLI start -> command ran p50 {statistics.median(ran) * 1e3:.0f} ms "
-            f"p90 {p90 * 1e3:.0f} ms; the CLI itself p50 {statistics.median(cli) * 1e3:.0f} ms "
-            f"(n={len(rows)})")
+def _figures(rows: list[tuple[float, float]]) -> dict:
+    """p50/p90 (ms) of command-ran and of the answering CLI's own run."""
+    from bench.stats import percentile
+    ran = [r[0] * 1e3 for r in rows]
+    cli = [r[1] * 1e3 for r in rows]
+    return {"n": len(rows), "ran_p50_ms": round(percentile(ran, 50), 1),
+            "ran_p90_ms": round(percentile(ran, 90), 1),
+            "cli_p50_ms": round(percentile(cli, 50), 1)}
+
+
+def measure(root: Path, issuer, cluster, rounds: int, db: str = "bench_approvals") -> dict:
+    """``rounds`` approvals on each backend, interleaved so both see the same load: SQLite
+    held and answered on one node; PostgreSQL (database ``db`` on ``cluster``) held on node A,
+    answered on node B.  Starts and closes its own three rigs under ``root``."""
+    agent = issuer.add_client("bench-approvals-agent", roles=["agents"])
+    token = issuer.mint(client=agent)
+    lead = issuer.mint(client=issuer.add_client("bench-approvals-lead", roles=["sre-leads"]))
+    cluster.create_db(db)
+    env = cluster.store_env(db)
+    rigs: list[BastionRig] = []
+    try:
+        lite = _rig(root, issuer, None, "lite")
+        rigs.append(lite)
+        node_a = _rig(root, issuer, env, "node-a")
+        rigs.append(node_a)
+        node_b = _rig(root, issuer, env, "node-b")
+        rigs.append(node_b)
+        lite_rows, pg_rows = [], []
+        for i in range(rounds):
+            lite_rows.append(_round(lite, lite, token, lead, i))
+            pg_rows.append(_round(node_a, node_b, token, lead, i))
+    finally:
+        for rig in rigs:
+            rig.close()
+    return {"unit": "ms", "rounds": rounds,
+            "sqlite_one_node": _figures(lite_rows), "postgresql_a_to_b": _figures(pg_rows)}
+
+
+def _line(name: str, f: dict) -> str:
+    return (f"{name}: answer CLI start -> command ran p50 {f['ran_p50_ms']:.0f} ms "
+            f"p90 {f['ran_p90_ms']:.0f} ms; the CLI itself p50 {f['cli_p50_ms']:.0f} ms "
+            f"(n={f['n']})")
 
 
 def main() -> None:
@@ -77,34 +112,18 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bastion-bench-appr-"))
     issuer = DevIssuer(root / "issuer").start()
     cluster = start_cluster()
-    rigs: list[BastionRig] = []
     try:
-        agent = issuer.add_client("bench-agent", roles=["agents"])
-        token = issuer.mint(client=agent)
-        lead = issuer.mint(client=issuer.add_client("bench-lead", roles=["sre-leads"]))
         cluster.stop()
         cluster.start(fsync=True)
-        cluster.create_db("bench")
-        env = cluster.store_env("bench")
-        lite = _rig(root, issuer, None, "lite")
-        rigs.append(lite)
-        node_a = _rig(root, issuer, env, "node-a")
-        rigs.append(node_a)
-        node_b = _rig(root, issuer, env, "node-b")
-        rigs.append(node_b)
         print(f"load average at start: {os.getloadavg()[0]:.2f}")
-        lite_rows, pg_rows = [], []
-        for i in range(rounds):           # interleaved, so both see the same load
-            lite_rows.append(_round(lite, lite, token, lead, i))
-            pg_rows.append(_round(node_a, node_b, token, lead, i))
-        print(_summary("SQLite, one node (broker polls)     ", lite_rows))
-        print(_summary("PostgreSQL, held on A, answered on B", pg_rows))
+        out = measure(root, issuer, cluster, rounds)
+        print(_line("SQLite, one node (broker polls)     ", out["sqlite_one_node"]))
+        print(_line("PostgreSQL, held on A, answered on B", out["postgresql_a_to_b"]))
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
     finally:
-        for rig in rigs:
-            rig.close()
         cluster.destroy()
         issuer.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

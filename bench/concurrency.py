@@ -46,7 +46,7 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int:
 
 
 async def _agent(rig: BenchRig, path: str, i: int, commands: int, ctl: Path,
-                 result: dict) -> None:
+                 result: dict, tag: str = "") -> None:
     sock = str(ctl / f"{path[0]}{i}")
     env = rig.client_env()
     err = tempfile.TemporaryFile()
@@ -68,7 +68,7 @@ async def _agent(rig: BenchRig, path: str, i: int, commands: int, ctl: Path,
             await asyncio.sleep(0.05)
         result["open"].append(time.perf_counter() - t0)
         for j in range(commands):
-            marker = f"a{i}c{j}"
+            marker = f"{tag}a{i}c{j}"
             t1 = time.perf_counter()
             p = await asyncio.create_subprocess_exec(
                 *rig.argv(path, f"echo {marker}", args=("-S", sock)), env=env,
@@ -120,7 +120,9 @@ async def _sample(pid: int, peak: dict, stop: asyncio.Event) -> None:
             pass
 
 
-async def _level(rig: BenchRig, path: str, agents: int, commands: int) -> dict:
+async def level(rig: BenchRig, path: str, agents: int, commands: int, tag: str = "") -> dict:
+    """One level: ``agents`` sessions at once, ``commands`` each; ``tag`` prefixes every
+    marker (``echo TAGaIcJ``), so a caller can find this level's commands in the index."""
     ctl = Path(tempfile.mkdtemp(prefix="ctl", dir=rig.root))
     result: dict = {"ok": 0, "failed": 0, "latency": [], "open": [], "errors": []}
     pid = rig.proc.pid
@@ -132,7 +134,7 @@ async def _level(rig: BenchRig, path: str, agents: int, commands: int) -> dict:
     timed_out = False
     try:
         await asyncio.wait_for(asyncio.gather(
-            *(_agent(rig, path, i, commands, ctl, result) for i in range(agents))),
+            *(_agent(rig, path, i, commands, ctl, result, tag) for i in range(agents))),
             LEVEL_TIMEOUT_S)
     except asyncio.TimeoutError:
         timed_out = True
@@ -177,7 +179,7 @@ def run(rig: BenchRig, *, quick: bool = False, levels: tuple[int, ...] | None = 
         row: dict = {"agents": agents}
         for path in rotated(paths, n):
             try:
-                row[path] = asyncio.run(_level(rig, path, agents, commands))
+                row[path] = asyncio.run(level(rig, path, agents, commands))
             except OSError as exc:
                 row[path] = {"na": f"error: {exc}"[:300]}
             r = row[path]

@@ -79,6 +79,7 @@ class BenchRig(BastionRig):
     jump: LocalSshd | None = None
     token: str = ""
     log_level: str = "info"
+    client_name: str = "bench-agent"      # the agent's client at the issuer: one per rig
     client_key: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +114,10 @@ class BenchRig(BastionRig):
             raise RuntimeError(str(exc)) from exc
         for mode, option in CONFIG_MODES.items():
             self.config_path(mode).write_text(self.render_bench_config(option))
-        self.token = self.issuer.mint(client=self.issuer.add_client("bench-agent", roles=["agents"]),
-                                      pad_to=TOKEN_BYTES, lifetime=6 * 3600)
+        if not self.token:       # a restart (bench/scalerig.py) keeps the agent and its token
+            self.token = self.issuer.mint(
+                client=self.issuer.add_client(self.client_name, roles=["agents"]),
+                pad_to=TOKEN_BYTES, lifetime=6 * 3600)
         return self
 
     def close(self) -> None:
@@ -195,13 +198,13 @@ class BenchRig(BastionRig):
 
 
 def proc_usage(pid: int) -> dict:
-    """RSS/HWM in MB and user+system CPU seconds of a process and its children, from /proc.
+    """RSS/HWM in MB and user+system CPU seconds of a process and its descendants, from /proc.
 
-    For ``bastion serve`` the children are its recording worker: the bastion's
-    footprint is both.
+    For ``bastion serve`` these are its recording worker (and with ``--workers N`` the N
+    workers and their recording workers): the bastion's footprint is all of them.
     """
     usage = _one_proc_usage(pid)
-    for child in _children(pid):
+    for child in descendants(pid):
         extra = _one_proc_usage(child)
         for key, value in extra.items():
             if value is not None and usage.get(key) is not None:
@@ -221,6 +224,25 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError):
             pass
     return kids
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = _children(pid)
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo += _children(child)
+    return out
+
+
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): hundreds of agents are
+    thousands of pipes and sockets in the bench process and the bastion (which inherits it)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
 def _one_proc_usage(pid: int) -> dict:

@@ -31,7 +31,8 @@ QUICK_RUNS = 3
 MODES = ("default", "curve25519")
 
 
-def _one(rig: BenchRig, path: str, mode: str) -> float:
+def time_setup(rig: BenchRig, path: str, mode: str = "default") -> float:
+    """Seconds for one fresh ``ssh HOST true`` through ``path``; RuntimeError if it fails."""
     t0 = time.perf_counter()
     p = subprocess.run(rig.argv(path, "true", mode=mode), env=rig.client_env(),
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
@@ -65,7 +66,7 @@ def run(rig: BenchRig, *, quick: bool = False, runs: int | None = None,
             if key in failures:
                 continue
             try:
-                times[key].append(_one(rig, key[1], key[0]))
+                times[key].append(time_setup(rig, key[1], key[0]))
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 failures[key] = str(exc)[:300]
                 log(f"  setup {key[0]}/{key[1]}: n/a ({failures[key]})")

@@ -1,0 +1,79 @@
+"""``python -m bench.scaling --quick`` in the test suite, so the scaling benchmark never rots.
+
+Real properties only, never timings: every command of every path succeeded, every bastion
+command is in the index (SQLite and PostgreSQL), set-up and approvals have figures for every
+path, and nothing the run started is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scale") / "quick.json"
+    env = {k: v for k, v in os.environ.items() if k != "BASTION_TEST_STORE"}   # both backends, labelled
+    p = subprocess.run([sys.executable, "-m", "bench.scaling", "--quick", "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, timeout=600,
+                       stdin=subprocess.DEVNULL)
+    assert out.exists(), p.stderr.decode(errors="replace")[-3000:]
+    return (p.returncode, json.loads(out.read_text()), p.stderr.decode(errors="replace"),
+            p.stdout.decode(errors="replace"))
+
+
+def test_every_command_succeeds_and_is_indexed_on_both_backends(quick):
+    rc, data, err, _ = quick
+    conc = data["concurrency"]
+    assert "runs" in conc, conc
+    runs = conc["runs"]
+    assert [(r["path"], r["backend"]) for r in runs] == [
+        ("jump", None), ("bastion", "sqlite"), ("bastion", "postgresql")]
+    for r in runs:
+        assert r["commands"] == conc["agents"] * conc["commands_per_agent"] > 0
+        assert r["ok"] == r["commands"] and r["failed"] == 0, r.get("errors")
+        assert r["failed_total"] == 0, r.get("errors")
+    for r in runs[1:]:
+        assert r["indexed"] == r["indexed_distinct"] == r["commands"], r
+        assert r["missing_from_index"] == 0
+        assert r["bastion"]["rss_peak_mb"] > 0 and r["bastion"]["cpu_s"] >= 0
+    assert runs[2]["postgresql_cpu_s"] >= 0
+    assert rc == 0, err[-3000:]
+
+
+def test_setup_and_approvals_have_figures_for_every_path(quick):
+    _, data, _, _ = quick
+    setup = data["setup"]["paths"]
+    assert set(setup) == {"jump", "bastion/sqlite", "bastion/postgresql"}
+    for name, entry in setup.items():
+        assert entry["failed"] == 0, (name, entry["errors"])
+        assert entry["n"] == data["setup"]["runs"] and entry["median"] > 0
+    appr = data["approvals"]
+    for key in ("sqlite_one_node", "postgresql_a_to_b"):
+        assert appr[key]["n"] == appr["rounds"] and appr[key]["ran_p50_ms"] > 0, appr
+
+
+def test_the_tables_are_printed_and_nothing_is_left_running(quick):
+    _, data, _, stdout = quick
+    for title in ("sizing:", "set-up:", "approvals:"):
+        assert title in stdout, title
+    rig_dir = data["meta"]["rig_dir"].encode()
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if rig_dir in cmdline:
+            left.append(cmdline.replace(b"\0", b" ")[:200])
+    assert not left, left
+    assert not os.path.exists(rig_dir)
