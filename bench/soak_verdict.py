@@ -14,13 +14,14 @@ worker: docs/RECORDINGS.md allows the masker's undecided hold-back there (``KILL
 per stream).  A command that exited 0 must have received exactly its expected output, and
 an exec channel's row must then be ``closed`` and sealed with the same bytes recorded.
 After the bastion's SIGTERM no row may be left ``open``/``active``.
+
+The rows are read through the store seam (bastion.recording.schema / bastion.store), so the
+verdict is the same on the SQLite index and on a PostgreSQL store (``BASTION_TEST_STORE``).
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.recording import player
@@ -41,11 +42,22 @@ def output_lines(nonce: str) -> bytes:
     return nonce.encode() + rb" [ab]?\d+\r?\n"
 
 
-def _rows(data_dir: Path, sql: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{data_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
+def _reader(rig: SoakRig) -> Any:
+    """The rig's index, read-only: its SQLite file, or its PostgreSQL store (rig.store_env)."""
+    if rig.store_env:
+        from bastion.store import location, pgconn
+        settings = location.check(rig.store_env["BASTION_STORE_URL"],
+                                  rig.store_env.get("BASTION_STORE_PASSWORD_FILE"),
+                                  "soak-verdict", "the soak rig's store")
+        return pgconn.connect(settings, readonly=True)
+    from bastion.recording import schema
+    return schema.connect(rig.data_dir, readonly=True)
+
+
+def _rows(rig: SoakRig, sql: str) -> list[dict[str, Any]]:
+    conn = _reader(rig)
     try:
-        return [dict(r) for r in conn.execute(sql)]
+        return [dict(zip(r.keys(), r)) for r in conn.execute(sql)]
     finally:
         conn.close()
 
@@ -75,13 +87,13 @@ def _count_command(r: dict[str, Any], c: Command) -> None:
 
 def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
     """Compare what every agent received with its channel's recording (module doc)."""
-    channels = _rows(rig.data_dir, "SELECT * FROM channels")
+    channels = _rows(rig, "SELECT * FROM channels")
     by_id = {row["id"]: row for row in channels}
     by_command: dict[str, list[dict[str, Any]]] = {}
     for row in channels:
         by_command.setdefault(row["command"] or "", []).append(row)
     by_line: dict[str, int] = {}
-    for row in _rows(rig.data_dir, "SELECT line, channel_id FROM commands"):
+    for row in _rows(rig, "SELECT line, channel_id FROM commands"):
         by_line.setdefault(row["line"], row["channel_id"])
     kill_times = [k["t"] for k in soak.kills]
     r: dict[str, Any] = {
@@ -156,7 +168,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
             r["problems"].append(f"{key}: channel {row['id']} ({row['status']}): {lost} B "
                                  f"received but not recorded (bound {bound} B)")
     r["sessions"] = {s["status"]: s["n"] for s in _rows(
-        rig.data_dir, "SELECT status, count(*) AS n FROM sessions GROUP BY status")}
+        rig, "SELECT status, count(*) AS n FROM sessions GROUP BY status")}
     r["channels"] = {}
     for row in channels:
         r["channels"][row["status"]] = r["channels"].get(row["status"], 0) + 1
@@ -186,7 +198,7 @@ def analyse(soak: Soak, rig: SoakRig) -> dict[str, Any]:
         "recovered": re.findall(r"recording recovered after (\d+ attempt\(s\), [\d.]+ s)", text),
         "tracebacks": text.count("Traceback"),
         "token_in_log": bool(rig.token) and rig.token in text}
-    r["token_in_index"] = rig.token.encode() in (rig.data_dir / "index.sqlite").read_bytes()
+    r["token_in_index"] = rig.token.encode() in rig.index_bytes()   # the WAL or every PG row
     return r
 
 

@@ -128,7 +128,16 @@ def start_cluster() -> PgCluster:
         cluster._run(str(bindir / "initdb"), "-D", str(cluster.data), "-U", "postgres",
                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
                      "--locale=C.UTF-8", "--no-sync", timeout=120)
-        cluster.start()
+        for attempt in range(5):
+            try:
+                cluster.start()
+                break
+            except subprocess.CalledProcessError:
+                # the free port was taken between _free_port() and the server's bind (another
+                # pytest-xdist worker's cluster, an sshd): try another one
+                if attempt == 4:
+                    raise
+                cluster.port = _free_port()
         cluster.psql(f"CREATE ROLE bastion LOGIN PASSWORD '{PASSWORD}'")
         cluster.create_db("bastion")
     except BaseException:

@@ -27,6 +27,7 @@ VAULT_PASSPHRASE = "e2e-vault-passphrase-not-a-secret"
 # the run, a fresh database per rig); the default is the SQLite index in the data dir
 TEST_STORE = os.environ.get("BASTION_TEST_STORE", "sqlite")
 _pg = None
+_long = 0
 
 
 def pg_store_env(name: str) -> dict:
@@ -39,6 +40,10 @@ def pg_store_env(name: str) -> dict:
         _pg = start_cluster()
         atexit.register(_pg.destroy)
     db = "rig_" + "".join(c if c.isalnum() else "_" for c in name).lower()
+    if len(db) > 63:                      # PostgreSQL's identifier limit: keep names distinct
+        global _long
+        _long += 1
+        db = f"{db[:55]}_{_long}"
     _pg.create_db(db)
     return {**_pg.store_env(db), "BASTION_NODE": db[:63]}
 

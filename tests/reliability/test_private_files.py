@@ -9,6 +9,10 @@
 * neither the passphrase nor any private key reaches the bastion's log (debug level);
 * a session refused because the disk is full (a real tmpfs out of inodes) does not tell the
   agent where the data dir is.
+
+With ``BASTION_TEST_STORE=postgresql`` the index is the store, not a file: the same modes are
+checked on everything the bastion creates, no ``index.sqlite*`` may be written, and a start
+refused for an open dir must not have touched its store (a fresh database, left empty).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pytest
 from bastion.demo.sshd import free_port, wait_for_port
 from bastion.secret import Secret
 from bastion.vault import Vault, atomic_write
-from tests.e2e.harness import BASTION, VAULT_PASSPHRASE, BastionRig
+from tests.e2e.harness import BASTION, VAULT_PASSPHRASE, BastionRig, pg_store_env
 
 HOSTKEY_NAMES = ("ssh_host_ed25519_key", "host_ca")
 
@@ -76,7 +80,11 @@ def test_everything_created_is_private(rig, token):
             want = 0o700 if stat.S_ISDIR(mode) else 0o600
             assert stat.S_IMODE(mode) == want, f"{root.name}/{name} is {stat.S_IMODE(mode):o}"
     names = set(_modes(rig.data_dir))
-    assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "recorder.lock"} <= names
+    assert "recorder.lock" in names
+    if rig.store_env:                     # PostgreSQL: the index is the store, no file of it
+        assert not [n for n in names if n.startswith("index.sqlite")], sorted(names)
+    else:
+        assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"} <= names
     assert any(n.endswith(".cast") for n in names)
 
 
@@ -108,6 +116,25 @@ def _serve(rig, *args: str, env: dict | None = None) -> subprocess.CompletedProc
                           stdin=subprocess.DEVNULL)
 
 
+def _own_store(rig, tmp_path: Path) -> dict:
+    """For a second ``bastion serve`` beside the rig's: on PostgreSQL a fresh database of its
+    own (as its own data dir is on SQLite), so it never shares the rig's node or rows."""
+    return pg_store_env(f"{tmp_path.parent.name}_{tmp_path.name}") if rig.store_env else {}
+
+
+def _store_tables(store: dict) -> list[str]:
+    """The tables of a PostgreSQL store (``store``: its environment)."""
+    from bastion.store.location import check
+    from bastion.store.pgconn import PgConnection
+    conn = PgConnection(check(store["BASTION_STORE_URL"], store["BASTION_STORE_PASSWORD_FILE"],
+                              "test-reader", "test"))
+    try:
+        return [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("which, mode, verb", [
     ("data", 0o755, "read"),
     ("data", 0o750, "read"),
@@ -122,7 +149,8 @@ def test_an_open_data_or_keys_dir_is_refused(rig, tmp_path, which, mode, verb):
     data.mkdir(mode=0o700)
     victim = data if which == "data" else keys
     victim.chmod(mode)
-    p = _serve(rig, "--data-dir", str(data), "--keys-dir", str(keys))
+    store = _own_store(rig, tmp_path)
+    p = _serve(rig, "--data-dir", str(data), "--keys-dir", str(keys), env=store)
     err = p.stderr.decode()
     assert p.returncode == 2                                          # a start-up failure
     assert "Traceback" not in err
@@ -132,6 +160,8 @@ def test_an_open_data_or_keys_dir_is_refused(rig, tmp_path, which, mode, verb):
     assert "--no-strict-modes" in " ".join(err.split())
     assert stat.S_IMODE(victim.stat().st_mode) == mode               # left as it was
     assert not (data / "index.sqlite").exists()                      # nothing started
+    if store:
+        assert _store_tables(store) == []                            # not even migrated
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -141,7 +171,7 @@ def test_no_strict_modes_starts_with_an_open_dir_and_says_so(rig, tmp_path, how)
     data.chmod(0o750)
     port = free_port()
     args = [BASTION, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)]
-    env = dict(rig.env)
+    env = {**rig.env, **_own_store(rig, tmp_path)}
     if how == "flag":
         args.append("--no-strict-modes")
     else:
@@ -158,7 +188,14 @@ def test_no_strict_modes_starts_with_an_open_dir_and_says_so(rig, tmp_path, how)
     text = log_path.read_text()
     assert f"--data-dir {data} can be read by other users (mode 750); starting anyway" in text
     assert stat.S_IMODE(data.stat().st_mode) == 0o750                 # the operator's choice
-    assert stat.S_IMODE((data / "index.sqlite").stat().st_mode) == 0o600   # ours stay private
+    if env.get("BASTION_STORE_URL"):      # PostgreSQL: no index file; what it made is private
+        modes = _modes(data)
+        assert "recorder.lock" in modes and not [n for n in modes if n.startswith("index.sqlite")]
+        for name, mode in modes.items():
+            want = 0o700 if stat.S_ISDIR(mode) else 0o600
+            assert stat.S_IMODE(mode) == want, f"{name} is {stat.S_IMODE(mode):o}"
+    else:
+        assert stat.S_IMODE((data / "index.sqlite").stat().st_mode) == 0o600   # ours stay private
 
 
 def _legacy_data_dir(data: Path) -> dict[str, asyncssh.SSHKey]:
