@@ -124,12 +124,15 @@ class Services:
         from bastion.approvals import ApprovalBroker
         from bastion.recording import Recorder
         from bastion.recording.tailjournal import PURPOSE
+        from bastion.store.tails import PURPOSE as STORE_TAILS
         from bastion.ssh.hostca import HOSTKEYS_DIR
         detectors = cls._detectors_for(config)
         recorder = Recorder.open(
             data_dir, max_bytes=config.settings.recording_max_bytes, detectors=detectors,
             journal_key=vault.sibling(data_dir / HOSTKEYS_DIR).subkey(PURPOSE),
-            worker=worker, recover_all=recover_all)
+            worker=worker, recover_all=recover_all,
+            # the store's tail journal: one key on every node with this passphrase
+            store_key_for=lambda salt: vault.salted_subkey(STORE_TAILS, salt))
         broker = ApprovalBroker.open(data_dir, config.settings, node=store.current().node)
         services = cls(
             policy_path=policy_path, data_dir=data_dir, keys_dir=keys_dir, config=config,

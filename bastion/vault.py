@@ -475,6 +475,16 @@ class Vault:
         return HKDF(algorithm=SHA256(), length=32, salt=None,
                     info=b"bastion-vault subkey v1: " + purpose.encode()).derive(enc_key + check_key)
 
+    def salted_subkey(self, purpose: str, salt: bytes) -> bytes:
+        """A 32-byte key for ``purpose`` from the passphrase and ``salt`` alone: the same on
+        every node with the same passphrase, whatever keys its own vault holds (a shared
+        store keeps the salt: bastion.store.tails).  scrypt runs once per salt and process."""
+        kdf = {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)}
+        enc_key, check_key = self._derive(kdf, self.keys_dir)
+        return HKDF(algorithm=SHA256(), length=32, salt=None,
+                    info=b"bastion-vault salted subkey v1: " + purpose.encode()).derive(
+                        enc_key + check_key)
+
     def _kdf_for_new_key(self) -> dict[str, Any]:
         """Reuse the salt of an existing key (after checking the passphrase against it)."""
         kdf = self._existing_kdf()

@@ -12,12 +12,22 @@ chain's lock (re-checked there: two peers never both take a session).
 
 When the dead node starts again, recovery brings its files in line with the sealed copies
 (:func:`restore_taken`, through the ``taken`` table): what it had written but never got
-committed (so never showed an agent) is dropped.  A node that was only slow or cut off from the store, not dead, cannot
-add to a recording its peer sealed (``chunks.insert`` refuses it) nor change sealed rows
-(every update of the writer is ``WHERE seq IS NULL``).
+committed (so never showed an agent) is dropped.  A node that was only slow or cut off from
+the store, not dead, cannot add to a recording its peer sealed (``chunks.insert`` refuses
+it) nor change sealed rows (every update of the writer is ``WHERE seq IS NULL``); its
+recording worker finds out at its next heartbeat (:attr:`Ticker.lost`): it stops writing
+the channel, makes its file the sealed copy (so its ``verify`` passes at once, not only
+after its next start; its own file, when different, is kept as ``NAME.after-takeover``) and tells its bastion process, which stops the channel (its agent
+must not go on unrecorded).
 
-Lost to a takeover: what the dead node's maskers held back undecided (its tail journal is on
-its own disk); its restart writes nothing more into a recording a peer sealed.
+What the dead node's maskers held back undecided (shown to its agents, not yet written) is
+in the store too, sealed (bastion.store.tails, committed with the batch that the store's
+copy ends with): before the marker, the peer opens each stream's tail with the store's tail
+key and decides it through a masker (:class:`TailTaker`) as the dead node's restart would
+from its own journal (bastion.recording.recover): with the masks its own bastion process
+registered (the same policy on every node) and the built-in ones, never written unmasked.
+A tail that does not open (another vault passphrase) is not written: a marker says so.  The
+dead node's restart writes nothing more into a recording a peer sealed.
 
 Not covered: SQLite (one node), the recording worker's loop (worker.py calls ``Ticker.tick``).
 """
@@ -30,10 +40,10 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from bastion.proto import asciicast
-from bastion.store import chunks
+from bastion.store import chunks, tails as store_tails
 
 log = logging.getLogger("bastion.store")
 
@@ -42,13 +52,18 @@ REASON_PREFIX = "node "
 REASON = ("node {node} stopped answering (no heartbeat for {lease:.0f} s): marked interrupted "
           "by node {me}")
 MARKER = "bastion: recording interrupted (node {node} stopped answering; marked by node {me})"
+AFTER_TAKEOVER = ".after-takeover"
+UNREAD = ("bastion: output node {node} held back undecided ({streams}) could not be {why} "
+          "by node {me}: not recorded")
 
 
 class Ticker:
     """When the worker's next heartbeat and takeover check are due (monotonic clock)."""
 
-    def __init__(self, lease: float = LEASE) -> None:
+    def __init__(self, lease: float = LEASE, taker: "TailTaker | None" = None) -> None:
         self.lease = lease
+        self.taker = taker
+        self.lost: list[Any] = []       # this node's channels a peer sealed (:func:`lost`)
         self.next_beat = 0.0
         self.next_check = time.monotonic() + lease / 2
 
@@ -59,10 +74,11 @@ class Ticker:
         try:
             if now >= self.next_beat:
                 beat(conn)
+                self.lost = lost(conn)
                 self.next_beat = now + self.lease / 6
             if now >= self.next_check:
                 self.next_check = now + self.lease / 2
-                taken = take_over(conn, self.lease)
+                taken = take_over(conn, self.lease, taker=self.taker)
         except sqlite3.Error as exc:          # the store is away: the writes will say so
             log.warning("leases: %s", exc)
             if conn.in_transaction:
@@ -79,7 +95,8 @@ def beat(conn: Any, now: float | None = None) -> None:
                  (time.time() if now is None else now,))
 
 
-def take_over(conn: Any, lease: float, now: float | None = None) -> list[int]:
+def take_over(conn: Any, lease: float, now: float | None = None,
+              taker: "TailTaker | None" = None) -> list[int]:
     """Mark the active sessions of every node silent for ``lease`` seconds interrupted."""
     now = time.time() if now is None else now
     me = conn.execute("SELECT current_setting('bastion.node', true)").fetchone()[0]
@@ -95,7 +112,7 @@ def take_over(conn: Any, lease: float, now: float | None = None) -> list[int]:
             if row is None or row[0] != "active" or row[1] >= now - lease:
                 conn.execute("ROLLBACK")
                 continue
-            _interrupt(conn, sid, node, me, lease)
+            _interrupt(conn, sid, node, me, lease, taker)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -107,13 +124,15 @@ def take_over(conn: Any, lease: float, now: float | None = None) -> list[int]:
     return taken
 
 
-def _interrupt(conn: Any, sid: int, node: str, me: str, lease: float) -> None:
+def _interrupt(conn: Any, sid: int, node: str, me: str, lease: float,
+               taker: "TailTaker | None" = None) -> None:
     from bastion.recording import chain
     (started,) = conn.execute("SELECT started FROM sessions WHERE id = ?", (sid,)).fetchone()
     ended = started
     channels = conn.execute("SELECT id FROM channels WHERE session_id = ? AND seq IS NULL "
                             "ORDER BY id", (sid,)).fetchall()
     for (cid,) in channels:
+        (taker or TailTaker(None)).take(conn, cid, node, me)
         last = _append_marker(conn, cid, MARKER.format(node=node, me=me))
         if last is not None:
             ended = max(ended, last)
@@ -160,18 +179,103 @@ def _append_marker(conn: Any, cid: int, label: str) -> float | None:
     return base + t
 
 
-def restore_taken(conn: Any, data_dir: Path) -> int:
-    """At this node's start: its recordings a peer sealed while it was gone are made the
-    sealed copy again (see the module doc).  Returns how many files were rewritten."""
-    rows = conn.execute(
+class TailTaker:
+    """Writes a dead node's undecided tails into the store's copy of its recordings (see
+    the module doc).  ``mask_sets``: the sets of masks this worker was given (OP_MASKS)."""
+
+    def __init__(self, key: bytes | None, data_dir: Path | None = None,
+                 max_bytes: int = 1 << 62, mask_sets: Callable[[], Iterable[Any]] = tuple,
+                 ) -> None:
+        self.key = key
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.max_bytes = max_bytes
+        self.mask_sets = mask_sets
+
+    def detectors(self) -> tuple[Any, ...]:
+        """The built-in masks and every set this worker was given, each once."""
+        from bastion.proto.masker import BUILTIN
+        every: dict[tuple[str, Any], Any] = {}
+        for d in [*BUILTIN, *(d for s in list(self.mask_sets()) for d in s)]:
+            every.setdefault((d.name, getattr(d.pattern, "pattern", d.pattern)), d)
+        return tuple(every.values())
+
+    def take(self, conn: Any, cid: int, node: str, me: str) -> None:
+        """Inside the takeover's transaction: the channel's tails decided and appended (or a
+        marker saying they could not be), then forgotten."""
+        tails, unreadable = store_tails.read(conn, self.key, cid)
+        if unreadable:
+            _append_marker(conn, cid, UNREAD.format(node=node, me=me, why="opened",
+                                                    streams=", ".join(unreadable)))
+        if tails and self._write(conn, cid, tails) is not None:
+            _append_marker(conn, cid, UNREAD.format(node=node, me=me, why="written",
+                                                    streams=", ".join(sorted(tails))))
+        store_tails.clear(conn, cid)
+
+    def _write(self, conn: Any, cid: int, tails: dict[str, Any]) -> str | None:
+        """Append the decided tails to the store's copy (through a scratch file: the masker
+        and encoder are the recording worker's own, bastion.recording.recover.write_tails).
+        None when written; else why not."""
+        from bastion.recording.recover import write_tails
+        from bastion.recording.schema import RECORDINGS_DIR
+        if self.data_dir is None:
+            return "no data dir"
+        scratch = self.data_dir / RECORDINGS_DIR / f".takeover-{cid}-{os.getpid()}"
+        try:
+            end = chunks.stored_end(conn, cid)
+            if chunks.materialize(conn, cid, scratch, None) is None \
+                    or scratch.stat().st_size != end:
+                return "the store's copy has a gap"
+            added = write_tails(scratch, cid, tails, self.detectors(), self.max_bytes)
+            chunks.resync_tail(conn, cid, scratch, scratch.stat().st_size)
+            log.warning("channel %s: %d B of output its node held back undecided written "
+                        "from the store", cid, added)
+            return None
+        except OSError as exc:
+            log.error("channel %s: the undecided output of its node cannot be written: %s",
+                      cid, exc.strerror or exc)
+            return exc.strerror or str(exc)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+
+def lost(conn: Any) -> list[Any]:
+    """``(channel id, path, sha256)`` of this node's recordings a peer sealed that it has not
+    made the sealed copy yet."""
+    rows: list[Any] = conn.execute(
         "SELECT c.id, c.path, c.sha256 FROM taken t JOIN channels c ON c.id = t.channel_id "
         "WHERE t.node = current_setting('bastion.node', true) AND t.restored IS NULL "
         "ORDER BY c.id").fetchall()
+    return rows
+
+
+def restore_taken(conn: Any, data_dir: Path, rows: list[Any] | None = None) -> int:
+    """At this node's start (or when its worker finds them, ``rows``): its recordings a peer
+    sealed while it was gone are made the sealed copy again (see the module doc).  Returns
+    how many files were rewritten."""
     done = 0
-    for cid, rel, digest in rows:
-        if rel and chunks.materialize(conn, cid, Path(data_dir) / rel, digest) is not None:
+    for cid, rel, digest in lost(conn) if rows is None else rows:
+        if rel and _restore(conn, cid, Path(data_dir) / rel, digest):
             log.warning("recording %s: made the copy a peer sealed while this node was gone",
                         rel)
             done += 1
         conn.execute("UPDATE taken SET restored = ? WHERE channel_id = ?", (time.time(), cid))
     return done
+
+
+def _restore(conn: Any, cid: int, path: Path, digest: str | None) -> bool:
+    """The sealed copy in ``path``; this node's own file, when it differs, is kept beside it
+    as ``NAME.after-takeover`` (a slow node's may hold output its agent was shown after the
+    takeover: not in the sealed recording, kept for an investigation, never verified)."""
+    aside = path.with_name(path.name + AFTER_TAKEOVER)
+    moved = False
+    if path.exists() and chunks.file_sha256(path) != digest:
+        os.replace(path, aside)
+        moved = True
+    if chunks.materialize(conn, cid, path, digest) is None:
+        if moved:
+            os.replace(aside, path)
+        return False
+    if moved:
+        log.warning("recording %s: this node's own copy (not the sealed one) kept as %s",
+                    path.name, aside.name)
+    return True

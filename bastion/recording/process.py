@@ -14,7 +14,9 @@ about as much CPU as relaying it; in a thread they held the GIL the event loop n
 another core.
 
 The worker gets no secret from the environment (names like TOKEN, PASS, KEY... are
-dropped), ignores the signals meant for the bastion, and inherits the data dir's lock.
+dropped); on a shared store it gets one key through a pipe of its own: the key of the
+store's tail journal (bastion.store.tails), which seals what its maskers hold undecided
+and opens what a dead peer's held.  It ignores the signals meant for the bastion, and inherits the data dir's lock.
 
 Not covered: what the worker does with a batch (worker.py, writer.py).
 """
@@ -49,7 +51,8 @@ class WriterProcess:
 
     def __init__(self, data_dir: Path, max_bytes: int, lock_fd: int,
                  on_events: Callable[["WriterProcess", list[Any]], None],
-                 on_exit: Callable[["WriterProcess", int], None]) -> None:
+                 on_exit: Callable[["WriterProcess", int], None], *,
+                 tail_key: bytes | None = None) -> None:
         self._on_events = on_events
         self._on_exit = on_exit
         self._ready = threading.Event()
@@ -70,16 +73,24 @@ class WriterProcess:
         argv = [sys.executable, "-m", "bastion.recording.worker", "--data-dir", str(data_dir),
                 "--max-bytes", str(max_bytes), "--in-fd", str(to_r), "--out-fd", str(from_w),
                 "--lock-fd", str(lock_fd), "--log-level", str(level)]
+        key_fds: tuple[int, ...] = ()
+        if tail_key:                     # never in argv or the environment
+            key_r, key_w = os.pipe()
+            os.write(key_w, tail_key)
+            os.close(key_w)
+            key_fds = (key_r,)
+            argv += ["--tail-key-fd", str(key_r)]
         try:
-            self.proc = subprocess.Popen(argv, pass_fds=(to_r, from_w, lock_fd), env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(argv, pass_fds=(to_r, from_w, lock_fd, *key_fds),
+                                         env=env, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         except OSError as exc:
-            for fd in (to_r, to_w, from_r, from_w):
+            for fd in (to_r, to_w, from_r, from_w, *key_fds):
                 os.close(fd)
             raise RecordingError(f"cannot start the recording worker: {exc}",
                                  hint="bastion refuses to run sessions it cannot record") from exc
-        os.close(to_r)
-        os.close(from_w)
+        for fd in (to_r, from_w, *key_fds):
+            os.close(fd)
         self.pid = self.proc.pid
         self._out = Connection(to_w, readable=False)
         self._in = Connection(from_r, writable=False)

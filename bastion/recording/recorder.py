@@ -62,7 +62,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from bastion import store
 from bastion.errors import RecordingError
@@ -113,7 +113,8 @@ class Recorder:
     @classmethod
     def open(cls, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
              backoff: tuple[float, float] = BACKOFF, journal_key: bytes | None = None,
-             detectors: Any = None, worker: int = 0, recover_all: bool = True) -> "Recorder":
+             detectors: Any = None, worker: int = 0, recover_all: bool = True,
+             store_key_for: Callable[[bytes], bytes] | None = None) -> "Recorder":
         """Open/create the index and recordings dir, recover, start the recording worker.
 
         ``backoff``: the first and longest wait before a new worker after a failure.
@@ -123,6 +124,8 @@ class Recorder:
         ``worker``: this process is worker N of ``bastion serve --workers`` (its own lock,
         journal, status socket and ids: bastion.recording.shares); ``recover_all`` False
         marks interrupted only its own sessions (a restart after a crash, peers running).
+        ``store_key_for``: on PostgreSQL, derives the key of the store's tail journal from
+        its salt (bastion.store.tails: a peer taking over this node's sessions reads it).
         """
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
@@ -162,6 +165,10 @@ class Recorder:
                     only=("" if store.current().postgres else
                           shares.own_sessions_sql(0 if recover_all else worker)))
                 ids = schema.next_ids(conn)
+                store_key = None
+                if store_key_for is not None and store.current().postgres:
+                    from bastion.store import tails as store_tails
+                    store_key = store_tails.key_for(conn, store_key_for)
             finally:
                 conn.close()
                 for fd in peers:
@@ -177,7 +184,8 @@ class Recorder:
                     raise RecordingError(
                         f"cannot write the tail journal {journal.path}: {exc.strerror or exc}",
                         hint="fix the data dir's permissions or free space") from exc
-            writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff)
+            writer = Supervisor(data_dir, max_bytes, lock_fd, backoff=backoff,
+                                tail_key=store_key)
             writer.journal = journal
         except BaseException:
             for fd in [lock_fd, *peers]:
@@ -185,6 +193,8 @@ class Recorder:
             raise
         rec = cls(data_dir, writer, ids, lock_fd, max_bytes, worker=worker)
         rec.recovered = recovered
+        if detectors and store.current().postgres:
+            rec._mask_key(detectors)   # the worker masks a dead peer's tails with them (leases)
         from bastion.recording.status import StatusServer
         try:
             rec._status = StatusServer(data_dir, rec.status, shares.status_name(worker))

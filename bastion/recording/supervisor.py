@@ -60,8 +60,9 @@ class Supervisor(AckQueue):
     """
 
     def __init__(self, data_dir: Path, max_bytes: int, lock_fd: int, *,
-                 backoff: tuple[float, float] = BACKOFF) -> None:
+                 backoff: tuple[float, float] = BACKOFF, tail_key: bytes | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.tail_key = tail_key         # the store's tail journal (bastion.store.tails)
         self.max_bytes = max_bytes
         self.lock_fd = lock_fd
         self.backoff = backoff
@@ -159,7 +160,7 @@ class Supervisor(AckQueue):
     # -- starting ----------------------------------------------------------------------
     def _spawn(self) -> WriterProcess:
         return WriterProcess(self.data_dir, self.max_bytes, self.lock_fd, self._on_events,
-                             self._on_exit)
+                             self._on_exit, tail_key=self.tail_key)
 
     def _start_first(self) -> None:
         worker = self._spawn()
@@ -269,6 +270,8 @@ class Supervisor(AckQueue):
                 chan = self._channels.get(event[1])
                 if chan is not None:
                     chan._truncated = True
+            elif kind == "taken":             # a peer sealed it (bastion.recording.leases)
+                self._stop_channel(event[1], event[2])
             elif kind == "probe":
                 self._probed(worker, event[1])
             elif kind == "error":
@@ -276,6 +279,16 @@ class Supervisor(AckQueue):
             elif kind == "stopped":
                 with self._cond:
                     self._stop_acked = True
+
+    def _stop_channel(self, cid: int, message: str) -> None:
+        """One channel cannot be recorded any more (the others go on): stop it."""
+        with self._cond:
+            chan = self._channels.get(cid)
+            gates = [g for g in self._gates if chan is not None and g._rec is chan]
+        if chan is not None:
+            chan._lost_by(message)
+        for gate in gates:
+            gate._fault_soon(message)
 
     def _probed(self, worker: WriterProcess, why: str | None) -> None:
         with self._cond:

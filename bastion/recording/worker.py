@@ -7,7 +7,13 @@ index and takes its write lock once (waiting up to the busy timeout), then says
 recording buffer out, commits, and acknowledges the batch (``("done", seq)``, after
 ``("tails", ...)``: what its maskers now hold back undecided, which the agent is shown
 on that acknowledgement and the bastion process keeps for the next worker); between
-batches it brings byte counters in the index up to date every ``FLUSH_INTERVAL``.
+batches it brings byte counters in the index up to date every ``FLUSH_INTERVAL``.  On a
+shared store (PostgreSQL) those tails are also written, sealed, into the store in the
+transaction that commits the batch (bastion.store.tails), for a peer that takes over this
+node's sessions when it stops answering (bastion.recording.leases, which this worker also
+runs for its peers: ``Ticker``).  When a peer took over this node's channels (it was slow,
+not dead), the worker stops writing them and reports ``("taken", cid, why)``: the bastion
+process stops those channels.
 
 It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C in a terminal or a service
 manager signalling the whole group must not end it before ``bastion serve``
@@ -36,6 +42,7 @@ import logging
 import os
 import pickle
 import signal
+import sqlite3
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -55,8 +62,11 @@ EXIT_INTERNAL = 70
 EXIT_FAILED = 71
 
 
-def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> int:
-    """Apply batches from ``inp`` until stopped, failed or the input ends; events go to ``out``."""
+def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int,
+          tail_key: bytes | None = None) -> int:
+    """Apply batches from ``inp`` until stopped, failed or the input ends; events go to ``out``.
+
+    ``tail_key``: seals the tails written into a shared store (bastion.store.tails)."""
     events: list[Event] = []
     try:
         conn = schema.connect(data_dir)
@@ -70,12 +80,15 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int) -> i
             return EXIT_FAILED
         applier = Applier(conn, data_dir, max_bytes, events.append)
         ticker = None
+        store_key = None
         if store_location.current().postgres:   # heartbeat and peers' leases (recording.leases)
-            from bastion.recording.leases import Ticker
-            ticker = Ticker()
+            from bastion.recording.leases import TailTaker, Ticker
+            store_key = tail_key
+            ticker = Ticker(taker=TailTaker(tail_key, data_dir, max_bytes,
+                                            lambda: applier._mask_sets.values()))
             ticker.tick(conn)
         _send(out, [("ready",)])
-        return _loop(inp, out, applier, events, ticker)
+        return _loop(inp, out, applier, events, ticker, store_key)
     finally:
         conn.close()
 
@@ -95,11 +108,13 @@ def checkpoint(conn: Any, mode: str = "PASSIVE") -> None:
 
 
 def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event],
-          ticker: Any = None) -> int:
+          ticker: Any = None, store_key: bytes | None = None) -> int:
     last_checkpoint = time.monotonic()
     while True:
         if ticker is not None:                # between transactions, idle or busy
             ticker.tick(applier.conn)
+            if ticker.lost:
+                _taken_by_peer(applier, ticker, events)
         wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
         if not inp.poll(wait):
             if not (applier.update_counters() and applier.commit()):
@@ -115,6 +130,7 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
             log.warning("recording worker: bastion process gone; writing out what was "
                         "received (open sessions will be marked interrupted)")
             applier.finish_all()
+            _stage_tails(applier, store_key, everything=True)
             applier.commit()
             checkpoint(applier.conn, "TRUNCATE")
             return 0
@@ -130,11 +146,15 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
         if ok and (applier.counters_due
                    or time.monotonic() - applier.last_counters >= FLUSH_INTERVAL):
             ok = applier.update_counters()
+        changes: dict[Any, Any] = {}
+        if ok and last_ok is not None and stop is None:
+            changes, ok = _stage_tails(applier, store_key)    # committed with the batch
         ok = ok and applier.commit()
         if not ok:
-            return _failed(out, applier, events, last_ok)
+            return _failed(out, applier, events, last_ok, store_key)
         if stop is not None:
             applier.close_all_sinks()
+            _stage_tails(applier, store_key, everything=True)
             applier.commit()
             checkpoint(applier.conn, "TRUNCATE")
             events.append(("done", stop))
@@ -142,24 +162,65 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
             _send(out, events)
             return 0
         if last_ok is not None:
-            _tails(applier, events)
+            if changes:                   # what the maskers hold undecided now (changed)
+                events.append(("tails", changes))
             events.append(("done", last_ok))
         _send(out, events)
 
 
-def _tails(applier: Applier, events: list[Event], everything: bool = False) -> None:
-    """Tell the bastion process what the maskers hold undecided now (what changed)."""
+TAKEN = ("another node closed this session while this one was not answering (its lease ran "
+         "out): the channel is stopped")
+
+
+def _taken_by_peer(applier: Applier, ticker: Any, events: list[Event]) -> None:
+    """Channels of this node a peer sealed (bastion.recording.leases: this node was slow,
+    not dead): no more writing, the file becomes the sealed copy, the bastion process stops
+    the channel."""
+    from bastion.recording.leases import restore_taken
+    rows, ticker.lost = ticker.lost, []
+    for cid, _, _ in rows:
+        sink = applier._sinks.pop(cid, None)
+        if sink is not None:
+            sink.release()
+            applier.tails.touch(cid)
+            events.append(("taken", cid, TAKEN))
+            log.error("recording: channel %s: %s", cid, TAKEN)
+    try:
+        restore_taken(applier.conn, applier.data_dir, rows)
+    except (OSError, sqlite3.Error) as exc:       # at the next heartbeat, or the next start
+        log.warning("recording: the copy a peer sealed is not in place yet: %s", exc)
+
+
+def _stage_tails(applier: Applier, store_key: bytes | None,
+                 everything: bool = False) -> tuple[dict[Any, Any], bool]:
+    """What the maskers hold undecided now, as far as changed, for the bastion process; on a
+    shared store also written into the open transaction (bastion.store.tails), with every
+    tail of a channel no longer open dropped.  False if that write failed (``error``)."""
     if everything:
         applier.tails.touch_all()
     changes = applier.tail_changes()
-    if changes:
-        events.append(("tails", changes))
+    if changes and store_key is not None:
+        from bastion.store import tails as store_tails
+        closed = {cid for cid, _ in changes if cid not in applier._sinks}
+        try:
+            store_tails.write(applier._db(), store_key, changes, closed)
+        except sqlite3.Error as exc:
+            applier._fail("commit to the session index", exc)
+            return changes, False
+    return changes, True
 
 
-def _failed(out: Connection, applier: Applier, events: list[Event], last_ok: int | None) -> int:
+def _failed(out: Connection, applier: Applier, events: list[Event], last_ok: int | None,
+            store_key: bytes | None = None) -> int:
     """Write out what can be, acknowledge what is on disk, report the failure; exit status."""
     if applier.fail_out():
-        _tails(applier, events, everything=True)      # decided and written: nothing held
+        # decided and written: nothing held (in the store too, best effort: it may be what
+        # failed; a peer taking over decides stale tails as Sink.resume does)
+        changes, staged = _stage_tails(applier, store_key, everything=True)
+        if not (staged and applier.commit()):
+            applier._rollback()
+        if changes:
+            events.append(("tails", changes))
         if last_ok is not None:
             events.append(("done", last_ok))
     events.append(("error", applier.error))
@@ -187,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-fd", type=int, required=True)
     parser.add_argument("--lock-fd", type=int, required=True, help="held until exit")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--tail-key-fd", type=int, default=-1,
+                        help="a pipe with the key of the store's tail journal")
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
@@ -198,8 +261,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inp = Connection(args.in_fd, writable=False)
     out = Connection(args.out_fd, readable=False)
+    tail_key = None
+    if args.tail_key_fd >= 0:
+        with os.fdopen(args.tail_key_fd, "rb") as fh:
+            tail_key = fh.read(64) or None
     try:
-        return serve(inp, out, args.data_dir, args.max_bytes)
+        return serve(inp, out, args.data_dir, args.max_bytes, tail_key)
     except Exception:
         log.exception("the recording worker failed")
         return EXIT_INTERNAL

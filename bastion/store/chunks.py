@@ -103,7 +103,7 @@ def materialize(conn: Any, cid: int, dest: Path, sha256: str | None) -> Path | N
 
     An existing ``dest`` whose SHA-256 is the sealed one is used as it is."""
     from bastion.private import make_private_dirs, open_private_file
-    if sha256 and dest.exists() and _sha256(dest) == sha256:
+    if sha256 and dest.exists() and file_sha256(dest) == sha256:
         return dest
     rows = conn.execute('SELECT "offset", data FROM recording_chunks WHERE channel_id = ? '
                         'ORDER BY "offset"', (cid,)).fetchall()
@@ -136,7 +136,7 @@ def sha256_of(conn: Any, cid: int) -> str | None:
     return h.hexdigest() if found else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

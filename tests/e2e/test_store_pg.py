@@ -12,14 +12,17 @@ canary directory.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
 import pytest
 
+from bastion.recording import player
 from tests.e2e.harness import BastionRig
 from tests.e2e.test_approvals import APPROVAL_RULES, _wait_for_request
 from tests.pgcluster import PASSWORD
+from tests.reliability.test_recording_faults import GH, _read_until, _worker_pid
 
 pytestmark = pytest.mark.e2e
 
@@ -238,6 +241,50 @@ def test_a_node_killed_for_good_has_its_sessions_closed_by_a_peer(node_a, node_b
             node_a.start()                            # its recording becomes the sealed copy
     local = node_a.data_dir / row["channels"][0]["path"]
     assert local.read_bytes() == cast
+    assert node_a.cli("verify").returncode == 0
+
+
+def test_a_peer_writes_what_the_dead_nodes_masker_held_back_masked(node_a, node_b, token,
+                                                                   tmp_path):
+    """The agent on A was shown a line and a token that A's masker still held back undecided
+    (not in A's recording yet); A dies whole (its bastion stopped first so that neither
+    process writes anything more, then both killed): B, past the lease, writes both from the
+    store's tail journal into the recording before its marker, the token masked."""
+    secret = GH.encode()
+    agent = node_a.ssh_popen(token, "sh -c 'echo held-back-plain-line; "
+                                    f"printf \"token %s%s\" {GH[:4]} {GH[4:]}; head -n 1'")
+    try:
+        got = _read_until(agent, secret)
+        [sid] = [r["id"] for r in _json(node_b, "sessions", "list", "--status", "active")
+                 if r["node"] == "node-a"]
+        worker = _worker_pid(node_a)
+        os.kill(node_a.proc.pid, signal.SIGSTOP)      # it cannot start another worker
+        os.kill(worker, signal.SIGKILL)
+        node_a.stop(signal.SIGKILL)
+        agent.kill()
+        row = _until(lambda: (r := _json(node_b, "sessions", "show", str(sid)))
+                     and r["status"] == "interrupted" and r, "node B closes node A's session",
+                     timeout=30)
+        assert "marked interrupted by node node-b" in row["reason"]
+        cast = node_b.cli("sessions", "export", str(sid), "--format", "cast").stdout
+        assert node_b.cli("verify").returncode == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        if node_a.proc.poll() is not None:
+            node_a.start()
+    assert b"held-back-plain-line" in got                 # shown to the agent...
+    path = tmp_path / "from-b.cast"
+    path.write_bytes(cast)
+    _, events = player.load(path)
+    # ...and recorded, from the store, masked as A's worker would have
+    assert player.stream_bytes(events, "stdout") == \
+        b"held-back-plain-line\ntoken [MASKED:github-token]"
+    output = [e.data for e in events if e.code in ("o", "e", "ob", "eb")]
+    assert not [d for d in output if GH[:12] in d or GH[-12:] in d]
+    assert cast.index(b"[MASKED:github-token]") < cast.index(b"node node-a stopped answering")
+    local = node_a.data_dir / row["channels"][0]["path"]
+    assert local.read_bytes() == cast                     # A's restart: the sealed copy
     assert node_a.cli("verify").returncode == 0
 
 

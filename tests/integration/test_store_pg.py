@@ -298,14 +298,17 @@ def test_a_connection_lost_to_a_server_restart_is_opened_again(tmp_path, pg_stor
 def test_a_peer_takes_over_the_sessions_of_a_node_past_its_lease(tmp_path, pg_store,
                                                                  monkeypatch):
     """Node a records; node b finds a's heartbeat older than the lease (a clock an hour on
-    stands for a dead node) and closes a's session from the store's copy.  Node a, only slow,
-    writes on: nothing of it lands in the sealed session.  At a's next start its file becomes
-    the sealed copy."""
+    stands for a dead node) and closes a's session from the store's copy.  Node a was only
+    slow: nothing it writes lands in the sealed session; at its next heartbeat its worker
+    makes its file the sealed copy (its verify passes before any restart) and the channel
+    is stopped (its agent does not go on unrecorded)."""
     import time as _time
 
+    from bastion.errors import RecordingError
     from bastion.recording import leases
     from bastion.store import chunks
     monkeypatch.setenv("BASTION_NODE", "a")
+    monkeypatch.setenv("BASTION_STORE_LEASE", "3")     # a's worker beats every 0.5 s
     rec = Recorder.open(tmp_path / "a")
     s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
     ch = s.open_channel("exec", command="tail -f log")
@@ -316,22 +319,34 @@ def test_a_peer_takes_over_the_sessions_of_a_node_past_its_lease(tmp_path, pg_st
     assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
     assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == []       # once only
     monkeypatch.setenv("BASTION_NODE", "a")
-    ch.output(b"written after the takeover\n")                              # a was only slow
-    ch.close(exit_status=0)
-    s.close()
-    rec.flush()
-    rec.close()
     row = query.get_session(query.open_index(tmp_path / "a"), s.id)
     assert row["status"] == "interrupted" and "node a stopped answering" in row["reason"]
     [chan] = row["channels"]
     copy = chunks.materialize(conn, chan["id"], tmp_path / "copy.cast", chan["sha256"])
     data = copy.read_bytes()
-    assert b"seen before the lease ran out" in data and b"written after" not in data
+    assert b"seen before the lease ran out" in data
     assert b"recording interrupted (node a stopped answering; marked by node b)" in data
     assert hashlib.sha256(data).hexdigest() == chan["sha256"]
-    assert (tmp_path / "a" / chan["path"]).read_bytes() != data         # a's file went on
+    local = tmp_path / "a" / chan["path"]
+    deadline = _time.monotonic() + 60
+    while not (ch.lost and local.read_bytes() == data):       # a's next heartbeat
+        assert _time.monotonic() < deadline, "node a never noticed its session was taken"
+        _time.sleep(0.1)
+    assert "another node closed this session" in ch.lost
+    own = local.with_name(local.name + ".after-takeover")      # a's own copy, kept beside
+    assert b"seen before the lease ran out" in own.read_bytes() and own.read_bytes() != data
+    with pytest.raises(RecordingError):
+        ch.output(b"written after the takeover\n")
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()
+    report = verify_index(tmp_path / "a")                   # before any restart
+    assert report.ok, report.problems
+    rec.close()
+    copy = chunks.materialize(conn, chan["id"], tmp_path / "copy2.cast", None)
+    assert copy.read_bytes() == data and local.read_bytes() == data
     conn.close()
     Recorder.open(tmp_path / "a").close()                               # a starts again
-    assert (tmp_path / "a" / chan["path"]).read_bytes() == data
+    assert local.read_bytes() == data
     report = verify_index(tmp_path / "a")
     assert report.ok, report.problems
