@@ -68,10 +68,12 @@ def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
     if table not in CHAINED_TABLES:
         raise ValueError(table)
     seq, prev = head(conn)
-    cur = conn.execute(f"UPDATE {table} SET seq = ? WHERE id = ? AND seq IS NULL", (seq + 1, row_id))
-    if cur.rowcount != 1:
+    # the row as sealed, in the statement that seals it (one round trip less on PostgreSQL)
+    rows = conn.execute(f"UPDATE {table} SET seq = ? WHERE id = ? AND seq IS NULL RETURNING *",
+                        (seq + 1, row_id)).fetchall()
+    if len(rows) != 1:
         return False
-    row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    row = rows[0]
     digest = row_hash(prev, table, dict(row))
     conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (digest, row_id))
     conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq + 1, digest))

@@ -83,6 +83,10 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int,
         store_key = None
         if store_location.current().postgres:   # heartbeat and peers' leases (recording.leases)
             from bastion.recording.leases import TailTaker, Ticker
+            # a batch's statements: one round trip per read, not each (bastion.store.pipeline;
+            # BASTION_STORE_PIPELINE=0 turns it off, to measure)
+            conn.pipelined = (  # type: ignore[attr-defined]
+                os.environ.get("BASTION_STORE_PIPELINE", "1") != "0")
             store_key = tail_key
             ticker = Ticker(taker=TailTaker(tail_key, data_dir, max_bytes,
                                             lambda: applier._mask_sets.values()))

@@ -13,6 +13,9 @@ of the statement that found it lost still reaches the caller: a recording worker
 its successor connects anew).  A ``COMMIT`` of a transaction PostgreSQL already aborted
 raises instead of silently rolling back.
 
+With ``pipelined`` set (the recording worker's connection), a write transaction runs in
+pipeline mode: a statement's result is waited for only when it is read (pipeline.py).
+
 Readers (``readonly=True``) borrow from a small pool per URL (psycopg_pool) and give the
 connection back at ``close()``: the HTTPS API opens the index once per request.
 
@@ -26,6 +29,7 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from bastion.store import pgschema, translate
+from bastion.store.pipeline import Pending, Pipe
 from bastion.store.errors import StoreError, StoreOperationalError
 from bastion.store.location import StoreSettings, safe_url
 
@@ -102,20 +106,26 @@ class PgConnection:
         self._pool = pool
         self._conn = raw if raw is not None else _open(settings)
         self.row_factory = None          # accepted (sqlite3 API); rows are always Row
+        self.pipelined = False           # write transactions in pipeline mode (pipeline.py)
+        self._pipe: Pipe | None = None
 
     # -- the sqlite3.Connection subset -------------------------------------------------
     @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
+        if self._pipe is not None:
+            return True
         return bool(self._conn.info.transaction_status != TransactionStatus.IDLE)
 
-    def execute(self, sql: str, params: Any = ()) -> Cursor:
+    def execute(self, sql: str, params: Any = ()) -> Any:     # Cursor, or pipeline.Pending
         import psycopg
         from psycopg.pq import TransactionStatus
 
         stmt = translate.statement(sql)
         if stmt.sql is None:
             return self._pragma(sql)
+        if self._pipe is not None:
+            return self._in_pipeline(stmt.sql, _params(params, stmt.fts_param))
         if (self._conn.closed or self._conn.broken) and not self._pool:
             self._conn = _open(self.settings)     # lost between statements: a new one
         if stmt.sql.upper() == "COMMIT" and \
@@ -127,6 +137,15 @@ class PgConnection:
             raise StoreOperationalError("the transaction was aborted by an earlier error "
                                         "and has been rolled back")
         params = _params(params, stmt.fts_param)
+        if self.pipelined and stmt.lock:          # a write transaction: pipeline mode
+            try:
+                self._pipe = Pipe(self._conn)
+                self._conn.execute(stmt.sql, params, prepare=False)
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
+            except psycopg.Error as exc:
+                self._leave_pipeline()
+                raise _translated(exc) from exc
+            return _EMPTY
         try:
             cur = self._raw_execute(stmt.sql, params)
             if stmt.lock:
@@ -135,8 +154,63 @@ class PgConnection:
             raise _translated(exc) from exc
         return cur
 
+    def _in_pipeline(self, sql: str, params: Any) -> Any:
+        import psycopg
+        verb = sql.strip().upper()
+        if verb == "ROLLBACK":
+            self._leave_pipeline()
+            return _EMPTY
+        if verb == "COMMIT":
+            pipe, self._pipe = self._pipe, None
+            assert pipe is not None
+            if pipe.failed:                 # as outside pipeline mode: never a silent rollback
+                pipe.abandon()
+                self._rollback_quietly()
+                raise StoreOperationalError("the transaction was aborted by an earlier error "
+                                            "and has been rolled back")
+            try:
+                self._conn.execute("COMMIT", prepare=False)
+                pipe.end()                  # the first error of the transaction, if any
+            except psycopg.Error as exc:
+                pipe.abandon()
+                self._rollback_quietly()
+                raise _translated(exc) from exc
+            return _EMPTY
+        try:            # the worker repeats a few texts: prepared after 5 uses (less server CPU)
+            cur = self._conn.execute(sql, params if params is not None else (), prepare=None)
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        return Pending(self, cur, sql)
+
+    def _pipe_sync(self) -> None:
+        """Collect every result sent so far (pipeline.Pending's first read)."""
+        import psycopg
+        if self._pipe is not None:
+            try:
+                self._pipe.sync()
+            except psycopg.Error as exc:
+                self._pipe.failed = True
+                raise _translated(exc) from exc
+
+    def _leave_pipeline(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.abandon()
+            self._rollback_quietly()
+
+    def _rollback_quietly(self) -> None:
+        from psycopg.pq import TransactionStatus
+        try:
+            if self._conn.info.transaction_status != TransactionStatus.IDLE:
+                self._conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - a lost connection: opened again at the next use
+            pass
+
     def _raw_execute(self, sql: str, params: Any) -> Cursor:
         cur = self._conn.execute(sql, params if params is not None else (), prepare=False)
+        return self._cursor_of(cur, sql)
+
+    def _cursor_of(self, cur: Any, sql: str) -> Cursor:
         description = None
         rows: list[Row] = []
         lastrowid = None
@@ -220,7 +294,7 @@ class QueryDb:
     def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Any = ()) -> Cursor:
+    def execute(self, sql: str, params: Any = ()) -> Any:     # Cursor, or pipeline.Pending
         return self.conn.execute(sql, params)
 
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:

@@ -29,6 +29,7 @@ tokenizer splits it (runs of letters and digits), so ``"rm -rf"`` is the phrase 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -57,8 +58,11 @@ _JSON_EXTRACT = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)", re.I)
 _MATCH = re.compile(r"\bcommands_fts\s+MATCH\s+(%\(\w+\)s|%s)", re.I)
 
 
+@functools.lru_cache(maxsize=1024)
 def statement(sql: str) -> Statement:
-    """The PostgreSQL form of one SQLite statement (see module doc)."""
+    """The PostgreSQL form of one SQLite statement (see module doc).  Remembered: the
+    index code sends the same few hundred texts over and over (the recording worker ~20
+    per recorded command), and rewriting one costs ~80 us."""
     head = sql.strip().rstrip(";").strip()
     upper = " ".join(head.upper().split())
     if upper.startswith("PRAGMA"):
