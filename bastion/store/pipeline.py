@@ -66,7 +66,7 @@ class Pending:
         return iter(self._result())
 
     def close(self) -> None:
-        self._done = self._done or None
+        """Nothing to free: the result is collected with the transaction's next sync."""
 
 
 class Pipe:

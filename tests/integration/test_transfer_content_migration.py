@@ -42,7 +42,7 @@ def test_rows_sealed_before_migration_6_still_verify(tmp_path: Path) -> None:
     conn.close()
     schema.connect(tmp_path).close()                        # what `bastion serve` does: migrate
     conn = schema.connect(tmp_path, readonly=True)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION   # 6 and on
     assert conn.execute("SELECT content FROM transfers").fetchone()[0] is None
     conn.close()
     report = verify_index(tmp_path)
