@@ -124,7 +124,7 @@ class Services:
         from bastion.approvals import ApprovalBroker
         from bastion.recording import Recorder
         from bastion.recording.tailjournal import PURPOSE
-        from bastion.store.tails import PURPOSE as STORE_TAILS
+        from bastion.recording.tailstore import PURPOSE as STORE_TAILS
         from bastion.ssh.hostca import HOSTKEYS_DIR
         detectors = cls._detectors_for(config)
         recorder = Recorder.open(

@@ -478,7 +478,7 @@ class Vault:
     def salted_subkey(self, purpose: str, salt: bytes) -> bytes:
         """A 32-byte key for ``purpose`` from the passphrase and ``salt`` alone: the same on
         every node with the same passphrase, whatever keys its own vault holds (a shared
-        store keeps the salt: bastion.store.tails).  scrypt runs once per salt and process."""
+        store keeps the salt: bastion.recording.tailstore).  scrypt runs once per salt and process."""
         kdf = {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)}
         enc_key, check_key = self._derive(kdf, self.keys_dir)
         return HKDF(algorithm=SHA256(), length=32, salt=None,

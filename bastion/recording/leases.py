@@ -12,22 +12,22 @@ chain's lock (re-checked there: two peers never both take a session).
 
 When the dead node starts again, recovery brings its files in line with the sealed copies
 (:func:`restore_taken`, through the ``taken`` table): what it had written but never got
-committed (so never showed an agent) is dropped.  A node that was only slow or cut off from
+committed (so never showed an agent) is dropped. A node that was only slow or cut off from
 the store, not dead, cannot add to a recording its peer sealed (``chunks.insert`` refuses
 it) nor change sealed rows (every update of the writer is ``WHERE seq IS NULL``); its
-recording worker finds out at its next heartbeat (:attr:`Ticker.lost`): it stops writing
-the channel, makes its file the sealed copy (so its ``verify`` passes at once, not only
-after its next start; its own file, when different, is kept as ``NAME.after-takeover``) and tells its bastion process, which stops the channel (its agent
-must not go on unrecorded).
+recording worker finds out at its next heartbeat (:attr:`Ticker.lost`): it stops writing the
+channel, makes its file the sealed copy (so its ``verify`` passes at once, not only after
+its next start; its own file, when different, is kept as ``NAME.after-takeover``) and tells
+its bastion process, which stops the channel (its agent must not go on unrecorded).
 
 What the dead node's maskers held back undecided (shown to its agents, not yet written) is
-in the store too, sealed (bastion.store.tails, committed with the batch that the store's
-copy ends with): before the marker, the peer opens each stream's tail with the store's tail
-key and decides it through a masker (:class:`TailTaker`) as the dead node's restart would
-from its own journal (bastion.recording.recover): with the masks its own bastion process
-registered (the same policy on every node) and the built-in ones, never written unmasked.
-A tail that does not open (another vault passphrase) is not written: a marker says so.  The
-dead node's restart writes nothing more into a recording a peer sealed.
+in the store too, sealed (bastion.recording.tailstore, committed with the batch that the
+store's copy ends with): before the marker, the peer opens each stream's tail with the
+store's tail key and decides it through a masker (:class:`TailTaker`) as the dead node's
+restart would from its own journal (bastion.recording.recover): with the masks its own
+bastion process registered (the same policy on every node) and the built-in ones, never
+written unmasked. A tail that does not open (another vault passphrase) is not written: a
+marker says so. The dead node's restart writes nothing more into a recording a peer sealed.
 
 Not covered: SQLite (one node), the recording worker's loop (worker.py calls ``Ticker.tick``).
 """
@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from bastion.proto import asciicast
-from bastion.store import chunks, tails as store_tails
+from bastion.recording import tailstore as store_tails
+from bastion.store import chunks
 
 log = logging.getLogger("bastion.store")
 

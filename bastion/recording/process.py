@@ -13,10 +13,11 @@ about as much CPU as relaying it; in a thread they held the GIL the event loop n
 (recording took ~24 % of relay throughput).  The worker runs beside the loop on
 another core.
 
-The worker gets no secret from the environment (names like TOKEN, PASS, KEY... are
-dropped); on a shared store it gets one key through a pipe of its own: the key of the
-store's tail journal (bastion.store.tails), which seals what its maskers hold undecided
-and opens what a dead peer's held.  It ignores the signals meant for the bastion, and inherits the data dir's lock.
+The worker gets no secret from the environment (names like TOKEN, PASS, KEY... are dropped);
+on a shared store it gets one key through a pipe of its own: the key of the store's tail
+journal (bastion.recording.tailstore), which seals what its maskers hold undecided and opens
+what a dead peer's held. It ignores the signals meant for the bastion, and inherits the data
+dir's lock.
 
 Not covered: what the worker does with a batch (worker.py, writer.py).
 """

@@ -125,7 +125,7 @@ class Recorder:
         journal, status socket and ids: bastion.recording.shares); ``recover_all`` False
         marks interrupted only its own sessions (a restart after a crash, peers running).
         ``store_key_for``: on PostgreSQL, derives the key of the store's tail journal from
-        its salt (bastion.store.tails: a peer taking over this node's sessions reads it).
+        its salt (bastion.recording.tailstore: a peer taking over this node's sessions reads it).
         """
         data_dir = Path(data_dir)
         if max_bytes < MIN_MAX_BYTES:
@@ -167,7 +167,7 @@ class Recorder:
                 ids = schema.next_ids(conn)
                 store_key = None
                 if store_key_for is not None and store.current().postgres:
-                    from bastion.store import tails as store_tails
+                    from bastion.recording import tailstore as store_tails
                     store_key = store_tails.key_for(conn, store_key_for)
             finally:
                 conn.close()

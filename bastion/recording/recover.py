@@ -16,12 +16,12 @@ For each such session, each channel still ``open``:
 3. the session gets ``ended`` = the latest event time seen, status
    ``interrupted``, a reason, and is sealed (chain.py).
 
-Runs synchronously before the recording worker starts, while the data dir lock
-is held, so no live process owns these sessions.  On a shared PostgreSQL store the tails come
-from this node's journal as on one node (the store's copy of them, bastion.store.tails, is
-for a peer taking over a node that does not come back; it is dropped here), and only this
-node's sessions (``sessions.node``, bastion.store) are taken: another node's are its own.  Not covered: the lock
-(recorder.py) and what counts as "active" for approvals (approvals/).
+Runs synchronously before the recording worker starts, while the data dir lock is held, so
+no live process owns these sessions. On a shared PostgreSQL store the tails come from this
+node's journal as on one node (the store's copy of them, bastion.recording.tailstore, is for
+a peer taking over a node that does not come back; it is dropped here), and only this node's
+sessions (``sessions.node``, bastion.store) are taken: another node's are its own. Not
+covered: the lock (recorder.py) and what counts as "active" for approvals (approvals/).
 """
 
 from __future__ import annotations
@@ -182,10 +182,11 @@ def recover_interrupted(conn: sqlite3.Connection, data_dir: Path, *,
                 digest, last = (repair_recording(Path(data_dir) / rel_path) if rel_path
                                 else (None, None))
                 if store.current().postgres:    # the store's copy: the file now; its tails
-                    from bastion.store import chunks, tails as store_tails  # are written
+                    from bastion.recording import tailstore  # are written
+                    from bastion.store import chunks
                     if rel_path:
                         chunks.replace_all(conn, cid, Path(data_dir) / rel_path)
-                    store_tails.clear(conn, cid)
+                    tailstore.clear(conn, cid)
                 if last is not None:
                     ended = max(ended, last)
                 conn.execute("UPDATE channels SET status = 'interrupted', sha256 = ?, "

@@ -262,7 +262,7 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE transfers ADD COLUMN content TEXT;
     """,
     # 7: nothing on SQLite: its PostgreSQL twin adds the tables of the shared store's tail
-    # journal (bastion.store.tails); one node keeps it in a file (recording.tailjournal)
+    # journal (bastion.recording.tailstore); one node keeps it in a file (recording.tailjournal)
     """
     SELECT 1;
     """,

@@ -62,7 +62,7 @@ class Supervisor(AckQueue):
     def __init__(self, data_dir: Path, max_bytes: int, lock_fd: int, *,
                  backoff: tuple[float, float] = BACKOFF, tail_key: bytes | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.tail_key = tail_key         # the store's tail journal (bastion.store.tails)
+        self.tail_key = tail_key         # the store's tail journal (bastion.recording.tailstore)
         self.max_bytes = max_bytes
         self.lock_fd = lock_fd
         self.backoff = backoff

@@ -9,7 +9,7 @@ recording buffer out, commits, and acknowledges the batch (``("done", seq)``, af
 on that acknowledgement and the bastion process keeps for the next worker); between
 batches it brings byte counters in the index up to date every ``FLUSH_INTERVAL``.  On a
 shared store (PostgreSQL) those tails are also written, sealed, into the store in the
-transaction that commits the batch (bastion.store.tails), for a peer that takes over this
+transaction that commits the batch (bastion.recording.tailstore), for a peer that takes over this
 node's sessions when it stops answering (bastion.recording.leases, which this worker also
 runs for its peers: ``Ticker``).  When a peer took over this node's channels (it was slow,
 not dead), the worker stops writing them and reports ``("taken", cid, why)``: the bastion
@@ -66,7 +66,7 @@ def serve(inp: Connection, out: Connection, data_dir: Path, max_bytes: int,
           tail_key: bytes | None = None) -> int:
     """Apply batches from ``inp`` until stopped, failed or the input ends; events go to ``out``.
 
-    ``tail_key``: seals the tails written into a shared store (bastion.store.tails)."""
+    ``tail_key``: seals the tails written into a shared store (bastion.recording.tailstore)."""
     events: list[Event] = []
     try:
         conn = schema.connect(data_dir)
@@ -198,13 +198,13 @@ def _taken_by_peer(applier: Applier, ticker: Any, events: list[Event]) -> None:
 def _stage_tails(applier: Applier, store_key: bytes | None,
                  everything: bool = False) -> tuple[dict[Any, Any], bool]:
     """What the maskers hold undecided now, as far as changed, for the bastion process; on a
-    shared store also written into the open transaction (bastion.store.tails), with every
+    shared store also written into the open transaction (bastion.recording.tailstore), with every
     tail of a channel no longer open dropped.  False if that write failed (``error``)."""
     if everything:
         applier.tails.touch_all()
     changes = applier.tail_changes()
     if changes and store_key is not None:
-        from bastion.store import tails as store_tails
+        from bastion.recording import tailstore as store_tails
         closed = {cid for cid, _ in changes if cid not in applier._sinks}
         try:
             store_tails.write(applier._db(), store_key, changes, closed)

@@ -18,7 +18,7 @@ PostgreSQL-only additions (not in SQLite):
 * ``recording_chunks``: the recordings' bytes (channel, offset, data), written with the
   batch that wrote them to the file (bastion.store.chunks): any node plays any recording.
 * ``recording_tails``, ``store_salts`` (migration 7): what the maskers hold back undecided,
-  sealed, so a peer taking over a dead node's sessions writes it (bastion.store.tails).
+  sealed, so a peer taking over a dead node's sessions writes it (bastion.recording.tailstore).
 * ``nodes``, ``taken``: each node's last heartbeat; recordings a peer sealed for a node that
   stopped answering (bastion.recording.leases).
 * ``id_blocks``: a sequence; each bastion process takes a block of ids for sessions,
@@ -277,7 +277,7 @@ MIGRATIONS: list[str] = [
     CREATE VIEW transfers_iso AS SELECT *, {_iso("time")} FROM transfers;
     """,
     # 7: PostgreSQL only (SQLite: nothing): what the maskers hold back undecided, sealed, per
-    # channel and stream, committed with the batch (bastion.store.tails); the salt of the key
+    # channel and stream, committed with the batch (bastion.recording.tailstore); the salt of the key
     # every node derives from the vault passphrase to seal and open them
     """
     CREATE TABLE recording_tails (

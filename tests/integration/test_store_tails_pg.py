@@ -1,5 +1,5 @@
-"""The tail journal in the shared store (bastion.store.tails) with the real recorder and
-worker on a private PostgreSQL cluster: what node a's masker holds back undecided is in the
+"""The tail journal in the shared store (bastion.recording.tailstore) with the real recorder
+and worker on a private PostgreSQL cluster: what node a's masker holds back undecided is in the
 store, sealed, committed with the batch; node b, taking over a's session past its lease,
 decides it (masked) into the store's copy before the marker; a row that does not open with
 b's key is never written, a marker says so."""
@@ -15,7 +15,8 @@ from bastion.identity.principal import Principal
 from bastion.proto.masker import BUILTIN
 from bastion.recording import Recorder, leases, player, query, schema
 from bastion.recording.verify import verify_index
-from bastion.store import chunks, tails as store_tails
+from bastion.recording import tailstore as store_tails
+from bastion.store import chunks
 
 pytestmark = pytest.mark.integration
 
