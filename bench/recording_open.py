@@ -16,7 +16,9 @@ Prints, per backend: the open latency p50/p99/max, how many opens failed (not cr
 within 10 s: the session would be refused), commands per second, the CPU the recording
 worker and the PostgreSQL server spent per command (from /proc: the figure that decides
 how far behind the worker falls when the cores are saturated, and the one least moved by
-other load on a shared machine), and the load average before and after.  No thresholds: docs/SCALING.md keeps the figures.
+other load on a shared machine), and the load average before and after.  No thresholds: docs/SCALING.md keeps the figures.  Exit status 2 when an
+open failed or a command is missing from the index (tests/integration/
+test_bench_recording_open.py runs it small).
 """
 
 from __future__ import annotations
@@ -127,17 +129,22 @@ def run_backend(label: str, sessions: int, commands: int, hogs: int,
                 p.join()
         load1 = os.getloadavg()[0]
         rec.close()
+        from bastion.recording import schema
+        db = schema.connect(Path(tmp), readonly=True)
+        (indexed,) = db.execute("SELECT count(*) FROM commands").fetchone()
+        db.close()
     n = sessions * commands
     out = {"backend": label, "sessions": sessions, "commands": commands, "hogs": hogs,
            "open_p50_ms": _pct(lat, 0.5) * 1e3, "open_p99_ms": _pct(lat, 0.99) * 1e3,
            "open_max_ms": max(lat, default=float("nan")) * 1e3, "failed": len(fails),
+           "indexed": int(indexed),
            "cmds_per_s": (n - len(fails)) / wall, "wall_s": wall,
            "worker_cpu_ms_per_cmd": (cpu1[0] - cpu0[0]) / n * 1e3,
            "server_cpu_ms_per_cmd": (cpu1[1] - cpu0[1]) / n * 1e3,
            "load_before": load0, "load_after": load1}
     print(f"{label:10} {sessions}x{commands} hogs {hogs}: open p50 {out['open_p50_ms']:.0f} ms "
           f"p99 {out['open_p99_ms']:.0f} ms max {out['open_max_ms']:.0f} ms; failed "
-          f"{len(fails)}/{n}; {out['cmds_per_s']:.0f} cmd/s; CPU/cmd worker "
+          f"{len(fails)}/{n}; indexed {indexed}; {out['cmds_per_s']:.0f} cmd/s; CPU/cmd worker "
           f"{out['worker_cpu_ms_per_cmd']:.2f} ms, PostgreSQL {out['server_cpu_ms_per_cmd']:.2f} ms; "
           f"wall {wall:.1f} s; load "
           f"{load0:.1f} -> {load1:.1f}", flush=True)
@@ -158,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.rig import raise_fd_limit
     raise_fd_limit()
     backends = args.backends.split(",")
+    results = []
     if "sqlite" in backends:
         os.environ.pop("BASTION_STORE_URL", None)
-        run_backend("sqlite", args.sessions, args.commands, args.hogs)
+        results.append(run_backend("sqlite", args.sessions, args.commands, args.hogs))
     if "postgresql" in backends:
         from tests.pgcluster import start_cluster
         cluster = start_cluster()
@@ -169,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start(fsync=True)
             os.environ.update(cluster.store_env(node="bench"))
             from bench.scalerig import postmaster_pid
-            run_backend("postgresql", args.sessions, args.commands, args.hogs,
-                        postmaster_pid(cluster))
+            results.append(run_backend("postgresql", args.sessions, args.commands, args.hogs,
+                                       postmaster_pid(cluster)))
         finally:
             cluster.destroy()
-    return 0
+    n = args.sessions * args.commands
+    # figures are never gates; a refused open or a command missing from the index is
+    return 0 if all(r["failed"] == 0 and r["indexed"] == n for r in results) else 2
 
 
 if __name__ == "__main__":
