@@ -3,6 +3,7 @@
 #   scripts/test.sh                 the whole suite
 #   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
+#   BASTION_TEST_JOBS=0 scripts/test.sh   one process (default: 4 parallel, pytest-xdist)
 # Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client and rsync:
 # the end-to-end tests drive the real OpenSSH ssh client (and rsync) against a real sshd on 127.0.0.1,
 # and the web viewer's tests Debian's chromium (/usr/bin/chromium); postgresql for the
@@ -32,9 +33,18 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 scripts/setup.sh --test
+
+# Test files run in parallel processes (pytest-xdist), a file's tests together in one process
+# (its module-scoped rigs are shared): the end-to-end tests mostly wait on real ssh round
+# trips, so more processes than cores pays.  BASTION_TEST_JOBS=0 runs in this one process;
+# an explicit -n/--numprocesses among the arguments wins.
+jobs=(-n "${BASTION_TEST_JOBS:-4}" --dist loadfile)
+for arg in "$@"; do
+    case "$arg" in -n|-n*|--numprocesses*|no:xdist) jobs=() ;; esac
+done
 case "${1:-}" in
     unit|integration|inproc|e2e|reliability|house)
         tier="$1"; shift
-        exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" "$@" ;;
+        exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" ${jobs[@]+"${jobs[@]}"} "$@" ;;
 esac
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@"
