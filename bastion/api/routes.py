@@ -25,7 +25,7 @@ from bastion.api.http import Handler, Request, Response, error, json_response
 from bastion.api.scope import ReviewScope
 from bastion.errors import ApprovalError, BastionError, RecordingError, TokenRejected
 from bastion.logfmt import fields as log_fields
-from bastion.metrics import METRICS
+from bastion.metrics import METRICS, Snapshot, render
 from bastion.secret import Secret
 
 log = logging.getLogger("bastion.api")
@@ -58,12 +58,16 @@ class Api:
         if path == "/readyz" and req.method == "GET":
             return await self._ready()
         if path == "/metrics" and req.method == "GET":
-            workers = None
+            workers = counted = None
             if getattr(self.services.recorder, "worker", 0):    # serve --workers: all of them
+                from bastion import workermetrics
                 from bastion.recording.status import merge_workers, read_workers
                 workers = merge_workers(await asyncio.to_thread(read_workers,
                                                                 self.services.data_dir))
-            return Response(200, self._metrics(workers).encode(),
+                share = workermetrics.active()
+                if share is not None:
+                    counted = await workermetrics.collect(share)
+            return Response(200, self._metrics(workers, counted).encode(),
                             content_type="text/plain; version=0.0.4; charset=utf-8")
         if not path.startswith("/api/v1/"):
             return error(404, f"no such endpoint: {req.method} {path}",
@@ -471,7 +475,10 @@ class Api:
         return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded",
                                                   "recording": state})
 
-    def _metrics(self, merged: dict[str, Any] | None = None) -> str:
+    def _metrics(self, merged: dict[str, Any] | None = None,
+                 counted: "tuple[Snapshot, int] | None" = None) -> str:
+        """The exposition text; with ``serve --workers``, ``merged`` is every worker's status
+        (gauges) and ``counted`` every worker's counters summed (bastion.workermetrics)."""
         gauges: list[tuple[str, str, float]] = []
         recorder = self.services.recorder
         if recorder is not None:
@@ -482,8 +489,12 @@ class Api:
                     status = merged
                     recording_up = merged.get("state") == "ok"
                 gauges.append(("bastion_workers", "Worker processes of serve --workers (the "
-                               "gauges sum them; the counters are this worker's: docs/SCALING.md)",
+                               "counters and gauges cover them all: docs/SCALING.md)",
                                float(merged.get("workers") or 1) if merged else 1.0))
+                if counted is not None:
+                    gauges.append(("bastion_metrics_stale_workers", "Workers whose counters "
+                                   "this scrape read from their last snapshot (not answering: "
+                                   "restarting, or stuck).", float(counted[1])))
             gauges += [
                 ("bastion_sessions_open", "Agent sessions open.",
                  float(status.get("sessions_open") or 0)),
@@ -504,6 +515,8 @@ class Api:
             if free is not None:
                 gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
                                float(free)))
+        if counted is not None:
+            return render(counted[0], gauges)
         return METRICS.render(gauges)
 
 
