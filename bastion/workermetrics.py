@@ -253,6 +253,24 @@ async def collect(share: Share) -> tuple[Snapshot, int]:
     return total, sum(stale for _, stale in results)
 
 
+def read_statuses(data_dir: Path) -> dict[int, dict[str, Any] | None]:
+    """Every worker's status-socket answer by index, None for one that does not answer in
+    time (stopped, stuck) as for one that is gone: the gauges' input
+    (bastion.recording.status.merge_workers)."""
+    from bastion.recording.status import read_status
+    found: dict[int, dict[str, Any] | None] = {}
+    for path in sorted(Path(data_dir).glob("status.w*.sock")):
+        index = path.name[len("status.w"):-len(".sock")]
+        if not index.isdigit():
+            continue
+        try:
+            found[int(index)] = read_status(data_dir, timeout=ASK_TIMEOUT, name=path.name)
+        except (OSError, ValueError) as exc:      # a timeout is an OSError
+            log.debug("worker %s's status socket: %s", index, exc)
+            found[int(index)] = None
+    return found
+
+
 _ACTIVE: Share | None = None
 
 

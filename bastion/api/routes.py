@@ -61,12 +61,12 @@ class Api:
             workers = counted = None
             if getattr(self.services.recorder, "worker", 0):    # serve --workers: all of them
                 from bastion import workermetrics
-                from bastion.recording.status import merge_workers, read_workers
-                workers = merge_workers(await asyncio.to_thread(read_workers,
-                                                                self.services.data_dir))
+                from bastion.recording.status import merge_workers
                 share = workermetrics.active()
-                if share is not None:
-                    counted = await workermetrics.collect(share)
+                statuses, counted = await asyncio.gather(
+                    asyncio.to_thread(workermetrics.read_statuses, self.services.data_dir),
+                    workermetrics.collect(share) if share is not None else _none())
+                workers = merge_workers(statuses)
             return Response(200, self._metrics(workers, counted).encode(),
                             content_type="text/plain; version=0.0.4; charset=utf-8")
         if not path.startswith("/api/v1/"):
@@ -518,6 +518,10 @@ class Api:
         if counted is not None:
             return render(counted[0], gauges)
         return METRICS.render(gauges)
+
+
+async def _none() -> None:
+    return None
 
 
 def _window(req: Request, default_limit: int) -> tuple[int, float | None, float | None] | Response:
