@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from bastion import workermetrics
 from bastion.metrics import Metrics, render
@@ -61,7 +62,8 @@ def one_process(n: int) -> list[float]:
 
 def workers(n: int, count: int, data_dir: Path) -> list[float]:
     workermetrics.clear(data_dir)
-    stops, threads = [], []
+    stops: list[Callable[[], object]] = []
+    threads: list[threading.Thread] = []
     started = threading.Barrier(count)
 
     def other(index: int) -> None:            # workers 2..count: a loop answering its socket
