@@ -44,12 +44,13 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 from bastion.metrics import METRICS, Metrics, Snapshot, merge
-from bastion.private import make_private_dirs, open_private_file
+from bastion.private import DIR_MODE, make_private_dirs, open_private_file
 
 log = logging.getLogger("bastion.metrics")
 
@@ -75,9 +76,16 @@ def socket_name(worker: int) -> str:
 def clear(data_dir: Path) -> None:
     """In the parent, at start (it holds the data dir's lock, no worker runs yet): forget a
     previous run's snapshots, so this run's counters start at 0."""
-    where = make_private_dirs(metrics_dir(data_dir))
+    where = metrics_dir(data_dir)
+    try:
+        if not stat.S_ISDIR(os.lstat(where).st_mode):
+            where.unlink()                 # a file or a symlink there is not ours: never followed
+    except FileNotFoundError:
+        pass
+    make_private_dirs(where)
+    os.chmod(where, DIR_MODE)
     for entry in where.iterdir():
-        if entry.is_file() or entry.is_socket() or entry.is_symlink():
+        if not stat.S_ISDIR(os.lstat(entry).st_mode):
             entry.unlink(missing_ok=True)
 
 

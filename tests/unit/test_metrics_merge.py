@@ -203,6 +203,20 @@ def test_clear_forgets_a_previous_run(tmp_path):
     assert list(workermetrics.metrics_dir(tmp_path).iterdir()) == []
 
 
+def test_clear_never_follows_a_symlink_in_place_of_the_dir(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "w1.json").write_text("keep me")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "metrics").symlink_to(elsewhere)
+    workermetrics.clear(data)
+    assert (elsewhere / "w1.json").read_text() == "keep me"
+    where = workermetrics.metrics_dir(data)
+    assert where.is_dir() and not where.is_symlink()
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o700
+
+
 def test_an_unreadable_predecessor_file_starts_at_zero(tmp_path, caplog):
     workermetrics.clear(tmp_path)
     workermetrics.snapshot_path(tmp_path, 1).write_text("{not json")
