@@ -140,6 +140,8 @@ class Share:
         self._task = asyncio.ensure_future(self._persist_often())
 
     def _take_over(self) -> None:
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):   # a write cut by a kill
+            tmp.unlink(missing_ok=True)
         try:
             before = read_snapshot(self.path)
         except (OSError, ValueError) as exc:

@@ -173,7 +173,8 @@ def test_share_writes_before_it_shows_and_a_successor_counts_on(tmp_path):
     assert _run(successor()) == 7
 
 
-def test_collect_sums_live_and_dead_workers(tmp_path):
+@pytest.mark.parametrize("answering", [1, 2])
+def test_collect_sums_live_and_dead_workers(tmp_path, answering):
     workermetrics.clear(tmp_path)
     dead = Snapshot({"bastion_logins_total": {OK: 4.0}})
     workermetrics.write_snapshot(workermetrics.snapshot_path(tmp_path, 3), dead)
@@ -186,13 +187,29 @@ def test_collect_sums_live_and_dead_workers(tmp_path):
         try:
             m1.inc("bastion_logins_total", 1, result="ok")
             m2.inc("bastion_logins_total", 2, result="ok")
-            return await workermetrics.collect(one)
+            return await workermetrics.collect(one if answering == 1 else two)
         finally:
             await one.close()
             await two.close()
 
     total, stale = _run(scrape())
     assert total.counters["bastion_logins_total"][OK] == 7 and stale == 1
+
+
+def test_a_successor_removes_a_write_its_predecessor_left_half_done(tmp_path):
+    workermetrics.clear(tmp_path)
+    left = workermetrics.metrics_dir(tmp_path) / ".w3.json.0badcafe.tmp"
+    left.write_text('{"counters": {"bastion_lo')
+    other = workermetrics.metrics_dir(tmp_path) / ".w4.json.0badcafe.tmp"
+    other.write_text("")
+
+    async def start() -> None:
+        share = workermetrics.Share(tmp_path, 3, Metrics())
+        share.start()
+        await share.close()
+
+    _run(start())
+    assert not left.exists() and other.exists()          # only its own
 
 
 def test_clear_forgets_a_previous_run(tmp_path):
