@@ -33,7 +33,7 @@ must survive a process's death (the page cache does), not the host's (a host cra
 restarts ``bastion serve``, which starts from 0 anyway).
 
 Gauges (sessions open, queues...) are read from every worker's status socket instead
-(bastion.recording.status.merge_workers).  Not covered: rendering (bastion.api.routes).
+(bastion.recording.status.merge_workers).  Not covered: rendering (bastion.api.metricsview).
 """
 
 from __future__ import annotations
