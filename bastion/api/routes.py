@@ -58,13 +58,8 @@ class Api:
         if path == "/readyz" and req.method == "GET":
             return await self._ready()
         if path == "/metrics" and req.method == "GET":
-            workers = None
-            if getattr(self.services.recorder, "worker", 0):    # serve --workers: all of them
-                from bastion.recording.status import merge_workers, read_workers
-                workers = merge_workers(await asyncio.to_thread(read_workers,
-                                                                self.services.data_dir))
-            return Response(200, self._metrics(workers).encode(),
-                            content_type="text/plain; version=0.0.4; charset=utf-8")
+            from bastion.api.metricsview import metrics_response
+            return await metrics_response(self.services)
         if not path.startswith("/api/v1/"):
             return error(404, f"no such endpoint: {req.method} {path}",
                          hint="see docs/API.md")
@@ -470,41 +465,6 @@ class Api:
         ok = state == "ok"
         return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded",
                                                   "recording": state})
-
-    def _metrics(self, merged: dict[str, Any] | None = None) -> str:
-        gauges: list[tuple[str, str, float]] = []
-        recorder = self.services.recorder
-        if recorder is not None:
-            status = recorder.status()
-            recording_up = recorder.state == "ok"
-            if getattr(recorder, "worker", 0):     # serve --workers: the gauges of all
-                if merged is not None:
-                    status = merged
-                    recording_up = merged.get("state") == "ok"
-                gauges.append(("bastion_workers", "Worker processes of serve --workers (the "
-                               "gauges sum them; the counters are this worker's: docs/SCALING.md)",
-                               float(merged.get("workers") or 1) if merged else 1.0))
-            gauges += [
-                ("bastion_sessions_open", "Agent sessions open.",
-                 float(status.get("sessions_open") or 0)),
-                ("bastion_channels_open", "Channels open.",
-                 float(status.get("channels_open") or 0)),
-                ("bastion_recording_up", "1 while sessions are recorded (else refused).",
-                 1.0 if recording_up else 0.0),
-            ]
-            gauges += [
-                ("bastion_recorder_queue_bytes", "Bytes queued for the recording worker, not "
-                 "yet acknowledged.", float(status.get("queue_bytes") or 0)),
-                ("bastion_recorder_queue_ops", "Operations queued for the recording worker.",
-                 float(status.get("queue_ops") or 0)),
-                ("bastion_recorder_lag_seconds", "Age of the oldest operation the recording "
-                 "worker has not acknowledged (0: none).", float(status.get("index_lag_s") or 0)),
-            ]
-            free = status.get("disk_free_bytes")
-            if free is not None:
-                gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
-                               float(free)))
-        return METRICS.render(gauges)
 
 
 def _window(req: Request, default_limit: int) -> tuple[int, float | None, float | None] | Response:
