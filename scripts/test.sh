@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them.
-#   scripts/test.sh                 the whole suite, then the e2e and reliability tiers again on PostgreSQL
+#   scripts/test.sh                 the whole suite, then the inproc, e2e and reliability tiers again on PostgreSQL
 #   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
 #   BASTION_TEST_JOBS=0 scripts/test.sh   one process (default: 4 parallel, pytest-xdist)
@@ -57,15 +57,15 @@ if [ "$whole" = 0 ] || [ -n "${BASTION_TEST_STORE:-}" ]; then
     exec .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@"
 fi
 # The whole suite: every tier with the rigs on SQLite (the embedded default), then the tiers
-# whose rigs take a store (e2e, reliability) again with every rig on PostgreSQL (a private
+# whose rigs take a store (inproc, e2e, reliability) again with every rig on PostgreSQL (a private
 # cluster, a database per rig), so both backends pass the whole suite.  Not repeated: the
 # files that choose their own store whatever BASTION_TEST_STORE says (test_store_pg: always
 # PostgreSQL; test_bench_scaling_quick: both; the other bench tests and test_demo/test_container:
 # their own SQLite bastion), which the first pass already ran.
 status=0
 .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@" || status=$?
-echo "== again with every rig on PostgreSQL (BASTION_TEST_STORE=postgresql): tests/e2e tests/reliability" >&2
-BASTION_TEST_STORE=postgresql .venv/bin/python -m pytest tests/e2e tests/reliability \
+echo "== again with every rig on PostgreSQL (BASTION_TEST_STORE=postgresql): tests/inproc tests/e2e tests/reliability" >&2
+BASTION_TEST_STORE=postgresql .venv/bin/python -m pytest tests/inproc tests/e2e tests/reliability \
     --ignore=tests/e2e/test_store_pg.py --ignore=tests/e2e/test_demo.py \
     --ignore=tests/e2e/test_container.py --ignore-glob='tests/e2e/test_bench_*' \
     ${jobs[@]+"${jobs[@]}"} "$@" || { rc=$?; [ "$status" != 0 ] || status=$rc; }
