@@ -17,22 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_workers import session_rows, worker_of, workers_of
+from tests.e2e.test_workers import api_workers_rig, session_rows, worker_of, workers_of
 
 
 @pytest.fixture
 def mrig(tmp_path_factory, issuer):
-    from bastion.demo.sshd import free_port, wait_for_port
-    from tests.e2e.test_api import ApiRig
-    r = ApiRig(tmp_path_factory.mktemp("wmetrics"), issuer, workers=2).setup()
-    r.api_port = free_port()
-    try:
-        r.start()
-        wait_for_port(r.api_port, timeout=30, proc=r.proc)
-        r.wait_log("bastion listening on", timeout=30)
+    with api_workers_rig(tmp_path_factory, issuer, "wmetrics") as r:
         yield r
-    finally:
-        r.close()
 
 
 def scrape(rig) -> dict[tuple[str, tuple], float]:
