@@ -339,7 +339,9 @@ class Api:
                         {"t": ev.time, "code": ev.code, "data": ev.text()}
                     out += f"data: {json.dumps(item)}\n\n".encode()
             return out
-        done = b"event: done\ndata: {}\n\n" if player else b"event: end\ndata: {}\n\n"
+
+        def done() -> bytes:
+            return f"event: {'done' if player else 'end'}\ndata: {json.dumps(live.end)}\n\n".encode()
 
         async def stream() -> Any:
             try:
@@ -350,7 +352,7 @@ class Api:
                 while True:
                     events, ended = await asyncio.to_thread(live.poll)
                     if events or ended:
-                        yield frames(events) + (done if ended else b"")
+                        yield frames(events) + (done() if ended else b"")
                         if ended:
                             return
                         quiet = 0.0

@@ -39,7 +39,7 @@ def _local(data_dir: Path, session_id: int, channel: Optional[int]) -> Iterator[
                 if ev.code in OUTPUT_CODES:
                     yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
             if ended:
-                yield {"event": "end", "data": {}}
+                yield {"event": "end", "data": live.end}
                 return
             if not events:
                 time.sleep(POLL)
@@ -66,7 +66,7 @@ def watch_cmd(
 
     Example: bastion sessions watch 42 --server https://bastion.example.com:8443
     """
-    from bastion.proto.sanitize import TerminalFilter
+    from bastion.proto.sanitize import TerminalFilter, sanitize
     if server:
         stream = remote(server, server_ca, token_file).live(session_id, channel)
     else:
@@ -83,7 +83,11 @@ def watch_cmd(
             elif item["event"] == "end":
                 out.write(flt.finish().encode())
                 out.flush()
-                err_console.print(Text("\n── the channel ended", style="dim"))
+                end = item["data"]
+                how = ""
+                if end.get("status") == "interrupted":
+                    how = " (interrupted" + (f": {end['reason']}" if end.get("reason") else "") + ")"
+                err_console.print(Text("\n── the channel ended" + sanitize(how), style="dim"))
                 return
             else:
                 text = flt.feed(str(item["data"].get("data", "")))

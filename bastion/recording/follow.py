@@ -193,6 +193,7 @@ class LiveChannel:
         source: ByteSource = StoreBytes(self.conn, self.channel_id) if self.from_store \
             else FileBytes(path)
         self.follower = Follower(source)
+        self.end: dict[str, Any] = {}      # once ended: the channel's status, the session's reason
 
     @property
     def header(self) -> dict[str, Any] | None:
@@ -212,12 +213,21 @@ class LiveChannel:
     def _ended(self) -> bool:
         try:
             row = self.conn.execute(
-                "SELECT c.ended, s.status FROM channels c JOIN sessions s ON s.id = c.session_id "
-                "WHERE c.id = ?", (self.channel_id,)).fetchone()
+                "SELECT c.ended, s.status, c.status, s.reason FROM channels c JOIN sessions s "
+                "ON s.id = c.session_id WHERE c.id = ?", (self.channel_id,)).fetchone()
         except sqlite3.Error as exc:
             raise RecordingError(f"the session index is unavailable: {exc}",
                                  hint="check that the store is up, then follow again") from exc
-        return row is None or row[0] is not None or row[1] in _SEALED
+        if row is None:
+            self.end = {"status": "pruned"}
+            return True
+        if row[0] is None and row[1] not in _SEALED:
+            return False
+        interrupted = "interrupted" in (row[1], row[2])
+        self.end = {"status": "interrupted" if interrupted else str(row[2] or row[1])}
+        if interrupted and row[3]:
+            self.end["reason"] = str(row[3])
+        return True
 
     def close(self) -> None:
         self.conn.close()
