@@ -37,7 +37,7 @@ from bastion.proto import asciicast
 READ_MAX = 1 << 20
 OUTPUT_CODES = asciicast.OUTPUT_CODES
 POLL = 0.2                 # s between looks at a followed recording while nothing comes
-CHUNK_ROWS = 8             # store rows read at once (each at most 1 MiB: chunks.PIECE)
+CHUNK_ROWS = 4             # store rows read at once (256 KiB each as recorded, READ_MAX)
 _SEALED = ("closed", "interrupted", "refused")
 
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from bastion.demo.sshd import free_port, wait_for_port
-from tests.e2e.harness import BASTION, BastionRig
+from tests.e2e.harness import BASTION, BastionRig, PtyAgent
 from tests.e2e.test_api import API_RULES, ApiRig, call
 
 pytestmark = pytest.mark.e2e
@@ -155,6 +155,34 @@ def test_watch_through_node_b_api_shows_a_session_of_node_a_live(node_a, node_b,
     err = _follow(node_a, node_b, token, ["sessions", "watch", "SID", "--server", node_b.url,
                                           "--server-ca", str(node_b.cert)], env)
     assert b"from the store's copy" in err
+
+
+def test_an_interactive_shell_on_node_a_is_followed_from_node_b(node_a, node_b, token):
+    # (each command prints 1.4 KiB after its marker: more than the masker holds back)
+    pad = b"echo TOKEN; printf '%01400d\\n' 0\r"
+    agent = PtyAgent(node_a, token, cols=200, rows=50)
+    follower = None
+    try:
+        agent.wait_ready()
+        sid = _active_on_a(node_b)
+        follower = subprocess.Popen([BASTION, "sessions", "watch", str(sid)], env=node_b.env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        out = Lines(follower)
+        agent.send(pad.replace(b"TOKEN", b"typed-later-$((40+2))"))
+        agent.read_until(b"0" * 1400)
+        out.until(b"typed-later-42")                # typed after the follower started
+        assert agent.proc.poll() is None
+        agent.send(b"exit\r")
+        assert agent.wait(20) == 0
+        _, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0, err
+        assert b"the channel ended" in err and b"interrupted" not in err
+    finally:
+        agent.close()
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
 
 
 def test_a_session_that_ended_or_never_was_is_refused_with_what_to_do(node_a, node_b, token,

@@ -54,7 +54,7 @@ def _follow_a_session(recorded: Path, follower_dir: Path) -> tuple[bool, list[st
                 got += events
                 if ended:
                     break
-            assert ended
+            assert ended and live.end == {"status": "closed"}
             seen.append(_texts(got))
         finally:
             live.close()
