@@ -196,6 +196,10 @@ def test_a_session_that_ended_or_never_was_is_refused_with_what_to_do(node_a, no
     assert f"bastion sessions play {sid}" in ended.err
     status, body = call(node_b, "GET", f"/api/v1/sessions/{sid}/live", auditor)
     assert status == 409 and "has ended" in json.dumps(body)
+    remote = node_b.cli("sessions", "watch", str(sid), "--server", node_b.url, "--server-ca",
+                        str(node_b.cert), check=False, env={"BASTION_TOKEN": auditor})
+    assert remote.returncode != 0
+    assert f"session {sid} has ended" in remote.err and "sessions play" in remote.err
     unknown = node_b.cli("sessions", "play", "999999999", "--follow", check=False)
     assert unknown.returncode != 0
     assert "no session 999999999" in unknown.err and "sessions list" in unknown.err
