@@ -37,7 +37,7 @@ from bastion.proto import asciicast
 READ_MAX = 1 << 20
 OUTPUT_CODES = asciicast.OUTPUT_CODES
 POLL = 0.2                 # s between looks at a followed recording while nothing comes
-CHUNK_ROWS = 4             # store rows read at once (256 KiB each as recorded, READ_MAX)
+ROWS_FIRST, ROWS_MIN, ROWS_MAX = 16, 4, 1024   # store rows a query: about READ_MAX of them
 _SEALED = ("closed", "interrupted", "refused")
 
 
@@ -78,18 +78,30 @@ class StoreBytes:
         self.conn = conn
         self.channel_id = int(channel_id)
         self.name = f"channel {self.channel_id} in the store"
+        self.rows = ROWS_FIRST
 
     def read(self, pos: int, size: int) -> bytes:
         try:
-            rows = self.conn.execute(
+            got = self.conn.execute(
                 'SELECT "offset", data FROM recording_chunks WHERE channel_id = ? AND "offset" >= '
                 '(SELECT COALESCE(MAX("offset"), 0) FROM recording_chunks WHERE channel_id = ? '
                 'AND "offset" <= ?) ORDER BY "offset" LIMIT ?',
-                (self.channel_id, self.channel_id, pos, CHUNK_ROWS)).fetchall()
+                (self.channel_id, self.channel_id, pos, self.rows)).fetchall()
         except sqlite3.Error as exc:
             raise RecordingError(f"the session index is unavailable: {exc}",
                                  hint="check that PostgreSQL is up, then follow again") from exc
-        return contiguous([(int(off), bytes(data)) for off, data in rows], pos, size)
+        rows = [(int(off), bytes(data)) for off, data in got]
+        self.rows = rows_for(rows, size, self.rows)
+        return contiguous(rows, pos, size)
+
+
+def rows_for(rows: list[tuple[int, bytes]], size: int, current: int) -> int:
+    """How many rows the next query asks for: about ``size`` bytes of rows as large as these
+    (an interactive session commits small rows, a bulk one 256 KiB rows)."""
+    if not rows:
+        return current
+    mean = max(1, sum(len(data) for _, data in rows) // len(rows))
+    return max(ROWS_MIN, min(ROWS_MAX, size // mean))
 
 
 def contiguous(rows: list[tuple[int, bytes]], pos: int, size: int) -> bytes:

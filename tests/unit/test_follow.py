@@ -8,7 +8,8 @@ import json
 import pytest
 
 from bastion.errors import RecordingError
-from bastion.recording.follow import Follower, check_live, contiguous, live_channel
+from bastion.recording.follow import (ROWS_MAX, ROWS_MIN, Follower, check_live, contiguous,
+                                      live_channel, rows_for)
 
 HEADER = json.dumps({"version": 2, "width": 100, "height": 30, "timestamp": 1}).encode() + b"\n"
 EVENTS = [json.dumps([0.5 * i, "o", f"line {i}\r\n"]).encode() + b"\n" for i in range(1, 6)]
@@ -28,6 +29,18 @@ CAST = HEADER + b"".join(EVENTS)
 ])
 def test_contiguous(rows, pos, size, expected):
     assert contiguous(rows, pos, size) == expected
+
+
+@pytest.mark.parametrize("sizes,current,expected", [
+    ([], 16, 16),                                   # nothing read: as before
+    ([256 * 1024] * 4, 16, 4),                      # bulk rows: 4 make 1 MiB
+    ([100] * 16, 16, ROWS_MAX),                     # small rows: as many as allowed
+    ([4096] * 16, 16, 256),
+    ([3 << 20], 16, ROWS_MIN),                      # a row larger than a read
+])
+def test_rows_for_asks_for_about_a_read_of_rows(sizes, current, expected):
+    rows = [(0, b"x" * n) for n in sizes]
+    assert rows_for(rows, 1 << 20, current) == expected
 
 
 class GrowingBytes:
