@@ -20,7 +20,7 @@ import pytest
 
 from bastion.demo.sshd import free_port, wait_for_port
 from tests.e2e.harness import BASTION, BastionRig, PtyAgent
-from tests.e2e.test_api import API_RULES, ApiRig, call
+from tests.e2e.test_api import API_RULES, ApiRig, _raw, call
 
 pytestmark = pytest.mark.e2e
 
@@ -196,6 +196,15 @@ def test_a_session_that_ended_or_never_was_is_refused_with_what_to_do(node_a, no
     assert f"bastion sessions play {sid}" in ended.err
     status, body = call(node_b, "GET", f"/api/v1/sessions/{sid}/live", auditor)
     assert status == 409 and "has ended" in json.dumps(body)
+    # naming the channel, as the web viewer's live page does: sent to its end (the store's copy)
+    cid = json.loads(node_b.cli("sessions", "show", str(sid), "--json").out)["channels"][0]["id"]
+    status, body, headers = _raw(node_b, f"/api/v1/sessions/{sid}/live?channel={cid}"
+                                         "&format=asciicast", auditor)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    frames = [json.loads(line[6:]) for line in body.decode().splitlines()
+              if line.startswith("data: [")]
+    assert any(f[1] == "o" and "over-and-done" in f[2] for f in frames)
+    assert body.rstrip().endswith(b'event: done\ndata: {"status": "closed"}')
     remote = node_b.cli("sessions", "watch", str(sid), "--server", node_b.url, "--server-ca",
                         str(node_b.cert), check=False, env={"BASTION_TOKEN": auditor})
     assert remote.returncode != 0
