@@ -350,7 +350,12 @@ class Api:
                     yield f"event: channel\ndata: {json.dumps(head)}\n\n".encode()
                 quiet = 0.0
                 while True:
-                    events, ended = await asyncio.to_thread(live.poll)
+                    try:
+                        events, ended = await asyncio.to_thread(live.poll)
+                    except BastionError as exc:     # the store went away: say so, then stop
+                        err = {"error": str(exc), "hint": exc.hint}
+                        yield f"event: error\ndata: {json.dumps(err)}\n\n".encode()
+                        return
                     if events or ended:
                         yield frames(events) + (done() if ended else b"")
                         if ended:

@@ -66,6 +66,7 @@ def watch_cmd(
 
     Example: bastion sessions watch 42 --server https://bastion.example.com:8443
     """
+    from bastion.errors import BastionError
     from bastion.proto.sanitize import TerminalFilter, sanitize
     if server:
         stream = remote(server, server_ca, token_file).live(session_id, channel)
@@ -89,6 +90,12 @@ def watch_cmd(
                     how = " (interrupted" + (f": {end['reason']}" if end.get("reason") else "") + ")"
                 err_console.print(Text("\n── the channel ended" + sanitize(how), style="dim"))
                 return
+            elif item["event"] == "error":
+                out.write(flt.finish().encode())
+                out.flush()
+                raise BastionError(sanitize(str(item["data"].get("error", "the live view failed"))),
+                                   hint=sanitize(str(item["data"]["hint"]))
+                                   if item["data"].get("hint") else None)
             else:
                 text = flt.feed(str(item["data"].get("data", "")))
                 if text:
@@ -98,6 +105,10 @@ def watch_cmd(
         out.write(flt.finish().encode())
         out.flush()
         raise typer.Exit(130) from None
+    out.write(flt.finish().encode())
+    out.flush()
+    raise BastionError("the live view was cut off before the channel ended",
+                       hint="follow again (`bastion sessions watch` replays it from the start)")
 
 
 def kill_cmd(

@@ -239,3 +239,35 @@ def test_the_follower_ends_when_a_peer_marks_the_session_interrupted(node_a, nod
                 p.wait()
         if node_a.proc.poll() is not None:
             node_a.start()
+
+
+def test_a_follow_ends_clearly_when_postgresql_goes_away(node_a, node_b, token, auditor,
+                                                         pg_cluster):
+    agent = node_a.ssh_popen(token, "echo until-the-outage-$((5*5)); seq -s . 1 150; sleep 60")
+    followers = []
+    try:
+        sid = _active_on_a(node_b)
+        remote_env = {**node_b.env, "BASTION_TOKEN": auditor}
+        for argv, env in ((["sessions", "watch", str(sid)], node_b.env),
+                          (["sessions", "watch", str(sid), "--server", node_b.url,
+                            "--server-ca", str(node_b.cert)], remote_env)):
+            proc = subprocess.Popen([BASTION, *argv], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+            followers.append(proc)
+            Lines(proc).until(b"until-the-outage-25")
+        pg_cluster.stop("fast")
+        try:
+            for proc in followers:
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode not in (0, None), err
+                assert b"the session index is unavailable" in err, err
+                assert b"PostgreSQL is up" in err, err
+                assert f":{pg_cluster.port}".encode() not in err        # no address shown
+        finally:
+            pg_cluster.start()
+    finally:
+        for p in (agent, *followers):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -90,6 +90,7 @@ def test_a_long_backlog_is_read_to_its_end_once_the_channel_ended(tmp_path, pg_s
         s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1",
                               login="deploy")
         ch = s.open_channel("exec", command="cat big")
+        rec.flush()                                   # its row is in the index
         chan = live_channel(query.get_session(query.open_index(tmp_path / "a"), s.id))
         line = b"y" * 1023 + b"\n"
         for _ in range(3 * 1024):                     # 3 MiB: more than one read's worth
