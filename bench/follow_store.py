@@ -121,8 +121,10 @@ def _catch_up(node_a: Path, node_b: Path, *, mib: int = 0,
                           target="web1", login="deploy")
     ch = s.open_channel("exec", command="cat big")
     line = (b"abcdefghij" * 410)[:4095] + b"\n"
-    for _ in range(mib * 256):
+    for i in range(mib * 256):
         ch.output(line)
+        if i % 256 == 255:
+            rec.flush()                       # as the relay's high-water mark would pause it
     for i in range(small):
         ch.output(b"%05d " % i + b"x" * 40 + b"\r\n")
         rec.flush()
