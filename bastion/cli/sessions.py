@@ -314,6 +314,10 @@ def play_cmd(
     Example: bastion sessions play 42 --from cmd:317 --idle-limit 2
     """
     if follow:
+        if start or as_json or idle_limit is not None or speed != 1.0:
+            raise RecordingError("--follow shows the output as it is recorded: it takes no "
+                                 "--from, --json, --speed or --idle-limit",
+                                 hint="replay a session with those without --follow")
         from bastion.cli.sessions_live import watch_cmd
         watch_cmd(session_id, data_dir, channel, server, server_ca, None)
         return

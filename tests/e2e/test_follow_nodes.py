@@ -209,6 +209,8 @@ def test_a_session_that_ended_or_never_was_is_refused_with_what_to_do(node_a, no
                         str(node_b.cert), check=False, env={"BASTION_TOKEN": auditor})
     assert remote.returncode != 0
     assert f"session {sid} has ended" in remote.err and "sessions play" in remote.err
+    mixed = node_b.cli("sessions", "play", str(sid), "--follow", "--json", check=False)
+    assert mixed.returncode != 0 and "--follow shows the output as it is recorded" in mixed.err
     unknown = node_b.cli("sessions", "play", "999999999", "--follow", check=False)
     assert unknown.returncode != 0
     assert "no session 999999999" in unknown.err and "sessions list" in unknown.err
