@@ -353,7 +353,9 @@ class Api:
                     try:
                         events, ended = await asyncio.to_thread(live.poll)
                     except BastionError as exc:     # the store went away: say so, then stop
-                        err = {"error": str(exc), "hint": exc.hint}
+                        err = {"error": str(exc),       # (the hint may name the store)
+                               "hint": "the bastion cannot read its session index now: "
+                                       "follow again later, or ask its operator"}
                         yield f"event: error\ndata: {json.dumps(err)}\n\n".encode()
                         return
                     if events or ended:

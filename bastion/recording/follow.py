@@ -72,7 +72,8 @@ class StoreBytes:
     The rows of a channel do not overlap and are committed in order, so what is contiguous
     from ``pos`` is final; a hole (never seen so far) ends a read.  The row holding ``pos``
     is found even when its boundaries differ from the rows read before (a recording whose
-    copy was replaced from its file at a restart: chunks.replace_all)."""
+    copy was replaced from its file at a restart: chunks.replace_all).  ``conn``: an index
+    connection, set by the caller for the time of its reads (LiveChannel.poll)."""
 
     def __init__(self, conn: Any, channel_id: int) -> None:
         self.conn = conn
@@ -193,18 +194,20 @@ class LiveChannel:
     store's copy (another node's session on PostgreSQL).  The channel has ended when its row
     has ``ended`` or its session is no longer active (closed, or interrupted by a restart or
     a peer's lease); that row is committed after the recording's last bytes, so what is
-    read after seeing it is everything."""
+    read after seeing it is everything.
+
+    Each :meth:`poll` borrows a reader connection and gives it back (on PostgreSQL from the
+    process's small pool, which the API's requests share: a follow that lasts hours must not
+    hold one of them)."""
 
     def __init__(self, data_dir: Path, channel: dict[str, Any]) -> None:
-        from bastion.recording import schema
         from bastion.store import location
+        self.data_dir = Path(data_dir)
         self.channel_id = int(channel["id"])
-        self.conn = schema.connect(Path(data_dir), readonly=True)
-        path = Path(data_dir) / str(channel["path"])
+        path = self.data_dir / str(channel["path"])
         self.from_store = not path.exists() and location.current().postgres
-        source: ByteSource = StoreBytes(self.conn, self.channel_id) if self.from_store \
-            else FileBytes(path)
-        self.follower = Follower(source)
+        self._store = StoreBytes(None, self.channel_id)
+        self.follower = Follower(self._store if self.from_store else FileBytes(path))
         self.end: dict[str, Any] = {}      # once ended: the channel's status, the session's reason
 
     @property
@@ -213,18 +216,25 @@ class LiveChannel:
 
     def poll(self) -> tuple[list[asciicast.Event], bool]:
         """(new events, ended).  Nothing new and not ended: call again after ``POLL``."""
-        events = self.follower.read()
-        if events or not self._ended():
-            return events, False
-        while True:                                     # the rest, however long
-            pos = self.follower.pos
-            events += self.follower.read()
-            if self.follower.pos == pos:
-                return events, True
-
-    def _ended(self) -> bool:
+        from bastion.recording import schema
+        conn = schema.connect(self.data_dir, readonly=True)
+        self._store.conn = conn
         try:
-            row = self.conn.execute(
+            events = self.follower.read()
+            if events or not self._ended(conn):
+                return events, False
+            while True:                                 # the rest, however long
+                pos = self.follower.pos
+                events += self.follower.read()
+                if self.follower.pos == pos:
+                    return events, True
+        finally:
+            self._store.conn = None
+            conn.close()
+
+    def _ended(self, conn: Any) -> bool:
+        try:
+            row = conn.execute(
                 "SELECT c.ended, s.status, c.status, s.reason FROM channels c JOIN sessions s "
                 "ON s.id = c.session_id WHERE c.id = ?", (self.channel_id,)).fetchone()
         except sqlite3.Error as exc:
@@ -242,4 +252,4 @@ class LiveChannel:
         return True
 
     def close(self) -> None:
-        self.conn.close()
+        """Nothing is held between polls; kept for the callers' ``finally``."""

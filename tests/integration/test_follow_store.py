@@ -112,3 +112,29 @@ def test_a_long_backlog_is_read_to_its_end_once_the_channel_ended(tmp_path, pg_s
         assert text.endswith("THE-END\n") and text.count("y" * 1023) == 3 * 1024
     finally:
         rec.close()
+
+
+def test_followers_hold_no_reader_connection_between_polls(tmp_path, pg_store):
+    """The API's requests share a small pool of readers with its live views: more followers
+    than the pool has connections still poll, and a reader is still to be had."""
+    from bastion.recording import schema
+    from bastion.store.pgconn import POOL_MAX
+    rec = Recorder.open(tmp_path / "a")
+    try:
+        s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1",
+                              login="deploy")
+        ch = s.open_channel("shell")
+        ch.output(b"many eyes\r\n")
+        rec.flush()
+        chan = live_channel(query.get_session(query.open_index(tmp_path / "a"), s.id))
+        lives = [LiveChannel(tmp_path / "b", chan) for _ in range(POOL_MAX + 2)]
+        for live in lives:
+            events, ended = live.poll()
+            assert _texts(events) == "many eyes\r\n" and not ended
+        conn = schema.connect(tmp_path / "b", readonly=True)     # not waiting for the pool
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+        conn.close()
+        for live in lives:
+            live.close()
+    finally:
+        rec.close()
