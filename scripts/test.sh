@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them.
-#   scripts/test.sh                 the whole suite
+#   scripts/test.sh                 the whole suite, then the inproc, e2e and reliability tiers again on PostgreSQL
 #   scripts/test.sh unit            one tier: unit, integration, inproc, e2e, reliability or house
 #   scripts/test.sh tests/unit -q   any pytest arguments
+#   BASTION_TEST_JOBS=0 scripts/test.sh   one process (default: 4 parallel, pytest-xdist)
+#   BASTION_TEST_STORE=sqlite scripts/test.sh   the whole suite once, rigs on SQLite only
 # Needs: Python >= 3.11, and (as root, or with sudo) apt-get for openssh-server/client and rsync:
 # the end-to-end tests drive the real OpenSSH ssh client (and rsync) against a real sshd on 127.0.0.1,
 # and the web viewer's tests Debian's chromium (/usr/bin/chromium); postgresql for the
@@ -32,9 +34,39 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 scripts/setup.sh --test
+
+# Test files run in parallel processes (pytest-xdist), a file's tests together in one process
+# (its module-scoped rigs are shared): the end-to-end tests mostly wait on real ssh round
+# trips, so more processes than cores pays.  BASTION_TEST_JOBS=0 runs in this one process;
+# an explicit -n/--numprocesses among the arguments wins.
+jobs=(-n "${BASTION_TEST_JOBS:-4}" --dist loadfile)
+for arg in "$@"; do
+    case "$arg" in -n|-n*|--numprocesses*|no:xdist) jobs=() ;; esac
+done
 case "${1:-}" in
     unit|integration|inproc|e2e|reliability|house)
         tier="$1"; shift
-        exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" "$@" ;;
+        exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" ${jobs[@]+"${jobs[@]}"} "$@" ;;
 esac
-exec .venv/bin/python -m pytest "$@"
+# A tier, a path or BASTION_TEST_STORE given: one pass, as asked.
+whole=1
+for arg in "$@"; do
+    case "$arg" in -*) ;; *) whole=0 ;; esac
+done
+if [ "$whole" = 0 ] || [ -n "${BASTION_TEST_STORE:-}" ]; then
+    exec .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@"
+fi
+# The whole suite: every tier with the rigs on SQLite (the embedded default), then the tiers
+# whose rigs take a store (inproc, e2e, reliability) again with every rig on PostgreSQL (a private
+# cluster, a database per rig), so both backends pass the whole suite.  Not repeated: the
+# files that choose their own store whatever BASTION_TEST_STORE says (test_store_pg: always
+# PostgreSQL; test_bench_scaling_quick: both; the other bench tests and test_demo/test_container:
+# their own SQLite bastion), which the first pass already ran.
+status=0
+.venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@" || status=$?
+echo "== again with every rig on PostgreSQL (BASTION_TEST_STORE=postgresql): tests/inproc tests/e2e tests/reliability" >&2
+BASTION_TEST_STORE=postgresql .venv/bin/python -m pytest tests/inproc tests/e2e tests/reliability \
+    --ignore=tests/e2e/test_store_pg.py --ignore=tests/e2e/test_demo.py \
+    --ignore=tests/e2e/test_container.py --ignore-glob='tests/e2e/test_bench_*' \
+    ${jobs[@]+"${jobs[@]}"} "$@" || { rc=$?; [ "$status" != 0 ] || status=$rc; }
+exit "$status"

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
+
+# pytest-xdist workers start with COLUMNS=80/LINES=24 in their environment, and rich pins a
+# Console's width to COLUMNS when the Console is made (bastion.cli.common makes its two at
+# import), so every CLI table in that worker would be 80 wide whatever a test asks for.  A
+# serial run has neither variable; the workers are made to match it.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
+import bastion.demo.sshd  # noqa: E402
+from tests import ports  # noqa: E402
+
+# every server a test starts (LocalSshd, the bastion rigs, the API) takes its port from this
+# process's own slice: several pytest-xdist workers run at once (tests/ports.py).  Set before
+# any test module runs `from bastion.demo.sshd import free_port`.
+bastion.demo.sshd.free_port = ports.free_port
 
 _dbs = itertools.count(1)
 

@@ -33,9 +33,8 @@ def _bindir() -> Path:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tests.ports import free_port          # this test process's own slice of ports
+    return free_port()
 
 
 @dataclass

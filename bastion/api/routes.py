@@ -38,7 +38,6 @@ _TERMINATE = re.compile(r"/api/v1/sessions/(\d+)/terminate")
 _RECORDING = re.compile(r"/api/v1/sessions/(\d+)/channels/(\d+)/recording")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 RECORDING_CHUNK = 1 << 16
-LIVE_POLL = 0.2            # s between looks at a followed recording
 LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing the stream
 
 
@@ -58,13 +57,8 @@ class Api:
         if path == "/readyz" and req.method == "GET":
             return await self._ready()
         if path == "/metrics" and req.method == "GET":
-            workers = None
-            if getattr(self.services.recorder, "worker", 0):    # serve --workers: all of them
-                from bastion.recording.status import merge_workers, read_workers
-                workers = merge_workers(await asyncio.to_thread(read_workers,
-                                                                self.services.data_dir))
-            return Response(200, self._metrics(workers).encode(),
-                            content_type="text/plain; version=0.0.4; charset=utf-8")
+            from bastion.api.metricsview import metrics_response
+            return await metrics_response(self.services)
         if not path.startswith("/api/v1/"):
             return error(404, f"no such endpoint: {req.method} {path}",
                          hint="see docs/API.md")
@@ -298,10 +292,10 @@ class Api:
         stored), ``event: end`` once the channel has ended and all of it is sent.
         ``format=asciicast``: the messages asciinema-player's eventsource driver reads
         (``{"cols", "rows", "time"}`` once the header is read, ``[t, "o", text]`` events,
-        ``event: done`` at the end); the web viewer's live page uses it."""
-        from bastion.recording import query
-        from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
-        data_dir = self.services.data_dir
+        ``event: done`` at the end); the web viewer's live page uses it.  Another node's
+        session (PostgreSQL store) is followed through the store's copy
+        (bastion.recording.follow).  Without ``channel``, a session that has ended is 409."""
+        from bastion.recording.follow import OUTPUT_CODES, POLL, LiveChannel, check_live, live_channel
         try:
             channel_arg = req.arg("channel")
             channel_id = int(channel_arg) if channel_arg else None
@@ -310,14 +304,19 @@ class Api:
         session = await self._readable(req, who, session_id)
         if isinstance(session, Response):
             return session
-
-        def lookup() -> dict[str, Any]:
-            return query.get_session(query.open_index(data_dir), session_id)
+        try:
+            if channel_id is None:
+                check_live(session)
+        except RecordingError as exc:
+            return error(409, str(exc), exc.hint)
         try:
             channel = live_channel(session, channel_id)
         except RecordingError as exc:
             return error(404, str(exc), exc.hint)
-        follower = Follower(data_dir / channel["path"])
+        try:
+            live = await asyncio.to_thread(LiveChannel, self.services.data_dir, channel)
+        except BastionError as exc:
+            return error(503, str(exc), exc.hint)
         cid = channel["id"]
         player = req.arg("format") == "asciicast"
         audit.info("api live view of session %s channel %s by %s", session_id, cid,
@@ -329,10 +328,10 @@ class Api:
         def frames(events: list[Any]) -> bytes:
             nonlocal sent_reset
             out = b""
-            if player and not sent_reset and follower.header is not None:
+            if player and not sent_reset and live.header is not None:
                 sent_reset = True
-                size = {"cols": follower.header.get("width") or 80,
-                        "rows": follower.header.get("height") or 24, "time": 0}
+                size = {"cols": live.header.get("width") or 80,
+                        "rows": live.header.get("height") or 24, "time": 0}
                 out += f"data: {json.dumps(size)}\n\n".encode()
             for ev in events:
                 if ev.code in OUTPUT_CODES:
@@ -340,29 +339,38 @@ class Api:
                         {"t": ev.time, "code": ev.code, "data": ev.text()}
                     out += f"data: {json.dumps(item)}\n\n".encode()
             return out
-        done = b"event: done\ndata: {}\n\n" if player else b"event: end\ndata: {}\n\n"
+
+        def done() -> bytes:
+            return f"event: {'done' if player else 'end'}\ndata: {json.dumps(live.end)}\n\n".encode()
 
         async def stream() -> Any:
-            if not player:
-                yield (f"event: channel\ndata: {json.dumps({'session': session_id, 'channel': cid})}"
-                       "\n\n").encode()
-            quiet = 0.0
-            while True:
-                events = follower.read()
-                if events:
-                    yield frames(events)
-                    quiet = 0.0
-                    continue
-                ended = [c for c in (await asyncio.to_thread(lookup))["channels"]
-                         if c["id"] == cid and c.get("ended") is not None]
-                if ended:                       # the row is sealed after the file's last event
-                    yield frames(follower.read()) + done
-                    return
-                await asyncio.sleep(LIVE_POLL)
-                quiet += LIVE_POLL
-                if quiet >= LIVE_KEEPALIVE:
-                    quiet = 0.0
-                    yield b": keepalive\n\n"
+            try:
+                if not player:
+                    head = {"session": session_id, "channel": cid, "from_store": live.from_store}
+                    yield f"event: channel\ndata: {json.dumps(head)}\n\n".encode()
+                quiet = 0.0
+                while True:
+                    try:
+                        events, ended = await asyncio.to_thread(live.poll)
+                    except BastionError as exc:     # the store went away: say so, then stop
+                        err = {"error": str(exc),       # (the hint may name the store)
+                               "hint": "the bastion cannot read its session index now: "
+                                       "follow again later, or ask its operator"}
+                        yield f"event: error\ndata: {json.dumps(err)}\n\n".encode()
+                        return
+                    if events or ended:
+                        yield frames(events) + (done() if ended else b"")
+                        if ended:
+                            return
+                        quiet = 0.0
+                        continue
+                    await asyncio.sleep(POLL)
+                    quiet += POLL
+                    if quiet >= LIVE_KEEPALIVE:
+                        quiet = 0.0
+                        yield b": keepalive\n\n"
+            finally:
+                await asyncio.to_thread(live.close)
         return Response(200, content_type="text/event-stream", stream=stream())
 
     async def _recording(self, req: Request, who: "_Caller", session_id: int,
@@ -470,41 +478,6 @@ class Api:
         ok = state == "ok"
         return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded",
                                                   "recording": state})
-
-    def _metrics(self, merged: dict[str, Any] | None = None) -> str:
-        gauges: list[tuple[str, str, float]] = []
-        recorder = self.services.recorder
-        if recorder is not None:
-            status = recorder.status()
-            recording_up = recorder.state == "ok"
-            if getattr(recorder, "worker", 0):     # serve --workers: the gauges of all
-                if merged is not None:
-                    status = merged
-                    recording_up = merged.get("state") == "ok"
-                gauges.append(("bastion_workers", "Worker processes of serve --workers (the "
-                               "gauges sum them; the counters are this worker's: docs/SCALING.md)",
-                               float(merged.get("workers") or 1) if merged else 1.0))
-            gauges += [
-                ("bastion_sessions_open", "Agent sessions open.",
-                 float(status.get("sessions_open") or 0)),
-                ("bastion_channels_open", "Channels open.",
-                 float(status.get("channels_open") or 0)),
-                ("bastion_recording_up", "1 while sessions are recorded (else refused).",
-                 1.0 if recording_up else 0.0),
-            ]
-            gauges += [
-                ("bastion_recorder_queue_bytes", "Bytes queued for the recording worker, not "
-                 "yet acknowledged.", float(status.get("queue_bytes") or 0)),
-                ("bastion_recorder_queue_ops", "Operations queued for the recording worker.",
-                 float(status.get("queue_ops") or 0)),
-                ("bastion_recorder_lag_seconds", "Age of the oldest operation the recording "
-                 "worker has not acknowledged (0: none).", float(status.get("index_lag_s") or 0)),
-            ]
-            free = status.get("disk_free_bytes")
-            if free is not None:
-                gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
-                               float(free)))
-        return METRICS.render(gauges)
 
 
 def _window(req: Request, default_limit: int) -> tuple[int, float | None, float | None] | Response:

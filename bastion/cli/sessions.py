@@ -302,6 +302,8 @@ def play_cmd(
     server: ServerOpt = None,
     server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow the running session "
+                                         "live instead, as `sessions watch` does.")] = False,
 ) -> None:
     """Replay a session in this terminal, dangerous escape sequences filtered out.
 
@@ -311,6 +313,14 @@ def play_cmd(
 
     Example: bastion sessions play 42 --from cmd:317 --idle-limit 2
     """
+    if follow:
+        if start or as_json or idle_limit is not None or speed != 1.0:
+            raise RecordingError("--follow shows the output as it is recorded: it takes no "
+                                 "--from, --json, --speed or --idle-limit",
+                                 hint="replay a session with those without --follow")
+        from bastion.cli.sessions_live import watch_cmd
+        watch_cmd(session_id, data_dir, channel, server, server_ca, None)
+        return
     if server:
         api = remote(server, server_ca)
         record = as_index_record(api.session(session_id))

@@ -15,32 +15,36 @@ from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, err_console, handle
 from bastion.cli.remote import ServerCaOpt, ServerOpt, TokenFileOpt
 from bastion.cli.remote import client as remote
 
-POLL = 0.2
-
 
 def _local(data_dir: Path, session_id: int, channel: Optional[int]) -> Iterator[dict[str, Any]]:
-    """The same events as the API's live view, read from the data dir."""
+    """The same events as the API's live view, read from the data dir (this node's file) or,
+    for another node's session on a PostgreSQL store, from the store's copy."""
     from bastion.recording import query
-    from bastion.recording.follow import OUTPUT_CODES, Follower, live_channel
+    from bastion.recording.follow import OUTPUT_CODES, POLL, LiveChannel, check_live, live_channel
     db = query.open_index(data_dir)
-    ch = live_channel(query.get_session(db, session_id), channel)
-    yield {"event": "channel", "data": {"session": session_id, "channel": ch["id"]}}
-    follower = Follower(data_dir / ch["path"])
-    while True:
-        events = follower.read()
-        for ev in events:
-            if ev.code in OUTPUT_CODES:
-                yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
-        if events:
-            continue
-        now = query.get_session(db, session_id)["channels"]
-        if any(c["id"] == ch["id"] and c.get("ended") is not None for c in now):
-            for ev in follower.read():
+    try:
+        session = query.get_session(db, session_id)
+    finally:
+        db.conn.close()
+    if channel is None:
+        check_live(session)
+    ch = live_channel(session, channel)
+    live = LiveChannel(data_dir, ch)
+    try:
+        yield {"event": "channel", "data": {"session": session_id, "channel": ch["id"],
+                                            "from_store": live.from_store}}
+        while True:
+            events, ended = live.poll()
+            for ev in events:
                 if ev.code in OUTPUT_CODES:
                     yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
-            yield {"event": "end", "data": {}}
-            return
-        time.sleep(POLL)
+            if ended:
+                yield {"event": "end", "data": live.end}
+                return
+            if not events:
+                time.sleep(POLL)
+    finally:
+        live.close()
 
 
 def watch_cmd(
@@ -53,14 +57,17 @@ def watch_cmd(
     token_file: TokenFileOpt = None,
 ) -> None:
     """Follow a running session: its output as it is recorded (secrets masked), until the
-    channel ends or Ctrl-C.
+    channel ends or Ctrl-C.  On a PostgreSQL store this works from any node: a session
+    recorded elsewhere is followed through the store's copy.  A session that has ended is
+    refused (replay it with `sessions play`), unless --channel names one.
 
     Escape sequences that could act on your terminal (clipboard, title, queries) are
     filtered out, as in `sessions play`. Exit status 0 when the channel ended.
 
     Example: bastion sessions watch 42 --server https://bastion.example.com:8443
     """
-    from bastion.proto.sanitize import TerminalFilter
+    from bastion.errors import BastionError
+    from bastion.proto.sanitize import TerminalFilter, sanitize
     if server:
         stream = remote(server, server_ca, token_file).live(session_id, channel)
     else:
@@ -70,14 +77,25 @@ def watch_cmd(
     try:
         for item in stream:
             if item["event"] == "channel":
+                where = " from the store's copy" if item["data"].get("from_store") else ""
                 err_console.print(Text(f"── watching session {session_id} channel "
-                                       f"{item['data'].get('channel')} (Ctrl-C stops)",
+                                       f"{item['data'].get('channel')}{where} (Ctrl-C stops)",
                                        style="dim"))
             elif item["event"] == "end":
                 out.write(flt.finish().encode())
                 out.flush()
-                err_console.print(Text("\n── the channel ended", style="dim"))
+                end = item["data"]
+                how = ""
+                if end.get("status") == "interrupted":
+                    how = " (interrupted" + (f": {end['reason']}" if end.get("reason") else "") + ")"
+                err_console.print(Text("\n── the channel ended" + sanitize(how), style="dim"))
                 return
+            elif item["event"] == "error":
+                out.write(flt.finish().encode())
+                out.flush()
+                raise BastionError(sanitize(str(item["data"].get("error", "the live view failed"))),
+                                   hint=sanitize(str(item["data"]["hint"]))
+                                   if item["data"].get("hint") else None)
             else:
                 text = flt.feed(str(item["data"].get("data", "")))
                 if text:
@@ -87,6 +105,10 @@ def watch_cmd(
         out.write(flt.finish().encode())
         out.flush()
         raise typer.Exit(130) from None
+    out.write(flt.finish().encode())
+    out.flush()
+    raise BastionError("the live view was cut off before the channel ended",
+                       hint="follow again (`bastion sessions watch` replays it from the start)")
 
 
 def kill_cmd(

@@ -13,7 +13,9 @@ the others start once it listens.  SIGHUP and SIGTERM/SIGINT are passed to every
 A worker is sent SIGTERM if the parent dies (``PR_SET_PDEATHSIG``).  A worker that
 exits on its own (crash, kill -9) is started again after a backoff (0.5 s,
 doubling up to 30 s, back to 0.5 s after a minute up) and then marks interrupted only its
-own sessions.  Only worker 1 serves ``--api-listen`` (one /metrics, one web UI).
+own sessions.  Only worker 1 serves ``--api-listen`` (one /metrics, one web UI); its
+/metrics sums every worker's counters (bastion.workermetrics; the parent clears their
+snapshots at start).
 
 Not covered: what a worker does (bastion.cli.serve, bastion.ssh.server).
 """
@@ -316,6 +318,8 @@ def run_parent(count: int, host: str, port: int, policy: Path, data_dir: Path) -
     make_private_dirs(data_dir)
     lock_fd = _lock(data_dir)             # another `bastion serve` on this data dir: refused
     try:
+        from bastion import workermetrics
+        workermetrics.clear(data_dir)     # this run's counters start at 0
         reserved = reserve_port(host, port)
         try:
             parent = Parent(count, host, reserved.getsockname()[1], policy, data_dir)

@@ -7,8 +7,8 @@ to ``DATA_DIR/recordings-cache/`` (or a private temp dir when the data dir is no
 and returns that path, so play, export and the API read it as any recording.  A cached copy
 of a sealed recording is used again while its SHA-256 is the sealed one.
 
-Not covered: live recordings of another node (``sessions play --follow`` reads the local
-file only).
+Not covered: following another node's open recording (bastion.recording.follow reads the
+store's copy as it grows, without writing it to disk).
 """
 
 from __future__ import annotations

@@ -173,7 +173,10 @@ def read_workers(data_dir: Path) -> dict[int, dict[str, Any] | None]:
     for path in sorted(Path(data_dir).glob("status.w*.sock")):
         index = path.name[len("status.w"):-len(".sock")]
         if index.isdigit():
-            found[int(index)] = read_status(data_dir, timeout=2.0, name=path.name)
+            try:
+                found[int(index)] = read_status(data_dir, timeout=2.0, name=path.name)
+            except (TimeoutError, ConnectionResetError):    # stopped or stuck: not answering
+                found[int(index)] = None
     return found
 
 

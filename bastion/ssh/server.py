@@ -106,10 +106,22 @@ async def serve(services: Services, host: str, port: int, *, ready=None, also=No
         await services.validator.refresh()      # the first login then pays no discovery/JWKS fetch
     except BastionError as exc:
         log.warning("identity provider not reachable at start (logins will retry): %s", exc)
+    if worker:                              # its counters go on from its predecessor's
+        from bastion import workermetrics
+        try:
+            await workermetrics.start(services.data_dir, worker)
+        except OSError as exc:
+            await services.close()
+            raise BastionError(f"cannot share this worker's metrics in "
+                               f"{workermetrics.metrics_dir(services.data_dir)}: "
+                               f"{exc.strerror or exc}",
+                               hint="the data dir must be writable by the bastion's user"
+                               ) from exc
     try:
         acceptor = await start_listener(services, host, port, reuse_port=bool(worker))
     except OSError as exc:
         await services.close()
+        await _stop_metrics(worker)
         raise listen_error(host, port, exc) from exc
     bound = acceptor.get_port()
     extra = None
@@ -119,6 +131,7 @@ async def serve(services: Services, host: str, port: int, *, ready=None, also=No
         except BaseException:
             acceptor.close()
             await services.close()
+            await _stop_metrics(worker)
             raise
     if worker:
         log.info("worker %d accepting on %s:%d", worker, host, bound)
@@ -163,8 +176,18 @@ async def serve(services: Services, host: str, port: int, *, ready=None, also=No
         if services.connections:
             await asyncio.sleep(0.3)         # let the goodbye messages go out
         await services.close()
+        await _stop_metrics(worker)              # its last counters written
         try:
             await asyncio.wait_for(acceptor.wait_closed(), 5)
         except asyncio.TimeoutError:
             pass
         log.info("bastion stopped")
+
+
+async def _stop_metrics(worker: int) -> None:
+    if worker:
+        from bastion import workermetrics
+        try:
+            await workermetrics.stop()
+        except Exception:  # noqa: BLE001 - stopping goes on
+            log.warning("could not write this worker's last metrics", exc_info=True)

@@ -25,6 +25,7 @@ import functools
 import os
 import re
 import socket
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,14 @@ class StoreSettings:
         """The password from ``password_file`` (first line), else None (libpq finds one)."""
         if not self.password_file:
             return None
+        path = Path(self.password_file)
         try:
-            text = Path(self.password_file).read_text(encoding="utf-8")
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:                # as libpq refuses a ~/.pgpass others can read
+                raise ConfigError(f"the store's password file {path} is accessible by other "
+                                  f"users (mode {mode:o}); refusing to use it",
+                                  hint=f"chmod 600 {path}")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read the store's password file {self.password_file}: "
                               f"{exc.strerror or exc}",

@@ -7,12 +7,14 @@ from ``sessions.node``, ``NODE-wN``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -241,18 +243,28 @@ def test_a_worker_count_out_of_range_exits_2_with_a_hint(wrig):
     assert r.returncode == 2 and "--workers must be 1-63, got 0" in r.err and "hint:" in r.err
 
 
-def test_worker_1_serves_the_api_and_its_metrics_gauges_cover_both_workers(
-        tmp_path_factory, issuer, token):
-    from prometheus_client.parser import text_string_to_metric_families
-
+@contextlib.contextmanager
+def api_workers_rig(tmp_path_factory, issuer, name: str) -> Iterator[BastionRig]:
+    """A started ``serve --workers 2`` with the API on (worker 1 serves it), closed after."""
     from bastion.demo.sshd import free_port, wait_for_port
-    from tests.e2e.test_api import ApiRig, call
-    r = ApiRig(tmp_path_factory.mktemp("wapi"), issuer, workers=2).setup()
+    from tests.e2e.test_api import ApiRig
+    r = ApiRig(tmp_path_factory.mktemp(name), issuer, workers=2).setup()
     r.api_port = free_port()
     try:
         r.start()
         wait_for_port(r.api_port, timeout=30, proc=r.proc)
         r.wait_log("bastion listening on", timeout=30)
+        yield r
+    finally:
+        r.close()
+
+
+def test_worker_1_serves_the_api_and_its_metrics_gauges_cover_both_workers(
+        tmp_path_factory, issuer, token):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.e2e.test_api import call
+    with api_workers_rig(tmp_path_factory, issuer, "wapi") as r:
         assert r.log().count("API listening on") == 1        # worker 1 only
         held = _open_on_both(r, token)
         status, text = call(r, "GET", "/metrics")
@@ -269,8 +281,6 @@ def test_worker_1_serves_the_api_and_its_metrics_gauges_cover_both_workers(
         for proc, _ in held.values():
             proc.kill()
             proc.wait()
-    finally:
-        r.close()
 
 
 def test_a_command_held_on_either_worker_is_released_by_an_answer_from_the_cli(

@@ -70,9 +70,14 @@ class InProcBastion:
     def rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
         """Rows of the index once everything recorded so far is written."""
         self.services.recorder.flush()
-        conn = sqlite3.connect(f"file:{self.data_dir / 'index.sqlite'}?mode=ro", uri=True,
-                               timeout=10)
-        conn.row_factory = sqlite3.Row
+        from bastion.store import location
+        if location.current().postgres:     # BASTION_TEST_STORE=postgresql: the rig's store
+            from bastion.recording import schema
+            conn = schema.connect(self.data_dir, readonly=True)
+        else:
+            conn = sqlite3.connect(f"file:{self.data_dir / 'index.sqlite'}?mode=ro", uri=True,
+                                   timeout=10)
+            conn.row_factory = sqlite3.Row
         try:
             return conn.execute(sql, params).fetchall()
         finally:

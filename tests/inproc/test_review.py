@@ -91,7 +91,7 @@ def test_a_forged_answer_is_refused_and_nothing_runs(bastion, rig, token, tmp_pa
     async def forge_approval(request_id):
         # an answer written into the index by someone who can write it, without a token
         forge(bastion.data_dir, request_id, Approver(subject="mallory", roles=("sre-leads",)),
-              prove=False)
+              prove=False, connect=rig.index)
     rid, _, result = _hold(bastion, rig, token, command, forge_approval)
     assert result.exit_status == 125
     assert "the answer could not be verified by the bastion" in result.stderr

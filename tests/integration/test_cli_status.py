@@ -102,3 +102,18 @@ def test_help_teaches_and_ends_with_an_example(flag):
     assert "REFUSING SESSIONS" in text and "index lag" in text and "reserve" in text
     assert "Exit status: 0 recording, 3 refusing sessions, 4" in text
     assert "Example: bastion status --data-dir /var/lib/bastion" in text
+
+
+def test_a_worker_that_accepts_but_never_answers_is_shown_as_not_answering(tmp_path):
+    """`serve --workers N`: a stopped (SIGSTOP) or stuck worker's socket still accepts (the
+    kernel's backlog) but never answers; status and /metrics must not fail on it."""
+    import socket
+
+    from bastion.recording.status import read_workers
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.bind(str(tmp_path / "status.w2.sock"))
+    stuck.listen(4)                         # never accepted, never answered
+    try:
+        assert read_workers(tmp_path) == {2: None}
+    finally:
+        stuck.close()

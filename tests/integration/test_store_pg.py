@@ -5,6 +5,7 @@ do not collide, NOTIFY waking a waiting broker, [store] settings that never show
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 
@@ -350,3 +351,30 @@ def test_a_peer_takes_over_the_sessions_of_a_node_past_its_lease(tmp_path, pg_st
     assert local.read_bytes() == data
     report = verify_index(tmp_path / "a")
     assert report.ok, report.problems
+
+
+def test_a_password_file_others_can_read_is_refused_with_the_fix(tmp_path, pg_store,
+                                                                   pg_cluster):
+    """As libpq refuses a ~/.pgpass that others can read: the CLI (and `serve`) stop with the
+    chmod to run; the same file made private works."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    schema.connect(tmp_path / "data").close()          # the store's schema, as serve makes it
+    pw = tmp_path / "pg-password"
+    pw.write_text(pg_cluster.password_file.read_text())
+    os.chmod(pw, 0o640)
+    env = {**os.environ, **pg_store, "BASTION_STORE_PASSWORD_FILE": str(pw)}
+    env.pop("BASTION_POLICY", None)
+    argv = [str(Path(sys.executable).parent / "bastion"), "sessions", "list", "--json",
+            "--data-dir", str(tmp_path / "data")]
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "accessible by other users" in refused.stderr and f"chmod 600 {pw}" in refused.stderr
+    assert pg_cluster.password_file.read_text().strip() not in refused.stderr + refused.stdout
+    os.chmod(pw, 0o600)
+    ok = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == []

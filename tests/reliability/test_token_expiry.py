@@ -10,8 +10,11 @@ marker in the recording.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +32,10 @@ def rig(tmp_path_factory, issuer):
                    .replace('audience = "api://bastion"', 'audience = "api://bastion"\nleeway = 0')
                    .replace("[settings]\n", f"[settings]\nsession_max_after_expiry = {GRACE}\n"))
     r.start()
-    cm = r.root / "cm"
-    cm.mkdir(mode=0o700)
+    # the control sockets live in a short dir of their own: a unix socket path holds 107 bytes,
+    # OpenSSH adds 17 to ControlPath for its temporary name, and pytest-xdist's temp paths
+    # (.../popen-gw2/expiry0/cm/b-<40 hex>) leave no room for that: the master fails to bind
+    cm = Path(tempfile.mkdtemp(prefix="cm-"))
     r.ssh_config.write_text(
         f"Host bastion\n    ControlMaster auto\n    ControlPath {cm}/b-%C\n"
         f"    ControlPersist 120\n"
@@ -41,6 +46,7 @@ def rig(tmp_path_factory, issuer):
         subprocess.run(["ssh", "-F", str(r.ssh_config), "-O", "exit", host],
                        capture_output=True, timeout=10)
     r.close()
+    shutil.rmtree(cm, ignore_errors=True)
 
 
 def _rows(rig, sql):

@@ -187,7 +187,9 @@ async def test_a_full_connection_gets_a_second_one_and_both_go_idle(sshd, client
         assert await _eventually(lambda: _cats(sshd) == len(agents), 5) is not None
         await _cancel(agents)
         assert await _eventually(lambda: pool.stats() == {}, 3 * IDLE) is not None
-        assert await _eventually(lambda: not children(sshd.proc.pid), 5) is not None
+        # (sshd's per-connection processes exit after the pool closed them: allow for a
+        # loaded machine, several test processes share its cores)
+        assert await _eventually(lambda: not children(sshd.proc.pid), 30) is not None
     finally:
         await pool.close()
 

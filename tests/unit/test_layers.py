@@ -24,7 +24,7 @@ RANK = {
     "identity": 2, "transfer": 2, "store": 2,
     "config": 3,
     "recording": 4,
-    "approvals": 5,
+    "approvals": 5, "workermetrics": 5,
     "ssh": 6,
     "services": 7,
     "demo": 8, "api": 8,
