@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import RecordingError
-from bastion.recording import health, schema
+from bastion.recording import frames, health, schema
 from bastion.recording.writer import FLUSH_INTERVAL, OP_STOP, Applier
 from bastion.store import location as store_location
 
@@ -110,7 +110,7 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
                 last_checkpoint = time.monotonic()
             continue
         try:
-            batch = pickle.loads(inp.recv_bytes())
+            batch = frames.read_frame(inp.fileno())
         except EOFError:                      # the bastion process is gone
             log.warning("recording worker: bastion process gone; writing out what was "
                         "received (open sessions will be marked interrupted)")
