@@ -23,6 +23,13 @@ negotiates (measured in bench/, see docs/BENCHMARKS.md):
   transport, through their ``tunnel`` parameter (an object with
   ``create_server``/``create_connection``, as asyncssh calls them); reads go
   straight from the socket to the connection.
+* **Copies of what was received.**  asyncssh keeps received bytes in one ``bytes``
+  and re-slices it for every packet, copying all that follows each time: a 256 KiB
+  socket read holding eight 32 KiB packets was copied about nine times over before
+  it was parsed.  :func:`feed_in_slices` hands a socket connection its reads 64 KiB
+  at a time (views, no copy), so what asyncssh re-copies stays about one packet
+  (measured: 0.89 -> 0.31 ms CPU per MB of a mock of that parsing).  Bytes, order
+  and asyncssh's own handling are unchanged.
 
 :class:`JoinedTransport` is also the base of the inner connection's transport
 (bastion.ssh.link), which writes into an SSH channel instead of a socket.
@@ -83,6 +90,31 @@ def drop_cbc_padding_packets(conn: asyncssh.SSHClientConnection | asyncssh.SSHSe
         send(pkttype, *args, **kwargs)
 
     conn.send_packet = send_packet      # type: ignore[method-assign]
+    return True
+
+
+SLICE = 64 * 1024             # what feed_in_slices hands asyncssh at a time
+
+
+def feed_in_slices(conn: asyncio.Protocol) -> bool:
+    """Have ``conn`` (an asyncssh connection on a socket) receive its reads in
+    :data:`SLICE` pieces (module doc).  Returns whether it was installed (once per
+    connection, on that instance only)."""
+    if "data_received" in vars(conn):
+        return False
+    receive: Callable[..., None] = conn.data_received
+
+    def data_received(data: bytes) -> None:
+        if len(data) <= SLICE:
+            receive(data)
+            return
+        with memoryview(data) as view:
+            for i in range(0, len(view), SLICE):
+                if getattr(conn, "_transport", True) is None:
+                    return                       # closed by what came before: stop there
+                receive(view[i:i + SLICE])       # (asyncssh appends it to a bytes)
+
+    conn.data_received = data_received          # type: ignore[method-assign]
     return True
 
 
@@ -185,6 +217,7 @@ class _Handoff(asyncio.Protocol):
         transport.set_protocol(self.conn)     # reads go straight to the connection
         if isinstance(self.conn, asyncssh.connection.SSHConnection):
             drop_cbc_padding_packets(self.conn)
+            feed_in_slices(self.conn)
         self.conn.connection_made(JoinedTransport(transport))
 
 
