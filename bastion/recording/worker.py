@@ -35,6 +35,7 @@ import argparse
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 import time
@@ -97,11 +98,14 @@ def checkpoint(conn: Any, mode: str = "PASSIVE") -> None:
 def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event],
           ticker: Any = None) -> int:
     last_checkpoint = time.monotonic()
+    # one poll object for the worker's life (Connection.poll builds a selector per call)
+    readable = select.poll()
+    readable.register(inp.fileno(), select.POLLIN)
     while True:
         if ticker is not None:                # between transactions, idle or busy
             ticker.tick(applier.conn)
         wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
-        if not inp.poll(wait):
+        if not readable.poll(wait * 1000):
             if not (applier.update_counters() and applier.commit()):
                 return _failed(out, applier, events, None)
             _send(out, events)
