@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_ab_bulk_reports_both_revisions_and_proxyjump(tmp_path):
     out = tmp_path / "ab.json"
-    p = subprocess.run([sys.executable, "-m", "bench.ab_bulk", "--base", str(ROOT), "--size", "2",
+    p = subprocess.run([sys.executable, "-m", "bench.ab_bulk", "--base", str(ROOT), "--size", "20",
                         "--reps", "1", "--kinds", "zero,upload", "--modes", "default",
                         "--out", str(out)], cwd=ROOT, capture_output=True, timeout=300)
     assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
