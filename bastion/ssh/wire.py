@@ -130,15 +130,15 @@ def feed_in_slices(conn: asyncio.Protocol) -> bool:
         return False
     receive: Callable[..., None] = conn.data_received
 
-    def data_received(data: bytes) -> None:
+    def data_received(data: bytes, *args: Any) -> None:     # (a channel passes a datatype)
         if len(data) <= SLICE:
-            receive(data)
+            receive(data, *args)
             return
         with memoryview(data) as view:
             for i in range(0, len(view), SLICE):
                 if getattr(conn, "_transport", True) is None:
                     return                       # closed by what came before: stop there
-                receive(view[i:i + SLICE])       # (asyncssh appends it to a bytes)
+                receive(view[i:i + SLICE], *args)   # (asyncssh appends it to a bytes)
 
     conn.data_received = data_received          # type: ignore[method-assign]
     return True
