@@ -291,8 +291,8 @@ class Masker:
 
     def feed(self, data: bytes) -> bytes:
         """Take the next chunk; return the bytes that are safe to emit now."""
-        if data:
-            self._held += bytes(data)
+        if data:      # one copy (``data`` may be a view of the worker's receive buffer)
+            self._held = self._held + data if self._held else bytes(data)
         return self._process(final=False)
 
     def flush(self) -> bytes:
@@ -307,16 +307,16 @@ class Masker:
     # -- internals ------------------------------------------------------------------------
 
     def _process(self, final: bool) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []         # joined once at the end (one piece: no copy at all)
         if self._sup is not None:
             end, kept, done = self._sup.consume(self._held, 0, final)
-            out += kept
+            out.append(bytes(kept))
             self._advance(end)
             if not done:
-                return bytes(out)
+                return b"".join(out)
             self._sup = None
         if not self._held:
-            return bytes(out)
+            return b"".join(out)
         buf = self._ctx + self._held
         pos = rpos = len(self._ctx)
         view = _View(buf, final)
@@ -326,24 +326,24 @@ class Masker:
             events, vcut = self._scan(view.v, vpos, final, finder)
             for ev in events:
                 rs, re_ = view.to_raw(ev.s), view.to_raw_end(ev.e)
-                out += buf[rpos:rs]
-                out += ev.replacement
-                out += view.escapes_in(rs, re_)
+                out.append(buf[rpos:rs])
+                out.append(bytes(ev.replacement))
+                out.append(bytes(view.escapes_in(rs, re_)))
                 rpos = re_
             sup = events[-1].sup if events else None
             if sup is None:
                 rcut = max(rpos, view.to_raw(vcut))
-                out += buf[rpos:rcut]
+                out.append(buf[rpos:rcut])
                 rpos = rcut
                 break
             rpos, kept, done = sup.consume(buf, rpos, final)   # drop the rest of the secret
-            out += kept
+            out.append(bytes(kept))
             if not done:
                 self._sup = sup
                 break
             vpos = view.to_view(rpos)                           # and go on in the same view
         self._advance(rpos - pos)
-        return bytes(out)
+        return b"".join(out)
 
     def _advance(self, n: int) -> None:
         if n:

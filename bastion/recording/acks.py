@@ -82,6 +82,10 @@ class AckQueue:
         self._seq = 0
         self._queue: collections.deque[Entry] = collections.deque()
         self._inflight: collections.deque[Entry] = collections.deque()
+        # the last sequence number of each batch shipped to ``_ends_worker`` and not yet
+        # acknowledged: the pump keeps at most MAX_INFLIGHT_BATCHES of them (supervisor.py)
+        self._batch_ends: collections.deque[int] = collections.deque()
+        self._ends_worker: WriterProcess | None = None
         self.queued = 0                  # bytes queued or in flight (read by the loop unlocked)
         self._worker: WriterProcess | None = None
         self.state = "starting"
@@ -216,6 +220,10 @@ class AckQueue:
                 barriers += self._retire(self._inflight.popleft())
             if self._inflight:
                 barriers += self._retire(self._inflight.popleft())
+            if self._batch_ends and self._batch_ends[0] <= seq:
+                while self._batch_ends and self._batch_ends[0] <= seq:
+                    self._batch_ends.popleft()
+                self._work.notify()                 # the pump may ship what queued meanwhile
             self.last_ack = time.time()
             waiters = []
             if self.queued <= LOW_WATER and self._waiters:

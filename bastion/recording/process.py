@@ -3,7 +3,8 @@
 :class:`WriterProcess` starts ``python -m bastion.recording.worker`` with two pipes,
 waits until it says ``ready`` (index open, its write lock taken once) or why it could
 not start, and then only carries bytes: :meth:`WriterProcess.send` ships one batch
-(pickled, one write: the GIL is released while the pipe takes it) and a *reader* thread
+(one frame, frames.py: its data crosses without being pickled; the GIL is released
+while the pipe takes it) and a *reader* thread
 hands the worker's events to ``on_events`` and, once the process has ended, calls
 ``on_exit`` with its exit status.  The queue, acknowledgements, replay and respawn are
 the supervisor's (bastion.recording.supervisor).
@@ -38,6 +39,7 @@ from typing import Any, Callable
 
 import bastion
 from bastion.errors import RecordingError
+from bastion.recording import frames
 from bastion import store
 from bastion.secret import SECRET_NAME
 
@@ -109,18 +111,16 @@ class WriterProcess:
                                       "check the data dir and the log above")
 
     def send(self, batch: list[Any]) -> bool:
-        """Ship one batch of ``(seq, op)``; False if the worker is gone."""
+        """Ship one batch of ``(seq, op)`` as one frame (frames.py); False if the worker is gone."""
         try:
-            data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            with self._send_lock:
+                frames.write_frame(self._out.fileno(), batch)
+        except (OSError, ValueError) as exc:        # the worker is gone: the reader reports it
+            log.debug("recording: send to the worker failed: %s", exc)
+            return False
         except Exception:                           # a bug (an op that does not pickle)
             log.exception("recording: a batch could not be sent")
             self.kill()
-            return False
-        try:
-            with self._send_lock:
-                self._out.send_bytes(data)
-        except (OSError, ValueError) as exc:        # the worker is gone: the reader reports it
-            log.debug("recording: send to the worker failed: %s", exc)
             return False
         return True
 

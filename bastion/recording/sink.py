@@ -180,6 +180,8 @@ class Sink:
             data = masker.feed(data)
             if not data:
                 return
+        else:
+            data = bytes(data)          # (a view of the worker's receive buffer, frames.py)
         self._encoded(stream, t, data)
 
     @property

@@ -49,6 +49,14 @@ log = logging.getLogger("bastion.recording")
 
 BACKOFF = (0.5, 10.0)        # first wait before a new worker, and the longest (doubling)
 BATCH_BYTES = 4 * 1024 * 1024    # the most data one batch carries (the pipe takes it in pieces)
+# Batches shipped and not yet acknowledged: the pump waits for an acknowledgement before it
+# ships more.  Each batch costs both processes ~0.2 ms of CPU whatever it holds (waking the
+# pump, the worker and the reader, the write, the commit, the tail report and its journal
+# record, the acknowledgement); shipping whatever was queued the moment it was queued made
+# ~30 batches per MB of bulk output instead of a few.  Two in flight keep the worker busy
+# (the next batch waits in the pipe while it works on one); an idle worker gets the first
+# operation at once, so nothing waits when little is recorded.
+MAX_INFLIGHT_BATCHES = 2
 STOP_TIMEOUT = 120.0         # closing every open recording (fsync) must be done by then
 
 
@@ -236,7 +244,8 @@ class Supervisor(AckQueue):
     def _pump(self) -> None:
         while True:
             with self._cond:
-                while not (self._queue and self._accepting) and self.state != "closed":
+                while not (self._queue and self._accepting and self._may_ship()) \
+                        and self.state != "closed":
                     self._work.wait()
                 if self.state == "closed":
                     return
@@ -249,10 +258,18 @@ class Supervisor(AckQueue):
                     self._inflight.append(entry)
                     batch.append((entry.seq, entry.op))
                     size += entry.cost
+                self._batch_ends.append(batch[-1][0])
                 stop = any(op[0] == OP_STOP for _seq, op in batch)
                 if stop:
                     self._accepting = False
             worker.send(batch)        # a failure is reported by the reader when the worker ends
+
+    def _may_ship(self) -> bool:
+        """Fewer than MAX_INFLIGHT_BATCHES batches wait for the current worker (lock held)."""
+        if self._ends_worker is not self._worker:     # a new worker: none of its batches yet
+            self._batch_ends.clear()
+            self._ends_worker = self._worker
+        return len(self._batch_ends) < MAX_INFLIGHT_BATCHES
 
     # -- reader threads ------------------------------------------------------------------
     def _on_events(self, worker: WriterProcess, events: list[Op]) -> None:

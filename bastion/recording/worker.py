@@ -41,6 +41,7 @@ import argparse
 import logging
 import os
 import pickle
+import select
 import signal
 import sqlite3
 import sys
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import RecordingError
-from bastion.recording import health, schema
+from bastion.recording import frames, health, schema
 from bastion.recording.writer import FLUSH_INTERVAL, OP_STOP, Applier
 from bastion.store import location as store_location
 
@@ -114,13 +115,16 @@ def checkpoint(conn: Any, mode: str = "PASSIVE") -> None:
 def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event],
           ticker: Any = None, store_key: bytes | None = None) -> int:
     last_checkpoint = time.monotonic()
+    # one poll object for the worker's life (Connection.poll builds a selector per call)
+    readable = select.poll()
+    readable.register(inp.fileno(), select.POLLIN)
     while True:
         if ticker is not None:                # between transactions, idle or busy
             ticker.tick(applier.conn)
             if ticker.lost:
                 _taken_by_peer(applier, ticker, events)
         wait = max(0.0, FLUSH_INTERVAL - (time.monotonic() - applier.last_counters))
-        if not inp.poll(wait):
+        if not readable.poll(wait * 1000):
             if not (applier.update_counters() and applier.commit()):
                 return _failed(out, applier, events, None)
             _send(out, events)
@@ -129,7 +133,7 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
                 last_checkpoint = time.monotonic()
             continue
         try:
-            batch = pickle.loads(inp.recv_bytes())
+            batch = frames.read_frame(inp.fileno())
         except EOFError:                      # the bastion process is gone
             log.warning("recording worker: bastion process gone; writing out what was "
                         "received (open sessions will be marked interrupted)")

@@ -58,3 +58,40 @@ def test_busiest_rows():
     rows = [(10, "ssh", 0.5), (11, "sshd", 0.25), (12, "cat", 0.01)]
     assert procs.busiest(rows, mb=100.0, top=2) == [
         {"pid": 10, "name": "ssh", "ms_per_mb": 5.0}, {"pid": 11, "name": "sshd", "ms_per_mb": 2.5}]
+
+
+def test_with_a_root_only_its_own_process_tree_is_counted():
+    # an orphan (its parent exits at once) burning CPU: some other run's process, not ours
+    marker = f"bench-procs-orphan-{os.getpid()}"
+    orphan_src = BURN.format(s=1.5) + f"# {marker}\n"
+    subprocess.run(["sh", "-c", f'{sys.executable} -c "$0" >/dev/null 2>&1 &', orphan_src],
+                   check=True)
+    try:
+        time.sleep(0.1)
+        with procs.ProcSampler(interval=0.02, root=os.getpid()) as mine, \
+                procs.ProcSampler(interval=0.02) as everything:
+            own = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.4)])
+            own.wait()
+        orphans = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                   and marker.encode() in _cmdline(int(p))]
+        assert orphans, "the orphan burner is not running"
+        mine_pids = {pid for pid, _n, _u in mine.used()}
+        all_pids = {pid for pid, _n, u in everything.used() if u > 0.1}
+        assert own.pid in mine_pids                      # our own child is counted
+        assert not mine_pids & set(orphans)              # the stranger is not
+        assert set(orphans) & all_pids                   # (which it would be without a root)
+    finally:
+        for p in os.listdir("/proc"):
+            if p.isdigit() and marker.encode() in _cmdline(int(p)):
+                try:
+                    os.kill(int(p), 9)
+                except OSError:
+                    pass
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""

@@ -210,6 +210,7 @@ async def test_asyncssh_peers_over_socket_tunnels_relay_exactly():
             assert result.stdout == data
             assert isinstance(conn._transport, wire.JoinedTransport)    # the tunnel took effect
             assert "send_packet" in vars(conn)                          # and the filter
+            assert "data_received" in vars(conn)                        # and the slicing
         assert isinstance(server_conns[0]._transport, wire.JoinedTransport)
     finally:
         acceptor.close()
@@ -256,3 +257,60 @@ async def test_inner_transport_stops_quietly_when_its_channel_closed_under_pendi
         await acceptor.wait_closed()
     assert "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.exc_info]
+
+
+class _Receiver:
+    def __init__(self):
+        self._transport = object()
+        self.got: list[bytes] = []
+
+    def data_received(self, data, datatype=None):
+        self.got.append(b"" + data)                     # what asyncssh does with it
+
+
+def test_reads_reach_the_connection_in_slices_whole_and_in_order():
+    conn = _Receiver()
+    assert wire.feed_in_slices(conn) and not wire.feed_in_slices(conn)   # once
+    data = bytes(range(256)) * 1025                       # 262,400 bytes: 4 slices and a rest
+    conn.data_received(data)
+    conn.data_received(b"small")
+    assert b"".join(conn.got) == data + b"small"
+    assert [len(g) for g in conn.got] == [wire.SLICE] * 4 + [data.__len__() - 4 * wire.SLICE, 5]
+
+
+class _ClosingReceiver(_Receiver):
+    def data_received(self, data, datatype=None):
+        self.got.append(bytes(data))
+        self._transport = None                          # asyncssh's _force_close
+
+
+def test_slicing_stops_when_what_came_before_closed_the_connection():
+    conn = _ClosingReceiver()
+    wire.feed_in_slices(conn)
+    conn.data_received(bytes(3 * wire.SLICE))
+    assert len(conn.got) == 1
+
+
+class _LoggedConn:
+    _handler_names = {94: "MSG_CHANNEL_DATA"}
+
+    def __init__(self, level):
+        self.lines: list[str] = []
+        outer = self
+
+        class _Logger:
+            _debug_level = level
+
+            def packet(self, pktid, packet, msg, *args):
+                outer.lines.append(msg % args)
+        self.logger = _Logger()
+
+
+def test_packet_log_lines_are_made_only_at_debug_level_3():
+    wire.skip_unlogged_packet_lines()
+    log_packet = asyncssh.packet.SSHPacketLogger._log_packet
+    quiet, loud = _LoggedConn(1), _LoggedConn(3)
+    log_packet(quiet, "Sent", 94, 7, b"x" * 100)
+    log_packet(loud, "Sent", 94, 7, b"x" * 100, "note")
+    assert quiet.lines == []
+    assert loud.lines == ["Sent MSG_CHANNEL_DATA (94), 100 bytes (note)"]
