@@ -477,9 +477,16 @@ def log(message: str) -> None:
 def mount_tmpfs(mnt: Path, size_mb: int) -> str | None:
     """Mount a tmpfs of ``size_mb`` at ``mnt``; None, or why it could not."""
     mnt.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700",
-                        "bastion-soak", str(mnt)], capture_output=True, timeout=30)
-    return None if r.returncode == 0 else (r.stderr.decode(errors="replace").strip() or "mount failed")
+    why = "mount failed"
+    for attempt in range(3):                # (seen once to fail with other test processes
+        if attempt:                         #  mounting at the same moment: tried again)
+            time.sleep(1.0)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700",
+                            "bastion-soak", str(mnt)], capture_output=True, timeout=30)
+        if r.returncode == 0:
+            return None
+        why = r.stderr.decode(errors="replace").strip() or why
+    return why
 
 
 class Filler:

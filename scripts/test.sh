@@ -48,10 +48,13 @@ case "${1:-}" in
         tier="$1"; shift
         exec .venv/bin/python -m pytest "tests/$tier" -m "$tier" ${jobs[@]+"${jobs[@]}"} "$@" ;;
 esac
-# A tier, a path or BASTION_TEST_STORE given: one pass, as asked.
+# A tier, a test path or BASTION_TEST_STORE given: one pass, as asked.  (Options alone, such
+# as `-q -p no:cacheprovider`, still mean the whole suite: an argument is taken for a test
+# path when it names one that exists, `tests/x.py::test_y` included.)
 whole=1
 for arg in "$@"; do
-    case "$arg" in -*) ;; *) whole=0 ;; esac
+    case "$arg" in -*) continue ;; esac
+    if [ -e "${arg%%::*}" ]; then whole=0; fi
 done
 if [ "$whole" = 0 ] || [ -n "${BASTION_TEST_STORE:-}" ]; then
     exec .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@"
