@@ -37,7 +37,7 @@ import hashlib
 import inspect
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from asyncssh import channel as _channel
 from asyncssh import connection as _connection
@@ -52,7 +52,7 @@ _EMPTY_STRING = b"\0\0\0\0"          # asyncssh's String(b"")
 
 # What the replacements mirror, by qualified name, and the sha256 of their source in
 # asyncssh 2.24.1 (the version these were written and tested against).
-_MIRRORED = {
+_MIRRORED: dict[str, Callable[..., Any]] = {
     "SSHConnection.send_packet": _connection.SSHConnection.send_packet,
     "SSHConnection._send": _connection.SSHConnection._send,
     "BasicEncryption.encrypt_packet": _enc.BasicEncryption.encrypt_packet,
@@ -88,7 +88,7 @@ APPLIES = _as_written()
 
 # -- AES-GCM: one AESGCM per key ------------------------------------------------
 def _aesgcm(cipher: Any) -> AESGCM:
-    aead = cipher.__dict__.get("_bastion_aead")
+    aead: AESGCM | None = cipher.__dict__.get("_bastion_aead")
     if aead is None:
         aead = cipher._bastion_aead = AESGCM(cipher._key)
     return aead
