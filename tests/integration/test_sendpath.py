@@ -243,3 +243,70 @@ def test_a_changed_asyncssh_is_left_alone(monkeypatch):
     before = c.send_packet
     assert not sendpath.fast_send_path(c)
     assert "send_packet" not in vars(c) and c.send_packet == before
+
+
+class _RecordingConn:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+
+    def send_packet(self, pkttype, *args, handler=None):
+        self.sent.append((pkttype, bytes(b"".join(args))))
+
+
+class _Session:
+    def __init__(self, events) -> None:
+        self.events = events
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+
+def _channel(events):
+    chan = achannel.SSHChannel.__new__(achannel.SSHChannel)
+    chan._conn, chan._send_chan = _RecordingConn(), 0x0A0B0C0D
+    chan._logger = asyncssh.logging.logger
+    chan._send_buf, chan._send_buf_len = [], 0
+    chan._send_window, chan._send_pktsize = 0, 32768
+    chan._send_state, chan._send_paused = "open", False
+    chan._send_high_water, chan._send_low_water = 100_000, 20_000
+    chan._session = _Session(events)
+    chan._encoding, chan._write_datatypes = None, {1}
+    return chan
+
+
+def _channel_script(chan, seed):
+    """Writes of many sizes (stdout and stderr) against windows opened a bit at a time."""
+    rnd = random.Random(seed)
+    for _step in range(60):
+        for _ in range(rnd.randrange(3)):
+            size = rnd.choice([1, 100, 32767, 32768, 32769, 70000, 262144, 300001])
+            chan.write(rnd.randbytes(size), rnd.choice([None, None, 1]))
+        chan._send_window += rnd.choice([0, 1, 5000, 32768, 40000, 200000, 1 << 20])
+        chan._flush_send_buf()
+    chan._send_window += 1 << 30
+    chan._send_state = "eof_pending"
+    chan._flush_send_buf()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_channel_flush_sends_what_asyncssh_sends(seed, monkeypatch):
+    with monkeypatch.context() as own:
+        _asyncssh_own(own)
+        own.setattr(achannel.SSHChannel, "_flush_send_buf",
+                    sendpath._MIRRORED["SSHChannel._flush_send_buf"])
+        ref_events: list = []
+        ref = _channel(ref_events)
+        _channel_script(ref, seed)
+    sendpath.channel_args_unjoined()
+    assert achannel.SSHChannel._flush_send_buf is sendpath._flush_send_buf
+    events: list = []
+    mine = _channel(events)
+    _channel_script(mine, seed)
+    assert len(ref._conn.sent) > 100
+    assert mine._conn.sent == ref._conn.sent
+    assert events == ref_events and "pause" in events and "resume" in events
+    assert mine._send_buf == ref._send_buf == [] and mine._send_buf_len == ref._send_buf_len == 0
+    assert mine._send_state == ref._send_state == "eof"
