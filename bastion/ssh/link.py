@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import asyncssh
 
+from bastion.ssh import sendpath
 from bastion.ssh.wire import JoinedTransport, drop_cbc_padding_packets
 
 LINK_WINDOW = 8 * 1024 * 1024   # receive window of the direct-tcpip channel (module doc)
@@ -92,6 +93,8 @@ class InnerLink(asyncssh.SSHTCPSession):
         self.transport = CoalescingTransport(chan, self._peername)
         self.inner = self._make_connection()
         drop_cbc_padding_packets(self.inner)
+        sendpath.fast_send_path(self.inner)         # over the filter (bastion.ssh.sendpath)
+        sendpath.install_process_wide()
         self.inner.connection_made(self.transport)
 
     def data_received(self, data: bytes, datatype: Any) -> None:

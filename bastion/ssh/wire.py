@@ -39,7 +39,8 @@ negotiates (measured in bench/, see docs/BENCHMARKS.md):
 :class:`JoinedTransport` is also the base of the inner connection's transport
 (bastion.ssh.link), which writes into an SSH channel instead of a socket.
 
-Not covered: choosing ciphers (bastion.ssh.algs).
+Not covered: choosing ciphers (bastion.ssh.algs); building each sent packet with fewer
+copies (bastion.ssh.sendpath, installed here on socket connections).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from typing import Any, Callable
 
 import asyncssh
 from asyncssh.constants import MSG_IGNORE
+
+from bastion.ssh import sendpath
 
 log = logging.getLogger("bastion.wire")
 
@@ -243,6 +246,8 @@ class _Handoff(asyncio.Protocol):
         transport.set_protocol(self.conn)     # reads go straight to the connection
         if isinstance(self.conn, asyncssh.connection.SSHConnection):
             drop_cbc_padding_packets(self.conn)
+            sendpath.fast_send_path(self.conn)      # over the filter (bastion.ssh.sendpath)
+            sendpath.install_process_wide()
             feed_in_slices(self.conn)
             skip_unlogged_packet_lines()
         self.conn.connection_made(JoinedTransport(transport))
