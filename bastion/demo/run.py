@@ -32,7 +32,7 @@ from bastion.demo.policy import demo_policy
 from bastion.demo.sshd import LocalSshd
 from bastion.errors import BastionError
 from bastion.proto.sanitize import sanitize
-from bastion.vault import atomic_write
+from bastion.vault.files import atomic_write
 
 console = Console(highlight=False)
 

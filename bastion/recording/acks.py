@@ -37,9 +37,9 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import RecordingError
-from bastion.recording.writer import (HARD_LIMIT, LOW_WATER, OP_BARRIER, OP_CHANNEL_CLOSE,
-                                      OP_CHANNEL_OPEN, OP_DATA, OP_MASKS, OP_OVERHEAD,
-                                      OP_SESSION_CLOSE)
+from bastion.recording.ops import (HARD_LIMIT, LOW_WATER, OP_BARRIER, OP_CHANNEL_CLOSE,
+                                   OP_CHANNEL_OPEN, OP_DATA, OP_MASKS, OP_OVERHEAD,
+                                   OP_SESSION_CLOSE)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.recording.channelrecording import ChannelRecording

@@ -23,9 +23,9 @@ from bastion.errors import RecordingError
 from bastion.metrics import RECORDED_INPUT, RECORDED_OUTPUT, TO_AGENT, TO_HOST
 from bastion.proto import asciicast
 from bastion.proto.sanitize import sanitize
-from bastion.recording.writer import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE, OP_COMMAND,
-                                      OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
-                                      OP_RESIZE)
+from bastion.recording.ops import (FLUSH_INTERVAL, HIGH_WATER, OP_CHANNEL_CLOSE, OP_COMMAND,
+                                   OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
+                                   OP_RESIZE)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.recording.recorder import SessionHandle

@@ -30,7 +30,7 @@ import pickle
 import struct
 from typing import Any
 
-from bastion.recording.writer import OP_DATA
+from bastion.recording.ops import OP_DATA
 
 OUT_OF_BAND_MIN = 4096       # smaller payloads stay in the pickle (a buffer costs more)
 _HEADER = struct.Struct("!II")

@@ -74,8 +74,8 @@ from bastion.recording import schema, shares, tailjournal
 from bastion.recording.channelrecording import ChannelRecording
 from bastion.recording.recover import recover_interrupted
 from bastion.recording.supervisor import BACKOFF, Supervisor
-from bastion.recording.writer import (OP_CHANNEL_OPEN, OP_MASKS, OP_REFUSED, OP_SESSION_CLOSE,
-                                      OP_SESSION_START)
+from bastion.recording.ops import (OP_CHANNEL_OPEN, OP_MASKS, OP_REFUSED, OP_SESSION_CLOSE,
+                                   OP_SESSION_START)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bastion.identity.principal import Principal

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bastion.recording.writer import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_DATA,
-                                      OP_MASKS, OP_OVERHEAD, OP_PROBE, OP_REPLAY, OP_RESUME,
-                                      OP_SESSION_START, OP_STOP)
+from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_DATA,
+                                   OP_MASKS, OP_OVERHEAD, OP_PROBE, OP_REPLAY, OP_RESUME,
+                                   OP_SESSION_START, OP_STOP)
 
 DROPPED = (OP_DATA, OP_BARRIER, OP_PROBE, OP_REPLAY, OP_MASKS, OP_CHANNEL_OPEN, OP_STOP,
            OP_RESUME)

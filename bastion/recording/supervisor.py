@@ -41,7 +41,7 @@ from bastion.errors import RecordingError
 from bastion.recording import replay
 from bastion.recording.acks import AckQueue, Barrier, Entry, Op, wake
 from bastion.recording.process import START_TIMEOUT, WriterProcess, describe_exit
-from bastion.recording.writer import OP_BARRIER, OP_PROBE, OP_STOP
+from bastion.recording.ops import OP_BARRIER, OP_PROBE, OP_STOP
 
 __all__ = ["BACKOFF", "Barrier", "Supervisor"]
 

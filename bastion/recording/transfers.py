@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.proto.sanitize import sanitize
-from bastion.recording.writer import OP_MARKER, OP_TRANSFER
+from bastion.recording.ops import OP_MARKER, OP_TRANSFER
 
 
 @dataclass(frozen=True)

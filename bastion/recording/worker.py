@@ -52,7 +52,8 @@ from typing import Any
 
 from bastion.errors import RecordingError
 from bastion.recording import frames, health, schema
-from bastion.recording.writer import FLUSH_INTERVAL, OP_STOP, Applier
+from bastion.recording.ops import FLUSH_INTERVAL, OP_STOP
+from bastion.recording.writer import Applier
 from bastion.store import location as store_location
 
 log = logging.getLogger("bastion.recording")

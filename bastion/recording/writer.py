@@ -18,23 +18,6 @@ acknowledged (bastion.recording.gate); what a masker still holds back of it unde
 (sink.py) is reported with the acknowledgement and kept by the bastion process until
 written, so a worker that dies does not lose it (``OP_RESUME``, bastion.recording.acks).
 
-Queue capacity (bytes of recorded data not yet acknowledged, plus ~100 bytes per
-operation), enforced in the bastion process:
-
-* ``HIGH_WATER`` 8 MiB -- ``over_high_water()`` turns true; the SSH layer stops
-  reading from the peer (``ChannelRecording.drain()``) until the queue falls
-  under ``LOW_WATER`` 2 MiB.  At the ~110 MB/s a bastion forwards (issue 2),
-  8 MiB is ~75 ms of traffic, far more than a disk needs to absorb a burst;
-  when the disk is slower than the network, sessions slow down to disk speed
-  instead of the bastion buffering without bound or dropping data.
-* ``HARD_LIMIT`` 64 MiB -- only reached by a caller that ignores the water
-  marks; ``put`` then raises RecordingError (the channel must stop: a
-  session never runs unrecorded, and nothing is dropped silently).
-
-Memory bound: HARD_LIMIT plus ``BUFFER_BYTES`` (256 KiB) per open recording
-(in the worker).  Byte counters of open channels reach the index every
-``FLUSH_INTERVAL`` (0.5 s).
-
 Failures (disk full, permission, I/O error, the index locked past its busy
 timeout): the applier stops at the first one (``error``); the worker then writes out
 what it can (:meth:`Applier.fail_out`: after deleting the space reserve when space
@@ -44,7 +27,7 @@ process stops the open channels, refuses sessions and starts another worker, whi
 recordings of open channels are adopted, see sink.py) and must pass a probe
 (bastion.recording.health) before sessions are accepted again.
 
-Not covered: the public API (recorder.py), the process boundary (supervisor.py,
+Not covered: the operations and the queue's capacity (ops.py), the public API (recorder.py), the process boundary (supervisor.py,
 process.py, worker.py), chain rules (chain.py), crash recovery at start (recover.py).
 """
 
@@ -58,43 +41,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, health
+from bastion.recording import chain, channelfiles, health
+from bastion.recording.channelfiles import _Reported, describe_error
+from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
+                                   OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
+                                   OP_MASKS, OP_PROBE, OP_REFUSED, OP_REPLAY, OP_RESIZE,
+                                   OP_RESUME, OP_SESSION_CLOSE, OP_SESSION_START, OP_TRANSFER, Op)
 from bastion.recording.sink import BUFFER_BYTES, CAP_RESERVE, Sink  # noqa: F401 - re-exported
 from bastion.recording.sink import TailReport
 from bastion.store import chunks, location as store_location
 
 log = logging.getLogger("bastion.recording")
 
-Op = tuple[Any, ...]          # an operation, built by bastion.recording.recorder
-
-HIGH_WATER = 8 * 1024 * 1024
-LOW_WATER = 2 * 1024 * 1024
-HARD_LIMIT = 64 * 1024 * 1024
-OP_OVERHEAD = 100
 TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
                     "action, rule, reason, duration, content")
-FLUSH_INTERVAL = 0.5         # byte counters of open channels reach the index this often
-
-(OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_DATA, OP_RESIZE, OP_MARKER, OP_COMMAND,
- OP_COMMAND_RESULT, OP_CHANNEL_CLOSE, OP_SESSION_CLOSE, OP_BARRIER, OP_STOP,
- OP_COMMAND_APPROVER, OP_MASKS, OP_PROBE, OP_REPLAY, OP_TRANSFER) = range(17)
-OP_RESUME = 64      # apart from the range above, which may grow; replay only: Sink.resume
-
-# Events the applier and the worker report to the bastion process (see supervisor.py):
-#   ("ready",) / ("fatal", why)     the worker started (index open and writable) / could not
-#   ("tails", {(cid, stream): tail or None})   before "done": what the maskers hold back
-#                                   undecided now (sink.TailReport), kept by the bastion
-#   ("done", seq)                   every operation up to ``seq`` is written and committed
-#   ("opened", cid, error_or_None)  the recording file exists (or could not be created)
-#   ("truncated", cid)              the recording reached its size cap
-#   ("probe", why_or_None)          the answer to OP_PROBE (None: sessions can be recorded)
-#   ("error", message)              the failure the worker stops on (it then exits)
-#   ("stopped",)                    after OP_STOP: everything is closed
-
-
-def failure_label(failure: str) -> str:
-    """The marker a channel stopped by a recording failure gets (also read by tests)."""
-    return f"bastion: recording failed ({failure}); the channel was stopped"
 
 
 class Applier:
@@ -329,7 +289,7 @@ class Applier:
                 (sid, started, started, reason, *_principal_columns(p), client, target, login))
             chain.seal(db, "sessions", sid)
         elif kind == OP_CHANNEL_OPEN:
-            self._open_channel(op)
+            channelfiles.open_channel(self, op)
         elif kind == OP_MASKS:
             _, key, detectors = op
             self._mask_sets[key] = tuple(detectors)
@@ -367,7 +327,7 @@ class Applier:
             if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
                 chain.seal(db, "transfers", cur.lastrowid)
         elif kind == OP_CHANNEL_CLOSE:
-            self._close_channel(op)
+            channelfiles.close_channel(self, op)
         elif kind == OP_SESSION_CLOSE:
             self._close_session(op)
         elif kind == OP_BARRIER:
@@ -405,100 +365,6 @@ class Applier:
             raise RuntimeError(f"unknown set of masks {mask_key}")
         return detectors
 
-    def _open_channel(self, op: Op) -> None:
-        (_, cid, sid, kind, command, term, width, height, env_json, started, rel_path,
-         header, mask_key) = op
-        if self.replaying:
-            self._adopt_channel(op)
-            return
-        self._db().execute(
-            "INSERT INTO channels (id, session_id, kind, command, term, width, height, env, "
-            "started, status, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
-            (cid, sid, kind, command, term, width, height, env_json, started, rel_path))
-        detectors = self._masks(mask_key)
-        try:
-            self._sinks[cid] = Sink.create(cid, self.data_dir / rel_path, header, self.max_bytes,
-                                           self.notify, detectors, self._on_write())
-        except OSError as exc:
-            self._failed_channels.add(cid)
-            message = self._fail("creating recording", exc, self.data_dir / rel_path)
-            self.notify(("opened", cid, message))
-            raise _Reported() from exc
-        self.notify(("opened", cid, None))
-
-    def _adopt_channel(self, op: Op) -> None:
-        """Replay: the channel's row (if missing) and its recording, as the last worker left it."""
-        (_, cid, sid, kind, command, term, width, height, env_json, started, rel_path,
-         header, mask_key) = op
-        if cid in self._sinks:
-            return
-        db = self._db()
-        db.execute(
-            "INSERT OR IGNORE INTO channels (id, session_id, kind, command, term, width, height, "
-            "env, started, status, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
-            (cid, sid, kind, command, term, width, height, env_json, started, rel_path))
-        row = db.execute("SELECT seq FROM channels WHERE id = ?", (cid,)).fetchone()
-        if row is not None and row[0] is not None:
-            return                                  # closed and sealed already: leave it be
-        path = self.data_dir / rel_path
-        try:
-            self._sinks[cid] = Sink.adopt(cid, path, header, self.max_bytes, self.notify,
-                                          self._masks(mask_key), self._on_write())
-            if self._chunks is not None:      # the store's copy catches up with the file
-                chunks.resync_tail(db, cid, path, self._sinks[cid].written)
-        except OSError as exc:
-            if health.is_space_error(exc):
-                raise
-            # this one file cannot be opened (not the disk): its row closes as failed, without
-            # a digest; the other channels and new sessions go on
-            self._failed_channels.add(cid)
-            log.error("recording failure: channel %s: its recording cannot be taken over: %s (%s)",
-                      cid, describe_error(exc), path)
-
-    def _close_channel(self, op: Op) -> None:
-        _, cid, t, ended, exit_status, exit_signal, bytes_in, bytes_out, failure = op
-        sink = self._sinks.pop(cid, None)
-        self.tails.touch(cid)
-        db = self._db()
-        if sink is None:
-            row = db.execute("SELECT seq FROM channels WHERE id = ?", (cid,)).fetchone()
-            if row is not None and row[0] is not None:
-                return                              # closed and sealed already (replayed)
-        digest = None
-        truncated = 0
-        status = "failed" if failure or cid in self._failed_channels else "closed"
-        if sink is not None:
-            labels = [failure_label(failure)] if failure else []
-            if exit_signal:
-                labels.append(f"exit signal {exit_signal}")
-            elif exit_status is not None:
-                labels.append(f"exit status {exit_status}")
-            truncated = int(sink.truncated)
-            try:
-                # the streams' last bytes first: what the maskers held back undecided may
-                # have been shown already; if this write fails, the sink stays open so that
-                # fail_out writes the rest with the reserve's space (not dropped by close)
-                sink.finish(t)
-                sink.flush()
-            except OSError as exc:
-                self._sinks[cid] = sink
-                self._failed_channels.add(cid)
-                self._fail("closing recording", exc, sink.path)
-                raise _Reported() from exc
-            try:
-                digest = sink.close(t, tuple(labels))
-            except OSError as exc:
-                self._failed_channels.add(cid)
-                self._fail("closing recording", exc, sink.path)
-                raise _Reported() from exc
-        self._counted.pop(cid, None)
-        db.execute(
-            "UPDATE channels SET ended = ?, status = ?, exit_status = ?, exit_signal = ?, "
-            "bytes_in = ?, bytes_out = ?, truncated = ?, sha256 = ? WHERE id = ? AND seq IS NULL",
-            (ended, status, exit_status, exit_signal, bytes_in, bytes_out, truncated, digest, cid))
-        chain.seal_unsealed_children(db, channel_id=cid)
-        chain.seal(db, "channels", cid)
-
     def _close_session(self, op: Op) -> None:
         _, sid, ended, status = op
         db = self._db()
@@ -512,10 +378,6 @@ class Applier:
                    (ended, status, bin_, bout, trunc, row[0] if row else None, sid))
         chain.seal_unsealed_children(db, session_id=sid)
         chain.seal(db, "sessions", sid)
-
-
-class _Reported(Exception):
-    """A failure already reported with ``Applier._fail`` (apply() only stops)."""
 
 
 class _ProbeFailed(Exception):
@@ -536,14 +398,6 @@ _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused atte
              OP_CHANNEL_CLOSE: "close channel", OP_SESSION_CLOSE: "close session",
              OP_MASKS: "register masks", OP_REPLAY: "replay", OP_PROBE: "probe",
              OP_TRANSFER: "record transfer", OP_RESUME: "take over undecided output"}
-
-
-def describe_error(exc: BaseException) -> str:
-    """What went wrong, without the file name an OSError carries (``[Errno 28] No space
-    left on device: '/srv/bastion/data/...'`` becomes ``No space left on device``)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 def _why_not_updated(db: sqlite3.Connection, cmd_id: int) -> str:

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bastion.config import Target
+from bastion.config.targets import Target
 from bastion.identity.principal import Principal
 
 if TYPE_CHECKING:  # pragma: no cover

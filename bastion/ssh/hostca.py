@@ -51,7 +51,8 @@ import asyncssh
 
 from bastion.errors import TargetError, VaultError
 from bastion.secret import Secret
-from bastion.vault import Vault, ensure_private_dir
+from bastion.vault import Vault
+from bastion.vault.files import ensure_private_dir
 
 log = logging.getLogger("bastion.hostca")
 

@@ -13,7 +13,9 @@ shell with a pty, and exec with a pty: a mediated shell (:mod:`bastion.ssh.shell
   A shell without a pty is refused (scripts use exec; people use a pty).
 
 The order of everything (record first, decide before upstream, end once) is the pure
-:class:`bastion.proto.channel.ChannelCore`; this module carries out its actions.
+:class:`bastion.proto.channel.ChannelCore`; this module carries out its actions (the
+upstream channel is opened by :mod:`bastion.ssh.upchannel`, the end -- and the staged end of
+a command whose agent left -- is carried out by :mod:`bastion.ssh.ending`).
 
 Every channel is recorded (:mod:`bastion.recording`) before anything runs: when
 the recording cannot be opened or written, the channel is refused or ended —
@@ -42,27 +44,20 @@ from typing import Any
 
 import asyncssh
 
-from bastion.errors import BastionError, RecordingError, UpstreamError
+from bastion.errors import BastionError, RecordingError
 from bastion.identity.expiry import channel_deadline, ended_message
 from bastion.proto import channel as c
 from bastion.proto.channel import EXIT_BASTION_ERROR, EXIT_DENIED, EXIT_NOT_APPROVED  # noqa: F401
 from bastion.ssh.context import InnerContext
 from bastion.ssh.held import ask_approval
 from bastion.ssh.masking import LIVE_QUIET, masked_decision
-from bastion.ssh.relay import Valve, UpstreamSide, printable
-from bastion.ssh import rsyncexec
+from bastion.ssh.relay import Valve, printable
+from bastion.ssh import ending, rsyncexec, upchannel
 from bastion.transfer.decide import legacy_scp, legacy_scp_decision
 
 log = logging.getLogger("bastion.session")
 audit = logging.getLogger("bastion.audit")
 
-UPSTREAM_WINDOW = 4 * 1024 * 1024
-UPSTREAM_PACKET = 256 * 1024     # sshd may then send up to its read size (64 KiB) per packet
-#: seconds a command whose agent left may still run (to end by itself and report its status)
-AGENT_GONE_GRACE = 10.0
-#: then: SIGTERM to the command; this long after, SIGKILL and the upstream channel closed;
-#: as long again after that, the channel is ended without waiting for the host any longer
-AGENT_GONE_KILL_AFTER = 5.0
 
 
 class InnerSession(asyncssh.SSHServerSession):
@@ -215,7 +210,7 @@ class InnerSession(asyncssh.SSHServerSession):
                 from bastion.ssh.shell import MediatedSession
                 self._mediated = MediatedSession(self, first_command=action.first_command)
                 self._command_id = None           # a mediated shell records its own results
-            self._spawn(self._connect())
+            self._spawn(upchannel.connect(self))
         elif isinstance(action, c.HostEof):
             self.up_chan.write_eof()
         elif isinstance(action, c.ShellEof):
@@ -226,10 +221,9 @@ class InnerSession(asyncssh.SSHServerSession):
             if self._command_id is not None:
                 self.rec.command_result(self._command_id, action.status)
         elif isinstance(action, c.CloseHostLater):
-            self._close_later = asyncio.get_running_loop().call_later(
-                AGENT_GONE_GRACE, self._agent_gone_over, 0)
+            ending.close_host_later(self)
         elif isinstance(action, c.End):
-            self._end(action)
+            ending.end(self, action)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -321,50 +315,6 @@ class InnerSession(asyncssh.SSHServerSession):
         rule = decision.rule or "<none>"
         return f"bastion: denied by rule {rule}: {printable(decision.reason)}"
 
-    async def _connect(self) -> None:
-        try:
-            await self._open_upstream()
-        except asyncio.CancelledError:
-            raise
-        except RecordingError as exc:
-            self._recording_failed(exc)
-        except BastionError as exc:
-            log.warning("session %s failed: %s", self.ctx.where, exc)
-            self._apply(self.core.error(str(exc)))
-        except Exception:  # noqa: BLE001 - never leave a channel hanging on a bug
-            log.exception("session %s: internal error", self.ctx.where)
-            self._apply(self.core.fail("bastion: internal error (see the bastion log)"))
-
-    async def _open_upstream(self) -> None:
-        ctx = self.ctx
-        services = ctx.services
-        self.up_conn = await services.pool.acquire(ctx.target)
-        env = services.filter_env(self.chan.get_environment())
-        try:
-            if self._mediated is not None:
-                self.up_chan = await self._mediated.open(self.up_conn, env)
-            else:
-                try:
-                    self.up_chan, _ = await self.up_conn.create_session(
-                        lambda: UpstreamSide(self), self.command if self.kind == "exec" else None,
-                        term_type=self.term_type, term_size=self.term_size,
-                        env=env, encoding=None,
-                        window=UPSTREAM_WINDOW, max_pktsize=UPSTREAM_PACKET)
-                except asyncssh.ChannelOpenError as exc:
-                    raise UpstreamError(f"target {ctx.target.name} refused the session: "
-                                        f"{exc.reason}") from exc
-        except BaseException:
-            services.pool.release(ctx.target, self.up_conn)
-            self.up_conn = None
-            raise
-        self.upstream_valve.attach(self.up_chan)
-        if self.core.ended:                   # the agent left (or the channel ended) meanwhile
-            if self._mediated is not None:
-                self._mediated.close()
-            self.up_chan.close()
-            return
-        self._apply(self.core.upstream_ready())
-
     # -- helpers for the mediated shell and the approval hold -------------------
     async def _ask_approval(self, line: str, decision, command_id: int | None):
         return await ask_approval(self.ctx, self.rec, self._tell, line, decision, command_id,
@@ -443,73 +393,6 @@ class InnerSession(asyncssh.SSHServerSession):
                                                                       self._quiet)
             return
         self._apply(self.core.quiet())
-
-    # -- ending ------------------------------------------------------------------
-    def _agent_gone_over(self, stage: int) -> None:
-        """The agent left and its command did not end within the grace time: end it.
-
-        Closing the upstream channel alone does not: OpenSSH's sshd keeps a session channel
-        without a pty, and its command, until the command's stdout and stderr close (a
-        ``sleep`` never writes, so it is never even sent SIGPIPE), and never answers the
-        close meanwhile.  So: SIGTERM (a ``signal`` request, OpenSSH >= 7.9), then SIGKILL and
-        close, then the channel is ended here without the host's answer (its row is closed
-        with no exit status; the upstream channel is left to the pool's connection)."""
-        self._close_later = None
-        up = self.up_chan
-        if self.core is None or self.core.ended or up is None:
-            return
-        loop = asyncio.get_running_loop()
-        if stage == 0:
-            log.info("session %s: the agent left %g s ago and its command still runs: "
-                     "SIGTERM", self.ctx.where, AGENT_GONE_GRACE)
-            self._marker("agent gone: the command is sent SIGTERM")
-            up.send_signal("TERM")
-            self._close_later = loop.call_later(AGENT_GONE_KILL_AFTER, self._agent_gone_over, 1)
-        elif stage == 1:
-            log.warning("session %s: the command did not end on SIGTERM: SIGKILL",
-                        self.ctx.where)
-            self._marker("agent gone: the command is sent SIGKILL")
-            up.send_signal("KILL")
-            up.close()
-            self._close_later = loop.call_later(AGENT_GONE_KILL_AFTER, self._agent_gone_over, 2)
-        else:
-            log.warning("session %s: the host did not close the channel: ending it without "
-                        "its exit status", self.ctx.where)
-            self._apply([c.Marker("agent gone: the host did not end the command")]
-                        + self.core.host_closed(None, None))
-
-    def _end(self, end: c.End) -> None:
-        for timer in (self._flush_timer, self._close_later, self._expiry):
-            if timer is not None:
-                timer.cancel()
-        self._flush_timer = self._close_later = self._expiry = None
-        if self._rsync is not None:
-            rsyncexec.ended_in(self, end.status)
-        if self.rec is not None:
-            self.rec.close(exit_status=end.status,
-                           exit_signal=end.signal[0] if end.signal else None)
-        current = asyncio.current_task()
-        for task in list(self._tasks):          # an approval still pending is withdrawn
-            if task is not current and not task.done():
-                task.cancel()
-        if self._mediated is not None:
-            self._mediated.close()
-        if self.up_chan is not None:
-            self.up_chan.close()
-        if not end.agent or self._closed or self.chan is None:
-            return
-        try:
-            if end.message:
-                self.chan.write_stderr(end.message)
-            if end.signal:
-                name, core_dumped, msg, lang = end.signal
-                self.chan.exit_with_signal(name, core_dumped, msg, lang)
-            elif end.status is not None:
-                self.chan.exit(end.status)
-            else:
-                self.chan.close()
-        except (asyncssh.Error, OSError):
-            self.chan.close()
 
     # -- agent → upstream ----------------------------------------------------
     def data_received(self, data: bytes, datatype: Any) -> None:

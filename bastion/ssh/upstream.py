@@ -51,7 +51,7 @@ from typing import Callable
 
 import asyncssh
 
-from bastion.config import Target
+from bastion.config.targets import Target
 from bastion.ssh.algs import client_algs
 from bastion.errors import HostKeyMismatch, UpstreamError
 from bastion.metrics import METRICS

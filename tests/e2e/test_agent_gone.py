@@ -2,7 +2,7 @@
 
 The agent's ``ssh -J`` (the client and its ProxyJump process) is killed with ``killpg``
 while its remote command, a harmless ``sleep``, runs on the target.  The command gets end of
-input and ``AGENT_GONE_GRACE`` seconds to end by itself (bastion/ssh/session.py); then the
+input and ``AGENT_GONE_GRACE`` seconds to end by itself (bastion/ssh/ending.py); then the
 bastion sends it SIGTERM, then SIGKILL and closes the upstream channel, then ends the channel
 itself if the host still has not closed it.
 

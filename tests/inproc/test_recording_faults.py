@@ -15,7 +15,7 @@ import re
 import signal
 
 
-from bastion.recording.writer import failure_label
+from bastion.recording.channelfiles import failure_label
 from tests.inproc.rig import agent, run, wait_for
 
 

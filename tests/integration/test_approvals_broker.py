@@ -16,7 +16,7 @@ import pytest
 
 from bastion.approvals import ApprovalBroker, ApprovalStore, Approver
 from bastion.approvals.webhook import WebhookSender
-from bastion.config import Settings
+from bastion.config.settings import Settings
 from bastion.errors import ApprovalError
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
@@ -186,7 +186,7 @@ async def test_close_wakes_waiters_and_expires_requests(tmp_path):
 HOLD = """
 import asyncio, sys
 from bastion.approvals import ApprovalBroker
-from bastion.config import Settings
+from bastion.config.settings import Settings
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
 async def main():

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from bastion.approvals import ApprovalBroker, ApprovalStore, Approver
-from bastion.config import Settings
+from bastion.config.settings import Settings
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
 from tests.approvalkit import ISSUER, forge

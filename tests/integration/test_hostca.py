@@ -20,7 +20,8 @@ from bastion.secret import Secret
 from bastion.ssh.hostca import (
     BACKDATE, INNER_VALIDITY, RENEW_MARGIN, HostKeys, PublicHostKeys, known_hosts_pattern,
 )
-from bastion.vault import Vault, atomic_write
+from bastion.vault import Vault
+from bastion.vault.files import atomic_write
 
 SSH = shutil.which("ssh")
 SSH_KEYGEN = shutil.which("ssh-keygen")

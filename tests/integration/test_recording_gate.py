@@ -16,7 +16,7 @@ import pytest
 from bastion.errors import RecordingError
 from bastion.identity.principal import Principal
 from bastion.recording import Recorder, player
-from bastion.recording.writer import failure_label
+from bastion.recording.channelfiles import failure_label
 
 AGENT = Principal(subject="oid-agent", name="deploy-bot", roles=("agents",))
 

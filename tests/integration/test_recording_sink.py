@@ -11,8 +11,8 @@ from bastion.proto.masker import BUILTIN
 from bastion.recording import player
 from bastion.recording.sink import Sink
 from bastion.recording.replay import for_replay as _for_replay
-from bastion.recording.writer import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
-                                      OP_DATA, OP_MARKER, OP_PROBE, OP_SESSION_START)
+from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
+                                   OP_DATA, OP_MARKER, OP_PROBE, OP_SESSION_START)
 
 HEADER = asciicast.header_line(width=80, height=24, timestamp=1, title="t",
                                extra={"session": 1, "channel": 2})

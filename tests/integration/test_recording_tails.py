@@ -21,14 +21,14 @@ import pytest
 from bastion.identity.principal import Principal
 from bastion.proto import asciicast
 from bastion.proto.masker import BUILTIN, Masker
-from bastion.recording import Recorder, player, writer
+from bastion.recording import Recorder, channelfiles, player
 from bastion.recording.acks import AckQueue, tail_cost
 from bastion.recording.process import WriterProcess
 from bastion.recording.replay import first_ops, for_replay
 from bastion.recording.sink import Sink, TailReport
 from bastion.recording.verify import verify_index
-from bastion.recording.writer import (OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_MARKER, OP_MASKS,
-                                      OP_PROBE, OP_REPLAY, OP_RESUME, OP_SESSION_START)
+from bastion.recording.ops import (OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_MARKER, OP_MASKS,
+                                   OP_PROBE, OP_REPLAY, OP_RESUME, OP_SESSION_START)
 
 AGENT = Principal(subject="oid-agent", app_id="app-1", name="deploy-bot", roles=("agents",))
 SECRET = b"ghp_" + b"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"      # fake, shaped like a token
@@ -129,7 +129,7 @@ def test_what_was_shown_undecided_is_recorded_after_a_crash(tmp_path, monkeypatc
             for secret in forbidden:
                 assert secret not in raw, name
             markers = [e.data for e in events if e.code == asciicast.MARKER]
-            assert markers[-2:] == [writer.failure_label(cause), "exit status 255"], name
+            assert markers[-2:] == [channelfiles.failure_label(cause), "exit status 255"], name
         assert sup._tails == {} and sup._tails_cost == 0      # nothing kept once closed
     finally:
         rec.close()

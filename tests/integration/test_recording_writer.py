@@ -20,7 +20,7 @@ from bastion.errors import RecordingError
 from bastion.identity.principal import Principal
 from bastion.proto import asciicast
 from bastion.proto.masker import BUILTIN, DEFAULT_MAX_HOLDBACK, Masker
-from bastion.recording import Recorder, player, query, writer
+from bastion.recording import Recorder, channelfiles, ops, player, query
 from bastion.recording.verify import verify_index
 
 AGENT = Principal(subject="oid-agent", app_id="app-1", name="deploy-bot", roles=("agents",))
@@ -244,7 +244,7 @@ def test_hard_limit_raises_instead_of_dropping(tmp_path, recorder):
         ch.command("cat huge", FakeDecision("allow", "r", "ok"))
         chunk = b"h" * (1024 * 1024)
         with pytest.raises(RecordingError, match="queue is full"):
-            for _ in range(writer.HARD_LIMIT // len(chunk) + 2):
+            for _ in range(ops.HARD_LIMIT // len(chunk) + 2):
                 ch.output(chunk)
     finally:
         blocker.execute("ROLLBACK")
@@ -337,7 +337,7 @@ def test_unhealthy_after_a_failed_write_until_it_recovers(tmp_path, held_recorde
     assert chans[ch.id]["status"] == "failed" and chans[ch.id]["exit_status"] == 255
     assert chans[ch3.id]["status"] == "closed" and chans[ch3.id]["exit_status"] == 0
     _, events = read_cast(ch.path)
-    assert events[-2].data == writer.failure_label("creating recording: File exists")
+    assert events[-2].data == channelfiles.failure_label("creating recording: File exists")
     assert _stdout(ch.path) == b"shown before the failure\n"
     assert _stdout(ch3.path) == b"after the recovery\n"
     status = recorder.status()

@@ -16,8 +16,9 @@ import pytest
 from bastion.errors import VaultError
 from bastion.secret import Secret
 from bastion.vault import (
-    PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, Vault, atomic_write, check_name, passphrase_from_env,
+    PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, Vault, check_name, passphrase_from_env,
 )
+from bastion.vault.files import atomic_write
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen (OpenSSH) not installed")

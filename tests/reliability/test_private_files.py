@@ -31,7 +31,8 @@ import pytest
 
 from bastion.demo.sshd import free_port, wait_for_port
 from bastion.secret import Secret
-from bastion.vault import Vault, atomic_write
+from bastion.vault import Vault
+from bastion.vault.files import atomic_write
 from tests.e2e.harness import BASTION, VAULT_PASSPHRASE, BastionRig, pg_store_env
 
 HOSTKEY_NAMES = ("ssh_host_ed25519_key", "host_ca")

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from bastion.recording import player
-from bastion.recording.writer import failure_label
+from bastion.recording.channelfiles import failure_label
 from tests.e2e.harness import POLICY_RULES, BastionRig
 
 GH = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"          # fake, shaped like a GitHub token

@@ -17,7 +17,7 @@ import time
 import asyncssh
 import pytest
 
-from bastion.config import Target
+from bastion.config.targets import Target
 from bastion.demo.sshd import LocalSshd
 from bastion.errors import UpstreamError
 from bastion.ssh.upstream import MAX_SESSIONS_PER_CONNECTION, UpstreamPool

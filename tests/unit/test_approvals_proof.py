@@ -17,7 +17,8 @@ from bastion.approvals.proof import (
     CLOCK_SKEW, AnswerProof, AnswerRules, approver_of_row, token_sha256, verify_answer,
     verify_grant,
 )
-from bastion.config import Settings, parse_config
+from bastion.config import parse_config
+from bastion.config.settings import Settings
 from bastion.errors import ConfigError
 from bastion.identity.principal import Principal
 from bastion.secret import Secret

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bastion.config import Mask
+from bastion.config.targets import Mask
 from bastion.errors import ConfigError
 from bastion.proto.detectors import BUILTIN, card_ok, luhn_ok
 from bastion.proto.masker import (

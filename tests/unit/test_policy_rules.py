@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from bastion.config import Target, parse_config
+from bastion.config import parse_config
+from bastion.config.targets import Target
 from bastion.errors import ConfigError
 from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision, compile_policy

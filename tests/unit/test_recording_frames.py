@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from bastion.recording import frames
-from bastion.recording.writer import OP_DATA, OP_MARKER
+from bastion.recording.ops import OP_DATA, OP_MARKER
 
 
 def _roundtrip(batch, pipe_size: int | None = None):

@@ -2,8 +2,9 @@
 
 Covers: generating and importing the keys the bastion uses to log in to targets,
 listing them (without the passphrase), and decrypting them for the upstream
-connection (cached in memory for the life of the process).  Also the small
-file helpers (atomic, no-clobber, 0600/0700) that ``bastion.ssh.hostca`` reuses.
+connection (cached in memory for the life of the process).  The small file helpers
+(atomic, no-clobber, 0600/0700) that ``bastion.ssh.hostca`` reuses are in
+:mod:`bastion.vault.files`.
 The bastion's own host key and host CA are kept in this format too, in
 ``DATA_DIR/hostkeys`` with the same passphrase (:meth:`Vault.sibling`); which
 keys those are and how they are made is ``bastion.ssh.hostca``'s.
@@ -45,7 +46,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bastion.errors import VaultError
 from bastion.secret import Secret
+from bastion.vault.files import atomic_write, ensure_private_dir
 
 PASSPHRASE_ENV = "BASTION_VAULT_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "BASTION_VAULT_PASSPHRASE_FILE"
@@ -105,64 +106,6 @@ def check_name(name: str) -> str:
                          hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
                               "or digit")
     return name
-
-
-# --------------------------------------------------------------------------- files
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it mode 0700."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if stat.S_IMODE(path.stat().st_mode) != 0o700:
-            path.chmod(0o700)
-    except OSError as exc:
-        raise VaultError(f"cannot prepare directory {path}: {exc.strerror}") from exc
-    return path
-
-
-def atomic_write(path: Path, data: bytes, *, overwrite: bool = False, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically with ``mode``.
-
-    Written to a temporary file in the same directory, fsynced, then moved into
-    place.  Without ``overwrite`` an existing ``path`` is never replaced
-    (``os.link`` fails if the name exists) and ``FileExistsError`` is raised.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError:  # file systems without hard links: check, then rename
-                if path.exists():
-                    raise FileExistsError(str(path)) from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- passphrase
