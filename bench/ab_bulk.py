@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench import bulk, procs
-from bench.rig import CIPHER_MODES, _children, make_rig
+from bench.rig import CIPHER_MODES, _children, close_rig, make_rig
 from bench.stats import rotated
 
 HERE = Path(__file__).resolve().parents[1]
@@ -124,17 +122,7 @@ def run(base: Path, size: int, reps: int, kinds: tuple[str, ...], modes: tuple[s
         upload.release()
         return summarize(samples, size=size, reps=reps, kinds=kinds, modes=modes)
     finally:
-        for proc, _, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in servers.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        rig.close()
-        issuer.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_rig(rig, issuer, tmp, servers)
 
 
 def summarize(samples: dict, *, size: int, reps: int, kinds, modes) -> dict:

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ from pathlib import Path
 
 from bench import floor, procs
 from bench.bulk import fetch, make_text_file
-from bench.rig import _children, make_rig
+from bench.rig import _children, close_rig, make_rig
 from bastion.ssh.masking import ChannelMasks
 
 VARIANTS = ("full", "no-mask", "bare")
@@ -211,17 +210,7 @@ def run(quick: bool) -> dict:
                                                              floors[kind]["total"])}
         return out
     finally:
-        for proc, _, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in servers.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        rig.close()
-        issuer.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close_rig(rig, issuer, tmp, servers)
 
 
 def main(argv=None) -> int:

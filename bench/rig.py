@@ -277,3 +277,19 @@ def make_rig() -> tuple[BenchRig, object, Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return rig, issuer, tmp
+
+
+def close_rig(rig: BenchRig, issuer, tmp: Path, servers: dict) -> None:
+    """Undo make_rig and the extra ``bastion serve`` processes started beside it (``servers``:
+    name -> (Popen, ...)): SIGTERM to all, then wait (SIGKILL after 20 s)."""
+    for proc, *_ in servers.values():
+        proc.send_signal(signal.SIGTERM)
+    for proc, *_ in servers.values():
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    rig.close()
+    issuer.stop()
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -43,15 +43,19 @@ class ApiRig(BastionRig):
     def cert(self):
         return self.data_dir / "api" / "cert.pem"
 
+    def start_api(self) -> "ApiRig":
+        """Start the bastion with its API on a free port (unless one is set) and wait for it."""
+        self.api_port = self.api_port or free_port()
+        self.start()
+        wait_for_port(self.api_port, timeout=30, proc=self.proc)
+        return self
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, issuer):
     r = ApiRig(tmp_path_factory.mktemp("api"), issuer).setup()
     r.write_policy(r.policy_text(API_RULES))
-    r.api_port = free_port()
-    r.start()
-    wait_for_port(r.api_port, timeout=30, proc=r.proc)
-    yield r
+    yield r.start_api()
     r.close()
 
 

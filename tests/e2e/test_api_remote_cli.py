@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from bastion.demo.sshd import free_port, wait_for_port
 from tests.e2e.test_api import API_RULES, ApiRig
 
 
@@ -16,10 +15,7 @@ from tests.e2e.test_api import API_RULES, ApiRig
 def api(tmp_path_factory, issuer):
     r = ApiRig(tmp_path_factory.mktemp("apicli"), issuer).setup()
     r.write_policy(r.policy_text(API_RULES))
-    r.api_port = free_port()
-    r.start()
-    wait_for_port(r.api_port, timeout=30, proc=r.proc)
-    yield r
+    yield r.start_api()
     r.close()
 
 

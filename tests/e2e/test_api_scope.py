@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from bastion.demo.sshd import free_port, wait_for_port
 from tests.e2e.harness import POLICY_RULES
 from tests.e2e.test_api import ApiRig, _raw, call
 
@@ -33,10 +32,7 @@ host_key = "{r.sshd.host_key_line}"
 labels = ["staging"]
 """
     r.write_policy(r.policy_text(RULES))
-    r.api_port = free_port()
-    r.start()
-    wait_for_port(r.api_port, timeout=30, proc=r.proc)
-    yield r
+    yield r.start_api()
     r.close()
 
 

@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-from bastion.demo.sshd import free_port, wait_for_port
 from tests.e2e.harness import BASTION, BastionRig, PtyAgent
 from tests.e2e.test_api import API_RULES, ApiRig, _raw, call
 from tests.pgcluster import PASSWORD
@@ -53,10 +52,7 @@ def node_b(tmp_path_factory, issuer, store_env):
     r = ApiRig(tmp_path_factory.mktemp("follow-b"), issuer,
                store_env={**store_env, "BASTION_NODE": "node-b"}).setup()
     r.write_policy(r.policy_text(API_RULES))
-    r.api_port = free_port()
-    r.start()
-    wait_for_port(r.api_port, timeout=30, proc=r.proc)
-    yield r
+    yield r.start_api()
     r.close()
 
 
@@ -261,7 +257,7 @@ def test_a_follow_ends_clearly_when_postgresql_goes_away(node_a, node_b, token, 
             Lines(proc).until(b"until-the-outage-25")
         pg_cluster.stop("fast")
         try:
-            for proc, where in zip(followers, ("local", "remote")):
+            for proc, where in zip(followers, ("local", "remote"), strict=True):
                 _, err = proc.communicate(timeout=60)
                 assert proc.returncode not in (0, None), err
                 assert b"the session index is unavailable" in err, err

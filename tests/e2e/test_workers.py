@@ -246,13 +246,10 @@ def test_a_worker_count_out_of_range_exits_2_with_a_hint(wrig):
 @contextlib.contextmanager
 def api_workers_rig(tmp_path_factory, issuer, name: str) -> Iterator[BastionRig]:
     """A started ``serve --workers 2`` with the API on (worker 1 serves it), closed after."""
-    from bastion.demo.sshd import free_port, wait_for_port
     from tests.e2e.test_api import ApiRig
     r = ApiRig(tmp_path_factory.mktemp(name), issuer, workers=2).setup()
-    r.api_port = free_port()
     try:
-        r.start()
-        wait_for_port(r.api_port, timeout=30, proc=r.proc)
+        r.start_api()
         r.wait_log("bastion listening on", timeout=30)
         yield r
     finally:
