@@ -4,6 +4,7 @@ it; recorded as open/close markers and byte counts, never contents."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 import threading
@@ -148,8 +149,11 @@ def test_a_destination_no_grant_names_is_refused(frig, token, services):
     try:
         try:
             assert _talk(local, b"hello\n") == b""
-        except ConnectionResetError:
-            pass                                          # (closed at once: the same answer)
+        except (ConnectionResetError, BrokenPipeError, OSError) as exc:
+            # closed at once, maybe before our shutdown (ENOTCONN): the same answer, nothing
+            # relayed; anything but a closed connection is still a failure
+            assert isinstance(exc, (ConnectionResetError, BrokenPipeError)) \
+                or exc.errno == errno.ENOTCONN, exc
         time.sleep(0.5)
         assert other.accepted == before                   # never reached
     finally:
