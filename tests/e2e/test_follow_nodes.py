@@ -38,20 +38,23 @@ def store_env(pg_cluster):
     return {**pg_cluster.store_env("e2e_follow"), "BASTION_STORE_LEASE": "3"}
 
 
+def _node(rig_class, tmp_path_factory, issuer, store_env, name: str):
+    r = rig_class(tmp_path_factory.mktemp(f"follow-{name[-1]}"), issuer,
+                  store_env={**store_env, "BASTION_NODE": name}).setup()
+    r.write_policy(r.policy_text(API_RULES))
+    return r
+
+
 @pytest.fixture(scope="module")
 def node_a(tmp_path_factory, issuer, store_env):
-    r = BastionRig(tmp_path_factory.mktemp("follow-a"), issuer,
-                   store_env={**store_env, "BASTION_NODE": "node-a"}).setup()
-    r.write_policy(r.policy_text(API_RULES))
+    r = _node(BastionRig, tmp_path_factory, issuer, store_env, "node-a")
     yield r.start()
     r.close()
 
 
 @pytest.fixture(scope="module")
 def node_b(tmp_path_factory, issuer, store_env):
-    r = ApiRig(tmp_path_factory.mktemp("follow-b"), issuer,
-               store_env={**store_env, "BASTION_NODE": "node-b"}).setup()
-    r.write_policy(r.policy_text(API_RULES))
+    r = _node(ApiRig, tmp_path_factory, issuer, store_env, "node-b")    # its API: the live view
     yield r.start_api()
     r.close()
 
