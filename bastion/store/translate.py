@@ -23,7 +23,9 @@ SQL fails loudly on PostgreSQL rather than meaning something else.
 
 FTS5 queries: words (quoted or bare), ``word*`` prefixes, ``"a phrase"``, ``AND``/``OR``/``NOT``
 and parentheses; terms side by side are ANDed.  Text is split as SQLite's unicode61
-tokenizer splits it (runs of letters and digits), so ``"rm -rf"`` is the phrase rm, rf.
+tokenizer splits it (runs of letters and digits), so ``"rm -rf"`` is the phrase rm, rf,
+and with its diacritics removed (``naïve`` is the word naive, as unicode61's default
+``remove_diacritics`` makes it; the index side is ``bastion_fts_text``, migration 8).
 ``NEAR``, column filters and ``^`` are not supported: :class:`FtsSyntaxError`.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 CHAIN_LOCK = 0x62617374          # "bast": pg_advisory_xact_lock key of the one writer
@@ -111,9 +114,20 @@ _FTS_TOKEN = re.compile(r'\s*(?:("(?:[^"]|"")*")(\*?)|(\()|(\))|([^\s()"]+))')
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+_COMBINING = re.compile("[\u0300-\u036f]+")
+
+
+def fold(text: str) -> str:
+    """``text`` without combining diacritical marks (``Naïve`` -> ``Naive``), recomposed.
+
+    The same as the PostgreSQL index's ``bastion_fts_text`` (migration 8) does to a line."""
+    return unicodedata.normalize("NFC", _COMBINING.sub("", unicodedata.normalize("NFD", text)))
+
+
 def words(text: str) -> list[str]:
-    """Text split as the unicode61 tokenizer splits it: runs of letters and digits, lower case."""
-    return [w.lower() for w in _WORD.findall(text.replace("_", " "))]
+    """Text split as the unicode61 tokenizer splits it: runs of letters and digits, lower
+    case, diacritics removed."""
+    return [w.lower() for w in _WORD.findall(fold(text).replace("_", " "))]
 
 
 def fts5_to_tsquery(query: str) -> str:

@@ -378,3 +378,45 @@ def test_a_password_file_others_can_read_is_refused_with_the_fix(tmp_path, pg_st
     ok = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_search_folds_diacritics_on_both_backends(tmp_path, request, monkeypatch, backend):
+    # SQLite's unicode61 tokenizer removes diacritics; PostgreSQL's index (migration 8) and
+    # the query translation must do the same, or a reviewer's search finds less there
+    if backend == "postgresql":
+        request.getfixturevalue("pg_store")
+    else:
+        monkeypatch.delenv("BASTION_STORE_URL", raising=False)
+    rec = Recorder.open(tmp_path)
+    _session(rec, "web1", ["echo naïve Café", "echo crème brûlée", "uptime"])
+    rec.close()
+    db = query.open_index(tmp_path)
+    lines = lambda q, **kw: [h["line"] for h in query.search_commands(db, q, **kw)]   # noqa: E731
+    assert lines("naive") == ["echo naïve Café"]
+    assert lines("NAÏVE cafe") == ["echo naïve Café"]
+    assert lines("creme brul*") == ["echo crème brûlée"]
+    assert lines('"crème brûlée" OR uptime', raw=True) == ["uptime", "echo crème brûlée"]
+    assert lines("naïveté") == []
+
+
+def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
+    # a store as the previous release left it (schema 7: migration 1's bastion_fts_text, the
+    # index built with it) with a line already indexed; the upgrade must refold that line
+    rec = Recorder.open(tmp_path)
+    _session(rec, "web1", ["echo déjà vu"])
+    rec.close()
+    conn = schema.connect(tmp_path)
+    old = pgschema.MIGRATIONS[0].split("CREATE FUNCTION bastion_fts_text")[1].split("$$;")[0]
+    conn.execute("CREATE OR REPLACE FUNCTION bastion_fts_text" + old + "$$")
+    conn.execute("REINDEX INDEX commands_tsv")
+    conn.execute("UPDATE schema_version SET version = 7")
+    found = "SELECT count(*) FROM commands_fts WHERE commands_fts MATCH ?"
+    assert conn.execute(found, ('"deja"',)).fetchone()[0] == 0      # the old index: not folded
+    conn.close()
+    rec = Recorder.open(tmp_path)                                   # migrates to 8
+    rec.close()
+    db = query.open_index(tmp_path)
+    assert [h["line"] for h in query.search_commands(db, "deja vu")] == ["echo déjà vu"]
+    assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == 8
+    assert verify_index(tmp_path).ok

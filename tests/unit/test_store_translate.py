@@ -74,7 +74,9 @@ def test_match_names_the_parameter_to_convert():
     ("Deploy*", "'deploy':*"),
     ("it's", "('it' <-> 's')"),
     ("/etc/passwd", "('etc' <-> 'passwd')"),
-    ("naïve", "'naïve'"),
+    ("naïve", "'naive'"),                 # diacritics folded, as unicode61 does
+    ('"Crème brûlée"', "('creme' <-> 'brulee')"),
+    ("Straße", "'straße'"),               # a letter of its own, not a diacritic
 ])
 def test_fts5_queries(query, expected):
     assert fts5_to_tsquery(query) == expected
@@ -90,3 +92,4 @@ def test_fts5_queries_it_cannot_express(query):
 def test_words_split_like_unicode61():
     assert words("systemctl restart nginx.service") == ["systemctl", "restart", "nginx", "service"]
     assert words("rm -rf /tmp/x_y") == ["rm", "rf", "tmp", "x", "y"]
+    assert words("Ångström e\u0301te\u0301") == ["angstrom", "ete"]   # composed or not
