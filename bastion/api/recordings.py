@@ -27,12 +27,15 @@ LIVE_KEEPALIVE = 15.0      # s between comments that keep proxies from closing t
 
 async def live(api: Api, req: Request, who: _Caller, session_id: int) -> Response:
     """Server-sent events: the channel's recorded output as it is written (masked as
-    stored), ``event: end`` once the channel has ended and all of it is sent.
+    stored), its markers (``event: marker``: each command and its decision, approvals,
+    exit status, interruption), ``event: end`` once the channel has ended and all of it
+    is sent.
     ``format=asciicast``: the messages asciinema-player's eventsource driver reads
     (``{"cols", "rows", "time"}`` once the header is read, ``[t, "o", text]`` events,
     ``event: done`` at the end); the web viewer's live page uses it.  Another node's
     session (PostgreSQL store) is followed through the store's copy
     (bastion.recording.follow).  Without ``channel``, a session that has ended is 409."""
+    from bastion.proto.asciicast import MARKER
     from bastion.recording.follow import OUTPUT_CODES, POLL, LiveChannel, check_live, live_channel
     try:
         channel_arg = req.arg("channel")
@@ -76,6 +79,9 @@ async def live(api: Api, req: Request, who: _Caller, session_id: int) -> Respons
                 item = [ev.time, "o", ev.text()] if player else \
                     {"t": ev.time, "code": ev.code, "data": ev.text()}
                 out += f"data: {json.dumps(item)}\n\n".encode()
+            elif ev.code == MARKER and not player:
+                mark = {"t": ev.time, "text": ev.text()}
+                out += f"event: marker\ndata: {json.dumps(mark)}\n\n".encode()
         return out
 
     def done() -> bytes:

@@ -19,6 +19,7 @@ from bastion.cli.remote import client as remote
 def _local(data_dir: Path, session_id: int, channel: Optional[int]) -> Iterator[dict[str, Any]]:
     """The same events as the API's live view, read from the data dir (this node's file) or,
     for another node's session on a PostgreSQL store, from the store's copy."""
+    from bastion.proto.asciicast import MARKER
     from bastion.recording import query
     from bastion.recording.follow import OUTPUT_CODES, POLL, LiveChannel, check_live, live_channel
     db = query.open_index(data_dir)
@@ -38,6 +39,8 @@ def _local(data_dir: Path, session_id: int, channel: Optional[int]) -> Iterator[
             for ev in events:
                 if ev.code in OUTPUT_CODES:
                     yield {"event": "message", "data": {"code": ev.code, "data": ev.text()}}
+                elif ev.code == MARKER:
+                    yield {"event": "marker", "data": {"t": ev.time, "text": ev.text()}}
             if ended:
                 yield {"event": "end", "data": live.end}
                 return
@@ -55,9 +58,15 @@ def watch_cmd(
     server: ServerOpt = None,
     server_ca: ServerCaOpt = None,
     token_file: TokenFileOpt = None,
+    markers: Annotated[bool, typer.Option(
+        "--markers/--no-markers",
+        help="Show each command with its decision (and approvals, exit status) on stderr "
+             "as it is recorded.")] = True,
 ) -> None:
     """Follow a running session: its output as it is recorded (secrets masked), until the
-    channel ends or Ctrl-C.  On a PostgreSQL store this works from any node: a session
+    channel ends or Ctrl-C.  Each command the agent runs appears on stderr with the
+    policy's decision, as a dim `── command 17: deny [no-rm]: rm -rf /srv` line
+    (--no-markers: the output alone).  On a PostgreSQL store this works from any node: a session
     recorded elsewhere is followed through the store's copy.  A session that has ended is
     refused (replay it with `sessions play`), unless --channel names one.
 
@@ -74,6 +83,7 @@ def watch_cmd(
         stream = _local(data_dir, session_id, channel)
     flt = TerminalFilter()
     out = sys.stdout.buffer
+    at_line_start = True
     try:
         for item in stream:
             if item["event"] == "channel":
@@ -96,11 +106,18 @@ def watch_cmd(
                 raise BastionError(sanitize(str(item["data"].get("error", "the live view failed"))),
                                    hint=sanitize(str(item["data"]["hint"]))
                                    if item["data"].get("hint") else None)
+            elif item["event"] == "marker":
+                if markers:
+                    err_console.print(Text(("" if at_line_start else "\n") + "── "
+                                           + sanitize(str(item["data"].get("text", ""))),
+                                           style="dim"))
+                    at_line_start = True
             else:
                 text = flt.feed(str(item["data"].get("data", "")))
                 if text:
                     out.write(text.encode("utf-8", "replace"))
                     out.flush()
+                    at_line_start = text.endswith("\n")
     except KeyboardInterrupt:
         out.write(flt.finish().encode())
         out.flush()

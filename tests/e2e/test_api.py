@@ -306,6 +306,9 @@ def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, a
             assert [line for line in rest.splitlines() if line.startswith(b"live-")] == [
                 b"live-22", b"live-33", b"live-44", b"live-55", b"live-66"]
             assert b"the channel ended" in err
+            # the API's `event: marker`: the command and its decision, shown on stderr
+            assert re.search(rb"\xe2\x94\x80\xe2\x94\x80 command \d+: allow \[[^\]]+\]: echo live-11;",
+                             err), err
         finally:
             if watcher.poll() is None:
                 watcher.kill()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -133,6 +134,9 @@ def _follow(node_a, node_b, token, argv: list[str], env: dict) -> None:
         assert follower.returncode == 0, err
         assert b"step-three-21" in out.buf + rest
         assert b"the channel ended" in err
+        # the command's marker with the policy's decision, on stderr unless --no-markers
+        shown = re.search(rb"\xe2\x94\x80\xe2\x94\x80 command \d+: allow \[[^\]]+\]: echo step-one-", err)
+        assert bool(shown) == ("--no-markers" not in argv), err
         assert agent.wait(20) == 0
     finally:
         for p in (agent, follower):
@@ -153,7 +157,7 @@ def test_watch_through_node_b_api_shows_a_session_of_node_a_live(node_a, node_b,
     for key in ("BASTION_STORE_URL", "BASTION_STORE_PASSWORD_FILE"):
         env.pop(key, None)                  # the remote CLI reaches only the API, no store
     err = _follow(node_a, node_b, token, ["sessions", "watch", "SID", "--server", node_b.url,
-                                          "--server-ca", str(node_b.cert)], env)
+                                          "--server-ca", str(node_b.cert), "--no-markers"], env)
     assert b"from the store's copy" in err
 
 
@@ -178,6 +182,9 @@ def test_an_interactive_shell_on_node_a_is_followed_from_node_b(node_a, node_b, 
         _, err = follower.communicate(timeout=30)
         assert follower.returncode == 0, err
         assert b"the channel ended" in err and b"interrupted" not in err
+        # the line typed while it was followed, with its decision, as it was decided
+        assert re.search(rb"command \d+: allow \[[^\]]+\]: echo typed-later-\$\(\(40\+2\)\)",
+                         err), err
     finally:
         agent.close()
         if follower is not None and follower.poll() is None:
