@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.config.check import _Checker, _table_list
-from bastion.config.settings import Settings, _answer_trust, _oidc, _settings, _store
-from bastion.config.targets import Grant, Mask, Target, _grants, _masks, _targets
+from bastion.config.check import Checker, table_list
+from bastion.config.settings import Settings, answer_trust, parse_oidc, parse_settings, parse_store
+from bastion.config.targets import Grant, Mask, Target, parse_grants, parse_masks, parse_targets
 from bastion.errors import ConfigError, Problem
 from bastion.identity.oidcconfig import OidcConfig  # noqa: F401 - [oidc], re-exported
 from bastion.identity.principal import Principal
@@ -100,17 +100,17 @@ def parse_config(text: str, path: str = "policy.toml") -> BastionConfig:
         raw: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("not valid TOML", [Problem(str(exc))], path=path) from exc
-    c = _Checker()
+    c = Checker()
     c.keys(raw, TOP_LEVEL, ())
     base = Path(path).resolve().parent
-    oidc = _oidc(raw, c, base)
-    settings, engine_settings = _settings(raw, c)
-    settings = _answer_trust(settings, oidc, c)
-    targets = _targets(raw, c, base)
-    grants = _grants(raw, c, targets)
-    masks = _masks(raw, c)
-    store = _store(raw, c, base)
-    rules = _table_list(raw, "rules", c)
+    oidc = parse_oidc(raw, c, base)
+    settings, engine_settings = parse_settings(raw, c)
+    settings = answer_trust(settings, oidc, c)
+    targets = parse_targets(raw, c, base)
+    grants = parse_grants(raw, c, targets)
+    masks = parse_masks(raw, c)
+    store = parse_store(raw, c, base)
+    rules = table_list(raw, "rules", c)
     policy = None
     try:
         policy = compile_policy(engine_settings, rules)

@@ -8,7 +8,7 @@ import re
 from bastion.errors import Problem
 
 
-class _Checker:
+class Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
@@ -26,10 +26,10 @@ class _Checker:
         value = table.get(key, default)
         if value is None:
             if required:
-                self.add(where, f"{_w(where)}: missing required key {key!r}")
+                self.add(where, f"{where_text(where)}: missing required key {key!r}")
             return None
         if not isinstance(value, str) or not value:
-            self.add(where + (key,), f"{_w(where)}.{key} must be a non-empty string")
+            self.add(where + (key,), f"{where_text(where)}.{key} must be a non-empty string")
             return None
         return value
 
@@ -40,32 +40,32 @@ class _Checker:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.add(where + (key,), f"{_w(where)}.{key} must be a list of strings")
+            self.add(where + (key,), f"{where_text(where)}.{key} must be a list of strings")
             return None
         return tuple(value)
 
     def number(self, table: dict, key: str, where: tuple, default, *, minimum=0):
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            self.add(where + (key,), f"{_w(where)}.{key} must be a number >= {minimum}")
+            self.add(where + (key,), f"{where_text(where)}.{key} must be a number >= {minimum}")
             return default
         return value
 
     def boolean(self, table: dict, key: str, where: tuple, default: bool) -> bool:
         value = table.get(key, default)
         if not isinstance(value, bool):
-            self.add(where + (key,), f"{_w(where)}.{key} must be true or false")
+            self.add(where + (key,), f"{where_text(where)}.{key} must be true or false")
             return default
         return value
 
 
-def _w(where: tuple) -> str:
+def where_text(where: tuple) -> str:
     if len(where) >= 2 and isinstance(where[1], int):
         return f"{where[0]}[{where[1]}]"
     return ".".join(map(str, where))
 
 
-def _table_list(raw: dict, key: str, c: _Checker) -> list[dict]:
+def table_list(raw: dict, key: str, c: Checker) -> list[dict]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         c.add((key,), f"{key} must be an array of tables: write [[{key}]]")
@@ -73,11 +73,11 @@ def _table_list(raw: dict, key: str, c: _Checker) -> list[dict]:
     return value
 
 
-def _whole(c: _Checker, table: dict, key: str, where: tuple, default: int) -> int:
+def whole_number(c: Checker, table: dict, key: str, where: tuple, default: int) -> int:
     """A whole number >= 1 (a limit; 0 or a fraction would be a mistake, not "off")."""
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        c.add(where + (key,), f"{_w(where)}.{key} must be a whole number >= 1")
+        c.add(where + (key,), f"{where_text(where)}.{key} must be a whole number >= 1")
         return default
     return value
 
@@ -85,14 +85,14 @@ def _whole(c: _Checker, table: dict, key: str, where: tuple, default: int) -> in
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
-def _duration(c: _Checker, table: dict, key: str, where: tuple) -> int:
+def duration(c: Checker, table: dict, key: str, where: tuple) -> int:
     """Seconds from an integer or a string like ``"15m"``, ``"1h30m"``, ``"90s"``."""
     value = table.get(key, 0)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
     if m is None or not value.strip():
-        c.add(where + (key,), f"{_w(where)}.{key} must be seconds (an integer >= 0) or a "
+        c.add(where + (key,), f"{where_text(where)}.{key} must be seconds (an integer >= 0) or a "
                               "duration like \"15m\", \"1h30m\"")
         return 0
     hours, minutes, seconds = (int(g or 0) for g in m.groups())

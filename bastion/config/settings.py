@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bastion.config.check import _Checker, _duration, _whole
+from bastion.config.check import Checker, duration, whole_number
 from bastion.errors import ConfigError
 from bastion.identity.fetch import is_loopback_host
 from bastion.identity.oidcconfig import OidcConfig
@@ -49,7 +49,7 @@ class Settings:
     store_transfers_max: int = 16 * 1024 * 1024   # bytes kept per file; beyond: truncated
 
 
-def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
+def parse_oidc(raw: dict, c: Checker, base: Path) -> OidcConfig | None:
     table = raw.get("oidc")
     if table is None:
         return None
@@ -91,7 +91,7 @@ def _oidc(raw: dict, c: _Checker, base: Path) -> OidcConfig | None:
     )
 
 
-def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
+def parse_settings(raw: dict, c: Checker) -> tuple[Settings, dict]:
     table = raw.get("settings", {})
     w = ("settings",)
     if not isinstance(table, dict):
@@ -130,17 +130,17 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
                                          minimum=1024)),
         ciphers=c.strings(table, "ciphers", w),
-        approval_window_max=_duration(c, table, "approval_window_max", w),
+        approval_window_max=duration(c, table, "approval_window_max", w),
         approval_webhook=_webhook(c, table, w),
         approval_allow_unproven=c.boolean(table, "approval_allow_unproven", w, False),
-        max_auth_tries=_whole(c, table, "max_auth_tries", w, 6),
+        max_auth_tries=whole_number(c, table, "max_auth_tries", w, 6),
         login_grace_time=float(c.number(table, "login_grace_time", w, 30.0, minimum=1)),
-        max_startups=_whole(c, table, "max_startups", w, 100),
-        max_startups_per_source=_whole(c, table, "max_startups_per_source", w, 10),
+        max_startups=whole_number(c, table, "max_startups", w, 100),
+        max_startups_per_source=whole_number(c, table, "max_startups_per_source", w, 10),
         session_max_after_expiry=int(c.number(table, "session_max_after_expiry", w, 300,
                                               minimum=0)),
         store_transfers=c.boolean(table, "store_transfers", w, False),
-        store_transfers_max=_whole(c, table, "store_transfers_max", w, 16 * 1024 * 1024),
+        store_transfers_max=whole_number(c, table, "store_transfers_max", w, 16 * 1024 * 1024),
     )
     if settings.max_startups_per_source > settings.max_startups:
         c.add(w + ("max_startups_per_source",),
@@ -149,7 +149,7 @@ def _settings(raw: dict, c: _Checker) -> tuple[Settings, dict]:
     return settings, {k: v for k, v in table.items() if k in ENGINE_SETTINGS}
 
 
-def _answer_trust(settings: Settings, oidc: OidcConfig | None, c: _Checker) -> Settings:
+def answer_trust(settings: Settings, oidc: OidcConfig | None, c: Checker) -> Settings:
     """``approval_issuers`` from ``[oidc]``; ``approval_allow_unproven`` only for a dev issuer.
 
     Unproven answers (no validated token behind them) are a convenience for a dev or
@@ -172,7 +172,7 @@ def _answer_trust(settings: Settings, oidc: OidcConfig | None, c: _Checker) -> S
     return replace(settings, approval_issuers=issuers)
 
 
-def _webhook(c: _Checker, table: dict, where: tuple) -> str | None:
+def _webhook(c: Checker, table: dict, where: tuple) -> str | None:
     url = c.string(table, "approval_webhook", where)
     if not url:
         return None
@@ -191,7 +191,7 @@ def _webhook(c: _Checker, table: dict, where: tuple) -> str | None:
     return None
 
 
-def _store(raw: dict[str, Any], c: _Checker, base: Path) -> StoreSettings | None:
+def parse_store(raw: dict[str, Any], c: Checker, base: Path) -> StoreSettings | None:
     """``[store]`` url / password_file / node (bastion.store.location); env overrides it."""
     table = raw.get("store")
     if table is None:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion.config.check import _Checker, _table_list, _w
+from bastion.config.check import Checker, table_list, where_text
 from bastion.errors import ConfigError, Problem
 from bastion.policy.selectors import any_target_matches, check_principal_selector, check_target_selector
 from bastion.proto.detectors import detectors_from_config
@@ -54,9 +54,9 @@ def _valid_public_key(text: str) -> bool:
     return True
 
 
-def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
+def parse_targets(raw: dict, c: Checker, base: Path) -> dict[str, Target]:
     targets: dict[str, Target] = {}
-    for i, table in enumerate(_table_list(raw, "targets", c)):
+    for i, table in enumerate(table_list(raw, "targets", c)):
         w = ("targets", i)
         c.keys(table, ("name", "host", "port", "user", "key", "host_key", "known_hosts", "labels",
                        "shell"), w)
@@ -66,24 +66,24 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
         key = c.string(table, "key", w, required=True)
         port = c.number(table, "port", w, 22, minimum=1)
         if isinstance(port, float) or port > 65535:
-            c.add(w + ("port",), f"{_w(w)}.port must be an integer 1-65535")
+            c.add(w + ("port",), f"{where_text(w)}.port must be an integer 1-65535")
         host_key = c.string(table, "host_key", w)
         known_hosts = c.string(table, "known_hosts", w)
         if not host_key and not known_hosts:
-            c.add(w, f"{_w(w)}: pin the upstream host key with host_key = \"ssh-ed25519 AAAA...\""
+            c.add(w, f"{where_text(w)}: pin the upstream host key with host_key = \"ssh-ed25519 AAAA...\""
                      " or known_hosts = \"path\" (bastion never trusts on first use)")
         if host_key and not _valid_public_key(host_key):
-            c.add(w + ("host_key",), f"{_w(w)}.host_key is not an OpenSSH public key "
+            c.add(w + ("host_key",), f"{where_text(w)}.host_key is not an OpenSSH public key "
                                      "(\"ssh-ed25519 AAAA...\", e.g. from ssh-keyscan)")
         if known_hosts:
             known_hosts = str((base / known_hosts).resolve())
         labels = c.strings(table, "labels", w) or ()
         shell = c.string(table, "shell", w) or "auto"
         if shell not in ("auto", "bash", "sh"):
-            c.add(w + ("shell",), f"{_w(w)}.shell must be \"auto\", \"bash\" or \"sh\" "
+            c.add(w + ("shell",), f"{where_text(w)}.shell must be \"auto\", \"bash\" or \"sh\" "
                                   "(the shell that runs a mediated pty session)")
         if name and not _NAME.fullmatch(name):
-            c.add(w + ("name",), f"{_w(w)}.name {name!r} may hold only letters, digits, . _ -")
+            c.add(w + ("name",), f"{where_text(w)}.name {name!r} may hold only letters, digits, . _ -")
         if name and name in targets:
             c.add(w + ("name",), f"duplicate target name {name!r}")
         if name and host and user and key:
@@ -93,35 +93,35 @@ def _targets(raw: dict, c: _Checker, base: Path) -> dict[str, Target]:
     return targets
 
 
-def _grants(raw: dict, c: _Checker, targets: dict[str, Target]) -> tuple[Grant, ...]:
+def parse_grants(raw: dict, c: Checker, targets: dict[str, Target]) -> tuple[Grant, ...]:
     grants = []
-    for i, table in enumerate(_table_list(raw, "grants", c)):
+    for i, table in enumerate(table_list(raw, "grants", c)):
         w = ("grants", i)
         c.keys(table, ("who", "targets", "channels", "mask_live", "forward"), w)
         who = c.strings(table, "who", w)
         for sel in who or ():
             msg = check_principal_selector(sel)
             if msg:
-                c.add(w + ("who",), f"{_w(w)}.who: {msg}")
+                c.add(w + ("who",), f"{where_text(w)}.who: {msg}")
         tsel = c.strings(table, "targets", w)
         for sel in tsel or ():
             msg = check_target_selector(sel)
             if msg:
-                c.add(w + ("targets",), f"{_w(w)}.targets: {msg}")
+                c.add(w + ("targets",), f"{where_text(w)}.targets: {msg}")
             elif targets and not any(any_target_matches((sel,), t) for t in targets.values()):
-                c.add(w + ("targets",), f"{_w(w)}.targets: {sel!r} matches no [[targets]] entry")
+                c.add(w + ("targets",), f"{where_text(w)}.targets: {sel!r} matches no [[targets]] entry")
         channels = c.strings(table, "channels", w)
         if channels is None:
             channels = ("exec", "shell")
         for ch in channels:
             if ch not in CHANNEL_KINDS:
-                c.add(w + ("channels",), f"{_w(w)}.channels: unknown kind {ch!r}"
+                c.add(w + ("channels",), f"{where_text(w)}.channels: unknown kind {ch!r}"
                                          f" (use {', '.join(CHANNEL_KINDS)})")
         forward = c.strings(table, "forward", w) or ()
         for dest in forward:
             host, sep, port = dest.rpartition(":")
             if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-                c.add(w + ("forward",), f"{_w(w)}.forward: {dest!r} must be HOST:PORT "
+                c.add(w + ("forward",), f"{where_text(w)}.forward: {dest!r} must be HOST:PORT "
                                         f"(HOST may be a glob, PORT a number or *), "
                                         f"e.g. \"127.0.0.1:5432\"")
         grants.append(Grant(who=who, targets=tsel, channels=channels,
@@ -130,10 +130,10 @@ def _grants(raw: dict, c: _Checker, targets: dict[str, Target]) -> tuple[Grant, 
     return tuple(grants)
 
 
-def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
+def parse_masks(raw: dict, c: Checker) -> tuple[Mask, ...]:
     masks = []
     names = set()
-    for i, table in enumerate(_table_list(raw, "masks", c)):
+    for i, table in enumerate(table_list(raw, "masks", c)):
         w = ("masks", i)
         c.keys(table, ("name", "regex", "replace"), w)
         name = c.string(table, "name", w, required=True)
@@ -145,10 +145,10 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
             try:
                 re.compile(regex)
             except re.error as exc:
-                c.add(w + ("regex",), f"{_w(w)}.regex is not a valid regular expression: {exc}")
+                c.add(w + ("regex",), f"{where_text(w)}.regex is not a valid regular expression: {exc}")
                 regex = None
             except (RecursionError, OverflowError, MemoryError) as exc:
-                c.add(w + ("regex",), f"{_w(w)}.regex is too complex to compile "
+                c.add(w + ("regex",), f"{where_text(w)}.regex is too complex to compile "
                                       f"({type(exc).__name__}): simplify it")
                 regex = None
         replace = c.string(table, "replace", w, default=f"[MASKED:{name}]")
@@ -158,7 +158,7 @@ def _masks(raw: dict, c: _Checker) -> tuple[Mask, ...]:
                 detectors_from_config([mask])
             except ConfigError as exc:
                 for p in exc.problems or [Problem(str(exc))]:
-                    c.add(w + ("regex",), f"{_w(w)}.regex: {p.message}")
+                    c.add(w + ("regex",), f"{where_text(w)}.regex: {p.message}")
                 continue
             masks.append(mask)
     return tuple(masks)

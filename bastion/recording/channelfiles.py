@@ -4,7 +4,7 @@
 ``adopt_channel``: on replay by a new worker, the row if missing and the file as the last
 worker left it; ``close_channel``: the streams' last bytes, the closing markers, the SHA-256
 sealed in the row, the row closed and the hash chain extended.  A file that cannot be
-created or closed is reported once (``_Reported``) and its row closes as failed.
+created or closed is reported once (``Reported``) and its row closes as failed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def failure_label(failure: str) -> str:
     return f"bastion: recording failed ({failure}); the channel was stopped"
 
 
-class _Reported(Exception):
+class Reported(Exception):
     """A failure already reported with ``Applier._fail`` (apply() only stops)."""
 
 
@@ -58,7 +58,7 @@ def open_channel(a: Applier, op: Op) -> None:
         a._failed_channels.add(cid)
         message = a._fail("creating recording", exc, a.data_dir / rel_path)
         a.notify(("opened", cid, message))
-        raise _Reported() from exc
+        raise Reported() from exc
     a.notify(("opened", cid, None))
 
 def adopt_channel(a: Applier, op: Op) -> None:
@@ -119,13 +119,13 @@ def close_channel(a: Applier, op: Op) -> None:
             a._sinks[cid] = sink
             a._failed_channels.add(cid)
             a._fail("closing recording", exc, sink.path)
-            raise _Reported() from exc
+            raise Reported() from exc
         try:
             digest = sink.close(t, tuple(labels))
         except OSError as exc:
             a._failed_channels.add(cid)
             a._fail("closing recording", exc, sink.path)
-            raise _Reported() from exc
+            raise Reported() from exc
     a._counted.pop(cid, None)
     db.execute(
         "UPDATE channels SET ended = ?, status = ?, exit_status = ?, exit_signal = ?, "

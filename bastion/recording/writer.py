@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from bastion.proto import asciicast
 from bastion.recording import chain, channelfiles, health
-from bastion.recording.channelfiles import _Reported, describe_error
+from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
                                    OP_MASKS, OP_PROBE, OP_REFUSED, OP_REPLAY, OP_RESIZE,
@@ -105,7 +105,7 @@ class Applier:
         try:
             self._apply(op)
             return True
-        except _Reported:
+        except Reported:
             return False
         except _ProbeFailed as exc:
             if self.error is None:
