@@ -15,7 +15,11 @@ When the dead node starts again, recovery brings its files in line with the seal
 committed (so never showed an agent) is dropped. A node that was only slow or cut off from
 the store, not dead, cannot add to a recording its peer sealed (``chunks.insert`` refuses
 it) nor change sealed rows (every update of the writer is ``WHERE seq IS NULL``); its
-recording worker finds out at its next heartbeat (:attr:`Ticker.lost`): it stops writing the
+recording worker finds out at its next heartbeat (:attr:`Ticker.lost`), or at once if it
+commits a batch first: each batch's transaction (under the chain's lock, so before or after
+the peer's, never beside it) also reads this node's taken channels, and a channel found there
+is reported ``taken`` before the batch's acknowledgement, so what the batch held for it (which
+the store refused) is never shown to its agent. Either way it stops writing the
 channel, makes its file the sealed copy (so its ``verify`` passes at once, not only after
 its next start; its own file, when different, is kept as ``NAME.after-takeover``) and tells
 its bastion process, which stops the channel (its agent must not go on unrecorded).
@@ -239,13 +243,15 @@ class TailTaker:
             scratch.unlink(missing_ok=True)
 
 
+LOST = ("SELECT c.id, c.path, c.sha256 FROM taken t JOIN channels c ON c.id = t.channel_id "
+        "WHERE t.node = current_setting('bastion.node', true) AND t.restored IS NULL "
+        "ORDER BY c.id")
+
+
 def lost(conn: Any) -> list[Any]:
     """``(channel id, path, sha256)`` of this node's recordings a peer sealed that it has not
     made the sealed copy yet."""
-    rows: list[Any] = conn.execute(
-        "SELECT c.id, c.path, c.sha256 FROM taken t JOIN channels c ON c.id = t.channel_id "
-        "WHERE t.node = current_setting('bastion.node', true) AND t.restored IS NULL "
-        "ORDER BY c.id").fetchall()
+    rows: list[Any] = conn.execute(LOST).fetchall()
     return rows
 
 

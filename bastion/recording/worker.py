@@ -13,7 +13,9 @@ transaction that commits the batch (bastion.recording.tailstore), for a peer tha
 node's sessions when it stops answering (bastion.recording.leases, which this worker also
 runs for its peers: ``Ticker``).  When a peer took over this node's channels (it was slow,
 not dead), the worker stops writing them and reports ``("taken", cid, why)``: the bastion
-process stops those channels.
+process stops those channels.  It learns of it at its next heartbeat, or from the commit of
+a batch that holds output for such a channel (the store refused that output): then
+``taken`` goes out before the batch's ``done``, so the agent is never shown it.
 
 It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C in a terminal or a service
 manager signalling the whole group must not end it before ``bastion serve``
@@ -161,6 +163,9 @@ def _loop(inp: Connection, out: Connection, applier: Applier, events: list[Event
         ok = ok and applier.commit()
         if not ok:
             return _failed(out, applier, events, last_ok, store_key)
+        if applier.taken and ticker is not None:   # sealed by a peer before this batch: its
+            ticker.lost, applier.taken = applier.taken, []   # channel stops before the "done"
+            _taken_by_peer(applier, ticker, events)
         if stop is not None:
             applier.close_all_sinks()
             _stage_tails(applier, store_key, everything=True)

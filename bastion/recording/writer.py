@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, health
+from bastion.recording import chain, channelfiles, health, leases
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -84,6 +84,9 @@ class Applier:
         # a shared store keeps the recordings' bytes too: what was written since the last
         # commit, inserted by the commit (bastion.store.chunks)
         self._chunks = chunks.Pending() if store_location.current().postgres else None
+        # this node's channels a peer sealed, as the last commit's transaction saw them
+        # (bastion.recording.leases): the worker stops them before acknowledging the batch
+        self.taken: list[Any] = []
 
     # -- failures ------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException, path: Path | None = None) -> str:
@@ -178,8 +181,14 @@ class Applier:
                 self._fail("commit to the session index", exc)
                 return False
         if self._in_txn:
+            taken = None
             try:
+                if self._chunks is not None:
+                    # read with the commit (pipeline mode: no round trip of its own), under
+                    # the chain's lock: a takeover committed before this batch shows here
+                    taken = self.conn.execute(leases.LOST)
                 self.conn.execute("COMMIT")
+                self.taken = list(taken.fetchall()) if taken is not None else []
             except sqlite3.Error as exc:
                 self._fail("commit to the session index", exc)
                 return False

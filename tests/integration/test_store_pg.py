@@ -420,3 +420,64 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     assert [h["line"] for h in query.search_commands(db, "deja vu")] == ["echo déjà vu"]
     assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == 8
     assert verify_index(tmp_path).ok
+
+
+def test_output_a_slow_node_relays_after_the_takeover_is_never_shown(tmp_path, pg_store,
+                                                                       monkeypatch):
+    """Node b seals a's session; a (slow, not dead: its next heartbeat is minutes away) then
+    records output for it and holds it for its agent, as the SSH layer does.  The store
+    refuses that output (past b's marker), so the agent must never be shown it: a's worker
+    learns of the takeover from that batch's own commit and stops the channel before the
+    batch's acknowledgement could release it."""
+    import asyncio
+    import time as _time
+
+    from bastion.recording import leases
+    from bastion.recording.gate import AgentGate
+    from bastion.store import chunks
+    monkeypatch.setenv("BASTION_NODE", "a")
+    monkeypatch.setenv("BASTION_STORE_LEASE", "600")   # a's worker beats every 100 s
+    rec = Recorder.open(tmp_path / "a")
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="tail -f log")
+    ch.output(b"seen before the lease ran out\n")
+    rec.flush()
+    monkeypatch.setenv("BASTION_NODE", "b")
+    conn = schema.connect(tmp_path / "b")
+    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+    monkeypatch.setenv("BASTION_NODE", "a")
+    shown: list[bytes] = []
+    failures: list[Exception] = []
+
+    class AgentSide:                       # what the gate writes to: the agent's channel
+        def write(self, data, datatype=None):
+            shown.append(bytes(data))
+
+        def close(self):
+            pass
+
+    async def relay() -> None:
+        loop = asyncio.get_running_loop()
+        gate = AgentGate(AgentSide(), ch, failures.append)
+        ch.output(b"relayed after the takeover\n")
+        gate.write(b"relayed after the takeover\n")
+        deadline = loop.time() + 60
+        while not (shown or failures):
+            assert loop.time() < deadline, "the held output was neither shown nor dropped"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(relay())
+    assert shown == []
+    assert len(failures) == 1 and "another node closed this session" in str(failures[0])
+    [chan] = query.get_session(query.open_index(tmp_path / "a"), s.id)["channels"]
+    sealed = chunks.materialize(conn, chan["id"], tmp_path / "copy.cast", chan["sha256"])
+    assert b"relayed after the takeover" not in sealed.read_bytes()
+    local = tmp_path / "a" / chan["path"]
+    assert local.read_bytes() == sealed.read_bytes()            # a's file is the sealed copy
+    aside = local.with_name(local.name + ".after-takeover")     # a's own, for an investigation
+    assert b"relayed after the takeover" in aside.read_bytes()
+    s.close()
+    rec.close()
+    conn.close()
+    report = verify_index(tmp_path / "a")
+    assert report.ok, report.problems
