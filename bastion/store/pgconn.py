@@ -179,6 +179,10 @@ class PgConnection:
         try:            # the worker repeats a few texts: prepared after 5 uses (less server CPU)
             cur = self._conn.execute(sql, params if params is not None else (), prepare=None)
         except psycopg.Error as exc:
+            # (psycopg reports an earlier statement's error at whichever call collects its
+            # result: the transaction is lost either way, and its COMMIT must say so)
+            if self._pipe is not None:
+                self._pipe.failed = True
             raise _translated(exc) from exc
         return Pending(self, cur, sql)
 

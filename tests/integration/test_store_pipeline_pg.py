@@ -52,9 +52,12 @@ def test_an_error_in_the_middle_fails_the_commit_and_leaves_nothing(tmp_path, pg
     conn.execute("COMMIT")
     conn.execute("BEGIN IMMEDIATE")
     _session(conn, 2)
-    _session(conn, 1)                                 # a duplicate key: fails on the server
-    _session(conn, 3)
-    with pytest.raises(sqlite3.Error):
+    try:
+        _session(conn, 1)                             # a duplicate key: fails on the server
+        _session(conn, 3)
+    except sqlite3.Error:
+        pass        # psycopg may report it at a later statement, when it collects the result
+    with pytest.raises(sqlite3.Error):                # either way the commit refuses
         conn.execute("COMMIT")
     assert not conn.in_transaction
     ids = [r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY id").fetchall()]
