@@ -70,8 +70,7 @@ class ConnectSlots:
         """Take a slot for ``key`` (waiting in line up to ``wait`` seconds); returns the
         seconds waited.  Raises UpstreamError when the wait is over; the caller must
         :meth:`leave` once for every ``enter`` that returned."""
-        queue = self._queued.get(key)
-        if self._active.get(key, 0) < limit and not queue:
+        if self._active.get(key, 0) < limit and not self.queued(key):
             self._active[key] = self._active.get(key, 0) + 1
             return 0.0
         fut = asyncio.get_running_loop().create_future()

@@ -428,7 +428,8 @@ class UpstreamPool:
 
 def _behind(exc: UpstreamError) -> UpstreamError:
     """The error of a queued connect whose target just failed the connect ahead of it."""
-    return type(exc)(f"{exc.message} (a connect queued behind it fails with it)", hint=exc.hint)
+    return type(exc)(f"{exc.message} (the connect ahead of this one in the queue; this one was "
+                     f"not tried)", hint=exc.hint)
 
 
 def _retrieve(task: asyncio.Task) -> None:
