@@ -64,7 +64,7 @@ class ConnectSlots:
 
     def __init__(self) -> None:
         self._active: dict[Any, int] = {}
-        self._queued: dict[Any, deque[asyncio.Future]] = {}
+        self._queued: dict[Any, deque[asyncio.Future[None]]] = {}
 
     async def enter(self, key: Any, name: str, limit: int, wait: float) -> float:
         """Take a slot for ``key`` (waiting in line up to ``wait`` seconds); returns the
@@ -73,7 +73,7 @@ class ConnectSlots:
         if self._active.get(key, 0) < limit and not self.queued(key):
             self._active[key] = self._active.get(key, 0) + 1
             return 0.0
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.setdefault(key, deque()).append(fut)
         started = time.monotonic()
         try:
@@ -131,10 +131,10 @@ class ConnectSlots:
         return self._active.get(key, 0) if key is not None else sum(self._active.values())
 
     @staticmethod
-    def _handed(fut: asyncio.Future) -> bool:
+    def _handed(fut: asyncio.Future[None]) -> bool:
         return fut.done() and not fut.cancelled() and fut.exception() is None
 
-    def _unqueue(self, key: Any, fut: asyncio.Future) -> None:
+    def _unqueue(self, key: Any, fut: asyncio.Future[None]) -> None:
         queue = self._queued.get(key)
         if queue is not None:
             try:
@@ -151,7 +151,8 @@ class _WatchedTunnel(SocketTunnel):
 
     conn: Any = None
 
-    async def create_connection(self, session_factory, host, port):
+    async def create_connection(self, session_factory: Callable[[], asyncio.Protocol],
+                                host: str, port: int) -> tuple[asyncio.BaseTransport, Any]:
         transport, conn = await super().create_connection(session_factory, host, port)
         self.conn = conn
         return transport, conn
@@ -163,20 +164,21 @@ class _WatchedTunnel(SocketTunnel):
 
 def retry_pause(attempt: int) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` >= 1 drops so far)."""
-    return random.uniform(0.5, 1.0) * min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+    return random.uniform(0.5, 1.0) * min(RETRY_MAX, RETRY_FIRST * 2.0 ** (attempt - 1))
 
 
 async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hosts: Any,
-                          timeout: float, ciphers: tuple[str, ...] | None
+                          connect_timeout: float, ciphers: tuple[str, ...] | None
                           ) -> asyncssh.SSHClientConnection:
-    """Log in to ``target``; retries a drop before the banner while ``timeout`` allows.
+    """Log in to ``target``; retries a drop before the banner while ``connect_timeout``
+    (counted from now) allows.
 
     Raises UpstreamError (HostKeyMismatch) with the reason an operator can act on.
     """
     started = time.monotonic()
     dropped = 0
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             while True:
                 tunnel = _WatchedTunnel()
                 try:
@@ -204,7 +206,7 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
         more = (f" ({dropped} attempts dropped before the SSH banner: the target's sshd "
                 f"refuses new connections, MaxStartups?)" if dropped else "")
         raise UpstreamError(f"target {target.name} ({target.host}:{target.port}) did not answer "
-                            f"within {timeout:g}s{more}") from exc
+                            f"within {connect_timeout:g}s{more}") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyMismatch(
             f"target {target.name} ({target.host}:{target.port}) presented a host key that "

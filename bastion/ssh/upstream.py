@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import asyncssh
 
@@ -299,7 +299,7 @@ class UpstreamPool:
         self._settle(entry)
         return entry
 
-    async def _connect(self, key: tuple, target: Target) -> asyncssh.SSHClientConnection:
+    async def _connect(self, key: tuple[Any, ...], target: Target) -> asyncssh.SSHClientConnection:
         """One login to ``target``, in its turn (bastion.ssh.upconnect: the per-target bound,
         the queue, the retry of a connect dropped before the banner)."""
         client_key = self.load_key(target.key)        # VaultError goes up as it is
@@ -312,9 +312,10 @@ class UpstreamPool:
             return await open_connection(target, client_key, known_hosts,
                                          self.connect_timeout, self.ciphers)
         except UpstreamError as exc:
+            error = exc
             # the target failed a connect that had its turn: the ones behind it fail with it
             # (N agents to a dead target wait one connect_timeout, not one per place in line)
-            failed = self._slots.fail_queued(key, lambda: _behind(exc))
+            failed = self._slots.fail_queued(key, lambda: _behind(error))
             if failed:
                 log.info("upstream %s: %d queued connects fail with the one ahead of them: %s",
                          target.name, failed, exc)
