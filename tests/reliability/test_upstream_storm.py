@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-
 from types import SimpleNamespace
 
 import asyncssh
 import pytest
 
 from bastion.api.metricsview import exposition
-
 from bastion.config.targets import Target
 from bastion.demo.sshd import LocalSshd, free_port
 from bastion.errors import HostKeyMismatch, UpstreamError
