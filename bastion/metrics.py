@@ -30,11 +30,19 @@ HELP = {
                                                 "(output, input); before masking."),
     "bastion_upstream_connect_seconds": ("histogram", "Time to open an upstream SSH connection "
                                                       "(TCP, key exchange, authentication)."),
+    "bastion_upstream_connect_queue_seconds": ("histogram", "Time an upstream connect waited "
+                                                            "for its turn ([settings] "
+                                                            "upstream_connects per target)."),
+    "bastion_upstream_connect_retries_total": ("counter", "Upstream connects the target "
+                                                          "dropped before its SSH banner "
+                                                          "(sshd MaxStartups), tried again."),
 }
 # histogram buckets (upper bounds in seconds) of each observed metric
 BUCKETS = {
     "bastion_upstream_connect_seconds": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                                          5.0, 10.0),
+    "bastion_upstream_connect_queue_seconds": (0.0, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0,
+                                               30.0, 60.0),
 }
 
 

@@ -140,7 +140,9 @@ class Services:
             validator=TokenValidator(config.oidc), vault=vault, hostkeys=hostkeys,
             pool=UpstreamPool(load_key=vault.load, connect_timeout=config.settings.connect_timeout,
                               ciphers=config.settings.ciphers,
-                              idle_timeout=config.settings.upstream_idle_timeout),
+                              idle_timeout=config.settings.upstream_idle_timeout,
+                              max_connects=config.settings.upstream_connects,
+                              queue_timeout=config.settings.upstream_queue_timeout),
             inner_options=InnerOptionsCache(hostkeys),
         )
         services._policy_stamp = services._stamp()
@@ -222,6 +224,8 @@ class Services:
             self.pool.connect_timeout = settings.connect_timeout
             self.pool.ciphers = settings.ciphers
             self.pool.idle_timeout = settings.upstream_idle_timeout
+            self.pool.max_connects = settings.upstream_connects       # queued ones: next turn
+            self.pool.queue_timeout = settings.upstream_queue_timeout
         if self.inner_options is not None:
             self.inner_options.invalidate()
 

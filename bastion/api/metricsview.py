@@ -76,6 +76,14 @@ def exposition(services: Any, merged: dict[str, Any] | None = None,
         if free is not None:
             gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",
                            float(free)))
+    pool = getattr(services, "pool", None)
+    if pool is not None:          # this process's pool (with --workers: the answering one's)
+        gauges += [
+            ("bastion_upstream_connects_in_progress", "Upstream connects under way (out of "
+             "their queue).", float(pool.connecting())),
+            ("bastion_upstream_connects_queued", "Upstream connects waiting for their turn "
+             "([settings] upstream_connects per target).", float(pool.queued())),
+        ]
     if counted is not None:
         return render(counted[0], gauges)
     return METRICS.render(gauges)

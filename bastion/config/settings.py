@@ -29,6 +29,8 @@ class Settings:
     env_allow: tuple[str, ...] = ()            # env requests passed upstream (others dropped)
     connect_timeout: float = 10.0
     upstream_idle_timeout: float = 30.0        # an upstream connection without channels is closed
+    upstream_connects: int = 8                 # upstream connects in progress per target, then queued
+    upstream_queue_timeout: float = 60.0       # longest wait in that queue, then refused
     recording_max_bytes: int = 256 * 1024 * 1024
     ciphers: tuple[str, ...] | None = None     # None: bastion.ssh.algs.DEFAULT_CIPHERS
     approval_window_max: int = 0               # longest grant window (s) approvers may give
@@ -99,7 +101,7 @@ def parse_settings(raw: dict, c: Checker) -> tuple[Settings, dict]:
         return Settings(), {}
     own = ("approvers", "reviewers", "reviewer_targets", "admins", "approval_timeout", "mask_live", "env_allow", "connect_timeout",
            "recording_max_bytes", "ciphers", "approval_window_max", "approval_webhook",
-           "upstream_idle_timeout",
+           "upstream_idle_timeout", "upstream_connects", "upstream_queue_timeout",
            "approval_allow_unproven",
            "max_auth_tries", "login_grace_time", "max_startups", "max_startups_per_source",
            "session_max_after_expiry", "store_transfers", "store_transfers_max")
@@ -127,6 +129,9 @@ def parse_settings(raw: dict, c: Checker) -> tuple[Settings, dict]:
         env_allow=c.strings(table, "env_allow", w) or (),
         connect_timeout=float(c.number(table, "connect_timeout", w, 10.0, minimum=0.1)),
         upstream_idle_timeout=float(c.number(table, "upstream_idle_timeout", w, 30.0, minimum=0.1)),
+        upstream_connects=_whole(c, table, "upstream_connects", w, 8),
+        upstream_queue_timeout=float(c.number(table, "upstream_queue_timeout", w, 60.0,
+                                              minimum=0.1)),
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
                                          minimum=1024)),
         ciphers=c.strings(table, "ciphers", w),

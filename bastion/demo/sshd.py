@@ -67,6 +67,7 @@ class LocalSshd:
     extra_config: str = ""
     allow_tcp_forwarding: bool = False     # True for a plain OpenSSH jump host (benchmarks)
     use_pam: bool = False                  # True lets root's sshd log in a locked account (tests)
+    max_startups: str = "100:30:200"       # sshd's MaxStartups (start:rate:full)
     proc: subprocess.Popen | None = None
     host_key_line: str = ""
 
@@ -100,7 +101,7 @@ class LocalSshd:
             f"AllowTcpForwarding {'yes' if self.allow_tcp_forwarding else 'no'}\n"
             "X11Forwarding no\nAllowAgentForwarding no\n"
             "PrintMotd no\nPrintLastLog no\n"
-            "MaxSessions 64\nMaxStartups 100:30:200\n"
+            f"MaxSessions 64\nMaxStartups {self.max_startups}\n"
             "AcceptEnv LANG LC_* BASTION_TEST_*\n"
             "Subsystem sftp internal-sftp\n"
             # a login shell per command must not re-run heavy start-up files (pyenv init in

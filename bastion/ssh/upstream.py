@@ -15,13 +15,20 @@ What an agent's channel gets from :meth:`UpstreamPool.acquire` is a
 :class:`Lease` on a pooled connection; its ``create_session`` opens the upstream
 channel.  The contract, because agents go away at any moment:
 
-* **Connects are shared, never serialised.**  Agents that need a new connection
-  to one target wait for the same connect (up to ``MAX_SESSIONS_PER_CONNECTION``
-  of them, then a second connect starts beside it); no lock is held across a
-  connect, so N agents to a target that does not answer all fail after one
-  ``connect_timeout``, not after N of them.  An agent that gives up (its task is
-  cancelled) stops waiting; when the last one has, the connect itself is
-  aborted, so no connection is left that nobody asked for.
+* **Connects are shared, bounded per target, never serialised behind a lock.**  Agents
+  that need a new connection to one target wait for the same connect (up to
+  ``MAX_SESSIONS_PER_CONNECTION`` of them, then a second connect starts beside it).
+  At most ``[settings] upstream_connects`` connects per target are in progress at
+  once (8 by default, below sshd's ``MaxStartups`` start of 10); more wait in a FIFO
+  queue, at most ``upstream_queue_timeout`` seconds, and ``connect_timeout`` counts
+  from the moment a connect leaves the queue.  A connect the target drops before its
+  SSH banner (sshd past ``MaxStartups``) is tried again while its timeout allows.
+  When a connect that had its turn fails, the connects queued behind it for that
+  target fail with its error at once, so N agents to a target that does not answer
+  all fail after one ``connect_timeout``, not after one per place in the queue
+  (bastion.ssh.upconnect).  An agent that gives up (its task is cancelled) stops
+  waiting; when the last one has, the connect itself is aborted (or leaves the
+  queue), so no connection is left that nobody asked for.
 * **A cancelled channel open leaks nothing.**  asyncssh's own ``create_session``
   cannot be cancelled cleanly (the target may confirm the channel after the
   caller left, and the channel would then stay open, unseen by the pool).  The
@@ -45,17 +52,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import asyncssh
 
 from bastion.config.targets import Target
-from bastion.ssh.algs import client_algs
-from bastion.errors import HostKeyMismatch, UpstreamError
+from bastion.errors import UpstreamError
 from bastion.metrics import METRICS
-from bastion.ssh.wire import SocketTunnel
+from bastion.ssh.upconnect import CONNECTS, QUEUE_SECONDS, ConnectSlots, open_connection
 
 log = logging.getLogger("bastion.upstream")
 
@@ -185,6 +190,9 @@ class UpstreamPool:
     connect_timeout: float = 10.0
     ciphers: tuple[str, ...] | None = None
     idle_timeout: float = IDLE_SECONDS
+    max_connects: int = CONNECTS          # [settings] upstream_connects, per target
+    queue_timeout: float = QUEUE_SECONDS  # [settings] upstream_queue_timeout
+    _slots: ConnectSlots = field(default_factory=ConnectSlots)
     _pool: dict[tuple, list[_Pooled]] = field(default_factory=dict)
     _connecting: dict[tuple, list[_Connecting]] = field(default_factory=dict)
     _reapers: set = field(default_factory=set)
@@ -276,7 +284,7 @@ class UpstreamPool:
 
     async def _connect_entry(self, key: tuple, target: Target, pending: _Connecting) -> _Pooled:
         try:
-            conn = await self._connect(target)
+            conn = await self._connect(key, target)
         finally:
             waiting = self._connecting.get(key, [])
             if pending in waiting:
@@ -291,42 +299,29 @@ class UpstreamPool:
         self._settle(entry)
         return entry
 
-    async def _connect(self, target: Target) -> asyncssh.SSHClientConnection:
+    async def _connect(self, key: tuple[Any, ...], target: Target) -> asyncssh.SSHClientConnection:
+        """One login to ``target``, in its turn (bastion.ssh.upconnect: the per-target bound,
+        the queue, the retry of a connect dropped before the banner)."""
         client_key = self.load_key(target.key)        # VaultError goes up as it is
         known_hosts = pinned_known_hosts(target)
-        timeout = self.connect_timeout
-        started = time.monotonic()
+        waited = await self._slots.enter(key, target.name, self.max_connects, self.queue_timeout)
+        METRICS.observe("bastion_upstream_connect_queue_seconds", waited)
+        if waited:
+            log.info("upstream %s: connect started after %.2fs in the queue", target.name, waited)
         try:
-            async with asyncio.timeout(timeout):
-                conn = await asyncssh.connect(
-                    target.host, target.port, username=target.user,
-                    client_keys=[client_key], known_hosts=known_hosts,
-                    agent_path=None, config=None, preferred_auth="publickey",
-                    x509_trusted_certs=None, gss_host=None,
-                    keepalive_interval=30, keepalive_count_max=3,
-                    tunnel=SocketTunnel(),          # TCP with joined writes (bastion.ssh.wire)
-                    **client_algs(self.ciphers),
-                )
-        except TimeoutError as exc:
-            raise UpstreamError(f"target {target.name} ({target.host}:{target.port}) did not answer "
-                                f"within {timeout:g}s") from exc
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise HostKeyMismatch(
-                f"target {target.name} ({target.host}:{target.port}) presented a host key that "
-                f"does not match the pinned one; refusing to connect",
-                hint="if the host was rebuilt, update host_key in policy.toml after checking it") from exc
-        except asyncssh.PermissionDenied as exc:
-            raise UpstreamError(f"target {target.name} refused the vault key {target.key!r} "
-                                f"for {target.user}@{target.host}",
-                                hint=f"add the output of `bastion keys list` for {target.key} "
-                                     "to the target's authorized_keys") from exc
-        except (OSError, asyncssh.Error) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-            raise UpstreamError(f"cannot reach target {target.name} ({target.host}:{target.port}): "
-                                f"{reason}") from exc
-        METRICS.observe("bastion_upstream_connect_seconds", time.monotonic() - started)
-        log.info("upstream connected: %s (%s@%s:%s)", target.name, target.user, target.host, target.port)
-        return conn
+            return await open_connection(target, client_key, known_hosts,
+                                         self.connect_timeout, self.ciphers)
+        except UpstreamError as exc:
+            error = exc
+            # the target failed a connect that had its turn: the ones behind it fail with it
+            # (N agents to a dead target wait one connect_timeout, not one per place in line)
+            failed = self._slots.fail_queued(key, lambda: _behind(error))
+            if failed:
+                log.info("upstream %s: %d queued connects fail with the one ahead of them: %s",
+                         target.name, failed, exc)
+            raise
+        finally:
+            self._slots.leave(key, self.max_connects)
 
     # -- channels whose agent left, idle connections -------------------------------
     def _orphan(self, entry: _Pooled, what) -> None:
@@ -382,12 +377,14 @@ class UpstreamPool:
     # -- state, shutdown -----------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         """Per target name: ``connections``, ``leases``, ``channels`` (held by leases, one
-        reserved per lease before it opens any), ``orphans``, ``connecting``, ``waiting``."""
+        reserved per lease before it opens any), ``orphans``, ``connecting`` (connects under
+        way, queued ones too), ``queued`` (those waiting for their turn: ``upstream_connects``),
+        ``waiting`` (agents waiting for a connect)."""
         out: dict[str, dict[str, int]] = {}
 
         def row(name: str) -> dict[str, int]:
             return out.setdefault(name, dict(connections=0, leases=0, channels=0, orphans=0,
-                                             connecting=0, waiting=0))
+                                             connecting=0, queued=0, waiting=0))
         for key, entries in self._pool.items():
             r = row(key[0])
             for e in entries:
@@ -398,8 +395,17 @@ class UpstreamPool:
         for key, pendings in self._connecting.items():
             r = row(key[0])
             r["connecting"] += len(pendings)
+            r["queued"] += self._slots.queued(key)
             r["waiting"] += sum(p.waiters for p in pendings)
         return out
+
+    def queued(self) -> int:
+        """Connects waiting for their turn, all targets (the ``/metrics`` gauge)."""
+        return self._slots.queued()
+
+    def connecting(self) -> int:
+        """Connects in progress (out of the queue), all targets."""
+        return self._slots.active()
 
     async def close(self) -> None:
         self._closed = True
@@ -419,6 +425,12 @@ class UpstreamPool:
                 await asyncio.wait_for(entry.conn.wait_closed(), 5)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort at shutdown
                 pass
+
+
+def _behind(exc: UpstreamError) -> UpstreamError:
+    """The error of a queued connect whose target just failed the connect ahead of it."""
+    return type(exc)(f"{exc.message} (the connect ahead of this one in the queue; this one was "
+                     f"not tried)", hint=exc.hint)
 
 
 def _retrieve(task: asyncio.Task) -> None:

@@ -107,6 +107,7 @@ class BastionRig:
     extra_policy: str = ""
     store_env: dict = field(default_factory=dict)   # a PostgreSQL store (tests/pgcluster.py)
     workers: int = 1                     # `serve --workers` (1: one process; the product default is the cores)
+    sshd_max_startups: str = "100:30:200"   # the target sshd's MaxStartups
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +146,7 @@ class BastionRig:
         self.canary_dir.mkdir(exist_ok=True)
         (self.canary_dir / "canary.txt").write_text("still here\n")
         pub = self.cli("keys", "generate", "web1").out.strip().splitlines()[-1]
-        self.sshd = LocalSshd(self.root / "sshd", [pub]).start()
+        self.sshd = LocalSshd(self.root / "sshd", [pub], max_startups=self.sshd_max_startups).start()
         self.write_policy()
         self.port = free_port()
         return self

@@ -156,6 +156,64 @@ class SlowRelay:
         self.sock.close()
 
 
+class HeldRelay(SlowRelay):
+    """A relay (no delay) in front of ``port`` that holds the first connections it accepts
+    until ``count`` of them are there, then connects them all to the server at once.
+
+    So ``count`` connects reach the server in the same instant, however the clients were
+    spread in time (``released``: whether that happened; after ``max_hold`` seconds it lets
+    the held ones through anyway, with ``released`` False).  Later connections pass at once.
+    """
+
+    def __init__(self, port: int, count: int, max_hold: float = 60.0) -> None:
+        self.count, self.max_hold = count, max_hold
+        self.released = False
+        self._held: list[socket.socket] = []
+        self._passing = False
+        super().__init__(port, 0.0)
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.05)
+        first = None
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                client = None
+            except OSError:
+                return
+            if client is not None:
+                client.settimeout(None)
+                if self._passing:
+                    self._connect([client])
+                    continue
+                self._held.append(client)
+                first = first or time.monotonic()
+            if not self._passing and self._held and (
+                    len(self._held) >= self.count or time.monotonic() - first > self.max_hold):
+                self.released = len(self._held) >= self.count
+                self._passing = True
+                held, self._held = self._held, []
+                self._connect(held)
+
+    def _connect(self, clients: list[socket.socket]) -> None:
+        pairs = []
+        for client in clients:
+            try:
+                pairs.append((client, socket.create_connection(("127.0.0.1", self.target))))
+            except OSError:
+                client.close()
+        for client, server in pairs:
+            with self._lock:
+                self.accepted += 1
+                self._open += 1
+            done = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, 0.0, done, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, 0.0, done, False),
+                             daemon=True).start()
+
+
 def children(pid: int) -> list[tuple[int, str]]:
     """Every descendant of ``pid`` as (pid, command line), read from /proc."""
     parents: dict[int, int] = {}

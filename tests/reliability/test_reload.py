@@ -113,7 +113,7 @@ def services(tmp_path):
 
 def _state(s: Services) -> tuple:
     return (s.config, s.detectors, s.validator, s.broker.settings, s.pool.connect_timeout,
-            s.pool.ciphers, s.pool.idle_timeout)
+            s.pool.ciphers, s.pool.idle_timeout, s.pool.max_connects, s.pool.queue_timeout)
 
 
 def _old_state_holds(s: Services, before: tuple) -> None:
@@ -137,10 +137,12 @@ def test_a_bad_file_keeps_the_whole_previous_state(services, name, caplog):
     assert line.startswith("policy reload refused, previous policy kept: ") and says in line
     assert "\n" not in line and not errors[0].exc_info
     # the next valid file is taken whole
-    _write(services.policy_path, _policy(NEW_RULES, NEW_MASK, "connect_timeout = 9\n"))
+    _write(services.policy_path, _policy(NEW_RULES, NEW_MASK, "connect_timeout = 9\n"
+                                         "upstream_connects = 3\nupstream_queue_timeout = 20\n"))
     assert services.reload() is True
     assert services.mask(f"id {EMP} {TCK}") == f"id {EMP} [MASKED:ticket]"
     assert services.pool.connect_timeout == 9 and services.broker.settings.connect_timeout == 9
+    assert (services.pool.max_connects, services.pool.queue_timeout) == (3, 20)
 
 
 def test_an_error_while_swapping_puts_everything_back(services, caplog):

@@ -42,6 +42,11 @@ CASES = [
     (SETTING, "max_auth_tries = 1.5", "settings.max_auth_tries must be a whole number >= 1", 6),
     (SETTING, 'mask_live = "yes"', "settings.mask_live must be true or false", 6),
     (SETTING, "connect_timeout = 0", "settings.connect_timeout must be a number >= 0.1", 6),
+    (SETTING, "upstream_connects = 0", "settings.upstream_connects must be a whole number >= 1", 6),
+    (SETTING, "upstream_connects = 2.5", "settings.upstream_connects must be a whole number >= 1",
+     6),
+    (SETTING, "upstream_queue_timeout = 0",
+     "settings.upstream_queue_timeout must be a number >= 0.1", 6),
     (SETTING, 'approval_window_max = "15x"', 'settings.approval_window_max must be seconds '
      '(an integer >= 0) or a duration like "15m", "1h30m"', 6),
     (SETTING, 'approvers = ["team:x"]', "settings.approvers: unknown principal selector 'team:x': "
@@ -108,3 +113,13 @@ def test_every_problem_of_a_file_is_reported_in_line_order() -> None:
     assert [(p.line, p.message.split(" ")[0]) for p in info.value.problems] == [
         (6, "settings.approval_timeout"), (7, "settings.mask_live"),
         (10, "targets[0].name"), (19, "grants[0].channels:")]
+
+
+def test_the_upstream_connect_settings_default_below_sshd_maxstartups_and_are_read():
+    """upstream_connects 8 by default (OpenSSH's MaxStartups starts dropping at 10), the queue
+    wait 60 s; both read from [settings]."""
+    s = parse_config(BASE).settings
+    assert (s.upstream_connects, s.upstream_queue_timeout) == (8, 60.0)
+    s = parse_config(BASE.replace(SETTING, "upstream_connects = 3\nupstream_queue_timeout = 5")
+                     ).settings
+    assert (s.upstream_connects, s.upstream_queue_timeout) == (3, 5.0)
