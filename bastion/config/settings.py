@@ -129,7 +129,7 @@ def parse_settings(raw: dict, c: Checker) -> tuple[Settings, dict]:
         env_allow=c.strings(table, "env_allow", w) or (),
         connect_timeout=float(c.number(table, "connect_timeout", w, 10.0, minimum=0.1)),
         upstream_idle_timeout=float(c.number(table, "upstream_idle_timeout", w, 30.0, minimum=0.1)),
-        upstream_connects=_whole(c, table, "upstream_connects", w, 8),
+        upstream_connects=whole_number(c, table, "upstream_connects", w, 8),
         upstream_queue_timeout=float(c.number(table, "upstream_queue_timeout", w, 60.0,
                                               minimum=0.1)),
         recording_max_bytes=int(c.number(table, "recording_max_bytes", w, 256 * 1024 * 1024,
