@@ -1,0 +1,88 @@
+"""CLI for the session store: ``bastion store import`` (bastion.recording.importer).
+
+One library call plus rendering; errors become exit codes in :func:`handle_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.recording import importer
+
+store_app = typer.Typer(help="The session store: bring a one-node data dir into PostgreSQL.",
+                        no_args_is_help=True)
+
+
+@store_app.command("import")
+@handle_errors
+def import_cmd(
+    source: Annotated[Path, typer.Option("--from", help="The data dir of the one-node bastion "
+                                         "(index.sqlite and recordings/).")],
+    policy: PolicyOpt = Path("policy.toml"),
+    node: Annotated[Optional[str], typer.Option(
+        "--node", help="The node the imported sessions belong to: its verify reads their "
+                       "recordings from its data dir, every other node from the store. "
+                       "Default: this node ([store] node, BASTION_NODE, the host name).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
+                                          "nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a one-node bastion's audit history into the PostgreSQL store.
+
+    Every session, refused login, channel, command, transfer and approval of the data
+    dir's SQLite index keeps its id; every recording is uploaded into the store, so any
+    node lists, searches, verifies and plays them. The rows are re-sealed into the store's
+    hash chain in the source chain's order; the source chain's start and head are kept in
+    the store's imports table and printed: note them with the head `bastion verify`
+    printed on the source.
+
+    Refused, with nothing written: a data dir `bastion serve` still records into, one
+    with sessions still active, an index or recording that does not verify, a source
+    imported before, ids the store has already. Run it before any node serves on the
+    store. The files stay where they are.
+
+    The store is the one `bastion serve` uses: [store] of --policy, or BASTION_STORE_URL
+    and BASTION_STORE_PASSWORD_FILE.
+
+    Example: bastion store import --from /var/lib/bastion --policy /etc/bastion/policy.toml
+    --dry-run
+    """
+    os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
+    report = importer.import_data_dir(source, node=node, dry_run=dry_run)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True, indent=2) + "\n")
+        return
+    r = report
+    verb = "would import" if r.dry_run else "imported"
+    out_console.print(Text(
+        f"{verb} {r.sessions} session(s) ({r.refused} refused login(s)), {r.channels} "
+        f"channel(s), {r.commands} command(s), {r.transfers} transfer(s), {r.approvals} "
+        f"approval(s), {r.recordings} recording(s) of {r.bytes} bytes from {r.source} in "
+        f"{r.seconds:.1f} s", style="green" if not r.dry_run else ""))
+    start = (f"from prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
+             if r.source_start_seq else "from the genesis")
+    out_console.print(Text(f"source chain: {start}; head seq {r.source_head_seq} "
+                           f"{r.source_head_hash}"))
+    if r.dry_run:
+        out_console.print(Text("nothing was written; run it again without --dry-run"))
+        return
+    if r.store_first_seq is not None:
+        out_console.print(Text(f"store chain: its rows are seq {r.store_first_seq}.."
+                               f"{r.store_last_seq} (source seq s is store seq "
+                               f"{r.store_first_seq} + s - {r.source_start_seq + 1}); head "
+                               f"{r.store_head_hash}"))
+    out_console.print(Text(f"sessions belong to node {r.node}"))
+    err_console.print(Text("next: `bastion verify` on any node (keep its head with the two "
+                           "above), then start the nodes on the store", style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(store_app, name="store")
