@@ -61,27 +61,28 @@ def import_cmd(
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True, indent=2) + "\n")
         return
     r = report
-    verb = "would import" if r.dry_run else "imported"
-    out_console.print(Text(
-        f"{verb} {r.sessions} session(s) ({r.refused} refused login(s)), {r.channels} "
-        f"channel(s), {r.commands} command(s), {r.transfers} transfer(s), {r.approvals} "
-        f"approval(s), {r.recordings} recording(s) of {r.bytes} bytes from {r.source} in "
-        f"{r.seconds:.1f} s", style="green" if not r.dry_run else ""))
-    start = (f"from prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
-             if r.source_start_seq else "from the genesis")
-    out_console.print(Text(f"source chain: {start}; head seq {r.source_head_seq} "
-                           f"{r.source_head_hash}"))
+    say = lambda text, style="": out_console.print(Text(text, style=style),  # noqa: E731
+                                                   soft_wrap=True)
+    say(f"{'would import' if r.dry_run else 'imported'}: {r.sessions} session(s) "
+        f"({r.refused} refused login(s)), {r.channels} channel(s), {r.commands} command(s), "
+        f"{r.transfers} transfer(s), {r.approvals} approval(s), {r.recordings} recording(s) "
+        f"({r.bytes} bytes) in {r.seconds:.1f} s", "" if r.dry_run else "green")
+    say(f"from: {r.source}")
+    start = (f"prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
+             if r.source_start_seq else "seq 0 (the genesis)")
+    say(f"source chain: starts at {start}; head seq {r.source_head_seq} {r.source_head_hash}")
     if r.dry_run:
-        out_console.print(Text("nothing was written; run it again without --dry-run"))
+        say("nothing was written; run it again without --dry-run to import")
         return
     if r.store_first_seq is not None:
-        out_console.print(Text(f"store chain: its rows are seq {r.store_first_seq}.."
-                               f"{r.store_last_seq} (source seq s is store seq "
-                               f"{r.store_first_seq} + s - {r.source_start_seq + 1}); head "
-                               f"{r.store_head_hash}"))
-    out_console.print(Text(f"sessions belong to node {r.node}"))
-    err_console.print(Text("next: `bastion verify` on any node (keep its head with the two "
-                           "above), then start the nodes on the store", style="dim"))
+        shift = r.store_first_seq - r.source_start_seq - 1
+        say(f"store chain: the imported rows are seq {r.store_first_seq}..{r.store_last_seq} "
+            f"(store seq = source seq {'+' if shift >= 0 else '-'} {abs(shift)}); head seq "
+            f"{r.store_last_seq} {r.store_head_hash}")
+    say(f"the sessions belong to node {r.node}")
+    err_console.print(Text("next: `bastion verify` on any node (keep its head beside the two "
+                           "above), then start the nodes on the store", style="dim"),
+                      soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
