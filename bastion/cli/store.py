@@ -61,8 +61,10 @@ def import_cmd(
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True, indent=2) + "\n")
         return
     r = report
-    say = lambda text, style="": out_console.print(Text(text, style=style),  # noqa: E731
-                                                   soft_wrap=True)
+
+    def say(text: str, style: str = "") -> None:
+        out_console.print(Text(text, style=style), soft_wrap=True)
+
     say(f"{'would import' if r.dry_run else 'imported'}: {r.sessions} session(s) "
         f"({r.refused} refused login(s)), {r.channels} channel(s), {r.commands} command(s), "
         f"{r.transfers} transfer(s), {r.approvals} approval(s), {r.recordings} recording(s) "

@@ -347,7 +347,7 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport) -> None:
         if len(sealed) != 1:
             raise RecordingError(f"{table} row {row['id']} could not be sealed in the store; "
                                  "nothing was imported")
-        prev = chain.row_hash(prev, table, dict(zip(sealed[0].keys(), sealed[0])))
+        prev = chain.row_hash(prev, table, dict(sealed[0]))
         conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (prev, row["id"]))
     conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
     for table in chain.CHAINED_TABLES:

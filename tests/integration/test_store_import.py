@@ -194,7 +194,7 @@ def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
     assert before["play"][0]["events"] and "output of rm -rf /tmp/x" in before["cast"]
     # the chains tie: source seq s is store seq first + s - (source start + 1)
     shift = done["store_first_seq"] - done["source_start_seq"] - 1
-    for old, new in zip(before["export"], after["export"]):
+    for old, new in zip(before["export"], after["export"], strict=True):
         assert new["seq"] == old["seq"] + shift
         assert [c["seq"] for c in new["commands"]] == [c["seq"] + shift for c in old["commands"]]
     assert all(s["id"] < pgschema.ID_BLOCK for s in after["list"])
