@@ -20,15 +20,17 @@ The order of an import (:func:`import_data_dir`):
    already (sessions, channels and commands of the store start at ``pgschema.ID_BLOCK``;
    transfers and approvals count from 1 on both, so a store that made its own first would
    collide: import before the nodes serve) or a transfer ``uid`` it has.
-3. Rows go in with their ids, ``seq`` and ``hash`` empty, parents first (the foreign keys);
-   each sealed recording is uploaded and the SHA-256 of the bytes inserted must be the one
-   in its sealed channel row, else the whole import rolls back.
-4. Re-sealing: the source's chained rows, in its ``seq`` order, get the store's next
-   ``seq`` and ``hash = chain.row_hash(prev, table, row as the store reads it back)``
-   (sessions carry the store's ``node`` column: the node ``--node`` names), exactly as the
-   store seals its own rows, and ``chain_head`` moves once at the end.  The mapping is
-   order-preserving and gapless: source seq ``s`` became store seq
-   ``store_first_seq + (s - source_start_seq - 1)``.
+3. Rows go in with their ids, parents first (the foreign keys), many to a statement; a
+   chained row's ``seq`` is its place in the store's chain: the source's order, after the
+   store's head, gapless (source seq ``s`` becomes store seq
+   ``store_first_seq + (s - source_start_seq - 1)``); ``hash`` empty.  Sessions carry the
+   store's ``node`` column: the node ``--node`` names.  Each sealed recording is uploaded
+   and the SHA-256 of the bytes inserted must be the one in its sealed channel row, else
+   the whole import rolls back.
+4. Re-sealing: the imported rows are read back from the store in seq order and each gets
+   ``hash = chain.row_hash(prev, table, row as the store reads it back)``, as the store
+   seals its own rows (and as verify recomputes them); ``chain_head`` moves once at the end.
+   A gap, a row left unsealed or a count that is not the source's refuses the import.
 5. A row in ``imports`` ties the two chains: the source path, its chain's start (the latest
    prune checkpoint's ``(seq, hash)``, or 0 and the genesis) and head ``(seq, hash)``, the
    store's first and last seq given to its rows and the store's head after them.  Prune
@@ -66,6 +68,7 @@ TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
 #: tables whose ids the store counts from 1 as SQLite does (an identity, not id blocks)
 IDENTITY_TABLES = ("transfers", "approvals")
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
+BATCH = 200                # rows to a statement (each statement is a round trip)
 
 
 @dataclass
@@ -287,9 +290,11 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport) -> None:
         chain.begin(conn)                # the chain's lock: one writer on every node
         try:
             _check_store(conn, src, source, report)
-            _insert_rows(conn, src, report.node)
+            head_seq, head_hash = chain.head(conn)
+            first = head_seq + 1           # source seq s becomes s + shift, no gap
+            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1)
             _upload_recordings(conn, src, source)
-            _reseal(conn, src, report)
+            _reseal(conn, src, report, first, head_hash)
             _record(conn, report)
             for table in IDENTITY_TABLES:
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -310,15 +315,33 @@ def _columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
 
 
-def _insert_rows(conn: Any, src: sqlite3.Connection, node: str) -> None:
+def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> None:
+    """Every row, parents first, ``BATCH`` to a statement; a chained row's ``seq`` moved by
+    ``shift`` (its place in the store's chain), its ``hash`` left empty (:func:`_reseal`)."""
     for table in TABLES:
-        cols = [c for c in _columns(src, table) if c not in ("seq", "hash")]
-        names = ", ".join(f'"{c}"' for c in cols)
-        extra = ", node" if table == "sessions" else ""
-        marks = ", ".join("?" * (len(cols) + (1 if extra else 0)))
-        sql = f"INSERT INTO {table} ({names}{extra}) VALUES ({marks})"
-        for row in src.execute(f"SELECT {names} FROM {table} ORDER BY id"):
-            conn.execute(sql, (*row, node) if extra else tuple(row))
+        cols = [c for c in _columns(src, table) if c != "hash"]
+        at = cols.index("seq") if table in chain.CHAINED_TABLES else -1
+        names = ", ".join(f'"{c}"' for c in cols) + (", node" if table == "sessions" else "")
+        batch: list[list[Any]] = []
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
+            values = list(row)
+            if at >= 0 and values[at] is not None:
+                values[at] += shift
+            if table == "sessions":
+                values.append(node)
+            batch.append(values)
+            if len(batch) == BATCH:
+                _insert_many(conn, table, names, batch)
+                batch = []
+        if batch:
+            _insert_many(conn, table, names, batch)
+
+
+def _insert_many(conn: Any, table: str, names: str, rows: list[list[Any]]) -> None:
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    conn.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(rows))}",
+                 [v for row in rows for v in row])
 
 
 def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None:
@@ -336,20 +359,31 @@ def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None
                 hint=f"run `bastion verify --data-dir {source}`")
 
 
-def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport) -> None:
-    """The source's chained rows into the store's chain, in the source's order."""
-    seq, prev = chain.head(conn)
-    first = seq + 1
-    for _old, table, row in chain.iter_chain(src, after=report.source_start_seq):
-        seq += 1
-        sealed = conn.execute(f"UPDATE {table} SET seq = ? WHERE id = ? AND seq IS NULL "
-                              "RETURNING *", (seq, row["id"])).fetchall()
-        if len(sealed) != 1:
-            raise RecordingError(f"{table} row {row['id']} could not be sealed in the store; "
-                                 "nothing was imported")
-        prev = chain.row_hash(prev, table, dict(sealed[0]))
-        conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (prev, row["id"]))
-    conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
+def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,
+            prev: str) -> None:
+    """Hash the imported rows into the store's chain after ``prev`` (the store's head), in
+    seq order -- the source's order -- each as the store reads it back, as the store seals
+    its own; then move ``chain_head``.  Refuses a gap, a row left out, or a head that is
+    not the source's."""
+    last = first + report.source_head_seq - report.source_start_seq - 1
+    expected = first
+    hashes: dict[str, list[tuple[int, str]]] = {t: [] for t in chain.CHAINED_TABLES}
+    for seq, table, row in chain.iter_chain(conn, after=first - 1):
+        if seq != expected or seq > last:
+            raise RecordingError(f"the imported chain is not contiguous at store seq {seq}; "
+                                 "nothing was imported", hint="run `bastion verify` on the source")
+        prev = chain.row_hash(prev, table, row)
+        hashes[table].append((row["id"], prev))
+        if len(hashes[table]) == BATCH:
+            _set_hashes(conn, table, hashes[table])
+            hashes[table] = []
+        expected += 1
+    for table, pending in hashes.items():
+        if pending:
+            _set_hashes(conn, table, pending)
+    if expected - 1 != last:
+        raise RecordingError(f"the store got {expected - first} chained rows of the source's "
+                             f"{last - first + 1}; nothing was imported")
     for table in chain.CHAINED_TABLES:
         ids = _ids(src, table)
         if ids:
@@ -359,9 +393,16 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport) -> None:
                 raise RecordingError(f"{left} {table} row(s) of the source are not in its "
                                      "chain; nothing was imported",
                                      hint="run `bastion verify` on the source")
-    if seq >= first:
-        report.store_first_seq, report.store_last_seq = first, seq
+    if last >= first:
+        conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (last, prev))
+        report.store_first_seq, report.store_last_seq = first, last
     report.store_head_hash = prev
+
+
+def _set_hashes(conn: Any, table: str, pairs: list[tuple[int, str]]) -> None:
+    values = ", ".join(["(CAST(? AS bigint), CAST(? AS text))"] * len(pairs))
+    conn.execute(f"UPDATE {table} SET hash = v.h FROM (VALUES {values}) AS v(id, h) "
+                 f"WHERE {table}.id = v.id", [x for pair in pairs for x in pair])
 
 
 def _record(conn: Any, report: ImportReport) -> None:
