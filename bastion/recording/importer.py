@@ -68,6 +68,7 @@ TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
 #: tables whose ids the store counts from 1 as SQLite does (an identity, not id blocks)
 IDENTITY_TABLES = ("transfers", "approvals")
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
+IMPORTS_MIGRATION = 9      # the store's ``imports`` table
 BATCH = 200                # rows to a statement (each statement is a round trip)
 
 
@@ -234,13 +235,12 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport)
         version = conn.schema_version()
         if version == 0:
             return
-        if version != pgschema.SCHEMA_VERSION:
-            raise RecordingError(f"the PostgreSQL store has schema {version}, this bastion "
-                                 f"writes {pgschema.SCHEMA_VERSION}",
-                                 hint="upgrade bastion, or import with the version that "
-                                      "made the store")
-        conn.execute("BEGIN")
-        _check_store(conn, src, source, report)
+        if version > pgschema.SCHEMA_VERSION:
+            raise RecordingError(f"the PostgreSQL store has schema {version}, newer than "
+                                 f"this bastion ({pgschema.SCHEMA_VERSION})",
+                                 hint="upgrade bastion")
+        conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
+        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION)
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
@@ -248,11 +248,12 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport)
         conn.close()
 
 
-def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport) -> None:
+def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport, *,
+                 imports: bool = True) -> None:
     from bastion.store import pgschema
-    done = conn.execute("SELECT imported, source, source_head_seq FROM imports WHERE "
-                        "source_head_hash = ? OR source = ? ORDER BY id LIMIT 1",
-                        (report.source_head_hash, str(source))).fetchone()
+    done = None if not imports else conn.execute(
+        "SELECT imported, source, source_head_seq FROM imports WHERE source_head_hash = ? "
+        "OR source = ? ORDER BY id LIMIT 1", (report.source_head_hash, str(source))).fetchone()
     if done is not None:
         from bastion.recording.query import iso
         raise RecordingError(

@@ -337,3 +337,22 @@ def test_each_recording_is_checked_again_as_it_is_uploaded(source, pg_store):
     finally:
         src.close()
     assert set(_store_rows(pg_store).values()) == {0}
+
+
+def test_without_a_store_configured_it_says_what_to_set(source, tmp_path):
+    refused = _run(_env(None), "store", "import", "--from", str(source["dir"]), "--policy",
+                   str(tmp_path / "none.toml"), ok=False)
+    assert refused.returncode != 0
+    assert "no PostgreSQL store is configured" in refused.stderr
+    assert "BASTION_STORE_URL" in refused.stderr
+
+
+def test_the_store_named_by_the_policy_is_used(source, tmp_path, pg_store):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[store]\nurl = "{pg_store["BASTION_STORE_URL"]}"\n'
+                      f'password_file = "{pg_store["BASTION_STORE_PASSWORD_FILE"]}"\n'
+                      'node = "old1"\n')
+    done = _json(_env(None), "store", "import", "--from", str(source["dir"]), "--policy",
+                 str(policy))
+    assert done["node"] == "old1" and done["sessions"] == 4
+    assert _store_rows(pg_store)["sessions"] == 4
