@@ -33,6 +33,9 @@ def import_cmd(
                        "Default: this node ([store] node, BASTION_NODE, the host name).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
                                           "nothing.")] = False,
+    while_serving: Annotated[bool, typer.Option(
+        "--while-serving", help="Import although nodes serve on the store: their recordings "
+                                "wait for the import (and fail after 10 s).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy a one-node bastion's audit history into the PostgreSQL store.
@@ -46,8 +49,9 @@ def import_cmd(
 
     Refused, with nothing written: a data dir `bastion serve` still records into, one
     with sessions still active, an index or recording that does not verify, a source
-    imported before, ids the store has already. Run it before any node serves on the
-    store. The files stay where they are.
+    imported before, ids the store has already, a store nodes serve on (unless
+    --while-serving). Run it before any node serves on the store. The files stay where
+    they are.
 
     The store is the one `bastion serve` uses: [store] of --policy, or BASTION_STORE_URL
     and BASTION_STORE_PASSWORD_FILE.
@@ -56,7 +60,8 @@ def import_cmd(
     --dry-run
     """
     os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
-    report = importer.import_data_dir(source, node=node, dry_run=dry_run)
+    report = importer.import_data_dir(source, node=node, dry_run=dry_run,
+                                      while_serving=while_serving)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True, indent=2) + "\n")
         return

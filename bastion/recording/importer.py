@@ -15,11 +15,13 @@ The order of an import (:func:`import_data_dir`):
    session still ``active`` in the index (a crash nobody recovered) refuses it too; the
    index must verify (the chain from its latest prune checkpoint, every sealed
    recording's SHA-256: bastion.recording.verify), read in one snapshot.
-2. One store transaction under the chain's lock (``BEGIN IMMEDIATE``): refuse a source
-   imported before (its chain head, or its path, in ``imports``), and ids the store has
-   already (sessions, channels and commands of the store start at ``pgschema.ID_BLOCK``;
-   transfers and approvals count from 1 on both, so a store that made its own first would
-   collide: import before the nodes serve) or a transfer ``uid`` it has.
+2. One store transaction under the chain's lock (``BEGIN IMMEDIATE``): refuse while a node
+   serves on the store (its heartbeat in ``nodes`` is recent: its writers would wait for the
+   lock the import holds, then fail), a source imported before (its chain head, or its
+   path, in ``imports``), and ids the store has already (sessions, channels and commands
+   of the store start at ``pgschema.ID_BLOCK``; transfers and approvals count from 1 on
+   both, so a store that made its own first would collide: import before the nodes
+   serve) or a transfer ``uid`` it has.
 3. Rows go in with their ids, parents first (the foreign keys), many to a statement; a
    chained row's ``seq`` is its place in the store's chain: the source's order, after the
    store's head, gapless (source seq ``s`` becomes store seq
@@ -69,7 +71,8 @@ TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
 IDENTITY_TABLES = ("transfers", "approvals")
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
 IMPORTS_MIGRATION = 9      # the store's ``imports`` table
-BATCH = 200                # rows to a statement (each statement is a round trip)
+BATCH = 200                # rows to a statement
+SERVING_WINDOW_LEASES = 1 / 3   # a node that beat this many leases ago still serves (two beats) (each statement is a round trip)
 
 
 @dataclass
@@ -99,9 +102,12 @@ class ImportReport:
         return asdict(self)
 
 
-def import_data_dir(data_dir: Path, *, node: str | None = None,
-                    dry_run: bool = False) -> ImportReport:
-    """Import ``data_dir`` into the configured PostgreSQL store (see the module doc)."""
+def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = False,
+                    while_serving: bool = False) -> ImportReport:
+    """Import ``data_dir`` into the configured PostgreSQL store (see the module doc).
+
+    ``while_serving``: import although nodes beat on the store (their writers wait for the
+    import's lock, and fail after the store's lock timeout)."""
     settings = store.current()
     if not settings.postgres:
         raise RecordingError("no PostgreSQL store is configured to import into",
@@ -117,9 +123,9 @@ def import_data_dir(data_dir: Path, *, node: str | None = None,
             src.execute("BEGIN")                     # one snapshot for the checks and the copy
             _check_source(src, source, report)
             if dry_run:
-                _dry_run_checks(src, source, report)
+                _dry_run_checks(src, source, report, while_serving)
             else:
-                _copy(src, source, report)
+                _copy(src, source, report, while_serving)
         finally:
             src.close()
     finally:
@@ -227,7 +233,8 @@ def _ids(src: sqlite3.Connection, table: str) -> list[int]:
 
 # -- the store ---------------------------------------------------------------------------
 
-def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport) -> None:
+def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
+                    while_serving: bool) -> None:
     """The store's refusals, read only; a store never migrated has nothing to collide with."""
     from bastion.store import pgconn, pgschema
     conn = pgconn.PgConnection(store.current())
@@ -240,7 +247,8 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport)
                                  f"this bastion ({pgschema.SCHEMA_VERSION})",
                                  hint="upgrade bastion")
         conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
-        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION)
+        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
+                     while_serving=while_serving)
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
@@ -249,8 +257,10 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport)
 
 
 def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport, *,
-                 imports: bool = True) -> None:
+                 imports: bool = True, while_serving: bool = False) -> None:
     from bastion.store import pgschema
+    if not while_serving:
+        _check_no_node_serves(conn)
     done = None if not imports else conn.execute(
         "SELECT imported, source, source_head_seq FROM imports WHERE source_head_hash = ? "
         "OR source = ? ORDER BY id LIMIT 1", (report.source_head_hash, str(source))).fetchone()
@@ -285,12 +295,28 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
             raise RecordingError(f"the store has transfer {hit[0]} already; nothing was imported")
 
 
-def _copy(src: sqlite3.Connection, source: Path, report: ImportReport) -> None:
+def _check_no_node_serves(conn: Any) -> None:
+    """Refuse while a node beats on the store (bastion.recording.leases: every LEASE/6 s)."""
+    from bastion.recording.leases import LEASE
+    recent = SERVING_WINDOW_LEASES * LEASE
+    names = [r[0] for r in conn.execute("SELECT name FROM nodes WHERE seen > ? ORDER BY name",
+                                        (time.time() - recent,))]
+    if names:
+        raise RecordingError(
+            f"{len(names)} node(s) serve on this store (a heartbeat within {recent:.0f} s: "
+            f"{', '.join(names[:5])}); nothing was imported",
+            hint="import before the nodes start, or stop them and wait that long: the import "
+                 "holds the store's writer lock to its end, and their recordings fail after "
+                 "waiting 10 s for it (--while-serving imports anyway, for a small source)")
+
+
+def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
+          while_serving: bool = False) -> None:
     conn = schema.connect(source)        # the store (PostgreSQL is configured), migrated
     try:
         chain.begin(conn)                # the chain's lock: one writer on every node
         try:
-            _check_store(conn, src, source, report)
+            _check_store(conn, src, source, report, while_serving=while_serving)
             head_seq, head_hash = chain.head(conn)
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1)

@@ -356,3 +356,18 @@ def test_the_store_named_by_the_policy_is_used(source, tmp_path, pg_store):
                  str(policy))
     assert done["node"] == "old1" and done["sessions"] == 4
     assert _store_rows(pg_store)["sessions"] == 4
+
+
+def test_a_store_a_node_serves_on_is_refused_unless_asked(source, pg_store, tmp_path):
+    from bastion.recording import leases, schema
+    conn = schema.connect(tmp_path / "serving")        # a node's recording worker beats
+    leases.beat(conn)
+    conn.close()
+    env = _env(pg_store)
+    for extra in (("--dry-run",), ()):
+        refused = _run(env, "store", "import", "--from", str(source["dir"]), *extra, ok=False)
+        assert refused.returncode != 0
+        assert "1 node(s) serve on this store" in refused.stderr and "test-node" in refused.stderr
+    assert _store_rows(pg_store)["sessions"] == 0
+    done = _json(env, "store", "import", "--from", str(source["dir"]), "--while-serving")
+    assert done["sessions"] == 4 and _store_rows(pg_store)["sessions"] == 4
