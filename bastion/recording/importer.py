@@ -54,6 +54,7 @@ Not covered: the other direction (store to SQLite), merging two stores.
 from __future__ import annotations
 
 import fcntl
+import heapq
 import os
 import sqlite3
 import time
@@ -72,6 +73,7 @@ IDENTITY_TABLES = ("transfers", "approvals")
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
 IMPORTS_MIGRATION = 9      # the store's ``imports`` table
 BATCH = 200                # rows to a statement
+WINDOW = 5000              # chain seqs read back at a time
 SERVING_WINDOW_LEASES = 1 / 3   # a node that beat this many leases ago still serves (two beats) (each statement is a round trip)
 
 
@@ -395,7 +397,7 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int
     last = first + report.source_head_seq - report.source_start_seq - 1
     expected = first
     hashes: dict[str, list[tuple[int, str]]] = {t: [] for t in chain.CHAINED_TABLES}
-    for seq, table, row in chain.iter_chain(conn, after=first - 1):
+    for seq, table, row in _read_back(conn, first, last):
         if seq != expected or seq > last:
             raise RecordingError(f"the imported chain is not contiguous at store seq {seq}; "
                                  "nothing was imported", hint="run `bastion verify` on the source")
@@ -424,6 +426,17 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int
         conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (last, prev))
         report.store_first_seq, report.store_last_seq = first, last
     report.store_head_hash = prev
+
+
+def _read_back(conn: Any, first: int, last: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(seq, table, row)`` of the store's rows ``first..last`` in seq order, ``WINDOW`` seqs
+    at a time (a PostgreSQL cursor here holds its rows in memory)."""
+    for lo in range(first, last + 1, WINDOW):
+        hi = min(lo + WINDOW - 1, last)
+        parts = [[(int(r["seq"]), table, dict(r)) for r in conn.execute(
+            f"SELECT * FROM {table} WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))]
+            for table in chain.CHAINED_TABLES]
+        yield from heapq.merge(*parts, key=lambda item: item[0])
 
 
 def _set_hashes(conn: Any, table: str, pairs: list[tuple[int, str]]) -> None:

@@ -371,3 +371,16 @@ def test_a_store_a_node_serves_on_is_refused_unless_asked(source, pg_store, tmp_
     assert _store_rows(pg_store)["sessions"] == 0
     done = _json(env, "store", "import", "--from", str(source["dir"]), "--while-serving")
     assert done["sessions"] == 4 and _store_rows(pg_store)["sessions"] == 4
+
+
+def test_rows_in_many_batches_and_windows_seal_the_same_chain(source, pg_store, monkeypatch):
+    # the batching and the windowed read-back, with sizes that split this small source
+    from bastion.recording import importer
+    from bastion.recording.verify import verify_index
+    monkeypatch.setattr(importer, "BATCH", 2)
+    monkeypatch.setattr(importer, "WINDOW", 3)
+    report = importer.import_data_dir(source["dir"])
+    assert (report.store_first_seq, report.store_last_seq) == (1, 12)
+    checked = verify_index(source["dir"])
+    assert checked.ok, checked.problems
+    assert (checked.rows, checked.files, checked.head_hash) == (12, 3, report.store_head_hash)
