@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
-from bastion.recording import importer
+from bastion.recording import importer, query
 
 store_app = typer.Typer(help="The session store: bring a one-node data dir into PostgreSQL.",
                         no_args_is_help=True)
@@ -90,6 +90,35 @@ def import_cmd(
     err_console.print(Text("next: `bastion verify` on any node (keep its head beside the two "
                            "above), then start the nodes on the store", style="dim"),
                       soft_wrap=True)
+
+
+@store_app.command("imports")
+@handle_errors
+def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False) -> None:
+    """List what `bastion store import` brought into the store, with both chains' ends.
+
+    For each import: the source data dir, when, the source chain's start (its prune
+    checkpoint, or the genesis) and head, and the store seqs its rows got: compare the
+    source head with the one `bastion verify` printed on the old node.
+
+    Example: bastion store imports --policy /etc/bastion/policy.toml
+    """
+    os.environ["BASTION_POLICY"] = str(policy)
+    rows = importer.list_imports()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=True, indent=2) + "\n")
+        return
+    if not rows:
+        out_console.print(Text("no imports in this store"))
+    for r in rows:
+        out_console.print(Text(
+            f"import {r['id']} at {query.iso(r['imported'])} from {r['source']} (node "
+            f"{r['node']}): {r['sessions']} session(s), {r['commands']} command(s), "
+            f"{r['recordings']} recording(s) ({r['bytes']} bytes)\n"
+            f"  source chain: starts at seq {r['source_start_seq']} {r['source_start_hash']}; "
+            f"head seq {r['source_head_seq']} {r['source_head_hash']}\n"
+            f"  store chain: seq {r['store_first_seq']}..{r['store_last_seq']}, then head "
+            f"{r['store_head_hash']}"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -137,6 +137,21 @@ def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = 
     return report
 
 
+def list_imports() -> list[dict[str, Any]]:
+    """Every import into the configured PostgreSQL store, oldest first (``imports``)."""
+    if not store.current().postgres:
+        raise RecordingError("no PostgreSQL store is configured: imports go into one",
+                             hint="set [store] url in policy.toml (--policy) or "
+                                  "BASTION_STORE_URL, and its password file")
+    conn = schema.connect(Path("."), readonly=True)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM imports ORDER BY id")]
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
 # -- the source --------------------------------------------------------------------------
 
 def _lock_source(source: Path) -> list[int]:

@@ -211,6 +211,15 @@ def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
 
     rows = _store_rows(pg_store)
     assert rows["approvals"] == 1 and rows["imports"] == 1 and rows["transfers"] == 1
+    [kept] = _json(other, "store", "imports")
+    assert (kept["source"], kept["source_head_seq"], kept["source_head_hash"],
+            kept["source_start_seq"], kept["store_first_seq"], kept["store_last_seq"],
+            kept["store_head_hash"]) == (done["source"], done["source_head_seq"],
+                                         done["source_head_hash"], done["source_start_seq"],
+                                         done["store_first_seq"], done["store_last_seq"],
+                                         done["store_head_hash"])
+    listed = _run(other, "store", "imports").stdout
+    assert f"head seq {done['source_head_seq']} {done['source_head_hash']}" in listed
     import psycopg
     password = Path(pg_store["BASTION_STORE_PASSWORD_FILE"]).read_text().strip()
     with psycopg.connect(pg_store["BASTION_STORE_URL"], password=password) as conn:
