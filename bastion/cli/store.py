@@ -28,9 +28,10 @@ def import_cmd(
                                          "(index.sqlite and recordings/).")],
     policy: PolicyOpt = Path("policy.toml"),
     node: Annotated[Optional[str], typer.Option(
-        "--node", help="The node the imported sessions belong to: its verify reads their "
-                       "recordings from its data dir, every other node from the store. "
-                       "Default: this node ([store] node, BASTION_NODE, the host name).")] = None,
+        "--node", help="The node the imported sessions belong to (default: import, no "
+                       "node's). A node's verify checks its sessions' recordings in its "
+                       "data dir (copy the old one there first), the others' in the "
+                       "store.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
                                           "nothing.")] = False,
     while_serving: Annotated[bool, typer.Option(

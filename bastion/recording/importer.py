@@ -26,7 +26,8 @@ The order of an import (:func:`import_data_dir`):
    chained row's ``seq`` is its place in the store's chain: the source's order, after the
    store's head, gapless (source seq ``s`` becomes store seq
    ``store_first_seq + (s - source_start_seq - 1)``); ``hash`` empty.  Sessions carry the
-   store's ``node`` column: the node ``--node`` names.  Each sealed recording is uploaded
+   store's ``node`` column: ``import`` (no node's: every node checks their recordings in
+   the store), or the node ``--node`` names.  Each sealed recording is uploaded
    and the SHA-256 of the bytes inserted must be the one in its sealed channel row, else
    the whole import rolls back.
 4. Re-sealing: the imported rows are read back from the store in seq order and each gets
@@ -72,9 +73,12 @@ TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
 IDENTITY_TABLES = ("transfers", "approvals")
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
 IMPORTS_MIGRATION = 9      # the store's ``imports`` table
-BATCH = 200                # rows to a statement
+BATCH = 200                # rows to a statement (each statement is a round trip)
 WINDOW = 5000              # chain seqs read back at a time
-SERVING_WINDOW_LEASES = 1 / 3   # a node that beat this many leases ago still serves (two beats) (each statement is a round trip)
+SERVING_WINDOW_LEASES = 1 / 3   # a node that beat this many leases ago still serves (two beats)
+#: the node imported sessions belong to unless --node names one: no node serves as it, so
+#: every node's verify checks their recordings in the store (the copies checked at import)
+IMPORT_NODE = "import"
 
 
 @dataclass
@@ -117,7 +121,10 @@ def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = 
                                   "BASTION_STORE_URL, and its password file")
     began = time.monotonic()
     source = Path(data_dir).resolve()
-    report = ImportReport(source=str(source), node=node or settings.node, dry_run=dry_run)
+    if node is not None:
+        from bastion.store import location
+        location.check(None, None, node, "--node")      # a node name's form, or ConfigError
+    report = ImportReport(source=str(source), node=node or IMPORT_NODE, dry_run=dry_run)
     locks = _lock_source(source)
     try:
         src = _open_source(source)

@@ -164,7 +164,7 @@ def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
     assert before["verify"]["ok"] and before["verify"]["start_seq"] > 0      # pruned: a checkpoint
     assert len(before["list"]) == 4 and len(before["search"]) == 2     # uptime-old was pruned
 
-    done = _json(_env(pg_store, BASTION_NODE="old1"), "store", "import", "--from", str(data))
+    done = _json(_env(pg_store), "store", "import", "--from", str(data), "--node", "old1")
     assert (done["sessions"], done["refused"], done["channels"], done["commands"],
             done["transfers"], done["approvals"], done["recordings"]) == (4, 1, 3, 4, 1, 1, 3)
     assert (done["source_head_seq"], done["source_head_hash"]) == \
@@ -268,6 +268,9 @@ def test_dry_run_counts_and_writes_nothing(source, pg_store):
     assert dry["dry_run"] and (dry["sessions"], dry["commands"], dry["recordings"]) == (4, 4, 3)
     assert dry["store_first_seq"] is None
     assert _store_rows(pg_store) == {}
+    bad = _run(env, "store", "import", "--from", str(source["dir"]), "--dry-run", "--node",
+               "no such/node", ok=False)
+    assert bad.returncode != 0 and "--node: node must be letters" in bad.stderr
     text = _run(env, "store", "import", "--from", str(source["dir"]), "--dry-run").stdout
     assert "would import: 4 session(s)" in text and "nothing was written" in text
     assert _store_rows(pg_store) == {}
@@ -363,8 +366,14 @@ def test_the_store_named_by_the_policy_is_used(source, tmp_path, pg_store):
                       'node = "old1"\n')
     done = _json(_env(None), "store", "import", "--from", str(source["dir"]), "--policy",
                  str(policy))
-    assert done["node"] == "old1" and done["sessions"] == 4
+    assert done["node"] == "import" and done["sessions"] == 4
     assert _store_rows(pg_store)["sessions"] == 4
+    # no node's sessions: this node (old1, [store] node) checks them in the store, and its
+    # data dir has none of their files
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    checked = _json(_env(None, BASTION_POLICY=str(policy)), "verify", "--data-dir", str(empty))
+    assert checked["ok"] and checked["files_checked"] == 3, checked["problems"]
 
 
 def test_a_store_a_node_serves_on_is_refused_unless_asked(source, pg_store, tmp_path):
