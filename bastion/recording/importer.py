@@ -352,8 +352,11 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
                              f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass                     # a lost connection: the server rolls it back
             raise
     except sqlite3.Error as exc:
         raise RecordingError(f"importing into the store failed: {exc}; nothing was imported",
