@@ -1,7 +1,7 @@
 """The session index: SQLite file ``DATA_DIR/index.sqlite``, schema through migrations.
 
 Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT; each table ``T`` below
-but ``chain_head`` and ``checkpoints`` has a view ``T_iso`` adding ``COLUMN_iso``, the time in
+but ``chain_head``, ``checkpoints`` and ``imports`` has a view ``T_iso`` adding ``COLUMN_iso``, the time in
 ISO-8601 UTC, beside each time column):
 
 ``sessions``   one row per SSH session *and* per refused attempt (status
@@ -28,6 +28,8 @@ ISO-8601 UTC, beside each time column):
 ``approvals``  one row per approval request and its answer with its proof, and the
                broker's refusal of an answer it could not verify (see bastion.approvals.store);
                ``approvals_clock`` a change counter for waiting brokers.
+``imports``    PostgreSQL store only (empty here): each ``bastion store import`` of a
+               one-node data dir, with the source chain's start and head (no ``_iso`` view).
 
 Every chained table has ``seq`` (position in the chain, NULL until sealed) and
 ``hash``.  Migrations are numbered and tracked with ``PRAGMA user_version``;
@@ -270,6 +272,32 @@ _MIGRATIONS: list[str] = [
     # FTS5's unicode61 tokenizer does already
     """
     SELECT 1;
+    """,
+    # 9: what ``bastion store import`` brought into a PostgreSQL store from a one-node data
+    # dir (bastion.recording.importer): the source's chain (where it started, its head) and
+    # where its rows were re-sealed in the store's chain.  Only a store gets rows; the table
+    # is here too so the twins keep the same tables.
+    """
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        imported REAL NOT NULL,
+        node TEXT NOT NULL,
+        source_start_seq INTEGER NOT NULL,
+        source_start_hash TEXT NOT NULL,
+        source_head_seq INTEGER NOT NULL,
+        source_head_hash TEXT NOT NULL,
+        store_first_seq INTEGER,
+        store_last_seq INTEGER,
+        store_head_hash TEXT NOT NULL,
+        sessions INTEGER NOT NULL,
+        channels INTEGER NOT NULL,
+        commands INTEGER NOT NULL,
+        transfers INTEGER NOT NULL,
+        approvals INTEGER NOT NULL,
+        recordings INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
     """,
 ]
 

@@ -127,7 +127,15 @@ def verify_index(data_dir: Path, *, check_files: bool = True) -> VerifyReport:
         conn.close()
 
 
-def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool) -> VerifyReport:
+def verify_source(conn: sqlite3.Connection, data_dir: Path) -> VerifyReport:
+    """Check a one-node SQLite index opened by the caller (``bastion store import``), in the
+    caller's read transaction, with every sealed recording read from ``data_dir`` -- whatever
+    store this process is configured for."""
+    return _verify(conn, data_dir, True, one_node=True)
+
+
+def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
+            one_node: bool = False) -> VerifyReport:
     head_seq, head_hash = chain.head(conn)
     cp = latest_checkpoint(conn)
     start_seq, prev = (cp["seq"], cp["hash"]) if cp else (0, schema.GENESIS)
@@ -163,7 +171,7 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool) -> Veri
                                 f"is seq {last_seq} (rows at the end were deleted, or the head edited)",
                                 seq=last_seq + 1))
     if check_files:
-        local = _local_sessions(conn)
+        local = None if one_node else _local_sessions(conn)
         for seq, row in files:
             where = f"recording {row['path']} (channel {row['id']} of session {row['session_id']})"
             if local is not None and row["session_id"] not in local:

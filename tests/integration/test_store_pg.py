@@ -410,6 +410,7 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     old = pgschema.MIGRATIONS[0].split("CREATE FUNCTION bastion_fts_text")[1].split("$$;")[0]
     conn.execute("CREATE OR REPLACE FUNCTION bastion_fts_text" + old + "$$")
     conn.execute("REINDEX INDEX commands_tsv")
+    conn.execute("DROP TABLE imports")             # migration 9's: not in a store of 7
     conn.execute("UPDATE schema_version SET version = 7")
     found = "SELECT count(*) FROM commands_fts WHERE commands_fts MATCH ?"
     assert conn.execute(found, ('"deja"',)).fetchone()[0] == 0      # the old index: not folded
@@ -418,7 +419,8 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     rec.close()
     db = query.open_index(tmp_path)
     assert [h["line"] for h in query.search_commands(db, "deja vu")] == ["echo déjà vu"]
-    assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == 8
+    assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
+        pgschema.SCHEMA_VERSION          # 8 and the migrations after it
     assert verify_index(tmp_path).ok
 
 

@@ -1,0 +1,126 @@
+"""CLI for the session store: ``bastion store import`` (bastion.recording.importer).
+
+One library call plus rendering; errors become exit codes in :func:`handle_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.recording import importer, query
+
+store_app = typer.Typer(help="The session store: bring a one-node data dir into PostgreSQL.",
+                        no_args_is_help=True)
+
+
+@store_app.command("import")
+@handle_errors
+def import_cmd(
+    source: Annotated[Path, typer.Option("--from", help="The data dir of the one-node bastion "
+                                         "(index.sqlite and recordings/).")],
+    policy: PolicyOpt = Path("policy.toml"),
+    node: Annotated[Optional[str], typer.Option(
+        "--node", help="The node the imported sessions belong to (default: import, no "
+                       "node's). A node's verify checks its sessions' recordings in its "
+                       "data dir (copy the old one there first), the others' in the "
+                       "store.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
+                                          "nothing.")] = False,
+    while_serving: Annotated[bool, typer.Option(
+        "--while-serving", help="Import although nodes serve on the store: their recordings "
+                                "wait for the import (and fail after 10 s).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a one-node bastion's audit history into the PostgreSQL store.
+
+    Every session, refused login, channel, command, transfer and approval of the data
+    dir's SQLite index keeps its id; every recording is uploaded into the store, so any
+    node lists, searches, verifies and plays them. The rows are re-sealed into the store's
+    hash chain in the source chain's order; the source chain's start and head are kept in
+    the store's imports table and printed: note them with the head `bastion verify`
+    printed on the source.
+
+    Refused, with nothing written: a data dir `bastion serve` still records into, one
+    with sessions still active, an index or recording that does not verify, a source
+    imported before, ids the store has already, a store nodes serve on (unless
+    --while-serving). Run it before any node serves on the store. The files stay where
+    they are.
+
+    The store is the one `bastion serve` uses: [store] of --policy, or BASTION_STORE_URL
+    and BASTION_STORE_PASSWORD_FILE.
+
+    Example: bastion store import --from /var/lib/bastion --policy /etc/bastion/policy.toml
+    --dry-run
+    """
+    os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
+    report = importer.import_data_dir(source, node=node, dry_run=dry_run,
+                                      while_serving=while_serving)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True, indent=2) + "\n")
+        return
+    r = report
+
+    def say(text: str, style: str = "") -> None:
+        out_console.print(Text(text, style=style), soft_wrap=True)
+
+    say(f"{'would import' if r.dry_run else 'imported'}: {r.sessions} session(s) "
+        f"({r.refused} refused login(s)), {r.channels} channel(s), {r.commands} command(s), "
+        f"{r.transfers} transfer(s), {r.approvals} approval(s), {r.recordings} recording(s) "
+        f"({r.bytes} bytes) in {r.seconds:.1f} s", "" if r.dry_run else "green")
+    say(f"from: {r.source}")
+    start = (f"prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
+             if r.source_start_seq else "seq 0 (the genesis)")
+    say(f"source chain: starts at {start}; head seq {r.source_head_seq} {r.source_head_hash}")
+    if r.dry_run:
+        say("nothing was written; run it again without --dry-run to import")
+        return
+    if r.store_first_seq is not None:
+        shift = r.store_first_seq - r.source_start_seq - 1
+        say(f"store chain: the imported rows are seq {r.store_first_seq}..{r.store_last_seq} "
+            f"(store seq = source seq {'+' if shift >= 0 else '-'} {abs(shift)}); head seq "
+            f"{r.store_last_seq} {r.store_head_hash}")
+    say(f"the sessions belong to node {r.node}")
+    err_console.print(Text("next: `bastion verify` on any node (keep its head beside the two "
+                           "above), then start the nodes on the store", style="dim"),
+                      soft_wrap=True)
+
+
+@store_app.command("imports")
+@handle_errors
+def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False) -> None:
+    """List what `bastion store import` brought into the store, with both chains' ends.
+
+    For each import: the source data dir, when, the source chain's start (its prune
+    checkpoint, or the genesis) and head, and the store seqs its rows got: compare the
+    source head with the one `bastion verify` printed on the old node.
+
+    Example: bastion store imports --policy /etc/bastion/policy.toml
+    """
+    os.environ["BASTION_POLICY"] = str(policy)
+    rows = importer.list_imports()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=True, indent=2) + "\n")
+        return
+    if not rows:
+        out_console.print(Text("no imports in this store"))
+    for r in rows:
+        out_console.print(Text(
+            f"import {r['id']} at {query.iso(r['imported'])} from {r['source']} (node "
+            f"{r['node']}): {r['sessions']} session(s), {r['commands']} command(s), "
+            f"{r['recordings']} recording(s) ({r['bytes']} bytes)\n"
+            f"  source chain: starts at seq {r['source_start_seq']} {r['source_start_hash']}; "
+            f"head seq {r['source_head_seq']} {r['source_head_hash']}\n"
+            f"  store chain: seq {r['store_first_seq']}..{r['store_last_seq']}, then head "
+            f"{r['store_head_hash']}"), soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(store_app, name="store")

@@ -1,0 +1,483 @@
+"""``bastion store import``: a one-node data dir's audit history into the PostgreSQL store.
+
+A bastion that ran on the embedded default (``DATA_DIR/index.sqlite`` and the recording
+files under ``DATA_DIR``) and moves to the shared store (docs/SCALING.md) keeps its history
+in view: every row of the SQLite index is copied into the store with its id, every sealed
+recording is uploaded into ``recording_chunks``, and the rows are re-sealed into the store's
+one hash chain, so ``sessions list``, ``commands search``, ``verify`` and ``sessions play``
+on any node see them.
+
+The order of an import (:func:`import_data_dir`):
+
+1. The source must be idle and whole: the data dir's recorder locks (``recorder.lock``,
+   ``recorder.w*.lock``, bastion.recording.recorder) are taken and held to the end, so a
+   ``bastion serve`` running on it refuses the import (and cannot start meanwhile); a
+   session still ``active`` in the index (a crash nobody recovered) refuses it too; the
+   index must verify (the chain from its latest prune checkpoint, every sealed
+   recording's SHA-256: bastion.recording.verify), read in one snapshot.
+2. One store transaction under the chain's lock (``BEGIN IMMEDIATE``): refuse while a node
+   serves on the store (its heartbeat in ``nodes`` is recent: its writers would wait for the
+   lock the import holds, then fail), a source imported before (its chain head, or its
+   path, in ``imports``), and ids the store has already (sessions, channels and commands
+   of the store start at ``pgschema.ID_BLOCK``; transfers and approvals count from 1 on
+   both, so a store that made its own first would collide: import before the nodes
+   serve) or a transfer ``uid`` it has.
+3. Rows go in with their ids, parents first (the foreign keys), many to a statement; a
+   chained row's ``seq`` is its place in the store's chain: the source's order, after the
+   store's head, gapless (source seq ``s`` becomes store seq
+   ``store_first_seq + (s - source_start_seq - 1)``); ``hash`` empty.  Sessions carry the
+   store's ``node`` column: ``import`` (no node's: every node checks their recordings in
+   the store), or the node ``--node`` names.  Each sealed recording is uploaded
+   and the SHA-256 of the bytes inserted must be the one in its sealed channel row, else
+   the whole import rolls back.
+4. Re-sealing: the imported rows are read back from the store in seq order and each gets
+   ``hash = chain.row_hash(prev, table, row as the store reads it back)``, as the store
+   seals its own rows (and as verify recomputes them); ``chain_head`` moves once at the end.
+   A gap, a row left unsealed or a count that is not the source's refuses the import.
+5. A row in ``imports`` ties the two chains: the source path, its chain's start (the latest
+   prune checkpoint's ``(seq, hash)``, or 0 and the genesis) and head ``(seq, hash)``, the
+   store's first and last seq given to its rows and the store's head after them.  Prune
+   checkpoints are not copied into ``checkpoints``: there they would move the start of the
+   store's chain; what they vouched for (the pruned prefix of the source chain) is the
+   source start recorded here.
+6. Identity sequences of ``transfers`` and ``approvals`` move past the imported ids, so the
+   store's next own rows do not collide with them; then COMMIT.  Nothing is half-written:
+   any failure rolls the one transaction back.
+
+``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated)
+and reports the same counts.  Files stay where they are; the stored copies of transferred
+files (``store_transfers``) are files only, on both backends: the operator copies the data
+dir to the node that should serve them.
+
+Not covered: the other direction (store to SQLite), merging two stores.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from bastion import store
+from bastion.errors import RecordingError
+from bastion.recording import chain, schema, verify
+
+#: the source's tables in the order their rows go in (parents before the rows naming them)
+TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
+#: tables whose ids the store counts from 1 as SQLite does (an identity, not id blocks)
+IDENTITY_TABLES = ("transfers", "approvals")
+OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
+IMPORTS_MIGRATION = 9      # the store's ``imports`` table
+BATCH = 200                # rows to a statement (each statement is a round trip)
+WINDOW = 5000              # chain seqs read back at a time
+SERVING_WINDOW_LEASES = 1 / 3   # a node that beat this many leases ago still serves (two beats)
+#: the node imported sessions belong to unless --node names one: no node serves as it, so
+#: every node's verify checks their recordings in the store (the copies checked at import)
+IMPORT_NODE = "import"
+
+
+@dataclass
+class ImportReport:
+    source: str
+    node: str
+    dry_run: bool
+    sessions: int = 0
+    refused: int = 0                 # of ``sessions``: refused logins
+    channels: int = 0
+    commands: int = 0
+    transfers: int = 0
+    approvals: int = 0
+    recordings: int = 0
+    bytes: int = 0
+    source_start_seq: int = 0
+    source_start_hash: str = schema.GENESIS
+    source_head_seq: int = 0
+    source_head_hash: str = schema.GENESIS
+    checkpoints: int = 0
+    store_first_seq: int | None = None
+    store_last_seq: int | None = None
+    store_head_hash: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = False,
+                    while_serving: bool = False) -> ImportReport:
+    """Import ``data_dir`` into the configured PostgreSQL store (see the module doc).
+
+    ``while_serving``: import although nodes beat on the store (their writers wait for the
+    import's lock, and fail after the store's lock timeout)."""
+    settings = store.current()
+    if not settings.postgres:
+        raise RecordingError("no PostgreSQL store is configured to import into",
+                             hint="set [store] url in policy.toml (--policy) or "
+                                  "BASTION_STORE_URL, and its password file")
+    began = time.monotonic()
+    source = Path(data_dir).resolve()
+    if node is not None:
+        from bastion.store import location
+        location.check(None, None, node, "--node")      # a node name's form, or ConfigError
+    report = ImportReport(source=str(source), node=node or IMPORT_NODE, dry_run=dry_run)
+    locks = _lock_source(source)
+    try:
+        src = _open_source(source)
+        try:
+            src.execute("BEGIN")                     # one snapshot for the checks and the copy
+            _check_source(src, source, report)
+            if dry_run:
+                _dry_run_checks(src, source, report, while_serving)
+            else:
+                _copy(src, source, report, while_serving)
+        finally:
+            src.close()
+    finally:
+        for fd in locks:
+            os.close(fd)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def list_imports() -> list[dict[str, Any]]:
+    """Every import into the configured PostgreSQL store, oldest first (``imports``)."""
+    if not store.current().postgres:
+        raise RecordingError("no PostgreSQL store is configured: imports go into one",
+                             hint="set [store] url in policy.toml (--policy) or "
+                                  "BASTION_STORE_URL, and its password file")
+    conn = schema.connect(Path("."), readonly=True)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM imports ORDER BY id")]
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
+# -- the source --------------------------------------------------------------------------
+
+def _lock_source(source: Path) -> list[int]:
+    """Hold the data dir's recorder locks: no ``bastion serve`` records into it meanwhile."""
+    if not schema.index_path(source).exists():
+        raise RecordingError(f"no session index at {schema.index_path(source)}",
+                             hint="pass the data dir the one-node bastion used (--from)")
+    names = ["recorder.lock"] + sorted(p.name for p in source.glob("recorder.w*.lock"))
+    fds: list[int] = []
+    try:
+        for name in names:
+            path = source / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                if not path.exists():
+                    continue        # a read-only copy nobody ever served from here
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise RecordingError(
+                    f"a bastion process is recording into {source} (it holds {name})",
+                    hint="stop `bastion serve` on that data dir first: an import reads a "
+                         "data dir nobody writes") from None
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _open_source(source: Path) -> sqlite3.Connection:
+    path = schema.index_path(source)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise RecordingError(f"cannot read the session index {path}: {exc}") from exc
+    if not OLDEST_SOURCE <= version <= schema.SCHEMA_VERSION:
+        conn.close()
+        raise RecordingError(
+            f"the session index {path} has schema {version}; this bastion imports "
+            f"{OLDEST_SOURCE} to {schema.SCHEMA_VERSION}",
+            hint="start `bastion serve` of this version once on the data dir (it migrates), "
+                 "or import with the bastion version that wrote it")
+    return conn
+
+
+def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -> None:
+    active = src.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0]
+    if active:
+        raise RecordingError(
+            f"{active} session(s) in {source} are still active (not sealed into its chain)",
+            hint="start `bastion serve` on that data dir once and stop it: it marks the "
+                 "sessions a crash left active as interrupted and seals them; then import")
+    checked = verify.verify_source(src, source)
+    if not checked.ok:
+        first = checked.first
+        raise RecordingError(
+            f"the index in {source} does not verify ({len(checked.problems)} problem(s)); "
+            f"first break: {first.message if first else '?'}; nothing was imported",
+            hint=f"run `bastion verify --data-dir {source}` and settle every problem first: "
+                 "re-sealing a broken chain into the store would hide the break")
+    report.source_head_seq, report.source_head_hash = checked.head_seq, checked.head_hash
+    report.source_start_seq = checked.start_seq
+    if checked.checkpoint:
+        report.source_start_hash = str(checked.checkpoint["hash"])
+    report.checkpoints = src.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+    for table in TABLES:
+        setattr(report, table, src.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    report.refused = src.execute(
+        "SELECT COUNT(*) FROM sessions WHERE status = 'refused'").fetchone()[0]
+    for _cid, path, _sha in _recordings(src, source):
+        report.recordings += 1
+        report.bytes += path.stat().st_size
+
+
+def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
+    """Each channel's recording file that is there: (channel id, path, sealed SHA-256).  A
+    sealed one missing was refused by verify already; an unsealed one (none in a source
+    with no active session) is taken as it is."""
+    for row in src.execute("SELECT id, path, sha256 FROM channels WHERE path IS NOT NULL "
+                           "ORDER BY id"):
+        path = source / row["path"]
+        if row["sha256"] or path.exists():
+            yield int(row["id"]), path, row["sha256"]
+
+
+def _ids(src: sqlite3.Connection, table: str) -> list[int]:
+    return [r[0] for r in src.execute(f"SELECT id FROM {table} ORDER BY id")]
+
+
+# -- the store ---------------------------------------------------------------------------
+
+def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
+                    while_serving: bool) -> None:
+    """The store's refusals, read only; a store never migrated has nothing to collide with."""
+    from bastion.store import pgconn, pgschema
+    conn = pgconn.PgConnection(store.current())
+    try:
+        version = conn.schema_version()
+        if version == 0:
+            return
+        if version > pgschema.SCHEMA_VERSION:
+            raise RecordingError(f"the PostgreSQL store has schema {version}, newer than "
+                                 f"this bastion ({pgschema.SCHEMA_VERSION})",
+                                 hint="upgrade bastion")
+        conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
+        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
+                     while_serving=while_serving)
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport, *,
+                 imports: bool = True, while_serving: bool = False) -> None:
+    from bastion.store import pgschema
+    if not while_serving:
+        _check_no_node_serves(conn)
+    done = None if not imports else conn.execute(
+        "SELECT imported, source, source_head_seq FROM imports WHERE source_head_hash = ? "
+        "OR source = ? ORDER BY id LIMIT 1", (report.source_head_hash, str(source))).fetchone()
+    if done is not None:
+        from bastion.recording.query import iso
+        raise RecordingError(
+            f"{source} was already imported at {iso(done[0])} (from {done[1]}, its chain head "
+            f"seq {done[2]}); nothing was imported",
+            hint="its history is in the store: `bastion sessions list` on any node shows it")
+    for table in TABLES:
+        ids = _ids(src, table)
+        if not ids:
+            continue
+        if table not in IDENTITY_TABLES and ids[-1] >= pgschema.ID_BLOCK:
+            raise RecordingError(f"{table} id {ids[-1]} of the source reaches the store's id "
+                                 f"blocks (from {pgschema.ID_BLOCK}); nothing was imported")
+        taken = {r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ?",
+                                            (ids[0], ids[-1]))}
+        clash = sorted(taken.intersection(ids))
+        if clash:
+            raise RecordingError(
+                f"the store has {table} with the ids the source's have ({len(clash)}, e.g. "
+                f"{clash[0]}); nothing was imported",
+                hint="import into the store before any node serves on it (transfers and "
+                     "approvals count their ids from 1 on both backends)")
+    uids = [r[0] for r in src.execute("SELECT uid FROM transfers")]
+    for i in range(0, len(uids), 500):
+        part = uids[i:i + 500]
+        hit = conn.execute(f"SELECT uid FROM transfers WHERE uid IN ({','.join('?' * len(part))}) "
+                           "LIMIT 1", part).fetchone()
+        if hit is not None:
+            raise RecordingError(f"the store has transfer {hit[0]} already; nothing was imported")
+
+
+def _check_no_node_serves(conn: Any) -> None:
+    """Refuse while a node beats on the store (bastion.recording.leases: every LEASE/6 s)."""
+    from bastion.recording.leases import LEASE
+    recent = SERVING_WINDOW_LEASES * LEASE
+    names = [r[0] for r in conn.execute("SELECT name FROM nodes WHERE seen > ? ORDER BY name",
+                                        (time.time() - recent,))]
+    if names:
+        raise RecordingError(
+            f"{len(names)} node(s) serve on this store (a heartbeat within {recent:.0f} s: "
+            f"{', '.join(names[:5])}); nothing was imported",
+            hint="import before the nodes start, or stop them and wait that long: the import "
+                 "holds the store's writer lock to its end, and their recordings fail after "
+                 "waiting 10 s for it (--while-serving imports anyway, for a small source)")
+
+
+def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
+          while_serving: bool = False) -> None:
+    conn = schema.connect(source)        # the store (PostgreSQL is configured), migrated
+    try:
+        chain.begin(conn)                # the chain's lock: one writer on every node
+        try:
+            _check_store(conn, src, source, report, while_serving=while_serving)
+            head_seq, head_hash = chain.head(conn)
+            first = head_seq + 1           # source seq s becomes s + shift, no gap
+            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1)
+            _upload_recordings(conn, src, source)
+            _reseal(conn, src, report, first, head_hash)
+            _record(conn, report)
+            for table in IDENTITY_TABLES:
+                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                             f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass                     # a lost connection: the server rolls it back
+            raise
+    except sqlite3.Error as exc:
+        raise RecordingError(f"importing into the store failed: {exc}; nothing was imported",
+                             hint="fix the cause and run the import again") from exc
+    finally:
+        conn.close()
+
+
+def _columns(src: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+
+
+def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> None:
+    """Every row, parents first, ``BATCH`` to a statement; a chained row's ``seq`` moved by
+    ``shift`` (its place in the store's chain), its ``hash`` left empty (:func:`_reseal`)."""
+    for table in TABLES:
+        cols = [c for c in _columns(src, table) if c != "hash"]
+        at = cols.index("seq") if table in chain.CHAINED_TABLES else -1
+        names = ", ".join(f'"{c}"' for c in cols) + (", node" if table == "sessions" else "")
+        batch: list[list[Any]] = []
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
+            values = list(row)
+            if at >= 0 and values[at] is not None:
+                values[at] += shift
+            if table == "sessions":
+                values.append(node)
+            batch.append(values)
+            if len(batch) == BATCH:
+                _insert_many(conn, table, names, batch)
+                batch = []
+        if batch:
+            _insert_many(conn, table, names, batch)
+
+
+def _insert_many(conn: Any, table: str, names: str, rows: list[list[Any]]) -> None:
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    conn.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(rows))}",
+                 [v for row in rows for v in row])
+
+
+def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None:
+    from bastion.store import chunks
+    for cid, path, sealed in _recordings(src, source):
+        try:
+            digest, _size = chunks.upload_file(conn, cid, path)
+        except OSError as exc:
+            raise RecordingError(f"cannot read the recording {path}: {exc.strerror or exc}; "
+                                 "nothing was imported") from exc
+        if sealed and digest != sealed:
+            raise RecordingError(
+                f"the recording {path} (channel {cid}) changed: its SHA-256 is not the one "
+                "sealed at close; nothing was imported",
+                hint=f"run `bastion verify --data-dir {source}`")
+
+
+def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,
+            prev: str) -> None:
+    """Hash the imported rows into the store's chain after ``prev`` (the store's head), in
+    seq order -- the source's order -- each as the store reads it back, as the store seals
+    its own; then move ``chain_head``.  Refuses a gap, a row left out, or a head that is
+    not the source's."""
+    last = first + report.source_head_seq - report.source_start_seq - 1
+    expected = first
+    hashes: dict[str, list[tuple[int, str]]] = {t: [] for t in chain.CHAINED_TABLES}
+    for seq, table, row in _read_back(conn, first, last):
+        if seq != expected or seq > last:
+            raise RecordingError(f"the imported chain is not contiguous at store seq {seq}; "
+                                 "nothing was imported", hint="run `bastion verify` on the source")
+        prev = chain.row_hash(prev, table, row)
+        hashes[table].append((row["id"], prev))
+        if len(hashes[table]) == BATCH:
+            _set_hashes(conn, table, hashes[table])
+            hashes[table] = []
+        expected += 1
+    for table, pending in hashes.items():
+        if pending:
+            _set_hashes(conn, table, pending)
+    if expected - 1 != last:
+        raise RecordingError(f"the store got {expected - first} chained rows of the source's "
+                             f"{last - first + 1}; nothing was imported")
+    for table in chain.CHAINED_TABLES:
+        ids = _ids(src, table)
+        if ids:
+            left = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq IS NULL AND id "
+                                "BETWEEN ? AND ?", (ids[0], ids[-1])).fetchone()[0]
+            if left:
+                raise RecordingError(f"{left} {table} row(s) of the source are not in its "
+                                     "chain; nothing was imported",
+                                     hint="run `bastion verify` on the source")
+    if last >= first:
+        conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (last, prev))
+        report.store_first_seq, report.store_last_seq = first, last
+    report.store_head_hash = prev
+
+
+def _read_back(conn: Any, first: int, last: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(seq, table, row)`` of the store's rows ``first..last`` in seq order, ``WINDOW`` seqs
+    at a time (a PostgreSQL cursor here holds its rows in memory)."""
+    for lo in range(first, last + 1, WINDOW):
+        hi = min(lo + WINDOW - 1, last)
+        parts = [[(int(r["seq"]), table, dict(r)) for r in conn.execute(
+            f"SELECT * FROM {table} WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))]
+            for table in chain.CHAINED_TABLES]
+        yield from heapq.merge(*parts, key=lambda item: item[0])
+
+
+def _set_hashes(conn: Any, table: str, pairs: list[tuple[int, str]]) -> None:
+    values = ", ".join(["(CAST(? AS bigint), CAST(? AS text))"] * len(pairs))
+    conn.execute(f"UPDATE {table} SET hash = v.h FROM (VALUES {values}) AS v(id, h) "
+                 f"WHERE {table}.id = v.id", [x for pair in pairs for x in pair])
+
+
+def _record(conn: Any, report: ImportReport) -> None:
+    r = report
+    conn.execute(
+        "INSERT INTO imports (source, imported, node, source_start_seq, source_start_hash, "
+        "source_head_seq, source_head_hash, store_first_seq, store_last_seq, store_head_hash, "
+        "sessions, channels, commands, transfers, approvals, recordings, bytes) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (r.source, time.time(), r.node, r.source_start_seq, r.source_start_hash,
+         r.source_head_seq, r.source_head_hash, r.store_first_seq, r.store_last_seq,
+         r.store_head_hash, r.sessions, r.channels, r.commands, r.transfers, r.approvals,
+         r.recordings, r.bytes))
