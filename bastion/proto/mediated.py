@@ -24,13 +24,16 @@ command to the host), :class:`Finished` (the command that ran ended with ``statu
 machine has already refused the command and is back at its prompt), :class:`Hangup` (the agent ended
 input: close the command channel, the shell exits with its last status), :class:`Sync` (send
 the sync frame: the shell answers with what is left unread on its terminal), :class:`Settle`
-(call ``settled()`` after a short while).
+(call ``settled()`` after a short while), :class:`Go` (answer the shell's C mark: run the
+command, or not, after a ^C typed before it started).
 
 States: ``starting`` (until the shell's first prompt mark) → ``prompt`` (the editor has the
 keys) → ``deciding``/``reviewing`` (keys are queued as type-ahead) → ``running`` (what is
 queued is typed to the program that starts, as a terminal would; keys go to the program's
-terminal; ^C or ^\\ waits for the shell's mark that the command started, and the keys after it
-are held until the prompt comes back, or until ``settled()`` if the program survives the signal) → ``syncing`` (if keys were typed into the command: what
+terminal; a ^C or ^\\ typed before the shell's mark that the command starts (C) is the answer
+to that mark, so the command does not run; one typed after it is typed, and the keys after it
+are held until the prompt comes back, or until ``settled()`` if the program survives the signal;
+if it had shown nothing before that ^C, the ^C is typed once more then) → ``syncing`` (if keys were typed into the command: what
 it left unread comes back as a T mark and starts the next line) → ``prompt`` ... → ``closed``.
 
 What it does not cover: the SSH plumbing, recording and policy calls (``bastion.ssh.shell``).
@@ -120,6 +123,14 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class Go:
+    """The shell said the command starts (C mark) and waits for the word: send it ``status``
+    (``0``: run it; ``130``/``131``: a ^C or ^\\ came before it started, so it does not run
+    and ends with that status)."""
+    status: int
+
+
+@dataclass(frozen=True)
 class Sync:
     """Ask the host shell what was left unread on its terminal (answered by a T mark)."""
 
@@ -131,7 +142,7 @@ class ListDir:
     directory: str
 
 
-Action = (Show | Output | Type | Evaluate | Run | Finished | WithdrawReview | Hangup | Sync
+Action = (Show | Output | Type | Evaluate | Run | Go | Finished | WithdrawReview | Hangup | Sync
           | Settle | ListDir)
 
 
@@ -156,6 +167,8 @@ class MediatedShell:
         self._typed = 0
         self._interrupted = False
         self._started = False                        # the shell's C mark came for this command
+        self._quiet = False                          # nothing shown since it started
+        self._again = b""                            # the interrupt to type once more (settled)
         self.command_names = command_names           # Tab in command position (policy names)
         self._tab: tuple[str, bool] | None = None    # completing: (prefix, Tab pressed again)
         self._last_tab = ""                          # the line before the cursor at the last Tab
@@ -173,8 +186,10 @@ class MediatedShell:
                       default=-1)
             actions: list[Action] = []
             if cut >= 0 and not self._started:
-                # The shell has not said the command started (C mark): a signal sent now
-                # could reach it before the command and be lost; ^C and what follows wait.
+                # The shell has not said the command starts (C mark): ^C and what follows
+                # wait for it, and the ^C is then the word the shell waits for (Go), not a
+                # signal: one that reaches the shell before the command's process exists is
+                # taken by the shell, and bash acts on it only once that process has ended.
                 self._interrupted = True
                 self.editor.feed(data[cut:])
                 data = data[:cut]
@@ -186,6 +201,8 @@ class MediatedShell:
                 self.editor.feed(data[cut + 1:])
                 data = data[:cut + 1]
                 actions.append(Settle())
+                if self._quiet:                      # see settled()
+                    self._quiet, self._again = False, data[cut:]
             self._typed += len(data)
             return ([Type(data)] if data else []) + actions
         if self.state == "reviewing" and b"\x03" in data:
@@ -204,12 +221,18 @@ class MediatedShell:
         pos = 0
         for mark in marks:
             if mark.at > pos:
+                self._shown()
                 actions.append(Output(clean[pos:mark.at]))
                 pos = mark.at
             actions.extend(self._mark(mark))
         if pos < len(clean):
+            self._shown()
             actions.append(Output(clean[pos:]))
         return actions
+
+    def _shown(self) -> None:
+        if self._started:
+            self._quiet = False
 
     def decided(self, action: str, message: str = "") -> list[Action]:
         if self.state != "deciding":
@@ -247,6 +270,14 @@ class MediatedShell:
         interrupt, so the keys held since go to it."""
         if self.state != "running" or not self._interrupted or not self._started:
             return []
+        if self._again:
+            # That ^C came before the command had shown anything, and it still runs: it may
+            # have reached the shell before the command's process existed (bash then acts on
+            # it only once that process has ended), so it is typed once more; the keys after
+            # it stay held one more settle time.  (A program that shows nothing and survives
+            # ^C gets it twice.)
+            again, self._again = self._again, b""
+            return [Type(again), Settle()]
         self._interrupted = False
         held = self.editor.take_queue()
         return self.agent(held) if held else []
@@ -265,9 +296,15 @@ class MediatedShell:
                 return []
             self._started = True                # a ^C now reaches the command
             if not self._interrupted:
-                return []
-            self._interrupted = False
-            return self.agent(self.editor.take_queue())
+                self._quiet = True
+                return [Go(0)]
+            # ^C or ^\\ came before the command started: it does not run at all (the shell
+            # waits for this word); the keys after it stay held until the prompt is back
+            held = self.editor.take_queue()
+            self.editor.feed(held[1:])
+            key = held[:1]
+            return [Show(b"^\\\r\n" if key == b"\x1c" else b"^C\r\n"),
+                    Go(131 if key == b"\x1c" else 130)]
         if mark.kind == "T":
             if self.state != "syncing":
                 return []
@@ -379,6 +416,8 @@ class MediatedShell:
         self._typed = 0
         self._interrupted = False
         self._started = False
+        self._quiet = False
+        self._again = b""
         record = b""
         if not self.single:
             shown = (self.prompt_text() + command.replace("\n", "\r\n> ")).encode(

@@ -21,7 +21,10 @@ from the function the command runs in (this also ends a loop of builtins), and t
 
 Marks are OSC sequences carrying a per-session nonce, written to a saved copy of the terminal:
 ``ESC ] 6973 ; NONCE ; C BEL`` when a command starts and ``ESC ] 6973 ; NONCE ; P ; STATUS ;
-CWD BEL`` at each prompt (STATUS empty before the first command).  After a command that the agent typed into, the bastion sends :data:`SYNC_FRAME`; the shell
+CWD BEL`` at each prompt (STATUS empty before the first command).  After its C mark (and the
+syntax check) the loop reads one more line from fd 3, the bastion's answer to that mark
+(:func:`start_word`): ``0`` runs the command, ``130``/``131`` (a ^C or ^\\ the agent typed
+before the command started) ends it with that status without running it.  After a command that the agent typed into, the bastion sends :data:`SYNC_FRAME`; the shell
 reads what is left unread on its terminal (bash only; dash cannot read with a timeout) and
 answers ``ESC ] 6973 ; NONCE ; T ; HEX BEL``, which the bastion puts in front of the next
 command line: type-ahead becomes the next line, as it would in a terminal.  For Tab on a path
@@ -61,11 +64,17 @@ SHELLS = ("bash", "sh")
 #  * INT and QUIT are ignored between commands (a late ^C for a command that has ended would
 #    otherwise fail the `read` on the FIFO and end the loop); they are trapped from just
 #    before the C mark: the trap `return`s inside a running command, and one that comes
-#    before the command is entered is kept and returns at once.  The bastion sends a ^C only
-#    once it has seen the C mark.  (A command gets INT and QUIT at their default again, as
-#    trapped signals are not inherited; an ignored one would be.)
+#    before the command is entered (during the syntax check or the wait for the start word)
+#    is kept and returns at once.  The bastion types a ^C only once it has seen the C mark;
+#    one the agent typed before that is the start word instead (130/131), because a SIGINT
+#    that reaches this shell before the command's process exists is run by bash only once
+#    that process has ended (traps run between commands): `sleep 30` would run on.  (The
+#    word is read in a loop: a trapped signal interrupts `read`, which dash then reports
+#    like an end of file; the trap's __bastion_w tells the two apart.  A real end of input
+#    runs the command, as before the word existed.  A command gets INT and QUIT at their
+#    default again, as trapped signals are not inherited; an ignored one would be.)
 LOOP = r"""
-__bastion_in=0 __bastion_s=0 __bastion_int=0
+__bastion_in=0 __bastion_s=0 __bastion_int=0 __bastion_ok=0 __bastion_g= __bastion_w=0
 export LESSSECURE=1
 PS4='+ '
 unset BASH_ENV ENV
@@ -82,11 +91,8 @@ while :; do
   __bastion_go() {
     __bastion_in=1
     case $__bastion_int in 0) ;; *) return "$__bastion_int";; esac
-    if "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd"; then
-      __bastion_run
-    else
-      return 2
-    fi
+    case $__bastion_ok in 0) ;; *) return 2;; esac
+    __bastion_run
   }
   __bastion_drain() {
     __bastion_x= __bastion_h= __bastion_i=0
@@ -143,9 +149,18 @@ while :; do
     __bastion_n=$((__bastion_n - 1))
   done
   __bastion_in=2
-  trap 'case $__bastion_in in 1) return 130;; 2) __bastion_int=130;; esac' INT
-  trap 'case $__bastion_in in 1) return 131;; 2) __bastion_int=131;; esac' QUIT
+  trap 'case $__bastion_in in 1) return 130;; 2) __bastion_int=130 __bastion_w=1;; esac' INT
+  trap 'case $__bastion_in in 1) return 131;; 2) __bastion_int=131 __bastion_w=1;; esac' QUIT
   printf '\033]%s;%s;C\007' "$__bastion_code" "$__bastion_nonce" >&4
+  __bastion_ok=0
+  "$__bastion_self" $__bastion_check -n -c "$__bastion_cmd" 3<&- 4>&- || __bastion_ok=2
+  __bastion_g=
+  while :; do
+    __bastion_w=0
+    IFS= read -r __bastion_g <&3 && break
+    case $__bastion_w in 0) __bastion_g=0; break;; esac
+  done
+  case $__bastion_g in 0) ;; 130|131) __bastion_int=$__bastion_g;; *) break;; esac
   __bastion_go 3<&- 4>&-
   __bastion_s=$?
   case ${BASH_VERSION-} in ?*) case :$SHELLOPTS: in *:posix:*) ;; *)
@@ -158,6 +173,14 @@ while :; do
 done
 exit "$__bastion_s"
 """
+
+
+def start_word(status: int) -> bytes:
+    """The bastion's answer to a C mark: ``0`` runs the command; 130 or 131 (^C or ^\\
+    typed before it started) ends it with that status, unrun."""
+    if status not in (0, 130, 131):
+        raise ValueError(f"no start word for status {status}")
+    return b"%d\n" % status
 
 
 #: The frame that asks the shell for what is left unread on its terminal (a ``T`` mark answers).

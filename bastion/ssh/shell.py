@@ -22,7 +22,7 @@ from bastion.errors import RecordingError, UpstreamError
 from bastion.proto import mediated as m
 from bastion.proto.shellstart import (FAIL_STATUS, SYNC_FRAME, control_command, frame,
                                       list_frame,
-                                      new_nonce, parse_ready, terminal_command)
+                                      new_nonce, parse_ready, start_word, terminal_command)
 from bastion.ssh.masking import masked_decision
 from bastion.ssh.relay import UpstreamSide
 
@@ -95,6 +95,7 @@ class MediatedSession:
         self.command_id: int | None = owner._command_id if first_command is not None else None
         self.review_task: asyncio.Task | None = None
         self.settle_timer: asyncio.TimerHandle | None = None
+        self.ctl_ended = False          # EOF written on the command channel (input ended)
         ctx = owner.ctx
         services = ctx.services
         width = owner.term_size[0] if owner.term_size and owner.term_size[0] else 80
@@ -195,6 +196,7 @@ class MediatedSession:
     def eof(self) -> None:
         """The agent ended its input: the shell exits once its command channel ends."""
         if self.ctl_chan is not None:
+            self.ctl_ended = True
             self.ctl_chan.write_eof()
 
     def agent_gone(self) -> None:
@@ -236,6 +238,8 @@ class MediatedSession:
                 except (ValueError, asyncssh.Error, OSError) as exc:
                     owner._finish(f"bastion: the command could not be sent ({exc})", 255)
                     return
+            elif isinstance(action, m.Go):
+                self._go(action.status)
             elif isinstance(action, m.Finished):
                 if self.command_id is not None:
                     owner.rec.command_result(self.command_id, action.status)
@@ -257,7 +261,21 @@ class MediatedSession:
                 self._list_dir(action.directory)
             elif isinstance(action, m.Hangup):
                 if self.ctl_chan is not None:
+                    self.ctl_ended = True
                     self.ctl_chan.write_eof()
+
+    def _go(self, status: int) -> None:
+        """The word the host shell waits for after its C mark (mediated.Go): run, or not."""
+        if self.ctl_chan is not None and not self.ctl_ended:
+            try:
+                self.ctl_chan.write(start_word(status))
+                return
+            except (asyncssh.Error, OSError) as exc:
+                log.debug("mediated shell: the start word could not be sent: %s", exc)
+        # The command channel has ended (the agent's input did): the shell reads its end as
+        # "run".  An interrupt typed before the start then goes to the terminal, as a key.
+        if status and self.owner.up_chan is not None:
+            self.owner.up_chan.write(b"\x1c" if status == 131 else b"\x03")
 
     def _list_dir(self, directory: str) -> None:
         """Tab on a path: the host lists ``directory`` only if the policy allows

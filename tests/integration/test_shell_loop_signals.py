@@ -38,6 +38,10 @@ class Loop:
         self.out = b""
         self.mark_rx = re.compile(rb"\x1b\]6973;" + self.nonce.encode() + rb";([CPTL])([^\x07]*)\x07")
         self.pos = 0
+        # after its C mark the loop waits for the bastion's word: 0 runs the command, 130 or
+        # 131 (a ^C or ^\\ typed before it started) does not; this rig answers each C mark
+        # it reads with ``word``, as the bastion does (bastion.proto.mediated.Go)
+        self.word: int | None = 0      # None: the test answers itself
 
     def send(self, command: str) -> None:
         os.write(self.fifo, shellstart.frame(command))
@@ -50,6 +54,8 @@ class Loop:
         while True:
             for m in self.mark_rx.finditer(self.out, self.pos):
                 self.pos = m.end()
+                if m.group(1) == b"C" and self.word is not None:
+                    os.write(self.fifo, b"%d\n" % self.word)
                 if m.group(1).decode() == kind:
                     return m.group(2)
             left = deadline - time.monotonic()
@@ -57,6 +63,23 @@ class Loop:
                 raise AssertionError(f"no {kind} mark within {timeout:g}s; output: {self.out[-400:]!r}")
             ready, _, _ = select.select([self.fd], [], [], left)
             if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the loop ended; output: {self.out[-400:]!r}")
+                self.out += chunk
+
+    def expect_output(self, needle: bytes, timeout: float = 10.0) -> None:
+        """Wait until the terminal output (from the start) holds ``needle``."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{needle!r} not seen within {timeout:g}s; "
+                                     f"output: {self.out[-400:]!r}")
+            if select.select([self.fd], [], [], left)[0]:
                 try:
                     chunk = os.read(self.fd, 4096)
                 except OSError:
@@ -128,3 +151,40 @@ def test_a_command_gets_ctrl_c_at_its_default(loop, tmp_path):
     ignored = int((tmp_path / "ign").read_text().split()[1], 16)
     assert not ignored & (1 << (signal.SIGINT - 1)), "SIGINT ignored in the command"
     assert not ignored & (1 << (signal.SIGQUIT - 1)), "SIGQUIT ignored in the command"
+
+
+@pytest.mark.parametrize("word,key", [(130, b"\x03"), (131, b"\x1c")])
+def test_a_ctrl_c_held_until_the_start_mark_is_a_word_and_the_command_never_runs(
+        loop, tmp_path, word, key):
+    # (the bastion holds a ^C typed before the command started and answers the C mark with
+    # it; typed as a signal instead it could reach the shell before the command's process
+    # existed, and bash defers it until that process has ended: `sleep 30` ran on)
+    loop.word = word
+    loop.send(f"echo ran > {tmp_path}/canary; sleep 30")
+    loop.expect_mark("C")
+    assert loop.expect_mark("P").startswith(b";%d;" % word)
+    assert not (tmp_path / "canary").exists()
+    loop.word = 0
+    loop.send(f"echo next > {tmp_path}/next")                # the loop goes on
+    assert loop.expect_mark("P").startswith(b";0;")
+    assert (tmp_path / "next").read_text() == "next\n"
+    assert loop.alive()
+
+
+def test_a_ctrl_c_between_the_start_mark_and_the_word_cancels_the_command(loop, tmp_path):
+    # (the agent's ^C reached the terminal after the bastion saw the C mark, before the shell
+    # read the word "run": the shell keeps it, the command does not run, the loop goes on)
+    loop.word = None
+    loop.send(f"echo ran > {tmp_path}/canary")
+    loop.expect_mark("C")
+    before = len(loop.out)
+    loop.type(b"\x03")
+    loop.expect_output(b"^C")                # the terminal took it: the signal was sent
+    assert b"^C" in loop.out[before:]
+    os.write(loop.fifo, b"0\n")
+    assert loop.expect_mark("P").startswith(b";130;")
+    assert not (tmp_path / "canary").exists()
+    loop.word = 0
+    loop.send(f"echo next > {tmp_path}/next")
+    assert loop.expect_mark("P").startswith(b";0;")
+    assert (tmp_path / "next").read_text() == "next\n"

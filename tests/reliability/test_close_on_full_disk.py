@@ -69,4 +69,9 @@ def test_the_held_back_tail_is_recorded_when_closing_hits_a_full_disk(tmpfs):
     finally:
         rec.close()
     assert recorded == shown, f"{len(shown) - len(recorded)} B shown but not recorded"
-    assert verify_index(data).ok
+    report = verify_index(data)
+    # (failed twice in CI's parallel runs and not reproduced since: say what verify found
+    # and how the file ends, for the next time)
+    assert report.ok, (f"verify: {[p.message for p in report.problems]}; the file "
+                       f"({ch.path.stat().st_size} B) ends with "
+                       f"{ch.path.read_bytes()[-400:]!r}")
