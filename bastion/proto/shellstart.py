@@ -72,7 +72,9 @@ SHELLS = ("bash", "sh")
 #    word is read in a loop: a trapped signal interrupts `read`, which dash then reports
 #    like an end of file; the trap's __bastion_w tells the two apart.  A real end of input
 #    runs the command, as before the word existed.  A command gets INT and QUIT at their
-#    default again, as trapped signals are not inherited; an ignored one would be.)
+#    default again, as trapped signals are not inherited; an ignored one would be.)  The
+#    state leaves 1 inside __bastion_go, before it returns: a ^C in the instant after it
+#    returned would otherwise `return` outside any function, which ends the shell.
 LOOP = r"""
 __bastion_in=0 __bastion_s=0 __bastion_int=0 __bastion_ok=0 __bastion_g= __bastion_w=0
 export LESSSECURE=1
@@ -90,9 +92,12 @@ while :; do
   __bastion_run() { __bastion_st "$__bastion_s"; command eval "$__bastion_cmd"; }
   __bastion_go() {
     __bastion_in=1
-    case $__bastion_int in 0) ;; *) return "$__bastion_int";; esac
-    case $__bastion_ok in 0) ;; *) return 2;; esac
+    case $__bastion_int in 0) ;; *) __bastion_in=3; return "$__bastion_int";; esac
+    case $__bastion_ok in 0) ;; *) __bastion_in=3; return 2;; esac
     __bastion_run
+    __bastion_rs=$?
+    __bastion_in=3
+    return "$__bastion_rs"
   }
   __bastion_drain() {
     __bastion_x= __bastion_h= __bastion_i=0
