@@ -93,6 +93,8 @@ class TargetError(BastionError):
 class UpstreamError(BastionError):
     """The upstream host could not be reached or refused us."""
 
+    target_answered = False    # a connect that timed out after the target's SSH version line
+
 
 class HostKeyMismatch(UpstreamError):
     """The upstream host presented a key other than the pinned one."""

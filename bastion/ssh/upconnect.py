@@ -13,7 +13,10 @@ Two things a login storm needs, beside the pool's sharing of connects:
   refused the TCP connect, presented another host key, refused the key), the
   connects queued behind it for that target fail with its error at once: agents
   to a target that does not answer all fail after about one ``connect_timeout``,
-  not one per place in the queue.
+  not one per place in the queue.  Not so when the target said its SSH version and
+  only the rest of the login ran out of time (``target_answered`` on the error): a
+  target that answers is up, only slow (in a login storm, the bastion's own CPU is
+  often what is short), and the connects behind get their own turn and timeout.
 * **A retry of a connect the target dropped before its SSH banner**
   (:func:`open_connection`): sshd past its ``MaxStartups`` closes (or resets) a new
   connection at once, before it says ``SSH-2.0-``.  Such a connect is tried again
@@ -157,6 +160,10 @@ class _WatchedTunnel(SocketTunnel):
         self.conn = conn
         return transport, conn
 
+    def answered(self) -> bool:
+        """The target said its ``SSH-`` version line on this connection."""
+        return self.conn is not None and self.conn.get_extra_info("server_version") is not None
+
     def dropped_before_banner(self) -> bool:
         """TCP connected, then closed or reset before the server's ``SSH-`` version line."""
         return self.conn is not None and self.conn.get_extra_info("server_version") is None
@@ -177,6 +184,7 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
     """
     started = time.monotonic()
     dropped = 0
+    tunnel: _WatchedTunnel | None = None
     try:
         async with asyncio.timeout(connect_timeout):
             while True:
@@ -203,10 +211,19 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
                              target.name, dropped, pause)
                     await asyncio.sleep(pause)
     except TimeoutError as exc:
-        more = (f" ({dropped} attempts dropped before the SSH banner: the target's sshd "
-                f"refuses new connections, MaxStartups?)" if dropped else "")
-        raise UpstreamError(f"target {target.name} ({target.host}:{target.port}) did not answer "
-                            f"within {connect_timeout:g}s{more}") from exc
+        answered = tunnel is not None and tunnel.answered()
+        if answered:
+            error = UpstreamError(f"target {target.name} ({target.host}:{target.port}) answered "
+                                  f"but the login did not complete within {connect_timeout:g}s",
+                                  hint="a busy target or bastion: raise [settings] "
+                                       "connect_timeout if this is its usual pace")
+        else:
+            more = (f" ({dropped} attempts dropped before the SSH banner: the target's sshd "
+                    f"refuses new connections, MaxStartups?)" if dropped else "")
+            error = UpstreamError(f"target {target.name} ({target.host}:{target.port}) did not "
+                                  f"answer within {connect_timeout:g}s{more}")
+        error.target_answered = answered
+        raise error from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyMismatch(
             f"target {target.name} ({target.host}:{target.port}) presented a host key that "

@@ -314,7 +314,10 @@ class UpstreamPool:
         except UpstreamError as exc:
             error = exc
             # the target failed a connect that had its turn: the ones behind it fail with it
-            # (N agents to a dead target wait one connect_timeout, not one per place in line)
+            # (N agents to a dead target wait one connect_timeout, not one per place in line),
+            # unless it answered and was only slow: then each connect behind gets its turn
+            if exc.target_answered:
+                raise
             failed = self._slots.fail_queued(key, lambda: _behind(error))
             if failed:
                 log.info("upstream %s: %d queued connects fail with the one ahead of them: %s",

@@ -270,3 +270,76 @@ async def test_a_refusal_is_not_tried_again(case, sshd, client_key):
         assert isinstance(r, expect[0]) and expect[1] in str(r), r
     assert sum("this one was not tried" in str(r) for r in results) == 1    # the second connect
     assert METRICS.value(RETRIES) == retries
+
+
+class _SlowFirst:
+    """A target whose first connection says its SSH version and then nothing (a login that
+    would take longer than the timeout); the next ones reach the real sshd."""
+
+    def __init__(self, sshd_port: int) -> None:
+        self.sshd_port = sshd_port
+        self.accepted = 0
+        self.tasks: set = set()
+        self.stalled: list = []
+
+    async def start(self) -> "_SlowFirst":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer) -> None:
+        self.accepted += 1
+        if self.accepted == 1:
+            writer.write(b"SSH-2.0-OpenSSH_9.2p1 slow\r\n")
+            self.stalled.append(writer)              # kept open, never another byte
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.sshd_port)
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+        for task in (asyncio.ensure_future(pipe(reader, up_writer)),
+                     asyncio.ensure_future(pipe(up_reader, writer))):
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for writer in self.stalled:
+            writer.close()
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def test_a_target_that_answered_but_was_slow_does_not_fail_the_connects_behind(
+        sshd, client_key):
+    # the first connect gets the target's version line and then times out (a slow login, as
+    # in a storm where the bastion's own CPU is short): the connects queued behind it are not
+    # failed with it, they get their turn, and here the target lets them in
+    slow = await _SlowFirst(sshd.port).start()
+    pool = UpstreamPool(load_key=lambda _: client_key, connect_timeout=HOLE_TIMEOUT,
+                        max_connects=1)
+    target = _target(sshd, slow.port, "slow")
+    n = 3 * MAX_SESSIONS_PER_CONNECTION                 # three connects: one runs, two queue
+    try:
+        results = await _run(pool, target, n)
+    finally:
+        await pool.close()
+        await slow.close()
+    failed = [r for r in results if not isinstance(r, str)]
+    print(f"\n{n} agents, 3 connects, upstream_connects 1, the first login stalls after the "
+          f"banner: {len(failed)} failed, e.g. {failed[0] if failed else None!r}")
+    assert len(failed) == MAX_SESSIONS_PER_CONNECTION   # only the stalled connect's agents
+    for exc in failed:
+        assert isinstance(exc, UpstreamError) and exc.target_answered
+        assert f"answered but the login did not complete within {HOLE_TIMEOUT:g}s" in str(exc)
+    ran = [i for i, r in enumerate(results) if r == f"ok-{i}"]
+    assert len(ran) == n - MAX_SESSIONS_PER_CONNECTION  # the agents of the two queued connects
+    assert slow.accepted == 3
