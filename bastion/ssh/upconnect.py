@@ -13,10 +13,11 @@ Two things a login storm needs, beside the pool's sharing of connects:
   refused the TCP connect, presented another host key, refused the key), the
   connects queued behind it for that target fail with its error at once: agents
   to a target that does not answer all fail after about one ``connect_timeout``,
-  not one per place in the queue.  Not so when the target said its SSH version and
-  only the rest of the login ran out of time (``target_answered`` on the error): a
-  target that answers is up, only slow (in a login storm, the bastion's own CPU is
-  often what is short), and the connects behind get their own turn and timeout.
+  not one per place in the queue.  A target that said its SSH version within
+  ``connect_timeout`` is up, only slow (in a login storm the bastion's own CPU is often
+  what is short): its login may take ``LOGIN_FACTOR`` (3) times ``connect_timeout``, and
+  when even that runs out (``target_answered`` on the error) the connects behind it are
+  not failed with it: each gets its own turn.
 * **A retry of a connect the target dropped before its SSH banner**
   (:func:`open_connection`): sshd past its ``MaxStartups`` closes (or resets) a new
   connection at once, before it says ``SSH-2.0-``.  Such a connect is tried again
@@ -51,6 +52,7 @@ CONNECTS = 8                 # default of [settings] upstream_connects
 QUEUE_SECONDS = 60.0         # default of [settings] upstream_queue_timeout
 RETRY_FIRST = 0.05           # first pause before connecting again after a drop (s)
 RETRY_MAX = 1.0              # longest pause between two attempts (s)
+LOGIN_FACTOR = 3             # a target that said its SSH version may take this x connect_timeout
 
 # what a connection closed or reset by the peer looks like from asyncssh.connect
 _DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
@@ -178,15 +180,25 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
                           connect_timeout: float, ciphers: tuple[str, ...] | None
                           ) -> asyncssh.SSHClientConnection:
     """Log in to ``target``; retries a drop before the banner while ``connect_timeout``
-    (counted from now) allows.
+    (counted from now) allows; a target that said its SSH version by then gets up to
+    ``LOGIN_FACTOR`` x ``connect_timeout`` in all to complete the login.
 
     Raises UpstreamError (HostKeyMismatch) with the reason an operator can act on.
     """
     started = time.monotonic()
     dropped = 0
     tunnel: _WatchedTunnel | None = None
+    loop = asyncio.get_running_loop()
+    extend: asyncio.TimerHandle | None = None
     try:
-        async with asyncio.timeout(connect_timeout):
+        async with asyncio.timeout(connect_timeout) as budget:
+            def more_for_a_target_that_answered() -> None:
+                # called just before the timeout: a target that said its SSH version is up,
+                # only slow (a storm); its login may take LOGIN_FACTOR x connect_timeout
+                if tunnel is not None and tunnel.answered():
+                    budget.reschedule(loop.time() + (LOGIN_FACTOR - 1) * connect_timeout)
+            extend = loop.call_at(loop.time() + connect_timeout * 0.99,
+                                  more_for_a_target_that_answered)
             while True:
                 tunnel = _WatchedTunnel()
                 try:
@@ -214,7 +226,8 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
         answered = tunnel is not None and tunnel.answered()
         if answered:
             error = UpstreamError(f"target {target.name} ({target.host}:{target.port}) answered "
-                                  f"but the login did not complete within {connect_timeout:g}s",
+                                  f"but the login did not complete within "
+                                  f"{LOGIN_FACTOR * connect_timeout:g}s",
                                   hint="a busy target or bastion: raise [settings] "
                                        "connect_timeout if this is its usual pace")
         else:
@@ -238,6 +251,9 @@ async def open_connection(target: Target, client_key: asyncssh.SSHKey, known_hos
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
         raise UpstreamError(f"cannot reach target {target.name} ({target.host}:{target.port}): "
                             f"{reason}") from exc
+    finally:
+        if extend is not None:
+            extend.cancel()
     METRICS.observe("bastion_upstream_connect_seconds", time.monotonic() - started)
     log.info("upstream connected: %s (%s@%s:%s)%s", target.name, target.user, target.host,
              target.port, f" after {dropped} dropped attempts" if dropped else "")

@@ -31,6 +31,7 @@ from bastion.config.targets import Target
 from bastion.demo.sshd import LocalSshd, free_port
 from bastion.errors import HostKeyMismatch, UpstreamError
 from bastion.metrics import METRICS
+from bastion.ssh.upconnect import LOGIN_FACTOR
 from bastion.ssh.upstream import MAX_SESSIONS_PER_CONNECTION, UpstreamPool
 from tests.reliability.netfaults import Blackhole
 
@@ -274,10 +275,13 @@ async def test_a_refusal_is_not_tried_again(case, sshd, client_key):
 
 class _SlowFirst:
     """A target whose first connection says its SSH version and then nothing (a login that
-    would take longer than the timeout); the next ones reach the real sshd."""
+    would take longer than the timeout); the next ones reach the real sshd.  With ``hold``,
+    every connection reaches the real sshd, whose answers after its version line are held
+    back that many seconds once (a login slower than ``connect_timeout``, not dead)."""
 
-    def __init__(self, sshd_port: int) -> None:
+    def __init__(self, sshd_port: int, hold: float | None = None) -> None:
         self.sshd_port = sshd_port
+        self.hold = hold
         self.accepted = 0
         self.tasks: set = set()
         self.stalled: list = []
@@ -289,14 +293,17 @@ class _SlowFirst:
 
     async def _serve(self, reader, writer) -> None:
         self.accepted += 1
-        if self.accepted == 1:
+        if self.accepted == 1 and self.hold is None:
             writer.write(b"SSH-2.0-OpenSSH_9.2p1 slow\r\n")
             self.stalled.append(writer)              # kept open, never another byte
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.sshd_port)
 
-        async def pipe(src, dst) -> None:
+        async def pipe(src, dst, hold: float | None = None) -> None:
             try:
+                if hold is not None:                 # the version line, then a pause
+                    dst.write(await src.readline())
+                    await asyncio.sleep(hold)
                 while data := await src.read(65536):
                     dst.write(data)
                     await dst.drain()
@@ -305,7 +312,7 @@ class _SlowFirst:
             finally:
                 dst.close()
         for task in (asyncio.ensure_future(pipe(reader, up_writer)),
-                     asyncio.ensure_future(pipe(up_reader, writer))):
+                     asyncio.ensure_future(pipe(up_reader, writer, self.hold))):
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -339,7 +346,26 @@ async def test_a_target_that_answered_but_was_slow_does_not_fail_the_connects_be
     assert len(failed) == MAX_SESSIONS_PER_CONNECTION   # only the stalled connect's agents
     for exc in failed:
         assert isinstance(exc, UpstreamError) and exc.target_answered
-        assert f"answered but the login did not complete within {HOLE_TIMEOUT:g}s" in str(exc)
+        assert (f"answered but the login did not complete within "
+                f"{LOGIN_FACTOR * HOLE_TIMEOUT:g}s") in str(exc)
     ran = [i for i, r in enumerate(results) if r == f"ok-{i}"]
     assert len(ran) == n - MAX_SESSIONS_PER_CONNECTION  # the agents of the two queued connects
     assert slow.accepted == 3
+
+
+async def test_a_target_that_answered_gets_more_time_to_complete_its_login(sshd, client_key):
+    # the version line comes at once, the rest of the login after 1.5 x connect_timeout: a
+    # slow target, not a dead one, so the login completes (within LOGIN_FACTOR x the timeout)
+    slow = await _SlowFirst(sshd.port, hold=1.5 * HOLE_TIMEOUT).start()
+    pool = UpstreamPool(load_key=lambda _: client_key, connect_timeout=HOLE_TIMEOUT)
+    t0 = time.monotonic()
+    try:
+        results = await _run(pool, _target(sshd, slow.port, "slow"), 2)
+    finally:
+        await pool.close()
+        await slow.close()
+    took = time.monotonic() - t0
+    print(f"\nlogin held {1.5 * HOLE_TIMEOUT:g}s after the version line, connect_timeout "
+          f"{HOLE_TIMEOUT:g}s: {results} after {took:.2f}s")
+    assert results == ["ok-0", "ok-1"]
+    assert took >= 1.5 * HOLE_TIMEOUT
