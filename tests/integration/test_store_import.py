@@ -17,18 +17,17 @@ import pytest
 from bastion.approvals.model import Approver
 from bastion.approvals.proof import verify_grant
 from bastion.approvals.store import ApprovalStore
-from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
 from bastion.recording import Recorder
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.recording.verify import prune
 from bastion.store import pgschema
 from tests.approvalkit import proven, rules
+from tests.integration.recordkit import AGENT, record_session
 
 pytestmark = pytest.mark.integration
 
 BASTION = str(Path(sys.executable).parent / "bastion")
-AGENT = Principal(subject="oid-agent", name="bot")
 ALICE = Approver(subject="alice-oid", tenant="t1", name="Alice", roles=("sre-leads",))
 REVIEW = Decision(Action.REVIEW, "restarts", "systemctl restart needs approval")
 STORE_VARS = ("BASTION_STORE_URL", "BASTION_STORE_PASSWORD_FILE", "BASTION_NODE",
@@ -36,20 +35,6 @@ STORE_VARS = ("BASTION_STORE_URL", "BASTION_STORE_PASSWORD_FILE", "BASTION_NODE"
 #: what a re-seal changes by design (the store's chain position and hash), and the store's
 #: own column; everything else must read back the same
 RESEALED = {"seq", "hash", "node"}
-
-
-def _session(rec: Recorder, target: str, lines: list[str]) -> int:
-    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target=target, login="deploy")
-    ch = s.open_channel("exec", command=lines[0])
-    for line in lines:
-        cid = ch.command(line, Decision(Action.ALLOW if "rm" not in line else Action.DENY, "r",
-                                        "why"))
-        ch.output(f"output of {line}\n".encode())
-        ch.command_result(cid, 0)
-    ch.close(exit_status=0)
-    s.close()
-    rec.flush()
-    return s.id
 
 
 def _sftp_session(rec: Recorder) -> int:
@@ -68,13 +53,13 @@ def _make_source(data: Path) -> dict:
     """A one-node data dir: a pruned session (a checkpoint), exec sessions with allowed and
     denied commands, an sftp transfer, a refused login, an answered approval."""
     rec = Recorder.open(data)
-    _session(rec, "web0", ["uptime-old"])
+    record_session(rec, "web0", ["uptime-old"])
     rec.flush()
     conn = sqlite3.connect(data / "index.sqlite")
     old_end = conn.execute("SELECT MAX(ended) FROM sessions").fetchone()[0]
     conn.close()
-    s1 = _session(rec, "web1", ["uptime", "df -h"])
-    s2 = _session(rec, "web2", ["rm -rf /tmp/x", "ls"])
+    s1 = record_session(rec, "web1", ["uptime", "df -h"])
+    s2 = record_session(rec, "web2", ["rm -rf /tmp/x", "ls"])
     s3 = _sftp_session(rec)
     rec.refused(principal=None, client="10.0.0.9:2", target="web1", login="root",
                 reason="bad token")
@@ -232,7 +217,7 @@ def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
 
     # the store's own next rows do not collide with the imported ids
     rec = Recorder.open(tmp_path / "node3")
-    sid = _session(rec, "web3", ["hostname"])
+    sid = record_session(rec, "web3", ["hostname"])
     rec.close()
     assert sid > pgschema.ID_BLOCK
     approvals = ApprovalStore.open(tmp_path / "node3")

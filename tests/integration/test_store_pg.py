@@ -12,29 +12,14 @@ import threading
 import pytest
 
 from bastion.config import parse_config
-from bastion.identity.principal import Principal
 from bastion.policy import Action, Decision
 from bastion.recording import Recorder, query, schema
 from bastion.recording.verify import verify_index
 from bastion.store import location, pgconn, pgschema
 from bastion.store.notify import Listener
+from tests.integration.recordkit import AGENT, record_session
 
 pytestmark = pytest.mark.integration
-
-AGENT = Principal(subject="oid-agent", name="bot")
-
-
-def _session(rec: Recorder, target: str, lines: list[str]) -> None:
-    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target=target, login="deploy")
-    ch = s.open_channel("exec", command=lines[0])
-    for line in lines:
-        cid = ch.command(line, Decision(Action.ALLOW if "rm" not in line else Action.DENY, "r",
-                                        "why"))
-        ch.output(f"output of {line}\n".encode())
-        ch.command_result(cid, 0)
-    ch.close(exit_status=0)
-    s.close()
-    rec.flush()
 
 
 def _columns_sqlite(tmp_path) -> dict[str, list[str]]:
@@ -45,6 +30,26 @@ def _columns_sqlite(tmp_path) -> dict[str, list[str]]:
     out = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
     conn.close()
     return out
+
+
+def _taken_over(tmp_path, monkeypatch, lease: str):
+    """Node a (worker heartbeat every ``lease``/6 s) records a channel with one line; node b
+    finds a's heartbeat an hour old and seals a's session.  (a's recorder, session, channel,
+    b's connection); BASTION_NODE is left at b."""
+    import time as _time
+
+    from bastion.recording import leases
+    monkeypatch.setenv("BASTION_NODE", "a")
+    monkeypatch.setenv("BASTION_STORE_LEASE", lease)
+    rec = Recorder.open(tmp_path / "a")
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="tail -f log")
+    ch.output(b"seen before the lease ran out\n")
+    rec.flush()
+    monkeypatch.setenv("BASTION_NODE", "b")
+    conn = schema.connect(tmp_path / "b")
+    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+    return rec, s, ch, conn
 
 
 def test_the_schemas_agree_table_by_table(tmp_path, monkeypatch, pg_store):
@@ -70,8 +75,8 @@ def test_the_schemas_agree_table_by_table(tmp_path, monkeypatch, pg_store):
 
 def test_recorder_query_and_verify_on_postgresql(tmp_path, pg_store):
     rec = Recorder.open(tmp_path)
-    _session(rec, "web1", ["uptime", "df -h"])
-    _session(rec, "web2", ["rm -rf /tmp/x", "ls"])
+    record_session(rec, "web1", ["uptime", "df -h"])
+    record_session(rec, "web2", ["rm -rf /tmp/x", "ls"])
     rec.refused(principal=None, client="10.0.0.9:2", target="web1", login="root",
                 reason="bad token")
     rec.close()
@@ -104,7 +109,7 @@ def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, m
     def run(rec: Recorder, name: str) -> None:
         try:
             for i in range(8):
-                _session(rec, f"{name}{i}", [f"echo {name} {i}", "true"])
+                record_session(rec, f"{name}{i}", [f"echo {name} {i}", "true"])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -260,11 +265,11 @@ def test_prune_on_postgresql_keeps_the_chain_verifiable_and_drops_the_copies(tmp
                                                                              pg_store):
     from bastion.recording.verify import prune
     rec = Recorder.open(tmp_path)
-    _session(rec, "web1", ["uptime-old"])
+    record_session(rec, "web1", ["uptime-old"])
     conn = schema.connect(tmp_path, readonly=True)
     old_end = conn.execute("SELECT MAX(ended) FROM sessions").fetchone()[0]
     conn.close()
-    _session(rec, "web2", ["uptime-new"])
+    record_session(rec, "web2", ["uptime-new"])
     rec.close()
     conn = schema.connect(tmp_path, readonly=True)
     (first_new,) = conn.execute("SELECT started FROM sessions WHERE target = 'web2'").fetchone()
@@ -308,16 +313,7 @@ def test_a_peer_takes_over_the_sessions_of_a_node_past_its_lease(tmp_path, pg_st
     from bastion.errors import RecordingError
     from bastion.recording import leases
     from bastion.store import chunks
-    monkeypatch.setenv("BASTION_NODE", "a")
-    monkeypatch.setenv("BASTION_STORE_LEASE", "3")     # a's worker beats every 0.5 s
-    rec = Recorder.open(tmp_path / "a")
-    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
-    ch = s.open_channel("exec", command="tail -f log")
-    ch.output(b"seen before the lease ran out\n")
-    rec.flush()
-    monkeypatch.setenv("BASTION_NODE", "b")
-    conn = schema.connect(tmp_path / "b")
-    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+    rec, s, ch, conn = _taken_over(tmp_path, monkeypatch, "3")   # a beats every 0.5 s
     assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == []       # once only
     monkeypatch.setenv("BASTION_NODE", "a")
     row = query.get_session(query.open_index(tmp_path / "a"), s.id)
@@ -389,7 +385,7 @@ def test_search_folds_diacritics_on_both_backends(tmp_path, request, monkeypatch
     else:
         monkeypatch.delenv("BASTION_STORE_URL", raising=False)
     rec = Recorder.open(tmp_path)
-    _session(rec, "web1", ["echo naïve Café", "echo crème brûlée", "uptime"])
+    record_session(rec, "web1", ["echo naïve Café", "echo crème brûlée", "uptime"])
     rec.close()
     db = query.open_index(tmp_path)
     lines = lambda q, **kw: [h["line"] for h in query.search_commands(db, q, **kw)]   # noqa: E731
@@ -404,7 +400,7 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     # a store as the previous release left it (schema 7: migration 1's bastion_fts_text, the
     # index built with it) with a line already indexed; the upgrade must refold that line
     rec = Recorder.open(tmp_path)
-    _session(rec, "web1", ["echo déjà vu"])
+    record_session(rec, "web1", ["echo déjà vu"])
     rec.close()
     conn = schema.connect(tmp_path)
     old = pgschema.MIGRATIONS[0].split("CREATE FUNCTION bastion_fts_text")[1].split("$$;")[0]
@@ -432,21 +428,10 @@ def test_output_a_slow_node_relays_after_the_takeover_is_never_shown(tmp_path, p
     learns of the takeover from that batch's own commit and stops the channel before the
     batch's acknowledgement could release it."""
     import asyncio
-    import time as _time
 
-    from bastion.recording import leases
     from bastion.recording.gate import AgentGate
     from bastion.store import chunks
-    monkeypatch.setenv("BASTION_NODE", "a")
-    monkeypatch.setenv("BASTION_STORE_LEASE", "600")   # a's worker beats every 100 s
-    rec = Recorder.open(tmp_path / "a")
-    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
-    ch = s.open_channel("exec", command="tail -f log")
-    ch.output(b"seen before the lease ran out\n")
-    rec.flush()
-    monkeypatch.setenv("BASTION_NODE", "b")
-    conn = schema.connect(tmp_path / "b")
-    assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+    rec, s, ch, conn = _taken_over(tmp_path, monkeypatch, "600")  # a beats every 100 s
     monkeypatch.setenv("BASTION_NODE", "a")
     shown: list[bytes] = []
     failures: list[Exception] = []
