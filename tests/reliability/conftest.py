@@ -12,3 +12,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/reliability/" in str(item.fspath):
             item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture(scope="module")
+def client_key():
+    """The vault key of the upstream pool tests (test_upstream_pool, test_upstream_storm)."""
+    import asyncssh
+    return asyncssh.generate_private_key("ssh-ed25519")
+
+
+@pytest.fixture
+def hole():
+    """A target that accepts TCP and never says a byte (tests.reliability.netfaults)."""
+    from tests.reliability.netfaults import Blackhole
+    h = Blackhole()
+    yield h
+    h.close()

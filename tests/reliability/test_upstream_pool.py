@@ -21,17 +21,12 @@ from bastion.config.targets import Target
 from bastion.demo.sshd import LocalSshd
 from bastion.errors import UpstreamError
 from bastion.ssh.upstream import MAX_SESSIONS_PER_CONNECTION, UpstreamPool
-from tests.reliability.netfaults import Blackhole, SlowRelay, children
+from tests.reliability.netfaults import SlowRelay, children
 
 DELAY = 0.2              # relay latency per server answer: a connect takes several, an open two
 CONNECT_TIMEOUT = 4.0    # for the relayed target (its connect takes about 1 s)
 HOLE_TIMEOUT = 1.0       # for the black hole
 IDLE = 3.0               # upstream_idle_timeout of the pools here
-
-
-@pytest.fixture(scope="module")
-def client_key():
-    return asyncssh.generate_private_key("ssh-ed25519")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +42,6 @@ def relay(sshd):
     r = SlowRelay(sshd.port, DELAY)
     yield r
     r.close()
-
-
-@pytest.fixture
-def hole():
-    h = Blackhole()
-    yield h
-    h.close()
 
 
 def _target(sshd, port: int, name: str) -> Target:

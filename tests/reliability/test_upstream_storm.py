@@ -33,7 +33,6 @@ from bastion.errors import HostKeyMismatch, UpstreamError
 from bastion.metrics import METRICS
 from bastion.ssh.upconnect import LOGIN_FACTOR
 from bastion.ssh.upstream import MAX_SESSIONS_PER_CONNECTION, UpstreamPool
-from tests.reliability.netfaults import Blackhole
 
 AGENTS = 5 * MAX_SESSIONS_PER_CONNECTION     # five connects at once
 CONNECT_TIMEOUT = 20.0       # generous: a dropped connect is retried within it
@@ -42,23 +41,11 @@ RETRIES = "bastion_upstream_connect_retries_total"
 
 
 @pytest.fixture(scope="module")
-def client_key():
-    return asyncssh.generate_private_key("ssh-ed25519")
-
-
-@pytest.fixture(scope="module")
 def sshd(tmp_path_factory, client_key):
     pub = client_key.export_public_key().decode().strip()
     d = LocalSshd(tmp_path_factory.mktemp("storm-sshd"), [pub], max_startups="2:100:2").start()
     yield d
     d.stop()
-
-
-@pytest.fixture
-def hole():
-    h = Blackhole()
-    yield h
-    h.close()
 
 
 def _target(sshd, port: int, name: str, **kw) -> Target:
