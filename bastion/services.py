@@ -224,7 +224,7 @@ class Services:
             self.pool.connect_timeout = settings.connect_timeout
             self.pool.ciphers = settings.ciphers
             self.pool.idle_timeout = settings.upstream_idle_timeout
-            self.pool.max_connects = settings.upstream_connects       # queued ones: next turn
+            self.pool.set_max_connects(settings.upstream_connects)    # queued ones start now
             self.pool.queue_timeout = settings.upstream_queue_timeout
         if self.inner_options is not None:
             self.inner_options.invalidate()

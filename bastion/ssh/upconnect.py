@@ -63,8 +63,8 @@ class ConnectSlots:
     """Per-key count of connects in progress and FIFO queue of those waiting for a slot.
 
     ``limit`` is passed on each call (the pool's current setting): raising it lets
-    queued connects start at the next :meth:`leave`; lowering it lets none start until
-    fewer than the new limit are in progress.
+    queued connects start at once through :meth:`admit` (a reload calls it); lowering it
+    lets none start until fewer than the new limit are in progress.
     """
 
     def __init__(self) -> None:
@@ -107,6 +107,17 @@ class ConnectSlots:
             self._active[key] = left
         else:
             self._active.pop(key, None)
+        self._hand_slots(key, limit)
+
+    def admit(self, limit: int) -> int:
+        """The limit changed: connects queued under any key start while fewer than ``limit``
+        are in progress; how many started."""
+        before = self.active()
+        for key in list(self._queued):
+            self._hand_slots(key, limit)
+        return self.active() - before
+
+    def _hand_slots(self, key: Any, limit: int) -> None:
         queue = self._queued.get(key)
         while queue and self._active.get(key, 0) < limit:
             fut = queue.popleft()

@@ -402,6 +402,12 @@ class UpstreamPool:
             r["waiting"] += sum(p.waiters for p in pendings)
         return out
 
+    def set_max_connects(self, limit: int) -> int:
+        """``[settings] upstream_connects`` changed (a reload): a higher limit starts queued
+        connects now, not as running ones end; how many started."""
+        self.max_connects = limit
+        return self._slots.admit(limit)
+
     def queued(self) -> int:
         """Connects waiting for their turn, all targets (the ``/metrics`` gauge)."""
         return self._slots.queued()

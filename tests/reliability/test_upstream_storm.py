@@ -12,6 +12,7 @@ connects at once: three more than the sshd takes.  What is checked:
 * agents to a target that never answers all fail after one ``connect_timeout`` (the queued
   connects fail with the one ahead of them; only one ever reaches the target);
 * an agent leaving the queue leaves nothing behind, and the slot goes to the next in line;
+* raising the bound (a reload) starts queued connects at once, lowering it starts none;
 * a refused TCP connect, a host key mismatch and a refused key are not tried again.
 
 Times are compared with the configured timeouts, never with constants.
@@ -231,6 +232,36 @@ async def test_an_agent_leaving_the_queue_leaves_it_and_the_next_gets_the_turn(
         await asyncio.gather(*third, return_exceptions=True)
         assert await _settled(pool), (pool.stats(), pool.connecting(), pool.queued())
     finally:
+        await pool.close()
+
+
+async def test_raising_the_bound_starts_the_queued_connects_at_once(hole, sshd, client_key):
+    pool = UpstreamPool(load_key=lambda _: client_key, connect_timeout=20 * HOLE_TIMEOUT,
+                        max_connects=1)
+    target = _target(sshd, hole.port, "hole")
+    agents = []
+    try:
+        for _ in range(3):                 # three connects to a target that never answers
+            agents += [asyncio.ensure_future(pool.acquire(target))
+                       for _ in range(MAX_SESSIONS_PER_CONNECTION)]
+            await asyncio.sleep(0.1)
+        assert (pool.connecting(), pool.queued(), hole.accepted) == (1, 2, 1)
+        assert pool.set_max_connects(1) == 0             # the same bound: nobody moves
+        assert pool.set_max_connects(2) == 1             # one more slot: the next in line
+        assert pool.set_max_connects(8) == 1             # and the last; no connect ends meanwhile
+        assert (pool.connecting(), pool.queued()) == (3, 0)
+        for _ in range(250):
+            if hole.accepted == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert hole.accepted == 3
+        assert pool.set_max_connects(1) == 0             # lowering stops nothing under way
+        assert pool.connecting() == 3
+        assert not any(t.done() for t in agents)
+    finally:
+        for t in agents:
+            t.cancel()
+        await asyncio.gather(*agents, return_exceptions=True)
         await pool.close()
 
 
