@@ -22,37 +22,97 @@ derives it and hands it to its recording worker through a pipe (bastion.recordin
 a database dump holds no key.  A row that does not open (another passphrase) is reported by
 :func:`read` as unreadable: the peer records that it could not decide it, never the bytes.
 
+So that this stays a slip of a dead node and not the way a deployment runs, each node keeps
+a check value of its key in ``store_salts`` (``tail key check:NODE``, an HMAC of a fixed
+text: it tells keys apart without revealing them), and a node refuses to start while a node
+that is alive (a heartbeat within ``LEASE``) has another (:class:`KeyMismatch`): their
+held-back output would not open for each other on a takeover.  A dead node's other key is
+only logged: the takeover records what it cannot open as above.
+
 Not covered: what the peer does with the tails (bastion.recording.leases), SQLite.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import os
 import struct
+import time
 from typing import Any, Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bastion.errors import RecordingError
 from bastion.recording.tailjournal import decode, encode
 
+log = logging.getLogger("bastion.recording")
+
 PURPOSE = "recording tails in the shared store"
+CHECK_PREFIX = "tail key check:"         # + node name: that node's check value
+_CHECK_TEXT = b"bastion store tail key check v1"
 _AD = b"bastion-store-tail v1"
 _KEY = struct.Struct(">Q")
 
 Key = tuple[int, str]                    # (channel id, stream)
 
 
-def key_for(conn: Any, derive: Callable[[bytes], bytes]) -> bytes:
+class KeyMismatch(RecordingError):
+    """A node that is alive seals its tails with another key (another vault passphrase)."""
+
+
+def key_for(conn: Any, derive: Callable[[bytes], bytes], lease: float | None = None,
+            now: float | None = None) -> bytes:
     """The store's tail key: ``derive(salt)`` with the store's salt (made by the first node
-    to ask; committed here)."""
+    to ask; committed here), after :func:`check_peers`."""
     conn.execute("INSERT OR IGNORE INTO store_salts (purpose, salt) VALUES (?, ?)",
                  (PURPOSE, os.urandom(16)))
     (salt,) = conn.execute("SELECT salt FROM store_salts WHERE purpose = ?",
                            (PURPOSE,)).fetchone()
     if conn.in_transaction:
         conn.execute("COMMIT")
-    return derive(bytes(salt))
+    key = derive(bytes(salt))
+    check_peers(conn, key, lease, now)
+    return key
+
+
+def check_value(key: bytes) -> bytes:
+    return hmac.new(key, _CHECK_TEXT, hashlib.sha256).digest()[:16]
+
+
+def check_peers(conn: Any, key: bytes, lease: float | None = None,
+                now: float | None = None) -> None:
+    """Refuse (:class:`KeyMismatch`) if a node alive within ``lease`` seconds has another tail
+    key; otherwise record this node's check value (committed)."""
+    from bastion.recording.leases import LEASE
+    lease = LEASE if lease is None else lease
+    now = time.time() if now is None else now
+    me = conn.execute("SELECT current_setting('bastion.node', true)").fetchone()[0] or ""
+    mine = check_value(key)
+    rows = conn.execute(
+        "SELECT s.purpose, s.salt, n.seen FROM store_salts s LEFT JOIN nodes n "
+        "ON n.name = substr(s.purpose, ?) WHERE s.purpose LIKE ? ORDER BY s.purpose",
+        (len(CHECK_PREFIX) + 1, CHECK_PREFIX + "%")).fetchall()
+    for purpose, value, seen in rows:
+        node = purpose[len(CHECK_PREFIX):]
+        if node == me or hmac.compare_digest(bytes(value), mine):
+            continue
+        if seen is not None and seen > now - lease:
+            raise KeyMismatch(
+                f"node {node} (alive: a heartbeat {max(0.0, now - seen):.0f} s ago) uses another "
+                "vault passphrase for the shared store: what each node's maskers hold back "
+                "would not open on the other after a takeover; this node does not start",
+                hint="start every node with the same BASTION_VAULT_PASSPHRASE "
+                     "(docs/SCALING.md, 'A two-node deployment')")
+        log.warning("node %s, last seen %s, used another vault passphrase: output it held "
+                    "back undecided will not open here if its sessions are taken over",
+                    node, "never" if seen is None else f"{now - seen:.0f} s ago")
+    conn.execute("INSERT INTO store_salts (purpose, salt) VALUES (?, ?) ON CONFLICT (purpose) "
+                 "DO UPDATE SET salt = excluded.salt", (CHECK_PREFIX + me, mine))
+    if conn.in_transaction:
+        conn.execute("COMMIT")
 
 
 def _ad(cid: int, stream: str) -> bytes:

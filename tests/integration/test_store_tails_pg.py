@@ -79,14 +79,20 @@ def test_a_peer_taking_over_writes_the_held_back_tail_masked(tmp_path, pg_store,
     assert report.ok, report.problems
 
 
-def test_a_tail_that_does_not_open_is_never_written(tmp_path, pg_store, monkeypatch):
-    """Node b has another passphrase: it cannot open a's tails, so it records that it could
-    not, and nothing of them."""
+def test_a_tail_that_does_not_open_is_never_written(tmp_path, pg_store, monkeypatch, caplog):
+    """Node b has another passphrase (it started after a stopped answering: while a is alive
+    it would refuse to, see below): it cannot open a's tails, so it records that it could not,
+    and nothing of them."""
     rec, s, ch = _node_a_holds_a_tail(tmp_path, monkeypatch)
     monkeypatch.setenv("BASTION_NODE", "b")
     conn = schema.connect(tmp_path / "b")
-    taker = leases.TailTaker(store_tails.key_for(conn, _key(b"another")), tmp_path / "b")
-    assert leases.take_over(conn, 60.0, now=time.time() + 3600, taker=taker) == [s.id]
+    later = time.time() + 3600
+    with caplog.at_level("WARNING", logger="bastion.recording"):
+        key = store_tails.key_for(conn, _key(b"another"), lease=60.0, now=later)
+    assert any("node a, last seen" in r.getMessage() and "another vault passphrase" in
+               r.getMessage() for r in caplog.records), caplog.text
+    taker = leases.TailTaker(key, tmp_path / "b")
+    assert leases.take_over(conn, 60.0, now=later, taker=taker) == [s.id]
     monkeypatch.setenv("BASTION_NODE", "a")
     ch.close(exit_status=0)
     s.close()
@@ -119,3 +125,35 @@ def test_tails_leave_the_store_when_the_channel_closes(tmp_path, pg_store, monke
     conn.close()
     rec.close()
     assert held == 1          # the x's last bytes are held back in their turn
+
+
+def test_a_node_with_another_passphrase_does_not_start_while_a_node_with_the_first_is_alive(
+        tmp_path, pg_store, monkeypatch):
+    rec, s, ch = _node_a_holds_a_tail(tmp_path, monkeypatch)
+    try:
+        monkeypatch.setenv("BASTION_NODE", "b")
+        with pytest.raises(store_tails.KeyMismatch) as info:
+            Recorder.open(tmp_path / "b", detectors=BUILTIN, store_key_for=_key(b"another"))
+        print(f"\n{info.value} ({info.value.hint})")
+        assert str(info.value).startswith("node a (alive: a heartbeat ")
+        assert "another vault passphrase" in str(info.value)
+        assert "BASTION_VAULT_PASSPHRASE" in info.value.hint
+        for secret in (b"pass", b"another"):       # neither key nor passphrase in the message
+            assert hashlib.sha256(secret).hexdigest()[:8] not in str(info.value)
+        conn = schema.connect(tmp_path / "b", readonly=True)
+        rows = dict(conn.execute("SELECT purpose, salt FROM store_salts WHERE purpose LIKE "
+                                 "'tail key check:%'").fetchall())
+        conn.close()
+        assert list(rows) == ["tail key check:a"]          # b's was not recorded
+        b = Recorder.open(tmp_path / "b", detectors=BUILTIN, store_key_for=_key(b"pass"))
+        b.close()                                          # the same passphrase: b starts
+        ch.close(exit_status=0)
+        s.close()
+    finally:
+        rec.close()
+    monkeypatch.setenv("BASTION_NODE", "c")               # a and b no longer alive: c may
+    conn = schema.connect(tmp_path / "c")
+    store_tails.key_for(conn, _key(b"another"), lease=60.0, now=time.time() + 3600)
+    with pytest.raises(store_tails.KeyMismatch):          # but not while they beat
+        store_tails.key_for(conn, _key(b"another"), lease=60.0)
+    conn.close()
