@@ -17,7 +17,8 @@ from rich.text import Text
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
 from bastion.recording import importer, query
 
-store_app = typer.Typer(help="The session store: bring a one-node data dir into PostgreSQL.",
+store_app = typer.Typer(help="The PostgreSQL session store: bring a one-node data dir into "
+                             "it, list its nodes.",
                         no_args_is_help=True)
 
 
@@ -123,4 +124,6 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
 
 
 def register(app: typer.Typer) -> None:
+    from bastion.cli import store_nodes
+    store_nodes.register(store_app)
     app.add_typer(store_app, name="store")

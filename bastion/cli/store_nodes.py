@@ -1,0 +1,75 @@
+"""CLI: ``bastion store nodes`` (bastion.recording.nodes): the store's nodes and their state."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.text import Text
+
+from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.recording import leases, nodes, query
+
+STYLE = {"alive": "green", "late": "yellow", "gone": "red"}
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.0f} days"
+
+
+def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False) -> None:
+    """List the nodes of the PostgreSQL store: alive, late or gone, with their sessions.
+
+    Each `bastion serve` worker beats into the store every lease/6 seconds (a name per
+    worker: NODE-wN; the lease is BASTION_STORE_LEASE, 60 s by default).  alive: a
+    heartbeat within a third of the lease.  late: silent for less than the lease (a
+    peer leaves its sessions alone).  gone: silent for the lease or more: a peer marks
+    its open sessions interrupted and seals their recordings (docs/SCALING.md, 'A node
+    that dies: leases').  Also shown: sessions open and recorded, the latest start, the
+    recordings a peer sealed that the node has not taken back yet (it does at its
+    restart), and which tail key the node seals held-back output with, numbered: two
+    numbers mean two vault passphrases, and a node does not start beside a live one
+    with another.
+
+    Example: bastion store nodes --policy /etc/bastion/policy.toml --json
+    """
+    os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
+    rows = nodes.read(leases.LEASE)
+    if as_json:
+        sys.stdout.write(json.dumps({"lease_seconds": leases.LEASE, "nodes": rows},
+                                    ensure_ascii=True, indent=2) + "\n")
+        return
+    if not rows:
+        out_console.print(Text("no node has served on this store yet"))
+        return
+    for r in rows:
+        line = Text(f"{r['node']}: ")
+        line.append(r["state"], style=STYLE[r["state"]])
+        line.append(f", heartbeat {_ago(r['silent_seconds'])} ago; {r['open_sessions']} "
+                    f"session(s) open, {r['sessions']} recorded")
+        if r["last_session"] is not None:
+            line.append(f", the latest started {query.iso(r['last_session'])}")
+        if r["taken_back_pending"]:
+            line.append(f"; {r['taken_back_pending']} recording(s) a peer sealed, not yet "
+                        "taken back", style="yellow")
+        if r["tail_key"] is not None:
+            line.append(f"; tail key {r['tail_key']}")
+        out_console.print(line, soft_wrap=True)
+    keys = {r["tail_key"] for r in rows if r["tail_key"] is not None}
+    if len(keys) > 1:
+        err_console.print(Text(f"{len(keys)} tail keys among these nodes: they were started "
+                               "with different vault passphrases; a node's held-back output "
+                               "does not open on a node with another key", style="yellow"),
+                          soft_wrap=True)
+    err_console.print(Text(f"lease {leases.LEASE:g} s (BASTION_STORE_LEASE)", style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nodes")(handle_errors(nodes_cmd))

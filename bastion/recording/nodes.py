@@ -1,0 +1,82 @@
+"""``bastion store nodes``: the nodes the shared store has heard from, and how they are.
+
+Every node's recording worker beats into ``nodes`` every lease/6 seconds (a node name per
+worker of ``serve --workers N``: ``NODE-wN``; bastion.recording.leases).  From that table and
+the sessions it recorded, each node is:
+
+* ``alive``: a heartbeat within a third of the lease (it missed at most one beat);
+* ``late``: silent for more than that but less than the lease: a peer does not touch its
+  sessions yet (a slow or cut-off node, or one that just stopped);
+* ``gone``: silent for the lease or longer: a peer has marked (or will mark, within
+  lease/2) its open sessions interrupted and sealed their recordings.
+
+Per node also: its sessions open now, recorded in all, the latest start, the recordings a peer
+sealed for it that it has not taken back yet (``taken``), and which tail key it seals
+with (bastion.recording.tailstore's check values, numbered in the order met: two numbers
+among nodes mean two vault passphrases; no key is read or shown).
+
+Not covered: SQLite (one node owns the file: ``bastion status`` asks it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion import store
+from bastion.errors import RecordingError
+from bastion.recording import schema
+from bastion.recording.tailstore import CHECK_PREFIX
+
+ALIVE_FRACTION = 1 / 3       # of the lease: a node that beat this recently is alive
+
+_NODES = """
+SELECT n.name, n.seen,
+       (SELECT count(*) FROM sessions s WHERE s.node = n.name AND s.status = 'active'),
+       (SELECT count(*) FROM sessions s WHERE s.node = n.name AND s.status != 'refused'),
+       (SELECT max(s.started) FROM sessions s WHERE s.node = n.name AND s.status != 'refused'),
+       (SELECT count(*) FROM taken t WHERE t.node = n.name AND t.restored IS NULL),
+       (SELECT k.salt FROM store_salts k WHERE k.purpose = ? || n.name)
+FROM nodes n ORDER BY n.name
+"""
+
+
+def state(seen: float, now: float, lease: float) -> str:
+    age = now - seen
+    if age < lease * ALIVE_FRACTION:
+        return "alive"
+    return "late" if age < lease else "gone"
+
+
+def list_nodes(conn: Any, lease: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Every node of the store with its state (see the module doc), by name."""
+    now = time.time() if now is None else now
+    keys: dict[bytes, int] = {}
+    out = []
+    for name, seen, active, sessions, last, taken, check in conn.execute(_NODES, (CHECK_PREFIX,)):
+        key = None
+        if check is not None:
+            key = keys.setdefault(bytes(check), len(keys) + 1)
+        out.append({"node": name, "state": state(seen, now, lease), "seen": seen,
+                    "silent_seconds": round(max(0.0, now - seen), 1), "open_sessions": active,
+                    "sessions": sessions, "last_session": last, "taken_back_pending": taken,
+                    "tail_key": key})
+    return out
+
+
+def read(lease: float, now: float | None = None) -> list[dict[str, Any]]:
+    """:func:`list_nodes` of the configured PostgreSQL store."""
+    if not store.current().postgres:
+        raise RecordingError("no PostgreSQL store is configured: on SQLite one node owns the "
+                             "index (`bastion status` asks it)",
+                             hint="set [store] url in policy.toml (--policy) or "
+                                  "BASTION_STORE_URL, and its password file")
+    conn = schema.connect(Path("."), readonly=True)
+    try:
+        return list_nodes(conn, lease, now)
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()

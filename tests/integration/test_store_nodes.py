@@ -1,0 +1,106 @@
+"""``bastion store nodes`` through the real CLI on a private PostgreSQL cluster, with nodes
+recorded by the real recorder and worker: alive, late and gone by their heartbeats, their open
+and recorded sessions, a recording a peer sealed and not yet taken back, and the tail keys
+(two passphrases: two numbers, and a warning)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion.recording import Recorder, leases, schema
+from bastion.recording import tailstore as store_tails
+from tests.integration.recordkit import AGENT, record_session
+
+pytestmark = pytest.mark.integration
+
+BASTION = str(Path(sys.executable).with_name("bastion"))
+LEASE = 60.0
+
+
+def _key(passphrase: bytes):
+    return lambda salt: hashlib.sha256(passphrase + salt).digest()
+
+
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BASTION, "store", "nodes", "--policy", "/nonexistent.toml", *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_store_nodes_lists_each_node_with_its_state_and_sessions(tmp_path, pg_store, monkeypatch):
+    env = dict(os.environ, BASTION_STORE_LEASE=str(LEASE))
+    schema.connect(tmp_path / "migrate").close()          # the store's schema, no node yet
+    empty = _cli(env, "--json")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == {"lease_seconds": LEASE, "nodes": []}
+    monkeypatch.setenv("BASTION_NODE", "gone1")          # served, then stopped answering
+    rec = Recorder.open(tmp_path / "gone1", store_key_for=_key(b"old passphrase"))
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="sleep 100")
+    ch.output(b"partial\n")
+    rec.flush()
+    conn = schema.connect(tmp_path / "gone1")
+    conn.execute("UPDATE nodes SET seen = ? WHERE name = 'gone1'", (time.time() - 3 * LEASE,))
+    conn.close()
+    monkeypatch.setenv("BASTION_NODE", "a")
+    a = Recorder.open(tmp_path / "a", store_key_for=_key(b"pass"))
+    record_session(a, "web1", ["uptime"])
+    record_session(a, "web2", ["df -h"])
+    open_on_a = a.start_session(principal=AGENT, client="127.0.0.1:2", target="web3",
+                                login="deploy")
+    a.flush()
+    conn = schema.connect(tmp_path / "a")               # a takes gone1's session over
+    taker = leases.TailTaker(store_tails.key_for(conn, _key(b"pass"), lease=LEASE), tmp_path / "a")
+    assert leases.take_over(conn, LEASE, taker=taker) == [s.id]
+    conn.execute("INSERT INTO nodes (name, seen) VALUES ('late1', ?)", (time.time() - LEASE / 2,))
+    conn.close()
+    try:
+        done = _cli(env, "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        by = {n["node"]: n for n in report["nodes"]}
+        assert sorted(by) == ["a", "gone1", "late1"]
+        assert by["a"]["state"] == "alive" and by["a"]["silent_seconds"] < LEASE / 3
+        assert (by["a"]["open_sessions"], by["a"]["sessions"]) == (1, 3)
+        assert by["a"]["taken_back_pending"] == 0
+        assert by["late1"]["state"] == "late" and by["late1"]["sessions"] == 0
+        assert by["late1"]["tail_key"] is None
+        assert by["gone1"]["state"] == "gone" and by["gone1"]["silent_seconds"] >= 3 * LEASE
+        assert (by["gone1"]["open_sessions"], by["gone1"]["sessions"]) == (0, 1)   # taken over
+        assert by["gone1"]["taken_back_pending"] == 1      # the recording a sealed for it
+        assert {by["a"]["tail_key"], by["gone1"]["tail_key"]} == {1, 2}          # two keys
+        human = _cli(env)
+        assert human.returncode == 0, human.stderr
+        lines = human.stdout.splitlines()
+        print("\n" + human.stdout + human.stderr)
+        assert lines[0].startswith("a: alive, heartbeat ") and "1 session(s) open, 3 recorded" \
+            in lines[0]
+        assert re.match(r"gone1: gone, heartbeat \d+ min ago; 0 session\(s\) open, 1 recorded",
+                        lines[1])
+        assert "1 recording(s) a peer sealed, not yet taken back" in lines[1]
+        assert re.match(r"late1: late, heartbeat \d+ s ago; 0 session\(s\) open", lines[2])
+        assert "2 tail keys among these nodes" in human.stderr
+        for secret in (b"pass", b"old passphrase"):
+            assert hashlib.sha256(secret).hexdigest()[:8] not in human.stdout + done.stdout
+    finally:
+        open_on_a.close()
+        a.close()
+        ch.close(exit_status=0)
+        s.close()
+        rec.close()
+
+
+def test_store_nodes_on_sqlite_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_STORE")}
+    done = _cli(env)
+    assert done.returncode != 0
+    assert "no PostgreSQL store is configured" in done.stderr
+    assert "bastion status" in done.stderr
