@@ -59,18 +59,17 @@ import heapq
 import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, schema, verify
+from bastion.recording import chain, renumber, schema, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
-#: tables whose ids the store counts from 1 as SQLite does (an identity, not id blocks)
-IDENTITY_TABLES = ("transfers", "approvals")
+IDENTITY_TABLES = renumber.IDENTITY_TABLES    # the store counts them from 1 as SQLite does
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
 IMPORTS_MIGRATION = 9      # the store's ``imports`` table
 BATCH = 200                # rows to a statement (each statement is a round trip)
@@ -102,6 +101,9 @@ class ImportReport:
     store_first_seq: int | None = None
     store_last_seq: int | None = None
     store_head_hash: str | None = None
+    #: the source ids the store had, and their new ids (renumber.Run.to_dict; a dry run:
+    #: no new ids)
+    renumbered: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +154,9 @@ def list_imports() -> list[dict[str, Any]]:
                                   "BASTION_STORE_URL, and its password file")
     conn = schema.connect(Path("."), readonly=True)
     try:
-        return [dict(r) for r in conn.execute("SELECT * FROM imports ORDER BY id")]
+        found = renumber.load(conn)
+        return [{**dict(r), "renumbered": [run.to_dict() for run in found.get(int(r["id"]), [])]}
+                for r in conn.execute("SELECT * FROM imports ORDER BY id")]
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
     finally:
@@ -271,9 +275,10 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
                                  f"this bastion ({pgschema.SCHEMA_VERSION})",
                                  hint="upgrade bastion")
         conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
-        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
-                     while_serving=while_serving)
+        taken = _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
+                             while_serving=while_serving)
         conn.execute("ROLLBACK")
+        report.renumbered = [r.to_dict() for r in renumber.runs(src, taken, None)]
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
     finally:
@@ -281,8 +286,8 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
 
 
 def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport, *,
-                 imports: bool = True, while_serving: bool = False) -> None:
-    from bastion.store import pgschema
+                 imports: bool = True, while_serving: bool = False) -> list[str]:
+    """Refuse what the store cannot take; the tables whose ids it has (renumbered)."""
     if not while_serving:
         _check_no_node_serves(conn)
     done = None if not imports else conn.execute(
@@ -294,22 +299,16 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
             f"{source} was already imported at {iso(done[0])} (from {done[1]}, its chain head "
             f"seq {done[2]}); nothing was imported",
             hint="its history is in the store: `bastion sessions list` on any node shows it")
-    for table in TABLES:
-        ids = _ids(src, table)
-        if not ids:
-            continue
-        if table not in IDENTITY_TABLES and ids[-1] >= pgschema.ID_BLOCK:
-            raise RecordingError(f"{table} id {ids[-1]} of the source reaches the store's id "
-                                 f"blocks (from {pgschema.ID_BLOCK}); nothing was imported")
-        taken = {r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ?",
-                                            (ids[0], ids[-1]))}
-        clash = sorted(taken.intersection(ids))
-        if clash:
-            raise RecordingError(
-                f"the store has {table} with the ids the source's have ({len(clash)}, e.g. "
-                f"{clash[0]}); nothing was imported",
-                hint="import into the store before any node serves on it (transfers and "
-                     "approvals count their ids from 1 on both backends)")
+    taken = renumber.taken_tables(conn, src, TABLES)
+    renamed = "sessions" in taken or "channels" in taken
+    if renamed and report.node != IMPORT_NODE and report.recordings:
+        raise RecordingError(
+            f"--node {report.node}: the store has ids of the source's "
+            f"{' and '.join(t for t in ('sessions', 'channels') if t in taken)}, so they are "
+            "renumbered and their recordings get new names, which a copy of the data dir "
+            "does not have; nothing was imported",
+            hint="import without --node: every node checks and plays those recordings from "
+                 "the store's copies")
     uids = [r[0] for r in src.execute("SELECT uid FROM transfers")]
     for i in range(0, len(uids), 500):
         part = uids[i:i + 500]
@@ -317,6 +316,7 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
                            "LIMIT 1", part).fetchone()
         if hit is not None:
             raise RecordingError(f"the store has transfer {hit[0]} already; nothing was imported")
+    return taken
 
 
 def _check_no_node_serves(conn: Any) -> None:
@@ -340,13 +340,16 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
     try:
         chain.begin(conn)                # the chain's lock: one writer on every node
         try:
-            _check_store(conn, src, source, report, while_serving=while_serving)
+            taken = _check_store(conn, src, source, report, while_serving=while_serving)
+            ids = renumber.claim(conn, src, taken)
             head_seq, head_hash = chain.head(conn)
             first = head_seq + 1           # source seq s becomes s + shift, no gap
-            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1)
-            _upload_recordings(conn, src, source)
-            _reseal(conn, src, report, first, head_hash)
-            _record(conn, report)
+            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
+            _upload_recordings(conn, src, source, ids)
+            _reseal(conn, src, report, first, head_hash, ids)
+            found = renumber.runs(src, taken, ids)
+            report.renumbered = [r.to_dict() for r in found]
+            renumber.save(conn, _record(conn, report), found)
             for table in IDENTITY_TABLES:
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                              f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
@@ -369,9 +372,11 @@ def _columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
 
 
-def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> None:
-    """Every row, parents first, ``BATCH`` to a statement; a chained row's ``seq`` moved by
-    ``shift`` (its place in the store's chain), its ``hash`` left empty (:func:`_reseal`)."""
+def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int,
+                 ids: renumber.IdMap) -> None:
+    """Every row, parents first, ``BATCH`` to a statement, its ids moved by ``ids``; a
+    chained row's ``seq`` moved by ``shift`` (its place in the store's chain), its ``hash``
+    left empty (:func:`_reseal`)."""
     for table in TABLES:
         cols = [c for c in _columns(src, table) if c != "hash"]
         at = cols.index("seq") if table in chain.CHAINED_TABLES else -1
@@ -379,7 +384,7 @@ def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> N
         batch: list[list[Any]] = []
         quoted = ", ".join(f'"{c}"' for c in cols)
         for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
-            values = list(row)
+            values = ids.row(table, cols, list(row))
             if at >= 0 and values[at] is not None:
                 values[at] += shift
             if table == "sessions":
@@ -398,11 +403,12 @@ def _insert_many(conn: Any, table: str, names: str, rows: list[list[Any]]) -> No
                  [v for row in rows for v in row])
 
 
-def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None:
+def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path,
+                       ids: renumber.IdMap) -> None:
     from bastion.store import chunks
     for cid, path, sealed in _recordings(src, source):
         try:
-            digest, _size = chunks.upload_file(conn, cid, path)
+            digest, _size = chunks.upload_file(conn, ids.id("channels", cid), path)
         except OSError as exc:
             raise RecordingError(f"cannot read the recording {path}: {exc.strerror or exc}; "
                                  "nothing was imported") from exc
@@ -414,7 +420,7 @@ def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None
 
 
 def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,
-            prev: str) -> None:
+            prev: str, moved: renumber.IdMap) -> None:
     """Hash the imported rows into the store's chain after ``prev`` (the store's head), in
     seq order -- the source's order -- each as the store reads it back, as the store seals
     its own; then move ``chain_head``.  Refuses a gap, a row left out, or a head that is
@@ -442,7 +448,8 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int
         ids = _ids(src, table)
         if ids:
             left = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq IS NULL AND id "
-                                "BETWEEN ? AND ?", (ids[0], ids[-1])).fetchone()[0]
+                                "BETWEEN ? AND ?", (moved.new(table, ids[0]),
+                                                    moved.new(table, ids[-1]))).fetchone()[0]
             if left:
                 raise RecordingError(f"{left} {table} row(s) of the source are not in its "
                                      "chain; nothing was imported",
@@ -470,9 +477,9 @@ def _set_hashes(conn: Any, table: str, pairs: list[tuple[int, str]]) -> None:
                  f"WHERE {table}.id = v.id", [x for pair in pairs for x in pair])
 
 
-def _record(conn: Any, report: ImportReport) -> None:
+def _record(conn: Any, report: ImportReport) -> int:
     r = report
-    conn.execute(
+    return int(conn.execute(
         "INSERT INTO imports (source, imported, node, source_start_seq, source_start_hash, "
         "source_head_seq, source_head_hash, store_first_seq, store_last_seq, store_head_hash, "
         "sessions, channels, commands, transfers, approvals, recordings, bytes) "
@@ -480,4 +487,4 @@ def _record(conn: Any, report: ImportReport) -> None:
         (r.source, time.time(), r.node, r.source_start_seq, r.source_start_hash,
          r.source_head_seq, r.source_head_hash, r.store_first_seq, r.store_last_seq,
          r.store_head_hash, r.sessions, r.channels, r.commands, r.transfers, r.approvals,
-         r.recordings, r.bytes))
+         r.recordings, r.bytes)).lastrowid)
