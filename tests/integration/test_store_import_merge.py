@@ -331,3 +331,27 @@ def test_dry_run_says_what_would_move_and_writes_nothing(tmp_path, pg_store, mon
     assert "4 sessions would be renumbered (the store has some of their ids): 1-4" in text
     assert "nothing was written" in text
     assert (counters(), _store_rows(pg_store)) == (before, rows)    # not even an id claimed
+
+
+def test_a_store_the_previous_release_imported_into_is_upgraded(tmp_path, pg_store,
+                                                                 monkeypatch):
+    # bastion-a imported by the previous release (schema 9: no import_ids); this one's
+    # import of bastion-b migrates the store (10) and keeps b's map beside a's import
+    a = _make(monkeypatch, tmp_path / "bastion-a", "alpha")
+    b = _make(monkeypatch, tmp_path / "bastion-b", "beta")
+    env = _env(pg_store)
+    _run(env, "store", "import", "--from", str(a["dir"]))
+    with _pg(pg_store) as conn:
+        conn.execute("DROP TABLE import_ids")
+        conn.execute("UPDATE schema_version SET version = 9")
+    dry = _json(env, "store", "import", "--from", str(b["dir"]), "--dry-run")
+    assert len(dry["renumbered"]) == 5
+    with _pg(pg_store) as conn:                             # the dry run did not migrate
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 9
+    second = _json(env, "store", "import", "--from", str(b["dir"]))
+    with _pg(pg_store) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
+            pgschema.SCHEMA_VERSION
+    listed = _json(env, "store", "imports")
+    assert [i["renumbered"] for i in listed] == [[], second["renumbered"]]
+    _check_source_in_store(b, second, _reader(tmp_path, pg_store), pg_store)
