@@ -2,10 +2,13 @@
 
 A bastion that ran on the embedded default (``DATA_DIR/index.sqlite`` and the recording
 files under ``DATA_DIR``) and moves to the shared store (docs/SCALING.md) keeps its history
-in view: every row of the SQLite index is copied into the store with its id, every sealed
-recording is uploaded into ``recording_chunks``, and the rows are re-sealed into the store's
-one hash chain, so ``sessions list``, ``commands search``, ``verify`` and ``sessions play``
-on any node see them.
+in view: every row of the SQLite index is copied into the store, every sealed recording is
+uploaded into ``recording_chunks``, and the rows are re-sealed into the store's one hash
+chain, so ``sessions list``, ``commands search``, ``verify`` and ``sessions play`` on any
+node see them.  A table keeps the source's ids unless the store has some of them (its
+nodes' transfers and approvals, which count from 1 as on SQLite; another one-node source
+imported before): then that table is renumbered (bastion.recording.renumber), every
+reference moving with it, and the map is kept in ``import_ids`` and reported.
 
 The order of an import (:func:`import_data_dir`):
 
@@ -18,13 +21,15 @@ The order of an import (:func:`import_data_dir`):
 2. One store transaction under the chain's lock (``BEGIN IMMEDIATE``): refuse while a node
    serves on the store (its heartbeat in ``nodes`` is recent: its writers would wait for the
    lock the import holds, then fail), a source imported before (its chain head, or its
-   path, in ``imports``), and ids the store has already (sessions, channels and commands
-   of the store start at ``pgschema.ID_BLOCK``; transfers and approvals count from 1 on
-   both, so a store that made its own first would collide: import before the nodes
-   serve) or a transfer ``uid`` it has.
-3. Rows go in with their ids, parents first (the foreign keys), many to a statement; a
-   chained row's ``seq`` is its place in the store's chain: the source's order, after the
-   store's head, gapless (source seq ``s`` becomes store seq
+   path, in ``imports``), or a transfer ``uid`` it has.  The tables with an id the store
+   has (the source's, or one its rows name) are renumbered; ``--node`` is refused when
+   sessions or channels are (their recordings get new names, which a copy of the data dir
+   does not have).  New ids are claimed: an id block for sessions, channels and commands,
+   identity values for transfers and approvals (renumber.claim).
+3. Rows go in with their ids or new ones, parents first (the foreign keys), every
+   reference moved (renumber.IdMap.row), many to a statement; a chained row's ``seq`` is
+   its place in the store's chain: the source's order, after the store's head, gapless
+   (source seq ``s`` becomes store seq
    ``store_first_seq + (s - source_start_seq - 1)``); ``hash`` empty.  Sessions carry the
    store's ``node`` column: ``import`` (no node's: every node checks their recordings in
    the store), or the node ``--node`` names.  Each sealed recording is uploaded
@@ -36,7 +41,8 @@ The order of an import (:func:`import_data_dir`):
    A gap, a row left unsealed or a count that is not the source's refuses the import.
 5. A row in ``imports`` ties the two chains: the source path, its chain's start (the latest
    prune checkpoint's ``(seq, hash)``, or 0 and the genesis) and head ``(seq, hash)``, the
-   store's first and last seq given to its rows and the store's head after them.  Prune
+   store's first and last seq given to its rows and the store's head after them; beside it
+   in ``import_ids`` the runs of renumbered ids (old -> new, renumber.Run).  Prune
    checkpoints are not copied into ``checkpoints``: there they would move the start of the
    store's chain; what they vouched for (the pruned prefix of the source chain) is the
    source start recorded here.
@@ -44,12 +50,13 @@ The order of an import (:func:`import_data_dir`):
    store's next own rows do not collide with them; then COMMIT.  Nothing is half-written:
    any failure rolls the one transaction back.
 
-``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated)
-and reports the same counts.  Files stay where they are; the stored copies of transferred
-files (``store_transfers``) are files only, on both backends: the operator copies the data
-dir to the node that should serve them.
+``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated,
+no id is claimed) and reports the same counts and which ids would be renumbered.  Files
+stay where they are; the stored copies of transferred files (``store_transfers``) are
+files only, on both backends: the operator copies the data dir to the node that should
+serve them.
 
-Not covered: the other direction (store to SQLite), merging two stores.
+Not covered: the other direction (store to SQLite), merging two PostgreSQL stores.
 """
 
 from __future__ import annotations
