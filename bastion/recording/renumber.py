@@ -90,7 +90,11 @@ def named_ids(src: sqlite3.Connection, table: str) -> list[int]:
 
 
 def taken_tables(conn: Any, src: sqlite3.Connection, tables: Iterable[str]) -> list[str]:
-    """The tables of which the store has any id the source has or names."""
+    """The tables of which the store has, or names, any id the source has or names.
+
+    Named: approvals outlive the sessions and commands ``bastion prune`` deletes, so an
+    approval imported before may name a session id no row has; a source row taking that
+    id would become the session it names (the other references go with their rows)."""
     from bastion.store import pgschema
     taken = []
     for table in tables:
@@ -100,8 +104,14 @@ def taken_tables(conn: Any, src: sqlite3.Connection, tables: Iterable[str]) -> l
         if table in BLOCK_TABLES and ids[-1] >= pgschema.ID_BLOCK:
             raise RecordingError(f"{table} id {ids[-1]} of the source reaches the store's id "
                                  f"blocks (from {pgschema.ID_BLOCK}); nothing was imported")
+        span = (ids[0], ids[-1])
         have = {r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ?",
-                                           (ids[0], ids[-1]))}
+                                           span)}
+        for column, target in REFERENCES["approvals"]:
+            if target == table:
+                have.update(r[0] for r in conn.execute(
+                    f"SELECT DISTINCT {column} FROM approvals WHERE {column} BETWEEN ? AND ?",
+                    span))
         if have.intersection(ids):
             taken.append(table)
     return taken

@@ -355,3 +355,54 @@ def test_a_store_the_previous_release_imported_into_is_upgraded(tmp_path, pg_sto
     listed = _json(env, "store", "imports")
     assert [i["renumbered"] for i in listed] == [[], second["renumbered"]]
     _check_source_in_store(b, second, _reader(tmp_path, pg_store), pg_store)
+
+
+def _pruned_with_an_approval(data: Path) -> None:
+    """A one-node data dir whose approval names a session and command `bastion prune`
+    deleted since (approvals outlive them): sessions 2.., the approval names session 1."""
+    from bastion.recording.verify import prune
+    rec = Recorder.open(data)
+    old = record_session(rec, "gone-web", ["systemctl restart gone"])
+    approvals = ApprovalStore.open(data)
+    approvals.create(node="a", principal=AGENT, target="gone-web", login="deploy",
+                     line="systemctl restart gone", decision=REVIEW, session_id=old,
+                     command_id=1, channel="exec", timeout=300.0)
+    approvals.close()
+    lite = sqlite3.connect(data / "index.sqlite")
+    old_end = lite.execute("SELECT MAX(ended) FROM sessions").fetchone()[0]
+    lite.close()
+    kept = record_session(rec, "kept-web", ["uptime kept"])
+    rec.close()
+    lite = sqlite3.connect(data / "index.sqlite")
+    new_start = lite.execute("SELECT started FROM sessions WHERE id = ?", (kept,)).fetchone()[0]
+    lite.close()
+    cutoff = (old_end + new_start) / 2
+    assert prune(data, older_than=86400.0, now=cutoff + 86400.0).sessions == 1
+
+
+def test_an_id_an_imported_approval_still_names_is_not_given_to_another_source(
+        tmp_path, pg_store, monkeypatch):
+    with monkeypatch.context() as m:
+        for var in STORE_VARS:
+            m.delenv(var, raising=False)
+        _pruned_with_an_approval(tmp_path / "bastion-a")
+        rec = Recorder.open(tmp_path / "bastion-b")          # one session: id 1, command 1
+        assert record_session(rec, "b-web", ["uptime b"]) == 1
+        rec.close()
+    env = _env(pg_store)
+    assert _json(env, "store", "import", "--from", str(tmp_path / "bastion-a"))[
+        "renumbered"] == []
+    done = _json(env, "store", "import", "--from", str(tmp_path / "bastion-b"))
+    # no row of a has session 1 or command 1, but a's approval names them: b's move
+    assert [(r["table"], r["old_first"]) for r in done["renumbered"]] == [("sessions", 1),
+                                                                          ("commands", 1)]
+    with _pg(pg_store) as conn:
+        assert conn.execute("SELECT session_id, command_id FROM approvals").fetchall() == \
+            [(1, 1)]
+        assert conn.execute("SELECT COUNT(*) FROM sessions WHERE id = 1").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM commands WHERE id = 1").fetchone()[0] == 0
+    ids = Map(done["renumbered"])
+    r_env, r_dir = _reader(tmp_path, pg_store)
+    assert _json(r_env, "sessions", "export", str(ids("sessions", 1)), "--data-dir",
+                 str(r_dir))["target"] == "b-web"
+    assert _json(r_env, "verify", "--data-dir", str(r_dir))["ok"]
