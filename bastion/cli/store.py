@@ -31,9 +31,11 @@ def import_cmd(
         "--node", help="The node the imported sessions belong to (default: import, no "
                        "node's). A node's verify checks its sessions' recordings in its "
                        "data dir (copy the old one there first), the others' in the "
-                       "store.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
-                                          "nothing.")] = False,
+                       "store. Refused when the store has the source's session or channel "
+                       "ids (their recordings get new names).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check, count and say which ids "
+                                          "would be renumbered; write nothing, claim no "
+                                          "id.")] = False,
     while_serving: Annotated[bool, typer.Option(
         "--while-serving", help="Import although nodes serve on the store: their recordings "
                                 "wait for the import (and fail after 10 s).")] = False,
