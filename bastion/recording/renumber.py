@@ -28,7 +28,10 @@ The map is kept in ``import_ids`` (migration 10) as runs, :class:`Run`: source i
 ``old_first..old_last`` of a table are now ``new_first + (id - old_first)``;
 ``bastion store imports`` shows them and ``bastion store import`` prints them.
 
-Not covered: the files in the source data dir keep their names (the map says which is which).
+Not covered: the files in the source data dir keep their names (the map says which is
+which), and so do the stored copies of transferred files ``transfers.content`` names (files
+only, never in the store; ``transfers show --content`` checks their SHA-256, so another
+source's file of the same name is refused, not shown).
 """
 
 from __future__ import annotations
