@@ -88,7 +88,7 @@ def _store_row(pg_store: dict, table: str, rid: int) -> dict:
         cur = conn.execute(f"SELECT * FROM {table} WHERE id = %s", (rid,))
         row = cur.fetchone()
         assert row is not None, (table, rid)
-        return dict(zip([d.name for d in cur.description], row))
+        return dict(zip([d.name for d in cur.description], row, strict=True))
 
 
 class Map:
