@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
-from bastion.recording import importer, query
+from bastion.recording import importer, query, renumber
 
 store_app = typer.Typer(help="The PostgreSQL session store: bring a one-node data dir into "
                              "it, list its nodes.",
@@ -32,9 +32,11 @@ def import_cmd(
         "--node", help="The node the imported sessions belong to (default: import, no "
                        "node's). A node's verify checks its sessions' recordings in its "
                        "data dir (copy the old one there first), the others' in the "
-                       "store.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count; write "
-                                          "nothing.")] = False,
+                       "store. Refused when the store has the source's session or channel "
+                       "ids (their recordings get new names).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check, count and say which ids "
+                                          "would be renumbered; write nothing, claim no "
+                                          "id.")] = False,
     while_serving: Annotated[bool, typer.Option(
         "--while-serving", help="Import although nodes serve on the store: their recordings "
                                 "wait for the import (and fail after 10 s).")] = False,
@@ -43,23 +45,33 @@ def import_cmd(
     """Copy a one-node bastion's audit history into the PostgreSQL store.
 
     Every session, refused login, channel, command, transfer and approval of the data
-    dir's SQLite index keeps its id; every recording is uploaded into the store, so any
-    node lists, searches, verifies and plays them. The rows are re-sealed into the store's
-    hash chain in the source chain's order; the source chain's start and head are kept in
-    the store's imports table and printed: note them with the head `bastion verify`
-    printed on the source.
+    dir's SQLite index is copied; every recording is uploaded into the store, so any node
+    lists, searches, verifies and plays them. The rows are re-sealed into the store's hash
+    chain in the source chain's order; the source chain's start and head are kept in the
+    store's imports table and printed: note them with the head `bastion verify` printed on
+    the source.
+
+    Ids: a table keeps the source's ids when the store has none of them (a first import
+    before the nodes served). When it has some (transfers and approvals the nodes made,
+    which count from 1 as on SQLite; or a second one-node bastion's history, which counts
+    from 1 too), that table's rows get new ids, in order: sessions, channels and commands
+    from an id block the import claims, transfers and approvals from the store's counters.
+    Every reference moves with them, and the import prints the map ("12 sessions
+    renumbered: 1-12 are now 3000000001-3000000012"); `bastion store imports` shows it
+    later, so an id a ticket cites can be followed. --dry-run says which would move.
 
     Refused, with nothing written: a data dir `bastion serve` still records into, one
     with sessions still active, an index or recording that does not verify, a source
-    imported before, ids the store has already, a store nodes serve on (unless
-    --while-serving). Run it before any node serves on the store. The files stay where
-    they are.
+    imported before, a transfer uid the store has, a store nodes serve on (unless
+    --while-serving), --node when sessions or channels are renumbered (their recordings
+    get new names). The files stay where they are.
 
     The store is the one `bastion serve` uses: [store] of --policy, or BASTION_STORE_URL
     and BASTION_STORE_PASSWORD_FILE.
 
-    Example: bastion store import --from /var/lib/bastion --policy /etc/bastion/policy.toml
-    --dry-run
+    Examples: bastion store import --from /var/lib/bastion --policy /etc/bastion/policy.toml
+    --dry-run; then the same without --dry-run; then --from /srv/old/bastion-b for a second
+    one-node bastion's history.
     """
     os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
     report = importer.import_data_dir(source, node=node, dry_run=dry_run,
@@ -80,6 +92,10 @@ def import_cmd(
     start = (f"prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
              if r.source_start_seq else "seq 0 (the genesis)")
     say(f"source chain: starts at {start}; head seq {r.source_head_seq} {r.source_head_hash}")
+    for line in renumber.describe(r.renumbered):
+        say(line, "yellow")
+    if not r.renumbered:
+        say("ids: every id kept (the store has none of them)")
     if r.dry_run:
         say("nothing was written; run it again without --dry-run to import")
         return
@@ -101,7 +117,12 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
 
     For each import: the source data dir, when, the source chain's start (its prune
     checkpoint, or the genesis) and head, and the store seqs its rows got: compare the
-    source head with the one `bastion verify` printed on the old node.
+    source head with the one `bastion verify` printed on the old node. Then the ids it
+    renumbered because the store had them ("12 sessions renumbered: 1-12 are now
+    3000000001-3000000012"; a table not named kept its ids): a session, command or
+    approval id from before the import, in a ticket or the old node's logs, is the new id
+    in the store. --json gives every run (source ids old_first..old_last are now
+    new_first..new_last).
 
     Example: bastion store imports --policy /etc/bastion/policy.toml
     """
@@ -121,6 +142,8 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
             f"head seq {r['source_head_seq']} {r['source_head_hash']}\n"
             f"  store chain: seq {r['store_first_seq']}..{r['store_last_seq']}, then head "
             f"{r['store_head_hash']}"), soft_wrap=True)
+        for line in renumber.describe(r["renumbered"]) or ["every id kept"]:
+            out_console.print(Text(f"  ids: {line}"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,10 +2,13 @@
 
 A bastion that ran on the embedded default (``DATA_DIR/index.sqlite`` and the recording
 files under ``DATA_DIR``) and moves to the shared store (docs/SCALING.md) keeps its history
-in view: every row of the SQLite index is copied into the store with its id, every sealed
-recording is uploaded into ``recording_chunks``, and the rows are re-sealed into the store's
-one hash chain, so ``sessions list``, ``commands search``, ``verify`` and ``sessions play``
-on any node see them.
+in view: every row of the SQLite index is copied into the store, every sealed recording is
+uploaded into ``recording_chunks``, and the rows are re-sealed into the store's one hash
+chain, so ``sessions list``, ``commands search``, ``verify`` and ``sessions play`` on any
+node see them.  A table keeps the source's ids unless the store has some of them (its
+nodes' transfers and approvals, which count from 1 as on SQLite; another one-node source
+imported before): then that table is renumbered (bastion.recording.renumber), every
+reference moving with it, and the map is kept in ``import_ids`` and reported.
 
 The order of an import (:func:`import_data_dir`):
 
@@ -18,13 +21,15 @@ The order of an import (:func:`import_data_dir`):
 2. One store transaction under the chain's lock (``BEGIN IMMEDIATE``): refuse while a node
    serves on the store (its heartbeat in ``nodes`` is recent: its writers would wait for the
    lock the import holds, then fail), a source imported before (its chain head, or its
-   path, in ``imports``), and ids the store has already (sessions, channels and commands
-   of the store start at ``pgschema.ID_BLOCK``; transfers and approvals count from 1 on
-   both, so a store that made its own first would collide: import before the nodes
-   serve) or a transfer ``uid`` it has.
-3. Rows go in with their ids, parents first (the foreign keys), many to a statement; a
-   chained row's ``seq`` is its place in the store's chain: the source's order, after the
-   store's head, gapless (source seq ``s`` becomes store seq
+   path, in ``imports``), or a transfer ``uid`` it has.  The tables with an id the store
+   has (the source's, or one its rows name) are renumbered; ``--node`` is refused when
+   sessions or channels are (their recordings get new names, which a copy of the data dir
+   does not have).  New ids are claimed: an id block for sessions, channels and commands,
+   identity values for transfers and approvals (renumber.claim).
+3. Rows go in with their ids or new ones, parents first (the foreign keys), every
+   reference moved (renumber.IdMap.row), many to a statement; a chained row's ``seq`` is
+   its place in the store's chain: the source's order, after the store's head, gapless
+   (source seq ``s`` becomes store seq
    ``store_first_seq + (s - source_start_seq - 1)``); ``hash`` empty.  Sessions carry the
    store's ``node`` column: ``import`` (no node's: every node checks their recordings in
    the store), or the node ``--node`` names.  Each sealed recording is uploaded
@@ -36,7 +41,8 @@ The order of an import (:func:`import_data_dir`):
    A gap, a row left unsealed or a count that is not the source's refuses the import.
 5. A row in ``imports`` ties the two chains: the source path, its chain's start (the latest
    prune checkpoint's ``(seq, hash)``, or 0 and the genesis) and head ``(seq, hash)``, the
-   store's first and last seq given to its rows and the store's head after them.  Prune
+   store's first and last seq given to its rows and the store's head after them; beside it
+   in ``import_ids`` the runs of renumbered ids (old -> new, renumber.Run).  Prune
    checkpoints are not copied into ``checkpoints``: there they would move the start of the
    store's chain; what they vouched for (the pruned prefix of the source chain) is the
    source start recorded here.
@@ -44,12 +50,13 @@ The order of an import (:func:`import_data_dir`):
    store's next own rows do not collide with them; then COMMIT.  Nothing is half-written:
    any failure rolls the one transaction back.
 
-``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated)
-and reports the same counts.  Files stay where they are; the stored copies of transferred
-files (``store_transfers``) are files only, on both backends: the operator copies the data
-dir to the node that should serve them.
+``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated,
+no id is claimed) and reports the same counts and which ids would be renumbered.  Files
+stay where they are; the stored copies of transferred files (``store_transfers``) are
+files only, on both backends: the operator copies the data dir to the node that should
+serve them.
 
-Not covered: the other direction (store to SQLite), merging two stores.
+Not covered: the other direction (store to SQLite), merging two PostgreSQL stores.
 """
 
 from __future__ import annotations
@@ -59,18 +66,17 @@ import heapq
 import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, schema, verify
+from bastion.recording import chain, renumber, schema, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
-#: tables whose ids the store counts from 1 as SQLite does (an identity, not id blocks)
-IDENTITY_TABLES = ("transfers", "approvals")
+IDENTITY_TABLES = renumber.IDENTITY_TABLES    # the store counts them from 1 as SQLite does
 OLDEST_SOURCE = 6          # transfers.content: every table and column the copy reads
 IMPORTS_MIGRATION = 9      # the store's ``imports`` table
 BATCH = 200                # rows to a statement (each statement is a round trip)
@@ -102,6 +108,9 @@ class ImportReport:
     store_first_seq: int | None = None
     store_last_seq: int | None = None
     store_head_hash: str | None = None
+    #: the source ids the store had, and their new ids (renumber.Run.to_dict; a dry run:
+    #: no new ids)
+    renumbered: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +161,9 @@ def list_imports() -> list[dict[str, Any]]:
                                   "BASTION_STORE_URL, and its password file")
     conn = schema.connect(Path("."), readonly=True)
     try:
-        return [dict(r) for r in conn.execute("SELECT * FROM imports ORDER BY id")]
+        found = renumber.load(conn)
+        return [{**dict(r), "renumbered": [run.to_dict() for run in found.get(int(r["id"]), [])]}
+                for r in conn.execute("SELECT * FROM imports ORDER BY id")]
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
     finally:
@@ -271,9 +282,10 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
                                  f"this bastion ({pgschema.SCHEMA_VERSION})",
                                  hint="upgrade bastion")
         conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
-        _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
-                     while_serving=while_serving)
+        taken = _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
+                             while_serving=while_serving)
         conn.execute("ROLLBACK")
+        report.renumbered = [r.to_dict() for r in renumber.runs(src, taken, None)]
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the store failed: {exc}") from exc
     finally:
@@ -281,8 +293,8 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
 
 
 def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: ImportReport, *,
-                 imports: bool = True, while_serving: bool = False) -> None:
-    from bastion.store import pgschema
+                 imports: bool = True, while_serving: bool = False) -> list[str]:
+    """Refuse what the store cannot take; the tables whose ids it has (renumbered)."""
     if not while_serving:
         _check_no_node_serves(conn)
     done = None if not imports else conn.execute(
@@ -294,22 +306,16 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
             f"{source} was already imported at {iso(done[0])} (from {done[1]}, its chain head "
             f"seq {done[2]}); nothing was imported",
             hint="its history is in the store: `bastion sessions list` on any node shows it")
-    for table in TABLES:
-        ids = _ids(src, table)
-        if not ids:
-            continue
-        if table not in IDENTITY_TABLES and ids[-1] >= pgschema.ID_BLOCK:
-            raise RecordingError(f"{table} id {ids[-1]} of the source reaches the store's id "
-                                 f"blocks (from {pgschema.ID_BLOCK}); nothing was imported")
-        taken = {r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ?",
-                                            (ids[0], ids[-1]))}
-        clash = sorted(taken.intersection(ids))
-        if clash:
-            raise RecordingError(
-                f"the store has {table} with the ids the source's have ({len(clash)}, e.g. "
-                f"{clash[0]}); nothing was imported",
-                hint="import into the store before any node serves on it (transfers and "
-                     "approvals count their ids from 1 on both backends)")
+    taken = renumber.taken_tables(conn, src, TABLES)
+    renamed = "sessions" in taken or "channels" in taken
+    if renamed and report.node != IMPORT_NODE and report.recordings:
+        raise RecordingError(
+            f"--node {report.node}: the store has ids of the source's "
+            f"{' and '.join(t for t in ('sessions', 'channels') if t in taken)}, so they are "
+            "renumbered and their recordings get new names, which a copy of the data dir "
+            "does not have; nothing was imported",
+            hint="import without --node: every node checks and plays those recordings from "
+                 "the store's copies")
     uids = [r[0] for r in src.execute("SELECT uid FROM transfers")]
     for i in range(0, len(uids), 500):
         part = uids[i:i + 500]
@@ -317,6 +323,7 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
                            "LIMIT 1", part).fetchone()
         if hit is not None:
             raise RecordingError(f"the store has transfer {hit[0]} already; nothing was imported")
+    return taken
 
 
 def _check_no_node_serves(conn: Any) -> None:
@@ -340,13 +347,16 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
     try:
         chain.begin(conn)                # the chain's lock: one writer on every node
         try:
-            _check_store(conn, src, source, report, while_serving=while_serving)
+            taken = _check_store(conn, src, source, report, while_serving=while_serving)
+            ids = renumber.claim(conn, src, taken)
             head_seq, head_hash = chain.head(conn)
             first = head_seq + 1           # source seq s becomes s + shift, no gap
-            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1)
-            _upload_recordings(conn, src, source)
-            _reseal(conn, src, report, first, head_hash)
-            _record(conn, report)
+            _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
+            _upload_recordings(conn, src, source, ids)
+            _reseal(conn, src, report, first, head_hash, ids)
+            found = renumber.runs(src, taken, ids)
+            report.renumbered = [r.to_dict() for r in found]
+            renumber.save(conn, _record(conn, report), found)
             for table in IDENTITY_TABLES:
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                              f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
@@ -369,9 +379,11 @@ def _columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
 
 
-def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> None:
-    """Every row, parents first, ``BATCH`` to a statement; a chained row's ``seq`` moved by
-    ``shift`` (its place in the store's chain), its ``hash`` left empty (:func:`_reseal`)."""
+def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int,
+                 ids: renumber.IdMap) -> None:
+    """Every row, parents first, ``BATCH`` to a statement, its ids moved by ``ids``; a
+    chained row's ``seq`` moved by ``shift`` (its place in the store's chain), its ``hash``
+    left empty (:func:`_reseal`)."""
     for table in TABLES:
         cols = [c for c in _columns(src, table) if c != "hash"]
         at = cols.index("seq") if table in chain.CHAINED_TABLES else -1
@@ -379,7 +391,7 @@ def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int) -> N
         batch: list[list[Any]] = []
         quoted = ", ".join(f'"{c}"' for c in cols)
         for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
-            values = list(row)
+            values = ids.row(table, cols, list(row))
             if at >= 0 and values[at] is not None:
                 values[at] += shift
             if table == "sessions":
@@ -398,11 +410,12 @@ def _insert_many(conn: Any, table: str, names: str, rows: list[list[Any]]) -> No
                  [v for row in rows for v in row])
 
 
-def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None:
+def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path,
+                       ids: renumber.IdMap) -> None:
     from bastion.store import chunks
     for cid, path, sealed in _recordings(src, source):
         try:
-            digest, _size = chunks.upload_file(conn, cid, path)
+            digest, _size = chunks.upload_file(conn, ids.id("channels", cid), path)
         except OSError as exc:
             raise RecordingError(f"cannot read the recording {path}: {exc.strerror or exc}; "
                                  "nothing was imported") from exc
@@ -414,7 +427,7 @@ def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path) -> None
 
 
 def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,
-            prev: str) -> None:
+            prev: str, moved: renumber.IdMap) -> None:
     """Hash the imported rows into the store's chain after ``prev`` (the store's head), in
     seq order -- the source's order -- each as the store reads it back, as the store seals
     its own; then move ``chain_head``.  Refuses a gap, a row left out, or a head that is
@@ -442,7 +455,8 @@ def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int
         ids = _ids(src, table)
         if ids:
             left = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq IS NULL AND id "
-                                "BETWEEN ? AND ?", (ids[0], ids[-1])).fetchone()[0]
+                                "BETWEEN ? AND ?", (moved.new(table, ids[0]),
+                                                    moved.new(table, ids[-1]))).fetchone()[0]
             if left:
                 raise RecordingError(f"{left} {table} row(s) of the source are not in its "
                                      "chain; nothing was imported",
@@ -470,9 +484,9 @@ def _set_hashes(conn: Any, table: str, pairs: list[tuple[int, str]]) -> None:
                  f"WHERE {table}.id = v.id", [x for pair in pairs for x in pair])
 
 
-def _record(conn: Any, report: ImportReport) -> None:
+def _record(conn: Any, report: ImportReport) -> int:
     r = report
-    conn.execute(
+    return int(conn.execute(
         "INSERT INTO imports (source, imported, node, source_start_seq, source_start_hash, "
         "source_head_seq, source_head_hash, store_first_seq, store_last_seq, store_head_hash, "
         "sessions, channels, commands, transfers, approvals, recordings, bytes) "
@@ -480,4 +494,4 @@ def _record(conn: Any, report: ImportReport) -> None:
         (r.source, time.time(), r.node, r.source_start_seq, r.source_start_hash,
          r.source_head_seq, r.source_head_hash, r.store_first_seq, r.store_last_seq,
          r.store_head_hash, r.sessions, r.channels, r.commands, r.transfers, r.approvals,
-         r.recordings, r.bytes))
+         r.recordings, r.bytes)).lastrowid)

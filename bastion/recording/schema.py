@@ -1,8 +1,8 @@
 """The session index: SQLite file ``DATA_DIR/index.sqlite``, schema through migrations.
 
 Tables (times are Unix epoch seconds, REAL; JSON columns are TEXT; each table ``T`` below
-but ``chain_head``, ``checkpoints`` and ``imports`` has a view ``T_iso`` adding ``COLUMN_iso``, the time in
-ISO-8601 UTC, beside each time column):
+but ``chain_head``, ``checkpoints``, ``imports`` and ``import_ids`` has a view ``T_iso``
+adding ``COLUMN_iso``, the time in ISO-8601 UTC, beside each time column):
 
 ``sessions``   one row per SSH session *and* per refused attempt (status
                ``active`` / ``closed`` / ``interrupted`` / ``refused``): principal
@@ -29,7 +29,8 @@ ISO-8601 UTC, beside each time column):
                broker's refusal of an answer it could not verify (see bastion.approvals.store);
                ``approvals_clock`` a change counter for waiting brokers.
 ``imports``    PostgreSQL store only (empty here): each ``bastion store import`` of a
-               one-node data dir, with the source chain's start and head (no ``_iso`` view).
+               one-node data dir, with the source chain's start and head (no ``_iso`` view);
+               ``import_ids`` the ids it renumbered (old -> new, in runs).
 
 Every chained table has ``seq`` (position in the chain, NULL until sealed) and
 ``hash``.  Migrations are numbered and tracked with ``PRAGMA user_version``;
@@ -298,6 +299,21 @@ _MIGRATIONS: list[str] = [
         recordings INTEGER NOT NULL,
         bytes INTEGER NOT NULL
     );
+    """,
+    # 10: the ids ``bastion store import`` gave a source's rows whose ids the store had
+    # taken (bastion.recording.renumber): each source id from ``old_first`` to ``old_last``
+    # of ``table_name`` became ``new_first + (id - old_first)``.  Only a store gets rows.
+    """
+    CREATE TABLE import_ids (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        import_id INTEGER NOT NULL,
+        table_name TEXT NOT NULL,
+        old_first INTEGER NOT NULL,
+        old_last INTEGER NOT NULL,
+        new_first INTEGER NOT NULL,
+        rows INTEGER NOT NULL
+    );
+    CREATE INDEX import_ids_import ON import_ids(import_id);
     """,
 ]
 

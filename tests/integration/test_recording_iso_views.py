@@ -86,6 +86,7 @@ def test_an_index_from_before_the_views_gains_them_and_keeps_verifying(index: Pa
         conn.execute(f"DROP VIEW {table}_iso")
     conn.execute("ALTER TABLE transfers DROP COLUMN content")     # what migration 6 added
     conn.execute("DROP TABLE imports")                             # what migration 9 added
+    conn.execute("DROP TABLE import_ids")                          # what migration 10 added
     conn.execute("PRAGMA user_version = 4")                        # before the views (5)
     conn.close()
     with pytest.raises(Exception, match="older than this bastion"):

@@ -407,6 +407,7 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     conn.execute("CREATE OR REPLACE FUNCTION bastion_fts_text" + old + "$$")
     conn.execute("REINDEX INDEX commands_tsv")
     conn.execute("DROP TABLE imports")             # migration 9's: not in a store of 7
+    conn.execute("DROP TABLE import_ids")          # migration 10's
     conn.execute("UPDATE schema_version SET version = 7")
     found = "SELECT count(*) FROM commands_fts WHERE commands_fts MATCH ?"
     assert conn.execute(found, ('"deja"',)).fetchone()[0] == 0      # the old index: not folded

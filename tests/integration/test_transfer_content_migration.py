@@ -33,6 +33,7 @@ def test_rows_sealed_before_migration_6_still_verify(tmp_path: Path) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute("ALTER TABLE transfers DROP COLUMN content")
     conn.execute("DROP TABLE imports")                      # what migration 9 added
+    conn.execute("DROP TABLE import_ids")                   # what migration 10 added
     prev, last = schema.GENESIS, 0
     for seq, table, row in list(chain.iter_chain(conn)):
         prev, last = chain.row_hash(prev, table, row), seq
