@@ -298,8 +298,9 @@ def _check_store(conn: Any, src: sqlite3.Connection, source: Path, report: Impor
     if not while_serving:
         _check_no_node_serves(conn)
     done = None if not imports else conn.execute(
-        "SELECT imported, source, source_head_seq FROM imports WHERE source_head_hash = ? "
-        "OR source = ? ORDER BY id LIMIT 1", (report.source_head_hash, str(source))).fetchone()
+        "SELECT imported, source, source_head_seq FROM imports WHERE (source_head_hash = ? "
+        "AND source_head_seq > 0) OR source = ? ORDER BY id LIMIT 1",    # every empty index
+        (report.source_head_hash, str(source))).fetchone()                # has the genesis
     if done is not None:
         from bastion.recording.query import iso
         raise RecordingError(

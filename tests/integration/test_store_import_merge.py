@@ -333,6 +333,22 @@ def test_dry_run_says_what_would_move_and_writes_nothing(tmp_path, pg_store, mon
     assert (counters(), _store_rows(pg_store)) == (before, rows)    # not even an id claimed
 
 
+def test_two_sources_that_recorded_nothing_are_two_sources(tmp_path, pg_store, monkeypatch):
+    """Both chains end at the genesis; only the path tells them apart (and the same path twice
+    is still refused)."""
+    env = _env(pg_store)
+    for name in ("empty-a", "empty-b"):
+        with monkeypatch.context() as m:             # a one-node SQLite data dir, no store
+            for var in STORE_VARS:
+                m.delenv(var, raising=False)
+            Recorder.open(tmp_path / name).close()
+        done = _json(env, "store", "import", "--from", str(tmp_path / name))
+        assert done["source_head_seq"] == 0 and done["sessions"] == 0
+    again = _run(env, "store", "import", "--from", str(tmp_path / "empty-a"), ok=False)
+    assert again.returncode != 0 and "was already imported" in again.stderr
+    assert len(_json(env, "store", "imports")) == 2
+
+
 def test_a_store_the_previous_release_imported_into_is_upgraded(tmp_path, pg_store,
                                                                  monkeypatch):
     # bastion-a imported by the previous release (schema 9: no import_ids); this one's
