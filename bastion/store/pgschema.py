@@ -24,8 +24,10 @@ PostgreSQL-only additions (not in SQLite):
 * ``id_blocks``: a sequence; each bastion process takes a block of ids for sessions,
   channels and commands at start (``ID_BLOCK`` wide), so two nodes never pick the same id.
 * ``commands_fts``: a view (``rowid``, ``tsv``) over an expression index (GIN) on
-  ``to_tsvector('simple', bastion_fts_text(line))`` in place of SQLite's FTS5 table
-  (``bastion_fts_text``: lower case, runs of letters and digits, diacritics removed).
+  ``bastion_fts_vector(line)`` in place of SQLite's FTS5 table: ``to_tsvector('simple',
+  bastion_fts_text(line))`` (``bastion_fts_text``: lower case, runs of letters and digits,
+  diacritics removed) with the first token's weight A (migration 10, for FTS5's ``^``;
+  the queries: bastion.store.ftsquery).
 * ``imports`` (migration 9, empty on SQLite): what ``bastion store import`` brought in from a
   one-node data dir, with the source chain's start and head (bastion.recording.importer).
 * ``bastion_glob(pattern)``: a GLOB pattern as an anchored regular expression.
@@ -297,7 +299,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 8: full-text search folds diacritics as SQLite's unicode61 tokenizer does (``naive``
-    # finds ``naïve``; the query side is bastion.store.translate.fold): combining marks
+    # finds ``naïve``; the query side is bastion.store.ftsquery.fold): combining marks
     # U+0300-U+036F dropped from the NFD form, recomposed.  Only on a UTF8 database
     # (``normalize`` needs it; initdb's default): on another encoding lines stay unfolded.
     r"""
@@ -336,6 +338,23 @@ MIGRATIONS: list[str] = [
         recordings bigint NOT NULL,
         bytes bigint NOT NULL
     );
+    """,
+    # 10: full-text search knows the first token of a line, for FTS5's ``^word`` (initial
+    # token): the line's first token carries weight A (``^word`` is the tsquery ``'word':A``,
+    # bastion.store.ftsquery); positions are unchanged (``||`` shifts the rest past it).
+    # The index and the view are made again on ``bastion_fts_vector``; REINDEX-like on the
+    # lines already there (CREATE INDEX reads every row).
+    """
+    CREATE FUNCTION bastion_fts_vector(line text) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+        SELECT setweight(to_tsvector('simple', split_part(t, ' ', 1)), 'A')
+            || to_tsvector('simple', substr(t, length(split_part(t, ' ', 1)) + 1))
+        FROM btrim(bastion_fts_text(line)) AS t
+    $f$;
+    DROP VIEW commands_fts;
+    DROP INDEX commands_tsv;
+    CREATE INDEX commands_tsv ON commands USING gin (bastion_fts_vector(line));
+    CREATE VIEW commands_fts AS SELECT id AS rowid, bastion_fts_vector(line) AS tsv FROM commands;
     """,
 ]
 
