@@ -47,7 +47,7 @@ from dataclasses import dataclass
 COLUMNS = ("line",)             # bastion.recording.schema: commands_fts fts5(line)
 NEAR_DEFAULT = 10               # FTS5's N when a NEAR group gives none
 MAX_NEAR_LAYOUTS = 1000         # arrangements one NEAR group may expand to (bench/fts_near.py)
-_MAX_NEAR_SCAN = 200_000        # start tuples looked at before the count above is known
+_MAX_NEAR_SCAN = 50_000         # start tuples looked at before the count above is known
 _MAX_DISTANCE = 16384           # tsquery's largest <N>
 NOTHING = "'0' & !'0'"          # a tsquery that matches no line
 
@@ -338,11 +338,32 @@ def fts5_to_tsquery(query: str) -> str:
     return NOTHING if text is None else text
 
 
+def fts5_to_match(query: str) -> str:
+    """``index#exact``: the tsquery for the GIN index (each NEAR group only as the AND of its
+    phrases, a NOT of one left out: it finds every line the query finds, and a few more)
+    and, when it differs, the exact one (:func:`fts5_to_tsquery`) that the lines it found
+    are checked against (bastion.store.translate.match_sql).  ``#`` is in neither: a query's
+    words are letters and digits."""
+    tree = parse(query)
+    exact, _ = _emit(tree)
+    index, _ = _emit(tree, index=True)
+    exact_text = NOTHING if exact is None else exact
+    index_text = NOTHING if index is None else index
+    return f"{index_text}#{'' if exact_text == index_text else exact_text}"
+
+
+def _has_near(node: Node) -> bool:
+    if isinstance(node, Near):
+        return True
+    return isinstance(node, Op) and (_has_near(node.left) or _has_near(node.right))
+
+
 _ATOM, _PHRASE, _NOT, _AND, _OR = 4, 3, 2, 1, 0     # tsquery binds ! before <-> before & before |
 
 
-def _emit(node: Node) -> tuple[str | None, int]:
-    """(tsquery text or None when the part matches nothing, its precedence)."""
+def _emit(node: Node, index: bool = False) -> tuple[str | None, int]:
+    """(tsquery text or None when the part matches nothing, its precedence).  ``index``: the
+    wider query of :func:`fts5_to_match`."""
     if isinstance(node, Nothing):
         return None, _ATOM
     if isinstance(node, Phrase):
@@ -350,9 +371,11 @@ def _emit(node: Node) -> tuple[str | None, int]:
             return None, _ATOM
         return _chain(list(enumerate(node.terms)), node.initial), _ATOM
     if isinstance(node, Near):
-        return _near(node), _ATOM
-    left, lp = _emit(node.left)
-    right, rp = _emit(node.right)
+        return _near(node, index), _ATOM
+    if index and node.op == "NOT" and _has_near(node.right):
+        return _emit(node.left, index)
+    left, lp = _emit(node.left, index)
+    right, rp = _emit(node.right, index)
     if node.op == "OR":
         if left is None or right is None:
             return (left, lp) if right is None else (right, rp)
@@ -397,14 +420,14 @@ def _merge(a: Term, b: Term) -> Term | None:
     return a if a.word == b.word else None
 
 
-def _near(node: Near) -> str | None:
+def _near(node: Near, index: bool = False) -> str | None:
     phrases = node.phrases
     n = node.distance
     reach = [len(p.terms) + n for p in phrases]     # how far before the last start each may start
-    scan = 1
+    every, none_last = 1, 1                         # start tuples with one phrase at the anchor
     for r in reach:
-        scan *= r + 1
-    if scan > _MAX_NEAR_SCAN or max(reach) >= _MAX_DISTANCE:
+        every, none_last = every * (r + 1), none_last * r
+    if every - none_last > _MAX_NEAR_SCAN or max(reach) >= _MAX_DISTANCE:
         raise _too_big(node)
     layouts: set[str] = set()
 
@@ -434,7 +457,16 @@ def _near(node: Near) -> str | None:
     if not layouts:                   # three different words at N 0: no arrangement fits
         return None
     each = " & ".join(_chain([(k, t) for k, t in enumerate(p.terms)]) for p in phrases)
-    return f"({each} & {_balanced(sorted(layouts))})"
+    if index:
+        return f"({each})"
+    # the tightest arrangements first: the OR stops at the first that holds, and in command
+    # lines (short) it is most often one of those
+    ordered = sorted(layouts, key=lambda chain: (_span(chain), chain))
+    return f"({each} & {_balanced(ordered)})"
+
+
+def _span(chain: str) -> int:
+    return sum(int(g) for g in re.findall(r"<(\d+)>", chain)) + chain.count("<->")
 
 
 def _balanced(items: list[str]) -> str:

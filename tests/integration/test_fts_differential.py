@@ -75,7 +75,8 @@ QUERIES = [
     # AND / OR / NOT, terms side by side, parentheses, +, empty phrases
     "alpha NOT beta f0", "alpha OR red blue", "alpha AND beta OR red", "alpha beta NOT f1",
     "alpha NOT f0 NOT f1", "(alpha OR red) AND f3", "NEAR(alpha beta, 1) OR NEAR(red blue, 0)",
-    "NEAR(alpha beta, 2) NOT f0", "NEAR(red green, 0) AND NEAR(green blue, 0)",
+    "NEAR(alpha beta, 2) NOT f0", "alpha NOT NEAR(alpha beta, 1)", "beta NOT NEAR(beta alpha)",
+    "f5 NOT (NEAR(alpha beta, 7) OR red)", "NEAR(red green, 0) AND NEAR(green blue, 0)",
     '"" alpha', '"" OR alpha', 'alpha AND ""', "sudo + sys*", '"big" + cat', "one + two*",
     # diacritics
     "naïve", '"crème brûlée"', "NAÏVE", "brul*",

@@ -95,8 +95,11 @@ def test_recorder_query_and_verify_on_postgresql(tmp_path, pg_store):
     assert query.search_commands(db, "upt*")[0]["line"] == "uptime"
     assert [h["line"] for h in query.search_commands(db, "uptime OR ls", raw=True)] == \
         ["ls", "uptime"]
-    with pytest.raises(Exception, match="bad full-text query"):
-        query.search_commands(db, "NEAR(a b)", raw=True)
+    assert [h["line"] for h in query.search_commands(db, "NEAR(rm tmp, 1)", raw=True)] == \
+        ["rm -rf /tmp/x"]
+    assert query.search_commands(db, "NEAR(rm tmp, 0)", raw=True) == []     # rf between
+    with pytest.raises(Exception, match="bad full-text query.*no such column: target"):
+        query.search_commands(db, "target:web2", raw=True)
 
 
 def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, monkeypatch):
@@ -409,8 +412,8 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     conn.execute("DROP TABLE imports")             # migration 9's: not in a store of 7
     _undo_first_token(conn)                        # nor the first token's weight
     conn.execute("UPDATE schema_version SET version = 7")
-    found = "SELECT count(*) FROM commands_fts WHERE commands_fts MATCH ?"
-    assert conn.execute(found, ('"deja"',)).fetchone()[0] == 0      # the old index: not folded
+    found = "SELECT count(*) FROM commands_fts WHERE tsv @@ to_tsquery('simple', ?)"
+    assert conn.execute(found, ("deja",)).fetchone()[0] == 0        # the old index: not folded
     conn.close()
     rec = Recorder.open(tmp_path)                                   # migrates to 8
     rec.close()
@@ -430,6 +433,7 @@ def _undo_first_token(conn) -> None:
     conn.execute("DROP VIEW commands_fts")
     conn.execute("DROP INDEX commands_tsv")
     conn.execute("DROP FUNCTION bastion_fts_vector(text)")
+    conn.execute("DROP FUNCTION bastion_fts_exact(tsvector, tsquery)")
     for stmt in pgschema.MIGRATIONS[0].split(";"):
         if "INDEX commands_tsv" in stmt or "VIEW commands_fts" in stmt:
             conn.execute(stmt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.store import ftsquery
+from bastion.store import ftsquery, translate
 from bastion.store.translate import FtsSyntaxError, fts5_to_tsquery, statement, words
 
 pytestmark = pytest.mark.unit
@@ -56,7 +56,10 @@ def test_match_names_the_parameter_to_convert():
     st = statement("SELECT c.* FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid "
                    "WHERE commands_fts MATCH :match AND s.target GLOB :target "
                    "ORDER BY commands_fts.rowid DESC LIMIT :limit")
-    assert "commands_fts.tsv @@ to_tsquery('simple', %(match)s)" in st.sql
+    assert st.sql.count("%(match)s") == translate.MATCH_USES
+    assert "(commands_fts.tsv @@ to_tsquery('simple', split_part(%(match)s, '#', 1)) AND CASE " \
+        "WHEN split_part(%(match)s, '#', 2) = '' THEN true ELSE bastion_fts_exact(" \
+        "commands_fts.tsv, to_tsquery('simple', split_part(%(match)s, '#', 2))) END)" in st.sql
     assert st.fts_param == "match"
     st = statement("SELECT 1 FROM x WHERE a = ? AND commands_fts MATCH ?")
     assert st.fts_param == 1
@@ -118,11 +121,11 @@ def test_match_names_the_parameter_to_convert():
     ("NEAR(a)", "'a'"),
     ('NEAR("" a b, 0)', "('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a')))"),
     ("NEAR(a b, 0)", "('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a')))"),
-    ("NEAR(a b, 1)", "('a' & 'b' & ((('a' <-> 'b') | ('a' <2> 'b')) | (('b' <-> 'a') | "
-                     "('b' <2> 'a'))))"),
+    ("NEAR(a b, 1)", "('a' & 'b' & ((('a' <-> 'b') | ('b' <-> 'a')) | (('a' <2> 'b') | "
+                     "('b' <2> 'a'))))"),          # the tightest first
     ('NEAR("a b" c, 0)', "(('a' <-> 'b') & 'c' & (('a' <-> 'b' <-> 'c') | ('c' <-> 'a' <-> 'b')))"),
-    ('NEAR("a b" b, 0)', "(('a' <-> 'b') & 'b' & (('a' <-> 'b' <-> 'b') | (('a' <-> 'b') | "
-                         "('b' <-> 'a' <-> 'b'))))"),
+    ('NEAR("a b" b, 0)', "(('a' <-> 'b') & 'b' & (('a' <-> 'b') | (('a' <-> 'b' <-> 'b') | "
+                         "('b' <-> 'a' <-> 'b'))))"),   # overlapping: b is the phrase's b
     ("NEAR(ab* abc, 0)", "('ab':* & 'abc' & ('abc' | (('ab':* <-> 'abc') | ('abc' <-> 'ab':*))))"),
     ("NEAR(a b c, 0)", "'0' & !'0'"),       # three different words cannot be adjacent
     ("line:NEAR(a b, 0) c", "('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a'))) & 'c'"),
@@ -153,6 +156,18 @@ def test_near_counts_every_arrangement_and_refuses_past_the_bound():
             fts5_to_tsquery(query)
     assert fts5_to_tsquery("NEAR(a b c d, 2)").count(" | ") + 1 == 4 * 3 * 2   # adjacent only
     assert fts5_to_tsquery("NEAR(a b c d e f g h, 0)") == ftsquery.NOTHING
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("a b", "'a' & 'b'#"),                                  # no NEAR: one query, no check
+    ("NEAR(a b, 0)", "('a' & 'b')#('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a')))"),
+    ("c OR NEAR(a b, 0)", "'c' | ('a' & 'b')#'c' | ('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a')))"),
+    # under NOT the index leaves the NEAR out: a line with a and b far apart is found
+    ("c NOT NEAR(a b, 0)", "'c'#'c' & !('a' & 'b' & (('a' <-> 'b') | ('b' <-> 'a')))"),
+    ("NEAR(a b c, 0)", "'0' & !'0'#"),
+])
+def test_match_parameter_is_the_index_query_and_the_exact_one(query, expected):
+    assert ftsquery.fts5_to_match(query) == expected
 
 
 def test_the_first_token_sentinel_is_a_weight_no_query_word_carries():
