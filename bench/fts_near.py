@@ -47,13 +47,15 @@ FORMS = [
     ("NEAR, 2 words, N 10", "NEAR({a} {b})"),
     ("NEAR, 3 words, N 10 (330 arrangements)", "NEAR({a} {b} {c})"),
     ("NEAR, 2 words, N 499 (1,000)", "NEAR({a} {b}, 499)"),
-    ("NEAR, 3 words, N 14 (630)", "NEAR({a} {b} {c}, 14)"),
+    ("NEAR, 3 words, N 17 (918)", "NEAR({a} {b} {c}, 17)"),
     ("NEAR, 4 words, N 6 (840)", "NEAR({a} {b} {c} {d}, 6)"),
+    ("NEAR, 5 words, N 4 (600)", "NEAR({a} {b} {c} {d} {e}, 4)"),
     ("NEAR, phrase + prefix, N 10", 'NEAR("{p} {a}" {b2}*)'),
 ]
 WORDS = {   # common: in 70, 31, 23, 16 % of the lines; typical: about 5 % each
-    "common": dict(a="restart", b="nginx", c="log", d="etc", p="systemctl", b2="ngi"),
-    "typical": dict(a="w0", b="w1", c="w2", d="w3", p="sudo", b2="w1"),
+    "common": dict(a="restart", b="nginx", c="log", d="etc", e="service", p="systemctl",
+                   b2="ngi"),
+    "typical": dict(a="w0", b="w1", c="w2", d="w3", e="w4", p="sudo", b2="w1"),
 }
 QUERIES = [(f"{kind}: {label.format(**w)}", form.format(**w))
            for kind, w in WORDS.items() for label, form in FORMS]

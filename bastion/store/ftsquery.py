@@ -19,7 +19,11 @@ The query is parsed with FTS5's grammar and each form becomes tsquery text for
   is their OR, behind an AND of the phrases (cheap to refuse a line that lacks one).  That
   is exact; its size grows as ``(N + n)^(phrases - 1)``, so a group of more than
   :data:`MAX_NEAR_LAYOUTS` arrangements is refused (:class:`FtsSyntaxError`, saying to
-  use fewer phrases or a smaller N): 3 one-word phrases at N 10 are 330 arrangements;
+  use fewer phrases or a smaller N): 3 one-word phrases at N 10 are 330 arrangements, the
+  largest allowed are 2 words at N 499, 3 at N 17, 4 at N 6, 5 at N 4.  The GIN index is
+  given only the AND of the phrases (:func:`fts5_to_match`: the long OR as an index
+  condition is evaluated for every line holding any of its words); the lines it finds are
+  checked against the exact query (bench/fts_near.py: 7-281 ms on 100k lines);
 * column filters: the one column is ``line``: ``line:``, ``{line}:`` (any case, quoted or
   not) leave the query as it is; ``-line:`` / ``-{line}:`` leave no column, so that part
   matches nothing (as FTS5: ``a OR -line:b`` is ``a``); another name is refused as FTS5

@@ -27,7 +27,9 @@ PostgreSQL-only additions (not in SQLite):
   ``bastion_fts_vector(line)`` in place of SQLite's FTS5 table: ``to_tsvector('simple',
   bastion_fts_text(line))`` (``bastion_fts_text``: lower case, runs of letters and digits,
   diacritics removed) with the first token's weight A (migration 10, for FTS5's ``^``;
-  the queries: bastion.store.ftsquery).
+  the queries: bastion.store.ftsquery).  ``bastion_fts_exact(tsv, q)`` (migration 10):
+  ``tsv @@ q`` that the planner keeps out of the index condition (a NEAR's long exact form,
+  bastion.store.translate.match_sql).
 * ``imports`` (migration 9, empty on SQLite): what ``bastion store import`` brought in from a
   one-node data dir, with the source chain's start and head (bastion.recording.importer).
 * ``bastion_glob(pattern)``: a GLOB pattern as an anchored regular expression.
