@@ -115,10 +115,11 @@ Node = Phrase | Near | Nothing | Op
 
 # -- tokens ----------------------------------------------------------------------------------
 
-_SPECIAL = '()"{}:^+*,'
 _TOKEN = re.compile(r'\s*(?:(")|([()\{\}:^+*,])|(-)|([^\s()"{}:^+*,]+))')
 _COLUMN_AHEAD = re.compile(r'\s*(?:\{|"(?:[^"]|"")*"\s*:|[^\s()"{}:^+*,-]+\s*:)')
 _NEAR_AHEAD = re.compile(r"\s*\(")
+_WORD_REST = re.compile(r'[^\s()"{}:^+*,]*')
+_BLANK = re.compile(r"\s*$")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _tokens(query: str) -> list[_Tok]:
     out: list[_Tok] = []
     pos = 0
     while pos < len(query):
-        if query[pos:].strip() == "":
+        if _BLANK.match(query, pos):
             break
         m = _TOKEN.match(query, pos)
         if m is None:                                       # pragma: no cover - all chars lex
@@ -157,10 +158,10 @@ def _tokens(query: str) -> list[_Tok]:
             if _COLUMN_AHEAD.match(query, pos):             # - line:  /  -{line}:
                 out.append(_Tok("-", "-"))
             else:                                           # lenient: punctuation in a word
-                m2 = re.compile(r"[^\s()\"{}:^+*,]*").match(query, pos)
-                assert m2 is not None
-                out.append(_Tok("str", "-" + m2.group(0)))
-                pos = m2.end()
+                rest = _WORD_REST.match(query, pos)
+                assert rest is not None
+                out.append(_Tok("str", "-" + rest.group(0)))
+                pos = rest.end()
         elif bare in ("AND", "OR", "NOT"):
             out.append(_Tok("op", bare))
         elif bare == "NEAR" and _NEAR_AHEAD.match(query, pos):

@@ -146,3 +146,13 @@ def test_a_near_too_large_to_expand_is_refused_with_what_to_do(both):
         _ids(pg, query)
     assert ftsquery.MAX_NEAR_LAYOUTS >= 330       # 3 words at FTS5's default N fit
     assert _ids(pg, "NEAR(red green blue, 10)") == _ids(lite, "NEAR(red green blue, 10)")
+
+
+def test_parameters_after_the_match_keep_their_places(both):
+    # on PostgreSQL the MATCH parameter is used three times (translate.match_sql): a
+    # positional one is repeated, and the parameters after it must still line up
+    lite, pg, _ = both
+    sql = "SELECT rowid FROM commands_fts WHERE rowid > ? AND commands_fts MATCH ? AND rowid < ?"
+    for query in ("NEAR(alpha beta, 3)", "^alpha", "alpha"):
+        want = {r[0] for r in lite.execute(sql, (20, query, 60)).fetchall()}
+        assert want and want == {r[0] for r in pg.execute(sql, (20, query, 60)).fetchall()}
