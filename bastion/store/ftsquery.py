@@ -351,10 +351,11 @@ def fts5_to_match(query: str) -> str:
     words are letters and digits."""
     tree = parse(query)
     exact, _ = _emit(tree)
+    if exact is None:                 # nothing matches: no need of an index query
+        return f"{NOTHING}#"
     index, _ = _emit(tree, index=True)
-    exact_text = NOTHING if exact is None else exact
     index_text = NOTHING if index is None else index
-    return f"{index_text}#{'' if exact_text == index_text else exact_text}"
+    return f"{index_text}#{'' if exact == index_text else exact}"
 
 
 def _has_near(node: Node) -> bool:
@@ -427,6 +428,8 @@ def _merge(a: Term, b: Term) -> Term | None:
 
 def _near(node: Near, index: bool = False) -> str | None:
     phrases = node.phrases
+    if index:                         # every line the group finds has each phrase
+        return "(" + " & ".join(_chain(list(enumerate(p.terms))) for p in phrases) + ")"
     n = node.distance
     reach = [len(p.terms) + n for p in phrases]     # how far before the last start each may start
     every, none_last = 1, 1                         # start tuples with one phrase at the anchor
@@ -462,8 +465,6 @@ def _near(node: Near, index: bool = False) -> str | None:
     if not layouts:                   # three different words at N 0: no arrangement fits
         return None
     each = " & ".join(_chain([(k, t) for k, t in enumerate(p.terms)]) for p in phrases)
-    if index:
-        return f"({each})"
     # the tightest arrangements first: the OR stops at the first that holds, and in command
     # lines (short) it is most often one of those
     ordered = sorted(layouts, key=lambda chain: (_span(chain), chain))
