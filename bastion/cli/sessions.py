@@ -241,7 +241,7 @@ def search_cmd(
     since: Annotated[Optional[str], typer.Option(help="At/after: 7d, 12h, 2024-05-01...")] = None,
     until: Annotated[Optional[str], typer.Option(help="At/before (same forms).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
-    raw: Annotated[bool, typer.Option("--raw", help="QUERY is FTS5 syntax (OR, NOT, NEAR, \"phrase\").")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="QUERY is FTS5 syntax: OR, NOT, \"a phrase\", NEAR(a b, N), ^first, line: (the same on PostgreSQL).")] = False,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
     server_ca: ServerCaOpt = None,

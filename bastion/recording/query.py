@@ -229,7 +229,8 @@ def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | N
                     target_in: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Full-text search over command lines, newest first.
 
-    ``raw``: pass ``query`` to FTS5 as is (its syntax: AND/OR/NOT, "phrases", NEAR, prefix*).
+    ``raw``: pass ``query`` to FTS5 as is (its syntax: AND/OR/NOT, "phrases", NEAR, prefix*,
+    ^initial, column filters); on PostgreSQL bastion.store.ftsquery gives it the same meaning.
     """
     params: dict[str, Any] = {"match": query if raw else fts_query(query), "limit": int(limit)}
     where = ["commands_fts MATCH :match"]

@@ -315,9 +315,12 @@ def _params(params: Any, fts_param: str | int | None) -> Any:
     else:
         params = list(params)
     try:
-        params[fts_param] = translate.fts5_to_tsquery(str(params[fts_param]))
+        value = translate.fts5_to_match(str(params[fts_param]))
     except translate.FtsSyntaxError as exc:
         raise StoreOperationalError(f"fts5: syntax error: {exc}") from None
+    params[fts_param] = value
+    if isinstance(fts_param, int):                  # %s ... %s ... %s: one value each
+        params[fts_param + 1:fts_param + 1] = [value] * (translate.MATCH_USES - 1)
     return params
 
 

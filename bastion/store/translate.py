@@ -11,8 +11,10 @@ passes every statement through :func:`statement` first.  Only these forms are re
   ``RETURNING id`` (the cursor's ``lastrowid``; every table has an ``id``);
 * ``X GLOB Y`` -> ``X ~ bastion_glob(Y)`` (a function of the PostgreSQL schema);
 * ``json_extract(col, '$.key')`` -> ``(col::json ->> 'key')``;
-* ``commands_fts MATCH :p`` -> ``commands_fts.tsv @@ to_tsquery('simple', :p)``, and the
-  parameter's FTS5 query text becomes tsquery text (:func:`fts5_to_tsquery`);
+* ``commands_fts MATCH :p`` -> ``commands_fts.tsv @@ to_tsquery('simple', <index part of
+  :p>) AND <its exact part, when it has one>`` (:func:`match_sql`), and the parameter's
+  FTS5 query text becomes the two tsquery texts (``fts5_to_match`` of
+  bastion.store.ftsquery);
 * ``BEGIN IMMEDIATE`` (a writer) -> ``BEGIN`` + the chain's advisory lock (one writer at a
   time across every node, as SQLite has one writer at a time); ``BEGIN`` (a reader that
   wants one snapshot) -> ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``;
@@ -21,27 +23,23 @@ passes every statement through :func:`statement` first.  Only these forms are re
 Anything else passes unchanged, so a new statement in SQLite's dialect that is not standard
 SQL fails loudly on PostgreSQL rather than meaning something else.
 
-FTS5 queries: words (quoted or bare), ``word*`` prefixes, ``"a phrase"``, ``AND``/``OR``/``NOT``
-and parentheses; terms side by side are ANDed.  Text is split as SQLite's unicode61
-tokenizer splits it (runs of letters and digits), so ``"rm -rf"`` is the phrase rm, rf,
-and with its diacritics removed (``naïve`` is the word naive, as unicode61's default
-``remove_diacritics`` makes it; the index side is ``bastion_fts_text``, migration 8).
-``NEAR``, column filters and ``^`` are not supported: :class:`FtsSyntaxError`.
+The FTS5 query text itself (words, phrases, prefixes, ``^``, ``NEAR``, column filters,
+``AND``/``OR``/``NOT``) becomes tsquery text in bastion.store.ftsquery, with FTS5's meaning.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from bastion.store.ftsquery import FtsSyntaxError, fold, fts5_to_match, fts5_to_tsquery, words
+
+__all__ = ["CHAIN_LOCK", "MATCH_USES", "READ_SNAPSHOT", "FtsSyntaxError", "Statement", "fold",
+           "fts5_to_match", "fts5_to_tsquery", "match_sql", "statement", "words"]
 
 CHAIN_LOCK = 0x62617374          # "bast": pg_advisory_xact_lock key of the one writer
 READ_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-
-
-class FtsSyntaxError(ValueError):
-    """A full-text query this translation cannot express."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,22 @@ _INSERT = re.compile(r"^\s*INSERT\b", re.I)
 _GLOB = re.compile(r"([\w.]+)\s+GLOB\s+(%\(\w+\)s|%s)", re.I)
 _JSON_EXTRACT = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)", re.I)
 _MATCH = re.compile(r"\bcommands_fts\s+MATCH\s+(%\(\w+\)s|%s)", re.I)
+
+
+MATCH_USES = 3        # the MATCH parameter appears 3 times in match_sql (positional: 3 copies)
+
+
+def match_sql(param: str) -> str:
+    """``commands_fts MATCH param`` on PostgreSQL; ``param`` holds ``index#exact``
+    (:func:`bastion.store.ftsquery.fts5_to_match`): the GIN index finds the lines of the small
+    ``index`` query, and only those are checked against ``exact`` (NEAR's long OR), by a
+    plpgsql function the planner cannot turn into an index condition (the index would
+    evaluate the long query for every line holding any of its words: 85 ms against 0.6 ms on
+    100k lines).  Without an ``exact`` part the CASE folds to true when the query is planned."""
+    part = f"split_part({param}, '#', {{}})"
+    return (f"(commands_fts.tsv @@ to_tsquery('simple', {part.format(1)}) AND CASE WHEN "
+            f"{part.format(2)} = '' THEN true ELSE bastion_fts_exact(commands_fts.tsv, "
+            f"to_tsquery('simple', {part.format(2)})) END)")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -95,8 +109,7 @@ def statement(sql: str) -> Statement:
     if match:
         before = text[:match.start()].count("%s") + len(re.findall(r"%\(\w+\)s", text[:match.start()]))
         fts_param = names[before]
-        text = text[:match.start()] + f"commands_fts.tsv @@ to_tsquery('simple', {match.group(1)})" \
-            + text[match.end():]
+        text = text[:match.start()] + match_sql(match.group(1)) + text[match.end():]
     text = _GLOB.sub(r"\1 ~ bastion_glob(\2)", text)
     text = _JSON_EXTRACT.sub(r"(\1::json ->> '\2')", text)
     returning = False
@@ -106,102 +119,3 @@ def statement(sql: str) -> Statement:
         text += " RETURNING id"
         returning = True
     return Statement(text, fts_param=fts_param, returning=returning)
-
-
-# -- FTS5 query text -> tsquery text ---------------------------------------------------------
-
-_FTS_TOKEN = re.compile(r'\s*(?:("(?:[^"]|"")*")(\*?)|(\()|(\))|([^\s()"]+))')
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-_COMBINING = re.compile("[\u0300-\u036f]+")
-
-
-def fold(text: str) -> str:
-    """``text`` without combining diacritical marks (``Naïve`` -> ``Naive``), recomposed.
-
-    The same as the PostgreSQL index's ``bastion_fts_text`` (migration 8) does to a line."""
-    return unicodedata.normalize("NFC", _COMBINING.sub("", unicodedata.normalize("NFD", text)))
-
-
-def words(text: str) -> list[str]:
-    """Text split as the unicode61 tokenizer splits it: runs of letters and digits, lower
-    case, diacritics removed."""
-    return [w.lower() for w in _WORD.findall(fold(text).replace("_", " "))]
-
-
-def fts5_to_tsquery(query: str) -> str:
-    """An FTS5 query (the subset in the module doc) as ``to_tsquery('simple', ...)`` text."""
-    tokens = _fts_tokens(query)
-    pos = 0
-
-    def expr(depth: int) -> str:
-        nonlocal pos
-        parts: list[str] = []
-        op_next = None
-        while pos < len(tokens):
-            kind, value = tokens[pos]
-            if kind == ")":
-                if depth == 0:
-                    raise FtsSyntaxError("unbalanced ')'")
-                break
-            pos += 1
-            if kind == "op":
-                if not parts or op_next is not None:
-                    raise FtsSyntaxError(f"{value} needs a term on each side")
-                op_next = {"AND": "&", "OR": "|", "NOT": "& !"}[value]
-                continue
-            if kind == "(":
-                term = "(" + expr(depth + 1) + ")"
-                if pos >= len(tokens) or tokens[pos][0] != ")":
-                    raise FtsSyntaxError("unbalanced '('")
-                pos += 1
-            else:
-                term = value
-            if parts:
-                parts.append(op_next or "&")
-            parts.append(term)
-            op_next = None
-        if op_next is not None or not parts:
-            raise FtsSyntaxError("a query needs a term" if not parts else "an operator at the end")
-        return " ".join(parts)
-
-    result = expr(0)
-    if pos != len(tokens):
-        raise FtsSyntaxError("unbalanced ')'")
-    return result
-
-
-def _fts_tokens(query: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    text = query.strip()
-    while pos < len(text):
-        m = _FTS_TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise FtsSyntaxError(f"cannot read the query at {text[pos:pos + 10]!r}")
-        pos = m.end()
-        quoted, star, opening, closing, bare = m.groups()
-        if opening:
-            tokens.append(("(", "("))
-        elif closing:
-            tokens.append((")", ")"))
-        elif quoted is not None:
-            tokens.append(("term", _phrase(words(quoted[1:-1].replace('""', '"')), bool(star))))
-        elif bare in ("AND", "OR", "NOT"):
-            tokens.append(("op", bare))
-        elif bare is not None:
-            if bare.upper() == "NEAR" or bare.startswith("NEAR(") or ":" in bare or bare.startswith("^"):
-                raise FtsSyntaxError(f"{bare!r}: NEAR, column filters and ^ are not supported")
-            star_bare = bare.endswith("*")
-            tokens.append(("term", _phrase(words(bare.rstrip("*")), star_bare)))
-    return [t for t in tokens if t != ("term", "")]
-
-
-def _phrase(parts: list[str], prefix: bool) -> str:
-    if not parts:
-        return ""
-    quoted = ["'" + p.replace("'", "''") + "'" for p in parts]
-    if prefix:
-        quoted[-1] += ":*"
-    return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"

@@ -95,8 +95,11 @@ def test_recorder_query_and_verify_on_postgresql(tmp_path, pg_store):
     assert query.search_commands(db, "upt*")[0]["line"] == "uptime"
     assert [h["line"] for h in query.search_commands(db, "uptime OR ls", raw=True)] == \
         ["ls", "uptime"]
-    with pytest.raises(Exception, match="bad full-text query"):
-        query.search_commands(db, "NEAR(a b)", raw=True)
+    assert [h["line"] for h in query.search_commands(db, "NEAR(rm tmp, 1)", raw=True)] == \
+        ["rm -rf /tmp/x"]
+    assert query.search_commands(db, "NEAR(rm tmp, 0)", raw=True) == []     # rf between
+    with pytest.raises(Exception, match="bad full-text query.*no such column: target"):
+        query.search_commands(db, "target:web2", raw=True)
 
 
 def test_two_writers_share_one_chain_and_never_share_an_id(tmp_path, pg_store, monkeypatch):
@@ -408,9 +411,10 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     conn.execute("REINDEX INDEX commands_tsv")
     conn.execute("DROP TABLE imports")             # migration 9's: not in a store of 7
     conn.execute("DROP TABLE import_ids")          # migration 10's
+    _undo_first_token(conn)                        # nor the first token's weight (11)
     conn.execute("UPDATE schema_version SET version = 7")
-    found = "SELECT count(*) FROM commands_fts WHERE commands_fts MATCH ?"
-    assert conn.execute(found, ('"deja"',)).fetchone()[0] == 0      # the old index: not folded
+    found = "SELECT count(*) FROM commands_fts WHERE tsv @@ to_tsquery('simple', ?)"
+    assert conn.execute(found, ("deja",)).fetchone()[0] == 0        # the old index: not folded
     conn.close()
     rec = Recorder.open(tmp_path)                                   # migrates to 8
     rec.close()
@@ -418,6 +422,50 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     assert [h["line"] for h in query.search_commands(db, "deja vu")] == ["echo déjà vu"]
     assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
         pgschema.SCHEMA_VERSION          # 8 and the migrations after it
+    assert verify_index(tmp_path).ok
+
+
+def _first_token_migration() -> int:
+    return next(i for i, m in enumerate(pgschema.MIGRATIONS) if "bastion_fts_vector" in m)
+
+
+def _undo_first_token(conn) -> None:
+    """The index and view as migration 1 made them, before the first token had weight A."""
+    conn.execute("DROP VIEW commands_fts")
+    conn.execute("DROP INDEX commands_tsv")
+    conn.execute("DROP FUNCTION bastion_fts_vector(text)")
+    conn.execute("DROP FUNCTION bastion_fts_exact(tsvector, tsquery)")
+    for stmt in pgschema.MIGRATIONS[0].split(";"):
+        if "INDEX commands_tsv" in stmt or "VIEW commands_fts" in stmt:
+            conn.execute(stmt)
+
+
+def test_the_first_token_migration_reindexes_the_lines_recorded_before_it(tmp_path, pg_store):
+    # a store as the release before it left it (the index on to_tsvector(bastion_fts_text(
+    # line)), no weights) with lines already indexed; the upgrade must index them again so
+    # that ^word finds them
+    rec = Recorder.open(tmp_path)
+    record_session(rec, "web1", ["sudo systemctl restart nginx", "echo sudo", "  ./sudo -v"])
+    rec.close()
+    conn = schema.connect(tmp_path)
+    _undo_first_token(conn)
+    conn.execute("UPDATE schema_version SET version = ?", (_first_token_migration(),))
+    assert conn.execute("SELECT count(*) FROM commands_fts WHERE tsv @@ 'sudo:A'").fetchone()[0] \
+        == 0                                                        # no weights before it
+    conn.close()
+    rec = Recorder.open(tmp_path)                                   # migrates
+    rec.close()
+    db = query.open_index(tmp_path)
+    lines = lambda q: sorted(h["line"] for h in query.search_commands(db, q, raw=True))  # noqa: E731
+    assert lines("^sudo") == ["  ./sudo -v", "sudo systemctl restart nginx"]
+    assert lines("sudo NOT ^sudo") == ["echo sudo"]
+    assert lines("NEAR(sudo restart, 1)") == ["sudo systemctl restart nginx"]
+    assert db.conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
+        pgschema.SCHEMA_VERSION
+    db.conn.execute("SET enable_seqscan = off")                    # 3 rows: it would scan
+    plan = "\n".join(r[0] for r in db.conn.execute(
+        "EXPLAIN SELECT rowid FROM commands_fts WHERE commands_fts MATCH ?", ("^sudo",)))
+    assert "commands_tsv" in plan                                   # the index, not a scan
     assert verify_index(tmp_path).ok
 
 

@@ -1,0 +1,490 @@
+"""PURE: an FTS5 query (``bastion commands search --raw``) as PostgreSQL tsquery text, with
+FTS5's meaning.
+
+The PostgreSQL index (bastion.store.pgschema, ``bastion_fts_vector``) holds each command line
+as SQLite's unicode61 tokenizer splits it: runs of letters and digits, lower case, diacritics
+removed (:func:`words`), at positions 1, 2, ...; the line's first token carries weight ``A``.
+The query is parsed with FTS5's grammar and each form becomes tsquery text for
+``to_tsquery('simple', ...)``:
+
+* a phrase (a bare word, ``"quoted text"``, ``a + b`` joined) -> its words ``'a' <-> 'b'``;
+  ``word*`` / ``"a b"*`` -> the last word a prefix ``'b':*`` (in a ``+`` chain each part may
+  be one);
+* ``^phrase`` (it starts the line) -> the first word with weight A: ``'a':A <-> 'b'``;
+* ``NEAR(p1 p2 ..., N)`` (N 10 when left out): FTS5 matches when one instance of each
+  phrase lies in a clump where, for the phrase that starts last at position ``M``, every
+  other phrase ``i`` (``n_i`` words) starts at ``M - n_i - N`` or later.  Every such
+  arrangement of starts (overlaps included; two different words cannot share a position,
+  so those are left out) becomes one phrase chain (``'a' <2> 'b' <-> 'c'``) and the group
+  is their OR, behind an AND of the phrases (cheap to refuse a line that lacks one).  That
+  is exact; its size grows as ``(N + n)^(phrases - 1)``, so a group of more than
+  :data:`MAX_NEAR_LAYOUTS` arrangements is refused (:class:`FtsSyntaxError`, saying to
+  use fewer phrases or a smaller N): 3 one-word phrases at N 10 are 330 arrangements, the
+  largest allowed are 2 words at N 499, 3 at N 17, 4 at N 6, 5 at N 4.  The GIN index is
+  given only the AND of the phrases (:func:`fts5_to_match`: the long OR as an index
+  condition is evaluated for every line holding any of its words); the lines it finds are
+  checked against the exact query (bench/fts_near.py: 7-281 ms on 100k lines);
+* column filters: the one column is ``line``: ``line:``, ``{line}:`` (any case, quoted or
+  not) leave the query as it is; ``-line:`` / ``-{line}:`` leave no column, so that part
+  matches nothing (as FTS5: ``a OR -line:b`` is ``a``); another name is refused as FTS5
+  refuses it ("no such column");
+* ``AND``, ``OR``, ``NOT`` with FTS5's precedence (NOT binds tightest, then AND, then OR;
+  terms side by side are ANDed before any of them: ``a NOT b c`` is ``a NOT (b AND c)``)
+  and parentheses.  A phrase with no words (``""``) is dropped from terms side by side
+  and matches nothing elsewhere, as in FTS5.
+
+Lenient where FTS5 refuses (kept from the first translation): ASCII punctuation inside a
+bare word splits it into a phrase (``/etc/passwd``, ``it's``, ``rm -rf``), and a
+parenthesised group may stand beside terms (``(rm OR mv) etc``).
+
+Not covered: tsvector's own limits (a line's positions stop at 16383 and a word keeps at
+most 256 of them, so a phrase or NEAR past those in a very long line is not found);
+executing the query (bastion.store.pgconn).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+COLUMNS = ("line",)             # bastion.recording.schema: commands_fts fts5(line)
+NEAR_DEFAULT = 10               # FTS5's N when a NEAR group gives none
+MAX_NEAR_LAYOUTS = 1000         # arrangements one NEAR group may expand to (bench/fts_near.py)
+_MAX_NEAR_SCAN = 50_000         # start tuples looked at before the count above is known
+_MAX_DISTANCE = 16384           # tsquery's largest <N>
+NOTHING = "'0' & !'0'"          # a tsquery that matches no line
+
+
+class FtsSyntaxError(ValueError):
+    """A full-text query this translation cannot express."""
+
+
+# -- words, as unicode61 splits them ---------------------------------------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_COMBINING = re.compile("[\u0300-\u036f]+")
+
+
+def fold(text: str) -> str:
+    """``text`` without combining diacritical marks (``Naïve`` -> ``Naive``), recomposed.
+
+    The same as the PostgreSQL index's ``bastion_fts_text`` (migration 8) does to a line."""
+    return unicodedata.normalize("NFC", _COMBINING.sub("", unicodedata.normalize("NFD", text)))
+
+
+def words(text: str) -> list[str]:
+    """Text split as the unicode61 tokenizer splits it: runs of letters and digits, lower
+    case, diacritics removed."""
+    return [w.lower() for w in _WORD.findall(fold(text).replace("_", " "))]
+
+
+# -- the parsed query ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Term:
+    word: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Phrase:
+    terms: tuple[Term, ...]           # () : a phrase with no words (FTS5's EOF node)
+    initial: bool = False             # ^: it starts the line
+
+
+@dataclass(frozen=True)
+class Near:
+    phrases: tuple[Phrase, ...]       # two or more, none empty
+    distance: int
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """A part whose column filter leaves no column (``-line:``): it matches no line."""
+
+
+@dataclass(frozen=True)
+class Op:
+    op: str                           # AND, OR, NOT (binary: left NOT right)
+    left: Node
+    right: Node
+
+
+Node = Phrase | Near | Nothing | Op
+
+# -- tokens ----------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'\s*(?:(")|([()\{\}:^+*,])|(-)|([^\s()"{}:^+*,]+))')
+_COLUMN_AHEAD = re.compile(r'\s*(?:\{|"(?:[^"]|"")*"\s*:|[^\s()"{}:^+*,-]+\s*:)')
+_NEAR_AHEAD = re.compile(r"\s*\(")
+_WORD_REST = re.compile(r'[^\s()"{}:^+*,]*')
+_BLANK = re.compile(r"\s*$")
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str      # str (a bare or quoted string), op (AND/OR/NOT), near, or the character
+    text: str
+    quoted: bool = False
+
+
+def _tokens(query: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(query):
+        if _BLANK.match(query, pos):
+            break
+        m = _TOKEN.match(query, pos)
+        if m is None:                                       # pragma: no cover - all chars lex
+            raise FtsSyntaxError(f"cannot read the query at {query[pos:pos + 10]!r}")
+        quote, special, minus, bare = m.groups()
+        pos = m.end()
+        if quote:
+            end = pos
+            while True:
+                end = query.find('"', end)
+                if end < 0:
+                    raise FtsSyntaxError("unterminated string: a '\"' without its pair")
+                if query.startswith('""', end):
+                    end += 2
+                    continue
+                break
+            out.append(_Tok("str", query[pos:end].replace('""', '"'), quoted=True))
+            pos = end + 1
+        elif special:
+            out.append(_Tok(special, special))
+        elif minus:
+            if _COLUMN_AHEAD.match(query, pos):             # - line:  /  -{line}:
+                out.append(_Tok("-", "-"))
+            else:                                           # lenient: punctuation in a word
+                rest = _WORD_REST.match(query, pos)
+                assert rest is not None
+                out.append(_Tok("str", "-" + rest.group(0)))
+                pos = rest.end()
+        elif bare in ("AND", "OR", "NOT"):
+            out.append(_Tok("op", bare))
+        elif bare == "NEAR" and _NEAR_AHEAD.match(query, pos):
+            out.append(_Tok("near", bare))
+        else:
+            out.append(_Tok("str", bare))
+    return out
+
+
+# -- the parser (FTS5's grammar, fts5parse.y) -------------------------------------------------
+
+class _Parser:
+    def __init__(self, query: str) -> None:
+        self.toks = _tokens(query)
+        self.pos = 0
+
+    def peek(self, ahead: int = 0) -> _Tok | None:
+        i = self.pos + ahead
+        return self.toks[i] if i < len(self.toks) else None
+
+    def take(self, kind: str | None = None) -> _Tok:
+        tok = self.peek()
+        if tok is None or (kind is not None and tok.kind != kind):
+            raise FtsSyntaxError(f"syntax error near {tok.text if tok else 'the end'!r}")
+        self.pos += 1
+        return tok
+
+    def query(self) -> Node:
+        if not self.toks:
+            raise FtsSyntaxError("a query needs a term")
+        node = self.binary(0)
+        if self.peek() is not None:
+            raise FtsSyntaxError(f"syntax error near {self.peek().text!r}")   # type: ignore[union-attr]
+        return node
+
+    _LEVELS = ("OR", "AND", "NOT")
+
+    def binary(self, level: int) -> Node:
+        if level == len(self._LEVELS):
+            return self.side_by_side()
+        node = self.binary(level + 1)
+        while (tok := self.peek()) is not None and tok.kind == "op" and tok.text == self._LEVELS[level]:
+            self.pos += 1
+            node = Op(tok.text, node, self.binary(level + 1))
+        return node
+
+    def starts_unit(self) -> bool:
+        tok = self.peek()
+        return tok is not None and tok.kind in ("str", "(", "^", "-", "{", "near")
+
+    def side_by_side(self) -> Node:
+        units = [self.unit()]
+        while self.starts_unit():
+            units.append(self.unit())
+        kept = [u for u in units if not _empty(u)] or units[:1]
+        node = kept[0]
+        for unit in kept[1:]:
+            node = Op("AND", node, unit)
+        return node
+
+    def unit(self) -> Node:
+        negated = self.column_filter()
+        tok = self.peek()
+        if tok is None:
+            raise FtsSyntaxError("syntax error near the end")
+        if tok.kind == "(":
+            self.pos += 1
+            node = self.binary(0)
+            self.take(")")
+        elif tok.kind == "near":
+            node = self.near()
+        else:
+            node = self.phrase(allow_initial=True)
+        if negated and not _empty(node):
+            return Nothing()
+        return node
+
+    def column_filter(self) -> bool:
+        """Reads ``[-] colspec :`` if there; True when it leaves no column."""
+        tok = self.peek()
+        negated = tok is not None and tok.kind == "-"
+        at = 1 if negated else 0
+        first = self.peek(at)
+        if first is None:
+            if negated:
+                raise FtsSyntaxError("syntax error near '-'")
+            return False
+        if first.kind == "{":
+            self.pos += at + 1
+            names = []
+            while (name := self.peek()) is not None and name.kind == "str":
+                names.append(name.text)
+                self.pos += 1
+            self.take("}")
+            if not names:
+                raise FtsSyntaxError("syntax error near '}'")
+        elif first.kind == "str" and (after := self.peek(at + 1)) is not None and after.kind == ":":
+            names = [first.text]
+            self.pos += at + 1
+        elif negated:
+            raise FtsSyntaxError("syntax error near '-'")
+        else:
+            return False
+        self.take(":")
+        for col in names:
+            if col.lower() not in COLUMNS:
+                raise FtsSyntaxError(f"no such column: {col} (the one column is "
+                                     f"{', '.join(COLUMNS)})")
+        return negated
+
+    def phrase(self, allow_initial: bool) -> Phrase:
+        initial = False
+        if (tok := self.peek()) is not None and tok.kind == "^":
+            if not allow_initial:
+                raise FtsSyntaxError("^ is not allowed inside NEAR(...)")
+            initial = True
+            self.pos += 1
+        terms = self.string()
+        while (tok := self.peek()) is not None and tok.kind == "+":
+            self.pos += 1
+            if (nxt := self.peek()) is not None and nxt.kind == "^":
+                raise FtsSyntaxError("^ may only start a phrase, not follow a '+'")
+            terms += self.string()
+        return Phrase(terms, initial and bool(terms))
+
+    def string(self) -> tuple[Term, ...]:
+        tok = self.take()
+        if tok.kind != "str":
+            raise FtsSyntaxError(f"syntax error near {tok.text!r}")
+        parts = words(tok.text)
+        star = (nxt := self.peek()) is not None and nxt.kind == "*"
+        if star:
+            self.pos += 1
+        terms = tuple(Term(w) for w in parts)
+        if star and terms:
+            terms = terms[:-1] + (Term(terms[-1].word, prefix=True),)
+        return terms
+
+    def near(self) -> Node:
+        self.take("near")
+        self.take("(")
+        phrases: list[Phrase] = []
+        distance = NEAR_DEFAULT
+        while (tok := self.peek()) is not None and tok.kind not in (")", ","):
+            if tok.kind == "op":
+                raise FtsSyntaxError(f"{tok.text} is not allowed inside NEAR(...)")
+            phrases.append(self.phrase(allow_initial=False))
+        if not phrases:
+            raise FtsSyntaxError("NEAR(...) needs at least one phrase")
+        if (tok := self.peek()) is not None and tok.kind == ",":
+            self.pos += 1
+            num = self.take()
+            if num.kind != "str" or num.quoted or not num.text.isascii() or not num.text.isdigit():
+                raise FtsSyntaxError(f'expected integer, got "{num.text}"')
+            distance = int(num.text)
+        self.take(")")
+        kept = tuple(p for p in phrases if p.terms)
+        if not kept:
+            return Phrase(())
+        if len(kept) == 1:
+            return kept[0]
+        return Near(kept, distance)
+
+
+def _empty(node: Node) -> bool:
+    return isinstance(node, Phrase) and not node.terms
+
+
+def parse(query: str) -> Node:
+    """The query's tree; raises :class:`FtsSyntaxError`."""
+    return _Parser(query).query()
+
+
+# -- tsquery text ----------------------------------------------------------------------------
+
+def fts5_to_tsquery(query: str) -> str:
+    """An FTS5 query as ``to_tsquery('simple', ...)`` text (the forms in the module doc)."""
+    text, _ = _emit(parse(query))
+    return NOTHING if text is None else text
+
+
+def fts5_to_match(query: str) -> str:
+    """``index#exact``: the tsquery for the GIN index (each NEAR group only as the AND of its
+    phrases, a NOT of one left out: it finds every line the query finds, and a few more)
+    and, when it differs, the exact one (:func:`fts5_to_tsquery`) that the lines it found
+    are checked against (bastion.store.translate.match_sql).  ``#`` is in neither: a query's
+    words are letters and digits."""
+    tree = parse(query)
+    exact, _ = _emit(tree)
+    if exact is None:                 # nothing matches: no need of an index query
+        return f"{NOTHING}#"
+    index, _ = _emit(tree, index=True)
+    index_text = NOTHING if index is None else index
+    return f"{index_text}#{'' if exact == index_text else exact}"
+
+
+def _has_near(node: Node) -> bool:
+    if isinstance(node, Near):
+        return True
+    return isinstance(node, Op) and (_has_near(node.left) or _has_near(node.right))
+
+
+_ATOM, _PHRASE, _NOT, _AND, _OR = 4, 3, 2, 1, 0     # tsquery binds ! before <-> before & before |
+
+
+def _emit(node: Node, index: bool = False) -> tuple[str | None, int]:
+    """(tsquery text or None when the part matches nothing, its precedence).  ``index``: the
+    wider query of :func:`fts5_to_match`."""
+    if isinstance(node, Nothing):
+        return None, _ATOM
+    if isinstance(node, Phrase):
+        if not node.terms:
+            return None, _ATOM
+        return _chain(list(enumerate(node.terms)), node.initial), _ATOM
+    if isinstance(node, Near):
+        return _near(node, index), _ATOM
+    if index and node.op == "NOT" and _has_near(node.right):
+        return _emit(node.left, index)
+    left, lp = _emit(node.left, index)
+    right, rp = _emit(node.right, index)
+    if node.op == "OR":
+        if left is None or right is None:
+            return (left, lp) if right is None else (right, rp)
+        return f"{left} | {right}", _OR
+    if left is None:
+        return None, _ATOM
+    if node.op == "NOT":
+        if right is None:
+            return left, lp
+        return f"{_wrap(left, lp, _AND)} & !{_wrap(right, rp, _NOT + 1)}", _AND
+    if right is None:
+        return None, _ATOM
+    return f"{_wrap(left, lp, _AND)} & {_wrap(right, rp, _AND)}", _AND
+
+
+def _wrap(text: str, prec: int, need: int) -> str:
+    return text if prec >= need else f"({text})"
+
+
+def _operand(term: Term, initial: bool) -> str:
+    return "'" + term.word.replace("'", "''") + "'" + (":*" if term.prefix else "") + \
+        ((":A" if not term.prefix else "A") if initial else "")
+
+
+def _chain(placed: list[tuple[int, Term]], initial: bool = False) -> str:
+    """Terms at relative positions (sorted, distinct) as ``'a' <-> 'b' <3> 'c'``."""
+    out = _operand(placed[0][1], initial)
+    for (before, _), (at, term) in zip(placed, placed[1:], strict=False):
+        gap = at - before
+        out += (" <-> " if gap == 1 else f" <{gap}> ") + _operand(term, False)
+    return out if len(placed) == 1 else f"({out})"
+
+
+def _merge(a: Term, b: Term) -> Term | None:
+    """The one term two phrases ask of the same position, or None when no word is both."""
+    if a.prefix and b.prefix:
+        longer, shorter = (a, b) if len(a.word) >= len(b.word) else (b, a)
+        return longer if longer.word.startswith(shorter.word) else None
+    if a.prefix or b.prefix:
+        exact, pre = (b, a) if a.prefix else (a, b)
+        return exact if exact.word.startswith(pre.word) else None
+    return a if a.word == b.word else None
+
+
+def _near(node: Near, index: bool = False) -> str | None:
+    phrases = node.phrases
+    if index:                         # every line the group finds has each phrase
+        return "(" + " & ".join(_chain(list(enumerate(p.terms))) for p in phrases) + ")"
+    n = node.distance
+    reach = [len(p.terms) + n for p in phrases]     # how far before the last start each may start
+    every, none_last = 1, 1                         # start tuples with one phrase at the anchor
+    for r in reach:
+        every, none_last = every * (r + 1), none_last * r
+    if every - none_last > _MAX_NEAR_SCAN or max(reach) >= _MAX_DISTANCE:
+        raise _too_big(node)
+    layouts: set[str] = set()
+
+    def place(i: int, slots: dict[int, Term], anchored: bool) -> None:
+        if i == len(phrases):
+            if anchored:
+                placed = sorted(slots.items())
+                base = placed[0][0]
+                layouts.add(_chain([(at - base, t) for at, t in placed]))
+                if len(layouts) > MAX_NEAR_LAYOUTS:
+                    raise _too_big(node)
+            return
+        last = i == len(phrases) - 1
+        for start in range(-reach[i] if anchored or not last else 0, 1):
+            merged = dict(slots)
+            for k, term in enumerate(phrases[i].terms):
+                at = start + k
+                have = merged.get(at)
+                both = term if have is None else _merge(have, term)
+                if both is None:
+                    break
+                merged[at] = both
+            else:
+                place(i + 1, merged, anchored or start == 0)
+
+    place(0, {}, False)
+    if not layouts:                   # three different words at N 0: no arrangement fits
+        return None
+    each = " & ".join(_chain([(k, t) for k, t in enumerate(p.terms)]) for p in phrases)
+    # the tightest arrangements first: the OR stops at the first that holds, and in command
+    # lines (short) it is most often one of those
+    ordered = sorted(layouts, key=lambda chain: (_span(chain), chain))
+    return f"({each} & {_balanced(ordered)})"
+
+
+def _span(chain: str) -> int:
+    return sum(int(g) for g in re.findall(r"<(\d+)>", chain)) + chain.count("<->")
+
+
+def _balanced(items: list[str]) -> str:
+    """``a | b | ...`` as a balanced tree (the query's depth stays small)."""
+    if len(items) == 1:
+        return items[0]
+    mid = len(items) // 2
+    return f"({_balanced(items[:mid])} | {_balanced(items[mid:])})"
+
+
+def _too_big(node: Near) -> FtsSyntaxError:
+    return FtsSyntaxError(
+        f"NEAR with {len(node.phrases)} phrases and N={node.distance} is too large to search "
+        f"exactly on PostgreSQL (more than {MAX_NEAR_LAYOUTS} arrangements): use fewer phrases "
+        "or a smaller N")
