@@ -320,6 +320,11 @@ _MIGRATIONS: list[str] = [
     """
     SELECT 1;
     """,
+    # 12: nothing on SQLite: its PostgreSQL twin stores recordings with lz4 (recordings are
+    # files here)
+    """
+    SELECT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

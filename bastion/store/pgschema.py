@@ -389,6 +389,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX commands_tsv ON commands USING gin (bastion_fts_vector(line));
     CREATE VIEW commands_fts AS SELECT id AS rowid, bastion_fts_vector(line) AS tsv FROM commands;
     """,
+    # 12: recordings stored with lz4, not pglz (PostgreSQL's default TOAST compression).  The
+    # backend that commits a recording batch compressed its pieces with pglz at ~80 MB/s of
+    # log text, which bounded recorded bulk on PostgreSQL (~40 MB/s); lz4 does ~290 MB/s and
+    # stores the same size (docs/SCALING.md, "Recordings on any node").  Pieces written before
+    # stay pglz (both read back alike).  A server without lz4 (built without it) keeps pglz.
+    """
+    DO $m$
+    BEGIN
+        ALTER TABLE recording_chunks ALTER COLUMN data SET COMPRESSION lz4;
+    EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+        RAISE NOTICE 'recording_chunks: lz4 not available, pglz kept';
+    END
+    $m$;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -517,3 +517,53 @@ def test_output_a_slow_node_relays_after_the_takeover_is_never_shown(tmp_path, p
     conn.close()
     report = verify_index(tmp_path / "a")
     assert report.ok, report.problems
+
+
+def _compression(conn) -> tuple[str, list[str]]:
+    """recording_chunks.data's compression setting ('l': lz4, '': the default, pglz) and the
+    method each stored piece was compressed with (None: stored as is)."""
+    (setting,) = conn.execute("SELECT attcompression FROM pg_attribute WHERE attrelid = "
+                              "CAST('recording_chunks' AS regclass) AND attname = 'data'").fetchone()
+    pieces = [r[0] for r in conn.execute(
+        'SELECT pg_column_compression(data) FROM recording_chunks ORDER BY channel_id, "offset"')]
+    return setting, pieces
+
+
+def test_recordings_are_stored_with_lz4_and_a_store_before_it_is_upgraded(tmp_path, pg_store):
+    text = b"".join(b"2026-12-07 01:%02d web1 nginx: GET /index.html 200 %d\n" % (i % 60, i)
+                    for i in range(3000))            # compressible log text, ~150 KB
+    rec = Recorder.open(tmp_path)
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="cat app.log")
+    ch.output(text)
+    rec.flush()
+    conn = schema.connect(tmp_path)
+    setting, pieces = _compression(conn)
+    assert setting == "l" and "lz4" in pieces and "pglz" not in pieces, (setting, pieces)
+    # the store as migration 11 left it: pieces already stored with pglz
+    conn.execute("ALTER TABLE recording_chunks ALTER COLUMN data SET COMPRESSION pglz")
+    conn.execute("UPDATE schema_version SET version = 11")
+    ch.output(text)                                   # stored with pglz meanwhile
+    ch.close(exit_status=0)
+    s.close()
+    rec.close()
+    assert _compression(conn)[1].count("pglz") >= 1
+    conn.close()
+    rec = Recorder.open(tmp_path)                     # migrates to 12
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:2", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="cat app.log")
+    ch.output(text)
+    ch.close(exit_status=0)
+    s.close()
+    rec.close()
+    conn = schema.connect(tmp_path, readonly=True)
+    setting, pieces = _compression(conn)
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
+        pgschema.SCHEMA_VERSION
+    conn.close()
+    assert setting == "l" and pieces.count("pglz") >= 1 and pieces[-1] != "pglz", pieces
+    db = query.open_index(tmp_path)
+    for row in db.conn.execute("SELECT id FROM sessions ORDER BY id"):
+        (chan,) = query.get_session(db, row[0])["channels"]
+        assert chan["sha256"]                      # both kinds read back whole: verify below
+    assert verify_index(tmp_path).ok
