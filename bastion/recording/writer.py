@@ -53,6 +53,12 @@ from bastion.store import chunks, location as store_location
 
 log = logging.getLogger("bastion.recording")
 
+# On a PostgreSQL store the pieces a batch wrote are sent to the store as soon as this much
+# is pending, inside the batch's transaction (the worker's connection pipelines them: no
+# wait), so the server stores them while the worker applies the rest of the batch instead
+# of all at the commit (docs/SCALING.md, "Recordings on any node").
+EARLY_CHUNK_BYTES = 256 * 1024     # one piece (a sink buffer)
+
 TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
                     "action, rule, reason, duration, content")
 
@@ -107,6 +113,8 @@ class Applier:
         """Apply one operation.  False on a failure (kept in ``error``; the worker stops)."""
         try:
             self._apply(op)
+            if self._chunks is not None and self._chunks.bytes >= EARLY_CHUNK_BYTES:
+                self._insert_chunks()
             return True
         except Reported:
             return False

@@ -34,14 +34,17 @@ class Pending:
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, int, bytes]] = []
+        self.bytes = 0
 
     def on_write(self, cid: int, offset: int, data: bytes) -> None:
         self.rows.append((cid, offset, data))
+        self.bytes += len(data)
 
     def insert(self, conn: Any) -> None:
         """Into the store, inside the caller's open transaction; then forgotten."""
         insert(conn, self.rows)
         self.rows.clear()
+        self.bytes = 0
 
 
 ROWS_PER_INSERT = 64  # one statement for a batch's pieces (each a round trip and ~0.3 ms

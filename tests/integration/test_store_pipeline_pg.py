@@ -87,3 +87,50 @@ def test_an_error_seen_at_a_read_is_never_committed_silently(tmp_path, pg_store)
     conn.execute("ROLLBACK")
     assert [r[0] for r in conn.execute("SELECT id FROM sessions").fetchall()] == [1]
     conn.close()
+
+
+def test_a_batchs_recording_pieces_reach_the_store_before_its_commit(tmp_path, pg_store,
+                                                                      monkeypatch):
+    """The worker sends each piece it writes to the store as it is written (pipelined, in the
+    batch's transaction), not all at the commit: the server stores them while the worker
+    applies the rest.  The operations come from a real Recorder (on SQLite, captured); an
+    Applier on the store applies them as the worker would."""
+    from bastion.recording import Recorder
+    from bastion.recording.ops import OP_BARRIER, OP_PROBE, OP_STOP
+    from bastion.recording.writer import EARLY_CHUNK_BYTES, Applier
+    from bastion.store import chunks
+    from tests.integration.recordkit import AGENT
+    from tests.integration.test_store_import import STORE_VARS
+    ops: list = []
+    with monkeypatch.context() as m:                  # a one-node recorder: its operations
+        for var in STORE_VARS:
+            m.delenv(var, raising=False)
+        put = Recorder._put
+        m.setattr(Recorder, "_put", lambda self, op, n=0: (ops.append(op), put(self, op, n))[1])
+        rec = Recorder.open(tmp_path / "one-node")
+        s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1",
+                              login="deploy")
+        ch = s.open_channel("exec", command="cat app.log")
+        line = b"2026-12-07 web1 nginx: GET /index.html 200\n"
+        for _ in range(16):
+            ch.output(line * 3000)                    # 16 x 130 KB of log text
+        rec.close()
+    conn = _conn(tmp_path / "store")
+    applier = Applier(conn, tmp_path / "store", 256 * 1024 * 1024, lambda event: None)
+    cid = ch.id
+    most = 0
+    for op in ops:
+        if op[0] in (OP_STOP, OP_BARRIER, OP_PROBE):  # the worker's own, not the recording's
+            continue
+        assert applier.apply(op), applier.error
+        most = max(most, applier._chunks.bytes)
+    # never more than about a piece waiting (of 2 MB applied in one transaction)
+    assert EARLY_CHUNK_BYTES <= 256 * 1024 and 0 < most < 512 * 1024, most
+    assert conn.in_transaction
+    assert applier.flush_files() and applier.commit()
+    reader = schema.connect(tmp_path / "store", readonly=True)
+    stored = chunks.stored_end(reader, cid)
+    reader.close()
+    size = sum(p.stat().st_size for p in (tmp_path / "store" / "recordings").rglob("*.cast"))
+    assert stored == size > 16 * len(line) * 3000     # everything the file has, committed
+    conn.close()
