@@ -112,7 +112,11 @@ def import_cmd(
 
 @store_app.command("imports")
 @handle_errors
-def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False) -> None:
+def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False,
+                old: Annotated[Optional[str], typer.Option(
+                    "--old", metavar="TABLE:ID",
+                    help="Where an id from before an import went: session:7, command:12, "
+                         "approval:3 ... (each import's answer).")] = None) -> None:
     """List what `bastion store import` brought into the store, with both chains' ends.
 
     For each import: the source data dir, when, the source chain's start (its prune
@@ -124,10 +128,17 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
     in the store. --json gives every run (source ids old_first..old_last are now
     new_first..new_last).
 
-    Example: bastion store imports --policy /etc/bastion/policy.toml
+    --old TABLE:ID answers for one id: "import 2 from /var/lib/bastion-b: session 7 is
+    now session 1000000007", or that an import kept that table's ids.
+
+    Example: bastion store imports --policy /etc/bastion/policy.toml --old session:7
     """
     os.environ["BASTION_POLICY"] = str(policy)
+    wanted = renumber.parse_old(old) if old is not None else None
     rows = importer.list_imports()
+    if wanted is not None:
+        _say_where(rows, *wanted, as_json=as_json)
+        return
     if as_json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=True, indent=2) + "\n")
         return
@@ -144,6 +155,25 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
             f"{r['store_head_hash']}"), soft_wrap=True)
         for line in renumber.describe(r["renumbered"]) or ["every id kept"]:
             out_console.print(Text(f"  ids: {line}"), soft_wrap=True)
+
+
+def _say_where(rows: list, table: str, old_id: int, *, as_json: bool) -> None:
+    found = renumber.lookup(rows, table, old_id)
+    if as_json:
+        sys.stdout.write(json.dumps(found, ensure_ascii=True, indent=2) + "\n")
+        return
+    name = table[:-1]
+    if not found:
+        out_console.print(Text("no imports in this store: every id is the store's own"))
+    for f in found:
+        where = f"import {f['import']} from {f['source']}: "
+        if f["how"] == "renumbered":
+            text = f"{name} {old_id} is now {name} {f['new']}"
+        elif f["how"] == "kept":
+            text = f"kept its {table}' ids: {name} {old_id}, if it came from there"
+        else:
+            text = f"had no {name} {old_id} (its {table} were renumbered)"
+        out_console.print(Text(where + text), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

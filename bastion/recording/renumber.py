@@ -244,3 +244,36 @@ def _describe_run(r: dict[str, Any]) -> str:
         return old
     new = _span(r["new_first"], r["new_first"] + r["old_last"] - r["old_first"])
     return f"{old} {'is' if r['old_first'] == r['old_last'] else 'are'} now {new}"
+
+
+TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
+
+
+def parse_old(text: str) -> tuple[str, int]:
+    """``session:7`` (or ``sessions:7``, any of :data:`TABLES`) -> ``("sessions", 7)``."""
+    name, _, number = text.partition(":")
+    table = name.strip().lower()
+    table = table if table.endswith("s") else table + "s"
+    if table not in TABLES or not number.strip().isdigit():
+        raise RecordingError(f"{text!r} is not TABLE:ID",
+                             hint="e.g. session:7, command:12, approval:3 (tables: "
+                                  + ", ".join(t[:-1] for t in TABLES) + ")")
+    return table, int(number)
+
+
+def lookup(imports: list[dict[str, Any]], table: str, old: int) -> list[dict[str, Any]]:
+    """Where source id ``old`` of ``table`` went in each import (``imports``: as
+    ``importer.list_imports`` gives them): ``renumbered`` (``new``: its id in the store),
+    ``kept`` (the import kept that table's ids: if the id came from that source, it is the
+    same in the store) or ``absent`` (that table was renumbered whole and the source had no
+    such id)."""
+    out = []
+    for imp in imports:
+        mine = [r for r in imp["renumbered"] if r["table"] == table]
+        hit = next((r for r in mine if r["old_first"] <= old <= r["old_last"]), None)
+        how, new = ("kept", old) if not mine else ("absent", None)
+        if hit is not None and hit["new_first"] is not None:
+            how, new = "renumbered", hit["new_first"] + old - hit["old_first"]
+        out.append({"import": imp["id"], "source": imp["source"], "table": table, "old": old,
+                    "how": how, "new": new})
+    return out

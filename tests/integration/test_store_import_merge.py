@@ -304,6 +304,15 @@ def test_two_one_node_sources_one_after_the_other(tmp_path, pg_store, monkeypatc
     listed = _run(r_env, "store", "imports").stdout
     assert "  ids: every id kept" in listed
     assert f"  ids: 3 channels renumbered: 1-3 are now {base + 1}-{base + 3}" in listed
+    # a ticket that names session 2 of bastion-b, or approval 2, is followed to the store's
+    where = _run(r_env, "store", "imports", "--old", "session:2").stdout.splitlines()
+    assert where == [f"import 1 from {a['dir']}: kept its sessions' ids: session 2, if it came "
+                     "from there",
+                     f"import 2 from {b['dir']}: session 2 is now session {base + 2}"]
+    assert [(f["how"], f["new"]) for f in _json(r_env, "store", "imports", "--old",
+                                                "approvals:2")] == [("kept", 2), ("renumbered", 4)]
+    bad = _run(r_env, "store", "imports", "--old", "widget:2", ok=False)
+    assert bad.returncode != 0 and "is not TABLE:ID" in bad.stderr and "session" in bad.stderr
     # the same source again is still refused, with the map shown once
     again = _run(env, "store", "import", "--from", str(b["dir"]), ok=False)
     assert "already imported at" in again.stderr

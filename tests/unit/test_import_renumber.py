@@ -86,3 +86,35 @@ def test_many_runs_are_cut_short_with_where_to_see_them_all():
     [line] = renumber.describe(found, limit=3)
     assert line == ("9 approvals renumbered: 0 is now 100, 2 is now 101, 4 is now 102, and 6 "
                     "more run(s): `bastion store imports --json`")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("session:7", ("sessions", 7)), ("sessions:7", ("sessions", 7)),
+    ("Approval:3", ("approvals", 3)), ("command: 12", ("commands", 12)),
+])
+def test_parse_old(text, expected):
+    assert renumber.parse_old(text) == expected
+
+
+@pytest.mark.parametrize("text", ["widget:1", "session", "session:x", "session:-1", ":3"])
+def test_parse_old_refuses(text):
+    with pytest.raises(RecordingError):
+        renumber.parse_old(text)
+
+
+def test_lookup_says_renumbered_kept_or_absent_per_import():
+    imports = [
+        {"id": 1, "source": "/a", "renumbered": []},
+        {"id": 2, "source": "/b", "renumbered": [
+            {"table": "sessions", "old_first": 1, "old_last": 4, "new_first": BASE + 1},
+            {"table": "sessions", "old_first": 9, "old_last": 9, "new_first": BASE + 9}]},
+        {"id": 3, "source": "/c", "renumbered": [
+            {"table": "approvals", "old_first": 2, "old_last": 3, "new_first": 40}]},
+    ]
+    got = {(f["import"], f["old"]): (f["how"], f["new"])
+           for old in (3, 7, 9) for f in renumber.lookup(imports, "sessions", old)}
+    assert got == {(1, 3): ("kept", 3), (2, 3): ("renumbered", BASE + 3), (3, 3): ("kept", 3),
+                   (1, 7): ("kept", 7), (2, 7): ("absent", None), (3, 7): ("kept", 7),
+                   (1, 9): ("kept", 9), (2, 9): ("renumbered", BASE + 9), (3, 9): ("kept", 9)}
+    assert [(f["how"], f["new"]) for f in renumber.lookup(imports, "approvals", 3)] == \
+        [("kept", 3), ("kept", 3), ("renumbered", 41)]
