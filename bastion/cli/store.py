@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.text import Text
@@ -157,7 +157,7 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
             out_console.print(Text(f"  ids: {line}"), soft_wrap=True)
 
 
-def _say_where(rows: list, table: str, old_id: int, *, as_json: bool) -> None:
+def _say_where(rows: list[dict[str, Any]], table: str, old_id: int, *, as_json: bool) -> None:
     found = renumber.lookup(rows, table, old_id)
     if as_json:
         sys.stdout.write(json.dumps(found, ensure_ascii=True, indent=2) + "\n")
