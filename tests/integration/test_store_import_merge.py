@@ -21,14 +21,13 @@ from bastion.store import pgschema
 from tests.approvalkit import proven, rules
 from tests.integration.recordkit import AGENT, record_session
 from tests.integration.test_store_pg import _undo_first_token
-from tests.integration.test_store_import import (ALICE, REVIEW, STORE_VARS, _env, _json, _run,
-                                                 _sftp_session, _store_rows)
+from tests.integration.test_store_import import (ALICE, RESEALED, REVIEW, STORE_VARS, _env,
+                                                 _json, _run, _sftp_session, _store_rows, _strip)
 
 pytestmark = pytest.mark.integration
 
-#: what differs by design between a source's export and the store's (the re-seal, the
-#: store's node column) -- ids and recording paths are compared through the map instead
-RESEALED = {"seq", "hash", "node"}
+# RESEALED (test_store_import): what differs by design between a source's export and the
+# store's -- ids and recording paths are compared through the map instead
 
 
 def _one_node(data: Path, name: str) -> dict:
@@ -135,14 +134,6 @@ def _mapped_export(old: dict, ids: Map) -> dict:
             out["path"] = f"{day}/s{out['session_id']}-c{out['id']}.cast"
         return out
     return walk(old, "sessions")
-
-
-def _strip(value):
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in RESEALED}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 def _reader(tmp_path: Path, pg_store: dict) -> tuple[dict, Path]:
