@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.proto.sanitize import sanitize
 from bastion.recording import importer, query, renumber
 
 store_app = typer.Typer(help="The PostgreSQL session store: bring a one-node data dir into "
@@ -166,7 +167,7 @@ def _say_where(rows: list[dict[str, Any]], table: str, old_id: int, *, as_json: 
     if not found:
         out_console.print(Text("no imports in this store: every id is the store's own"))
     for f in found:
-        where = f"import {f['import']} from {f['source']}: "
+        where = f"import {f['import']} from {sanitize(f['source'])}: "
         if f["how"] == "renumbered":
             text = f"{name} {old_id} is now {name} {f['new']}"
         elif f["how"] == "kept":

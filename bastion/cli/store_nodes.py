@@ -11,6 +11,7 @@ import typer
 from rich.text import Text
 
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.proto.sanitize import sanitize
 from bastion.recording import leases, nodes, query
 
 STYLE = {"alive": "green", "late": "yellow", "gone": "red"}
@@ -50,7 +51,7 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
         out_console.print(Text("no node has served on this store yet"))
         return
     for r in rows:
-        line = Text(f"{r['node']}: ")
+        line = Text(f"{sanitize(r['node'])}: ")      # a store row: shown inert
         line.append(r["state"], style=STYLE[r["state"]])
         line.append(f", heartbeat {_ago(r['silent_seconds'])} ago; {r['open_sessions']} "
                     f"session(s) open, {r['sessions']} recorded")

@@ -104,3 +104,15 @@ def test_store_nodes_on_sqlite_says_what_to_do(tmp_path):
     assert done.returncode != 0
     assert "no PostgreSQL store is configured" in done.stderr
     assert "bastion status" in done.stderr
+
+
+def test_a_node_name_with_escapes_in_the_store_is_shown_inert(tmp_path, pg_store):
+    conn = schema.connect(tmp_path / "migrate")
+    conn.execute("INSERT INTO nodes (name, seen) VALUES (?, ?)",
+                 ("evil\x1b[2J\x1b]0;owned\x07", time.time()))
+    conn.close()
+    env = dict(os.environ, BASTION_STORE_LEASE=str(LEASE))
+    done = _cli(env)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert done.stdout.startswith("evil␛[2J␛]0;owned␇: alive"), done.stdout
