@@ -147,8 +147,8 @@ def imports_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = Fals
         out_console.print(Text("no imports in this store"))
     for r in rows:
         out_console.print(Text(
-            f"import {r['id']} at {query.iso(r['imported'])} from {r['source']} (node "
-            f"{r['node']}): {r['sessions']} session(s), {r['commands']} command(s), "
+            f"import {r['id']} at {query.iso(r['imported'])} from {sanitize(r['source'])} (node "
+            f"{sanitize(r['node'])}): {r['sessions']} session(s), {r['commands']} command(s), "
             f"{r['recordings']} recording(s) ({r['bytes']} bytes)\n"
             f"  source chain: starts at seq {r['source_start_seq']} {r['source_start_hash']}; "
             f"head seq {r['source_head_seq']} {r['source_head_hash']}\n"
