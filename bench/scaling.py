@@ -3,6 +3,7 @@
     python -m bench.scaling                   # 500 agents x 10 commands, workers 1 and 2 (long)
     python -m bench.scaling --quick           # 4 agents x 3 commands, workers 1 (seconds)
     python -m bench.scaling --agents 200 --workers 1 --out bench/results/scale.json
+    python -m bench.scaling --agents 500 --commands 10 --workers 1 --bulk-mb 200 --bulk-reps 3
 
 Starts on 127.0.0.1: the dev issuer, a private PostgreSQL cluster (fsync on), and two rigs
 (bench/scalerig.py): ``bastion serve`` on the SQLite index, and on PostgreSQL; each rig has
@@ -15,10 +16,13 @@ its own target sshd and OpenSSH jump host.  Then, each section with every path t
    the bastion on each backend, with ``--workers`` 1 (and 2); after each bastion level the
    index is read: every command must be there (a missing one is a failure);
 3. **approvals**: a held command answered on the same node (SQLite) and on another node
-   (PostgreSQL, NOTIFY), bench/approvals_nodes.py.
+   (PostgreSQL, NOTIFY), bench/approvals_nodes.py;
+4. **bulk**: zero / text / upload, both cipher modes, through ProxyJump and the bastion on
+   each backend, c/b per backend (bench/scaling_bulk.py; ``--bulk-mb 0`` leaves it out).
 
 Prints tables, writes a JSON file (default ``bench/results/scaling-YYYYmmdd-HHMMSS.json``).
-Exit status 0 when every command succeeded and was indexed, 2 otherwise (figures are never
+Exit status 0 when every command succeeded and was indexed and every bulk transfer was whole,
+2 otherwise (figures are never
 gates; failures are), 1 when the rigs could not start.  Figures: docs/SCALING.md.
 """
 
@@ -34,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import concurrency, scaling_report
+from bench import concurrency, scaling_bulk, scaling_report
 from bench.report import machine_meta, write_json
 from bench.rig import raise_fd_limit
 from bench.scalerig import ScaleRig, make_rigs, postmaster_pid, tree_cpu
@@ -57,8 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", help="comma-separated `serve --workers` counts (default 1,2; quick 1)")
     p.add_argument("--setup-runs", type=int, help="set-ups per path (default 50; quick 3)")
     p.add_argument("--approval-rounds", type=int, help="approvals per backend (default 12; quick 2)")
+    p.add_argument("--bulk-mb", type=int, help="MB per bulk transfer (default 200; quick 2; 0: "
+                                               "no bulk section)")
+    p.add_argument("--bulk-reps", type=int, help="bulk transfers per path and row (default 3; "
+                                                 "quick 1)")
     p.add_argument("--out", type=Path, help="the JSON file to write")
     a = p.parse_args(argv)
+    a.bulk_mb = (2 if a.quick else 200) if a.bulk_mb is None else a.bulk_mb
+    a.bulk_reps = a.bulk_reps or (1 if a.quick else 3)
     a.agents = a.agents or (4 if a.quick else 500)
     a.commands = a.commands or (3 if a.quick else 10)
     a.workers = tuple(int(w) for w in (a.workers or ("1" if a.quick else "1,2")).split(","))
@@ -179,6 +189,9 @@ def run(args: argparse.Namespace) -> dict:
             ("approvals", lambda: approvals_nodes.measure(tmp / "approvals", issuer, cluster,
                                                          args.approval_rounds)),
         )
+        if args.bulk_mb > 0:       # first, while the rigs run --workers 1 and are fresh
+            sections = (("bulk", lambda: scaling_bulk.measure(
+                rigs, args.bulk_mb * 1_000_000, args.bulk_reps, log)),) + sections
         for name, fn in sections:
             log(f"[{name}] load average {os.getloadavg()[0]:.2f}")
             load = [round(x, 2) for x in os.getloadavg()]
@@ -206,11 +219,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def failures(results: dict) -> int:
-    """Commands that failed or are missing from the index, over every concurrency run."""
+    """Commands that failed or are missing from the index, over every concurrency run, and
+    bulk transfers that failed."""
     conc = results.get("concurrency") or {}
-    if "runs" not in conc:
+    if "runs" not in conc or "na" in results.get("bulk", {}):
         return -1
-    return sum(r.get("failed_total", 0) for r in conc["runs"])
+    return sum(r.get("failed_total", 0) for r in conc["runs"]) + \
+        results.get("bulk", {}).get("failed", 0)
 
 
 def main(argv: list[str] | None = None) -> int:

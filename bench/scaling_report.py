@@ -1,4 +1,4 @@
-"""Tables of ``python -m bench.scaling``: the sizing table, set-up, approvals.
+"""Tables of ``python -m bench.scaling``: the sizing table, set-up, approvals, bulk.
 
 Not covered: measuring (bench/scaling.py); the JSON holds every figure shown here.
 """
@@ -89,4 +89,25 @@ def render(results: dict, console: Console | None = None) -> None:
             t.add_row(label, _fmt(e.get("ran_p50_ms")), _fmt(e.get("ran_p90_ms")),
                       _fmt(e.get("cli_p50_ms")))
         console.print(t)
+    render_bulk(results.get("bulk"), console)
     console.print(f"load average: start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')}")
+
+
+def render_bulk(bulk: dict | None, console: Console) -> None:
+    if not bulk:
+        return
+    if "na" in bulk:
+        console.print(f"[yellow]bulk: n/a ({bulk['na']})[/]")
+        return
+    names = bulk["paths"]
+    t = Table(title=f"bulk, MB/s ({bulk['size_bytes'] // 1_000_000} MB, median of "
+                    f"{bulk['reps']}, recording and masking on) and c/b per backend")
+    for col in ("transfer", "cipher", *names, *(f"c/b {n.split('/', 1)[1]}" for n in names[1:]),
+                "aim"):
+        t.add_column(col, justify="left" if col in ("transfer", "cipher") else "right")
+    for r in bulk["rows"]:
+        t.add_row(r["kind"], r["cipher"],
+                  *(_fmt(r[n].get("mb_s")) if "mb_s" in r[n] else "[yellow]n/a[/]" for n in names),
+                  *(_fmt(r[f"c_b/{n.split('/', 1)[1]}"], 2) for n in names[1:]),
+                  _fmt(r.get("aim_c_b"), 2))
+    console.print(t)

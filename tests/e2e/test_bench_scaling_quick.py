@@ -1,8 +1,9 @@
 """``python -m bench.scaling --quick`` in the test suite, so the scaling benchmark never rots.
 
 Real properties only, never timings: every command of every path succeeded, every bastion
-command is in the index (SQLite and PostgreSQL), set-up and approvals have figures for every
-path, and nothing the run started is left behind.
+command is in the index (SQLite and PostgreSQL), set-up, approvals and bulk have figures for
+every path (every bulk transfer whole: bench.bulk checks the byte counts), and nothing the run
+started is left behind.
 """
 
 from __future__ import annotations
@@ -61,9 +62,24 @@ def test_setup_and_approvals_have_figures_for_every_path(quick):
         assert appr[key]["n"] == appr["rounds"] and appr[key]["ran_p50_ms"] > 0, appr
 
 
+def test_bulk_has_every_kind_and_cipher_through_proxyjump_and_both_backends(quick):
+    _, data, _, _ = quick
+    bulk = data["bulk"]
+    assert bulk["failed"] == 0 and bulk["paths"] == ["jump", "bastion/sqlite",
+                                                      "bastion/postgresql"], bulk
+    assert [(r["kind"], r["cipher"]) for r in bulk["rows"]] == [
+        (kind, mode) for kind in ("zero", "text", "upload") for mode in ("default", "aes128-gcm")]
+    for r in bulk["rows"]:
+        for name in bulk["paths"]:
+            assert len(r[name]["runs"]) == bulk["reps"] and r[name]["mb_s"] > 0, (r, name)
+        for backend in ("sqlite", "postgresql"):
+            assert r[f"c_b/{backend}"] == round(
+                r[f"bastion/{backend}"]["mb_s"] / r["jump"]["mb_s"], 3)
+
+
 def test_the_tables_are_printed_and_nothing_is_left_running(quick):
     _, data, _, stdout = quick
-    for title in ("sizing:", "set-up:", "approvals:"):
+    for title in ("sizing:", "set-up:", "approvals:", "bulk, MB/s"):
         assert title in stdout, title
     rig_dir = data["meta"]["rig_dir"].encode()
     left = []
