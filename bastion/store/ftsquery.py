@@ -44,9 +44,11 @@ executing the query (bastion.store.pgconn).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Callable
 
 COLUMNS = ("line",)             # bastion.recording.schema: commands_fts fts5(line)
 NEAR_DEFAULT = 10               # FTS5's N when a NEAR group gives none
@@ -337,12 +339,27 @@ def parse(query: str) -> Node:
 
 # -- tsquery text ----------------------------------------------------------------------------
 
+def _bounded(fn: Callable[[str], str]) -> Callable[[str], str]:
+    """A query nested (or chained) past Python's recursion limit is a syntax error that says
+    so, never a crash: the CLI and the API answer it like any other bad query."""
+    @functools.wraps(fn)
+    def wrapper(query: str) -> str:
+        try:
+            return fn(query)
+        except RecursionError:
+            raise FtsSyntaxError("the query nests too deep or has too many terms to search "
+                                 "on PostgreSQL; use fewer parentheses or terms") from None
+    return wrapper
+
+
+@_bounded
 def fts5_to_tsquery(query: str) -> str:
     """An FTS5 query as ``to_tsquery('simple', ...)`` text (the forms in the module doc)."""
     text, _ = _emit(parse(query))
     return NOTHING if text is None else text
 
 
+@_bounded
 def fts5_to_match(query: str) -> str:
     """``index#exact``: the tsquery for the GIN index (each NEAR group only as the AND of its
     phrases, a NOT of one left out: it finds every line the query finds, and a few more)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.store import ftsquery, translate
-from bastion.store.translate import FtsSyntaxError, fts5_to_tsquery, statement, words
+from bastion.store.translate import FtsSyntaxError, fts5_to_match, fts5_to_tsquery, statement, words
 
 pytestmark = pytest.mark.unit
 
@@ -143,6 +143,14 @@ def test_fts5_queries(query, expected):
 def test_fts5_queries_it_cannot_express(query):
     with pytest.raises(FtsSyntaxError):
         fts5_to_tsquery(query)
+
+
+@pytest.mark.parametrize("query", ["(" * 5000 + "a" + ")" * 5000, "a* " * 20000,
+                                   "NEAR(" * 3000 + "a"])
+def test_a_query_past_the_recursion_limit_is_a_syntax_error_not_a_crash(query):
+    for convert in (fts5_to_tsquery, fts5_to_match):
+        with pytest.raises(FtsSyntaxError, match="nests too deep or has too many terms|syntax"):
+            convert(query)
 
 
 def test_near_counts_every_arrangement_and_refuses_past_the_bound():
