@@ -58,35 +58,27 @@ class Loop:
                     os.write(self.fifo, b"%d\n" % self.word)
                 if m.group(1).decode() == kind:
                     return m.group(2)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind} mark within {timeout:g}s; output: {self.out[-400:]!r}")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"the loop ended; output: {self.out[-400:]!r}")
-                self.out += chunk
+            self._read_more(deadline, f"no {kind} mark within {timeout:g}s")
 
     def expect_output(self, needle: bytes, timeout: float = 10.0) -> None:
         """Wait until the terminal output (from the start) holds ``needle``."""
         deadline = time.monotonic() + timeout
         while needle not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{needle!r} not seen within {timeout:g}s; "
-                                     f"output: {self.out[-400:]!r}")
-            if select.select([self.fd], [], [], left)[0]:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"the loop ended; output: {self.out[-400:]!r}")
-                self.out += chunk
+            self._read_more(deadline, f"{needle!r} not seen within {timeout:g}s")
+
+    def _read_more(self, deadline: float, late: str) -> None:
+        """Add what the terminal has to ``out`` (waiting until ``deadline`` at most)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{late}; output: {self.out[-400:]!r}")
+        if select.select([self.fd], [], [], left)[0]:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"the loop ended; output: {self.out[-400:]!r}")
+            self.out += chunk
 
     def alive(self) -> bool:
         return os.waitpid(self.pid, os.WNOHANG) == (0, 0)

@@ -132,20 +132,23 @@ def source(tmp_path, pg_store, monkeypatch):
     return made
 
 
+def _views(env: dict, data: Path, sessions: list[int]) -> dict:
+    """What a reviewer sees of ``sessions`` through the CLI: list, a search, each export, a
+    play and one export as asciicast."""
+    where = ("--data-dir", str(data))
+    return {
+        "list": _json(env, "sessions", "list", *where),
+        "search": _json(env, "commands", "search", "uptime OR rm", "--raw", *where),
+        "export": [_json(env, "sessions", "export", str(s), *where) for s in sessions],
+        "play": _json(env, "sessions", "play", str(sessions[0]), *where),
+        "cast": _run(env, "sessions", "export", str(sessions[1]), *where).stdout,
+    }
+
+
 def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
     src, data = _env(None), source["dir"]
-    before = {
-        "list": _json(src, "sessions", "list", "--data-dir", str(data)),
-        "search": _json(src, "commands", "search", "uptime OR rm", "--raw", "--data-dir",
-                        str(data)),
-        "export": [_json(src, "sessions", "export", str(s), "--data-dir", str(data))
-                   for s in source["sessions"]],
-        "play": _json(src, "sessions", "play", str(source["sessions"][0]), "--data-dir",
-                      str(data)),
-        "cast": _run(src, "sessions", "export", str(source["sessions"][1]), "--data-dir",
-                     str(data)).stdout,
-        "verify": _json(src, "verify", "--data-dir", str(data)),
-    }
+    before = _views(src, data, source["sessions"])
+    before["verify"] = _json(src, "verify", "--data-dir", str(data))
     assert before["verify"]["ok"] and before["verify"]["start_seq"] > 0      # pruned: a checkpoint
     assert len(before["list"]) == 4 and len(before["search"]) == 2     # uptime-old was pruned
 
@@ -162,17 +165,7 @@ def test_the_store_answers_as_the_source_did(tmp_path, source, pg_store):
     other_dir = tmp_path / "node2"
     other_dir.mkdir()
     other = _env(pg_store, BASTION_NODE="node2")
-    after = {
-        "list": _json(other, "sessions", "list", "--data-dir", str(other_dir)),
-        "search": _json(other, "commands", "search", "uptime OR rm", "--raw", "--data-dir",
-                        str(other_dir)),
-        "export": [_json(other, "sessions", "export", str(s), "--data-dir", str(other_dir))
-                   for s in source["sessions"]],
-        "play": _json(other, "sessions", "play", str(source["sessions"][0]), "--data-dir",
-                      str(other_dir)),
-        "cast": _run(other, "sessions", "export", str(source["sessions"][1]), "--data-dir",
-                     str(other_dir)).stdout,
-    }
+    after = _views(other, other_dir, source["sessions"])
     for key in ("list", "search", "export", "play", "cast"):
         assert _strip(after[key]) == _strip(before[key]), key
     assert [s["id"] for s in after["list"]] == [s["id"] for s in before["list"]]
