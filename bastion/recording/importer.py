@@ -123,11 +123,7 @@ def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = 
 
     ``while_serving``: import although nodes beat on the store (their writers wait for the
     import's lock, and fail after the store's lock timeout)."""
-    settings = store.current()
-    if not settings.postgres:
-        raise RecordingError("no PostgreSQL store is configured to import into",
-                             hint="set [store] url in policy.toml (--policy) or "
-                                  "BASTION_STORE_URL, and its password file")
+    schema.require_shared_store(" to import into")
     began = time.monotonic()
     source = Path(data_dir).resolve()
     if node is not None:
@@ -155,19 +151,10 @@ def import_data_dir(data_dir: Path, *, node: str | None = None, dry_run: bool = 
 
 def list_imports() -> list[dict[str, Any]]:
     """Every import into the configured PostgreSQL store, oldest first (``imports``)."""
-    if not store.current().postgres:
-        raise RecordingError("no PostgreSQL store is configured: imports go into one",
-                             hint="set [store] url in policy.toml (--policy) or "
-                                  "BASTION_STORE_URL, and its password file")
-    conn = schema.connect(Path("."), readonly=True)
-    try:
+    with schema.shared_store_reader(": imports go into one") as conn:
         found = renumber.load(conn)
         return [{**dict(r), "renumbered": [run.to_dict() for run in found.get(int(r["id"]), [])]}
                 for r in conn.execute("SELECT * FROM imports ORDER BY id")]
-    except sqlite3.Error as exc:
-        raise RecordingError(f"reading the store failed: {exc}") from exc
-    finally:
-        conn.close()
 
 
 # -- the source --------------------------------------------------------------------------

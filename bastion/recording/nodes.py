@@ -20,13 +20,9 @@ Not covered: SQLite (one node owns the file: ``bastion status`` asks it).
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
-from bastion import store
-from bastion.errors import RecordingError
 from bastion.recording import schema
 from bastion.recording.tailstore import CHECK_PREFIX
 
@@ -68,15 +64,6 @@ def list_nodes(conn: Any, lease: float, now: float | None = None) -> list[dict[s
 
 def read(lease: float, now: float | None = None) -> list[dict[str, Any]]:
     """:func:`list_nodes` of the configured PostgreSQL store."""
-    if not store.current().postgres:
-        raise RecordingError("no PostgreSQL store is configured: on SQLite one node owns the "
-                             "index (`bastion status` asks it)",
-                             hint="set [store] url in policy.toml (--policy) or "
-                                  "BASTION_STORE_URL, and its password file")
-    conn = schema.connect(Path("."), readonly=True)
-    try:
+    with schema.shared_store_reader(": on SQLite one node owns the index (`bastion status` "
+                                    "asks it)") as conn:
         return list_nodes(conn, lease, now)
-    except sqlite3.Error as exc:
-        raise RecordingError(f"reading the store failed: {exc}") from exc
-    finally:
-        conn.close()

@@ -41,6 +41,7 @@ file.  This module does not write rows (writer.py, chain.py, prune.py do).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -332,6 +333,29 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 def index_path(data_dir: Path) -> Path:
     return Path(data_dir) / INDEX_NAME
+
+
+def require_shared_store(why: str) -> None:
+    """Refuse (RecordingError, saying how to set one) unless a PostgreSQL store is configured;
+    ``why`` finishes "no PostgreSQL store is configured"."""
+    if not store.current().postgres:
+        raise RecordingError(f"no PostgreSQL store is configured{why}",
+                             hint="set [store] url in policy.toml (--policy) or "
+                                  "BASTION_STORE_URL, and its password file")
+
+
+@contextlib.contextmanager
+def shared_store_reader(why: str) -> Iterator[Any]:
+    """A read-only connection to the configured PostgreSQL store (see
+    :func:`require_shared_store`); a failed read becomes a RecordingError."""
+    require_shared_store(why)
+    conn = connect(Path("."), readonly=True)
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
