@@ -167,33 +167,44 @@ def run(rig: BenchRig, *, quick: bool = False, size: int | None = None, reps: in
         paths: tuple[str, ...] = PATHS, log=print) -> dict:
     size = size or (QUICK_SIZE if quick else FULL_SIZE)
     reps = reps or (1 if quick else 5)
-    text = make_text_file(rig.root / "bulk-text.log", size)
+    samples, failures = transfers([(path, rig, path) for path in paths], size, reps, log)
+    return summarize(samples, failures, size=size, reps=reps, paths=paths)
+
+
+def transfers(paths: list[tuple[str, BenchRig, str]], size: int, reps: int,
+              log=print) -> tuple[dict, dict]:
+    """Every kind in every cipher mode through each ``(name, rig, path)``, ``reps`` times,
+    the paths taking turns in a rotating order: ``{"KIND/MODE/NAME": [rates...]}`` and
+    ``{"KIND/MODE/NAME": why}`` for a path that failed (not tried again)."""
+    text = make_text_file(paths[0][1].root / "bulk-text.log", size)
     upload = memoryview(text.read_bytes())
     timeout = 60 + size / 5e6
     commands = {"zero": f"head -c {size} /dev/zero", "text": f"cat {text}"}
     samples: dict = {}
     failures: dict = {}
-    for rep in range(reps):
-        for kind in KINDS:
-            for mode in CIPHER_MODES:
-                for path in rotated(paths, rep + KINDS.index(kind)):
-                    key = f"{kind}/{mode}/{path}"
-                    if key in failures:
-                        continue
-                    try:
-                        if kind == "upload":
-                            r = _upload(rig, path, upload, mode, timeout)
-                        else:
-                            r = _download(rig, path, commands[kind], mode, size, timeout)
-                    except (TransferFailed, OSError, subprocess.SubprocessError) as exc:
-                        failures[key] = str(exc)[:300]
-                        log(f"  bulk {key}: n/a ({failures[key]})")
-                        continue
-                    samples.setdefault(key, []).append(r)
-                    log(f"  bulk {key} rep {rep + 1}/{reps}: {r['mb_s']} MB/s")
-    upload.release()
-    text.unlink(missing_ok=True)
-    return summarize(samples, failures, size=size, reps=reps, paths=paths)
+    try:
+        for rep in range(reps):
+            for kind in KINDS:
+                for mode in CIPHER_MODES:
+                    for name, rig, path in rotated(paths, rep + KINDS.index(kind)):
+                        key = f"{kind}/{mode}/{name}"
+                        if key in failures:
+                            continue
+                        try:
+                            if kind == "upload":
+                                r = _upload(rig, path, upload, mode, timeout)
+                            else:
+                                r = _download(rig, path, commands[kind], mode, size, timeout)
+                        except (TransferFailed, OSError, subprocess.SubprocessError) as exc:
+                            failures[key] = str(exc)[:300]
+                            log(f"  bulk {key}: n/a ({failures[key]})")
+                            continue
+                        samples.setdefault(key, []).append(r)
+                        log(f"  bulk {key} rep {rep + 1}/{reps}: {r['mb_s']} MB/s")
+    finally:
+        upload.release()
+        text.unlink(missing_ok=True)
+    return samples, failures
 
 
 def summarize(samples: dict, failures: dict, *, size: int, reps: int, paths) -> dict:

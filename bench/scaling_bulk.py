@@ -11,13 +11,12 @@ median MB/s of each path and c/b of each backend (bastion / ProxyJump, the issue
 
 from __future__ import annotations
 
-import subprocess
 from typing import Callable
 
 from bench import bulk
 from bench.rig import CIPHER_MODES
 from bench.scalerig import ScaleRig
-from bench.stats import median, ratio, rotated
+from bench.stats import median, ratio
 
 AIMS = {"default": 0.70, "aes128-gcm": 0.55}
 
@@ -26,35 +25,9 @@ def measure(rigs: dict[str, ScaleRig], size: int, reps: int,
             log: Callable[[str], None] = print) -> dict:
     paths = [("jump", rigs["sqlite"], "jump")] + [(f"bastion/{label}", rig, "bastion")
                                                   for label, rig in rigs.items()]
-    text = bulk.make_text_file(rigs["sqlite"].root / "bulk-text.log", size)
-    upload = memoryview(text.read_bytes())
-    timeout = 60 + size / 5e6
-    commands = {"zero": f"head -c {size} /dev/zero", "text": f"cat {text}"}
-    samples: dict[str, list[float]] = {}
-    failures: dict[str, str] = {}
-    try:
-        for rep in range(reps):
-            for k, kind in enumerate(bulk.KINDS):
-                for mode in CIPHER_MODES:
-                    for name, rig, path in rotated(paths, rep + k):
-                        key = f"{kind}/{mode}/{name}"
-                        if key in failures:
-                            continue
-                        try:
-                            if kind == "upload":
-                                r = bulk._upload(rig, path, upload, mode, timeout)
-                            else:
-                                r = bulk._download(rig, path, commands[kind], mode, size, timeout)
-                        except (bulk.TransferFailed, OSError, subprocess.SubprocessError) as exc:
-                            failures[key] = str(exc)[:300]
-                            log(f"  bulk {key}: n/a ({failures[key]})")
-                            continue
-                        samples.setdefault(key, []).append(r["mb_s"])
-                        log(f"  bulk {key} rep {rep + 1}/{reps}: {r['mb_s']} MB/s")
-    finally:
-        upload.release()
-        text.unlink(missing_ok=True)
-    return summarize(samples, failures, [name for name, _, _ in paths], size=size, reps=reps)
+    samples, failures = bulk.transfers(paths, size, reps, log)   # type: ignore[arg-type]
+    rates = {key: [r["mb_s"] for r in runs] for key, runs in samples.items()}
+    return summarize(rates, failures, [name for name, _, _ in paths], size=size, reps=reps)
 
 
 def summarize(samples: dict[str, list[float]], failures: dict[str, str], names: list[str], *,
