@@ -45,7 +45,7 @@ from bastion.approvals.model import (
 from bastion.errors import ApprovalError, RecordingError
 from bastion.policy.selectors import any_principal_matches
 from bastion.proto.sanitize import sanitize
-from bastion.recording import schema
+from bastion.recording import schema, storable
 from bastion.store import location as store_location
 
 _FINAL_BY_VIA = {"timeout": EXPIRED, "restart": EXPIRED, "shutdown": EXPIRED,
@@ -173,6 +173,7 @@ class ApprovalStore:
                    target=_target_name(target), login=login or "", line=line,
                    commands=json.dumps(commands, ensure_ascii=False, default=str),
                    rule=rule, decision_reason=reason)
+        row = storable.values(row)       # NUL or non-UTF-8 bytes an agent sent (storable.py)
 
         def work() -> ApprovalRecord:
             grant = self._live_window(row, now, grant_check) if grant_check else None

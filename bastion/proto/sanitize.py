@@ -8,7 +8,9 @@ Two tools:
     visible: C0 controls and DEL become Unicode control pictures (ESC -> ``␛``,
     CR -> ``␍``, NUL -> ``␀``), C1 controls, bidi overrides/isolates, zero-width
     and other format characters, line/paragraph separators and lone surrogates
-    become ``\\x9b`` / ``\\u202e`` style escapes.  A line that tries to hide part
+    become ``\\x9b`` / ``\\u202e`` style escapes (a byte that was not UTF-8, which
+    ``surrogateescape`` made a lone surrogate, shows as that byte: ``\\xff``).
+    A line that tries to hide part
     of itself (``rm -rf / ␛[2K␍ls``) is therefore shown in full.  With
     ``keep_newlines=True`` LF and TAB are kept (for multi-line panels).
 
@@ -40,8 +42,12 @@ _C0_PICTURES = {i: chr(0x2400 + i) for i in range(0x20)}
 _C0_PICTURES[0x7F] = "\u2421"  # ␡
 
 
-def _escape_char(ch: str) -> str:
+def escape_char(ch: str) -> str:
+    """``ch`` as a backslash escape; a lone surrogate that ``surrogateescape`` made of a byte
+    that was not UTF-8 (U+DC80-U+DCFF) as that byte, ``\\xff``."""
     code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
     if code <= 0xFF:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
@@ -79,7 +85,7 @@ def sanitize(text: str, *, keep_newlines: bool = False) -> str:
         elif code < 0x80:
             out.append(ch)
         elif _is_unsafe_unicode(ch):
-            out.append(_escape_char(ch))
+            out.append(escape_char(ch))
         else:
             out.append(ch)
     return "".join(out)

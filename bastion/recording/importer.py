@@ -72,7 +72,7 @@ from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, renumber, schema, verify
+from bastion.recording import chain, renumber, schema, storable, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
@@ -379,7 +379,7 @@ def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int,
         batch: list[list[Any]] = []
         quoted = ", ".join(f'"{c}"' for c in cols)
         for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
-            values = ids.row(table, cols, list(row))
+            values = storable.values(ids.row(table, cols, list(row)))   # a NUL SQLite kept
             if at >= 0 and values[at] is not None:
                 values[at] += shift
             if table == "sessions":

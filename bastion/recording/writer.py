@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, health, leases
+from bastion.recording import chain, channelfiles, health, leases, storable
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -279,6 +279,8 @@ class Applier:
 
     def _apply(self, op: Op) -> None:
         kind = op[0]
+        if kind not in _NO_TEXT:          # agent text: stored even with NUL or non-UTF-8 bytes
+            op = storable.values(op)
         if kind == OP_DATA:
             _, cid, stream, t, data, bytes_in, bytes_out = op
             self._with_sink(cid, lambda s: self._data(s, stream, t, data, bytes_in, bytes_out))
@@ -407,6 +409,10 @@ def _op_path(applier: Applier, op: Op) -> Path | None:
         return sink.path if sink else None
     return None
 
+
+# Operations that carry no text for a column or an event (data and its bookkeeping).
+_NO_TEXT = frozenset({OP_DATA, OP_RESIZE, OP_MASKS, OP_RESUME, OP_REPLAY, OP_PROBE, OP_BARRIER,
+                      OP_COMMAND_RESULT})
 
 _OP_NAMES = {OP_SESSION_START: "start session", OP_REFUSED: "record refused attempt",
              OP_CHANNEL_OPEN: "open channel recording", OP_DATA: "writing recording",

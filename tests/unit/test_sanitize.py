@@ -18,7 +18,9 @@ from bastion.proto.sanitize import TerminalFilter, sanitize
     ("abc\u202edef", "abc\\u202edef"),                               # bidi override
     ("x\u200by", "x\\u200by"),                                       # zero width space
     ("p\u2028q", "p\\u2028q"),                                       # line separator
-    ("\udcff", "\\udcff"),                                           # lone surrogate
+    ("\udcff", "\\xff"),                  # lone surrogate from surrogateescape: the byte
+    ("a\udc80b", "a\\x80b"),
+    ("\ud800", "\\ud800"),                                           # another lone surrogate
     ("\x1b]52;c;ZXZpbA==\x07", "␛]52;c;ZXZpbA==␇"),
     (None, ""),
 ])

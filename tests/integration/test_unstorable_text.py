@@ -1,0 +1,65 @@
+"""Agent text the index drivers cannot take as it is (NUL, bytes that were not UTF-8) is
+stored on both backends, in the form a reviewer is shown, and recording goes on.
+
+Before bastion.recording.storable, one such value failed the recording worker's batch and
+every replay of it, so the node refused every session until restarted."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.approvals.store import ApprovalStore
+from bastion.policy import Action, Decision
+from bastion.recording import Recorder, query
+from bastion.recording.transfers import TransferRow, record_transfer
+from bastion.recording.verify import verify_index
+from tests.integration.recordkit import AGENT, record_session
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch):
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_store")
+    else:
+        monkeypatch.delenv("BASTION_STORE_URL", raising=False)
+    return request.param
+
+
+def test_nul_and_undecodable_bytes_are_stored_as_shown_and_recording_goes_on(tmp_path,
+                                                                             backend):
+    rec = Recorder.open(tmp_path)
+    rec.refused(principal=AGENT, client="127.0.0.1:9", target="web\x00x", login="de\udcffploy",
+                reason="unknown target")
+    record_session(rec, "web1", ["echo a\x00b", "uptime"])
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    shell = s.open_channel("exec", command="cat /tmp/\udcfe")
+    shell.command("cat /tmp/\udcfe", Decision(Action.ALLOW, "r", "why"))
+    shell.close(exit_status=0)
+    ch = s.open_channel("sftp", command=None)
+    record_transfer(ch, TransferRow("put", "/srv/up/bad\udcffname", "ok", "allow", "up", "ok"))
+    ch.marker("a marker with a NUL\x00 and \udcc0")
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()                                  # raised "session recording is not possible"
+    record_session(rec, "web2", ["echo after"])  # and so did every session after it
+    rec.close()
+
+    db = query.open_index(tmp_path)
+    lines = {h["line"] for h in query.search_commands(db, "echo OR cat", raw=True)}
+    assert lines == {"echo a\u2400b", "cat /tmp/\\xfe", "echo after"}
+    [refused] = [r for r in query.list_sessions(db, denied=True) if r["status"] == "refused"]
+    assert (refused["target"], refused["login"]) == ("web\u2400x", "de\\xffploy")
+    rows = [dict(r) for r in db.execute("SELECT path FROM transfers")]
+    assert rows == [{"path": "/srv/up/bad\\xffname"}]
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+
+
+def test_an_approval_request_for_such_a_line_is_stored(tmp_path, backend):
+    Recorder.open(tmp_path).close()              # the index, migrated
+    store = ApprovalStore.open(tmp_path)
+    record = store.create(node="n", principal=AGENT, target="web1", login="root",
+                          line="touch /tmp/a\x00b \udcff", session_id=None, command_id=None,
+                          decision=Decision(Action.REVIEW, "r", "why"), channel="exec",
+                          timeout=60)
+    assert store.get(record.id).line == "touch /tmp/a\u2400b \\xff"
