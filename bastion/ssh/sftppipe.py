@@ -124,11 +124,15 @@ def start_server(server: Any, stream: Any, chan: Any, version: int) -> "asyncio.
     chan.set_write_buffer_limits(high=SEND_HIGH)
     handler = PipelinedHandler(server, reader, writer, version)
     task = asyncio.ensure_future(handler.run())
-    task.add_done_callback(_log_failure)
+    task.add_done_callback(lambda t: _ended(t, chan))
     return task
 
 
-def _log_failure(task: "asyncio.Task[None]") -> None:
+def _ended(task: "asyncio.Task[None]", chan: Any) -> None:
+    """A protocol that failed ends the agent's channel: its sftp would wait for an answer
+    that never comes."""
     if not task.cancelled() and task.exception() is not None:
         exc = task.exception()
-        log.error("sftp server protocol failed: %r", exc, exc_info=exc)
+        log.error("sftp server protocol failed: %r; the agent's channel is closed", exc,
+                  exc_info=exc)
+        chan.close()

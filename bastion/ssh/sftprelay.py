@@ -38,6 +38,7 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, SFTP
 
 from bastion.errors import RecordingError
 from bastion.metrics import TO_AGENT, TO_HOST
+from bastion.proto.sanitize import sanitize
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.transfer.decide import META, READS, WRITES, Verdict, decide
 from bastion.ssh.sftppipe import READ_MAX
@@ -123,7 +124,8 @@ class RelayServer(asyncssh.SFTPServer):
         audit.warning("sftp denied principal=%s target=%s op=%s path=%r rule=%s",
                       self.owner.ctx.principal.subject, self.owner.ctx.target.name, op,
                       verdict_path or path, verdict.rule)
-        message = f"bastion: denied by rule {verdict.rule}: {verdict.reason}"
+        # the path may hold bytes that are not UTF-8 (surrogates): shown, as it is to a reviewer
+        message = sanitize(f"bastion: denied by rule {verdict.rule}: {verdict.reason}")
         self.owner.tell(message)
         raise asyncssh.SFTPPermissionDenied(message)
 
@@ -228,8 +230,8 @@ class RelayServer(asyncssh.SFTPServer):
         except asyncssh.SFTPNoSuchFile:
             return entry
         if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
-            message = (f"bastion: {entry} is a symlink to a missing file; writing through it "
-                       "is refused (remove it or write to the real path)")
+            message = sanitize(f"bastion: {entry} is a symlink to a missing file; writing "
+                               "through it is refused (remove it or write to the real path)")
             self.owner.tell(message)
             raise asyncssh.SFTPPermissionDenied(message)
         return entry

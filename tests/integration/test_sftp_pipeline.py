@@ -96,3 +96,52 @@ def test_reads_are_in_flight_together_and_close_waits_for_them(tmp_path: Path) -
     assert got == [data[:1000], data[5000:6000]]
     assert sorted(GatedServer.events[:2]) == ["read 0", "read 5000"]
     assert GatedServer.events[2:] == ["close"]
+
+
+class _Unencodable(asyncssh.SFTPServer):
+    """Refuses every open with a reason the protocol cannot encode (a lone surrogate)."""
+
+    def open(self, path: bytes, pflags: int, attrs: Any) -> Any:
+        raise asyncssh.SFTPPermissionDenied("refused: " + path.decode("utf-8", "surrogateescape"))
+
+
+class _UnencodableSession(_Session):
+    def session_started(self) -> None:
+        chan: Any = self._chan
+        start_server(_Unencodable(chan), self, chan, 3)
+
+
+class _UnencodableServer(_Server):
+    def session_requested(self) -> Any:
+        return _UnencodableSession()
+
+
+def test_a_protocol_that_fails_closes_the_agents_channel_instead_of_leaving_it_waiting(
+        tmp_path: Path) -> None:
+    # asyncssh cannot encode the error's reason, so the protocol task fails; the agent's
+    # sftp once waited for an answer that never came
+    outcome: list[str] = []
+
+    async def main() -> None:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        server = await asyncssh.create_server(_UnencodableServer, "127.0.0.1", 0,
+                                              server_host_keys=[key], encoding=None)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with asyncssh.connect("127.0.0.1", port, known_hosts=None, username="u",
+                                        client_keys=None, agent_path=None, config=None) as conn:
+                async with conn.start_sftp_client(path_encoding=None) as sftp:
+                    try:
+                        await asyncio.wait_for(sftp.open(b"/tmp/bad\xffname", "rb"), GUARD)
+                    except asyncio.TimeoutError:
+                        outcome.append("no answer")
+                    except (asyncssh.SFTPError, asyncssh.Error, ConnectionError, EOFError) as exc:
+                        outcome.append(type(exc).__name__)
+        finally:
+            server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 3 * GUARD))   # a channel left open hangs its close
+    except asyncio.TimeoutError:
+        outcome.append("hung")
+    assert outcome and outcome[0] not in ("no answer", "hung"), outcome
