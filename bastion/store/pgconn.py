@@ -396,7 +396,9 @@ def _pool(settings: StoreSettings) -> Any:
         if pool is None:
             pool = ConnectionPool(str(settings.url), min_size=0, max_size=POOL_MAX, open=True,
                                   timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
-                                  kwargs=_pool_kwargs(settings),
+                                  # a callable: each new connection reads the password
+                                  # file again, so a rotated password needs no restart
+                                  kwargs=lambda: _pool_kwargs(settings),
                                   configure=lambda c: c.execute(
                                       "SELECT set_config('bastion.node', %s, false)",
                                       (settings.node,)),
