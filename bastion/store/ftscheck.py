@@ -1,40 +1,42 @@
 """The PostgreSQL side of full-text search's exact check: migration 13's SQL (plpgsql).
 
-tsvector cannot hold a line exactly: positions stop at 16383, a lexeme keeps at most 255 of
-them, a word of 2,047 bytes or more is dropped (and the words after it move up one
-position), and ``array_to_tsvector`` silently mangles one that long.  So from migration 13
-the index holds no positions at all, only each line's set of words, and everything that
-needs positions is decided on the line's own tokens:
+tsvector cannot hold a line exactly: positions stop at 16383, a lexeme keeps 255 of them,
+a word of 2,047 bytes or more is dropped (and the words after it move up one position),
+and ``array_to_tsvector`` silently mangles one that long (its length field is 11 bits).
+So from migration 13 the index holds no positions, only each line's set of words, and all
+that needs positions is decided on the line's own tokens:
 
-* a line's tokens: ``bastion_fts_text(line)`` (migration 8: runs of letters and digits,
-  lower case, diacritics removed, as SQLite's unicode61 tokenizer splits it) split at its
-  spaces, one array element per token in order: position ``p`` is element ``p``.
-* ``bastion_fts_vector(line)`` (the GIN index's expression, view ``commands_fts.tsv``): the
-  set of its tokens (``array_to_tsvector``, no positions, no weights).  A token longer than
+* ``bastion_fts_tokens(line)``: ``bastion_fts_text(line)`` (migration 8: runs of letters
+  and digits, lower case, diacritics removed, as SQLite's unicode61 tokenizer splits a
+  line) split at its spaces, one element per token: position ``p`` is element ``p``.  An
+  ASCII line (as many bytes as characters) has no diacritics: it skips the two
+  ``normalize`` calls (the same tokens, about 3 us a line instead of 7).
+* ``bastion_fts_vector(line)`` (the GIN index's expression; view ``commands_fts.tsv``): the
+  set of its tokens (``array_to_tsvector``: no positions, no weights).  A token longer than
   :data:`LONG_WORD` characters is held as its first :data:`LONG_WORD` and a ``~`` (no token
-  has a ``~``): a plain word (up to that length) never matches it, a prefix (up to that
-  length) matches it exactly when it prefixes the whole token, and a longer word or prefix
-  looks it up by that key and leaves the rest to the exact check
+  has a ``~``): a plain word (up to that length) never matches that key, a prefix (up to
+  that length) matches it exactly when it prefixes the whole token, and a longer word or
+  prefix looks it up by the key and leaves the rest to the exact check
   (bastion.store.ftsquery).  So the index is sound for every query: a line holding a word
-  has its lexeme, whatever its length or the line's.
-* ``bastion_fts_exact(line, program)``: whether the line matches, given ``program``
+  has its lexeme, whatever the word's length or the line's.
+* ``bastion_fts_exact(line, program)``: whether the line matches ``program``
   (bastion.store.ftsquery.fts5_to_match's exact part): ``boolean;leaf;leaf...``.  Each leaf
-  is a form that needs positions, decided on the tokens; the
-  boolean is a tsquery over the line's words and a marker ``~k`` for each leaf ``k`` that
-  holds (``'restart' & !'~1'``), evaluated by tsquery itself; a program of one leaf
-  (``'~1';...``) is that leaf.
+  is a form that needs positions, decided on the tokens; the boolean is the whole query as
+  a tsquery over the line's words and a marker ``~k`` for each leaf ``k`` that holds
+  (``'restart' & !'~1'``), evaluated by tsquery itself; a program of one leaf (``'~1';...``)
+  is that leaf's answer.  The view's ``line`` column is there for it.
 * a leaf ``^:a b*`` (FTS5's ``^"a b"*``): the phrase starts at token 1.  A leaf
-  ``N:a b,c*,d`` (``NEAR("a b" c* d, N)``; one phrase: a phrase anywhere): each phrase's
-  starts (``bastion_fts_starts``: ``array_positions`` of its first word, or a scan for a
-  prefix, then its other words compared in place), then FTS5's rule
-  (fts5ExprNearIsMatch): some start ``m`` of a phrase, with every other phrase ``i``
-  (``n_i`` words) starting at or before ``m`` and at ``m - n_i - N`` or after.  For each
-  phrase as the last to start, one pass over its starts moves a pointer in each other
-  phrase's (sorted) starts: time in the number of occurrences times the phrases squared,
-  whatever N (no arrangement is enumerated).
+  ``N:a b,c*,d`` (``NEAR("a b" c* d, N)``; with one phrase: a phrase anywhere): each
+  phrase's starts (a one-word phrase: ``array_positions``; else ``bastion_fts_starts``: the
+  first word's positions, or a scan for a prefix, then its other words compared in place),
+  then FTS5's rule (fts5ExprNearIsMatch): some start ``m`` of a phrase, with every other
+  phrase ``i`` (``n_i`` words) starting at or before ``m`` and at ``m - n_i - N`` or after.
+  For each phrase as the one that starts last, one pass over its starts moves a pointer
+  through each other phrase's (ascending) starts: time in the occurrences times the number
+  of phrases, whatever N; no arrangement is listed.
 
 A word in a program is letters and digits (a prefix ends in ``*``), so ``;``, ``:``, ``,``,
-``*`` and ``~`` never occur in one.
+``*`` and ``~`` never occur in one.  Measured: bench/fts_near.py, docs/SCALING.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,37 @@
-"""PURE: an FTS5 query (``bastion commands search --raw``) as PostgreSQL tsquery text, with
-FTS5's meaning.
+"""PURE: an FTS5 query (``bastion commands search --raw``) for PostgreSQL, with FTS5's meaning:
+a tsquery for the GIN index and, when positions matter, a program for the exact check.
 
-The PostgreSQL index (bastion.store.pgschema, ``bastion_fts_vector``) holds each command line
-as SQLite's unicode61 tokenizer splits it: runs of letters and digits, lower case, diacritics
-removed (:func:`words`), at positions 1, 2, ...; the line's first token carries weight ``A``.
-The query is parsed with FTS5's grammar and each form becomes tsquery text for
-``to_tsquery('simple', ...)``:
+The PostgreSQL index (bastion.store.pgschema, migration 13; its SQL: bastion.store.ftscheck)
+holds each command line's set of words, split as SQLite's unicode61 tokenizer splits them:
+runs of letters and digits, lower case, diacritics removed (:func:`words`).  It holds no
+positions (tsvector's stop at 16383 and at 255 per word): what needs them is checked on the
+line's own tokens.  The query is parsed with FTS5's grammar; :func:`fts5_to_match` gives
+``index#exact``:
 
-* a phrase (a bare word, ``"quoted text"``, ``a + b`` joined) -> its words ``'a' <-> 'b'``;
-  ``word*`` / ``"a b"*`` -> the last word a prefix ``'b':*`` (in a ``+`` chain each part may
-  be one);
-* ``^phrase`` (it starts the line) -> the first word with weight A: ``'a':A <-> 'b'``;
-* ``NEAR(p1 p2 ..., N)`` (N 10 when left out): FTS5 matches when one instance of each
-  phrase lies in a clump where, for the phrase that starts last at position ``M``, every
-  other phrase ``i`` (``n_i`` words) starts at ``M - n_i - N`` or later.  Every such
-  arrangement of starts (overlaps included; two different words cannot share a position,
-  so those are left out) becomes one phrase chain (``'a' <2> 'b' <-> 'c'``) and the group
-  is their OR, behind an AND of the phrases (cheap to refuse a line that lacks one).  That
-  is exact; its size grows as ``(N + n)^(phrases - 1)``, so a group of more than
-  :data:`MAX_NEAR_LAYOUTS` arrangements is refused (:class:`FtsSyntaxError`, saying to
-  use fewer phrases or a smaller N): 3 one-word phrases at N 10 are 330 arrangements, the
-  largest allowed are 2 words at N 499, 3 at N 17, 4 at N 6, 5 at N 4.  The GIN index is
-  given only the AND of the phrases (:func:`fts5_to_match`: the long OR as an index
-  condition is evaluated for every line holding any of its words); the lines it finds are
-  checked against the exact query (bench/fts_near.py: 7-281 ms on 100k lines);
+* ``index``, tsquery text (a cast, not ``to_tsquery``: the words are already split) that
+  finds every line the query finds: a word ``'a'``, a prefix ``'a':*``, AND/OR/NOT as
+  tsquery's ``& | !``; a form that needs positions becomes the AND of its words (a NOT of
+  it is left out: a line with the words apart must still be found);
+* ``exact``, empty when ``index`` is the query itself (words, prefixes, AND/OR/NOT only:
+  the GIN index answers it alone), else ``boolean;leaf;...``: each form that needs
+  positions is a leaf and the boolean is the whole query as tsquery text over the line's
+  words and a marker ``'~k'`` for leaf ``k``, which ``bastion_fts_exact`` evaluates on each
+  line the index found.  Leaves:
+
+  - a phrase (``"a b"``, ``a + b``, ``"a b"*``: its last word a prefix; in a ``+`` chain
+    each part may be one) -> ``0:a b*``: its words at consecutive positions;
+  - ``^phrase`` (it starts the line) -> ``^:a b``;
+  - ``NEAR(p1 p2 ..., N)`` (N 10 when left out) -> ``N:p1,p2,...``: FTS5 matches when one
+    instance of each phrase lies in a clump where, for the phrase that starts last at
+    position ``M``, every other phrase ``i`` (``n_i`` words) starts at ``M - n_i - N`` or
+    later (overlaps allowed).  Checked by one pass over the phrases' starts, so any N and
+    any number of phrases cost the same to write and about the same to check; a group of
+    more than :data:`MAX_NEAR_PHRASES` phrases is refused (the check's time grows with
+    their square) and so is N past FTS5's C int (:data:`MAX_NEAR_DISTANCE`);
+  - a word or prefix longer than :data:`LONG_WORD` characters (the index keeps a token that
+    long as its first :data:`LONG_WORD` characters and ``~``: the index finds it by that
+    key, the check compares the whole word).
+
 * column filters: the one column is ``line``: ``line:``, ``{line}:`` (any case, quoted or
   not) leave the query as it is; ``-line:`` / ``-{line}:`` leave no column, so that part
   matches nothing (as FTS5: ``a OR -line:b`` is ``a``); another name is refused as FTS5
@@ -37,9 +45,7 @@ Lenient where FTS5 refuses (kept from the first translation): ASCII punctuation 
 bare word splits it into a phrase (``/etc/passwd``, ``it's``, ``rm -rf``), and a
 parenthesised group may stand beside terms (``(rm OR mv) etc``).
 
-Not covered: tsvector's own limits (a line's positions stop at 16383 and a word keeps at
-most 256 of them, so a phrase or NEAR past those in a very long line is not found);
-executing the query (bastion.store.pgconn).
+Not covered: executing the query (bastion.store.pgconn, bastion.store.translate.match_sql).
 """
 
 from __future__ import annotations
