@@ -6,11 +6,12 @@ and ``array_to_tsvector`` silently mangles one that long (its length field is 11
 So from migration 13 the index holds no positions, only each line's set of words, and all
 that needs positions is decided on the line's own tokens:
 
-* ``bastion_fts_tokens(line)``: ``bastion_fts_text(line)`` (migration 8: runs of letters
+* ``bastion_fts_spaced(line)``: ``bastion_fts_text(line)`` (migration 8: runs of letters
   and digits, lower case, diacritics removed, as SQLite's unicode61 tokenizer splits a
-  line) split at its spaces, one element per token: position ``p`` is element ``p``.  An
-  ASCII line (as many bytes as characters) has no diacritics: it skips the two
-  ``normalize`` calls (the same tokens, about 3 us a line instead of 7).
+  line) with one space before, between and after its tokens (``' sudo rm rf '``); an ASCII
+  line (as many bytes as characters) has no diacritics and skips the two ``normalize``
+  calls (the same text, about 3 us a line instead of 7).  ``bastion_fts_tokens(line)``:
+  its tokens as an array, position ``p`` at element ``p``.
 * ``bastion_fts_vector(line)`` (the GIN index's expression; view ``commands_fts.tsv``): the
   set of its tokens (``array_to_tsvector``: no positions, no weights).  A token longer than
   :data:`LONG_WORD` characters is held as its first :data:`LONG_WORD` and a ``~`` (no token
@@ -25,9 +26,11 @@ that needs positions is decided on the line's own tokens:
   a tsquery over the line's words and a marker ``~k`` for each leaf ``k`` that holds
   (``'restart' & !'~1'``), evaluated by tsquery itself; a program of one leaf (``'~1';...``)
   is that leaf's answer.  The view's ``line`` column is there for it.
-* a leaf ``^:a b*`` (FTS5's ``^"a b"*``): the phrase starts at token 1.  A leaf
-  ``N:a b,c*,d`` (``NEAR("a b" c* d, N)``; with one phrase: a phrase anywhere): each
-  phrase's starts (a one-word phrase: ``array_positions``; else ``bastion_fts_starts``: the
+* a leaf ``^:a b*`` (FTS5's ``^"a b"*``): the phrase starts at token 1; ``0:a b`` (one
+  phrase): it is somewhere.  With at most its last word a prefix, that is a string search
+  in the spaced line (``' a b '``, or ``' a b'`` for ``b*``, which can only match at a
+  token's start), with no array.  A leaf ``N:a b,c*,d`` (``NEAR("a b" c* d, N)``; or a
+  phrase with an earlier prefix): the line's tokens, each phrase's starts (a one-word phrase: ``array_positions``; else ``bastion_fts_starts``: the
   first word's positions, or a scan for a prefix, then its other words compared in place),
   then FTS5's rule (fts5ExprNearIsMatch): some start ``m`` of a phrase, with every other
   phrase ``i`` (``n_i`` words) starting at or before ``m`` and at ``m - n_i - N`` or after.
@@ -43,18 +46,24 @@ from __future__ import annotations
 
 LONG_WORD = 500          # characters a lexeme keeps of a token (2,000 bytes at most, < 2,047)
 # the functions migration 13 adds (and migration 11's exact check, which it drops)
-FUNCTIONS = ("bastion_fts_tokens(text)", "bastion_fts_lexemes(text[])",
+FUNCTIONS = ("bastion_fts_spaced(text)", "bastion_fts_tokens(text)", "bastion_fts_lexemes(text[])",
              "bastion_fts_starts(text[], text[])", "bastion_fts_exact(text, text)",
              "bastion_fts_exact(tsvector, tsquery)")
 
 MIGRATION_13 = f"""
-    -- the line's tokens, position p at element p; an ASCII line skips the folding of
-    -- diacritics (bastion_fts_text's normalize calls: a third of its time)
+    -- the line's tokens between single spaces, one before the first and one after the
+    -- last (' a b c '); an ASCII line skips the folding of diacritics (bastion_fts_text's
+    -- normalize calls: a third of its time)
+    CREATE OR REPLACE FUNCTION bastion_fts_spaced(line text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+        SELECT ' ' || btrim(CASE WHEN octet_length(line) = length(line)
+            THEN lower(regexp_replace(line, '[^[:alnum:]]+', ' ', 'g'))
+            ELSE bastion_fts_text(line) END) || ' '
+    $f$;
+    -- the line's tokens, position p at element p
     CREATE OR REPLACE FUNCTION bastion_fts_tokens(line text) RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
-        SELECT string_to_array(btrim(CASE WHEN octet_length(line) = length(line)
-            THEN lower(regexp_replace(line, '[^[:alnum:]]+', ' ', 'g'))
-            ELSE bastion_fts_text(line) END), ' ')
+        SELECT string_to_array(btrim(bastion_fts_spaced(line)), ' ')
     $f$;
     -- tokens as lexemes: one longer than {LONG_WORD} characters is its first {LONG_WORD} and '~'
     CREATE OR REPLACE FUNCTION bastion_fts_lexemes(tok text[]) RETURNS text[]
@@ -126,10 +135,12 @@ MIGRATION_13 = f"""
     CREATE OR REPLACE FUNCTION bastion_fts_exact(line text, program text) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$
         DECLARE
-            tok text[] := bastion_fts_tokens(line);
+            spaced text := bastion_fts_spaced(line);
+            tok text[];                   -- its tokens, split when a leaf needs them
             part text[] := string_to_array(program, ';');
             held text[] := '{{}}';        -- the markers of the leaves that hold
             head text;
+            body text;
             phrases text[];
             np int;
             starts int[];                 -- every phrase's starts, one phrase after another
@@ -146,18 +157,28 @@ MIGRATION_13 = f"""
         BEGIN
             FOR k IN 2 .. cardinality(part) LOOP
                 head := split_part(part[k], ':', 1);
-                phrases := string_to_array(substr(part[k], length(head) + 2), ',');
-                np := cardinality(phrases);
+                body := substr(part[k], length(head) + 2);
                 hit := false;
                 <<leaf>>
                 BEGIN
+                    -- one phrase, a prefix at most at its end: ' a b ' (' a b' for b*) is
+                    -- in the spaced line, or starts it for ^
+                    IF (head = '^' OR strpos(body, ',') = 0)
+                            AND strpos(body, '*') IN (0, length(body)) THEN
+                        body := ' ' || rtrim(body, '*') || CASE WHEN right(body, 1) = '*'
+                                                               THEN '' ELSE ' ' END;
+                        hit := CASE WHEN head = '^' THEN starts_with(spaced, body)
+                                    ELSE strpos(spaced, body) > 0 END;
+                        EXIT leaf;
+                    END IF;
+                    IF tok IS NULL THEN
+                        tok := string_to_array(btrim(spaced), ' ');
+                    END IF;
+                    phrases := string_to_array(body, ',');
+                    np := cardinality(phrases);
                     IF head = '^' THEN
-                        IF strpos(phrases[1], ' ') = 0 AND right(phrases[1], 1) <> '*' THEN
-                            hit := coalesce(tok[1] = phrases[1], false);
-                        ELSE
-                            s := bastion_fts_starts(tok, string_to_array(phrases[1], ' '));
-                            hit := coalesce(s[1] = 1, false);
-                        END IF;
+                        s := bastion_fts_starts(tok, string_to_array(phrases[1], ' '));
+                        hit := coalesce(s[1] = 1, false);
                         EXIT leaf;
                     END IF;
                     starts := '{{}}';
@@ -208,6 +229,7 @@ MIGRATION_13 = f"""
                     held := held || ('~' || (k - 1));
                 END IF;
             END LOOP;
+            tok := string_to_array(btrim(spaced), ' ');
             IF length(line) > {LONG_WORD} / 2 THEN
                 tok := bastion_fts_lexemes(tok);
             END IF;

@@ -139,6 +139,9 @@ QUERIES = [
     "pre NOT " + "k" * 3000, "k" * 600, "m" * 600, '"mid ' + "m" * 600 + '"', "m" * 500 + "*",
     "m" * 599 + "*", "m" * 601 + "*", "caf" + "e" * 1100, "caf" + "é" * 1100 + "*",
     '"caf' + "e" * 1100 + ' x"',
+    # a prefix before a phrase's end (the check splits the line into tokens for it)
+    "sud* + systemctl", "^sud* + sys*", "re* + tail", "rep* + rep* + after", "^re* + rep",
+    "k* + post", "pr* + k*",
 ]
 
 EMPTY = {"NEAR(red green blue, 0)", "^run", "alpha AND -line:beta", "-line:alpha NOT beta",
