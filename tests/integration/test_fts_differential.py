@@ -10,7 +10,8 @@ phrases, the word first or second on the line, diacritics; NEAR groups of up to 
 spread over 1,000 tokens; and lines tsvector cannot hold exactly (20,003 tokens, so
 positions past 16383; a word 300 times, past the 255 positions it keeps; words of 3,000
 bytes, which it drops, moving the words after them).  PostgreSQL finds them exactly
-(bastion.store.ftscheck)."""
+(bastion.store.ftscheck).  Then seeded random NEAR, phrase and ^ queries over random lines
+of a few words that prefix each other."""
 
 from __future__ import annotations
 
@@ -226,3 +227,50 @@ def test_parameters_after_the_match_keep_their_places(both):
     for query in ("NEAR(alpha beta, 3)", "^alpha", "alpha"):
         want = {r[0] for r in lite.execute(sql, (20, query, 60)).fetchall()}
         assert want and want == {r[0] for r in pg.execute(sql, (20, query, 60)).fetchall()}
+
+
+def _random_phrase(rnd, words) -> str:
+    terms = [rnd.choice(words) + ("*" if rnd.random() < 0.25 else "")
+             for _ in range(rnd.choice((1, 1, 2, 3)))]
+    return " + ".join(terms)
+
+
+def _random_query(rnd, words) -> str:
+    kind = rnd.random()
+    if kind < 0.6:
+        near = " ".join(_random_phrase(rnd, words) for _ in range(rnd.randint(2, 6)))
+        n = rnd.choice(["", ", 0", ", 1", ", 2", ", 3", ", 5", ", 8", ", 40"])
+        return f"NEAR({near}{n})"
+    if kind < 0.8:
+        return ("^" if rnd.random() < 0.5 else "") + _random_phrase(rnd, words)
+    ops = ["AND", "OR", "NOT"]
+    return (f"{_random_query(rnd, words)} {rnd.choice(ops)} {_random_phrase(rnd, words)} "
+            f"{rnd.choice(ops)} {_random_query(rnd, words)}")
+
+
+def test_random_near_phrase_and_initial_queries_find_the_same_lines(both):
+    # seeded: lines of a few short words (repeats, overlaps, prefixes of each other) and
+    # queries of 2-6 phrases at several N, phrases with prefixes anywhere, ^, and mixes
+    import random
+    rnd = random.Random(13)
+    lite, pg, _ = both
+    words = ["ab", "abc", "b", "ca", "c"]
+    lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 14))) for _ in range(400)]
+    for conn in (lite, pg):
+        conn.execute("BEGIN IMMEDIATE")
+        for i, line in enumerate(lines, 10_001):
+            conn.execute("INSERT INTO commands (id, session_id, time, line, action) "
+                         "VALUES (?, 1, ?, ?, 'allow')", (i, float(i), line))
+        conn.execute("COMMIT")
+    sql = "SELECT rowid FROM commands_fts WHERE commands_fts MATCH ? AND rowid > 10000"
+    wrong, found = [], 0
+    for _ in range(400):
+        query = _random_query(rnd, words)
+        want = {r[0] for r in lite.execute(sql, (query,)).fetchall()}
+        got = {r[0] for r in pg.execute(sql, (query,)).fetchall()}
+        found += 0 < len(want) < len(lines)
+        if want != got:
+            wrong.append(f"{query!r}: only SQLite {sorted(lines[i - 10_001] for i in want - got)[:3]}, "
+                         f"only PostgreSQL {sorted(lines[i - 10_001] for i in got - want)[:3]}")
+    assert not wrong, "\n".join(wrong[:20])
+    assert found > 200                    # most queries tell lines apart
