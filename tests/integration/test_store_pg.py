@@ -15,7 +15,7 @@ from bastion.config import parse_config
 from bastion.policy import Action, Decision
 from bastion.recording import Recorder, query, schema
 from bastion.recording.verify import verify_index
-from bastion.store import location, pgconn, pgschema
+from bastion.store import ftscheck, location, pgconn, pgschema
 from bastion.store.notify import Listener
 from tests.integration.recordkit import AGENT, record_session
 
@@ -434,7 +434,8 @@ def _undo_first_token(conn) -> None:
     conn.execute("DROP VIEW commands_fts")
     conn.execute("DROP INDEX commands_tsv")
     conn.execute("DROP FUNCTION bastion_fts_vector(text)")
-    conn.execute("DROP FUNCTION bastion_fts_exact(tsvector, tsquery)")
+    for fn in ftscheck.FUNCTIONS:                # migration 11's and 13's
+        conn.execute(f"DROP FUNCTION IF EXISTS {fn}")
     for stmt in pgschema.MIGRATIONS[0].split(";"):
         if "INDEX commands_tsv" in stmt or "VIEW commands_fts" in stmt:
             conn.execute(stmt)
