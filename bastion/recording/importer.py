@@ -34,7 +34,10 @@ The order of an import (:func:`import_data_dir`):
    store's ``node`` column: ``import`` (no node's: every node checks their recordings in
    the store), or the node ``--node`` names.  Each sealed recording is uploaded
    and the SHA-256 of the bytes inserted must be the one in its sealed channel row, else
-   the whole import rolls back.
+   the whole import rolls back.  Each stored copy of a transferred file
+   (``store_transfers``) goes into ``transfer_copies`` under the transfer's id in the store
+   (renumbered or not), after its file's SHA-256 is checked against the row's ``content``
+   (bastion.recording.content.copy_for_store); a copy missing or changed refuses the import.
 4. Re-sealing: the imported rows are read back from the store in seq order and each gets
    ``hash = chain.row_hash(prev, table, row as the store reads it back)``, as the store
    seals its own rows (and as verify recomputes them); ``chain_head`` moves once at the end.
@@ -51,10 +54,9 @@ The order of an import (:func:`import_data_dir`):
    any failure rolls the one transaction back.
 
 ``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated,
-no id is claimed) and reports the same counts and which ids would be renumbered.  Files
-stay where they are; the stored copies of transferred files (``store_transfers``) are
-files only, on both backends: the operator copies the data dir to the node that should
-serve them.
+no id is claimed), stored copies' files included (each there, its SHA-256 the row's), and
+reports the same counts and which ids would be renumbered.  Files stay where they are; every
+node reads the recordings and the stored copies from the store.
 
 Not covered: the other direction (store to SQLite), merging two PostgreSQL stores.
 """
@@ -100,6 +102,8 @@ class ImportReport:
     approvals: int = 0
     recordings: int = 0
     bytes: int = 0
+    copies: int = 0                  # stored copies of transferred files (store_transfers)
+    copy_bytes: int = 0
     source_start_seq: int = 0
     source_start_hash: str = schema.GENESIS
     source_head_seq: int = 0
@@ -236,6 +240,27 @@ def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -
     for _cid, path, _sha in _recordings(src, source):
         report.recordings += 1
         report.bytes += path.stat().st_size
+    for _tid, data in _copies(src, source):
+        report.copies += 1
+        report.copy_bytes += len(data)
+
+
+def _copies(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, bytes]]:
+    """Each stored copy of a transferred file the source's rows link: (transfer id, its
+    bytes), read from the source data dir and checked against the row (size, SHA-256).
+    Raises RecordingError for one missing or changed: nothing is imported."""
+    from bastion.recording import content
+    for row in src.execute("SELECT id, content FROM transfers WHERE content IS NOT NULL "
+                           "ORDER BY id"):
+        try:
+            found = content.copy_for_store(source, row["content"])
+        except content.CopyError as exc:
+            raise RecordingError(
+                f"transfer {row['id']} in {source}: {exc}; nothing was imported",
+                hint="restore the file from a backup of the data dir, or run `bastion verify "
+                     f"--data-dir {source}`") from exc
+        if found is not None:
+            yield int(row["id"]), found[0]
 
 
 def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
@@ -331,6 +356,7 @@ def _check_no_node_serves(conn: Any) -> None:
 
 def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
           while_serving: bool = False) -> None:
+    from bastion.store import transfercopies
     conn = schema.connect(source)        # the store (PostgreSQL is configured), migrated
     try:
         chain.begin(conn)                # the chain's lock: one writer on every node
@@ -341,6 +367,8 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
             _upload_recordings(conn, src, source, ids)
+            for tid, data in _copies(src, source):    # under the row's id in the store
+                transfercopies.insert(conn, ids.id("transfers", tid), data)
             _reseal(conn, src, report, first, head_hash, ids)
             found = renumber.runs(src, taken, ids)
             report.renumbered = [r.to_dict() for r in found]

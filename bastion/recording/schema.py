@@ -326,6 +326,15 @@ _MIGRATIONS: list[str] = [
     """
     SELECT 1;
     """,
+    # 13: placeholder, replaced at merge by the FTS helper's migration
+    """
+    SELECT 1;
+    """,
+    # 14: nothing on SQLite: its PostgreSQL twin keeps the stored copies of transferred
+    # files in the store (one node keeps them as files beside the recordings)
+    """
+    SELECT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

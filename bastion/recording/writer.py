@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, health, leases, storable
+from bastion.recording import chain, channelfiles, content, health, leases, storable
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -49,7 +49,7 @@ from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN
                                    OP_RESUME, OP_SESSION_CLOSE, OP_SESSION_START, OP_TRANSFER, Op)
 from bastion.recording.sink import BUFFER_BYTES, CAP_RESERVE, Sink  # noqa: F401 - re-exported
 from bastion.recording.sink import TailReport
-from bastion.store import chunks, location as store_location
+from bastion.store import chunks, location as store_location, transfercopies
 
 log = logging.getLogger("bastion.recording")
 
@@ -339,12 +339,7 @@ class Applier:
                 log.warning("command %s: approver not recorded: %s", cmd_id,
                             _why_not_updated(self.conn, cmd_id))
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
-            db = self._db()
-            cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(op[1])])  # older journals: fewer
-            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
-                             f"({', '.join('?' * len(op[1]))})", op[1])
-            if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
-                chain.seal(db, "transfers", cur.lastrowid)
+            self._transfer(list(op[1]))
         elif kind == OP_CHANNEL_CLOSE:
             channelfiles.close_channel(self, op)
         elif kind == OP_SESSION_CLOSE:
@@ -362,6 +357,41 @@ class Applier:
             self.notify(("probe", why))
             if why is not None:
                 raise _ProbeFailed(why)
+
+    def _transfer(self, values: list[Any]) -> None:
+        """A transfers row, sealed at once (final).  On a PostgreSQL store the stored copy
+        its ``content`` links goes into the store with it, in this transaction, once checked
+        against the row (bastion.recording.content.copy_for_store)."""
+        copy = self._transfer_copy(values) if self._chunks is not None else None
+        db = self._db()
+        cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(values)])  # older journals: fewer
+        cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
+                         f"({', '.join('?' * len(values))})", values)
+        if cur.rowcount == 1 and cur.lastrowid is not None:
+            if copy is not None:
+                transfercopies.insert(db, cur.lastrowid, copy)
+            chain.seal(db, "transfers", cur.lastrowid)
+
+    def _transfer_copy(self, values: list[Any]) -> bytes | None:
+        """The copy a new row links, checked.  A file missing or changed since the relay
+        wrote it is a recording failure (the worker stops, fail closed); in the replay that
+        follows, the row goes in with its JSON saying the copy was lost and why (the row is
+        the transfer's audit record; a second failure would only stop the next worker)."""
+        at = TRANSFER_COLUMNS.split(", ").index("content")
+        content_json = values[at] if len(values) > at else None
+        if not content_json:
+            return None
+        try:
+            found = content.copy_for_store(self.data_dir, content_json)
+        except content.CopyError as exc:
+            if not self.replaying:
+                self._fail("storing transfer content", exc)
+                raise Reported() from exc
+            log.error("recording failure: transfer %s: its stored copy is not in the store: %s",
+                      values[0], exc)
+            values[at] = content.mark_lost(content_json, str(exc))
+            return None
+        return found[0] if found is not None else None
 
     def _replay(self, on: bool) -> None:
         """Start or end the replay a new worker gets (see the module doc)."""

@@ -1,0 +1,71 @@
+"""Stored copies of transferred files in the shared store (``transfer_copies``, migration 14).
+
+With ``[settings] store_transfers = true`` each sftp get/put keeps a masked copy of the file
+(bastion.recording.content) as a file beside the channel's recording on the node that relayed
+it.  On a PostgreSQL store the recording worker also writes that copy's bytes here, keyed by
+the transfer's id, in the transaction that inserts the ``transfers`` row linking it
+(bastion.recording.writer), so a reviewer on any node can read it (:func:`read`).  The row's
+``content`` JSON keeps the copy's SHA-256 (sealed in the hash chain); the bytes here are
+checked against it by every reader and by ``bastion verify``.
+
+The bytes are kept in pieces of up to :data:`PIECE` bytes (``"offset"`` within the copy), as
+``recording_chunks`` keeps recordings.  A copy's rows go with its transfers row (prune;
+``ON DELETE CASCADE`` as well).
+
+Not covered: SQLite (the copies are files only), checking a copy against its row
+(bastion.recording.content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bastion.store.chunks import PIECE
+
+
+def insert(conn: Any, transfer_id: int, data: bytes) -> None:
+    """``data`` as the store's copy of transfer ``transfer_id``, inside the caller's
+    transaction.  A copy the transfer has already is an error (the primary key), never
+    overwritten."""
+    view = memoryview(data)
+    for at in range(0, len(view), PIECE):
+        conn.execute('INSERT INTO transfer_copies (transfer_id, "offset", data) '
+                     "VALUES (?, ?, CAST(? AS bytea))",
+                     (transfer_id, at, bytes(view[at:at + PIECE])))
+    if not data:                       # an empty copy is a copy: one empty piece says so
+        conn.execute('INSERT INTO transfer_copies (transfer_id, "offset", data) '
+                     "VALUES (?, 0, CAST(? AS bytea))", (transfer_id, b""))
+
+
+def read(conn: Any, transfer_id: int) -> bytes | None:
+    """The store's copy of transfer ``transfer_id`` (None: the store has none).  Pieces that
+    do not follow each other (a hole: a piece deleted) give the prefix before the hole,
+    which the caller's SHA-256 check then refuses."""
+    rows = conn.execute('SELECT "offset", data FROM transfer_copies WHERE transfer_id = ? '
+                        'ORDER BY "offset"', (transfer_id,)).fetchall()
+    if not rows:
+        return None
+    out = bytearray()
+    for offset, data in rows:
+        if offset != len(out):
+            break
+        out += bytes(data)
+    return bytes(out)
+
+
+def sha256_of(conn: Any, transfer_id: int) -> str | None:
+    """The SHA-256 of the store's copy of transfer ``transfer_id`` (None: it has none)."""
+    data = read(conn, transfer_id)
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def stored_ids(conn: Any, transfer_ids: list[int]) -> set[int]:
+    """Which of ``transfer_ids`` have a copy in the store."""
+    found: set[int] = set()
+    for i in range(0, len(transfer_ids), 500):
+        part = transfer_ids[i:i + 500]
+        found.update(int(r[0]) for r in conn.execute(
+            "SELECT DISTINCT transfer_id FROM transfer_copies WHERE transfer_id IN "
+            f"({','.join('?' * len(part))})", part))
+    return found
