@@ -37,6 +37,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bastion import store
 from bastion.errors import RecordingError
@@ -147,7 +148,7 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
     expected = start_seq + 1
     last_seq, last_hash = start_seq, prev
     files: list[tuple[int, dict]] = []
-    copies: list[tuple[int, dict]] = []
+    copies: list[tuple[int, dict[str, Any]]] = []
     for seq, table, row in chain.iter_chain(conn, after=start_seq):
         report.rows += 1
         sid = _session_of(table, row)
@@ -230,7 +231,8 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
     return report
 
 
-def _check_copies(conn: sqlite3.Connection, data_dir: Path, copies: list[tuple[int, dict]],
+def _check_copies(conn: sqlite3.Connection, data_dir: Path,
+                  copies: list[tuple[int, dict[str, Any]]],
                   local: set[int], report: VerifyReport) -> None:
     """The stored copies of transferred files (``store_transfers``) on a shared store: each
     one the store has must have the SHA-256 its sealed row records (bastion.store.
