@@ -34,7 +34,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from bastion.errors import RecordingError
 from bastion.private import open_private_file
@@ -215,3 +215,20 @@ def read_copy(data_dir: Path, row: dict[str, Any], *,
         local_error = (f"{local_error}; the store has no copy of it (stored on the relaying "
                        "node only, before the store kept copies)")
     raise CopyError(local_error, hint="run bastion verify")
+
+
+def checked_copies(conn: Any, data_dir: Path) -> Iterator[tuple[int, bytes]]:
+    """Each stored copy the transfers rows of the index ``conn`` link: (transfer id, its bytes),
+    read from ``data_dir`` and checked against the row (``bastion store import`` of a one-node
+    data dir).  Raises RecordingError for one missing or changed: nothing is imported."""
+    for row in conn.execute("SELECT id, content FROM transfers WHERE content IS NOT NULL "
+                            "ORDER BY id"):
+        try:
+            found = copy_for_store(data_dir, row["content"])
+        except CopyError as exc:
+            raise RecordingError(
+                f"transfer {row['id']} in {data_dir}: {exc}; nothing was imported",
+                hint="restore the file from a backup of the data dir, or run `bastion verify "
+                     f"--data-dir {data_dir}`") from exc
+        if found is not None:
+            yield int(row["id"]), found[0]

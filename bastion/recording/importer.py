@@ -74,7 +74,7 @@ from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, renumber, schema, storable, verify
+from bastion.recording import chain, content, renumber, schema, storable, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
@@ -240,27 +240,9 @@ def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -
     for _cid, path, _sha in _recordings(src, source):
         report.recordings += 1
         report.bytes += path.stat().st_size
-    for _tid, data in _copies(src, source):
+    for _tid, data in content.checked_copies(src, source):
         report.copies += 1
         report.copy_bytes += len(data)
-
-
-def _copies(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, bytes]]:
-    """Each stored copy of a transferred file the source's rows link: (transfer id, its
-    bytes), read from the source data dir and checked against the row (size, SHA-256).
-    Raises RecordingError for one missing or changed: nothing is imported."""
-    from bastion.recording import content
-    for row in src.execute("SELECT id, content FROM transfers WHERE content IS NOT NULL "
-                           "ORDER BY id"):
-        try:
-            found = content.copy_for_store(source, row["content"])
-        except content.CopyError as exc:
-            raise RecordingError(
-                f"transfer {row['id']} in {source}: {exc}; nothing was imported",
-                hint="restore the file from a backup of the data dir, or run `bastion verify "
-                     f"--data-dir {source}`") from exc
-        if found is not None:
-            yield int(row["id"]), found[0]
 
 
 def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
@@ -367,7 +349,7 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
             _upload_recordings(conn, src, source, ids)
-            for tid, data in _copies(src, source):    # under the row's id in the store
+            for tid, data in content.checked_copies(src, source):   # under the store's ids
                 transfercopies.insert(conn, ids.id("transfers", tid), data)
             _reseal(conn, src, report, first, head_hash, ids)
             found = renumber.runs(src, taken, ids)
