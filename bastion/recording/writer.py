@@ -381,6 +381,9 @@ class Applier:
         content_json = values[at] if len(values) > at else None
         if not content_json:
             return None
+        if self.replaying and self._db().execute("SELECT 1 FROM transfers WHERE uid = ?",
+                                                 (values[0],)).fetchone() is not None:
+            return None                 # committed with its copy by the worker before
         try:
             found = content.copy_for_store(self.data_dir, content_json)
         except content.CopyError as exc:
