@@ -82,8 +82,9 @@ def test_a_copy_made_on_node_a_is_shown_by_node_b_and_after_a_lost_its_file(
     assert shown.stdout == masked
 
     copy_a.unlink()
-    shown = node_a.cli("transfers", "show", str(row["id"]), "--content")
-    assert shown.stdout == masked
+    for node in (node_b, node_a):
+        shown = node.cli("transfers", "show", str(row["id"]), "--content")
+        assert shown.stdout == masked
     out = tmp_path / "copy.out"
     node_b.cli("transfers", "show", str(row["id"]), "-o", str(out))
     assert out.read_bytes() == masked
