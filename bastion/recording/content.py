@@ -15,14 +15,9 @@ stored file}``.  ``bastion transfers show ID`` prints it back.  File errors rais
 RecordingError (the channel stops, as for any recording failure); after one, ``close``
 raises too, so no row links a file that is not what its SHA-256 says.
 
-Where the copy lives: on SQLite only in that file.  On a PostgreSQL store the recording
-worker also writes it into the store (bastion.store.transfercopies) in the transaction
-that inserts the row, after :func:`copy_for_store` has checked the file against the row's
-JSON; a file missing or changed by then fails the worker as a write failure does, and the
-replay that follows records the row with ``"lost": why`` added to its JSON (the row is the
-audit of the transfer and is kept; it never links a copy the store lacks without saying
-so).  :func:`read_copy` reads a copy back: this node's file when it is there and matches,
-else the store's, each checked against the row's SHA-256.
+Where the copy lives: on SQLite only in that file; on a PostgreSQL store in the store too,
+checked and put there by the recording worker, and read back on any node
+(bastion.recording.copies).
 
 Not covered: rsync (its protocol stream is the exec channel's recording), a reader that
 reads the same file twice (only the first ordered pass is stored).
@@ -35,7 +30,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 from bastion.errors import RecordingError
 from bastion.private import open_private_file
@@ -124,121 +119,3 @@ class ContentCapture:
             self.broken = True
             raise RecordingError(f"cannot store transfer content: {exc.strerror or exc}") from exc
 
-
-# -- reading a copy back ---------------------------------------------------------------------
-
-class CopyError(RecordingError):
-    """A stored copy that cannot be used: missing, changed, or its link is not one."""
-
-
-def link(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``content`` JSON of a transfers row as a dict (None: no copy was stored)."""
-    try:
-        info = json.loads(row.get("content") or "null")
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) and isinstance(info.get("path"), str) else None
-
-
-def local_path(data_dir: Path, info: dict[str, Any], what: str) -> Path:
-    """Where the copy ``info`` names is in ``data_dir``; refused when the path leaves the
-    recordings dir (the index was changed)."""
-    from bastion.recording.schema import RECORDINGS_DIR
-    base = (Path(data_dir) / RECORDINGS_DIR).resolve()
-    path = (Path(data_dir) / str(info["path"])).resolve()
-    if base not in path.parents:
-        raise CopyError(f"{what}: its content path leaves the recordings dir; the index was "
-                        "changed", hint="run bastion verify")
-    return path
-
-
-def _read_file(path: Path, info: dict[str, Any]) -> bytes:
-    """The file, read only when its size is the copy's (a bigger one is not read whole)."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size != info.get("bytes"):
-            raise CopyError(f"it has {size} bytes, not the {info.get('bytes')} recorded")
-        return fh.read()
-
-
-def copy_for_store(data_dir: Path, content: str) -> tuple[bytes, dict[str, Any]] | None:
-    """The bytes of the copy a new row's ``content`` links, read from this node's file and
-    checked against the JSON (size, SHA-256): what the recording worker puts in the store.
-    None: the JSON links no copy.  Raises CopyError saying what is wrong."""
-    info = link({"content": content})
-    if info is None:
-        return None
-    path = local_path(data_dir, info, "the transfer")
-    try:
-        data = _read_file(path, info)
-    except OSError as exc:
-        raise CopyError(f"the stored copy cannot be read: {exc.strerror or exc}") from exc
-    except CopyError as exc:
-        raise CopyError(f"the stored copy changed after it was written: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
-        raise CopyError("the stored copy changed after it was written: its SHA-256 is not "
-                        "the one recorded")
-    return data, info
-
-
-def mark_lost(content: str, why: str) -> str:
-    """A row's ``content`` JSON saying its copy never reached the store, and why."""
-    info = json.loads(content)
-    return json.dumps({**info, "lost": why}, sort_keys=True)
-
-
-def read_copy(data_dir: Path, row: dict[str, Any], *,
-              store_copy: Callable[[], bytes | None] | None = None
-              ) -> tuple[bytes, dict[str, Any]]:
-    """The stored copy of transfer ``row`` and its ``content`` record: this node's file when
-    it is there and its SHA-256 is the row's; else (``store_copy``: a callable giving the
-    store's bytes or None, on a PostgreSQL store) the store's copy, checked the same way.
-    Raises CopyError when none was stored, none is left, or what is left was changed."""
-    what = f"transfer {row.get('id')}"
-    info = link(row)
-    if info is None:
-        raise CopyError(f"{what} has no stored content",
-                        hint="contents are kept only with [settings] store_transfers = "
-                             "true, for sftp get and put")
-    path = local_path(data_dir, info, what)
-    sha = info.get("sha256")
-    local_error: str | None = None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        local_error = f"the stored content {path} cannot be read: {exc.strerror or exc}"
-    else:
-        if hashlib.sha256(data).hexdigest() == sha:
-            return data, info
-        local_error = (f"the stored content {path} was modified: its SHA-256 does not match "
-                       "the one recorded with the transfer")
-    stored = store_copy() if store_copy is not None else None
-    if stored is not None:
-        if hashlib.sha256(stored).hexdigest() == sha:
-            return stored, info
-        raise CopyError(f"the store's copy of {what}'s content was modified: its SHA-256 does "
-                        "not match the one recorded with the transfer", hint="run bastion verify")
-    if store_copy is not None:
-        if info.get("lost"):
-            raise CopyError(f"the stored content of {what} never reached the store: "
-                            f"{info['lost']}; only the node that relayed it had the file")
-        local_error = (f"{local_error}; the store has no copy of it (stored on the relaying "
-                       "node only, before the store kept copies)")
-    raise CopyError(local_error, hint="run bastion verify")
-
-
-def checked_copies(conn: Any, data_dir: Path) -> Iterator[tuple[int, bytes]]:
-    """Each stored copy the transfers rows of the index ``conn`` link: (transfer id, its bytes),
-    read from ``data_dir`` and checked against the row (``bastion store import`` of a one-node
-    data dir).  Raises RecordingError for one missing or changed: nothing is imported."""
-    for row in conn.execute("SELECT id, content FROM transfers WHERE content IS NOT NULL "
-                            "ORDER BY id"):
-        try:
-            found = copy_for_store(data_dir, row["content"])
-        except CopyError as exc:
-            raise RecordingError(
-                f"transfer {row['id']} in {data_dir}: {exc}; nothing was imported",
-                hint="restore the file from a backup of the data dir, or run `bastion verify "
-                     f"--data-dir {data_dir}`") from exc
-        if found is not None:
-            yield int(row["id"]), found[0]

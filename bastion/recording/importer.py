@@ -37,7 +37,7 @@ The order of an import (:func:`import_data_dir`):
    the whole import rolls back.  Each stored copy of a transferred file
    (``store_transfers``) goes into ``transfer_copies`` under the transfer's id in the store
    (renumbered or not), after its file's SHA-256 is checked against the row's ``content``
-   (bastion.recording.content.copy_for_store); a copy missing or changed refuses the import.
+   (bastion.recording.copies); a copy missing or changed refuses the import.
 4. Re-sealing: the imported rows are read back from the store in seq order and each gets
    ``hash = chain.row_hash(prev, table, row as the store reads it back)``, as the store
    seals its own rows (and as verify recomputes them); ``chain_head`` moves once at the end.
@@ -74,7 +74,7 @@ from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, content, renumber, schema, storable, verify
+from bastion.recording import chain, content, copies, renumber, schema, storable, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
@@ -240,9 +240,13 @@ def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -
     for _cid, path, _sha in _recordings(src, source):
         report.recordings += 1
         report.bytes += path.stat().st_size
-    for _tid, data in content.checked_copies(src, source):
+    for tid, link in copies.source_copies(src):
+        try:
+            size = copies.check_copy(source, link)
+        except copies.CopyError as exc:
+            raise copies.import_error(tid, source, exc) from exc
         report.copies += 1
-        report.copy_bytes += len(data)
+        report.copy_bytes += size or 0
 
 
 def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
@@ -338,7 +342,6 @@ def _check_no_node_serves(conn: Any) -> None:
 
 def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
           while_serving: bool = False) -> None:
-    from bastion.store import transfercopies
     conn = schema.connect(source)        # the store (PostgreSQL is configured), migrated
     try:
         chain.begin(conn)                # the chain's lock: one writer on every node
@@ -349,8 +352,7 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
             _upload_recordings(conn, src, source, ids)
-            for tid, data in content.checked_copies(src, source):   # under the store's ids
-                transfercopies.insert(conn, ids.id("transfers", tid), data)
+            _upload_copies(conn, src, source, ids)
             _reseal(conn, src, report, first, head_hash, ids)
             found = renumber.runs(src, taken, ids)
             report.renumbered = [r.to_dict() for r in found]
@@ -422,6 +424,16 @@ def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path,
                 f"the recording {path} (channel {cid}) changed: its SHA-256 is not the one "
                 "sealed at close; nothing was imported",
                 hint=f"run `bastion verify --data-dir {source}`")
+
+
+def _upload_copies(conn: Any, src: sqlite3.Connection, source: Path,
+                   ids: renumber.IdMap) -> None:
+    """Each stored copy of a transferred file, under the transfer's id in the store."""
+    for tid, link in copies.source_copies(src):
+        try:
+            copies.store_copy(conn, source, ids.id("transfers", tid), link)
+        except copies.CopyError as exc:
+            raise copies.import_error(tid, source, exc) from exc
 
 
 def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,

@@ -305,15 +305,15 @@ def get_transfer(db: sqlite_utils.Database, transfer_id: int) -> dict[str, Any]:
 def transfer_content(data_dir: Path, row: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """The stored copy of a transfer (``store_transfers``) and its ``content`` record: this
     node's file, or on a PostgreSQL store the store's copy (any node's transfer), checked
-    against the SHA-256 recorded with it (bastion.recording.content.read_copy).
+    against the SHA-256 recorded with it (bastion.recording.copies.read_copy).
 
     Raises RecordingError when none was stored, the path leaves the recordings dir, the
     copy is gone, or it no longer matches the SHA-256 recorded with it."""
-    from bastion.recording import content
+    from bastion.recording import copies
     from bastion.store import location
     tid = int(row["id"])
     store_copy = (lambda: _store_copy(data_dir, tid)) if location.current().postgres else None
-    return content.read_copy(data_dir, row, store_copy=store_copy)
+    return copies.read_copy(data_dir, row, store_copy=store_copy)
 
 
 def _store_copy(data_dir: Path, transfer_id: int) -> bytes | None:

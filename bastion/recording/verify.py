@@ -239,10 +239,10 @@ def _check_copies(conn: sqlite3.Connection, data_dir: Path,
     transfercopies).  One the store lacks (linked before the store kept copies, or whose
     row says it was lost) is checked in this data dir if its session is this node's, else
     left to its node, as recordings are."""
-    from bastion.recording import content
+    from bastion.recording.copies import link, local_path
     from bastion.store import transfercopies
     for seq, row in copies:
-        info = content.link(row)
+        info = link(row)
         if info is None:
             continue
         where = (f"the stored copy of transfer {row['id']} (session {row['session_id']}, "
@@ -260,7 +260,7 @@ def _check_copies(conn: sqlite3.Connection, data_dir: Path,
                                                "recorded with the transfer", *problem[1:]))
             continue
         try:
-            digest = file_sha256(content.local_path(data_dir, info, where))
+            digest = file_sha256(local_path(data_dir, info, where))
         except (OSError, RecordingError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             report.problems.append(Problem("file-missing", f"{where} is in neither the store "

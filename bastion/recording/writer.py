@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, content, health, leases, storable
+from bastion.recording import chain, channelfiles, content, copies, health, leases, storable
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -49,7 +49,7 @@ from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN
                                    OP_RESUME, OP_SESSION_CLOSE, OP_SESSION_START, OP_TRANSFER, Op)
 from bastion.recording.sink import BUFFER_BYTES, CAP_RESERVE, Sink  # noqa: F401 - re-exported
 from bastion.recording.sink import TailReport
-from bastion.store import chunks, location as store_location, transfercopies
+from bastion.store import chunks, location as store_location
 
 log = logging.getLogger("bastion.recording")
 
@@ -360,41 +360,37 @@ class Applier:
 
     def _transfer(self, values: list[Any]) -> None:
         """A transfers row, sealed at once (final).  On a PostgreSQL store the stored copy
-        its ``content`` links goes into the store with it, in this transaction, once checked
-        against the row (bastion.recording.content.copy_for_store)."""
-        copy = self._transfer_copy(values) if self._chunks is not None else None
+        its ``content`` links goes into the store with it, in this transaction, checked
+        against the row (bastion.recording.copies)."""
         db = self._db()
-        cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(values)])  # older journals: fewer
-        cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
+        cols = TRANSFER_COLUMNS.split(", ")[:len(values)]           # older journals: fewer
+        cur = db.execute(f"INSERT OR IGNORE INTO transfers ({', '.join(cols)}) VALUES "
                          f"({', '.join('?' * len(values))})", values)
-        if cur.rowcount == 1 and cur.lastrowid is not None:
-            if copy is not None:
-                transfercopies.insert(db, cur.lastrowid, copy)
-            chain.seal(db, "transfers", cur.lastrowid)
+        if cur.rowcount != 1 or cur.lastrowid is None:
+            return                          # replayed: committed with its copy before
+        tid = cur.lastrowid
+        if self._chunks is not None and "content" in cols and values[cols.index("content")]:
+            self._transfer_copy(db, tid, values[cols.index("content")])
+        chain.seal(db, "transfers", tid)
 
-    def _transfer_copy(self, values: list[Any]) -> bytes | None:
-        """The copy a new row links, checked.  A file missing or changed since the relay
-        wrote it is a recording failure (the worker stops, fail closed); in the replay that
-        follows, the row goes in with its JSON saying the copy was lost and why (the row is
-        the transfer's audit record; a second failure would only stop the next worker)."""
-        at = TRANSFER_COLUMNS.split(", ").index("content")
-        content_json = values[at] if len(values) > at else None
-        if not content_json:
-            return None
-        if self.replaying and self._db().execute("SELECT 1 FROM transfers WHERE uid = ?",
-                                                 (values[0],)).fetchone() is not None:
-            return None                 # committed with its copy by the worker before
+    def _transfer_copy(self, db: sqlite3.Connection, tid: int, content_json: str) -> None:
+        """A copy missing or changed since the relay closed it is a recording failure: the
+        row and the pieces are taken back and the worker stops (fail closed).  In the replay
+        that follows the row goes in saying its copy was lost and why (it is the transfer's
+        audit record; failing again would only stop the next worker)."""
         try:
-            found = content.copy_for_store(self.data_dir, content_json)
-        except content.CopyError as exc:
+            copies.store_copy(db, self.data_dir, tid, content_json)
+            return
+        except copies.CopyError as exc:
+            db.execute("DELETE FROM transfer_copies WHERE transfer_id = ?", (tid,))
             if not self.replaying:
+                db.execute("DELETE FROM transfers WHERE id = ? AND seq IS NULL", (tid,))
                 self._fail("storing transfer content", exc)
                 raise Reported() from exc
             log.error("recording failure: transfer %s: its stored copy is not in the store: %s",
-                      values[0], exc)
-            values[at] = content.mark_lost(content_json, str(exc))
-            return None
-        return found[0] if found is not None else None
+                      tid, exc)
+            db.execute("UPDATE transfers SET content = ? WHERE id = ? AND seq IS NULL",
+                       (copies.mark_lost(content_json, str(exc)), tid))
 
     def _replay(self, on: bool) -> None:
         """Start or end the replay a new worker gets (see the module doc)."""

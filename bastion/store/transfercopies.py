@@ -19,23 +19,29 @@ Not covered: SQLite (the copies are files only), checking a copy against its row
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, BinaryIO
 
 from bastion.store.chunks import PIECE
 
 
-def insert(conn: Any, transfer_id: int, data: bytes) -> None:
-    """``data`` as the store's copy of transfer ``transfer_id``, inside the caller's
-    transaction.  A copy the transfer has already is an error (the primary key), never
-    overwritten."""
-    view = memoryview(data)
-    for at in range(0, len(view), PIECE):
-        conn.execute('INSERT INTO transfer_copies (transfer_id, "offset", data) '
-                     "VALUES (?, ?, CAST(? AS bytea))",
-                     (transfer_id, at, bytes(view[at:at + PIECE])))
-    if not data:                       # an empty copy is a copy: one empty piece says so
-        conn.execute('INSERT INTO transfer_copies (transfer_id, "offset", data) '
-                     "VALUES (?, 0, CAST(? AS bytea))", (transfer_id, b""))
+_INSERT = ('INSERT INTO transfer_copies (transfer_id, "offset", data) '
+           "VALUES (?, ?, CAST(? AS bytea))")
+
+
+def upload(conn: Any, transfer_id: int, fh: BinaryIO) -> tuple[str, int]:
+    """What ``fh`` reads as the store's copy of transfer ``transfer_id``, inside the caller's
+    transaction, :data:`PIECE` bytes at a time (never the whole copy in memory): the SHA-256
+    and size of the bytes inserted, for the caller to compare with the row.  A copy the
+    transfer has already is an error (the primary key), never overwritten."""
+    h = hashlib.sha256()
+    at = 0
+    while data := fh.read(PIECE):
+        conn.execute(_INSERT, (transfer_id, at, data))
+        h.update(data)
+        at += len(data)
+    if not at:                         # an empty copy is a copy: one empty piece says so
+        conn.execute(_INSERT, (transfer_id, 0, b""))
+    return h.hexdigest(), at
 
 
 def read(conn: Any, transfer_id: int) -> bytes | None:

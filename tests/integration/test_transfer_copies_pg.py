@@ -32,11 +32,10 @@ SECRET = b"AKIAQ3EGXMPL4KZ7RT2W"
 BODY = b"[default]\naws_access_key_id = " + SECRET + b"\nregion = eu-west-1\n"
 
 
-def _transfer(rec: Recorder, body: bytes = BODY, *,
-              tamper: bytes | None = None) -> tuple[int, dict]:
+def _transfer(rec: Recorder, body: bytes = BODY, *, tamper: bool = False) -> tuple[int, dict]:
     """One sftp session with one put whose copy is captured as the relay does (masked, the
-    file closed before the row is queued).  ``tamper``: the copy's file is overwritten with
-    these bytes between its close and the row's queueing.  (session id, content JSON)."""
+    file closed before the row is queued).  ``tamper``: the copy's first byte is changed
+    (same size) between its close and the row's queueing.  (session id, content JSON)."""
     s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="files1", login="deploy")
     ch = s.open_channel("sftp")
     rec.flush()                          # the worker made the recording's dir (as in serve)
@@ -44,8 +43,9 @@ def _transfer(rec: Recorder, body: bytes = BODY, *,
     capture.feed(body)
     content = capture.close(complete=True)
     info = json.loads(content)
-    if tamper is not None:
-        (rec.data_dir / info["path"]).write_bytes(tamper)
+    if tamper:
+        path = rec.data_dir / info["path"]
+        path.write_bytes(b"#" + path.read_bytes()[1:])
     record_transfer(ch, TransferRow("put", "/srv/up/credentials", "ok", "allow", "up", "why",
                                     nbytes=len(body), sha256=hashlib.sha256(body).hexdigest(),
                                     content=content))
@@ -91,7 +91,7 @@ def test_the_worker_stores_the_copy_with_its_row_and_any_node_reads_it(tmp_path,
 def test_a_copy_changed_before_the_worker_reads_it_fails_closed_and_the_row_says_so(
         tmp_path, pg_store):
     rec = Recorder.open(tmp_path)
-    sid, info = _transfer(rec, tamper=b"forged between close and queue\n")
+    sid, info = _transfer(rec, tamper=True)
     with pytest.raises(RecordingError, match="storing transfer content"):
         rec.flush()                              # the worker failed: nothing acknowledged
     assert rec.wait_state("failed") == "failed"
@@ -102,7 +102,7 @@ def test_a_copy_changed_before_the_worker_reads_it_fails_closed_and_the_row_says
     rec.close()
     row = _row(tmp_path, sid)
     stored = json.loads(row["content"])
-    assert "changed after it was written" in stored["lost"]
+    assert "changed after it was written: its SHA-256" in stored["lost"]
     assert {k: stored[k] for k in info} == info                  # the link itself is kept
     conn = schema.connect(tmp_path, readonly=True)
     try:
@@ -112,6 +112,15 @@ def test_a_copy_changed_before_the_worker_reads_it_fails_closed_and_the_row_says
     with pytest.raises(RecordingError, match="never reached the store"):
         query.transfer_content(tmp_path / "elsewhere", row)
     assert rec.status()["failures"] == 1
+    conn = schema.connect(tmp_path, readonly=True)
+    try:                      # the failed worker's insert of row and pieces was taken back
+        assert conn.execute("SELECT COUNT(*) FROM transfers").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM transfer_copies").fetchone()[0] == 0
+    finally:
+        conn.close()
+    report = verify_index(tmp_path)          # the changed file is still this node's to find
+    assert [(p.kind, p.table, p.row_id) for p in report.problems] == \
+        [("file-modified", "transfers", row["id"])]
 
 
 def test_prune_deletes_the_stored_copies_with_their_sessions(tmp_path, pg_store):
