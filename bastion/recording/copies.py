@@ -120,18 +120,41 @@ def mark_lost(content: str, why: str) -> str:
     return json.dumps({**info, "lost": why}, sort_keys=True)
 
 
-def source_copies(conn: Any) -> Iterator[tuple[int, str]]:
+def _source_copies(conn: Any) -> Iterator[tuple[int, str]]:
     """``(transfer id, content JSON)`` of each row of the index ``conn`` that links a copy."""
     for row in conn.execute("SELECT id, content FROM transfers WHERE content IS NOT NULL "
                             "ORDER BY id"):
         yield int(row["id"]), str(row["content"])
 
 
-def import_error(transfer_id: int, data_dir: Path, exc: CopyError) -> RecordingError:
-    """``bastion store import``'s refusal of a source copy missing or changed."""
+def _import_error(transfer_id: int, data_dir: Path, exc: CopyError) -> RecordingError:
     return RecordingError(f"transfer {transfer_id} in {data_dir}: {exc}; nothing was imported",
                           hint="restore the file from a backup of the data dir, or run "
                                f"`bastion verify --data-dir {data_dir}`")
+
+
+def check_source(src: Any, data_dir: Path) -> tuple[int, int]:
+    """``bastion store import``: every copy the rows of a one-node index ``src`` link,
+    checked in ``data_dir``; (how many, their bytes).  Raises RecordingError for one
+    missing or changed: nothing is imported."""
+    count = total = 0
+    for tid, content in _source_copies(src):
+        try:
+            total += check_copy(data_dir, content) or 0
+        except CopyError as exc:
+            raise _import_error(tid, data_dir, exc) from exc
+        count += 1
+    return count, total
+
+
+def upload_source(conn: Any, src: Any, data_dir: Path, new_id: Callable[[int], int]) -> None:
+    """``bastion store import``: every copy of a one-node index ``src`` into the store, under
+    its transfer's id there (``new_id``), inside the import's transaction."""
+    for tid, content in _source_copies(src):
+        try:
+            store_copy(conn, data_dir, new_id(tid), content)
+        except CopyError as exc:
+            raise _import_error(tid, data_dir, exc) from exc
 
 
 def read_copy(data_dir: Path, row: dict[str, Any], *,

@@ -240,13 +240,7 @@ def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -
     for _cid, path, _sha in _recordings(src, source):
         report.recordings += 1
         report.bytes += path.stat().st_size
-    for tid, link in copies.source_copies(src):
-        try:
-            size = copies.check_copy(source, link)
-        except copies.CopyError as exc:
-            raise copies.import_error(tid, source, exc) from exc
-        report.copies += 1
-        report.copy_bytes += size or 0
+    report.copies, report.copy_bytes = copies.check_source(src, source)
 
 
 def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
@@ -352,7 +346,7 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
             _upload_recordings(conn, src, source, ids)
-            _upload_copies(conn, src, source, ids)
+            copies.upload_source(conn, src, source, lambda tid: ids.id("transfers", tid))
             _reseal(conn, src, report, first, head_hash, ids)
             found = renumber.runs(src, taken, ids)
             report.renumbered = [r.to_dict() for r in found]
@@ -424,16 +418,6 @@ def _upload_recordings(conn: Any, src: sqlite3.Connection, source: Path,
                 f"the recording {path} (channel {cid}) changed: its SHA-256 is not the one "
                 "sealed at close; nothing was imported",
                 hint=f"run `bastion verify --data-dir {source}`")
-
-
-def _upload_copies(conn: Any, src: sqlite3.Connection, source: Path,
-                   ids: renumber.IdMap) -> None:
-    """Each stored copy of a transferred file, under the transfer's id in the store."""
-    for tid, link in copies.source_copies(src):
-        try:
-            copies.store_copy(conn, source, ids.id("transfers", tid), link)
-        except copies.CopyError as exc:
-            raise copies.import_error(tid, source, exc) from exc
 
 
 def _reseal(conn: Any, src: sqlite3.Connection, report: ImportReport, first: int,
