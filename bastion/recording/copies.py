@@ -13,8 +13,9 @@ of the node that relayed the transfer.  On a PostgreSQL store:
   taken back, nothing is committed half).  The replay that follows keeps the row -- it is
   the audit record of the transfer -- with ``"lost": why`` added to its JSON
   (:func:`mark_lost`): a row never links a copy the store lacks without saying so;
-* ``bastion store import`` checks every copy of a one-node source (:func:`check_copy`) and
-  puts each into the store under the transfer's id there (:func:`store_copy`);
+* ``bastion store import`` checks every copy of a one-node source (:func:`check_source`)
+  and puts each into the store under the transfer's id there, renumbered or not
+  (:func:`upload_source`);
 * readers (:func:`read_copy`: ``transfers show --content``) take this node's file when it
   is there and its SHA-256 is the row's, else the store's copy, checked the same way.
 
