@@ -239,37 +239,40 @@ def _check_copies(conn: sqlite3.Connection, data_dir: Path,
     transfercopies).  One the store lacks (linked before the store kept copies, or whose
     row says it was lost) is checked in this data dir if its session is this node's, else
     left to its node, as recordings are."""
-    from bastion.recording.copies import link, local_path
+    from bastion.recording.copies import link
     from bastion.store import transfercopies
     for seq, row in copies:
         info = link(row)
         if info is None:
             continue
-        where = (f"the stored copy of transfer {row['id']} (session {row['session_id']}, "
-                 f"{info['path']})")
-        problem = ("file-modified", "transfers", row["id"], seq, row["session_id"], info["path"])
         stored = transfercopies.sha256_of(conn, row["id"])
         if stored is None and row["session_id"] not in local:
             report.copies_elsewhere += 1
             continue
         report.copies += 1
-        if stored is not None:
-            if stored != info.get("sha256"):
-                report.problems.append(Problem(problem[0], f"{where} in the store was "
-                                               "modified: its SHA-256 does not match the one "
-                                               "recorded with the transfer", *problem[1:]))
-            continue
-        try:
-            digest = file_sha256(local_path(data_dir, info, where))
-        except (OSError, RecordingError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            report.problems.append(Problem("file-missing", f"{where} is in neither the store "
-                                           f"nor this data dir ({why})", *problem[1:]))
-            continue
-        if digest != info.get("sha256"):
-            report.problems.append(Problem(problem[0], f"{where} was modified: its SHA-256 "
-                                           "does not match the one recorded with the transfer",
-                                           *problem[1:]))
+        found = _copy_problem(data_dir, info, stored)
+        if found is not None:
+            kind, message = found
+            report.problems.append(Problem(
+                kind, f"the stored copy of transfer {row['id']} (session {row['session_id']}, "
+                      f"{info['path']}) {message}", "transfers", row["id"], seq,
+                row["session_id"], info["path"]))
+
+
+def _copy_problem(data_dir: Path, info: dict[str, Any],
+                  stored: str | None) -> tuple[str, str] | None:
+    """(kind, message) if the copy ``info`` links is not the one recorded: the store's
+    (``stored``: its SHA-256), else this data dir's file."""
+    from bastion.recording.copies import local_path
+    changed = "was modified: its SHA-256 does not match the one recorded with the transfer"
+    if stored is not None:
+        return None if stored == info.get("sha256") else ("file-modified", f"in the store {changed}")
+    try:
+        digest = file_sha256(local_path(data_dir, info, "the copy"))
+    except (OSError, RecordingError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return "file-missing", f"is in neither the store nor this data dir ({why})"
+    return None if digest == info.get("sha256") else ("file-modified", changed)
 
 
 # --------------------------------------------------------------------------- prune
