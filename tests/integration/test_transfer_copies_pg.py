@@ -121,6 +121,10 @@ def test_a_copy_changed_before_the_worker_reads_it_fails_closed_and_the_row_says
     report = verify_index(tmp_path)          # the changed file is still this node's to find
     assert [(p.kind, p.table, p.row_id) for p in report.problems] == \
         [("file-modified", "transfers", row["id"])]
+    (tmp_path / info["path"]).unlink()
+    [problem] = verify_index(tmp_path).problems
+    assert problem.kind == "file-missing" and f"transfer {row['id']}" in problem.message
+    assert "in neither the store nor this data dir" in problem.message
 
 
 def test_prune_deletes_the_stored_copies_with_their_sessions(tmp_path, pg_store):
