@@ -74,7 +74,7 @@ from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, content, copies, renumber, schema, storable, verify
+from bastion.recording import chain, copies, renumber, schema, storable, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, content, copies, health, leases, storable
+from bastion.recording import chain, channelfiles, copies, health, leases, storable
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
