@@ -8,6 +8,10 @@ verify (read-only):
   inserted row), or a head that does not match the last row is a problem;
 * recomputes the SHA-256 of every sealed channel's recording file; a changed
   or missing file is a problem;
+* on a PostgreSQL store, recomputes the SHA-256 of every stored copy of a transferred
+  file the store has (``transfer_copies``) against its sealed row's ``content``; one the
+  store lacks is checked in the data dir of its session's node (SQLite: copies are not
+  checked, only their links, which are in the chain);
 * reports rows of finished sessions that are not sealed, and rows older than
   the checkpoint that prune should have removed.
 
@@ -16,7 +20,7 @@ The report carries the head ``(seq, hash)``: keep it elsewhere to detect a
 later rewrite of the whole chain (see chain.py for what the chain can't prove).
 
 prune (read-write): deletes whole sessions (rows, FTS entries, recording
-files) that ended before a cutoff, but only as a *prefix of the chain*: it
+files, stored copies of transfers and, on PostgreSQL, the store's copies of both) that ended before a cutoff, but only as a *prefix of the chain*: it
 walks the chain from the start and stops at the first row belonging to a
 session that is not prunable (still active, or newer), so the chain that
 remains is contiguous.  Each step is a short transaction (at most
