@@ -13,7 +13,7 @@ The bytes are kept in pieces of up to :data:`PIECE` bytes (``"offset"`` within t
 ``ON DELETE CASCADE`` as well).
 
 Not covered: SQLite (the copies are files only), checking a copy against its row
-(bastion.recording.content).
+(bastion.recording.copies).
 """
 
 from __future__ import annotations
@@ -65,13 +65,3 @@ def sha256_of(conn: Any, transfer_id: int) -> str | None:
     data = read(conn, transfer_id)
     return None if data is None else hashlib.sha256(data).hexdigest()
 
-
-def stored_ids(conn: Any, transfer_ids: list[int]) -> set[int]:
-    """Which of ``transfer_ids`` have a copy in the store."""
-    found: set[int] = set()
-    for i in range(0, len(transfer_ids), 500):
-        part = transfer_ids[i:i + 500]
-        found.update(int(r[0]) for r in conn.execute(
-            "SELECT DISTINCT transfer_id FROM transfer_copies WHERE transfer_id IN "
-            f"({','.join('?' * len(part))})", part))
-    return found
