@@ -331,6 +331,11 @@ _MIGRATIONS: list[str] = [
     """
     SELECT 1;
     """,
+    # 14: nothing on SQLite: its PostgreSQL twin keeps the stored copies of transferred
+    # files in the store (one node keeps them as files beside the recordings)
+    """
+    SELECT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
