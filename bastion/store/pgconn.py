@@ -364,6 +364,7 @@ def _first_line(exc: BaseException) -> str:
 def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
     """A connection to the store, migrated (writers) or checked (readers); see module doc."""
     if readonly:
+        settings.password()      # a password file refused says why here, not as a pool timeout
         pool = _pool(settings)
         try:
             raw = pool.getconn(timeout=CONNECT_TIMEOUT)

@@ -17,7 +17,8 @@ REPEATED = "echo " + "rep " * 300 + "tail"          # "rep tail" after rep's 255
 
 
 def _as_of_migration_12(conn) -> None:
-    """The full-text index, view and functions as migrations 11 and 12 left them."""
+    """The full-text index, view and functions as migrations 11 and 12 left them (and no
+    migration 14 table)."""
     conn.execute("DROP VIEW commands_fts")
     conn.execute("DROP INDEX commands_tsv")
     conn.execute("DROP FUNCTION bastion_fts_vector(text)")
@@ -30,6 +31,7 @@ def _as_of_migration_12(conn) -> None:
     first_token = next(i for i, m in enumerate(pgschema.MIGRATIONS) if "bastion_fts_vector" in m)
     assert first_token == 10                          # migration 11
     conn.execute(pgschema.MIGRATIONS[first_token])
+    conn.execute("DROP TABLE transfer_copies")        # nor migration 14's
     conn.execute("UPDATE schema_version SET version = 12")
 
 
