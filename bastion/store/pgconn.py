@@ -423,6 +423,7 @@ def migrate(conn: PgConnection) -> int:
 
     raw = conn._conn
     try:
+        _require_utf8(raw)
         while True:
             with raw.transaction():
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
@@ -441,6 +442,20 @@ def migrate(conn: PgConnection) -> int:
     except psycopg.Error as exc:
         raise _translated(exc) from exc
     return version
+
+
+def _require_utf8(raw: Any) -> None:
+    """Refuse a database whose encoding is not UTF8: a command line with a character it cannot
+    hold (any CJK character in a LATIN1 database) would fail the recording worker's batch."""
+    row = raw.execute("SHOW server_encoding").fetchone()
+    value = row[0] if row else "unknown"
+    encoding = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    if encoding.upper() != "UTF8":
+        raise StoreOperationalError(
+            f"the PostgreSQL database uses the encoding {encoding}; bastion needs UTF8 (agents "
+            "send Unicode: command lines, paths, names): create the store's database with "
+            "`CREATE DATABASE bastion OWNER bastion ENCODING 'UTF8' TEMPLATE template0` and "
+            "point [store] url at it")
 
 
 class IdRange:

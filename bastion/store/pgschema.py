@@ -309,7 +309,7 @@ MIGRATIONS: list[str] = [
     # 8: full-text search folds diacritics as SQLite's unicode61 tokenizer does (``naive``
     # finds ``naïve``; the query side is bastion.store.ftsquery.fold): combining marks
     # U+0300-U+036F dropped from the NFD form, recomposed.  Only on a UTF8 database
-    # (``normalize`` needs it; initdb's default): on another encoding lines stay unfolded.
+    # (``normalize`` needs it; a store in another encoding is refused since session 14).
     r"""
     DO $migration$
     BEGIN
