@@ -54,10 +54,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=True, separators=(",", ":"))
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, always encodable: a lone surrogate (a byte an agent sent that was not
+    UTF-8, in a path a traceback quotes) is written as ``\\udcff``, not a logging error."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+
+
 def formatter(kind: str) -> logging.Formatter:
     """The formatter for ``--log-format``; ValueError for an unknown kind."""
     if kind == "json":
         return JsonFormatter()
     if kind == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     raise ValueError(f"unknown log format {kind!r} (one of: {', '.join(FORMATS)})")

@@ -40,12 +40,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from typing import Any
 
 import asyncssh
 from asyncssh.constants import FXP_READ, FXP_WRITE
 from asyncssh.packet import PacketDecodeError
 from asyncssh.sftp import MAX_SFTP_READ_LEN, SFTPBadMessage, SFTPServerHandler
+
+from bastion.proto.sanitize import sanitize
 
 log = logging.getLogger("bastion.sftp")
 
@@ -133,6 +136,7 @@ def _ended(task: "asyncio.Task[None]", chan: Any) -> None:
     that never comes."""
     if not task.cancelled() and task.exception() is not None:
         exc = task.exception()
-        log.error("sftp server protocol failed: %r; the agent's channel is closed", exc,
-                  exc_info=exc)
+        # the traceback may quote agent bytes (a path that is not UTF-8): shown inert
+        trace = sanitize("".join(traceback.format_exception(exc)), keep_newlines=True)
+        log.error("sftp server protocol failed; the agent's channel is closed:\n%s", trace)
         chan.close()

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bastion.logfmt import JsonFormatter, fields, formatter
+from bastion.logfmt import JsonFormatter, TextFormatter, fields, formatter
 
 
 def _record(msg, *args, extra=None, exc_info=None):
@@ -56,3 +56,10 @@ def test_unknown_format_is_refused():
     assert isinstance(formatter("json"), JsonFormatter)
     with pytest.raises(ValueError, match="text, json"):
         formatter("xml")
+
+
+def test_text_lines_are_always_encodable():
+    line = formatter("text").format(_record("open %s: naïve ␀", "/tmp/bad\udcffname"))
+    assert isinstance(formatter("text"), TextFormatter)
+    assert line.endswith("open /tmp/bad\\udcffname: naïve ␀")
+    line.encode("utf-8")                              # a strict handler writes it
