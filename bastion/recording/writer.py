@@ -61,6 +61,8 @@ EARLY_CHUNK_BYTES = 256 * 1024     # one piece (a sink buffer)
 
 TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
                     "action, rule, reason, duration, content")
+# path and path2: cut to what an index entry may hold (storable.path)
+_PATH_AT = frozenset(TRANSFER_COLUMNS.split(", ").index(c) for c in ("path", "path2"))
 
 
 class Applier:
@@ -341,8 +343,9 @@ class Applier:
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
             db = self._db()
             cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(op[1])])  # older journals: fewer
+            values = [storable.path(v) if i in _PATH_AT else v for i, v in enumerate(op[1])]
             cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
-                             f"({', '.join('?' * len(op[1]))})", op[1])
+                             f"({', '.join('?' * len(values))})", values)
             if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
                 chain.seal(db, "transfers", cur.lastrowid)
         elif kind == OP_CHANNEL_CLOSE:
