@@ -14,8 +14,10 @@ PostgreSQL store (several holes were PostgreSQL's own: a btree index entry's siz
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
+import json
 import os
 import random
 import string
@@ -23,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from tests.e2e.harness import POLICY_RULES, BastionRig, Result, pg_store_env
@@ -56,7 +59,11 @@ def arig(request, tmp_path_factory, issuer):
     r = BastionRig(root, issuer, store_env=store_env).setup()
     r.files = root / "files"
     (r.files / "up").mkdir(parents=True)
-    r.write_policy(r.policy_text(POLICY_RULES + _policy(r.files)))
+    # opaque lines run (as `opaque = "allow"` or an approval lets them): one with a NUL must
+    # still not reach the target's sshd
+    rules = POLICY_RULES.replace('opaque = "review"', 'opaque = "allow"')
+    assert rules != POLICY_RULES
+    r.write_policy(r.policy_text(rules + _policy(r.files)))
     r.start()
     yield r
     r.close()
@@ -127,3 +134,134 @@ def test_a_put_into_a_deep_directory_is_recorded_and_recording_goes_on(arig, tok
     digest = hashlib.sha256(full.encode()).hexdigest()
     assert (row["result"], row["sha256"]) == ("ok", hashlib.sha256(b"deep payload\n").hexdigest())
     assert row["path"] == f"{full[:2048]}...[{len(full) - 2048} more bytes; sha256 {digest}]"
+
+
+# -- session requests OpenSSH would not send: an asyncssh client as the attacker ------------
+
+class _TokenClient(asyncssh.SSHClient):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def kbdint_auth_requested(self):
+        return ""
+
+    def kbdint_challenge_received(self, name, instructions, lang, prompts):
+        return [self.token] if prompts else []
+
+
+async def _inner(rig: BastionRig, token: str, fn, *, target: str = "web1"):
+    """``await fn(inner)`` with ``inner`` an asyncssh connection to ``target`` through the
+    bastion, as the agent."""
+    trusted = asyncssh.import_known_hosts(rig.known_hosts.read_text())
+    async with asyncssh.connect("127.0.0.1", rig.port, username="agent",
+                                client_factory=lambda: _TokenClient(token), known_hosts=trusted,
+                                preferred_auth="keyboard-interactive", client_keys=None,
+                                agent_path=None, config=None) as outer:
+        async with asyncssh.connect(target, 22, tunnel=outer, username=rig.sshd.user,
+                                    known_hosts=trusted, client_keys=None, agent_path=None,
+                                    config=None) as inner:
+            return await asyncio.wait_for(fn(inner), 60)
+
+
+def attack(rig: BastionRig, token: str, fn, **kwargs):
+    return asyncio.run(_inner(rig, token, fn, **kwargs))
+
+
+HUGE = 2**32 - 1           # the largest uint32 an SSH request carries
+
+
+def test_odd_terminal_requests_are_recorded_and_recording_goes_on(arig, token):
+    # pty-req: a term type with control characters and 20,000 letters, the largest sizes;
+    # then window-changes to 0x0 and the largest, a signal with a NUL, the longest break
+    term = "xterm\x1b]0;title\x07" + _words(20_000, 1)
+
+    async def fn(inner):
+        proc = await inner.create_process(term_type=term, term_size=(HUGE, HUGE, HUGE, HUGE),
+                                          encoding=None)
+        proc.change_terminal_size(0, 0, 0, 0)
+        proc.change_terminal_size(HUGE, HUGE, HUGE, HUGE)
+        proc.send_signal("INT\x00" + "X" * 5000)
+        proc.send_break(HUGE)
+        await asyncio.sleep(1.0)
+        proc.stdin.write(b"echo typed-after-odd-requests\r")
+        await asyncio.sleep(1.0)
+        proc.stdin.write(b"exit\r")
+        return await asyncio.wait_for(proc.stdout.read(), 20)
+
+    out = attack(arig, token, fn)
+    assert b"typed-after-odd-requests" in out, out
+    recording_goes_on(arig, token)
+    [row] = _rows(arig, "SELECT term, width, height FROM channels WHERE term LIKE 'xterm%'")
+    assert row["term"] == term
+    assert (row["width"], row["height"]) == (HUGE, HUGE)
+
+
+def test_odd_environment_requests_are_recorded_and_recording_goes_on(arig, token):
+    # env: a NUL in a value, a 30,000-character name and value, 300 variables, and a
+    # value that is not UTF-8 (asyncssh leaves those out of the str environment)
+    env = {f"BASTION_TEST_{i}": f"v{i}" for i in range(300)}
+    env.update({"BASTION_TEST_OK": "nul\x00value", "BASTION_TEST_" + "N" * 30_000: _words(30_000, 3),
+                b"BASTION_TEST_BYTES": b"\xff\xfe"})
+    marker = f"env-probe-{next(_n)}"
+
+    async def fn(inner):
+        return await inner.run(f"echo {marker}", env=env, check=False)
+
+    result = attack(arig, token, fn)
+    assert result.stdout == f"{marker}\n"
+    recording_goes_on(arig, token)
+    [row] = _rows(arig, "SELECT env FROM channels WHERE command = ?", f"echo {marker}")
+    recorded = json.loads(row["env"])
+    assert recorded["BASTION_TEST_OK"] == "nul\x00value"       # JSON: written \\u0000
+    assert recorded["BASTION_TEST_299"] == "v299"
+    assert recorded["BASTION_TEST_" + "N" * 30_000] == _words(30_000, 3)
+
+
+def test_odd_subsystems_and_forwarding_requests_are_refused_and_recording_goes_on(arig, token):
+    async def fn(inner):
+        refused = []
+        for name in ("sftp\x00x", "s" * 20_000, "netconf"):
+            try:
+                await inner.create_session(asyncssh.SSHClientSession, subsystem=name)
+            except asyncssh.ChannelOpenError as exc:
+                refused.append(exc)
+        return refused
+
+    assert len(attack(arig, token, fn)) == 3
+    # X11 and agent forwarding requests from the real client: refused, the command runs
+    r = arig.ssh(token, "echo forwarding-asked", args=("-X", "-A"),
+                 env={"DISPLAY": "127.0.0.1:99", "SSH_AUTH_SOCK": str(arig.root / "no-agent")})
+    assert r.returncode == 0 and r.out == "forwarding-asked\n", r.err
+    recording_goes_on(arig, token)
+
+
+def test_a_nul_for_the_target_ends_no_other_agents_session(arig, token):
+    # Upstream connections are shared by every agent's sessions to a target, and sshd reads a
+    # terminal type, an environment variable, a signal name and a command as C strings: a
+    # NUL in one made it drop the whole connection, ending another agent's running command.
+    # The bastion now refuses such a pty request, drops such a variable and signal, and
+    # refuses such a command before it reaches the target.
+    victim = arig.ssh_popen(token, "sleep 3; echo victim-survived")
+    assert _rows(arig, "SELECT id FROM commands WHERE line = 'sleep 3; echo victim-survived'")
+    pty_refused = []
+
+    async def fn(inner):
+        try:
+            await inner.create_process(term_type="xterm\x00evil", encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            pty_refused.append(exc.reason)
+        env = await inner.run("env", env={"BASTION_TEST_OK": "a\x00b"}, check=False)
+        nul = await inner.run("echo a\x00b", check=False)
+        proc = await inner.create_process("sleep 1; echo slept", encoding=None)
+        proc.send_signal("TE\x00RM")
+        await proc.wait_closed()
+        return env, nul, await proc.stdout.read()
+
+    env, nul, slept = attack(arig, token, fn)
+    assert pty_refused and "PTY" in pty_refused[0]
+    assert env.exit_status == 0 and "BASTION_TEST_OK" not in env.stdout
+    assert nul.exit_status == 255 and "NUL byte" in nul.stderr, (nul.stdout, nul.stderr)
+    assert slept == b"slept\n"
+    out, err = victim.communicate(timeout=60)
+    assert victim.returncode == 0 and out == b"victim-survived\n", (out, err)
+    recording_goes_on(arig, token)
