@@ -22,13 +22,15 @@ import os
 import random
 import string
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import asyncssh
 import pytest
+from asyncssh.packet import UInt32
 
-from tests.e2e.harness import POLICY_RULES, BastionRig, Result, pg_store_env
+from tests.e2e.harness import POLICY_RULES, BastionRig, PtyAgent, Result, pg_store_env
 
 _n = itertools.count()
 
@@ -46,10 +48,68 @@ action = "allow"
 reads = ["{files}/**"]
 
 [[rules]]
+name = "fake-target-commands"
+action = "allow"
+commands = ["exit-signal-odd", "exit-huge"]
+
+[[rules]]
 name = "files-writes"
 action = "allow"
 writes = ["{files}/up/**"]
 """
+
+
+class FakeTarget:
+    """A hostile target: an asyncssh server (its own thread and loop) that lets any key in
+    and ends each exec as its command says -- with an exit signal whose name holds a NUL and
+    5,000 more characters, or with the largest exit status."""
+
+    def __init__(self) -> None:
+        self.key = asyncssh.generate_private_key("ssh-ed25519")
+        self.host_key_line = self.key.export_public_key().decode().strip()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = None
+        self.port = 0
+
+    def start(self) -> "FakeTarget":
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(30)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _listen(self):
+        return await asyncssh.listen("127.0.0.1", 0, server_host_keys=[self.key],
+                                     server_factory=_AnyKey, process_factory=self._run,
+                                     encoding=None)
+
+    @staticmethod
+    def _run(process) -> None:
+        process.stdout.write(b"target-output\n")
+        if process.command == "exit-signal-odd":
+            process.exit_with_signal("SEGV\x00" + "X" * 5000, True, "core\x00dumped", "en")
+        else:             # asyncssh's exit() sends the status & 0xff: the request itself
+            process.channel._send_request(b"exit-status", UInt32(HUGE))
+            process.channel.close()
+
+    def stop(self) -> None:
+        async def close():
+            self.server.close()
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+class _AnyKey(asyncssh.SSHServer):
+    def begin_auth(self, username):
+        return True
+
+    def public_key_auth_supported(self):
+        return True
+
+    def validate_public_key(self, username, key):
+        return True
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -57,6 +117,17 @@ def arig(request, tmp_path_factory, issuer):
     root = Path(os.path.realpath(tmp_path_factory.mktemp(f"abuse-{request.param}")))
     store_env = pg_store_env(f"abuse_{root.name}") if request.param == "postgresql" else {}
     r = BastionRig(root, issuer, store_env=store_env).setup()
+    fake = FakeTarget().start()
+    request.addfinalizer(fake.stop)
+    r.extra_targets = f"""
+[[targets]]
+name = "webfake"
+host = "127.0.0.1"
+port = {fake.port}
+user = "{r.sshd.user}"
+key = "web1"
+host_key = "{fake.host_key_line}"
+"""
     r.files = root / "files"
     (r.files / "up").mkdir(parents=True)
     # opaque lines run (as `opaque = "allow"` or an approval lets them): one with a NUL must
@@ -265,3 +336,45 @@ def test_a_nul_for_the_target_ends_no_other_agents_session(arig, token):
     out, err = victim.communicate(timeout=60)
     assert victim.returncode == 0 and out == b"victim-survived\n", (out, err)
     recording_goes_on(arig, token)
+
+
+# -- an interactive shell: lines with odd bytes ------------------------------------------------
+
+def test_shell_lines_with_odd_bytes_are_recorded_and_recording_goes_on(arig, token):
+    # typed on the real client's raw terminal: a NUL, bytes that are not UTF-8, escape
+    # sequences, a line past the line editor's 64 KiB
+    agent = PtyAgent(arig, token)
+    try:
+        agent.wait_ready()
+        for line in (b"echo nul\x00typed", b"echo bad-\xff\xfe-utf8",
+                     b"echo esc-\x1b]0;title\x07-\x1b[2J-seq", b"echo " + b"L" * 70_000):
+            agent.send(line + b"\r")
+            agent.send(b"\x03")               # whatever became of it, a fresh line
+        agent.send(b"echo shell-$((20+3))-ok\r")
+        agent.read_until(b"shell-23-ok", timeout=30)
+        agent.send(b"exit\r")
+        agent.wait()
+    finally:
+        agent.close()
+    recording_goes_on(arig, token)
+    assert _rows(arig, "SELECT line FROM commands WHERE line = 'echo shell-$((20+3))-ok'")
+
+
+
+# -- a hostile target: what it answers is recorded too ---------------------------------------
+
+def test_a_target_ending_with_odd_exit_results_is_recorded_and_recording_goes_on(arig, token):
+    async def fn(inner):
+        return (await inner.run("exit-signal-odd", check=False),
+                await inner.run("exit-huge", check=False))
+
+    signalled, huge = attack(arig, token, fn, target="webfake")
+    assert signalled.stdout == "target-output\n" and signalled.exit_signal is not None
+    assert huge.stdout == "target-output\n"
+    assert huge.exit_status == HUGE & 0xFF          # asyncssh sends an agent the low byte
+    recording_goes_on(arig, token)
+    rows = {r["command"]: r for r in _rows(
+        arig, "SELECT command, exit_status, exit_signal FROM channels WHERE command IN "
+              "('exit-signal-odd', 'exit-huge') AND status = 'closed'", want=2)}
+    assert rows["exit-signal-odd"]["exit_signal"] == "SEGV\u2400" + "X" * 5000
+    assert rows["exit-huge"]["exit_status"] == HUGE & 0xFF     # asyncssh keeps the low byte
