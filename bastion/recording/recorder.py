@@ -358,6 +358,9 @@ class SessionHandle:
         self._rec._check()
         if self.closed or self.closing:
             raise RecordingError(f"session {self.id} is closed")
+        if self.id in self._rec._writer.poisoned_sessions:
+            raise RecordingError(f"session {self.id} cannot be recorded: one of its operations "
+                                 "was refused by the index and kept aside")
         cid = next(self._rec._channel_ids)
         wall = time.time()
         t0 = time.monotonic()
