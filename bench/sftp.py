@@ -20,6 +20,12 @@ jump host for (b), the bastion for (c)) through a userspace delay line of N ms r
 With ``--rtt-where target`` the delay line stands in front of the target instead: every
 path's last hop is the long one (the bastion's upstream connection, ProxyJump's second hop).
 
+With ``--store-transfers`` the bastion keeps a masked copy of every file
+(``[settings] store_transfers``, its default cap of 16 MiB; docs/TRANSFERS.md), and with
+``--store postgresql`` its index is a database on a private PostgreSQL cluster
+(:mod:`tests.pgcluster`), where the recording worker also puts each copy into the store
+with its row (bastion.store.transfercopies).
+
 Not covered: the ``python -m bench`` sections and report (this is a separate, quick
 figure), concurrent transfers, resumed ones.
 """
@@ -124,18 +130,26 @@ def far_config(rig: BenchRig, line: Any) -> None:
     rig.config_path("far").write_text(text + block.replace("Host web1\n", "Host web1far\n"))
 
 
-def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0, where: str = "client") -> dict:
+def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0, where: str = "client", *,
+            store_transfers: bool = False, store: str = "sqlite") -> dict:
     from bastion.identity.devissuer import DevIssuer
     root = Path(tempfile.mkdtemp(prefix="bench-sftp-"))
     issuer = DevIssuer(root / "issuer").start()
-    rig = BenchRig(root / "rig", issuer)
+    cluster = None
+    store_env: dict = {}
+    if store == "postgresql":
+        from tests.pgcluster import start_cluster
+        cluster = start_cluster()
+        cluster.create_db("bench_sftp")
+        store_env = cluster.store_env("bench_sftp", node="bench")
+    rig = BenchRig(root / "rig", issuer, store_env=store_env)
     files = Path(os.path.realpath(root)) / "files"
     files.mkdir()
     rig.extra_policy = (f'[[grants]]\nwho = ["role:agents"]\ntargets = ["web1"]\n'
                         f'channels = ["sftp"]\n\n[[rules]]\nname = "bench-files"\n'
                         f'action = "allow"\nreads = ["{files}/**"]\nwrites = ["{files}/**"]\n')
     results: dict = {"size_mb": size_mb, "rounds": rounds, "rtt_ms": rtt_ms, "get_s": {},
-                     "put_s": {}}
+                     "put_s": {}, "store_transfers": store_transfers, "store": store}
     lines: list[Any] = []
     far = bool(rtt_ms) and where == "target"
     mode = ("far" if far else "delay") if rtt_ms else "default"
@@ -145,6 +159,11 @@ def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0, where: str = "client
                                                     'targets = ["web1", "web1far"]')
     try:
         rig.setup()
+        if store_transfers:
+            from tests.e2e.harness import POLICY_RULES
+            rig.write_policy(rig.policy_text(POLICY_RULES.replace(
+                'env_allow = ["BASTION_TEST_OK"]',
+                'env_allow = ["BASTION_TEST_OK"]\nstore_transfers = true')))
         if far:
             lines = [far_target(rig, rtt_ms)]
         rig.start()
@@ -187,6 +206,8 @@ def measure(size_mb: int, rounds: int, rtt_ms: float = 0.0, where: str = "client
             line.stop()
         rig.close()
         issuer.stop()
+        if cluster is not None:
+            cluster.destroy()
     return results
 
 
@@ -201,13 +222,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="client: between the client and each first hop; target: in "
                              "front of the target (the bastion's upstream, ProxyJump's "
                              "second hop)")
+    parser.add_argument("--store-transfers", action="store_true",
+                        help="keep a masked copy of each file ([settings] store_transfers)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the bastion's index: SQLite in its data dir, or a private "
+                             "PostgreSQL cluster")
     args = parser.parse_args(argv)
     load = [round(x, 2) for x in os.getloadavg()]
-    res = measure(args.size, args.rounds, args.rtt_ms, args.rtt_where)
+    res = measure(args.size, args.rounds, args.rtt_ms, args.rtt_where,
+                  store_transfers=args.store_transfers, store=args.store)
     res["loadavg_before"] = load
     hop = "the first hop" if args.rtt_where == "client" else "the target"
     rtt = f", {args.rtt_ms:g} ms RTT to {hop}" if args.rtt_ms else ""
+    kept = ", copies kept (store_transfers)" if args.store_transfers else ""
     print(f"sftp of {args.size} MB, median of {args.rounds} (wall time of one sftp run){rtt}; "
+          f"index on {args.store}{kept}; "
           f"load average {load[0]} before, {res['loadavg_after'][0]} after")
     print(f"{'':8}{'direct':>16}{'ProxyJump':>16}{'bastion':>16}{'bastion/jump':>14}")
     for kind in ("get", "put"):

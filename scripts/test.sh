@@ -62,15 +62,16 @@ fi
 # The whole suite: every tier with the rigs on SQLite (the embedded default), then the tiers
 # whose rigs take a store (inproc, e2e, reliability) again with every rig on PostgreSQL (a private
 # cluster, a database per rig), so both backends pass the whole suite.  Not repeated: the
-# files that choose their own store whatever BASTION_TEST_STORE says (test_store_pg: always
-# PostgreSQL; test_bench_scaling_quick: both; the other bench tests and test_demo/test_container:
+# files that choose their own store whatever BASTION_TEST_STORE says (test_store_pg and
+# test_transfer_copies_pg: always PostgreSQL; test_bench_scaling_quick: both; the other bench tests and test_demo/test_container:
 # their own SQLite bastion; test_close_on_full_disk: its own Recorder on SQLite), which the
 # first pass already ran.
 status=0
 .venv/bin/python -m pytest ${jobs[@]+"${jobs[@]}"} "$@" || status=$?
 echo "== again with every rig on PostgreSQL (BASTION_TEST_STORE=postgresql): tests/inproc tests/e2e tests/reliability" >&2
 BASTION_TEST_STORE=postgresql .venv/bin/python -m pytest tests/inproc tests/e2e tests/reliability \
-    --ignore=tests/e2e/test_store_pg.py --ignore=tests/e2e/test_demo.py \
+    --ignore=tests/e2e/test_store_pg.py --ignore=tests/e2e/test_transfer_copies_pg.py \
+    --ignore=tests/e2e/test_demo.py \
     --ignore=tests/e2e/test_container.py --ignore-glob='tests/e2e/test_bench_*' \
     --ignore=tests/reliability/test_close_on_full_disk.py \
     ${jobs[@]+"${jobs[@]}"} "$@" || { rc=$?; [ "$status" != 0 ] || status=$rc; }

@@ -112,7 +112,7 @@ class ApprovalStore:
 
     def _write(self, sql: str, params: Iterable = ()) -> int:
         try:
-            return self.conn.execute(sql, tuple(params)).rowcount
+            return self.conn.execute(sql, storable.values(tuple(params))).rowcount
         except sqlite3.Error as exc:
             raise ApprovalError(f"writing approvals failed: {exc}",
                                 hint="check the data dir's permissions and free space") from exc

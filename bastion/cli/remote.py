@@ -80,5 +80,6 @@ def verify_report(data: dict[str, Any]) -> Any:
                         start_seq=int(data.get("start_seq") or 0),
                         rows=int(data.get("rows_checked") or 0),
                         files=int(data.get("files_checked") or 0),
+                        copies=int(data.get("copies_checked") or 0),
                         active_sessions=int(data.get("active_sessions") or 0),
                         checkpoint=data.get("checkpoint"), problems=problems)

@@ -295,7 +295,8 @@ def verify_cmd(
     if as_json:
         _emit_json(report.to_dict())
     elif report.ok:
-        out_console.print(Text(f"ok: {report.rows} rows and {report.files} recordings verified"
+        copies = f", and {report.copies} stored copies of transfers" if report.copies else ""
+        out_console.print(Text(f"ok: {report.rows} rows and {report.files} recordings verified{copies}"
                                + (f" (from prune checkpoint seq {report.start_seq})" if report.start_seq else ""),
                                style="green"))
         if report.active_sessions:

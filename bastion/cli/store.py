@@ -62,7 +62,8 @@ def import_cmd(
     later, so an id a ticket cites can be followed. --dry-run says which would move.
 
     Refused, with nothing written: a data dir `bastion serve` still records into, one
-    with sessions still active, an index or recording that does not verify, a source
+    with sessions still active, an index or recording that does not verify, a stored copy
+    of a transferred file missing or changed, a source
     imported before, a transfer uid the store has, a store nodes serve on (unless
     --while-serving), --node when sessions or channels are renumbered (their recordings
     get new names). The files stay where they are.
@@ -88,7 +89,8 @@ def import_cmd(
     say(f"{'would import' if r.dry_run else 'imported'}: {r.sessions} session(s) "
         f"({r.refused} refused login(s)), {r.channels} channel(s), {r.commands} command(s), "
         f"{r.transfers} transfer(s), {r.approvals} approval(s), {r.recordings} recording(s) "
-        f"({r.bytes} bytes) in {r.seconds:.1f} s", "" if r.dry_run else "green")
+        f"({r.bytes} bytes), {r.copies} stored copies of transfers ({r.copy_bytes} bytes) "
+        f"in {r.seconds:.1f} s", "" if r.dry_run else "green")
     say(f"from: {r.source}")
     start = (f"prune checkpoint seq {r.source_start_seq} {r.source_start_hash}"
              if r.source_start_seq else "seq 0 (the genesis)")

@@ -12,7 +12,12 @@ incomplete the same way.
 :meth:`ContentCapture.close` returns the JSON the ``transfers`` row keeps in ``content``:
 ``{"path": relative to the data dir, "bytes": stored, "truncated": bool, "sha256": of the
 stored file}``.  ``bastion transfers show ID`` prints it back.  File errors raise
-RecordingError (the channel stops, as for any recording failure).
+RecordingError (the channel stops, as for any recording failure); after one, ``close``
+raises too, so no row links a file that is not what its SHA-256 says.
+
+Where the copy lives: on SQLite only in that file; on a PostgreSQL store in the store too,
+checked and put there by the recording worker, and read back on any node
+(bastion.recording.copies).
 
 Not covered: rsync (its protocol stream is the exec channel's recording), a reader that
 reads the same file twice (only the first ordered pass is stored).
@@ -59,6 +64,7 @@ class ContentCapture:
             raise RecordingError(f"cannot store transfer content in {path}: "
                                  f"{exc.strerror or exc}") from exc
         self.closed = False
+        self.broken = False
 
     def feed(self, data: bytes) -> None:
         """The next bytes of the file, in order."""
@@ -75,6 +81,13 @@ class ContentCapture:
         Returns the JSON for the row's ``content`` column."""
         if self.closed:
             raise RecordingError("transfer content closed twice")
+        if self.broken:                 # a write failed: the file is not what was hashed,
+            self.closed = True          # so no row links it
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            raise RecordingError("transfer content could not be written whole")
         self._write(self.masker.flush())
         truncated = self.fed > self.kept
         if truncated:
@@ -103,4 +116,6 @@ class ContentCapture:
                 n = os.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
+            self.broken = True
             raise RecordingError(f"cannot store transfer content: {exc.strerror or exc}") from exc
+

@@ -34,7 +34,10 @@ The order of an import (:func:`import_data_dir`):
    store's ``node`` column: ``import`` (no node's: every node checks their recordings in
    the store), or the node ``--node`` names.  Each sealed recording is uploaded
    and the SHA-256 of the bytes inserted must be the one in its sealed channel row, else
-   the whole import rolls back.
+   the whole import rolls back.  Each stored copy of a transferred file
+   (``store_transfers``) goes into ``transfer_copies`` under the transfer's id in the store
+   (renumbered or not), after its file's SHA-256 is checked against the row's ``content``
+   (bastion.recording.copies); a copy missing or changed refuses the import.
 4. Re-sealing: the imported rows are read back from the store in seq order and each gets
    ``hash = chain.row_hash(prev, table, row as the store reads it back)``, as the store
    seals its own rows (and as verify recomputes them); ``chain_head`` moves once at the end.
@@ -51,10 +54,9 @@ The order of an import (:func:`import_data_dir`):
    any failure rolls the one transaction back.
 
 ``dry_run`` does steps 1 and 2's checks without writing (the store is not even migrated,
-no id is claimed) and reports the same counts and which ids would be renumbered.  Files
-stay where they are; the stored copies of transferred files (``store_transfers``) are
-files only, on both backends: the operator copies the data dir to the node that should
-serve them.
+no id is claimed), stored copies' files included (each there, its SHA-256 the row's), and
+reports the same counts and which ids would be renumbered.  Files stay where they are; every
+node reads the recordings and the stored copies from the store.
 
 Not covered: the other direction (store to SQLite), merging two PostgreSQL stores.
 """
@@ -72,7 +74,7 @@ from typing import Any, Iterator
 
 from bastion import store
 from bastion.errors import RecordingError
-from bastion.recording import chain, renumber, schema, storable, verify
+from bastion.recording import chain, copies, renumber, schema, storable, verify
 
 #: the source's tables in the order their rows go in (parents before the rows naming them)
 TABLES = ("sessions", "channels", "commands", "transfers", "approvals")
@@ -100,6 +102,8 @@ class ImportReport:
     approvals: int = 0
     recordings: int = 0
     bytes: int = 0
+    copies: int = 0                  # stored copies of transferred files (store_transfers)
+    copy_bytes: int = 0
     source_start_seq: int = 0
     source_start_hash: str = schema.GENESIS
     source_head_seq: int = 0
@@ -236,6 +240,7 @@ def _check_source(src: sqlite3.Connection, source: Path, report: ImportReport) -
     for _cid, path, _sha in _recordings(src, source):
         report.recordings += 1
         report.bytes += path.stat().st_size
+    report.copies, report.copy_bytes = copies.check_source(src, source)
 
 
 def _recordings(src: sqlite3.Connection, source: Path) -> Iterator[tuple[int, Path, str | None]]:
@@ -341,6 +346,7 @@ def _copy(src: sqlite3.Connection, source: Path, report: ImportReport,
             first = head_seq + 1           # source seq s becomes s + shift, no gap
             _insert_rows(conn, src, report.node, first - report.source_start_seq - 1, ids)
             _upload_recordings(conn, src, source, ids)
+            copies.upload_source(conn, src, source, lambda tid: ids.id("transfers", tid))
             _reseal(conn, src, report, first, head_hash, ids)
             found = renumber.runs(src, taken, ids)
             report.renumbered = [r.to_dict() for r in found]

@@ -303,34 +303,28 @@ def get_transfer(db: sqlite_utils.Database, transfer_id: int) -> dict[str, Any]:
 
 
 def transfer_content(data_dir: Path, row: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """The stored copy of a transfer (``store_transfers``) and its ``content`` record.
+    """The stored copy of a transfer (``store_transfers``) and its ``content`` record: this
+    node's file, or on a PostgreSQL store the store's copy (any node's transfer), checked
+    against the SHA-256 recorded with it (bastion.recording.copies.read_copy).
 
     Raises RecordingError when none was stored, the path leaves the recordings dir, the
-    file is gone, or it no longer matches the SHA-256 recorded with it."""
-    import hashlib
+    copy is gone, or it no longer matches the SHA-256 recorded with it."""
+    from bastion.recording import copies
+    from bastion.store import location
+    tid = int(row["id"])
+    store_copy = (lambda: _store_copy(data_dir, tid)) if location.current().postgres else None
+    return copies.read_copy(data_dir, row, store_copy=store_copy)
+
+
+def _store_copy(data_dir: Path, transfer_id: int) -> bytes | None:
+    from bastion.store import transfercopies
+    conn = schema.connect(Path(data_dir), readonly=True)
     try:
-        info = json.loads(row.get("content") or "null")
-    except ValueError:
-        info = None
-    if not isinstance(info, dict) or not isinstance(info.get("path"), str):
-        raise RecordingError(f"transfer {row.get('id')} has no stored content",
-                             hint="contents are kept only with [settings] store_transfers = "
-                                  "true, for sftp get and put")
-    base = (Path(data_dir) / schema.RECORDINGS_DIR).resolve()
-    path = (Path(data_dir) / info["path"]).resolve()
-    if base not in path.parents:
-        raise RecordingError(f"transfer {row.get('id')}: its content path leaves the "
-                             "recordings dir; the index was changed", hint="run bastion verify")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RecordingError(f"the stored content {path} cannot be read: "
-                             f"{exc.strerror or exc}") from exc
-    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
-        raise RecordingError(f"the stored content {path} was modified: its SHA-256 does not "
-                             "match the one recorded with the transfer",
-                             hint="run bastion verify")
-    return data, info
+        return transfercopies.read(conn, transfer_id)
+    except sqlite3.Error as exc:
+        raise RecordingError(f"reading the store failed: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _query(db: sqlite_utils.Database, sql: str, params):

@@ -28,10 +28,13 @@ The map is kept in ``import_ids`` (migration 10) as runs, :class:`Run`: source i
 ``old_first..old_last`` of a table are now ``new_first + (id - old_first)``;
 ``bastion store imports`` shows them and ``bastion store import`` prints them.
 
+The stored copies of transferred files go into the store under the transfer's new id
+(bastion.store.transfercopies), so ``transfers show --content`` finds them by it on any node;
+the path in the row's ``content`` JSON keeps the source's name (the row is sealed with it),
+and a node's file of that name is used only when its SHA-256 is the row's.
+
 Not covered: the files in the source data dir keep their names (the map says which is
-which), and so do the stored copies of transferred files ``transfers.content`` names (files
-only, never in the store; ``transfers show --content`` checks their SHA-256, so another
-source's file of the same name is refused, not shown).
+which).
 """
 
 from __future__ import annotations

@@ -326,6 +326,16 @@ _MIGRATIONS: list[str] = [
     """
     SELECT 1;
     """,
+    # 13: nothing on SQLite: its PostgreSQL twin checks phrases, ^ and NEAR on each line's own
+    # tokens (tsvector's positions are bounded), as FTS5 does here already
+    """
+    SELECT 1;
+    """,
+    # 14: nothing on SQLite: its PostgreSQL twin keeps the stored copies of transferred
+    # files in the store (one node keeps them as files beside the recordings)
+    """
+    SELECT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -8,6 +8,10 @@ verify (read-only):
   inserted row), or a head that does not match the last row is a problem;
 * recomputes the SHA-256 of every sealed channel's recording file; a changed
   or missing file is a problem;
+* on a PostgreSQL store, recomputes the SHA-256 of every stored copy of a transferred
+  file the store has (``transfer_copies``) against its sealed row's ``content``; one the
+  store lacks is checked in the data dir of its session's node (SQLite: copies are not
+  checked, only their links, which are in the chain);
 * reports rows of finished sessions that are not sealed, and rows older than
   the checkpoint that prune should have removed.
 
@@ -16,7 +20,7 @@ The report carries the head ``(seq, hash)``: keep it elsewhere to detect a
 later rewrite of the whole chain (see chain.py for what the chain can't prove).
 
 prune (read-write): deletes whole sessions (rows, FTS entries, recording
-files) that ended before a cutoff, but only as a *prefix of the chain*: it
+files, stored copies of transfers and, on PostgreSQL, the store's copies of both) that ended before a cutoff, but only as a *prefix of the chain*: it
 walks the chain from the start and stops at the first row belonging to a
 session that is not prunable (still active, or newer), so the chain that
 remains is contiguous.  Each step is a short transaction (at most
@@ -37,6 +41,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bastion import store
 from bastion.errors import RecordingError
@@ -64,6 +69,8 @@ class VerifyReport:
     rows: int = 0
     files: int = 0
     files_elsewhere: int = 0      # recordings of another node's sessions (shared store): not here
+    copies: int = 0               # stored copies of transferred files checked (shared store)
+    copies_elsewhere: int = 0     # another node's, not in the store: checked on its node
     active_sessions: int = 0
     checkpoint: dict | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -79,7 +86,8 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "head": {"seq": self.head_seq, "hash": self.head_hash},
                 "start_seq": self.start_seq, "rows_checked": self.rows, "files_checked": self.files,
-                "files_elsewhere": self.files_elsewhere,
+                "files_elsewhere": self.files_elsewhere, "copies_checked": self.copies,
+                "copies_elsewhere": self.copies_elsewhere,
                 "active_sessions": self.active_sessions, "checkpoint": self.checkpoint,
                 "first_break": asdict(self.first) if self.first else None,
                 "problems": [asdict(p) for p in self.problems]}
@@ -144,6 +152,7 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
     expected = start_seq + 1
     last_seq, last_hash = start_seq, prev
     files: list[tuple[int, dict]] = []
+    copies: list[tuple[int, dict[str, Any]]] = []
     for seq, table, row in chain.iter_chain(conn, after=start_seq):
         report.rows += 1
         sid = _session_of(table, row)
@@ -166,6 +175,8 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
         last_seq, last_hash = seq, prev
         if table == "channels" and row.get("path") and row.get("sha256"):
             files.append((seq, row))
+        elif table == "transfers" and row.get("content"):
+            copies.append((seq, row))
     if (last_seq, last_hash) != (head_seq, head_hash):
         problems.append(Problem("head", f"the chain head says seq {head_seq} but the last sealed row "
                                 f"is seq {last_seq} (rows at the end were deleted, or the head edited)",
@@ -203,6 +214,8 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
                 problems.append(Problem("file-modified", f"{where} was modified: its SHA-256 does not "
                                         "match the one sealed at close", "channels", row["id"], seq,
                                         row["session_id"], row["path"]))
+        if local is not None:                    # a shared store: it keeps the copies
+            _check_copies(conn, data_dir, copies, local, report)
     for table in chain.CHAINED_TABLES:
         sid_col = "id" if table == "sessions" else "session_id"
         for row in conn.execute(
@@ -220,6 +233,50 @@ def _verify(conn: sqlite3.Connection, data_dir: Path, check_files: bool, *,
         "SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0]
     problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
     return report
+
+
+def _check_copies(conn: sqlite3.Connection, data_dir: Path,
+                  copies: list[tuple[int, dict[str, Any]]],
+                  local: set[int], report: VerifyReport) -> None:
+    """The stored copies of transferred files (``store_transfers``) on a shared store: each
+    one the store has must have the SHA-256 its sealed row records (bastion.store.
+    transfercopies).  One the store lacks (linked before the store kept copies, or whose
+    row says it was lost) is checked in this data dir if its session is this node's, else
+    left to its node, as recordings are."""
+    from bastion.recording.copies import link
+    from bastion.store import transfercopies
+    for seq, row in copies:
+        info = link(row)
+        if info is None:
+            continue
+        stored = transfercopies.sha256_of(conn, row["id"])
+        if stored is None and row["session_id"] not in local:
+            report.copies_elsewhere += 1
+            continue
+        report.copies += 1
+        found = _copy_problem(data_dir, info, stored)
+        if found is not None:
+            kind, message = found
+            report.problems.append(Problem(
+                kind, f"the stored copy of transfer {row['id']} (session {row['session_id']}, "
+                      f"{info['path']}) {message}", "transfers", row["id"], seq,
+                row["session_id"], info["path"]))
+
+
+def _copy_problem(data_dir: Path, info: dict[str, Any],
+                  stored: str | None) -> tuple[str, str] | None:
+    """(kind, message) if the copy ``info`` links is not the one recorded: the store's
+    (``stored``: its SHA-256), else this data dir's file."""
+    from bastion.recording.copies import local_path
+    changed = "was modified: its SHA-256 does not match the one recorded with the transfer"
+    if stored is not None:
+        return None if stored == info.get("sha256") else ("file-modified", f"in the store {changed}")
+    try:
+        digest = file_sha256(local_path(data_dir, info, "the copy"))
+    except (OSError, RecordingError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return "file-missing", f"is in neither the store nor this data dir ({why})"
+    return None if digest == info.get("sha256") else ("file-modified", changed)
 
 
 # --------------------------------------------------------------------------- prune
@@ -355,6 +412,8 @@ def _delete_batch(conn: sqlite3.Connection, seq: int, sessions: list[int], repor
             if store.current().postgres:         # the store's copies of their recordings
                 conn.execute("DELETE FROM recording_chunks WHERE channel_id IN (SELECT id FROM "
                              f"channels WHERE session_id IN ({marks}))", part)
+                conn.execute("DELETE FROM transfer_copies WHERE transfer_id IN (SELECT id FROM "
+                             f"transfers WHERE session_id IN ({marks}))", part)
             paths += [r[0] for r in conn.execute(       # stored copies (store_transfers)
                 f"SELECT json_extract(content, '$.path') FROM transfers WHERE session_id IN "
                 f"({marks}) AND content IS NOT NULL", part) if r[0]]

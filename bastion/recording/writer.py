@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, health, leases, quarantine, storable
+from bastion.recording import (chain, channelfiles, copies, health, leases, quarantine,
+                               storable)
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -354,13 +355,9 @@ class Applier:
                 log.warning("command %s: approver not recorded: %s", cmd_id,
                             _why_not_updated(self.conn, cmd_id))
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
-            db = self._db()
-            cols = ", ".join(TRANSFER_COLUMNS.split(", ")[:len(op[1])])  # older journals: fewer
-            values = [storable.path(v) if i in _PATH_AT else v for i, v in enumerate(op[1])]
-            cur = db.execute(f"INSERT OR IGNORE INTO transfers ({cols}) VALUES "
-                             f"({', '.join('?' * len(values))})", values)
-            if cur.rowcount == 1 and cur.lastrowid is not None:   # final: sealed at once
-                chain.seal(db, "transfers", cur.lastrowid)
+            # path and path2 cut to what an index entry may hold (storable.path)
+            self._transfer([storable.path(v) if i in _PATH_AT else v
+                            for i, v in enumerate(op[1])])
         elif kind == OP_CHANNEL_CLOSE:
             channelfiles.close_channel(self, op)
         elif kind == OP_SESSION_CLOSE:
@@ -378,6 +375,40 @@ class Applier:
             self.notify(("probe", why))
             if why is not None:
                 raise _ProbeFailed(why)
+
+    def _transfer(self, values: list[Any]) -> None:
+        """A transfers row, sealed at once (final).  On a PostgreSQL store the stored copy
+        its ``content`` links goes into the store with it, in this transaction, checked
+        against the row (bastion.recording.copies)."""
+        db = self._db()
+        cols = TRANSFER_COLUMNS.split(", ")[:len(values)]           # older journals: fewer
+        cur = db.execute(f"INSERT OR IGNORE INTO transfers ({', '.join(cols)}) VALUES "
+                         f"({', '.join('?' * len(values))})", values)
+        if cur.rowcount != 1 or cur.lastrowid is None:
+            return                          # replayed: committed with its copy before
+        tid = cur.lastrowid
+        if self._chunks is not None and "content" in cols and values[cols.index("content")]:
+            self._transfer_copy(db, tid, values[cols.index("content")])
+        chain.seal(db, "transfers", tid)
+
+    def _transfer_copy(self, db: sqlite3.Connection, tid: int, content_json: str) -> None:
+        """A copy missing or changed since the relay closed it is a recording failure: the
+        row and the pieces are taken back and the worker stops (fail closed).  In the replay
+        that follows the row goes in saying its copy was lost and why (it is the transfer's
+        audit record; failing again would only stop the next worker)."""
+        try:
+            copies.store_copy(db, self.data_dir, tid, content_json)
+            return
+        except copies.CopyError as exc:
+            db.execute("DELETE FROM transfer_copies WHERE transfer_id = ?", (tid,))
+            if not self.replaying:
+                db.execute("DELETE FROM transfers WHERE id = ? AND seq IS NULL", (tid,))
+                self._fail("storing transfer content", exc)
+                raise Reported() from exc
+            log.error("recording failure: transfer %s: its stored copy is not in the store: %s",
+                      tid, exc)
+            db.execute("UPDATE transfers SET content = ? WHERE id = ? AND seq IS NULL",
+                       (copies.mark_lost(content_json, str(exc)), tid))
 
     def _replay(self, on: bool) -> None:
         """Start or end the replay a new worker gets (see the module doc)."""

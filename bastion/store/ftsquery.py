@@ -1,29 +1,37 @@
-"""PURE: an FTS5 query (``bastion commands search --raw``) as PostgreSQL tsquery text, with
-FTS5's meaning.
+"""PURE: an FTS5 query (``bastion commands search --raw``) for PostgreSQL, with FTS5's meaning:
+a tsquery for the GIN index and, when positions matter, a program for the exact check.
 
-The PostgreSQL index (bastion.store.pgschema, ``bastion_fts_vector``) holds each command line
-as SQLite's unicode61 tokenizer splits it: runs of letters and digits, lower case, diacritics
-removed (:func:`words`), at positions 1, 2, ...; the line's first token carries weight ``A``.
-The query is parsed with FTS5's grammar and each form becomes tsquery text for
-``to_tsquery('simple', ...)``:
+The PostgreSQL index (bastion.store.pgschema, migration 13; its SQL: bastion.store.ftscheck)
+holds each command line's set of words, split as SQLite's unicode61 tokenizer splits them:
+runs of letters and digits, lower case, diacritics removed (:func:`words`).  It holds no
+positions (tsvector's stop at 16383 and at 255 per word): what needs them is checked on the
+line's own tokens.  The query is parsed with FTS5's grammar; :func:`fts5_to_match` gives
+``index#exact``:
 
-* a phrase (a bare word, ``"quoted text"``, ``a + b`` joined) -> its words ``'a' <-> 'b'``;
-  ``word*`` / ``"a b"*`` -> the last word a prefix ``'b':*`` (in a ``+`` chain each part may
-  be one);
-* ``^phrase`` (it starts the line) -> the first word with weight A: ``'a':A <-> 'b'``;
-* ``NEAR(p1 p2 ..., N)`` (N 10 when left out): FTS5 matches when one instance of each
-  phrase lies in a clump where, for the phrase that starts last at position ``M``, every
-  other phrase ``i`` (``n_i`` words) starts at ``M - n_i - N`` or later.  Every such
-  arrangement of starts (overlaps included; two different words cannot share a position,
-  so those are left out) becomes one phrase chain (``'a' <2> 'b' <-> 'c'``) and the group
-  is their OR, behind an AND of the phrases (cheap to refuse a line that lacks one).  That
-  is exact; its size grows as ``(N + n)^(phrases - 1)``, so a group of more than
-  :data:`MAX_NEAR_LAYOUTS` arrangements is refused (:class:`FtsSyntaxError`, saying to
-  use fewer phrases or a smaller N): 3 one-word phrases at N 10 are 330 arrangements, the
-  largest allowed are 2 words at N 499, 3 at N 17, 4 at N 6, 5 at N 4.  The GIN index is
-  given only the AND of the phrases (:func:`fts5_to_match`: the long OR as an index
-  condition is evaluated for every line holding any of its words); the lines it finds are
-  checked against the exact query (bench/fts_near.py: 7-281 ms on 100k lines);
+* ``index``, tsquery text (a cast, not ``to_tsquery``: the words are already split) that
+  finds every line the query finds: a word ``'a'``, a prefix ``'a':*``, AND/OR/NOT as
+  tsquery's ``& | !``; a form that needs positions becomes the AND of its words (a NOT of
+  it is left out: a line with the words apart must still be found);
+* ``exact``, empty when ``index`` is the query itself (words, prefixes, AND/OR/NOT only:
+  the GIN index answers it alone), else ``boolean;leaf;...``: each form that needs
+  positions is a leaf and the boolean is the whole query as tsquery text over the line's
+  words and a marker ``'~k'`` for leaf ``k``, which ``bastion_fts_exact`` evaluates on each
+  line the index found.  Leaves:
+
+  - a phrase (``"a b"``, ``a + b``, ``"a b"*``: its last word a prefix; in a ``+`` chain
+    each part may be one) -> ``0:a b*``: its words at consecutive positions;
+  - ``^phrase`` (it starts the line) -> ``^:a b``;
+  - ``NEAR(p1 p2 ..., N)`` (N 10 when left out) -> ``N:p1,p2,...``: FTS5 matches when one
+    instance of each phrase lies in a clump where, for the phrase that starts last at
+    position ``M``, every other phrase ``i`` (``n_i`` words) starts at ``M - n_i - N`` or
+    later (overlaps allowed).  Checked by one pass over the phrases' starts, so any N and
+    any number of phrases cost the same to write and about the same to check; a group of
+    more than :data:`MAX_NEAR_PHRASES` phrases is refused (the check's time grows with
+    their square) and so is N past FTS5's C int (:data:`MAX_NEAR_DISTANCE`);
+  - a word or prefix longer than :data:`LONG_WORD` characters (the index keeps a token that
+    long as its first :data:`LONG_WORD` characters and ``~``: the index finds it by that
+    key, the check compares the whole word).
+
 * column filters: the one column is ``line``: ``line:``, ``{line}:`` (any case, quoted or
   not) leave the query as it is; ``-line:`` / ``-{line}:`` leave no column, so that part
   matches nothing (as FTS5: ``a OR -line:b`` is ``a``); another name is refused as FTS5
@@ -37,9 +45,7 @@ Lenient where FTS5 refuses (kept from the first translation): ASCII punctuation 
 bare word splits it into a phrase (``/etc/passwd``, ``it's``, ``rm -rf``), and a
 parenthesised group may stand beside terms (``(rm OR mv) etc``).
 
-Not covered: tsvector's own limits (a line's positions stop at 16383 and a word keeps at
-most 256 of them, so a phrase or NEAR past those in a very long line is not found);
-executing the query (bastion.store.pgconn).
+Not covered: executing the query (bastion.store.pgconn, bastion.store.translate.match_sql).
 """
 
 from __future__ import annotations
@@ -50,11 +56,12 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
+from bastion.store.ftscheck import LONG_WORD
+
 COLUMNS = ("line",)             # bastion.recording.schema: commands_fts fts5(line)
 NEAR_DEFAULT = 10               # FTS5's N when a NEAR group gives none
-MAX_NEAR_LAYOUTS = 1000         # arrangements one NEAR group may expand to (bench/fts_near.py)
-_MAX_NEAR_SCAN = 50_000         # start tuples looked at before the count above is known
-_MAX_DISTANCE = 16384           # tsquery's largest <N>
+MAX_NEAR_PHRASES = 100          # phrases in one NEAR group (the check's time grows with them)
+MAX_NEAR_DISTANCE = 2**31 - 1   # FTS5 reads N into a C int
 NOTHING = "'0' & !'0'"          # a tsquery that matches no line
 
 
@@ -337,7 +344,7 @@ def parse(query: str) -> Node:
     return _Parser(query).query()
 
 
-# -- tsquery text ----------------------------------------------------------------------------
+# -- the index query and the exact program ---------------------------------------------------
 
 def _bounded(fn: Callable[[str], str]) -> Callable[[str], str]:
     """A query nested (or chained) past Python's recursion limit is a syntax error that says
@@ -353,52 +360,40 @@ def _bounded(fn: Callable[[str], str]) -> Callable[[str], str]:
 
 
 @_bounded
-def fts5_to_tsquery(query: str) -> str:
-    """An FTS5 query as ``to_tsquery('simple', ...)`` text (the forms in the module doc)."""
-    text, _ = _emit(parse(query))
-    return NOTHING if text is None else text
-
-
-@_bounded
 def fts5_to_match(query: str) -> str:
-    """``index#exact``: the tsquery for the GIN index (each NEAR group only as the AND of its
-    phrases, a NOT of one left out: it finds every line the query finds, and a few more)
-    and, when it differs, the exact one (:func:`fts5_to_tsquery`) that the lines it found
-    are checked against (bastion.store.translate.match_sql).  ``#`` is in neither: a query's
-    words are letters and digits."""
+    """``index#exact`` for bastion.store.translate.match_sql: ``index``, tsquery text for
+    the GIN index that finds every line the query finds (and maybe more); ``exact``, empty
+    when ``index`` is the query itself, else the program ``boolean;leaf;...`` that
+    ``bastion_fts_exact`` checks each of those lines against (the module doc).  ``#`` is in
+    neither: a query's words are letters and digits."""
     tree = parse(query)
-    exact, _ = _emit(tree)
+    leaves: dict[str, int] = {}
+    exact, _ = _emit(tree, _EXACT, leaves)
     if exact is None:                 # nothing matches: no need of an index query
         return f"{NOTHING}#"
-    index, _ = _emit(tree, index=True)
-    index_text = NOTHING if index is None else index
-    return f"{index_text}#{'' if exact == index_text else exact}"
+    index, _ = _emit(tree, _UPPER, {})
+    assert index is not None          # a leaf's index form is never nothing
+    if not leaves:
+        return f"{index}#"
+    return f"{index}#{exact};" + ";".join(leaves)
 
 
-def _has_near(node: Node) -> bool:
-    if isinstance(node, Near):
-        return True
-    return isinstance(node, Op) and (_has_near(node.left) or _has_near(node.right))
+_ATOM, _NOT, _AND, _OR = 3, 2, 1, 0     # tsquery binds ! before & before |
+# what a part of the query becomes: its exact form (leaves as markers), a wider one (every
+# line it matches, and maybe more: the index query), a narrower one (only lines it matches:
+# the right side of a NOT in the wider one)
+_EXACT, _UPPER, _LOWER = "exact", "upper", "lower"
+_FLIP = {_EXACT: _EXACT, _UPPER: _LOWER, _LOWER: _UPPER}
 
 
-_ATOM, _PHRASE, _NOT, _AND, _OR = 4, 3, 2, 1, 0     # tsquery binds ! before <-> before & before |
-
-
-def _emit(node: Node, index: bool = False) -> tuple[str | None, int]:
-    """(tsquery text or None when the part matches nothing, its precedence).  ``index``: the
-    wider query of :func:`fts5_to_match`."""
+def _emit(node: Node, mode: str, leaves: dict[str, int]) -> tuple[str | None, int]:
+    """(tsquery text, or None for a part that matches no line, its precedence)."""
     if isinstance(node, Nothing):
         return None, _ATOM
-    if isinstance(node, Phrase):
-        if not node.terms:
-            return None, _ATOM
-        return _chain(list(enumerate(node.terms)), node.initial), _ATOM
-    if isinstance(node, Near):
-        return _near(node, index), _ATOM
-    if index and node.op == "NOT" and _has_near(node.right):
-        return _emit(node.left, index)
-    left, lp = _emit(node.left, index)
-    right, rp = _emit(node.right, index)
+    if isinstance(node, (Phrase, Near)):
+        return _leaf(node, mode, leaves)
+    left, lp = _emit(node.left, mode, leaves)
+    right, rp = _emit(node.right, _FLIP[mode] if node.op == "NOT" else mode, leaves)
     if node.op == "OR":
         if left is None or right is None:
             return (left, lp) if right is None else (right, rp)
@@ -418,90 +413,41 @@ def _wrap(text: str, prec: int, need: int) -> str:
     return text if prec >= need else f"({text})"
 
 
-def _operand(term: Term, initial: bool) -> str:
-    return "'" + term.word.replace("'", "''") + "'" + (":*" if term.prefix else "") + \
-        ((":A" if not term.prefix else "A") if initial else "")
+def _leaf(node: Phrase | Near, mode: str, leaves: dict[str, int]) -> tuple[str | None, int]:
+    if isinstance(node, Phrase):
+        if not node.terms:
+            return None, _ATOM
+        if len(node.terms) == 1 and not node.initial and len(node.terms[0].word) <= LONG_WORD:
+            return _key(node.terms[0]), _ATOM          # a word or prefix: the index is exact
+        terms = node.terms
+        spec = ("^:" if node.initial else "0:") + _spec(node)
+    else:
+        if len(node.phrases) > MAX_NEAR_PHRASES:
+            raise FtsSyntaxError(f"NEAR with more than {MAX_NEAR_PHRASES} phrases is too "
+                                 "large to search on PostgreSQL: use fewer phrases")
+        if node.distance > MAX_NEAR_DISTANCE:
+            raise FtsSyntaxError(f"NEAR's N must be at most {MAX_NEAR_DISTANCE} (FTS5's "
+                                 "integer)")
+        terms = tuple(t for p in node.phrases for t in p.terms)
+        spec = f"{node.distance}:" + ",".join(_spec(p) for p in node.phrases)
+    if mode == _LOWER:                # no narrower tsquery: positions are not in the index
+        return None, _ATOM
+    if mode == _UPPER:                # each of its words is on the line
+        keys = list(dict.fromkeys(_key(t) for t in terms))
+        return " & ".join(keys), (_ATOM if len(keys) == 1 else _AND)
+    number = leaves.setdefault(spec, len(leaves) + 1)
+    return f"'~{number}'", _ATOM
 
 
-def _chain(placed: list[tuple[int, Term]], initial: bool = False) -> str:
-    """Terms at relative positions (sorted, distinct) as ``'a' <-> 'b' <3> 'c'``."""
-    out = _operand(placed[0][1], initial)
-    for (before, _), (at, term) in zip(placed, placed[1:], strict=False):
-        gap = at - before
-        out += (" <-> " if gap == 1 else f" <{gap}> ") + _operand(term, False)
-    return out if len(placed) == 1 else f"({out})"
+def _key(term: Term) -> str:
+    """The tsquery operand that finds the lines holding ``term``: the word (``'w'``, a
+    prefix ``'w':*``), or for one longer than :data:`LONG_WORD` the index's key of the
+    long tokens it may be (their first :data:`LONG_WORD` characters and ``~``; the exact
+    check decides)."""
+    if len(term.word) > LONG_WORD:
+        return f"'{term.word[:LONG_WORD]}~'"
+    return f"'{term.word}'" + (":*" if term.prefix else "")
 
 
-def _merge(a: Term, b: Term) -> Term | None:
-    """The one term two phrases ask of the same position, or None when no word is both."""
-    if a.prefix and b.prefix:
-        longer, shorter = (a, b) if len(a.word) >= len(b.word) else (b, a)
-        return longer if longer.word.startswith(shorter.word) else None
-    if a.prefix or b.prefix:
-        exact, pre = (b, a) if a.prefix else (a, b)
-        return exact if exact.word.startswith(pre.word) else None
-    return a if a.word == b.word else None
-
-
-def _near(node: Near, index: bool = False) -> str | None:
-    phrases = node.phrases
-    if index:                         # every line the group finds has each phrase
-        return "(" + " & ".join(_chain(list(enumerate(p.terms))) for p in phrases) + ")"
-    n = node.distance
-    reach = [len(p.terms) + n for p in phrases]     # how far before the last start each may start
-    every, none_last = 1, 1                         # start tuples with one phrase at the anchor
-    for r in reach:
-        every, none_last = every * (r + 1), none_last * r
-    if every - none_last > _MAX_NEAR_SCAN or max(reach) >= _MAX_DISTANCE:
-        raise _too_big(node)
-    layouts: set[str] = set()
-
-    def place(i: int, slots: dict[int, Term], anchored: bool) -> None:
-        if i == len(phrases):
-            if anchored:
-                placed = sorted(slots.items())
-                base = placed[0][0]
-                layouts.add(_chain([(at - base, t) for at, t in placed]))
-                if len(layouts) > MAX_NEAR_LAYOUTS:
-                    raise _too_big(node)
-            return
-        last = i == len(phrases) - 1
-        for start in range(-reach[i] if anchored or not last else 0, 1):
-            merged = dict(slots)
-            for k, term in enumerate(phrases[i].terms):
-                at = start + k
-                have = merged.get(at)
-                both = term if have is None else _merge(have, term)
-                if both is None:
-                    break
-                merged[at] = both
-            else:
-                place(i + 1, merged, anchored or start == 0)
-
-    place(0, {}, False)
-    if not layouts:                   # three different words at N 0: no arrangement fits
-        return None
-    each = " & ".join(_chain([(k, t) for k, t in enumerate(p.terms)]) for p in phrases)
-    # the tightest arrangements first: the OR stops at the first that holds, and in command
-    # lines (short) it is most often one of those
-    ordered = sorted(layouts, key=lambda chain: (_span(chain), chain))
-    return f"({each} & {_balanced(ordered)})"
-
-
-def _span(chain: str) -> int:
-    return sum(int(g) for g in re.findall(r"<(\d+)>", chain)) + chain.count("<->")
-
-
-def _balanced(items: list[str]) -> str:
-    """``a | b | ...`` as a balanced tree (the query's depth stays small)."""
-    if len(items) == 1:
-        return items[0]
-    mid = len(items) // 2
-    return f"({_balanced(items[:mid])} | {_balanced(items[mid:])})"
-
-
-def _too_big(node: Near) -> FtsSyntaxError:
-    return FtsSyntaxError(
-        f"NEAR with {len(node.phrases)} phrases and N={node.distance} is too large to search "
-        f"exactly on PostgreSQL (more than {MAX_NEAR_LAYOUTS} arrangements): use fewer phrases "
-        "or a smaller N")
+def _spec(phrase: Phrase) -> str:
+    return " ".join(t.word + ("*" if t.prefix else "") for t in phrase.terms)

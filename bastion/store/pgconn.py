@@ -364,6 +364,7 @@ def _first_line(exc: BaseException) -> str:
 def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
     """A connection to the store, migrated (writers) or checked (readers); see module doc."""
     if readonly:
+        settings.password()      # a password file refused says why here, not as a pool timeout
         pool = _pool(settings)
         try:
             raw = pool.getconn(timeout=CONNECT_TIMEOUT)
@@ -396,7 +397,9 @@ def _pool(settings: StoreSettings) -> Any:
         if pool is None:
             pool = ConnectionPool(str(settings.url), min_size=0, max_size=POOL_MAX, open=True,
                                   timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
-                                  kwargs=_pool_kwargs(settings),
+                                  # a callable: each new connection reads the password
+                                  # file again, so a rotated password needs no restart
+                                  kwargs=lambda: _pool_kwargs(settings),
                                   configure=lambda c: c.execute(
                                       "SELECT set_config('bastion.node', %s, false)",
                                       (settings.node,)),
@@ -420,6 +423,7 @@ def migrate(conn: PgConnection) -> int:
 
     raw = conn._conn
     try:
+        _require_utf8(raw)
         while True:
             with raw.transaction():
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
@@ -438,6 +442,20 @@ def migrate(conn: PgConnection) -> int:
     except psycopg.Error as exc:
         raise _translated(exc) from exc
     return version
+
+
+def _require_utf8(raw: Any) -> None:
+    """Refuse a database whose encoding is not UTF8: a command line with a character it cannot
+    hold (any CJK character in a LATIN1 database) would fail the recording worker's batch."""
+    row = raw.execute("SHOW server_encoding").fetchone()
+    value = row[0] if row else "unknown"
+    encoding = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    if encoding.upper() != "UTF8":
+        raise StoreOperationalError(
+            f"the PostgreSQL database uses the encoding {encoding}; bastion needs UTF8 (agents "
+            "send Unicode: command lines, paths, names): create the store's database with "
+            "`CREATE DATABASE bastion OWNER bastion ENCODING 'UTF8' TEMPLATE template0` and "
+            "point [store] url at it")
 
 
 class IdRange:

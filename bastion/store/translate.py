@@ -11,9 +11,9 @@ passes every statement through :func:`statement` first.  Only these forms are re
   ``RETURNING id`` (the cursor's ``lastrowid``; every table has an ``id``);
 * ``X GLOB Y`` -> ``X ~ bastion_glob(Y)`` (a function of the PostgreSQL schema);
 * ``json_extract(col, '$.key')`` -> ``(col::json ->> 'key')``;
-* ``commands_fts MATCH :p`` -> ``commands_fts.tsv @@ to_tsquery('simple', <index part of
-  :p>) AND <its exact part, when it has one>`` (:func:`match_sql`), and the parameter's
-  FTS5 query text becomes the two tsquery texts (``fts5_to_match`` of
+* ``commands_fts MATCH :p`` -> ``commands_fts.tsv @@ <index part of :p>::tsquery AND
+  <its exact check, when it has one>`` (:func:`match_sql`), and the parameter's FTS5 query
+  text becomes the index's tsquery text and the check's program (``fts5_to_match`` of
   bastion.store.ftsquery);
 * ``BEGIN IMMEDIATE`` (a writer) -> ``BEGIN`` + the chain's advisory lock (one writer at a
   time across every node, as SQLite has one writer at a time); ``BEGIN`` (a reader that
@@ -24,7 +24,8 @@ Anything else passes unchanged, so a new statement in SQLite's dialect that is n
 SQL fails loudly on PostgreSQL rather than meaning something else.
 
 The FTS5 query text itself (words, phrases, prefixes, ``^``, ``NEAR``, column filters,
-``AND``/``OR``/``NOT``) becomes tsquery text in bastion.store.ftsquery, with FTS5's meaning.
+``AND``/``OR``/``NOT``) becomes tsquery text and an exact check in bastion.store.ftsquery,
+with FTS5's meaning.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ import functools
 import re
 from dataclasses import dataclass
 
-from bastion.store.ftsquery import FtsSyntaxError, fold, fts5_to_match, fts5_to_tsquery, words
+from bastion.store.ftsquery import FtsSyntaxError, fold, fts5_to_match, words
 
 __all__ = ["CHAIN_LOCK", "MATCH_USES", "READ_SNAPSHOT", "FtsSyntaxError", "Statement", "fold",
-           "fts5_to_match", "fts5_to_tsquery", "match_sql", "statement", "words"]
+           "fts5_to_match", "match_sql", "statement", "words"]
 
 CHAIN_LOCK = 0x62617374          # "bast": pg_advisory_xact_lock key of the one writer
 READ_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -64,15 +65,15 @@ MATCH_USES = 3        # the MATCH parameter appears 3 times in match_sql (positi
 
 def match_sql(param: str) -> str:
     """``commands_fts MATCH param`` on PostgreSQL; ``param`` holds ``index#exact``
-    (:func:`bastion.store.ftsquery.fts5_to_match`): the GIN index finds the lines of the small
-    ``index`` query, and only those are checked against ``exact`` (NEAR's long OR), by a
-    plpgsql function the planner cannot turn into an index condition (the index would
-    evaluate the long query for every line holding any of its words: 85 ms against 0.6 ms on
-    100k lines).  Without an ``exact`` part the CASE folds to true when the query is planned."""
+    (:func:`bastion.store.ftsquery.fts5_to_match`): the GIN index finds the lines of
+    ``index`` (their words; it holds no positions), and only those are checked against
+    ``exact`` on their own tokens (phrases, ``^``, NEAR: ``bastion_fts_exact``, migration 13,
+    plpgsql, so the planner never makes it an index condition).  Without an ``exact`` part
+    the CASE folds to true when the query is planned."""
     part = f"split_part({param}, '#', {{}})"
-    return (f"(commands_fts.tsv @@ to_tsquery('simple', {part.format(1)}) AND CASE WHEN "
-            f"{part.format(2)} = '' THEN true ELSE bastion_fts_exact(commands_fts.tsv, "
-            f"to_tsquery('simple', {part.format(2)})) END)")
+    return (f"(commands_fts.tsv @@ {part.format(1)}::tsquery AND CASE WHEN "
+            f"{part.format(2)} = '' THEN true ELSE bastion_fts_exact(commands_fts.line, "
+            f"{part.format(2)}) END)")
 
 
 @functools.lru_cache(maxsize=1024)

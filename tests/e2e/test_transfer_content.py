@@ -96,5 +96,16 @@ def test_a_changed_stored_copy_is_refused_by_show(crig, token, tmp_path):
     row = transfers(crig, "op = 'put' AND path = ?", str(dest))[-1]
     info = json.loads(row["content"])
     (crig.data_dir / info["path"]).write_bytes(b"forged\n")
+    if crig.store_env:
+        # a PostgreSQL store has the copy too (bastion.store.transfercopies): the forged file
+        # is passed over for it; once the store's copy is changed as well, show refuses
+        shown = crig.cli("transfers", "show", str(row["id"]), "--content")
+        assert shown.stdout == b"hello\n"
+        conn = crig.index()
+        try:
+            conn.execute("UPDATE transfer_copies SET data = CAST(? AS bytea) "
+                         "WHERE transfer_id = ?", (b"forged\n", row["id"]))
+        finally:
+            conn.close()
     shown = crig.cli("transfers", "show", str(row["id"]), "--content", check=False)
     assert shown.returncode != 0 and b"was modified" in shown.stderr

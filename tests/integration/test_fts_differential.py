@@ -6,7 +6,12 @@ query of the table runs on both through the same statement (``commands_fts MATCH
 bastion.store.translate rewrites on PostgreSQL) and the id sets must be equal.  The corpus
 has the near misses a wrong translation would get wrong: two words at every distance from 0
 to 13 in both orders, three words at every pair of gaps, a phrase beside a word, overlapping
-phrases, the word first or second on the line, diacritics."""
+phrases, the word first or second on the line, diacritics; NEAR groups of up to 6 phrases
+spread over 1,000 tokens; and lines tsvector cannot hold exactly (20,003 tokens, so
+positions past 16383; a word 300 times, past the 255 positions it keeps; words of 3,000
+bytes, which it drops, moving the words after them).  PostgreSQL finds them exactly
+(bastion.store.ftscheck).  Then seeded random NEAR, phrase and ^ queries over random lines
+of a few words that prefix each other."""
 
 from __future__ import annotations
 
@@ -46,8 +51,40 @@ def _corpus() -> list[str]:
     for d in range(13):                       # a two-word phrase and a word
         lines.append(" ".join(filter(None, ["big cat", _fill(d), "dog"])))
         lines.append(" ".join(filter(None, ["dog", _fill(d), "big cat"])))
+    lines += _past_tsvector() + _near_far()
     seen: set[str] = set()
     return [x for x in lines if not (x in seen or seen.add(x))]
+
+
+def _gap(n: int, start: int = 0) -> list[str]:
+    return [f"g{i}" for i in range(start, start + n)]
+
+
+def _past_tsvector() -> list[str]:
+    """Lines tsvector cannot hold exactly: positions stop at 16383, a word keeps 255 of them,
+    a word of 2,047 bytes or more is dropped (and the words after it move up one)."""
+    deep = ["deep"] + [f"z{i}" for i in range(20000)] + ["needle", "haystack"]   # 20,003 tokens
+    return [
+        " ".join(deep),                                   # deep 0, z_i i + 1, needle 20001
+        "needle f0 haystack",
+        "rep " * 300 + "after",                           # the phrase after the 300th rep
+        "rep " * 270 + "mid " + "rep " * 30,
+        "echo " + "rep " * 300 + "tail",
+        "pre " + "k" * 3000 + " post",                    # 3,000 bytes: tsvector drops it
+        "pre " + "k" * 2999 + "j post",
+        "post pre " + "k" * 600,                          # a word indexed whole (< 2,047)
+        "mid " + "m" * 600 + " end",
+        "caf" + "é" * 1100 + " x",                        # 2,203 bytes, 1,103 characters
+    ]
+
+
+def _near_far() -> list[str]:
+    """Six words 200 tokens apart (span 1,000), in order, reversed, and with one far off."""
+    six = ["sa", "sb", "sc", "sd", "se", "sf"]
+    spread = lambda words, gap: " ".join(   # noqa: E731
+        w + " " + " ".join(_gap(gap, 1000 * k)) for k, w in enumerate(words)).strip()
+    return [spread(six, 199), spread(six[::-1], 199), spread(six[:5], 199) + " " +
+            " ".join(_gap(900, 9000)) + " sf", "sa g0 sb sc g1 sd se sf"]
 
 
 QUERIES = [
@@ -80,9 +117,42 @@ QUERIES = [
     '"" alpha', '"" OR alpha', 'alpha AND ""', "sudo + sys*", '"big" + cat', "one + two*",
     # diacritics
     "naïve", '"crème brûlée"', "NAÏVE", "brul*",
+    # NEAR with 4-6 phrases and large N, prefixes and phrases in it
+    "NEAR(sa sb sc sd se sf, 1000)", "NEAR(sa sb sc sd se sf, 999)",
+    "NEAR(sa sb sc sd se sf, 998)", "NEAR(sf se sd sc sb sa, 999)", "NEAR(sa sb sc sd, 600)",
+    "NEAR(sa sb sc sd, 599)", "NEAR(sa sb sc sd, 598)", "NEAR(sb sc sd se sf, 1000)",
+    "NEAR(sa sb* sc sd s*, 1000)", 'NEAR(sa "sb g1000"* sc "sd g3000" se sf, 999)',
+    'NEAR(sa "sb g1000" sc sd "se g4000" sf, 996)', "NEAR(sa sb sc sd se sf, 2147483647)",
+    "NEAR(sa sb sc sd se sf, 3)", "NEAR(sa sb sc sd se sf, 2)", "NEAR(sa sb sc sd se sf, 1)",
+    "NEAR(se sf, 1100)", "NEAR(se sf, 1098)", "NEAR(alpha beta red green, 10)",
+    "NEAR(red green blue alpha beta, 1000)", "NEAR(big cat dog one two, 1000)",
+    # past tsvector: 20,003 tokens (positions past 16383), a word 300 times, a dropped word
+    '"needle haystack"', '"z19999 needle haystack"', "NEAR(deep haystack, 20001)",
+    "NEAR(deep haystack, 20000)", "NEAR(z16500 z16502, 1)", "NEAR(z16500 z16502, 0)",
+    '"z16500 z16501"', '"z16501 z16500"', "NEAR(z1 z19999 needle, 19998)",
+    "NEAR(z1 z19999 needle, 19997)", "NEAR(needle hay*, 0)", "NEAR(deep* hay*, 30000)",
+    "^deep", '^"deep z0 z1"', "^z0", '^"deep z1"', "^dee* needle",
+    '"rep after"', '"rep mid"', '"mid rep"', "NEAR(mid rep, 0) NOT after", "NEAR(after rep, 0)",
+    "NEAR(echo tail, 300)", "NEAR(echo tail, 299)", '"rep tail"', "NEAR(rep rep mid, 0)", '"rep rep rep after"', "^rep",
+    '^"rep rep"', "^rep NOT after", '^echo + rep', '"echo rep"', '"rep echo"',
+    '"pre post"', "NEAR(pre post, 0)", "NEAR(pre post, 1)", "k" * 3000, "k" * 2999 + "j",
+    "k" * 700 + "*", "kkk*", "k" * 2999 + "*", '"pre ' + "k" * 3000 + ' post"',
+    "pre NOT " + "k" * 3000, "k" * 600, "m" * 600, '"mid ' + "m" * 600 + '"', "m" * 500 + "*",
+    "m" * 599 + "*", "m" * 601 + "*", "caf" + "e" * 1100, "caf" + "é" * 1100 + "*",
+    '"caf' + "e" * 1100 + ' x"',
+    # a prefix before a phrase's end (the check splits the line into tokens for it)
+    "sud* + systemctl", "^sud* + sys*", "re* + tail", "rep* + rep* + after", "^re* + rep",
+    "k* + post", "pr* + k*",
 ]
 
-EMPTY = {"NEAR(red green blue, 0)", "^run", "alpha AND -line:beta", "-line:alpha NOT beta", 'alpha AND ""'}   # FTS5 finds nothing
+EMPTY = {"NEAR(red green blue, 0)", "^run", "alpha AND -line:beta", "-line:alpha NOT beta",
+         'alpha AND ""', "NEAR(sa sb sc sd se sf, 3)",
+         "NEAR(sa sb sc sd se sf, 2)", "NEAR(sa sb sc sd se sf, 1)",
+         'NEAR(sa "sb g1000" sc sd "se g4000" sf, 996)', "NEAR(alpha beta red green, 10)",
+         "NEAR(red green blue alpha beta, 1000)", "NEAR(big cat dog one two, 1000)",
+         "NEAR(deep haystack, 20000)", "NEAR(z16500 z16502, 0)", '"z16501 z16500"',
+         "NEAR(z1 z19999 needle, 19997)", "^z0", '^"deep z1"', '"rep echo"', '"pre post"',
+         "NEAR(echo tail, 299)", "m" * 601 + "*"}   # FTS5 finds nothing
 
 
 @pytest.fixture
@@ -138,14 +208,15 @@ def test_both_refuse_what_fts5_refuses(both, query):
         _ids(pg, query)
 
 
-def test_a_near_too_large_to_expand_is_refused_with_what_to_do(both):
+def test_near_past_the_bound_on_phrases_is_refused_with_what_to_do(both):
+    # no NEAR is refused for its N or its arrangements; a group of more than
+    # MAX_NEAR_PHRASES phrases is (the check's time grows with them), saying so
     lite, pg, _ = both
-    query = "NEAR(alpha beta red green, 10)"
-    assert _ids(lite, query) == set()             # SQLite answers; PostgreSQL refuses
-    with pytest.raises(StoreOperationalError, match="use fewer phrases or a smaller N"):
-        _ids(pg, query)
-    assert ftsquery.MAX_NEAR_LAYOUTS >= 330       # 3 words at FTS5's default N fit
-    assert _ids(pg, "NEAR(red green blue, 10)") == _ids(lite, "NEAR(red green blue, 10)")
+    words = [f"g{i}" for i in range(ftsquery.MAX_NEAR_PHRASES)]
+    query = "NEAR(" + " ".join(words) + ", 1000)"
+    assert _ids(pg, query) == _ids(lite, query) != set()
+    with pytest.raises(StoreOperationalError, match="NEAR with more than 100 phrases.*use fewer"):
+        _ids(pg, query.replace(", 1000)", " sa, 1000)"))
 
 
 def test_parameters_after_the_match_keep_their_places(both):
@@ -156,3 +227,50 @@ def test_parameters_after_the_match_keep_their_places(both):
     for query in ("NEAR(alpha beta, 3)", "^alpha", "alpha"):
         want = {r[0] for r in lite.execute(sql, (20, query, 60)).fetchall()}
         assert want and want == {r[0] for r in pg.execute(sql, (20, query, 60)).fetchall()}
+
+
+def _random_phrase(rnd, words) -> str:
+    terms = [rnd.choice(words) + ("*" if rnd.random() < 0.25 else "")
+             for _ in range(rnd.choice((1, 1, 2, 3)))]
+    return " + ".join(terms)
+
+
+def _random_query(rnd, words) -> str:
+    kind = rnd.random()
+    if kind < 0.6:
+        near = " ".join(_random_phrase(rnd, words) for _ in range(rnd.randint(2, 6)))
+        n = rnd.choice(["", ", 0", ", 1", ", 2", ", 3", ", 5", ", 8", ", 40"])
+        return f"NEAR({near}{n})"
+    if kind < 0.8:
+        return ("^" if rnd.random() < 0.5 else "") + _random_phrase(rnd, words)
+    ops = ["AND", "OR", "NOT"]
+    return (f"{_random_query(rnd, words)} {rnd.choice(ops)} {_random_phrase(rnd, words)} "
+            f"{rnd.choice(ops)} {_random_query(rnd, words)}")
+
+
+def test_random_near_phrase_and_initial_queries_find_the_same_lines(both):
+    # seeded: lines of a few short words (repeats, overlaps, prefixes of each other) and
+    # queries of 2-6 phrases at several N, phrases with prefixes anywhere, ^, and mixes
+    import random
+    rnd = random.Random(13)
+    lite, pg, _ = both
+    words = ["ab", "abc", "b", "ca", "c"]
+    lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 14))) for _ in range(400)]
+    for conn in (lite, pg):
+        conn.execute("BEGIN IMMEDIATE")
+        for i, line in enumerate(lines, 10_001):
+            conn.execute("INSERT INTO commands (id, session_id, time, line, action) "
+                         "VALUES (?, 1, ?, ?, 'allow')", (i, float(i), line))
+        conn.execute("COMMIT")
+    sql = "SELECT rowid FROM commands_fts WHERE commands_fts MATCH ? AND rowid > 10000"
+    wrong, found = [], 0
+    for _ in range(400):
+        query = _random_query(rnd, words)
+        want = {r[0] for r in lite.execute(sql, (query,)).fetchall()}
+        got = {r[0] for r in pg.execute(sql, (query,)).fetchall()}
+        found += 0 < len(want) < len(lines)
+        if want != got:
+            wrong.append(f"{query!r}: only SQLite {sorted(lines[i - 10_001] for i in want - got)[:3]}, "
+                         f"only PostgreSQL {sorted(lines[i - 10_001] for i in got - want)[:3]}")
+    assert not wrong, "\n".join(wrong[:20])
+    assert found > 200                    # most queries tell lines apart

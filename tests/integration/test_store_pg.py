@@ -15,7 +15,7 @@ from bastion.config import parse_config
 from bastion.policy import Action, Decision
 from bastion.recording import Recorder, query, schema
 from bastion.recording.verify import verify_index
-from bastion.store import location, pgconn, pgschema
+from bastion.store import ftscheck, location, pgconn, pgschema
 from bastion.store.notify import Listener
 from tests.integration.recordkit import AGENT, record_session
 
@@ -412,6 +412,7 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     conn.execute("DROP TABLE imports")             # migration 9's: not in a store of 7
     conn.execute("DROP TABLE import_ids")          # migration 10's
     _undo_first_token(conn)                        # nor the first token's weight (11)
+    conn.execute("DROP TABLE transfer_copies")     # nor migration 14's
     conn.execute("UPDATE schema_version SET version = 7")
     found = "SELECT count(*) FROM commands_fts WHERE tsv @@ to_tsquery('simple', ?)"
     assert conn.execute(found, ("deja",)).fetchone()[0] == 0        # the old index: not folded
@@ -434,7 +435,8 @@ def _undo_first_token(conn) -> None:
     conn.execute("DROP VIEW commands_fts")
     conn.execute("DROP INDEX commands_tsv")
     conn.execute("DROP FUNCTION bastion_fts_vector(text)")
-    conn.execute("DROP FUNCTION bastion_fts_exact(tsvector, tsquery)")
+    for fn in ftscheck.FUNCTIONS:                # migration 11's and 13's
+        conn.execute(f"DROP FUNCTION IF EXISTS {fn}")
     for stmt in pgschema.MIGRATIONS[0].split(";"):
         if "INDEX commands_tsv" in stmt or "VIEW commands_fts" in stmt:
             conn.execute(stmt)
@@ -449,6 +451,7 @@ def test_the_first_token_migration_reindexes_the_lines_recorded_before_it(tmp_pa
     rec.close()
     conn = schema.connect(tmp_path)
     _undo_first_token(conn)
+    conn.execute("DROP TABLE transfer_copies")     # migration 14's
     conn.execute("UPDATE schema_version SET version = ?", (_first_token_migration(),))
     assert conn.execute("SELECT count(*) FROM commands_fts WHERE tsv @@ 'sudo:A'").fetchone()[0] \
         == 0                                                        # no weights before it
@@ -542,6 +545,7 @@ def test_recordings_are_stored_with_lz4_and_a_store_before_it_is_upgraded(tmp_pa
     assert setting == "l" and "lz4" in pieces and "pglz" not in pieces, (setting, pieces)
     # the store as migration 11 left it: pieces already stored with pglz
     conn.execute("ALTER TABLE recording_chunks ALTER COLUMN data SET COMPRESSION pglz")
+    conn.execute("DROP TABLE transfer_copies")        # migration 14's
     conn.execute("UPDATE schema_version SET version = 11")
     ch.output(text)                                   # stored with pglz meanwhile
     ch.close(exit_status=0)

@@ -14,6 +14,7 @@ from bastion.recording import Recorder, query
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.recording.verify import verify_index
 from tests.integration.recordkit import AGENT, record_session
+from tests.integration.test_approvals_store import ALICE, APPROVERS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,6 +64,8 @@ def test_an_approval_request_for_such_a_line_is_stored(tmp_path, backend):
                           decision=Decision(Action.REVIEW, "r", "why"), channel="exec",
                           timeout=60)
     assert store.get(record.id).line == "touch /tmp/a\u2400b \\xff"
+    done = store.answer(record.id, ALICE, approve=False, reason="no\x00pe", approvers=APPROVERS)
+    assert (done.status, done.answer_reason) == ("denied", "no\u2400pe")
 
 
 def test_a_transfer_path_longer_than_the_store_index_takes_is_cut_and_recording_goes_on(

@@ -1,5 +1,7 @@
 """bastion.recording.content and the digest's sink: a transferred file's stored copy is masked,
-capped with a marker, and its row's hash stays that of the real bytes."""
+capped with a marker, and its row's hash stays that of the real bytes; a copy whose write
+failed is never linked; bastion.recording.copies checks a copy against its row (size,
+SHA-256, the path inside the recordings dir) before ``bastion store import`` takes it."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import pytest
 
 from bastion.errors import RecordingError
 from bastion.proto.detectors import BUILTIN
+from bastion.recording import copies
 from bastion.recording.content import ContentCapture
+from bastion.recording.copies import CopyError
 from bastion.transfer.digest import Stream
 
 SECRET = b"AKIAQ3EGXMPL4KZ7RT2W"
@@ -84,3 +88,39 @@ def test_closing_twice_is_an_error(tmp_path):
     cap.close(complete=True)
     with pytest.raises(RecordingError):
         cap.close(complete=True)
+
+
+def test_a_copy_whose_write_failed_is_not_linked(tmp_path):
+    cap = capture(tmp_path, 1 << 20)
+    cap.feed(b"first part\n")
+    os.close(cap.fd)                        # the next write fails (EBADF)
+    with pytest.raises(RecordingError, match="cannot store transfer content"):
+        cap.feed(b"second part\n" * 10_000)      # past what the masker holds back
+    with pytest.raises(RecordingError, match="could not be written whole"):
+        cap.close(complete=True)
+
+
+def test_check_copy_checks_the_file_against_the_row(tmp_path):
+    cap = capture(tmp_path, 1 << 20)
+    cap.feed(b"key " + SECRET + b"\n")
+    link = cap.close(complete=True)
+    info = json.loads(link)
+    path = tmp_path / info["path"]
+    data = path.read_bytes()
+    assert SECRET not in data
+    assert copies.check_copy(tmp_path, link) == len(data) == info["bytes"]
+    assert copies.check_copy(tmp_path, "") is None
+    path.write_bytes(data.replace(b"key", b"KEY"))             # same size, other bytes
+    with pytest.raises(CopyError, match="SHA-256 is not the one recorded"):
+        copies.check_copy(tmp_path, link)
+    path.write_bytes(data + b"more")
+    with pytest.raises(CopyError, match=f"it has {len(data) + 4} bytes, not the {len(data)}"):
+        copies.check_copy(tmp_path, link)
+    path.unlink()
+    with pytest.raises(CopyError, match="cannot be read: No such file"):
+        copies.check_copy(tmp_path, link)
+    outside = json.dumps({**info, "path": "recordings/../../elsewhere.bin"})
+    with pytest.raises(CopyError, match="leaves the recordings dir"):
+        copies.check_copy(tmp_path, outside)
+    lost = json.loads(copies.mark_lost(link, "gone"))
+    assert lost == {**info, "lost": "gone"}
