@@ -377,8 +377,9 @@ class Services:
             if any(fnmatch.fnmatchcase(name_s, pat) for pat in allowed):
                 value_s = value.decode() if isinstance(value, bytes) else value
                 if "\x00" in name_s or "\x00" in value_s:
+                    from bastion.proto.sanitize import sanitize
                     log.warning("environment variable %s not passed on: it holds a NUL",
-                                name_s.replace("\x00", "\u2400"))
+                                sanitize(name_s[:200]))
                     continue
                 kept[name_s] = value_s
         return kept
