@@ -33,6 +33,9 @@ HELP = {
     "bastion_upstream_connect_queue_seconds": ("histogram", "Time an upstream connect waited "
                                                             "for its turn ([settings] "
                                                             "upstream_connects per target)."),
+    "bastion_recording_quarantined_total": ("counter", "Recording operations the index refused "
+                                                       "even in a replay, kept aside in "
+                                                       "DATA_DIR/quarantine."),
     "bastion_upstream_connect_retries_total": ("counter", "Upstream connects the target "
                                                           "dropped before its SSH banner "
                                                           "(sshd MaxStartups), tried again."),

@@ -367,12 +367,21 @@ class Services:
         return needs_more(text, dialect)
 
     def filter_env(self, env: dict) -> dict:
+        """The variables of ``env`` that ``env_allow`` lets through to the target.  One with a
+        NUL is not: sshd reads names and values as C strings and drops the whole upstream
+        connection -- shared by every agent's sessions to that target -- on one."""
         allowed = self.config.settings.env_allow
         kept = {}
         for name, value in (env or {}).items():
             name_s = name.decode() if isinstance(name, bytes) else str(name)
             if any(fnmatch.fnmatchcase(name_s, pat) for pat in allowed):
-                kept[name_s] = value.decode() if isinstance(value, bytes) else value
+                value_s = value.decode() if isinstance(value, bytes) else value
+                if "\x00" in name_s or "\x00" in value_s:
+                    from bastion.proto.sanitize import sanitize
+                    log.warning("environment variable %s not passed on: it holds a NUL",
+                                sanitize(name_s[:200]))
+                    continue
+                kept[name_s] = value_s
         return kept
 
     def record_refused(self, principal: Principal | None, client: str, target: str | None,

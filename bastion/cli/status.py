@@ -73,6 +73,9 @@ def _history_text(serve: dict[str, Any]) -> Text:
     if rec:
         text.append(f"\nlast recovery {_ago(rec.get('at'))}: after {rec.get('attempts')} "
                     f"attempt(s), {rec.get('seconds', 0):.1f} s")
+    if serve.get("quarantined"):
+        text.append(f"\n{serve['quarantined']} operation(s) the index refused kept aside in "
+                    "DATA_DIR/quarantine (see the log)", style="red")
     return text
 
 

@@ -37,6 +37,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import RecordingError
+from bastion.metrics import METRICS
 from bastion.recording.ops import (HARD_LIMIT, LOW_WATER, OP_BARRIER, OP_CHANNEL_CLOSE,
                                    OP_CHANNEL_OPEN, OP_DATA, OP_MASKS, OP_OVERHEAD,
                                    OP_SESSION_CLOSE)
@@ -98,6 +99,8 @@ class AckQueue:
         self.journal: TailJournal | None = None   # the tails on disk too (Recorder.open)
         self._channels: dict[int, ChannelRecording] = {}
         self._gates: weakref.WeakSet[AgentGate] = weakref.WeakSet()
+        self.quarantined = 0                      # operations kept aside (quarantine.py)
+        self.poisoned_sessions: set[int] = set()  # sessions with one: no new channels
         self._gate_waiting: dict[Loop, set[AgentGate]] = {}   # gates waiting for an ack
         self._gate_scheduled: set[Loop] = set()   # loops with a release already scheduled
         self._waiters: list[tuple[Loop, Any]] = []   # (loop, future) of drain() callers
@@ -195,6 +198,26 @@ class AckQueue:
             self._gate_waiting.setdefault(gate.loop, set()).add(gate)
             if ticket < self._frontier():
                 self._schedule_gates(gate.loop)
+
+    def _stop_channel(self, cid: int, message: str) -> None:
+        """One channel cannot be recorded any more (the others go on): stop it."""
+        with self._cond:
+            chan = self._channels.get(cid)
+            gates = [g for g in self._gates if chan is not None and g._rec is chan]
+        if chan is not None:
+            chan._lost_by(message)
+        for gate in gates:
+            gate._fault_soon(message)
+
+    def _poisoned(self, sid: int | None, cid: int | None, message: str) -> None:
+        """An operation was kept aside: its channel stops, its session opens no more."""
+        METRICS.inc("bastion_recording_quarantined_total")
+        with self._cond:
+            self.quarantined += 1
+            if sid is not None:
+                self.poisoned_sessions.add(sid)
+        if cid is not None:
+            self._stop_channel(cid, message)
 
     def _changed(self) -> None:
         """Wake whoever waits on the state (lock held)."""

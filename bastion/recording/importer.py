@@ -386,6 +386,9 @@ def _insert_rows(conn: Any, src: sqlite3.Connection, node: str, shift: int,
         quoted = ", ".join(f'"{c}"' for c in cols)
         for row in src.execute(f"SELECT {quoted} FROM {table} ORDER BY id"):
             values = storable.values(ids.row(table, cols, list(row)))   # a NUL SQLite kept
+            if table == "transfers":             # a path longer than the store's index takes
+                values = [storable.path(v) if c in ("path", "path2") else v
+                          for c, v in zip(cols, values, strict=True)]
             if at >= 0 and values[at] is not None:
                 values[at] += shift
             if table == "sessions":

@@ -249,7 +249,7 @@ def search_commands(db: sqlite_utils.Database, query: str, *, principal: str | N
         return [_command_record(r) for r in _query(db, sql, params)]
     try:
         return [_command_record(r) for r in db.query(sql, params)]
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.OperationalError, sqlite3.DataError) as exc:   # PostgreSQL: StoreDataError too
         raise RecordingError(f"bad full-text query {query!r}: {exc}",
                              hint="see FTS5 query syntax, or drop --raw to search plain words") from None
 

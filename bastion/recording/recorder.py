@@ -358,6 +358,9 @@ class SessionHandle:
         self._rec._check()
         if self.closed or self.closing:
             raise RecordingError(f"session {self.id} is closed")
+        if self.id in self._rec._writer.poisoned_sessions:
+            raise RecordingError(f"session {self.id} cannot be recorded: one of its operations "
+                                 "was refused by the index and kept aside")
         cid = next(self._rec._channel_ids)
         wall = time.time()
         t0 = time.monotonic()
@@ -371,9 +374,10 @@ class SessionHandle:
         chan = ChannelRecording(self, cid, kind, self._rec.data_dir / rel_path, t0)
         mask_key = self._rec._mask_key(mask) if mask else None
         self._rec._writer.track(cid, chan)
+        env_json = json.dumps(safe_env, ensure_ascii=False, sort_keys=True) if safe_env else None
         self._rec._put((OP_CHANNEL_OPEN, cid, self.id, kind, command, term, width, height,
-                        json.dumps(safe_env, ensure_ascii=False, sort_keys=True) if safe_env else None,
-                        wall, rel_path, header, mask_key), len(header))
+                        env_json, wall, rel_path, header, mask_key),
+                       len(header) + len(env_json or "") + len(command or "") + len(term or ""))
         self._channels[cid] = chan
         return chan
 
@@ -426,10 +430,32 @@ def _pdict(principal: Any) -> dict[str, Any] | None:
     return {"subject": str(principal)}
 
 
+#: the most of an agent's environment (characters of names and values) a channel row keeps:
+#: env requests are not bounded by SSH, and the row's copy used to be as large as sent
+ENV_CHARS = 64 * 1024
+ENV_CUT = "(not recorded)"     # the key that says what was left out
+
+
 def _redact_env(env: dict[str, Any] | None) -> dict[str, str] | None:
+    """``env`` with secrets' values hidden, at most ``ENV_CHARS`` of it (in order, skipping
+    what does not fit; the rest counted under ``ENV_CUT``)."""
     if not env:
         return None
-    return {str(k): ("<secret>" if SECRET_NAME.search(str(k)) else str(v)) for k, v in env.items()}
+    kept: dict[str, str] = {}
+    used = left = left_chars = 0
+    for k, v in env.items():
+        name = str(k)
+        value = "<secret>" if SECRET_NAME.search(name) else str(v)
+        size = len(name) + len(value)
+        if used + size > ENV_CHARS:
+            left, left_chars = left + 1, left_chars + size
+            continue
+        kept[name] = value
+        used += size
+    if left:
+        kept[ENV_CUT] = (f"{left} more variable(s), {left_chars} characters: over the "
+                         f"{ENV_CHARS}-character limit")
+    return kept
 
 
 def _lock(data_dir: Path, name: str = LOCK_NAME) -> int:

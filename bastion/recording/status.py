@@ -181,7 +181,7 @@ def read_workers(data_dir: Path) -> dict[int, dict[str, Any] | None]:
 
 
 #: sums over the workers; every other field is the first worker's (or the first not-ok one's)
-_SUMMED = ("sessions_open", "channels_open", "queue_ops", "queue_bytes")
+_SUMMED = ("sessions_open", "channels_open", "queue_ops", "queue_bytes", "quarantined")
 
 
 def merge_workers(workers: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:

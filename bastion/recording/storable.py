@@ -17,15 +17,28 @@ them to a reviewer anyway: NUL as ``␀`` (U+2400), a byte that was not UTF-8 as
 another lone surrogate as ``\\uXXXX``.  Everything else is kept exactly, on both backends,
 so an index moved to PostgreSQL (``bastion store import``) holds the same text.
 
+One column has a limit on length: a transfers row's ``path`` (and ``path2``, kept alike).
+PostgreSQL's btree index on ``transfers.path`` refuses an entry over 2,704 bytes, and an
+agent chooses the path (sftp, rsync arguments) or the target answers it (the realpath of a
+deep directory, ~4 KiB on Linux).  :func:`path` keeps the first ``PATH_BYTES`` bytes and
+says what was cut: ``/srv/a...[1570 more bytes; sha256 <hex of the whole path>]``.  The
+whole path is still in the channel's recording (the row's marker).  Both backends store the
+same, so ``--path`` globs on a prefix find the row on either.
+
 Not covered: deciding what a command means (bastion.policy sees the original bytes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from bastion.proto.sanitize import escape_char
+
+#: the longest path a transfers row keeps, in UTF-8 bytes (module doc): under PostgreSQL's
+#: 2,704-byte btree entry with room for what says what was cut
+PATH_BYTES = 2048
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -54,3 +67,16 @@ def values(value: Any) -> Any:
     if isinstance(value, dict):
         return {values(k): values(v) for k, v in value.items()}
     return value
+
+
+def path(value: str | None) -> str | None:
+    """``value`` (text :func:`text` made storable) cut to ``PATH_BYTES`` bytes as the module
+    doc says; a shorter one (and None) as it is."""
+    if value is None:
+        return None
+    raw = value.encode("utf-8")
+    if len(raw) <= PATH_BYTES:
+        return value
+    kept = raw[:PATH_BYTES].decode("utf-8", "ignore")       # not half a character
+    cut = len(raw) - len(kept.encode("utf-8"))
+    return f"{kept}...[{cut} more bytes; sha256 {hashlib.sha256(raw).hexdigest()}]"

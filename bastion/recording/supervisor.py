@@ -25,6 +25,10 @@ the probe passes, sessions are accepted again; while it does not (disk still ful
 index still locked) each attempt fails and the next one waits longer.  Operations
 put meanwhile (closes, refused attempts) wait in the queue for the next worker.
 
+An operation that fails again in the replay for a reason of its own is kept aside by the
+worker (bastion.recording.quarantine; ``("poisoned", ...)``): its channel stops, its session
+opens no more channels, recording goes on for everyone else.
+
 Not covered: the public API (recorder.py), the queue (acks.py), the worker (worker.py,
 writer.py).
 """
@@ -146,6 +150,7 @@ class Supervisor(AckQueue):
                 "queue_ops": len(self._queue) + len(self._inflight),
                 "index_lag_s": round(now - oldest.t, 3) if oldest is not None else 0.0,
                 "last_ack": self.last_ack,
+                "quarantined": self.quarantined,
             }
 
     def wait_state(self, *states: str, timeout: float = 30.0) -> str:
@@ -289,6 +294,8 @@ class Supervisor(AckQueue):
                     chan._truncated = True
             elif kind == "taken":             # a peer sealed it (bastion.recording.leases)
                 self._stop_channel(event[1], event[2])
+            elif kind == "poisoned":          # kept aside in a replay (recording.quarantine)
+                self._poisoned(*event[1:])
             elif kind == "probe":
                 self._probed(worker, event[1])
             elif kind == "error":
@@ -296,16 +303,6 @@ class Supervisor(AckQueue):
             elif kind == "stopped":
                 with self._cond:
                     self._stop_acked = True
-
-    def _stop_channel(self, cid: int, message: str) -> None:
-        """One channel cannot be recorded any more (the others go on): stop it."""
-        with self._cond:
-            chan = self._channels.get(cid)
-            gates = [g for g in self._gates if chan is not None and g._rec is chan]
-        if chan is not None:
-            chan._lost_by(message)
-        for gate in gates:
-            gate._fault_soon(message)
 
     def _probed(self, worker: WriterProcess, why: str | None) -> None:
         with self._cond:

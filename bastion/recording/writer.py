@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastion.proto import asciicast
-from bastion.recording import chain, channelfiles, copies, health, leases, storable
+from bastion.recording import (chain, channelfiles, copies, health, leases, quarantine,
+                               storable)
 from bastion.recording.channelfiles import Reported, describe_error
 from bastion.recording.ops import (OP_BARRIER, OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
                                    OP_COMMAND_APPROVER, OP_COMMAND_RESULT, OP_DATA, OP_MARKER,
@@ -61,6 +62,8 @@ EARLY_CHUNK_BYTES = 256 * 1024     # one piece (a sink buffer)
 
 TRANSFER_COLUMNS = ("uid, session_id, channel_id, time, op, path, path2, bytes, sha256, result, "
                     "action, rule, reason, duration, content")
+# path and path2: cut to what an index entry may hold (storable.path)
+_PATH_AT = frozenset(TRANSFER_COLUMNS.split(", ").index(c) for c in ("path", "path2"))
 
 
 class Applier:
@@ -110,9 +113,16 @@ class Applier:
         return message
 
     def apply(self, op: Op) -> bool:
-        """Apply one operation.  False on a failure (kept in ``error``; the worker stops)."""
+        """Apply one operation.  False on a failure (kept in ``error``; the worker stops).
+        In a replay, one that fails for a reason of its own is kept aside instead
+        (bastion.recording.quarantine) and True is returned."""
+        apart = self.replaying and op[0] in quarantine.ROW_OPS
         try:
+            if apart:
+                self._db().execute(f"SAVEPOINT {quarantine.SAVEPOINT}")
             self._apply(op)
+            if apart:
+                self.conn.execute(f"RELEASE SAVEPOINT {quarantine.SAVEPOINT}")
             if self._chunks is not None and self._chunks.bytes >= EARLY_CHUNK_BYTES:
                 self._insert_chunks()
             return True
@@ -122,14 +132,20 @@ class Applier:
             if self.error is None:
                 self.error = str(exc)
             return False
-        except (OSError, sqlite3.Error) as exc:
-            message = self._fail(_OP_NAMES.get(op[0], "operation"), exc, _op_path(self, op))
-        except Exception as exc:  # a bug must not stop the worker silently
-            log.exception("recording worker bug while applying %s", _OP_NAMES.get(op[0]))
-            message = self._fail("internal error", exc)
+        except Exception as exc:
+            if apart and quarantine.own_fault(exc) and quarantine.set_apart(self, op, exc):
+                return True
+            message = self._failed(op, exc)
         if op[0] == OP_CHANNEL_OPEN and not self.replaying:
             self.notify(("opened", op[1], message))
         return False
+
+    def _failed(self, op: Op, exc: Exception) -> str:
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            return self._fail(_OP_NAMES.get(op[0], "operation"), exc, _op_path(self, op))
+        # a bug must not stop the worker silently
+        log.error("recording worker bug while applying %s", _OP_NAMES.get(op[0]), exc_info=exc)
+        return self._fail("internal error", exc)
 
     def fail_out(self) -> bool:
         """After the first failure: write out what can be written, then stop.
@@ -339,7 +355,9 @@ class Applier:
                 log.warning("command %s: approver not recorded: %s", cmd_id,
                             _why_not_updated(self.conn, cmd_id))
         elif kind == OP_TRANSFER:                 # bastion.recording.transfers builds it
-            self._transfer(list(op[1]))
+            # path and path2 cut to what an index entry may hold (storable.path)
+            self._transfer([storable.path(v) if i in _PATH_AT else v
+                            for i, v in enumerate(op[1])])
         elif kind == OP_CHANNEL_CLOSE:
             channelfiles.close_channel(self, op)
         elif kind == OP_SESSION_CLOSE:
@@ -395,6 +413,11 @@ class Applier:
     def _replay(self, on: bool) -> None:
         """Start or end the replay a new worker gets (see the module doc)."""
         self.replaying = on
+        if hasattr(self.conn, "pipelined"):    # PostgreSQL: a replayed operation's error at
+            if on:                             # the operation (quarantine.py), not the commit
+                self._pipelined, self.conn.pipelined = self.conn.pipelined, False
+            else:
+                self.conn.pipelined = getattr(self, "_pipelined", self.conn.pipelined)
         if not on:
             return
         try:

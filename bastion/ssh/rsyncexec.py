@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncssh
+
 from bastion.errors import BastionError
 from bastion.policy import Action, Decision
 from bastion.recording.transfers import TransferRow, record_transfer
@@ -102,6 +104,8 @@ async def plan(ctx: Any, command: str, *, pty: bool) -> tuple[Decision, Plan | N
     except DanglingLink as exc:
         return _refused(f"rsync: {exc} is a symlink to a missing file; writing through it "
                         "is refused (remove it or use the real path)"), None
+    except asyncssh.SFTPError as exc:     # e.g. a path over the target's PATH_MAX: not decided
+        return _refused(f"rsync: the target could not resolve its paths: {exc.reason}"), None
     result = _combine(verdicts)
     return result, Plan(call, tuple(resolved), tuple(verdicts), result)
 

@@ -103,6 +103,10 @@ class InnerSession(asyncssh.SSHServerSession):
         self.agent_valve.attach(chan)
 
     def pty_requested(self, term_type: str, term_size, term_modes) -> bool:
+        if "\x00" in term_type:     # sshd drops the whole (shared) upstream connection on it
+            log.warning("session %s: pty request refused: its terminal type holds a NUL",
+                        self.ctx.where)
+            return False
         self.term_type, self.term_size, self.term_modes = term_type, term_size, term_modes
         return True
 
@@ -414,7 +418,7 @@ class InnerSession(asyncssh.SSHServerSession):
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
-        if self.up_chan is not None:
+        if self.up_chan is not None and "\x00" not in signal:     # not a C string: dropped
             self.up_chan.send_signal(signal)
 
     def break_received(self, msec: int) -> bool:

@@ -63,6 +63,7 @@ class SftpChannel:
         self._task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.holds: set[asyncio.Future[Any]] = set()   # approvals the relay waits for
+        self.relay: Any = None                         # the RelayServer, once started
 
     # -- set-up ----------------------------------------------------------------------
     def take_over(self, session: Any) -> "SftpChannel":
@@ -130,7 +131,7 @@ class SftpChannel:
             self._release()
             return
         from bastion.ssh.sftprelay import RelayServer
-        server = RelayServer(self.chan, self, home)
+        server = self.relay = RelayServer(self.chan, self, home)
         audit.info("sftp started principal=%s target=%s home=%s", ctx.principal.subject,
                    ctx.target.name, printable(home))
         from bastion.ssh.sftppipe import start_server
@@ -185,6 +186,8 @@ class SftpChannel:
         """The upstream sftp channel closed: the agent's ends too (nothing left to relay to)."""
         if not self._ended and self.client is not None:
             log.warning("sftp %s: the target closed the sftp session: %s", self.ctx.where, exc)
+            if self.relay is not None:           # rows for what was sent, while recordable
+                self.relay.record_in_flight("the target closed the sftp session")
             self._fail(f"bastion: target {self.ctx.target.name} closed the sftp session",
                        EXIT_BASTION_ERROR)
 

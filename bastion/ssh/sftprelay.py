@@ -28,6 +28,7 @@ symlink between the decision and the operation (the final component is pinned).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import posixpath
 import time
@@ -89,6 +90,7 @@ class RelayServer(asyncssh.SFTPServer):
         max_write = getattr(limits, "max_write_len", 0)
         self.write_chunk = max_write if max_write > 0 else WRITE_CHUNK
         self.read_block = block_size(getattr(limits, "max_read_len", 0) or 0)
+        self._in_flight: dict[int, TransferRow] = {}   # sent upstream, no answer yet
 
     # -- deciding and recording ------------------------------------------------------
     @property
@@ -183,17 +185,36 @@ class RelayServer(asyncssh.SFTPServer):
                     path2: str | None = None) -> Any:
         """Run an allowed operation upstream and record its row (ok or the error)."""
         started, t0 = time.time(), time.monotonic()
+        key = id(coro)
+        self._in_flight[key] = TransferRow(op, path, "", verdict.action, verdict.rule,
+                                           verdict.reason, path2=path2, started=started)
         try:
             result = await coro
         except asyncssh.SFTPError as exc:
-            self._record(TransferRow(op, path, f"error: {exc.reason}", verdict.action,
-                                     verdict.rule, verdict.reason, path2=path2,
-                                     started=started, duration=time.monotonic() - t0))
+            if self._in_flight.pop(key, None) is not None:   # else: record_in_flight did
+                self._record(TransferRow(op, path, f"error: {exc.reason}", verdict.action,
+                                         verdict.rule, verdict.reason, path2=path2,
+                                         started=started, duration=time.monotonic() - t0))
             raise
+        finally:
+            pending = self._in_flight.pop(key, None)
+        if pending is None:
+            return result                   # recorded by record_in_flight
         self._record(TransferRow(op, path, "ok", verdict.action, verdict.rule, verdict.reason,
                                  path2=path2, started=started,
                                  duration=time.monotonic() - t0))
         return result
+
+    def record_in_flight(self, why: str) -> None:
+        """The upstream session is gone: a row for every allowed operation sent and not
+        answered (it may have run), before the channel's recording closes."""
+        rows, self._in_flight = list(self._in_flight.values()), {}
+        for row in rows:
+            try:
+                record_transfer(self.owner.rec, dataclasses.replace(
+                    row, result=f"error: {why}; whether it ran is unknown"))
+            except RecordingError:
+                return
 
     # -- resolving paths on the target ----------------------------------------------
     async def _real(self, path: bytes) -> str:

@@ -46,6 +46,12 @@ async def connect(s: InnerSession) -> None:
 async def open_upstream(s: InnerSession) -> None:
     ctx = s.ctx
     services = ctx.services
+    if s.kind == "exec" and "\x00" in (s.command or ""):
+        # sshd reads the command as a C string and drops the whole upstream connection --
+        # shared by every agent's sessions to the target -- on a NUL (an opaque line that
+        # `opaque = "allow"` or an approval let through)
+        raise UpstreamError("bastion: the command holds a NUL byte, which the target cannot "
+                            "take; nothing was run")
     s.up_conn = await services.pool.acquire(ctx.target)
     env = services.filter_env(s.chan.get_environment())
     try:

@@ -32,6 +32,11 @@ class StoreIntegrityError(StoreError, sqlite3.IntegrityError):
     """A unique, foreign-key or check constraint refused a row."""
 
 
+class StoreDataError(StoreError, sqlite3.DataError):
+    """A value the store refuses (out of range, not valid text) or a limit one exceeds (an
+    index entry's size): the row's fault, not the server's (bastion.recording.quarantine)."""
+
+
 def translate(exc: BaseException) -> StoreError:
     """The StoreError for a psycopg exception (the caller raises it ``from exc``)."""
     import psycopg
@@ -39,4 +44,6 @@ def translate(exc: BaseException) -> StoreError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, psycopg.IntegrityError):
         return StoreIntegrityError(first)
+    if isinstance(exc, (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)):
+        return StoreDataError(first)
     return StoreOperationalError(first)

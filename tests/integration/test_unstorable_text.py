@@ -66,3 +66,26 @@ def test_an_approval_request_for_such_a_line_is_stored(tmp_path, backend):
     assert store.get(record.id).line == "touch /tmp/a\u2400b \\xff"
     done = store.answer(record.id, ALICE, approve=False, reason="no\x00pe", approvers=APPROVERS)
     assert (done.status, done.answer_reason) == ("denied", "no\u2400pe")
+
+
+def test_a_transfer_path_longer_than_the_store_index_takes_is_cut_and_recording_goes_on(
+        tmp_path, backend):
+    # PostgreSQL's btree index on transfers.path refuses an entry over 2,704 bytes: such a
+    # path (an agent's, or a target's realpath answer) failed the batch and every replay
+    path = "/srv/up/" + "".join(chr(0x61 + (i * 7919) % 26) for i in range(6000))
+    rec = Recorder.open(tmp_path)
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("sftp", command=None)
+    record_transfer(ch, TransferRow("put", path, "denied", "deny", "r", "why", path2=path))
+    ch.close(exit_status=0)
+    s.close()
+    rec.flush()
+    record_session(rec, "web2", ["echo after"])
+    rec.close()
+
+    db = query.open_index(tmp_path)
+    [row] = [dict(r) for r in db.execute("SELECT path, path2 FROM transfers")]
+    assert row["path"] == row["path2"]
+    assert row["path"].startswith(path[:2048] + f"...[{len(path) - 2048} more bytes; sha256 ")
+    assert [h["line"] for h in query.search_commands(db, "after", raw=True)] == ["echo after"]
+    assert verify_index(tmp_path).ok

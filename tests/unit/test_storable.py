@@ -39,3 +39,22 @@ def test_values_walks_containers_and_leaves_the_rest():
 def test_clean_text_is_the_same_object():
     line = "ls -la /var/log"
     assert storable.text(line) is line
+
+
+def test_a_path_longer_than_an_index_entry_is_cut_and_says_so():
+    import hashlib
+    assert storable.path(None) is None
+    short = "/srv/" + "a" * (storable.PATH_BYTES - 5)          # exactly the limit: kept
+    assert storable.path(short) is short
+    long = "/srv/" + "b" * 5000
+    digest = hashlib.sha256(long.encode()).hexdigest()
+    assert storable.path(long) == (long[:storable.PATH_BYTES]
+                                   + f"...[{len(long) - storable.PATH_BYTES} more bytes; "
+                                     f"sha256 {digest}]")
+    # never half a character: 3-byte characters across the cut
+    wide = "/" + "日" * 1000                                      # 3001 bytes
+    cut = storable.path(wide)
+    kept = cut.split("...[")[0]
+    assert kept == "/" + "日" * 682 and len(kept.encode()) == 2047
+    assert f"...[{3001 - 2047} more bytes; " in cut
+    assert len(cut.encode()) < 2704                             # PostgreSQL's btree entry
