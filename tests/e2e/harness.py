@@ -385,3 +385,18 @@ class PtyAgent:
             os.close(self.master)
         except OSError:
             pass
+
+
+def wait_rows(rig: "BastionRig", sql: str, *params: object, want: int = 1) -> list[dict]:
+    """Rows of ``sql`` (as dicts) once there are ``want`` of them, or what there is after
+    15 s: the recording worker writes them after the agent's command has ended."""
+    deadline = time.monotonic() + 15
+    while True:
+        conn = rig.index()
+        try:
+            rows = [dict(r) for r in conn.execute(sql, params)]
+        finally:
+            conn.close()
+        if len(rows) >= want or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)

@@ -10,6 +10,8 @@ import time
 import asyncssh
 import pytest
 
+from tests.e2e.harness import wait_rows
+
 
 class _TokenClient(asyncssh.SSHClient):
     def __init__(self, token: str) -> None:
@@ -52,20 +54,6 @@ def test_denial_reaches_an_asyncssh_client_too(rig, token):
     assert (rig.canary_dir / "canary.txt").exists()
 
 
-def _rows(rig, sql: str, want: int) -> list:
-    """Rows of ``sql`` once there are ``want`` of them (the recording worker writes them)."""
-    deadline = time.monotonic() + 15
-    while True:
-        conn = rig.index()
-        try:
-            rows = [tuple(r) for r in conn.execute(sql)]
-        finally:
-            conn.close()
-        if len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
-
-
 def test_a_nul_in_a_target_name_or_a_command_is_recorded_and_recording_goes_on(rig, token):
     # NUL is valid UTF-8, so asyncssh passes it on in a channel's host name or an exec
     # command (user names it refuses: SASLprep); PostgreSQL's text refuses it.  It used to
@@ -79,10 +67,10 @@ def test_a_nul_in_a_target_name_or_a_command_is_recorded_and_recording_goes_on(r
     assert after.returncode == 0, after.err + rig.log()[-3000:]
     assert after.out == "still-recorded\n"
     assert "recording failed" not in rig.log()
-    assert _rows(rig, "SELECT line FROM commands WHERE line LIKE 'echo nul%command'", 1) == \
-        [("echo nul\u2400command",)]
-    assert ("nul\u2400target",) in _rows(
-        rig, "SELECT target FROM sessions WHERE status = 'refused' AND target LIKE 'nul%'", 1)
-    assert _rows(rig, "SELECT line FROM commands WHERE line = 'echo still-recorded'", 1)
+    assert wait_rows(rig, "SELECT line FROM commands WHERE line LIKE 'echo nul%command'") == \
+        [{"line": "echo nul\u2400command"}]
+    assert {"target": "nul\u2400target"} in wait_rows(
+        rig, "SELECT target FROM sessions WHERE status = 'refused' AND target LIKE 'nul%'")
+    assert wait_rows(rig, "SELECT line FROM commands WHERE line = 'echo still-recorded'")
     status = rig.cli("status")
     assert "recording" in status.out.lower(), status.out

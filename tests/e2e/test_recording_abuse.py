@@ -31,7 +31,9 @@ import asyncssh
 import pytest
 from asyncssh.packet import UInt32
 
-from tests.e2e.harness import POLICY_RULES, BastionRig, PtyAgent, Result, pg_store_env
+from tests.e2e.harness import POLICY_RULES, BastionRig, PtyAgent, pg_store_env, wait_rows
+from tests.e2e.test_asyncssh_client import _TokenClient
+from tests.e2e.test_sftp import sftp
 
 _n = itertools.count()
 
@@ -147,20 +149,6 @@ def _words(n: int, seed: int) -> str:
     return "".join(rnd.choice(string.ascii_letters) for _ in range(n))
 
 
-def _rows(rig: BastionRig, sql: str, *params: object, want: int = 1) -> list[dict]:
-    """Rows of ``sql`` once there are ``want`` of them (the recording worker writes them)."""
-    deadline = time.monotonic() + 15
-    while True:
-        conn = rig.index()
-        try:
-            rows = [dict(r) for r in conn.execute(sql, params)]
-        finally:
-            conn.close()
-        if len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
-
-
 def recording_goes_on(rig: BastionRig, token: str) -> None:
     """The node still records: a normal command runs and its row is indexed, and the worker
     never failed."""
@@ -168,18 +156,9 @@ def recording_goes_on(rig: BastionRig, token: str) -> None:
     after = rig.ssh(token, f"echo {mark}")
     assert after.returncode == 0, after.err + rig.log()[-3000:]
     assert after.out == f"{mark}\n"
-    assert _rows(rig, "SELECT id FROM commands WHERE line = ?", f"echo {mark}"), \
+    assert wait_rows(rig, "SELECT id FROM commands WHERE line = ?", f"echo {mark}"), \
         rig.log()[-3000:]
     assert "recording failed" not in rig.log(), rig.log()[-3000:]
-
-
-def sftp(rig: BastionRig, token: str, batch: str) -> Result:
-    path = rig.root / f"batch-{next(_n)}"
-    path.write_text(batch)
-    argv = ["sftp", "-F", str(rig.ssh_config), "-b", str(path), f"{rig.sshd.user}@web1"]
-    p = subprocess.run(argv, env=rig.agent_env(token), capture_output=True, timeout=120,
-                       stdin=subprocess.DEVNULL, start_new_session=True)
-    return Result(p.returncode, p.stdout, p.stderr)
 
 
 # -- sftp: paths longer than an index entry may be ------------------------------------------
@@ -201,7 +180,7 @@ def test_a_put_into_a_deep_directory_is_recorded_and_recording_goes_on(arig, tok
     assert (deep / "landed").read_bytes() == b"deep payload\n"
     recording_goes_on(arig, token)
     full = str(deep / "landed")
-    [row] = _rows(arig, "SELECT path, result, sha256 FROM transfers WHERE op = 'put' AND "
+    [row] = wait_rows(arig, "SELECT path, result, sha256 FROM transfers WHERE op = 'put' AND "
                         "path LIKE ?", f"{arig.files}/up/{steps[0]}%")
     digest = hashlib.sha256(full.encode()).hexdigest()
     assert (row["result"], row["sha256"]) == ("ok", hashlib.sha256(b"deep payload\n").hexdigest())
@@ -209,17 +188,6 @@ def test_a_put_into_a_deep_directory_is_recorded_and_recording_goes_on(arig, tok
 
 
 # -- session requests OpenSSH would not send: an asyncssh client as the attacker ------------
-
-class _TokenClient(asyncssh.SSHClient):
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def kbdint_auth_requested(self):
-        return ""
-
-    def kbdint_challenge_received(self, name, instructions, lang, prompts):
-        return [self.token] if prompts else []
-
 
 async def _inner(rig: BastionRig, token: str, fn, *, target: str = "web1"):
     """``await fn(inner)`` with ``inner`` an asyncssh connection to ``target`` through the
@@ -263,7 +231,7 @@ def test_odd_terminal_requests_are_recorded_and_recording_goes_on(arig, token):
     out = attack(arig, token, fn)
     assert b"typed-after-odd-requests" in out, out
     recording_goes_on(arig, token)
-    [row] = _rows(arig, "SELECT term, width, height FROM channels WHERE term LIKE 'xterm%'")
+    [row] = wait_rows(arig, "SELECT term, width, height FROM channels WHERE term LIKE 'xterm%'")
     assert row["term"] == term
     assert (row["width"], row["height"]) == (HUGE, HUGE)
 
@@ -283,7 +251,7 @@ def test_odd_environment_requests_are_recorded_and_recording_goes_on(arig, token
     result = attack(arig, token, fn)
     assert result.stdout == f"{marker}\n"
     recording_goes_on(arig, token)
-    [row] = _rows(arig, "SELECT env FROM channels WHERE command = ?", f"echo {marker}")
+    [row] = wait_rows(arig, "SELECT env FROM channels WHERE command = ?", f"echo {marker}")
     recorded = json.loads(row["env"])
     assert recorded["BASTION_TEST_OK"] == "nul\x00value"       # JSON: written \\u0000
     assert recorded["BASTION_TEST_299"] == "v299"
@@ -292,7 +260,7 @@ def test_odd_environment_requests_are_recorded_and_recording_goes_on(arig, token
     env = {f"BASTION_TEST_BIG{i}": _words(20_000, 10 + i) for i in range(10)}
     marker = f"env-probe-{next(_n)}"
     assert attack(arig, token, fn).stdout == f"{marker}\n"
-    [row] = _rows(arig, "SELECT env FROM channels WHERE command = ?", f"echo {marker}")
+    [row] = wait_rows(arig, "SELECT env FROM channels WHERE command = ?", f"echo {marker}")
     recorded = json.loads(row["env"])
     assert [k for k in recorded if k.startswith("BASTION_TEST_BIG")] == \
         [f"BASTION_TEST_BIG{i}" for i in range(3)]
@@ -325,7 +293,7 @@ def test_a_nul_for_the_target_ends_no_other_agents_session(arig, token):
     # The bastion now refuses such a pty request, drops such a variable and signal, and
     # refuses such a command before it reaches the target.
     victim = arig.ssh_popen(token, "sleep 3; echo victim-survived")
-    assert _rows(arig, "SELECT id FROM commands WHERE line = 'sleep 3; echo victim-survived'")
+    assert wait_rows(arig, "SELECT id FROM commands WHERE line = 'sleep 3; echo victim-survived'")
     pty_refused = []
 
     async def fn(inner):
@@ -369,7 +337,7 @@ def test_shell_lines_with_odd_bytes_are_recorded_and_recording_goes_on(arig, tok
     finally:
         agent.close()
     recording_goes_on(arig, token)
-    assert _rows(arig, "SELECT line FROM commands WHERE line = 'echo shell-$((20+3))-ok'")
+    assert wait_rows(arig, "SELECT line FROM commands WHERE line = 'echo shell-$((20+3))-ok'")
 
 
 
@@ -385,7 +353,7 @@ def test_a_target_ending_with_odd_exit_results_is_recorded_and_recording_goes_on
     assert huge.stdout == "target-output\n"
     assert huge.exit_status == HUGE & 0xFF          # asyncssh sends an agent the low byte
     recording_goes_on(arig, token)
-    rows = {r["command"]: r for r in _rows(
+    rows = {r["command"]: r for r in wait_rows(
         arig, "SELECT command, exit_status, exit_signal FROM channels WHERE command IN "
               "('exit-signal-odd', 'exit-huge') AND status = 'closed'", want=2)}
     assert rows["exit-signal-odd"]["exit_signal"] == "SEGV\u2400" + "X" * 5000
@@ -420,7 +388,7 @@ def test_odd_sftp_operations_are_recorded_and_recording_goes_on(arig, token):
     attack(arig, token, fn)
     assert (arig.files / "up" / "victim.txt").read_text() == "unchanged\n"
     recording_goes_on(arig, token)
-    rows = {r["op"]: r for r in _rows(arig, "SELECT op, result FROM transfers WHERE op <> "
+    rows = {r["op"]: r for r in wait_rows(arig, "SELECT op, result FROM transfers WHERE op <> "
                                             "'put' AND path LIKE ?", f"{arig.files}/up/%",
                                       want=5)}
     assert set(rows) == {"mkdir", "symlink", "remove", "setstat", "rename"}, rows
@@ -428,7 +396,7 @@ def test_odd_sftp_operations_are_recorded_and_recording_goes_on(arig, token):
     # is recorded all the same (it was allowed and sent; it used to have no row)
     assert rows["rename"]["result"] == ("error: the target closed the sftp session; whether "
                                         "it ran is unknown")
-    [link] = _rows(arig, "SELECT path2 FROM transfers WHERE op = 'symlink'")
+    [link] = wait_rows(arig, "SELECT path2 FROM transfers WHERE op = 'symlink'")
     assert link["path2"] == "/" + "t" * 2047 + f"...[{100_001 - 2048} more bytes; sha256 " \
         + hashlib.sha256(b"/" + b"t" * 100_000).hexdigest() + "]"
 
@@ -449,7 +417,7 @@ def test_rsync_with_long_paths_is_refused_recorded_and_recording_goes_on(arig, t
     p = push(far)
     assert p.returncode != 0 and b"denied by rule <default>" in p.stderr, p.stderr
     recording_goes_on(arig, token)
-    [row] = _rows(arig, "SELECT path, result FROM transfers WHERE op = 'rsync-put' AND path "
+    [row] = wait_rows(arig, "SELECT path, result FROM transfers WHERE op = 'rsync-put' AND path "
                         "LIKE ?", f"{arig.files}/elsewhere/%")
     assert row["result"] == "denied"
     assert row["path"].startswith(far[:2048] + f"...[{len(far) - 2048} more bytes; sha256 ")
