@@ -474,6 +474,6 @@ class InnerSession(asyncssh.SSHServerSession):
         signal = up.get_exit_signal() if up else None
         status = up.get_exit_status() if up else None
         if signal and not self._finished:
-            log.info("session %s: exit signal %s", self.ctx.where, signal[0])
+            log.info("session %s: exit signal %s", self.ctx.where, printable(signal[0], 64))
         self._apply(self.core.host_closed(status, signal or None,
                                           str(exc) if exc is not None else None))

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import string
 import subprocess
@@ -159,6 +160,9 @@ def recording_goes_on(rig: BastionRig, token: str) -> None:
     assert wait_rows(rig, "SELECT id FROM commands WHERE line = ?", f"echo {mark}"), \
         rig.log()[-3000:]
     assert "recording failed" not in rig.log(), rig.log()[-3000:]
+    # and what agents and targets sent reached the log inert (no NUL, no escape sequence)
+    assert not re.findall(r"[\x00-\x08\x0b-\x1f\x7f]", rig.log()), \
+        re.findall(r".{0,80}[\x00-\x08\x0b-\x1f\x7f].{0,20}", rig.log())[:3]
 
 
 # -- sftp: paths longer than an index entry may be ------------------------------------------
