@@ -336,8 +336,32 @@ class PtyAgent:
         if signal_child:
             self.proc.send_signal(signal.SIGWINCH)
 
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
+    def send(self, data: bytes, timeout: float = 60.0) -> None:
+        """Type ``data``, reading the screen meanwhile, as a terminal does: a long write
+        otherwise waits on ssh, which waits on its output, which waits on this reader."""
+        import select
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        os.set_blocking(self.master, False)
+        try:
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"the terminal took {len(data) - len(view)} of "
+                                         f"{len(data)} bytes; got {self.buf[-800:]!r}")
+                readable, writable, _ = select.select([self.master], [self.master], [], left)
+                if readable:
+                    try:
+                        self.buf += os.read(self.master, 65536)
+                    except (BlockingIOError, OSError):
+                        pass
+                if writable:
+                    try:
+                        view = view[os.write(self.master, view):]
+                    except BlockingIOError:
+                        pass
+        finally:
+            os.set_blocking(self.master, True)
 
     def wait_ready(self) -> None:
         """Until the remote shell answers: from then on the local tty is raw (ssh set it),
