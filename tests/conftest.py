@@ -43,3 +43,13 @@ def pg_store(pg_cluster, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch):
+    """Each test twice: this process's store on SQLite, then on a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_store")
+    else:
+        monkeypatch.delenv("BASTION_STORE_URL", raising=False)
+    return request.param

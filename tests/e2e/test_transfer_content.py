@@ -23,10 +23,10 @@ RULES = POLICY_RULES.replace(
 )
 
 
-@pytest.fixture(scope="module")
-def crig(tmp_path_factory, issuer):
-    root = Path(os.path.realpath(tmp_path_factory.mktemp("contentrig")))
-    r = BastionRig(root, issuer).setup()
+def content_rig(tmp_path_factory, issuer, name: str, store_env: dict | None = None) -> BastionRig:
+    """A started rig keeping copies (``RULES``), sftp on web1 into ``files/up``."""
+    root = Path(os.path.realpath(tmp_path_factory.mktemp(name)))
+    r = BastionRig(root, issuer, **({"store_env": store_env} if store_env else {})).setup()
     files = root / "files"
     (files / "up").mkdir(parents=True)
     r.files = files
@@ -42,7 +42,12 @@ action = "allow"
 reads = ["{files}/up/**"]
 writes = ["{files}/up/**"]
 """))
-    r.start()
+    return r.start()
+
+
+@pytest.fixture(scope="module")
+def crig(tmp_path_factory, issuer):
+    r = content_rig(tmp_path_factory, issuer, "contentrig")
     yield r
     r.close()
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import BastionRig
 from tests.e2e.test_sftp import sftp, transfers
-from tests.e2e.test_transfer_content import RULES, SECRET
+from tests.e2e.test_transfer_content import SECRET, content_rig
 
 pytestmark = pytest.mark.e2e
 
@@ -27,24 +25,7 @@ def store_env(pg_cluster):
 
 
 def _node(tmp_path_factory, issuer, store_env, name: str) -> BastionRig:
-    root = Path(os.path.realpath(tmp_path_factory.mktemp(name)))
-    r = BastionRig(root, issuer, store_env={**store_env, "BASTION_NODE": name}).setup()
-    files = root / "files"
-    (files / "up").mkdir(parents=True)
-    r.files = files
-    r.write_policy(r.policy_text(RULES + f"""
-[[grants]]
-who = ["role:agents"]
-targets = ["web1"]
-channels = ["sftp"]
-
-[[rules]]
-name = "up"
-action = "allow"
-reads = ["{files}/up/**"]
-writes = ["{files}/up/**"]
-"""))
-    return r.start()
+    return content_rig(tmp_path_factory, issuer, name, {**store_env, "BASTION_NODE": name})
 
 
 @pytest.fixture(scope="module")

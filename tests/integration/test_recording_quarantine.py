@@ -19,15 +19,6 @@ from bastion.recording.verify import verify_index
 from tests.integration.recordkit import AGENT, record_session
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, monkeypatch):
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_store")
-    else:
-        monkeypatch.delenv("BASTION_STORE_URL", raising=False)
-    return request.param
-
-
 def test_an_operation_refused_even_in_the_replay_is_kept_aside_and_recording_goes_on(
         tmp_path, backend, capfd):
     rec = Recorder.open(tmp_path, backoff=(0.05, 0.2))

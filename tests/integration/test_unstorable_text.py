@@ -6,7 +6,6 @@ every replay of it, so the node refused every session until restarted."""
 
 from __future__ import annotations
 
-import pytest
 
 from bastion.approvals.store import ApprovalStore
 from bastion.policy import Action, Decision
@@ -15,15 +14,6 @@ from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.recording.verify import verify_index
 from tests.integration.recordkit import AGENT, record_session
 from tests.integration.test_approvals_store import ALICE, APPROVERS
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, monkeypatch):
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_store")
-    else:
-        monkeypatch.delenv("BASTION_STORE_URL", raising=False)
-    return request.param
 
 
 def test_nul_and_undecodable_bytes_are_stored_as_shown_and_recording_goes_on(tmp_path,
