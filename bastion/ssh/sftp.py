@@ -187,7 +187,8 @@ class SftpChannel:
         if not self._ended and self.client is not None:
             log.warning("sftp %s: the target closed the sftp session: %s", self.ctx.where, exc)
             if self.relay is not None:           # rows for what was sent, while recordable
-                self.relay.record_in_flight("the target closed the sftp session")
+                from bastion.ssh.sftprelay import TARGET_CLOSED
+                self.relay.record_in_flight(TARGET_CLOSED)
             self._fail(f"bastion: target {self.ctx.target.name} closed the sftp session",
                        EXIT_BASTION_ERROR)
 

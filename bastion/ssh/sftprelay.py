@@ -28,6 +28,7 @@ symlink between the decision and the operation (the final component is pinned).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import posixpath
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("bastion.sftp")
 audit = logging.getLogger("bastion.audit")
 
+TARGET_CLOSED = "the target closed the sftp session"    # an operation's row says so
 WRITE_CHUNK = 32 * 1024             # largest write sent upstream when the target sets no limit
 
 
@@ -61,6 +63,16 @@ def _text(path: bytes) -> str:
 
 def _raw(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
+
+
+def _failed(exc: BaseException) -> str:
+    """What an allowed operation's row says when it did not succeed: the target's answer, or,
+    when the session ended or the request was given up under it, that nobody knows."""
+    if isinstance(exc, asyncssh.SFTPError) and not isinstance(exc, asyncssh.SFTPConnectionLost):
+        return str(exc.reason)
+    if isinstance(exc, asyncio.CancelledError):
+        return "the request was given up (the agent's channel ended); whether it ran is unknown"
+    return f"{TARGET_CLOSED}; whether it ran is unknown"
 
 
 class _File:
@@ -190,11 +202,16 @@ class RelayServer(asyncssh.SFTPServer):
                                            verdict.reason, path2=path2, started=started)
         try:
             result = await coro
-        except asyncssh.SFTPError as exc:
+        except BaseException as exc:
             if self._in_flight.pop(key, None) is not None:   # else: record_in_flight did
-                self._record(TransferRow(op, path, f"error: {exc.reason}", verdict.action,
-                                         verdict.rule, verdict.reason, path2=path2,
-                                         started=started, duration=time.monotonic() - t0))
+                row = TransferRow(op, path, f"error: {_failed(exc)}", verdict.action,
+                                  verdict.rule, verdict.reason, path2=path2, started=started,
+                                  duration=time.monotonic() - t0)
+                if isinstance(exc, asyncssh.SFTPError):
+                    self._record(row)         # a recording failure is what the agent is told
+                else:
+                    with contextlib.suppress(asyncssh.SFTPError):   # the cancel goes on
+                        self._record(row)
             raise
         finally:
             pending = self._in_flight.pop(key, None)
