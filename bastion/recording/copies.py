@@ -25,10 +25,11 @@ Not covered: making the copy (content.py), verify and prune (bastion.recording.v
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from bastion.errors import RecordingError
 
@@ -58,7 +59,7 @@ def local_path(data_dir: Path, info: dict[str, Any], what: str) -> Path:
     return path
 
 
-def _open(data_dir: Path, info: dict[str, Any]) -> BinaryIO:
+def _open(data_dir: Path, info: dict[str, Any]) -> io.BufferedReader:
     """The copy's file, open, if its size is the one recorded."""
     path = local_path(data_dir, info, "the transfer")
     try:
@@ -85,16 +86,13 @@ def check_copy(data_dir: Path, content: str | None) -> int | None:
     info = link({"content": content})
     if info is None:
         return None
-    h, size = hashlib.sha256(), 0
-    with _open(data_dir, info) as fh:
+    with _open(data_dir, info) as fh:       # its size checked
         try:
-            while block := fh.read(1 << 20):
-                h.update(block)
-                size += len(block)
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
         except OSError as exc:
             raise CopyError(f"the stored copy cannot be read: {exc.strerror or exc}") from exc
-    _compare(h.hexdigest(), size, info)
-    return size
+    _compare(digest, int(info["bytes"]), info)
+    return int(info["bytes"])
 
 
 def store_copy(conn: Any, data_dir: Path, transfer_id: int, content: str | None) -> int | None:

@@ -34,7 +34,6 @@ Not covered: sealing (chain.py, writer.py).
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
 import sqlite3
@@ -45,6 +44,7 @@ from typing import Any
 
 from bastion import store
 from bastion.errors import RecordingError
+from bastion.store.chunks import file_sha256 as file_sha256  # one file hasher, re-exported
 from bastion.recording import chain, schema
 
 PRUNE_BATCH = 5000
@@ -112,14 +112,6 @@ def _label(table: str, row_id, seq) -> str:
 def latest_checkpoint(conn: sqlite3.Connection) -> dict | None:
     row = conn.execute("SELECT * FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
     return dict(row) if row else None
-
-
-def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def verify_index(data_dir: Path, *, check_files: bool = True) -> VerifyReport:
