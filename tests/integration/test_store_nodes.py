@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,8 @@ def test_store_nodes_lists_each_node_with_its_state_and_sessions(tmp_path, pg_st
     ch = s.open_channel("exec", command="sleep 100")
     ch.output(b"partial\n")
     rec.flush()
+    gone_pid = rec._writer.proc.pid                      # its worker beats every lease/3: freeze it
+    os.kill(gone_pid, signal.SIGSTOP)                    # so the backdated heartbeat stays
     conn = schema.connect(tmp_path / "gone1")
     conn.execute("UPDATE nodes SET seen = ? WHERE name = 'gone1'", (time.time() - 3 * LEASE,))
     conn.close()
@@ -93,6 +96,7 @@ def test_store_nodes_lists_each_node_with_its_state_and_sessions(tmp_path, pg_st
     finally:
         open_on_a.close()
         a.close()
+        os.kill(gone_pid, signal.SIGCONT)
         ch.close(exit_status=0)
         s.close()
         rec.close()
