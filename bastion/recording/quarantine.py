@@ -90,6 +90,13 @@ def keep(data_dir: Path, op: Op, why: str) -> Path:
     raise OSError(f"no free name in {folder}")
 
 
+def release(db: Any) -> None:
+    """End an operation's savepoint.  On a pipelined store (bastion.store.pipeline) this
+    collects every result sent so far: an error of the operation's own statements surfaces
+    here, at the operation, not at a later one's read or at the commit."""
+    db.execute(f"RELEASE SAVEPOINT {SAVEPOINT}").rowcount
+
+
 def set_apart(applier: Any, op: Op, exc: BaseException) -> bool:
     """After ``op`` failed in its savepoint: roll it back, keep it, tell the bastion.
     False if that could not be done (the caller then fails as for any failure)."""
@@ -104,9 +111,9 @@ def set_apart(applier: Any, op: Op, exc: BaseException) -> bool:
                   "kept aside either: %s", why, again)
         return False
     sid, cid = owner(op)
-    log.error("recording: an operation of session %s channel %s cannot be stored even in a "
-              "replay (%s); it is kept aside in %s, its channel is stopped and recording goes "
-              "on for everyone else", sid, cid, why, path)
+    log.error("recording: an operation of session %s channel %s cannot be stored%s (%s); it "
+              "is kept aside in %s, its channel is stopped and recording goes on for everyone "
+              "else", sid, cid, " even in a replay" if applier.replaying else "", why, path)
     applier.notify(("poisoned", sid, cid, f"recording failed for this session ({why}); "
                                           "the channel was stopped"))
     return True

@@ -82,6 +82,9 @@ class Applier:
         self.error: str | None = None
         self.error_exc: BaseException | None = None
         self.replaying = False
+        # every row-writing operation in a savepoint (quarantine.py); off only to measure
+        # what they cost (bench.savepoints)
+        self.savepoints = True
         self._sinks: dict[int, Sink] = {}
         self._failed_channels: set[int] = set()
         self._in_txn = False
@@ -114,15 +117,15 @@ class Applier:
 
     def apply(self, op: Op) -> bool:
         """Apply one operation.  False on a failure (kept in ``error``; the worker stops).
-        In a replay, one that fails for a reason of its own is kept aside instead
-        (bastion.recording.quarantine) and True is returned."""
-        apart = self.replaying and op[0] in quarantine.ROW_OPS
+        One that writes index rows runs in a savepoint; when it fails for a reason of its
+        own it is kept aside instead (bastion.recording.quarantine) and True is returned."""
+        apart = (self.savepoints or self.replaying) and op[0] in quarantine.ROW_OPS
         try:
             if apart:
                 self._db().execute(f"SAVEPOINT {quarantine.SAVEPOINT}")
             self._apply(op)
             if apart:
-                self.conn.execute(f"RELEASE SAVEPOINT {quarantine.SAVEPOINT}")
+                quarantine.release(self.conn)
             if self._chunks is not None and self._chunks.bytes >= EARLY_CHUNK_BYTES:
                 self._insert_chunks()
             return True
