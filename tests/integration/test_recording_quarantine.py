@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import time
 
 import pytest
 
@@ -94,6 +95,9 @@ def test_an_unstorable_operation_left_to_a_replay_is_kept_aside_there(tmp_path, 
         record_transfer(ch, TransferRow("put", "/srv/up/y", "ok", "allow", "up", "why",
                                         nbytes=2**64))
         os.kill(pid, signal.SIGKILL)
+        give_up = time.monotonic() + 60          # until the supervisor has seen it die
+        while rec.status()["failures"] == 0 and time.monotonic() < give_up:
+            time.sleep(0.01)
         assert rec.wait_state("ok", timeout=60) == "ok", rec.status()
         with pytest.raises(RecordingError, match="kept aside"):
             poisoned.open_channel("exec", command="true")
