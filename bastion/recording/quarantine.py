@@ -59,6 +59,12 @@ ROW_OPS = frozenset({OP_SESSION_START, OP_REFUSED, OP_CHANNEL_OPEN, OP_COMMAND,
 #: command (bench.savepoints); should it ever fail, the batch fails as any failure does
 #: and the replay keeps it aside.
 GUARDED = ROW_OPS - {OP_COMMAND_RESULT}
+#: PostgreSQL keeps the ids of 64 subtransactions per transaction in shared memory; past
+#: that, every other session's snapshot is "suboverflowed" (its visibility checks read
+#: pg_subtrans) while the transaction lasts.  A normal batch runs at most this many
+#: savepoints per transaction; the rest of a bigger batch runs without (one refused there
+#: fails the batch as any failure does, and the replay keeps it aside).
+PG_SAVEPOINTS = 60
 
 
 NAMES = {OP_SESSION_START: "session-start", OP_REFUSED: "refused", OP_CHANNEL_OPEN: "channel-open",
@@ -112,6 +118,23 @@ def keep(data_dir: Path, op: Op, why: str) -> Path:
             os.fsync(fh.fileno())
         return path
     raise OSError(f"no free name in {folder}")
+
+
+def runs_apart(applier: Any, op: Op) -> bool:
+    """Whether ``op`` runs in a savepoint: in a replay every row-writing one, else those in
+    ``applier.savepoints`` while ``applier.apart_left`` (None: no limit) allows."""
+    if applier.replaying:
+        return op[0] in ROW_OPS
+    if op[0] not in applier.savepoints:
+        return False
+    if applier.apart_left is None:
+        return True
+    if not applier._in_txn:                 # a transaction not begun yet: a full allowance
+        applier.apart_left = PG_SAVEPOINTS
+    if applier.apart_left <= 0:
+        return False
+    applier.apart_left -= 1
+    return True
 
 
 def release(db: Any) -> None:

@@ -85,7 +85,9 @@ class Applier:
         # the operations a normal batch runs in a savepoint (quarantine.py; every row-writing
         # one in a replay); another set only to measure what they cost (bench.savepoints)
         self.savepoints = quarantine.GUARDED
-        if not hasattr(conn, "pipelined"):
+        # savepoints a transaction may still take (quarantine.PG_SAVEPOINTS); None: no limit
+        self.apart_left: int | None = None if not hasattr(conn, "pipelined") else 0
+        if self.apart_left is None:
             # SQLite: a savepoint's journal in memory, not a temporary file (~8 us less per
             # operation; it holds the pages one operation changes)
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -123,7 +125,7 @@ class Applier:
         """Apply one operation.  False on a failure (kept in ``error``; the worker stops).
         One that writes index rows runs in a savepoint; when it fails for a reason of its
         own it is kept aside instead (bastion.recording.quarantine) and True is returned."""
-        apart = op[0] in (quarantine.ROW_OPS if self.replaying else self.savepoints)
+        apart = quarantine.runs_apart(self, op)
         try:
             if apart:
                 self._db().execute(f"SAVEPOINT {quarantine.SAVEPOINT}")
