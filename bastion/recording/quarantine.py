@@ -158,12 +158,32 @@ def set_apart(applier: Any, op: Op, exc: BaseException) -> bool:
                   "kept aside either: %s", why, again)
         return False
     sid, cid = owner(op)
+    if op[0] == OP_CHANNEL_OPEN and not applier.replaying:
+        _unmade(applier, op[1])
     log.error("recording: an operation of session %s channel %s cannot be stored%s (%s); it "
               "is kept aside in %s, its channel is stopped and recording goes on for everyone "
               "else", sid, cid, " even in a replay" if applier.replaying else "", why, path)
     applier.notify(("poisoned", sid, cid, f"recording failed for this session ({why}); "
                                           "the channel was stopped"))
     return True
+
+
+def _unmade(applier: Any, cid: int) -> None:
+    """A channel whose row was refused has no recording either.  On PostgreSQL the error
+    surfaces after its file was created (at the release): the file, which holds only its
+    header (in the kept file too), goes, with the store's copy of it not yet inserted."""
+    sink = applier._sinks.pop(cid, None)
+    if sink is None:
+        return
+    sink.release()
+    if applier._chunks is not None:
+        applier._chunks.rows[:] = [r for r in applier._chunks.rows if r[0] != cid]
+        applier._chunks.bytes = sum(len(r[2]) for r in applier._chunks.rows)
+    try:
+        os.unlink(sink.path)
+    except OSError as exc:
+        log.warning("recording: channel %s: its recording without a row stays: %s (%s)",
+                    cid, exc, sink.path)
 
 
 def _one_line(text: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from bastion.errors import RecordingError
 from bastion.metrics import METRICS
-from bastion.recording import Recorder, query
+from bastion.recording import Recorder, quarantine, query
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.recording.verify import verify_index
 from tests.integration.recordkit import AGENT, record_session
@@ -78,6 +78,40 @@ def test_an_unstorable_operation_stops_only_its_own_channel(tmp_path, backend, c
         assert line in cast
     report = verify_index(tmp_path)
     assert report.ok, report.problems
+
+
+def test_a_refused_channel_open_leaves_no_recording_and_stops_nothing_else(tmp_path, backend):
+    rec = Recorder.open(tmp_path, backoff=(0.05, 0.2))
+    try:
+        bystander = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1",
+                                      login="deploy")
+        open_then = bystander.open_channel("exec", command="sleep 100")
+        poisoned = rec.start_session(principal=AGENT, client="127.0.0.1:2", target="web1",
+                                     login="deploy")
+        ch = poisoned.open_channel("shell", term="xterm", width=2**64, height=24)
+        rec.flush()
+        assert ch.lost is not None and open_then.lost is None
+        open_then.output(b"still recorded\n")
+        open_then.close(exit_status=0)
+        ch.close(exit_status=0)
+        poisoned.close()
+        bystander.close()
+        rec.flush()
+        status = rec.status()
+    finally:
+        rec.close()
+    assert status["failures"] == 0 and status["quarantined"] == 1, status
+    [kept] = quarantine.listing(tmp_path)
+    assert (kept.operation, kept.channel) == ("channel-open", str(ch.id))
+    db = query.open_index(tmp_path)
+    assert [r[0] for r in db.execute("SELECT id FROM channels")] == [open_then.id]
+    # the refused channel's recording was not left behind without its row (PostgreSQL
+    # learns of the refusal after the file was made)
+    assert [p.name for p in (tmp_path / "recordings").rglob("*.cast")] == [
+        open_then.path.name]
+    assert b"still recorded" in open_then.path.read_bytes()
+    report = verify_index(tmp_path)
+    assert report.ok and len(report.kept_aside) == 1, report.problems
 
 
 def test_an_unstorable_operation_left_to_a_replay_is_kept_aside_there(tmp_path, backend,
