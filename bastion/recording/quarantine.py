@@ -246,7 +246,7 @@ def acknowledge(data_dir: Path, names: list[str]) -> list[Path]:
     for name in names:
         if name not in present:       # a bare name of a file there: no path, no other dir
             raise FileNotFoundError(f"no file {name!r} kept aside in {folder}")
-    chosen = [present[n] for n in names] if names else list(present.values())
+    chosen = [present[n] for n in dict.fromkeys(names)] if names else list(present.values())
     target = folder / REVIEWED
     make_private_dirs(target)
     moved = []

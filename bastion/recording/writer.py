@@ -18,6 +18,8 @@ acknowledged (bastion.recording.gate); what a masker still holds back of it unde
 (sink.py) is reported with the acknowledgement and kept by the bastion process until
 written, so a worker that dies does not lose it (``OP_RESUME``, bastion.recording.acks).
 
+An operation the index refuses for its own values is kept aside instead
+(bastion.recording.quarantine: each row-writing one runs in a savepoint), not a failure.
 Failures (disk full, permission, I/O error, the index locked past its busy
 timeout): the applier stops at the first one (``error``); the worker then writes out
 what it can (:meth:`Applier.fail_out`: after deleting the space reserve when space
@@ -82,15 +84,12 @@ class Applier:
         self.error: str | None = None
         self.error_exc: BaseException | None = None
         self.replaying = False
-        # the operations a normal batch runs in a savepoint (quarantine.py; every row-writing
-        # one in a replay); another set only to measure what they cost (bench.savepoints)
+        # what a normal batch runs in a savepoint (quarantine.py; another set only to measure
+        # them: bench.savepoints), and how many a transaction may still take (None: no limit)
         self.savepoints = quarantine.GUARDED
-        # savepoints a transaction may still take (quarantine.PG_SAVEPOINTS); None: no limit
         self.apart_left: int | None = None if not hasattr(conn, "pipelined") else 0
-        if self.apart_left is None:
-            # SQLite: a savepoint's journal in memory, not a temporary file (~8 us less per
-            # operation; it holds the pages one operation changes)
-            conn.execute("PRAGMA temp_store = MEMORY")
+        if self.apart_left is None:       # SQLite: a savepoint's journal in memory (~8 us
+            conn.execute("PRAGMA temp_store = MEMORY")   # less per operation than a file)
         self._sinks: dict[int, Sink] = {}
         self._failed_channels: set[int] = set()
         self._in_txn = False
