@@ -63,7 +63,8 @@ GUARDED = ROW_OPS - {OP_COMMAND_RESULT}
 #: that, every other session's snapshot is "suboverflowed" (its visibility checks read
 #: pg_subtrans) while the transaction lasts.  A normal batch runs at most this many
 #: savepoints per transaction; the rest of a bigger batch runs without (one refused there
-#: fails the batch as any failure does, and the replay keeps it aside).
+#: fails the batch as any failure does, and the replay keeps it aside).  A replay takes one
+#: per row-writing operation, unbounded: it is rare, and without them it could fail for ever.
 PG_SAVEPOINTS = 60
 
 
