@@ -38,7 +38,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 # Each module has register(app); listed here so the order of --help is stable.
 COMMAND_MODULES = ("serve", "status", "demo", "policy", "identity", "keys", "ca", "sessions", "mask",
-                   "approvals", "transfers", "store")
+                   "approvals", "transfers", "store", "quarantine")
 
 for _name in COMMAND_MODULES:
     _module = importlib.import_module(f"bastion.cli.{_name}")

@@ -82,4 +82,6 @@ def verify_report(data: dict[str, Any]) -> Any:
                         files=int(data.get("files_checked") or 0),
                         copies=int(data.get("copies_checked") or 0),
                         active_sessions=int(data.get("active_sessions") or 0),
-                        checkpoint=data.get("checkpoint"), problems=problems)
+                        checkpoint=data.get("checkpoint"), problems=problems,
+                        kept_aside=[dict(k) for k in data.get("kept_aside") or []
+                                    if isinstance(k, dict)])

@@ -8,7 +8,9 @@ interpreted) in rich ``Text`` cells (never markup); ``--json`` output is
 ASCII-escaped JSON.  The index is opened read-only except by ``prune``; all
 of these run beside ``bastion serve`` (WAL).
 
-Exit codes: 0 ok, 1 error (message on stderr), 3 ``verify`` found a break.
+Exit codes: 0 ok, 1 error (message on stderr), 3 ``verify`` found a break, 4 ``verify``
+found no break but operations the recording worker kept aside that nobody acknowledged
+(``bastion quarantine``; a break wins: 3).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bastion.recording import query
 from bastion.recording import verify as verifier
 
 VERIFY_FAILED = 3
+VERIFY_KEPT_ASIDE = 4
 
 sessions_app = typer.Typer(help="Review recorded sessions: list, show, replay, export.",
                            no_args_is_help=True)
@@ -288,6 +291,10 @@ def verify_cmd(
     Exits 3 and names the first break if anything was changed or deleted.
     Keep the printed head somewhere else to detect a rewrite later.
 
+    Exits 4 (when nothing is broken) while operations the recording worker
+    could not store are kept aside in DATA_DIR/quarantine and not acknowledged:
+    rows the index lacks. Read them, then `bastion quarantine ack`.
+
     Example: bastion verify --data-dir /var/lib/bastion
     """
     report = (verify_report(remote(server, server_ca).verify(files=not no_files)) if server
@@ -308,10 +315,27 @@ def verify_cmd(
             err_console.print(Text("  " + problem.message))
         if len(report.problems) > 20:
             err_console.print(Text(f"  ... and {len(report.problems) - 20} more (see --json)"))
+    if report.kept_aside and not as_json:
+        _print_kept_aside(report.kept_aside)
     if not as_json:
         out_console.print(Text(f"chain head: seq {report.head_seq} {report.head_hash}", style="dim"))
     if not report.ok:
         raise typer.Exit(VERIFY_FAILED)
+    if report.kept_aside:
+        raise typer.Exit(VERIFY_KEPT_ASIDE)
+
+
+def _print_kept_aside(kept: list[dict[str, Any]]) -> None:
+    err_console.print(Text(f"{len(kept)} recording operation(s) kept aside and not acknowledged "
+                           f"(oldest {_when(kept[0]['at'])}, newest {_when(kept[-1]['at'])}): "
+                           "rows the index does not have", style="bold yellow"))
+    for k in kept[:20]:
+        whose = (f"session {k.get('session')} channel {k.get('channel')} {k.get('operation')}"
+                 if k.get("operation") else "not a file the worker wrote")
+        err_console.print(Text(sanitize(f"  {k['path']}  {whose}: {k.get('why') or '-'}")))
+    if len(kept) > 20:
+        err_console.print(Text(f"  ... and {len(kept) - 20} more (see --json)"))
+    err_console.print(Text("read each file, then: bastion quarantine ack --all", style="dim"))
 
 
 @handle_errors

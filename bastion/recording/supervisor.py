@@ -25,9 +25,10 @@ the probe passes, sessions are accepted again; while it does not (disk still ful
 index still locked) each attempt fails and the next one waits longer.  Operations
 put meanwhile (closes, refused attempts) wait in the queue for the next worker.
 
-An operation that fails again in the replay for a reason of its own is kept aside by the
-worker (bastion.recording.quarantine; ``("poisoned", ...)``): its channel stops, its session
-opens no more channels, recording goes on for everyone else.
+An operation the index refuses for a reason of its own is kept aside by the worker in the
+batch where it fails, or in the replay (bastion.recording.quarantine; ``("poisoned", ...)``,
+not a failure): its channel stops, its session opens no more channels, every other channel
+goes on.
 
 Not covered: the public API (recorder.py), the queue (acks.py), the worker (worker.py,
 writer.py).

@@ -13,7 +13,11 @@ verify (read-only):
   store lacks is checked in the data dir of its session's node (SQLite: copies are not
   checked, only their links, which are in the chain);
 * reports rows of finished sessions that are not sealed, and rows older than
-  the checkpoint that prune should have removed.
+  the checkpoint that prune should have removed;
+* lists the operations the recording worker kept aside in this data dir and nobody has
+  acknowledged yet (bastion.recording.quarantine): rows the index does not have, which the
+  chain cannot show.  They are not a break (``ok`` is about the chain and the files); the
+  CLI exits 4 for them.
 
 Problems are sorted by chain position; the first is "the first break".
 The report carries the head ``(seq, hash)``: keep it elsewhere to detect a
@@ -45,7 +49,7 @@ from typing import Any
 from bastion import store
 from bastion.errors import RecordingError
 from bastion.store.chunks import file_sha256 as file_sha256  # one file hasher, re-exported
-from bastion.recording import chain, schema
+from bastion.recording import chain, quarantine, schema
 
 PRUNE_BATCH = 5000
 
@@ -74,6 +78,9 @@ class VerifyReport:
     active_sessions: int = 0
     checkpoint: dict | None = None
     problems: list[Problem] = field(default_factory=list)
+    # operations the recording worker kept aside, not acknowledged (bastion.recording.quarantine):
+    # not a break of the chain (``ok`` says nothing of them), rows the index does not have
+    kept_aside: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +97,8 @@ class VerifyReport:
                 "copies_elsewhere": self.copies_elsewhere,
                 "active_sessions": self.active_sessions, "checkpoint": self.checkpoint,
                 "first_break": asdict(self.first) if self.first else None,
-                "problems": [asdict(p) for p in self.problems]}
+                "problems": [asdict(p) for p in self.problems],
+                "kept_aside": self.kept_aside}
 
 
 def _local_sessions(conn: sqlite3.Connection) -> set[int] | None:
@@ -120,11 +128,16 @@ def verify_index(data_dir: Path, *, check_files: bool = True) -> VerifyReport:
     conn = schema.connect(data_dir, readonly=True)
     try:
         conn.execute("BEGIN")                       # one consistent snapshot
-        return _verify(conn, data_dir, check_files)
+        report = _verify(conn, data_dir, check_files)
     except sqlite3.Error as exc:
         raise RecordingError(f"reading the session index failed: {exc}") from exc
     finally:
         conn.close()
+    try:
+        report.kept_aside = [k.to_dict() for k in quarantine.listing(data_dir)]
+    except OSError as exc:
+        raise RecordingError(f"reading {data_dir / quarantine.DIR} failed: {exc}") from exc
+    return report
 
 
 def verify_source(conn: sqlite3.Connection, data_dir: Path) -> VerifyReport:

@@ -18,6 +18,8 @@ acknowledged (bastion.recording.gate); what a masker still holds back of it unde
 (sink.py) is reported with the acknowledgement and kept by the bastion process until
 written, so a worker that dies does not lose it (``OP_RESUME``, bastion.recording.acks).
 
+An operation the index refuses for its own values is kept aside instead
+(bastion.recording.quarantine: each row-writing one runs in a savepoint), not a failure.
 Failures (disk full, permission, I/O error, the index locked past its busy
 timeout): the applier stops at the first one (``error``); the worker then writes out
 what it can (:meth:`Applier.fail_out`: after deleting the space reserve when space
@@ -82,6 +84,12 @@ class Applier:
         self.error: str | None = None
         self.error_exc: BaseException | None = None
         self.replaying = False
+        # what a normal batch runs in a savepoint (quarantine.py; another set only to measure
+        # them: bench.savepoints), and how many a transaction may still take (None: no limit)
+        self.savepoints = quarantine.GUARDED
+        self.apart_left: int | None = None if not hasattr(conn, "pipelined") else 0
+        if self.apart_left is None:       # SQLite: a savepoint's journal in memory (~8 us
+            conn.execute("PRAGMA temp_store = MEMORY")   # less per operation than a file)
         self._sinks: dict[int, Sink] = {}
         self._failed_channels: set[int] = set()
         self._in_txn = False
@@ -114,15 +122,15 @@ class Applier:
 
     def apply(self, op: Op) -> bool:
         """Apply one operation.  False on a failure (kept in ``error``; the worker stops).
-        In a replay, one that fails for a reason of its own is kept aside instead
-        (bastion.recording.quarantine) and True is returned."""
-        apart = self.replaying and op[0] in quarantine.ROW_OPS
+        One that writes index rows runs in a savepoint; when it fails for a reason of its
+        own it is kept aside instead (bastion.recording.quarantine) and True is returned."""
+        apart = quarantine.runs_apart(self, op)
         try:
             if apart:
                 self._db().execute(f"SAVEPOINT {quarantine.SAVEPOINT}")
             self._apply(op)
             if apart:
-                self.conn.execute(f"RELEASE SAVEPOINT {quarantine.SAVEPOINT}")
+                quarantine.release(self.conn)
             if self._chunks is not None and self._chunks.bytes >= EARLY_CHUNK_BYTES:
                 self._insert_chunks()
             return True

@@ -160,6 +160,8 @@ class PgConnection:
         if verb == "ROLLBACK":
             self._leave_pipeline()
             return _EMPTY
+        if verb.startswith("ROLLBACK TO"):
+            return self._undo_to_savepoint(sql)
         if verb == "COMMIT":
             pipe, self._pipe = self._pipe, None
             assert pipe is not None
@@ -185,6 +187,21 @@ class PgConnection:
                 self._pipe.failed = True
             raise _translated(exc) from exc
         return Pending(self, cur, sql)
+
+    def _undo_to_savepoint(self, sql: str) -> Any:
+        """``ROLLBACK TO SAVEPOINT`` in pipeline mode, collected at once: when it succeeds the
+        error it undoes no longer aborts the transaction (bastion.recording.quarantine); when
+        it fails (no such savepoint: the error came before it) the transaction stays lost."""
+        import psycopg
+        assert self._pipe is not None
+        try:
+            self._conn.execute(sql, prepare=False)
+            self._pipe.sync()
+        except psycopg.Error as exc:
+            self._pipe.failed = True
+            raise _translated(exc) from exc
+        self._pipe.failed = False
+        return _EMPTY
 
     def _pipe_sync(self) -> None:
         """Collect every result sent so far (pipeline.Pending's first read)."""

@@ -70,6 +70,27 @@ def test_sessions_export_remotely_matches_the_local_export(api, auditor, session
     assert b"remote-23" in there.read_bytes()
 
 
+def test_verify_remotely_reports_operations_kept_aside_on_the_server(api, auditor, session_id):
+    # a file as the server's recording worker writes it (bastion.recording.quarantine.keep)
+    from bastion.recording import quarantine
+    from bastion.recording.ops import OP_COMMAND
+    kept = quarantine.keep(api.data_dir, (OP_COMMAND, 7, session_id, 3, 0.0, 0.0,
+                                          "echo \x1b[2Jx", None, "allow", "r", "why", None,
+                                          "m"), "DataError: refused")
+    try:
+        report = remote_cli(api, auditor, "verify", "--json", check=False)
+        assert report.returncode == 4, report.err
+        doc = json.loads(report.out)
+        assert doc["ok"] is True and [k["path"] for k in doc["kept_aside"]] == [str(kept)]
+        said = remote_cli(api, auditor, "verify", check=False)
+        assert said.returncode == 4
+        assert "1 recording operation(s) kept aside" in said.err and kept.name in said.err
+        assert f"session {session_id} channel 3 command" in said.err
+    finally:
+        api.cli("quarantine", "ack", "--all")       # on the server's data dir
+    assert remote_cli(api, auditor, "verify").returncode == 0
+
+
 def test_verify_remotely_and_a_changed_recording_fails_it(api, auditor, lead, session_id):
     report = json.loads(remote_cli(api, auditor, "verify", "--json").out)
     assert report["ok"] is True and report["files_checked"] >= 1
