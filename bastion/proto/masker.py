@@ -69,13 +69,15 @@ _ESC_OPEN = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?|[PX^_]
 class _View:
     """``buf`` with terminal escape sequences removed, and the way back to raw offsets."""
 
-    __slots__ = ("raw", "v", "limit", "seg_v", "seg_r", "escapes")
+    __slots__ = ("raw", "v", "limit", "seg_v", "seg_r", "_escapes", "_starts")
+    _escapes: list[tuple[int, int]] | tuple[()] | None
+    _starts: list[int]
 
     def __init__(self, raw: bytes, final: bool) -> None:
         self.raw = raw
         self.limit = len(raw)
         if b"\x1b" not in raw:
-            self.v, self.seg_v, self.seg_r, self.escapes = raw, None, None, ()
+            self.v, self.seg_v, self.seg_r, self._escapes = raw, None, None, ()
             return
         if not final:
             last = raw.rfind(b"\x1b")
@@ -90,7 +92,15 @@ class _View:
         self.v = b"".join(parts[0::2])
         self.seg_v = list(compress(accumulate(text_lens, initial=0), text_lens))  # non-empty
         self.seg_r = list(compress(starts[0::2], text_lens))                      # text parts
-        self.escapes = list(zip(starts[1::2], starts[2::2], strict=False))   # (one start more)
+        self._escapes, self._starts = None, starts        # spans made when first asked for
+
+    @property
+    def escapes(self) -> list[tuple[int, int]] | tuple[()]:
+        """(start, end) of each escape sequence in the view's raw part, in order."""
+        if self._escapes is None:
+            starts = self._starts
+            self._escapes = list(zip(starts[1::2], starts[2::2], strict=False))  # (one more start)
+        return self._escapes
 
     def to_raw(self, v: int) -> int:
         """Raw offset of view byte ``v`` (``len(view)`` maps to the end of the view's raw part)."""
