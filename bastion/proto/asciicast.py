@@ -120,6 +120,9 @@ def event_line(t: float, code: str, data: str) -> bytes:
 # Bytes under 0x20 are what JSON escapes besides \\ and " (json's encoder, ensure_ascii off);
 # five have short forms, the rest are written as six bytes (``\u001b``).
 _NOT_CONTROL = bytes(range(0x20, 0x100))
+# Line ends are found with ``in`` (memchr) instead: a byte a deleting ``translate`` keeps
+# costs it a mispredicted branch, and text has one every line.
+_NOT_RARE_CONTROL = _NOT_CONTROL + b"\n\r"
 _SHORT = {0x08: b"\\b", 0x09: b"\\t", 0x0a: b"\\n", 0x0c: b"\\f", 0x0d: b"\\r"}
 # Controls that do not count towards "escape-heavy": the short forms and what terminals
 # live on (ESC, BEL), so that screen output stays text for every player.
@@ -135,8 +138,10 @@ def _escaped(data: bytes, controls: bytes) -> bytes:
     the bytes of ``data`` under 0x20; one ``replace`` per distinct one.
     """
     out = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    for c in set(controls):
-        out = out.replace(bytes((c,)), _SHORT.get(c) or b"\\u%04x" % c)
+    while controls:           # each distinct one (a set() of every byte costs more than
+        c = controls[0]       # the few passes over ``controls`` this takes)
+        out = out.replace(controls[:1], _SHORT.get(c) or b"\\u%04x" % c)
+        controls = controls.translate(None, controls[:1])
     return out
 
 
@@ -207,9 +212,13 @@ class StreamEncoder:
         if valid:
             # valid UTF-8 (the common case): escaped as bytes, no str round trip; a
             # chunk whose controls cost more escaped than base64 is written as base64
-            controls = data.translate(None, _NOT_CONTROL)
+            controls = data.translate(None, _NOT_RARE_CONTROL)      # (\n and \r are terminal:
             if len(data) >= HEAVY_MIN and len(controls.translate(None, _TERMINAL)) * 15 > len(data):
-                return [_b64_line(t, self._binary, data)]
+                return [_b64_line(t, self._binary, data)]             # never count as heavy)
+            if b"\n" in data:
+                controls += b"\n"
+            if b"\r" in data:
+                controls += b"\r"
             if t < 0:
                 t = 0.0
             return [b'[%.6f, "%s", "%s"]\n' % (t, self._code, _escaped(data, controls))]

@@ -167,6 +167,8 @@ def test_iter_cast_empty():
     (b"\x1b[2J\x1b[H\x07\x08" * 200, "o"),                  # terminal control stays text
     ((b"x" * 99 + b"\x00") * 40, "o"),                      # a NUL in 100: escaping is cheaper
     ((b"x" * 10 + b"\x01") * 100, "ob"),                    # one in 11: base64 is cheaper
+    (b"\r\n" * 300 + b"\x01" * 42, "o"),                    # line ends never count: 42 * 15 <= 642
+    (b"\r\n" * 300 + b"\x01" * 43, "ob"),                   # 43 * 15 > 643
 ])
 def test_escape_heavy_chunks_are_written_as_base64(data, code):
     lines = asciicast.StreamEncoder("o").encode(1.0, data)

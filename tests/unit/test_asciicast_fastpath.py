@@ -50,3 +50,17 @@ def test_valid_utf8_with_controls_is_escaped_as_json_would(seed):
     if json.loads(lines[0])[1] == "o":
         assert lines[0] == event_line(2.5, "o", text)
     assert json.loads(lines[0])[2] == text or json.loads(lines[0])[1] == "ob"
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "repeated"])
+def test_every_distinct_control_is_escaped_once_whatever_the_order(order):
+    """Each distinct control byte of a text chunk is escaped (_escaped walks them one by one)."""
+    controls = bytes(range(0x20))
+    if order == "descending":
+        controls = controls[::-1]
+    elif order == "repeated":
+        controls = b"\n\x1b\n\r\x1b\t\x00\n" * 3
+    data = b'a"b\\c' + b"x".join(bytes((c,)) for c in controls) + b"\n"   # under HEAVY_MIN
+    [line] = StreamEncoder("o").encode(1.5, data)
+    assert line == event_line(1.5, "o", data.decode("ascii"))
+    assert json.loads(line)[2].encode("ascii") == data
