@@ -39,8 +39,9 @@ negotiates (measured in bench/, see docs/BENCHMARKS.md):
 :class:`JoinedTransport` is also the base of the inner connection's transport
 (bastion.ssh.link), which writes into an SSH channel instead of a socket.
 
-Not covered: choosing ciphers (bastion.ssh.algs); building each sent packet with fewer
-copies (bastion.ssh.sendpath, installed here on socket connections).
+Not covered: choosing ciphers (bastion.ssh.algs); building each sent packet and parsing
+each received one with fewer copies (bastion.ssh.sendpath and bastion.ssh.recvpath,
+installed here on socket connections).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any, Callable
 import asyncssh
 from asyncssh.constants import MSG_IGNORE
 
-from bastion.ssh import sendpath
+from bastion.ssh import recvpath, sendpath
 
 log = logging.getLogger("bastion.wire")
 
@@ -249,6 +250,7 @@ class _Handoff(asyncio.Protocol):
             sendpath.fast_send_path(self.conn)      # over the filter (bastion.ssh.sendpath)
             sendpath.install_process_wide()
             feed_in_slices(self.conn)
+            recvpath.fast_recv_path(self.conn)      # (bastion.ssh.recvpath)
             skip_unlogged_packet_lines()
         self.conn.connection_made(JoinedTransport(transport))
 
