@@ -155,6 +155,14 @@ def _open(kind: type, enc: Any, seq: int, view: memoryview, start: int, end: int
     return memoryview(packet)[4:] if enc._mac.verify(seq, packet, mac) else None
 
 
+def takes_whole(conn: Any) -> bool:
+    """Whether ``conn`` now receives through this path, which copies nothing per packet, so
+    a large read is best handed to it whole (bastion.ssh.wire's ``feed_in_slices`` asks):
+    appended to an empty buffer a ``bytes`` is not even copied."""
+    return ("_recv_pkthdr" in vars(conn) and type(conn._recv_encryption) in _HANDLED
+            and not conn._decompressor)
+
+
 def fast_recv_path(conn: Any) -> bool:
     """Shadow ``conn._recv_pkthdr`` with the fewer-copies receive path (module doc), on
     that instance only.  Returns whether it was installed."""
