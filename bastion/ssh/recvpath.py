@@ -270,9 +270,10 @@ def fast_recv_path(conn: Any) -> bool:
         # how many more bytes finish the packet at the head of ``rem`` (None: not known)
         c = conn
         enc = c._recv_encryption
-        blocksize, macsize = c._recv_blocksize, c._recv_macsize
+        blocksize: int = c._recv_blocksize
+        macsize: int = c._recv_macsize
         if c._recv_handler == body:
-            return 4 + c._pktlen + macsize - blocksize - len(rem)
+            return 4 + int(c._pktlen) + macsize - blocksize - len(rem)
         if len(rem) < blocksize or type(enc) is _BASIC:
             return None
         head = enc.decrypt_header(c._recv_seq, rem[:blocksize], 4)[1]    # (no state)
