@@ -199,7 +199,7 @@ def fast_recv_path(conn: Any) -> bool:
         total = len(buf)
         blocksize, macsize = c._recv_blocksize, c._recv_macsize
         view = memoryview(buf)
-        off = c.__dict__.pop("_bastion_skip", 0)     # (set by data_received below)
+        off = 0
         try:
             while True:
                 seq = c._recv_seq
@@ -266,51 +266,8 @@ def fast_recv_path(conn: Any) -> bool:
     def body() -> bool:
         return run((conn._packet, conn._pktlen))
 
-    def head_need(rem: bytes) -> int | None:
-        # how many more bytes finish the packet at the head of ``rem`` (None: not known)
-        c = conn
-        enc = c._recv_encryption
-        blocksize: int = c._recv_blocksize
-        macsize: int = c._recv_macsize
-        if c._recv_handler == body:
-            return 4 + int(c._pktlen) + macsize - blocksize - len(rem)
-        if len(rem) < blocksize or type(enc) is _BASIC:
-            return None
-        head = enc.decrypt_header(c._recv_seq, rem[:blocksize], 4)[1]    # (no state)
-        pktlen = int.from_bytes(head, "big")
-        if pktlen > c._max_recv_pktlen:
-            return None
-        return 4 + pktlen + macsize - len(rem)
-
-    prior = conn.data_received                 # wire's feed_in_slices or asyncssh's
-
-    def data_received(data: bytes, *args: Any) -> None:
-        # A read is appended to what is left of the last one (a part of a packet) by
-        # asyncssh's ``_inpbuf += data``: a copy of the whole read.  Here the packet at the
-        # head is finished from a join of the left part and as much of the read as it
-        # needs; the rest of the read is then walked where it is, from an offset.
-        c = conn
-        rem = c._inpbuf
-        need = None
-        if rem and type(data) is bytes and takes_whole(c) and c._recv_handler in (header, body):
-            need = head_need(rem)
-        if need is None or not 0 < need < len(data):
-            prior(data, *args)
-            return
-        c._inpbuf = rem + data[:need]
-        c._recv_data()
-        if c._transport is None:
-            return                             # closed: asyncssh would drop the rest too
-        if c._inpbuf or c._recv_handler != header:
-            prior(data[need:], *args)          # (not as expected: asyncssh's way, a copy)
-            return
-        c._inpbuf, c._bastion_skip = data, need
-        c._recv_data()
-        c.__dict__.pop("_bastion_skip", None)
-
     header._bastion_fast = True                # type: ignore[attr-defined]
     conn._recv_pkthdr = header
-    conn.data_received = data_received
     if getattr(conn, "_recv_handler", None) == asyncssh_header:
         conn._recv_handler = header
     return True
