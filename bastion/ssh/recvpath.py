@@ -13,11 +13,12 @@ sees its bytes.  What :func:`fast_recv_path` does instead, on one connection:
   encryption classes asyncssh uses with OpenSSH (chacha20-poly1305, AES-GCM, AES-CTR
   with HMAC, ETM or not) and no compression, walks the received buffer at an offset:
   the header through asyncssh's own ``decrypt_header``, the MAC or tag verified and
-  the packet decrypted over views of the buffer (the same cipher calls asyncssh makes,
-  in the same order, on the same bytes), and the buffer cut once when the handler
-  returns.  A packet not yet complete is left in the buffer whole (its header is read
+  the packet decrypted over views of the buffer (the cipher calls asyncssh makes, in
+  the same order, on the same bytes; for chacha20-poly1305 one ChaCha20 keystream gives
+  the Poly1305 key (block 0) and the data (from block 1), where asyncssh makes two), and
+  the buffer cut once when the handler returns.  A packet not yet complete is left in the buffer whole (its header is read
   again when the rest has come: for these ciphers that needs no state), except with
-  AES-CTR without ETM, whose header came from the running keystream: there the state
+  AES-CTR (or CBC) without ETM, whose header came from the running keystream: there the state
   is what asyncssh's header step leaves (``_packet``, ``_pktlen``), with this module's
   body step as the handler.
 * A CHANNEL_DATA packet for an open channel of asyncssh's own classes, within its
@@ -57,11 +58,17 @@ from asyncssh.constants import MSG_CHANNEL_DATA
 from asyncssh.crypto import chacha as _chacha
 from asyncssh.crypto import cipher as _cipher
 from asyncssh.misc import ProtocolError
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher
+from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from bastion.ssh.sendpath import _aesgcm
 
 _GCM_TAG = 16
+_CHACHA_CTR_0 = (0).to_bytes(8, "little")        # asyncssh's _CTR_0: block counter 0
+_CHACHA_BLOCK = bytes(64)
+_POLY1305_KEYBYTES = 32
 
 _MIRRORED: dict[str, Callable[..., Any]] = {
     "SSHConnection.data_received": _connection.SSHConnection.data_received,
@@ -80,13 +87,14 @@ _MIRRORED: dict[str, Callable[..., Any]] = {
     "ChachaCipher.verify_and_decrypt": _chacha.ChachaCipher.verify_and_decrypt,
     "chacha20": _chacha.chacha20,
     "poly1305_verify": _chacha.poly1305_verify,
+    "poly1305_key": _chacha.poly1305_key,
     "GCMCipher._update_iv": _cipher.GCMCipher._update_iv,
     "BasicCipher.decrypt": _cipher.BasicCipher.decrypt,
     "_HMAC.verify": _mac._HMAC.verify,
     "SSHPacketHandler.process_packet": _packet.SSHPacketHandler.process_packet,
     "SSHChannel._process_data": _channel.SSHChannel._process_data,
 }
-WRITTEN_FOR = "407cb923be1a9064274b72be59c462508faa38252be1d5f18af98e85bb9f8180"
+WRITTEN_FOR = "72f38f59f10cde1b6bc5ebdd6ba3d2a322559469f47ddb460be1c637ac4b0bf6"
 
 
 def mirrored_digest() -> str:
@@ -142,10 +150,15 @@ def _open(kind: type, enc: Any, seq: int, view: memoryview, start: int, end: int
     if kind is _CHACHA:
         nonce = seq.to_bytes(8, "big")
         key = enc._cipher._key
-        # (asyncssh's functions, given views: cryptography takes any buffer)
-        if _chacha.poly1305_verify(key, view[start:body], nonce, mac):   # type: ignore[arg-type]
-            return _chacha.chacha20(key, view[start + 4:body], nonce, 1)  # type: ignore[arg-type]
-        return None
+        # asyncssh derives the Poly1305 key from ChaCha20 block 0 and decrypts from block 1,
+        # each with a new Cipher; here one keystream does both (block 0, then on from 1)
+        stream = Cipher(ChaCha20(key, _CHACHA_CTR_0 + nonce), mode=None).encryptor()
+        poly_key = stream.update(_CHACHA_BLOCK)[:_POLY1305_KEYBYTES]
+        try:
+            Poly1305.verify_tag(poly_key, view[start:body], mac)
+        except InvalidSignature:
+            return None
+        return stream.update(view[start + 4:body])
     if kind is _ETM:
         if enc._mac.verify(seq, view[start:body], mac):
             return enc._cipher.decrypt(view[start + 4:body])
