@@ -238,7 +238,7 @@ def fast_recv_path(conn: Any) -> bool:
                     return False
                 start = off - blocksize
                 if start < 0:                     # the header block was cut off earlier
-                    region = memoryview(first + view[off:off + rest].tobytes())
+                    region = memoryview(b"".join((first, view[off:off + rest])))
                     plain = _open(kind, enc, seq, region, 0, blocksize + rest, macsize, first)
                 else:
                     plain = _open(kind, enc, seq, view, start, off + rest, macsize, first)
