@@ -345,3 +345,14 @@ def test_sequence_numbers_wrap_as_asyncssh_wraps_them(enc_alg, mac_alg):
         seen[fast] = (events, c._recv_seq)
     assert seen[True] == seen[False]
     assert seen[True][1] == 6 and len(seen[True][0]) == 12 and "closed" not in str(seen[True][0])
+
+
+def test_the_channel_classes_the_bastion_uses_take_the_fast_path():
+    for cls in (achannel.SSHClientChannel, achannel.SSHServerChannel, achannel.SSHTCPChannel):
+        assert recvpath._fast_class(cls), cls
+
+    class Overridden(achannel.SSHChannel):
+        _packet_handlers = {**achannel.SSHChannel._packet_handlers,
+                            MSG_CHANNEL_DATA: lambda *args: True}
+
+    assert not recvpath._fast_class(Overridden)      # its own CHANNEL_DATA handling is kept
