@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import asyncssh
 
-from bastion.ssh import sendpath
+from bastion.ssh import recvpath, sendpath
 from bastion.ssh.wire import JoinedTransport, drop_cbc_padding_packets
 
 LINK_WINDOW = 8 * 1024 * 1024   # receive window of the direct-tcpip channel (module doc)
@@ -95,6 +95,7 @@ class InnerLink(asyncssh.SSHTCPSession):
         drop_cbc_padding_packets(self.inner)
         sendpath.fast_send_path(self.inner)         # over the filter (bastion.ssh.sendpath)
         sendpath.install_process_wide()
+        recvpath.fast_recv_path(self.inner)         # (bastion.ssh.recvpath)
         self.inner.connection_made(self.transport)
 
     def data_received(self, data: bytes, datatype: Any) -> None:

@@ -29,7 +29,8 @@ negotiates (measured in bench/, see docs/BENCHMARKS.md):
   it was parsed.  :func:`feed_in_slices` hands a socket connection its reads 64 KiB
   at a time (views, no copy), so what asyncssh re-copies stays about one packet
   (measured: 0.89 -> 0.31 ms CPU per MB of a mock of that parsing).  Bytes, order
-  and asyncssh's own handling are unchanged.
+  and asyncssh's own handling are unchanged.  Once bastion.ssh.recvpath receives for
+  the connection (keys in use), which copies nothing per packet, reads go whole.
 * **A log line per packet that nobody logs.**  asyncssh formats a line for every
   packet sent and received (its name, ``plural(len, 'byte')``) before its logger
   checks for debug level 3 (packet dumps) and drops it: ~3 % of the relay's event
@@ -39,8 +40,9 @@ negotiates (measured in bench/, see docs/BENCHMARKS.md):
 :class:`JoinedTransport` is also the base of the inner connection's transport
 (bastion.ssh.link), which writes into an SSH channel instead of a socket.
 
-Not covered: choosing ciphers (bastion.ssh.algs); building each sent packet with fewer
-copies (bastion.ssh.sendpath, installed here on socket connections).
+Not covered: choosing ciphers (bastion.ssh.algs); building each sent packet and parsing
+each received one with fewer copies (bastion.ssh.sendpath and bastion.ssh.recvpath,
+installed here on socket connections).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from typing import Any, Callable
 import asyncssh
 from asyncssh.constants import MSG_IGNORE
 
-from bastion.ssh import sendpath
+from bastion.ssh import recvpath, sendpath
 
 log = logging.getLogger("bastion.wire")
 
@@ -134,7 +136,7 @@ def feed_in_slices(conn: asyncio.Protocol) -> bool:
     receive: Callable[..., None] = conn.data_received
 
     def data_received(data: bytes, *args: Any) -> None:     # (a channel passes a datatype)
-        if len(data) <= SLICE:
+        if len(data) <= SLICE or recvpath.takes_whole(conn):
             receive(data, *args)
             return
         with memoryview(data) as view:
@@ -249,6 +251,7 @@ class _Handoff(asyncio.Protocol):
             sendpath.fast_send_path(self.conn)      # over the filter (bastion.ssh.sendpath)
             sendpath.install_process_wide()
             feed_in_slices(self.conn)
+            recvpath.fast_recv_path(self.conn)      # (bastion.ssh.recvpath)
             skip_unlogged_packet_lines()
         self.conn.connection_made(JoinedTransport(transport))
 

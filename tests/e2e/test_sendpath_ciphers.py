@@ -1,12 +1,15 @@
-"""The bastion's send path (bastion.ssh.sendpath) with every cipher family OpenSSH negotiates,
-through real rekeys: real ssh -J (RekeyLimit=1M) -> bastion serve -> real sshd.
+"""The bastion's send and receive paths (bastion.ssh.sendpath, bastion.ssh.recvpath) with every
+cipher family OpenSSH negotiates, through real rekeys: real ssh -J (RekeyLimit=1M) -> bastion
+serve -> real sshd.  The upload is received by the bastion on the outer and the inner
+connection (the inner one re-keyed every MB), the download on the upstream connection.
 
 The bastion here offers chacha20-poly1305, AES-GCM and AES-CTR (``[settings] ciphers``);
 the client picks one (and a MAC for CTR) for the inner connection, the upstream
 connection prefers the same list.  Several MB go each way, checked by sha256 on the
 other side; RekeyLimit=1M makes the client re-key the inner connection every MB, so
-the bastion sends with new keys (new AESGCM objects, new sequence numbers) many times.
-A byte out of place fails OpenSSH's MAC check and the session.
+the bastion sends and receives with new keys (new AESGCM objects, new sequence numbers) many
+times.  A byte out of place fails a MAC check (OpenSSH's or the bastion's) and the session, or
+the sha256 (a wrong byte delivered by the receive path fails it: checked).
 """
 
 from __future__ import annotations
