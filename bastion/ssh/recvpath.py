@@ -59,16 +59,11 @@ from asyncssh.crypto import chacha as _chacha
 from asyncssh.crypto import cipher as _cipher
 from asyncssh.misc import ProtocolError
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher
-from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from bastion.ssh.sendpath import _aesgcm
+from bastion.ssh.sendpath import _aesgcm, chacha_keystream
 
 _GCM_TAG = 16
-_CHACHA_CTR_0 = (0).to_bytes(8, "little")        # asyncssh's _CTR_0: block counter 0
-_CHACHA_BLOCK = bytes(64)
-_POLY1305_KEYBYTES = 32
 
 _MIRRORED: dict[str, Callable[..., Any]] = {
     "SSHConnection.data_received": _connection.SSHConnection.data_received,
@@ -149,11 +144,9 @@ def _open(kind: type, enc: Any, seq: int, view: memoryview, start: int, end: int
     mac = view[body:end].tobytes()
     if kind is _CHACHA:
         nonce = seq.to_bytes(8, "big")
-        key = enc._cipher._key
         # asyncssh derives the Poly1305 key from ChaCha20 block 0 and decrypts from block 1,
         # each with a new Cipher; here one keystream does both (block 0, then on from 1)
-        stream = Cipher(ChaCha20(key, _CHACHA_CTR_0 + nonce), mode=None).encryptor()
-        poly_key = stream.update(_CHACHA_BLOCK)[:_POLY1305_KEYBYTES]
+        stream, poly_key = chacha_keystream(enc._cipher._key, nonce)
         try:
             Poly1305.verify_tag(poly_key, view[start:body], mac)
         except InvalidSignature:

@@ -48,12 +48,19 @@ from asyncssh import connection as _connection
 from asyncssh import encryption as _enc
 from asyncssh.constants import (MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA,
                                 MSG_IGNORE, MSG_USERAUTH_LAST)
+from asyncssh.crypto import chacha as _chacha
 from asyncssh.crypto import cipher as _cipher
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 _GCM_TAG = 16
 _EMPTY_STRING = b"\0\0\0\0"          # asyncssh's String(b"")
+_CHACHA_CTR_0 = (0).to_bytes(8, "little")        # asyncssh's _CTR_0: block counter 0
+_CHACHA_BLOCK = bytes(64)
+_POLY1305_KEYBYTES = 32
 
 # What the replacements mirror, by qualified name, and the sha256 of their source in
 # asyncssh 2.24.1 (the version these were written and tested against).
@@ -64,6 +71,10 @@ _MIRRORED: dict[str, Callable[..., Any]] = {
     "ETMEncryption.encrypt_packet": _enc.ETMEncryption.encrypt_packet,
     "GCMEncryption.encrypt_packet": _enc.GCMEncryption.encrypt_packet,
     "ChachaEncryption.encrypt_packet": _enc.ChachaEncryption.encrypt_packet,
+    "ChachaCipher.encrypt_and_sign": _chacha.ChachaCipher.encrypt_and_sign,
+    "chacha20": _chacha.chacha20,
+    "poly1305": _chacha.poly1305,
+    "poly1305_key": _chacha.poly1305_key,
     "GCMCipher.__init__": _cipher.GCMCipher.__init__,
     "GCMCipher._update_iv": _cipher.GCMCipher._update_iv,
     "GCMCipher.encrypt_and_sign": _cipher.GCMCipher.encrypt_and_sign,
@@ -73,7 +84,7 @@ _MIRRORED: dict[str, Callable[..., Any]] = {
     "SSHChannel.write": _channel.SSHChannel.write,
     "SSHChannel._close_send": _channel.SSHChannel._close_send,
 }
-WRITTEN_FOR = "dc93f09acfa4aec906f6d17b62325dfb8e91d5240cf048652bd48ec09a32f513"
+WRITTEN_FOR = "ab5eae8cde81e1e830b46b9b0fb45d32979dc6a55d28a6569bb16b872e52cc0c"
 
 
 def mirrored_digest() -> str:
@@ -92,6 +103,17 @@ def _as_written() -> bool:
 
 
 APPLIES = _as_written()
+
+
+# -- chacha20-poly1305: one keystream per packet -----------------------------------
+def chacha_keystream(key: bytes, nonce: bytes) -> tuple[Any, bytes]:
+    """The ChaCha20 keystream of one chacha20-poly1305 packet (``key`` the cipher's main
+    key, ``nonce`` the 8-byte sequence number) as an encryptor already at block 1, where
+    the packet's data begins, and the Poly1305 key (block 0's first 32 bytes).  asyncssh
+    makes one ``Cipher`` for the Poly1305 key and another for the data, each starting
+    its own keystream; the bytes are the same."""
+    stream = Cipher(ChaCha20(key, _CHACHA_CTR_0 + nonce), mode=None).encryptor()
+    return stream, stream.update(_CHACHA_BLOCK)[:_POLY1305_KEYBYTES]
 
 
 # -- AES-GCM: one AESGCM per key ------------------------------------------------
@@ -225,8 +247,14 @@ def fast_send_path(conn: Any) -> bool:
             cipher._update_iv()
             first, second = hdr, out
         elif kind is _CHACHA:
+            # asyncssh's ChachaCipher.encrypt_and_sign with one keystream for the data
+            # and the Poly1305 key (chacha_keystream) and the tag over the joined packet
+            cipher = enc._cipher
+            nonce = seq.to_bytes(8, "big")
+            stream, poly_key = chacha_keystream(cipher._key, nonce)
             body = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
-            first, second = enc._cipher.encrypt_and_sign(hdr, body, seq.to_bytes(8, "big"))
+            first = _chacha.chacha20(cipher._adkey, hdr, nonce, 0) + stream.update(body)
+            second = Poly1305.generate_tag(poly_key, first)
         elif kind is _ETM:
             body = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
             first = hdr + enc._cipher.encrypt(body)

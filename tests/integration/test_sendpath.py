@@ -22,8 +22,12 @@ from asyncssh import channel as achannel
 from asyncssh import connection as aconn
 from asyncssh.constants import (MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST, MSG_GLOBAL_REQUEST,
                                 MSG_IGNORE)
+from asyncssh.crypto import chacha as achacha
 from asyncssh.crypto import cipher as acipher
 from asyncssh.encryption import get_encryption, get_encryption_params
+
+from cryptography.hazmat.primitives.ciphers import Cipher
+from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
 
 from bastion.ssh import sendpath, wire
 
@@ -196,6 +200,75 @@ def test_fast_send_path_writes_asyncssh_bytes(enc_alg, mac_alg, filtered, seeded
                                                                b"cbc" in enc_alg else 0))
     datas = [p for _, p in packets if p[0] == MSG_CHANNEL_DATA]
     assert [len(p) - 9 for p in datas] == SIZES + [2] + SIZES
+
+
+CHACHA = b"chacha20-poly1305@openssh.com"
+
+
+def _chacha_runs(seeded_urandom, monkeypatch):
+    """asyncssh's own stream and the fast path's for chacha20-poly1305 (the _drive script)."""
+    keys = _keys(CHACHA, b"", 100)
+    with monkeypatch.context() as own:
+        _asyncssh_own(own)
+        ref = _conn(CHACHA, b"", keys)
+        seeded_urandom(1)
+        expected = _drive(ref, CHACHA, b"", 100)
+    sendpath.install_process_wide()
+    fast = _conn(CHACHA, b"", keys)
+    assert sendpath.fast_send_path(fast)
+    seeded_urandom(1)
+    return expected, _drive(fast, CHACHA, b"", 100)
+
+
+def test_chacha_fast_path_uses_one_keystream_per_packet(seeded_urandom, monkeypatch):
+    made = []
+    real = sendpath.chacha_keystream
+
+    def counted(key, nonce):
+        made.append(nonce)
+        return real(key, nonce)
+
+    monkeypatch.setattr(sendpath, "chacha_keystream", counted)
+    expected, got = _chacha_runs(seeded_urandom, monkeypatch)
+    assert got == expected
+    # one keystream per packet the fast path built, by its sequence number: the data,
+    # window adjust and global request of both bursts (the IGNOREs, KEXINIT and the
+    # packet sent while the rekey was due are asyncssh's)
+    seqs = [int.from_bytes(n, "big") for n in made]
+    assert len(seqs) == 2 * (len(SIZES) + 2) and seqs == sorted(set(seqs))
+
+
+def _keystream_from(offset):
+    """chacha_keystream with the right Poly1305 key but the data from byte ``offset``."""
+    def keystream(key, nonce):
+        poly_key = Cipher(ChaCha20(key, bytes(8) + nonce), mode=None).encryptor().update(
+            bytes(32))
+        stream = Cipher(ChaCha20(key, bytes(8) + nonce), mode=None).encryptor()
+        stream.update(bytes(offset))
+        return stream, poly_key
+    return keystream
+
+
+@pytest.mark.parametrize("offset", [0, 32, 128])
+def test_a_wrong_chacha_keystream_offset_is_caught(offset, seeded_urandom, monkeypatch):
+    """The data must be encrypted from block 1 (byte 64) of the packet's keystream.  From
+    anywhere else, with the Poly1305 key still right (so the tags still verify), the
+    comparison with asyncssh's bytes fails; from byte 64 it passes."""
+    monkeypatch.setattr(sendpath, "chacha_keystream", _keystream_from(offset))
+    expected, got = _chacha_runs(seeded_urandom, monkeypatch)
+    assert len(got) == len(expected) and got != expected
+    monkeypatch.setattr(sendpath, "chacha_keystream", _keystream_from(64))   # the right one
+    expected, got = _chacha_runs(seeded_urandom, monkeypatch)
+    assert got == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 127, 200, 32768 + 13])
+def test_chacha_keystream_is_asyncssh_poly1305_key_and_block_1(size):
+    rnd = random.Random(size)
+    key, nonce, data = rnd.randbytes(32), rnd.randbytes(8), rnd.randbytes(size)
+    stream, poly_key = sendpath.chacha_keystream(key, nonce)
+    assert poly_key == achacha.poly1305_key(key, nonce)
+    assert stream.update(data) == achacha.chacha20(key, data, nonce, 1)
 
 
 def test_gcm_cipher_reuses_one_aesgcm_per_key_with_the_same_output(monkeypatch):
