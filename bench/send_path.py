@@ -7,16 +7,21 @@ transport that drops what it is given) sends MB of channel data, buffered as
 ``_flush_send_buf`` and ``send_packet`` would (asyncssh: a copy off the buffer's front,
 the rest shifted down, String(data); sendpath: a view at an offset),
 first through asyncssh's own code (its GCMCipher and SSHChannel methods restored),
-then through the fast path, alternating ``--rounds`` times.  CPU time is the process's
+then through the fast path, alternating ``--rounds`` times.  ``--against FILE`` adds
+another version of the module (e.g. main's bastion/ssh/sendpath.py) as a third arm in the
+same alternation, for a before/after of a change to it; ``--cipher`` keeps only the
+ciphers named.  CPU time is the process's
 (``time.process_time``), so other work on the machine moves it little.  This is the
 part of the relay's cost the module changes, not the relay: see bench.ab_bulk for that.
 
     python -m bench.send_path [--mb 200] [--packet 32768] [--write 262144] [--rounds 3]
+                              [--against PATH/sendpath.py] [--cipher chacha20-poly1305@openssh.com]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -75,18 +80,29 @@ def _conn(enc_alg: bytes, mac_alg: bytes) -> Any:
     return c
 
 
-def _run(fast: bool, enc_alg: str, mac_alg: str, mb: int, packet: int, write: int) -> float:
+def _load(path: str) -> Any:
+    """Another version of bastion.ssh.sendpath, from its file, as its own module."""
+    spec = importlib.util.spec_from_file_location("sendpath_against", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.APPLIES, f"{path} does not apply to this asyncssh"
+    return module
+
+
+def _run(fast: Any, enc_alg: str, mac_alg: str, mb: int, packet: int, write: int) -> float:
+    """ms CPU per MB through asyncssh's own send path (``fast`` None) or module ``fast``'s."""
     m = sendpath._MIRRORED
     if fast:
-        sendpath.install_process_wide()
+        fast.install_process_wide()
     else:
         acipher.GCMCipher.encrypt_and_sign = m["GCMCipher.encrypt_and_sign"]  # type: ignore
         acipher.GCMCipher.verify_and_decrypt = m["GCMCipher.verify_and_decrypt"]  # type: ignore
     conn = _conn(enc_alg.encode(), mac_alg.encode())
     if fast:
-        sendpath.fast_send_path(conn)
+        fast.fast_send_path(conn)
     chan = _Chan(conn)
-    send: Any = sendpath._channel_send_packet if fast else m["SSHChannel.send_packet"]
+    send: Any = fast._channel_send_packet if fast else m["SSHChannel.send_packet"]
     block = os.urandom(write)
     t0 = time.process_time()
     for _ in range(mb * 1024 * 1024 // write):
@@ -109,22 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packet", type=int, default=32768)
     ap.add_argument("--write", type=int, default=262144, help="bytes per channel write")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--against", help="another sendpath.py to compare in the same run")
+    ap.add_argument("--cipher", action="append", help="only this cipher (repeatable)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    arms: dict[str, Any] = {"asyncssh": None, "sendpath": sendpath}
+    if args.against:
+        arms["against"] = _load(args.against)
     assert sendpath.APPLIES, "asyncssh is not the version bastion.ssh.sendpath was written for"
     wire.skip_unlogged_packet_lines()        # as in the relay, on main too
     rows = []
     for enc_alg, mac_alg in CASES:
-        runs: dict[str, list[float]] = {"asyncssh": [], "sendpath": []}
+        if args.cipher and enc_alg not in args.cipher:
+            continue
+        runs: dict[str, list[float]] = {name: [] for name in arms}
         for _ in range(args.rounds):
-            runs["asyncssh"].append(_run(False, enc_alg, mac_alg, args.mb, args.packet, args.write))
-            runs["sendpath"].append(_run(True, enc_alg, mac_alg, args.mb, args.packet, args.write))
-        a, b = (statistics.median(runs[k]) for k in ("asyncssh", "sendpath"))
+            for name, module in arms.items():
+                runs[name].append(_run(module, enc_alg, mac_alg, args.mb, args.packet,
+                                       args.write))
+        med = {name: statistics.median(v) for name, v in runs.items()}
+        a, b = med["asyncssh"], med["sendpath"]
         rows.append({"cipher": enc_alg, "mac": mac_alg or "(aead)", "asyncssh_ms_per_mb": a,
-                     "sendpath_ms_per_mb": b, "runs": runs})
-        print(f"{enc_alg:32s} {mac_alg or '(aead)':32s} asyncssh {a:5.2f}  sendpath {b:5.2f} "
-              f"ms CPU/MB  ({(a - b) / a:.0%} less)")
-    out = {"packet": args.packet, "write": args.write, "mb": args.mb, "load": os.getloadavg(), "rows": rows}
+                     "sendpath_ms_per_mb": b, "against_ms_per_mb": med.get("against"),
+                     "runs": runs})
+        line = (f"{enc_alg:32s} {mac_alg or '(aead)':32s} asyncssh {a:5.2f}  sendpath {b:5.2f} "
+                f"ms CPU/MB  ({(a - b) / a:.0%} less)")
+        if "against" in med:
+            line += f"  against {med['against']:5.2f}"
+        print(line)
+    out = {"packet": args.packet, "write": args.write, "mb": args.mb, "load": os.getloadavg(),
+           "against": args.against, "rows": rows}
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
