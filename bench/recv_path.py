@@ -16,10 +16,10 @@ part of the relay's cost the module changes, not the relay: see bench.ab_bulk fo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -29,6 +29,7 @@ from asyncssh.constants import MSG_CHANNEL_DATA
 from asyncssh.encryption import get_encryption, get_encryption_params
 
 from bastion.ssh import recvpath, sendpath, wire
+from bench.report import write_json
 
 CASES = [("chacha20-poly1305@openssh.com", ""), ("aes128-gcm@openssh.com", ""),
          ("aes256-gcm@openssh.com", ""), ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"packet": args.packet, "read": args.read, "mb": args.mb, "load": os.getloadavg(),
            "rows": rows}
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(out, fh, indent=1)
+        write_json(out, Path(args.out))
     return 0
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
+
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -35,6 +36,7 @@ from asyncssh.crypto import cipher as acipher
 from asyncssh.encryption import get_encryption, get_encryption_params
 
 from bastion.ssh import sendpath, wire
+from bench.report import write_json
 
 CASES = [("chacha20-poly1305@openssh.com", ""), ("aes128-gcm@openssh.com", ""),
          ("aes256-gcm@openssh.com", ""), ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
@@ -156,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"packet": args.packet, "write": args.write, "mb": args.mb, "load": os.getloadavg(),
            "against": args.against, "rows": rows}
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(out, fh, indent=1)
+        write_json(out, Path(args.out))
     return 0
 
 

@@ -45,8 +45,6 @@ tests/integration/test_recvpath.py.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from typing import Any, Callable
 
 from asyncssh import channel as _channel
@@ -61,6 +59,7 @@ from asyncssh.misc import ProtocolError
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from bastion.ssh import mirrored
 from bastion.ssh.sendpath import _aesgcm, chacha_keystream
 
 _GCM_TAG = 16
@@ -94,20 +93,10 @@ WRITTEN_FOR = "72f38f59f10cde1b6bc5ebdd6ba3d2a322559469f47ddb460be1c637ac4b0bf6"
 
 def mirrored_digest() -> str:
     """sha256 over the source of what this module mirrors or relies on (see WRITTEN_FOR)."""
-    h = hashlib.sha256()
-    for name, fn in sorted(_MIRRORED.items()):
-        h.update(name.encode() + b"\0" + inspect.getsource(fn).encode() + b"\0")
-    return h.hexdigest()
+    return mirrored.digest(_MIRRORED)
 
 
-def _as_written() -> bool:
-    try:
-        return mirrored_digest() == WRITTEN_FOR
-    except (OSError, TypeError):         # pragma: no cover - no source to check
-        return False
-
-
-APPLIES = _as_written()
+APPLIES = mirrored.as_written(_MIRRORED, WRITTEN_FOR)
 
 _BASIC, _ETM = _enc.BasicEncryption, _enc.ETMEncryption
 _GCM, _CHACHA = _enc.GCMEncryption, _enc.ChachaEncryption

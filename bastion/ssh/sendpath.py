@@ -37,8 +37,6 @@ cipher and MAC and across a rekey, are in tests/integration/test_sendpath.py.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
 import time
 from typing import Any, Callable
@@ -55,6 +53,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
 from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from bastion.ssh import mirrored
 
 _GCM_TAG = 16
 _EMPTY_STRING = b"\0\0\0\0"          # asyncssh's String(b"")
@@ -89,20 +89,10 @@ WRITTEN_FOR = "ab5eae8cde81e1e830b46b9b0fb45d32979dc6a55d28a6569bb16b872e52cc0c"
 
 def mirrored_digest() -> str:
     """sha256 over the source of what this module replaces or mirrors (see WRITTEN_FOR)."""
-    h = hashlib.sha256()
-    for name, fn in sorted(_MIRRORED.items()):
-        h.update(name.encode() + b"\0" + inspect.getsource(fn).encode() + b"\0")
-    return h.hexdigest()
+    return mirrored.digest(_MIRRORED)
 
 
-def _as_written() -> bool:
-    try:
-        return mirrored_digest() == WRITTEN_FOR
-    except (OSError, TypeError):         # pragma: no cover - no source to check
-        return False
-
-
-APPLIES = _as_written()
+APPLIES = mirrored.as_written(_MIRRORED, WRITTEN_FOR)
 
 
 # -- chacha20-poly1305: one keystream per packet -----------------------------------

@@ -30,18 +30,11 @@ from asyncssh.constants import (MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_E
 from asyncssh.encryption import get_encryption, get_encryption_params
 
 from bastion.ssh import recvpath, wire
+from tests.integration import test_sendpath
 
-CASES = [
-    (b"chacha20-poly1305@openssh.com", b""),
-    (b"aes128-gcm@openssh.com", b""),
-    (b"aes256-gcm@openssh.com", b""),
-    (b"aes128-ctr", b"hmac-sha2-256-etm@openssh.com"),
-    (b"aes256-ctr", b"hmac-sha2-512-etm@openssh.com"),
-    (b"aes128-ctr", b"hmac-sha2-256"),
-    (b"aes192-ctr", b"hmac-sha2-512"),
-    (b"aes256-cbc", b"hmac-sha2-256"),     # asyncssh's BasicEncryption too (a chained decryptor)
-]
-SIZES = [0, 1, 3, 15, 16, 17, 31, 100, 1000, 4096, 32759, 32768, 65536 + 7]
+# the cipher/MAC pairs and payload sizes the send path is compared on (asyncssh's
+# BasicEncryption covers aes256-cbc too: a chained decryptor)
+CASES, SIZES = test_sendpath.CASES, test_sendpath.SIZES
 ENDINGS = ["clean", "tampered", "oversize", "unknown-channel", "window", "after-eof",
            "trailing", "bad-length", "no-padding"]
 MAX_PKTLEN = 70_000
