@@ -107,14 +107,12 @@ def _line(name: str, f: dict) -> str:
 
 def main() -> None:
     from bastion.identity.devissuer import DevIssuer
-    from tests.pgcluster import start_cluster
+    from tests.pgcluster import start_durable_cluster
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     root = Path(tempfile.mkdtemp(prefix="bastion-bench-appr-"))
     issuer = DevIssuer(root / "issuer").start()
-    cluster = start_cluster()
+    cluster = start_durable_cluster()
     try:
-        cluster.stop()
-        cluster.start(fsync=True)
         print(f"load average at start: {os.getloadavg()[0]:.2f}")
         out = measure(root, issuer, cluster, rounds)
         print(_line("SQLite, one node (broker polls)     ", out["sqlite_one_node"]))

@@ -154,13 +154,9 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     mib = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.pgcluster import start_cluster
+    from tests.pgcluster import durable_store
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    cluster = start_cluster()
-    try:
-        cluster.stop()
-        cluster.start(fsync=True)
-        os.environ.update(cluster.store_env(node="bench"))
+    with durable_store():
         with tempfile.TemporaryDirectory() as tmp:
             a, b = Path(tmp) / "a", Path(tmp) / "b"
             lag_file, lag_store, idle_file, idle_store = _lag(rounds, a, b)
@@ -170,8 +166,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             a, b = Path(tmp) / "a", Path(tmp) / "b"
             small = _catch_up(a, b, small=rounds * 20)
-    finally:
-        cluster.destroy()
     print(f"lag after commit  file (recording node):  {_pct(lag_file)}  (n={len(lag_file)})")
     print(f"lag after commit  store (another node):   {_pct(lag_store)}  "
           f"(p50 ratio store/file {statistics.median(lag_store) / statistics.median(lag_file):.2f})")

@@ -170,17 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop("BASTION_STORE_URL", None)
         results.append(run_backend("sqlite", args.sessions, args.commands, args.hogs))
     if "postgresql" in backends:
-        from tests.pgcluster import start_cluster
-        cluster = start_cluster()
-        try:
-            cluster.stop()
-            cluster.start(fsync=True)
-            os.environ.update(cluster.store_env(node="bench"))
-            from bench.scalerig import postmaster_pid
+        from bench.scalerig import postmaster_pid
+        from tests.pgcluster import durable_store
+        with durable_store() as cluster:
             results.append(run_backend("postgresql", args.sessions, args.commands, args.hogs,
                                        postmaster_pid(cluster)))
-        finally:
-            cluster.destroy()
     n = args.sessions * args.commands
     # figures are never gates; a refused open or a command missing from the index is
     return 0 if all(r["failed"] == 0 and r["indexed"] == n for r in results) else 2

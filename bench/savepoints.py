@@ -201,18 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         sqlite = measure(Path(tmp), args.rounds, args.seconds, pg=False)
     _print("SQLite (WAL, synchronous=NORMAL)", sqlite, pg=False)
     if not args.no_pg:
-        from tests.pgcluster import start_cluster
-        cluster = start_cluster()
-        try:
-            cluster.stop()
-            cluster.start(fsync=True)
-            os.environ.update(cluster.store_env(node="bench"))
-            with tempfile.TemporaryDirectory() as tmp:
-                pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
-        finally:
-            cluster.destroy()
-            for key in cluster.store_env(node="bench"):
-                os.environ.pop(key, None)
+        from tests.pgcluster import durable_store
+        with durable_store(), tempfile.TemporaryDirectory() as tmp:
+            pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
         _print("PostgreSQL (loopback, fsync on, pipelined)", pg, pg=True)
     print(f"\nload average (1 min) after: {os.getloadavg()[0]:.2f}")
     return 0

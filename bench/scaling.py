@@ -161,7 +161,7 @@ def concurrency_section(rigs: dict[str, ScaleRig], agents: int, commands: int,
 def run(args: argparse.Namespace) -> dict:
     from bastion.identity.devissuer import DevIssuer
     from bench import approvals_nodes
-    from tests.pgcluster import start_cluster
+    from tests.pgcluster import start_durable_cluster
 
     raise_fd_limit()
     results: dict = {"meta": machine_meta(args.quick, ("scaling",))}
@@ -172,9 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     cluster = None
     rigs: dict[str, ScaleRig] = {}
     try:
-        cluster = start_cluster()
-        cluster.stop()
-        cluster.start(fsync=True)
+        cluster = start_durable_cluster()
         log("starting the rigs (SQLite and PostgreSQL) ...")
         rigs = make_rigs(tmp, issuer, cluster)
         for label, rig in rigs.items():

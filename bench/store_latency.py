@@ -133,24 +133,18 @@ def _chunk_rate(data_dir: Path, mib: int = 64) -> tuple[float, float]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.pgcluster import start_cluster
+    from tests.pgcluster import durable_store
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.pop("BASTION_STORE_URL", None)
         lite = _measure(Path(tmp), n)
-    cluster = start_cluster()
-    try:
-        cluster.stop()
-        cluster.start(fsync=True)
-        os.environ.update(cluster.store_env(node="bench"))
+    with durable_store() as cluster:
         print(f"PostgreSQL fsync: {cluster.psql('SHOW fsync')}")
         with tempfile.TemporaryDirectory() as tmp:
             pg = _measure(Path(tmp), n)
         wake = _wake(max(10, n // 10))
         with tempfile.TemporaryDirectory() as tmp:
             file_rate, store_rate = _chunk_rate(Path(tmp))
-    finally:
-        cluster.destroy()
     print(f"index write txn  SQLite (WAL, synchronous=NORMAL): {_pct(lite)}")
     print(f"index write txn  PostgreSQL (loopback, fsync on):   {_pct(pg)}")
     print(f"approval wake    PostgreSQL NOTIFY -> listener:      {_pct(wake)}")

@@ -15,8 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 PASSWORD = "pg-test-password-7f3a"      # tests grep logs for it
 
@@ -157,3 +159,31 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(port)
+
+
+def start_durable_cluster() -> PgCluster:
+    """A private cluster restarted with fsync on, as a deployment runs it (the benchmarks)."""
+    cluster = start_cluster()
+    try:
+        cluster.stop()
+        cluster.start(fsync=True)
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster
+
+
+@contextmanager
+def durable_store(node: str = "bench") -> Iterator[PgCluster]:
+    """:func:`start_durable_cluster` with this process's ``BASTION_STORE_*`` pointing at it
+    (node ``node``) while the block runs; afterwards the variables are gone and the cluster
+    destroyed."""
+    cluster = start_durable_cluster()
+    env = cluster.store_env(node=node)
+    os.environ.update(env)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        for key in env:
+            os.environ.pop(key, None)
