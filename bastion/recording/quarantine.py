@@ -18,6 +18,9 @@ savepoint is rolled back and the operation is *kept aside*: written to
 index would have), logged as an error, counted, and reported to the bastion process
 (``("poisoned", session, channel, message)``), which stops that channel and refuses new
 channels of that session.  The batch goes on: no other channel on the node is stopped.
+The operations that build on the kept one and were queued before the bastion knew (the
+channel's command, its close: :func:`follows_kept`) are appended to the same file, not
+tried in the index.
 What it costs a normal batch is measured by ``bench.savepoints`` (docs/BENCHMARKS.md).
 
 Review.  ``bastion verify`` lists the files still in ``DATA_DIR/quarantine/`` (:func:`listing`)
@@ -98,6 +101,53 @@ def owner(op: Op) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _entities(op: Op) -> tuple[tuple[tuple[str, int], ...], tuple[str, int] | None]:
+    """The index rows ``op`` builds on, and the one it makes (None: none)."""
+    kind = op[0]
+    if kind in (OP_SESSION_START, OP_REFUSED):
+        return (), ("session", op[1])
+    if kind == OP_CHANNEL_OPEN:
+        return (("session", op[2]),), ("channel", op[1])
+    if kind == OP_COMMAND:
+        return (("session", op[2]), ("channel", op[3])), ("command", op[1])
+    if kind in (OP_COMMAND_RESULT, OP_COMMAND_APPROVER):
+        return (("command", op[1]),), None
+    if kind == OP_TRANSFER:
+        return (("session", op[1][1]), ("channel", op[1][2])), None
+    if kind == OP_CHANNEL_CLOSE:
+        return (("channel", op[1]),), None
+    if kind == OP_SESSION_CLOSE:
+        return (("session", op[1]),), None
+    return (), None
+
+
+def follows_kept(applier: Any, op: Op) -> Path | None:
+    """The file of the operation kept aside that ``op`` builds on (its channel's opening, its
+    session's start, its command), if any.  The bastion learns of a kept operation only
+    after the worker has it, so the channel's next operations (its command, its close) may
+    already be queued: in the store they would fail on the missing row (a second file and a
+    second report for one fault on PostgreSQL) or, where nothing checks the reference
+    (SQLite), point at a row that is not there."""
+    needs, _ = _entities(op)
+    for key in needs:
+        path: Path | None = applier.kept_aside.get(key)
+        if path is not None:
+            return path
+    return None
+
+
+def add_to(applier: Any, path: Path, op: Op) -> None:
+    """Append ``op`` to the kept file ``path`` (what it makes follows it there too)."""
+    fd = open_private_file(path, os.O_WRONLY | os.O_APPEND)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+        fh.write(f"{op!r}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _, made = _entities(op)
+    if made is not None:
+        applier.kept_aside[made] = path
+
+
 def keep(data_dir: Path, op: Op, why: str) -> Path:
     """Write ``op`` and why it failed to a new private file under ``DATA_DIR/quarantine``:
     a line with why, a line with whose it is (:func:`listing` reads both), then the
@@ -158,6 +208,9 @@ def set_apart(applier: Any, op: Op, exc: BaseException) -> bool:
         log.error("recording failure: an operation that cannot be stored (%s) could not be "
                   "kept aside either: %s", why, again)
         return False
+    _, made = _entities(op)
+    if made is not None:
+        applier.kept_aside[made] = path
     sid, cid = owner(op)
     if op[0] == OP_CHANNEL_OPEN and not applier.replaying:
         _unmade(applier, op[1])

@@ -92,6 +92,8 @@ class Applier:
             conn.execute("PRAGMA temp_store = MEMORY")   # less per operation than a file)
         self._sinks: dict[int, Sink] = {}
         self._failed_channels: set[int] = set()
+        # rows kept aside (bastion.recording.quarantine): ("channel", id)... -> their file
+        self.kept_aside: dict[tuple[str, int], Path] = {}
         self._in_txn = False
         self.last_counters = time.monotonic()
         self.counters_due = False        # a barrier asks for them before its acknowledgement
@@ -124,6 +126,15 @@ class Applier:
         """Apply one operation.  False on a failure (kept in ``error``; the worker stops).
         One that writes index rows runs in a savepoint; when it fails for a reason of its
         own it is kept aside instead (bastion.recording.quarantine) and True is returned."""
+        if self.kept_aside and op[0] in quarantine.ROW_OPS:
+            kept = quarantine.follows_kept(self, op)
+            if kept is not None:
+                try:
+                    quarantine.add_to(self, kept, op)
+                    return True
+                except OSError as exc:
+                    self._failed(op, exc)
+                    return False
         apart = quarantine.runs_apart(self, op)
         try:
             if apart:

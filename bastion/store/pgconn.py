@@ -191,9 +191,18 @@ class PgConnection:
     def _undo_to_savepoint(self, sql: str) -> Any:
         """``ROLLBACK TO SAVEPOINT`` in pipeline mode, collected at once: when it succeeds the
         error it undoes no longer aborts the transaction (bastion.recording.quarantine); when
-        it fails (no such savepoint: the error came before it) the transaction stays lost."""
+        it fails (no such savepoint: the error came before it) the transaction stays lost.
+
+        A sync comes first: after an error the server ignores every message until one, so a
+        rollback sent straight after the failed statement would be skipped too ("pipeline
+        aborted") whenever psycopg had reported the error at a later send, not at a read.
+        What that sync raises is the error being undone (or its echo): not reported again."""
         import psycopg
         assert self._pipe is not None
+        try:
+            self._pipe.sync()
+        except psycopg.Error:
+            pass
         try:
             self._conn.execute(sql, prepare=False)
             self._pipe.sync()

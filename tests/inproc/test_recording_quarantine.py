@@ -53,5 +53,7 @@ def test_a_refused_operation_stops_its_channel_and_no_other(bastion, rig, token,
     assert (channel["status"], channel["exit_status"]) == ("closed", 0)
     assert bastion.recorded(channel) == shown
     assert bastion.rows("SELECT id FROM channels WHERE command = ?", poison) == []
+    # its command row, queued before the bastion heard, joined it aside (not a dangling row)
+    assert bastion.rows("SELECT id FROM commands WHERE line = ?", poison) == []
     assert after["failures"] == before["failures"]          # the worker never failed
     assert after["quarantined"] == before["quarantined"] + 1

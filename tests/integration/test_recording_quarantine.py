@@ -19,6 +19,7 @@ import pytest
 
 from bastion.errors import RecordingError
 from bastion.metrics import METRICS
+from bastion.policy import Action, Decision
 from bastion.recording import Recorder, quarantine, query
 from bastion.recording.transfers import TransferRow, record_transfer
 from bastion.recording.verify import verify_index
@@ -110,6 +111,40 @@ def test_a_refused_channel_open_leaves_no_recording_and_stops_nothing_else(tmp_p
     assert [p.name for p in (tmp_path / "recordings").rglob("*.cast")] == [
         open_then.path.name]
     assert b"still recorded" in open_then.path.read_bytes()
+    report = verify_index(tmp_path)
+    assert report.ok and len(report.kept_aside) == 1, report.problems
+
+
+def test_what_builds_on_a_kept_operation_joins_it_before_the_bastion_knows(tmp_path, backend):
+    """A channel's command, its result and its close, queued right after its refused opening
+    (as an exec channel does, before the bastion hears of the refusal), go to the same kept
+    file: one fault, one file, one report, and no command row pointing at a missing channel
+    (PostgreSQL refused it -- a second fault; SQLite, which checks no reference, took it)."""
+    rec = Recorder.open(tmp_path, backoff=(0.05, 0.2))
+    try:
+        sess = rec.start_session(principal=AGENT, client="127.0.0.1:2", target="web1",
+                                 login="deploy")
+        ch = sess.open_channel("exec", command="echo kept-with-it", width=2**64, height=24)
+        cid = ch.command("echo kept-with-it", Decision(Action.ALLOW, "r", "because", []))
+        ch.command_result(cid, 0)
+        ch.close(exit_status=0)
+        rec.flush()
+        sess.close()
+        rec.flush()
+        status = rec.status()
+    finally:
+        rec.close()
+    assert status["failures"] == 0 and status["quarantined"] == 1, status
+    [kept] = quarantine.listing(tmp_path)
+    assert (kept.operation, kept.channel) == ("channel-open", str(ch.id))
+    body = kept.path.read_text()
+    assert body.count("kept-with-it") >= 3, body        # the opening's command, the line, label
+    assert len(body.splitlines()) == 2 + 4, body         # why, whose, then the four operations
+    db = query.open_index(tmp_path)
+    assert list(db.execute("SELECT id FROM commands")) == []
+    assert list(db.execute("SELECT id FROM channels")) == []
+    [(status_,)] = db.execute("SELECT status FROM sessions")
+    assert status_ == "closed"
     report = verify_index(tmp_path)
     assert report.ok and len(report.kept_aside) == 1, report.problems
 

@@ -134,3 +134,31 @@ def test_a_batchs_recording_pieces_reach_the_store_before_its_commit(tmp_path, p
     size = sum(p.stat().st_size for p in (tmp_path / "store" / "recordings").rglob("*.cast"))
     assert stored == size > 16 * len(line) * 3000     # everything the file has, committed
     conn.close()
+
+
+@pytest.mark.parametrize("seen_at", ["send", "read"])
+def test_a_savepoint_undoes_an_error_wherever_psycopg_reported_it(tmp_path, pg_store, seen_at):
+    """psycopg reports a pipelined statement's error at whichever call collects its result:
+    a later statement's send when the answer has arrived by then (the CI race of session 15),
+    else a read.  Either way ROLLBACK TO SAVEPOINT must undo it: the server ignores every
+    message after an error until a sync, so the rollback must not be sent before one."""
+    conn = _conn(tmp_path)
+    conn.execute("BEGIN IMMEDIATE")
+    _session(conn, 1)
+    conn.execute("SAVEPOINT sp")
+    with pytest.raises(sqlite3.Error):
+        _session(conn, 1)                             # a duplicate key: fails on the server
+        if seen_at == "send":
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:        # until psycopg raises it at a send
+                time.sleep(0.02)
+                conn.execute("SELECT 1")
+        else:
+            conn.execute("SELECT 1").fetchone()
+    conn.execute("ROLLBACK TO SAVEPOINT sp")
+    conn.execute("RELEASE SAVEPOINT sp")
+    _session(conn, 2)
+    conn.execute("COMMIT")
+    ids = [r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY id")]
+    assert ids == [1, 2]
+    conn.close()
