@@ -21,9 +21,11 @@ import os
 import sqlite3
 from pathlib import Path
 
+from bastion.recording.ops import HIGH_WATER
+
 RESERVE_NAME = "recorder.reserve"
 RESERVE_BYTES = 4 * 1024 * 1024
-HEADROOM_BYTES = 8 * 1024 * 1024     # the queue's high-water mark: what one burst may need
+HEADROOM_BYTES = HIGH_WATER          # the queue's high-water mark: what one burst may need
 HEADROOM_INODES = 64
 
 SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}

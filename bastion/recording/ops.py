@@ -7,12 +7,18 @@ An operation is a tuple, its kind first (``OP_*``), the time already taken.
 Queue capacity (bytes of recorded data not yet acknowledged, plus ~100 bytes per
 operation), enforced in the bastion process:
 
-* ``HIGH_WATER`` 8 MiB -- ``over_high_water()`` turns true; the SSH layer stops
+* ``HIGH_WATER`` 16 MiB -- ``over_high_water()`` turns true; the SSH layer stops
   reading from the peer (``ChannelRecording.drain()``) until the queue falls
-  under ``LOW_WATER`` 2 MiB.  At the ~110 MB/s a bastion forwards (issue 2),
-  8 MiB is ~75 ms of traffic, far more than a disk needs to absorb a burst;
-  when the disk is slower than the network, sessions slow down to disk speed
-  instead of the bastion buffering without bound or dropping data.
+  under ``LOW_WATER`` 8 MiB.  When the disk is slower than the network, sessions
+  slow down to disk speed instead of the bastion buffering without bound or
+  dropping data.  The marks are sized to the pump's batches (supervisor.py: up to
+  ``MAX_INFLIGHT_BATCHES`` of ``BATCH_BYTES``, 2 x 4 MiB, unacknowledged): output
+  reaches the agent only once acknowledged (gate.py), so the queue is the whole
+  pipeline.  At 8 / 2 MiB two batches in flight filled it, reading stopped until
+  the worker had finished both, and the worker then waited for the SSH layer to
+  fill it again: the two took turns.  Reading now resumes with a batch still
+  queued behind the one being written (``bench.ab_bulk``, same rig, 8 / 2 ->
+  16 / 8 MiB: text downloads +9 %, zeros +1-9 %, uploads 0-5 %; docs/BENCHMARKS.md).
 * ``HARD_LIMIT`` 64 MiB -- only reached by a caller that ignores the water
   marks; ``put`` then raises RecordingError (the channel must stop: a
   session never runs unrecorded, and nothing is dropped silently).
@@ -28,8 +34,8 @@ from typing import Any
 
 Op = tuple[Any, ...]          # an operation, built by bastion.recording.recorder
 
-HIGH_WATER = 8 * 1024 * 1024
-LOW_WATER = 2 * 1024 * 1024
+HIGH_WATER = 16 * 1024 * 1024
+LOW_WATER = 8 * 1024 * 1024
 HARD_LIMIT = 64 * 1024 * 1024
 OP_OVERHEAD = 100
 FLUSH_INTERVAL = 0.5         # byte counters of open channels reach the index this often

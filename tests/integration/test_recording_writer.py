@@ -217,7 +217,7 @@ async def test_flow_control_high_water_and_drain(tmp_path, recorder):
     try:
         ch.command("cat big", FakeDecision("allow", "r", "ok"))
         chunk = b"z" * (1024 * 1024)
-        for _ in range(10):
+        for _ in range(ops.HIGH_WATER // len(chunk) + 2):
             ch.output(chunk)
         assert ch.over_high_water()
         drained = asyncio.ensure_future(ch.drain())
