@@ -81,6 +81,14 @@ def test_an_unstorable_operation_stops_only_its_own_channel(tmp_path, backend, c
     assert report.ok, report.problems
 
 
+def _the_one_kept_opening(data_dir, status, cid):
+    """The worker never failed and kept aside one operation: channel ``cid``'s opening."""
+    assert status["failures"] == 0 and status["quarantined"] == 1, status
+    [kept] = quarantine.listing(data_dir)
+    assert (kept.operation, kept.channel) == ("channel-open", str(cid))
+    return kept
+
+
 def test_a_refused_channel_open_leaves_no_recording_and_stops_nothing_else(tmp_path, backend):
     rec = Recorder.open(tmp_path, backoff=(0.05, 0.2))
     try:
@@ -101,9 +109,7 @@ def test_a_refused_channel_open_leaves_no_recording_and_stops_nothing_else(tmp_p
         status = rec.status()
     finally:
         rec.close()
-    assert status["failures"] == 0 and status["quarantined"] == 1, status
-    [kept] = quarantine.listing(tmp_path)
-    assert (kept.operation, kept.channel) == ("channel-open", str(ch.id))
+    _the_one_kept_opening(tmp_path, status, ch.id)
     db = query.open_index(tmp_path)
     assert [r[0] for r in db.execute("SELECT id FROM channels")] == [open_then.id]
     # the refused channel's recording was not left behind without its row (PostgreSQL
@@ -134,9 +140,7 @@ def test_what_builds_on_a_kept_operation_joins_it_before_the_bastion_knows(tmp_p
         status = rec.status()
     finally:
         rec.close()
-    assert status["failures"] == 0 and status["quarantined"] == 1, status
-    [kept] = quarantine.listing(tmp_path)
-    assert (kept.operation, kept.channel) == ("channel-open", str(ch.id))
+    kept = _the_one_kept_opening(tmp_path, status, ch.id)
     body = kept.path.read_text()
     assert body.count("kept-with-it") >= 3, body        # the opening's command, the line, label
     assert len(body.splitlines()) == 2 + 4, body         # why, whose, then the four operations
