@@ -18,7 +18,8 @@ operation), enforced in the bastion process:
   the worker had finished both, and the worker then waited for the SSH layer to
   fill it again: the two took turns.  Reading now resumes with a batch still
   queued behind the one being written (``bench.ab_bulk``, same rig, 8 / 2 ->
-  16 / 8 MiB: text downloads +9 %, zeros +1-9 %, uploads 0-5 %; docs/BENCHMARKS.md).
+  16 / 8 MiB, two runs: text downloads +7-23 %, zeros -1-+9 %, uploads 0-+10 %;
+  docs/BENCHMARKS.md).
 * ``HARD_LIMIT`` 64 MiB -- only reached by a caller that ignores the water
   marks; ``put`` then raises RecordingError (the channel must stop: a
   session never runs unrecorded, and nothing is dropped silently).

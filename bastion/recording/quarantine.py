@@ -143,9 +143,20 @@ def add_to(applier: Any, path: Path, op: Op) -> None:
         fh.write(f"{op!r}\n")
         fh.flush()
         os.fsync(fh.fileno())
+    _remember(applier, op, path)
+
+
+def _remember(applier: Any, op: Op, path: Path) -> None:
+    """What ``op`` makes is in ``path`` now: what builds on it follows it there.  A channel's
+    or session's close is the last of it: forgotten then (a command's row is too small to
+    track)."""
     _, made = _entities(op)
     if made is not None:
         applier.kept_aside[made] = path
+    if op[0] == OP_CHANNEL_CLOSE:
+        applier.kept_aside.pop(("channel", op[1]), None)
+    elif op[0] == OP_SESSION_CLOSE:
+        applier.kept_aside.pop(("session", op[1]), None)
 
 
 def keep(data_dir: Path, op: Op, why: str) -> Path:
@@ -208,9 +219,7 @@ def set_apart(applier: Any, op: Op, exc: BaseException) -> bool:
         log.error("recording failure: an operation that cannot be stored (%s) could not be "
                   "kept aside either: %s", why, again)
         return False
-    _, made = _entities(op)
-    if made is not None:
-        applier.kept_aside[made] = path
+    _remember(applier, op, path)
     sid, cid = owner(op)
     if op[0] == OP_CHANNEL_OPEN and not applier.replaying:
         _unmade(applier, op[1])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from bastion.recording import quarantine, schema
-from bastion.recording.ops import OP_SESSION_START
+from bastion.recording.ops import (OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
+                                   OP_COMMAND_RESULT, OP_SESSION_CLOSE, OP_SESSION_START)
 from bastion.recording.writer import Applier
 
 PRINCIPAL = {"subject": "oid-agent", "name": "bot"}
@@ -76,3 +77,39 @@ def test_a_postgresql_transaction_takes_a_bounded_number_of_savepoints(tmp_path,
         a.conn.close()
     # PostgreSQL: the failed transaction was rolled back whole; SQLite: all committed
     assert _ids(tmp_path) == ([n + 1] if limit else list(range(1, n + 1)))
+
+
+def test_what_follows_a_kept_channel_joins_its_file_and_is_then_forgotten(tmp_path, backend):
+    """Through the real Applier: a channel whose opening is refused, then its command, the
+    command's result and the channel's close, in one batch: all four in one file, nothing
+    of them in the index, and once the close is in the file the channel is forgotten (the
+    map does not grow for ever); the session itself goes on and closes in the index."""
+    events: list = []
+    a = _applier(tmp_path, events)
+    cid, sid, cmd = 5, 1, 9
+    opening = (OP_CHANNEL_OPEN, cid, sid, "exec", "echo x", None, 2**64, 24, None, time.time(),
+               "recordings/s1-c5.cast", b'{"version": 2}\n', None)
+    try:
+        assert a.apply(_start(sid)) and a.apply(opening)
+        assert a.kept_aside == {("channel", cid): quarantine.listing(tmp_path)[0].path}
+        assert a.apply((OP_COMMAND, cmd, sid, cid, time.time(), 0.1, "echo x", "[]", "allow",
+                        "r", "why", None, "allow: echo x"))
+        assert a.apply((OP_COMMAND_RESULT, cmd, 0))
+        assert a.apply((OP_CHANNEL_CLOSE, cid, 0.2, time.time(), 0, None, 0, 0, None))
+        assert a.kept_aside == {("command", cmd): quarantine.listing(tmp_path)[0].path}
+        assert a.apply((OP_SESSION_CLOSE, sid, time.time(), "closed"))
+        assert a.error is None
+        assert a.flush_files() and a.commit()
+    finally:
+        a.conn.close()
+    [kept] = quarantine.listing(tmp_path)
+    assert len(kept.path.read_text().splitlines()) == 2 + 4
+    assert [e[0] for e in events].count("poisoned") == 1
+    conn = schema.connect(tmp_path, readonly=True)
+    try:
+        assert list(conn.execute("SELECT id FROM commands")) == []
+        assert list(conn.execute("SELECT id FROM channels")) == []
+        assert [tuple(r) for r in conn.execute("SELECT id, status FROM sessions")] == [
+            (sid, "closed")]
+    finally:
+        conn.close()
