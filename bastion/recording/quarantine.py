@@ -86,19 +86,11 @@ def own_fault(exc: BaseException) -> bool:
 
 
 def owner(op: Op) -> tuple[int | None, int | None]:
-    """The session and channel an operation belongs to, as far as it says."""
-    kind = op[0]
-    if kind in (OP_SESSION_START, OP_REFUSED, OP_SESSION_CLOSE):
-        return op[1], None
-    if kind == OP_CHANNEL_OPEN:
-        return op[2], op[1]
-    if kind == OP_COMMAND:
-        return op[2], op[3]
-    if kind == OP_CHANNEL_CLOSE:
-        return None, op[1]
-    if kind == OP_TRANSFER:
-        return op[1][1], op[1][2]
-    return None, None
+    """The session and channel an operation belongs to, as far as it says (read from the
+    rows it builds on and makes: :func:`_entities`)."""
+    needs, made = _entities(op)
+    ids = dict(needs + ((made,) if made is not None else ()))
+    return ids.get("session"), ids.get("channel")
 
 
 def _entities(op: Op) -> tuple[tuple[tuple[str, int], ...], tuple[str, int] | None]:
