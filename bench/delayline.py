@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Any
 
 CHUNK = 256 * 1024
 
@@ -167,3 +169,26 @@ def _selftest() -> None:
 
 if __name__ == "__main__":
     _selftest()
+
+
+def _serve_apart(target: int, one_way: float, ports: Any) -> None:
+    line = DelayLine(target, one_way).start()
+    ports.put(line.port)
+    while True:
+        time.sleep(3600)
+
+
+def start_apart(target: int, one_way: float) -> tuple[Any, int]:
+    """A delay line in a process of its own (its CPU and GIL not the caller's): the process
+    (for :func:`stop_apart`) and the port it listens on."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    proc = ctx.Process(target=_serve_apart, args=(target, one_way, ports), daemon=True)
+    proc.start()
+    return proc, int(ports.get(timeout=30))
+
+
+def stop_apart(proc: Any) -> None:
+    proc.terminate()
+    proc.join(10)

@@ -1,6 +1,6 @@
 """How long a channel's recording takes to be created, under a storm, on SQLite and PostgreSQL.
 
-    .venv/bin/python -m bench.recording_open [--sessions 300] [--commands 5] [--hogs 0]
+    .venv/bin/python -m bench.recording_open [--sessions 300] [--commands 5] [--hogs 0] [--rtt MS]
 
 The recording path alone, without SSH: the real ``Recorder`` and its recording worker
 process, the index on SQLite (a temp dir) or PostgreSQL (a private cluster on loopback, fsync
@@ -11,6 +11,8 @@ created (``ChannelRecording.opened()``, the 10 s the bastion allows), record the
 its output and exit status, wait for the acknowledgement that would show the output to the
 agent, close.  ``--hogs`` busy processes (nice 0, as the benchmark's own ssh clients are)
 stand for the load of ``bench.scaling`` on the same cores, for the length of each level.
+``--rtt`` puts PostgreSQL behind a delay line of that round trip (bench.delayline, in a
+process of its own), as a database on another host would be.
 
 Prints, per backend: the open latency p50/p99/max, how many opens failed (not created
 within 10 s: the session would be refused), commands per second, the CPU the recording
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commands", type=int, default=5)
     p.add_argument("--hogs", type=int, default=0)
     p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--rtt", type=float, default=0.0, metavar="MS",
+                   help="PostgreSQL behind a delay line of this round trip (bench.delayline)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.rig import raise_fd_limit
@@ -173,8 +177,19 @@ def main(argv: list[str] | None = None) -> int:
         from bench.scalerig import postmaster_pid
         from tests.pgcluster import durable_store
         with durable_store() as cluster:
-            results.append(run_backend("postgresql", args.sessions, args.commands, args.hogs,
-                                       postmaster_pid(cluster)))
+            line = None
+            if args.rtt:
+                from bench import delayline
+                line, port = delayline.start_apart(cluster.port, args.rtt / 2000)
+                os.environ["BASTION_STORE_URL"] = os.environ["BASTION_STORE_URL"].replace(
+                    f":{cluster.port}/", f":{port}/")
+            try:
+                label = f"pg+{args.rtt:g}ms" if args.rtt else "postgresql"
+                results.append(run_backend(label, args.sessions, args.commands, args.hogs,
+                                           postmaster_pid(cluster)))
+            finally:
+                if line is not None:
+                    delayline.stop_apart(line)
     n = args.sessions * args.commands
     # figures are never gates; a refused open or a command missing from the index is
     return 0 if all(r["failed"] == 0 and r["indexed"] == n for r in results) else 2

@@ -1,7 +1,7 @@
 """What a savepoint around every row-writing operation of a normal batch costs the recording
 worker (bastion.recording.quarantine), on SQLite and on PostgreSQL.
 
-    .venv/bin/python -m bench.savepoints [--rounds 8] [--seconds 0.6]
+    .venv/bin/python -m bench.savepoints [--rounds 8] [--seconds 0.6] [--rtt MS]
 
 The batches go through a real :class:`bastion.recording.writer.Applier` in this process, as
 the worker applies them (each operation, the recording buffers written, one commit per
@@ -22,7 +22,9 @@ Per variant: the median over rounds of this process's CPU per row-writing operat
 (``time.process_time``; the divisor is every row-writing operation, whichever variant), on PostgreSQL also the server backend's CPU (``/proc/PID/stat``),
 and operations per second of wall time.  PostgreSQL: a private cluster on loopback with
 fsync on (tests/pgcluster.py), the worker's connection pipelined as ``bastion serve`` runs
-it.  Prints the 1-min load average before and after; no threshold.
+it; with ``--rtt`` behind a delay line of that round trip (bench.delayline, in a process of
+its own), as a database on another host would be: the rate then follows the round trips a
+batch waits for.  Prints the 1-min load average before and after; no threshold.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bastion.recording.ops import (OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND
                                    OP_COMMAND_RESULT, OP_DATA, OP_SESSION_CLOSE,
                                    OP_SESSION_START)
 from bastion.recording.quarantine import GUARDED, ROW_OPS
+from bench import delayline
 
 Op = tuple[Any, ...]
 #: the operations a normal batch runs in a savepoint: none (before), every row-writing one,
@@ -194,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8, help="rounds per variant (alternating)")
     parser.add_argument("--seconds", type=float, default=0.6, help="measured time per round")
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    parser.add_argument("--rtt", type=float, default=0.0, metavar="MS",
+                        help="PostgreSQL behind a delay line of this round trip (bench.delayline, "
+                             "in a process of its own)")
     args = parser.parse_args(argv)
     print(f"load average (1 min) before: {os.getloadavg()[0]:.2f}")
     os.environ.pop("BASTION_STORE_URL", None)
@@ -202,9 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     _print("SQLite (WAL, synchronous=NORMAL)", sqlite, pg=False)
     if not args.no_pg:
         from tests.pgcluster import durable_store
-        with durable_store(), tempfile.TemporaryDirectory() as tmp:
-            pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
-        _print("PostgreSQL (loopback, fsync on, pipelined)", pg, pg=True)
+        with durable_store() as cluster, tempfile.TemporaryDirectory() as tmp:
+            line = None
+            if args.rtt:
+                line, port = delayline.start_apart(cluster.port, args.rtt / 2000)
+                os.environ["BASTION_STORE_URL"] = os.environ["BASTION_STORE_URL"].replace(
+                    f":{cluster.port}/", f":{port}/")
+            try:
+                pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
+            finally:
+                if line is not None:
+                    delayline.stop_apart(line)
+        where = f"{args.rtt:g} ms round trip (delay line)" if args.rtt else "loopback"
+        _print(f"PostgreSQL ({where}, fsync on, pipelined)", pg, pg=True)
     print(f"\nload average (1 min) after: {os.getloadavg()[0]:.2f}")
     return 0
 

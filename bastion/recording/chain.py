@@ -56,6 +56,9 @@ def row_hash(prev: str, table: str, row: dict) -> str:
 
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    known = getattr(conn, "chain_head_known", None)
+    if known is not None:
+        return known
     seq, digest = conn.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
     return int(seq), str(digest)
 
@@ -77,6 +80,11 @@ def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
     digest = row_hash(prev, table, dict(row))
     conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (digest, row_id))
     conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq + 1, digest))
+    if hasattr(conn, "chain_head_known") and conn.in_transaction:
+        # PostgreSQL: the transaction holds the chain's lock, so the head stays what it set
+        # until it ends or rolls back (bastion.store.pgconn forgets it then): the next seal
+        # need not ask (a round trip saved per seal; SQLite's reads cost none)
+        conn.chain_head_known = (seq + 1, digest)
     return True
 
 
@@ -89,12 +97,15 @@ def seal_unsealed_children(conn: sqlite3.Connection, *, channel_id: int | None =
             "SELECT id FROM commands WHERE channel_id = ? AND seq IS NULL ORDER BY id", (channel_id,))]
         count += sum(seal(conn, "commands", i) for i in ids)
     if session_id is not None:
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM commands WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))]
-        count += sum(seal(conn, "commands", i) for i in ids)
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))]
-        count += sum(seal(conn, "channels", i) for i in ids)
+        # both sent before either is read (one round trip on a pipelined store): sealing
+        # commands changes no channel row
+        commands = conn.execute(
+            "SELECT id FROM commands WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))
+        channels = conn.execute(
+            "SELECT id FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))
+        command_ids, channel_ids = [r[0] for r in commands], [r[0] for r in channels]
+        count += sum(seal(conn, "commands", i) for i in command_ids)
+        count += sum(seal(conn, "channels", i) for i in channel_ids)
     return count
 
 

@@ -96,6 +96,9 @@ class Cursor:
 
 
 _EMPTY = Cursor([], -1, None, None)
+#: statements after which a known chain head may no longer be the server's (a transaction
+#: begins or ends; ROLLBACK TO SAVEPOINT undoes what followed the savepoint)
+_ENDS_OR_UNDOES = ("BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT")
 
 
 class PgConnection:
@@ -108,6 +111,9 @@ class PgConnection:
         self.row_factory = None          # accepted (sqlite3 API); rows are always Row
         self.pipelined = False           # write transactions in pipeline mode (pipeline.py)
         self._pipe: Pipe | None = None
+        # the chain head this write transaction has set (bastion.recording.chain): known
+        # without asking the server until the transaction ends or rolls back to a savepoint
+        self.chain_head_known: tuple[int, str] | None = None
 
     # -- the sqlite3.Connection subset -------------------------------------------------
     @property
@@ -121,6 +127,8 @@ class PgConnection:
         import psycopg
         from psycopg.pq import TransactionStatus
 
+        if sql.lstrip()[:8].upper().startswith(_ENDS_OR_UNDOES):
+            self.chain_head_known = None
         stmt = translate.statement(sql)
         if stmt.sql is None:
             return self._pragma(sql)
@@ -128,6 +136,7 @@ class PgConnection:
             return self._in_pipeline(stmt.sql, _params(params, stmt.fts_param))
         if (self._conn.closed or self._conn.broken) and not self._pool:
             self._conn = _open(self.settings)     # lost between statements: a new one
+            self.chain_head_known = None
         if stmt.sql.upper() == "COMMIT" and \
                 self._conn.info.transaction_status == TransactionStatus.INERROR:
             try:
@@ -186,6 +195,8 @@ class PgConnection:
             if self._pipe is not None:
                 self._pipe.failed = True
             raise _translated(exc) from exc
+        assert self._pipe is not None
+        self._pipe.sent += 1
         return Pending(self, cur, sql)
 
     def _undo_to_savepoint(self, sql: str) -> Any:
@@ -223,6 +234,7 @@ class PgConnection:
                 raise _translated(exc) from exc
 
     def _leave_pipeline(self) -> None:
+        self.chain_head_known = None
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.abandon()
@@ -230,6 +242,7 @@ class PgConnection:
 
     def _rollback_quietly(self) -> None:
         from psycopg.pq import TransactionStatus
+        self.chain_head_known = None
         try:
             if self._conn.info.transaction_status != TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")
@@ -266,6 +279,7 @@ class PgConnection:
             self.execute("ROLLBACK")
 
     def close(self) -> None:
+        self.chain_head_known = None
         if self._pool is not None:
             try:
                 if self.in_transaction:

@@ -11,7 +11,10 @@ IMMEDIATE`` ... ``COMMIT``) runs in psycopg's pipeline mode: each statement is s
 and its result is read only when the caller reads it (:class:`Pending`: ``fetchone``,
 ``rowcount``...), which sends a sync and collects every result up to it in one round trip.
 Statements nobody reads (inserts, most updates) cost no wait of their own; the ``COMMIT``
-collects them.  The statements run in the same order, in the same transaction, under the
+collects them.  A statement a sync has collected already (sent before another one that was
+read) is read without another one, so two queries sent before either is read cost one round
+trip; and a seal does not read the chain head its own transaction has set
+(bastion.recording.chain, ``PgConnection.chain_head_known``).  The statements run in the same order, in the same transaction, under the
 same lock: only when the caller learns of an error changes (at the next read or at the
 commit, not at the statement), and any error still fails the commit, so a batch is committed
 whole or not at all, as before.
@@ -35,10 +38,16 @@ class Pending:
         self._cur = cur
         self._sql = sql
         self._done: Any = None
+        self._pipe: Pipe | None = owner._pipe
+        self._n = self._pipe.sent if self._pipe is not None else 0
 
     def _result(self) -> Any:
         if self._done is None:
-            self._owner._pipe_sync()
+            # a sync since it was sent collected it already (statements sent together are
+            # read with one round trip); a pipeline that has ended collected it at its end
+            pipe = self._pipe
+            if pipe is not None and pipe is self._owner._pipe and pipe.synced < self._n:
+                self._owner._pipe_sync()
             self._done = self._owner._cursor_of(self._cur, self._sql)
         return self._done
 
@@ -76,9 +85,13 @@ class Pipe:
         self._cm = raw.pipeline()
         self.pipeline = self._cm.__enter__()
         self.failed = False            # a sync raised: the transaction is aborted
+        self.sent = 0                  # statements sent ...
+        self.synced = 0                # ... and how many of them a sync has collected
 
     def sync(self) -> None:
+        sent = self.sent
         self.pipeline.sync()
+        self.synced = sent
 
     def end(self) -> None:
         """Leave pipeline mode (a last sync: raises the first error of the transaction)."""

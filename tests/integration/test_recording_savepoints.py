@@ -113,3 +113,56 @@ def test_what_follows_a_kept_channel_joins_its_file_and_is_then_forgotten(tmp_pa
             (sid, "closed")]
     finally:
         conn.close()
+
+
+def _close(sid: int) -> tuple:
+    return (OP_SESSION_CLOSE, sid, time.time(), "closed")
+
+
+def _refuse_sealing(conn, backend: str, sid: int) -> None:
+    """The store refuses the last statement of session ``sid``'s seal (its hash)."""
+    if backend == "postgresql":
+        conn._conn.execute(             # the raw psycopg connection (autocommit)
+            "CREATE FUNCTION refuse_seal() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
+            "END $$")
+        conn._conn.execute(
+            f"CREATE TRIGGER refuse_seal BEFORE UPDATE OF hash ON sessions FOR EACH ROW "
+            f"WHEN (NEW.id = {sid}) EXECUTE FUNCTION refuse_seal()")
+    else:
+        conn.execute(f"CREATE TRIGGER refuse_seal BEFORE UPDATE OF hash ON sessions "
+                     f"WHEN NEW.id = {sid} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+
+
+def test_a_seal_undone_with_its_operation_takes_the_chain_head_back(tmp_path, backend):
+    """An operation refused after it sealed a row (its savepoint rolled back) undid that
+    link: the next seal in the same transaction follows the head the store has again.  On
+    PostgreSQL the worker's connection keeps the head its own seals set instead of asking
+    for it (bastion.store.pgconn), pipelined as ``bastion serve`` runs it: it must forget
+    that head at ROLLBACK TO SAVEPOINT, or session 3's link would follow session 2's undone
+    one and ``verify`` would find the chain broken."""
+    from bastion.recording.verify import verify_index
+    events: list = []
+    a = _applier(tmp_path, events)
+    try:
+        _refuse_sealing(a.conn, backend, 2)
+        if backend == "postgresql":
+            a.conn.pipelined = True
+        assert all(a.apply(op) for op in (_start(1), _start(2), _start(3)))
+        assert a.apply(_close(1)) and a.apply(_close(2)) and a.apply(_close(3))
+        assert a.error is None
+        assert a.flush_files() and a.commit()
+    finally:
+        a.conn.close()
+    [kept] = quarantine.listing(tmp_path)
+    assert (kept.operation, kept.session) == ("session-close", "2")
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+    conn = schema.connect(tmp_path, readonly=True)
+    try:
+        sealed = [tuple(r) for r in conn.execute(
+            "SELECT id, seq FROM sessions WHERE seq IS NOT NULL ORDER BY seq")]
+    finally:
+        conn.close()
+    assert [sid for sid, _ in sealed] == [1, 3]
+    assert sealed[1][1] == sealed[0][1] + 1           # no gap where session 2's link was
