@@ -56,7 +56,7 @@ def row_hash(prev: str, table: str, row: dict) -> str:
 
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
-    known = getattr(conn, "chain_head_known", None)
+    known: tuple[int, str] | None = getattr(conn, "chain_head_known", None)
     if known is not None:
         return known
     seq, digest = conn.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
