@@ -18,9 +18,11 @@ limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 CHUNK = 256 * 1024
 
@@ -192,3 +194,20 @@ def start_apart(target: int, one_way: float) -> tuple[Any, int]:
 def stop_apart(proc: Any) -> None:
     proc.terminate()
     proc.join(10)
+
+
+@contextlib.contextmanager
+def store_behind(cluster: Any, rtt_ms: float) -> Iterator[None]:
+    """While the block runs, ``BASTION_STORE_URL`` reaches ``cluster`` (tests/pgcluster.py)
+    through a delay line of ``rtt_ms`` round trip in a process of its own (as it is at 0)."""
+    if not rtt_ms:
+        yield
+        return
+    proc, port = start_apart(cluster.port, rtt_ms / 2000)
+    url = os.environ["BASTION_STORE_URL"]
+    os.environ["BASTION_STORE_URL"] = url.replace(f":{cluster.port}/", f":{port}/")
+    try:
+        yield
+    finally:
+        os.environ["BASTION_STORE_URL"] = url
+        stop_apart(proc)

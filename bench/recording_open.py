@@ -176,20 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in backends:
         from bench.scalerig import postmaster_pid
         from tests.pgcluster import durable_store
-        with durable_store() as cluster:
-            line = None
-            if args.rtt:
-                from bench import delayline
-                line, port = delayline.start_apart(cluster.port, args.rtt / 2000)
-                os.environ["BASTION_STORE_URL"] = os.environ["BASTION_STORE_URL"].replace(
-                    f":{cluster.port}/", f":{port}/")
-            try:
-                label = f"pg+{args.rtt:g}ms" if args.rtt else "postgresql"
-                results.append(run_backend(label, args.sessions, args.commands, args.hogs,
-                                           postmaster_pid(cluster)))
-            finally:
-                if line is not None:
-                    delayline.stop_apart(line)
+        from bench.delayline import store_behind
+        with durable_store() as cluster, store_behind(cluster, args.rtt):
+            label = f"pg+{args.rtt:g}ms" if args.rtt else "postgresql"
+            results.append(run_backend(label, args.sessions, args.commands, args.hogs,
+                                       postmaster_pid(cluster)))
     n = args.sessions * args.commands
     # figures are never gates; a refused open or a command missing from the index is
     return 0 if all(r["failed"] == 0 and r["indexed"] == n for r in results) else 2

@@ -208,17 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     _print("SQLite (WAL, synchronous=NORMAL)", sqlite, pg=False)
     if not args.no_pg:
         from tests.pgcluster import durable_store
-        with durable_store() as cluster, tempfile.TemporaryDirectory() as tmp:
-            line = None
-            if args.rtt:
-                line, port = delayline.start_apart(cluster.port, args.rtt / 2000)
-                os.environ["BASTION_STORE_URL"] = os.environ["BASTION_STORE_URL"].replace(
-                    f":{cluster.port}/", f":{port}/")
-            try:
-                pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
-            finally:
-                if line is not None:
-                    delayline.stop_apart(line)
+        with durable_store() as cluster, tempfile.TemporaryDirectory() as tmp, \
+                delayline.store_behind(cluster, args.rtt):
+            pg = measure(Path(tmp), args.rounds, args.seconds, pg=True)
         where = f"{args.rtt:g} ms round trip (delay line)" if args.rtt else "loopback"
         _print(f"PostgreSQL ({where}, fsync on, pipelined)", pg, pg=True)
     print(f"\nload average (1 min) after: {os.getloadavg()[0]:.2f}")
