@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from typing import Any
 
 from bastion.errors import RecordingError
 
@@ -55,12 +56,33 @@ def row_hash(prev: str, table: str, row: dict) -> str:
     return hashlib.sha256((prev + "\n" + canonical(table, row)).encode("ascii")).hexdigest()
 
 
+_HEAD = "SELECT seq, hash FROM chain_head WHERE id = 1"
+
+
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The chain's last link.  On a PostgreSQL connection in a write transaction: the one
+    its own seals set, else the one :func:`prefetch_head` asked for with its BEGIN (the
+    first seal's only), else asked for now (bastion.store.pgconn forgets both whenever the
+    head may have moved under it: a transaction's end, ROLLBACK TO SAVEPOINT)."""
     known: tuple[int, str] | None = getattr(conn, "chain_head_known", None)
     if known is not None:
         return known
-    seq, digest = conn.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
+    pending = getattr(conn, "chain_head_pending", None)
+    if pending is not None:
+        conn.chain_head_pending = None         # type: ignore[attr-defined]
+        seq, digest = pending.fetchone()
+    else:
+        seq, digest = conn.execute(_HEAD).fetchone()
     return int(seq), str(digest)
+
+
+def prefetch_head(conn: sqlite3.Connection) -> None:
+    """Just after a write transaction's BEGIN on a pipelined PostgreSQL connection: ask for
+    the head with it, so the first seal reads it without a round trip of its own (a sync for
+    an earlier statement has collected it).  The transaction holds the chain's lock, taken
+    before this query runs, so no other node moves the head meanwhile.  Elsewhere nothing."""
+    if getattr(conn, "pipelined", False) and hasattr(conn, "chain_head_pending"):
+        conn.chain_head_pending = conn.execute(_HEAD)
 
 
 def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
@@ -88,24 +110,40 @@ def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
     return True
 
 
-def seal_unsealed_children(conn: sqlite3.Connection, *, channel_id: int | None = None,
-                           session_id: int | None = None) -> int:
-    """Seal the unsealed commands (and, for a session, channels) in id order."""
-    count = 0
+def lookup_unsealed_children(conn: sqlite3.Connection, *, channel_id: int | None = None,
+                             session_id: int | None = None) -> list[tuple[str, Any]]:
+    """Send the queries for the unsealed commands (and, for a session, channels), in the
+    order :func:`seal_unsealed_children` seals them, without reading them: a caller may send
+    others before it reads any (one round trip for all on a pipelined store)."""
+    found: list[tuple[str, Any]] = []
     if channel_id is not None:
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM commands WHERE channel_id = ? AND seq IS NULL ORDER BY id", (channel_id,))]
-        count += sum(seal(conn, "commands", i) for i in ids)
+        found.append(("commands", conn.execute(
+            "SELECT id FROM commands WHERE channel_id = ? AND seq IS NULL ORDER BY id",
+            (channel_id,))))
     if session_id is not None:
-        # both sent before either is read (one round trip on a pipelined store): sealing
-        # commands changes no channel row
-        commands = conn.execute(
-            "SELECT id FROM commands WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))
-        channels = conn.execute(
-            "SELECT id FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id", (session_id,))
-        command_ids, channel_ids = [r[0] for r in commands], [r[0] for r in channels]
-        count += sum(seal(conn, "commands", i) for i in command_ids)
-        count += sum(seal(conn, "channels", i) for i in channel_ids)
+        found.append(("commands", conn.execute(
+            "SELECT id FROM commands WHERE session_id = ? AND seq IS NULL ORDER BY id",
+            (session_id,))))
+        found.append(("channels", conn.execute(
+            "SELECT id FROM channels WHERE session_id = ? AND seq IS NULL ORDER BY id",
+            (session_id,))))
+    return found
+
+
+def seal_unsealed_children(conn: sqlite3.Connection, *, channel_id: int | None = None,
+                           session_id: int | None = None,
+                           found: list[tuple[str, Any]] | None = None) -> int:
+    """Seal the unsealed commands (and, for a session, channels) in id order (those
+    ``found`` by :func:`lookup_unsealed_children` before, if given).  Every list is read
+    before the first seal: sealing a command changes no channel row."""
+    if found is None:
+        found = lookup_unsealed_children(conn, channel_id=channel_id, session_id=session_id)
+    ids = [(table, [r[0] for r in cur]) for table, cur in found]
+    count = 0
+    for table, row_ids in ids:
+        # (a command listed twice, by its channel and its session, is sealed once: the
+        # second seal finds it sealed)
+        count += sum(seal(conn, table, i) for i in row_ids)
     return count
 
 

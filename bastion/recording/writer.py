@@ -207,6 +207,7 @@ class Applier:
         if not self._in_txn:
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_txn = True
+            chain.prefetch_head(self.conn)
         return self.conn
 
     def _on_write(self) -> Callable[[int, int, bytes], None] | None:
@@ -458,18 +459,19 @@ class Applier:
     def _close_session(self, op: Op) -> None:
         _, sid, ended, status = op
         db = self._db()
-        # both sent before either is read: one round trip on a pipelined store
+        # all sent before any is read: one round trip on a pipelined store
         sums = db.execute(
             "SELECT COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), "
             "COALESCE(MAX(truncated), 0) FROM channels WHERE session_id = ?", (sid,))
         last = db.execute("SELECT exit_status FROM channels WHERE session_id = ? AND exit_status "
                           "IS NOT NULL ORDER BY id DESC LIMIT 1", (sid,))
-        bin_, bout, trunc = sums.fetchone()
+        children = chain.lookup_unsealed_children(db, session_id=sid)   # (the update below
+        bin_, bout, trunc = sums.fetchone()                              # changes none of them)
         row = last.fetchone()
         db.execute("UPDATE sessions SET ended = ?, status = ?, bytes_in = ?, bytes_out = ?, "
                    "truncated = ?, exit_status = ? WHERE id = ? AND seq IS NULL",
                    (ended, status, bin_, bout, trunc, row[0] if row else None, sid))
-        chain.seal_unsealed_children(db, session_id=sid)
+        chain.seal_unsealed_children(db, found=children)
         chain.seal(db, "sessions", sid)
 
 
