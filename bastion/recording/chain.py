@@ -60,19 +60,17 @@ _HEAD = "SELECT seq, hash FROM chain_head WHERE id = 1"
 
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
-    """The chain's last link.  On a PostgreSQL connection in a write transaction: the one
-    its own seals set, else the one :func:`prefetch_head` asked for with its BEGIN (the
-    first seal's only), else asked for now (bastion.store.pgconn forgets both whenever the
-    head may have moved under it: a transaction's end, ROLLBACK TO SAVEPOINT)."""
-    known: tuple[int, str] | None = getattr(conn, "chain_head_known", None)
+    """The chain's last link.  On a PostgreSQL connection in a write transaction, the one it
+    knows (``PgConnection.chain_head``): asked for with its BEGIN by :func:`prefetch_head`,
+    then as its own seals set it, until the transaction ends or rolls back to a savepoint
+    (bastion.store.pgconn forgets it then); else asked for now."""
+    known = getattr(conn, "chain_head", None)
+    if known is not None and not isinstance(known, tuple):     # asked for with BEGIN
+        seq, digest = known.fetchone()
+        known = conn.chain_head = (int(seq), str(digest))      # type: ignore[attr-defined]
     if known is not None:
         return known
-    pending = getattr(conn, "chain_head_pending", None)
-    if pending is not None:
-        conn.chain_head_pending = None         # type: ignore[attr-defined]
-        seq, digest = pending.fetchone()
-    else:
-        seq, digest = conn.execute(_HEAD).fetchone()
+    seq, digest = conn.execute(_HEAD).fetchone()
     return int(seq), str(digest)
 
 
@@ -81,8 +79,8 @@ def prefetch_head(conn: sqlite3.Connection) -> None:
     the head with it, so the first seal reads it without a round trip of its own (a sync for
     an earlier statement has collected it).  The transaction holds the chain's lock, taken
     before this query runs, so no other node moves the head meanwhile.  Elsewhere nothing."""
-    if getattr(conn, "pipelined", False) and hasattr(conn, "chain_head_pending"):
-        conn.chain_head_pending = conn.execute(_HEAD)
+    if getattr(conn, "pipelined", False) and hasattr(conn, "chain_head"):
+        conn.chain_head = conn.execute(_HEAD)
 
 
 def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
@@ -102,11 +100,11 @@ def seal(conn: sqlite3.Connection, table: str, row_id: int) -> bool:
     digest = row_hash(prev, table, dict(row))
     conn.execute(f"UPDATE {table} SET hash = ? WHERE id = ?", (digest, row_id))
     conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq + 1, digest))
-    if hasattr(conn, "chain_head_known") and conn.in_transaction:
+    if hasattr(conn, "chain_head") and conn.in_transaction:
         # PostgreSQL: the transaction holds the chain's lock, so the head stays what it set
         # until it ends or rolls back (bastion.store.pgconn forgets it then): the next seal
         # need not ask (a round trip saved per seal; SQLite's reads cost none)
-        conn.chain_head_known = (seq + 1, digest)
+        conn.chain_head = (seq + 1, digest)
     return True
 
 

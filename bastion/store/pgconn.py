@@ -111,17 +111,11 @@ class PgConnection:
         self.row_factory = None          # accepted (sqlite3 API); rows are always Row
         self.pipelined = False           # write transactions in pipeline mode (pipeline.py)
         self._pipe: Pipe | None = None
-        # the chain head this write transaction has set (bastion.recording.chain): known
-        # without asking the server until the transaction ends or rolls back to a savepoint
-        self.chain_head_known: tuple[int, str] | None = None
-        # the head as the transaction found it, asked for with its BEGIN (chain.prefetch_head)
-        self.chain_head_pending: Pending | None = None
-
-    def forget_chain_head(self) -> None:
-        """The head may no longer be what this connection knows of it (module doc of
-        bastion.recording.chain): the next seal asks the server."""
-        self.chain_head_known = None
-        self.chain_head_pending = None
+        # the chain head as this write transaction knows it (bastion.recording.chain): asked
+        # for with its BEGIN (a Pending until read), then as its own seals set it; None
+        # (the next seal asks the server) once the transaction ends or rolls back to a
+        # savepoint, when it may no longer be the server's
+        self.chain_head: tuple[int, str] | Pending | None = None
 
     # -- the sqlite3.Connection subset -------------------------------------------------
     @property
@@ -136,7 +130,7 @@ class PgConnection:
         from psycopg.pq import TransactionStatus
 
         if sql.lstrip()[:8].upper().startswith(_ENDS_OR_UNDOES):
-            self.forget_chain_head()
+            self.chain_head = None
         stmt = translate.statement(sql)
         if stmt.sql is None:
             return self._pragma(sql)
@@ -144,7 +138,7 @@ class PgConnection:
             return self._in_pipeline(stmt.sql, _params(params, stmt.fts_param))
         if (self._conn.closed or self._conn.broken) and not self._pool:
             self._conn = _open(self.settings)     # lost between statements: a new one
-            self.forget_chain_head()
+            self.chain_head = None
         if stmt.sql.upper() == "COMMIT" and \
                 self._conn.info.transaction_status == TransactionStatus.INERROR:
             try:
@@ -242,7 +236,7 @@ class PgConnection:
                 raise _translated(exc) from exc
 
     def _leave_pipeline(self) -> None:
-        self.forget_chain_head()
+        self.chain_head = None
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.abandon()
@@ -250,7 +244,7 @@ class PgConnection:
 
     def _rollback_quietly(self) -> None:
         from psycopg.pq import TransactionStatus
-        self.forget_chain_head()
+        self.chain_head = None
         try:
             if self._conn.info.transaction_status != TransactionStatus.IDLE:
                 self._conn.execute("ROLLBACK")
@@ -287,7 +281,7 @@ class PgConnection:
             self.execute("ROLLBACK")
 
     def close(self) -> None:
-        self.forget_chain_head()
+        self.chain_head = None
         if self._pool is not None:
             try:
                 if self.in_transaction:

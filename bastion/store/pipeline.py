@@ -14,7 +14,7 @@ Statements nobody reads (inserts, most updates) cost no wait of their own; the `
 collects them.  A statement a sync has collected already (sent before another one that was
 read) is read without another one, so two queries sent before either is read cost one round
 trip.  The chain head likewise: asked for with the transaction's BEGIN, then kept as its own
-seals move it (bastion.recording.chain, ``PgConnection.chain_head_known``).  The statements
+seals move it (bastion.recording.chain, ``PgConnection.chain_head``).  The statements
 run in the same order, in the same transaction, under the same lock: only when the caller
 learns of an error changes (at the next read or at the commit, not at the statement), and
 any error still fails the commit, so a batch is committed whole or not at all, as before.
