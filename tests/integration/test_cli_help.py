@@ -4,11 +4,13 @@ flags, an example at the end of each command that does something; and --version.
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from bastion.cli import main as cli_main
 from bastion.cli.main import app
 
 ROOT = typer.main.get_command(app)
@@ -57,3 +59,45 @@ def test_policy_toml_tables_survive_in_help():
 def test_version():
     r = CliRunner().invoke(app, ["--version"])
     assert r.exit_code == 0 and re.fullmatch(r"bastion \S+\n", r.output), r.output
+
+
+def _top_level(app_: typer.Typer) -> set[str]:
+    return set(typer.main.get_command(app_).commands)        # type: ignore[attr-defined]
+
+
+def test_every_top_level_command_is_mapped_to_the_module_that_registers_it():
+    # main() registers only COMMANDS[argv[1]]: a name mapped to the wrong module, or a
+    # module's new command left out of the map, would fail here before it fails a user
+    found = {}
+    for module in cli_main.COMMAND_MODULES:
+        for name in _top_level(cli_main.build((module,))):
+            assert name not in found, f"{name}: registered by {found[name]} and {module}"
+            found[name] = module
+    assert found == cli_main.COMMANDS
+    assert set(found) == set(ROOT.commands)                   # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(cli_main.COMMANDS))
+def test_main_runs_each_command_from_its_own_module(name, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bastion", name, "--help"])
+    monkeypatch.setattr("bastion.private.set_private_umask", lambda: None)
+    with pytest.raises(SystemExit) as done:
+        cli_main.main()
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]                 # under pytest the program is "python -m pytest"
+    assert first.startswith("Usage: ") and f"bastion {name} " in first, out[:200]
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["sesions"]], ids=["none", "help", "typo"])
+def test_main_without_a_known_command_lists_them_all(argv, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bastion", *argv])
+    monkeypatch.setattr("bastion.private.set_private_umask", lambda: None)
+    with pytest.raises(SystemExit):
+        cli_main.main()
+    seen = capsys.readouterr()
+    text = seen.out + seen.err
+    if argv == ["sesions"]:
+        assert "No such command 'sesions'" in text and "Did you mean 'sessions'" in text
+    else:
+        assert all(f"\n  {name} " in text for name in cli_main.COMMANDS), text
