@@ -51,22 +51,27 @@ def known_hosts_cmd(
     \b
         bastion ca known-hosts --data-dir data > ~/.ssh/bastion_known_hosts
     """
+    print(known_hosts_text(data_dir, bastion_host, target or ["*"], plain=plain), end="")
+
+
+def known_hosts_text(data_dir: Path, bastion_host: str, targets: list[str], *,
+                     plain: bool = False, environ: dict | None = None) -> str:
+    """What ``bastion ca known-hosts`` prints; the CA is made (encrypted with the vault
+    passphrase from ``environ``, default the process's) if the data dir has none yet."""
     from bastion.ssh.hostca import HostKeys, PublicHostKeys, known_hosts_pattern
     from bastion.vault import passphrase_from_env
 
     host, port = _split_host_port(bastion_host, 22)
-    targets = target or ["*"]
     for t in targets:
         if not _PATTERN.fullmatch(t):
             raise ConfigError(f"invalid --target pattern {t!r}")
     keys = PublicHostKeys.read(data_dir)          # the public halves: no passphrase needed
     if keys is None:                              # first use: make them (encrypted)
-        keys = HostKeys.load_or_create(data_dir, passphrase=passphrase_from_env())
+        keys = HostKeys.load_or_create(data_dir, passphrase=passphrase_from_env(environ))
     text = keys.known_hosts_lines(known_hosts_pattern(host, port), ",".join(targets),
                                   include_plain_host_key=plain)
-    print(f"# bastion host CA ({keys.ca_key.get_fingerprint('sha256')}); "
-          "use this file only for bastion connections")
-    print(text, end="")
+    return (f"# bastion host CA ({keys.ca_key.get_fingerprint('sha256')}); "
+            f"use this file only for bastion connections\n{text}")
 
 
 @handle_errors

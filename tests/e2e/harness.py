@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion.cli.ca import known_hosts_text
 from bastion.demo.sshd import LocalSshd, free_port, wait_for_port
+from bastion.vault import Vault
 
 VENV_BIN = Path(sys.executable).parent
 BASTION = str(VENV_BIN / "bastion")
@@ -145,7 +147,8 @@ class BastionRig:
         self.root.mkdir(parents=True, exist_ok=True)
         self.canary_dir.mkdir(exist_ok=True)
         (self.canary_dir / "canary.txt").write_text("still here\n")
-        pub = self.cli("keys", "generate", "web1").out.strip().splitlines()[-1]
+        # in this process, as `bastion keys generate web1` does it (its CLI: test_cli_keys)
+        pub = Vault.from_env(self.keys_dir, self.env).generate("web1")
         self.sshd = LocalSshd(self.root / "sshd", [pub], max_startups=self.sshd_max_startups).start()
         self.write_policy()
         self.port = free_port()
@@ -195,8 +198,10 @@ channels = ["exec", "shell"]
             log_text = self.log()
             self.close()            # no sshd or bastion left behind by a failed start
             raise AssertionError(f"bastion did not start: {exc}\n{log_text}") from exc
+        # what `bastion ca known-hosts` prints, made in this process (test_cli_keys and
+        # test_data_path's check that the CLI prints this very text)
         self.known_hosts.write_text(
-            self.cli("ca", "known-hosts", "--bastion-host", f"127.0.0.1:{self.port}").out)
+            known_hosts_text(self.data_dir, f"127.0.0.1:{self.port}", ["*"], environ=self.env))
         self.ssh_config.write_text(self.render_ssh_config())
         return self
 

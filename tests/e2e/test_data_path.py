@@ -9,6 +9,14 @@ import time
 import pytest
 
 
+def test_the_cli_prints_the_known_hosts_every_rig_trusts(rig):
+    # the rigs write `ca known-hosts`'s text in process (harness.known_hosts_text), and real
+    # ssh with StrictHostKeyChecking accepts it in every test: the CLI must print the same
+    printed = rig.cli("ca", "known-hosts", "--bastion-host", f"127.0.0.1:{rig.port}").out
+    assert printed == rig.known_hosts.read_text()
+    assert "@cert-authority" in rig.known_hosts.read_text()
+
+
 def test_allowed_exec_passes_stdout_stderr_and_exit_status(rig, token):
     r = rig.ssh(token, "echo hello-from-target; echo to-stderr >&2; exit 3")
     assert r.returncode == 3, r.err

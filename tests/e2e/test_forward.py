@@ -13,6 +13,7 @@ import time
 import pytest
 
 from bastion.demo.sshd import LocalSshd, free_port
+from bastion.vault import Vault
 from tests.e2e.harness import BastionRig
 
 
@@ -56,7 +57,7 @@ class ForwardRig(BastionRig):
     def setup(self) -> "ForwardRig":
         self.root.mkdir(parents=True, exist_ok=True)
         self.canary_dir.mkdir(exist_ok=True)
-        pub = self.cli("keys", "generate", "web1").out.strip().splitlines()[-1]
+        pub = Vault.from_env(self.keys_dir, self.env).generate("web1")
         sshd = LocalSshd(self.root / "sshd", [pub])
         sshd.allow_tcp_forwarding = True          # the target allows it; the bastion decides
         self.sshd = sshd.start()
