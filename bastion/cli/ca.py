@@ -55,7 +55,7 @@ def known_hosts_cmd(
 
 
 def known_hosts_text(data_dir: Path, bastion_host: str, targets: list[str], *,
-                     plain: bool = False, environ: dict | None = None) -> str:
+                     plain: bool = False, environ: dict[str, str] | None = None) -> str:
     """What ``bastion ca known-hosts`` prints; the CA is made (encrypted with the vault
     passphrase from ``environ``, default the process's) if the data dir has none yet."""
     from bastion.ssh.hostca import HostKeys, PublicHostKeys, known_hosts_pattern
