@@ -3,7 +3,9 @@ flags, an example at the end of each command that does something; and --version.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -101,3 +103,19 @@ def test_main_without_a_known_command_lists_them_all(argv, monkeypatch, capsys):
         assert "No such command 'sesions'" in text and "Did you mean 'sessions'" in text
     else:
         assert all(f"\n  {name} " in text for name in cli_main.COMMANDS), text
+
+
+def test_a_command_imports_no_other_commands_module():
+    # the point of COMMANDS: `bastion ca ...` never imports the sessions module (the index's
+    # query layer) nor any other command's
+    probe = ("import sys; sys.argv = ['bastion', 'ca', '--help']\n"
+             "from bastion.cli.main import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "import json; print(json.dumps([m for m in sys.modules if m.startswith('bastion.cli.')]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "bastion.cli.ca" in loaded
+    others = {f"bastion.cli.{m}" for m in cli_main.COMMAND_MODULES} - {"bastion.cli.ca"}
+    assert not others & set(loaded), loaded
