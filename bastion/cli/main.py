@@ -16,10 +16,6 @@ import sys
 
 import typer
 
-# Each module has register(app); listed here so the order of --help is stable.
-COMMAND_MODULES = ("serve", "status", "demo", "policy", "identity", "keys", "ca", "sessions", "mask",
-                   "approvals", "transfers", "store", "quarantine")
-
 # Every top-level command, and the module whose register(app) adds it
 # (tests/integration/test_cli_help.py checks this against what the modules register).
 COMMANDS = {
@@ -30,6 +26,8 @@ COMMANDS = {
     "mask": "mask", "approvals": "approvals", "login": "approvals", "logout": "approvals",
     "transfers": "transfers", "store": "store", "quarantine": "quarantine",
 }
+# Each module has register(app); registered in this order, so the order of --help is stable.
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def _version(value: bool) -> None:
