@@ -442,3 +442,34 @@ def test_a_channel_with_its_own_accept_data_gets_each_packet_alone():
     got = _one_read(enc_alg, mac_alg, payloads, fast=True, chan_class=PerPacket)
     assert got == ref
     assert [e[2] for e in got[0]] == [b"abc", b"def"]
+
+
+@pytest.mark.parametrize("enc_alg, mac_alg", CASES[:2] + CASES[5:6])
+def test_window_adjusts_take_the_fast_path_and_do_what_asyncssh_does(enc_alg, mac_alg,
+                                                                     count_packets):
+    def adjust(chan, n):
+        return bytes((MSG_CHANNEL_WINDOW_ADJUST,)) + chan.to_bytes(4, "big") + n.to_bytes(4, "big")
+
+    payloads = [_data(OPEN, b"a" * 100), adjust(OPEN, 1000), adjust(SMALL, 5),
+                _data(OPEN, b"b" * 100), adjust(OPEN, 7)]
+    seen = {}
+    for fast in (False, True):
+        s = _Sender(enc_alg, mac_alg, _keys(enc_alg, mac_alg, 5), random.Random(5))
+        for payload in payloads:
+            s.packet(payload)
+        events: list = []
+        c = _receiver(enc_alg, mac_alg, 5, events)
+        for chan_id, chan in c._channels.items():     # what the adjust sets going
+            chan._flush_send_buf = lambda chan_id=chan_id, chan=chan, events=events: \
+                events.append(("flush", chan_id, chan._send_window))
+        if fast:
+            assert recvpath.fast_recv_path(c)
+        count_packets.clear()
+        c.data_received(bytes(s.out))
+        seen[fast] = (_joined(events), {k: ch._send_window for k, ch in c._channels.items()},
+                      c._recv_seq, len(count_packets))
+    assert seen[False][0] == [("data", OPEN, b"a" * 100, None), ("flush", OPEN, 1000),
+                              ("flush", SMALL, 5), ("data", OPEN, b"b" * 100, None),
+                              ("flush", OPEN, 1007)]
+    assert seen[True][:3] == seen[False][:3]
+    assert seen[False][3] == len(payloads) and seen[True][3] == 0   # no SSHPacket here
