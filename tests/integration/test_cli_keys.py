@@ -236,10 +236,17 @@ async def test_generated_files_let_real_ssh_jump_with_strict_host_keys(tmp_path:
         async def ssh(name: str):
             # -o reaches the target only, not the -J hop: the hop is configured by the file alone
             p = await asyncio.create_subprocess_exec(
-                SSH, "-F", str(config), "-o", "BatchMode=yes", "-o", "HostName=127.0.0.1",
+                SSH, "-v", "-F", str(config), "-o", "BatchMode=yes", "-o", "HostName=127.0.0.1",
                 "-o", f"Port={_StandIn.inner_port}", "-o", f"HostKeyAlias={name}", name, "true",
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _, err = await asyncio.wait_for(p.communicate(), 60)
+            done = asyncio.ensure_future(p.communicate())
+            finished, _ = await asyncio.wait({done}, timeout=60)
+            if not finished:              # (seen once in CI: say where ssh stood)
+                p.kill()
+                _, err = await done
+                pytest.fail(f"ssh {name} did not finish within 60 s; its -v log:\n"
+                            + err.decode(errors="replace")[-4000:])
+            _, err = done.result()
             return p.returncode, err.decode()
 
         code, err = await ssh("web1")
