@@ -129,24 +129,24 @@ _fast_classes: dict[type, bool] = {}
 _joining_classes: dict[type, bool] = {}
 
 
-def _fast_class(cls: type) -> bool:
-    """asyncssh's own CHANNEL_DATA handling (a subclass may change ``_accept_data`` only)."""
-    ok = _fast_classes.get(cls)
+def _own_handler(cache: dict[type, bool], cls: type, msg: int, handler: Any) -> bool:
+    """Whether ``cls`` handles ``msg`` with asyncssh's own ``handler`` (cached per class)."""
+    ok = cache.get(cls)
     if ok is None:
         handlers = getattr(cls, "_packet_handlers", {})
-        ok = _fast_classes[cls] = (handlers.get(MSG_CHANNEL_DATA) is _PROCESS_DATA
-                                   and getattr(cls, "process_packet", None) is _PROCESS_PACKET)
+        ok = cache[cls] = (handlers.get(msg) is handler
+                           and getattr(cls, "process_packet", None) is _PROCESS_PACKET)
     return ok
+
+
+def _fast_class(cls: type) -> bool:
+    """asyncssh's own CHANNEL_DATA handling (a subclass may change ``_accept_data`` only)."""
+    return _own_handler(_fast_classes, cls, MSG_CHANNEL_DATA, _PROCESS_DATA)
 
 
 def _adjust_class(cls: type) -> bool:
-    """asyncssh's own WINDOW_ADJUST handling (as ``_fast_class`` for CHANNEL_DATA)."""
-    ok = _adjust_classes.get(cls)
-    if ok is None:
-        handlers = getattr(cls, "_packet_handlers", {})
-        ok = _adjust_classes[cls] = (handlers.get(MSG_CHANNEL_WINDOW_ADJUST) is _PROCESS_ADJUST
-                                     and getattr(cls, "process_packet", None) is _PROCESS_PACKET)
-    return ok
+    """asyncssh's own WINDOW_ADJUST handling."""
+    return _own_handler(_adjust_classes, cls, MSG_CHANNEL_WINDOW_ADJUST, _PROCESS_ADJUST)
 
 
 def _joins(cls: type) -> bool:
