@@ -288,8 +288,9 @@ def fast_recv_path(conn: Any) -> bool:
                 elif msg == MSG_CHANNEL_WINDOW_ADJUST and plain[0] and len(plain) - plain[0] == 10:
                     adjusted = c._channels.get(int.from_bytes(plain[2:6], "big"))
                 if held_chan is not None and chan is not held_chan:
-                    _deliver(held_chan, held, held_size)   # what came before this packet
-                    held_chan, held_size = None, 0
+                    to, held_chan = held_chan, None       # (nothing held twice if it raises)
+                    _deliver(to, held, held_size)         # what came before this packet
+                    held_size = 0
                     if c._inpbuf is not buf:
                         return False              # closed (asyncssh emptied the buffer)
                 if (adjusted is not None and _adjust_class(type(adjusted))
@@ -334,10 +335,10 @@ def fast_recv_path(conn: Any) -> bool:
                     return False                  # closed (asyncssh emptied the buffer) or
                                                   # re-keyed: stop here
         finally:
+            if off and c._inpbuf is buf:
+                c._inpbuf = buf[off:]             # (first: the held data's receiver may raise)
             if held_chan is not None:
                 _deliver(held_chan, held, held_size)
-            if off and c._inpbuf is buf:
-                c._inpbuf = buf[off:]
 
     def header() -> bool:
         return run(None)

@@ -473,3 +473,27 @@ def test_window_adjusts_take_the_fast_path_and_do_what_asyncssh_does(enc_alg, ma
                               ("flush", OPEN, 1007)]
     assert seen[True][:3] == seen[False][:3]
     assert seen[False][3] == len(payloads) and seen[True][3] == 0   # no SSHPacket here
+
+
+@pytest.mark.parametrize("enc_alg, mac_alg", CASES[:2] + CASES[5:6])
+def test_a_receiver_that_raises_gets_the_held_data_once_and_the_window_counts_it_once(
+        enc_alg, mac_alg):
+    class Raising(_Session):
+        def data_received(self, data, datatype):
+            super().data_received(data, datatype)
+            raise ValueError("the session broke")
+
+    s = _Sender(enc_alg, mac_alg, _keys(enc_alg, mac_alg, 5), random.Random(5))
+    for part in (b"a" * 1000, b"b" * 1000, b"c" * 1000):
+        s.packet(_data(OPEN, part))
+    s.packet(_data(SMALL, b"d" * 10))                    # makes the OPEN data go mid-read
+    events: list = []
+    c = _receiver(enc_alg, mac_alg, 5, events)
+    opened = c._channels[OPEN]
+    opened._session = Raising(events, OPEN)
+    window = opened._recv_window
+    assert recvpath.fast_recv_path(c)
+    c.data_received(bytes(s.out))
+    assert [e[:3] for e in events] == [("data", OPEN, b"a" * 1000 + b"b" * 1000 + b"c" * 1000),
+                                       ("closed", "ValueError", "the session broke")]
+    assert opened._recv_window == window - 3000          # counted once, not restored twice
