@@ -4,9 +4,10 @@ A command line names one top-level command, so :func:`main` imports and register
 module that provides it (:data:`COMMANDS`): typer turns every registered command into click
 objects before it parses, and the modules import what their commands need (the index's
 query layer, asyncssh, rich tables), so building the whole app cost each invocation 0.1-0.2
-s of CPU more than building one module's (docs/BENCHMARKS.md, "Start-up").  ``bastion`` alone, ``--help``, ``--version`` and a
-name no module provides get the whole app (the complete command list, click's "did you
-mean").  ``from bastion.cli.main import app`` gives the whole app too.
+s of CPU more than building one module's (docs/BENCHMARKS.md, "Start-up").  ``bastion``
+alone, ``--help``, ``--version`` and a name no module provides get the whole app (the
+complete command list, click's "did you mean").  ``from bastion.cli.main import app``
+gives the whole app too.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ sees its bytes.  What :func:`fast_recv_path` does instead, on one connection:
   the packet decrypted over views of the buffer (the cipher calls asyncssh makes, in
   the same order, on the same bytes; for chacha20-poly1305 one ChaCha20 keystream gives
   the Poly1305 key (block 0) and the data (from block 1), where asyncssh makes two), and
-  the buffer cut once when the handler returns.  A packet not yet complete is left in the buffer whole (its header is read
-  again when the rest has come: for these ciphers that needs no state), except with
-  AES-CTR (or CBC) without ETM, whose header came from the running keystream: there the state
-  is what asyncssh's header step leaves (``_packet``, ``_pktlen``), with this module's
-  body step as the handler.
+  the buffer cut once when the handler returns.  A packet not yet complete is left in
+  the buffer whole (its header is read again when the rest has come: for these ciphers
+  that needs no state), except with AES-CTR (or CBC) without ETM, whose header came from
+  the running keystream: there the state is what asyncssh's header step leaves
+  (``_packet``, ``_pktlen``), with this module's body step as the handler.
 * A CHANNEL_DATA packet for an open channel of asyncssh's own classes, within its
   window, after authentication, that parses exactly (channel, length, data, nothing
   after) goes to the channel's ``_accept_data`` with the data as one ``bytes``; the
