@@ -98,8 +98,14 @@ def _mb(n: int) -> str:
 
 def index_writable(conn: sqlite3.Connection) -> str | None:
     """Take and release the index's write lock (waits up to the busy timeout).  None: free."""
-    if conn.in_transaction:
-        return None                                # ours already
+    if conn.in_transaction:                        # ours already (or taken now, if the
+        lock = getattr(conn, "lock_now", None)     # transaction was begun without it)
+        if lock is not None:
+            try:
+                lock(wait=True)
+            except sqlite3.Error as exc:
+                return f"the session index is not writable: {exc}"
+        return None
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")

@@ -21,6 +21,10 @@ channels of that session.  The batch goes on: no other channel on the node is st
 The operations that build on the kept one and were queued before the bastion knew (the
 channel's command, its close: :func:`follows_kept`) are appended to the same file, not
 tried in the index.
+On PostgreSQL a normal batch seals its rows at its commit (bastion.recording.chain,
+``seal_deferred``): the seals an operation asked for go with its savepoint when it is
+rolled back, and a seal the store itself refuses fails the batch; the replay seals in each
+operation's savepoint, so there the operation is kept aside as above.
 What it costs a normal batch is measured by ``bench.savepoints`` (docs/BENCHMARKS.md).
 
 Review.  ``bastion verify`` lists the files still in ``DATA_DIR/quarantine/`` (:func:`listing`)

@@ -217,7 +217,7 @@ def _stage_tails(applier: Applier, store_key: bytes | None,
         from bastion.recording import tailstore as store_tails
         closed = {cid for cid, _ in changes if cid not in applier._sinks}
         try:
-            store_tails.write(applier._db(), store_key, changes, closed)
+            store_tails.write(applier._locked_db(), store_key, changes, closed)
         except sqlite3.Error as exc:
             applier._fail("commit to the session index", exc)
             return changes, False

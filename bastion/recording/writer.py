@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bastion.errors import RecordingError
 from bastion.proto import asciicast
 from bastion.recording import (chain, channelfiles, copies, health, leases, quarantine,
                                storable)
@@ -88,6 +89,9 @@ class Applier:
         # them: bench.savepoints), and how many a transaction may still take (None: no limit)
         self.savepoints = quarantine.GUARDED
         self.apart_left: int | None = None if not hasattr(conn, "pipelined") else 0
+        # a pipelined PostgreSQL batch takes the chain's lock at its end (_lock_late); off
+        # only to measure the difference (bench.chain_lock)
+        self.late_lock = True
         if self.apart_left is None:       # SQLite: a savepoint's journal in memory (~8 us
             conn.execute("PRAGMA temp_store = MEMORY")   # less per operation than a file)
         self._sinks: dict[int, Sink] = {}
@@ -189,8 +193,9 @@ class Applier:
             if self.conn.in_transaction:
                 try:
                     self._insert_chunks()
+                    chain.seal_deferred(self.conn)
                     self.conn.execute("COMMIT")
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, RecordingError, ValueError) as exc:
                     ok = False
                     log.error("recording failure: commit after the failure: %s", exc)
                     self._rollback()
@@ -205,17 +210,41 @@ class Applier:
     # -- the index ---------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         if not self._in_txn:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if self._lock_late():
+                self.conn.begin_late()                  # type: ignore[attr-defined]
+            else:
+                self.conn.execute("BEGIN IMMEDIATE")
+                chain.prefetch_head(self.conn)
             self._in_txn = True
-            chain.prefetch_head(self.conn)
         return self.conn
+
+    def _lock_late(self) -> bool:
+        """Whether this batch's transaction takes the chain's lock at its end, not at BEGIN:
+        on a pipelined PostgreSQL connection, outside a replay (see :meth:`_locked_db`)."""
+        return (self.late_lock and getattr(self.conn, "pipelined", False)
+                and not self.replaying and hasattr(self.conn, "begin_late"))
+
+    def _locked_db(self) -> sqlite3.Connection:
+        """The open transaction, holding the chain's lock from now on.
+
+        On PostgreSQL the lock is one for every node's writers (docs/SCALING.md, "The hash
+        chain").  A batch's own rows (inserted, or updated while unsealed) need no lock, so
+        a late-locked batch (:meth:`_lock_late`) takes it only here: before what a peer
+        taking this node's sessions over reads or seals -- the recording's pieces, the
+        tails -- and before the seals and the check for such a takeover at the commit.
+        The unsealed children its closes asked for are read first, without the lock."""
+        db = self._db()
+        if getattr(db, "deferred_seals", None) is not None:
+            chain.resolve_deferred(db)
+            db.lock_now()                              # type: ignore[attr-defined]
+        return db
 
     def _on_write(self) -> Callable[[int, int, bytes], None] | None:
         return None if self._chunks is None else self._chunks.on_write
 
     def _insert_chunks(self) -> None:
         if self._chunks is not None and self._chunks.rows:
-            self._chunks.insert(self._db())
+            self._chunks.insert(self._locked_db())
 
     def commit(self) -> bool:
         if self._chunks is not None and self._chunks.rows:
@@ -227,13 +256,17 @@ class Applier:
         if self._in_txn:
             taken = None
             try:
+                self._locked_db()
+                chain.seal_deferred(self.conn)
                 if self._chunks is not None:
                     # read with the commit (pipeline mode: no round trip of its own), under
                     # the chain's lock: a takeover committed before this batch shows here
                     taken = self.conn.execute(leases.LOST)
                 self.conn.execute("COMMIT")
                 self.taken = list(taken.fetchall()) if taken is not None else []
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, RecordingError, ValueError) as exc:
+                # (ValueError: a sealed row the chain's JSON cannot hold; the transaction
+                # was rolled back, as for any failure of the commit)
                 self._fail("commit to the session index", exc)
                 return False
             self._in_txn = False
@@ -364,9 +397,9 @@ class Applier:
                        (exit_status, cmd_id))
             # the seal finds the row the update did, if any (same condition): no read of the
             # update's row count, which costs a round trip on PostgreSQL
-            if not chain.seal(db, "commands", cmd_id) and not self.replaying:
-                log.warning("command %s: exit status %r not recorded: %s", cmd_id, exit_status,
-                            _why_not_updated(db, cmd_id))
+            chain.seal(db, "commands", cmd_id, unsealed=None if self.replaying else (
+                lambda: log.warning("command %s: exit status %r not recorded: %s", cmd_id,
+                                    exit_status, _why_not_updated(db, cmd_id))))
         elif kind == OP_COMMAND_APPROVER:
             _, cmd_id, approver = op
             cur = self._db().execute("UPDATE commands SET approver = ? WHERE id = ? AND seq IS NULL",

@@ -165,6 +165,45 @@ class PgConnection:
             raise _translated(exc) from exc
         return cur
 
+    # -- a write transaction that takes the chain's lock late (the recording worker) ----
+    def begin_late(self) -> None:
+        """``BEGIN IMMEDIATE`` in pipeline mode without the chain's lock yet: the caller takes
+        it with :meth:`lock_now` before anything another node's writer could read or seal
+        (bastion.recording.writer), and the seals wait for the commit
+        (:attr:`deferred_seals`, bastion.recording.chain), so the lock is held for the end
+        of the transaction, not for every round trip of it."""
+        import psycopg
+        if not self.pipelined or self._pipe is not None:
+            raise StoreOperationalError("begin_late: a pipelined connection outside a "
+                                        "transaction is needed")
+        if (self._conn.closed or self._conn.broken) and not self._pool:
+            self._conn = _open(self.settings)
+        self.chain_head = None
+        try:
+            self._pipe = Pipe(self._conn, late=True)
+            self._conn.execute("BEGIN", prepare=False)
+        except psycopg.Error as exc:
+            self._leave_pipeline()
+            raise _translated(exc) from exc
+
+    def lock_now(self, wait: bool = False) -> None:
+        """Take the chain's lock now if this transaction was begun without it (sent like any
+        statement; ``wait``: until it is held, or its error)."""
+        pipe = self._pipe
+        if pipe is None:
+            return
+        if pipe.unlocked:
+            pipe.unlocked = False
+            self._in_pipeline("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
+        if wait:
+            self._pipe_sync()
+
+    @property
+    def deferred_seals(self) -> list[Any] | None:
+        """The seals this transaction makes at its commit (begun with :meth:`begin_late`),
+        else None (a seal is made at once)."""
+        return self._pipe.seals if self._pipe is not None else None
+
     def _in_pipeline(self, sql: str, params: Any) -> Any:
         import psycopg
         verb = sql.strip().upper()
@@ -173,6 +212,9 @@ class PgConnection:
             return _EMPTY
         if verb.startswith("ROLLBACK TO"):
             return self._undo_to_savepoint(sql)
+        if verb.startswith("SAVEPOINT ") and self._pipe is not None \
+                and self._pipe.seals is not None:
+            self._pipe.marks[verb.split()[1]] = len(self._pipe.seals)
         if verb == "COMMIT":
             pipe, self._pipe = self._pipe, None
             assert pipe is not None
@@ -181,6 +223,11 @@ class PgConnection:
                 self._rollback_quietly()
                 raise StoreOperationalError("the transaction was aborted by an earlier error "
                                             "and has been rolled back")
+            if pipe.seals:                  # never a row left unsealed by a forgotten step
+                pipe.abandon()
+                self._rollback_quietly()
+                raise StoreOperationalError("the transaction's seals were not made before its "
+                                            "commit; it has been rolled back")
             try:
                 self._conn.execute("COMMIT", prepare=False)
                 pipe.end()                  # the first error of the transaction, if any
@@ -223,6 +270,11 @@ class PgConnection:
             self._pipe.failed = True
             raise _translated(exc) from exc
         self._pipe.failed = False
+        pipe = self._pipe
+        if pipe.seals is not None:          # the seals asked for since then are undone too
+            mark = pipe.marks.get(sql.split()[-1].upper())
+            if mark is not None:
+                del pipe.seals[mark:]
         return _EMPTY
 
     def _pipe_sync(self) -> None:

@@ -14,7 +14,9 @@ Statements nobody reads (inserts, most updates) cost no wait of their own; the `
 collects them.  A statement a sync has collected already (sent before another one that was
 read) is read without another one, so two queries sent before either is read cost one round
 trip.  The chain head likewise: asked for with the transaction's BEGIN, then kept as its own
-seals move it (bastion.recording.chain, ``PgConnection.chain_head``).  The statements
+seals move it (bastion.recording.chain, ``PgConnection.chain_head``); a recording batch
+begun with ``PgConnection.begin_late`` takes the chain's lock only at its end and seals
+there (:attr:`Pipe.seals`, ``chain.seal_deferred``).  The statements
 run in the same order, in the same transaction, under the same lock: only when the caller
 learns of an error changes (at the next read or at the commit, not at the statement), and
 any error still fails the commit, so a batch is committed whole or not at all, as before.
@@ -81,12 +83,18 @@ class Pending:
 class Pipe:
     """One write transaction's pipeline on a psycopg connection."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, late: bool = False) -> None:
         self._cm = raw.pipeline()
         self.pipeline = self._cm.__enter__()
         self.failed = False            # a sync raised: the transaction is aborted
         self.sent = 0                  # statements sent ...
         self.synced = 0                # ... and how many of them a sync has collected
+        # begun without the chain's lock (PgConnection.begin_late): the lock is still to
+        # take, and the seals wait for the commit (bastion.recording.chain); the savepoints
+        # set since, with how many seals were waiting then (a rollback to one drops the rest)
+        self.unlocked = late
+        self.seals: list[Any] | None = [] if late else None
+        self.marks: dict[str, int] = {}
 
     def sync(self) -> None:
         sent = self.sent

@@ -140,7 +140,10 @@ def test_a_seal_undone_with_its_operation_takes_the_chain_head_back(tmp_path, ba
     PostgreSQL the worker's connection keeps the head its own seals set instead of asking
     for it (bastion.store.pgconn), pipelined as ``bastion serve`` runs it: it must forget
     that head at ROLLBACK TO SAVEPOINT, or session 3's link would follow session 2's undone
-    one and ``verify`` would find the chain broken."""
+    one and ``verify`` would find the chain broken.  (A batch of ``bastion serve`` seals at
+    its commit instead, tests/integration/test_recording_late_seals.py; sealing at once on a
+    pipelined connection is what a takeover of a dead peer's sessions does,
+    bastion.recording.leases, and what this test runs.)"""
     from bastion.recording.verify import verify_index
     events: list = []
     a = _applier(tmp_path, events)
@@ -148,6 +151,7 @@ def test_a_seal_undone_with_its_operation_takes_the_chain_head_back(tmp_path, ba
         _refuse_sealing(a.conn, backend, 2)
         if backend == "postgresql":
             a.conn.pipelined = True
+            a.late_lock = False
         assert all(a.apply(op) for op in (_start(1), _start(2), _start(3)))
         assert a.apply(_close(1)) and a.apply(_close(2)) and a.apply(_close(3))
         assert a.error is None

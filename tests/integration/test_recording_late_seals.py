@@ -1,0 +1,202 @@
+"""A recording batch on PostgreSQL takes the chain's lock at its end and seals there
+(bastion.recording.writer ``_locked_db``, bastion.recording.chain ``seal_deferred``), through
+the real :class:`Applier` on a pipelined connection, as ``bastion serve`` runs it, against a
+private cluster: the lock is free while the batch's rows go in; two writers interleaving
+keep one gapless chain that ``verify`` accepts; an operation refused in its savepoint takes
+its seals back with it; a seal that finds no row skips no number; a seal refused at the
+commit fails the whole batch, and the replay that follows keeps it aside."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from bastion.recording import quarantine, schema
+from bastion.recording.ops import (OP_CHANNEL_CLOSE, OP_CHANNEL_OPEN, OP_COMMAND,
+                                   OP_COMMAND_RESULT, OP_DATA, OP_REPLAY, OP_SESSION_CLOSE,
+                                   OP_SESSION_START)
+from bastion.recording.verify import verify_index
+from bastion.recording.writer import Applier
+from bastion.store import translate
+
+pytestmark = pytest.mark.integration
+
+PRINCIPAL = {"subject": "oid-agent", "name": "bot"}
+
+
+def _applier(data_dir, events=None) -> Applier:
+    conn = schema.connect(data_dir)
+    conn.pipelined = True                     # as the recording worker runs it
+    return Applier(conn, data_dir, 1 << 20, (events if events is not None else []).append)
+
+
+def _exec_session(sid: int, cid: int, cmd: int) -> list[tuple]:
+    """One exec session's operations, as the bastion sends them."""
+    now = time.time()
+    return [(OP_SESSION_START, sid, now, PRINCIPAL, "127.0.0.1:1", "web1", "deploy"),
+            (OP_CHANNEL_OPEN, cid, sid, "exec", "uptime", None, 80, 24, None, now,
+             f"recordings/s{sid}-c{cid}.cast", b'{"version": 2}\n', None),
+            (OP_COMMAND, cmd, sid, cid, now, 0.1, "uptime", '["uptime"]', "allow", "ops",
+             "read-only", None, "allow: uptime"),
+            (OP_DATA, cid, "o", 0.2, b" 12:00:00 up 1 day\n", 0, 19),
+            (OP_COMMAND_RESULT, cmd, 0),
+            (OP_CHANNEL_CLOSE, cid, 0.3, time.time(), 0, None, 0, 19, None),
+            (OP_SESSION_CLOSE, sid, time.time(), "closed")]
+
+
+def _lock_is_free(other) -> bool:
+    """Whether ``other`` (another connection) could take the chain's lock now; it gives it
+    back at once."""
+    raw = other._conn                      # the psycopg connection (autocommit)
+    with raw.transaction():
+        return bool(raw.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                (translate.CHAIN_LOCK,)).fetchone()[0])
+
+
+def _sealed(data_dir, table: str) -> list[tuple[int, int]]:
+    conn = schema.connect(data_dir, readonly=True)
+    try:
+        return [tuple(r) for r in conn.execute(
+            f"SELECT id, seq FROM {table} WHERE seq IS NOT NULL ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def _all_seqs(data_dir) -> list[int]:
+    return sorted(seq for t in ("sessions", "channels", "commands")
+                  for _, seq in _sealed(data_dir, t))
+
+
+def test_the_lock_is_taken_only_at_the_end_of_the_batch(tmp_path, pg_store):
+    a = _applier(tmp_path)
+    other = schema.connect(tmp_path)
+    try:
+        for op in _exec_session(1, 2, 3):
+            assert a.apply(op), a.error
+        assert a.conn.deferred_seals            # the closes' seals wait for the commit
+        assert _lock_is_free(other)             # the rows went in without the lock
+        a._locked_db()
+        a.conn.lock_now(wait=True)
+        assert not _lock_is_free(other)         # from here to the commit it is held
+        assert a.flush_files() and a.commit()
+        assert _lock_is_free(other)
+    finally:
+        a.conn.close()
+        other.close()
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+    assert _all_seqs(tmp_path) == [1, 2, 3]     # command, channel, session: in that order
+    assert _sealed(tmp_path, "commands") == [(3, 1)]
+    assert _sealed(tmp_path, "channels") == [(2, 2)]
+    assert _sealed(tmp_path, "sessions") == [(1, 3)]
+
+
+def test_two_writers_interleaving_keep_one_gapless_chain(tmp_path, pg_store):
+    """Writer A's batch goes in first but commits last; writer B's whole batch commits in
+    between.  A's seals are numbered after B's, from the head as B left it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = _applier(tmp_path / "a"), _applier(tmp_path / "b")
+    try:
+        for op in _exec_session(1, 2, 3):
+            assert a.apply(op), a.error
+        for op in _exec_session(11, 12, 13):
+            assert b.apply(op), b.error
+        assert b.flush_files() and b.commit()
+        assert a.flush_files() and a.commit()
+    finally:
+        a.conn.close()
+        b.conn.close()
+    report = verify_index(tmp_path / "a", check_files=False)
+    assert report.ok, report.problems
+    assert _all_seqs(tmp_path) == list(range(1, 7))
+    assert [sid for sid, _ in _sealed(tmp_path, "sessions")] == [11, 1]
+
+
+def test_an_operation_refused_in_its_savepoint_takes_its_seals_back(tmp_path, pg_store):
+    """Session 2's close is refused by the store (its own UPDATE): kept aside, and the seals
+    it asked for (its children, itself) are dropped with it -- session 2 stays unsealed,
+    and the seals around it leave no gap."""
+    a = _applier(tmp_path)
+    try:
+        a.conn._conn.execute(
+            "CREATE FUNCTION refuse_close() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
+            "END $$")
+        a.conn._conn.execute("CREATE TRIGGER refuse_close BEFORE UPDATE OF status ON sessions "
+                             "FOR EACH ROW WHEN (NEW.id = 2) EXECUTE FUNCTION refuse_close()")
+        for sid in (1, 2, 3):
+            assert a.apply((OP_SESSION_START, sid, time.time(), PRINCIPAL, "127.0.0.1:1",
+                            "web1", "deploy"))
+        for sid in (1, 2, 3):
+            assert a.apply((OP_SESSION_CLOSE, sid, time.time(), "closed"))
+        assert a.error is None
+        assert a.flush_files() and a.commit()
+    finally:
+        a.conn.close()
+    [kept] = quarantine.listing(tmp_path)
+    assert (kept.operation, kept.session) == ("session-close", "2")
+    assert _sealed(tmp_path, "sessions") == [(1, 1), (3, 2)]
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+
+
+def test_a_seal_that_finds_no_row_skips_no_number(tmp_path, pg_store, caplog):
+    """An exit status for a command that has no row: the warning says so at the commit,
+    and the next seal takes the number that one did not use."""
+    a = _applier(tmp_path)
+    try:
+        assert a.apply((OP_COMMAND_RESULT, 77, 0))
+        for op in _exec_session(1, 2, 3):
+            assert a.apply(op), a.error
+        with caplog.at_level(logging.WARNING, logger="bastion.recording"):
+            assert a.flush_files() and a.commit()
+    finally:
+        a.conn.close()
+    assert "command 77: exit status 0 not recorded: no such command row" in caplog.text
+    assert _all_seqs(tmp_path) == [1, 2, 3]
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
+
+
+def test_a_seal_refused_at_the_commit_fails_the_batch_and_the_replay_keeps_it(tmp_path,
+                                                                              pg_store):
+    """The store refuses session 2's seal (its hash): the seals are made at the commit, so
+    the batch fails whole (nothing of it committed) and the worker stops, as for any
+    failure of a commit; the replay the next worker gets seals each row in its operation's
+    savepoint and keeps session 2's close aside, and the chain has no gap."""
+    ops = [op for sid in (1, 2, 3) for op in (
+        (OP_SESSION_START, sid, time.time(), PRINCIPAL, "127.0.0.1:1", "web1", "deploy"),
+        (OP_SESSION_CLOSE, sid, time.time(), "closed"))]
+    a = _applier(tmp_path)
+    try:
+        a.conn._conn.execute(
+            "CREATE FUNCTION refuse_seal() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
+            "END $$")
+        a.conn._conn.execute("CREATE TRIGGER refuse_seal BEFORE UPDATE OF hash ON sessions "
+                             "FOR EACH ROW WHEN (NEW.id = 2) EXECUTE FUNCTION refuse_seal()")
+        assert all(a.apply(op) for op in ops)
+        assert a.flush_files() and not a.commit()
+        assert "refused by the test" in (a.error or "")
+        assert not a.fail_out()                 # the transaction is gone: nothing to keep
+    finally:
+        a.conn.close()
+    assert _all_seqs(tmp_path) == []
+    events: list = []
+    replay = _applier(tmp_path, events)         # the next worker
+    try:
+        assert replay.apply((OP_REPLAY, True))
+        assert all(replay.apply(op) for op in ops)
+        assert replay.apply((OP_REPLAY, False))
+        assert replay.error is None
+        assert replay.flush_files() and replay.commit()
+    finally:
+        replay.conn.close()
+    [kept] = quarantine.listing(tmp_path)
+    assert (kept.operation, kept.session) == ("session-close", "2")
+    assert _sealed(tmp_path, "sessions") == [(1, 1), (3, 2)]
+    report = verify_index(tmp_path)
+    assert report.ok, report.problems
