@@ -200,3 +200,54 @@ def test_a_seal_refused_at_the_commit_fails_the_batch_and_the_replay_keeps_it(tm
     assert _sealed(tmp_path, "sessions") == [(1, 1), (3, 2)]
     report = verify_index(tmp_path)
     assert report.ok, report.problems
+
+
+def test_a_takeover_meeting_a_batch_in_flight_fails_one_of_the_two_and_the_chain_holds(
+        tmp_path, pg_store, monkeypatch):
+    """Node a's batch closes a channel (its row updated, no lock yet) while node b, finding
+    a's heartbeat an hour old, takes a's session over (under the chain's lock, then waiting
+    for that row).  When a's commit asks for the lock the two wait for each other:
+    PostgreSQL fails one of them within its deadlock timeout, never both and never neither
+    (here the takeover: it waited first, so its check finds the cycle first), and whichever
+    stands, the chain ``verify`` reads is whole."""
+    import threading
+
+    from bastion.recording import leases
+    monkeypatch.setenv("BASTION_NODE", "a")
+    (tmp_path / "a").mkdir()
+    a = _applier(tmp_path / "a")
+    ops = _exec_session(1, 2, 3)
+    try:
+        for op in ops[:4]:                        # start, channel, command, output
+            assert a.apply(op), a.error
+        assert a.flush_files() and a.commit()
+        leases.beat(a.conn)                       # a's heartbeat (its age decides below)
+        for op in ops[4:6]:                       # exit status, the channel's close
+            assert a.apply(op), a.error
+        monkeypatch.setenv("BASTION_NODE", "b")
+        b = schema.connect(tmp_path / "b")
+        outcome: dict = {}
+
+        def take() -> None:
+            try:
+                outcome["taken"] = leases.take_over(b, 60.0, now=time.time() + 3600)
+            except Exception as exc:  # noqa: BLE001 - the deadlock's loser, if b
+                outcome["error"] = exc
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        time.sleep(0.5)                           # b holds the lock, waits for the row
+        committed = a.flush_files() and a.commit()
+        taker.join(timeout=30)
+        assert not taker.is_alive()
+        b.close()
+    finally:
+        a.conn.close()
+    b_won = outcome.get("taken") == [1]
+    assert b_won != committed, (committed, outcome, a.error)
+    if committed:
+        assert "deadlock" in str(outcome.get("error", "")), outcome
+    else:
+        assert "deadlock" in (a.error or ""), a.error
+    report = verify_index(tmp_path / "a", check_files=False)
+    assert report.ok, report.problems
