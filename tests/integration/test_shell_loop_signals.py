@@ -32,6 +32,11 @@ class Loop:
         command = shellstart.terminal_command(str(fifo_dir), shutil.which(shell), self.nonce)
         self.pid, self.fd = pty.fork()
         if self.pid == 0:                                   # child: the pty is its terminal
+            # as sshd starts a session's shell: ^C and ^\ at their defaults, whatever this
+            # run inherited (a job started in the background by a non-interactive shell
+            # has both ignored, and a shell cannot take back a signal ignored on entry)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
             os.chdir(tmp_path)
             os.execv("/bin/sh", ["/bin/sh", "-c", command])
         self.fifo = os.open(fifo_dir / "c", os.O_WRONLY)
