@@ -492,18 +492,17 @@ class Applier:
     def _close_session(self, op: Op) -> None:
         _, sid, ended, status = op
         db = self._db()
-        # all sent before any is read: one round trip on a pipelined store
-        sums = db.execute(
-            "SELECT COALESCE(SUM(bytes_in), 0), COALESCE(SUM(bytes_out), 0), "
-            "COALESCE(MAX(truncated), 0) FROM channels WHERE session_id = ?", (sid,))
-        last = db.execute("SELECT exit_status FROM channels WHERE session_id = ? AND exit_status "
-                          "IS NOT NULL ORDER BY id DESC LIMIT 1", (sid,))
+        # the totals of its channels and the last exit status, summed by the store in the
+        # update itself: nothing to read (a round trip less on a pipelined store)
         children = chain.lookup_unsealed_children(db, session_id=sid)   # (the update below
-        bin_, bout, trunc = sums.fetchone()                              # changes none of them)
-        row = last.fetchone()
-        db.execute("UPDATE sessions SET ended = ?, status = ?, bytes_in = ?, bytes_out = ?, "
-                   "truncated = ?, exit_status = ? WHERE id = ? AND seq IS NULL",
-                   (ended, status, bin_, bout, trunc, row[0] if row else None, sid))
+        db.execute(                                                      # changes none of them)
+            "UPDATE sessions SET ended = ?, status = ?, "
+            "bytes_in = (SELECT COALESCE(SUM(bytes_in), 0) FROM channels WHERE session_id = ?), "
+            "bytes_out = (SELECT COALESCE(SUM(bytes_out), 0) FROM channels WHERE session_id = ?), "
+            "truncated = (SELECT COALESCE(MAX(truncated), 0) FROM channels WHERE session_id = ?), "
+            "exit_status = (SELECT exit_status FROM channels WHERE session_id = ? AND exit_status "
+            "IS NOT NULL ORDER BY id DESC LIMIT 1) WHERE id = ? AND seq IS NULL",
+            (ended, status, sid, sid, sid, sid, sid))
         chain.seal_unsealed_children(db, found=children)
         chain.seal(db, "sessions", sid)
 
