@@ -64,6 +64,25 @@ def _sealed(data_dir, table: str) -> list[tuple[int, int]]:
         conn.close()
 
 
+def _refuse_update_of(conn, column: str, sid: int) -> None:
+    """The store refuses any update of ``column`` in session ``sid``'s row."""
+    conn._conn.execute(                  # the raw psycopg connection (autocommit)
+        f"CREATE FUNCTION refuse_{column}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
+        "END $$")
+    conn._conn.execute(f"CREATE TRIGGER refuse_{column} BEFORE UPDATE OF {column} ON sessions "
+                       f"FOR EACH ROW WHEN (NEW.id = {sid}) EXECUTE FUNCTION refuse_{column}()")
+
+
+def _session_two_kept_aside(data_dir) -> None:
+    """Session 2's close is the one operation kept aside; sessions 1 and 3 sealed, no gap."""
+    [kept] = quarantine.listing(data_dir)
+    assert (kept.operation, kept.session) == ("session-close", "2")
+    assert _sealed(data_dir, "sessions") == [(1, 1), (3, 2)]
+    report = verify_index(data_dir)
+    assert report.ok, report.problems
+
+
 def _all_seqs(data_dir) -> list[int]:
     return sorted(seq for t in ("sessions", "channels", "commands")
                   for _, seq in _sealed(data_dir, t))
@@ -121,12 +140,7 @@ def test_an_operation_refused_in_its_savepoint_takes_its_seals_back(tmp_path, pg
     and the seals around it leave no gap."""
     a = _applier(tmp_path)
     try:
-        a.conn._conn.execute(
-            "CREATE FUNCTION refuse_close() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
-            "END $$")
-        a.conn._conn.execute("CREATE TRIGGER refuse_close BEFORE UPDATE OF status ON sessions "
-                             "FOR EACH ROW WHEN (NEW.id = 2) EXECUTE FUNCTION refuse_close()")
+        _refuse_update_of(a.conn, "status", 2)      # the close's own update
         for sid in (1, 2, 3):
             assert a.apply((OP_SESSION_START, sid, time.time(), PRINCIPAL, "127.0.0.1:1",
                             "web1", "deploy"))
@@ -136,11 +150,7 @@ def test_an_operation_refused_in_its_savepoint_takes_its_seals_back(tmp_path, pg
         assert a.flush_files() and a.commit()
     finally:
         a.conn.close()
-    [kept] = quarantine.listing(tmp_path)
-    assert (kept.operation, kept.session) == ("session-close", "2")
-    assert _sealed(tmp_path, "sessions") == [(1, 1), (3, 2)]
-    report = verify_index(tmp_path)
-    assert report.ok, report.problems
+    _session_two_kept_aside(tmp_path)
 
 
 def test_a_seal_that_finds_no_row_skips_no_number(tmp_path, pg_store, caplog):
@@ -172,12 +182,7 @@ def test_a_seal_refused_at_the_commit_fails_the_batch_and_the_replay_keeps_it(tm
         (OP_SESSION_CLOSE, sid, time.time(), "closed"))]
     a = _applier(tmp_path)
     try:
-        a.conn._conn.execute(
-            "CREATE FUNCTION refuse_seal() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; "
-            "END $$")
-        a.conn._conn.execute("CREATE TRIGGER refuse_seal BEFORE UPDATE OF hash ON sessions "
-                             "FOR EACH ROW WHEN (NEW.id = 2) EXECUTE FUNCTION refuse_seal()")
+        _refuse_update_of(a.conn, "hash", 2)        # the seal's last step
         assert all(a.apply(op) for op in ops)
         assert a.flush_files() and not a.commit()
         assert "refused by the test" in (a.error or "")
@@ -195,11 +200,7 @@ def test_a_seal_refused_at_the_commit_fails_the_batch_and_the_replay_keeps_it(tm
         assert replay.flush_files() and replay.commit()
     finally:
         replay.conn.close()
-    [kept] = quarantine.listing(tmp_path)
-    assert (kept.operation, kept.session) == ("session-close", "2")
-    assert _sealed(tmp_path, "sessions") == [(1, 1), (3, 2)]
-    report = verify_index(tmp_path)
-    assert report.ok, report.problems
+    _session_two_kept_aside(tmp_path)
 
 
 def test_a_takeover_meeting_a_batch_in_flight_fails_one_of_the_two_and_the_chain_holds(
