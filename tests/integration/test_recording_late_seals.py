@@ -252,3 +252,25 @@ def test_a_takeover_meeting_a_batch_in_flight_fails_one_of_the_two_and_the_chain
         assert "deadlock" in (a.error or ""), a.error
     report = verify_index(tmp_path / "a", check_files=False)
     assert report.ok, report.problems
+
+
+def test_a_commit_whose_seals_were_not_made_is_refused_and_rolled_back(tmp_path, pg_store):
+    """Fail closed: a late-locked transaction committed without ``seal_deferred`` (a step
+    forgotten by some future caller) would leave rows unsealed; the connection refuses the
+    commit and rolls everything back."""
+    import sqlite3
+
+    from bastion.recording import chain
+    conn = schema.connect(tmp_path)
+    conn.pipelined = True
+    try:
+        conn.begin_late()
+        conn.execute("INSERT INTO sessions (id, started, status, target) "
+                      "VALUES (?, ?, 'closed', ?)", (1, time.time(), "web1"))
+        assert chain.seal(conn, "sessions", 1)           # noted, not made
+        with pytest.raises(sqlite3.Error, match="seals were not made"):
+            conn.execute("COMMIT")
+        assert not conn.in_transaction
+        assert list(conn.execute("SELECT id FROM sessions")) == []
+    finally:
+        conn.close()
