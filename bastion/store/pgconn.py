@@ -136,9 +136,7 @@ class PgConnection:
             return self._pragma(sql)
         if self._pipe is not None:
             return self._in_pipeline(stmt.sql, _params(params, stmt.fts_param))
-        if (self._conn.closed or self._conn.broken) and not self._pool:
-            self._conn = _open(self.settings)     # lost between statements: a new one
-            self.chain_head = None
+        self._reopen_if_lost()
         if stmt.sql.upper() == "COMMIT" and \
                 self._conn.info.transaction_status == TransactionStatus.INERROR:
             try:
@@ -149,13 +147,7 @@ class PgConnection:
                                         "and has been rolled back")
         params = _params(params, stmt.fts_param)
         if self.pipelined and stmt.lock:          # a write transaction: pipeline mode
-            try:
-                self._pipe = Pipe(self._conn)
-                self._conn.execute(stmt.sql, params, prepare=False)
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
-            except psycopg.Error as exc:
-                self._leave_pipeline()
-                raise _translated(exc) from exc
+            self._begin_pipeline(stmt.sql, params, late=False)
             return _EMPTY
         try:
             cur = self._raw_execute(stmt.sql, params)
@@ -172,16 +164,27 @@ class PgConnection:
         (bastion.recording.writer), and the seals wait for the commit
         (:attr:`deferred_seals`, bastion.recording.chain), so the lock is held for the end
         of the transaction, not for every round trip of it."""
-        import psycopg
         if not self.pipelined or self._pipe is not None:
             raise StoreOperationalError("begin_late: a pipelined connection outside a "
                                         "transaction is needed")
-        if (self._conn.closed or self._conn.broken) and not self._pool:
-            self._conn = _open(self.settings)
+        self._reopen_if_lost()
         self.chain_head = None
+        self._begin_pipeline("BEGIN", None, late=True)
+
+    def _reopen_if_lost(self) -> None:
+        if (self._conn.closed or self._conn.broken) and not self._pool:
+            self._conn = _open(self.settings)     # lost between statements: a new one
+            self.chain_head = None
+
+    def _begin_pipeline(self, begin: str, params: Any, late: bool) -> None:
+        """A write transaction in pipeline mode: ``begin`` sent, and the chain's lock
+        unless ``late`` (:meth:`begin_late`)."""
+        import psycopg
         try:
-            self._pipe = Pipe(self._conn, late=True)
-            self._conn.execute("BEGIN", prepare=False)
+            self._pipe = Pipe(self._conn, late=late)
+            self._conn.execute(begin, params, prepare=False)
+            if not late:
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (translate.CHAIN_LOCK,))
         except psycopg.Error as exc:
             self._leave_pipeline()
             raise _translated(exc) from exc
