@@ -4,6 +4,7 @@
     python -m bench.scaling --quick           # 4 agents x 3 commands, workers 1 (seconds)
     python -m bench.scaling --agents 200 --workers 1 --out bench/results/scale.json
     python -m bench.scaling --agents 500 --commands 10 --workers 1 --bulk-mb 200 --bulk-reps 3
+    python -m bench.scaling --bulk-mb 0 --parallel-sessions 0     # no bulk sections
 
 Starts on 127.0.0.1: the dev issuer, a private PostgreSQL cluster (fsync on), and two rigs
 (bench/scalerig.py): ``bastion serve`` on the SQLite index, and on PostgreSQL; each rig has
@@ -17,13 +18,18 @@ its own target sshd and OpenSSH jump host.  Then, each section with every path t
    index is read: every command must be there (a missing one is a failure);
 3. **approvals**: a held command answered on the same node (SQLite) and on another node
    (PostgreSQL, NOTIFY), bench/approvals_nodes.py;
-4. **bulk**: zero / text / upload, both cipher modes, through ProxyJump and the bastion on
-   each backend, c/b per backend (bench/scaling_bulk.py; ``--bulk-mb 0`` leaves it out).
+4. **bulk** (run first, while the rigs are fresh and run ``--workers 1``): zero / text /
+   upload, both cipher modes, through ProxyJump, the bastion on each backend and the relay
+   alone (a bastion that records nothing), c/b per backend and for the relay
+   (bench/scaling_bulk.py; ``--bulk-mb 0`` leaves it out);
+5. **parallel**: P downloads at once through ProxyJump and each backend's bastion with
+   ``--workers 2``, the aggregate rate (``--parallel-sessions 0`` leaves it out);
+6. **aims**: issue 20's bulk aims beside what this run measured.
 
 Prints tables, writes a JSON file (default ``bench/results/scaling-YYYYmmdd-HHMMSS.json``).
 Exit status 0 when every command succeeded and was indexed and every bulk transfer was whole,
-2 otherwise (figures are never
-gates; failures are), 1 when the rigs could not start.  Figures: docs/SCALING.md.
+2 otherwise (figures are never gates; failures are), 1 when the rigs could not start.
+Figures: docs/SCALING.md.
 """
 
 from __future__ import annotations
@@ -65,8 +71,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                "no bulk section)")
     p.add_argument("--bulk-reps", type=int, help="bulk transfers per path and row (default 3; "
                                                  "quick 1)")
+    p.add_argument("--parallel-sessions", type=int, help="downloads at once through each path "
+                   "with --workers 2 (default 8; quick 2; 0: no parallel section)")
+    p.add_argument("--parallel-mb", type=int, help="MB per parallel download (default 50; quick 2)")
+    p.add_argument("--parallel-rounds", type=int, help="parallel rounds per path (default 3; "
+                                                       "quick 1)")
     p.add_argument("--out", type=Path, help="the JSON file to write")
     a = p.parse_args(argv)
+    if a.parallel_sessions is None:
+        a.parallel_sessions = 2 if a.quick else 8
+    a.parallel_mb = a.parallel_mb or (2 if a.quick else 50)
+    a.parallel_rounds = a.parallel_rounds or (1 if a.quick else 3)
     a.bulk_mb = (2 if a.quick else 200) if a.bulk_mb is None else a.bulk_mb
     a.bulk_reps = a.bulk_reps or (1 if a.quick else 3)
     a.agents = a.agents or (4 if a.quick else 500)
@@ -171,6 +186,7 @@ def run(args: argparse.Namespace) -> dict:
     issuer = DevIssuer(tmp / "issuer").start()
     cluster = None
     rigs: dict[str, ScaleRig] = {}
+    relay: scaling_bulk.RelayPath | None = None
     try:
         cluster = start_durable_cluster()
         log("starting the rigs (SQLite and PostgreSQL) ...")
@@ -188,8 +204,19 @@ def run(args: argparse.Namespace) -> dict:
                                                          args.approval_rounds)),
         )
         if args.bulk_mb > 0:       # first, while the rigs run --workers 1 and are fresh
+            relay = scaling_bulk.RelayPath(rigs["sqlite"], tmp / "relay")
+            try:
+                relay.start()
+            except Exception:  # noqa: BLE001 - the bulk section goes on without that path
+                log(traceback.format_exc())
+                relay.stop()
+                relay = None
             sections = (("bulk", lambda: scaling_bulk.measure(
-                rigs, args.bulk_mb * 1_000_000, args.bulk_reps, log)),) + sections
+                rigs, args.bulk_mb * 1_000_000, args.bulk_reps, log, relay)),) + sections
+        if args.parallel_sessions > 0:     # after the concurrency levels: --workers 2
+            sections = sections[:-1] + (("parallel", lambda: scaling_bulk.parallel(
+                rigs, args.parallel_sessions, args.parallel_mb * 1_000_000,
+                args.parallel_rounds, log)),) + sections[-1:]
         for name, fn in sections:
             log(f"[{name}] load average {os.getloadavg()[0]:.2f}")
             load = [round(x, 2) for x in os.getloadavg()]
@@ -202,10 +229,15 @@ def run(args: argparse.Namespace) -> dict:
             results[name]["loadavg_before"] = load
             results[name]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             results[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
+            if name == "bulk" and relay is not None:
+                relay.stop()                          # its CPU is not the next sections'
+        results["aims"] = scaling_bulk.aims(results.get("bulk"), results.get("parallel"))
         results["meta"]["bastion_log_errors"] = {
             label: [ln for ln in rig.log().splitlines() if " ERROR " in ln][-10:]
             for label, rig in rigs.items()}
     finally:
+        if relay is not None:
+            relay.stop()
         for rig in rigs.values():
             rig.close()
         if cluster is not None:
@@ -218,12 +250,13 @@ def run(args: argparse.Namespace) -> dict:
 
 def failures(results: dict) -> int:
     """Commands that failed or are missing from the index, over every concurrency run, and
-    bulk transfers that failed."""
+    bulk and parallel transfers that failed."""
     conc = results.get("concurrency") or {}
-    if "runs" not in conc or "na" in results.get("bulk", {}):
+    if "runs" not in conc or any("na" in results.get(s, {}) for s in ("bulk", "parallel")):
         return -1
-    return sum(r.get("failed_total", 0) for r in conc["runs"]) + \
-        results.get("bulk", {}).get("failed", 0)
+    return (sum(r.get("failed_total", 0) for r in conc["runs"])
+            + results.get("bulk", {}).get("failed", 0)
+            + results.get("parallel", {}).get("failed", 0))
 
 
 def main(argv: list[str] | None = None) -> int:

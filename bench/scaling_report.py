@@ -1,4 +1,5 @@
-"""Tables of ``python -m bench.scaling``: the sizing table, set-up, approvals, bulk.
+"""Tables of ``python -m bench.scaling``: the sizing table, set-up, approvals, bulk, parallel
+bulk and the bulk aims.
 
 Not covered: measuring (bench/scaling.py); the JSON holds every figure shown here.
 """
@@ -90,7 +91,17 @@ def render(results: dict, console: Console | None = None) -> None:
                       _fmt(e.get("cli_p50_ms")))
         console.print(t)
     render_bulk(results.get("bulk"), console)
+    render_parallel(results.get("parallel"), console)
+    render_aims(results.get("aims"), console)
     console.print(f"load average: start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')}")
+
+
+def _ratio_key(name: str) -> tuple[str, str]:
+    """(JSON key, column title) of a bulk path's ratio to ProxyJump."""
+    if "/" not in name:                                    # the relay alone
+        return f"{name}/jump", f"{name} / jump"
+    backend = name.split("/", 1)[1]
+    return f"c_b/{backend}", f"c/b {backend}"
 
 
 def render_bulk(bulk: dict | None, console: Console) -> None:
@@ -101,13 +112,44 @@ def render_bulk(bulk: dict | None, console: Console) -> None:
         return
     names = bulk["paths"]
     t = Table(title=f"bulk, MB/s ({bulk['size_bytes'] // 1_000_000} MB, median of "
-                    f"{bulk['reps']}, recording and masking on) and c/b per backend")
-    for col in ("transfer", "cipher", *names, *(f"c/b {n.split('/', 1)[1]}" for n in names[1:]),
-                "aim"):
+                    f"{bulk['reps']}, recording and masking on; relay: neither) and ratios to "
+                    "ProxyJump")
+    for col in ("transfer", "cipher", *names, *(_ratio_key(n)[1] for n in names[1:]), "aim"):
         t.add_column(col, justify="left" if col in ("transfer", "cipher") else "right")
     for r in bulk["rows"]:
         t.add_row(r["kind"], r["cipher"],
                   *(_fmt(r[n].get("mb_s")) if "mb_s" in r[n] else "[yellow]n/a[/]" for n in names),
-                  *(_fmt(r[f"c_b/{n.split('/', 1)[1]}"], 2) for n in names[1:]),
+                  *(_fmt(r.get(_ratio_key(n)[0]), 2) for n in names[1:]),
                   _fmt(r.get("aim_c_b"), 2))
+    console.print(t)
+
+
+def render_parallel(par: dict | None, console: Console) -> None:
+    if not par:
+        return
+    if "na" in par:
+        console.print(f"[yellow]parallel: n/a ({par['na']})[/]")
+        return
+    t = Table(title=f"parallel: {par['sessions']} downloads of {par['size_bytes'] // 1_000_000} "
+                    f"MB at once, bastion --workers {par['workers']}, aggregate MB/s (median of "
+                    f"{par['rounds']})")
+    for col in ("path", "MB/s", "rounds", "x ProxyJump"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    for name, e in par["paths"].items():
+        rel = par.get(f"x_jump/{name.split('/', 1)[1]}") if "/" in name else None
+        t.add_row(name, _fmt(e.get("mb_s")) if "mb_s" in e else f"[yellow]n/a: {e['na'][:60]}[/]",
+                  ", ".join(_fmt(v) for v in e.get("runs", [])), _fmt(rel, 2))
+    console.print(t)
+
+
+def render_aims(aims: list[dict] | None, console: Console) -> None:
+    if not aims:
+        return
+    t = Table(title="issue 20's bulk aims (reported, never gates)")
+    for col in ("aim", "target", "measured", "met"):
+        t.add_column(col, justify="right" if col == "target" else "left")
+    for a in aims:
+        measured = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in a["measured"].items())
+        met = {True: "yes", False: "[red]no[/]", None: "n/a"}[a["met"]]
+        t.add_row(a["aim"], _fmt(a["target"], 2), measured, met)
     console.print(t)

@@ -1,9 +1,10 @@
 """``python -m bench.scaling --quick`` in the test suite, so the scaling benchmark never rots.
 
 Real properties only, never timings: every command of every path succeeded, every bastion
-command is in the index (SQLite and PostgreSQL), set-up, approvals and bulk have figures for
-every path (every bulk transfer whole: bench.bulk checks the byte counts), and nothing the run
-started is left behind.
+command is in the index (SQLite and PostgreSQL), set-up, approvals, bulk (the relay alone
+included) and parallel bulk with ``--workers 2`` have figures for every path (every transfer
+whole: bench.bulk checks the byte counts), the bulk aims are read off them, and nothing the
+run started is left behind.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def test_bulk_has_every_kind_and_cipher_through_proxyjump_and_both_backends(quic
     _, data, _, _ = quick
     bulk = data["bulk"]
     assert bulk["failed"] == 0 and bulk["paths"] == ["jump", "bastion/sqlite",
-                                                      "bastion/postgresql"], bulk
+                                                      "bastion/postgresql", "relay"], bulk
     assert [(r["kind"], r["cipher"]) for r in bulk["rows"]] == [
         (kind, mode) for kind in ("zero", "text", "upload") for mode in ("default", "aes128-gcm")]
     for r in bulk["rows"]:
@@ -75,11 +76,32 @@ def test_bulk_has_every_kind_and_cipher_through_proxyjump_and_both_backends(quic
         for backend in ("sqlite", "postgresql"):
             assert r[f"c_b/{backend}"] == round(
                 r[f"bastion/{backend}"]["mb_s"] / r["jump"]["mb_s"], 3)
+        assert r["relay/jump"] == round(r["relay"]["mb_s"] / r["jump"]["mb_s"], 3)
+
+
+def test_parallel_runs_every_path_with_two_workers_and_the_aims_are_read_off(quick):
+    _, data, _, _ = quick
+    par = data["parallel"]
+    assert par["failed"] == 0 and par["workers"] == 2, par
+    assert list(par["paths"]) == ["jump", "bastion/sqlite", "bastion/postgresql"]
+    for name, entry in par["paths"].items():
+        assert len(entry["runs"]) == par["rounds"] and entry["mb_s"] > 0, (name, entry)
+    for backend in ("sqlite", "postgresql"):
+        assert par[f"x_jump/{backend}"] == round(
+            par["paths"][f"bastion/{backend}"]["mb_s"] / par["paths"]["jump"]["mb_s"], 3)
+    by_aim = {a["aim"]: a for a in data["aims"]}
+    assert set(by_aim) == {
+        *(f"bulk c/b, {b}, {m} ciphers" for b in ("sqlite", "postgresql")
+          for m in ("default", "aes128-gcm")),
+        "full path / ProxyJump, sqlite", "full path / ProxyJump, postgresql",
+        "relay alone / ProxyJump", f"{par['sessions']} parallel sessions, --workers 2 / ProxyJump"}
+    for a in by_aim.values():
+        assert a["met"] == all(v >= a["target"] for v in a["measured"].values()), a
 
 
 def test_the_tables_are_printed_and_nothing_is_left_running(quick):
     _, data, _, stdout = quick
-    for title in ("sizing:", "set-up:", "approvals:", "bulk, MB/s"):
+    for title in ("sizing:", "set-up:", "approvals:", "bulk, MB/s", "parallel:", "bulk aims"):
         assert title in stdout, title
     rig_dir = data["meta"]["rig_dir"].encode()
     left = []
