@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Iterator, Sequence
 
 from bastion.store import pgschema, translate
@@ -42,6 +43,38 @@ LOCK_TIMEOUT_MS = 10_000
 POOL_MAX = 4
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
+
+
+class _ReaderConnectErrors(logging.Filter):
+    """psycopg_pool logs a warning for every failed attempt to open a reader's connection:
+    several per command while the store is down, each two lines, on the CLI's stderr before
+    its one error.  Those of the readers' pools are kept here instead, the last one per pool
+    with when it came, so that the error :func:`connect` raises gives the driver's reason
+    (``connection refused``, a password refused) rather than the pool's ``couldn't get a
+    connection after 5.00 sec``.  Other records of the pool's logger pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, tuple[float, str]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if (record.msg == "error connecting in %r: %s" and len(args) == 2
+                and str(args[0]).startswith(READERS)):
+            reason = str(args[1]).strip().splitlines()
+            self.last[str(args[0])] = (time.monotonic(), reason[0] if reason else "")
+            return False
+        return True
+
+    def since(self, pool_name: str, start: float) -> str | None:
+        """The reason of the pool's last failed attempt, if it came after ``start``."""
+        when, reason = self.last.get(pool_name, (0.0, ""))
+        return reason if reason and when >= start else None
+
+
+READERS = "bastion-readers"
+_connect_errors = _ReaderConnectErrors()
+logging.getLogger("psycopg.pool").addFilter(_connect_errors)
 
 
 class Row(tuple[Any, ...]):
@@ -444,12 +477,13 @@ def _open(settings: StoreSettings) -> Any:
     return conn
 
 
-def _unreachable(settings: StoreSettings, exc: BaseException) -> StoreOperationalError:
+def _unreachable(settings: StoreSettings, exc: BaseException,
+                 reason: str | None = None) -> StoreOperationalError:
     """The error for a store that cannot be reached.  Its message names no host (it reaches
     agents in the refusal of their session); ``detail`` has the URL (no password) and the
-    driver's reason, for the log and the operator's hint."""
+    driver's reason (``reason``, else the exception's), for the log and the operator's hint."""
     err = StoreOperationalError("the PostgreSQL store cannot be reached")
-    err.detail = f"{safe_url(settings.url)}: {_first_line(exc)}"
+    err.detail = f"{safe_url(settings.url)}: {reason or _first_line(exc)}"
     log.error("store: cannot reach %s", err.detail)
     return err
 
@@ -463,10 +497,11 @@ def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
     if readonly:
         settings.password()      # a password file refused says why here, not as a pool timeout
         pool = _pool(settings)
+        start = time.monotonic()
         try:
             raw = pool.getconn(timeout=CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - psycopg_pool.PoolTimeout and friends
-            raise _unreachable(settings, exc) from None
+            raise _unreachable(settings, exc, _connect_errors.since(pool.name, start)) from None
         conn = PgConnection(settings, raw, pool)
         version = conn.schema_version()
         if version != pgschema.SCHEMA_VERSION:
@@ -500,7 +535,7 @@ def _pool(settings: StoreSettings) -> Any:
                                   configure=lambda c: c.execute(
                                       "SELECT set_config('bastion.node', %s, false)",
                                       (settings.node,)),
-                                  name="bastion-readers")
+                                  name=f"{READERS}-{len(_pools) + 1}")
             _pools[key] = pool
     return pool
 

@@ -177,6 +177,42 @@ def test_an_unreachable_store_is_a_recording_error_that_says_what_to_do(tmp_path
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)
 
 
+def test_a_reader_that_cannot_connect_says_why_once(caplog):
+    """The readers' pool retries a refused connection until its timeout, logging a warning
+    for each attempt: none of them is shown, and the one error names the driver's reason."""
+    import logging
+
+    from tests.pgcluster import _free_port
+    settings = location.StoreSettings(url=f"postgresql://bastion@127.0.0.1:{_free_port()}/x",
+                                      node="reader-test")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(sqlite3.OperationalError, match="cannot be reached") as info:
+        pgconn.connect(settings, readonly=True)
+    detail = info.value.detail
+    assert "refused" in detail.lower() and "couldn't get a connection" not in detail, detail
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "bastion.store"] == [
+        f"store: cannot reach {detail}"]
+
+
+def test_the_cli_on_an_unreachable_store_prints_one_error_and_the_reason(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.pgcluster import _free_port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(BASTION_STORE_URL=f"postgresql://bastion@127.0.0.1:{_free_port()}/x",
+               BASTION_DATA_DIR=str(tmp_path), HOME=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "bastion.cli.main", "sessions", "list"], env=env,
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stderr
+    assert "error connecting in" not in p.stderr, p.stderr
+    assert p.stderr.count("error: the session index is unavailable") == 1, p.stderr
+    hint = [ln for ln in p.stderr.splitlines() if ln.startswith("hint:")]
+    assert len(hint) == 1 and "refused" in hint[0].lower() and "BASTION_STORE_URL" in hint[0]
+
+
 def test_a_commit_after_an_aborted_statement_raises(tmp_path, pg_store):
     conn = pgconn.connect(location.current())
     conn.execute("BEGIN IMMEDIATE")
