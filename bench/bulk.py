@@ -172,10 +172,15 @@ def run(rig: BenchRig, *, quick: bool = False, size: int | None = None, reps: in
 
 
 def transfers(paths: list[tuple[str, BenchRig, str]], size: int, reps: int,
-              log=print) -> tuple[dict, dict]:
+              log=print, cpu: dict | None = None) -> tuple[dict, dict]:
     """Every kind in every cipher mode through each ``(name, rig, path)``, ``reps`` times,
     the paths taking turns in a rotating order: ``{"KIND/MODE/NAME": [rates...]}`` and
-    ``{"KIND/MODE/NAME": why}`` for a path that failed (not tried again)."""
+    ``{"KIND/MODE/NAME": why}`` for a path that failed (not tried again).
+
+    ``cpu`` (optional): per path name, a function returning ``{label: CPU seconds so far}``
+    of the processes to account (a bastion, a database server); each transfer of that path
+    then also carries ``cpu_ms_per_mb`` ``{label: ms}``, read before it and
+    :data:`CPU_SETTLE` s after it (what a worker still writes)."""
     text = make_text_file(paths[0][1].root / "bulk-text.log", size)
     upload = memoryview(text.read_bytes())
     timeout = 60 + size / 5e6
@@ -190,6 +195,8 @@ def transfers(paths: list[tuple[str, BenchRig, str]], size: int, reps: int,
                         key = f"{kind}/{mode}/{name}"
                         if key in failures:
                             continue
+                        counters = (cpu or {}).get(name)
+                        before = counters() if counters else None
                         try:
                             if kind == "upload":
                                 r = _upload(rig, path, upload, mode, timeout)
@@ -199,12 +206,25 @@ def transfers(paths: list[tuple[str, BenchRig, str]], size: int, reps: int,
                             failures[key] = str(exc)[:300]
                             log(f"  bulk {key}: n/a ({failures[key]})")
                             continue
+                        if counters:
+                            time.sleep(CPU_SETTLE)
+                            r["cpu_ms_per_mb"] = cpu_per_mb(before, counters(), size)
                         samples.setdefault(key, []).append(r)
                         log(f"  bulk {key} rep {rep + 1}/{reps}: {r['mb_s']} MB/s")
     finally:
         upload.release()
         text.unlink(missing_ok=True)
     return samples, failures
+
+
+CPU_SETTLE = 0.3
+
+
+def cpu_per_mb(before: dict, after: dict, size: int) -> dict:
+    """``{label: ms of CPU per MB}`` between two readings (None where either is missing)."""
+    return {label: (None if before.get(label) is None or after.get(label) is None else
+                    round(1000 * (after[label] - before[label]) / (size / 1e6), 2))
+            for label in after}
 
 
 def summarize(samples: dict, failures: dict, *, size: int, reps: int, paths) -> dict:

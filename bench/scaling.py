@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> dict:
                 relay.stop()
                 relay = None
             sections = (("bulk", lambda: scaling_bulk.measure(
-                rigs, args.bulk_mb * 1_000_000, args.bulk_reps, log, relay)),) + sections
+                rigs, args.bulk_mb * 1_000_000, args.bulk_reps, log, relay, pg_pid)),) + sections
         if args.parallel_sessions > 0:     # after the concurrency levels: --workers 2
             sections = sections[:-1] + (("parallel", lambda: scaling_bulk.parallel(
                 rigs, args.parallel_sessions, args.parallel_mb * 1_000_000,

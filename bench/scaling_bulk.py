@@ -7,7 +7,8 @@
   1``: one session is one worker's), and the relay alone (:class:`RelayPath`: bench.overhead's
   ``bare`` bastion, neither recording nor masking), taking turns in a rotating order so drift
   hits every path alike.  Per row: the median MB/s of each path, c/b of each backend
-  (bastion / ProxyJump) and of the relay.
+  (bastion / ProxyJump) and of the relay, and the median CPU per MB of each bastion (its
+  process and workers) and of the PostgreSQL server (sizing: what a recorded MB costs each).
 * :func:`parallel`: P downloads at once (bench.workers_bulk's rounds: zeros, default
   ciphers, the aggregate rate from the first launch to the last byte) through ProxyJump and
   each backend's bastion running ``--workers 2``.
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from bench import bulk
 from bench.rig import CIPHER_MODES, BenchRig
-from bench.scalerig import ScaleRig
+from bench.scalerig import ScaleRig, tree_cpu
 from bench.stats import median, ratio, rotated
 
 AIMS = {"default": 0.70, "aes128-gcm": 0.55}
@@ -84,18 +85,37 @@ class RelayPath:
 
 
 def measure(rigs: dict[str, ScaleRig], size: int, reps: int,
-            log: Callable[[str], None] = print, relay: RelayPath | None = None) -> dict:
+            log: Callable[[str], None] = print, relay: RelayPath | None = None,
+            pg_pid: int | None = None) -> dict:
     paths = [("jump", rigs["sqlite"], "jump")] + [(f"bastion/{label}", rig, "bastion")
                                                   for label, rig in rigs.items()]
     if relay is not None:
         paths.append((RELAY, relay, "bastion"))
-    samples, failures = bulk.transfers(paths, size, reps, log)   # type: ignore[arg-type]
+    cpu = {name: _counters(rig, pg_pid if rig.store_env else None)
+           for name, rig, _ in paths[1:] if isinstance(rig, ScaleRig)}
+    if relay is not None:
+        cpu[RELAY] = lambda: {"bastion": tree_cpu(relay.proc.pid)}
+    samples, failures = bulk.transfers(paths, size, reps, log, cpu)   # type: ignore[arg-type]
     rates = {key: [r["mb_s"] for r in runs] for key, runs in samples.items()}
-    return summarize(rates, failures, [name for name, _, _ in paths], size=size, reps=reps)
+    cpus = {key: [r["cpu_ms_per_mb"] for r in runs if "cpu_ms_per_mb" in r]
+            for key, runs in samples.items()}
+    return summarize(rates, failures, [name for name, _, _ in paths], size=size, reps=reps,
+                     cpu=cpus)
+
+
+def _counters(rig: ScaleRig, pg_pid: int | None) -> Callable[[], dict]:
+    """CPU seconds so far of the rig's bastion (``bastion serve`` and its workers) and, for
+    a rig on PostgreSQL, of the database server (all its backends)."""
+    def read() -> dict:
+        out = {"bastion": tree_cpu(rig.proc.pid if rig.proc else None)}
+        if pg_pid is not None:
+            out["postgresql"] = tree_cpu(pg_pid)
+        return out
+    return read
 
 
 def summarize(samples: dict[str, list[float]], failures: dict[str, str], names: list[str], *,
-              size: int, reps: int) -> dict:
+              size: int, reps: int, cpu: dict[str, list[dict]] | None = None) -> dict:
     rows = []
     for kind in bulk.KINDS:
         for mode in CIPHER_MODES:
@@ -104,6 +124,12 @@ def summarize(samples: dict[str, list[float]], failures: dict[str, str], names: 
                 runs = samples.get(f"{kind}/{mode}/{name}")
                 row[name] = ({"mb_s": median(runs), "runs": runs} if runs else
                              {"na": failures.get(f"{kind}/{mode}/{name}", "not run")})
+                readings = (cpu or {}).get(f"{kind}/{mode}/{name}")
+                if runs and readings:
+                    row[name]["cpu_ms_per_mb"] = {
+                        label: _round(median([c[label] for c in readings
+                                              if c.get(label) is not None]))
+                        for label in readings[0]}
             jump = row["jump"].get("mb_s")
             for name in names[1:]:
                 key = "relay/jump" if name == RELAY else f"c_b/{name.split('/', 1)[1]}"
@@ -111,6 +137,10 @@ def summarize(samples: dict[str, list[float]], failures: dict[str, str], names: 
             rows.append(row)
     return {"size_bytes": size, "reps": reps, "paths": names, "failed": len(failures),
             "unit": "MB/s (10^6 bytes), streaming rate, median", "rows": rows}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def parallel(rigs: dict[str, ScaleRig], sessions: int, size: int, rounds: int,

@@ -122,6 +122,17 @@ def render_bulk(bulk: dict | None, console: Console) -> None:
                   *(_fmt(r.get(_ratio_key(n)[0]), 2) for n in names[1:]),
                   _fmt(r.get("aim_c_b"), 2))
     console.print(t)
+    cols = [(n, label) for n in names for label in
+            next((r[n]["cpu_ms_per_mb"] for r in bulk["rows"] if "cpu_ms_per_mb" in r[n]), {})]
+    if not cols:
+        return
+    t = Table(title="bulk: CPU per MB carried, ms (median; bastion: its process and workers)")
+    for col in ("transfer", "cipher", *(f"{n}: {label}" for n, label in cols)):
+        t.add_column(col, justify="left" if col in ("transfer", "cipher") else "right")
+    for r in bulk["rows"]:
+        t.add_row(r["kind"], r["cipher"],
+                  *(_fmt(r[n].get("cpu_ms_per_mb", {}).get(label), 2) for n, label in cols))
+    console.print(t)
 
 
 def render_parallel(par: dict | None, console: Console) -> None:

@@ -77,6 +77,13 @@ def test_bulk_has_every_kind_and_cipher_through_proxyjump_and_both_backends(quic
             assert r[f"c_b/{backend}"] == round(
                 r[f"bastion/{backend}"]["mb_s"] / r["jump"]["mb_s"], 3)
         assert r["relay/jump"] == round(r["relay"]["mb_s"] / r["jump"]["mb_s"], 3)
+        # CPU per MB of each bastion, and of the PostgreSQL server for the rig on it
+        assert set(r["bastion/sqlite"]["cpu_ms_per_mb"]) == {"bastion"}, r
+        assert set(r["bastion/postgresql"]["cpu_ms_per_mb"]) == {"bastion", "postgresql"}, r
+        assert set(r["relay"]["cpu_ms_per_mb"]) == {"bastion"}, r
+        assert "cpu_ms_per_mb" not in r["jump"]
+        for name in bulk["paths"][1:]:
+            assert all(v is not None and v >= 0 for v in r[name]["cpu_ms_per_mb"].values()), r
 
 
 def test_parallel_runs_every_path_with_two_workers_and_the_aims_are_read_off(quick):
@@ -101,7 +108,8 @@ def test_parallel_runs_every_path_with_two_workers_and_the_aims_are_read_off(qui
 
 def test_the_tables_are_printed_and_nothing_is_left_running(quick):
     _, data, _, stdout = quick
-    for title in ("sizing:", "set-up:", "approvals:", "bulk, MB/s", "parallel:", "bulk aims"):
+    for title in ("sizing:", "set-up:", "approvals:", "bulk, MB/s", "CPU per MB carried",
+                  "parallel:", "bulk aims"):
         assert title in stdout, title
     rig_dir = data["meta"]["rig_dir"].encode()
     left = []

@@ -1,10 +1,12 @@
-"""bench.scaling_bulk: issue 20's bulk aims read off a run's sections (pure, table-driven)."""
+"""bench.scaling_bulk: issue 20's bulk aims read off a run's sections, and CPU per MB
+(pure, table-driven)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench import scaling_bulk
+from bench.bulk import cpu_per_mb
 from bench.scaling_bulk import aims, summarize
 
 
@@ -85,3 +87,25 @@ def test_the_parallel_aim_takes_every_backend(ratios, met):
 def test_no_sections_no_aims():
     assert aims(None, None) == []
     assert aims({"na": "error"}, {"na": "error"}) == []
+
+
+@pytest.mark.parametrize("before, after, size, expected", [
+    ({"bastion": 1.0}, {"bastion": 1.5}, 100_000_000, {"bastion": 5.0}),
+    ({"bastion": 2.0, "postgresql": 10.0}, {"bastion": 2.2, "postgresql": 10.9}, 200_000_000,
+     {"bastion": 1.0, "postgresql": 4.5}),
+    ({"bastion": None}, {"bastion": 3.0}, 1_000_000, {"bastion": None}),     # process gone
+    ({"bastion": 1.0}, {"bastion": None}, 1_000_000, {"bastion": None}),
+])
+def test_cpu_per_mb_is_the_difference_over_the_megabytes_carried(before, after, size, expected):
+    assert cpu_per_mb(before, after, size) == expected
+
+
+def test_a_rows_cpu_is_the_median_of_its_transfers():
+    samples = {"zero/default/jump": [100.0, 100.0, 100.0],
+               "zero/default/bastion/sqlite": [80.0, 90.0, 70.0]}
+    cpu = {"zero/default/bastion/sqlite": [{"bastion": 3.0}, {"bastion": 5.0},
+                                           {"bastion": 4.0}]}
+    section = summarize(samples, {}, ["jump", "bastion/sqlite"], size=1, reps=3, cpu=cpu)
+    row = section["rows"][0]
+    assert row["bastion/sqlite"]["cpu_ms_per_mb"] == {"bastion": 4.0}
+    assert "cpu_ms_per_mb" not in row["jump"]
