@@ -20,8 +20,9 @@ its own target sshd and OpenSSH jump host.  Then, each section with every path t
    (PostgreSQL, NOTIFY), bench/approvals_nodes.py;
 4. **bulk** (run first, while the rigs are fresh and run ``--workers 1``): zero / text /
    upload, both cipher modes, through ProxyJump, the bastion on each backend and the relay
-   alone (a bastion that records nothing), c/b per backend and for the relay
-   (bench/scaling_bulk.py; ``--bulk-mb 0`` leaves it out);
+   alone (a bastion that records nothing), c/b per backend and for the relay, CPU per MB
+   of each bastion and of the PostgreSQL server (bench/scaling_bulk.py; ``--bulk-mb 0``
+   leaves it out);
 5. **parallel**: P downloads at once through ProxyJump and each backend's bastion with
    ``--workers 2``, the aggregate rate (``--parallel-sessions 0`` leaves it out);
 6. **aims**: issue 20's bulk aims beside what this run measured.

@@ -14,7 +14,8 @@
   each backend's bastion running ``--workers 2``.
 * :func:`aims`: each of the item's aims beside what this run measured (pure).
 
-Not covered: ``direct`` (bench --only bulk); CPU per MB (bench.overhead, bench.ab_bulk).
+Not covered: ``direct`` (bench --only bulk); CPU per process inside the bastion (serve and
+its worker apart: bench.overhead, bench.ab_bulk).
 """
 
 from __future__ import annotations
