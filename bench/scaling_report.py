@@ -104,12 +104,17 @@ def _ratio_key(name: str) -> tuple[str, str]:
     return f"c_b/{backend}", f"c/b {backend}"
 
 
+def _absent(section: dict | None, name: str, console: Console) -> bool:
+    """True if the section was not run (nothing printed) or failed (its reason printed)."""
+    if section and "na" in section:
+        console.print(f"[yellow]{name}: n/a ({section['na']})[/]")
+    return not section or "na" in section
+
+
 def render_bulk(bulk: dict | None, console: Console) -> None:
-    if not bulk:
+    if _absent(bulk, "bulk", console):
         return
-    if "na" in bulk:
-        console.print(f"[yellow]bulk: n/a ({bulk['na']})[/]")
-        return
+    assert bulk is not None
     names = bulk["paths"]
     t = Table(title=f"bulk, MB/s ({bulk['size_bytes'] // 1_000_000} MB, median of "
                     f"{bulk['reps']}, recording and masking on; relay: neither) and ratios to "
@@ -136,11 +141,9 @@ def render_bulk(bulk: dict | None, console: Console) -> None:
 
 
 def render_parallel(par: dict | None, console: Console) -> None:
-    if not par:
+    if _absent(par, "parallel", console):
         return
-    if "na" in par:
-        console.print(f"[yellow]parallel: n/a ({par['na']})[/]")
-        return
+    assert par is not None
     t = Table(title=f"parallel: {par['sessions']} downloads of {par['size_bytes'] // 1_000_000} "
                     f"MB at once, bastion --workers {par['workers']}, aggregate MB/s (median of "
                     f"{par['rounds']})")
