@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Any, Callable, Iterable
 
 import typer
 from rich.console import Console
@@ -33,6 +33,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts in
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
+
+# Columns a reviewer copies into the next command (``sessions show ID``): never wrapped,
+# whatever the width (a 10-digit id of a PostgreSQL store folded over two lines in a
+# narrow terminal or a pipe's 80 columns); the other columns fold to make room.
+ID_COLUMNS = frozenset({"id", "session", "channel"})
+
+
+def add_columns(table: Any, columns: Iterable[str]) -> None:
+    """Add ``columns`` to a rich ``table``: ids whole (:data:`ID_COLUMNS`), the rest folded."""
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=col in ID_COLUMNS)
 
 
 from bastion.ssh.agentconfig import parse_listen  # noqa: E402,F401 - re-exported

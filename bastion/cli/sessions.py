@@ -25,7 +25,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handle_errors, out_console
+from bastion.cli.common import (DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, add_columns, err_console,
+                                handle_errors, out_console)
 from bastion.cli.remote import (ServerCaOpt, ServerOpt, as_index_record, verify_report)
 from bastion.cli.remote import client as remote
 from bastion.errors import RecordingError
@@ -190,8 +191,7 @@ def show_cmd(
     out_console.print(meta)
     if record["channels"]:
         ch_table = Table(title="channels", title_justify="left")
-        for col in ("id", "kind", "command", "status", "exit", "in/out", "recording"):
-            ch_table.add_column(col, overflow="fold")
+        add_columns(ch_table, ("id", "kind", "command", "status", "exit", "in/out", "recording"))
         for ch in record["channels"]:
             exit_text = ch.get("exit_signal") or ("-" if ch.get("exit_status") is None else str(ch["exit_status"]))
             ch_table.add_row(str(ch["id"]), _t(ch["kind"]), _t(ch.get("command") or ""),
@@ -200,8 +200,8 @@ def show_cmd(
         out_console.print(ch_table)
     if record["commands"]:
         cmd_table = Table(title="commands", title_justify="left")
-        for col in ("id", "time", "channel", "offset", "action", "rule", "line", "reason", "approver", "exit"):
-            cmd_table.add_column(col, overflow="fold")
+        add_columns(cmd_table, ("id", "time", "channel", "offset", "action", "rule", "line",
+                                "reason", "approver", "exit"))
         for c in record["commands"]:
             cmd_table.add_row(str(c["id"]), _when(c["time"]), str(c.get("channel_id") or "-"),
                               f"{c['offset']:.3f}" if c.get("offset") is not None else "-",
@@ -219,9 +219,8 @@ def show_cmd(
 def _transfers_table(rows: list[dict[str, Any]]) -> Table:
     """File operations of sftp channels: what, where, how much, the hash and the decision."""
     table = Table(title="transfers", title_justify="left")
-    for col in ("id", "time", "channel", "op", "path", "bytes", "sha256", "result", "rule",
-                "reason"):
-        table.add_column(col, overflow="fold")
+    add_columns(table, ("id", "time", "channel", "op", "path", "bytes", "sha256", "result",
+                        "rule", "reason"))
     for t in rows:
         path = t.get("path") or ""
         if t.get("path2"):
@@ -265,9 +264,14 @@ def search_cmd(
     if as_json:
         _emit_json([query.public(r) for r in rows])
         return
+    out_console.print(_commands_table(rows))
+
+
+def _commands_table(rows: list[dict[str, Any]]) -> Table:
+    """``commands search``: one row per command line, with its decision and exit status."""
     table = Table(title=f"{len(rows)} command(s)", title_justify="left")
-    for col in ("id", "time", "session", "principal", "target", "action", "line", "rule", "exit"):
-        table.add_column(col, overflow="fold")
+    add_columns(table, ("id", "time", "session", "principal", "target", "action", "line", "rule",
+                        "exit"))
     for r in rows:
         who = r.get("principal_name") or r.get("principal_subject") or "-"
         table.add_row(str(r["id"]), _when(r["time"]), str(r["session_id"]), _t(who),
@@ -275,7 +279,7 @@ def search_cmd(
                       Text(sanitize(r["action"]), style={"deny": "red", "review": "yellow"}.get(r["action"], "green")),
                       _t(r["line"]), _t(r.get("rule")),
                       "-" if r.get("exit_status") is None else str(r["exit_status"]))
-    out_console.print(table)
+    return table
 
 
 @handle_errors

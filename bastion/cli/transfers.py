@@ -13,7 +13,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, handle_errors, out_console
+from bastion.cli.common import (DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, add_columns, handle_errors,
+                                out_console)
 
 transfers_app = typer.Typer(help="Find file transfers (sftp, scp, rsync): by path, hash, who, "
                                  "when; show one and its stored copy.",
@@ -58,9 +59,8 @@ def search_cmd(
                                     indent=2, default=str) + "\n")
         return
     table = Table(title=f"{len(rows)} transfer(s)", title_justify="left")
-    for col in ("time", "session", "who", "target", "op", "path", "bytes", "sha256", "decision",
-                "result"):
-        table.add_column(col, overflow="fold")
+    add_columns(table, ("time", "session", "who", "target", "op", "path", "bytes", "sha256",
+                        "decision", "result"))
     for r in rows:
         who = r.get("principal_name") or r.get("principal_subject") or "-"
         path_text = r.get("path") or "-"
