@@ -93,6 +93,15 @@ def _disk_text(disk: dict[str, Any]) -> Text:
     return text
 
 
+def _store_text(info: dict[str, Any]) -> Text:
+    """Where the index lives (never a password), and why it could not be read if so."""
+    text = Text(info.get("store") or "?")
+    error = (info.get("index") or {}).get("error")
+    if error:
+        text.append(f"\nnot readable from here: {error}", style="red")
+    return text
+
+
 def _worker_text(answer: dict[str, Any] | None) -> Text:
     if answer is None:
         return Text("not answering (being restarted?)", style="red")
@@ -119,6 +128,9 @@ def status_cmd(data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR), as_json: JsonOpt =
     `serve --workers N`, each of which is also shown on its own line).
     index lag: age, count and size of what is not yet written and committed
     (it grows while the index is locked or the disk is slow).
+    store: the SQLite index in the data dir, or the PostgreSQL store's URL
+    (never its password) and this node's name; an error if it cannot be
+    read from here.
     disk: free space of the data dir's file system against what sessions
     need, and whether the 4 MB reserve (kept to close the channels when
     the disk fills) is in place.
@@ -162,6 +174,7 @@ def _status(data_dir: Path, as_json: bool) -> None:
         table.add_row("history", _history_text(serve))
         for index, answer in (info.get("workers") or {}).items():     # serve --workers N
             table.add_row(f"worker {index}", _worker_text(answer))
+    table.add_row("store", _store_text(info))
     if info["disk"].get("free_bytes") is not None:
         table.add_row("disk", _disk_text(info["disk"]))
     out_console.print(table)

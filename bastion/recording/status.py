@@ -160,7 +160,9 @@ def collect(data_dir: Path) -> dict[str, Any]:
             index = {"active_sessions": active}
         except sqlite3.Error as exc:
             index = {"error": str(exc)}
-    out = {"running": answer is not None, "serve": answer, "disk": disk, "index": index}
+    from bastion import store
+    out = {"running": answer is not None, "serve": answer, "disk": disk, "index": index,
+           "store": store.describe()}
     if workers:
         out["workers"] = {str(k): v for k, v in sorted(workers.items())}
     return out
@@ -221,5 +223,6 @@ def _shared_index(data_dir: Path) -> dict[str, Any]:
         finally:
             conn.close()
     except (RecordingError, sqlite3.Error) as exc:
-        return {"error": str(exc), "store": store.describe()}
+        hint = getattr(exc, "hint", None)      # the URL (no password) and the driver's reason
+        return {"error": str(exc) + (f" ({hint})" if hint else ""), "store": store.describe()}
     return {"active_sessions": active, "store": store.describe()}

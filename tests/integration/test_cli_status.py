@@ -44,8 +44,24 @@ def test_nothing_running_exits_4_and_says_so(tmp_path):
     result = cli("--data-dir", str(tmp_path))
     assert result.exit_code == 4
     assert "not running" in result.output
+    assert "SQLite in the data dir" in result.output          # where the index lives
     info = json.loads(cli("--data-dir", str(tmp_path), "--json").output)
     assert info["running"] is False and info["serve"] is None
+    assert info["store"] == "SQLite in the data dir"
+
+
+def test_a_postgresql_store_is_named_without_its_password_and_why_it_cannot_be_read(
+        tmp_path, monkeypatch):
+    from tests.pgcluster import _free_port
+    port = _free_port()
+    monkeypatch.setenv("BASTION_STORE_URL", f"postgresql://bastion:pw-s3cret@127.0.0.1:{port}/x")
+    monkeypatch.setenv("BASTION_NODE", "node-b")
+    result = cli("--data-dir", str(tmp_path))
+    assert result.exit_code == 4, result.output
+    text = " ".join(result.output.split())                  # the table folds long lines
+    assert f"PostgreSQL postgresql://bastion:***@127.0.0.1:{port}/x as node node-b" in text, text
+    assert "not readable from here" in text and "refused" in text.lower(), text
+    assert "pw-s3cret" not in result.output
 
 
 def test_a_recording_serve_answers_with_its_state(tmp_path):
