@@ -46,3 +46,19 @@ def test_id_columns_never_wrap_and_the_rest_fold(width):
         assert value in text, text
     assert max(len(line) for line in text.splitlines()) <= width, text
     assert {c.header for c in table.columns if c.no_wrap} == set(ID_COLUMNS)
+
+
+def test_sessions_list_keeps_ten_digit_ids_and_its_headers_at_80_columns():
+    from bastion.cli.sessions import _sessions_table
+    rows = [{"id": 4000000006 + i, "started": 1765156335.0, "status": status,
+             "principal": {"name": "deploy-bot"}, "login": "deploy", "target": target,
+             "n_commands": 12, "n_denied": 3, "exit_status": 0, "truncated": False}
+            for i, (status, target) in enumerate((("closed", "web1"),
+                                                  ("interrupted", "web1.prod.example.com")))]
+    text = _render(_sessions_table(rows, wide=False), 80)
+    assert "4000000006" in text and "4000000007" in text, text
+    header = next(line for line in text.splitlines() if " id " in f" {line} ")
+    for name in ("started", "status", "cmds", "refused", "exit"):
+        assert name in header.split(), text
+    assert "interrupted" in text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
