@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from bastion.errors import BastionError, ConfigError
 
@@ -40,10 +42,22 @@ out_console = Console(highlight=False)
 ID_COLUMNS = frozenset({"id", "session", "channel"})
 
 
+# ... and columns of a few characters whose header would otherwise wrap
+_SHORT_COLUMNS = frozenset({"action", "exit"})
+
+
 def add_columns(table: Any, columns: Iterable[str]) -> None:
-    """Add ``columns`` to a rich ``table``: ids whole (:data:`ID_COLUMNS`), the rest folded."""
+    """Add ``columns`` to a rich ``table``: ids whole (:data:`ID_COLUMNS`) and short ones
+    unwrapped, the rest folded."""
     for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col in ID_COLUMNS)
+        table.add_column(col, overflow="fold", no_wrap=col in ID_COLUMNS | _SHORT_COLUMNS)
+
+
+def review_table(title: str) -> Table:
+    """A listing for reviewers (commands, channels, transfers): a rule under the header and
+    no cell borders, as ``sessions list`` has, so that the text columns get the room."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                 collapse_padding=True)
 
 
 from bastion.ssh.agentconfig import parse_listen  # noqa: E402,F401 - re-exported

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import (DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, add_columns, err_console,
-                                handle_errors, out_console)
+                                handle_errors, out_console, review_table)
 from bastion.cli.remote import (ServerCaOpt, ServerOpt, as_index_record, verify_report)
 from bastion.cli.remote import client as remote
 from bastion.errors import RecordingError
@@ -194,7 +194,7 @@ def show_cmd(
             meta.add_row(key, _t(value))
     out_console.print(meta)
     if record["channels"]:
-        ch_table = Table(title="channels", title_justify="left")
+        ch_table = review_table("channels")
         add_columns(ch_table, ("id", "kind", "command", "status", "exit", "in/out", "recording"))
         for ch in record["channels"]:
             exit_text = ch.get("exit_signal") or ("-" if ch.get("exit_status") is None else str(ch["exit_status"]))
@@ -203,7 +203,7 @@ def show_cmd(
                              _t(exit_text), f"{ch['bytes_in']}/{ch['bytes_out']}", _t(ch.get("path")))
         out_console.print(ch_table)
     if record["commands"]:
-        cmd_table = Table(title="commands", title_justify="left")
+        cmd_table = review_table("commands")
         add_columns(cmd_table, ("id", "time", "channel", "offset", "action", "rule", "line",
                                 "reason", "approver", "exit"))
         for c in record["commands"]:
@@ -222,7 +222,7 @@ def show_cmd(
 
 def _transfers_table(rows: list[dict[str, Any]]) -> Table:
     """File operations of sftp channels: what, where, how much, the hash and the decision."""
-    table = Table(title="transfers", title_justify="left")
+    table = review_table("transfers")
     add_columns(table, ("id", "time", "channel", "op", "path", "bytes", "sha256", "result",
                         "rule", "reason"))
     for t in rows:
@@ -273,7 +273,7 @@ def search_cmd(
 
 def _commands_table(rows: list[dict[str, Any]]) -> Table:
     """``commands search``: one row per command line, with its decision and exit status."""
-    table = Table(title=f"{len(rows)} command(s)", title_justify="left")
+    table = review_table(f"{len(rows)} command(s)")
     add_columns(table, ("id", "time", "session", "principal", "target", "action", "line", "rule",
                         "exit"))
     for r in rows:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import (DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, add_columns, handle_errors,
-                                out_console)
+                                out_console, review_table)
 
 transfers_app = typer.Typer(help="Find file transfers (sftp, scp, rsync): by path, hash, who, "
                                  "when; show one and its stored copy.",
@@ -58,7 +58,7 @@ def search_cmd(
         sys.stdout.write(json.dumps([query.public(r) for r in rows], ensure_ascii=True,
                                     indent=2, default=str) + "\n")
         return
-    table = Table(title=f"{len(rows)} transfer(s)", title_justify="left")
+    table = review_table(f"{len(rows)} transfer(s)")
     add_columns(table, ("time", "session", "who", "target", "op", "path", "bytes", "sha256",
                         "decision", "result"))
     for r in rows:
