@@ -4,7 +4,9 @@ the real :class:`Applier` on a pipelined connection, as ``bastion serve`` runs i
 private cluster: the lock is free while the batch's rows go in; two writers interleaving
 keep one gapless chain that ``verify`` accepts; an operation refused in its savepoint takes
 its seals back with it; a seal that finds no row skips no number; a seal refused at the
-commit fails the whole batch, and the replay that follows keeps it aside."""
+commit fails the whole batch, and the replay that follows keeps it aside; and random
+interleaved sessions in random batches give, row for row, the chain that sealing each row
+at once gives (same numbers, same hashes)."""
 
 from __future__ import annotations
 
@@ -274,3 +276,89 @@ def test_a_commit_whose_seals_were_not_made_is_refused_and_rolled_back(tmp_path,
         assert list(conn.execute("SELECT id FROM sessions")) == []
     finally:
         conn.close()
+
+
+def _random_stream(rng, first_id: int) -> tuple[list[list[tuple]], int]:
+    """Operations of several sessions at once, as the bastion interleaves them: each session
+    starts, opens 1-3 channels (exec), runs 0-3 commands in each (most with a result), closes
+    its channels and itself, in that order for itself; sessions overlap at random.  Cut into
+    batches at random.  Returns the batches and a session whose close the store refuses."""
+    next_id = iter(range(first_id, first_id + 10_000))
+    t = 1_765_000_000.0
+    per_session: list[list[tuple]] = []
+    for _ in range(rng.randint(4, 7)):
+        sid = next(next_id)
+        ops: list[tuple] = [(OP_SESSION_START, sid, t, PRINCIPAL, "127.0.0.1:1", "web1", "deploy")]
+        for _ in range(rng.randint(1, 3)):
+            cid = next(next_id)
+            ops.append((OP_CHANNEL_OPEN, cid, sid, "exec", "uptime", None, 80, 24, None, t,
+                        f"recordings/s{sid}-c{cid}.cast", b'{"version": 2}\n', None))
+            for k in range(rng.randint(0, 3)):
+                cmd = next(next_id)
+                ops.append((OP_COMMAND, cmd, sid, cid, t, 0.1 * k, f"echo {cmd}",
+                            f'["echo", "{cmd}"]', "allow", "ops", "read-only", None, "allow"))
+                ops.append((OP_DATA, cid, "o", 0.1 * k + 0.05, f"{cmd}\n".encode(), 0, 8 * k))
+                if rng.random() < 0.8:        # the rest: sealed with the channel's close
+                    ops.append((OP_COMMAND_RESULT, cmd, rng.choice((0, 1, 2, 127))))
+            ops.append((OP_CHANNEL_CLOSE, cid, 1.0, t + 1, rng.choice((0, 1)), None, 0, 64,
+                        None))
+        ops.append((OP_SESSION_CLOSE, sid, t + 2, "closed"))
+        per_session.append(ops)
+    refused = per_session[rng.randrange(len(per_session))][0][1]
+    stream: list[tuple] = []
+    while any(per_session):                   # interleave, keeping each session's order
+        ops = rng.choice([s for s in per_session if s])
+        stream.append(ops.pop(0))
+    cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 5)))
+    ends = [*cuts, len(stream)]
+    return [stream[a:b] for a, b in zip([0, *cuts], ends, strict=True)], refused
+
+
+def _chain_rows(data_dir) -> dict[tuple[str, int], tuple[int, str]]:
+    conn = schema.connect(data_dir, readonly=True)
+    try:
+        return {(t, r[0]): (r[1], r[2]) for t in ("sessions", "channels", "commands")
+                for r in conn.execute(f"SELECT id, seq, hash FROM {t} WHERE seq IS NOT NULL")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sealing_at_the_end_makes_the_chain_sealing_at_once_makes(tmp_path, pg_store, pg_cluster,
+                                                                   monkeypatch, seed):
+    """The same random streams (several sessions interleaved, random batches, one session's
+    close refused by the store) through two appliers, each on its own database: one takes
+    the lock at its batches' end and seals there, the other seals each row at once.  Every
+    sealed row has the same number and hash in both, the chain is gapless, and ``verify``
+    passes on both."""
+    import random
+    rng = random.Random(seed)
+    stores = {"late": dict(pg_store), "at-once": pg_cluster.store_env(f"once{seed}",
+                                                                       node="test-node")}
+    pg_cluster.create_db(f"once{seed}")
+    batches, refused = _random_stream(rng, first_id=100)
+    chains = {}
+    for mode, env in stores.items():
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        data_dir = tmp_path / mode
+        data_dir.mkdir()
+        a = _applier(data_dir)
+        a.late_lock = mode == "late"
+        try:
+            _refuse_update_of(a.conn, "status", refused)
+            for batch in batches:
+                for op in batch:
+                    assert a.apply(op), (mode, op, a.error)
+                assert a.flush_files() and a.commit(), (mode, a.error)
+        finally:
+            a.conn.close()
+        report = verify_index(data_dir)
+        assert report.ok, (mode, report.problems)
+        [kept] = quarantine.listing(data_dir)
+        assert (kept.operation, kept.session) == ("session-close", str(refused))
+        chains[mode] = _chain_rows(data_dir)
+    assert chains["late"] == chains["at-once"]
+    assert sorted(seq for seq, _ in chains["late"].values()) == list(
+        range(1, len(chains["late"]) + 1))
+    assert ("sessions", refused) not in chains["late"]
