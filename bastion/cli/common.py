@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Callable, Iterable
 
 import typer
 from rich import box
@@ -42,15 +42,15 @@ out_console = Console(highlight=False)
 ID_COLUMNS = frozenset({"id", "session", "channel"})
 
 
-# ... and columns of a few characters whose header would otherwise wrap
-_SHORT_COLUMNS = frozenset({"action", "exit"})
+# ... and with them columns of a few characters whose header would otherwise wrap
+_UNWRAPPED = ID_COLUMNS | {"action", "exit"}
 
 
-def add_columns(table: Any, columns: Iterable[str]) -> None:
+def add_columns(table: Table, columns: Iterable[str]) -> None:
     """Add ``columns`` to a rich ``table``: ids whole (:data:`ID_COLUMNS`) and short ones
     unwrapped, the rest folded."""
     for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col in ID_COLUMNS | _SHORT_COLUMNS)
+        table.add_column(col, overflow="fold", no_wrap=col in _UNWRAPPED)
 
 
 def review_table(title: str) -> Table:

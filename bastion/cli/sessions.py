@@ -133,9 +133,9 @@ def _sessions_table(rows: list[dict[str, Any]], *, wide: bool) -> Table:
     # ids are copied into the next command: whole, however narrow (a PostgreSQL store's
     # have ten digits); the counts and the status keep their width; the target folds first
     # when a row does not fit (80 columns in a pipe)
-    whole = {"id": max([len("id"), *(len(str(r["id"])) for r in rows)])}
+    id_width = max([len("id"), *(len(str(r["id"])) for r in rows)])
     for col in columns:
-        table.add_column(col, overflow="fold", min_width=whole.get(col),
+        table.add_column(col, overflow="fold", min_width=id_width if col == "id" else None,
                          no_wrap=col in ("id", "started", "status", "cmds", "refused", "exit")
                          or (col == "principal" and not wide))
     limit = 12 if out_console.width < 120 else 40     # one line per session at 80 columns
