@@ -49,6 +49,13 @@ def _dialect_arg(dialect: str) -> dict:
     return {} if dialect == "bash" else {"dialect": dialect}
 
 
+def _store_node() -> str | None:
+    """This process's node name in a shared store (None on SQLite)."""
+    from bastion import store
+    settings = store.current()
+    return settings.node if settings.postgres else None
+
+
 def _limits():
     from bastion.ssh import limits
     return limits
@@ -86,6 +93,10 @@ class Services:
     broker: Any = None               # approvals.ApprovalBroker
     detectors: Any = None            # masking detectors: built-ins + [[masks]], per config load
     _policy_stamp: tuple | None = None
+    policy_digest: str = ""          # of self.config (bastion.config.digest)
+    policy_loaded: float = 0.0       # when self.config was loaded (time.time())
+    policy_refused: tuple[float, str] | None = None   # the last reload refused since: (when, why)
+    _publisher: Any = None           # nodeconfig.Publisher: a PostgreSQL store only
     _servers: set = field(default_factory=set)
     refused_counter: Any = field(default_factory=lambda: _limits().RefusedCounter())
     preauth: Any = field(default_factory=lambda: _limits().PreauthGate())
@@ -147,6 +158,13 @@ class Services:
         )
         services._policy_stamp = services._stamp()
         services.detectors = detectors
+        services.policy_digest, services.policy_loaded = config.digest, time.time()
+        recorder.status_extra = services.policy_status
+        if store.current().postgres:      # peers compare what each node enforces
+            from bastion.recording.leases import LEASE
+            from bastion.recording.nodeconfig import Publisher
+            services._publisher = Publisher(data_dir, store.current().node, LEASE)
+            services._publish(wait=True)   # a start that differs from live peers says so first
         return services
 
     @staticmethod
@@ -190,11 +208,37 @@ class Services:
             log.error("policy reload refused, previous policy kept: %s", printable(why))
             if not isinstance(exc, BastionError):
                 log.debug("policy reload failure", exc_info=True)
+            self.policy_refused = (time.time(), printable(why))
+            self._publish()
             return False
         config = staged.config
-        log.info("policy reloaded from %s: %d targets, %d grants, %d masks", self.policy_path,
-                 len(config.targets), len(config.grants), len(config.masks))
+        self.policy_loaded, self.policy_refused = time.time(), None
+        log.info("policy reloaded from %s: %d targets, %d grants, %d masks (%s)",
+                 self.policy_path, len(config.targets), len(config.grants), len(config.masks),
+                 self.policy_digest)
+        self._publish()
         return True
+
+    def policy_status(self) -> dict[str, Any]:
+        """The policy in force, for ``bastion status`` (and what a node publishes)."""
+        refused = self.policy_refused
+        return {"policy": {"path": str(self.policy_path), "digest": self.policy_digest,
+                           "loaded": self.policy_loaded,
+                           "refused_at": refused[0] if refused else None,
+                           "refused": refused[1] if refused else None,
+                           "node": _store_node()}}
+
+    def _publish(self, wait: bool = False) -> None:
+        """This node's values into the shared store (bastion.recording.nodeconfig)."""
+        if self._publisher is None:
+            return
+        refused = self.policy_refused
+        self._publisher.publish({
+            "policy": self.policy_digest, "policy_loaded": self.policy_loaded,
+            "policy_error": refused[1] if refused else None,
+            "policy_error_at": refused[0] if refused else None,
+            "host_ca": self.hostkeys.ca_key.get_fingerprint("sha256"),
+            "host_key": self.hostkeys.host_key.get_fingerprint("sha256")}, wait=wait)
 
     def reload_if_changed(self) -> bool:
         if self._stamp() != self._policy_stamp:
@@ -220,6 +264,7 @@ class Services:
         if self.broker is not None:
             self.broker.reconfigure(settings)
         self.config, self.detectors, self.validator = staged.config, staged.detectors, staged.validator
+        self.policy_digest = staged.config.digest
         if self.pool is not None:           # new connects; connections in use keep theirs
             self.pool.connect_timeout = settings.connect_timeout
             self.pool.ciphers = settings.ciphers
@@ -424,6 +469,8 @@ class Services:
                 log.error("could not record a refused attempt: %s", exc)
 
     async def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
         await self.pool.close()
         if self.broker is not None:
             self.broker.close()          # pending requests end as "shutdown": nothing runs

@@ -187,3 +187,10 @@ def durable_store(node: str = "bench") -> Iterator[PgCluster]:
         cluster.destroy()
         for key in env:
             os.environ.pop(key, None)
+
+
+#: a store as migration 14 left it, for the tests that build an older store: migration 15's
+#: columns of ``nodes`` (what each node publishes: bastion.recording.nodeconfig) dropped
+UNDO_MIGRATION_15 = ("ALTER TABLE nodes DROP COLUMN policy, DROP COLUMN policy_loaded, "
+                     "DROP COLUMN policy_error, DROP COLUMN policy_error_at, "
+                     "DROP COLUMN host_ca, DROP COLUMN host_key")

@@ -73,7 +73,11 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY), as_json: JsonOpt = False) ->
     """Validate policy.toml: every problem is printed with its line number.
 
     Exit status 0 valid, 2 not. With --json: {"ok", "path", "problems": [{"line",
-    "message"}], "warnings", "counts"} on stdout, whatever the outcome.
+    "message"}], "warnings", "counts", "digest"} on stdout, whatever the outcome.
+
+    A valid file's digest (sha256:...) is what `bastion status` and `bastion store
+    nodes` show for the policy a node enforces: the same on every node of a shared
+    store ([store] is left out of it; comments and layout do not change it).
 
     Example: bastion policy check --policy /etc/bastion/policy.toml
     """
@@ -107,8 +111,8 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY), as_json: JsonOpt = False) ->
             "counts": {"targets": len(config.targets), "grants": len(config.grants),
                        "rules": len(config.policy.rules), **counts,
                        "masks": len(config.masks)},
-            "default": config.policy.default.value, "opaque": config.policy.opaque.value},
-            ensure_ascii=True, indent=2) + "\n")
+            "default": config.policy.default.value, "opaque": config.policy.opaque.value,
+            "digest": config.digest}, ensure_ascii=True, indent=2) + "\n")
         return
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
@@ -117,7 +121,7 @@ def check(policy: PolicyOpt = Path(DEFAULT_POLICY), as_json: JsonOpt = False) ->
         f"{len(config.grants)} grant(s), {len(config.policy.rules)} rule(s) "
         f"({counts['allow']} allow, {counts['review']} review, {counts['deny']} deny); "
         f"default={config.policy.default.value} opaque={config.policy.opaque.value}; "
-        f"{len(config.masks)} custom mask(s)")
+        f"{len(config.masks)} custom mask(s); {config.digest}")
 
 
 def eval_(

@@ -22,6 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.cli.common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, handle_errors, out_console
+from bastion.config.digest import short
+from bastion.proto.sanitize import sanitize
 
 EXIT_REFUSING = 3
 EXIT_NOT_RUNNING = 4
@@ -102,11 +104,48 @@ def _store_text(info: dict[str, Any]) -> Text:
     return text
 
 
-def _worker_text(answer: dict[str, Any] | None) -> Text:
+def _policy_text(serve: dict[str, Any], workers: dict[str, Any]) -> Text | None:
+    """The policy in force: its digest, when it was loaded, a reload it refused since, and
+    whether the workers of ``serve --workers N`` differ."""
+    policy = serve.get("policy")
+    if not policy:
+        return None                       # a serve of an earlier release
+    text = Text(short(policy.get("digest")))
+    text.append(f" loaded {_ago(policy.get('loaded'))} from {sanitize(policy.get('path') or '?')}")
+    if policy.get("refused"):
+        text.append(f"\nreload refused {_ago(policy.get('refused_at'))}: "
+                    f"{sanitize(policy['refused'])}\nthe policy above stays in force: fix the "
+                    "file (`bastion policy check`), then send bastion serve SIGHUP", style="red")
+    digests = {(a.get("policy") or {}).get("digest") for a in workers.values() if a}
+    if len(digests) > 1:
+        text.append(f"\nthe workers enforce {len(digests)} different policies (each worker's is "
+                    f"on its line): send bastion serve (pid {serve.get('pid')}) SIGHUP",
+                    style="red")
+    return text
+
+
+def _peers_text(peers: dict[str, Any]) -> Text:
+    """How the live nodes of a shared store compare with this one (bastion.recording.nodeconfig)."""
+    live = peers.get("live_peers") or []
+    if not peers.get("published"):
+        return Text("this node has not published its policy digest to the store (see its log)",
+                    style="yellow")
+    if not peers.get("differ"):
+        return Text(f"{len(live)} live node(s), the same policy, host CA and host key"
+                    if live else "no other live node")
+    text = Text("\n".join(sanitize(line) for line in peers["differ"]), style="red")
+    for hint in peers.get("hints") or []:
+        text.append(f"\n{hint}")
+    return text
+
+
+def _worker_text(answer: dict[str, Any] | None, show_policy: bool = False) -> Text:
     if answer is None:
         return Text("not answering (being restarted?)", style="red")
     text = _recorder_text(answer)
     text.append(f"  pid {answer.get('pid')}, {answer.get('sessions_open', 0)} session(s) open")
+    if show_policy:
+        text.append(f", policy {short((answer.get('policy') or {}).get('digest'))}")
     return text
 
 
@@ -128,9 +167,14 @@ def status_cmd(data_dir: DataDirOpt = Path(DEFAULT_DATA_DIR), as_json: JsonOpt =
     `serve --workers N`, each of which is also shown on its own line).
     index lag: age, count and size of what is not yet written and committed
     (it grows while the index is locked or the disk is slow).
+    policy: the digest of the policy in force (the same on every node and
+    worker: `bastion policy check` prints a file's), when it was loaded,
+    and a reload refused since (the previous policy stays in force).
     store: the SQLite index in the data dir, or the PostgreSQL store's URL
     (never its password) and this node's name; an error if it cannot be
     read from here.
+    peers (PostgreSQL): the other live nodes, and any whose policy, host CA
+    or host key differs from this node's.
     disk: free space of the data dir's file system against what sessions
     need, and whether the 4 MB reserve (kept to close the channels when
     the disk fills) is in place.
@@ -172,9 +216,17 @@ def _status(data_dir: Path, as_json: bool) -> None:
                                    f"({serve.get('queue_ops', 0)} operation(s), "
                                    f"{_size(serve.get('queue_bytes'))} not yet written)")
         table.add_row("history", _history_text(serve))
-        for index, answer in (info.get("workers") or {}).items():     # serve --workers N
-            table.add_row(f"worker {index}", _worker_text(answer))
+        workers = info.get("workers") or {}
+        policy = _policy_text(serve, workers)
+        if policy is not None:
+            table.add_row("policy", policy)
+        apart = len({(a.get("policy") or {}).get("digest") for a in workers.values() if a}) > 1
+        for index, answer in workers.items():     # serve --workers N
+            table.add_row(f"worker {index}", _worker_text(answer, show_policy=apart))
     table.add_row("store", _store_text(info))
+    peers = (info.get("index") or {}).get("peers")
+    if peers is not None:
+        table.add_row("peers", _peers_text(peers))
     if info["disk"].get("free_bytes") is not None:
         table.add_row("disk", _disk_text(info["disk"]))
     out_console.print(table)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.text import Text
 
 from bastion.cli.common import JsonOpt, PolicyOpt, err_console, handle_errors, out_console
+from bastion.config.digest import short
 from bastion.proto.sanitize import sanitize
-from bastion.recording import leases, nodes, query
+from bastion.recording import leases, nodeconfig, nodes, query
 
 STYLE = {"alive": "green", "late": "yellow", "gone": "red"}
 
@@ -39,17 +41,26 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
     numbers mean two vault passphrases, and a node does not start beside a live one
     with another.
 
+    Nodes must enforce the same policy and present the same host CA and host key:
+    each line shows the digest of its policy in force (`bastion policy check` prints
+    a file's; a reload refused since is flagged: it keeps the previous one) and its
+    host CA and host key, numbered.  Nodes not gone that differ are listed in red,
+    with what to do (JSON: "differ").
+
     Example: bastion store nodes --policy /etc/bastion/policy.toml --json
     """
     os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
     rows = nodes.read(leases.LEASE)
+    differ = nodes.apart(rows)
     if as_json:
-        sys.stdout.write(json.dumps({"lease_seconds": leases.LEASE, "nodes": rows},
-                                    ensure_ascii=True, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"lease_seconds": leases.LEASE, "nodes": rows,
+                                     "differ": differ}, ensure_ascii=True, indent=2) + "\n")
         return
     if not rows:
         out_console.print(Text("no node has served on this store yet"))
         return
+    numbers = {column: {v: i + 1 for i, v in enumerate(nodeconfig.groups(rows, column))}
+               for column in ("host_ca", "host_key")}
     for r in rows:
         line = Text(f"{sanitize(r['node'])}: ")      # a store row: shown inert
         line.append(r["state"], style=STYLE[r["state"]])
@@ -60,6 +71,13 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
         if r["taken_back_pending"]:
             line.append(f"; {r['taken_back_pending']} recording(s) a peer sealed, not yet "
                         "taken back", style="yellow")
+        if r["policy"]:
+            line.append(f"; policy {short(r['policy'])}")
+            if r["policy_error"]:
+                line.append(f" (a reload refused {_ago(max(0.0, time.time() - r['policy_error_at']))}"
+                            " ago: it keeps that one)", style="yellow")
+            line.append(f"; host CA {numbers['host_ca'][r['host_ca']]}, host key "
+                        f"{numbers['host_key'][r['host_key']]}")
         if r["tail_key"] is not None:
             line.append(f"; tail key {r['tail_key']}")
         out_console.print(line, soft_wrap=True)
@@ -69,7 +87,22 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
                                "with different vault passphrases; a node's held-back output "
                                "does not open on a node with another key", style="yellow"),
                           soft_wrap=True)
+    for column, said in nodeconfig.COMPARED:
+        if column in differ:
+            _say_apart(said, differ[column], numbers.get(column))
+    for hint in nodeconfig.hints(differ):
+        err_console.print(Text(hint, style="red"), soft_wrap=True)
     err_console.print(Text(f"lease {leases.LEASE:g} s (BASTION_STORE_LEASE)", style="dim"))
+
+
+def _say_apart(said: str, found: dict[str, list[str]], numbers: dict[str, int] | None) -> None:
+    """Nodes not gone that differ in one compared column: which has what."""
+    each = "; ".join(
+        f"{numbers[value] if numbers else short(value)}{' = ' + value if numbers else ''} on "
+        f"{', '.join(sanitize(n) for n in names)}" for value, names in found.items())
+    plural = "policies" if said == "policy" else f"{said}s"
+    err_console.print(Text(f"{len(found)} different {plural} among the nodes not gone: {each}",
+                           style="red"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

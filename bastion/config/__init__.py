@@ -53,6 +53,12 @@ class BastionConfig:
     def target(self, name: str) -> Target | None:
         return self.targets.get(name)
 
+    @property
+    def digest(self) -> str:
+        """``sha256:...`` of what every node must enforce alike (bastion.config.digest)."""
+        from bastion.config.digest import policy_digest
+        return policy_digest(self.raw)
+
     def grant_for(self, principal: Principal, target: Target, channel: str) -> Grant | None:
         """The first grant letting ``principal`` open ``channel`` on ``target``, else None."""
         for grant in self.grants:

@@ -13,7 +13,10 @@ the sessions it recorded, each node is:
 Per node also: its sessions open now, recorded in all, the latest start, the recordings a peer
 sealed for it that it has not taken back yet (``taken``), and which tail key it seals
 with (bastion.recording.tailstore's check values, numbered in the order met: two numbers
-among nodes mean two vault passphrases; no key is read or shown).
+among nodes mean two vault passphrases; no key is read or shown), and what it published of
+what it enforces (bastion.recording.nodeconfig: its policy's digest, a reload it refused,
+its host CA and host key), with :func:`apart` saying which of those differ among the nodes
+not gone.
 
 Not covered: SQLite (one node owns the file: ``bastion status`` asks it).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bastion.recording import schema
+from bastion.recording import nodeconfig, schema
 from bastion.recording.tailstore import CHECK_PREFIX
 
 ALIVE_FRACTION = 1 / 3       # of the lease: a node that beat this recently is alive
@@ -34,7 +37,8 @@ SELECT n.name, n.seen,
        (SELECT count(*) FROM sessions s WHERE s.node = n.name AND s.status != 'refused'),
        (SELECT max(s.started) FROM sessions s WHERE s.node = n.name AND s.status != 'refused'),
        (SELECT count(*) FROM taken t WHERE t.node = n.name AND t.restored IS NULL),
-       (SELECT k.salt FROM store_salts k WHERE k.purpose = ? || n.name)
+       (SELECT k.salt FROM store_salts k WHERE k.purpose = ? || n.name),
+       n.policy, n.policy_loaded, n.policy_error, n.policy_error_at, n.host_ca, n.host_key
 FROM nodes n ORDER BY n.name
 """
 
@@ -51,14 +55,29 @@ def list_nodes(conn: Any, lease: float, now: float | None = None) -> list[dict[s
     now = time.time() if now is None else now
     keys: dict[bytes, int] = {}
     out = []
-    for name, seen, active, sessions, last, taken, check in conn.execute(_NODES, (CHECK_PREFIX,)):
+    for (name, seen, active, sessions, last, taken, check, policy, loaded, error, error_at,
+         ca, host_key) in conn.execute(_NODES, (CHECK_PREFIX,)):
         key = None
         if check is not None:
             key = keys.setdefault(bytes(check), len(keys) + 1)
         out.append({"node": name, "state": state(seen, now, lease), "seen": seen,
                     "silent_seconds": round(max(0.0, now - seen), 1), "open_sessions": active,
                     "sessions": sessions, "last_session": last, "taken_back_pending": taken,
-                    "tail_key": key})
+                    "tail_key": key, "policy": policy, "policy_loaded": loaded,
+                    "policy_error": error, "policy_error_at": error_at, "host_ca": ca,
+                    "host_key": host_key})
+    return out
+
+
+def apart(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """Among the nodes not ``gone``: each compared column (bastion.recording.nodeconfig)
+    with more than one value, and the nodes having each value."""
+    live = [r for r in rows if r["state"] != "gone"]
+    out = {}
+    for column, _ in nodeconfig.COMPARED:
+        found = nodeconfig.groups(live, column)
+        if len(found) > 1:
+            out[column] = found
     return out
 
 

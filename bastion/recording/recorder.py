@@ -108,6 +108,8 @@ class Recorder:
         self._mask_sets: dict[int, tuple[int, Any]] = {}   # id(detectors) -> (key, detectors) sent to the worker
         self._closed = False
         self._status: Any = None             # bastion.recording.status.StatusServer
+        # what else `bastion status` shows of this process (the policy in force: services.py)
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
         self.recovered: list[int] = []       # sessions marked interrupted at open
 
     @classmethod
@@ -246,6 +248,8 @@ class Recorder:
         info["headroom_needed_bytes"] = health.HEADROOM_BYTES
         info["reserve_bytes"] = (health.RESERVE_BYTES if health.reserve_path(self.data_dir).exists()
                                  else 0)
+        if self.status_extra is not None:
+            info.update(self.status_extra())
         return info
 
     def _check(self) -> None:

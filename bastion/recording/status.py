@@ -146,7 +146,7 @@ def collect(data_dir: Path) -> dict[str, Any]:
     index = None
     from bastion.store import location
     if location.current().postgres:          # a shared store: this node's active sessions
-        index = _shared_index(data_dir)
+        index = _shared_index(data_dir, _node_names(answer, workers))
     elif schema.index_path(data_dir).exists():
         import sqlite3
         try:
@@ -208,21 +208,41 @@ def merge_workers(workers: dict[int, dict[str, Any] | None]) -> dict[str, Any] |
     return merged
 
 
-def _shared_index(data_dir: Path) -> dict[str, Any]:
-    """What the PostgreSQL store says of this node (``bastion status`` on a shared store)."""
+def _node_names(answer: dict[str, Any] | None,
+                workers: dict[int, dict[str, Any] | None]) -> list[str]:
+    """The store's names of the serve processes that answered (``NODE`` or ``NODE-wN``)."""
+    names = []
+    for one in [answer, *workers.values()]:
+        name = ((one or {}).get("policy") or {}).get("node")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _shared_index(data_dir: Path, names: list[str]) -> dict[str, Any]:
+    """What the PostgreSQL store says of this node (``bastion status`` on a shared store):
+    its active sessions and, when its serve answered, its live peers and how they differ
+    (bastion.recording.nodeconfig)."""
     import sqlite3
 
     from bastion import store
     from bastion.errors import RecordingError
-    from bastion.recording import schema
+    from bastion.recording import nodeconfig, schema
+    from bastion.recording.leases import LEASE
+    peers = None
     try:
         conn = schema.connect(data_dir, readonly=True)
         try:
             (active,) = conn.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'"
                                      f"{store.own_sessions_clause()}").fetchone()
+            if names:
+                peers = nodeconfig.report(conn, names, LEASE)
         finally:
             conn.close()
     except (RecordingError, sqlite3.Error) as exc:
         hint = getattr(exc, "hint", None)      # the URL (no password) and the driver's reason
         return {"error": str(exc) + (f" ({hint})" if hint else ""), "store": store.describe()}
-    return {"active_sessions": active, "store": store.describe()}
+    out: dict[str, Any] = {"active_sessions": active, "store": store.describe()}
+    if peers is not None:
+        out["peers"] = peers
+    return out

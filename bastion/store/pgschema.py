@@ -439,6 +439,15 @@ MIGRATIONS: list[str] = [
     END
     $m$;
     """,
+    # 15: what each node enforces, published by its `bastion serve` at start and after every
+    # policy reload (bastion.recording.nodeconfig): the policy's digest and when it was
+    # loaded, the last reload it refused and why, its host CA's and host key's SHA-256
+    # fingerprints.  NULL for a node of an earlier release (nothing to compare).
+    """
+    ALTER TABLE nodes ADD COLUMN policy text, ADD COLUMN policy_loaded double precision,
+        ADD COLUMN policy_error text, ADD COLUMN policy_error_at double precision,
+        ADD COLUMN host_ca text, ADD COLUMN host_key text;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

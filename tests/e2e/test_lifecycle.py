@@ -22,14 +22,30 @@ def _without_echo() -> str:
     return POLICY_RULES.replace('commands = ["echo", ', 'commands = [')
 
 
+def _policy(rig) -> dict:
+    """The policy in force as `bastion status` shows it."""
+    return json.loads(rig.cli("status", "--json").out)["serve"]["policy"]
+
+
+def _digest(rig) -> str:
+    """The digest `bastion policy check` gives the rig's policy file."""
+    return json.loads(rig.cli("policy", "check", "--json").out)["digest"]
+
+
 def test_sighup_reloads_the_policy(life_rig, token):
     assert life_rig.ssh(token, "echo before").returncode == 0
+    first = _policy(life_rig)
+    assert first["digest"] == _digest(life_rig) and first["refused"] is None
+    assert first["path"] == str(life_rig.policy_path)
     life_rig.write_policy(life_rig.policy_text(_without_echo()))
     life_rig.proc.send_signal(signal.SIGHUP)
     life_rig.wait_log("policy reloaded")
     r = life_rig.ssh(token, "echo after")
     assert r.returncode == 126
     assert "<default>" in r.err
+    now = _policy(life_rig)
+    assert now["digest"] == _digest(life_rig) != first["digest"]
+    assert now["loaded"] > first["loaded"]
 
 
 def test_a_changed_file_is_reloaded_without_a_signal(life_rig, token):
@@ -39,6 +55,7 @@ def test_a_changed_file_is_reloaded_without_a_signal(life_rig, token):
 
 
 def test_an_invalid_policy_is_refused_and_the_previous_one_kept(life_rig, token):
+    kept = _digest(life_rig)
     life_rig.write_policy(life_rig.policy_text(POLICY_RULES.replace('action = "deny"',
                                                                     'action = "maybe"', 1)))
     life_rig.proc.send_signal(signal.SIGHUP)
@@ -47,6 +64,19 @@ def test_an_invalid_policy_is_refused_and_the_previous_one_kept(life_rig, token)
     assert life_rig.ssh(token, "echo still-allowed").out == "still-allowed\n"
     r = life_rig.ssh(token, f"rm -rf {life_rig.canary_dir}")
     assert r.returncode == 126                 # the old deny rule still holds
+    # `bastion status` says the reload was refused, why, and which policy is still in force
+    refused = _policy(life_rig)
+    assert refused["digest"] == kept and "maybe" in refused["refused"]
+    human = life_rig.cli("status").out
+    assert "reload refused" in human and "the policy above stays in force" in human
+    life_rig.write_policy()                    # fixed: the next reload clears it
+    life_rig.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while _policy(life_rig)["refused"] is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fixed = _policy(life_rig)
+    assert fixed["refused"] is None and fixed["digest"] == _digest(life_rig) == kept
+    assert "reload refused" not in life_rig.cli("status").out
 
 
 def test_sigterm_tells_sessions_closes_recordings_and_exits(life_rig, token):

@@ -181,6 +181,53 @@ def test_a_reviewer_on_node_b_plays_and_exports_a_session_recorded_on_node_a(nod
     assert report["ok"] and report["files_elsewhere"] == 0      # A's checked through the store
 
 
+def _digest(rig) -> str:
+    return _json(rig, "policy", "check")["digest"]
+
+
+def test_nodes_that_differ_are_named_by_the_node_the_store_and_status(node_a, node_b):
+    """Each rig has its own target sshd (so its own policy) and its own host CA and key: the
+    node that started second warned at its start; the store and `bastion status` say so; a
+    reload is published at once."""
+    log_b = node_b.wait_log("policy differs from live node(s)")
+    assert f"this node has {_digest(node_b)[:19]}, node-a has {_digest(node_a)[:19]}" in log_b
+    assert "host CA differs from live node(s)" in log_b and "host key differs" in log_b
+    listed = _json(node_a, "store", "nodes")
+    assert listed["differ"]["policy"] == {_digest(node_a): ["node-a"],
+                                          _digest(node_b): ["node-b"]}
+    assert set(listed["differ"]) == {"policy", "host_ca", "host_key"}
+    status = json.loads(node_a.cli("status", "--json").out)
+    assert status["serve"]["policy"]["digest"] == _digest(node_a)
+    assert status["serve"]["policy"]["refused"] is None
+    peers = status["index"]["peers"]
+    assert peers["published"] and "node-b" in peers["live_peers"]
+    assert [line.split(":")[0] for line in peers["differ"]] == [
+        "policy differs from live node(s)", "host CA differs from live node(s)",
+        "host key differs from live node(s)"]
+    human = node_a.cli("status").out
+    assert "peers" in human and "node-b has " + _digest(node_b)[:19] in human
+
+    before = node_b.policy_path.read_text()
+    try:
+        node_b.write_policy(before + '\n[[rules]]\nname = "e2e-digest"\naction = "deny"\n'
+                                     'commands = ["no-such-e2e-program"]\n')
+        node_b.proc.send_signal(signal.SIGHUP)
+        changed = _digest(node_b)
+
+        def published():
+            rows = {n["node"]: n for n in _json(node_a, "store", "nodes")["nodes"]}
+            return rows["node-b"]["policy"] == changed
+        _until(published, "node b's reloaded policy is published")
+        assert json.loads(node_b.cli("status", "--json").out)["serve"]["policy"]["digest"] \
+            == changed
+    finally:
+        node_b.write_policy(before)
+        node_b.proc.send_signal(signal.SIGHUP)
+    restored = _digest(node_b)
+    _until(lambda: {n["node"]: n for n in _json(node_a, "store", "nodes")["nodes"]}
+           ["node-b"]["policy"] == restored, "node b's restored policy is published")
+
+
 def test_kill_9_of_node_a_marks_only_its_sessions_interrupted(node_a, node_b, token):
     on_a = node_a.ssh_popen(token, "echo before-kill-a; sleep 60")
     on_b = node_b.ssh_popen(token, "echo live-on-b; sleep 15")

@@ -111,6 +111,11 @@ def test_sighup_reaches_every_worker(wrig, token):
     while wrig.log().count("policy reloaded") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert wrig.log().count("policy reloaded") >= 2
+    # every worker enforces the new file, and `bastion status` shows it for each
+    digest = json.loads(wrig.cli("policy", "check", "--json").out)["digest"]
+    info = json.loads(wrig.cli("status", "--json").out)
+    assert {w["policy"]["digest"] for w in info["workers"].values()} == {digest}
+    assert "different policies" not in wrig.cli("status").out
     seen = set()
     for i in range(40):                          # until both workers have denied one
         r = wrig.ssh(token, f"echo after-{i}")

@@ -1,7 +1,9 @@
 """``bastion store nodes`` through the real CLI on a private PostgreSQL cluster, with nodes
 recorded by the real recorder and worker: alive, late and gone by their heartbeats, their open
 and recorded sessions, a recording a peer sealed and not yet taken back, and the tail keys
-(two passphrases: two numbers, and a warning)."""
+(two passphrases: two numbers, and a warning); what each node published of what it enforces
+(bastion.recording.nodeconfig: policy digest, a refused reload, host CA and host key) and
+which of those differ among the nodes not gone."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.recording import Recorder, leases, schema
+from bastion.recording import Recorder, leases, nodeconfig, schema
 from bastion.recording import tailstore as store_tails
 from tests.integration.recordkit import AGENT, record_session
 
@@ -41,7 +43,7 @@ def test_store_nodes_lists_each_node_with_its_state_and_sessions(tmp_path, pg_st
     schema.connect(tmp_path / "migrate").close()          # the store's schema, no node yet
     empty = _cli(env, "--json")
     assert empty.returncode == 0, empty.stderr
-    assert json.loads(empty.stdout) == {"lease_seconds": LEASE, "nodes": []}
+    assert json.loads(empty.stdout) == {"lease_seconds": LEASE, "nodes": [], "differ": {}}
     monkeypatch.setenv("BASTION_NODE", "gone1")          # served, then stopped answering
     rec = Recorder.open(tmp_path / "gone1", store_key_for=_key(b"old passphrase"))
     s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
@@ -120,3 +122,81 @@ def test_a_node_name_with_escapes_in_the_store_is_shown_inert(tmp_path, pg_store
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
     assert done.stdout.startswith("evil␛[2J␛]0;owned␇: alive"), done.stdout
+
+
+def _values(policy: str, ca: str = "SHA256:ca-one", key: str = "SHA256:key-one", **extra):
+    return {"policy": "sha256:" + policy * 64, "policy_loaded": time.time() - 30,
+            "host_ca": ca, "host_key": key, **extra}
+
+
+def _as_node(tmp_path, monkeypatch, name: str):
+    monkeypatch.setenv("BASTION_NODE", name)
+    return schema.connect(tmp_path / name)
+
+
+def test_nodes_that_enforce_different_policies_or_keys_are_named(tmp_path, pg_store, monkeypatch,
+                                                                  caplog):
+    env = dict(os.environ, BASTION_STORE_LEASE=str(LEASE))
+    conns = {n: _as_node(tmp_path, monkeypatch, n) for n in ("a-w1", "a-w2", "b-w1", "gone1")}
+    try:
+        for name in ("a-w1", "a-w2"):
+            assert nodeconfig.publish_and_compare(conns[name], name, _values("a"), LEASE) == []
+        nodeconfig.publish(conns["gone1"], _values("g", ca="SHA256:ca-old"),
+                           now=time.time() - 3 * LEASE)
+        # an older release's node: a heartbeat, nothing published: never a difference
+        conns["a-w1"].execute("INSERT INTO nodes (name, seen) VALUES ('old1', ?)", (time.time(),))
+        refused = _values("b", ca="SHA256:ca-two", policy_error="line 3: not valid TOML",
+                          policy_error_at=time.time() - 5)
+        with caplog.at_level("WARNING", logger="bastion.store"):
+            lines = nodeconfig.publish_and_compare(conns["b-w1"], "b-w1", refused, LEASE)
+        assert lines == [
+            f"policy differs from live node(s): this node has sha256:{'b' * 12}, a-w1, a-w2 "
+            f"have sha256:{'a' * 12}",
+            "host CA differs from live node(s): this node has SHA256:ca-two, a-w1, a-w2 have "
+            "SHA256:ca-one"]                                 # gone1 is history, old1 unknown
+        logged = [r.getMessage() for r in caplog.records if "differs" in r.getMessage()]
+        assert len(logged) == 2 and "SIGHUP" in logged[0] and "hostkeys" in logged[1]
+        seen = conns["a-w1"].execute("SELECT seen FROM nodes WHERE name = 'gone1'").fetchone()[0]
+        nodeconfig.publish(conns["gone1"], _values("g", ca="SHA256:ca-old"))
+        assert conns["a-w1"].execute("SELECT seen FROM nodes WHERE name = 'gone1'"
+                                     ).fetchone()[0] == seen     # publishing is no heartbeat
+        report = nodeconfig.report(conns["a-w1"], ["a-w1", "a-w2"], LEASE)
+        assert report["published"] and report["live_peers"] == ["b-w1", "old1"]
+        assert [line.split(":")[0] for line in report["differ"]] == \
+            ["policy differs from live node(s)", "host CA differs from live node(s)"]
+        assert "b-w1 has sha256:" + "b" * 12 in report["differ"][0]
+        assert len(report["hints"]) == 2
+        assert not nodeconfig.report(conns["a-w1"], ["nobody"], LEASE)["published"]
+
+        done = _cli(env, "--json")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["differ"] == {
+            "policy": {"sha256:" + "a" * 64: ["a-w1", "a-w2"], "sha256:" + "b" * 64: ["b-w1"]},
+            "host_ca": {"SHA256:ca-one": ["a-w1", "a-w2"], "SHA256:ca-two": ["b-w1"]}}
+        by = {n["node"]: n for n in out["nodes"]}
+        assert by["b-w1"]["policy_error"] == "line 3: not valid TOML"
+        assert by["old1"]["policy"] is None
+        human = _cli(env)
+        assert human.returncode == 0, human.stderr
+        print("\n" + human.stdout + human.stderr)
+        line = {ln.split(":")[0]: ln for ln in human.stdout.splitlines()}
+        assert f"; policy sha256:{'a' * 12}; host CA 1, host key 1" in line["a-w1"]
+        assert re.search(rf"; policy sha256:{'b' * 12} \(a reload refused \d+ s ago: it keeps "
+                         r"that one\); host CA 2, host key 1", line["b-w1"])
+        assert "policy" not in line["old1"]
+        err = human.stderr
+        assert (f"2 different policies among the nodes not gone: sha256:{'a' * 12} on a-w1, "
+                f"a-w2; sha256:{'b' * 12} on b-w1") in err
+        assert ("2 different host CAs among the nodes not gone: 1 = SHA256:ca-one on a-w1, a-w2; "
+                "2 = SHA256:ca-two on b-w1") in err
+        assert "host keys" not in err and "SIGHUP" in err and "hostkeys" in err
+
+        # b fixed: the same policy and keys as a (its refused reload cleared): nothing differs
+        assert nodeconfig.publish_and_compare(conns["b-w1"], "b-w1", _values("a"), LEASE) == []
+        again = _cli(env)
+        assert "different" not in again.stderr and "(a reload refused" not in again.stdout
+        assert json.loads(_cli(env, "--json").stdout)["differ"] == {}
+    finally:
+        for conn in conns.values():
+            conn.close()
