@@ -189,8 +189,11 @@ def durable_store(node: str = "bench") -> Iterator[PgCluster]:
             os.environ.pop(key, None)
 
 
-#: a store as migration 14 left it, for the tests that build an older store: migration 15's
-#: columns of ``nodes`` (what each node publishes: bastion.recording.nodeconfig) dropped
-UNDO_MIGRATION_15 = ("ALTER TABLE nodes DROP COLUMN policy, DROP COLUMN policy_loaded, "
-                     "DROP COLUMN policy_error, DROP COLUMN policy_error_at, "
-                     "DROP COLUMN host_ca, DROP COLUMN host_key")
+def undo_migration_15(conn) -> None:
+    """A store as migration 14 left it, for the tests that build an older store: migration
+    15's columns dropped (``nodes``: what each node publishes, bastion.recording.nodeconfig;
+    ``schema_version.oldest``: who may still use the store, bastion.store.pgschema)."""
+    conn.execute("ALTER TABLE nodes DROP COLUMN policy, DROP COLUMN policy_loaded, "
+                 "DROP COLUMN policy_error, DROP COLUMN policy_error_at, "
+                 "DROP COLUMN host_ca, DROP COLUMN host_key")
+    conn.execute("ALTER TABLE schema_version DROP COLUMN oldest")

@@ -269,10 +269,10 @@ def _dry_run_checks(src: sqlite3.Connection, source: Path, report: ImportReport,
         version = conn.schema_version()
         if version == 0:
             return
-        if version > pgschema.SCHEMA_VERSION:
-            raise RecordingError(f"the PostgreSQL store has schema {version}, newer than "
-                                 f"this bastion ({pgschema.SCHEMA_VERSION})",
-                                 hint="upgrade bastion")
+        why = (pgconn.newer_store_refusal(conn._conn, version)
+               if version > pgschema.SCHEMA_VERSION else None)
+        if why is not None:            # as the import itself would refuse it (pgconn.migrate)
+            raise RecordingError(why, hint="upgrade bastion")
         conn.execute("BEGIN")          # an older store: the import migrates it, as serve does
         taken = _check_store(conn, src, source, report, imports=version >= IMPORTS_MIGRATION,
                              while_serving=while_serving)

@@ -504,12 +504,17 @@ def connect(settings: StoreSettings, *, readonly: bool = False) -> PgConnection:
             raise _unreachable(settings, exc, _connect_errors.since(pool.name, start)) from None
         conn = PgConnection(settings, raw, pool)
         version = conn.schema_version()
-        if version != pgschema.SCHEMA_VERSION:
+        try:
+            if version > pgschema.SCHEMA_VERSION:
+                _newer_store(raw, version)
+            elif version < pgschema.SCHEMA_VERSION:
+                raise StoreOperationalError(
+                    f"the PostgreSQL store has schema {version}, this bastion reads "
+                    f"{pgschema.SCHEMA_VERSION}: start `bastion serve` of this version once "
+                    "against it (it migrates), or upgrade bastion")
+        except BaseException:
             conn.close()
-            raise StoreOperationalError(
-                f"the PostgreSQL store has schema {version}, this bastion reads "
-                f"{pgschema.SCHEMA_VERSION}: start `bastion serve` of this version once "
-                "against it (it migrates), or upgrade bastion")
+            raise
         return conn
     conn = PgConnection(settings)
     try:
@@ -563,17 +568,59 @@ def migrate(conn: PgConnection) -> int:
                 row = raw.execute("SELECT MAX(version) FROM schema_version").fetchone()
                 version = int(row[0]) if row and row[0] is not None else 0
                 if version > pgschema.SCHEMA_VERSION:
-                    raise StoreOperationalError(
-                        f"the PostgreSQL store has schema {version}, newer than this bastion "
-                        f"({pgschema.SCHEMA_VERSION}): upgrade bastion")
+                    _newer_store(raw, version)
+                    break
                 if version == pgschema.SCHEMA_VERSION:
                     break
+                before = _oldest(raw, version)
                 raw.execute(pgschema.MIGRATIONS[version])
                 raw.execute("DELETE FROM schema_version")
-                raw.execute("INSERT INTO schema_version (version) VALUES (%s)", (version + 1,))
+                if version + 1 >= pgschema.OLDEST_SINCE:
+                    raw.execute("INSERT INTO schema_version (version, oldest) VALUES (%s, %s)",
+                                (version + 1, pgschema.oldest_after(version + 1, before)))
+                else:
+                    raw.execute("INSERT INTO schema_version (version) VALUES (%s)",
+                                (version + 1,))
     except psycopg.Error as exc:
         raise _translated(exc) from exc
     return version
+
+
+def _oldest(raw: Any, version: int) -> int:
+    """The store's ``oldest`` (pgschema's module doc); a store from before the column, or a
+    fresh one, counts as needing its own version."""
+    if version < pgschema.OLDEST_SINCE:
+        return version
+    row = raw.execute("SELECT MAX(oldest) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else version
+
+
+_warned_newer: set[int] = set()
+
+
+def _newer_store(raw: Any, version: int) -> None:
+    """A store migrated by a newer bastion: go on while this one is at least its ``oldest``
+    (warned once per process), else refuse with what to do."""
+    why = newer_store_refusal(raw, version)
+    if why is not None:
+        raise StoreOperationalError(why)
+
+
+def newer_store_refusal(raw: Any, version: int) -> str | None:
+    """Why this bastion cannot use a store at schema ``version`` (newer than its own), or
+    None when every migration since is additive (pgschema's module doc; warned once)."""
+    oldest = _oldest(raw, version)
+    if oldest > pgschema.SCHEMA_VERSION:
+        return (f"the PostgreSQL store has schema {version}, newer than this bastion "
+                f"({pgschema.SCHEMA_VERSION}), and a bastion older than schema {oldest} cannot "
+                "use it: upgrade this node (a change this large needs every node stopped, "
+                "upgraded, then started)")
+    if version not in _warned_newer:
+        _warned_newer.add(version)
+        log.warning("the PostgreSQL store has schema %d, newer than this bastion (%d); every "
+                    "migration since is additive, so this node goes on serving: upgrade it "
+                    "soon", version, pgschema.SCHEMA_VERSION)
+    return None
 
 
 def _require_utf8(raw: Any) -> None:

@@ -10,6 +10,15 @@ and every table's columns agree.  ``schema_version`` holds the version (SQLite: 
 user_version``); each migration runs in one transaction under the chain's advisory lock, so
 two nodes starting together migrate once.
 
+Upgrading nodes one at a time: since migration 15 ``schema_version.oldest`` keeps the oldest
+bastion (by its schema version) that still uses the store correctly.  A migration named in
+:data:`ADDITIVE` leaves it where it was (an older bastion never needs what it adds: a
+nullable column it never fills and a chain hash that leaves a NULL out, a table or function it
+never uses); any other raises it to its own number.  A bastion older than the store keeps
+serving on it while its version is at least ``oldest`` (bastion.store.pgconn), so the first
+upgraded node migrates and the others are upgraded after it, one at a time; otherwise it
+refuses, naming both versions (stop every node, upgrade them all, start them).
+
 PostgreSQL-only additions (not in SQLite):
 
 * ``sessions.node``: the bastion that recorded the session (``SET bastion.node`` at connect,
@@ -447,9 +456,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE nodes ADD COLUMN policy text, ADD COLUMN policy_loaded double precision,
         ADD COLUMN policy_error text, ADD COLUMN policy_error_at double precision,
         ADD COLUMN host_ca text, ADD COLUMN host_key text;
+    ALTER TABLE schema_version ADD COLUMN oldest bigint;
     """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: migrations (by number) a bastion of the version before keeps working across: see the
+#: module doc.  15: nodes' new columns are filled by the nodes that know them; an older
+#: node's row keeps them NULL (nothing to compare, bastion.recording.nodeconfig).
+ADDITIVE = frozenset({15})
+OLDEST_SINCE = 15             # the migration that added ``schema_version.oldest``
+
+
+def oldest_after(migration: int, oldest_before: int) -> int:
+    """The oldest bastion schema that uses the store correctly once ``migration`` ran."""
+    return oldest_before if migration in ADDITIVE else migration
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)"

@@ -10,7 +10,7 @@ from bastion.recording import Recorder, query, schema
 from bastion.recording.verify import verify_index
 from bastion.store import ftscheck, pgschema
 from tests.integration.recordkit import record_session
-from tests.pgcluster import UNDO_MIGRATION_15
+from tests.pgcluster import undo_migration_15
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def _as_of_migration_12(conn) -> None:
     assert first_token == 10                          # migration 11
     conn.execute(pgschema.MIGRATIONS[first_token])
     conn.execute("DROP TABLE transfer_copies")        # nor migration 14's
-    conn.execute(UNDO_MIGRATION_15)                   # and migration 15's
+    undo_migration_15(conn)                           # and migration 15's
     conn.execute("UPDATE schema_version SET version = 12")
 
 

@@ -23,7 +23,7 @@ from tests.integration.recordkit import AGENT, record_session
 from tests.integration.test_store_pg import _undo_first_token
 from tests.integration.test_store_import import (ALICE, RESEALED, REVIEW, STORE_VARS, _env,
                                                  _json, _run, _sftp_session, _store_rows, _strip)
-from tests.pgcluster import UNDO_MIGRATION_15
+from tests.pgcluster import undo_migration_15
 
 pytestmark = pytest.mark.integration
 
@@ -363,7 +363,7 @@ def test_a_store_the_previous_release_imported_into_is_upgraded(tmp_path, pg_sto
         conn.execute("DROP TABLE import_ids")
         _undo_first_token(conn)                             # migration 11's too
         conn.execute("DROP TABLE transfer_copies")          # and 14's
-        conn.execute(UNDO_MIGRATION_15)                     # and migration 15's
+        undo_migration_15(conn)                             # and migration 15's
         conn.execute("UPDATE schema_version SET version = 9")
     dry = _json(env, "store", "import", "--from", str(b["dir"]), "--dry-run")
     assert len(dry["renumbered"]) == 5

@@ -18,7 +18,7 @@ from bastion.recording.verify import verify_index
 from bastion.store import ftscheck, location, pgconn, pgschema
 from bastion.store.notify import Listener
 from tests.integration.recordkit import AGENT, record_session
-from tests.pgcluster import UNDO_MIGRATION_15
+from tests.pgcluster import undo_migration_15
 
 pytestmark = pytest.mark.integration
 
@@ -450,7 +450,7 @@ def test_migration_8_folds_the_lines_indexed_before_it(tmp_path, pg_store):
     conn.execute("DROP TABLE import_ids")          # migration 10's
     _undo_first_token(conn)                        # nor the first token's weight (11)
     conn.execute("DROP TABLE transfer_copies")     # nor migration 14's
-    conn.execute(UNDO_MIGRATION_15)                # and migration 15's
+    undo_migration_15(conn)                        # and migration 15's
     conn.execute("UPDATE schema_version SET version = 7")
     found = "SELECT count(*) FROM commands_fts WHERE tsv @@ to_tsquery('simple', ?)"
     assert conn.execute(found, ("deja",)).fetchone()[0] == 0        # the old index: not folded
@@ -490,7 +490,7 @@ def test_the_first_token_migration_reindexes_the_lines_recorded_before_it(tmp_pa
     conn = schema.connect(tmp_path)
     _undo_first_token(conn)
     conn.execute("DROP TABLE transfer_copies")     # migration 14's
-    conn.execute(UNDO_MIGRATION_15)                # and migration 15's
+    undo_migration_15(conn)                        # and migration 15's
     conn.execute("UPDATE schema_version SET version = ?", (_first_token_migration(),))
     assert conn.execute("SELECT count(*) FROM commands_fts WHERE tsv @@ 'sudo:A'").fetchone()[0] \
         == 0                                                        # no weights before it
@@ -585,7 +585,7 @@ def test_recordings_are_stored_with_lz4_and_a_store_before_it_is_upgraded(tmp_pa
     # the store as migration 11 left it: pieces already stored with pglz
     conn.execute("ALTER TABLE recording_chunks ALTER COLUMN data SET COMPRESSION pglz")
     conn.execute("DROP TABLE transfer_copies")        # migration 14's
-    conn.execute(UNDO_MIGRATION_15)                   # and migration 15's
+    undo_migration_15(conn)                           # and migration 15's
     conn.execute("UPDATE schema_version SET version = 11")
     ch.output(text)                                   # stored with pglz meanwhile
     ch.close(exit_status=0)
