@@ -39,6 +39,9 @@ HELP = {
     "bastion_upstream_connect_retries_total": ("counter", "Upstream connects the target "
                                                           "dropped before its SSH banner "
                                                           "(sshd MaxStartups), tried again."),
+    "bastion_policy_reloads_total": ("counter", "Policy reloads (SIGHUP or a changed file) by "
+                                                "result (ok, refused: the previous policy "
+                                                "stays in force)."),
 }
 # histogram buckets (upper bounds in seconds) of each observed metric
 BUCKETS = {

@@ -209,10 +209,12 @@ class Services:
             if not isinstance(exc, BastionError):
                 log.debug("policy reload failure", exc_info=True)
             self.policy_refused = (time.time(), printable(why))
+            METRICS.inc("bastion_policy_reloads_total", result="refused")
             self._publish()
             return False
         config = staged.config
         self.policy_loaded, self.policy_refused = time.time(), None
+        METRICS.inc("bastion_policy_reloads_total", result="ok")
         log.info("policy reloaded from %s: %d targets, %d grants, %d masks (%s)",
                  self.policy_path, len(config.targets), len(config.grants), len(config.masks),
                  self.policy_digest)

@@ -72,6 +72,15 @@ def exposition(services: Any, merged: dict[str, Any] | None = None,
             ("bastion_recorder_lag_seconds", "Age of the oldest operation the recording "
              "worker has not acknowledged (0: none).", float(status.get("index_lag_s") or 0)),
         ]
+        policy = status.get("policy") or {}
+        refused = status.get("policy_refused", 1 if policy.get("refused") else 0)
+        gauges += [
+            ("bastion_policy_reload_refused", "Processes whose last policy reload was refused: "
+             "they enforce the policy loaded before (bastion status says why).", float(refused)),
+            ("bastion_policy_loaded_timestamp_seconds", "When the policy in force was loaded "
+             "(with --workers: the oldest worker's).",
+             float(status.get("policy_loaded_oldest") or policy.get("loaded") or 0)),
+        ]
         free = status.get("disk_free_bytes")
         if free is not None:
             gauges.append(("bastion_disk_free_bytes", "Free bytes in the data dir.",

@@ -74,10 +74,10 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
         if r["policy"]:
             line.append(f"; policy {short(r['policy'])}")
             if r["policy_error"]:
-                line.append(f" (a reload refused {_ago(max(0.0, time.time() - r['policy_error_at']))}"
-                            " ago: it keeps that one)", style="yellow")
-            line.append(f"; host CA {numbers['host_ca'][r['host_ca']]}, host key "
-                        f"{numbers['host_key'][r['host_key']]}")
+                ago = _ago(max(0.0, time.time() - (r["policy_error_at"] or time.time())))
+                line.append(f" (a reload refused {ago} ago: it keeps that one)", style="yellow")
+            line.append(f"; host CA {numbers['host_ca'].get(r['host_ca'], '?')}, host key "
+                        f"{numbers['host_key'].get(r['host_key'], '?')}")
         if r["tail_key"] is not None:
             line.append(f"; tail key {r['tail_key']}")
         out_console.print(line, soft_wrap=True)

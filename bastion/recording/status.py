@@ -189,7 +189,9 @@ _SUMMED = ("sessions_open", "channels_open", "queue_ops", "queue_bytes", "quaran
 def merge_workers(workers: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
     """One ``serve`` answer for N workers: ``ok`` only if every worker answers ``ok``
     (otherwise the first worker that does not, as it says or as ``not answering``);
-    counts summed, the index lag the largest.  None when no worker answers."""
+    counts summed, the index lag the largest; ``policy_refused`` the workers whose last
+    policy reload was refused, ``policy_loaded_oldest`` the oldest policy load.  None when no
+    worker answers."""
     answers = {k: v for k, v in workers.items() if v is not None}
     if not answers:
         return None
@@ -205,6 +207,11 @@ def merge_workers(workers: dict[int, dict[str, Any] | None]) -> dict[str, Any] |
         merged[key] = sum(int(v.get(key) or 0) for v in answers.values())
     merged["index_lag_s"] = max(float(v.get("index_lag_s") or 0) for v in answers.values())
     merged["workers"] = len(workers)
+    policies = [v.get("policy") or {} for v in answers.values()]
+    merged["policy_refused"] = sum(1 for p in policies if p.get("refused"))
+    loaded = [p["loaded"] for p in policies if p.get("loaded")]
+    if loaded:
+        merged["policy_loaded_oldest"] = min(loaded)
     return merged
 
 

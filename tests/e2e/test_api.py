@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import ssl
 import subprocess
 import time
@@ -242,6 +243,41 @@ def test_metrics_parse_with_the_prometheus_parser(api, token):
                and s.value >= 1 for s in decisions)
     assert families["bastion_recording_up"].samples[0].value == 1
     assert "bastion_sessions_open" in families
+
+
+def test_metrics_say_when_a_policy_reload_was_refused(api):
+    def scrape() -> dict:
+        return _samples(call(api, "GET", "/metrics")[1])
+
+    def until(pred, what: str) -> dict:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = scrape()
+            if pred(now):
+                return now
+            time.sleep(0.1)
+        raise AssertionError(f"never happened: {what}")
+
+    refused_key = ("bastion_policy_reloads_total", (("result", "refused"),))
+    ok_key = ("bastion_policy_reloads_total", (("result", "ok"),))
+    loaded_key = ("bastion_policy_loaded_timestamp_seconds", ())
+    before = scrape()
+    assert before[("bastion_policy_reload_refused", ())] == 0
+    assert before[loaded_key] > 0
+    good = api.policy_path.read_text()
+    try:
+        api.write_policy(good + "\n[[rules\n")
+        api.proc.send_signal(signal.SIGHUP)
+        broken = until(lambda m: m[("bastion_policy_reload_refused", ())] == 1,
+                       "the refused reload shows")
+        assert broken.get(refused_key, 0) >= before.get(refused_key, 0) + 1
+        assert broken[loaded_key] == before[loaded_key]          # the old policy in force
+    finally:
+        api.write_policy(good)
+        api.proc.send_signal(signal.SIGHUP)
+    fixed = until(lambda m: m[("bastion_policy_reload_refused", ())] == 0, "the fix shows")
+    assert fixed.get(ok_key, 0) >= before.get(ok_key, 0) + 1
+    assert fixed[loaded_key] > before[loaded_key]
 
 
 def _samples(text: str) -> dict:

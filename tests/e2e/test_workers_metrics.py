@@ -182,3 +182,25 @@ def test_counters_never_go_down_when_a_worker_hangs_or_is_killed(mrig, token):
     for _ in range(3):
         now = check(want_stale=0)
     assert now["logins_ok"] == done
+
+
+def test_a_refused_reload_counts_every_worker_that_refused_it(mrig):
+    key = ("bastion_policy_reload_refused", ())
+    assert scrape(mrig)[key] == 0
+    good = mrig.policy_path.read_text()
+    try:
+        mrig.write_policy(good + "\n[[rules\n")
+        mrig.proc.send_signal(signal.SIGHUP)          # the parent passes it to both workers
+        deadline = time.monotonic() + 20
+        while scrape(mrig)[key] != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        samples = scrape(mrig)
+        assert samples[key] == 2
+        assert samples[("bastion_policy_reloads_total", (("result", "refused"),))] >= 2
+    finally:
+        mrig.write_policy(good)
+        mrig.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while scrape(mrig)[key] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scrape(mrig)[key] == 0
