@@ -19,7 +19,7 @@ from bastion.proto.sanitize import sanitize
 from bastion.recording import importer, query, renumber
 
 store_app = typer.Typer(help="The PostgreSQL session store: bring a one-node data dir into "
-                             "it, list its nodes.",
+                             "it, list its nodes, forget those gone for good.",
                         no_args_is_help=True)
 
 

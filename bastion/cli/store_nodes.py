@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -92,6 +93,11 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
             _say_apart(said, differ[column], numbers.get(column))
     for hint in nodeconfig.hints(differ):
         err_console.print(Text(hint, style="red"), soft_wrap=True)
+    gone = [r["node"] for r in rows if r["state"] == "gone" and not r["open_sessions"]]
+    if gone:
+        err_console.print(Text(f"{len(gone)} node(s) gone; those taken out of service: "
+                               f"bastion store forget {' '.join(sanitize(n) for n in gone)}",
+                               style="dim"), soft_wrap=True)
     err_console.print(Text(f"lease {leases.LEASE:g} s (BASTION_STORE_LEASE)", style="dim"))
 
 
@@ -105,5 +111,33 @@ def _say_apart(said: str, found: dict[str, list[str]], numbers: dict[str, int] |
                            style="red"), soft_wrap=True)
 
 
+def forget_cmd(names: Annotated[list[str], typer.Argument(
+                   metavar="NODE...", help="Node names as `bastion store nodes` shows them "
+                                           "(NODE-wN for a worker).")],
+               policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False) -> None:
+    """Remove nodes that are gone for good from the store's list of nodes.
+
+    For a bastion host taken out of service, or worker names a host no longer runs
+    (after lowering --workers): they stay `gone` in `bastion store nodes`, and a node
+    that started with another vault passphrase is warned about at every start.
+    Refused for a node that is not gone (a heartbeat within the lease: stop it and
+    wait that long) or whose sessions a live peer has not closed yet.  Its sessions
+    stay in the index under its name; a node of that name that starts again is
+    simply listed again (and takes back what a peer sealed for it).
+
+    Example: bastion store forget bastion-c-w1 bastion-c-w2 --policy /etc/bastion/policy.toml
+    """
+    os.environ["BASTION_POLICY"] = str(policy)       # its [store] (bastion.store.location)
+    done = nodes.forget_nodes(names, leases.LEASE)
+    if as_json:
+        sys.stdout.write(json.dumps({"forgotten": done}, ensure_ascii=True, indent=2) + "\n")
+        return
+    for r in done:
+        out_console.print(Text(f"forgot node {sanitize(r['node'])} (its last heartbeat "
+                               f"{_ago(r['silent_seconds'])} ago; its {r['sessions']} "
+                               "session(s) stay in the index under its name)"), soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("nodes")(handle_errors(nodes_cmd))
+    app.command("forget")(handle_errors(forget_cmd))

@@ -18,15 +18,21 @@ what it enforces (bastion.recording.nodeconfig: its policy's digest, a reload it
 its host CA and host key), with :func:`apart` saying which of those differ among the nodes
 not gone.
 
+:func:`forget` removes a node that is gone for good (``bastion store forget``).
+
 Not covered: SQLite (one node owns the file: ``bastion status`` asks it).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
+from bastion.errors import RecordingError
 from bastion.recording import nodeconfig, schema
+from bastion.recording.schema import require_shared_store
 from bastion.recording.tailstore import CHECK_PREFIX
 
 ALIVE_FRACTION = 1 / 3       # of the lease: a node that beat this recently is alive
@@ -79,6 +85,60 @@ def apart(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
         if len(found) > 1:
             out[column] = found
     return out
+
+
+def forget(conn: Any, name: str, lease: float, now: float | None = None) -> dict[str, Any]:
+    """Remove a node that is gone for good (decommissioned, or a worker index no longer run)
+    from ``nodes``, with its tail key's check value; what it was.  Its sessions keep its name
+    (they are history); recordings a peer sealed for it stay in ``taken``, so a node of that
+    name that does start again still takes them back.  Refused (RecordingError) for a node
+    not known, not gone (a heartbeat within the lease), or with sessions still active (a live
+    peer closes them within lease/2 of the lease running out)."""
+    now = time.time() if now is None else now
+    conn.execute("BEGIN IMMEDIATE")        # under the chain's lock: no takeover in between
+    try:
+        row = conn.execute("SELECT seen FROM nodes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise RecordingError(f"no node {name!r} in the store",
+                                 hint="`bastion store nodes` lists the nodes by name")
+        seen = row[0]
+        if state(seen, now, lease) != "gone":
+            raise RecordingError(
+                f"node {name!r} is not gone: its last heartbeat was {now - seen:.0f} s ago, "
+                f"under the lease ({lease:g} s)",
+                hint="stop that bastion serve and wait for its lease to run out "
+                     "(BASTION_STORE_LEASE) before forgetting it")
+        (active,) = conn.execute("SELECT count(*) FROM sessions WHERE node = ? AND "
+                                 "status = 'active'", (name,)).fetchone()
+        if active:
+            raise RecordingError(
+                f"node {name!r} still has {active} session(s) active",
+                hint=f"a live node marks them interrupted within {lease / 2:g} s of the lease "
+                     "running out (is one running?); then try again")
+        (sessions,) = conn.execute("SELECT count(*) FROM sessions WHERE node = ? AND "
+                                   "status != 'refused'", (name,)).fetchone()
+        conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
+        conn.execute("DELETE FROM store_salts WHERE purpose = ?", (CHECK_PREFIX + name,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return {"node": name, "seen": seen, "silent_seconds": round(now - seen, 1),
+            "sessions": sessions}
+
+
+def forget_nodes(names: list[str], lease: float) -> list[dict[str, Any]]:
+    """:func:`forget` each of ``names`` in the configured PostgreSQL store, in order; stops
+    at the first refusal (those before it stay forgotten)."""
+    require_shared_store(": on SQLite there is one node and nothing to forget")
+    conn = schema.connect(Path("."))
+    try:
+        return [forget(conn, name, lease) for name in names]
+    except sqlite3.Error as exc:
+        raise RecordingError(f"writing the store failed: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def read(lease: float, now: float | None = None) -> list[dict[str, Any]]:

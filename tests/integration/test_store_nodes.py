@@ -200,3 +200,61 @@ def test_nodes_that_enforce_different_policies_or_keys_are_named(tmp_path, pg_st
     finally:
         for conn in conns.values():
             conn.close()
+
+
+def _forget(env: dict, *names: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BASTION, "store", "forget", *names, "--policy", "/nonexistent.toml"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_forget_removes_a_node_gone_for_good_and_refuses_one_that_is_not(tmp_path, pg_store,
+                                                                         monkeypatch, caplog):
+    env = dict(os.environ, BASTION_STORE_LEASE=str(LEASE))
+    monkeypatch.setenv("BASTION_NODE", "old1")           # recorded, then taken out of service
+    rec = Recorder.open(tmp_path / "old1", store_key_for=_key(b"old passphrase"))
+    record_session(rec, "web1", ["uptime"])
+    rec.close()
+    conn = schema.connect(tmp_path / "old1")
+    conn.execute("UPDATE nodes SET seen = ? WHERE name = 'old1'", (time.time() - 3 * LEASE,))
+    conn.close()
+    monkeypatch.setenv("BASTION_NODE", "a")               # alive, with a session open
+    with caplog.at_level("WARNING", logger="bastion.store"):
+        a = Recorder.open(tmp_path / "a", store_key_for=_key(b"pass"))
+    assert [r for r in caplog.records if "node old1" in r.getMessage()
+            and "another vault passphrase" in r.getMessage()]          # warned at each start
+    caplog.clear()
+    held = a.start_session(principal=AGENT, client="127.0.0.1:2", target="web3", login="deploy")
+    a.flush()
+    conn = schema.connect(tmp_path / "a")
+    conn.execute("INSERT INTO nodes (name, seen) VALUES ('stuck1', ?)", (time.time() - 3 * LEASE,))
+    conn.execute("UPDATE sessions SET node = 'stuck1' WHERE id = ?", (held.id,))  # not taken yet
+    try:
+        listed = _cli(env)
+        assert "bastion store forget old1" in listed.stderr      # stuck1 has a session open
+        refused = {name: _forget(env, name) for name in ("a", "stuck1", "nobody")}
+        assert all(r.returncode != 0 for r in refused.values())
+        assert "node 'a' is not gone: its last heartbeat was" in refused["a"].stderr
+        assert "stop that bastion serve and wait for its lease" in refused["a"].stderr
+        assert "node 'stuck1' still has 1 session(s) active" in refused["stuck1"].stderr
+        assert "no node 'nobody' in the store" in refused["nobody"].stderr
+        done = _forget(env, "old1")
+        assert done.returncode == 0, done.stderr
+        assert re.match(r"forgot node old1 \(its last heartbeat \d+ min ago; its 1 session\(s\) "
+                        r"stay in the index under its name\)", done.stdout), done.stdout
+        assert sorted(n["node"] for n in json.loads(_cli(env, "--json").stdout)["nodes"]) == \
+            ["a", "stuck1"]
+        purposes = [r[0] for r in conn.execute("SELECT purpose FROM store_salts")]
+        assert store_tails.CHECK_PREFIX + "old1" not in purposes
+        assert store_tails.CHECK_PREFIX + "a" in purposes
+        nodes_of = conn.execute("SELECT node, count(*) FROM sessions GROUP BY node ORDER BY node")
+        assert [tuple(r) for r in nodes_of] == [("old1", 1), ("stuck1", 1)]   # history stays
+        # a node starting with another passphrase is no longer warned about the forgotten one
+        with caplog.at_level("WARNING", logger="bastion.store"):
+            store_tails.key_for(conn, _key(b"pass"), lease=LEASE)      # as a start does
+        assert not [r for r in caplog.records if "old1" in r.getMessage()]
+        again = _forget(env, "old1")
+        assert again.returncode != 0 and "no node 'old1'" in again.stderr
+    finally:
+        conn.close()
+        held.close()
+        a.close()
