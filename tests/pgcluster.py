@@ -195,5 +195,6 @@ def undo_migration_15(conn) -> None:
     ``schema_version.oldest``: who may still use the store, bastion.store.pgschema)."""
     conn.execute("ALTER TABLE nodes DROP COLUMN policy, DROP COLUMN policy_loaded, "
                  "DROP COLUMN policy_error, DROP COLUMN policy_error_at, "
-                 "DROP COLUMN host_ca, DROP COLUMN host_key")
+                 "DROP COLUMN host_ca, DROP COLUMN host_key, DROP COLUMN release, "
+                 "DROP COLUMN schema")
     conn.execute("ALTER TABLE schema_version DROP COLUMN oldest")

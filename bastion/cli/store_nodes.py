@@ -79,6 +79,8 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
                 line.append(f" (a reload refused {ago} ago: it keeps that one)", style="yellow")
             line.append(f"; host CA {numbers['host_ca'].get(r['host_ca'], '?')}, host key "
                         f"{numbers['host_key'].get(r['host_key'], '?')}")
+        if r["schema"] is not None:
+            line.append(f"; bastion {sanitize(str(r['release']))}, schema {r['schema']}")
         if r["tail_key"] is not None:
             line.append(f"; tail key {r['tail_key']}")
         out_console.print(line, soft_wrap=True)
@@ -93,6 +95,12 @@ def nodes_cmd(policy: PolicyOpt = Path("policy.toml"), as_json: JsonOpt = False)
             _say_apart(said, differ[column], numbers.get(column))
     for hint in nodeconfig.hints(differ):
         err_console.print(Text(hint, style="red"), soft_wrap=True)
+    schemas = sorted({r["schema"] for r in rows if r["state"] != "gone" and r["schema"]})
+    if len(schemas) > 1:
+        err_console.print(Text(f"the nodes not gone run {len(schemas)} schema versions "
+                               f"({', '.join(map(str, schemas))}): an upgrade one node at a "
+                               "time is under way (docs/SCALING.md, 'Upgrading the nodes one at "
+                               "a time')", style="yellow"), soft_wrap=True)
     gone = [r["node"] for r in rows if r["state"] == "gone" and not r["open_sessions"]]
     if gone:
         err_console.print(Text(f"{len(gone)} node(s) gone; those taken out of service: "

@@ -7,8 +7,9 @@ key (else agents' ``known_hosts`` fails on some nodes).  Nothing forces the file
 same (config management copies them), so each ``bastion serve`` process publishes what it
 enforces into its own ``nodes`` row (migration 15, beside the heartbeat the recording worker
 writes there): the policy's digest (bastion.config.digest) and when it was loaded, the last
-reload it refused and why (the node keeps enforcing the previous policy then), and the
-SHA-256 fingerprints of its host CA and host key.  It publishes at start and after every
+reload it refused and why (the node keeps enforcing the previous policy then), the
+SHA-256 fingerprints of its host CA and host key, and its release and schema version (shown,
+not compared: nodes differ in them while they are upgraded one at a time).  It publishes at start and after every
 reload, refused ones included, and logs a warning naming the live peers that differ.
 ``bastion store nodes`` and ``bastion status`` show the same comparison.
 
@@ -35,28 +36,28 @@ log = logging.getLogger("bastion.store")
 COMPARED = (("policy", "policy"), ("host_ca", "host CA"), ("host_key", "host key"))
 ERROR_MAX = 1000              # characters of a refused reload's reason kept in the store
 
+#: what a node publishes (beside ``name`` and ``seen``), in the ``nodes`` columns' order
+PUBLISHED = ("policy", "policy_loaded", "policy_error", "policy_error_at", "host_ca",
+             "host_key", "release", "schema")
 _PUBLISH = (
-    "INSERT INTO nodes (name, seen, policy, policy_loaded, policy_error, policy_error_at, "
-    "host_ca, host_key) VALUES (current_setting('bastion.node', true), ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET policy = EXCLUDED.policy, "
-    "policy_loaded = EXCLUDED.policy_loaded, policy_error = EXCLUDED.policy_error, "
-    "policy_error_at = EXCLUDED.policy_error_at, host_ca = EXCLUDED.host_ca, "
-    "host_key = EXCLUDED.host_key")
-
-_ROWS = ("SELECT name, seen, policy, policy_loaded, policy_error, policy_error_at, host_ca, "
-         "host_key FROM nodes ORDER BY name")
-_FIELDS = ("node", "seen", "policy", "policy_loaded", "policy_error", "policy_error_at",
-           "host_ca", "host_key")
+    f"INSERT INTO nodes (name, seen, {', '.join(PUBLISHED)}) VALUES "
+    f"(current_setting('bastion.node', true), ?, {', '.join('?' * len(PUBLISHED))}) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in PUBLISHED))
+_FIELDS = ("node", "seen", *PUBLISHED)
+_ROWS = f"SELECT name, seen, {', '.join(PUBLISHED)} FROM nodes ORDER BY name"
 
 
 def publish(conn: Any, mine: dict[str, Any], now: float | None = None) -> None:
-    """Write this node's ``mine`` (keys: policy, policy_loaded, policy_error,
-    policy_error_at, host_ca, host_key) into its ``nodes`` row (the connection's node)."""
+    """Write this node's ``mine`` (keys: :data:`PUBLISHED`; release and schema default to
+    this bastion's) into its ``nodes`` row (the connection's node)."""
+    from bastion import __version__
+    from bastion.store.pgschema import SCHEMA_VERSION
     now = time.time() if now is None else now
-    error = mine.get("policy_error")
-    conn.execute(_PUBLISH, (now, mine.get("policy"), mine.get("policy_loaded"),
-                            error[:ERROR_MAX] if error else None, mine.get("policy_error_at"),
-                            mine.get("host_ca"), mine.get("host_key")))
+    values = {"release": __version__, "schema": SCHEMA_VERSION, **mine}
+    if values.get("policy_error"):
+        values["policy_error"] = values["policy_error"][:ERROR_MAX]
+    conn.execute(_PUBLISH, (now, *(values.get(c) for c in PUBLISHED)))
 
 
 def rows(conn: Any) -> list[dict[str, Any]]:

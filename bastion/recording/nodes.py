@@ -44,7 +44,8 @@ SELECT n.name, n.seen,
        (SELECT max(s.started) FROM sessions s WHERE s.node = n.name AND s.status != 'refused'),
        (SELECT count(*) FROM taken t WHERE t.node = n.name AND t.restored IS NULL),
        (SELECT k.salt FROM store_salts k WHERE k.purpose = ? || n.name),
-       n.policy, n.policy_loaded, n.policy_error, n.policy_error_at, n.host_ca, n.host_key
+       n.policy, n.policy_loaded, n.policy_error, n.policy_error_at, n.host_ca, n.host_key,
+       n.release, n.schema
 FROM nodes n ORDER BY n.name
 """
 
@@ -62,7 +63,7 @@ def list_nodes(conn: Any, lease: float, now: float | None = None) -> list[dict[s
     keys: dict[bytes, int] = {}
     out = []
     for (name, seen, active, sessions, last, taken, check, policy, loaded, error, error_at,
-         ca, host_key) in conn.execute(_NODES, (CHECK_PREFIX,)):
+         ca, host_key, release, schema_version) in conn.execute(_NODES, (CHECK_PREFIX,)):
         key = None
         if check is not None:
             key = keys.setdefault(bytes(check), len(keys) + 1)
@@ -71,7 +72,7 @@ def list_nodes(conn: Any, lease: float, now: float | None = None) -> list[dict[s
                     "sessions": sessions, "last_session": last, "taken_back_pending": taken,
                     "tail_key": key, "policy": policy, "policy_loaded": loaded,
                     "policy_error": error, "policy_error_at": error_at, "host_ca": ca,
-                    "host_key": host_key})
+                    "host_key": host_key, "release": release, "schema": schema_version})
     return out
 
 

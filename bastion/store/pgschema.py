@@ -451,11 +451,13 @@ MIGRATIONS: list[str] = [
     # 15: what each node enforces, published by its `bastion serve` at start and after every
     # policy reload (bastion.recording.nodeconfig): the policy's digest and when it was
     # loaded, the last reload it refused and why, its host CA's and host key's SHA-256
-    # fingerprints.  NULL for a node of an earlier release (nothing to compare).
+    # fingerprints, its release and schema version.  NULL for a node of an earlier release
+    # (nothing to compare).  And who may still use the store (``oldest``, module doc).
     """
     ALTER TABLE nodes ADD COLUMN policy text, ADD COLUMN policy_loaded double precision,
         ADD COLUMN policy_error text, ADD COLUMN policy_error_at double precision,
-        ADD COLUMN host_ca text, ADD COLUMN host_key text;
+        ADD COLUMN host_ca text, ADD COLUMN host_key text, ADD COLUMN release text,
+        ADD COLUMN schema bigint;
     ALTER TABLE schema_version ADD COLUMN oldest bigint;
     """,
 ]

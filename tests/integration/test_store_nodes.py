@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion import __version__
 from bastion.recording import Recorder, leases, nodeconfig, schema
+from bastion.store.pgschema import SCHEMA_VERSION as V
 from bastion.recording import tailstore as store_tails
 from tests.integration.recordkit import AGENT, record_session
 
@@ -176,12 +178,14 @@ def test_nodes_that_enforce_different_policies_or_keys_are_named(tmp_path, pg_st
             "host_ca": {"SHA256:ca-one": ["a-w1", "a-w2"], "SHA256:ca-two": ["b-w1"]}}
         by = {n["node"]: n for n in out["nodes"]}
         assert by["b-w1"]["policy_error"] == "line 3: not valid TOML"
+        assert (by["a-w1"]["release"], by["a-w1"]["schema"]) == (__version__, V)
         assert by["old1"]["policy"] is None
         human = _cli(env)
         assert human.returncode == 0, human.stderr
         print("\n" + human.stdout + human.stderr)
         line = {ln.split(":")[0]: ln for ln in human.stdout.splitlines()}
-        assert f"; policy sha256:{'a' * 12}; host CA 1, host key 1" in line["a-w1"]
+        assert f"; policy sha256:{'a' * 12}; host CA 1, host key 1; bastion {__version__}, " \
+               f"schema {V}" in line["a-w1"]
         assert re.search(rf"; policy sha256:{'b' * 12} \(a reload refused \d+ s ago: it keeps "
                          r"that one\); host CA 2, host key 1", line["b-w1"])
         assert "policy" not in line["old1"]
@@ -197,6 +201,12 @@ def test_nodes_that_enforce_different_policies_or_keys_are_named(tmp_path, pg_st
         again = _cli(env)
         assert "different" not in again.stderr and "(a reload refused" not in again.stdout
         assert json.loads(_cli(env, "--json").stdout)["differ"] == {}
+        assert "schema versions" not in again.stderr
+        # b still on the release before (one node upgraded at a time): said, not a difference
+        nodeconfig.publish(conns["b-w1"], {**_values("a"), "schema": V - 1})
+        mixed = _cli(env)
+        assert f"the nodes not gone run 2 schema versions ({V - 1}, {V})" in mixed.stderr
+        assert "different" not in mixed.stderr
     finally:
         for conn in conns.values():
             conn.close()
