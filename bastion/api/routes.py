@@ -208,7 +208,7 @@ class Api:
                 db, principal=req.arg("principal"), target=req.arg("target"), since=since,
                 until=until, status=req.arg("status"),
                 denied=req.arg("denied") in ("1", "true", "yes"), limit=min(limit, 1000),
-                target_in=scope.names(query.session_targets(db)))]
+                target_in=scope.names(query.session_targets(db)), node=req.arg("node"))]
         try:
             return json_response(200, {"sessions": await asyncio.to_thread(work)})
         except RecordingError as exc:

@@ -87,7 +87,8 @@ def list_cmd(
     status: Annotated[Optional[str], typer.Option(help="active, closed, interrupted or refused.")] = None,
     denied: Annotated[bool, typer.Option("--denied", help="Only refused sessions or ones with a command that did not run: denied, or held and not approved.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
-    wide: Annotated[bool, typer.Option("--wide", help="Also the client address, the principal's subject and the bytes in/out.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Also the client address, the principal's subject and the bytes in/out (and the node, on a PostgreSQL store).")] = False,
+    node: Annotated[Optional[str], typer.Option(help="A PostgreSQL store: the node that recorded them (glob; a name alone also matches its workers NODE-wN).")] = None,
     server: ServerOpt = None,
     server_ca: ServerCaOpt = None,
     as_json: JsonOpt = False,
@@ -98,17 +99,18 @@ def list_cmd(
     how many commands and how many refused (denied, or held and not approved).
 
     Example: bastion sessions list --since 24h --target 'web*' --denied
+             bastion sessions list --node bastion-a --status interrupted
     """
     now = _now()
     if server:
         rows = as_index_record(remote(server, server_ca).sessions(
             principal=principal, target=target, since=since, until=until, status=status,
-            denied="1" if denied else None, limit=limit))
+            denied="1" if denied else None, limit=limit, node=node))
     else:
         rows = query.list_sessions(query.open_index(data_dir), principal=principal,
                                    target=target, since=_since(since, now),
                                    until=_since(until, now), status=status, denied=denied,
-                                   limit=limit)
+                                   limit=limit, node=node)
     if as_json:
         _emit_json([query.public(r) for r in rows])
         return
@@ -127,9 +129,12 @@ def _sessions_table(rows: list[dict[str, Any]], *, wide: bool) -> Table:
     table = Table(title=f"{len(rows)} session(s)", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
     columns = ["id", "started", "status", "principal", "target", "cmds", "refused", "exit"]
+    nodes = wide and any(r.get("node") for r in rows)      # a PostgreSQL store's
     if wide:
         columns[4:4] = ["client"]
         columns.append("in/out bytes")
+        if nodes:
+            columns.append("node")
     # ids are copied into the next command: whole, however narrow (a PostgreSQL store's
     # have ten digits); the counts and the status keep their width; the target folds first
     # when a row does not fit (80 columns in a pipe)
@@ -153,6 +158,8 @@ def _sessions_table(rows: list[dict[str, Any]], *, wide: bool) -> Table:
         if wide:
             cells[4:4] = [_t(r.get("client"))]
             cells.append(f"{r['bytes_in']}/{r['bytes_out']}")
+            if nodes:
+                cells.append(_t(r.get("node") or "-"))
         table.add_row(*cells)
     return table
 

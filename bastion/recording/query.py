@@ -132,6 +132,19 @@ def _who_and_where(where: list[str], params: dict[str, Any], principal: str | No
         params["target"] = target
 
 
+def _node_clause(where: list[str], params: dict[str, Any], node: str) -> None:
+    from bastion import store
+    if not store.current().postgres:
+        raise RecordingError("sessions have no node on SQLite: one bastion records them all",
+                             hint="leave out --node (it filters a PostgreSQL store's nodes)")
+    params["node"] = node
+    if any(c in node for c in "*?["):
+        where.append("s.node GLOB :node")
+    else:                                     # the node and the workers of `serve --workers`
+        params["node_workers"] = node + "-w[0-9]*"
+        where.append("(s.node GLOB :node OR s.node GLOB :node_workers)")
+
+
 def _principal_clause(alias: str) -> str:
     return (f"({alias}.principal_subject GLOB :principal OR {alias}.principal_app_id GLOB :principal "
             f"OR {alias}.principal_name GLOB :principal)")
@@ -145,16 +158,20 @@ def list_sessions(db: sqlite_utils.Database, *, principal: str | None = None,
                   target: str | None = None, since: float | None = None,
                   until: float | None = None, status: str | None = None,
                   denied: bool = False, limit: int = 100,
-                  target_in: Sequence[str] | None = None) -> list[dict]:
+                  target_in: Sequence[str] | None = None, node: str | None = None) -> list[dict]:
     """Sessions (newest first) with command, denied-command and channel counts.
 
     ``denied``: only sessions that were refused or had a command refused: denied by policy,
     or held for review and never approved (denied or expired by the approvers, withdrawn).
-    ``n_denied`` counts those commands.
+    ``n_denied`` counts those commands.  ``node`` (a PostgreSQL store): the node that
+    recorded them, a glob; a name without a wildcard also matches its workers
+    (``NODE-wN``).
     """
     where: list[str] = []
     params: dict[str, Any] = {"limit": int(limit)}
     _who_and_where(where, params, principal, target, target_in)
+    if node:
+        _node_clause(where, params, node)
     _time_range(where, params, "s.started", since, until)
     if status:
         if status not in STATUSES:

@@ -160,6 +160,9 @@ def test_sessions_of_both_nodes_in_one_list_with_distinct_ids(node_a, node_b, to
     rows = _until(both, "sessions of both nodes listed")
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids))
+    only_a = _json(node_b, "sessions", "list", "--limit", "1000", "--node", "node-a")
+    assert only_a and {r["node"] for r in only_a} == {"node-a"}
+    assert len(only_a) == sum(1 for r in rows if r["node"] == "node-a")
     hits = _json(node_a, "commands", "search", "xyz*")
     assert {h["line"] for h in hits} >= {"echo from-node-a-xyz", "echo from-node-b-xyz"}
 

@@ -611,3 +611,39 @@ def test_recordings_are_stored_with_lz4_and_a_store_before_it_is_upgraded(tmp_pa
         (chan,) = query.get_session(db, row[0])["channels"]
         assert chan["sha256"]                      # both kinds read back whole: verify below
     assert verify_index(tmp_path).ok
+
+
+def test_sessions_list_by_node_takes_a_name_with_its_workers_or_a_glob(tmp_path, pg_store,
+                                                                       monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    ids = {}
+    for node in ("a", "a-w1", "a-w2", "ab", "b-w1"):
+        monkeypatch.setenv("BASTION_NODE", node)
+        rec = Recorder.open(tmp_path / node)
+        ids[node] = record_session(rec, "web1", ["uptime"])
+        rec.close()
+    db = query.open_index(tmp_path)
+
+    def listed(node):
+        return sorted(r["node"] for r in query.list_sessions(db, node=node))
+    assert listed("a") == ["a", "a-w1", "a-w2"]          # not "ab": its workers, not a prefix
+    assert listed("a-w2") == ["a-w2"]
+    assert listed("a*") == ["a", "a-w1", "a-w2", "ab"]   # a glob is taken as it is
+    assert listed("b") == ["b-w1"]
+    assert listed("c") == []
+    assert len(query.list_sessions(db)) == 5
+    bastion = str(Path(sys.executable).with_name("bastion"))
+    wide = subprocess.run([bastion, "sessions", "list", "--node", "b", "--wide"],
+                          env=dict(os.environ, COLUMNS="200"), capture_output=True, text=True,
+                          timeout=60)
+    assert wide.returncode == 0, wide.stderr
+    assert "1 session(s)" in wide.stdout and wide.stdout.rstrip().endswith("b-w1")
+    assert " node" in wide.stdout.splitlines()[2]          # the header names the column
+    monkeypatch.delenv("BASTION_STORE_URL")                 # SQLite: one node, no --node
+    (tmp_path / "lite").mkdir()
+    Recorder.open(tmp_path / "lite").close()
+    with pytest.raises(Exception, match="sessions have no node on SQLite"):
+        query.list_sessions(query.open_index(tmp_path / "lite"), node="a")
