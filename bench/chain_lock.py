@@ -59,18 +59,22 @@ def _writer(data_dir: str, late: bool, first_id: int, start_at: float, seconds: 
     shape = savepoints.shapes()["exec"]
     while time.time() < start_at:
         time.sleep(0.001)
-    end = start_at + seconds
+    # a writer that got here late (a loaded machine) still runs one batch and reports the
+    # time it ran: its rate is real, never a 0 from starting after the round ended
+    began = time.time()
+    end = max(start_at + seconds, began)
     batches = 0
     syncs[0] = 0
-    while time.time() < end:
+    while batches == 0 or time.time() < end:
         _, todo, _ = shape(ids)           # 20 sessions, one batch each
         for batch in todo:
             savepoints._run(applier, [batch])
             batches += 1
             if time.time() >= end:
                 break
+    elapsed = time.time() - began
     conn.close()
-    out.put((batches, syncs[0]))
+    out.put((batches, syncs[0], elapsed))
 
 
 def _round(root: Path, writers: int, late: bool, run: int, seconds: float) -> tuple[float, float]:
@@ -89,9 +93,9 @@ def _round(root: Path, writers: int, late: bool, run: int, seconds: float) -> tu
     results = [out.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
         p.join()
-    batches = sum(b for b, _ in results)
-    syncs = sum(s for _, s in results)
-    return batches / seconds, syncs / max(batches, 1)
+    batches = sum(b for b, _, _ in results)
+    syncs = sum(s for _, s, _ in results)
+    return sum(b / max(t, 1e-6) for b, _, t in results), syncs / max(batches, 1)
 
 
 def measure(root: Path, writer_counts: list[int], rounds: int, seconds: float) -> dict[str, Any]:
