@@ -24,6 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+#: a log record's attribute (``extra={SAID_BY_ERROR: True}``): the record's text is also in
+#: the error raised right after it (its message or hint).  A server's log needs the record
+#: (the error reaching an agent says less); the CLI, which prints that error with its hint,
+#: leaves such records out (bastion.cli.main) rather than say the same thing twice.
+SAID_BY_ERROR = "bastion_said_by_error"
+
+
 class BastionError(Exception):
     """Base class of every error bastion raises on purpose.
 

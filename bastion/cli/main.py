@@ -74,11 +74,23 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _quiet_what_errors_say() -> None:
+    """A command prints its error with a hint (cli.common.handle_errors); a log record that
+    says the same (errors.SAID_BY_ERROR) is left out of what Python prints when nothing
+    configured logging.  ``serve`` configures its own handler: its log keeps them."""
+    import logging
+
+    from bastion.errors import SAID_BY_ERROR
+    if logging.lastResort is not None:
+        logging.lastResort.addFilter(lambda record: not getattr(record, SAID_BY_ERROR, False))
+
+
 def main() -> None:
     # Everything bastion writes (index, recordings, keys, exports, tokens) is for its own
     # user; modules also set 0600/0700 explicitly, this covers what they do not.
     from bastion.private import set_private_umask
     set_private_umask()
+    _quiet_what_errors_say()
     module = COMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
     build((module,) if module else COMMAND_MODULES)()
 

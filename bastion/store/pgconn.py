@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Iterator, Sequence
 
+from bastion.errors import SAID_BY_ERROR
 from bastion.store import pgschema, translate
 from bastion.store.pipeline import Pending, Pipe
 from bastion.store.errors import StoreError, StoreOperationalError
@@ -484,7 +485,7 @@ def _unreachable(settings: StoreSettings, exc: BaseException,
     driver's reason (``reason``, else the exception's), for the log and the operator's hint."""
     err = StoreOperationalError("the PostgreSQL store cannot be reached")
     err.detail = f"{safe_url(settings.url)}: {reason or _first_line(exc)}"
-    log.error("store: cannot reach %s", err.detail)
+    log.error("store: cannot reach %s", err.detail, extra={SAID_BY_ERROR: True})
     return err
 
 

@@ -209,6 +209,7 @@ def test_the_cli_on_an_unreachable_store_prints_one_error_and_the_reason(tmp_pat
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode == 1, p.stderr
     assert "error connecting in" not in p.stderr, p.stderr
+    assert "store: cannot reach" not in p.stderr, p.stderr     # the hint below says it
     assert p.stderr.count("error: the session index is unavailable") == 1, p.stderr
     hint = [ln for ln in p.stderr.splitlines() if ln.startswith("hint:")]
     assert len(hint) == 1 and "refused" in hint[0].lower() and "BASTION_STORE_URL" in hint[0]
