@@ -10,7 +10,8 @@ A request is held in one of these statuses; every status but ``pending`` is fina
                configured (``via="no-approvers"``)
 ``expired``    nobody answered in time (``via="timeout"``), or the bastion
                restarted / shut down while it waited (``via="restart"`` /
-               ``"shutdown"``)
+               ``"shutdown"``), or its node stopped answering and a peer closed the
+               session holding it (``via="node-gone"``, a PostgreSQL store's leases)
 ``cancelled``  the requester went away while waiting (``via="cancelled"``)
 =============  =====================================================================
 
@@ -41,8 +42,8 @@ PENDING, APPROVED, DENIED, EXPIRED, CANCELLED = "pending", "approved", "denied",
     "cancelled"
 STATUSES = (PENDING, APPROVED, DENIED, EXPIRED, CANCELLED)
 VIA_APPROVER, VIA_WINDOW, VIA_TIMEOUT, VIA_RESTART, VIA_SHUTDOWN, VIA_CANCELLED, \
-    VIA_NO_APPROVERS, VIA_REFUSED = "approver", "window", "timeout", "restart", "shutdown", \
-    "cancelled", "no-approvers", "refused"
+    VIA_NO_APPROVERS, VIA_REFUSED, VIA_NODE_GONE = "approver", "window", "timeout", "restart", \
+    "shutdown", "cancelled", "no-approvers", "refused", "node-gone"
 MAX_REASON = 1000                     # characters of an answer's reason
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")

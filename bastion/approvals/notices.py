@@ -29,8 +29,8 @@ import datetime as _dt
 from typing import Any
 
 from bastion.approvals.model import (
-    VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_REFUSED, VIA_RESTART, VIA_SHUTDOWN,
-    VIA_TIMEOUT, VIA_WINDOW, ApprovalOutcome,
+    VIA_APPROVER, VIA_CANCELLED, VIA_NO_APPROVERS, VIA_NODE_GONE, VIA_REFUSED, VIA_RESTART,
+    VIA_SHUTDOWN, VIA_TIMEOUT, VIA_WINDOW, ApprovalOutcome,
 )
 from bastion.proto.sanitize import sanitize
 
@@ -73,6 +73,7 @@ def outcome_message(outcome: ApprovalOutcome) -> str:
         VIA_CANCELLED: "the request was withdrawn",
         VIA_NO_APPROVERS: "no approvers are configured",
         VIA_REFUSED: "the answer could not be verified by the bastion",
+        VIA_NODE_GONE: "the bastion node holding it stopped answering",
     }.get(outcome.via, reason)
     return f"bastion: not approved (request {rid}): {why}; it was not run"
 

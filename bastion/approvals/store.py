@@ -49,7 +49,7 @@ from bastion.recording import schema, storable
 from bastion.store import location as store_location
 
 _FINAL_BY_VIA = {"timeout": EXPIRED, "restart": EXPIRED, "shutdown": EXPIRED,
-                 "cancelled": CANCELLED, "no-approvers": DENIED}
+                 "node-gone": EXPIRED, "cancelled": CANCELLED, "no-approvers": DENIED}
 
 
 def _target_name(target: Any) -> str:

@@ -8,7 +8,9 @@ node's own restart would (bastion.recording.recover), from the store's copy of t
 recordings (bastion.store.chunks): each open channel's copy gets the marker
 ``bastion: recording interrupted (node N stopped answering; marked by node M)`` after its last
 event, its SHA-256 is sealed with the row, then the session, in one transaction under the
-chain's lock (re-checked there: two peers never both take a session).
+chain's lock (re-checked there: two peers never both take a session).  The session's approval
+requests still pending end ``expired`` (``via="node-gone"``) in the same transaction: the
+command each held never runs, so no approver should be asked to answer it.
 
 When the dead node starts again, recovery brings its files in line with the sealed copies
 (:func:`restore_taken`, through the ``taken`` table): what it had written but never got
@@ -46,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from bastion.approvals.model import EXPIRED, PENDING, VIA_NODE_GONE
 from bastion.proto import asciicast
 from bastion.recording import tailstore as store_tails
 from bastion.store import chunks
@@ -58,6 +61,8 @@ REASON = ("node {node} stopped answering (no heartbeat for {lease:.0f} s): marke
           "by node {me}")
 MARKER = "bastion: recording interrupted (node {node} stopped answering; marked by node {me})"
 AFTER_TAKEOVER = ".after-takeover"
+APPROVAL_REASON = ("node {node} stopped answering: its session was marked interrupted by node "
+                   "{me}; the held command never ran")
 UNREAD = ("bastion: output node {node} held back undecided ({streams}) could not be {why} "
           "by node {me}: not recorded")
 
@@ -155,6 +160,12 @@ def _interrupt(conn: Any, sid: int, node: str, me: str, lease: float,
                  (ended, REASON.format(node=node, lease=lease, me=me), bin_, bout, trunc, sid))
     chain.seal_unsealed_children(conn, session_id=sid)
     chain.seal(conn, "sessions", sid)
+    # what the session waited for can no longer run: an approver must not answer it (the
+    # approvals' trigger moves their clock and notifies every node's CLI and brokers)
+    conn.execute("UPDATE approvals SET status = ?, via = ?, answered = ?, answer_reason = ? "
+                 "WHERE status = ? AND session_id = ?",
+                 (EXPIRED, VIA_NODE_GONE, time.time(), APPROVAL_REASON.format(node=node, me=me),
+                  PENDING, sid))
 
 
 def _append_marker(conn: Any, cid: int, label: str) -> float | None:

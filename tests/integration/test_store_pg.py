@@ -648,3 +648,55 @@ def test_sessions_list_by_node_takes_a_name_with_its_workers_or_a_glob(tmp_path,
     Recorder.open(tmp_path / "lite").close()
     with pytest.raises(Exception, match="sessions have no node on SQLite"):
         query.list_sessions(query.open_index(tmp_path / "lite"), node="a")
+
+
+def test_a_takeover_expires_the_approvals_the_dead_nodes_session_waited_for(tmp_path, pg_store,
+                                                                           monkeypatch):
+    """A command held for approval on node a never runs once a's session is taken over: its
+    request ends expired (via node-gone) in the takeover's transaction, so an approver on
+    another node is not asked to answer it; another session's request stays pending."""
+    import time as _time
+
+    from bastion.approvals.store import ApprovalStore
+    from bastion.errors import ApprovalError
+    from bastion.recording import leases
+    from tests.approvalkit import proven
+    from tests.integration.test_store_import import ALICE, REVIEW
+
+    monkeypatch.setenv("BASTION_NODE", "a")
+    rec = Recorder.open(tmp_path / "a")
+    s = rec.start_session(principal=AGENT, client="127.0.0.1:1", target="web1", login="deploy")
+    ch = s.open_channel("exec", command="systemctl restart nginx")
+    rec.flush()
+    approvals = ApprovalStore.open(tmp_path / "a")
+
+    def request(node, session_id):
+        return approvals.create(node=node, principal=AGENT, target="web1", login="deploy",
+                                line="systemctl restart nginx", decision=REVIEW,
+                                session_id=session_id, command_id=None, channel="exec",
+                                timeout=300.0, grant_check=lambda g: True)
+    held = request("a", s.id)
+    other = request("c", s.id + 1)                      # another node's session: untouched
+    monkeypatch.setenv("BASTION_NODE", "b")
+    conn = schema.connect(tmp_path / "b")
+    try:
+        assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
+        gone, kept = approvals.get(held.id), approvals.get(other.id)
+        assert (gone.status, gone.via) == ("expired", "node-gone")
+        assert "node a stopped answering" in gone.answer_reason
+        assert "marked interrupted by node b" in gone.answer_reason
+        assert kept.status == "pending"
+        alice = proven(ALICE, now=_time.time())
+        with pytest.raises(ApprovalError, match="not pending|no longer pending|expired"):
+            approvals.answer(held.id, alice, approve=True, reason="too late",
+                             approvers=("role:sre-leads",))         # nobody can approve it now
+        assert approvals.get(held.id).status == "expired"
+        approvals.answer(other.id, alice, approve=True, reason="in time",
+                         approvers=("role:sre-leads",))          # the live one still can be
+        assert approvals.get(other.id).status == "approved"
+    finally:
+        conn.close()
+        approvals.close()
+        ch.close(exit_status=0)
+        s.close()
+        rec.close()
