@@ -97,6 +97,7 @@ class Services:
     policy_loaded: float = 0.0       # when self.config was loaded (time.time())
     policy_refused: tuple[float, str] | None = None   # the last reload refused since: (when, why)
     _publisher: Any = None           # nodeconfig.Publisher: a PostgreSQL store only
+    _peers_checked: float = 0.0      # time.monotonic() of the last comparison with peers
     _servers: set = field(default_factory=set)
     refused_counter: Any = field(default_factory=lambda: _limits().RefusedCounter())
     preauth: Any = field(default_factory=lambda: _limits().PreauthGate())
@@ -230,17 +231,28 @@ class Services:
                            "refused": refused[1] if refused else None,
                            "node": _store_node()}}
 
+    def _published(self) -> dict[str, Any]:
+        refused = self.policy_refused
+        return {"policy": self.policy_digest, "policy_loaded": self.policy_loaded,
+                "policy_error": refused[1] if refused else None,
+                "policy_error_at": refused[0] if refused else None,
+                "host_ca": self.hostkeys.ca_key.get_fingerprint("sha256"),
+                "host_key": self.hostkeys.host_key.get_fingerprint("sha256")}
+
     def _publish(self, wait: bool = False) -> None:
         """This node's values into the shared store (bastion.recording.nodeconfig)."""
+        if self._publisher is not None:
+            self._publisher.publish(self._published(), wait=wait)
+            self._peers_checked = time.monotonic()
+
+    def check_peers(self) -> None:
+        """Every lease/2 s (the policy watcher calls it): compare with the live peers again,
+        in the publisher's thread; it warns when the differences changed."""
         if self._publisher is None:
             return
-        refused = self.policy_refused
-        self._publisher.publish({
-            "policy": self.policy_digest, "policy_loaded": self.policy_loaded,
-            "policy_error": refused[1] if refused else None,
-            "policy_error_at": refused[0] if refused else None,
-            "host_ca": self.hostkeys.ca_key.get_fingerprint("sha256"),
-            "host_key": self.hostkeys.host_key.get_fingerprint("sha256")}, wait=wait)
+        if time.monotonic() - self._peers_checked >= self._publisher.lease / 2:
+            self._peers_checked = time.monotonic()
+            self._publisher.check(self._published())
 
     def reload_if_changed(self) -> bool:
         if self._stamp() != self._policy_stamp:

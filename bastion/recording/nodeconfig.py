@@ -9,9 +9,11 @@ enforces into its own ``nodes`` row (migration 15, beside the heartbeat the reco
 writes there): the policy's digest (bastion.config.digest) and when it was loaded, the last
 reload it refused and why (the node keeps enforcing the previous policy then), the
 SHA-256 fingerprints of its host CA and host key, and its release and schema version (shown,
-not compared: nodes differ in them while they are upgraded one at a time).  It publishes at start and after every
-reload, refused ones included, and logs a warning naming the live peers that differ.
-``bastion store nodes`` and ``bastion status`` show the same comparison.
+not compared: nodes differ in them while they are upgraded one at a time).  It publishes at
+start and after every reload, refused ones included, and logs a warning naming the live peers
+that differ; every lease/2 seconds it compares again (:meth:`Publisher.check`) and warns when
+the differences changed (a peer that drifted after this node started), once.  ``bastion store
+nodes`` and ``bastion status`` show the same comparison.
 
 Only peers a reviewer would call live are compared (a heartbeat within the lease): a node
 that is gone is history, not drift.  Publishing never stops a node: a store that cannot be
@@ -136,10 +138,19 @@ def publish_and_compare(conn: Any, me: str, mine: dict[str, Any], lease: float) 
     """:func:`publish`, then warn (log) about every live peer that differs; the warnings."""
     publish(conn, mine)
     found = differing(mine, live_peers(conn, lease, [me]))
+    _warn(mine, found)
+    return describe(mine, found)
+
+
+def _warn(mine: dict[str, Any], found: dict[str, Rows]) -> None:
     lines = describe(mine, found)
     for column, line in zip([c for c, _ in COMPARED if c in found], lines, strict=True):
         log.warning("%s: %s", line, HINTS[column])
-    return lines
+
+
+def _key(found: dict[str, Rows]) -> frozenset[tuple[str, str, str]]:
+    """What a set of differences is, to tell whether it changed: (column, peer, its value)."""
+    return frozenset((c, p["node"], str(p[c])) for c, peers in found.items() for p in peers)
 
 
 def report(conn: Any, names: list[str], lease: float, now: float | None = None) -> dict[str, Any]:
@@ -164,6 +175,7 @@ class Publisher:
         self.data_dir = data_dir
         self.node = node
         self.lease = lease
+        self._said: frozenset[tuple[str, str, str]] = frozenset()    # the differences last logged
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodeconfig")
 
     def publish(self, mine: dict[str, Any], wait: bool = False) -> list[str] | None:
@@ -171,6 +183,38 @@ class Publisher:
         (None: the store could not be reached, logged)."""
         future = self._executor.submit(self._publish, dict(mine))
         return future.result() if wait else None
+
+    def check(self, mine: dict[str, Any], wait: bool = False) -> list[str] | None:
+        """Compare with the live peers again (a peer may have changed since this node last
+        published): warn only when the differences are not those last said (a peer that
+        drifted, another one), and say once when they are gone.  With ``wait``, the current
+        differences (None: the store could not be reached)."""
+        future = self._executor.submit(self._check, dict(mine))
+        return future.result() if wait else None
+
+    def _check(self, mine: dict[str, Any]) -> list[str] | None:
+        import sqlite3
+
+        from bastion.errors import RecordingError
+        from bastion.recording import schema
+        try:
+            conn = schema.connect(self.data_dir, readonly=True)
+            try:
+                found = differing(mine, live_peers(conn, self.lease, [self.node]))
+            finally:
+                conn.close()
+        except (RecordingError, sqlite3.Error) as exc:
+            log.debug("comparing with the store's live nodes: %s", exc)   # the worker says it
+            return None
+        key = _key(found)
+        if key != self._said:
+            if found:
+                _warn(mine, found)
+            elif self._said:
+                log.info("the policy, host CA and host key are the same as every live node's "
+                         "again")
+            self._said = key
+        return describe(mine, found)
 
     def _publish(self, mine: dict[str, Any]) -> list[str] | None:
         import sqlite3
@@ -180,9 +224,13 @@ class Publisher:
         try:
             conn = schema.connect(self.data_dir)
             try:
-                return publish_and_compare(conn, self.node, mine, self.lease)
+                publish(conn, mine)
+                found = differing(mine, live_peers(conn, self.lease, [self.node]))
             finally:
                 conn.close()
+            _warn(mine, found)               # said at every start and reload
+            self._said = _key(found)
+            return describe(mine, found)
         except (RecordingError, sqlite3.Error) as exc:
             log.warning("could not publish this node's policy digest and host keys to the "
                         "store (peers cannot compare them until the next reload): %s", exc)

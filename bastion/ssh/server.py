@@ -52,10 +52,11 @@ async def start_listener(services: Services, host: str, port: int, *,
 async def watch_policy(services: Services, stop: asyncio.Event,
                        interval: float = POLICY_POLL_SECONDS) -> None:
     """Every ``interval`` s until ``stop``: reload a changed policy file, store the refused-login
-    summaries of minutes that ended.  Each step on its own: an error in one (of any type) is
+    summaries of minutes that ended, compare with a shared store's live nodes (when due).  Each step on its own: an error in one (of any type) is
     logged and the loop goes on, so a bad file never stops later reloads."""
     steps = (("policy reload", services.reload_if_changed),
-             ("refused-login summaries", services.flush_refused))
+             ("refused-login summaries", services.flush_refused),
+             ("comparing with the store's live nodes", services.check_peers))
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), interval)

@@ -190,11 +190,14 @@ def _digest(rig) -> str:
 
 def test_nodes_that_differ_are_named_by_the_node_the_store_and_status(node_a, node_b):
     """Each rig has its own target sshd (so its own policy) and its own host CA and key: the
-    node that started second warned at its start; the store and `bastion status` say so; a
-    reload is published at once."""
+    node that started second warned at its start, the first at its next comparison; the
+    store and `bastion status` say so; a reload is published at once."""
     log_b = node_b.wait_log("policy differs from live node(s)")
     assert f"this node has {_digest(node_b)[:19]}, node-a has {_digest(node_a)[:19]}" in log_b
     assert "host CA differs from live node(s)" in log_b and "host key differs" in log_b
+    # node a had no peer when it started: its periodic comparison (every lease/2) says it
+    node_a.wait_log(f"this node has {_digest(node_a)[:19]}, node-b has {_digest(node_b)[:19]}",
+                    timeout=20)
     listed = _json(node_a, "store", "nodes")
     assert listed["differ"]["policy"] == {_digest(node_a): ["node-a"],
                                           _digest(node_b): ["node-b"]}

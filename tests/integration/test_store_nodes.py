@@ -268,3 +268,37 @@ def test_forget_removes_a_node_gone_for_good_and_refuses_one_that_is_not(tmp_pat
         conn.close()
         held.close()
         a.close()
+
+
+def test_a_node_warns_when_a_peer_drifts_after_it_started_and_once(tmp_path, pg_store,
+                                                                   monkeypatch, caplog):
+    """Node a published first (no peer then); b starts with another policy; a's periodic
+    comparison warns once, not at every check, and says once when b is back in line."""
+    schema.connect(tmp_path / "migrate").close()
+
+    def as_node(name, call):
+        monkeypatch.setenv("BASTION_NODE", name)     # the connection's node (publish's row)
+        return call()
+    pa = nodeconfig.Publisher(tmp_path / "a", "a", LEASE)
+    pb = nodeconfig.Publisher(tmp_path / "b", "b", LEASE)
+    try:
+        assert as_node("a", lambda: pa.publish(_values("a"), wait=True)) == []
+        assert as_node("a", lambda: pa.check(_values("a"), wait=True)) == []
+        assert len(as_node("b", lambda: pb.publish(_values("b"), wait=True))) == 1
+        caplog.clear()
+        with caplog.at_level("INFO", logger="bastion.store"):
+            first = as_node("a", lambda: pa.check(_values("a"), wait=True))
+            again = as_node("a", lambda: pa.check(_values("a"), wait=True))
+        assert first == again and first[0].startswith("policy differs from live node(s)")
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "b has sha256:" + "b" * 12 in said[0] and "SIGHUP" in said[0]
+        caplog.clear()
+        assert as_node("b", lambda: pb.publish(_values("a"), wait=True)) == []
+        with caplog.at_level("INFO", logger="bastion.store"):
+            assert as_node("a", lambda: pa.check(_values("a"), wait=True)) == []
+            assert as_node("a", lambda: pa.check(_values("a"), wait=True)) == []
+        assert [r.getMessage() for r in caplog.records] == [
+            "the policy, host CA and host key are the same as every live node's again"]
+    finally:
+        pa.close()
+        pb.close()

@@ -193,7 +193,7 @@ async def test_the_watcher_loop_itself_outlives_exceptions_of_any_kind(caplog):
 
         def __init__(self) -> None:
             self.errors = [RuntimeError("boom"), KeyError("k"), RecursionError("deep"), None]
-            self.reloads = self.flushes = 0
+            self.reloads = self.flushes = self.checks = 0
 
         def reload_if_changed(self) -> bool:
             self.reloads += 1
@@ -207,6 +207,11 @@ async def test_the_watcher_loop_itself_outlives_exceptions_of_any_kind(caplog):
             if self.flushes == 1:
                 raise OSError("disk")
 
+        def check_peers(self) -> None:
+            self.checks += 1
+            if self.checks == 2:
+                raise ConnectionError("store")
+
     fake = Exploding()
     stop = asyncio.Event()
     with caplog.at_level(logging.ERROR, logger="bastion.server"):
@@ -217,11 +222,12 @@ async def test_the_watcher_loop_itself_outlives_exceptions_of_any_kind(caplog):
             await asyncio.sleep(0.01)
         stop.set()
         await asyncio.wait_for(task, 1)
-    assert fake.reloads >= 6 and fake.flushes >= 6       # every step kept running every poll
+    assert fake.reloads >= 6 and fake.flushes >= 6 and fake.checks >= 6   # every step, every poll
     assert task.exception() is None
     failed = [r.getMessage() for r in caplog.records]
     assert "policy watcher: policy reload failed" in failed
     assert "policy watcher: refused-login summaries failed" in failed
+    assert "policy watcher: comparing with the store's live nodes failed" in failed
 
 
 # -- end to end ------------------------------------------------------------------------------
