@@ -98,9 +98,14 @@ def _disk_text(disk: dict[str, Any]) -> Text:
 def _store_text(info: dict[str, Any]) -> Text:
     """Where the index lives (never a password), and why it could not be read if so."""
     text = Text(info.get("store") or "?")
-    error = (info.get("index") or {}).get("error")
-    if error:
-        text.append(f"\nnot readable from here: {error}", style="red")
+    index = info.get("index") or {}
+    if index.get("error"):
+        text.append(f"\nnot readable from here: {index['error']}", style="red")
+    versions = index.get("schema") or {}
+    if (versions.get("store") or 0) > (versions.get("bastion") or 0):
+        text.append(f"\nschema {versions['store']}, newer than this bastion's "
+                    f"({versions['bastion']}): another node was upgraded; upgrade this one "
+                    "(docs/SCALING.md, 'Upgrading the nodes one at a time')", style="yellow")
     return text
 
 

@@ -244,12 +244,14 @@ def _shared_index(data_dir: Path, names: list[str]) -> dict[str, Any]:
                                      f"{store.own_sessions_clause()}").fetchone()
             if names:
                 peers = nodeconfig.report(conn, names, LEASE)
+            schema_now = conn.execute("PRAGMA user_version").fetchone()[0]   # either backend
         finally:
             conn.close()
     except (RecordingError, sqlite3.Error) as exc:
         hint = getattr(exc, "hint", None)      # the URL (no password) and the driver's reason
         return {"error": str(exc) + (f" ({hint})" if hint else ""), "store": store.describe()}
-    out: dict[str, Any] = {"active_sessions": active, "store": store.describe()}
+    out: dict[str, Any] = {"active_sessions": active, "store": store.describe(),
+                           "schema": {"store": schema_now, "bastion": schema.SCHEMA_VERSION}}
     if peers is not None:
         out["peers"] = peers
     return out

@@ -7,6 +7,7 @@ would have written."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -80,6 +81,10 @@ def test_a_bastion_older_than_an_additive_migration_keeps_serving(tmp_path, pg_s
     listed = _cli("sessions", "list", "--json")     # the CLI, a process of its own
     assert listed.returncode == 0, listed.stderr
     assert "web2" in listed.stdout
+    status = _cli("status", "--data-dir", str(tmp_path), "--json")    # no serve: exit 4
+    assert json.loads(status.stdout)["index"]["schema"] == {"store": V + 1, "bastion": V}
+    human = _cli("status", "--data-dir", str(tmp_path))
+    assert f"schema {V + 1}, newer than this bastion's ({V})" in " ".join(human.stdout.split())
 
 
 def test_a_bastion_older_than_a_breaking_migration_refuses_and_says_why(tmp_path, pg_store,
