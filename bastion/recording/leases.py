@@ -48,7 +48,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from bastion.approvals.model import EXPIRED, PENDING, VIA_NODE_GONE
 from bastion.proto import asciicast
 from bastion.recording import tailstore as store_tails
 from bastion.store import chunks
@@ -162,10 +161,12 @@ def _interrupt(conn: Any, sid: int, node: str, me: str, lease: float,
     chain.seal(conn, "sessions", sid)
     # what the session waited for can no longer run: an approver must not answer it (the
     # approvals' trigger moves their clock and notifies every node's CLI and brokers)
-    conn.execute("UPDATE approvals SET status = ?, via = ?, answered = ?, answer_reason = ? "
-                 "WHERE status = ? AND session_id = ?",
-                 (EXPIRED, VIA_NODE_GONE, time.time(), APPROVAL_REASON.format(node=node, me=me),
-                  PENDING, sid))
+    # (bastion.approvals.model's EXPIRED and VIA_NODE_GONE: the approvals layer sits above
+    # this one, so its values are written out here; tests/integration/test_store_pg.py
+    # reads the row back through the approvals store)
+    conn.execute("UPDATE approvals SET status = 'expired', via = 'node-gone', answered = ?, "
+                 "answer_reason = ? WHERE status = 'pending' AND session_id = ?",
+                 (time.time(), APPROVAL_REASON.format(node=node, me=me), sid))
 
 
 def _append_marker(conn: Any, cid: int, label: str) -> float | None:

@@ -657,6 +657,7 @@ def test_a_takeover_expires_the_approvals_the_dead_nodes_session_waited_for(tmp_
     another node is not asked to answer it; another session's request stays pending."""
     import time as _time
 
+    from bastion.approvals.model import EXPIRED, VIA_NODE_GONE
     from bastion.approvals.store import ApprovalStore
     from bastion.errors import ApprovalError
     from bastion.recording import leases
@@ -682,7 +683,7 @@ def test_a_takeover_expires_the_approvals_the_dead_nodes_session_waited_for(tmp_
     try:
         assert leases.take_over(conn, 60.0, now=_time.time() + 3600) == [s.id]
         gone, kept = approvals.get(held.id), approvals.get(other.id)
-        assert (gone.status, gone.via) == ("expired", "node-gone")
+        assert (gone.status, gone.via) == (EXPIRED, VIA_NODE_GONE)
         assert "node a stopped answering" in gone.answer_reason
         assert "marked interrupted by node b" in gone.answer_reason
         assert kept.status == "pending"
