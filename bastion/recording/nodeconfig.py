@@ -136,10 +136,14 @@ def hints(columns: Iterable[str]) -> list[str]:
 
 def publish_and_compare(conn: Any, me: str, mine: dict[str, Any], lease: float) -> list[str]:
     """:func:`publish`, then warn (log) about every live peer that differs; the warnings."""
+    return describe(mine, _publish_and_warn(conn, me, mine, lease))
+
+
+def _publish_and_warn(conn: Any, me: str, mine: dict[str, Any], lease: float) -> dict[str, Rows]:
     publish(conn, mine)
     found = differing(mine, live_peers(conn, lease, [me]))
     _warn(mine, found)
-    return describe(mine, found)
+    return found
 
 
 def _warn(mine: dict[str, Any], found: dict[str, Rows]) -> None:
@@ -224,11 +228,9 @@ class Publisher:
         try:
             conn = schema.connect(self.data_dir)
             try:
-                publish(conn, mine)
-                found = differing(mine, live_peers(conn, self.lease, [self.node]))
+                found = _publish_and_warn(conn, self.node, mine, self.lease)  # said every time
             finally:
                 conn.close()
-            _warn(mine, found)               # said at every start and reload
             self._said = _key(found)
             return describe(mine, found)
         except (RecordingError, sqlite3.Error) as exc:
