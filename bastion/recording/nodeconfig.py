@@ -215,8 +215,7 @@ class Publisher:
             if found:
                 _warn(mine, found)
             elif self._said:
-                log.info("the policy, host CA and host key are the same as every live node's "
-                         "again")
+                log.info("no live node differs from this one any more (policy, host CA, host key)")
             self._said = key
         return describe(mine, found)
 

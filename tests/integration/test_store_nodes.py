@@ -298,7 +298,7 @@ def test_a_node_warns_when_a_peer_drifts_after_it_started_and_once(tmp_path, pg_
             assert as_node("a", lambda: pa.check(_values("a"), wait=True)) == []
             assert as_node("a", lambda: pa.check(_values("a"), wait=True)) == []
         assert [r.getMessage() for r in caplog.records] == [
-            "the policy, host CA and host key are the same as every live node's again"]
+            "no live node differs from this one any more (policy, host CA, host key)"]
     finally:
         pa.close()
         pb.close()
