@@ -98,12 +98,20 @@ def _raw(rig, path: str, token: str, headers: dict | None = None):
         return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
 
 
-def _active_session(rig, reviewer: str) -> int:
-    """The id of the agent's running session with a command, as a reviewer sees it."""
+def _session_ids(rig, reviewer: str) -> set[int]:
+    """Every session the index has now (to tell the next one from them)."""
+    _, body = call(rig, "GET", "/api/v1/sessions?limit=1000", reviewer)
+    return {int(s["id"]) for s in body["sessions"]}
+
+
+def _active_session(rig, reviewer: str, before: set[int]) -> int:
+    """The id of the agent's running session with a command, as a reviewer sees it: one not
+    in ``before`` (an earlier test's session may still show active while its close is being
+    written, and the new one without its command yet)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        _, body = call(rig, "GET", "/api/v1/sessions?status=active&limit=5", reviewer)
-        active = [s for s in body["sessions"] if s["n_commands"]]
+        _, body = call(rig, "GET", "/api/v1/sessions?status=active&limit=20", reviewer)
+        active = [s for s in body["sessions"] if s["n_commands"] and int(s["id"]) not in before]
         if active:
             return int(active[0]["id"])
         time.sleep(0.2)
@@ -322,11 +330,12 @@ def test_a_reviewer_watches_a_running_session_from_another_machine(api, token, a
     # (seq's lines are longer than the masker's hold-back, ~460 bytes, so each burst is
     # decided and recorded at once; the command waits for a line on its stdin after the first
     # burst, so the watcher must show it while the command still runs, however slow the machine)
+    before = _session_ids(api, auditor)
     proc = api.ssh_popen(token, "echo live-11; seq -s . 1 150; head -n1 >/dev/null; "
                                 "for i in 2 3 4 5 6; do echo live-$((i*11)); seq -s . 1 150; "
                                 "done")
     try:
-        sid = _active_session(api, auditor)
+        sid = _active_session(api, auditor, before)
         watcher = subprocess.Popen(
             [BASTION, "sessions", "watch", str(sid), "--server", api.url,
              "--server-ca", str(api.cert)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -361,9 +370,10 @@ def test_an_admin_terminates_a_running_session(api, issuer, token, auditor, tmp_
     canary = api.canary_dir / "after-kill"
     # (the command waits for its stdin: an agent that simply went away would give it EOF and
     # the canary would appear; a terminated session's command is closed at once, no EOF)
+    before = _session_ids(api, auditor)
     proc = api.ssh_popen(token, f"echo started; head -n1 >/dev/null; touch {canary}")
     try:
-        sid = _active_session(api, auditor)
+        sid = _active_session(api, auditor, before)
         # a reviewer is not an admin; no reason is refused; an unknown session is a 404
         assert call(api, "POST", f"/api/v1/sessions/{sid}/terminate", auditor,
                     {"reason": "x"})[0] == 403
