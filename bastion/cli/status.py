@@ -121,12 +121,17 @@ def _policy_text(serve: dict[str, Any], workers: dict[str, Any]) -> Text | None:
         text.append(f"\nreload refused {_ago(policy.get('refused_at'))}: "
                     f"{sanitize(policy['refused'])}\nthe policy above stays in force: fix the "
                     "file (`bastion policy check`), then send bastion serve SIGHUP", style="red")
-    digests = {(a.get("policy") or {}).get("digest") for a in workers.values() if a}
+    digests = _worker_digests(workers)
     if len(digests) > 1:
         text.append(f"\nthe workers enforce {len(digests)} different policies (each worker's is "
                     f"on its line): send bastion serve (pid {serve.get('pid')}) SIGHUP",
                     style="red")
     return text
+
+
+def _worker_digests(workers: dict[str, Any]) -> set[str | None]:
+    """The policy digests the answering workers of ``serve --workers N`` enforce."""
+    return {(a.get("policy") or {}).get("digest") for a in workers.values() if a}
 
 
 def _peers_text(peers: dict[str, Any]) -> Text:
@@ -225,7 +230,7 @@ def _status(data_dir: Path, as_json: bool) -> None:
         policy = _policy_text(serve, workers)
         if policy is not None:
             table.add_row("policy", policy)
-        apart = len({(a.get("policy") or {}).get("digest") for a in workers.values() if a}) > 1
+        apart = len(_worker_digests(workers)) > 1
         for index, answer in workers.items():     # serve --workers N
             table.add_row(f"worker {index}", _worker_text(answer, show_policy=apart))
     table.add_row("store", _store_text(info))

@@ -47,6 +47,7 @@ _PUBLISH = (
     "ON CONFLICT (name) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in PUBLISHED))
 _FIELDS = ("node", "seen", *PUBLISHED)
+Rows = list[dict[str, Any]]
 _ROWS = f"SELECT name, seen, {', '.join(PUBLISHED)} FROM nodes ORDER BY name"
 
 
@@ -70,12 +71,13 @@ def rows(conn: Any) -> list[dict[str, Any]]:
 def live_peers(conn: Any, lease: float, mine: Iterable[str],
                now: float | None = None) -> list[dict[str, Any]]:
     """The nodes not named in ``mine`` with a heartbeat within ``lease`` seconds, by name."""
+    return _live(rows(conn), lease, mine, now)
+
+
+def _live(every: Rows, lease: float, mine: Iterable[str], now: float | None) -> Rows:
     now = time.time() if now is None else now
     own = set(mine)
-    return [r for r in rows(conn) if r["node"] not in own and r["seen"] >= now - lease]
-
-
-Rows = list[dict[str, Any]]
+    return [r for r in every if r["node"] not in own and r["seen"] >= now - lease]
 
 
 def differing(mine: dict[str, Any], peers: Iterable[dict[str, Any]]) -> dict[str, Rows]:
@@ -162,8 +164,7 @@ def report(conn: Any, names: list[str], lease: float, now: float | None = None) 
     whether it published, its live peers, and how they differ from the first it published."""
     every = rows(conn)
     mine = next((r for n in names for r in every if r["node"] == n and r["policy"]), None)
-    now = time.time() if now is None else now
-    peers = [r for r in every if r["node"] not in names and r["seen"] >= now - lease]
+    peers = _live(every, lease, names, now)
     found = differing(mine, peers) if mine is not None else {}
     return {"published": mine is not None, "live_peers": [p["node"] for p in peers],
             "differ": describe(mine, found) if mine is not None else [],
